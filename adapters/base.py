@@ -1,0 +1,140 @@
+"""The one interface every vendor adapter implements, and the settings it is built from.
+
+Obligations of every adapter (the contract suite in tests/contract checks them):
+
+- No httpx exception escapes: every failure is one of the families in ``app.errors``.
+- ``verify_webhook`` and ``parse_webhook`` do no I/O.
+- ``update`` is safe to repeat: it sends absolute values, never increments.
+- ``create`` never duplicates an object when retried with the same ``idempotency_key``.
+- Field maps come from configuration (``AdapterSettings.value_maps``) laid over the
+  adapter's defaults (``default_value_maps``).
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import AsyncIterator, Mapping, Sequence
+from datetime import datetime
+from typing import Any, ClassVar
+
+import httpx
+import msgspec
+
+from app.model import MAPPED_FIELDS, CreateTarget, Fields, ObjectRef, ValueMap, VendorObject, WebhookEvent
+
+
+class AdapterSettings(msgspec.Struct, frozen=True, kw_only=True):
+    """What an adapter needs from configuration, with secrets already resolved.
+
+    ``webhook_secrets`` may hold several secrets during a rotation; a delivery signed with
+    any of them is accepted. ``options`` carries vendor-specific knobs (incident.io
+    ``api_version``, DevHelm ``signature_separator`` / ``org_id`` / ``sync_drafts``,
+    InboxOps ``webhook_scheme``); each adapter documents the ones it reads.
+    """
+
+    base_url: str
+    api_key: str
+    webhook_secrets: tuple[str, ...] = ()
+    webhook_tolerance_s: float = 300.0
+    value_maps: dict[str, ValueMap] = msgspec.field(default_factory=dict)
+    scopes: tuple[str, ...] = ()
+    page_size: int = 100
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class Adapter(abc.ABC):
+    """Talks to one vendor: reads, writes, webhooks, and the mapping to canonical fields."""
+
+    #: The system name used in config, URLs and the mapping table.
+    system: ClassVar[str]
+    #: Canonical fields this vendor's objects carry (readable).
+    readable: ClassVar[frozenset[str]]
+    #: Canonical fields the vendor lets us write.
+    writable: ClassVar[frozenset[str]]
+    #: Whether ``create`` is supported (hookstream creates issues itself).
+    can_create: ClassVar[bool] = True
+
+    def __init__(self, settings: AdapterSettings, client: httpx.AsyncClient) -> None:
+        self.settings = settings
+        self.client = client
+        defaults = self.default_value_maps()
+        self.value_maps: dict[str, ValueMap] = {
+            name: defaults[name].merged(settings.value_maps.get(name)) for name in defaults
+        }
+
+    # -- mapping ---------------------------------------------------------------------------
+
+    @classmethod
+    @abc.abstractmethod
+    def default_value_maps(cls) -> dict[str, ValueMap]:
+        """The default status (and priority, if any) maps of this vendor."""
+
+    def differs(self, obj: VendorObject | None, target: Fields) -> Fields:
+        """The fields of ``target`` that ``obj`` does not already hold *in meaning*.
+
+        Mapped enums compare through the value map (``ValueMap.holds``); other fields
+        compare by value. With no ``obj`` (not yet created) every field differs.
+        """
+        if obj is None:
+            return target
+        out: dict[str, Any] = {}
+        for name, value in target.items():
+            if name in MAPPED_FIELDS and name in self.value_maps:
+                if not self.value_maps[name].holds(obj.native.get(name), str(value)):
+                    out[name] = value
+            elif getattr(obj.fields, name) != value:
+                out[name] = value
+        return Fields(**out)
+
+    # -- reads -----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def get(self, ref: ObjectRef) -> VendorObject:
+        """Fetch one object. Raises ``NotFound`` if it does not exist."""
+
+    @abc.abstractmethod
+    def list_changed(self, since: datetime | None) -> AsyncIterator[list[VendorObject]]:
+        """Yield pages of objects changed at or after ``since`` (all objects if None).
+
+        Uses the vendor's own pagination and filters; walks every configured scope
+        (``settings.scopes``) where the vendor lists per scope.
+        """
+
+    # -- writes ----------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    async def create(
+        self, target: CreateTarget, fields: Fields, idempotency_key: str
+    ) -> VendorObject:
+        """Create an object holding ``fields``; a retry with the same key returns the same
+        object instead of a second one. Raises ``Rejected`` where the vendor cannot create.
+        """
+
+    @abc.abstractmethod
+    async def update(
+        self, ref: ObjectRef, changes: Fields, current: VendorObject | None = None
+    ) -> VendorObject:
+        """Write ``changes`` (only writable fields) with the vendor's own semantics and
+        return the object as the vendor now holds it. ``current`` is the last known state,
+        for vendors whose update needs unchanged fields (incident.io PUT needs the title).
+        """
+
+    # -- webhooks --------------------------------------------------------------------------
+
+    @abc.abstractmethod
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes, now: datetime) -> None:
+        """Raise ``SignatureInvalid`` unless ``body`` is signed with a configured secret
+        within the timestamp tolerance. ``headers`` keys are lower-case. No I/O.
+        """
+
+    @abc.abstractmethod
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        """Read a verified delivery. Raises ``MalformedPayload`` (not JSON) or
+        ``UnreadablePayload`` (not a shape this vendor sends). No I/O.
+        """
+
+
+def lower_headers(headers: Mapping[str, str] | Sequence[tuple[str, str]]) -> dict[str, str]:
+    """Headers as a dict with lower-case names (the form ``verify_webhook`` expects)."""
+    items = headers.items() if isinstance(headers, Mapping) else headers
+    return {k.lower(): v for k, v in items}

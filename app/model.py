@@ -1,0 +1,221 @@
+"""The canonical model: work items, canonical fields and enums, value maps, and observations.
+
+Everything that crosses a layer boundary is one of these msgspec structs. Adapters map
+vendor objects onto ``Fields``; the engine keeps the canonical ``WorkItem``.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable, Mapping
+from datetime import UTC, datetime
+from typing import Any
+
+import msgspec
+from msgspec import UNSET, UnsetType
+
+
+class Status(enum.StrEnum):
+    """Canonical status; every vendor status maps onto one of these (docs/field-maps.md)."""
+
+    OPEN = "open"
+    ACKNOWLEDGED = "acknowledged"
+    MONITORING = "monitoring"
+    WAITING = "waiting"
+    RESOLVED = "resolved"
+    CLOSED = "closed"
+    CANCELLED = "cancelled"
+
+
+class Priority(enum.StrEnum):
+    """Canonical priority (InboxOps priority, DevHelm impact, ...)."""
+
+    LOW = "low"
+    NORMAL = "normal"
+    HIGH = "high"
+    URGENT = "urgent"
+
+
+#: The canonical fields, in a stable order.
+FIELD_NAMES: tuple[str, ...] = (
+    "title",
+    "description",
+    "status",
+    "priority",
+    "snoozed_until",
+    "assignee",
+)
+
+#: Fields whose vendor values are enums translated through a ``ValueMap``.
+MAPPED_FIELDS: frozenset[str] = frozenset({"status", "priority"})
+
+
+class Fields(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fields=True):
+    """A set of canonical field values; ``UNSET`` means "not part of this set".
+
+    ``snoozed_until`` and ``assignee`` may be ``None``: that is a value (not snoozed,
+    unassigned), not an absence.
+    """
+
+    title: str | UnsetType = UNSET
+    description: str | UnsetType = UNSET
+    status: Status | UnsetType = UNSET
+    priority: Priority | UnsetType = UNSET
+    snoozed_until: datetime | None | UnsetType = UNSET
+    assignee: str | None | UnsetType = UNSET
+
+    def items(self) -> Iterable[tuple[str, Any]]:
+        """The (name, value) pairs that are set."""
+        for name in FIELD_NAMES:
+            value = getattr(self, name)
+            if value is not UNSET:
+                yield name, value
+
+    def as_dict(self) -> dict[str, Any]:
+        return dict(self.items())
+
+    def only(self, names: Iterable[str]) -> Fields:
+        """The subset of these fields named in ``names``."""
+        wanted = set(names)
+        return Fields(**{k: v for k, v in self.items() if k in wanted})
+
+    def is_empty(self) -> bool:
+        return not any(True for _ in self.items())
+
+    @staticmethod
+    def from_dict(values: Mapping[str, Any]) -> Fields:
+        return msgspec.convert(dict(values), Fields)
+
+
+class ValueMap(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Vendor values <-> canonical values for one enum field of one system.
+
+    ``inbound`` reads a vendor value as a canonical one. ``outbound`` lists, for each
+    canonical value, the vendor values that already *mean* it, the preferred one first:
+    a write is needed only when the object's current value is not in that list. That is
+    what keeps a many-to-one map from downgrading (DevHelm MONITORING already means
+    canonical ``acknowledged``, so it is not rewritten to IDENTIFIED).
+    """
+
+    inbound: dict[str, str]
+    outbound: dict[str, list[str]]
+
+    def to_canonical(self, vendor_value: str) -> str | None:
+        return self.inbound.get(vendor_value)
+
+    def to_vendor(self, canonical: str) -> str | None:
+        choices = self.outbound.get(canonical)
+        return choices[0] if choices else None
+
+    def holds(self, vendor_value: str | None, canonical: str) -> bool:
+        """Whether an object holding ``vendor_value`` already means ``canonical``."""
+        if vendor_value is None:
+            return False
+        return vendor_value in self.outbound.get(canonical, ()) or (
+            self.inbound.get(vendor_value) == canonical
+        )
+
+    def merged(self, override: ValueMap | None) -> ValueMap:
+        """This map with the entries of ``override`` (from config) laid over it."""
+        if override is None:
+            return self
+        return ValueMap(
+            inbound={**self.inbound, **override.inbound},
+            outbound={**self.outbound, **override.outbound},
+        )
+
+
+class ObjectRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """One vendor object: the system, the scope it lives in ("" if none) and its id.
+
+    The scope is the DevHelm status page id or the incident.io incident id; ids are only
+    unique within (system, scope).
+    """
+
+    system: str
+    scope: str
+    external_id: str
+
+
+class VendorObject(msgspec.Struct, frozen=True):
+    """A vendor object as an adapter read it, already mapped to canonical fields.
+
+    ``native`` keeps the vendor's own value of each mapped enum field (``{"status":
+    "MONITORING"}``) so that "differs in meaning" can be decided without losing detail;
+    ``unmapped`` names the enum values that have no canonical mapping (reported, never
+    guessed). ``raw`` is the vendor JSON, for filters and the audit trail.
+    """
+
+    ref: ObjectRef
+    updated_at: datetime
+    fields: Fields
+    native: dict[str, str] = msgspec.field(default_factory=dict)
+    unmapped: dict[str, str] = msgspec.field(default_factory=dict)
+    raw: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class CreateTarget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Where a creation rule makes a new object: its scope and vendor-specific parameters.
+
+    Parameters by vendor: DevHelm ``notify_subscribers``; InboxOps ``inbox_id``;
+    incident.io: the scope is the incident id. Unknown parameters are ignored by adapters.
+    """
+
+    scope: str = ""
+    params: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class WebhookEvent(msgspec.Struct, frozen=True):
+    """What one verified webhook delivery says.
+
+    ``observations`` carry object states the payload contains; ``hints`` name objects
+    that changed but must be fetched (hookstream ``issue_opened``, incident.io private
+    incidents). ``poll`` asks for a poll of the whole system when the payload names
+    nothing usable.
+    """
+
+    delivery_id: str
+    event_type: str
+    observations: list[VendorObject] = msgspec.field(default_factory=list)
+    hints: list[ObjectRef] = msgspec.field(default_factory=list)
+    poll: bool = False
+
+
+class FieldStamp(msgspec.Struct, frozen=True):
+    """Which system last set a canonical field, and as of when (the vendor's time)."""
+
+    system: str
+    at: datetime
+
+
+class WorkItem(msgspec.Struct, kw_only=True):
+    """The canonical state of one problem, shared by every linked vendor object."""
+
+    id: str
+    title: str = ""
+    description: str = ""
+    status: Status = Status.OPEN
+    priority: Priority = Priority.NORMAL
+    snoozed_until: datetime | None = None
+    assignee: str | None = None
+    labels: list[str] = msgspec.field(default_factory=list)
+    created_at: datetime
+    updated_at: datetime
+    version: int = 1
+    stamps: dict[str, FieldStamp] = msgspec.field(default_factory=dict)
+
+    def fields(self) -> Fields:
+        """The canonical field values of this item."""
+        return Fields(**{name: getattr(self, name) for name in FIELD_NAMES})
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware in UTC."""
+    return datetime.now(UTC)
+
+
+def as_utc(value: datetime) -> datetime:
+    """``value`` as an aware UTC datetime (naive values are taken to be UTC)."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)

@@ -1,0 +1,350 @@
+"""The adapter contract, run for every vendor against its strict simulator over real HTTP.
+
+Vendor-specific knowledge comes from ``kit_<vendor>.py`` (see ``kit.py``); this file knows
+only the ``Adapter`` interface and the common ``/_sim/`` control surface.
+"""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from adapters import VENDORS, adapter_class
+from adapters._simkit import SimOptions
+from adapters.base import Adapter, lower_headers
+from app.errors import (
+    AuthError,
+    NotFound,
+    RateLimited,
+    Rejected,
+    SignatureInvalid,
+    TransientError,
+)
+from app.model import CreateTarget, ObjectRef, utcnow
+from app.serving import bind_socket, serve_asgi
+from tests.contract.kit import VendorKit
+
+KITS: dict[str, VendorKit] = {
+    system: importlib.import_module(f"tests.contract.kit_{system}").KIT for system in VENDORS
+}
+CREATABLE = [s for s, k in KITS.items() if k.create_target is not None]
+NOT_CREATABLE = [s for s, k in KITS.items() if k.create_target is None]
+TIMESTAMPED = [s for s, k in KITS.items() if k.timestamped]
+
+
+class Rig:
+    """One vendor's simulator served on loopback, an adapter pointed at it, and a client
+    for the simulator's control surface. Webhooks the simulator sends are captured."""
+
+    def __init__(self, kit: VendorKit, sim: Any, adapter: Adapter, control: httpx.AsyncClient):
+        self.kit = kit
+        self.sim = sim
+        self.adapter = adapter
+        self.control = control
+        self.base_url = str(control.base_url)
+        self.captured: list[httpx.Request] = []
+
+    def adapter_with(self, **overrides: Any) -> Adapter:
+        settings = self.kit.settings(self.base_url, **overrides)
+        return adapter_class(self.kit.system)(settings, self.adapter.client)
+
+    async def fault(self, **fault: Any) -> None:
+        response = await self.control.post("/_sim/faults", json=fault)
+        assert response.status_code == 201, response.text
+
+    async def writes(self) -> list[dict[str, Any]]:
+        log = (await self.control.get("/_sim/requests")).json()["requests"]
+        return [
+            r
+            for r in log
+            if r["method"] in ("POST", "PUT", "PATCH", "DELETE") and 200 <= r["status"] < 300
+        ]
+
+
+@pytest.fixture(params=sorted(KITS))
+def system(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+async def _rig(system: str) -> AsyncIterator[Rig]:
+    kit = KITS[system]
+    captured: list[httpx.Request] = []
+
+    def capture(request: httpx.Request) -> httpx.Response:
+        captured.append(request)
+        return httpx.Response(204)
+
+    hook_client = httpx.AsyncClient(transport=httpx.MockTransport(capture))
+    sim = kit.simulator(
+        options=SimOptions(
+            api_key=kit.api_key,
+            webhook_url="http://gateway.test/webhooks/" + system,
+            webhook_secret=kit.webhook_secret,
+        ),
+        webhook_client=hook_client,
+    )
+    async with (
+        serve_asgi(sim.app) as url,
+        httpx.AsyncClient(timeout=httpx.Timeout(1.0)) as client,
+        httpx.AsyncClient(base_url=url, timeout=10.0) as control,
+    ):
+        adapter = adapter_class(system)(kit.settings(url), client)
+        rig = Rig(kit, sim, adapter, control)
+        rig.captured = captured
+        yield rig
+    await hook_client.aclose()
+
+
+@pytest.fixture
+async def rig(system: str) -> AsyncIterator[Rig]:
+    async for r in _rig(system):
+        yield r
+
+
+@pytest.fixture(params=CREATABLE)
+async def creatable(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    async for r in _rig(request.param):
+        yield r
+
+
+@pytest.fixture(params=NOT_CREATABLE)
+async def not_creatable(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    async for r in _rig(request.param):
+        yield r
+
+
+@pytest.fixture(params=TIMESTAMPED)
+async def timestamped(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+    async for r in _rig(request.param):
+        yield r
+
+
+# -- reads and writes ------------------------------------------------------------------------
+
+
+async def test_get_returns_the_seeded_object(rig: Rig) -> None:
+    ref = await rig.kit.seed(rig.control)
+    obj = await rig.adapter.get(ref)
+    assert obj.ref.external_id == ref.external_id
+    assert obj.ref.system == rig.kit.system
+    assert obj.updated_at.tzinfo is not None
+    assert obj.fields.status is not None
+
+
+async def test_update_round_trip(rig: Rig) -> None:
+    ref = await rig.kit.seed(rig.control)
+    before = await rig.adapter.get(ref)
+    changes = rig.kit.update_fields
+    assert not rig.adapter.differs(before, changes).is_empty(), "kit update must be a change"
+    after = await rig.adapter.update(ref, changes, current=before)
+    assert rig.adapter.differs(after, changes).is_empty()
+    fetched = await rig.adapter.get(ref)
+    assert rig.adapter.differs(fetched, changes).is_empty()
+    assert fetched.updated_at >= before.updated_at
+
+
+async def test_update_is_safe_to_repeat(rig: Rig) -> None:
+    ref = await rig.kit.seed(rig.control)
+    current = await rig.adapter.get(ref)
+    first = await rig.adapter.update(ref, rig.kit.update_fields, current=current)
+    second = await rig.adapter.update(ref, rig.kit.update_fields, current=first)
+    assert first.fields == second.fields
+
+
+async def test_create_get_update_round_trip(creatable: Rig) -> None:
+    kit, adapter = creatable.kit, creatable.adapter
+    assert kit.create_target is not None
+    created = await adapter.create(kit.create_target, kit.create_fields, "wi-1:link-1")
+    assert adapter.differs(created, kit.create_fields.only(adapter.writable)).is_empty()
+    fetched = await adapter.get(created.ref)
+    assert fetched.ref == created.ref
+    assert adapter.differs(fetched, kit.create_fields.only(adapter.writable)).is_empty()
+    updated = await adapter.update(created.ref, kit.update_fields, current=fetched)
+    assert adapter.differs(updated, kit.update_fields).is_empty()
+
+
+async def test_retried_create_never_duplicates(creatable: Rig) -> None:
+    kit, adapter = creatable.kit, creatable.adapter
+    assert kit.create_target is not None
+    first = await adapter.create(kit.create_target, kit.create_fields, "wi-7:link-9")
+    again = await adapter.create(kit.create_target, kit.create_fields, "wi-7:link-9")
+    assert again.ref == first.ref
+    other = await adapter.create(kit.create_target, kit.create_fields, "wi-8:link-10")
+    assert other.ref != first.ref
+    objects = [o async for page in adapter.list_changed(None) for o in page]
+    ids = [o.ref.external_id for o in objects]
+    assert ids.count(first.ref.external_id) == 1
+    assert len(set(ids)) == 2
+
+
+async def test_create_after_a_lost_response_never_duplicates(creatable: Rig) -> None:
+    """The first create reaches the vendor but its answer is lost (timeout): the retry
+    must find or replay it, not make a second object."""
+    kit, adapter = creatable.kit, creatable.adapter
+    assert kit.create_target is not None
+    await creatable.fault(status=502, count=1, methods=["POST"], after=True)
+    with pytest.raises(TransientError):
+        await adapter.create(kit.create_target, kit.create_fields, "wi-3:link-3")
+    created = await adapter.create(kit.create_target, kit.create_fields, "wi-3:link-3")
+    again = await adapter.create(kit.create_target, kit.create_fields, "wi-3:link-3")
+    assert again.ref == created.ref
+    objects = [o async for page in adapter.list_changed(None) for o in page]
+    assert [o.ref for o in objects].count(created.ref) == 1
+
+
+async def test_create_is_rejected_where_the_vendor_cannot_create(not_creatable: Rig) -> None:
+    adapter = not_creatable.adapter
+    assert not adapter.can_create
+    with pytest.raises(Rejected):
+        await adapter.create(
+            CreateTarget(), not_creatable.kit.update_fields, "k"
+        )
+
+
+async def test_list_changed_walks_every_page(rig: Rig) -> None:
+    refs = [await rig.kit.seed(rig.control, n) for n in range(5)]
+    pages = [page async for page in rig.adapter.list_changed(None)]
+    seen = [o.ref.external_id for page in pages for o in page]
+    assert {r.external_id for r in refs} <= set(seen)
+    assert len(seen) == len(set(seen)), "an object listed twice in one walk"
+    assert len(pages) >= 3, "page_size=2 over 5 objects must take several pages"
+
+
+async def test_list_changed_since_returns_only_later_changes(rig: Rig) -> None:
+    refs = [await rig.kit.seed(rig.control, n) for n in range(4)]
+    cutoff = (await rig.adapter.get(refs[-1])).updated_at + timedelta(microseconds=1)
+    await rig.kit.human_change(rig.control, refs[0])
+    changed = [o async for page in rig.adapter.list_changed(cutoff) for o in page]
+    ids = {o.ref.external_id for o in changed}
+    assert refs[0].external_id in ids
+    assert not ids & {r.external_id for r in refs[1:]}
+
+
+# -- webhooks -------------------------------------------------------------------------------
+
+
+async def _delivery(rig: Rig) -> tuple[dict[str, str], bytes]:
+    await rig.kit.trigger_webhook(rig.control)
+    await rig.control.post("/_sim/webhooks/flush")
+    assert rig.captured, "the simulator sent no webhook"
+    request = rig.captured[-1]
+    return lower_headers(request.headers.multi_items()), request.content
+
+
+async def test_webhook_signature_accepted_and_parsed(rig: Rig) -> None:
+    headers, body = await _delivery(rig)
+    rig.adapter.verify_webhook(headers, body, utcnow())
+    event = rig.adapter.parse_webhook(headers, body)
+    assert event.delivery_id
+    assert event.observations or event.hints or event.poll
+
+
+async def test_webhook_signature_accepted_during_secret_rotation(rig: Rig) -> None:
+    headers, body = await _delivery(rig)
+    rotated = rig.adapter_with(webhook_secrets=(rig.kit.other_secret, rig.kit.webhook_secret))
+    rotated.verify_webhook(headers, body, utcnow())
+
+
+async def test_webhook_wrong_secret_rejected(rig: Rig) -> None:
+    headers, body = await _delivery(rig)
+    wrong = rig.adapter_with(webhook_secrets=(rig.kit.other_secret,))
+    with pytest.raises(SignatureInvalid):
+        wrong.verify_webhook(headers, body, utcnow())
+
+
+async def test_webhook_tampered_body_rejected(rig: Rig) -> None:
+    headers, body = await _delivery(rig)
+    tampered = body.replace(b"}", b" }", 1)
+    assert tampered != body
+    with pytest.raises(SignatureInvalid):
+        rig.adapter.verify_webhook(headers, tampered, utcnow())
+
+
+async def test_webhook_missing_signature_header_rejected(rig: Rig) -> None:
+    headers, body = await _delivery(rig)
+    for name in rig.kit.signature_headers:
+        stripped = {k: v for k, v in headers.items() if k != name.lower()}
+        with pytest.raises(SignatureInvalid):
+            rig.adapter.verify_webhook(stripped, body, utcnow())
+
+
+async def test_webhook_stale_timestamp_rejected(timestamped: Rig) -> None:
+    headers, body = await _delivery(timestamped)
+    timestamped.adapter.verify_webhook(headers, body, utcnow() + timedelta(seconds=200))
+    with pytest.raises(SignatureInvalid):
+        timestamped.adapter.verify_webhook(headers, body, utcnow() + timedelta(minutes=10))
+
+
+# -- error families -------------------------------------------------------------------------
+
+
+async def test_unknown_object_is_not_found(rig: Rig) -> None:
+    ref = await rig.kit.seed(rig.control)
+    missing = ObjectRef(ref.system, ref.scope, ref.external_id[:-4] + "0000")
+    with pytest.raises(NotFound):
+        await rig.adapter.get(missing)
+
+
+async def test_wrong_api_key_is_auth_error(rig: Rig) -> None:
+    ref = await rig.kit.seed(rig.control)
+    bad = rig.adapter_with(api_key=rig.kit.api_key + "x")
+    with pytest.raises(AuthError):
+        await bad.get(ref)
+
+
+async def test_injected_429_is_rate_limited_with_retry_after(rig: Rig) -> None:
+    ref = await rig.kit.seed(rig.control)
+    await rig.fault(status=429, retry_after=7)
+    with pytest.raises(RateLimited) as info:
+        await rig.adapter.get(ref)
+    assert info.value.retry_after == pytest.approx(7)
+    assert (await rig.adapter.get(ref)).ref.external_id == ref.external_id
+
+
+async def test_requests_per_minute_limit_gives_rate_limited(rig: Rig) -> None:
+    ref = await rig.kit.seed(rig.control)
+    await rig.control.put("/_sim/rate-limit", json={"rpm": 3})
+    for _ in range(3):
+        await rig.adapter.get(ref)
+    with pytest.raises(RateLimited) as info:
+        await rig.adapter.get(ref)
+    assert 0 < info.value.retry_after <= 60
+
+
+@pytest.mark.parametrize("status", [500, 502, 503])
+async def test_5xx_is_transient(rig: Rig, status: int) -> None:
+    ref = await rig.kit.seed(rig.control)
+    await rig.fault(status=status)
+    with pytest.raises(TransientError):
+        await rig.adapter.get(ref)
+
+
+async def test_timeout_is_transient(rig: Rig) -> None:
+    ref = await rig.kit.seed(rig.control)
+    await rig.fault(timeout_s=3.0)
+    with pytest.raises(TransientError):
+        await rig.adapter.get(ref)
+
+
+async def test_connection_error_is_transient(rig: Rig) -> None:
+    sock = bind_socket()
+    port = sock.getsockname()[1]
+    sock.close()  # nothing listens there any more
+    dead = rig.adapter_with(base_url=f"http://127.0.0.1:{port}")
+    with pytest.raises(TransientError):
+        await dead.get(ObjectRef(rig.kit.system, "", "x" * 8))
+
+
+@pytest.mark.parametrize("status", [400, 422])
+async def test_validation_status_is_rejected_with_vendor_message(rig: Rig, status: int) -> None:
+    ref = await rig.kit.seed(rig.control)
+    current = await rig.adapter.get(ref)
+    await rig.fault(status=status, methods=["PUT", "PATCH"])
+    with pytest.raises(Rejected) as info:
+        await rig.adapter.update(ref, rig.kit.update_fields, current=current)
+    assert "injected" in info.value.message
