@@ -1,13 +1,59 @@
-"""Shared fixtures: simulators served on loopback, HTTP clients into them."""
+"""Shared fixtures: databases (SQLite and PostgreSQL), HTTP clients."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import httpx
 import pytest
+import sqlalchemy as sa
 
-from app.serving import serve_asgi
+from app import tables
+from app.store import Store
+
+POSTGRES_ENV = "SYNCGATE_TEST_POSTGRES_URL"
+_migrated: set[str] = set()
+
+
+def postgres_url() -> str:
+    url = os.environ.get(POSTGRES_ENV)
+    if not url:
+        raise RuntimeError(
+            f"{POSTGRES_ENV} is not set: run the suite with scripts/test, which starts a "
+            "throwaway PostgreSQL server, or point it at an empty database"
+        )
+    return url
+
+
+async def open_store(kind: str, tmp_path: Path) -> Store:
+    """A migrated, empty store of ``kind`` ("sqlite" or "postgres")."""
+    if kind == "sqlite":
+        store = Store.connect(f"sqlite:///{tmp_path / 'syncgate.db'}")
+        await store.migrate()
+        return store
+    url = postgres_url()
+    store = Store.connect(url, pool_size=5)
+    if url not in _migrated:
+        await store.migrate()
+        _migrated.add(url)
+    async with store.engine.begin() as conn:
+        names = ", ".join(t.name for t in tables.metadata.sorted_tables)
+        await conn.execute(sa.text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    return store
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def db_kind(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
+@pytest.fixture
+async def store(db_kind: str, tmp_path: Path) -> AsyncIterator[Store]:
+    s = await open_store(db_kind, tmp_path)
+    yield s
+    await s.close()
 
 
 @pytest.fixture
@@ -15,8 +61,3 @@ async def http() -> AsyncIterator[httpx.AsyncClient]:
     """An outbound client like the gateway's: short timeouts, no redirects."""
     async with httpx.AsyncClient(timeout=httpx.Timeout(2.0)) as client:
         yield client
-
-
-async def served(app: object) -> AsyncIterator[str]:
-    async with serve_asgi(app) as url:
-        yield url

@@ -1,0 +1,54 @@
+"""Prometheus metrics, one registry per gateway instance (so tests can run several)."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+
+class Metrics:
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        r = self.registry
+        self.webhooks_received = Counter(
+            "syncgate_webhooks_received", "Webhook deliveries accepted and stored", ["system"], registry=r
+        )
+        self.webhooks_rejected = Counter(
+            "syncgate_webhooks_rejected", "Webhook deliveries refused", ["system", "reason"], registry=r
+        )
+        self.webhooks_duplicate = Counter(
+            "syncgate_webhooks_duplicate", "Webhook deliveries already stored", ["system"], registry=r
+        )
+        self.events_processed = Counter(
+            "syncgate_events_processed", "Inbox events processed", ["system", "outcome"], registry=r
+        )
+        self.observations = Counter(
+            "syncgate_observations", "Observations applied by the engine", ["system", "outcome"], registry=r
+        )
+        self.writes = Counter(
+            "syncgate_writes", "Vendor writes by outcome", ["system", "action", "outcome"], registry=r
+        )
+        self.write_latency = Histogram(
+            "syncgate_write_seconds",
+            "Duration of vendor write calls",
+            ["system"],
+            registry=r,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.retries = Counter(
+            "syncgate_write_retries", "Writes scheduled for another attempt", ["system"], registry=r
+        )
+        self.dead_letters = Counter(
+            "syncgate_dead_letters", "Writes dead-lettered", ["system"], registry=r
+        )
+        self.queue_depth = Gauge(
+            "syncgate_queue_depth", "Dirty links waiting to be written", ["system"], registry=r
+        )
+        self.poll_lag = Gauge(
+            "syncgate_poll_lag_seconds", "Seconds since the last successful poll", ["system"], registry=r
+        )
+        self.polls = Counter(
+            "syncgate_polls", "Polls by outcome", ["system", "outcome"], registry=r
+        )
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)

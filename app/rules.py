@@ -1,0 +1,121 @@
+"""Compiled sync rules: field directions, conflict policy and creation rules (pure).
+
+Built once from ``Settings`` and what each system's adapter can read and write; the engine
+and the dispatcher ask it questions and never read the raw settings.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any, Protocol
+
+from app.model import FIELD_NAMES, Priority, VendorObject
+from app.settings import Conflict, CreateRule, Direction, Settings
+
+PRIORITY_ORDER = {p: i for i, p in enumerate(Priority)}
+
+
+class Caps(Protocol):
+    """What a system's adapter can do (adapter classes satisfy this)."""
+
+    readable: frozenset[str]
+    writable: frozenset[str]
+
+
+class Rules:
+    def __init__(self, settings: Settings, caps: Mapping[str, Caps]) -> None:
+        self.settings = settings
+        self.systems = [name for name, s in settings.systems.items() if s.enabled]
+        self._in: dict[str, frozenset[str]] = {}
+        self._out: dict[str, frozenset[str]] = {}
+        for system in self.systems:
+            cap = caps[system]
+            ins, outs = set(), set()
+            for name in FIELD_NAMES:
+                direction = self.direction(system, name)
+                if direction in (Direction.BOTH, Direction.IN) and name in cap.readable:
+                    ins.add(name)
+                if direction in (Direction.BOTH, Direction.OUT) and name in cap.writable:
+                    outs.add(name)
+            self._in[system] = frozenset(ins)
+            self._out[system] = frozenset(outs)
+
+    def direction(self, system: str, name: str) -> Direction:
+        rule = self.settings.fields.get(name)
+        if rule is None:
+            return Direction.BOTH
+        if system in rule.systems:
+            return rule.systems[system]
+        if rule.owner is not None:
+            return Direction.IN if rule.owner == system else Direction.OUT
+        return Direction.BOTH
+
+    def in_fields(self, system: str) -> frozenset[str]:
+        """Fields whose changes in ``system`` may change the canonical item."""
+        return self._in.get(system, frozenset())
+
+    def out_fields(self, system: str) -> frozenset[str]:
+        """Fields written to ``system`` when the canonical item changes."""
+        return self._out.get(system, frozenset())
+
+    def conflict(self, name: str) -> Conflict:
+        rule = self.settings.fields.get(name)
+        return rule.conflict if rule is not None else Conflict()
+
+    def incoming_wins(
+        self,
+        name: str,
+        *,
+        system: str,
+        at: datetime,
+        stamp_system: str | None,
+        stamp_at: datetime | None,
+    ) -> bool:
+        """Whether a change of ``name`` from ``system`` at vendor time ``at`` beats the
+        current value, last set by ``stamp_system`` at ``stamp_at``."""
+        if stamp_at is None or stamp_system is None:
+            return True
+        policy = self.conflict(name)
+        if policy.policy == "prefer" and policy.prefer is not None:
+            if system == policy.prefer:
+                return True
+            if stamp_system == policy.prefer and at <= stamp_at + timedelta(
+                seconds=policy.window_s
+            ):
+                return False
+        if stamp_system == system:
+            return at >= stamp_at
+        return at > stamp_at
+
+    def creation_rule(self, obj: VendorObject) -> CreateRule | None:
+        """The first creation rule a new, unlinked object matches."""
+        for rule in self.settings.create_rules:
+            if rule.system == obj.ref.system and _matches(rule, obj):
+                return rule
+        return None
+
+
+def _lookup(raw: Mapping[str, Any], path: str) -> Any:
+    value: Any = raw
+    for part in path.split("."):
+        if not isinstance(value, Mapping) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def _matches(rule: CreateRule, obj: VendorObject) -> bool:
+    match = rule.match
+    for path, accepted in match.fields.items():
+        if _lookup(obj.raw, path) not in accepted:
+            return False
+    if match.status_in and obj.fields.status not in match.status_in:
+        return False
+    if match.min_priority is not None:
+        priority = obj.fields.priority
+        if not isinstance(priority, Priority):
+            return False
+        if PRIORITY_ORDER[priority] < PRIORITY_ORDER[match.min_priority]:
+            return False
+    return True

@@ -1,0 +1,663 @@
+"""Storage: the only module that opens database connections and runs SQL.
+
+SQLite (WAL, one connection, ``BEGIN IMMEDIATE``) is the embedded default; PostgreSQL
+(asyncpg) is the production store, where several gateway processes share the work:
+work items are locked with ``SELECT ... FOR UPDATE`` while a change is applied, and
+dirty links and pending events are claimed with ``FOR UPDATE SKIP LOCKED``.
+
+``Store`` owns the engine; ``Tx`` wraps one transaction and offers the operations the
+engine, the dispatcher, the receivers, the pollers and the admin API need.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import AsyncIterator, Iterable, Sequence
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy import event as sa_event
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+
+from app import tables as t
+from app.model import (
+    CreateTarget,
+    FieldStamp,
+    ObjectRef,
+    Priority,
+    Status,
+    VendorObject,
+    WorkItem,
+    as_utc,
+)
+
+__all__ = ["IntegrityError", "Link", "Store", "Tx", "normalize_url"]
+
+
+class Link(msgspec.Struct, kw_only=True):
+    """One row of the mapping table, as the services see it."""
+
+    id: int
+    work_item_id: str
+    system: str
+    scope: str
+    external_id: str | None
+    known: VendorObject | None
+    vendor_updated_at: datetime | None
+    last_synced_at: datetime | None
+    create_target: CreateTarget | None
+    idempotency_key: str | None
+    dirty: bool
+    dirty_version: int
+    synced_version: int
+    next_attempt_at: datetime | None
+    attempts: int
+    last_error: str | None
+    dead: bool
+    dead_reason: str | None
+    claimed_by: str | None = None
+
+    @property
+    def ref(self) -> ObjectRef | None:
+        if self.external_id is None:
+            return None
+        return ObjectRef(self.system, self.scope, self.external_id)
+
+
+class HistoryEntry(msgspec.Struct, kw_only=True):
+    work_item_id: str
+    kind: str
+    at: datetime
+    field: str | None = None
+    old_value: Any = None
+    new_value: Any = None
+    system: str | None = None
+    event_id: str | None = None
+    detail: str | None = None
+
+
+def normalize_url(url: str) -> str:
+    """Pick the async driver: ``sqlite:`` -> aiosqlite, ``postgresql:`` -> asyncpg."""
+    parsed = make_url(url)
+    if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
+        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    elif parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+        parsed = parsed.set(drivername="postgresql+asyncpg")
+    return parsed.render_as_string(hide_password=False)
+
+
+def _dt(value: Any) -> datetime | None:
+    if value is None:
+        return None
+    if isinstance(value, str):
+        value = datetime.fromisoformat(value)
+    return as_utc(value)
+
+
+def _known(value: dict[str, Any] | None) -> VendorObject | None:
+    return None if value is None else msgspec.convert(value, VendorObject)
+
+
+def _encode_known(obj: VendorObject) -> dict[str, Any]:
+    # raw vendor JSON is not kept in the mapping table: only what the sync needs
+    slim = msgspec.structs.replace(obj, raw={})
+    return msgspec.to_builtins(slim)  # type: ignore[no-any-return]
+
+
+def _link(row: Any) -> Link:
+    m = row._mapping
+    target = m["create_target"]
+    return Link(
+        id=m["id"],
+        work_item_id=m["work_item_id"],
+        system=m["system"],
+        scope=m["scope"],
+        external_id=m["external_id"],
+        known=_known(m["known_state"]),
+        vendor_updated_at=_dt(m["vendor_updated_at"]),
+        last_synced_at=_dt(m["last_synced_at"]),
+        create_target=None if target is None else msgspec.convert(target, CreateTarget),
+        idempotency_key=m["idempotency_key"],
+        dirty=bool(m["dirty"]),
+        dirty_version=m["dirty_version"],
+        synced_version=m["synced_version"],
+        next_attempt_at=_dt(m["next_attempt_at"]),
+        attempts=m["attempts"],
+        last_error=m["last_error"],
+        dead=bool(m["dead"]),
+        dead_reason=m["dead_reason"],
+        claimed_by=m["claimed_by"],
+    )
+
+
+def _item(row: Any) -> WorkItem:
+    m = row._mapping
+    return WorkItem(
+        id=m["id"],
+        title=m["title"],
+        description=m["description"],
+        status=Status(m["status"]),
+        priority=Priority(m["priority"]),
+        snoozed_until=_dt(m["snoozed_until"]),
+        assignee=m["assignee"],
+        labels=list(m["labels"] or []),
+        created_at=_dt(m["created_at"]),  # type: ignore[arg-type]
+        updated_at=_dt(m["updated_at"]),  # type: ignore[arg-type]
+        version=m["version"],
+        stamps={k: msgspec.convert(v, FieldStamp) for k, v in (m["stamps"] or {}).items()},
+    )
+
+
+def _item_values(item: WorkItem) -> dict[str, Any]:
+    return {
+        "id": item.id,
+        "title": item.title,
+        "description": item.description,
+        "status": str(item.status),
+        "priority": str(item.priority),
+        "snoozed_until": item.snoozed_until,
+        "assignee": item.assignee,
+        "labels": list(item.labels),
+        "stamps": msgspec.to_builtins(item.stamps),
+        "version": item.version,
+        "created_at": item.created_at,
+        "updated_at": item.updated_at,
+    }
+
+
+class Tx:
+    """One database transaction and the operations run inside it."""
+
+    def __init__(self, conn: AsyncConnection, dialect: str) -> None:
+        self.conn = conn
+        self.dialect = dialect
+
+    @property
+    def postgres(self) -> bool:
+        return self.dialect == "postgresql"
+
+    # -- work items ------------------------------------------------------------------------
+
+    async def get_item(self, item_id: str, *, lock: bool = False) -> WorkItem | None:
+        """The work item; with ``lock`` its row stays locked until the transaction ends
+        (PostgreSQL), which serializes changes to one item across processes."""
+        query = sa.select(t.work_items).where(t.work_items.c.id == item_id)
+        if lock and self.postgres:
+            query = query.with_for_update()
+        row = (await self.conn.execute(query)).first()
+        return None if row is None else _item(row)
+
+    async def insert_item(self, item: WorkItem) -> None:
+        await self.conn.execute(sa.insert(t.work_items).values(**_item_values(item)))
+
+    async def save_item(self, item: WorkItem) -> None:
+        values = _item_values(item)
+        del values["id"]
+        await self.conn.execute(
+            sa.update(t.work_items).where(t.work_items.c.id == item.id).values(**values)
+        )
+
+    async def search_items(
+        self,
+        *,
+        status: str | None = None,
+        system: str | None = None,
+        text: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[WorkItem], int]:
+        query = sa.select(t.work_items)
+        if status:
+            query = query.where(t.work_items.c.status == status)
+        if system:
+            query = query.where(
+                t.work_items.c.id.in_(
+                    sa.select(t.links.c.work_item_id).where(t.links.c.system == system)
+                )
+            )
+        if text:
+            pattern = f"%{text.lower()}%"
+            query = query.where(
+                sa.or_(
+                    sa.func.lower(t.work_items.c.title).like(pattern),
+                    sa.func.lower(t.work_items.c.description).like(pattern),
+                )
+            )
+        total = (
+            await self.conn.execute(sa.select(sa.func.count()).select_from(query.subquery()))
+        ).scalar_one()
+        rows = await self.conn.execute(
+            query.order_by(t.work_items.c.updated_at.desc(), t.work_items.c.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        return [_item(r) for r in rows], int(total)
+
+    # -- links -----------------------------------------------------------------------------
+
+    async def link_for(self, ref: ObjectRef) -> Link | None:
+        """The link of a vendor object. A ref with an empty scope (a webhook hint that
+        names only the id) matches the object in any scope of its system."""
+        query = sa.select(t.links).where(
+            t.links.c.system == ref.system, t.links.c.external_id == ref.external_id
+        )
+        if ref.scope:
+            query = query.where(t.links.c.scope == ref.scope)
+        row = (await self.conn.execute(query.limit(1))).first()
+        return None if row is None else _link(row)
+
+    async def get_link(self, link_id: int) -> Link | None:
+        row = (await self.conn.execute(sa.select(t.links).where(t.links.c.id == link_id))).first()
+        return None if row is None else _link(row)
+
+    async def links_of(self, item_id: str) -> list[Link]:
+        rows = await self.conn.execute(
+            sa.select(t.links).where(t.links.c.work_item_id == item_id).order_by(t.links.c.id)
+        )
+        return [_link(r) for r in rows]
+
+    async def insert_link(
+        self,
+        *,
+        work_item_id: str,
+        system: str,
+        scope: str,
+        now: datetime,
+        seen: VendorObject | None = None,
+        create_target: CreateTarget | None = None,
+        version: int = 1,
+        dirty: bool = False,
+    ) -> int:
+        """Add a link: either to an object we have seen (``seen``), or to one still to be
+        created (``create_target``; it is dirty until created)."""
+        values: dict[str, Any] = {
+            "work_item_id": work_item_id,
+            "system": system,
+            "scope": scope,
+            "created_at": now,
+            "dirty": dirty,
+            "dirty_version": version if dirty else 0,
+            "synced_version": 0 if dirty else version,
+            "attempts": 0,
+            "dead": False,
+        }
+        if seen is not None:
+            values |= {
+                "external_id": seen.ref.external_id,
+                "known_state": _encode_known(seen),
+                "vendor_updated_at": seen.updated_at,
+                "last_synced_at": now,
+            }
+        if create_target is not None:
+            values["create_target"] = msgspec.to_builtins(create_target)
+        result = await self.conn.execute(
+            sa.insert(t.links).values(**values).returning(t.links.c.id)
+        )
+        link_id = int(result.scalar_one())
+        if create_target is not None:
+            await self.conn.execute(
+                sa.update(t.links)
+                .where(t.links.c.id == link_id)
+                .values(idempotency_key=f"syncgate-{work_item_id}-{link_id}")
+            )
+        return link_id
+
+    async def record_seen(self, link_id: int, obj: VendorObject, now: datetime) -> None:
+        """Remember the state an object was observed in."""
+        await self.conn.execute(
+            sa.update(t.links)
+            .where(t.links.c.id == link_id)
+            .values(
+                known_state=_encode_known(obj),
+                vendor_updated_at=obj.updated_at,
+                last_synced_at=now,
+            )
+        )
+
+    async def mark_dirty(self, link_ids: Iterable[int], version: int) -> None:
+        ids = list(link_ids)
+        if not ids:
+            return
+        await self.conn.execute(
+            sa.update(t.links)
+            .where(t.links.c.id.in_(ids))
+            .values(
+                dirty=True,
+                dirty_version=sa.func.max(t.links.c.dirty_version, version)
+                if self.dialect == "sqlite"
+                else sa.func.greatest(t.links.c.dirty_version, version),
+            )
+        )
+
+    async def unlink(self, link_id: int) -> None:
+        await self.conn.execute(sa.delete(t.links).where(t.links.c.id == link_id))
+
+    async def move_link(self, link_id: int, work_item_id: str) -> None:
+        await self.conn.execute(
+            sa.update(t.links).where(t.links.c.id == link_id).values(work_item_id=work_item_id)
+        )
+
+    # -- outbox: claiming and finishing writes ---------------------------------------------
+
+    async def claim_due_links(
+        self,
+        *,
+        worker: str,
+        now: datetime,
+        lease: timedelta,
+        limit: int,
+        skip_systems: Sequence[str] = (),
+    ) -> list[Link]:
+        """Claim up to ``limit`` dirty links that are due, one writer per link: a claim is
+        a lease that lapses, so a crashed worker's links are picked up again."""
+        due = (
+            sa.select(t.links.c.id)
+            .where(
+                t.links.c.dirty.is_(True),
+                t.links.c.dead.is_(False),
+                sa.or_(t.links.c.next_attempt_at.is_(None), t.links.c.next_attempt_at <= now),
+                sa.or_(t.links.c.claimed_until.is_(None), t.links.c.claimed_until < now),
+            )
+            .order_by(t.links.c.next_attempt_at.is_not(None), t.links.c.next_attempt_at, t.links.c.id)
+            .limit(limit)
+        )
+        if skip_systems:
+            due = due.where(t.links.c.system.not_in(list(skip_systems)))
+        if self.postgres:
+            due = due.with_for_update(skip_locked=True)
+        rows = await self.conn.execute(
+            sa.update(t.links)
+            .where(t.links.c.id.in_(due.scalar_subquery()))
+            .values(claimed_by=worker, claimed_until=now + lease)
+            .returning(*t.links.c)
+        )
+        return sorted((_link(r) for r in rows), key=lambda link: link.id)
+
+    async def finish_write(
+        self,
+        link: Link,
+        obj: VendorObject | None,
+        *,
+        version: int,
+        now: datetime,
+    ) -> None:
+        """The object now holds the item at ``version`` (``obj`` is what the vendor
+        returned; None when no call was needed). It stays dirty if the item moved on."""
+        values: dict[str, Any] = {
+            "synced_version": version,
+            "dirty": t.links.c.dirty_version > version,
+            "attempts": 0,
+            "next_attempt_at": None,
+            "claimed_by": None,
+            "claimed_until": None,
+            "last_error": None,
+        }
+        if obj is not None:
+            values |= {
+                "external_id": obj.ref.external_id,
+                "scope": obj.ref.scope or link.scope,
+                "known_state": _encode_known(obj),
+                "vendor_updated_at": obj.updated_at,
+                "last_synced_at": now,
+                "create_target": None,
+            }
+        await self.conn.execute(
+            sa.update(t.links)
+            .where(t.links.c.id == link.id, t.links.c.claimed_by == link.claimed_by)
+            .values(**values)
+        )
+
+    async def retry_link_later(
+        self, link: Link, *, error: str, at: datetime, count_attempt: bool = True
+    ) -> None:
+        await self.conn.execute(
+            sa.update(t.links)
+            .where(t.links.c.id == link.id, t.links.c.claimed_by == link.claimed_by)
+            .values(
+                attempts=t.links.c.attempts + (1 if count_attempt else 0),
+                next_attempt_at=at,
+                last_error=error,
+                claimed_by=None,
+                claimed_until=None,
+            )
+        )
+
+    async def dead_letter(self, link: Link, reason: str) -> None:
+        await self.conn.execute(
+            sa.update(t.links)
+            .where(t.links.c.id == link.id)
+            .values(
+                dead=True,
+                dead_reason=reason,
+                last_error=reason,
+                attempts=t.links.c.attempts + 1,
+                claimed_by=None,
+                claimed_until=None,
+            )
+        )
+
+    async def revive(self, link_id: int | None = None) -> int:
+        """Retry dead-lettered writes (one, or all): they become due now."""
+        query = sa.update(t.links).where(t.links.c.dead.is_(True))
+        if link_id is not None:
+            query = query.where(t.links.c.id == link_id)
+        result = await self.conn.execute(
+            query.values(dead=False, dead_reason=None, attempts=0, next_attempt_at=None, dirty=True)
+        )
+        return int(result.rowcount)
+
+    async def discard(self, link_id: int | None = None) -> int:
+        """Give up on dead-lettered writes: they are no longer dirty (nor dead)."""
+        query = sa.update(t.links).where(t.links.c.dead.is_(True))
+        if link_id is not None:
+            query = query.where(t.links.c.id == link_id)
+        result = await self.conn.execute(
+            query.values(dead=False, dirty=False, synced_version=t.links.c.dirty_version)
+        )
+        return int(result.rowcount)
+
+    async def outbox(self, state: str, limit: int = 100, offset: int = 0) -> list[Link]:
+        """Links by outbox state: ``pending`` (dirty, not yet tried), ``failed`` (dirty,
+        retrying after errors), ``dead``."""
+        query = sa.select(t.links)
+        if state == "dead":
+            query = query.where(t.links.c.dead.is_(True))
+        elif state == "failed":
+            query = query.where(
+                t.links.c.dirty.is_(True), t.links.c.dead.is_(False), t.links.c.attempts > 0
+            )
+        else:
+            query = query.where(
+                t.links.c.dirty.is_(True), t.links.c.dead.is_(False), t.links.c.attempts == 0
+            )
+        rows = await self.conn.execute(query.order_by(t.links.c.id).limit(limit).offset(offset))
+        return [_link(r) for r in rows]
+
+    async def queue_depth(self) -> dict[str, int]:
+        """Dirty (not dead) links per system."""
+        rows = await self.conn.execute(
+            sa.select(t.links.c.system, sa.func.count())
+            .where(t.links.c.dirty.is_(True), t.links.c.dead.is_(False))
+            .group_by(t.links.c.system)
+        )
+        return {system: int(n) for system, n in rows}
+
+    async def dead_count(self) -> int:
+        return int(
+            (
+                await self.conn.execute(
+                    sa.select(sa.func.count()).where(t.links.c.dead.is_(True))
+                )
+            ).scalar_one()
+        )
+
+    # -- history and attempts --------------------------------------------------------------
+
+    async def add_history(self, entries: Sequence[HistoryEntry]) -> None:
+        if entries:
+            await self.conn.execute(
+                sa.insert(t.history), [msgspec.structs.asdict(e) for e in entries]
+            )
+
+    async def history_of(self, item_id: str, limit: int = 500) -> list[HistoryEntry]:
+        rows = await self.conn.execute(
+            sa.select(t.history)
+            .where(t.history.c.work_item_id == item_id)
+            .order_by(t.history.c.id)
+            .limit(limit)
+        )
+        return [
+            HistoryEntry(
+                **{k: v for k, v in r._mapping.items() if k not in ("id", "at")},
+                at=_dt(r._mapping["at"]),  # type: ignore[arg-type]
+            )
+            for r in rows
+        ]
+
+    async def add_attempt(self, **values: Any) -> None:
+        await self.conn.execute(sa.insert(t.write_attempts).values(**values))
+
+    async def attempts_of(self, link_id: int) -> list[dict[str, Any]]:
+        rows = await self.conn.execute(
+            sa.select(t.write_attempts)
+            .where(t.write_attempts.c.link_id == link_id)
+            .order_by(t.write_attempts.c.id)
+        )
+        return [dict(r._mapping) for r in rows]
+
+    async def prune(self, before: datetime) -> int:
+        """Delete history, attempts and processed events older than ``before``."""
+        n = 0
+        for table, column in (
+            (t.history, t.history.c.at),
+            (t.write_attempts, t.write_attempts.c.at),
+        ):
+            n += int((await self.conn.execute(sa.delete(table).where(column < before))).rowcount)
+        n += int(
+            (
+                await self.conn.execute(
+                    sa.delete(t.events).where(
+                        t.events.c.received_at < before, t.events.c.state != "pending"
+                    )
+                )
+            ).rowcount
+        )
+        return n
+
+    # -- systems ---------------------------------------------------------------------------
+
+    async def system_state(self, system: str) -> dict[str, Any]:
+        row = (
+            await self.conn.execute(sa.select(t.systems).where(t.systems.c.system == system))
+        ).first()
+        if row is None:
+            return {
+                "system": system,
+                "paused": False,
+                "poll_cursor": None,
+                "last_poll_at": None,
+                "last_poll_error": None,
+                "deferred_until": None,
+                "last_write_error": None,
+            }
+        values = dict(row._mapping)
+        for key in ("poll_cursor", "last_poll_at", "deferred_until"):
+            values[key] = _dt(values[key])
+        return values
+
+    async def set_system(self, system: str, **values: Any) -> None:
+        updated = await self.conn.execute(
+            sa.update(t.systems).where(t.systems.c.system == system).values(**values)
+        )
+        if updated.rowcount == 0:
+            await self.conn.execute(sa.insert(t.systems).values(system=system, **values))
+
+    async def held_systems(self, now: datetime) -> list[str]:
+        """Systems whose writes wait: paused, or deferred by a 429."""
+        rows = await self.conn.execute(
+            sa.select(t.systems.c.system).where(
+                sa.or_(t.systems.c.paused.is_(True), t.systems.c.deferred_until > now)
+            )
+        )
+        return [r[0] for r in rows]
+
+
+class Store:
+    """The database: connections, transactions and migrations."""
+
+    def __init__(self, engine: AsyncEngine) -> None:
+        self.engine = engine
+        self.dialect = engine.dialect.name
+
+    @classmethod
+    def connect(cls, url: str, *, pool_size: int = 10) -> Store:
+        url = normalize_url(url)
+        parsed = make_url(url)
+        if parsed.drivername.startswith("sqlite"):
+            if parsed.database and parsed.database != ":memory:":
+                Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
+            # One connection: SQLite has one writer anyway, and this keeps every
+            # transaction in this process strictly serialized (no SQLITE_BUSY).
+            engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
+            sa_event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
+            sa_event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
+        else:
+            engine = create_async_engine(
+                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+            )
+        return cls(engine)
+
+    async def close(self) -> None:
+        await self.engine.dispose()
+
+    @contextlib.asynccontextmanager
+    async def tx(self) -> AsyncIterator[Tx]:
+        """A transaction: committed when the block ends, rolled back on an exception."""
+        async with self.engine.begin() as conn:
+            yield Tx(conn, self.dialect)
+
+    async def migrate(self) -> None:
+        """Bring the schema to the newest migration (alembic upgrade head)."""
+        from alembic import command
+        from alembic.config import Config
+
+        config = Config()
+        config.set_main_option(
+            "script_location", str(Path(__file__).parent / "migrations")
+        )
+
+        def upgrade(sync_conn: Any) -> None:
+            config.attributes["connection"] = sync_conn
+            command.upgrade(config, "head")
+
+        async with self.engine.begin() as conn:
+            await conn.run_sync(upgrade)
+
+    async def ping(self) -> bool:
+        try:
+            async with self.engine.connect() as conn:
+                await conn.execute(sa.text("SELECT 1"))
+        except Exception:  # noqa: BLE001 - readiness reports any failure as not ready
+            return False
+        return True
+
+
+def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
+    # Let SQLAlchemy's "begin" event issue BEGIN IMMEDIATE instead of the driver's
+    # deferred BEGIN, so a transaction takes the write lock up front.
+    dbapi_connection.isolation_level = None
+    cursor = dbapi_connection.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.execute("PRAGMA foreign_keys=ON")
+    cursor.close()
+
+
+def _sqlite_on_begin(conn: Any) -> None:
+    conn.exec_driver_sql("BEGIN IMMEDIATE")

@@ -1,0 +1,157 @@
+"""The database schema (SQLModel tables). Only ``app/store.py`` and the migrations use it.
+
+- work_items: the canonical state, one row per work item.
+- links: the mapping table (work item x vendor object), with the state last known for the
+  object and the outbox columns: a link is *dirty* until its object holds the canonical
+  state; the dispatcher claims dirty links one writer at a time (lease columns).
+- history: the audit trail: canonical changes, lost conflicts, unmapped values, writes.
+- write_attempts: every call the dispatcher made, with its outcome and duration.
+- events: the durable inbox of webhooks (and admin-injected observations), deduplicated by
+  (system, delivery_id).
+- systems: per-system runtime state: poll cursor, pause, 429 deferral, last error.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlmodel import Field, SQLModel
+
+TZ = sa.DateTime(timezone=True)
+
+
+class WorkItemRow(SQLModel, table=True):
+    __tablename__ = "work_items"
+
+    id: str = Field(primary_key=True, max_length=32)
+    title: str = Field(default="", sa_type=sa.Text)
+    description: str = Field(default="", sa_type=sa.Text)
+    status: str = Field(max_length=32, index=True)
+    priority: str = Field(max_length=32)
+    snoozed_until: datetime | None = Field(default=None, sa_type=TZ)
+    assignee: str | None = Field(default=None, max_length=200)
+    labels: list[str] = Field(default_factory=list, sa_type=sa.JSON)
+    stamps: dict[str, Any] = Field(default_factory=dict, sa_type=sa.JSON)
+    version: int = 1
+    created_at: datetime = Field(sa_type=TZ)
+    updated_at: datetime = Field(sa_type=TZ, index=True)
+
+
+class LinkRow(SQLModel, table=True):
+    __tablename__ = "links"
+    __table_args__ = (
+        sa.UniqueConstraint("system", "scope", "external_id", name="uq_links_object"),
+        sa.Index("ix_links_due", "dirty", "next_attempt_at"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    work_item_id: str = Field(foreign_key="work_items.id", index=True, max_length=32)
+    system: str = Field(max_length=64)
+    scope: str = Field(default="", max_length=200)
+    #: NULL while the object is still to be created.
+    external_id: str | None = Field(default=None, max_length=200)
+    #: The object as last known (a VendorObject without raw), or NULL before creation.
+    known_state: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    vendor_updated_at: datetime | None = Field(default=None, sa_type=TZ)
+    last_synced_at: datetime | None = Field(default=None, sa_type=TZ)
+    #: Creation parameters (a CreateTarget) while external_id is NULL.
+    create_target: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    idempotency_key: str | None = Field(default=None, max_length=200, unique=True)
+    # -- outbox ---------------------------------------------------------------------------
+    dirty: bool = Field(default=False)
+    #: The work item version the object must reach.
+    dirty_version: int = 0
+    #: The work item version the object is known to hold.
+    synced_version: int = 0
+    next_attempt_at: datetime | None = Field(default=None, sa_type=TZ)
+    attempts: int = 0
+    claimed_by: str | None = Field(default=None, max_length=100)
+    claimed_until: datetime | None = Field(default=None, sa_type=TZ)
+    last_error: str | None = Field(default=None, sa_type=sa.Text)
+    #: Dead-lettered: not retried until an operator retries it.
+    dead: bool = Field(default=False, index=True)
+    dead_reason: str | None = Field(default=None, sa_type=sa.Text)
+    created_at: datetime = Field(sa_type=TZ)
+
+
+class HistoryRow(SQLModel, table=True):
+    __tablename__ = "history"
+
+    id: int | None = Field(default=None, primary_key=True)
+    work_item_id: str = Field(index=True, max_length=32)
+    #: change | conflict_lost | unmapped | created | linked | unlinked | write | dead_letter
+    kind: str = Field(max_length=32)
+    field: str | None = Field(default=None, max_length=64)
+    old_value: Any = Field(default=None, sa_type=sa.JSON, nullable=True)
+    new_value: Any = Field(default=None, sa_type=sa.JSON, nullable=True)
+    system: str | None = Field(default=None, max_length=64)
+    event_id: str | None = Field(default=None, max_length=200)
+    detail: str | None = Field(default=None, sa_type=sa.Text)
+    at: datetime = Field(sa_type=TZ, index=True)
+
+
+class WriteAttemptRow(SQLModel, table=True):
+    __tablename__ = "write_attempts"
+
+    id: int | None = Field(default=None, primary_key=True)
+    link_id: int = Field(index=True)
+    work_item_id: str = Field(max_length=32)
+    system: str = Field(max_length=64)
+    #: create | update
+    action: str = Field(max_length=16)
+    attempt: int
+    #: ok | retry | rate_limited | dead | noop
+    outcome: str = Field(max_length=16)
+    status_code: int | None = None
+    error: str | None = Field(default=None, sa_type=sa.Text)
+    duration_ms: float
+    payload: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    at: datetime = Field(sa_type=TZ, index=True)
+
+
+class EventRow(SQLModel, table=True):
+    __tablename__ = "events"
+    __table_args__ = (
+        sa.UniqueConstraint("system", "delivery_id", name="uq_events_delivery"),
+        sa.Index("ix_events_pending", "state", "id"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    system: str = Field(max_length=64)
+    delivery_id: str = Field(max_length=200)
+    #: webhook | poll | admin
+    source: str = Field(max_length=16)
+    event_type: str = Field(default="", max_length=200)
+    body: bytes = Field(sa_type=sa.LargeBinary)
+    #: pending | done | failed
+    state: str = Field(default="pending", max_length=16)
+    outcome: str | None = Field(default=None, sa_type=sa.Text)
+    attempts: int = 0
+    claimed_until: datetime | None = Field(default=None, sa_type=TZ)
+    received_at: datetime = Field(sa_type=TZ, index=True)
+    processed_at: datetime | None = Field(default=None, sa_type=TZ)
+
+
+class SystemRow(SQLModel, table=True):
+    __tablename__ = "systems"
+
+    system: str = Field(primary_key=True, max_length=64)
+    paused: bool = False
+    #: Vendor time up to which every change has been polled.
+    poll_cursor: datetime | None = Field(default=None, sa_type=TZ)
+    last_poll_at: datetime | None = Field(default=None, sa_type=TZ)
+    last_poll_error: str | None = Field(default=None, sa_type=sa.Text)
+    #: Writes to this system wait until then (a 429's Retry-After).
+    deferred_until: datetime | None = Field(default=None, sa_type=TZ)
+    last_write_error: str | None = Field(default=None, sa_type=sa.Text)
+
+
+metadata = SQLModel.metadata
+work_items = WorkItemRow.__table__  # type: ignore[attr-defined]
+links = LinkRow.__table__  # type: ignore[attr-defined]
+history = HistoryRow.__table__  # type: ignore[attr-defined]
+write_attempts = WriteAttemptRow.__table__  # type: ignore[attr-defined]
+events = EventRow.__table__  # type: ignore[attr-defined]
+systems = SystemRow.__table__  # type: ignore[attr-defined]

@@ -1,0 +1,151 @@
+"""The storage layer, run on SQLite and on a real PostgreSQL."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+import pytest
+
+from app.model import CreateTarget, Fields, ObjectRef, Status, VendorObject, WorkItem, utcnow
+from app.store import HistoryEntry, IntegrityError, Store
+
+
+def _item(item_id: str = "a" * 32) -> WorkItem:
+    now = utcnow()
+    return WorkItem(id=item_id, title="Disk full", created_at=now, updated_at=now)
+
+
+def _obj(external_id: str = "x1", status: Status = Status.OPEN) -> VendorObject:
+    return VendorObject(
+        ref=ObjectRef("inboxops", "", external_id),
+        updated_at=utcnow(),
+        fields=Fields(title="Disk full", status=status),
+        native={"status": "open"},
+    )
+
+
+async def test_item_round_trip(store: Store) -> None:
+    item = _item()
+    async with store.tx() as tx:
+        await tx.insert_item(item)
+    async with store.tx() as tx:
+        got = await tx.get_item(item.id, lock=True)
+    assert got is not None
+    assert got.title == "Disk full"
+    assert got.created_at == item.created_at
+    assert got.created_at.tzinfo is not None
+
+
+async def test_link_is_unique_per_system_scope_and_id(store: Store) -> None:
+    async with store.tx() as tx:
+        await tx.insert_item(_item())
+        await tx.insert_link(
+            work_item_id="a" * 32, system="inboxops", scope="", now=utcnow(), seen=_obj()
+        )
+    with pytest.raises(IntegrityError):
+        async with store.tx() as tx:
+            await tx.insert_link(
+                work_item_id="a" * 32, system="inboxops", scope="", now=utcnow(), seen=_obj()
+            )
+    async with store.tx() as tx:
+        link = await tx.link_for(ObjectRef("inboxops", "", "x1"))
+        assert link is not None
+        assert link.known is not None and link.known.fields.status is Status.OPEN
+
+
+async def test_claim_is_one_writer_per_link_and_lease_lapses(store: Store) -> None:
+    now = utcnow()
+    async with store.tx() as tx:
+        await tx.insert_item(_item())
+        link_id = await tx.insert_link(
+            work_item_id="a" * 32,
+            system="devhelm",
+            scope="sp",
+            now=now,
+            create_target=CreateTarget(scope="sp"),
+            dirty=True,
+        )
+    async with store.tx() as tx:
+        first = await tx.claim_due_links(worker="w1", now=now, lease=timedelta(seconds=30), limit=10)
+    async with store.tx() as tx:
+        second = await tx.claim_due_links(worker="w2", now=now, lease=timedelta(seconds=30), limit=10)
+    assert [link.id for link in first] == [link_id]
+    assert second == []
+    async with store.tx() as tx:
+        later = await tx.claim_due_links(
+            worker="w2", now=now + timedelta(seconds=31), lease=timedelta(seconds=30), limit=10
+        )
+    assert [link.id for link in later] == [link_id]
+
+
+async def test_finish_write_keeps_link_dirty_when_the_item_moved_on(store: Store) -> None:
+    now = utcnow()
+    async with store.tx() as tx:
+        await tx.insert_item(_item())
+        link_id = await tx.insert_link(
+            work_item_id="a" * 32, system="inboxops", scope="", now=now, seen=_obj()
+        )
+        await tx.mark_dirty([link_id], 2)
+    async with store.tx() as tx:
+        (link,) = await tx.claim_due_links(worker="w", now=now, lease=timedelta(seconds=5), limit=5)
+        await tx.mark_dirty([link_id], 3)  # a newer change lands while the write is out
+        await tx.finish_write(link, _obj(status=Status.RESOLVED), version=2, now=now)
+    async with store.tx() as tx:
+        after = await tx.get_link(link_id)
+    assert after is not None and after.dirty and after.synced_version == 2
+    async with store.tx() as tx:
+        (link,) = await tx.claim_due_links(worker="w", now=now, lease=timedelta(seconds=5), limit=5)
+        await tx.finish_write(link, None, version=3, now=now)
+        done = await tx.get_link(link_id)
+    assert done is not None and not done.dirty
+
+
+async def test_dead_letter_revive_and_discard(store: Store) -> None:
+    now = utcnow()
+    async with store.tx() as tx:
+        await tx.insert_item(_item())
+        ids = [
+            await tx.insert_link(
+                work_item_id="a" * 32, system=s, scope="", now=now,
+                create_target=CreateTarget(), dirty=True,
+            )
+            for s in ("inboxops", "incidentio")
+        ]
+    async with store.tx() as tx:
+        for link in await tx.claim_due_links(worker="w", now=now, lease=timedelta(seconds=5), limit=5):
+            await tx.dead_letter(link, "rejected: subject is required")
+        assert {link.id for link in await tx.outbox("dead")} == set(ids)
+        assert await tx.dead_count() == 2
+    async with store.tx() as tx:
+        assert await tx.revive(ids[0]) == 1
+        assert await tx.discard() == 1
+        assert await tx.dead_count() == 0
+        due = await tx.claim_due_links(worker="w", now=now, lease=timedelta(seconds=5), limit=5)
+    assert [link.id for link in due] == [ids[0]]
+
+
+async def test_history_kept_and_pruned(store: Store) -> None:
+    old = utcnow() - timedelta(days=100)
+    async with store.tx() as tx:
+        await tx.add_history(
+            [
+                HistoryEntry(work_item_id="i", kind="change", field="status",
+                             old_value="open", new_value="resolved", system="hookstream", at=old),
+                HistoryEntry(work_item_id="i", kind="change", field="title",
+                             old_value="a", new_value="b", system="devhelm", at=utcnow()),
+            ]
+        )
+    async with store.tx() as tx:
+        assert await tx.prune(utcnow() - timedelta(days=90)) == 1
+        (left,) = await tx.history_of("i")
+    assert left.field == "title" and left.old_value == "a"
+
+
+async def test_system_state_defaults_and_deferral(store: Store) -> None:
+    now = utcnow()
+    async with store.tx() as tx:
+        assert (await tx.system_state("devhelm"))["paused"] is False
+        await tx.set_system("devhelm", deferred_until=now + timedelta(seconds=7))
+        await tx.set_system("inboxops", paused=True)
+        assert sorted(await tx.held_systems(now)) == ["devhelm", "inboxops"]
+        assert await tx.held_systems(now + timedelta(seconds=8)) == ["inboxops"]
