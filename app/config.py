@@ -152,6 +152,7 @@ def _syntax_issue(file: str, text: str, exc: yaml.YAMLError) -> ConfigIssue:
 _TAG = "tag:yaml.org,2002:"
 _STR, _INT, _FLOAT, _BOOL, _NULL = (_TAG + t for t in ("str", "int", "float", "bool", "null"))
 _MERGE = _TAG + "merge"
+_LIST_TYPES = (mi.ListType, mi.FrozenSetType, mi.SetType, mi.VarTupleType)
 
 
 class _Invalid:
@@ -234,11 +235,7 @@ class _Reader:
         """The plain value of ``node`` if it matches ``t``; otherwise report and return
         ``_INVALID``. ``line`` is the line of the key that holds ``node``."""
         if isinstance(t, mi.UnionType):
-            if (
-                isinstance(node, ScalarNode)
-                and node.tag == _NULL
-                and any(isinstance(x, mi.NoneType) for x in t.types)
-            ):
+            if _is_null(node) and any(isinstance(x, mi.NoneType) for x in t.types):
                 return None
             rest = [x for x in t.types if not isinstance(x, mi.NoneType)]
             if len(rest) == 1 and _shape_ok(node, rest[0]):
@@ -246,6 +243,11 @@ class _Reader:
             if len(rest) == 1:
                 return self.bad_type(node, path, t)
             return self.construct(node, path)  # pragma: no cover - no such union in the schema
+        if _is_null(node) and isinstance(t, mi.StructType | mi.DictType):
+            # `server:` with every line under it commented out: an empty mapping.
+            node = MappingNode(_TAG + "map", [], node.start_mark, node.end_mark)
+        elif _is_null(node) and isinstance(t, _LIST_TYPES):
+            node = SequenceNode(_TAG + "seq", [], node.start_mark, node.end_mark)
         if isinstance(t, mi.StructType):
             return self.walk_struct(node, t, path, line)
         if isinstance(t, mi.DictType):
@@ -259,7 +261,7 @@ class _Reader:
                 if value is not _INVALID:
                     out[key] = value
             return out
-        if isinstance(t, mi.ListType | mi.FrozenSetType | mi.SetType | mi.VarTupleType):
+        if isinstance(t, _LIST_TYPES):
             if not isinstance(node, SequenceNode):
                 return self.bad_type(node, path, t)
             items: list[Any] = []
@@ -397,11 +399,15 @@ class _Reader:
             return _INVALID
 
 
+def _is_null(node: Node) -> bool:
+    return isinstance(node, ScalarNode) and node.tag == _NULL
+
+
 def _shape_ok(node: Node, t: mi.Type) -> bool:
     """Whether ``node`` has the right container kind for ``t`` (details are checked later)."""
     if isinstance(t, mi.StructType | mi.DictType):
         return isinstance(node, MappingNode)
-    if isinstance(t, mi.ListType | mi.FrozenSetType | mi.SetType | mi.VarTupleType):
+    if isinstance(t, _LIST_TYPES):
         return isinstance(node, SequenceNode)
     if isinstance(t, mi.AnyType):
         return True
@@ -580,22 +586,22 @@ class _Checker:
         system = target.get("system")
         if not isinstance(system, str) or not self.system_ref(system, f"{path}.system"):
             return
-        if system == source:
-            self.issue(
-                f"{path}.system", f"a rule cannot create in its own source system {system!r}"
-            )
-        elif system in seen:
-            self.issue(f"{path}.system", f"{system!r} is listed twice in this rule")
-        seen.add(system)
+        # One problem per entry: a scope is only worth asking for once the system is right.
         caps = self.known.get(system)
+        problem = None
         if caps is not None and not caps.can_create:
             can = ", ".join(
                 sorted(n for n in self.configured if n in self.known and self.known[n].can_create)
             )
-            self.issue(
-                f"{path}.system",
-                f"{system!r} cannot create objects (systems that can: {can or 'none'})",
-            )
+            problem = f"{system!r} cannot create objects (systems that can: {can or 'none'})"
+        elif system == source:
+            problem = f"a rule cannot create in its own source system {system!r}"
+        elif system in seen:
+            problem = f"{system!r} is listed twice in this rule"
+        seen.add(system)
+        if problem is not None:
+            self.issue(f"{path}.system", problem)
+            return
         if system in SCOPED_CREATE and not target.get("scope"):
             self.issue(
                 f"{path}.scope",

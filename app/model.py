@@ -99,6 +99,8 @@ class ValueMap(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
 
     inbound: dict[str, str]
     outbound: dict[str, list[str]]
+    #: As an override: replace the defaults instead of being laid over them.
+    replace: bool = False
 
     def to_canonical(self, vendor_value: str) -> str | None:
         return self.inbound.get(vendor_value)
@@ -119,6 +121,8 @@ class ValueMap(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         """This map with the entries of ``override`` (from config) laid over it."""
         if override is None:
             return self
+        if override.replace:
+            return ValueMap(inbound=dict(override.inbound), outbound=dict(override.outbound))
         return ValueMap(
             inbound={**self.inbound, **override.inbound},
             outbound={**self.outbound, **override.outbound},

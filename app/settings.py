@@ -33,6 +33,8 @@ class ValueMapSettings(Base):
 
     inbound: dict[str, str] = msgspec.field(default_factory=dict)
     outbound: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    #: true: these maps replace the adapter's defaults instead of extending them.
+    replace: bool = False
 
 
 class SystemSettings(Base, kw_only=True):

@@ -20,6 +20,8 @@ from typing import Any
 import msgspec
 import sqlalchemy as sa
 from sqlalchemy import event as sa_event
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -36,7 +38,7 @@ from app.model import (
     as_utc,
 )
 
-__all__ = ["IntegrityError", "Link", "Store", "Tx", "normalize_url"]
+__all__ = ["Event", "HistoryEntry", "IntegrityError", "Link", "Store", "Tx", "normalize_url"]
 
 
 class Link(msgspec.Struct, kw_only=True):
@@ -67,6 +69,41 @@ class Link(msgspec.Struct, kw_only=True):
         if self.external_id is None:
             return None
         return ObjectRef(self.system, self.scope, self.external_id)
+
+
+class Event(msgspec.Struct, kw_only=True):
+    """One stored event: a webhook delivery, a poll summary or an admin action."""
+
+    id: int
+    system: str
+    delivery_id: str
+    source: str
+    event_type: str
+    body: bytes
+    headers: dict[str, str]
+    state: str
+    outcome: str | None
+    attempts: int
+    received_at: datetime
+    processed_at: datetime | None
+
+
+def _event(row: Any) -> Event:
+    m = row._mapping
+    return Event(
+        id=m["id"],
+        system=m["system"],
+        delivery_id=m["delivery_id"],
+        source=m["source"],
+        event_type=m["event_type"],
+        body=bytes(m["body"]),
+        headers=dict(m["headers"] or {}),
+        state=m["state"],
+        outcome=m["outcome"],
+        attempts=m["attempts"],
+        received_at=_dt(m["received_at"]),  # type: ignore[arg-type]
+        processed_at=_dt(m["processed_at"]),
+    )
 
 
 class HistoryEntry(msgspec.Struct, kw_only=True):
@@ -548,6 +585,109 @@ class Tx:
             ).rowcount
         )
         return n
+
+    # -- events (the inbox) ----------------------------------------------------------------
+
+    async def record_event(
+        self,
+        *,
+        system: str,
+        delivery_id: str,
+        source: str,
+        event_type: str,
+        body: bytes,
+        now: datetime,
+        headers: dict[str, str] | None = None,
+        state: str = "pending",
+        outcome: str | None = None,
+    ) -> int | None:
+        """Store one event; returns its id, or None when (system, delivery_id) is already
+        stored (a duplicate delivery)."""
+        insert = pg_insert if self.postgres else sqlite_insert
+        stmt = (
+            insert(t.events)
+            .values(
+                system=system,
+                delivery_id=delivery_id,
+                source=source,
+                event_type=event_type,
+                body=body,
+                headers=headers or {},
+                state=state,
+                outcome=outcome,
+                attempts=0,
+                received_at=now,
+                processed_at=now if state != "pending" else None,
+            )
+            .on_conflict_do_nothing(index_elements=["system", "delivery_id"])
+            .returning(t.events.c.id)
+        )
+        return (await self.conn.execute(stmt)).scalar_one_or_none()
+
+    async def claim_events(self, *, now: datetime, lease: timedelta, limit: int) -> list[Event]:
+        """Claim pending events that are due, oldest first (a lease, like links)."""
+        due = (
+            sa.select(t.events.c.id)
+            .where(
+                t.events.c.state == "pending",
+                sa.or_(t.events.c.claimed_until.is_(None), t.events.c.claimed_until < now),
+            )
+            .order_by(t.events.c.id)
+            .limit(limit)
+        )
+        if self.postgres:
+            due = due.with_for_update(skip_locked=True)
+        rows = await self.conn.execute(
+            sa.update(t.events)
+            .where(t.events.c.id.in_(due.scalar_subquery()))
+            .values(claimed_until=now + lease, attempts=t.events.c.attempts + 1)
+            .returning(*t.events.c)
+        )
+        return sorted((_event(r) for r in rows), key=lambda e: e.id)
+
+    async def finish_event(self, event_id: int, *, state: str, outcome: str, now: datetime) -> None:
+        await self.conn.execute(
+            sa.update(t.events)
+            .where(t.events.c.id == event_id)
+            .values(state=state, outcome=outcome, processed_at=now, claimed_until=None)
+        )
+
+    async def retry_event_later(self, event_id: int, *, outcome: str, at: datetime) -> None:
+        await self.conn.execute(
+            sa.update(t.events)
+            .where(t.events.c.id == event_id)
+            .values(outcome=outcome, claimed_until=at)
+        )
+
+    async def list_events(
+        self,
+        *,
+        system: str | None = None,
+        state: str | None = None,
+        source: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> list[Event]:
+        query = sa.select(t.events)
+        if system:
+            query = query.where(t.events.c.system == system)
+        if state:
+            query = query.where(t.events.c.state == state)
+        if source:
+            query = query.where(t.events.c.source == source)
+        rows = await self.conn.execute(
+            query.order_by(t.events.c.id.desc()).limit(limit).offset(offset)
+        )
+        return [_event(r) for r in rows]
+
+    async def pending_events(self) -> int:
+        return int(
+            (
+                await self.conn.execute(
+                    sa.select(sa.func.count()).where(t.events.c.state == "pending")
+                )
+            ).scalar_one()
+        )
 
     # -- systems ---------------------------------------------------------------------------
 

@@ -125,6 +125,8 @@ class EventRow(SQLModel, table=True):
     source: str = Field(max_length=16)
     event_type: str = Field(default="", max_length=200)
     body: bytes = Field(sa_type=sa.LargeBinary)
+    #: The delivery's headers, less credentials and signatures (parsing may need them).
+    headers: dict[str, str] = Field(default_factory=dict, sa_type=sa.JSON)
     #: pending | done | failed
     state: str = Field(default="pending", max_length=16)
     outcome: str | None = Field(default=None, sa_type=sa.Text)

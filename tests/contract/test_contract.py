@@ -50,7 +50,8 @@ class Rig:
         self.captured: list[httpx.Request] = []
 
     def adapter_with(self, **overrides: Any) -> Adapter:
-        settings = self.kit.settings(self.base_url, **overrides)
+        base_url = overrides.pop("base_url", self.base_url)
+        settings = self.kit.settings(base_url, **overrides)
         return adapter_class(self.kit.system)(settings, self.adapter.client)
 
     async def fault(self, **fault: Any) -> None:

@@ -1,0 +1,323 @@
+"""The DevHelm adapter: status-page incidents read, created and updated over DevHelm's REST
+API, platform webhook events verified and read as poll hints.
+
+Options read from ``AdapterSettings.options``:
+
+- ``org_id`` (str, default ``"1"``): sent as ``x-phelm-org-id`` on every call, as the
+  DevHelm SDK does when no org is configured.
+- ``sync_drafts`` (bool, default False): also report draft incidents (``publishedAt``
+  null), which DevHelm's REVIEW and AUTOMATIC status pages create on their own.
+- ``signature_separator`` (str, default ``":"``): what joins ``t`` and the body in the
+  signed string of ``X-DevHelm-Signature`` (DevHelm's docs have also said ``"."``).
+
+Scopes are status page ids; ``list_changed`` walks each one newest change first
+(``sort=updatedAt,desc``) and stops a scope at the first incident older than ``since``.
+
+DevHelm has no idempotency key, so ``create`` appends a marker line
+``<!-- syncgate:<idempotency_key> -->`` to the initial update's body, and before creating
+looks through the scope's incidents for one whose initial update ends with that marker; a
+retried create returns that incident instead of making a second one. List rows that come
+without their timeline are fetched one by one, but only those whose title is the one
+being created.
+
+Writes send ``notifySubscribers`` from ``CreateTarget.params["notify_subscribers"]``
+(default False: a mirrored incident should not email the page's subscribers). ``update``
+uses ``PUT`` with only the fields being changed, never ``null`` (which DevHelm reads as
+"keep"); a status change through ``PUT`` adds no timeline entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import httpx
+import msgspec
+from msgspec import UNSET
+
+from adapters import signing
+from adapters._http import decode, send
+from adapters.base import Adapter
+from adapters.devhelm import wire
+from app.errors import MalformedPayload, Rejected, TransientError, UnreadablePayload
+from app.model import (
+    CreateTarget,
+    Fields,
+    ObjectRef,
+    Priority,
+    ValueMap,
+    VendorObject,
+    WebhookEvent,
+    as_utc,
+)
+
+#: DevHelm's page size ceiling for incident lists (the SDK's own page size).
+MAX_PAGE_SIZE = 200
+
+
+def read_error(body: Any) -> str | None:
+    """DevHelm's reason from an ``ErrorResponse`` body, with any per-field rejections."""
+    try:
+        error = msgspec.convert(body, wire.ErrorResponse)
+    except msgspec.ValidationError:
+        return None
+    parts = [error.message] if error.message else []
+    for entry in error.errors or ():
+        where = f"{entry.field}: " if entry.field else ""
+        parts.append(f"{where}{entry.message or entry.code}")
+    return "; ".join(parts) or error.code
+
+
+def idempotency_marker(key: str) -> str:
+    """The line ``create`` appends to the initial update body to find a retried create."""
+    return f"<!-- syncgate:{key} -->"
+
+
+class DevHelmAdapter(Adapter):
+    """Status-page incidents of DevHelm (see the module docstring for options)."""
+
+    system: ClassVar[str] = "devhelm"
+    readable: ClassVar[frozenset[str]] = frozenset({"title", "status", "priority"})
+    writable: ClassVar[frozenset[str]] = frozenset({"title", "status", "priority"})
+    can_create: ClassVar[bool] = True
+
+    @classmethod
+    def default_value_maps(cls) -> dict[str, ValueMap]:
+        return {
+            "status": ValueMap(
+                inbound={
+                    "INVESTIGATING": "open",
+                    "IDENTIFIED": "acknowledged",
+                    "MONITORING": "monitoring",
+                    "RESOLVED": "resolved",
+                },
+                outbound={
+                    "open": ["INVESTIGATING"],
+                    "acknowledged": ["IDENTIFIED", "MONITORING"],
+                    "monitoring": ["MONITORING"],
+                    "waiting": ["IDENTIFIED", "MONITORING"],
+                    "resolved": ["RESOLVED"],
+                    "closed": ["RESOLVED"],
+                    "cancelled": ["RESOLVED"],
+                },
+            ),
+            "priority": ValueMap(
+                inbound={"NONE": "low", "MINOR": "normal", "MAJOR": "high", "CRITICAL": "urgent"},
+                outbound={
+                    "low": ["NONE"],
+                    "normal": ["MINOR"],
+                    "high": ["MAJOR"],
+                    "urgent": ["CRITICAL"],
+                },
+            ),
+        }
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    def _headers(self) -> dict[str, str]:
+        return {
+            "Authorization": f"Bearer {self.settings.api_key}",
+            "x-phelm-org-id": str(self.settings.options.get("org_id", "1")),
+            "Accept": "application/json",
+        }
+
+    def _url(self, scope: str, incident_id: str | None = None) -> str:
+        base = self.settings.base_url.rstrip("/")
+        url = f"{base}/api/v1/status-pages/{quote(scope, safe='')}/incidents"
+        return url if incident_id is None else f"{url}/{quote(incident_id, safe='')}"
+
+    async def _call(
+        self,
+        method: str,
+        url: str,
+        *,
+        params: dict[str, Any] | None = None,
+        body: msgspec.Struct | None = None,
+    ) -> httpx.Response:
+        headers = self._headers()
+        content = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            content = msgspec.json.encode(body)
+        return await send(
+            self.client,
+            self.system,
+            method,
+            url,
+            read_error,
+            headers=headers,
+            params=params,
+            content=content,
+        )
+
+    def _object(self, raw: dict[str, Any]) -> VendorObject:
+        """One incident JSON object as a ``VendorObject``."""
+        try:
+            incident = msgspec.convert(raw, wire.Incident)
+        except msgspec.ValidationError as exc:
+            raise TransientError(self.system, f"unexpected incident in response: {exc}") from exc
+        values: dict[str, Any] = {"title": incident.title}
+        native = {"status": incident.status, "priority": incident.impact}
+        unmapped: dict[str, str] = {}
+        for name, vendor_value in native.items():
+            canonical = self.value_maps[name].to_canonical(vendor_value)
+            if canonical is None:
+                unmapped[name] = vendor_value
+            else:
+                values[name] = canonical
+        return VendorObject(
+            ref=ObjectRef(self.system, incident.status_page_id, incident.id),
+            updated_at=as_utc(incident.updated_at),
+            fields=Fields.from_dict(values),
+            native=native,
+            unmapped=unmapped,
+            raw=raw,
+        )
+
+    def _single(self, response: httpx.Response) -> VendorObject:
+        return self._object(decode(self.system, response, wire.SingleIncident).data)
+
+    def _vendor_value(self, field: str, canonical: str) -> str:
+        value = self.value_maps[field].to_vendor(canonical)
+        if value is None:
+            raise Rejected(self.system, f"no DevHelm value is mapped for {field} {canonical!r}")
+        return value
+
+    async def _pages(self, scope: str, sort: str) -> AsyncIterator[list[dict[str, Any]]]:
+        """The scope's incidents, one page (raw JSON rows) at a time."""
+        size = max(1, min(self.settings.page_size, MAX_PAGE_SIZE))
+        page = 0
+        while True:
+            response = await self._call(
+                "GET", self._url(scope), params={"page": page, "size": size, "sort": sort}
+            )
+            result = decode(self.system, response, wire.IncidentPage)
+            yield result.data
+            if not result.has_next or not result.data:
+                return
+            page += 1
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def get(self, ref: ObjectRef) -> VendorObject:
+        return self._single(await self._call("GET", self._url(ref.scope, ref.external_id)))
+
+    async def list_changed(self, since: datetime | None) -> AsyncIterator[list[VendorObject]]:
+        sync_drafts = bool(self.settings.options.get("sync_drafts", False))
+        cutoff = as_utc(since) if since is not None else None
+        for scope in self.settings.scopes:
+            async for rows in self._pages(scope, "updatedAt,desc"):
+                batch: list[VendorObject] = []
+                reached_older = False
+                for row in rows:
+                    obj = self._object(row)
+                    if cutoff is not None and obj.updated_at < cutoff:
+                        # Sorted newest change first: everything after this is older too.
+                        reached_older = True
+                        break
+                    if sync_drafts or row.get("publishedAt") is not None:
+                        batch.append(obj)
+                if batch:
+                    yield batch
+                if reached_older:
+                    break
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def create(
+        self, target: CreateTarget, fields: Fields, idempotency_key: str
+    ) -> VendorObject:
+        if not target.scope:
+            raise Rejected(self.system, "creating an incident needs a status page id as scope")
+        if fields.title is UNSET:
+            raise Rejected(self.system, "creating an incident needs a title")
+        earlier = await self._find_created(target.scope, fields.title, idempotency_key)
+        if earlier is not None:
+            return earlier
+        text = fields.description if isinstance(fields.description, str) else ""
+        priority = fields.priority if fields.priority is not UNSET else Priority.NORMAL
+        request = wire.CreateIncidentRequest(
+            title=fields.title,
+            impact=self._vendor_value("priority", priority),
+            body=f"{text or fields.title}\n\n{idempotency_marker(idempotency_key)}",
+            notify_subscribers=bool(target.params.get("notify_subscribers", False)),
+        )
+        if fields.status is not UNSET:
+            request.status = self._vendor_value("status", fields.status)
+        return self._single(await self._call("POST", self._url(target.scope), body=request))
+
+    async def _find_created(self, scope: str, title: str, key: str) -> VendorObject | None:
+        """An incident an earlier attempt with ``key`` made, found by its marker line."""
+        marker = idempotency_marker(key)
+        async for rows in self._pages(scope, "createdAt,desc"):
+            for row in rows:
+                if row.get("updates") is not None:
+                    if self._has_marker(row, marker):
+                        return self._object(row)
+                elif row.get("title") == title:
+                    response = await self._call("GET", self._url(scope, str(row.get("id"))))
+                    full = decode(self.system, response, wire.SingleIncident).data
+                    if self._has_marker(full, marker):
+                        return self._object(full)
+        return None
+
+    def _has_marker(self, raw: dict[str, Any], marker: str) -> bool:
+        try:
+            incident = msgspec.convert(raw, wire.Incident)
+        except msgspec.ValidationError as exc:
+            raise TransientError(self.system, f"unexpected incident in response: {exc}") from exc
+        if not incident.updates:
+            return False
+        initial = min(incident.updates, key=lambda u: u.created_at)
+        return initial.body.rstrip().endswith(marker)
+
+    async def update(
+        self, ref: ObjectRef, changes: Fields, current: VendorObject | None = None
+    ) -> VendorObject:
+        wanted = changes.only(self.writable)
+        request = wire.UpdateIncidentRequest()
+        if wanted.title is not UNSET:
+            request.title = wanted.title
+        if wanted.status is not UNSET:
+            request.status = self._vendor_value("status", wanted.status)
+        if wanted.priority is not UNSET:
+            request.impact = self._vendor_value("priority", wanted.priority)
+        if request.is_empty():
+            return await self.get(ref)
+        return self._single(
+            await self._call("PUT", self._url(ref.scope, ref.external_id), body=request)
+        )
+
+    # -- webhooks --------------------------------------------------------------------------
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes, now: datetime) -> None:
+        signing.devhelm_verify(
+            self.settings.webhook_secrets,
+            headers.get("x-devhelm-signature"),
+            body,
+            now,
+            tolerance_s=self.settings.webhook_tolerance_s,
+            separator=str(self.settings.options.get("signature_separator", ":")),
+        )
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        try:
+            payload = msgspec.json.decode(body)
+        except msgspec.DecodeError as exc:
+            raise MalformedPayload(f"DevHelm webhook body is not JSON: {exc}") from None
+        try:
+            event = msgspec.convert(payload, wire.PlatformEvent)
+        except msgspec.ValidationError as exc:
+            raise UnreadablePayload(f"not a DevHelm platform event: {exc}") from None
+        delivery_id = event.id or headers.get("x-devhelm-delivery", "")
+        if not delivery_id:
+            raise UnreadablePayload("DevHelm platform event carries no id")
+        # Platform events never name a status-page incident: the best they can do is
+        # prompt a poll of the pages we follow.
+        return WebhookEvent(
+            delivery_id=delivery_id,
+            event_type=event.type,
+            poll=True,
+        )

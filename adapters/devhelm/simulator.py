@@ -1,0 +1,991 @@
+"""A strict simulator of DevHelm's status-page incident API and its platform webhooks.
+
+Written from the DevHelm section of the vendor notes (and its OpenAPI / SDK 1.12.0
+schemas), not from the adapter's wire structs, so the two cannot agree on a mistake.
+
+Vendor surface (``Authorization: Bearer <key>``; an ``x-phelm-org-id`` other than this
+organization's id ``"1"`` is answered 403; absent, the key's own org applies):
+
+    GET    /api/v1/status-pages/{id}/incidents          ?page (0-based) &size (1..200,
+                                                          default 20) &sort=prop[,asc|desc]
+                                                          (repeatable; default createdAt,desc)
+                                                          &status (repeatable or comma list)
+    POST   /api/v1/status-pages/{id}/incidents          201 {"data": incident}
+    GET    /api/v1/status-pages/{id}/incidents/{iid}    {"data": incident} with updates[]
+    PUT    /api/v1/status-pages/{id}/incidents/{iid}    null or omitted keeps; "" clears the
+                                                          postmortem fields
+    DELETE /api/v1/status-pages/{id}/incidents/{iid}    204
+    POST   /api/v1/status-pages/{id}/incidents/{iid}/updates   201 {"data": incident}
+    POST   /api/v1/status-pages/{id}/incidents/{iid}/publish   drafts only (409 otherwise)
+    POST   /api/v1/status-pages/{id}/incidents/{iid}/dismiss   drafts only; 204, deletes it
+
+Behaviour where DevHelm's documents leave a choice:
+
+- Request bodies follow SDK 1.12.0 (create has ``monitoringIncidentId`` and no scheduling
+  fields; PUT has ``published``, ``scheduledFor``, ``scheduledUntil``, ``autoResolve``).
+  Unknown fields, wrong types, bad enums and a blank title are 400 ``VALIDATION_FAILED``
+  with ``errors[{code, field, message}]``; malformed JSON and bad query values are 400
+  ``BAD_REQUEST``; an unknown query parameter is 400 too.
+- List rows carry ``updates: null``; the timeline comes with the single-incident read.
+- A status change through PUT adds no timeline entry and notifies nobody; ``POST
+  .../updates`` is the customer-facing path. ``updatedAt`` moves only when something
+  actually changed.
+- RESOLVED may go back to an active status (PUT or a timeline update); ``resolvedAt`` is
+  set on entering RESOLVED and cleared on leaving it.
+- ``scheduledFor``/``scheduledUntil`` on PUT are refused for unscheduled incidents (every
+  incident here is unscheduled: SDK 1.12.0 create cannot schedule).
+- Every vendor response carries ``X-Request-Id`` (equal to an error's ``requestId``);
+  ``X-RateLimit-*`` come with every response while a requests-per-minute limit is set.
+  A 429 body is the rate-limit page's ``{"status", "message", "timestamp"}``.
+
+Control routes (no auth):
+
+    POST  /_sim/status-pages     {"id"?, "name", "incidentMode"?: MANUAL|REVIEW|AUTOMATIC
+                                  (default AUTOMATIC), "components"?: [{"id"?, "name"}]}
+                                  -> 201 the page
+    GET   /_sim/status-pages     {"data": [pages]}
+    POST  /_sim/seed             {"statusPageId", "title", "impact", "status"?, "body"?,
+                                  "draft"?: bool, "incidentId"?: monitoring incident id}
+                                  -> 201 {"data": incident}. A new statusPageId makes an
+                                  AUTOMATIC page; a draft (publishedAt null) needs a REVIEW or
+                                  AUTOMATIC page; with incidentId an ``incident.created``
+                                  platform event {"id": incidentId} is sent.
+    PATCH /_sim/objects/{iid}    a person's edit in the DevHelm UI: {"title"?, "status"?,
+                                  "impact"?, "body"?, "postmortemBody"?, "postmortemUrl"?};
+                                  with "body" a timeline update is posted. No webhook: DevHelm
+                                  sends none for status-page incidents.
+    GET   /_sim/objects          {"data": [every incident, with its timeline]}
+    POST  /_sim/platform-events  {"type": <platform event type>, "data"?: {...}} -> 202
+                                  {"id": "evt_...", "deliveryId": ...}: one signed delivery
+
+Platform deliveries carry ``X-DevHelm-Event``, ``X-DevHelm-Delivery`` and
+``X-DevHelm-Signature: t=<unix>;v1=<hex HMAC-SHA256 of t:body>`` (unsigned when no secret
+is set); retries resend the same envelope ``id``. The common ``/_sim/`` routes of
+``adapters/_simkit.py`` are served too.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import copy
+import math
+import re
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+import httpx
+import msgspec
+from litestar import Request, Response, delete, get, patch, post, put
+from litestar.enums import ScopeType
+from litestar.params import FromPath
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from adapters import signing
+from adapters._simkit import SimKit, SimOptions, build_app
+
+#: This organization's id; the SDK sends "1" when none is configured.
+ORG_ID = "1"
+STATUSES = ("INVESTIGATING", "IDENTIFIED", "MONITORING", "RESOLVED")
+IMPACTS = ("NONE", "MINOR", "MAJOR", "CRITICAL")
+COMPONENT_STATUSES = (
+    "OPERATIONAL",
+    "DEGRADED_PERFORMANCE",
+    "PARTIAL_OUTAGE",
+    "MAJOR_OUTAGE",
+    "UNDER_MAINTENANCE",
+)
+INCIDENT_MODES = ("MANUAL", "REVIEW", "AUTOMATIC")
+PLATFORM_EVENTS = (
+    "monitor.created",
+    "monitor.updated",
+    "monitor.deleted",
+    "incident.created",
+    "incident.resolved",
+    "incident.reopened",
+    "service.status_changed",
+    "service.component_changed",
+    "service.incident_created",
+    "service.incident_updated",
+    "service.incident_resolved",
+)
+SORTABLE = (
+    "createdAt",
+    "updatedAt",
+    "startedAt",
+    "publishedAt",
+    "resolvedAt",
+    "title",
+    "status",
+    "impact",
+)
+API_VERSION = "2026-01"
+DEFAULT_PAGE_SIZE = 20
+MAX_PAGE_SIZE = 200
+#: The user a person's UI actions are attributed to.
+UI_USER_ID = 1001
+
+#: The id of the request being answered, shared by the X-Request-Id header and error bodies.
+REQUEST_ID: contextvars.ContextVar[str | None] = contextvars.ContextVar(
+    "devhelm_request_id", default=None
+)
+
+GENERIC_CODES = {
+    400: "BAD_REQUEST",
+    401: "UNAUTHORIZED",
+    403: "FORBIDDEN",
+    404: "NOT_FOUND",
+    405: "METHOD_NOT_ALLOWED",
+    409: "CONFLICT",
+    413: "PAYLOAD_TOO_LARGE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+    422: "UNPROCESSABLE_ENTITY",
+    429: "RATE_LIMITED",
+    500: "INTERNAL_ERROR",
+    502: "BAD_GATEWAY",
+    503: "SERVICE_UNAVAILABLE",
+    504: "GATEWAY_TIMEOUT",
+}
+
+
+def iso(value: datetime) -> str:
+    """Fixed-width UTC timestamps, so that they also sort as strings."""
+    return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def is_uuid(value: Any) -> bool:
+    if not isinstance(value, str):
+        return False
+    try:
+        uuid.UUID(value)
+    except ValueError:
+        return False
+    return True
+
+
+class Rejection(Exception):
+    """A request DevHelm refuses: rendered as its ``ErrorResponse``."""
+
+    def __init__(
+        self,
+        status: int,
+        code: str,
+        message: str,
+        errors: list[dict[str, Any]] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.errors = errors
+
+
+def entry(code: str, field_name: str | None, message: str) -> dict[str, Any]:
+    return {"code": code, "field": field_name, "message": message}
+
+
+def invalid(errors: list[dict[str, Any]]) -> Rejection:
+    return Rejection(400, "VALIDATION_FAILED", "Validation failed", errors)
+
+
+# -- request body validation ------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Rule:
+    """One body field: its JSON type and constraints. ``None`` always means "absent"."""
+
+    kind: str  # string | enum | bool | uuid | datetime | object | components | page_components
+    required: bool = False
+    choices: Sequence[str] = ()
+    max_length: int | None = None
+    not_blank: bool = False
+    pattern: re.Pattern[str] | None = None
+
+    def check(self, name: str, value: Any) -> list[dict[str, Any]]:
+        if self.kind in ("string", "enum", "uuid", "datetime") and not isinstance(value, str):
+            return [entry("INVALID_TYPE", name, "must be a string")]
+        if self.kind == "string":
+            return self._check_string(name, value)
+        if self.kind == "enum" and value not in self.choices:
+            return [entry("INVALID_ENUM", name, f"must be one of {', '.join(self.choices)}")]
+        if self.kind == "bool" and not isinstance(value, bool):
+            return [entry("INVALID_TYPE", name, "must be a boolean")]
+        if self.kind == "uuid" and not is_uuid(value):
+            return [entry("INVALID_FORMAT", name, "must be a UUID")]
+        if self.kind == "datetime":
+            try:
+                parsed = datetime.fromisoformat(value)
+            except ValueError:
+                parsed = None
+            if parsed is None or parsed.tzinfo is None:
+                return [entry("INVALID_FORMAT", name, "must be an ISO-8601 date-time with offset")]
+        if self.kind == "object" and not isinstance(value, dict):
+            return [entry("INVALID_TYPE", name, "must be an object")]
+        if self.kind == "components":
+            return check_list(name, value, AFFECTED_COMPONENT_RULES)
+        if self.kind == "page_components":
+            return check_list(name, value, PAGE_COMPONENT_RULES)
+        return []
+
+    def _check_string(self, name: str, value: str) -> list[dict[str, Any]]:
+        if self.max_length is not None and len(value) > self.max_length:
+            return [entry("TOO_LONG", name, f"must be at most {self.max_length} characters")]
+        if self.not_blank and not value.strip():
+            return [entry("BLANK", name, "must not be blank")]
+        if self.pattern is not None and not self.pattern.fullmatch(value):
+            return [entry("PATTERN_MISMATCH", name, f"must match {self.pattern.pattern}")]
+        return []
+
+
+def check_list(name: str, value: Any, rules: dict[str, Rule]) -> list[dict[str, Any]]:
+    if not isinstance(value, list):
+        return [entry("INVALID_TYPE", name, "must be an array")]
+    errors: list[dict[str, Any]] = []
+    for i, item in enumerate(value):
+        errors.extend(check_object(item, rules, prefix=f"{name}[{i}]."))
+    return errors
+
+
+def check_object(body: Any, rules: dict[str, Rule], prefix: str = "") -> list[dict[str, Any]]:
+    if not isinstance(body, dict):
+        return [entry("INVALID_TYPE", prefix.rstrip(".") or None, "must be a JSON object")]
+    errors = [
+        entry("UNKNOWN_FIELD", prefix + key, "unknown field") for key in body if key not in rules
+    ]
+    for name, rule in rules.items():
+        value = body.get(name)
+        if value is None:
+            if rule.required:
+                errors.append(entry("REQUIRED", prefix + name, "must not be null"))
+            continue
+        errors.extend(rule.check(prefix + name, value))
+    return errors
+
+
+def validated(body: Any, rules: dict[str, Rule]) -> dict[str, Any]:
+    """The body's non-null fields, or a 400 naming every problem found."""
+    errors = check_object(body, rules)
+    if errors:
+        raise invalid(errors)
+    return {k: v for k, v in body.items() if v is not None}
+
+
+AFFECTED_COMPONENT_RULES = {
+    "componentId": Rule("uuid", required=True),
+    "status": Rule("enum", required=True, choices=COMPONENT_STATUSES),
+}
+PAGE_COMPONENT_RULES = {
+    "id": Rule("uuid"),
+    "name": Rule("string", required=True, max_length=255, not_blank=True),
+}
+TITLE = Rule("string", max_length=500, not_blank=True)
+STATUS = Rule("enum", choices=STATUSES)
+IMPACT = Rule("enum", choices=IMPACTS)
+URL = Rule("string", max_length=2048, pattern=re.compile(r"^$|^https?://.*"))
+
+CREATE_RULES = {
+    "title": Rule("string", required=True, max_length=500, not_blank=True),
+    "status": STATUS,
+    "impact": Rule("enum", required=True, choices=IMPACTS),
+    "body": Rule("string", required=True, not_blank=True),
+    "affectedComponents": Rule("components"),
+    "notifySubscribers": Rule("bool"),
+    "monitoringIncidentId": Rule("uuid"),
+}
+UPDATE_RULES = {
+    "title": TITLE,
+    "status": STATUS,
+    "impact": IMPACT,
+    "affectedComponents": Rule("components"),
+    "postmortemBody": Rule("string"),
+    "postmortemUrl": URL,
+    "published": Rule("bool"),
+    "scheduledFor": Rule("datetime"),
+    "scheduledUntil": Rule("datetime"),
+    "autoResolve": Rule("bool"),
+}
+TIMELINE_RULES = {
+    "status": Rule("enum", required=True, choices=STATUSES),
+    "body": Rule("string", required=True, not_blank=True),
+    "notifySubscribers": Rule("bool"),
+    "affectedComponents": Rule("components"),
+}
+PUBLISH_RULES = {
+    "title": TITLE,
+    "impact": IMPACT,
+    "status": STATUS,
+    "body": Rule("string"),
+    "affectedComponents": Rule("components"),
+    "notifySubscribers": Rule("bool"),
+}
+PAGE_RULES = {
+    "id": Rule("uuid"),
+    "name": Rule("string", required=True, max_length=255, not_blank=True),
+    "incidentMode": Rule("enum", choices=INCIDENT_MODES),
+    "components": Rule("page_components"),
+}
+SEED_RULES = {
+    "statusPageId": Rule("uuid", required=True),
+    "title": Rule("string", required=True, max_length=500, not_blank=True),
+    "impact": Rule("enum", required=True, choices=IMPACTS),
+    "status": STATUS,
+    "body": Rule("string", not_blank=True),
+    "draft": Rule("bool"),
+    "incidentId": Rule("uuid"),
+}
+HUMAN_RULES = {
+    "title": TITLE,
+    "status": STATUS,
+    "impact": IMPACT,
+    "body": Rule("string", not_blank=True),
+    "postmortemBody": Rule("string"),
+    "postmortemUrl": URL,
+}
+EVENT_RULES = {
+    "type": Rule("enum", required=True, choices=PLATFORM_EVENTS),
+    "data": Rule("object"),
+}
+
+
+@dataclass
+class StatusPage:
+    id: str
+    name: str
+    incident_mode: str
+    components: dict[str, str] = field(default_factory=dict)
+
+    def as_json(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "incidentMode": self.incident_mode,
+            "components": [{"id": k, "name": v} for k, v in self.components.items()],
+        }
+
+
+#: (status, JSON payload or None for no content)
+Outcome = tuple[int, Any]
+
+
+class DevHelmSimulator:
+    """DevHelm's status-page incidents in memory, behind the common simulator kit."""
+
+    def __init__(
+        self, options: SimOptions, *, webhook_client: httpx.AsyncClient | None = None
+    ) -> None:
+        self.kit = SimKit(
+            "devhelm",
+            api_key=options.api_key,
+            auth_header="Authorization",
+            auth_prefix="Bearer ",
+            render_error=self.render_error,
+            webhook_url=options.webhook_url,
+            webhook_secret=options.webhook_secret,
+            latency_ms=options.latency_ms,
+            rpm=options.rpm,
+            webhook_client=webhook_client,
+            rate_limit_headers=rate_limit_headers,
+        )
+        self.pages: dict[str, StatusPage] = {}
+        self.incidents: dict[str, dict[str, Any]] = {}
+        self.app: ASGIApp = with_request_id(build_app(self.kit, self._handlers()))
+
+    # -- errors ----------------------------------------------------------------------------
+
+    def render_error(self, status: int, code: str, message: str) -> tuple[bytes, str]:
+        """DevHelm's ``ErrorResponse`` for SimKit's generic codes and our own."""
+        return self._error_body(status, code, message, None), "application/json"
+
+    def _error_body(
+        self, status: int, code: str, message: str, errors: list[dict[str, Any]] | None
+    ) -> bytes:
+        timestamp = int(self.kit.now().timestamp() * 1000)
+        if status == 429:
+            # The rate-limit page's 429: no code, no request id, the delay in the message.
+            wait = re.search(r"retry after (\d+(?:\.\d+)?)", message, re.IGNORECASE)
+            text = f"Rate limit exceeded. Retry after {wait.group(1)}." if wait else message
+            return msgspec.json.encode({"status": 429, "message": text, "timestamp": timestamp})
+        if code == "validation_error":
+            vendor_code = "VALIDATION_FAILED"
+            errors = [entry("INVALID", None, message)]
+        elif code.isupper():
+            vendor_code = code
+        else:
+            vendor_code = GENERIC_CODES.get(status, "ERROR")
+        body: dict[str, Any] = {
+            "status": status,
+            "code": vendor_code,
+            "message": message,
+            "timestamp": timestamp,
+            "requestId": REQUEST_ID.get(),
+        }
+        if errors is not None:
+            body["errors"] = errors
+        return msgspec.json.encode(body)
+
+    def _respond(self, outcome: Outcome) -> Response[bytes]:
+        status, payload = outcome
+        content = b"" if payload is None else msgspec.json.encode(payload)
+        return Response(content, status_code=status, media_type="application/json")
+
+    async def _run(
+        self,
+        request: Request[Any, Any, Any],
+        op: Callable[..., Outcome],
+        *args: str,
+        body: str = "none",
+        query: Sequence[str] = (),
+        vendor: bool = True,
+    ) -> Response[bytes]:
+        """Check org, query and body (``body``: none | optional | required), run ``op``,
+        and render a ``Rejection`` in DevHelm's error shape."""
+        try:
+            if vendor:
+                org = request.headers.get("x-phelm-org-id")
+                if org is not None and org != ORG_ID:
+                    raise Rejection(
+                        403, "FORBIDDEN", f"API key has no access to organization {org}"
+                    )
+            unknown = sorted(set(request.query_params) - set(query))
+            if unknown:
+                raise Rejection(400, "BAD_REQUEST", f"Unknown query parameter: {unknown[0]}")
+            extra: list[Any] = []
+            if query:
+                extra.append(request.query_params)
+            if body != "none":
+                raw = await request.body()
+                if not raw.strip():
+                    if body == "required":
+                        raise Rejection(400, "BAD_REQUEST", "Required request body is missing")
+                    extra.append({})
+                else:
+                    try:
+                        extra.append(msgspec.json.decode(raw))
+                    except msgspec.DecodeError:
+                        raise Rejection(400, "BAD_REQUEST", "Malformed JSON request body") from None
+            return self._respond(op(*args, *extra))
+        except Rejection as exc:
+            body_bytes = self._error_body(exc.status, exc.code, exc.message, exc.errors)
+            return Response(body_bytes, status_code=exc.status, media_type="application/json")
+
+    # -- state helpers ---------------------------------------------------------------------
+
+    def _page(self, page_id: str) -> StatusPage:
+        if not is_uuid(page_id):
+            raise Rejection(400, "BAD_REQUEST", f"Invalid UUID for path variable id: {page_id}")
+        page = self.pages.get(page_id)
+        if page is None:
+            raise Rejection(404, "NOT_FOUND", "Status page not found")
+        return page
+
+    def _incident(self, page_id: str, incident_id: str) -> dict[str, Any]:
+        self._page(page_id)
+        if not is_uuid(incident_id):
+            raise Rejection(
+                400, "BAD_REQUEST", f"Invalid UUID for path variable incidentId: {incident_id}"
+            )
+        incident = self.incidents.get(incident_id)
+        if incident is None or incident["statusPageId"] != page_id:
+            raise Rejection(404, "NOT_FOUND", "Status page incident not found")
+        return incident
+
+    def _components(self, page: StatusPage, items: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        errors = [
+            entry("UNKNOWN_COMPONENT", f"affectedComponents[{i}].componentId", "no such component")
+            for i, item in enumerate(items)
+            if item["componentId"] not in page.components
+        ]
+        if errors:
+            raise invalid(errors)
+        return [
+            {
+                "statusPageComponentId": item["componentId"],
+                "componentStatus": item["status"],
+                "componentName": page.components[item["componentId"]],
+            }
+            for item in items
+        ]
+
+    @staticmethod
+    def _set_status(incident: dict[str, Any], status: str, now: str) -> None:
+        if status == "RESOLVED" and incident["status"] != "RESOLVED":
+            incident["resolvedAt"] = now
+        elif status != "RESOLVED":
+            incident["resolvedAt"] = None
+        incident["status"] = status
+
+    @staticmethod
+    def _timeline(
+        incident: dict[str, Any],
+        status: str,
+        text: str,
+        *,
+        notify: bool,
+        now: str,
+        created_by: str = "USER",
+        user_id: int | None = None,
+    ) -> None:
+        incident["updates"].insert(
+            0,  # newest first, as DevHelm's status pages show the timeline
+            {
+                "id": str(uuid.uuid4()),
+                "status": status,
+                "body": text,
+                "createdBy": created_by,
+                "createdByUserId": user_id,
+                "notifySubscribers": notify,
+                "createdAt": now,
+            },
+        )
+
+    def _new_incident(
+        self,
+        page: StatusPage,
+        values: dict[str, Any],
+        *,
+        draft: bool,
+        monitoring_incident_id: str | None,
+        created_by: str,
+        user_id: int | None,
+    ) -> dict[str, Any]:
+        now = iso(self.kit.now())
+        status = values.get("status", "INVESTIGATING")
+        incident: dict[str, Any] = {
+            "id": str(uuid.uuid4()),
+            "statusPageId": page.id,
+            "title": values["title"],
+            "status": status,
+            "impact": values["impact"],
+            "scheduled": False,
+            "scheduledFor": None,
+            "scheduledUntil": None,
+            "autoResolve": False,
+            "incidentId": monitoring_incident_id,
+            "startedAt": now,
+            "publishedAt": None if draft else now,
+            "resolvedAt": now if status == "RESOLVED" else None,
+            "createdByUserId": user_id,
+            "postmortemBody": None,
+            "postmortemUrl": None,
+            "affectedComponents": self._components(page, values.get("affectedComponents", [])),
+            "updates": [],
+            "createdAt": now,
+            "updatedAt": now,
+        }
+        self._timeline(
+            incident,
+            status,
+            values["body"],
+            notify=values.get("notifySubscribers", True),
+            now=now,
+            created_by=created_by,
+            user_id=user_id,
+        )
+        self.incidents[incident["id"]] = incident
+        return incident
+
+    def _apply(self, incident: dict[str, Any], changes: dict[str, Any]) -> None:
+        """Apply PUT-style changes (already validated, nulls dropped); move ``updatedAt``
+        only if something changed."""
+        before = copy.deepcopy(incident)
+        now = iso(self.kit.now())
+        page = self.pages[incident["statusPageId"]]
+        if ("scheduledFor" in changes or "scheduledUntil" in changes) and not incident["scheduled"]:
+            raise invalid(
+                [entry("NOT_SCHEDULED", "scheduledFor", "only scheduled incidents have a window")]
+            )
+        for name in ("title", "impact", "autoResolve", "scheduledFor", "scheduledUntil"):
+            if name in changes:
+                incident[name] = changes[name]
+        for name in ("postmortemBody", "postmortemUrl"):
+            if name in changes:
+                incident[name] = changes[name] or None  # "" clears
+        if "affectedComponents" in changes:
+            incident["affectedComponents"] = self._components(page, changes["affectedComponents"])
+        if "published" in changes:
+            if not changes["published"]:
+                incident["publishedAt"] = None
+            elif incident["publishedAt"] is None:
+                incident["publishedAt"] = now
+        if "status" in changes:
+            self._set_status(incident, changes["status"], now)
+        if incident != before:
+            incident["updatedAt"] = now
+
+    def _summary(self, incident: dict[str, Any]) -> dict[str, Any]:
+        return {**incident, "updates": None}
+
+    # -- vendor operations -----------------------------------------------------------------
+
+    def list_incidents(self, page_id: str, query: Any) -> Outcome:
+        self._page(page_id)
+        page_no = int_param(query, "page", 0, minimum=0)
+        size = int_param(query, "size", DEFAULT_PAGE_SIZE, minimum=1)
+        if size > MAX_PAGE_SIZE:
+            raise Rejection(400, "BAD_REQUEST", f"size must be at most {MAX_PAGE_SIZE}")
+        wanted: set[str] = set()
+        for value in query.getall("status", []):
+            for status in value.split(","):
+                if status not in STATUSES:
+                    raise Rejection(400, "BAD_REQUEST", f"Invalid status: {status}")
+                wanted.add(status)
+        items = [
+            i
+            for i in self.incidents.values()
+            if i["statusPageId"] == page_id and (not wanted or i["status"] in wanted)
+        ]
+        for prop, descending in reversed(sort_specs(query.getall("sort", []))):
+            present = sorted(
+                (i for i in items if i[prop] is not None), key=lambda i: i[prop], reverse=descending
+            )
+            items = present + [i for i in items if i[prop] is None]
+        total = len(items)
+        total_pages = math.ceil(total / size)
+        chunk = items[page_no * size : (page_no + 1) * size]
+        return 200, {
+            "data": [self._summary(i) for i in chunk],
+            "hasNext": page_no + 1 < total_pages,
+            "hasPrev": page_no > 0,
+            "totalElements": total,
+            "totalPages": total_pages,
+        }
+
+    def create_incident(self, page_id: str, body: Any) -> Outcome:
+        page = self._page(page_id)
+        values = validated(body, CREATE_RULES)
+        incident = self._new_incident(
+            page,
+            values,
+            draft=False,
+            monitoring_incident_id=values.get("monitoringIncidentId"),
+            created_by="USER",
+            user_id=None,  # an API key is not a user
+        )
+        return 201, {"data": incident}
+
+    def get_incident(self, page_id: str, incident_id: str) -> Outcome:
+        return 200, {"data": self._incident(page_id, incident_id)}
+
+    def update_incident(self, page_id: str, incident_id: str, body: Any) -> Outcome:
+        incident = self._incident(page_id, incident_id)
+        self._apply(incident, validated(body, UPDATE_RULES))
+        return 200, {"data": incident}
+
+    def delete_incident(self, page_id: str, incident_id: str) -> Outcome:
+        self._incident(page_id, incident_id)
+        del self.incidents[incident_id]
+        return 204, None
+
+    def post_update(self, page_id: str, incident_id: str, body: Any) -> Outcome:
+        incident = self._incident(page_id, incident_id)
+        values = validated(body, TIMELINE_RULES)
+        now = iso(self.kit.now())
+        if "affectedComponents" in values:
+            page = self.pages[page_id]
+            incident["affectedComponents"] = self._components(page, values["affectedComponents"])
+        self._timeline(
+            incident,
+            values["status"],
+            values["body"],
+            notify=values.get("notifySubscribers", True),
+            now=now,
+        )
+        self._set_status(incident, values["status"], now)
+        incident["updatedAt"] = now
+        return 201, {"data": incident}
+
+    def publish(self, page_id: str, incident_id: str, body: Any) -> Outcome:
+        incident = self._incident(page_id, incident_id)
+        values = validated(body, PUBLISH_RULES)
+        if incident["publishedAt"] is not None:
+            raise Rejection(409, "CONFLICT", "Incident is already published")
+        if values.get("status") == "RESOLVED":
+            raise invalid([entry("INACTIVE_STATUS", "status", "must be an active status")])
+        now = iso(self.kit.now())
+        for name in ("title", "impact"):
+            if name in values:
+                incident[name] = values[name]
+        if "affectedComponents" in values:
+            page = self.pages[page_id]
+            incident["affectedComponents"] = self._components(page, values["affectedComponents"])
+        if "status" in values:
+            self._set_status(incident, values["status"], now)
+        initial = incident["updates"][-1]
+        if values.get("body"):
+            initial["body"] = values["body"]
+        initial["notifySubscribers"] = values.get("notifySubscribers", True)
+        incident["publishedAt"] = now
+        incident["updatedAt"] = now
+        return 200, {"data": incident}
+
+    def dismiss(self, page_id: str, incident_id: str) -> Outcome:
+        incident = self._incident(page_id, incident_id)
+        if incident["publishedAt"] is not None:
+            raise Rejection(409, "CONFLICT", "Only draft incidents can be dismissed")
+        del self.incidents[incident_id]
+        return 204, None
+
+    # -- control operations ----------------------------------------------------------------
+
+    def create_page(self, body: Any) -> Outcome:
+        values = validated(body, PAGE_RULES)
+        return 201, self._add_page(values).as_json()
+
+    def _add_page(self, values: dict[str, Any]) -> StatusPage:
+        return self.add_status_page(
+            values.get("id") or str(uuid.uuid4()),
+            values["name"],
+            values.get("incidentMode", "AUTOMATIC"),
+            {
+                item.get("id") or str(uuid.uuid4()): item["name"]
+                for item in values.get("components", [])
+            },
+        )
+
+    def add_status_page(
+        self,
+        page_id: str,
+        name: str,
+        incident_mode: str = "AUTOMATIC",
+        components: dict[str, str] | None = None,
+    ) -> StatusPage:
+        """Make a status page (``components``: id -> name), as its owner would in the UI."""
+        if page_id in self.pages:
+            raise Rejection(409, "CONFLICT", f"Status page {page_id} already exists")
+        page = StatusPage(page_id, name, incident_mode, dict(components or {}))
+        self.pages[page_id] = page
+        return page
+
+    def list_pages(self) -> Outcome:
+        return 200, {"data": [p.as_json() for p in self.pages.values()]}
+
+    def seed(self, body: Any) -> Outcome:
+        values = validated(body, SEED_RULES)
+        page_id = values["statusPageId"]
+        page = self.pages.get(page_id) or self._add_page(
+            {"id": page_id, "name": f"Status page {page_id[:8]}"}
+        )
+        draft = values.get("draft", False)
+        if draft and page.incident_mode == "MANUAL":
+            raise Rejection(409, "CONFLICT", "A MANUAL status page makes no draft incidents")
+        incident = self._new_incident(
+            page,
+            {**values, "body": values.get("body", values["title"])},
+            draft=draft,
+            monitoring_incident_id=values.get("incidentId"),
+            created_by="SYSTEM" if draft else "USER",
+            user_id=None if draft else UI_USER_ID,
+        )
+        if "incidentId" in values:
+            self.send_platform_event("incident.created", {"id": values["incidentId"]})
+        return 201, {"data": incident}
+
+    def human_change(self, incident_id: str, body: Any) -> Outcome:
+        incident = self.incidents.get(incident_id)
+        if incident is None:
+            raise Rejection(404, "NOT_FOUND", "Status page incident not found")
+        values = validated(body, HUMAN_RULES)
+        text = values.pop("body", None)
+        self._apply(incident, values)
+        if text is not None:
+            now = iso(self.kit.now())
+            self._timeline(
+                incident, incident["status"], text, notify=True, now=now, user_id=UI_USER_ID
+            )
+            incident["updatedAt"] = now
+        return 200, {"data": incident}
+
+    def list_objects(self) -> Outcome:
+        return 200, {"data": list(self.incidents.values())}
+
+    def platform_event(self, body: Any) -> Outcome:
+        values = validated(body, EVENT_RULES)
+        event_id, delivery_id = self.send_platform_event(values["type"], values.get("data", {}))
+        return 202, {"id": event_id, "deliveryId": delivery_id}
+
+    def send_platform_event(self, event_type: str, data: dict[str, Any]) -> tuple[str, str]:
+        """Queue one signed platform delivery; retries resend the same envelope."""
+        event_id = "evt_" + uuid.uuid4().hex
+        delivery_id = str(uuid.uuid4())
+        envelope = {
+            "id": event_id,
+            "type": event_type,
+            "apiVersion": API_VERSION,
+            "createdAt": iso(self.kit.now()),
+            "data": data,
+        }
+
+        def sign(body: bytes, timestamp: int) -> dict[str, str]:
+            headers = {"X-DevHelm-Event": event_type, "X-DevHelm-Delivery": delivery_id}
+            secret = self.kit.webhook_secret  # read per attempt: it can be rotated meanwhile
+            if secret:
+                headers["X-DevHelm-Signature"] = signing.devhelm_sign(secret, timestamp, body)
+            return headers
+
+        self.kit.emit(event_type, msgspec.json.encode(envelope), sign, delivery_id)
+        return event_id, delivery_id
+
+    # -- routes ----------------------------------------------------------------------------
+
+    def _handlers(self) -> list[Any]:
+        base = "/api/v1/status-pages/{sp:str}/incidents"
+        one = base + "/{iid:str}"
+        run = self._run
+        list_query = ("page", "size", "sort", "status")
+
+        @get(base)
+        async def list_incidents(
+            request: Request[Any, Any, Any], sp: FromPath[str]
+        ) -> Response[bytes]:
+            return await run(request, self.list_incidents, sp, query=list_query)
+
+        @post(base)
+        async def create_incident(
+            request: Request[Any, Any, Any], sp: FromPath[str]
+        ) -> Response[bytes]:
+            return await run(request, self.create_incident, sp, body="required")
+
+        @get(one)
+        async def get_incident(
+            request: Request[Any, Any, Any], sp: FromPath[str], iid: FromPath[str]
+        ) -> Response[bytes]:
+            return await run(request, self.get_incident, sp, iid)
+
+        @put(one)
+        async def update_incident(
+            request: Request[Any, Any, Any], sp: FromPath[str], iid: FromPath[str]
+        ) -> Response[bytes]:
+            return await run(request, self.update_incident, sp, iid, body="required")
+
+        @delete(one, status_code=200)
+        async def delete_incident(
+            request: Request[Any, Any, Any], sp: FromPath[str], iid: FromPath[str]
+        ) -> Response[bytes]:
+            return await run(request, self.delete_incident, sp, iid)
+
+        @post(one + "/updates")
+        async def post_update(
+            request: Request[Any, Any, Any], sp: FromPath[str], iid: FromPath[str]
+        ) -> Response[bytes]:
+            return await run(request, self.post_update, sp, iid, body="required")
+
+        @post(one + "/publish")
+        async def publish(
+            request: Request[Any, Any, Any], sp: FromPath[str], iid: FromPath[str]
+        ) -> Response[bytes]:
+            return await run(request, self.publish, sp, iid, body="optional")
+
+        @post(one + "/dismiss")
+        async def dismiss(
+            request: Request[Any, Any, Any], sp: FromPath[str], iid: FromPath[str]
+        ) -> Response[bytes]:
+            return await run(request, self.dismiss, sp, iid)
+
+        @post("/_sim/status-pages")
+        async def sim_create_page(request: Request[Any, Any, Any]) -> Response[bytes]:
+            return await run(request, self.create_page, body="required", vendor=False)
+
+        @get("/_sim/status-pages")
+        async def sim_list_pages(request: Request[Any, Any, Any]) -> Response[bytes]:
+            return await run(request, self.list_pages, vendor=False)
+
+        @post("/_sim/seed")
+        async def sim_seed(request: Request[Any, Any, Any]) -> Response[bytes]:
+            return await run(request, self.seed, body="required", vendor=False)
+
+        @patch("/_sim/objects/{iid:str}")
+        async def sim_human_change(
+            request: Request[Any, Any, Any], iid: FromPath[str]
+        ) -> Response[bytes]:
+            return await run(request, self.human_change, iid, body="required", vendor=False)
+
+        @get("/_sim/objects")
+        async def sim_objects(request: Request[Any, Any, Any]) -> Response[bytes]:
+            return await run(request, self.list_objects, vendor=False)
+
+        @post("/_sim/platform-events")
+        async def sim_platform_event(request: Request[Any, Any, Any]) -> Response[bytes]:
+            return await run(request, self.platform_event, body="required", vendor=False)
+
+        return [
+            list_incidents,
+            create_incident,
+            get_incident,
+            update_incident,
+            delete_incident,
+            post_update,
+            publish,
+            dismiss,
+            sim_create_page,
+            sim_list_pages,
+            sim_seed,
+            sim_human_change,
+            sim_objects,
+            sim_platform_event,
+        ]
+
+
+def int_param(query: Any, name: str, default: int, *, minimum: int) -> int:
+    values = query.getall(name, [])
+    if not values:
+        return default
+    try:
+        value = int(values[-1])
+    except ValueError:
+        raise Rejection(400, "BAD_REQUEST", f"{name} must be an integer") from None
+    if value < minimum:
+        raise Rejection(400, "BAD_REQUEST", f"{name} must be at least {minimum}")
+    return value
+
+
+def sort_specs(values: Sequence[str]) -> list[tuple[str, bool]]:
+    """Spring-style ``sort=prop[,asc|desc]`` parameters as (property, descending)."""
+    if not values:
+        return [("createdAt", True)]
+    specs: list[tuple[str, bool]] = []
+    for value in values:
+        prop, _, direction = value.partition(",")
+        if prop not in SORTABLE:
+            raise Rejection(400, "BAD_REQUEST", f"Cannot sort by {prop!r}")
+        if direction.lower() not in ("", "asc", "desc"):
+            raise Rejection(400, "BAD_REQUEST", f"Invalid sort direction {direction!r}")
+        specs.append((prop, direction.lower() == "desc"))
+    return specs
+
+
+def rate_limit_headers(limit: int, remaining: int, window_s: float) -> dict[str, str]:
+    """DevHelm's per-org quota headers; Reset is a Unix time in seconds."""
+    return {
+        "X-RateLimit-Limit": str(limit),
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Reset": str(math.ceil(time.time() + window_s)),
+    }
+
+
+def with_request_id(app: ASGIApp) -> ASGIApp:
+    """``app`` with an ``X-Request-Id`` on every vendor response, the same id error bodies
+    carry as ``requestId``."""
+
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != ScopeType.HTTP or scope["path"].startswith("/_sim"):
+            await app(scope, receive, send)
+            return
+        request_id = str(uuid.uuid4())
+        token = REQUEST_ID.set(request_id)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await app(scope, receive, send_with_id)
+        finally:
+            REQUEST_ID.reset(token)
+
+    return asgi

@@ -1,0 +1,254 @@
+"""The hookstream adapter: reads and writes issues over ``/v1/issues``, reads the
+``issue_opened`` notification as a hint to poll.
+
+hookstream opens, groups and auto-resolves issues itself and sends no webhook when an
+issue changes, so Syncgate polls it (``status=all``, every page, ``updated_at`` compared
+here because the list has no time filter). Only ``status`` and ``snoozed_until`` can be
+written; ``create`` is refused without a call.
+
+Options read from ``settings.options``:
+
+- ``require_timestamp`` (bool, default ``True``): refuse a notification that lacks
+  ``X-hookstream-Timestamp``. With a timestamp the signed string is ``{ts}.{body}`` and
+  the timestamp must be within ``webhook_tolerance_s``; with ``False``, an untimestamped
+  ``sha256=`` signature over the bare body is accepted too (replayable, so only for a
+  channel that cannot send the timestamp).
+
+``settings.base_url`` is hookstream's origin (``https://hookstream.io``); the documented
+form with the ``/v1`` suffix is accepted as well.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import httpx
+import msgspec
+
+from adapters import _http, signing
+from adapters.base import Adapter, AdapterSettings
+from adapters.hookstream import wire
+from app.errors import MalformedPayload, Rejected, TransientError, UnreadablePayload
+from app.model import (
+    CreateTarget,
+    Fields,
+    ObjectRef,
+    ValueMap,
+    VendorObject,
+    WebhookEvent,
+    as_utc,
+)
+
+#: hookstream's documented maximum for ``limit`` on the issues list.
+MAX_PAGE_SIZE = 100
+
+
+def _error_message(body: Any) -> str | None:
+    """hookstream errors are ``{"error", "status", "request_id"}``; keep the request id,
+    it is what hookstream support asks for."""
+    if not isinstance(body, dict) or not isinstance(body.get("error"), str):
+        return None
+    request_id = body.get("request_id")
+    return f"{body['error']} [{request_id}]" if isinstance(request_id, str) else body["error"]
+
+
+class HookstreamAdapter(Adapter):
+    """hookstream issues (webhook-delivery failures); ids are global, so the scope is ""."""
+
+    system: ClassVar[str] = "hookstream"
+    readable: ClassVar[frozenset[str]] = frozenset(
+        {"title", "description", "status", "snoozed_until"}
+    )
+    writable: ClassVar[frozenset[str]] = frozenset({"status", "snoozed_until"})
+    can_create: ClassVar[bool] = False
+
+    def __init__(self, settings: AdapterSettings, client: httpx.AsyncClient) -> None:
+        super().__init__(settings, client)
+        require_timestamp = settings.options.get("require_timestamp", True)
+        if not isinstance(require_timestamp, bool):
+            raise ValueError("hookstream option require_timestamp must be true or false")
+        self.require_timestamp = require_timestamp
+        origin = settings.base_url.rstrip("/")
+        self._issues_url = origin.removesuffix("/v1") + "/v1/issues"
+        self._headers = {"X-API-Key": settings.api_key, "Accept": "application/json"}
+        self._page_size = max(1, min(settings.page_size, MAX_PAGE_SIZE))
+
+    @classmethod
+    def default_value_maps(cls) -> dict[str, ValueMap]:
+        return {
+            "status": ValueMap(
+                inbound={"open": "open", "acknowledged": "acknowledged", "resolved": "resolved"},
+                outbound={
+                    "open": ["open"],
+                    "acknowledged": ["acknowledged"],
+                    "monitoring": ["acknowledged"],
+                    "waiting": ["acknowledged"],
+                    "resolved": ["resolved"],
+                    "closed": ["resolved"],
+                    "cancelled": ["resolved"],
+                },
+            )
+        }
+
+    # -- mapping ---------------------------------------------------------------------------
+
+    def to_vendor_object(self, raw: dict[str, Any]) -> VendorObject:
+        """One issue JSON object (either documented shape) as a ``VendorObject``."""
+        try:
+            issue = msgspec.convert(raw, wire.Issue)
+        except msgspec.ValidationError as exc:
+            raise TransientError(self.system, f"unexpected issue object: {exc}") from exc
+        # The guide's shape has no updated_at; its latest timestamp is the best stand-in.
+        updated_at = issue.updated_at or issue.last_seen_at or issue.created_at
+        updated_at = updated_at or issue.first_seen_at
+        if updated_at is None:
+            raise TransientError(self.system, f"issue {issue.id} carries no timestamp")
+        status = self.value_maps["status"].to_canonical(issue.status)
+        unmapped = {} if status is not None else {"status": issue.status}
+        fields: dict[str, Any] = {
+            "title": issue.title or self._guide_title(issue),
+            "description": issue.last_error or issue.message or "",
+            "snoozed_until": as_utc(issue.snoozed_until) if issue.snoozed_until else None,
+        }
+        if status is not None:
+            fields["status"] = status
+        return VendorObject(
+            ref=ObjectRef(self.system, "", issue.id),
+            updated_at=as_utc(updated_at),
+            fields=Fields.from_dict(fields),
+            native={"status": issue.status},
+            unmapped=unmapped,
+            raw=raw,
+        )
+
+    @staticmethod
+    def _guide_title(issue: wire.Issue) -> str:
+        """The title the guide's untitled shape implies: destination and error type."""
+        destination = issue.destination_name or issue.destination_id or "destination"
+        return f"{destination}: {issue.error_type or 'error'}"
+
+    def _render(self, changes: Fields) -> wire.IssueUpdate:
+        update = wire.IssueUpdate()
+        if changes.status is not msgspec.UNSET:
+            status = self.value_maps["status"].to_vendor(str(changes.status))
+            if status is None:
+                raise Rejected(self.system, f"no hookstream status for {changes.status!s}")
+            update.status = status
+        if changes.snoozed_until is not msgspec.UNSET:
+            snoozed = changes.snoozed_until
+            update.snoozed_until = as_utc(snoozed) if snoozed is not None else None
+        return update
+
+    # -- calls -----------------------------------------------------------------------------
+
+    def _issue_url(self, external_id: str) -> str:
+        return f"{self._issues_url}/{quote(external_id, safe='')}"
+
+    def _read_issue(self, response: httpx.Response) -> VendorObject:
+        """The issue of a get/update response, wrapped (the reference) or bare (the guide)."""
+        body = _http.decode(self.system, response, dict[str, Any])
+        inner = body.get("issue")
+        return self.to_vendor_object(inner if isinstance(inner, dict) else body)
+
+    async def get(self, ref: ObjectRef) -> VendorObject:
+        response = await _http.send(
+            self.client,
+            self.system,
+            "GET",
+            self._issue_url(ref.external_id),
+            _error_message,
+            headers=self._headers,
+        )
+        return self._read_issue(response)
+
+    async def list_changed(self, since: datetime | None) -> AsyncIterator[list[VendorObject]]:
+        cutoff = as_utc(since) if since is not None else None
+        seen: set[str] = set()  # offsets shift if issues open mid-walk; list each once
+        offset = 0
+        while True:
+            response = await _http.send(
+                self.client,
+                self.system,
+                "GET",
+                self._issues_url,
+                _error_message,
+                headers=self._headers,
+                params={"status": "all", "limit": self._page_size, "offset": offset},
+            )
+            page = _http.decode(self.system, response, wire.IssuePage)
+            objects = [self.to_vendor_object(raw) for raw in page.issues]
+            fresh = [
+                obj
+                for obj in objects
+                if obj.ref.external_id not in seen and (cutoff is None or obj.updated_at >= cutoff)
+            ]
+            seen.update(obj.ref.external_id for obj in objects)
+            if fresh:
+                yield fresh
+            offset += len(page.issues)
+            if not page.pagination.has_more or not page.issues:
+                return
+
+    async def create(
+        self, target: CreateTarget, fields: Fields, idempotency_key: str
+    ) -> VendorObject:
+        raise Rejected(self.system, "hookstream creates issues itself")
+
+    async def update(
+        self, ref: ObjectRef, changes: Fields, current: VendorObject | None = None
+    ) -> VendorObject:
+        payload = self._render(changes.only(self.writable))
+        if payload.status is msgspec.UNSET and payload.snoozed_until is msgspec.UNSET:
+            return await self.get(ref)  # nothing hookstream lets us write: just read
+        response = await _http.send(
+            self.client,
+            self.system,
+            "PATCH",
+            self._issue_url(ref.external_id),
+            _error_message,
+            headers={**self._headers, "Content-Type": "application/json"},
+            content=msgspec.json.encode(payload),
+        )
+        return self._read_issue(response)
+
+    # -- webhooks --------------------------------------------------------------------------
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes, now: datetime) -> None:
+        signing.hookstream_verify(
+            self.settings.webhook_secrets,
+            headers,
+            body,
+            now,
+            self.settings.webhook_tolerance_s,
+            require_timestamp=self.require_timestamp,
+        )
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        try:
+            payload = msgspec.json.decode(body)
+        except msgspec.DecodeError as exc:
+            raise MalformedPayload(f"hookstream notification is not JSON: {exc}") from None
+        if not isinstance(payload, dict):
+            raise UnreadablePayload("hookstream notification is not a JSON object")
+        # hookstream sends no delivery id; the body hash makes redeliveries collapse.
+        delivery_id = "hs-" + hashlib.sha256(body).hexdigest()
+        try:
+            notification = msgspec.convert(payload, wire.Notification)
+        except msgspec.ValidationError:
+            notification = None
+        if notification is not None and notification.issue is not None:
+            return WebhookEvent(
+                delivery_id=delivery_id,
+                event_type="issue_opened",
+                hints=[ObjectRef(self.system, "", notification.issue.id)],
+            )
+        event = payload.get("event") or payload.get("rule_type")
+        return WebhookEvent(
+            delivery_id=delivery_id,
+            event_type=event if isinstance(event, str) else "notification",
+            poll=True,
+        )

@@ -1,0 +1,299 @@
+"""The InboxOps adapter: helpdesk tickets over the public ``/api/v1`` API, mapped to
+canonical fields, and InboxOps webhook verification and parsing.
+
+Settings:
+
+- ``base_url`` is the workspace origin (``https://app.inboxops.app``); paths are
+  ``/api/v1/tickets...``. ``api_key`` is an ``ixk_`` key, sent as ``Authorization: Bearer``.
+- ``page_size`` becomes ``per_page``, capped at 100 (the simulator's documented maximum).
+- ``options["webhook_scheme"]``: how deliveries are signed (InboxOps does not document it).
+  ``"standard"`` (default): Standard Webhooks headers ``webhook-id``, ``webhook-timestamp``,
+  ``webhook-signature``, secrets in ``whsec_<base64>`` form, ``webhook_tolerance_s``
+  applies. ``"hmac-sha256"``: ``X-InboxOps-Signature: sha256=<hex HMAC-SHA256 of the raw
+  body>`` keyed with the secret's UTF-8 bytes as given; no timestamp, so no staleness check.
+
+Mapping: ``title`` <-> ``subject``, ``status`` <-> ``status``, ``priority`` <-> ``priority``,
+``assignee`` <-> ``assignee_id``. A custom status (``status_id``) is read through its base
+category, the ticket's ``status``, which is also what ``native["status"]`` holds. Writes
+send ``status`` only, never ``status_id``, so a write lands on the built-in status of that
+category. ``description`` is writable only at create, as the initial internal note.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any, ClassVar
+
+import httpx
+import msgspec
+
+from adapters import _http
+from adapters.base import Adapter, AdapterSettings
+from adapters.inboxops import wire
+from adapters.signing import standard_verify
+from app.errors import (
+    MalformedPayload,
+    Rejected,
+    SignatureInvalid,
+    TransientError,
+    UnreadablePayload,
+)
+from app.model import CreateTarget, Fields, ObjectRef, ValueMap, VendorObject, WebhookEvent
+
+SYSTEM = "inboxops"
+TICKETS = "/api/v1/tickets"
+#: The list endpoint's largest ``per_page``.
+MAX_PER_PAGE = 100
+WEBHOOK_SCHEMES = ("standard", "hmac-sha256")
+TICKET_EVENTS = frozenset({"ticket.created", "ticket.updated"})
+HMAC_HEADER = "x-inboxops-signature"
+
+
+def read_error(body: Any) -> str | None:
+    """The reason in an InboxOps error body: ``code`` first, then ``detail``, ``message``,
+    ``error`` (RFC 7807 or the update page's shape, whichever arrived)."""
+    try:
+        problem = msgspec.convert(body, wire.ProblemDetails)
+    except msgspec.ValidationError:
+        return None
+    # The seed page's ``code`` is the HTTP status (an int): not worth repeating.
+    code = problem.code if isinstance(problem.code, str) else None
+    text = problem.detail or problem.message or problem.error or problem.title
+    parts = [p for p in (code, text) if p]
+    return ": ".join(parts) if parts else None
+
+
+def _iso(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class InboxOpsAdapter(Adapter):
+    """InboxOps tickets: global UUID ids (scope ""), ``PATCH`` updates, idempotent create."""
+
+    system: ClassVar[str] = SYSTEM
+    readable: ClassVar[frozenset[str]] = frozenset({"title", "status", "priority", "assignee"})
+    writable: ClassVar[frozenset[str]] = frozenset({"title", "status", "priority", "assignee"})
+    can_create: ClassVar[bool] = True
+
+    def __init__(self, settings: AdapterSettings, client: httpx.AsyncClient) -> None:
+        super().__init__(settings, client)
+        scheme = settings.options.get("webhook_scheme", "standard")
+        if scheme not in WEBHOOK_SCHEMES:
+            raise ValueError(
+                f"inboxops options.webhook_scheme must be one of {WEBHOOK_SCHEMES}, not {scheme!r}"
+            )
+        self.webhook_scheme: str = scheme
+        self._headers = {"Authorization": f"Bearer {settings.api_key}"}
+
+    @classmethod
+    def default_value_maps(cls) -> dict[str, ValueMap]:
+        return {
+            "status": ValueMap(
+                inbound={
+                    "open": "open",
+                    "in_progress": "acknowledged",
+                    "waiting": "waiting",
+                    "resolved": "resolved",
+                    "closed": "closed",
+                },
+                outbound={
+                    "open": ["open"],
+                    "acknowledged": ["in_progress"],
+                    "monitoring": ["in_progress"],
+                    "waiting": ["waiting"],
+                    "resolved": ["resolved"],
+                    "closed": ["closed"],
+                    "cancelled": ["closed"],
+                },
+            ),
+            "priority": ValueMap(
+                inbound={p: p for p in ("low", "normal", "high", "urgent")},
+                outbound={p: [p] for p in ("low", "normal", "high", "urgent")},
+            ),
+        }
+
+    # -- mapping ---------------------------------------------------------------------------
+
+    def _url(self, path: str) -> str:
+        return self.settings.base_url.rstrip("/") + path
+
+    def to_object(self, raw: dict[str, Any]) -> VendorObject:
+        """A ticket's JSON as a ``VendorObject``; a ticket that does not fit is an outage."""
+        try:
+            ticket = msgspec.convert(raw, wire.Ticket)
+        except msgspec.ValidationError as exc:
+            raise TransientError(SYSTEM, f"unexpected ticket shape: {exc}") from exc
+        return self._object(ticket, raw)
+
+    def _object(self, ticket: wire.Ticket, raw: dict[str, Any]) -> VendorObject:
+        values: dict[str, Any] = {"title": ticket.subject, "assignee": ticket.assignee_id}
+        native = {"status": ticket.status, "priority": ticket.priority}
+        unmapped: dict[str, str] = {}
+        for name, vendor_value in native.items():
+            canonical = self.value_maps[name].to_canonical(vendor_value)
+            if canonical is None:
+                unmapped[name] = vendor_value
+            else:
+                values[name] = canonical
+        return VendorObject(
+            ref=ObjectRef(SYSTEM, "", ticket.id),
+            updated_at=ticket.updated_at.astimezone(UTC),
+            fields=Fields.from_dict(values),
+            native=native,
+            unmapped=unmapped,
+            raw=raw,
+        )
+
+    def _vendor_value(self, name: str, canonical: str) -> str:
+        value = self.value_maps[name].to_vendor(canonical)
+        if value is None:
+            raise Rejected(SYSTEM, f"no InboxOps {name} is mapped for canonical {canonical!r}")
+        return value
+
+    def _update_body(self, changes: Fields) -> wire.UpdateTicket:
+        body = wire.UpdateTicket()
+        for name, value in changes.only(self.writable).items():
+            if name == "title":
+                body.subject = value
+            elif name == "assignee":
+                body.assignee_id = value
+            else:  # status, priority
+                setattr(body, name, self._vendor_value(name, str(value)))
+        return body
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def _ticket(
+        self,
+        method: str,
+        path: str,
+        *,
+        body: msgspec.Struct | None = None,
+        headers: Mapping[str, str] | None = None,
+    ) -> VendorObject:
+        """One call that answers ``{"data": ticket}``; a body is sent as JSON."""
+        sent = {**self._headers, **(headers or {})}
+        extra: dict[str, Any] = {}
+        if body is not None:
+            sent["Content-Type"] = "application/json"
+            extra["content"] = msgspec.json.encode(body)
+        response = await _http.send(
+            self.client, SYSTEM, method, self._url(path), read_error, headers=sent, **extra
+        )
+        return self.to_object(_http.decode(SYSTEM, response, wire.TicketEnvelope).data)
+
+    async def get(self, ref: ObjectRef) -> VendorObject:
+        return await self._ticket("GET", f"{TICKETS}/{ref.external_id}")
+
+    async def list_changed(self, since: datetime | None) -> AsyncIterator[list[VendorObject]]:
+        params: dict[str, Any] = {
+            "sort": "updated_at",
+            "order": "asc",
+            "per_page": max(1, min(self.settings.page_size, MAX_PER_PAGE)),
+        }
+        if since is not None:
+            # updated_after is exclusive; the interface promises changes at or after since.
+            params["updated_after"] = _iso(since - timedelta(microseconds=1))
+        page = 1
+        while True:
+            response = await _http.send(
+                self.client,
+                SYSTEM,
+                "GET",
+                self._url(TICKETS),
+                read_error,
+                headers=self._headers,
+                params={**params, "page": page},
+            )
+            listing = _http.decode(SYSTEM, response, wire.TicketPage)
+            if listing.data:
+                yield [self.to_object(raw) for raw in listing.data]
+            if not listing.data or page >= listing.meta.total_pages:
+                return
+            page += 1
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def create(
+        self, target: CreateTarget, fields: Fields, idempotency_key: str
+    ) -> VendorObject:
+        inbox_id = target.params.get("inbox_id")
+        if not isinstance(inbox_id, str) or not inbox_id:
+            raise Rejected(SYSTEM, "an InboxOps create target needs params.inbox_id")
+        if not isinstance(fields.title, str):
+            raise Rejected(SYSTEM, "an InboxOps ticket needs a title (subject)")
+        body = wire.CreateTicket(subject=fields.title, inbox_id=inbox_id)
+        if isinstance(fields.priority, str):
+            body.priority = self._vendor_value("priority", fields.priority)
+        if isinstance(fields.assignee, str):
+            body.assignee_id = fields.assignee
+        if isinstance(fields.description, str) and fields.description:
+            body.initial_internal_note = wire.InternalNote(body_text=fields.description)
+        created = await self._ticket(
+            "POST", TICKETS, body=body, headers={"Idempotency-Key": idempotency_key}
+        )
+        # Create cannot set a status. A replayed create returns the ticket as first made,
+        # so this PATCH repeats after a retry, which is harmless (absolute values).
+        if isinstance(fields.status, str) and not self.value_maps["status"].holds(
+            created.native.get("status"), fields.status
+        ):
+            return await self.update(created.ref, Fields(status=fields.status), created)
+        return created
+
+    async def update(
+        self, ref: ObjectRef, changes: Fields, current: VendorObject | None = None
+    ) -> VendorObject:
+        body = self._update_body(changes)
+        if body == wire.UpdateTicket():
+            return current if current is not None else await self.get(ref)
+        return await self._ticket("PATCH", f"{TICKETS}/{ref.external_id}", body=body)
+
+    # -- webhooks --------------------------------------------------------------------------
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes, now: datetime) -> None:
+        if self.webhook_scheme == "standard":
+            standard_verify(
+                self.settings.webhook_secrets,
+                headers,
+                body,
+                now,
+                self.settings.webhook_tolerance_s,
+            )
+            return
+        self._verify_hmac(headers, body)
+
+    def _verify_hmac(self, headers: Mapping[str, str], body: bytes) -> None:
+        if not self.settings.webhook_secrets:
+            raise SignatureInvalid("no webhook secret is configured for inboxops")
+        header = headers.get(HMAC_HEADER)
+        if not header:
+            raise SignatureInvalid("missing X-InboxOps-Signature header")
+        algo, _, got = header.strip().partition("=")
+        if algo != "sha256" or not got:
+            raise SignatureInvalid("X-InboxOps-Signature must be sha256=<hex>")
+        for secret in self.settings.webhook_secrets:
+            expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
+            if hmac.compare_digest(expected, got.lower()):
+                return
+        raise SignatureInvalid("X-InboxOps-Signature matches no configured secret")
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        try:
+            payload = msgspec.json.decode(body)
+        except msgspec.DecodeError as exc:
+            raise MalformedPayload(f"inboxops webhook body is not JSON: {exc}") from None
+        try:
+            event = msgspec.convert(payload, wire.WebhookEvent)
+            ticket = msgspec.convert(event.data, wire.Ticket)
+        except msgspec.ValidationError as exc:
+            raise UnreadablePayload(f"not an InboxOps ticket event: {exc}") from None
+        if event.type not in TICKET_EVENTS:
+            raise UnreadablePayload(f"unknown InboxOps event type {event.type!r}")
+        return WebhookEvent(
+            delivery_id=headers.get("webhook-id") or event.id,
+            event_type=event.type,
+            observations=[self._object(ticket, event.data)],
+        )

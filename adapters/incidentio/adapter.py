@@ -1,0 +1,373 @@
+"""The incident.io adapter: follow-ups read and written over REST v3 (v2 selectable), Standard
+Webhooks (Svix) verification, and the follow-up status map.
+
+Options read from ``settings.options``:
+
+- ``api_version``: ``"v3"`` (default) or ``"v2"``. v2 uses ``/v2/follow_ups`` with the same
+  bodies; its list takes no pagination parameters and answers everything in one response,
+  so ``since`` is applied client-side there.
+- ``incident_mode``: one of standard, retrospective, test, tutorial, stream. Passed to every
+  list call (polling and the create look-up). Unset, incident.io lists only follow-ups of
+  standard and retrospective incidents.
+
+Scopes are incident ids. With ``settings.scopes`` empty, polling lists globally; otherwise
+it lists each incident in turn (``incident_id=``).
+
+Create marker: incident.io has no idempotency key for follow-ups, so ``create`` adds the
+label ``syncgate:<idempotency_key>`` to every follow-up it makes and, before posting, lists
+the incident's follow-ups and returns the one that already carries that label (completing
+its status if an earlier attempt stopped between the POST and the PUT).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Mapping
+from datetime import datetime
+from typing import Any, ClassVar
+from urllib.parse import quote
+
+import httpx
+import msgspec
+from msgspec import UNSET
+
+from adapters._http import decode, send
+from adapters.base import Adapter, AdapterSettings
+from adapters.incidentio.wire import (
+    CreatePayload,
+    FollowUp,
+    FollowUpEnvelope,
+    FollowUpList,
+    PrivateResource,
+    UpdatePayload,
+)
+from adapters.signing import standard_verify
+from app.errors import (
+    ConfigError,
+    ConfigIssue,
+    MalformedPayload,
+    Rejected,
+    TransientError,
+    UnreadablePayload,
+)
+from app.model import (
+    CreateTarget,
+    Fields,
+    ObjectRef,
+    Status,
+    ValueMap,
+    VendorObject,
+    WebhookEvent,
+    as_utc,
+)
+
+SYSTEM = "incidentio"
+#: Label prefix of the create marker (see the module docstring).
+MARKER_PREFIX = "syncgate:"
+#: Largest v3 ``page_size`` requested. The documented default is 25; the maximum is not
+#: documented (vendors.md, open question 7), so stay at a value well inside any plausible cap.
+MAX_PAGE_SIZE = 250
+API_VERSIONS = ("v3", "v2")
+INCIDENT_MODES = ("standard", "retrospective", "test", "tutorial", "stream")
+PUBLIC_EVENTS = frozenset(
+    {"public_incident.follow_up_created_v2", "public_incident.follow_up_updated_v2"}
+)
+PRIVATE_EVENTS = frozenset(
+    {"private_incident.follow_up_created_v2", "private_incident.follow_up_updated_v2"}
+)
+#: The status incident.io refuses on update (DELETE is the way to delete).
+DELETED = "deleted"
+_CANONICAL_STATUSES = frozenset(s.value for s in Status)
+
+
+def read_error(body: Any) -> str | None:
+    """The message of an incident.io error body: ``errors[].message`` (with the offending
+    field where given), else the error ``type``."""
+    if not isinstance(body, dict):
+        return None
+    messages = []
+    for error in body.get("errors") or ():
+        if not isinstance(error, dict) or not error.get("message"):
+            continue
+        source = error.get("source")
+        field = source.get("field") if isinstance(source, dict) else None
+        messages.append(f"{error['message']} ({field})" if field else str(error["message"]))
+    if messages:
+        return "; ".join(messages)
+    kind = body.get("type")
+    return str(kind) if kind else None
+
+
+def _as_status(canonical: str | None) -> Status | None:
+    """A canonical status read through the map; None when unmapped (or mapped to a value
+    that is not canonical, which config validation should have refused)."""
+    if canonical is None or canonical not in _CANONICAL_STATUSES:
+        return None
+    return Status(canonical)
+
+
+def rfc3339(value: datetime) -> str:
+    """``value`` as incident.io writes times: UTC, microseconds, ``Z``."""
+    return as_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _option(settings: AdapterSettings, key: str, allowed: tuple[str, ...]) -> str | None:
+    value = settings.options.get(key)
+    if value is None or value in allowed:
+        return value
+    raise ConfigError(
+        [
+            ConfigIssue(
+                file="<settings>",
+                line=None,
+                key=f"options.{key}",
+                message=f"{value!r} is not one of {', '.join(allowed)}",
+            )
+        ]
+    )
+
+
+class IncidentIoAdapter(Adapter):
+    """incident.io follow-ups; the scope of a follow-up is its incident id."""
+
+    system: ClassVar[str] = SYSTEM
+    readable: ClassVar[frozenset[str]] = frozenset({"title", "description", "status", "assignee"})
+    writable: ClassVar[frozenset[str]] = frozenset({"title", "description", "status", "assignee"})
+    can_create: ClassVar[bool] = True
+
+    def __init__(self, settings: AdapterSettings, client: httpx.AsyncClient) -> None:
+        super().__init__(settings, client)
+        self.api_version = _option(settings, "api_version", API_VERSIONS) or "v3"
+        self.incident_mode = _option(settings, "incident_mode", INCIDENT_MODES)
+        self._root = f"{settings.base_url.rstrip('/')}/{self.api_version}/follow_ups"
+        self._auth = {"Authorization": f"Bearer {settings.api_key}"}
+
+    @classmethod
+    def default_value_maps(cls) -> dict[str, ValueMap]:
+        # Priorities are per-account option ids in incident.io, so there is no priority map.
+        return {
+            "status": ValueMap(
+                inbound={
+                    "outstanding": "open",
+                    "completed": "resolved",
+                    "not_doing": "cancelled",
+                    "deleted": "cancelled",
+                },
+                outbound={
+                    "open": ["outstanding"],
+                    "acknowledged": ["outstanding"],
+                    "monitoring": ["outstanding"],
+                    "waiting": ["outstanding"],
+                    "resolved": ["completed"],
+                    "closed": ["completed"],
+                    "cancelled": ["not_doing"],
+                },
+            )
+        }
+
+    # -- plumbing --------------------------------------------------------------------------
+
+    async def _call(
+        self,
+        method: str,
+        path: str = "",
+        *,
+        body: msgspec.Struct | None = None,
+        params: Mapping[str, str] | None = None,
+    ) -> httpx.Response:
+        headers = dict(self._auth)
+        content = None
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+            content = msgspec.json.encode(body)
+        return await send(
+            self.client,
+            SYSTEM,
+            method,
+            self._root + path,
+            read_error,
+            headers=headers,
+            content=content,
+            params=params,
+        )
+
+    def _read(self, raw: msgspec.Raw) -> VendorObject:
+        try:
+            follow_up = msgspec.json.decode(raw, type=FollowUp)
+            data = msgspec.json.decode(raw, type=dict[str, Any])
+        except msgspec.DecodeError as exc:
+            raise TransientError(SYSTEM, f"unexpected follow-up body: {exc}") from exc
+        return self.to_vendor_object(follow_up, data)
+
+    def _one(self, response: httpx.Response) -> VendorObject:
+        envelope: FollowUpEnvelope = decode(SYSTEM, response, FollowUpEnvelope)
+        return self._read(envelope.follow_up)
+
+    def to_vendor_object(self, follow_up: FollowUp, raw: dict[str, Any]) -> VendorObject:
+        """Map one follow-up (any version's shape) onto canonical fields."""
+        status = _as_status(self.value_maps["status"].to_canonical(follow_up.status))
+        fields = Fields(
+            title=follow_up.title,
+            # incident.io omits an empty description; canonically that is "".
+            description=follow_up.description or "",
+            status=UNSET if status is None else status,
+            assignee=follow_up.assignee.id if follow_up.assignee else None,
+        )
+        return VendorObject(
+            ref=ObjectRef(SYSTEM, follow_up.incident_id, follow_up.id),
+            updated_at=as_utc(follow_up.updated_at),
+            fields=fields,
+            native={"status": follow_up.status},
+            unmapped={"status": follow_up.status} if status is None else {},
+            raw=raw,
+        )
+
+    # -- reads -----------------------------------------------------------------------------
+
+    async def get(self, ref: ObjectRef) -> VendorObject:
+        return self._one(await self._call("GET", "/" + quote(ref.external_id, safe="")))
+
+    async def list_changed(self, since: datetime | None) -> AsyncIterator[list[VendorObject]]:
+        for incident_id in self.settings.scopes or (None,):
+            async for page in self._pages(incident_id, since):
+                yield page
+
+    async def _pages(
+        self, incident_id: str | None, since: datetime | None
+    ) -> AsyncIterator[list[VendorObject]]:
+        params: dict[str, str] = {}
+        if incident_id:
+            params["incident_id"] = incident_id
+        if self.incident_mode:
+            params["incident_mode"] = self.incident_mode
+        if self.api_version == "v2":
+            listing = decode(SYSTEM, await self._call("GET", params=params), FollowUpList)
+            objects = [self._read(raw) for raw in listing.follow_ups]
+            if since is not None:
+                objects = [o for o in objects if o.updated_at >= since]
+            if objects:
+                yield objects
+            return
+        params["page_size"] = str(max(1, min(self.settings.page_size, MAX_PAGE_SIZE)))
+        if since is not None:
+            params["updated_at[gte]"] = rfc3339(since)
+        after: str | None = None
+        while True:
+            if after is not None:
+                params["after"] = after
+            listing = decode(SYSTEM, await self._call("GET", params=params), FollowUpList)
+            page = [self._read(raw) for raw in listing.follow_ups]
+            if page:
+                yield page
+            cursor = listing.pagination_meta.after if listing.pagination_meta else None
+            if not cursor:
+                return
+            if cursor == after:
+                raise TransientError(SYSTEM, f"list cursor did not advance past {cursor}")
+            after = cursor
+
+    # -- writes ----------------------------------------------------------------------------
+
+    async def create(
+        self, target: CreateTarget, fields: Fields, idempotency_key: str
+    ) -> VendorObject:
+        if not target.scope:
+            raise Rejected(SYSTEM, "a follow-up belongs to an incident: the target scope is empty")
+        wanted = fields.only(self.writable)
+        if not isinstance(wanted.title, str) or not wanted.title:
+            raise Rejected(SYSTEM, "a follow-up needs a title")
+        marker = MARKER_PREFIX + idempotency_key
+        made = await self._find_marked(target.scope, marker)
+        if made is None:
+            payload = CreatePayload(
+                incident_id=target.scope,
+                title=wanted.title,
+                description=wanted.description,
+                # Create has no null: leaving it out is unassigned.
+                assignee_id=wanted.assignee if isinstance(wanted.assignee, str) else UNSET,
+                labels=[marker],
+            )
+            made = self._one(await self._call("POST", body=payload))
+        # Create cannot set a status (it starts outstanding); the rest follows with a PUT,
+        # which also completes an earlier attempt that stopped between the two calls.
+        rest = self.differs(made, wanted)
+        if rest.is_empty():
+            return made
+        return await self.update(made.ref, rest, current=made)
+
+    async def _find_marked(self, incident_id: str, marker: str) -> VendorObject | None:
+        async for page in self._pages(incident_id, None):
+            for obj in page:
+                if marker in obj.raw.get("labels", ()):
+                    return obj
+        return None
+
+    async def update(
+        self, ref: ObjectRef, changes: Fields, current: VendorObject | None = None
+    ) -> VendorObject:
+        wanted = changes.only(self.writable)
+        # PUT needs the unchanged status and title too, so read them when not given.
+        if current is None or current.fields.title is UNSET or "status" not in current.native:
+            current = await self.get(ref)
+        status = current.native["status"]
+        if wanted.status is not UNSET:
+            status_map = self.value_maps["status"]
+            if not status_map.holds(status, wanted.status):
+                mapped = status_map.to_vendor(wanted.status)
+                if mapped is None:
+                    raise Rejected(SYSTEM, f"no follow-up status is mapped for {wanted.status!r}")
+                status = mapped
+        if status == DELETED:
+            raise Rejected(
+                SYSTEM, "the follow-up is deleted; incident.io refuses deleted on update"
+            )
+        title = wanted.title if isinstance(wanted.title, str) else str(current.fields.title)
+        payload = UpdatePayload(
+            status=status,
+            title=title,
+            description=wanted.description,
+            assignee_id=wanted.assignee,
+        )
+        return self._one(
+            await self._call("PUT", "/" + quote(ref.external_id, safe=""), body=payload)
+        )
+
+    # -- webhooks --------------------------------------------------------------------------
+
+    def verify_webhook(self, headers: Mapping[str, str], body: bytes, now: datetime) -> None:
+        standard_verify(
+            self.settings.webhook_secrets, headers, body, now, self.settings.webhook_tolerance_s
+        )
+
+    def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        # The resource sits under a key named after the event type, so read the type first.
+        try:
+            parts = msgspec.json.decode(body, type=dict[str, msgspec.Raw])
+            event_type = msgspec.json.decode(parts.get("event_type", b"null"), type=str)
+        except msgspec.ValidationError as exc:
+            raise UnreadablePayload(f"not an incident.io webhook: {exc}") from None
+        except msgspec.DecodeError as exc:
+            raise MalformedPayload(f"body is not JSON: {exc}") from None
+        delivery_id = headers.get("webhook-id")
+        if not delivery_id:
+            raise UnreadablePayload("missing webhook-id header")
+        resource = parts.get(event_type)
+        if resource is None or event_type not in PUBLIC_EVENTS | PRIVATE_EVENTS:
+            raise UnreadablePayload(f"not a follow-up v2 event: {event_type!r}")
+        try:
+            if event_type in PRIVATE_EVENTS:
+                # Private incidents name only the follow-up; get() needs nothing more.
+                private = msgspec.json.decode(resource, type=PrivateResource)
+                return WebhookEvent(
+                    delivery_id=delivery_id,
+                    event_type=event_type,
+                    hints=[ObjectRef(SYSTEM, "", private.id)],
+                )
+            follow_up = msgspec.json.decode(resource, type=FollowUp)
+            raw = msgspec.json.decode(resource, type=dict[str, Any])
+        except msgspec.DecodeError as exc:
+            raise UnreadablePayload(f"{event_type} payload is not a follow-up: {exc}") from None
+        return WebhookEvent(
+            delivery_id=delivery_id,
+            event_type=event_type,
+            observations=[self.to_vendor_object(follow_up, raw)],
+        )

@@ -1,0 +1,766 @@
+"""A strict in-memory simulator of incident.io follow-ups: REST v3 and v2, incident.io's error
+bodies and rate-limit headers, and Svix-signed (Standard Webhooks) v2 follow-up webhooks.
+
+Written from vendors.md §4 and the follow-up OpenAPI subset, not from the adapter's structs.
+
+Vendor routes (``Authorization: Bearer <key>``; ``{v}`` is ``v3`` or ``v2``):
+
+    POST   /{v}/follow_ups        {incident_id, title, description?, assignee_id?,
+                                   assignee_team_id?, external_issue_reference_id?,
+                                   follow_up_category_id?, follow_up_priority_option_id?,
+                                   labels?}                      -> 201 {"follow_up"}
+    GET    /v3/follow_ups         ?page_size (1..250, default 25) &after &incident_id
+                                   &incident_mode &assignee_team_id
+                                   &created_at[gte|lte] &updated_at[gte|lte] (RFC 3339)
+                                   -> {"follow_ups", "pagination_meta": {"page_size", "after"?}}
+    GET    /v2/follow_ups         ?incident_id &incident_mode &assignee_team_id
+                                   -> {"follow_ups"} (everything, one response)
+    GET    /{v}/follow_ups/{id}   -> {"follow_up"}
+    PUT    /{v}/follow_ups/{id}   {status, title, assignee_id? (null unassigns),
+                                   assignee_team_id? (null unassigns), description?,
+                                   follow_up_category_id?, follow_up_priority_option_id?,
+                                   labels?}                      -> {"follow_up"}
+    DELETE /{v}/follow_ups/{id}   -> 204
+
+Control routes (no auth):
+
+    POST  /_sim/incidents     {"id"?, "name", "mode"?: standard|retrospective|test|tutorial|
+                               stream (standard), "visibility"?: public|private (public)}
+                              -> 201 incident; 409 when the id exists
+    GET   /_sim/incidents     {"incidents": [...]}
+    POST  /_sim/users         {"id"?, "name", "email"?} -> 201 user (an assignee to use)
+    POST  /_sim/seed          a follow-up made by a person (creator: a user), in the vendor's
+                              field names: the create fields plus "status"? (any of the four)
+                              -> 201 FollowUpV3; sends the created webhook
+    PATCH /_sim/objects/{id}  a person's change: title, description (null clears), status
+                              (any, deleted included), assignee_id, assignee_team_id, labels,
+                              follow_up_category_id, follow_up_priority_option_id (null clears)
+                              -> FollowUpV3; sends the updated webhook when something changed
+    GET   /_sim/objects       {"follow_ups": [every follow-up, V3 shape, deleted included]}
+
+plus the common /_sim/ surface of ``adapters/_simkit.py``.
+
+Fixed directory (ids are ULID-shaped): the incident ``DEFAULT_INCIDENT_ID`` (public, standard),
+users ``USER_IDS``, team ``TEAM_ID``, category ``CATEGORY_ID``, priority options
+``PRIORITY_IDS``. References to anything else are a 422 on ``source.field``.
+
+Behaviour where the documents leave a choice (these are the simulator's answers):
+
+- Validation failures are 422 ``validation_error`` listing every problem, each with
+  ``source.field``: a missing required field, a wrong type, an unknown body field, an enum
+  value outside the documented set, a reference to an unknown incident, user, team, category
+  or priority, ``status: deleted`` on PUT, an empty title, an unknown query parameter. A body
+  that is not JSON is 400 ``invalid_request_error``. Unknown follow-up ids are 404.
+- Create with an unknown ``incident_id`` is a 422 on ``incident_id`` (the spec's style for a
+  bad reference), not a 404 (the route exists).
+- The list's default ``incident_mode`` returns only follow-ups of standard and retrospective
+  incidents, with or without ``incident_id``.
+- ``pagination_meta.after`` is the last id of a full page, so a walk may end on an empty page.
+- An optional field omitted from PUT is kept; only ``null`` unassigns (and only the assignee
+  fields take null).
+- ``completed`` sets ``completed_at``; leaving ``completed`` clears it. ``completed`` and
+  ``not_doing`` may go back to ``outstanding`` (open question 7).
+- A PUT that changes nothing leaves ``updated_at`` alone and sends no webhook.
+- DELETE is a soft delete: the follow-up turns ``deleted`` (GET and lists still show it, which
+  is how a poller learns of it), an updated webhook goes out; PUT on it is a 422; a second
+  DELETE is a 204 that changes nothing.
+- ``external_issue_reference_id`` is refused (422): the simulator has no issue trackers.
+- Webhooks go out for public incidents as ``public_incident.follow_up_{created,updated}_v2``
+  carrying the V2 shape (no ``category``), for private ones as
+  ``private_incident.follow_up_{created,updated}_v2`` carrying only ``{"id"}``, signed with
+  the secret in effect at send time (a random ``whsec_`` secret when none is configured).
+- 429 bodies carry ``rate_limit`` with ``retry_after`` as RFC 3339; ``X-RateLimit-*`` headers
+  go on every response while a requests-per-minute limit is set.
+"""
+
+from __future__ import annotations
+
+import base64
+import re
+import secrets
+import time
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+from urllib.parse import parse_qsl
+
+import httpx
+import msgspec
+from litestar import Request, Response, delete, get, patch, post, put
+
+from adapters._simkit import SimKit, SimOptions, build_app
+from adapters.signing import standard_headers
+
+VENDOR = "incidentio"
+JSON = "application/json"
+
+DEFAULT_INCIDENT_ID = "01HQ0000000000000000000001"
+USER_IDS = ("01HQ00000000000000000000A1", "01HQ00000000000000000000A2")
+TEAM_ID = "01HQ00000000000000000000T1"
+CATEGORY_ID = "01HQ00000000000000000000C1"
+PRIORITY_IDS = ("01HQ00000000000000000000P1", "01HQ00000000000000000000P2")
+API_KEY_ACTOR = {"id": "01HQ00000000000000000000K1", "name": "Syncgate simulator key"}
+
+STATUSES = ("outstanding", "completed", "deleted", "not_doing")
+INCIDENT_MODES = ("standard", "retrospective", "test", "tutorial", "stream")
+DEFAULT_MODES = frozenset({"standard", "retrospective"})
+VISIBILITIES = ("public", "private")
+DEFAULT_PAGE_SIZE = 25
+MAX_PAGE_SIZE = 250
+
+ERROR_TYPES = {
+    400: "invalid_request_error",
+    401: "authentication_error",
+    403: "resource_forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    406: "not_acceptable",
+    408: "request_timeout",
+    409: "conflict",
+    412: "precondition_failed",
+    413: "payload_too_large",
+    422: "validation_error",
+    429: "too_many_requests",
+}
+#: SimKit's generic codes; they become the incident.io error type of their status.
+GENERIC_CODES = frozenset(
+    {"unauthorized", "rate_limited", "injected_fault", "timeout", "validation_error", "http_error"}
+)
+
+_CROCKFORD = "0123456789ABCDEFGHJKMNPQRSTVWXYZ"
+_RETRY_IN_MESSAGE = re.compile(r"retry after (\d+(?:\.\d+)?)")
+
+
+def rfc3339(value: datetime) -> str:
+    return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Ulids:
+    """ULIDs (48-bit millisecond time, 80 random bits, Crockford base32), strictly increasing
+    so that "ordered by id" is creation order, as incident.io's ids are."""
+
+    def __init__(self) -> None:
+        self._last = 0
+
+    def __call__(self, at: datetime) -> str:
+        value = (int(at.timestamp() * 1000) << 80) | secrets.randbits(80)
+        value = max(value, self._last + 1)
+        self._last = value
+        return "".join(_CROCKFORD[(value >> (5 * i)) & 31] for i in reversed(range(26)))
+
+
+# -- state ----------------------------------------------------------------------------------
+
+
+class Incident(msgspec.Struct, kw_only=True):
+    id: str
+    name: str
+    mode: str
+    visibility: str
+
+
+class FollowUpRecord(msgspec.Struct, kw_only=True):
+    """One follow-up as the simulator holds it (ids of referenced things, not their JSON)."""
+
+    id: str
+    incident_id: str
+    title: str
+    status: str
+    labels: list[str]
+    creator: dict[str, Any]
+    created_at: datetime
+    updated_at: datetime
+    description: str | None = None
+    assignee_id: str | None = None
+    assignee_team_id: str | None = None
+    category_id: str | None = None
+    priority_id: str | None = None
+    completed_at: datetime | None = None
+
+
+#: Body field -> record attribute, where they differ.
+_ATTRIBUTE = {
+    "follow_up_category_id": "category_id",
+    "follow_up_priority_option_id": "priority_id",
+}
+
+
+# -- validation -----------------------------------------------------------------------------
+
+Check = Callable[[Any], str | None]
+"""A field check: the problem with a (non-null) value, or None when it is fine."""
+
+
+class Rule(msgspec.Struct, frozen=True):
+    check: Check
+    required: bool = False
+    nullable: bool = False
+
+
+class Invalid(Exception):
+    """A request the vendor refuses; carries incident.io ``errors[]`` entries."""
+
+    def __init__(self, status: int, errors: list[dict[str, Any]]) -> None:
+        super().__init__(status)
+        self.status = status
+        self.errors = errors
+
+
+def _problem(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    error: dict[str, Any] = {"code": code, "message": message}
+    if field is not None:
+        error["source"] = {"field": field}
+    return error
+
+
+def invalid_field(field: str, message: str) -> Invalid:
+    return Invalid(422, [_problem("invalid_value", message, field)])
+
+
+def _string(value: Any) -> str | None:
+    return None if isinstance(value, str) else "must be a string"
+
+
+def _title(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return "must be a string"
+    return None if value.strip() else "must not be empty"
+
+
+def _strings(value: Any) -> str | None:
+    if isinstance(value, list) and all(isinstance(v, str) for v in value):
+        return None
+    return "must be an array of strings"
+
+
+def _one_of(allowed: tuple[str, ...] | Mapping[str, Any], what: str) -> Check:
+    def check(value: Any) -> str | None:
+        if not isinstance(value, str):
+            return "must be a string"
+        return None if value in allowed else f"{value!r} is not a valid {what}"
+
+    return check
+
+
+def validate(body: Any, rules: Mapping[str, Rule]) -> dict[str, Any]:
+    """``body`` checked against ``rules``: every problem at once, as incident.io reports them."""
+    if not isinstance(body, dict):
+        raise Invalid(422, [_problem("invalid_type", "request body must be a JSON object")])
+    errors = []
+    for name, rule in rules.items():
+        if name not in body:
+            if rule.required:
+                errors.append(_problem("is_required", f"{name} is required", name))
+            continue
+        value = body[name]
+        if value is None:
+            if not rule.nullable:
+                errors.append(_problem("invalid_value", f"{name} must not be null", name))
+            continue
+        problem = rule.check(value)
+        if problem is not None:
+            errors.append(_problem("invalid_value", f"{name} {problem}", name))
+    for name in body:
+        if name not in rules:
+            errors.append(_problem("unknown_field", f"unknown field {name!r}", name))
+    if errors:
+        raise Invalid(422, errors)
+    return body
+
+
+def parse_json(raw: bytes) -> Any:
+    try:
+        return msgspec.json.decode(raw)
+    except msgspec.DecodeError:
+        raise Invalid(400, [_problem("invalid_json", "request body is not valid JSON")]) from None
+
+
+def parse_query(raw: str, allowed: frozenset[str]) -> dict[str, str]:
+    pairs = parse_qsl(raw, keep_blank_values=True)
+    unknown = [k for k, _ in pairs if k not in allowed]
+    if unknown:
+        raise Invalid(
+            422,
+            [_problem("unknown_field", f"unknown query parameter {k!r}", k) for k in unknown],
+        )
+    return dict(pairs)
+
+
+def parse_time(name: str, value: str) -> datetime:
+    try:
+        parsed = datetime.fromisoformat(value)
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise invalid_field(name, f"{name} must be an RFC 3339 time")
+    return parsed
+
+
+# -- the simulator --------------------------------------------------------------------------
+
+
+class IncidentIoSimulator:
+    """incident.io follow-ups, in memory; ``.app`` is the ASGI app, ``.kit`` the SimKit."""
+
+    def __init__(
+        self, options: SimOptions, *, webhook_client: httpx.AsyncClient | None = None
+    ) -> None:
+        self.kit = SimKit(
+            VENDOR,
+            api_key=options.api_key,
+            auth_header="Authorization",
+            auth_prefix="Bearer ",
+            render_error=self.render_error,
+            webhook_url=options.webhook_url,
+            # Svix always signs; without a configured secret, sign with a random one.
+            webhook_secret=options.webhook_secret
+            or "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode(),
+            latency_ms=options.latency_ms,
+            rpm=options.rpm,
+            webhook_client=webhook_client,
+            rate_limit_headers=rate_limit_headers,
+        )
+        self.ulid = Ulids()
+        self.incidents: dict[str, Incident] = {
+            DEFAULT_INCIDENT_ID: Incident(
+                id=DEFAULT_INCIDENT_ID,
+                name="Simulated incident",
+                mode="standard",
+                visibility="public",
+            )
+        }
+        self.users: dict[str, dict[str, Any]] = {
+            USER_IDS[0]: {
+                "id": USER_IDS[0],
+                "name": "Ada Responder",
+                "email": "ada@example.com",
+                "role": "responder",
+            },
+            USER_IDS[1]: {
+                "id": USER_IDS[1],
+                "name": "Bo Owner",
+                "email": "bo@example.com",
+                "role": "owner",
+            },
+        }
+        self.teams = {TEAM_ID: {"id": TEAM_ID, "name": "Platform"}}
+        self.categories = {
+            CATEGORY_ID: {
+                "id": CATEGORY_ID,
+                "name": "Infrastructure",
+                "rank": 10,
+                "description": "Changes to infrastructure.",
+            }
+        }
+        self.priorities = {
+            PRIORITY_IDS[0]: {
+                "id": PRIORITY_IDS[0],
+                "name": "Urgent",
+                "rank": 10,
+                "description": "Needs attention now.",
+            },
+            PRIORITY_IDS[1]: {
+                "id": PRIORITY_IDS[1],
+                "name": "Low",
+                "rank": 1,
+                "description": "When there is time.",
+            },
+        }
+        self.follow_ups: dict[str, FollowUpRecord] = {}
+        self.app = build_app(self.kit, self._handlers())
+
+    # -- errors ----------------------------------------------------------------------------
+
+    def render_error(self, status: int, code: str, message: str) -> tuple[bytes, str]:
+        """incident.io's error body for one error; SimKit's generic codes become the type."""
+        kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        return self.error_body(status, [_problem(kind if code in GENERIC_CODES else code, message)])
+
+    def error_body(self, status: int, errors: list[dict[str, Any]]) -> tuple[bytes, str]:
+        kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
+        body: dict[str, Any] = {
+            "type": kind,
+            "status": status,
+            "request_id": str(uuid.uuid4()),
+            "errors": errors,
+        }
+        if status == 429:
+            # SimKit hands the renderer no delay, only its message ("... retry after 12");
+            # clients read the Retry-After header anyway.
+            found = _RETRY_IN_MESSAGE.search(errors[0]["message"]) if errors else None
+            delay = float(found.group(1)) if found else 1.0
+            body["rate_limit"] = {
+                "name": "api_key",
+                "limit": self.kit.rpm or 1200,
+                "remaining": 0,
+                "retry_after": rfc3339(self.kit.now() + timedelta(seconds=delay)),
+            }
+        return msgspec.json.encode(body), JSON
+
+    def _invalid(self, exc: Invalid) -> Response[bytes]:
+        body, content_type = self.error_body(exc.status, exc.errors)
+        return Response(body, status_code=exc.status, media_type=content_type)
+
+    def _not_found(self, what: str) -> Response[bytes]:
+        return self.kit.error(404, "not_found", f"{what} not found")
+
+    # -- rendering -------------------------------------------------------------------------
+
+    def render(self, record: FollowUpRecord, version: str) -> dict[str, Any]:
+        """FollowUpV3, or FollowUpV2 (webhooks, the v2 REST paths): the same minus category."""
+        out: dict[str, Any] = {
+            "id": record.id,
+            "incident_id": record.incident_id,
+            "title": record.title,
+            "status": record.status,
+            "labels": list(record.labels),
+            "creator": record.creator,
+            "created_at": rfc3339(record.created_at),
+            "updated_at": rfc3339(record.updated_at),
+        }
+        if record.description is not None:
+            out["description"] = record.description
+        if record.assignee_id is not None:
+            out["assignee"] = self.users[record.assignee_id]
+        if record.assignee_team_id is not None:
+            out["assignee_team"] = self.teams[record.assignee_team_id]
+        if record.priority_id is not None:
+            out["priority"] = self.priorities[record.priority_id]
+        if record.category_id is not None and version == "v3":
+            out["category"] = self.categories[record.category_id]
+        if record.completed_at is not None:
+            out["completed_at"] = rfc3339(record.completed_at)
+        return out
+
+    # -- rules -----------------------------------------------------------------------------
+
+    def _reference_rules(self) -> dict[str, Rule]:
+        return {
+            "description": Rule(_string),
+            "assignee_id": Rule(_one_of(self.users, "user id")),
+            "assignee_team_id": Rule(_one_of(self.teams, "team id")),
+            "follow_up_category_id": Rule(_one_of(self.categories, "follow-up category id")),
+            "follow_up_priority_option_id": Rule(
+                _one_of(self.priorities, "follow-up priority option id")
+            ),
+            "labels": Rule(_strings),
+        }
+
+    def create_rules(self) -> dict[str, Rule]:
+        return {
+            "incident_id": Rule(_one_of(self.incidents, "incident id"), required=True),
+            "title": Rule(_title, required=True),
+            **self._reference_rules(),
+            "external_issue_reference_id": Rule(lambda _: "references no known external issue"),
+        }
+
+    def update_rules(self) -> dict[str, Rule]:
+        settable = tuple(s for s in STATUSES if s != "deleted")
+        rules = {
+            "status": Rule(_one_of(settable, "status (use DELETE to delete)"), required=True),
+            "title": Rule(_title, required=True),
+            **self._reference_rules(),
+        }
+        rules["assignee_id"] = Rule(rules["assignee_id"].check, nullable=True)
+        rules["assignee_team_id"] = Rule(rules["assignee_team_id"].check, nullable=True)
+        return rules
+
+    def seed_rules(self) -> dict[str, Rule]:
+        rules = self.create_rules()
+        del rules["external_issue_reference_id"]
+        return {**rules, "status": Rule(_one_of(STATUSES, "status"))}
+
+    def person_rules(self) -> dict[str, Rule]:
+        """What a person may change in the UI: anything, status deleted included; null clears."""
+        rules = {"title": Rule(_title), "status": Rule(_one_of(STATUSES, "status"))}
+        for name, rule in self._reference_rules().items():
+            rules[name] = Rule(rule.check, nullable=name != "labels")
+        return rules
+
+    # -- state changes ---------------------------------------------------------------------
+
+    def make(self, values: dict[str, Any], creator: dict[str, Any]) -> FollowUpRecord:
+        now = self.kit.now()
+        record = FollowUpRecord(
+            id=self.ulid(now),
+            incident_id=values["incident_id"],
+            title=values["title"],
+            status="outstanding",
+            labels=[],
+            creator=creator,
+            created_at=now,
+            updated_at=now,
+        )
+        rest = {k: v for k, v in values.items() if k not in ("incident_id", "title")}
+        self.apply(record, rest, now=now)
+        self.follow_ups[record.id] = record
+        self.notify(record, created=True)
+        return record
+
+    def apply(
+        self, record: FollowUpRecord, values: Mapping[str, Any], now: datetime | None = None
+    ) -> bool:
+        """Set ``values`` (body field names) on ``record``; whether anything changed."""
+        changed = False
+        for name, value in values.items():
+            attribute = _ATTRIBUTE.get(name, name)
+            if getattr(record, attribute) != value:
+                setattr(record, attribute, list(value) if name == "labels" else value)
+                changed = True
+        if not changed:
+            return False
+        now = now or self.kit.now()
+        if "status" in values:
+            if record.status != "completed":
+                record.completed_at = None
+            elif record.completed_at is None:
+                record.completed_at = now
+        record.updated_at = now
+        return True
+
+    def notify(self, record: FollowUpRecord, *, created: bool) -> None:
+        """Send the v2 follow-up webhook incident.io sends for this change."""
+        public = self.incidents[record.incident_id].visibility == "public"
+        event_type = "{}.follow_up_{}_v2".format(
+            "public_incident" if public else "private_incident", "created" if created else "updated"
+        )
+        resource = self.render(record, "v2") if public else {"id": record.id}
+        body = msgspec.json.encode({"event_type": event_type, event_type: resource})
+        delivery_id = "msg_" + self.ulid(self.kit.now())
+
+        def sign(payload: bytes, timestamp: int) -> dict[str, str]:
+            secret = self.kit.webhook_secret
+            if secret is None:
+                raise RuntimeError("the webhook secret was cleared")
+            return standard_headers(secret, delivery_id, timestamp, payload)
+
+        self.kit.emit(event_type, body, sign, delivery_id)
+
+    def listing(
+        self, query: Mapping[str, str], *, paginate: bool
+    ) -> tuple[list[FollowUpRecord], dict[str, Any] | None]:
+        mode = query.get("incident_mode")
+        if mode is not None and mode not in INCIDENT_MODES:
+            raise invalid_field("incident_mode", f"{mode!r} is not a valid incident_mode")
+        modes = {mode} if mode else DEFAULT_MODES
+        bounds = {
+            key: parse_time(key, value)
+            for key, value in query.items()
+            if key.startswith(("created_at[", "updated_at["))
+        }
+        found = []
+        for record in sorted(self.follow_ups.values(), key=lambda r: r.id):
+            if self.incidents[record.incident_id].mode not in modes:
+                continue
+            if "incident_id" in query and record.incident_id != query["incident_id"]:
+                continue
+            if "assignee_team_id" in query and record.assignee_team_id != query["assignee_team_id"]:
+                continue
+            if not all(_within(record, key, bound) for key, bound in bounds.items()):
+                continue
+            found.append(record)
+        if not paginate:
+            return found, None
+        raw_size = query.get("page_size", str(DEFAULT_PAGE_SIZE))
+        size = int(raw_size) if raw_size.isdigit() else 0
+        if not 1 <= size <= MAX_PAGE_SIZE:
+            raise invalid_field("page_size", f"page_size must be 1..{MAX_PAGE_SIZE}")
+        if "after" in query:
+            found = [r for r in found if r.id > query["after"]]
+        page = found[:size]
+        meta: dict[str, Any] = {"page_size": size}
+        if len(page) == size:
+            meta["after"] = page[-1].id
+        return page, meta
+
+    # -- routes ----------------------------------------------------------------------------
+
+    def _handlers(self) -> list[Any]:
+        sim = self
+        paths = ["/v2/follow_ups", "/v3/follow_ups"]
+        item_paths = ["/v2/follow_ups/{follow_up_id:str}", "/v3/follow_ups/{follow_up_id:str}"]
+        v3_list_params = frozenset(
+            {
+                "page_size",
+                "after",
+                "incident_id",
+                "incident_mode",
+                "assignee_team_id",
+                "created_at[gte]",
+                "created_at[lte]",
+                "updated_at[gte]",
+                "updated_at[lte]",
+            }
+        )
+        v2_list_params = frozenset({"incident_id", "incident_mode", "assignee_team_id"})
+
+        def version(request: Request[Any, Any, Any]) -> str:
+            return "v2" if request.url.path.startswith("/v2/") else "v3"
+
+        def ok(payload: Any, status: int = 200) -> Response[bytes]:
+            return Response(msgspec.json.encode(payload), status_code=status, media_type=JSON)
+
+        @post(paths, status_code=201)
+        async def create(request: Request[Any, Any, Any]) -> Response[bytes]:
+            try:
+                values = validate(parse_json(await request.body()), sim.create_rules())
+            except Invalid as exc:
+                return sim._invalid(exc)
+            record = sim.make(values, {"api_key": API_KEY_ACTOR})
+            return ok({"follow_up": sim.render(record, version(request))}, 201)
+
+        @get(paths)
+        async def list_follow_ups(request: Request[Any, Any, Any]) -> Response[bytes]:
+            v = version(request)
+            try:
+                query = parse_query(
+                    request.scope["query_string"].decode(),
+                    v3_list_params if v == "v3" else v2_list_params,
+                )
+                records, meta = sim.listing(query, paginate=v == "v3")
+            except Invalid as exc:
+                return sim._invalid(exc)
+            payload: dict[str, Any] = {"follow_ups": [sim.render(r, v) for r in records]}
+            if meta is not None:
+                payload["pagination_meta"] = meta
+            return ok(payload)
+
+        @get(item_paths)
+        async def show(request: Request[Any, Any, Any]) -> Response[bytes]:
+            record = sim.follow_ups.get(request.path_params["follow_up_id"])
+            if record is None:
+                return sim._not_found("follow-up")
+            return ok({"follow_up": sim.render(record, version(request))})
+
+        @put(item_paths)
+        async def update(request: Request[Any, Any, Any]) -> Response[bytes]:
+            record = sim.follow_ups.get(request.path_params["follow_up_id"])
+            if record is None:
+                return sim._not_found("follow-up")
+            try:
+                values = validate(parse_json(await request.body()), sim.update_rules())
+                if record.status == "deleted":
+                    raise Invalid(422, [_problem("invalid_value", "follow-up has been deleted")])
+            except Invalid as exc:
+                return sim._invalid(exc)
+            if sim.apply(record, values):
+                sim.notify(record, created=False)
+            return ok({"follow_up": sim.render(record, version(request))})
+
+        @delete(item_paths, status_code=200)  # the 204 is set on the response: a 404 has a body
+        async def remove(request: Request[Any, Any, Any]) -> Response[bytes]:
+            record = sim.follow_ups.get(request.path_params["follow_up_id"])
+            if record is None:
+                return sim._not_found("follow-up")
+            if sim.apply(record, {"status": "deleted"}):
+                sim.notify(record, created=False)
+            return Response(b"", status_code=204)
+
+        # -- control -----------------------------------------------------------------------
+
+        @post("/_sim/incidents", status_code=201)
+        async def add_incident(request: Request[Any, Any, Any]) -> Response[bytes]:
+            rules = {
+                "id": Rule(_string),
+                "name": Rule(_title, required=True),
+                "mode": Rule(_one_of(INCIDENT_MODES, "incident mode")),
+                "visibility": Rule(_one_of(VISIBILITIES, "visibility")),
+            }
+            try:
+                values = validate(parse_json(await request.body()), rules)
+            except Invalid as exc:
+                return sim._invalid(exc)
+            incident = Incident(
+                id=values.get("id") or sim.ulid(sim.kit.now()),
+                name=values["name"],
+                mode=values.get("mode", "standard"),
+                visibility=values.get("visibility", "public"),
+            )
+            if incident.id in sim.incidents:
+                return sim.kit.error(409, "conflict", f"incident {incident.id} already exists")
+            sim.incidents[incident.id] = incident
+            return ok(msgspec.to_builtins(incident), 201)
+
+        @get("/_sim/incidents")
+        async def list_incidents() -> Response[bytes]:
+            return ok({"incidents": msgspec.to_builtins(list(sim.incidents.values()))})
+
+        @post("/_sim/users", status_code=201)
+        async def add_user(request: Request[Any, Any, Any]) -> Response[bytes]:
+            rules = {
+                "id": Rule(_string),
+                "name": Rule(_title, required=True),
+                "email": Rule(_string),
+            }
+            try:
+                values = validate(parse_json(await request.body()), rules)
+            except Invalid as exc:
+                return sim._invalid(exc)
+            user = {
+                "id": values.get("id") or sim.ulid(sim.kit.now()),
+                "name": values["name"],
+                "role": "viewer",
+            }
+            if "email" in values:
+                user["email"] = values["email"]
+            sim.users[user["id"]] = user
+            return ok(user, 201)
+
+        @post("/_sim/seed", status_code=201)
+        async def seed(request: Request[Any, Any, Any]) -> Response[bytes]:
+            try:
+                values = validate(parse_json(await request.body()), sim.seed_rules())
+            except Invalid as exc:
+                return sim._invalid(exc)
+            record = sim.make(values, {"user": sim.users[USER_IDS[0]]})
+            return ok(sim.render(record, "v3"), 201)
+
+        @patch("/_sim/objects/{follow_up_id:str}")
+        async def person_change(request: Request[Any, Any, Any]) -> Response[bytes]:
+            record = sim.follow_ups.get(request.path_params["follow_up_id"])
+            if record is None:
+                return sim._not_found("follow-up")
+            try:
+                values = validate(parse_json(await request.body()), sim.person_rules())
+            except Invalid as exc:
+                return sim._invalid(exc)
+            if sim.apply(record, values):
+                sim.notify(record, created=False)
+            return ok(sim.render(record, "v3"))
+
+        @get("/_sim/objects")
+        async def all_objects() -> Response[bytes]:
+            records = sorted(sim.follow_ups.values(), key=lambda r: r.id)
+            return ok({"follow_ups": [sim.render(r, "v3") for r in records]})
+
+        return [
+            create,
+            list_follow_ups,
+            show,
+            update,
+            remove,
+            add_incident,
+            list_incidents,
+            add_user,
+            seed,
+            person_change,
+            all_objects,
+        ]
+
+
+def _within(record: FollowUpRecord, key: str, bound: datetime) -> bool:
+    value = record.created_at if key.startswith("created_at") else record.updated_at
+    return value >= bound if key.endswith("[gte]") else value <= bound
+
+
+def rate_limit_headers(limit: int, remaining: int, window_s: float) -> dict[str, str]:
+    """incident.io's allowance headers: the binding limit, then each limit with its window."""
+    used = limit - remaining
+    reset = int(time.time() + (window_s if used else 0))
+    return {
+        "X-RateLimit-Limit": f"{limit}, {limit};window={window_s:g}",
+        "X-RateLimit-Remaining": str(remaining),
+        "X-RateLimit-Used": str(used),
+        "X-RateLimit-Reset": str(reset),
+    }

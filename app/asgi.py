@@ -1,0 +1,193 @@
+"""The composition root: builds adapters from config, wires store, engine, dispatcher,
+inbox worker and pollers into a ``Gateway``, and serves it as a litestar app.
+
+``create_app(gateway)`` takes everything as arguments; nothing is read at import time.
+This module and ``app/cli.py`` are the only parts of ``app/`` that know the vendor
+registry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Callable, Mapping
+from datetime import datetime
+from typing import Any
+
+import httpx
+from litestar import Litestar
+from litestar.openapi import OpenAPIConfig
+
+from adapters import VENDORS, adapter_class
+from adapters.base import Adapter, AdapterSettings
+from app.config import ResolvedSecrets, SystemCaps
+from app.dispatcher import Dispatcher
+from app.engine import Engine
+from app.metrics import Metrics
+from app.model import ValueMap, utcnow
+from app.pollers import Pollers
+from app.rules import Rules
+from app.settings import Settings, SystemSettings
+from app.store import Store
+from app.worker import InboxWorker
+
+log = logging.getLogger("syncgate.gateway")
+
+
+def known_systems() -> dict[str, SystemCaps]:
+    """What each registered vendor's adapter can do (for config validation)."""
+    caps = {}
+    for name in VENDORS:
+        cls = adapter_class(name)
+        caps[name] = SystemCaps(
+            readable=frozenset(cls.readable),
+            writable=frozenset(cls.writable),
+            can_create=cls.can_create,
+        )
+    return caps
+
+
+def adapter_settings(system: SystemSettings, secrets: Any) -> AdapterSettings:
+    maps: dict[str, ValueMap] = {}
+    for name, override in (("status", system.status_map), ("priority", system.priority_map)):
+        if override is not None:
+            maps[name] = ValueMap(
+                inbound=dict(override.inbound),
+                outbound=dict(override.outbound),
+                replace=override.replace,
+            )
+    return AdapterSettings(
+        base_url=system.base_url,
+        api_key=secrets.api_key,
+        webhook_secrets=tuple(secrets.webhook_secrets),
+        webhook_tolerance_s=system.webhook_tolerance_s,
+        value_maps=maps,
+        scopes=tuple(system.scopes),
+        page_size=system.page_size,
+        options=dict(system.options),
+    )
+
+
+def http_client(system: SystemSettings) -> httpx.AsyncClient:
+    """One pooled client per vendor, bounded by the system's connection limit."""
+    return httpx.AsyncClient(
+        timeout=httpx.Timeout(system.timeout_s),
+        limits=httpx.Limits(
+            max_connections=system.max_connections,
+            max_keepalive_connections=system.max_connections,
+        ),
+        follow_redirects=False,
+    )
+
+
+class Gateway:
+    """Every long-lived part of a running gateway, and their start and stop."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        secrets: ResolvedSecrets,
+        store: Store,
+        *,
+        clients: Mapping[str, httpx.AsyncClient] | None = None,
+        clock: Callable[[], datetime] = utcnow,
+        worker_id: str | None = None,
+        run_pollers: bool = True,
+    ) -> None:
+        self.settings = settings
+        self.secrets = secrets
+        self.store = store
+        self.clock = clock
+        self.metrics = Metrics()
+        self.run_pollers = run_pollers
+        self.config_path: str | None = None
+        self._own_clients: list[httpx.AsyncClient] = []
+        self.adapters: dict[str, Adapter] = {}
+        for name, system in settings.systems.items():
+            if not system.enabled:
+                continue
+            client = (clients or {}).get(name)
+            if client is None:
+                client = http_client(system)
+                self._own_clients.append(client)
+            self.adapters[name] = adapter_class(name)(
+                adapter_settings(system, secrets.systems[name]), client
+            )
+        self.rules = Rules(settings, self.adapters)
+        self.dispatcher = Dispatcher(
+            store, self.rules, self.adapters, settings.dispatcher,
+            metrics=self.metrics, clock=clock, worker_id=worker_id,
+        )
+        self.engine = Engine(
+            store, self.rules, self.adapters, clock=clock, on_change=self.dispatcher.wake.set
+        )
+        enabled = {n: s for n, s in settings.systems.items() if n in self.adapters}
+        self.pollers = Pollers(
+            store, self.engine, self.adapters, enabled, metrics=self.metrics, clock=clock
+        )
+        self.worker = InboxWorker(
+            store, self.engine, self.adapters,
+            request_poll=self.pollers.request, metrics=self.metrics, clock=clock,
+            lease_s=settings.dispatcher.lease_s,
+        )
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def start(self) -> None:
+        """Start the background loops (dispatcher, inbox worker, pollers)."""
+        self._stop.clear()
+        loop = asyncio.get_running_loop()
+        self._tasks = [
+            loop.create_task(self.dispatcher.run(self._stop), name="dispatcher"),
+            loop.create_task(self.worker.run(self._stop), name="inbox-worker"),
+        ]
+        if self.run_pollers:
+            self._tasks.append(loop.create_task(self.pollers.run(self._stop), name="pollers"))
+        log.info("gateway started", extra={"systems": sorted(self.adapters)})
+
+    async def stop(self) -> None:
+        """Graceful stop: loops finish the round in flight (writes complete and are
+        recorded), then connections close. Anything not started stays in the database."""
+        self._stop.set()
+        if self._tasks:
+            done, pending = await asyncio.wait(self._tasks, timeout=30)
+            for task in pending:
+                task.cancel()
+            for task in pending:
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._tasks = []
+        for client in self._own_clients:
+            await client.aclose()
+        log.info("gateway stopped")
+
+
+def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> Litestar:
+    """The HTTP app: webhooks, admin API, health and metrics, with ``gateway`` in
+    ``app.state``. With ``manage_lifecycle`` the app starts and stops the gateway's loops
+    (and closes the store) with the server."""
+    from app.admin import admin_handlers
+    from app.receivers import receive_webhook
+
+    async def startup() -> None:
+        await gateway.start()
+
+    async def shutdown() -> None:
+        await gateway.stop()
+        await gateway.store.close()
+
+    return Litestar(
+        route_handlers=[receive_webhook, *admin_handlers()],
+        on_startup=[startup] if manage_lifecycle else [],
+        on_shutdown=[shutdown] if manage_lifecycle else [],
+        openapi_config=OpenAPIConfig(title="Syncgate", version="0.1.0", path="/schema"),
+        state=_state(gateway),
+        debug=False,
+    )
+
+
+def _state(gateway: Gateway) -> Any:
+    from litestar.datastructures import State
+
+    return State({"gateway": gateway})

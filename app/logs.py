@@ -1,0 +1,42 @@
+"""Structured JSON logging. Context (work_item_id, system, event_id, ...) travels in the
+``extra`` of each call; secrets are never passed to a logger, and values that look like
+credentials are masked anyway as a last line of defence."""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import sys
+from datetime import UTC, datetime
+from typing import Any
+
+_STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
+_SECRETISH = re.compile(r"(secret|token|password|api_key|authorization)", re.IGNORECASE)
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        for key, value in record.__dict__.items():
+            if key in _STANDARD or key.startswith("_"):
+                continue
+            entry[key] = "***" if _SECRETISH.search(key) else value
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
+        return json.dumps(entry, default=str)
+
+
+def configure(level: str = "INFO", stream: Any = None) -> None:
+    """Send every ``syncgate.*`` log line to ``stream`` (stderr) as one JSON object."""
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.setFormatter(JsonFormatter())
+    root = logging.getLogger("syncgate")
+    root.handlers[:] = [handler]
+    root.setLevel(level)
+    root.propagate = False

@@ -1,0 +1,154 @@
+"""Incremental polling, one loop per system, from a cursor persisted in the database.
+
+Each poll lists the objects changed since ``cursor - overlap`` (vendors stamp
+``updated_at`` before commit, so rows can appear late) and hands every object to the
+engine; re-seeing an object is harmless. The cursor then moves to the newest
+``updated_at`` seen. A webhook that is only a hint can ask for an immediate poll
+(``request``). Every poll is written to the event log with its outcome.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import uuid
+from collections.abc import Callable, Mapping
+from datetime import datetime, timedelta
+
+import msgspec
+
+from adapters.base import Adapter
+from app.engine import Engine
+from app.errors import RateLimited, VendorError
+from app.metrics import Metrics
+from app.model import utcnow
+from app.settings import SystemSettings
+from app.store import Store
+
+log = logging.getLogger("syncgate.pollers")
+
+
+class PollResult(msgspec.Struct):
+    system: str
+    pages: int = 0
+    objects: int = 0
+    changed: int = 0
+    created: int = 0
+    error: str | None = None
+    retry_after: float | None = None
+
+
+class Pollers:
+    def __init__(
+        self,
+        store: Store,
+        engine: Engine,
+        adapters: Mapping[str, Adapter],
+        systems: Mapping[str, SystemSettings],
+        *,
+        metrics: Metrics,
+        clock: Callable[[], datetime] = utcnow,
+    ) -> None:
+        self.store = store
+        self.engine = engine
+        self.adapters = adapters
+        self.systems = systems
+        self.metrics = metrics
+        self.clock = clock
+        self._nudges: dict[str, asyncio.Event] = {name: asyncio.Event() for name in adapters}
+
+    def request(self, system: str) -> None:
+        """Poll ``system`` as soon as possible (a hint arrived)."""
+        if system in self._nudges:
+            self._nudges[system].set()
+
+    async def poll(self, system: str) -> PollResult:
+        """One incremental poll of ``system``; errors are recorded, not raised."""
+        adapter = self.adapters[system]
+        settings = self.systems[system]
+        result = PollResult(system)
+        async with self.store.tx() as tx:
+            state = await tx.system_state(system)
+        if state["paused"]:
+            result.error = "paused"
+            return result
+        cursor: datetime | None = state["poll_cursor"]
+        since = None if cursor is None else cursor - timedelta(seconds=settings.poll_overlap_s)
+        newest = cursor
+        poll_id = f"poll-{uuid.uuid4().hex[:16]}"
+        try:
+            async for page in adapter.list_changed(since):
+                result.pages += 1
+                for obj in page:
+                    result.objects += 1
+                    outcome = await self.engine.observe(obj, event_id=poll_id)
+                    if outcome.kind == "changed":
+                        result.changed += 1
+                    elif outcome.kind == "created":
+                        result.created += 1
+                    self.metrics.observations.labels(system, outcome.kind).inc()
+                    if newest is None or obj.updated_at > newest:
+                        newest = obj.updated_at
+        except VendorError as exc:
+            result.error = str(exc)
+            if isinstance(exc, RateLimited):
+                result.retry_after = exc.retry_after
+        now = self.clock()
+        async with self.store.tx() as tx:
+            values: dict[str, object] = {"last_poll_error": result.error}
+            if result.error is None:
+                values["last_poll_at"] = now
+            if newest is not None:
+                # objects seen before an error were applied; the cursor may move past them
+                values["poll_cursor"] = newest if result.error is None else cursor
+            await tx.set_system(system, **values)
+            await tx.record_event(
+                system=system,
+                delivery_id=poll_id,
+                source="poll",
+                event_type="poll",
+                body=msgspec.json.encode(result),
+                now=now,
+                state="failed" if result.error else "done",
+                outcome=result.error
+                or f"{result.objects} objects, {result.changed} changed, {result.created} created",
+            )
+        self.metrics.polls.labels(system, "error" if result.error else "ok").inc()
+        if result.error:
+            log.warning("poll failed", extra={"system": system, "error": result.error})
+        return result
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Poll every system with a positive interval until ``stop`` is set."""
+        loops = [
+            self._loop(name, stop)
+            for name, settings in self.systems.items()
+            if name in self.adapters and settings.poll_interval_s > 0
+        ]
+        await asyncio.gather(*loops)
+
+    async def _loop(self, system: str, stop: asyncio.Event) -> None:
+        interval = self.systems[system].poll_interval_s
+        nudge = self._nudges[system]
+        while not stop.is_set():
+            nudge.clear()
+            try:
+                result = await self.poll(system)
+                wait = result.retry_after if result.retry_after else interval
+            except Exception:  # noqa: BLE001 - a poller must outlive a database hiccup
+                log.exception("poll crashed", extra={"system": system})
+                wait = interval
+            waits = [asyncio.ensure_future(nudge.wait()), asyncio.ensure_future(stop.wait())]
+            await asyncio.wait(waits, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
+            for w in waits:
+                w.cancel()
+
+    async def lag_seconds(self) -> dict[str, float | None]:
+        """Seconds since each system's last successful poll."""
+        now = self.clock()
+        out: dict[str, float | None] = {}
+        async with self.store.tx() as tx:
+            for system in self.adapters:
+                last = (await tx.system_state(system))["last_poll_at"]
+                out[system] = None if last is None else (now - last).total_seconds()
+        return out

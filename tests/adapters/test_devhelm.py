@@ -1,0 +1,522 @@
+"""DevHelm specifics the contract suite cannot express: the simulator's strictness and error
+shapes, the page envelope, PUT's null-keeps semantics, timeline, drafts and reopen, the
+status and impact maps, the adapter's options, and platform webhook delivery."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+from msgspec import UNSET
+
+from adapters import signing
+from adapters._simkit import SimOptions
+from adapters.base import lower_headers
+from adapters.devhelm.adapter import DevHelmAdapter
+from adapters.devhelm.simulator import DevHelmSimulator
+from app.errors import AuthError, MalformedPayload, SignatureInvalid, UnreadablePayload
+from app.model import CreateTarget, Fields, ObjectRef, Priority, Status, utcnow
+from app.serving import serve_asgi
+from tests.contract.kit_devhelm import KIT, STATUS_PAGE_ID
+
+PAGE = STATUS_PAGE_ID
+INCIDENTS = f"/api/v1/status-pages/{PAGE}/incidents"
+
+
+@dataclass
+class Rig:
+    sim: DevHelmSimulator
+    control: httpx.AsyncClient  # the simulator, without credentials
+    api: httpx.AsyncClient  # the simulator, with DevHelm credentials
+    adapter: DevHelmAdapter
+    url: str
+    captured: list[httpx.Request] = field(default_factory=list)
+    hook_statuses: list[int] = field(default_factory=list)
+
+    def adapter_with(self, **overrides: Any) -> DevHelmAdapter:
+        return DevHelmAdapter(KIT.settings(self.url, **overrides), self.adapter.client)
+
+    async def seed(self, n: int = 0, **more: Any) -> str:
+        body = {"statusPageId": PAGE, "title": f"Outage {n}", "impact": "MINOR", **more}
+        response = await self.control.post("/_sim/seed", json=body)
+        assert response.status_code == 201, response.text
+        return str(response.json()["data"]["id"])
+
+    async def incident(self, incident_id: str) -> dict[str, Any]:
+        response = await self.api.get(f"{INCIDENTS}/{incident_id}")
+        assert response.status_code == 200, response.text
+        return dict(response.json()["data"])
+
+    async def logged(self, method: str) -> list[dict[str, Any]]:
+        log = (await self.control.get("/_sim/requests")).json()["requests"]
+        return [r for r in log if r["method"] == method]
+
+    async def deliveries(self) -> list[httpx.Request]:
+        await self.control.post("/_sim/webhooks/flush")
+        return self.captured
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    captured: list[httpx.Request] = []
+    statuses: list[int] = []
+
+    def capture(request: httpx.Request) -> httpx.Response:
+        captured.append(request)
+        return httpx.Response(statuses.pop(0) if statuses else 204)
+
+    hooks = httpx.AsyncClient(transport=httpx.MockTransport(capture))
+    sim = KIT.simulator(
+        options=SimOptions(
+            api_key=KIT.api_key,
+            webhook_url="http://gateway.test/webhooks/devhelm",
+            webhook_secret=KIT.webhook_secret,
+        ),
+        webhook_client=hooks,
+    )
+    auth = {"Authorization": f"Bearer {KIT.api_key}", "x-phelm-org-id": "1"}
+    async with (
+        serve_asgi(sim.app) as url,
+        httpx.AsyncClient(base_url=url, timeout=5.0) as control,
+        httpx.AsyncClient(base_url=url, timeout=5.0, headers=auth) as api,
+        httpx.AsyncClient(timeout=5.0) as client,
+    ):
+        adapter = DevHelmAdapter(KIT.settings(url), client)
+        yield Rig(sim, control, api, adapter, url, captured, statuses)
+    await hooks.aclose()
+
+
+def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
+    assert response.status_code == status, response.text
+    body = dict(response.json())
+    assert body["status"] == status
+    assert body["code"] == code
+    assert isinstance(body["timestamp"], int)
+    assert body["requestId"] == response.headers["x-request-id"]
+    return body
+
+
+# -- strictness and error shapes --------------------------------------------------------------
+
+
+async def test_unknown_put_field_is_rejected_with_field_errors(rig: Rig) -> None:
+    incident_id = await rig.seed()
+    response = await rig.api.put(
+        f"{INCIDENTS}/{incident_id}", json={"status": "MONITORING", "notifySubscribers": False}
+    )
+    body = assert_error(response, 400, "VALIDATION_FAILED")
+    assert {"code": "UNKNOWN_FIELD", "field": "notifySubscribers", "message": "unknown field"} in (
+        body["errors"]
+    )
+    assert (await rig.incident(incident_id))["status"] == "INVESTIGATING"
+
+
+async def test_bad_enum_missing_field_and_long_title_are_each_named(rig: Rig) -> None:
+    response = await rig.api.post(INCIDENTS, json={"title": "x" * 501, "impact": "SEVERE"})
+    body = assert_error(response, 400, "VALIDATION_FAILED")
+    found = {(e["field"], e["code"]) for e in body["errors"]}
+    assert found == {("title", "TOO_LONG"), ("impact", "INVALID_ENUM"), ("body", "REQUIRED")}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"title": 5}, {"status": "resolved"}, {"postmortemUrl": "ftp://x"}, {"title": "  "}],
+)
+async def test_put_rejects_wrong_types_and_values(rig: Rig, payload: dict[str, Any]) -> None:
+    incident_id = await rig.seed()
+    response = await rig.api.put(f"{INCIDENTS}/{incident_id}", json=payload)
+    body = assert_error(response, 400, "VALIDATION_FAILED")
+    assert [e["field"] for e in body["errors"]] == list(payload)
+
+
+async def test_malformed_json_is_bad_request(rig: Rig) -> None:
+    response = await rig.api.post(
+        INCIDENTS, content=b"{not json", headers={"content-type": "application/json"}
+    )
+    assert_error(response, 400, "BAD_REQUEST")
+
+
+async def test_unknown_ids_are_404_and_bad_uuids_400(rig: Rig) -> None:
+    assert_error(await rig.api.get(f"{INCIDENTS}/{uuid.uuid4()}"), 404, "NOT_FOUND")
+    assert_error(
+        await rig.api.get(f"/api/v1/status-pages/{uuid.uuid4()}/incidents"), 404, "NOT_FOUND"
+    )
+    assert_error(await rig.api.get(f"{INCIDENTS}/not-a-uuid"), 400, "BAD_REQUEST")
+
+
+async def test_missing_key_is_401_in_devhelm_shape(rig: Rig) -> None:
+    assert_error(await rig.control.get(INCIDENTS), 401, "UNAUTHORIZED")
+
+
+async def test_other_org_is_forbidden_and_the_org_id_option_is_sent(rig: Rig) -> None:
+    incident_id = await rig.seed()
+    ref = ObjectRef("devhelm", PAGE, incident_id)
+    with pytest.raises(AuthError):
+        await rig.adapter_with(options={"org_id": "2"}).get(ref)
+    await rig.adapter.get(ref)
+    sent = [r["headers"].get("x-phelm-org-id") for r in await rig.logged("GET")]
+    assert sent == ["2", "1"]
+
+
+async def test_rate_limit_body_and_headers(rig: Rig) -> None:
+    await rig.control.put("/_sim/rate-limit", json={"rpm": 1})
+    ok = await rig.api.get(INCIDENTS)
+    assert ok.headers["x-ratelimit-limit"] == "1"
+    assert ok.headers["x-ratelimit-remaining"] == "0"
+    assert int(ok.headers["x-ratelimit-reset"]) > utcnow().timestamp()
+    limited = await rig.api.get(INCIDENTS)
+    assert limited.status_code == 429
+    wait = limited.headers["retry-after"]
+    body = limited.json()
+    assert body["message"] == f"Rate limit exceeded. Retry after {wait}."
+    assert set(body) == {"status", "message", "timestamp"}
+
+
+# -- pagination and listing -------------------------------------------------------------------
+
+
+async def test_page_envelope_is_zero_based_with_totals(rig: Rig) -> None:
+    for n in range(5):
+        await rig.seed(n)
+    first = (await rig.api.get(INCIDENTS, params={"page": 0, "size": 2})).json()
+    assert (first["hasNext"], first["hasPrev"], first["totalElements"], first["totalPages"]) == (
+        True,
+        False,
+        5,
+        3,
+    )
+    assert [row["title"] for row in first["data"]] == ["Outage 4", "Outage 3"]  # createdAt,desc
+    assert all(row["updates"] is None for row in first["data"])
+    last = (await rig.api.get(INCIDENTS, params={"page": 2, "size": 2})).json()
+    assert (len(last["data"]), last["hasNext"], last["hasPrev"]) == (1, False, True)
+    beyond = (await rig.api.get(INCIDENTS, params={"page": 3, "size": 2})).json()
+    assert (beyond["data"], beyond["hasNext"]) == ([], False)
+
+
+async def test_list_sorts_and_filters_by_status(rig: Rig) -> None:
+    ids = [
+        await rig.seed(n, status=s) for n, s in enumerate(["IDENTIFIED", "RESOLVED", "MONITORING"])
+    ]
+    await rig.control.patch(f"/_sim/objects/{ids[0]}", json={"title": "touched"})
+    by_update = (await rig.api.get(INCIDENTS, params={"sort": "updatedAt,desc"})).json()["data"]
+    assert [row["id"] for row in by_update] == [ids[0], ids[2], ids[1]]
+    for params in ({"status": ["IDENTIFIED", "MONITORING"]}, {"status": "IDENTIFIED,MONITORING"}):
+        rows = (await rig.api.get(INCIDENTS, params=params)).json()["data"]
+        assert {row["id"] for row in rows} == {ids[0], ids[2]}
+
+
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"size": 201},
+        {"size": 0},
+        {"page": -1},
+        {"sort": "severity,desc"},
+        {"status": "OPEN"},
+        {"q": "x"},
+    ],
+)
+async def test_bad_list_parameters_are_bad_request(rig: Rig, params: dict[str, Any]) -> None:
+    assert_error(await rig.api.get(INCIDENTS, params=params), 400, "BAD_REQUEST")
+
+
+async def test_list_changed_stops_a_scope_at_older_items(rig: Rig) -> None:
+    ids = [await rig.seed(n) for n in range(5)]
+    newest = await rig.adapter.get(ObjectRef("devhelm", PAGE, ids[-1]))
+    await rig.control.delete("/_sim/requests")
+    changed = [o async for page in rig.adapter.list_changed(newest.updated_at) for o in page]
+    assert [o.ref.external_id for o in changed] == [ids[-1]]
+    lists = await rig.logged("GET")
+    assert len(lists) == 1
+    assert "sort=updatedAt%2Cdesc" in lists[0]["query"]
+
+
+async def test_drafts_are_skipped_unless_sync_drafts(rig: Rig) -> None:
+    published = await rig.seed(0)
+    draft = await rig.seed(1, draft=True, incidentId=str(uuid.uuid4()))
+    default = [o.ref.external_id async for page in rig.adapter.list_changed(None) for o in page]
+    assert default == [published]
+    everything = rig.adapter_with(options={"sync_drafts": True})
+    seen = {o.ref.external_id async for page in everything.list_changed(None) for o in page}
+    assert seen == {published, draft}
+
+
+# -- vendor-side behaviour -------------------------------------------------------------------
+
+
+async def test_put_null_keeps_empty_string_clears_and_noop_keeps_updated_at(rig: Rig) -> None:
+    incident_id = await rig.seed()
+    url = f"{INCIDENTS}/{incident_id}"
+    set_pm = {"postmortemBody": "Root cause: DNS", "postmortemUrl": "https://blog.example/pm"}
+    assert (await rig.api.put(url, json=set_pm)).status_code == 200
+    kept = (await rig.api.put(url, json={"title": None, "postmortemBody": None})).json()["data"]
+    assert (kept["title"], kept["postmortemBody"]) == ("Outage 0", "Root cause: DNS")
+    again = (await rig.api.put(url, json=set_pm)).json()["data"]
+    assert again["updatedAt"] == kept["updatedAt"]
+    cleared = (await rig.api.put(url, json={"postmortemBody": "", "postmortemUrl": ""})).json()
+    assert (cleared["data"]["postmortemBody"], cleared["data"]["postmortemUrl"]) == (None, None)
+    assert cleared["data"]["updatedAt"] > kept["updatedAt"]
+
+
+async def test_put_status_sets_resolved_at_adds_no_timeline_and_may_reopen(rig: Rig) -> None:
+    incident_id = await rig.seed()
+    url = f"{INCIDENTS}/{incident_id}"
+    resolved = (await rig.api.put(url, json={"status": "RESOLVED"})).json()["data"]
+    assert resolved["resolvedAt"] is not None
+    assert len(resolved["updates"]) == 1
+    reopened = (await rig.api.put(url, json={"status": "IDENTIFIED"})).json()["data"]
+    assert (reopened["status"], reopened["resolvedAt"]) == ("IDENTIFIED", None)
+
+
+async def test_timeline_update_sets_status_newest_first(rig: Rig) -> None:
+    incident_id = await rig.seed(body="Looking into it.")
+    url = f"{INCIDENTS}/{incident_id}/updates"
+    assert_error(await rig.api.post(url, json={"status": "MONITORING"}), 400, "VALIDATION_FAILED")
+    response = await rig.api.post(
+        url, json={"status": "MONITORING", "body": "Fix deployed.", "notifySubscribers": False}
+    )
+    assert response.status_code == 201
+    data = response.json()["data"]
+    assert data["status"] == "MONITORING"
+    assert [(u["body"], u["notifySubscribers"]) for u in data["updates"]] == [
+        ("Fix deployed.", False),
+        ("Looking into it.", True),
+    ]
+
+
+async def test_publish_and_dismiss_only_drafts(rig: Rig) -> None:
+    draft = await rig.seed(0, draft=True)
+    live = await rig.seed(1)
+    assert (await rig.incident(draft))["publishedAt"] is None
+    bad = await rig.api.post(f"{INCIDENTS}/{draft}/publish", json={"status": "RESOLVED"})
+    assert_error(bad, 400, "VALIDATION_FAILED")
+    published = await rig.api.post(
+        f"{INCIDENTS}/{draft}/publish", json={"title": "Public title", "notifySubscribers": False}
+    )
+    assert published.status_code == 200
+    assert published.json()["data"]["publishedAt"] is not None
+    assert published.json()["data"]["title"] == "Public title"
+    assert_error(await rig.api.post(f"{INCIDENTS}/{draft}/publish"), 409, "CONFLICT")
+    assert_error(await rig.api.post(f"{INCIDENTS}/{live}/dismiss"), 409, "CONFLICT")
+    other = await rig.seed(2, draft=True)
+    assert (await rig.api.post(f"{INCIDENTS}/{other}/dismiss")).status_code == 204
+    assert_error(await rig.api.get(f"{INCIDENTS}/{other}"), 404, "NOT_FOUND")
+
+
+async def test_delete_then_not_found(rig: Rig) -> None:
+    incident_id = await rig.seed()
+    assert (await rig.api.delete(f"{INCIDENTS}/{incident_id}")).status_code == 204
+    assert_error(await rig.api.delete(f"{INCIDENTS}/{incident_id}"), 404, "NOT_FOUND")
+
+
+async def test_manual_pages_make_no_drafts_and_unknown_components_are_rejected(rig: Rig) -> None:
+    component = str(uuid.uuid4())
+    page = await rig.control.post(
+        "/_sim/status-pages",
+        json={
+            "name": "Manual",
+            "incidentMode": "MANUAL",
+            "components": [{"id": component, "name": "API"}],
+        },
+    )
+    assert page.status_code == 201
+    page_id = page.json()["id"]
+    draft = await rig.control.post(
+        "/_sim/seed", json={"statusPageId": page_id, "title": "t", "impact": "NONE", "draft": True}
+    )
+    assert draft.status_code == 409
+    url = f"/api/v1/status-pages/{page_id}/incidents"
+    base = {"title": "API down", "impact": "MAJOR", "body": "Investigating."}
+    unknown = [{"componentId": str(uuid.uuid4()), "status": "MAJOR_OUTAGE"}]
+    assert_error(
+        await rig.api.post(url, json={**base, "affectedComponents": unknown}),
+        400,
+        "VALIDATION_FAILED",
+    )
+    known = [{"componentId": component, "status": "MAJOR_OUTAGE"}]
+    created = (await rig.api.post(url, json={**base, "affectedComponents": known})).json()["data"]
+    assert created["affectedComponents"] == [
+        {
+            "statusPageComponentId": component,
+            "componentStatus": "MAJOR_OUTAGE",
+            "componentName": "API",
+        }
+    ]
+
+
+# -- mapping ------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("vendor", "canonical"),
+    [
+        ("INVESTIGATING", Status.OPEN),
+        ("IDENTIFIED", Status.ACKNOWLEDGED),
+        ("MONITORING", Status.MONITORING),
+        ("RESOLVED", Status.RESOLVED),
+    ],
+)
+async def test_every_status_maps(rig: Rig, vendor: str, canonical: Status) -> None:
+    incident_id = await rig.seed(status=vendor)
+    obj = await rig.adapter.get(ObjectRef("devhelm", PAGE, incident_id))
+    assert obj.fields.status == canonical
+    assert obj.native == {"status": vendor, "priority": "MINOR"}
+    assert obj.raw["id"] == incident_id
+
+
+@pytest.mark.parametrize(
+    ("impact", "priority"),
+    [
+        ("NONE", Priority.LOW),
+        ("MINOR", Priority.NORMAL),
+        ("MAJOR", Priority.HIGH),
+        ("CRITICAL", Priority.URGENT),
+    ],
+)
+async def test_every_impact_maps(rig: Rig, impact: str, priority: Priority) -> None:
+    incident_id = await rig.seed(impact=impact)
+    obj = await rig.adapter.get(ObjectRef("devhelm", PAGE, incident_id))
+    assert obj.fields.priority == priority
+
+
+def test_default_maps_cover_every_canonical_value() -> None:
+    maps = DevHelmAdapter.default_value_maps()
+    assert set(maps["status"].outbound) == {s.value for s in Status}
+    assert set(maps["priority"].outbound) == {p.value for p in Priority}
+    for value_map in maps.values():
+        for canonical, choices in value_map.outbound.items():
+            assert choices, canonical
+            assert set(value_map.inbound.values()) <= set(value_map.outbound)
+
+
+async def test_unknown_vendor_status_goes_to_unmapped() -> None:
+    """A status DevHelm might add later (the strict simulator cannot hold one)."""
+    incident: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "statusPageId": PAGE,
+        "title": "New status",
+        "status": "POSTMORTEM",
+        "impact": "MAJOR",
+        "scheduled": False,
+        "autoResolve": False,
+        "startedAt": "2026-11-01T10:00:00Z",
+        "createdAt": "2026-11-01T10:00:00Z",
+        "updatedAt": "2026-11-01T10:05:00Z",
+        "someNewField": {"added": "later"},
+    }
+
+    def vendor(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"data": incident})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(vendor)) as client:
+        adapter = DevHelmAdapter(KIT.settings("http://devhelm.test"), client)
+        obj = await adapter.get(ObjectRef("devhelm", PAGE, incident["id"]))
+    assert obj.fields.status is UNSET
+    assert obj.unmapped == {"status": "POSTMORTEM"}
+    assert obj.fields.priority == Priority.HIGH
+
+
+# -- writes -------------------------------------------------------------------------------------
+
+
+async def test_update_sends_only_changed_fields_and_never_null(rig: Rig) -> None:
+    incident_id = await rig.seed()
+    ref = ObjectRef("devhelm", PAGE, incident_id)
+    await rig.adapter.update(ref, Fields(status=Status.WAITING, description="not writable"))
+    await rig.adapter.update(ref, Fields(title="Renamed", priority=Priority.URGENT))
+    assert [r["body"] for r in await rig.logged("PUT")] == [
+        {"status": "IDENTIFIED"},
+        {"title": "Renamed", "impact": "CRITICAL"},
+    ]
+
+
+async def test_create_marks_the_body_and_sends_notify_subscribers(rig: Rig) -> None:
+    target = CreateTarget(scope=PAGE, params={"notify_subscribers": True})
+    fields = Fields(
+        title="Checkout down", description="Card payments fail.", priority=Priority.URGENT
+    )
+    created = await rig.adapter.create(target, fields, "wi-1:link-2")
+    quiet = await rig.adapter.create(CreateTarget(scope=PAGE), Fields(title="Quiet"), "wi-2:link-3")
+    posted = [r["body"] for r in await rig.logged("POST")]
+    assert posted[0] == {
+        "title": "Checkout down",
+        "impact": "CRITICAL",
+        "body": "Card payments fail.\n\n<!-- syncgate:wi-1:link-2 -->",
+        "notifySubscribers": True,
+    }
+    assert posted[1]["notifySubscribers"] is False
+    assert posted[1]["impact"] == "MINOR"  # no priority yet: canonical normal
+    assert posted[1]["body"].startswith("Quiet\n\n")
+    assert created.fields.status == Status.OPEN
+    assert quiet.ref.scope == PAGE
+
+
+# -- webhooks ----------------------------------------------------------------------------------
+
+
+async def test_seeded_monitoring_incident_sends_a_signed_incident_created(rig: Rig) -> None:
+    monitoring_id = str(uuid.uuid4())
+    await rig.seed(draft=True, incidentId=monitoring_id)
+    [request] = await rig.deliveries()
+    headers = lower_headers(request.headers.multi_items())
+    envelope = msgspec.json.decode(request.content)
+    assert envelope["type"] == headers["x-devhelm-event"] == "incident.created"
+    assert envelope["data"] == {"id": monitoring_id}
+    assert envelope["apiVersion"] == "2026-01"
+    assert envelope["id"].startswith("evt_")
+    rig.adapter.verify_webhook(headers, request.content, utcnow())
+    event = rig.adapter.parse_webhook(headers, request.content)
+    assert (event.delivery_id, event.event_type, event.poll) == (
+        envelope["id"],
+        "incident.created",
+        True,
+    )
+
+
+async def test_retries_resend_the_same_event_id(rig: Rig) -> None:
+    rig.hook_statuses.extend([500, 503])
+    response = await rig.control.post("/_sim/platform-events", json={"type": "monitor.updated"})
+    assert response.status_code == 202
+    requests = await rig.deliveries()
+    assert len(requests) == 3
+    assert {msgspec.json.decode(r.content)["id"] for r in requests} == {response.json()["id"]}
+    assert {r.headers["x-devhelm-delivery"] for r in requests} == {response.json()["deliveryId"]}
+
+
+async def test_unknown_platform_event_type_is_rejected(rig: Rig) -> None:
+    response = await rig.control.post("/_sim/platform-events", json={"type": "status_page.updated"})
+    assert response.status_code == 400
+    assert not await rig.deliveries()
+
+
+async def test_separator_option_and_runtime_secret_rotation(rig: Rig) -> None:
+    await rig.control.put(
+        "/_sim/webhook", json={"url": "http://gateway.test/hooks", "secret": "rotated"}
+    )
+    await rig.control.post("/_sim/platform-events", json={"type": "incident.resolved"})
+    [request] = await rig.deliveries()
+    headers = lower_headers(request.headers.multi_items())
+    rig.adapter_with(webhook_secrets=("rotated",)).verify_webhook(
+        headers, request.content, utcnow()
+    )
+    with pytest.raises(SignatureInvalid):
+        rig.adapter.verify_webhook(headers, request.content, utcnow())
+    dotted = rig.adapter_with(webhook_secrets=("s",), options={"signature_separator": "."})
+    ts = int(utcnow().timestamp())
+    signed = {"x-devhelm-signature": signing.devhelm_sign("s", ts, request.content, separator=".")}
+    dotted.verify_webhook(signed, request.content, utcnow())
+    with pytest.raises(SignatureInvalid):
+        rig.adapter_with(webhook_secrets=("s",)).verify_webhook(signed, request.content, utcnow())
+
+
+async def test_parse_webhook_refuses_what_devhelm_does_not_send(rig: Rig) -> None:
+    adapter = rig.adapter
+    with pytest.raises(MalformedPayload):
+        adapter.parse_webhook({}, b"not json")
+    with pytest.raises(UnreadablePayload):
+        adapter.parse_webhook({}, b'{"event": "incident.created"}')

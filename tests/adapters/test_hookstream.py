@@ -1,0 +1,550 @@
+"""hookstream specifics the contract suite cannot express: the simulator's strictness and
+vendor behaviour (grouping, reopen, auto-resolve, the default ``open`` filter, the
+``issue_opened`` notification), the status map, the guide's bare issue shape, and the
+``require_timestamp`` option."""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import AsyncIterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from adapters import signing
+from adapters._simkit import SimOptions
+from adapters.base import lower_headers
+from adapters.hookstream.adapter import HookstreamAdapter
+from adapters.hookstream.simulator import HookstreamSimulator
+from app.errors import MalformedPayload, RateLimited, Rejected, SignatureInvalid, UnreadablePayload
+from app.model import CreateTarget, Fields, ObjectRef, Priority, Status, utcnow
+from app.serving import serve_asgi
+from tests.contract.kit_hookstream import KIT
+
+
+@dataclass
+class Rig:
+    sim: HookstreamSimulator
+    control: httpx.AsyncClient  # the simulator, without credentials
+    api: httpx.AsyncClient  # the simulator, with the API key
+    adapter: HookstreamAdapter
+    captured: list[httpx.Request] = field(default_factory=list)
+
+    async def fail(
+        self, destination_id: str = "dst_1", error_type: str = "timeout", **more: Any
+    ) -> httpx.Response:
+        body = {"destination_id": destination_id, "error_type": error_type, **more}
+        return await self.control.post("/_sim/failures", json=body)
+
+    async def seed(self, n: int = 0, **more: Any) -> str:
+        body = {
+            "destination_id": f"dst_seed_{n}",
+            "destination_name": f"orders-{n}",
+            "error_type": "http_5xx",
+            **more,
+        }
+        response = await self.control.post("/_sim/seed", json=body)
+        assert response.status_code == 201, response.text
+        return str(response.json()["issue"]["id"])
+
+    async def issue(self, issue_id: str) -> dict[str, Any]:
+        response = await self.api.get(f"/v1/issues/{issue_id}")
+        assert response.status_code == 200, response.text
+        return dict(response.json()["issue"])
+
+    async def requests(self, method: str) -> list[dict[str, Any]]:
+        log = (await self.control.get("/_sim/requests")).json()["requests"]
+        return [r for r in log if r["method"] == method]
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    captured: list[httpx.Request] = []
+
+    def capture(request: httpx.Request) -> httpx.Response:
+        captured.append(request)
+        return httpx.Response(204)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(capture)) as hooks:
+        sim = HookstreamSimulator(
+            SimOptions(
+                api_key=KIT.api_key,
+                webhook_url="http://gateway.test/webhooks/hookstream",
+                webhook_secret=KIT.webhook_secret,
+            ),
+            webhook_client=hooks,
+        )
+        async with (
+            serve_asgi(sim.app) as url,
+            httpx.AsyncClient(base_url=url, timeout=5.0) as control,
+            httpx.AsyncClient(base_url=url, timeout=5.0, headers={"X-API-Key": KIT.api_key}) as api,
+            httpx.AsyncClient(timeout=5.0) as client,
+        ):
+            adapter = HookstreamAdapter(KIT.settings(url), client)
+            yield Rig(sim, control, api, adapter, captured)
+
+
+def assert_error(response: httpx.Response, status: int) -> str:
+    """The response is hookstream's error shape with ``status``; returns its message."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert set(body) == {"error", "status", "request_id"}
+    assert body["status"] == status
+    assert body["request_id"].startswith("req_")
+    assert isinstance(body["error"], str)
+    assert body["error"]
+    return str(body["error"])
+
+
+def offline(**overrides: Any) -> HookstreamAdapter:
+    """An adapter whose client fails the test if it is ever used: parsing, verifying and
+    mapping must do no I/O."""
+
+    def no_io(request: httpx.Request) -> httpx.Response:
+        raise AssertionError(f"unexpected call {request.method} {request.url}")
+
+    return HookstreamAdapter(
+        KIT.settings("http://unused", **overrides),
+        httpx.AsyncClient(transport=httpx.MockTransport(no_io)),
+    )
+
+
+def issue_json(**fields: Any) -> dict[str, Any]:
+    base: dict[str, Any] = {
+        "id": "a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d6",
+        "title": "orders: timeout",
+        "status": "open",
+        "snoozed_until": None,
+        "last_error": "read timeout",
+        "updated_at": "2026-03-01T10:00:00Z",
+    }
+    base.update(fields)
+    return base
+
+
+# -- simulator strictness -----------------------------------------------------------------
+
+
+#: PATCH bodies hookstream refuses, with a phrase its message must contain.
+BAD_PATCH_BODIES: list[tuple[dict[str, Any], str]] = [
+    ({"status": "resolved", "assignee": "ana"}, "Unknown field"),
+    ({"status": "closed"}, "status must be one of"),
+    ({"status": 2}, "wrong type"),
+    ({"snoozed_until": 1700000000}, "wrong type"),
+    ({"status": "resolved", "snoozed_until": "next tuesday"}, "ISO 8601"),
+    ({"status": "resolved", "snoozed_until": "2026-03-01T10:00:00"}, "UTC offset"),
+]
+
+
+async def test_patch_refuses_bad_bodies_with_400_and_changes_nothing(rig: Rig) -> None:
+    issue_id = await rig.seed()
+    before = await rig.issue(issue_id)
+    for body, expected in BAD_PATCH_BODIES:
+        message = assert_error(await rig.api.patch(f"/v1/issues/{issue_id}", json=body), 400)
+        assert expected in message, body
+    for content in (b"not json", b"[1, 2]", b""):
+        response = await rig.api.patch(
+            f"/v1/issues/{issue_id}", content=content, headers={"Content-Type": "application/json"}
+        )
+        assert "JSON" in assert_error(response, 400), content
+    assert await rig.issue(issue_id) == before
+
+
+async def test_seed_requires_the_failure_fields(rig: Rig) -> None:
+    response = await rig.control.post(
+        "/_sim/seed", json={"destination_id": "dst_1", "destination_name": "orders"}
+    )
+    assert "error_type is required" in assert_error(response, 400)
+    response = await rig.control.post("/_sim/failures", json={"error_type": "x", "priority": 1})
+    assert "Unknown field" in assert_error(response, 400)
+    assert (await rig.control.get("/_sim/objects")).json() == {"issues": []}
+
+
+async def test_unknown_issue_is_404_in_the_vendor_shape(rig: Rig) -> None:
+    assert_error(await rig.api.get("/v1/issues/iss_" + "0" * 32), 404)
+    assert_error(await rig.api.patch("/v1/issues/iss_" + "0" * 32, json={"status": "open"}), 404)
+    assert_error(await rig.control.patch("/_sim/objects/nope", json={"status": "open"}), 404)
+
+
+async def test_api_key_is_checked_in_x_api_key_only(rig: Rig) -> None:
+    assert_error(await rig.control.get("/v1/issues"), 401)
+    bearer = {"Authorization": f"Bearer {KIT.api_key}"}
+    assert_error(await rig.control.get("/v1/issues", headers=bearer), 401)
+    assert (await rig.api.get("/v1/issues")).status_code == 200
+
+
+async def test_list_refuses_bad_query_parameters(rig: Rig) -> None:
+    for query in (
+        {"limit": "0"},
+        {"limit": "101"},
+        {"limit": "ten"},
+        {"offset": "-1"},
+        {"status": "snoozed"},
+        {"cursor": "abc"},
+        {"updated_after": "2026-01-01T00:00:00Z"},
+    ):
+        assert_error(await rig.api.get("/v1/issues", params=query), 400)
+
+
+# -- list, pagination, summary ------------------------------------------------------------
+
+
+async def test_list_envelope_and_offset_pagination(rig: Rig) -> None:
+    ids = [await rig.seed(n) for n in range(3)]
+    first = (await rig.api.get("/v1/issues", params={"limit": 2})).json()
+    assert set(first) == {"issues", "pagination"}
+    assert first["pagination"] == {"total": 3, "limit": 2, "offset": 0, "has_more": True}
+    second = (await rig.api.get("/v1/issues", params={"limit": 2, "offset": 2})).json()
+    assert second["pagination"] == {"total": 3, "limit": 2, "offset": 2, "has_more": False}
+    assert [i["id"] for i in first["issues"] + second["issues"]] == ids
+    default = (await rig.api.get("/v1/issues")).json()["pagination"]
+    assert default == {"total": 3, "limit": 50, "offset": 0, "has_more": False}
+
+
+async def test_list_defaults_to_open_issues_and_the_adapter_asks_for_all(rig: Rig) -> None:
+    kept, resolved = await rig.seed(0), await rig.seed(1)
+    await rig.control.patch(f"/_sim/objects/{resolved}", json={"status": "resolved"})
+    default = (await rig.api.get("/v1/issues")).json()["issues"]
+    assert [i["id"] for i in default] == [kept]
+    only_resolved = (await rig.api.get("/v1/issues", params={"status": "resolved"})).json()
+    assert [i["id"] for i in only_resolved["issues"]] == [resolved]
+    await rig.control.delete("/_sim/requests")
+    polled = [o async for page in rig.adapter.list_changed(None) for o in page]
+    assert {o.ref.external_id: o.fields.status for o in polled} == {
+        kept: Status.OPEN,
+        resolved: Status.RESOLVED,
+    }
+    assert all("status=all" in r["query"] for r in await rig.requests("GET"))
+
+
+async def test_list_filters_by_destination(rig: Rig) -> None:
+    await rig.fail("dst_a")
+    await rig.fail("dst_b")
+    listed = (await rig.api.get("/v1/issues", params={"destination_id": "dst_b"})).json()
+    assert [i["destination_id"] for i in listed["issues"]] == ["dst_b"]
+
+
+async def test_summary_counts_issues_by_status(rig: Rig) -> None:
+    ids = [await rig.seed(n) for n in range(4)]
+    await rig.control.patch(f"/_sim/objects/{ids[0]}", json={"status": "acknowledged"})
+    await rig.control.patch(f"/_sim/objects/{ids[1]}", json={"status": "resolved"})
+    summary = await rig.api.get("/v1/issues/summary")
+    assert summary.json() == {"open": 2, "acknowledged": 1, "resolved": 1}
+
+
+# -- vendor behaviour -----------------------------------------------------------------------
+
+
+async def test_failures_group_by_destination_and_error_type(rig: Rig) -> None:
+    first = await rig.fail("dst_1", "timeout", last_error="read timeout")
+    assert first.status_code == 201
+    issue = first.json()["issue"]
+    again = await rig.fail("dst_1", "timeout", last_error="connect timeout", last_status_code=504)
+    assert again.status_code == 200
+    grouped = again.json()["issue"]
+    assert grouped["id"] == issue["id"]
+    assert grouped["occurrence_count"] == 2
+    assert grouped["last_seen_at"] > issue["last_seen_at"]
+    assert grouped["first_seen_at"] == issue["first_seen_at"]
+    assert (grouped["last_error"], grouped["last_status_code"]) == ("connect timeout", 504)
+    assert len(grouped["recent_attempt_ids"]) == 2
+    other = await rig.fail("dst_1", "http_5xx")
+    assert other.status_code == 201
+    assert other.json()["issue"]["id"] != issue["id"]
+
+
+async def test_a_failure_reopens_a_resolved_issue(rig: Rig) -> None:
+    issue_id = (await rig.fail()).json()["issue"]["id"]
+    ref = ObjectRef("hookstream", "", issue_id)
+    resolved = await rig.adapter.update(ref, Fields(status=Status.RESOLVED))
+    assert resolved.raw["resolved_at"] is not None
+    reopened = await rig.fail()
+    assert reopened.status_code == 200
+    body = reopened.json()["issue"]
+    assert (body["id"], body["status"], body["resolved_at"]) == (issue_id, "open", None)
+    assert (await rig.adapter.get(ref)).fields.status == Status.OPEN
+
+
+async def test_issues_auto_resolve_after_30_quiet_minutes(rig: Rig) -> None:
+    quiet = (await rig.fail("dst_quiet")).json()["issue"]
+    busy = (await rig.fail("dst_busy")).json()["issue"]
+    acked = (await rig.fail("dst_acked")).json()["issue"]
+    await rig.control.patch(f"/_sim/objects/{acked['id']}", json={"status": "acknowledged"})
+    since = (await rig.adapter.get(ObjectRef("hookstream", "", acked["id"]))).updated_at
+    await rig.control.post("/_sim/clock", json={"advance_s": 1200})
+    await rig.fail("dst_busy")
+    await rig.control.post("/_sim/clock", json={"advance_s": 600})
+    quiet_now, busy_now = await rig.issue(quiet["id"]), await rig.issue(busy["id"])
+    assert quiet_now["status"] == "resolved"
+    assert quiet_now["resolved_at"] is not None
+    assert quiet_now["updated_at"] > quiet["updated_at"]
+    assert (await rig.issue(acked["id"]))["status"] == "resolved"
+    assert busy_now["status"] == "open"
+    changed = [o async for page in rig.adapter.list_changed(since) for o in page]
+    assert {o.ref.external_id: o.fields.status for o in changed} == {
+        quiet["id"]: Status.RESOLVED,
+        busy["id"]: Status.OPEN,
+        acked["id"]: Status.RESOLVED,
+    }
+
+
+async def test_snooze_and_unsnooze(rig: Rig) -> None:
+    ref = ObjectRef("hookstream", "", await rig.seed())
+    until = datetime(2026, 5, 1, 9, 30, tzinfo=UTC)
+    snoozed = await rig.adapter.update(ref, Fields(snoozed_until=until))
+    assert snoozed.fields.snoozed_until == until
+    assert (await rig.adapter.get(ref)).fields.snoozed_until == until
+    cleared = await rig.adapter.update(ref, Fields(snoozed_until=None))
+    assert cleared.fields.snoozed_until is None
+    bodies = [r["body"] for r in await rig.requests("PATCH")]
+    assert bodies == [{"snoozed_until": "2026-05-01T09:30:00Z"}, {"snoozed_until": None}]
+
+
+async def test_only_writable_fields_are_sent_and_nothing_else_is_written(rig: Rig) -> None:
+    ref = ObjectRef("hookstream", "", await rig.seed())
+    obj = await rig.adapter.update(ref, Fields(title="renamed", priority=Priority.URGENT))
+    assert obj.fields.title == "orders-0: http_5xx"
+    assert await rig.requests("PATCH") == []
+    await rig.adapter.update(ref, Fields(title="renamed", status=Status.ACKNOWLEDGED))
+    assert [r["body"] for r in await rig.requests("PATCH")] == [{"status": "acknowledged"}]
+
+
+async def test_patch_moves_updated_at_only_on_a_change(rig: Rig) -> None:
+    issue_id = await rig.seed()
+    first = (await rig.api.patch(f"/v1/issues/{issue_id}", json={"status": "acknowledged"})).json()
+    again = (await rig.api.patch(f"/v1/issues/{issue_id}", json={"status": "acknowledged"})).json()
+    assert first["issue"]["updated_at"] == again["issue"]["updated_at"]
+    assert set(first) == {"issue"}
+
+
+async def test_create_is_refused_without_a_call(rig: Rig) -> None:
+    with pytest.raises(Rejected, match="creates issues itself"):
+        await rig.adapter.create(CreateTarget(), Fields(title="x"), "wi-1:link-1")
+    assert (await rig.control.get("/_sim/requests")).json()["requests"] == []
+
+
+# -- notifications ------------------------------------------------------------------------
+
+
+async def test_issue_opened_is_sent_only_for_new_issues_and_read_as_a_hint(rig: Rig) -> None:
+    issue_id = (await rig.fail("dst_1", destination_name="orders")).json()["issue"]["id"]
+    await rig.fail("dst_1")  # grouped
+    await rig.control.patch(f"/_sim/objects/{issue_id}", json={"status": "resolved"})
+    await rig.fail("dst_1")  # reopened: not a new issue
+    await rig.control.post("/_sim/webhooks/flush")
+    assert len(rig.captured) == 1
+    request = rig.captured[0]
+    payload = msgspec.json.decode(request.content)
+    assert payload["event"] == payload["rule_type"] == "issue_opened"
+    assert datetime.fromisoformat(payload["triggered_at"]).tzinfo is not None
+    assert payload["issue"] == {
+        "id": issue_id,
+        "title": "orders: timeout",
+        "destination_id": "dst_1",
+        "destination_name": "orders",
+        "status": "open",
+        "error_type": "timeout",
+    }
+    headers = lower_headers(request.headers.multi_items())
+    assert headers["x-hookstream-signature"].startswith("sha256=")
+    rig.adapter.verify_webhook(headers, request.content, utcnow())
+    event = rig.adapter.parse_webhook(headers, request.content)
+    assert event.event_type == "issue_opened"
+    assert event.hints == [ObjectRef("hookstream", "", issue_id)]
+    assert not event.observations
+    assert not event.poll
+    assert event.delivery_id == "hs-" + hashlib.sha256(request.content).hexdigest()
+
+
+async def test_notification_secret_is_read_at_send_time(rig: Rig) -> None:
+    await rig.control.put(
+        "/_sim/webhook", json={"url": "http://gateway.test/webhooks/hookstream", "secret": "fresh"}
+    )
+    await rig.fail()
+    await rig.control.post("/_sim/webhooks/flush")
+    request = rig.captured[-1]
+    headers = lower_headers(request.headers.multi_items())
+    with pytest.raises(SignatureInvalid):
+        rig.adapter.verify_webhook(headers, request.content, utcnow())
+    offline(webhook_secrets=("fresh",)).verify_webhook(headers, request.content, utcnow())
+
+
+def test_a_notification_without_an_issue_id_asks_for_a_poll() -> None:
+    adapter = offline()
+    no_id = (b'{"event": "failure_rate", "rule_type": "failure_rate"}', b'{"issue": {"id": ""}}')
+    for body in no_id:
+        event = adapter.parse_webhook({}, body)
+        assert event.poll
+        assert not event.hints
+    assert adapter.parse_webhook({}, b'{"rule_type": "dlq"}').event_type == "dlq"
+
+
+def test_unparseable_notifications_are_refused() -> None:
+    adapter = offline()
+    with pytest.raises(MalformedPayload):
+        adapter.parse_webhook({}, b"{not json")
+    with pytest.raises(UnreadablePayload):
+        adapter.parse_webhook({}, b'["issue_opened"]')
+
+
+def test_require_timestamp_option() -> None:
+    body = b'{"event":"issue_opened","issue":{"id":"iss_1"}}'
+    bare = lower_headers(signing.hookstream_sign(KIT.webhook_secret, body))
+    strict = offline()
+    with pytest.raises(SignatureInvalid, match="Timestamp"):
+        strict.verify_webhook(bare, body, utcnow())
+    lenient = offline(options={"require_timestamp": False})
+    lenient.verify_webhook(bare, body, utcnow())
+    stamped = lower_headers(
+        signing.hookstream_sign(KIT.webhook_secret, body, timestamp=int(utcnow().timestamp()) - 900)
+    )
+    with pytest.raises(SignatureInvalid):
+        lenient.verify_webhook(stamped, body, utcnow())
+    with pytest.raises(ValueError, match="require_timestamp"):
+        offline(options={"require_timestamp": "no"})
+
+
+# -- rate limits ----------------------------------------------------------------------------
+
+
+async def test_rate_limit_headers_and_the_limiter(rig: Rig) -> None:
+    await rig.control.put("/_sim/rate-limit", json={"rpm": 2})
+    ok = await rig.api.get("/v1/issues")
+    assert ok.headers["RateLimit-Limit"] == "2"
+    assert ok.headers["RateLimit-Remaining"] == "1"
+    assert "RateLimit-Reset" in ok.headers
+    await rig.api.get("/v1/issues")
+    limited = await rig.api.get("/v1/issues")
+    assert_error(limited, 429)
+    assert limited.headers["RateLimit-Remaining"] == "0"
+    assert 0 < float(limited.headers["Retry-After"]) <= 60
+
+
+async def test_a_429_without_retry_after_waits_for_ratelimit_reset(rig: Rig) -> None:
+    """The errors page says a 429 may also mean "plan quota exceeded"; whether it carries
+    Retry-After is unconfirmed, so the adapter must wait RateLimit-Reset seconds."""
+    ref = ObjectRef("hookstream", "", await rig.seed())
+    await rig.control.put("/_sim/rate-limit", json={"rpm": 1000})
+    response = await rig.control.post("/_sim/faults", json={"status": 429})
+    assert response.status_code == 201
+    with pytest.raises(RateLimited) as info:
+        await rig.adapter.get(ref)
+    last = (await rig.requests("GET"))[-1]
+    assert last["status"] == 429
+    assert info.value.retry_after == pytest.approx(60)
+
+
+async def test_vendor_error_message_keeps_the_request_id(rig: Rig) -> None:
+    await rig.control.post("/_sim/faults", json={"status": 409, "methods": ["PATCH"]})
+    ref = ObjectRef("hookstream", "", await rig.seed())
+    with pytest.raises(Rejected) as info:
+        await rig.adapter.update(ref, Fields(status=Status.RESOLVED))
+    assert "injected fault 409 [req_" in info.value.message
+
+
+# -- mapping --------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("vendor", "canonical"),
+    [("open", Status.OPEN), ("acknowledged", Status.ACKNOWLEDGED), ("resolved", Status.RESOLVED)],
+)
+def test_every_vendor_status_maps(vendor: str, canonical: Status) -> None:
+    adapter = offline()
+    obj = adapter.to_vendor_object(issue_json(status=vendor))
+    assert obj.fields.status == canonical
+    assert obj.native == {"status": vendor}
+    assert obj.unmapped == {}
+
+
+def test_an_unknown_status_is_reported_not_guessed() -> None:
+    adapter = offline()
+    obj = adapter.to_vendor_object(issue_json(status="muted"))
+    assert obj.fields.status is msgspec.UNSET
+    assert obj.unmapped == {"status": "muted"}
+    assert obj.native == {"status": "muted"}
+
+
+async def test_every_canonical_status_is_written_as_a_vendor_status(rig: Rig) -> None:
+    written = {
+        Status.OPEN: "open",
+        Status.ACKNOWLEDGED: "acknowledged",
+        Status.MONITORING: "acknowledged",
+        Status.WAITING: "acknowledged",
+        Status.RESOLVED: "resolved",
+        Status.CLOSED: "resolved",
+        Status.CANCELLED: "resolved",
+    }
+    assert set(written) == set(Status)
+    for n, (canonical, sent) in enumerate(written.items()):
+        ref = ObjectRef("hookstream", "", await rig.seed(n))
+        await rig.control.patch(f"/_sim/objects/{ref.external_id}", json={"status": "acknowledged"})
+        before = await rig.adapter.get(ref)
+        # An acknowledged issue already means monitoring and waiting: nothing to write.
+        needed = not rig.adapter.differs(before, Fields(status=canonical)).is_empty()
+        assert needed == (sent != "acknowledged"), canonical
+        after = await rig.adapter.update(ref, Fields(status=canonical))
+        assert after.native == {"status": sent}, canonical
+        assert rig.adapter.differs(after, Fields(status=canonical)).is_empty()
+
+
+def test_reads_the_reference_shape() -> None:
+    adapter = offline()
+    raw = issue_json(snoozed_until="2026-03-02T08:00:00+01:00", last_error=None, extra={"new": 1})
+    obj = adapter.to_vendor_object(raw)
+    assert obj.ref == ObjectRef("hookstream", "", raw["id"])
+    assert obj.updated_at == datetime(2026, 3, 1, 10, tzinfo=UTC)
+    assert obj.fields == Fields(
+        title="orders: timeout",
+        description="",
+        status=Status.OPEN,
+        snoozed_until=datetime(2026, 3, 2, 7, tzinfo=UTC),
+    )
+    assert obj.raw is raw
+
+
+async def test_reads_the_guide_shape_bare_and_unwrapped() -> None:
+    """The guide shows the issue bare, with ``error_type`` and ``message`` and no title or
+    updated_at; hookstream's reference wraps it. A vendor serving the guide's shape is
+    faked with a transport, the way the gateway's client would see it."""
+    guide = {
+        "id": "iss_" + "ab" * 16,
+        "destination_id": "dst_9",
+        "destination_name": "billing",
+        "error_type": "http_4xx",
+        "message": "HTTP 410 Gone",
+        "status": "acknowledged",
+        "occurrence_count": 4,
+        "first_seen_at": "2026-03-01T09:00:00Z",
+        "last_seen_at": "2026-03-01T09:45:00Z",
+        "recent_attempt_ids": ["att_1"],
+    }
+
+    def vendor(request: httpx.Request) -> httpx.Response:
+        assert request.headers["x-api-key"] == KIT.api_key
+        assert request.url.path == f"/v1/issues/{guide['id']}"
+        return httpx.Response(200, json=guide)
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(vendor)) as client:
+        adapter = HookstreamAdapter(KIT.settings("https://hookstream.io/v1"), client)
+        obj = await adapter.get(ObjectRef("hookstream", "", str(guide["id"])))
+    assert obj.fields == Fields(
+        title="billing: http_4xx",
+        description="HTTP 410 Gone",
+        status=Status.ACKNOWLEDGED,
+        snoozed_until=None,
+    )
+    assert obj.updated_at == datetime(2026, 3, 1, 9, 45, tzinfo=UTC)
+
+
+async def test_list_changed_compares_updated_at_client_side(rig: Rig) -> None:
+    ids = [await rig.seed(n) for n in range(3)]
+    cutoff = (await rig.adapter.get(ObjectRef("hookstream", "", ids[1]))).updated_at
+    await rig.control.delete("/_sim/requests")
+    changed = [o async for page in rig.adapter.list_changed(cutoff) for o in page]
+    assert [o.ref.external_id for o in changed] == ids[1:]
+    assert all("updated" not in r["query"] for r in await rig.requests("GET"))

@@ -1,0 +1,515 @@
+"""incident.io beyond the contract: simulator strictness and error shapes, v3 pagination,
+vendor-side behaviour (modes, soft delete, completed_at, private webhooks), the status map,
+webhook parsing, the create marker and the ``api_version`` / ``incident_mode`` options."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import timedelta
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from adapters._simkit import SimOptions
+from adapters.base import lower_headers
+from adapters.incidentio.adapter import MARKER_PREFIX, IncidentIoAdapter
+from adapters.incidentio.simulator import (
+    CATEGORY_ID,
+    DEFAULT_INCIDENT_ID,
+    USER_IDS,
+    IncidentIoSimulator,
+)
+from app.errors import ConfigError, MalformedPayload, Rejected, UnreadablePayload
+from app.model import CreateTarget, Fields, ObjectRef, Priority, Status, utcnow
+from app.serving import serve_asgi
+from tests.contract.kit_incidentio import KIT
+
+ULID_ALPHABET = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
+
+
+class Rig:
+    """A served simulator, a control client, an authenticated API client, and adapters."""
+
+    def __init__(
+        self,
+        sim: IncidentIoSimulator,
+        url: str,
+        control: httpx.AsyncClient,
+        api: httpx.AsyncClient,
+        client: httpx.AsyncClient,
+        captured: list[httpx.Request],
+    ) -> None:
+        self.sim = sim
+        self.url = url
+        self.control = control
+        self.api = api
+        self.client = client
+        self.captured = captured
+
+    def adapter(self, **overrides: Any) -> IncidentIoAdapter:
+        return IncidentIoAdapter(KIT.settings(self.url, **overrides), self.client)
+
+    async def incident(self, mode: str = "standard", visibility: str = "public") -> str:
+        response = await self.control.post(
+            "/_sim/incidents",
+            json={"name": f"{mode} {visibility}", "mode": mode, "visibility": visibility},
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["id"])
+
+    async def seed(self, incident_id: str = DEFAULT_INCIDENT_ID, **values: Any) -> dict[str, Any]:
+        body = {"incident_id": incident_id, "title": "Rotate the keys", **values}
+        response = await self.control.post("/_sim/seed", json=body)
+        assert response.status_code == 201, response.text
+        return dict(response.json())
+
+    async def deliveries(self) -> list[dict[str, Any]]:
+        await self.control.post("/_sim/webhooks/flush")
+        return list((await self.control.get("/_sim/webhooks")).json()["deliveries"])
+
+    async def vendor_requests(self) -> list[dict[str, Any]]:
+        return list((await self.control.get("/_sim/requests")).json()["requests"])
+
+
+@pytest.fixture
+async def rig() -> AsyncIterator[Rig]:
+    captured: list[httpx.Request] = []
+
+    def capture(request: httpx.Request) -> httpx.Response:
+        captured.append(request)
+        return httpx.Response(204)
+
+    hooks = httpx.AsyncClient(transport=httpx.MockTransport(capture))
+    sim = IncidentIoSimulator(
+        SimOptions(
+            api_key=KIT.api_key,
+            webhook_url="http://gateway.test/webhooks/incidentio",
+            webhook_secret=KIT.webhook_secret,
+        ),
+        webhook_client=hooks,
+    )
+    auth = {"Authorization": f"Bearer {KIT.api_key}"}
+    async with (
+        serve_asgi(sim.app) as url,
+        httpx.AsyncClient(timeout=2.0) as client,
+        httpx.AsyncClient(base_url=url, timeout=5.0) as control,
+        httpx.AsyncClient(base_url=url, timeout=5.0, headers=auth) as api,
+    ):
+        yield Rig(sim, url, control, api, client, captured)
+    await hooks.aclose()
+
+
+def assert_error(response: httpx.Response, status: int, kind: str) -> list[dict[str, Any]]:
+    """``response`` is incident.io's error shape with this status and type; its errors."""
+    assert response.status_code == status, response.text
+    body = response.json()
+    assert body["type"] == kind
+    assert body["status"] == status
+    assert body["request_id"]
+    assert body["errors"]
+    assert all(e["code"] and e["message"] for e in body["errors"])
+    return list(body["errors"])
+
+
+def fields_of(errors: list[dict[str, Any]]) -> set[str]:
+    return {e["source"]["field"] for e in errors if "source" in e}
+
+
+# -- simulator strictness -------------------------------------------------------------------
+
+
+async def test_ids_are_ulid_shaped(rig: Rig) -> None:
+    follow_up = await rig.seed()
+    assert len(follow_up["id"]) == 26
+    assert set(follow_up["id"]) <= ULID_ALPHABET
+
+
+async def test_create_rejects_unknown_field_wrong_type_and_missing_title(rig: Rig) -> None:
+    response = await rig.api.post(
+        "/v3/follow_ups",
+        json={"incident_id": DEFAULT_INCIDENT_ID, "labels": "bug", "status": "completed"},
+    )
+    errors = assert_error(response, 422, "validation_error")
+    assert fields_of(errors) == {"title", "labels", "status"}
+    assert {e["code"] for e in errors} == {"is_required", "invalid_value", "unknown_field"}
+
+
+async def test_create_in_an_unknown_incident_is_422_on_incident_id(rig: Rig) -> None:
+    response = await rig.api.post(
+        "/v3/follow_ups", json={"incident_id": "01HQ000000000000000000NONE", "title": "x"}
+    )
+    assert fields_of(assert_error(response, 422, "validation_error")) == {"incident_id"}
+
+
+async def test_body_that_is_not_json_is_400(rig: Rig) -> None:
+    response = await rig.api.post(
+        "/v3/follow_ups", content=b"{nope", headers={"Content-Type": "application/json"}
+    )
+    assert_error(response, 400, "invalid_request_error")
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({"title": "t", "status": "deleted"}, "status"),
+        ({"title": "t", "status": "done"}, "status"),
+        ({"title": "t"}, "status"),
+        ({"status": "completed"}, "title"),
+        ({"title": "t", "status": "completed", "description": None}, "description"),
+        (
+            {"title": "t", "status": "completed", "assignee_id": "01HQ0000000000000000NOBODY"},
+            "assignee_id",
+        ),
+    ],
+)
+async def test_update_is_strict(rig: Rig, body: dict[str, Any], field: str) -> None:
+    follow_up = await rig.seed()
+    response = await rig.api.put(f"/v3/follow_ups/{follow_up['id']}", json=body)
+    assert fields_of(assert_error(response, 422, "validation_error")) == {field}
+
+
+async def test_unknown_id_is_404_not_found(rig: Rig) -> None:
+    for method in ("GET", "DELETE"):
+        response = await rig.api.request(method, "/v3/follow_ups/01HQ0000000000000000000000")
+        assert_error(response, 404, "not_found")
+    response = await rig.api.put(
+        "/v2/follow_ups/01HQ0000000000000000000000", json={"title": "t", "status": "completed"}
+    )
+    assert_error(response, 404, "not_found")
+
+
+async def test_bad_or_missing_key_is_authentication_error(rig: Rig) -> None:
+    response = await rig.control.get("/v3/follow_ups")
+    assert_error(response, 401, "authentication_error")
+    response = await rig.control.get(
+        "/v3/follow_ups", headers={"Authorization": f"Bearer {KIT.api_key}x"}
+    )
+    assert_error(response, 401, "authentication_error")
+
+
+async def test_rate_limit_body_and_headers(rig: Rig) -> None:
+    await rig.control.put("/_sim/rate-limit", json={"rpm": 2})
+    first = await rig.api.get("/v3/follow_ups")
+    assert first.headers["X-RateLimit-Limit"] == "2, 2;window=60"
+    assert first.headers["X-RateLimit-Remaining"] == "1"
+    assert first.headers["X-RateLimit-Used"] == "1"
+    assert int(first.headers["X-RateLimit-Reset"]) > utcnow().timestamp()
+    await rig.api.get("/v3/follow_ups")
+    limited = await rig.api.get("/v3/follow_ups")
+    assert_error(limited, 429, "too_many_requests")
+    assert float(limited.headers["Retry-After"]) > 0
+    rate_limit = limited.json()["rate_limit"]
+    assert (rate_limit["limit"], rate_limit["remaining"]) == (2, 0)
+    assert rate_limit["retry_after"].endswith("Z")
+
+
+# -- pagination -----------------------------------------------------------------------------
+
+
+async def test_v3_pagination_envelope(rig: Rig) -> None:
+    ids = [(await rig.seed(title=f"t{n}"))["id"] for n in range(3)]
+    first = (await rig.api.get("/v3/follow_ups", params={"page_size": 2})).json()
+    assert first["pagination_meta"] == {"page_size": 2, "after": ids[1]}
+    assert [f["id"] for f in first["follow_ups"]] == ids[:2]
+    second = (await rig.api.get("/v3/follow_ups", params={"page_size": 2, "after": ids[1]})).json()
+    assert second["pagination_meta"] == {"page_size": 2}
+    assert [f["id"] for f in second["follow_ups"]] == ids[2:]
+    default = (await rig.api.get("/v3/follow_ups")).json()
+    assert default["pagination_meta"] == {"page_size": 25}
+
+
+@pytest.mark.parametrize("params", [{"page_size": 0}, {"page_size": 251}, {"page_size": "x"}])
+async def test_v3_page_size_bounds(rig: Rig, params: dict[str, Any]) -> None:
+    response = await rig.api.get("/v3/follow_ups", params=params)
+    assert fields_of(assert_error(response, 422, "validation_error")) == {"page_size"}
+
+
+async def test_v2_list_is_one_response_and_takes_no_pagination(rig: Rig) -> None:
+    await rig.seed()
+    body = (await rig.api.get("/v2/follow_ups")).json()
+    assert set(body) == {"follow_ups"}
+    response = await rig.api.get("/v2/follow_ups", params={"page_size": 2})
+    assert fields_of(assert_error(response, 422, "validation_error")) == {"page_size"}
+
+
+async def test_adapter_walks_to_an_empty_last_page(rig: Rig) -> None:
+    seeded = {(await rig.seed(title=f"t{n}"))["id"] for n in range(4)}
+    pages = [page async for page in rig.adapter().list_changed(None)]
+    assert [len(p) for p in pages] == [2, 2]
+    assert {o.ref.external_id for p in pages for o in p} == seeded
+    queries = [r["query"] for r in await rig.vendor_requests() if r["method"] == "GET"]
+    assert len(queries) == 3, "the full second page promises more; the third call ends it"
+
+
+# -- vendor-side behaviour ------------------------------------------------------------------
+
+
+async def test_completed_sets_completed_at_and_can_reopen(rig: Rig) -> None:
+    follow_up = await rig.seed()
+    path = f"/v3/follow_ups/{follow_up['id']}"
+    done = (await rig.api.put(path, json={"title": "t", "status": "completed"})).json()
+    assert done["follow_up"]["completed_at"] == done["follow_up"]["updated_at"]
+    reopened = (await rig.api.put(path, json={"title": "t", "status": "outstanding"})).json()
+    assert reopened["follow_up"]["status"] == "outstanding"
+    assert "completed_at" not in reopened["follow_up"]
+
+
+async def test_default_incident_mode_hides_test_incidents(rig: Rig) -> None:
+    test_incident = await rig.incident(mode="test")
+    retro = await rig.incident(mode="retrospective")
+    hidden = (await rig.seed(test_incident))["id"]
+    shown = (await rig.seed(retro))["id"]
+    listed = {f["id"] for f in (await rig.api.get("/v3/follow_ups")).json()["follow_ups"]}
+    assert shown in listed
+    assert hidden not in listed
+    by_incident = await rig.api.get("/v3/follow_ups", params={"incident_id": test_incident})
+    assert by_incident.json()["follow_ups"] == []
+    tests = await rig.api.get("/v3/follow_ups", params={"incident_mode": "test"})
+    assert [f["id"] for f in tests.json()["follow_ups"]] == [hidden]
+    response = await rig.api.get("/v3/follow_ups", params={"incident_mode": "drill"})
+    assert fields_of(assert_error(response, 422, "validation_error")) == {"incident_mode"}
+
+
+async def test_put_keeps_omitted_fields_and_null_unassigns(rig: Rig) -> None:
+    follow_up = await rig.seed(description="keep me", assignee_id=USER_IDS[0], labels=["a"])
+    path = f"/v3/follow_ups/{follow_up['id']}"
+    kept = (await rig.api.put(path, json={"title": "new", "status": "outstanding"})).json()
+    assert kept["follow_up"]["description"] == "keep me"
+    assert kept["follow_up"]["assignee"]["id"] == USER_IDS[0]
+    assert kept["follow_up"]["labels"] == ["a"]
+    body = {"title": "new", "status": "outstanding", "assignee_id": None}
+    cleared = (await rig.api.put(path, json=body)).json()
+    assert "assignee" not in cleared["follow_up"]
+
+
+async def test_unchanged_put_keeps_updated_at_and_sends_nothing(rig: Rig) -> None:
+    follow_up = await rig.seed()
+    before = len(await rig.deliveries())
+    body = {"title": follow_up["title"], "status": "outstanding"}
+    after = (await rig.api.put(f"/v3/follow_ups/{follow_up['id']}", json=body)).json()
+    assert after["follow_up"]["updated_at"] == follow_up["updated_at"]
+    assert len(await rig.deliveries()) == before
+
+
+async def test_delete_is_soft_and_refuses_later_updates(rig: Rig) -> None:
+    follow_up = await rig.seed()
+    path = f"/v3/follow_ups/{follow_up['id']}"
+    assert (await rig.api.delete(path)).status_code == 204
+    assert (await rig.api.delete(path)).status_code == 204
+    assert (await rig.api.get(path)).json()["follow_up"]["status"] == "deleted"
+    response = await rig.api.put(path, json={"title": "t", "status": "outstanding"})
+    assert_error(response, 422, "validation_error")
+    events = [d["event_type"] for d in await rig.deliveries()]
+    assert events == [
+        "public_incident.follow_up_created_v2",
+        "public_incident.follow_up_updated_v2",
+    ]
+
+
+async def test_v3_carries_category_and_webhooks_and_v2_do_not(rig: Rig) -> None:
+    follow_up = await rig.seed(follow_up_category_id=CATEGORY_ID)
+    assert follow_up["category"]["id"] == CATEGORY_ID
+    v2 = (await rig.api.get(f"/v2/follow_ups/{follow_up['id']}")).json()["follow_up"]
+    assert "category" not in v2
+    [delivery] = await rig.deliveries()
+    payload = delivery["body"]["public_incident.follow_up_created_v2"]
+    assert "category" not in payload
+    assert payload["creator"]["user"]["id"] == USER_IDS[0]
+
+
+async def test_private_incident_webhooks_carry_only_the_id(rig: Rig) -> None:
+    private = await rig.incident(visibility="private")
+    follow_up = await rig.seed(private)
+    await rig.control.patch(f"/_sim/objects/{follow_up['id']}", json={"status": "deleted"})
+    bodies = [d["body"] for d in await rig.deliveries()]
+    assert bodies == [
+        {
+            "event_type": "private_incident.follow_up_created_v2",
+            "private_incident.follow_up_created_v2": {"id": follow_up["id"]},
+        },
+        {
+            "event_type": "private_incident.follow_up_updated_v2",
+            "private_incident.follow_up_updated_v2": {"id": follow_up["id"]},
+        },
+    ]
+
+
+async def test_webhooks_are_signed_with_the_secret_in_effect_at_send_time(rig: Rig) -> None:
+    await rig.control.put(
+        "/_sim/webhook", json={"url": "http://gateway.test/hooks", "secret": KIT.other_secret}
+    )
+    await rig.seed()
+    await rig.deliveries()
+    request = rig.captured[-1]
+    headers = lower_headers(request.headers.multi_items())
+    rotated = rig.adapter(webhook_secrets=(KIT.other_secret,))
+    rotated.verify_webhook(headers, request.content, utcnow())
+    event = rotated.parse_webhook(headers, request.content)
+    assert event.delivery_id == headers["webhook-id"]
+    assert event.observations[0].ref.scope == DEFAULT_INCIDENT_ID
+
+
+# -- mapping and webhook parsing ------------------------------------------------------------
+
+
+def follow_up_body(status: str) -> dict[str, Any]:
+    return {
+        "id": "01HQ00000000000000000000F1",
+        "incident_id": DEFAULT_INCIDENT_ID,
+        "title": "t",
+        "status": status,
+        "labels": [],
+        "creator": {"user": {"id": USER_IDS[0], "name": "Ada", "role": "responder"}},
+        "created_at": "2026-01-02T03:04:05.000006Z",
+        "updated_at": "2026-01-02T03:04:05.000006Z",
+        "some_future_field": {"ignored": True},
+    }
+
+
+def delivery(event_type: str, resource: Any) -> tuple[dict[str, str], bytes]:
+    body = msgspec.json.encode({"event_type": event_type, event_type: resource})
+    return {"webhook-id": "msg_1"}, body
+
+
+@pytest.mark.parametrize(
+    ("status", "canonical"),
+    [
+        ("outstanding", Status.OPEN),
+        ("completed", Status.RESOLVED),
+        ("not_doing", Status.CANCELLED),
+        ("deleted", Status.CANCELLED),
+    ],
+)
+def test_every_vendor_status_maps(status: str, canonical: Status) -> None:
+    adapter = IncidentIoAdapter(KIT.settings("http://unused"), httpx.AsyncClient())
+    headers, body = delivery("public_incident.follow_up_updated_v2", follow_up_body(status))
+    [obj] = adapter.parse_webhook(headers, body).observations
+    assert obj.fields.status == canonical
+    assert obj.native == {"status": status}
+    assert obj.unmapped == {}
+    assert (obj.fields.assignee, obj.fields.description) == (None, "")
+    assert obj.updated_at.utcoffset() == timedelta(0)
+
+
+def test_unknown_status_is_unmapped() -> None:
+    adapter = IncidentIoAdapter(KIT.settings("http://unused"), httpx.AsyncClient())
+    headers, body = delivery("public_incident.follow_up_created_v2", follow_up_body("blocked"))
+    [obj] = adapter.parse_webhook(headers, body).observations
+    assert obj.fields.status is msgspec.UNSET
+    assert obj.unmapped == {"status": "blocked"}
+    assert obj.raw["some_future_field"] == {"ignored": True}
+
+
+def test_parse_private_v1_and_malformed_deliveries() -> None:
+    adapter = IncidentIoAdapter(KIT.settings("http://unused"), httpx.AsyncClient())
+    event = adapter.parse_webhook(
+        *delivery("private_incident.follow_up_updated_v2", {"id": "01HQ00000000000000000000F1"})
+    )
+    assert event.hints == [ObjectRef("incidentio", "", "01HQ00000000000000000000F1")]
+    assert not event.observations
+    legacy = {**follow_up_body("outstanding"), "follow_up": True}
+    for bad in (
+        delivery("public_incident.follow_up_updated_v1", legacy),
+        delivery("public_incident.incident_updated_v2", {"id": "x"}),
+        ({"webhook-id": "m"}, b'{"event_type": "public_incident.follow_up_updated_v2"}'),
+        ({"webhook-id": "m"}, b"[1, 2]"),
+        delivery("public_incident.follow_up_updated_v2", {"id": "only"}),
+    ):
+        with pytest.raises(UnreadablePayload):
+            adapter.parse_webhook(*bad)
+    with pytest.raises(MalformedPayload):
+        adapter.parse_webhook({"webhook-id": "m"}, b"{not json")
+
+
+# -- adapter writes and options -------------------------------------------------------------
+
+
+async def test_create_labels_its_marker_and_sets_status_with_put(rig: Rig) -> None:
+    adapter = rig.adapter()
+    target = CreateTarget(scope=DEFAULT_INCIDENT_ID)
+    # priority is not writable in incident.io: it must not reach the payload.
+    fields = Fields(
+        title="Fix it", status=Status.CLOSED, assignee=USER_IDS[1], priority=Priority.HIGH
+    )
+    created = await adapter.create(target, fields, "wi-1:link-1")
+    assert created.raw["labels"] == [MARKER_PREFIX + "wi-1:link-1"]
+    assert created.native == {"status": "completed"}
+    assert created.fields.assignee == USER_IDS[1]
+    writes = [(r.method, r.body) for r in rig.sim.kit.writes()]
+    assert writes == [
+        (
+            "POST",
+            {
+                "incident_id": DEFAULT_INCIDENT_ID,
+                "title": "Fix it",
+                "assignee_id": USER_IDS[1],
+                "labels": [MARKER_PREFIX + "wi-1:link-1"],
+            },
+        ),
+        ("PUT", {"status": "completed", "title": "Fix it"}),
+    ]
+
+
+async def test_create_needs_an_incident(rig: Rig) -> None:
+    with pytest.raises(Rejected):
+        await rig.adapter().create(CreateTarget(), Fields(title="x"), "k")
+
+
+async def test_update_reads_first_and_sends_status_title_and_changes_only(rig: Rig) -> None:
+    follow_up = await rig.seed(status="completed", description="d", assignee_id=USER_IDS[0])
+    ref = ObjectRef("incidentio", DEFAULT_INCIDENT_ID, follow_up["id"])
+    # canonical closed is already held by completed: status is kept, not rewritten.
+    updated = await rig.adapter().update(ref, Fields(status=Status.CLOSED, assignee=None))
+    assert updated.fields.assignee is None
+    requests = await rig.vendor_requests()
+    assert [r["method"] for r in requests] == ["GET", "PUT"]
+    assert requests[1]["body"] == {
+        "status": "completed",
+        "title": "Rotate the keys",
+        "assignee_id": None,
+    }
+    assert requests[1]["headers"]["authorization"] == "[redacted]"
+
+
+async def test_update_of_a_deleted_follow_up_is_rejected_without_a_put(rig: Rig) -> None:
+    follow_up = await rig.seed(status="deleted")
+    ref = ObjectRef("incidentio", DEFAULT_INCIDENT_ID, follow_up["id"])
+    with pytest.raises(Rejected):
+        await rig.adapter().update(ref, Fields(title="renamed"))
+    assert [r["method"] for r in await rig.vendor_requests()] == ["GET"]
+
+
+async def test_api_version_v2_uses_v2_paths_and_filters_since_locally(rig: Rig) -> None:
+    adapter = rig.adapter(options={"api_version": "v2"})
+    old = await rig.seed(title="old")
+    created = await adapter.create(
+        CreateTarget(scope=DEFAULT_INCIDENT_ID), Fields(title="v2", status=Status.CANCELLED), "k2"
+    )
+    assert created.native == {"status": "not_doing"}
+    old_obj = await adapter.get(ObjectRef("incidentio", DEFAULT_INCIDENT_ID, old["id"]))
+    pages = [p async for p in adapter.list_changed(old_obj.updated_at + timedelta(microseconds=1))]
+    assert [[o.ref.external_id for o in p] for p in pages] == [[created.ref.external_id]]
+    requests = await rig.vendor_requests()
+    assert all(r["path"].startswith("/v2/follow_ups") for r in requests)
+    # v2 lists take no pagination parameters: only the incident filter of the create look-up.
+    lists = [r["query"] for r in requests if r["path"] == "/v2/follow_ups" and r["method"] == "GET"]
+    assert lists == [f"incident_id={DEFAULT_INCIDENT_ID}", ""]
+
+
+async def test_incident_mode_option_and_scopes(rig: Rig) -> None:
+    test_incident = await rig.incident(mode="test")
+    other = await rig.incident(mode="test")
+    wanted = (await rig.seed(test_incident))["id"]
+    await rig.seed(other)
+    await rig.seed()
+    adapter = rig.adapter(options={"incident_mode": "test"}, scopes=(test_incident,))
+    found = [o.ref for p in [p async for p in adapter.list_changed(None)] for o in p]
+    assert found == [ObjectRef("incidentio", test_incident, wanted)]
+
+
+@pytest.mark.parametrize("options", [{"api_version": "v1"}, {"incident_mode": "drill"}])
+def test_invalid_options_are_config_errors(options: dict[str, Any]) -> None:
+    with pytest.raises(ConfigError):
+        IncidentIoAdapter(KIT.settings("http://unused", options=options), httpx.AsyncClient())

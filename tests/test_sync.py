@@ -1,0 +1,218 @@
+"""The convergent sync, end to end through the engine and dispatcher, against the four
+simulators, on SQLite and PostgreSQL. Assertions are on vendor state and request counts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from app.model import Status
+from app.settings import Conflict, FieldRule, ValueMapSettings
+from app.store import Store
+from tests.rig import DEFAULT_FIELDS, Rig, running_rig
+
+
+async def linked(rig: Rig) -> tuple[str, dict[str, str]]:
+    """Open a hookstream issue and let it fan out; returns the item id and the external id
+    of each linked object."""
+    await rig.open_issue()
+    await rig.settle()
+    item = await rig.only_item()
+    links = await rig.links(item.id)
+    assert set(links) == {"hookstream", "devhelm", "inboxops", "incidentio"}
+    ids = {system: link.external_id for system, link in links.items()}
+    assert all(ids.values()), ids
+    return item.id, ids
+
+
+async def statuses(rig: Rig, ids: dict[str, str]) -> dict[str, Any]:
+    return {system: (await rig.object(system, ext))["status"] for system, ext in ids.items()}
+
+
+async def test_new_issue_creates_and_links_objects_everywhere(store: Store) -> None:
+    async with running_rig(store) as rig:
+        item_id, ids = await linked(rig)
+        issue = await rig.object("hookstream", ids["hookstream"])
+        incident = await rig.object("devhelm", ids["devhelm"])
+        ticket = await rig.object("inboxops", ids["inboxops"])
+        follow_up = await rig.object("incidentio", ids["incidentio"])
+        assert incident["title"] == ticket["subject"] == follow_up["title"] == issue["title"]
+        assert (incident["status"], ticket["status"], follow_up["status"]) == (
+            "INVESTIGATING", "open", "outstanding",
+        )
+        assert incident["statusPageId"] and follow_up["incident_id"]
+
+
+async def test_resolve_propagates_and_reopen_follows(store: Store) -> None:
+    async with running_rig(store) as rig:
+        _, ids = await linked(rig)
+        await rig.human("hookstream", ids["hookstream"], status="resolved")
+        await rig.settle()
+        assert await statuses(rig, ids) == {
+            "hookstream": "resolved",
+            "devhelm": "RESOLVED",
+            "inboxops": "resolved",
+            "incidentio": "completed",
+        }
+        await rig.human("inboxops", ids["inboxops"], status="open")
+        await rig.settle()
+        assert await statuses(rig, ids) == {
+            "hookstream": "open",
+            "devhelm": "INVESTIGATING",
+            "inboxops": "open",
+            "incidentio": "outstanding",
+        }
+
+
+async def test_each_change_writes_each_linked_object_once_and_echoes_write_nothing(
+    store: Store,
+) -> None:
+    async with running_rig(store) as rig:
+        _, ids = await linked(rig)
+        before = await rig.write_counts()
+        await rig.human("hookstream", ids["hookstream"], status="resolved")
+        await rig.settle()
+        after = await rig.write_counts()
+        assert {s: after[s] - before[s] for s in after} == {
+            "hookstream": 0, "devhelm": 1, "inboxops": 1, "incidentio": 1,
+        }
+        # the echoes of those writes are polled again and again: nothing more is written
+        for _ in range(3):
+            await rig.poll()
+            await rig.gateway.dispatcher.run_until_idle()
+        assert await rig.write_counts() == after
+
+
+async def test_many_to_one_map_never_downgrades(store: Store) -> None:
+    async with running_rig(store) as rig:
+        item_id, ids = await linked(rig)
+        await rig.human("devhelm", ids["devhelm"], status="MONITORING")
+        await rig.settle()
+        assert (await rig.object("inboxops", ids["inboxops"]))["status"] == "in_progress"
+        devhelm_writes = (await rig.write_counts())["devhelm"]
+        # a person moves the ticket to waiting, then back to in progress
+        await rig.human("inboxops", ids["inboxops"], status="waiting")
+        await rig.settle()
+        await rig.human("inboxops", ids["inboxops"], status="in_progress")
+        await rig.settle()
+        assert (await rig.object("devhelm", ids["devhelm"]))["status"] == "MONITORING"
+        assert (await rig.write_counts())["devhelm"] == devhelm_writes
+
+
+async def test_out_of_order_observation_never_moves_back(store: Store) -> None:
+    async with running_rig(store) as rig:
+        item_id, ids = await linked(rig)
+        adapter = rig.gateway.adapters["inboxops"]
+        links = await rig.links(item_id)
+        old = await adapter.get(links["inboxops"].ref)
+        await rig.human("inboxops", ids["inboxops"], status="resolved")
+        await rig.settle()
+        outcome = await rig.gateway.engine.observe(old, event_id="late-delivery")
+        assert outcome.kind == "stale"
+        item = await rig.only_item()
+        assert item.status is Status.RESOLVED
+        await rig.gateway.dispatcher.run_until_idle()
+        assert (await rig.object("hookstream", ids["hookstream"]))["status"] == "resolved"
+
+
+async def test_concurrent_changes_converge_by_last_writer_and_keep_the_loser(
+    store: Store,
+) -> None:
+    async with running_rig(store) as rig:
+        item_id, ids = await linked(rig)
+        # the ticket is changed first, the incident a moment later; neither has synced yet
+        await rig.human("inboxops", ids["inboxops"], status="waiting")
+        await rig.human("devhelm", ids["devhelm"], status="RESOLVED")
+        await rig.settle()
+        assert await statuses(rig, ids) == {
+            "hookstream": "resolved",
+            "devhelm": "RESOLVED",
+            "inboxops": "resolved",
+            "incidentio": "completed",
+        }
+        async with rig.gateway.store.tx() as tx:
+            history = await tx.history_of(item_id)
+        lost = [h for h in history if h.kind == "conflict_lost"]
+        assert [(h.system, h.field, h.new_value) for h in lost] == [
+            ("inboxops", "status", "waiting")
+        ]
+
+
+async def test_concurrent_changes_converge_to_the_preferred_system(store: Store) -> None:
+    fields = {**DEFAULT_FIELDS, "status": FieldRule(conflict=Conflict(policy="prefer", prefer="inboxops"))}
+    async with running_rig(store, fields=fields) as rig:
+        item_id, ids = await linked(rig)
+        await rig.human("inboxops", ids["inboxops"], status="waiting")
+        await rig.human("devhelm", ids["devhelm"], status="RESOLVED")
+        await rig.settle()
+        item = await rig.only_item()
+        assert item.status is Status.WAITING
+        assert (await rig.object("inboxops", ids["inboxops"]))["status"] == "waiting"
+        assert (await rig.object("devhelm", ids["devhelm"]))["status"] in ("IDENTIFIED", "MONITORING")
+        assert (await rig.object("incidentio", ids["incidentio"]))["status"] == "outstanding"
+
+
+async def test_unmapped_vendor_status_is_reported_not_guessed(store: Store) -> None:
+    inbound = {"open": "open", "in_progress": "acknowledged", "resolved": "resolved", "closed": "closed"}
+    maps = {"inboxops": ValueMapSettings(inbound=inbound, replace=True)}
+    async with running_rig(store, status_maps=maps) as rig:
+        item_id, ids = await linked(rig)
+        before = await rig.write_counts()
+        await rig.human("inboxops", ids["inboxops"], status="waiting")
+        await rig.settle()
+        item = await rig.only_item()
+        assert item.status is Status.OPEN
+        async with rig.gateway.store.tx() as tx:
+            history = await tx.history_of(item_id)
+        unmapped = [h for h in history if h.kind == "unmapped"]
+        assert [(h.system, h.field, h.new_value) for h in unmapped] == [
+            ("inboxops", "status", "waiting")
+        ]
+        after = await rig.write_counts()
+        assert {s: after[s] - before[s] for s in after if s != "inboxops"} == {
+            "hookstream": 0, "devhelm": 0, "incidentio": 0,
+        }
+
+
+async def test_a_burst_coalesces_into_one_write_per_linked_object(store: Store) -> None:
+    async with running_rig(store) as rig:
+        item_id, ids = await linked(rig)
+        before = await rig.write_counts()
+        burst = ["in_progress", "waiting", "open", "in_progress", "waiting",
+                 "in_progress", "open", "waiting", "in_progress", "resolved"]
+        versions = []
+        for status in burst:  # ten changes arrive before any write goes out
+            await rig.human("inboxops", ids["inboxops"], status=status)
+            await rig.poll("inboxops")
+            versions.append((await rig.only_item()).version)
+        assert len(set(versions)) == 10, "every change reached the canonical item"
+        await rig.settle()
+        after = await rig.write_counts()
+        assert {s: after[s] - before[s] for s in after} == {
+            "hookstream": 1, "devhelm": 1, "inboxops": 0, "incidentio": 1,
+        }
+        assert await statuses(rig, ids) == {
+            "hookstream": "resolved",
+            "devhelm": "RESOLVED",
+            "inboxops": "resolved",
+            "incidentio": "completed",
+        }
+
+
+@pytest.mark.parametrize("db_kind", ["sqlite"])
+async def test_creation_rule_filter_skips_objects_it_does_not_match(store: Store) -> None:
+    from app.settings import Match
+    from tests.rig import FAN_OUT
+
+    rule = type(FAN_OUT)(
+        name="only-orders", system="hookstream", create_in=FAN_OUT.create_in,
+        match=Match(fields={"destination_name": ["orders-webhook-1"]}),
+    )
+    async with running_rig(store, create_rules=[rule]) as rig:
+        await rig.open_issue(0)
+        await rig.open_issue(1)
+        await rig.settle()
+        item = await rig.only_item()
+        assert item.title == "orders-webhook-1: http_5xx"
+        assert len(await rig.objects("inboxops")) == 1
