@@ -103,17 +103,8 @@ class Gateway:
         self.run_pollers = run_pollers
         self.config_path: str | None = None
         self._own_clients: list[httpx.AsyncClient] = []
-        self.adapters: dict[str, Adapter] = {}
-        for name, system in settings.systems.items():
-            if not system.enabled:
-                continue
-            client = (clients or {}).get(name)
-            if client is None:
-                client = http_client(system)
-                self._own_clients.append(client)
-            self.adapters[name] = adapter_class(name)(
-                adapter_settings(system, secrets.systems[name]), client
-            )
+        self._clients: dict[str, httpx.AsyncClient] = dict(clients or {})
+        self.adapters: dict[str, Adapter] = self._build_adapters(settings, secrets)
         self.rules = Rules(settings, self.adapters)
         self.dispatcher = Dispatcher(
             store, self.rules, self.adapters, settings.dispatcher,
@@ -133,6 +124,38 @@ class Gateway:
         )
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+
+    def _build_adapters(self, settings: Settings, secrets: ResolvedSecrets) -> dict[str, Adapter]:
+        adapters: dict[str, Adapter] = {}
+        for name, system in settings.systems.items():
+            if not system.enabled:
+                continue
+            client = self._clients.get(name)
+            if client is None:
+                client = http_client(system)
+                self._clients[name] = client
+                self._own_clients.append(client)
+            adapters[name] = adapter_class(name)(
+                adapter_settings(system, secrets.systems[name]), client
+            )
+        return adapters
+
+    def reload(self, settings: Settings, secrets: ResolvedSecrets) -> None:
+        """Swap in a new, already validated configuration: rules, maps, credentials and
+        adapter options take effect at once. Systems added or removed and poll intervals
+        take effect at the next restart (the loops are started per system)."""
+        adapters = self._build_adapters(settings, secrets)
+        rules = Rules(settings, adapters)
+        self.settings = settings
+        self.secrets = secrets
+        # the parts share these objects: update them in place
+        self.adapters.clear()
+        self.adapters.update(adapters)
+        self.rules = rules
+        self.engine.rules = rules
+        self.dispatcher.rules = rules
+        self.dispatcher.settings = settings.dispatcher
+        log.info("configuration reloaded", extra={"systems": sorted(adapters)})
 
     async def start(self) -> None:
         """Start the background loops (dispatcher, inbox worker, pollers)."""

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from typing import Any
 
 from adapters import VENDORS
 
@@ -39,6 +41,92 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     return 0
 
 
+DEFAULT_CONFIG = "config.yaml"
+
+
+def _config_path(args: argparse.Namespace) -> str:
+    return str(args.config or os.environ.get("SYNCGATE_CONFIG") or DEFAULT_CONFIG)
+
+
+def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
+    """Settings, secrets and database URL; a ConfigError is printed and exits 2."""
+    from app.asgi import known_systems
+    from app.config import database_url, load_config, resolve_environment
+    from app.errors import ConfigError
+
+    path = _config_path(args)
+    try:
+        settings = load_config(path, known_systems())
+        secrets = resolve_environment(settings, os.environ)
+    except ConfigError as exc:
+        print(f"syncgate: invalid configuration ({len(exc.issues)} problems):", file=sys.stderr)
+        for issue in exc.issues:
+            print(f"  {issue}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return settings, secrets, database_url(settings, os.environ)
+
+
+def _cmd_check_config(args: argparse.Namespace) -> int:
+    from app.asgi import known_systems
+    from app.config import check_config
+
+    code, text = check_config(_config_path(args), known_systems(), os.environ)
+    print(text, file=sys.stdout if code == 0 else sys.stderr)
+    return code
+
+
+def _cmd_migrate(args: argparse.Namespace) -> int:
+    from app.config import database_url, load_config
+    from app.asgi import known_systems
+    from app.store import Store
+
+    url = os.environ.get("SYNCGATE_DATABASE_URL")
+    if url is None:
+        url = database_url(load_config(_config_path(args), known_systems()), os.environ)
+
+    async def run() -> None:
+        store = Store.connect(url)
+        try:
+            await store.migrate()
+        finally:
+            await store.close()
+
+    asyncio.run(run())
+    print("database schema is up to date")
+    return 0
+
+
+def _cmd_serve(args: argparse.Namespace) -> int:
+    import uvicorn
+
+    from app import logs
+    from app.asgi import Gateway, create_app
+    from app.serving import bind_socket
+    from app.store import Store
+
+    logs.configure(args.log_level.upper())
+    settings, secrets, url = _load(args)
+    host = args.host or settings.server.host
+    port = settings.server.port if args.port is None else args.port
+
+    async def run() -> None:
+        store = Store.connect(url)
+        await store.migrate()
+        gateway = Gateway(settings, secrets, store, worker_id=args.worker_id)
+        gateway.config_path = _config_path(args)
+        app = create_app(gateway)
+        sock = bind_socket(host, port)
+        bound = sock.getsockname()[1]
+        print(f"syncgate serving on http://{host}:{bound}", flush=True)
+        config = uvicorn.Config(
+            app, log_level="warning", access_log=False, timeout_graceful_shutdown=10
+        )
+        await uvicorn.Server(config).serve(sockets=[sock])
+
+    asyncio.run(run())
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="syncgate",
@@ -56,6 +144,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--latency-ms", type=float, default=0.0, help="added to every API call")
     p.add_argument("--rpm", type=int, default=None, help="requests per minute before 429")
     p.set_defaults(func=_cmd_simulate)
+
+    p = sub.add_parser("serve", help="run the gateway (webhooks, pollers, dispatcher, admin API)")
+    p.add_argument("--config", help="config file (default: $SYNCGATE_CONFIG or config.yaml)")
+    p.add_argument("--port", type=int, default=None, help="override server.port")
+    p.add_argument("--host", default=None, help="override server.host")
+    p.add_argument("--worker-id", default=None, help="name of this process in claims")
+    p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
+    p.set_defaults(func=_cmd_serve)
+
+    p = sub.add_parser("check-config", help="validate a config file; exit 1 if invalid")
+    p.add_argument("config", nargs="?", default=None)
+    p.set_defaults(func=_cmd_check_config)
+
+    p = sub.add_parser("migrate", help="bring the database schema up to date")
+    p.add_argument("--config", help="config file (default: $SYNCGATE_CONFIG or config.yaml)")
+    p.set_defaults(func=_cmd_migrate)
+
+    from app import ops
+
+    ops.register(sub)
     return parser
 
 

@@ -181,6 +181,7 @@ class Dispatcher:
                 error=None,
                 duration_ms=duration * 1000,
                 payload=msgspec.to_builtins(payload),
+                worker=self.worker_id,
                 at=now,
             )
             await tx.add_history(
@@ -254,6 +255,7 @@ class Dispatcher:
                 error=reason,
                 duration_ms=duration * 1000,
                 payload=msgspec.to_builtins(payload),
+                worker=self.worker_id,
                 at=now,
             )
             if outcome == "dead":

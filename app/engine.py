@@ -96,6 +96,48 @@ class Engine:
             self.on_change()
         return outcome
 
+    async def change(
+        self, item_id: str, fields: Fields, *, source: str = "admin", event_id: str | None = None
+    ) -> Outcome:
+        """Apply a change made by an operator (not by a vendor): it wins over the current
+        values and propagates like any other change. Raises KeyError for an unknown item."""
+        async with self.store.tx() as tx:
+            item = await tx.get_item(item_id, lock=True)
+            if item is None:
+                raise KeyError(item_id)
+            now = self.clock()
+            history = []
+            changed = []
+            for name, value in fields.items():
+                if getattr(item, name) == value:
+                    continue
+                history.append(
+                    HistoryEntry(
+                        work_item_id=item.id,
+                        kind="change",
+                        field=name,
+                        old_value=_jsonable(getattr(item, name)),
+                        new_value=_jsonable(value),
+                        system=source,
+                        event_id=event_id,
+                        at=now,
+                    )
+                )
+                setattr(item, name, value)
+                item.stamps[name] = FieldStamp(source, now)
+                changed.append(name)
+            if not changed:
+                return Outcome("unchanged", item.id)
+            item.version += 1
+            item.updated_at = now
+            await tx.save_item(item)
+            await tx.add_history(history)
+            dirty = self._needing_write(item, await tx.links_of(item.id), {}, force=True)
+            await tx.mark_dirty(dirty, item.version)
+        if dirty and self.on_change is not None:
+            self.on_change()
+        return Outcome("changed", item.id, tuple(changed), tuple(dirty))
+
     async def _observe(self, tx: Tx, obj: VendorObject, event_id: str | None) -> Outcome:
         link = await tx.link_for(obj.ref)
         if link is None:

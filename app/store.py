@@ -776,6 +776,9 @@ class Store:
             command.upgrade(config, "head")
 
         async with self.engine.begin() as conn:
+            if self.dialect == "postgresql":
+                # several processes may start at once: one migrates, the others wait
+                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7243190)"))
             await conn.run_sync(upgrade)
 
     async def ping(self) -> bool:

@@ -108,6 +108,8 @@ class WriteAttemptRow(SQLModel, table=True):
     error: str | None = Field(default=None, sa_type=sa.Text)
     duration_ms: float
     payload: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    #: The gateway process that made the call.
+    worker: str | None = Field(default=None, max_length=100)
     at: datetime = Field(sa_type=TZ, index=True)
 
 

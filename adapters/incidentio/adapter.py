@@ -21,7 +21,8 @@ its status if an earlier attempt stopped between the POST and the PUT).
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping
+from contextlib import aclosing
 from datetime import datetime
 from typing import Any, ClassVar
 from urllib.parse import quote
@@ -233,7 +234,7 @@ class IncidentIoAdapter(Adapter):
 
     async def _pages(
         self, incident_id: str | None, since: datetime | None
-    ) -> AsyncIterator[list[VendorObject]]:
+    ) -> AsyncGenerator[list[VendorObject], None]:
         params: dict[str, str] = {}
         if incident_id:
             params["incident_id"] = incident_id
@@ -295,10 +296,11 @@ class IncidentIoAdapter(Adapter):
         return await self.update(made.ref, rest, current=made)
 
     async def _find_marked(self, incident_id: str, marker: str) -> VendorObject | None:
-        async for page in self._pages(incident_id, None):
-            for obj in page:
-                if marker in obj.raw.get("labels", ()):
-                    return obj
+        async with aclosing(self._pages(incident_id, None)) as pages:
+            async for page in pages:
+                for obj in page:
+                    if marker in obj.raw.get("labels", ()):
+                        return obj
         return None
 
     async def update(

@@ -2,7 +2,7 @@
 
 Revision ID: 0001
 Revises: 
-Create Date: 2026-11-23 19:15:21.250237
+Create Date: 2026-11-23 19:21:38.178930
 """
 
 from __future__ import annotations
@@ -98,6 +98,7 @@ def upgrade() -> None:
     sa.Column('error', sa.Text(), nullable=True),
     sa.Column('duration_ms', sa.Float(), nullable=False),
     sa.Column('payload', sa.JSON(), nullable=True),
+    sa.Column('worker', sqlmodel.sql.sqltypes.AutoString(length=100), nullable=True),
     sa.Column('at', sa.DateTime(timezone=True), nullable=False),
     sa.PrimaryKeyConstraint('id')
     )
