@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 from litestar import Request, Response, post
+from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from app.errors import WebhookError
@@ -44,7 +45,7 @@ def problem(status: int, title: str, detail: str) -> Response[dict[str, Any]]:
 
 
 @post("/webhooks/{system:str}", status_code=HTTP_202_ACCEPTED, summary="Receive a vendor webhook")
-async def receive_webhook(system: str, request: Request[Any, Any, Any]) -> Response[Any]:
+async def receive_webhook(system: FromPath[str], request: Request[Any, Any, Any]) -> Response[Any]:
     gateway: Gateway = request.app.state.gateway
     limit = gateway.settings.server.max_body_bytes
     adapter = gateway.adapters.get(system)

@@ -38,9 +38,13 @@ async def serve_asgi(
     lifespan: str = "auto",
     log_level: str = "warning",
     access_log: bool = False,
+    sock: socket.socket | None = None,
 ) -> AsyncIterator[str]:
-    """Serve ``app`` until the block exits; yields its base URL (``http://host:port``)."""
-    sock = bind_socket(host, port)
+    """Serve ``app`` until the block exits; yields its base URL (``http://host:port``).
+    ``sock``: an already bound listening socket to serve on (its URL can be handed out
+    before the app exists)."""
+    sock = sock or bind_socket(host, port)
+    host = sock.getsockname()[0]
     bound_port = sock.getsockname()[1]
     config = uvicorn.Config(
         app,

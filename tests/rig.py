@@ -15,7 +15,7 @@ from adapters.inboxops.simulator import SUPPORT_INBOX_ID
 from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
 from app.asgi import Gateway, create_app
 from app.config import ResolvedSecrets, SystemSecrets
-from app.serving import serve_asgi
+from app.serving import bind_socket, serve_asgi
 from app.settings import (
     Conflict,
     CreateIn,
@@ -200,13 +200,11 @@ async def running_rig(
     ``webhooks``, the simulators send their webhooks to it."""
     async with contextlib.AsyncExitStack() as stack:
         gateway_url = ""
+        sock = None
         if serve_gateway:
             # bind the gateway first so the simulators know where to send webhooks
-            from app.serving import bind_socket
-
             sock = bind_socket()
             gateway_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-            sock.close()
         sims = make_simulators(gateway_url if webhooks else None)
         urls = {}
         control = {}
@@ -220,8 +218,7 @@ async def running_rig(
         rig = Rig(sims, control, gateway)
         if serve_gateway:
             app = create_app(gateway, manage_lifecycle=False)
-            port = int(gateway_url.rsplit(":", 1)[1])
-            rig.gateway_url = await stack.enter_async_context(serve_asgi(app, port=port))
+            rig.gateway_url = await stack.enter_async_context(serve_asgi(app, sock=sock))
         try:
             yield rig
         finally:

@@ -1,0 +1,246 @@
+"""Durable ingestion and delivery: webhook receivers, inbox, dispatcher failures.
+
+Webhooks are real HTTP deliveries from the simulators (or signed by the test where the
+test needs a bad one) into the served gateway; the gateway's loops are driven step by
+step so every assertion waits on work, not on time. The dispatcher's clock is a fake
+that the tests move, so a Retry-After or a backoff is observed without waiting for it.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from datetime import datetime, timedelta
+
+import httpx
+import msgspec
+
+from adapters import signing
+from app.model import utcnow
+from app.store import Store
+from tests.contract.test_contract import KITS
+from tests.rig import Rig, running_rig
+from tests.test_sync import linked, statuses
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.offset = timedelta(0)
+
+    def __call__(self) -> datetime:
+        return utcnow() + self.offset
+
+    def advance(self, seconds: float) -> None:
+        self.offset += timedelta(seconds=seconds)
+
+
+def use_clock(rig: Rig, clock: Callable[[], datetime]) -> None:
+    g = rig.gateway
+    g.clock = g.dispatcher.clock = g.engine.clock = g.worker.clock = g.pollers.clock = clock
+
+
+def signed_inboxops(body: bytes, *, secret: str | None = None, ts: int | None = None) -> dict[str, str]:
+    return signing.standard_headers(
+        secret or KITS["inboxops"].webhook_secret,
+        "msg_" + uuid.uuid4().hex,
+        int(utcnow().timestamp()) if ts is None else ts,
+        body,
+    )
+
+
+async def event_count(rig: Rig) -> int:
+    async with rig.gateway.store.tx() as tx:
+        return len(await tx.list_events(source="webhook", limit=1000))
+
+
+# -- receivers -----------------------------------------------------------------------------
+
+
+async def test_bad_deliveries_get_a_clear_4xx_and_store_nothing(store: Store) -> None:
+    async with running_rig(store, serve_gateway=True) as rig, httpx.AsyncClient(
+        base_url=rig.gateway_url
+    ) as client:
+        ticket = {"id": "evt_1", "type": "ticket.updated", "created_at": utcnow().isoformat(), "data": {}}
+        good = msgspec.json.encode(ticket)
+        cases: list[tuple[str, bytes, dict[str, str], int, str]] = [
+            ("inboxops", good, {}, 401, "signature"),
+            ("inboxops", good, signed_inboxops(good, secret=KITS["inboxops"].other_secret), 401, "secret"),
+            ("inboxops", good, signed_inboxops(good, ts=int(utcnow().timestamp()) - 3600), 401, "tolerance"),
+            ("inboxops", b"{not json", signed_inboxops(b"{not json"), 400, "JSON"),
+            ("inboxops", b'{"type": "ticket.exploded"}', signed_inboxops(b'{"type": "ticket.exploded"}'), 422, ""),
+            ("zendesk", good, signed_inboxops(good), 404, "zendesk"),
+        ]
+        for system, body, headers, status, reason in cases:
+            response = await client.post(f"/webhooks/{system}", content=body, headers=headers)
+            assert response.status_code == status, (system, response.text)
+            assert response.headers["content-type"].startswith("application/problem+json")
+            assert reason.lower() in response.json()["detail"].lower()
+        huge = b'{"pad": "' + b"x" * (rig.gateway.settings.server.max_body_bytes + 1) + b'"}'
+        response = await client.post("/webhooks/inboxops", content=huge, headers=signed_inboxops(huge))
+        assert response.status_code == 413
+        assert await event_count(rig) == 0
+
+
+async def test_tampered_delivery_changes_nothing(store: Store) -> None:
+    async with running_rig(store, serve_gateway=True) as rig, httpx.AsyncClient(
+        base_url=rig.gateway_url
+    ) as client:
+        item_id, ids = await linked(rig)
+        ticket = await rig.gateway.adapters["inboxops"].get(
+            (await rig.links(item_id))["inboxops"].ref  # type: ignore[arg-type]
+        )
+        payload = {"id": "evt_x", "type": "ticket.updated", "created_at": utcnow().isoformat(),
+                   "data": {**ticket.raw, "status": "resolved"}}
+        body = msgspec.json.encode(payload)
+        headers = signed_inboxops(body)
+        tampered = body.replace(b'"resolved"', b'"closed"')
+        response = await client.post("/webhooks/inboxops", content=tampered, headers=headers)
+        assert response.status_code == 401
+        await rig.gateway.worker.run_until_idle()
+        assert (await rig.only_item()).status.value == "open"
+        assert await event_count(rig) == 0
+
+
+async def test_webhooks_drive_the_sync_and_duplicates_are_processed_once(store: Store) -> None:
+    async with running_rig(store, serve_gateway=True, webhooks=True) as rig:
+        item_id, ids = await linked(rig)
+        before = await rig.write_counts()
+        await rig.human("inboxops", ids["inboxops"], status="resolved")
+        await rig.flush_webhooks()
+        deliveries = [d for d in rig.sims["inboxops"].kit.deliveries if d.delivered]
+        assert deliveries, "the ticket change was delivered to the gateway"
+        # no poll: the webhook alone carries the change
+        await rig.gateway.worker.run_until_idle()
+        await rig.gateway.dispatcher.run_until_idle()
+        assert await statuses(rig, ids) == {
+            "hookstream": "resolved", "devhelm": "RESOLVED",
+            "inboxops": "resolved", "incidentio": "completed",
+        }
+        # the vendor delivers the same event again (its retry after a lost 2xx)
+        last = deliveries[-1]
+        body = msgspec.json.encode(last.body)
+        headers = signing.standard_headers(KITS["inboxops"].webhook_secret, last.id, int(utcnow().timestamp()), body)
+        async with httpx.AsyncClient(base_url=rig.gateway_url) as client:
+            again = await client.post("/webhooks/inboxops", content=body, headers=headers)
+        assert again.status_code == 202 and again.json()["status"] == "duplicate"
+        await rig.gateway.worker.run_until_idle()
+        await rig.gateway.dispatcher.run_until_idle()
+        after = await rig.write_counts()
+        assert {s: after[s] - before[s] for s in after} == {
+            "hookstream": 1, "devhelm": 1, "inboxops": 0, "incidentio": 1,
+        }
+
+
+async def test_a_missed_webhook_is_caught_by_the_next_poll(store: Store) -> None:
+    async with running_rig(store, serve_gateway=True, webhooks=True) as rig:
+        item_id, ids = await linked(rig)
+        await rig.control["incidentio"].put("/_sim/webhook", json={"url": None})
+        await rig.human("incidentio", ids["incidentio"], status="completed")
+        await rig.gateway.worker.run_until_idle()
+        assert (await rig.only_item()).status.value == "open"
+        await rig.poll("incidentio")
+        await rig.gateway.dispatcher.run_until_idle()
+        assert (await rig.only_item()).status.value == "resolved"
+        assert (await rig.object("devhelm", ids["devhelm"]))["status"] == "RESOLVED"
+
+
+async def test_a_hint_makes_the_object_be_fetched_at_once(store: Store) -> None:
+    async with running_rig(store, serve_gateway=True, webhooks=True) as rig:
+        await rig.open_issue()  # hookstream sends its issue_opened notification
+        await rig.flush_webhooks()
+        await rig.gateway.worker.run_until_idle()  # fetches the issue named by the hint
+        await rig.gateway.dispatcher.run_until_idle()
+        item = await rig.only_item()
+        links = await rig.links(item.id)
+        assert all(link.external_id for link in links.values())
+        async with rig.gateway.store.tx() as tx:
+            polls = await tx.list_events(source="poll")
+        assert polls == [], "no poll was needed"
+
+
+# -- delivery failures ---------------------------------------------------------------------
+
+
+async def test_transient_failures_and_timeouts_are_retried_with_backoff(store: Store) -> None:
+    async with running_rig(store) as rig:
+        clock = FakeClock()
+        use_clock(rig, clock)
+        item_id, ids = await linked(rig)
+        await rig.control["devhelm"].post("/_sim/faults", json={"status": 503, "count": 2, "methods": ["PUT"]})
+        await rig.control["incidentio"].post("/_sim/faults", json={"timeout_s": 3, "count": 1, "methods": ["PUT"]})
+        await rig.human("hookstream", ids["hookstream"], status="resolved")
+        await rig.poll("hookstream")
+        await rig.gateway.dispatcher.run_until_idle()
+        assert (await rig.object("inboxops", ids["inboxops"]))["status"] == "resolved"
+        assert (await rig.object("devhelm", ids["devhelm"]))["status"] != "RESOLVED"
+        for _ in range(4):  # each retry comes due after its backoff
+            clock.advance(rig.gateway.settings.dispatcher.backoff_max_s)
+            await rig.gateway.dispatcher.run_until_idle()
+        assert await statuses(rig, ids) == {
+            "hookstream": "resolved", "devhelm": "RESOLVED",
+            "inboxops": "resolved", "incidentio": "completed",
+        }
+        links = await rig.links(item_id)
+        async with rig.gateway.store.tx() as tx:
+            attempts = await tx.attempts_of(links["devhelm"].id)
+        assert [a["outcome"] for a in attempts][-3:] == ["retry", "retry", "ok"]
+        assert attempts[-2]["status_code"] == 503
+
+
+async def test_429_defers_that_system_until_retry_after_and_others_flow(store: Store) -> None:
+    async with running_rig(store) as rig:
+        clock = FakeClock()
+        use_clock(rig, clock)
+        item_id, ids = await linked(rig)
+        await rig.control["devhelm"].post(
+            "/_sim/faults", json={"status": 429, "retry_after": 30, "count": 1, "methods": ["PUT"]}
+        )
+        await rig.human("hookstream", ids["hookstream"], status="resolved")
+        await rig.poll("hookstream")
+        await rig.gateway.dispatcher.run_until_idle()
+        assert (await rig.object("inboxops", ids["inboxops"]))["status"] == "resolved"
+        assert (await rig.object("incidentio", ids["incidentio"]))["status"] == "completed"
+        assert (await rig.object("devhelm", ids["devhelm"]))["status"] == "INVESTIGATING"
+        puts = len(rig.sims["devhelm"].kit.requests)
+        clock.advance(29)
+        await rig.gateway.dispatcher.run_until_idle()
+        assert len(rig.sims["devhelm"].kit.requests) == puts, "no call before Retry-After"
+        clock.advance(2)
+        await rig.gateway.dispatcher.run_until_idle()
+        assert (await rig.object("devhelm", ids["devhelm"]))["status"] == "RESOLVED"
+
+
+async def test_a_rejected_write_is_dead_lettered_and_the_rest_still_sync(store: Store) -> None:
+    async with running_rig(store) as rig:
+        item_id, ids = await linked(rig)
+        await rig.control["incidentio"].post("/_sim/faults", json={"status": 422, "count": 1, "methods": ["PUT"]})
+        await rig.human("hookstream", ids["hookstream"], status="resolved")
+        await rig.poll("hookstream")
+        await rig.gateway.dispatcher.run_until_idle()
+        assert (await rig.object("devhelm", ids["devhelm"]))["status"] == "RESOLVED"
+        assert (await rig.object("inboxops", ids["inboxops"]))["status"] == "resolved"
+        async with rig.gateway.store.tx() as tx:
+            (dead,) = await tx.outbox("dead")
+            assert dead.system == "incidentio" and "injected" in (dead.dead_reason or "")
+            assert await tx.revive(dead.id) == 1
+        await rig.gateway.dispatcher.run_until_idle()
+        assert (await rig.object("incidentio", ids["incidentio"]))["status"] == "completed"
+
+
+async def test_a_retried_create_after_a_lost_answer_is_not_duplicated(store: Store) -> None:
+    async with running_rig(store) as rig:
+        clock = FakeClock()
+        use_clock(rig, clock)
+        for system in ("devhelm", "inboxops", "incidentio"):
+            await rig.control[system].post(
+                "/_sim/faults", json={"status": 502, "count": 1, "methods": ["POST"], "after": True}
+            )
+        await rig.open_issue()
+        await rig.poll("hookstream")
+        await rig.gateway.dispatcher.run_until_idle()
+        clock.advance(rig.gateway.settings.dispatcher.backoff_max_s)
+        await rig.gateway.dispatcher.run_until_idle()
+        for system in ("devhelm", "inboxops", "incidentio"):
+            assert len(await rig.objects(system)) == 1, system
+        item = await rig.only_item()
+        assert all(link.external_id for link in (await rig.links(item.id)).values())
