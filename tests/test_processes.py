@@ -1,0 +1,253 @@
+"""Real gateway processes (``syncgate serve``): crash recovery after kill -9, and two
+processes sharing one PostgreSQL database. The simulators run in the test's own loop;
+the tests wait on conditions (events processed, queue empty) with deadlines."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+from collections import Counter
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from adapters._simkit import SimOptions
+from adapters.inboxops.simulator import SUPPORT_INBOX_ID
+from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
+from app.serving import bind_socket, serve_asgi
+from app.store import Store
+from tests.conftest import open_store
+from tests.contract.test_contract import KITS
+from tests.rig import STATUS_PAGE_ID
+
+SYSTEMS = ("devhelm", "inboxops", "incidentio")
+POLL_INTERVAL_S = 0.05
+
+
+async def eventually(
+    condition: Callable[[], Awaitable[bool]], *, timeout_s: float, what: str
+) -> None:
+    """Wait until ``condition`` holds, checking every POLL_INTERVAL_S, or fail."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for: {what}")
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
+def free_port() -> int:
+    sock = bind_socket()
+    port = int(sock.getsockname()[1])
+    sock.close()
+    return port
+
+
+def write_config(path: Path, database_url: str, urls: dict[str, str]) -> None:
+    systems: dict[str, Any] = {}
+    for name in SYSTEMS:
+        systems[name] = {
+            "base_url": urls[name],
+            "api_key_env": f"SG_{name.upper()}_KEY",
+            "webhook_secret_envs": [f"SG_{name.upper()}_SECRET"],
+            "poll_interval_s": 0,  # webhooks only: durability must not lean on polling
+            "timeout_s": 5,
+        }
+    systems["devhelm"]["scopes"] = [STATUS_PAGE_ID]
+    config = {
+        "database_url": database_url,
+        "dispatcher": {"lease_s": 3, "backoff_base_s": 0.1, "backoff_max_s": 1},
+        "systems": systems,
+        "create_rules": [
+            {
+                "name": "ticket-fans-out",
+                "system": "inboxops",
+                "create_in": [
+                    {"system": "devhelm", "scope": STATUS_PAGE_ID,
+                     "params": {"notify_subscribers": False}},
+                    {"system": "incidentio", "scope": DEFAULT_INCIDENT_ID},
+                ],
+            }
+        ],
+    }
+    path.write_text(yaml.safe_dump(config))
+
+
+def gateway_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("SYNCGATE_DATABASE_URL", None)
+    for name in SYSTEMS:
+        env[f"SG_{name.upper()}_KEY"] = KITS[name].api_key
+        env[f"SG_{name.upper()}_SECRET"] = KITS[name].webhook_secret
+    return env
+
+
+class GatewayProcess:
+    def __init__(self, config: Path, port: int, worker: str, log: Path) -> None:
+        self.log = log.open("ab")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "app.cli", "serve", "--config", str(config),
+             "--port", str(port), "--worker-id", worker],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            env=gateway_env(),
+        )
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def ready(self) -> None:
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), 60)
+        assert b"serving on" in line, line
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@contextlib.asynccontextmanager
+async def simulators(webhook_url: str) -> AsyncIterator[tuple[dict[str, Any], dict[str, httpx.AsyncClient]]]:
+    sims: dict[str, Any] = {}
+    control: dict[str, httpx.AsyncClient] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        for name in SYSTEMS:
+            kit = KITS[name]
+            sims[name] = kit.simulator(
+                options=SimOptions(
+                    api_key=kit.api_key,
+                    webhook_url=f"{webhook_url}/webhooks/{name}" if name == "inboxops" else None,
+                    webhook_secret=kit.webhook_secret,
+                )
+            )
+            url = await stack.enter_async_context(serve_asgi(sims[name].app))
+            control[name] = await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=10))
+        sims["devhelm"].add_status_page(STATUS_PAGE_ID, "Acme status", "MANUAL")
+        yield sims, control
+
+
+async def settled(store: Store, expected_items: int) -> bool:
+    async with store.tx() as tx:
+        _, items = await tx.search_items(limit=1)
+        depth = sum((await tx.queue_depth()).values())
+        pending = await tx.pending_events()
+    return items >= expected_items and depth == 0 and pending == 0
+
+
+def titles(objects: list[dict[str, Any]], key: str = "title") -> Counter[str]:
+    return Counter(str(o[key]) for o in objects)
+
+
+async def objects(control: httpx.AsyncClient) -> list[dict[str, Any]]:
+    body = (await control.get("/_sim/objects")).json()
+    for key in ("data", "follow_ups", "objects"):
+        if isinstance(body, dict) and key in body:
+            return list(body[key])
+    return list(body)
+
+
+async def test_kill_9_mid_burst_loses_no_acknowledged_webhook_and_writes_nothing_twice(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    db = tmp_path / "gateway.db"
+    async with simulators(f"http://127.0.0.1:{port}") as (sims, control):
+        urls = {n: str(c.base_url) for n, c in control.items()}
+        config = tmp_path / "config.yaml"
+        write_config(config, f"sqlite+aiosqlite:///{db}", urls)
+        first = GatewayProcess(config, port, "first", tmp_path / "gateway.log")
+        await first.ready()
+        inboxops = sims["inboxops"].kit
+        for name in ("devhelm", "incidentio"):  # slow vendors: writes are still out at the kill
+            await control[name].put("/_sim/latency", json={"ms": 200})
+
+        async def fifteen_acknowledged() -> bool:
+            return sum(1 for d in inboxops.deliveries if d.delivered) >= 15
+        subjects = [f"Checkout fails for customer {n}" for n in range(40)]
+        for n, subject in enumerate(subjects):
+            response = await control["inboxops"].post("/_sim/seed", json={"subject": subject})
+            assert response.status_code == 201
+            if n == 20:
+                await eventually(fifteen_acknowledged, timeout_s=30, what="15 acks")
+                first.kill9()
+        await inboxops.flush()  # deliveries to the dead gateway have failed for good
+        acked = {d.body["data"]["subject"] for d in inboxops.deliveries if d.delivered}
+        assert len(acked) >= 15
+        store = Store.connect(f"sqlite:///{db}")
+        async with store.tx() as tx:
+            unfinished = (await tx.pending_events(), sum((await tx.queue_depth()).values()))
+        await store.close()
+        assert sum(unfinished) > 0, "the crash must leave work in flight"
+        for name in ("devhelm", "incidentio"):
+            await control[name].put("/_sim/latency", json={"ms": 0})
+        second = GatewayProcess(config, port, "second", tmp_path / "gateway.log")
+        try:
+            await second.ready()
+            store = Store.connect(f"sqlite:///{db}")
+            try:
+                await eventually(lambda: settled(store, len(acked)), timeout_s=60, what="drain")
+            finally:
+                await store.close()
+        finally:
+            second.stop()
+        incidents = titles(await objects(control["devhelm"]))
+        follow_ups = titles(await objects(control["incidentio"]))
+        for subject in acked:  # every acknowledged change reached every linked object
+            assert incidents[subject] == 1, subject
+            assert follow_ups[subject] == 1, subject
+        assert max(incidents.values()) == 1 and max(follow_ups.values()) == 1
+        creates = [r for r in sims["devhelm"].kit.writes() if r.method == "POST"]
+        assert len(creates) == sum(incidents.values()), "a create was sent twice"
+
+
+async def test_two_gateway_processes_share_one_postgres_without_duplicate_writes(
+    tmp_path: Path,
+) -> None:
+    store = await open_store("postgres", tmp_path)  # migrated and empty
+    ports = [free_port(), free_port()]
+    async with simulators(f"http://127.0.0.1:{ports[0]}") as (sims, control):
+        urls = {n: str(c.base_url) for n, c in control.items()}
+        config = tmp_path / "config.yaml"
+        write_config(config, os.environ["SYNCGATE_TEST_POSTGRES_URL"], urls)
+        gateways = [
+            GatewayProcess(config, port, f"gw{i}", tmp_path / f"gw{i}.log")
+            for i, port in enumerate(ports)
+        ]
+        try:
+            await asyncio.gather(*(g.ready() for g in gateways))
+            subjects = [f"Refund stuck for order {n}" for n in range(30)]
+            for n, subject in enumerate(subjects):
+                if n == 15:  # the second half of the burst goes to the other process
+                    await control["inboxops"].put(
+                        "/_sim/webhook", json={"url": f"{gateways[1].url}/webhooks/inboxops"}
+                    )
+                response = await control["inboxops"].post("/_sim/seed", json={"subject": subject})
+                assert response.status_code == 201
+            await sims["inboxops"].kit.flush()
+            assert all(d.delivered for d in sims["inboxops"].kit.deliveries)
+            await eventually(lambda: settled(store, 30), timeout_s=60, what="both drain")
+        finally:
+            for g in gateways:
+                g.stop()
+            await store.close()
+        incidents = titles(await objects(control["devhelm"]))
+        follow_ups = titles(await objects(control["incidentio"]))
+        assert incidents == Counter(subjects) and follow_ups == Counter(subjects)
+        for system in ("devhelm", "incidentio"):
+            posts = [r for r in sims[system].kit.writes() if r.method == "POST"]
+            assert len(posts) == 30, f"{system}: {len(posts)} creates for 30 tickets"
