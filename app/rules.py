@@ -15,6 +15,9 @@ from app.settings import Conflict, CreateRule, Direction, Settings
 
 PRIORITY_ORDER = {p: i for i, p in enumerate(Priority)}
 
+#: Fields not synced unless ``fields:`` in the config names them.
+UNSHARED_BY_DEFAULT = frozenset({"assignee"})
+
 
 class Caps(Protocol):
     """What a system's adapter can do (adapter classes satisfy this)."""
@@ -44,7 +47,9 @@ class Rules:
     def direction(self, system: str, name: str) -> Direction:
         rule = self.settings.fields.get(name)
         if rule is None:
-            return Direction.BOTH
+            # Vendors' assignee ids live in different user directories: sync them only
+            # where the config says the systems share one.
+            return Direction.NONE if name in UNSHARED_BY_DEFAULT else Direction.BOTH
         if system in rule.systems:
             return rule.systems[system]
         if rule.owner is not None:
