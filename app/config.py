@@ -525,7 +525,6 @@ class _Checker:
         self.number(system, "poll_overlap_s", path, ge=0)
         self.number(system, "webhook_tolerance_s", path, gt=0)
         self.number(system, "page_size", path, ge=1, le=1000)
-        self.number(system, "max_requests_per_s", path, ge=0)
         self.number(system, "max_connections", path, ge=1)
         self.number(system, "timeout_s", path, gt=0)
         for index, scope in enumerate(system.get("scopes") or []):

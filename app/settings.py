@@ -28,7 +28,7 @@ class Base(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True
     pass
 
 
-class ValueMapSettings(Base):
+class ValueMapSettings(Base, frozen=True):
     """Overrides for one enum map; laid over the adapter's defaults."""
 
     inbound: dict[str, str] = msgspec.field(default_factory=dict)
@@ -37,7 +37,7 @@ class ValueMapSettings(Base):
     replace: bool = False
 
 
-class SystemSettings(Base, kw_only=True):
+class SystemSettings(Base, frozen=True, kw_only=True):
     """One connected vendor system."""
 
     # kw_only is not inherited from Base (msgspec applies it per class), and the required
@@ -60,14 +60,12 @@ class SystemSettings(Base, kw_only=True):
     priority_map: ValueMapSettings | None = None
     #: Vendor-specific adapter options (see each adapter's docstring).
     options: dict[str, Any] = msgspec.field(default_factory=dict)
-    #: Outbound requests per second to this vendor (0 = unlimited).
-    max_requests_per_s: float = 0.0
     #: Concurrent outbound requests to this vendor.
     max_connections: int = 16
     timeout_s: float = 10.0
 
 
-class Match(Base):
+class Match(Base, frozen=True):
     """A filter on a new object: every given condition must hold."""
 
     #: Raw vendor fields (dotted paths into the vendor JSON) and accepted values.
@@ -76,7 +74,7 @@ class Match(Base):
     min_priority: Priority | None = None
 
 
-class CreateIn(Base):
+class CreateIn(Base, frozen=True):
     """One object a creation rule makes in another system."""
 
     system: str
@@ -86,7 +84,7 @@ class CreateIn(Base):
     params: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
-class CreateRule(Base):
+class CreateRule(Base, frozen=True):
     """A new object in ``system`` matching ``match`` starts a work item, and linked
     objects are created in each ``create_in`` system."""
 
@@ -96,7 +94,7 @@ class CreateRule(Base):
     create_in: list[CreateIn] = msgspec.field(default_factory=list)
 
 
-class Conflict(Base):
+class Conflict(Base, frozen=True):
     """How concurrent changes to one field are settled.
 
     ``last_writer``: the change with the later vendor time wins. ``prefer``: a change from
@@ -108,7 +106,7 @@ class Conflict(Base):
     window_s: float = 60.0
 
 
-class FieldRule(Base):
+class FieldRule(Base, frozen=True):
     """Direction per system for one canonical field, and its conflict policy.
 
     ``owner`` is shorthand: the owner is ``in`` and every other system ``out``. Systems
@@ -120,19 +118,19 @@ class FieldRule(Base):
     conflict: Conflict = msgspec.field(default_factory=Conflict)
 
 
-class ServerSettings(Base):
+class ServerSettings(Base, frozen=True):
     host: str = "127.0.0.1"
     port: int = 8080
     #: Webhook bodies larger than this get 413.
     max_body_bytes: int = 1_048_576
 
 
-class AdminSettings(Base):
+class AdminSettings(Base, frozen=True):
     #: The environment variable holding the admin API key (sent as X-Admin-Key or Bearer).
     api_key_env: str = "SYNCGATE_ADMIN_KEY"
 
 
-class DispatcherSettings(Base):
+class DispatcherSettings(Base, frozen=True):
     max_attempts: int = 8
     backoff_base_s: float = 0.5
     backoff_max_s: float = 300.0
@@ -142,12 +140,12 @@ class DispatcherSettings(Base):
     lease_s: float = 60.0
 
 
-class HistorySettings(Base):
+class HistorySettings(Base, frozen=True):
     #: History and the event log older than this are pruned; 0 keeps everything.
     retention_days: float = 90.0
 
 
-class Settings(Base):
+class Settings(Base, frozen=True):
     """The whole of ``config.yaml``."""
 
     #: SQLAlchemy URL; ``SYNCGATE_DATABASE_URL`` overrides it.

@@ -37,7 +37,7 @@ class VendorKit:
     #: A writable change (differs from what ``seed`` makes).
     update_fields: ClassVar[Fields]
 
-    def settings(self, base_url: str, **overrides: Any) -> AdapterSettings:
+    def settings(self, base_url: str, /, **overrides: Any) -> AdapterSettings:
         """Adapter settings pointing at the simulator, with this kit's secrets."""
         values: dict[str, Any] = {
             "base_url": base_url,

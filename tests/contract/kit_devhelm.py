@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 
 import httpx
 
-from adapters.base import AdapterSettings
 from adapters.devhelm.simulator import DevHelmSimulator
 from app.model import CreateTarget, Fields, ObjectRef, Priority, Status
 from tests.contract.kit import VendorKit
@@ -35,11 +34,6 @@ class DevHelmKit(VendorKit):
     )
     # seed() opens INVESTIGATING incidents (canonical open).
     update_fields: ClassVar[Fields] = Fields(status=Status.MONITORING)
-
-    def settings(self, base_url: str = "", /, **overrides: Any) -> AdapterSettings:
-        # Rig.adapter_with passes base_url both positionally and as an override; the
-        # override (a dead port) is the one meant.
-        return super().settings(overrides.pop("base_url", base_url), **overrides)
 
     def simulator(self, **options: Any) -> DevHelmSimulator:
         sim = DevHelmSimulator(options["options"], webhook_client=options.get("webhook_client"))

@@ -8,7 +8,6 @@ from typing import Any, ClassVar
 
 import httpx
 
-from adapters.base import AdapterSettings
 from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID, IncidentIoSimulator
 from app.model import CreateTarget, Fields, ObjectRef, Status
 from tests.contract.kit import VendorKit
@@ -40,11 +39,6 @@ class IncidentIoKit(VendorKit):
     update_fields: ClassVar[Fields] = Fields(
         status=Status.CANCELLED, title="Not doing: superseded by the new runbook"
     )
-
-    def settings(self, base_url: str, /, **overrides: Any) -> AdapterSettings:
-        # Positional-only, so that an overriding ``base_url=`` (Rig.adapter_with) is taken
-        # instead of colliding with the positional one.
-        return super().settings(overrides.pop("base_url", base_url), **overrides)
 
     def simulator(self, **options: Any) -> IncidentIoSimulator:
         return IncidentIoSimulator(options["options"], webhook_client=options.get("webhook_client"))
