@@ -37,7 +37,13 @@ from typing import Any
 import httpx
 import msgspec
 from litestar import Litestar, Request, Response, delete, get, post, put
-from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+# ASGI plumbing is typed loosely on purpose: the gate forwards whatever the server sends.
+Scope = Any
+Message = Any
+Receive = Callable[[], Awaitable[Any]]
+Send = Callable[[Any], Awaitable[None]]
+ASGIApp = Callable[[Any, Any, Any], Awaitable[None]]
 
 ErrorRenderer = Callable[[int, str, str], tuple[bytes, str]]
 """(status, code, message) -> (body, content type) in the vendor's own error shape."""
@@ -322,7 +328,9 @@ class SimKit:
         if fault is not None and fault.after:
             await self._handle(app, scope, receive, raw, headers, record, _discard)
             record.status = fault.status
-            await self._send_error(send, fault.status, "injected_fault", f"injected fault {fault.status}")
+            await self._send_error(
+                send, fault.status, "injected_fault", f"injected fault {fault.status}"
+            )
             return
         if fault is not None:
             if fault.timeout_s:
@@ -403,7 +411,7 @@ class SimKit:
             if r.method in {"POST", "PUT", "PATCH", "DELETE"} and 200 <= r.status < 300
         ]
 
-    def control_handlers(self) -> list[Any]:  # noqa: C901 - one small closure per route
+    def control_handlers(self) -> list[Any]:
         kit = self
 
         def decode(request_body: bytes, type_: type[Any]) -> Any:

@@ -20,7 +20,15 @@ from typing import Any, ClassVar
 import httpx
 import msgspec
 
-from app.model import MAPPED_FIELDS, CreateTarget, Fields, ObjectRef, ValueMap, VendorObject, WebhookEvent
+from app.model import (
+    MAPPED_FIELDS,
+    CreateTarget,
+    Fields,
+    ObjectRef,
+    ValueMap,
+    VendorObject,
+    WebhookEvent,
+)
 
 
 class AdapterSettings(msgspec.Struct, frozen=True, kw_only=True):

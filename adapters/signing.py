@@ -94,7 +94,9 @@ def standard_verify(
         try:
             expected = Webhook(secret).sign(msg_id=msg_id, timestamp=when, data=text)
         except (binascii.Error, ValueError) as exc:  # a malformed secret
-            raise SignatureInvalid(f"configured secret is not a Standard Webhooks secret: {type(exc).__name__}") from None
+            raise SignatureInvalid(
+                f"configured secret is not a Standard Webhooks secret: {type(exc).__name__}"
+            ) from None
         expected_bytes = base64.b64decode(expected.partition(",")[2])
         if any(hmac.compare_digest(expected_bytes, sig) for sig in offered):
             return

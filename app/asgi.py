@@ -107,8 +107,13 @@ class Gateway:
         self.adapters: dict[str, Adapter] = self._build_adapters(settings, secrets)
         self.rules = Rules(settings, self.adapters)
         self.dispatcher = Dispatcher(
-            store, self.rules, self.adapters, settings.dispatcher,
-            metrics=self.metrics, clock=clock, worker_id=worker_id,
+            store,
+            self.rules,
+            self.adapters,
+            settings.dispatcher,
+            metrics=self.metrics,
+            clock=clock,
+            worker_id=worker_id,
         )
         self.engine = Engine(
             store, self.rules, self.adapters, clock=clock, on_change=self.dispatcher.wake.set
@@ -118,8 +123,12 @@ class Gateway:
             store, self.engine, self.adapters, enabled, metrics=self.metrics, clock=clock
         )
         self.worker = InboxWorker(
-            store, self.engine, self.adapters,
-            request_poll=self.pollers.request, metrics=self.metrics, clock=clock,
+            store,
+            self.engine,
+            self.adapters,
+            request_poll=self.pollers.request,
+            metrics=self.metrics,
+            clock=clock,
             lease_s=settings.dispatcher.lease_s,
         )
         self._stop = asyncio.Event()
@@ -174,7 +183,7 @@ class Gateway:
         recorded), then connections close. Anything not started stays in the database."""
         self._stop.set()
         if self._tasks:
-            done, pending = await asyncio.wait(self._tasks, timeout=30)
+            _done, pending = await asyncio.wait(self._tasks, timeout=30)
             for task in pending:
                 task.cancel()
             for task in pending:

@@ -76,8 +76,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from app.config import database_url, load_config
     from app.asgi import known_systems
+    from app.config import database_url, load_config
     from app.store import Store
 
     url = os.environ.get("SYNCGATE_DATABASE_URL")
@@ -160,6 +160,25 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("migrate", help="bring the database schema up to date")
     p.add_argument("--config", help="config file (default: $SYNCGATE_CONFIG or config.yaml)")
     p.set_defaults(func=_cmd_migrate)
+
+    from app import demo
+
+    p = sub.add_parser(
+        "demo", help="play a narrated sync scenario: four simulators and the gateway, on loopback"
+    )
+    p.add_argument("--config", default=None, help="config file (default: the shipped config.yaml)")
+    p.add_argument("--port", type=int, default=None, help="gateway port (default: server.port)")
+    p.add_argument(
+        "--database", default=None, help="keep the SQLite database here (default: a temporary one)"
+    )
+    p.add_argument("--fresh", action="store_true", help="with --database: empty it first")
+    p.add_argument(
+        "--deadline",
+        type=float,
+        default=demo.DEFAULT_DEADLINE_S,
+        help="seconds before giving up (exit 1)",
+    )
+    p.set_defaults(func=demo.command)
 
     from app import ops
 

@@ -89,7 +89,7 @@ class Dispatcher:
         while not stop.is_set():
             try:
                 claimed = await self.run_once()
-            except Exception:  # noqa: BLE001 - the loop must survive a database hiccup
+            except Exception:
                 log.exception("dispatcher round failed")
                 claimed = 0
             if claimed:
@@ -106,7 +106,7 @@ class Dispatcher:
         async with self._limit:
             try:
                 await self._write(link)
-            except Exception as exc:  # noqa: BLE001 - never lose the claim on a bug
+            except Exception as exc:
                 log.exception("write crashed", extra={"system": link.system, "link_id": link.id})
                 async with self.store.tx() as tx:
                     await tx.retry_link_later(

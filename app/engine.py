@@ -30,8 +30,8 @@ from adapters.base import Adapter
 from app.model import (
     MAPPED_FIELDS,
     CreateTarget,
-    FieldStamp,
     Fields,
+    FieldStamp,
     VendorObject,
     WorkItem,
     utcnow,

@@ -10,22 +10,37 @@ class Metrics:
         self.registry = CollectorRegistry()
         r = self.registry
         self.webhooks_received = Counter(
-            "syncgate_webhooks_received", "Webhook deliveries accepted and stored", ["system"], registry=r
+            "syncgate_webhooks_received",
+            "Webhook deliveries accepted and stored",
+            ["system"],
+            registry=r,
         )
         self.webhooks_rejected = Counter(
-            "syncgate_webhooks_rejected", "Webhook deliveries refused", ["system", "reason"], registry=r
+            "syncgate_webhooks_rejected",
+            "Webhook deliveries refused",
+            ["system", "reason"],
+            registry=r,
         )
         self.webhooks_duplicate = Counter(
-            "syncgate_webhooks_duplicate", "Webhook deliveries already stored", ["system"], registry=r
+            "syncgate_webhooks_duplicate",
+            "Webhook deliveries already stored",
+            ["system"],
+            registry=r,
         )
         self.events_processed = Counter(
             "syncgate_events_processed", "Inbox events processed", ["system", "outcome"], registry=r
         )
         self.observations = Counter(
-            "syncgate_observations", "Observations applied by the engine", ["system", "outcome"], registry=r
+            "syncgate_observations",
+            "Observations applied by the engine",
+            ["system", "outcome"],
+            registry=r,
         )
         self.writes = Counter(
-            "syncgate_writes", "Vendor writes by outcome", ["system", "action", "outcome"], registry=r
+            "syncgate_writes",
+            "Vendor writes by outcome",
+            ["system", "action", "outcome"],
+            registry=r,
         )
         self.write_latency = Histogram(
             "syncgate_write_seconds",
@@ -44,7 +59,10 @@ class Metrics:
             "syncgate_queue_depth", "Dirty links waiting to be written", ["system"], registry=r
         )
         self.poll_lag = Gauge(
-            "syncgate_poll_lag_seconds", "Seconds since the last successful poll", ["system"], registry=r
+            "syncgate_poll_lag_seconds",
+            "Seconds since the last successful poll",
+            ["system"],
+            registry=r,
         )
         self.polls = Counter(
             "syncgate_polls", "Polls by outcome", ["system", "outcome"], registry=r

@@ -61,8 +61,8 @@ class Fields(msgspec.Struct, frozen=True, omit_defaults=True, forbid_unknown_fie
     description: str | UnsetType = UNSET
     status: Status | UnsetType = UNSET
     priority: Priority | UnsetType = UNSET
-    snoozed_until: datetime | None | UnsetType = UNSET
-    assignee: str | None | UnsetType = UNSET
+    snoozed_until: datetime | UnsetType | None = UNSET
+    assignee: str | UnsetType | None = UNSET
 
     def items(self) -> Iterable[tuple[str, Any]]:
         """The (name, value) pairs that are set."""

@@ -135,7 +135,7 @@ class Pollers:
             try:
                 result = await self.poll(system)
                 wait = result.retry_after if result.retry_after else interval
-            except Exception:  # noqa: BLE001 - a poller must outlive a database hiccup
+            except Exception:
                 log.exception("poll crashed", extra={"system": system})
                 wait = interval
             waits = [asyncio.ensure_future(nudge.wait()), asyncio.ensure_future(stop.wait())]

@@ -21,5 +21,5 @@ def backoff_delay(
     """
     if attempt < 1:
         raise ValueError("attempt is 1-based")
-    nominal = min(max_s, base_s * (2 ** (attempt - 1)))
+    nominal = min(max_s, base_s * 2.0 ** (attempt - 1))
     return nominal / 2 + rand() * nominal / 2

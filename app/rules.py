@@ -22,8 +22,11 @@ UNSHARED_BY_DEFAULT = frozenset({"assignee"})
 class Caps(Protocol):
     """What a system's adapter can do (adapter classes satisfy this)."""
 
-    readable: frozenset[str]
-    writable: frozenset[str]
+    @property
+    def readable(self) -> frozenset[str]: ...
+
+    @property
+    def writable(self) -> frozenset[str]: ...
 
 
 class Rules:

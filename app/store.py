@@ -400,7 +400,9 @@ class Tx:
                 sa.or_(t.links.c.next_attempt_at.is_(None), t.links.c.next_attempt_at <= now),
                 sa.or_(t.links.c.claimed_until.is_(None), t.links.c.claimed_until < now),
             )
-            .order_by(t.links.c.next_attempt_at.is_not(None), t.links.c.next_attempt_at, t.links.c.id)
+            .order_by(
+                t.links.c.next_attempt_at.is_not(None), t.links.c.next_attempt_at, t.links.c.id
+            )
             .limit(limit)
         )
         if skip_systems:
@@ -527,9 +529,7 @@ class Tx:
     async def dead_count(self) -> int:
         return int(
             (
-                await self.conn.execute(
-                    sa.select(sa.func.count()).where(t.links.c.dead.is_(True))
-                )
+                await self.conn.execute(sa.select(sa.func.count()).where(t.links.c.dead.is_(True)))
             ).scalar_one()
         )
 
@@ -622,7 +622,8 @@ class Tx:
             .on_conflict_do_nothing(index_elements=["system", "delivery_id"])
             .returning(t.events.c.id)
         )
-        return (await self.conn.execute(stmt)).scalar_one_or_none()
+        event_id = (await self.conn.execute(stmt)).scalar_one_or_none()
+        return None if event_id is None else int(event_id)
 
     async def claim_events(self, *, now: datetime, lease: timedelta, limit: int) -> list[Event]:
         """Claim pending events that are due, oldest first (a lease, like links)."""
@@ -726,6 +727,58 @@ class Tx:
         )
         return [r[0] for r in rows]
 
+    # -- admin queries ---------------------------------------------------------------------
+
+    async def admin_retry_now(self, link_id: int) -> int:
+        """Make a dirty (not dead) link's write due now, skipping its backoff."""
+        result = await self.conn.execute(
+            sa.update(t.links)
+            .where(t.links.c.id == link_id, t.links.c.dirty.is_(True), t.links.c.dead.is_(False))
+            .values(next_attempt_at=None)
+        )
+        return int(result.rowcount)
+
+    async def admin_discard_write(self, link_id: int) -> int:
+        """Give up on a link's pending or failed (not dead) write: it is no longer dirty."""
+        result = await self.conn.execute(
+            sa.update(t.links)
+            .where(t.links.c.id == link_id, t.links.c.dirty.is_(True), t.links.c.dead.is_(False))
+            .values(
+                dirty=False,
+                synced_version=t.links.c.dirty_version,
+                next_attempt_at=None,
+                attempts=0,
+            )
+        )
+        return int(result.rowcount)
+
+    async def admin_dead_by_system(self) -> dict[str, int]:
+        """Dead-lettered writes per system."""
+        rows = await self.conn.execute(
+            sa.select(t.links.c.system, sa.func.count())
+            .where(t.links.c.dead.is_(True))
+            .group_by(t.links.c.system)
+        )
+        return {system: int(n) for system, n in rows}
+
+    async def admin_recent_history(self, item_id: str, limit: int = 100) -> list[HistoryEntry]:
+        """The newest ``limit`` history entries of an item, oldest first."""
+        rows = await self.conn.execute(
+            sa.select(t.history)
+            .where(t.history.c.work_item_id == item_id)
+            .order_by(t.history.c.id.desc())
+            .limit(limit)
+        )
+        entries = [
+            HistoryEntry(
+                **{k: v for k, v in r._mapping.items() if k not in ("id", "at")},
+                at=_dt(r._mapping["at"]),  # type: ignore[arg-type]
+            )
+            for r in rows
+        ]
+        entries.reverse()
+        return entries
+
 
 class Store:
     """The database: connections, transactions and migrations."""
@@ -767,9 +820,7 @@ class Store:
         from alembic.config import Config
 
         config = Config()
-        config.set_main_option(
-            "script_location", str(Path(__file__).parent / "migrations")
-        )
+        config.set_main_option("script_location", str(Path(__file__).parent / "migrations"))
 
         def upgrade(sync_conn: Any) -> None:
             config.attributes["connection"] = sync_conn
@@ -785,7 +836,7 @@ class Store:
         try:
             async with self.engine.connect() as conn:
                 await conn.execute(sa.text("SELECT 1"))
-        except Exception:  # noqa: BLE001 - readiness reports any failure as not ready
+        except Exception:
             return False
         return True
 

@@ -65,7 +65,7 @@ class InboxWorker:
         while not stop.is_set():
             try:
                 claimed = await self.run_once()
-            except Exception:  # noqa: BLE001 - keep the loop alive over a database hiccup
+            except Exception:
                 log.exception("inbox round failed")
                 claimed = 0
             if claimed:

@@ -83,7 +83,9 @@ def build_settings(
 def secrets() -> ResolvedSecrets:
     return ResolvedSecrets(
         systems={
-            name: SystemSecrets(api_key=KITS[name].api_key, webhook_secrets=(KITS[name].webhook_secret,))
+            name: SystemSecrets(
+                api_key=KITS[name].api_key, webhook_secrets=(KITS[name].webhook_secret,)
+            )
             for name in SYSTEMS
         },
         admin_key="admin-test-key",

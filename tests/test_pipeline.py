@@ -39,7 +39,9 @@ def use_clock(rig: Rig, clock: Callable[[], datetime]) -> None:
     g.clock = g.dispatcher.clock = g.engine.clock = g.worker.clock = g.pollers.clock = clock
 
 
-def signed_inboxops(body: bytes, *, secret: str | None = None, ts: int | None = None) -> dict[str, str]:
+def signed_inboxops(
+    body: bytes, *, secret: str | None = None, ts: int | None = None
+) -> dict[str, str]:
     return signing.standard_headers(
         secret or KITS["inboxops"].webhook_secret,
         "msg_" + uuid.uuid4().hex,
@@ -57,17 +59,41 @@ async def event_count(rig: Rig) -> int:
 
 
 async def test_bad_deliveries_get_a_clear_4xx_and_store_nothing(store: Store) -> None:
-    async with running_rig(store, serve_gateway=True) as rig, httpx.AsyncClient(
-        base_url=rig.gateway_url
-    ) as client:
-        ticket = {"id": "evt_1", "type": "ticket.updated", "created_at": utcnow().isoformat(), "data": {}}
+    async with (
+        running_rig(store, serve_gateway=True) as rig,
+        httpx.AsyncClient(base_url=rig.gateway_url) as client,
+    ):
+        ticket = {
+            "id": "evt_1",
+            "type": "ticket.updated",
+            "created_at": utcnow().isoformat(),
+            "data": {},
+        }
         good = msgspec.json.encode(ticket)
         cases: list[tuple[str, bytes, dict[str, str], int, str]] = [
             ("inboxops", good, {}, 401, "signature"),
-            ("inboxops", good, signed_inboxops(good, secret=KITS["inboxops"].other_secret), 401, "secret"),
-            ("inboxops", good, signed_inboxops(good, ts=int(utcnow().timestamp()) - 3600), 401, "tolerance"),
+            (
+                "inboxops",
+                good,
+                signed_inboxops(good, secret=KITS["inboxops"].other_secret),
+                401,
+                "secret",
+            ),
+            (
+                "inboxops",
+                good,
+                signed_inboxops(good, ts=int(utcnow().timestamp()) - 3600),
+                401,
+                "tolerance",
+            ),
             ("inboxops", b"{not json", signed_inboxops(b"{not json"), 400, "JSON"),
-            ("inboxops", b'{"type": "ticket.exploded"}', signed_inboxops(b'{"type": "ticket.exploded"}'), 422, ""),
+            (
+                "inboxops",
+                b'{"type": "ticket.exploded"}',
+                signed_inboxops(b'{"type": "ticket.exploded"}'),
+                422,
+                "",
+            ),
             ("zendesk", good, signed_inboxops(good), 404, "zendesk"),
         ]
         for system, body, headers, status, reason in cases:
@@ -76,21 +102,28 @@ async def test_bad_deliveries_get_a_clear_4xx_and_store_nothing(store: Store) ->
             assert response.headers["content-type"].startswith("application/problem+json")
             assert reason.lower() in response.json()["detail"].lower()
         huge = b'{"pad": "' + b"x" * (rig.gateway.settings.server.max_body_bytes + 1) + b'"}'
-        response = await client.post("/webhooks/inboxops", content=huge, headers=signed_inboxops(huge))
+        response = await client.post(
+            "/webhooks/inboxops", content=huge, headers=signed_inboxops(huge)
+        )
         assert response.status_code == 413
         assert await event_count(rig) == 0
 
 
 async def test_tampered_delivery_changes_nothing(store: Store) -> None:
-    async with running_rig(store, serve_gateway=True) as rig, httpx.AsyncClient(
-        base_url=rig.gateway_url
-    ) as client:
-        item_id, ids = await linked(rig)
+    async with (
+        running_rig(store, serve_gateway=True) as rig,
+        httpx.AsyncClient(base_url=rig.gateway_url) as client,
+    ):
+        item_id, _ids = await linked(rig)
         ticket = await rig.gateway.adapters["inboxops"].get(
             (await rig.links(item_id))["inboxops"].ref  # type: ignore[arg-type]
         )
-        payload = {"id": "evt_x", "type": "ticket.updated", "created_at": utcnow().isoformat(),
-                   "data": {**ticket.raw, "status": "resolved"}}
+        payload = {
+            "id": "evt_x",
+            "type": "ticket.updated",
+            "created_at": utcnow().isoformat(),
+            "data": {**ticket.raw, "status": "resolved"},
+        }
         body = msgspec.json.encode(payload)
         headers = signed_inboxops(body)
         tampered = body.replace(b'"resolved"', b'"closed"')
@@ -103,7 +136,7 @@ async def test_tampered_delivery_changes_nothing(store: Store) -> None:
 
 async def test_webhooks_drive_the_sync_and_duplicates_are_processed_once(store: Store) -> None:
     async with running_rig(store, serve_gateway=True, webhooks=True) as rig:
-        item_id, ids = await linked(rig)
+        _item_id, ids = await linked(rig)
         before = await rig.write_counts()
         await rig.human("inboxops", ids["inboxops"], status="resolved")
         await rig.flush_webhooks()
@@ -113,13 +146,17 @@ async def test_webhooks_drive_the_sync_and_duplicates_are_processed_once(store: 
         await rig.gateway.worker.run_until_idle()
         await rig.gateway.dispatcher.run_until_idle()
         assert await statuses(rig, ids) == {
-            "hookstream": "resolved", "devhelm": "RESOLVED",
-            "inboxops": "resolved", "incidentio": "completed",
+            "hookstream": "resolved",
+            "devhelm": "RESOLVED",
+            "inboxops": "resolved",
+            "incidentio": "completed",
         }
         # the vendor delivers the same event again (its retry after a lost 2xx)
         last = deliveries[-1]
         body = msgspec.json.encode(last.body)
-        headers = signing.standard_headers(KITS["inboxops"].webhook_secret, last.id, int(utcnow().timestamp()), body)
+        headers = signing.standard_headers(
+            KITS["inboxops"].webhook_secret, last.id, int(utcnow().timestamp()), body
+        )
         async with httpx.AsyncClient(base_url=rig.gateway_url) as client:
             again = await client.post("/webhooks/inboxops", content=body, headers=headers)
         assert again.status_code == 202 and again.json()["status"] == "duplicate"
@@ -127,13 +164,16 @@ async def test_webhooks_drive_the_sync_and_duplicates_are_processed_once(store: 
         await rig.gateway.dispatcher.run_until_idle()
         after = await rig.write_counts()
         assert {s: after[s] - before[s] for s in after} == {
-            "hookstream": 1, "devhelm": 1, "inboxops": 0, "incidentio": 1,
+            "hookstream": 1,
+            "devhelm": 1,
+            "inboxops": 0,
+            "incidentio": 1,
         }
 
 
 async def test_a_missed_webhook_is_caught_by_the_next_poll(store: Store) -> None:
     async with running_rig(store, serve_gateway=True, webhooks=True) as rig:
-        item_id, ids = await linked(rig)
+        _item_id, ids = await linked(rig)
         await rig.control["incidentio"].put("/_sim/webhook", json={"url": None})
         await rig.human("incidentio", ids["incidentio"], status="completed")
         await rig.gateway.worker.run_until_idle()
@@ -166,8 +206,12 @@ async def test_transient_failures_and_timeouts_are_retried_with_backoff(store: S
         clock = FakeClock()
         use_clock(rig, clock)
         item_id, ids = await linked(rig)
-        await rig.control["devhelm"].post("/_sim/faults", json={"status": 503, "count": 2, "methods": ["PUT"]})
-        await rig.control["incidentio"].post("/_sim/faults", json={"timeout_s": 3, "count": 1, "methods": ["PUT"]})
+        await rig.control["devhelm"].post(
+            "/_sim/faults", json={"status": 503, "count": 2, "methods": ["PUT"]}
+        )
+        await rig.control["incidentio"].post(
+            "/_sim/faults", json={"timeout_s": 3, "count": 1, "methods": ["PUT"]}
+        )
         await rig.human("hookstream", ids["hookstream"], status="resolved")
         await rig.poll("hookstream")
         await rig.gateway.dispatcher.run_until_idle()
@@ -177,8 +221,10 @@ async def test_transient_failures_and_timeouts_are_retried_with_backoff(store: S
             clock.advance(rig.gateway.settings.dispatcher.backoff_max_s)
             await rig.gateway.dispatcher.run_until_idle()
         assert await statuses(rig, ids) == {
-            "hookstream": "resolved", "devhelm": "RESOLVED",
-            "inboxops": "resolved", "incidentio": "completed",
+            "hookstream": "resolved",
+            "devhelm": "RESOLVED",
+            "inboxops": "resolved",
+            "incidentio": "completed",
         }
         links = await rig.links(item_id)
         async with rig.gateway.store.tx() as tx:
@@ -191,7 +237,7 @@ async def test_429_defers_that_system_until_retry_after_and_others_flow(store: S
     async with running_rig(store) as rig:
         clock = FakeClock()
         use_clock(rig, clock)
-        item_id, ids = await linked(rig)
+        _item_id, ids = await linked(rig)
         await rig.control["devhelm"].post(
             "/_sim/faults", json={"status": 429, "retry_after": 30, "count": 1, "methods": ["PUT"]}
         )
@@ -212,8 +258,10 @@ async def test_429_defers_that_system_until_retry_after_and_others_flow(store: S
 
 async def test_a_rejected_write_is_dead_lettered_and_the_rest_still_sync(store: Store) -> None:
     async with running_rig(store) as rig:
-        item_id, ids = await linked(rig)
-        await rig.control["incidentio"].post("/_sim/faults", json={"status": 422, "count": 1, "methods": ["PUT"]})
+        _item_id, ids = await linked(rig)
+        await rig.control["incidentio"].post(
+            "/_sim/faults", json={"status": 422, "count": 1, "methods": ["PUT"]}
+        )
         await rig.human("hookstream", ids["hookstream"], status="resolved")
         await rig.poll("hookstream")
         await rig.gateway.dispatcher.run_until_idle()

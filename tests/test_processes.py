@@ -19,7 +19,6 @@ import httpx
 import yaml
 
 from adapters._simkit import SimOptions
-from adapters.inboxops.simulator import SUPPORT_INBOX_ID
 from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
 from app.serving import bind_socket, serve_asgi
 from app.store import Store
@@ -70,8 +69,11 @@ def write_config(path: Path, database_url: str, urls: dict[str, str]) -> None:
                 "name": "ticket-fans-out",
                 "system": "inboxops",
                 "create_in": [
-                    {"system": "devhelm", "scope": STATUS_PAGE_ID,
-                     "params": {"notify_subscribers": False}},
+                    {
+                        "system": "devhelm",
+                        "scope": STATUS_PAGE_ID,
+                        "params": {"notify_subscribers": False},
+                    },
                     {"system": "incidentio", "scope": DEFAULT_INCIDENT_ID},
                 ],
             }
@@ -93,8 +95,18 @@ class GatewayProcess:
     def __init__(self, config: Path, port: int, worker: str, log: Path) -> None:
         self.log = log.open("ab")
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "app.cli", "serve", "--config", str(config),
-             "--port", str(port), "--worker-id", worker],
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(port),
+                "--worker-id",
+                worker,
+            ],
             stdout=subprocess.PIPE,
             stderr=self.log,
             env=gateway_env(),
@@ -122,7 +134,9 @@ class GatewayProcess:
 
 
 @contextlib.asynccontextmanager
-async def simulators(webhook_url: str) -> AsyncIterator[tuple[dict[str, Any], dict[str, httpx.AsyncClient]]]:
+async def simulators(
+    webhook_url: str,
+) -> AsyncIterator[tuple[dict[str, Any], dict[str, httpx.AsyncClient]]]:
     sims: dict[str, Any] = {}
     control: dict[str, httpx.AsyncClient] = {}
     async with contextlib.AsyncExitStack() as stack:
@@ -136,7 +150,9 @@ async def simulators(webhook_url: str) -> AsyncIterator[tuple[dict[str, Any], di
                 )
             )
             url = await stack.enter_async_context(serve_asgi(sims[name].app))
-            control[name] = await stack.enter_async_context(httpx.AsyncClient(base_url=url, timeout=10))
+            control[name] = await stack.enter_async_context(
+                httpx.AsyncClient(base_url=url, timeout=10)
+            )
         sims["devhelm"].add_status_page(STATUS_PAGE_ID, "Acme status", "MANUAL")
         yield sims, control
 
@@ -178,6 +194,7 @@ async def test_kill_9_mid_burst_loses_no_acknowledged_webhook_and_writes_nothing
 
         async def fifteen_acknowledged() -> bool:
             return sum(1 for d in inboxops.deliveries if d.delivered) >= 15
+
         subjects = [f"Checkout fails for customer {n}" for n in range(40)]
         for n, subject in enumerate(subjects):
             response = await control["inboxops"].post("/_sim/seed", json={"subject": subject})

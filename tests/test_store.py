@@ -66,9 +66,13 @@ async def test_claim_is_one_writer_per_link_and_lease_lapses(store: Store) -> No
             dirty=True,
         )
     async with store.tx() as tx:
-        first = await tx.claim_due_links(worker="w1", now=now, lease=timedelta(seconds=30), limit=10)
+        first = await tx.claim_due_links(
+            worker="w1", now=now, lease=timedelta(seconds=30), limit=10
+        )
     async with store.tx() as tx:
-        second = await tx.claim_due_links(worker="w2", now=now, lease=timedelta(seconds=30), limit=10)
+        second = await tx.claim_due_links(
+            worker="w2", now=now, lease=timedelta(seconds=30), limit=10
+        )
     assert [link.id for link in first] == [link_id]
     assert second == []
     async with store.tx() as tx:
@@ -106,13 +110,19 @@ async def test_dead_letter_revive_and_discard(store: Store) -> None:
         await tx.insert_item(_item())
         ids = [
             await tx.insert_link(
-                work_item_id="a" * 32, system=s, scope="", now=now,
-                create_target=CreateTarget(), dirty=True,
+                work_item_id="a" * 32,
+                system=s,
+                scope="",
+                now=now,
+                create_target=CreateTarget(),
+                dirty=True,
             )
             for s in ("inboxops", "incidentio")
         ]
     async with store.tx() as tx:
-        for link in await tx.claim_due_links(worker="w", now=now, lease=timedelta(seconds=5), limit=5):
+        for link in await tx.claim_due_links(
+            worker="w", now=now, lease=timedelta(seconds=5), limit=5
+        ):
             await tx.dead_letter(link, "rejected: subject is required")
         assert {link.id for link in await tx.outbox("dead")} == set(ids)
         assert await tx.dead_count() == 2
@@ -129,10 +139,24 @@ async def test_history_kept_and_pruned(store: Store) -> None:
     async with store.tx() as tx:
         await tx.add_history(
             [
-                HistoryEntry(work_item_id="i", kind="change", field="status",
-                             old_value="open", new_value="resolved", system="hookstream", at=old),
-                HistoryEntry(work_item_id="i", kind="change", field="title",
-                             old_value="a", new_value="b", system="devhelm", at=utcnow()),
+                HistoryEntry(
+                    work_item_id="i",
+                    kind="change",
+                    field="status",
+                    old_value="open",
+                    new_value="resolved",
+                    system="hookstream",
+                    at=old,
+                ),
+                HistoryEntry(
+                    work_item_id="i",
+                    kind="change",
+                    field="title",
+                    old_value="a",
+                    new_value="b",
+                    system="devhelm",
+                    at=utcnow(),
+                ),
             ]
         )
     async with store.tx() as tx:

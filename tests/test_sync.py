@@ -32,14 +32,16 @@ async def statuses(rig: Rig, ids: dict[str, str]) -> dict[str, Any]:
 
 async def test_new_issue_creates_and_links_objects_everywhere(store: Store) -> None:
     async with running_rig(store) as rig:
-        item_id, ids = await linked(rig)
+        _item_id, ids = await linked(rig)
         issue = await rig.object("hookstream", ids["hookstream"])
         incident = await rig.object("devhelm", ids["devhelm"])
         ticket = await rig.object("inboxops", ids["inboxops"])
         follow_up = await rig.object("incidentio", ids["incidentio"])
         assert incident["title"] == ticket["subject"] == follow_up["title"] == issue["title"]
         assert (incident["status"], ticket["status"], follow_up["status"]) == (
-            "INVESTIGATING", "open", "outstanding",
+            "INVESTIGATING",
+            "open",
+            "outstanding",
         )
         assert incident["statusPageId"] and follow_up["incident_id"]
 
@@ -75,7 +77,10 @@ async def test_each_change_writes_each_linked_object_once_and_echoes_write_nothi
         await rig.settle()
         after = await rig.write_counts()
         assert {s: after[s] - before[s] for s in after} == {
-            "hookstream": 0, "devhelm": 1, "inboxops": 1, "incidentio": 1,
+            "hookstream": 0,
+            "devhelm": 1,
+            "inboxops": 1,
+            "incidentio": 1,
         }
         # the echoes of those writes are polled again and again: nothing more is written
         for _ in range(3):
@@ -86,7 +91,7 @@ async def test_each_change_writes_each_linked_object_once_and_echoes_write_nothi
 
 async def test_many_to_one_map_never_downgrades(store: Store) -> None:
     async with running_rig(store) as rig:
-        item_id, ids = await linked(rig)
+        _item_id, ids = await linked(rig)
         await rig.human("devhelm", ids["devhelm"], status="MONITORING")
         await rig.settle()
         assert (await rig.object("inboxops", ids["inboxops"]))["status"] == "in_progress"
@@ -140,21 +145,32 @@ async def test_concurrent_changes_converge_by_last_writer_and_keep_the_loser(
 
 
 async def test_concurrent_changes_converge_to_the_preferred_system(store: Store) -> None:
-    fields = {**DEFAULT_FIELDS, "status": FieldRule(conflict=Conflict(policy="prefer", prefer="inboxops"))}
+    fields = {
+        **DEFAULT_FIELDS,
+        "status": FieldRule(conflict=Conflict(policy="prefer", prefer="inboxops")),
+    }
     async with running_rig(store, fields=fields) as rig:
-        item_id, ids = await linked(rig)
+        _item_id, ids = await linked(rig)
         await rig.human("inboxops", ids["inboxops"], status="waiting")
         await rig.human("devhelm", ids["devhelm"], status="RESOLVED")
         await rig.settle()
         item = await rig.only_item()
         assert item.status is Status.WAITING
         assert (await rig.object("inboxops", ids["inboxops"]))["status"] == "waiting"
-        assert (await rig.object("devhelm", ids["devhelm"]))["status"] in ("IDENTIFIED", "MONITORING")
+        assert (await rig.object("devhelm", ids["devhelm"]))["status"] in (
+            "IDENTIFIED",
+            "MONITORING",
+        )
         assert (await rig.object("incidentio", ids["incidentio"]))["status"] == "outstanding"
 
 
 async def test_unmapped_vendor_status_is_reported_not_guessed(store: Store) -> None:
-    inbound = {"open": "open", "in_progress": "acknowledged", "resolved": "resolved", "closed": "closed"}
+    inbound = {
+        "open": "open",
+        "in_progress": "acknowledged",
+        "resolved": "resolved",
+        "closed": "closed",
+    }
     maps = {"inboxops": ValueMapSettings(inbound=inbound, replace=True)}
     async with running_rig(store, status_maps=maps) as rig:
         item_id, ids = await linked(rig)
@@ -171,16 +187,28 @@ async def test_unmapped_vendor_status_is_reported_not_guessed(store: Store) -> N
         ]
         after = await rig.write_counts()
         assert {s: after[s] - before[s] for s in after if s != "inboxops"} == {
-            "hookstream": 0, "devhelm": 0, "incidentio": 0,
+            "hookstream": 0,
+            "devhelm": 0,
+            "incidentio": 0,
         }
 
 
 async def test_a_burst_coalesces_into_one_write_per_linked_object(store: Store) -> None:
     async with running_rig(store) as rig:
-        item_id, ids = await linked(rig)
+        _item_id, ids = await linked(rig)
         before = await rig.write_counts()
-        burst = ["in_progress", "waiting", "open", "in_progress", "waiting",
-                 "in_progress", "open", "waiting", "in_progress", "resolved"]
+        burst = [
+            "in_progress",
+            "waiting",
+            "open",
+            "in_progress",
+            "waiting",
+            "in_progress",
+            "open",
+            "waiting",
+            "in_progress",
+            "resolved",
+        ]
         versions = []
         for status in burst:  # ten changes arrive before any write goes out
             await rig.human("inboxops", ids["inboxops"], status=status)
@@ -190,7 +218,10 @@ async def test_a_burst_coalesces_into_one_write_per_linked_object(store: Store) 
         await rig.settle()
         after = await rig.write_counts()
         assert {s: after[s] - before[s] for s in after} == {
-            "hookstream": 1, "devhelm": 1, "inboxops": 0, "incidentio": 1,
+            "hookstream": 1,
+            "devhelm": 1,
+            "inboxops": 0,
+            "incidentio": 1,
         }
         assert await statuses(rig, ids) == {
             "hookstream": "resolved",
@@ -206,7 +237,9 @@ async def test_creation_rule_filter_skips_objects_it_does_not_match(store: Store
     from tests.rig import FAN_OUT
 
     rule = type(FAN_OUT)(
-        name="only-orders", system="hookstream", create_in=FAN_OUT.create_in,
+        name="only-orders",
+        system="hookstream",
+        create_in=FAN_OUT.create_in,
         match=Match(fields={"destination_name": ["orders-webhook-1"]}),
     )
     async with running_rig(store, create_rules=[rule]) as rig:

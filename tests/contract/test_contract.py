@@ -202,9 +202,7 @@ async def test_create_is_rejected_where_the_vendor_cannot_create(not_creatable: 
     adapter = not_creatable.adapter
     assert not adapter.can_create
     with pytest.raises(Rejected):
-        await adapter.create(
-            CreateTarget(), not_creatable.kit.update_fields, "k"
-        )
+        await adapter.create(CreateTarget(), not_creatable.kit.update_fields, "k")
 
 
 async def test_list_changed_walks_every_page(rig: Rig) -> None:
