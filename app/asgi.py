@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 from collections.abc import Callable, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
@@ -176,7 +176,27 @@ class Gateway:
         ]
         if self.run_pollers:
             self._tasks.append(loop.create_task(self.pollers.run(self._stop), name="pollers"))
+        if self.settings.history.retention_days > 0:
+            self._tasks.append(loop.create_task(self._prune_loop(), name="prune"))
         log.info("gateway started", extra={"systems": sorted(self.adapters)})
+
+    async def prune(self) -> int:
+        """Delete history, write attempts and finished events past the retention."""
+        days = self.settings.history.retention_days
+        async with self.store.tx() as tx:
+            removed = await tx.prune(self.clock() - timedelta(days=days))
+        if removed:
+            log.info("pruned history", extra={"rows": removed, "retention_days": days})
+        return removed
+
+    async def _prune_loop(self, every_s: float = 3600.0) -> None:
+        while not self._stop.is_set():
+            try:
+                await self.prune()
+            except Exception:  # noqa: BLE001 - pruning must never stop the gateway
+                log.exception("pruning failed")
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=every_s)
 
     async def stop(self) -> None:
         """Graceful stop: loops finish the round in flight (writes complete and are

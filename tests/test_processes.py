@@ -122,11 +122,13 @@ class GatewayProcess:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait()
 
-    def stop(self) -> None:
+    async def stop(self) -> None:
+        """SIGTERM, then wait for the exit without blocking the loop the simulators (which
+        the gateway is still talking to) run in."""
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
             try:
-                self.proc.wait(timeout=30)
+                await asyncio.to_thread(self.proc.wait, 30)
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
@@ -221,7 +223,7 @@ async def test_kill_9_mid_burst_loses_no_acknowledged_webhook_and_writes_nothing
             finally:
                 await store.close()
         finally:
-            second.stop()
+            await second.stop()
         incidents = titles(await objects(control["devhelm"]))
         follow_ups = titles(await objects(control["incidentio"]))
         for subject in acked:  # every acknowledged change reached every linked object
@@ -260,7 +262,7 @@ async def test_two_gateway_processes_share_one_postgres_without_duplicate_writes
             await eventually(lambda: settled(store, 30), timeout_s=60, what="both drain")
         finally:
             for g in gateways:
-                g.stop()
+                await g.stop()
             await store.close()
         incidents = titles(await objects(control["devhelm"]))
         follow_ups = titles(await objects(control["incidentio"]))
@@ -268,3 +270,61 @@ async def test_two_gateway_processes_share_one_postgres_without_duplicate_writes
         for system in ("devhelm", "incidentio"):
             posts = [r for r in sims[system].kit.writes() if r.method == "POST"]
             assert len(posts) == 30, f"{system}: {len(posts)} creates for 30 tickets"
+
+
+async def test_sigterm_finishes_in_flight_work_and_leaves_no_claim(tmp_path: Path) -> None:
+    port = free_port()
+    db = tmp_path / "gateway.db"
+    async with simulators(f"http://127.0.0.1:{port}") as (sims, control):
+        urls = {n: str(c.base_url) for n, c in control.items()}
+        config = tmp_path / "config.yaml"
+        write_config(config, f"sqlite+aiosqlite:///{db}", urls)
+        for name in ("devhelm", "incidentio"):  # writes are slow, so some are in flight
+            await control[name].put("/_sim/latency", json={"ms": 300})
+        gateway = GatewayProcess(config, port, "graceful", tmp_path / "gateway.log")
+        await gateway.ready()
+        for n in range(10):
+            await control["inboxops"].post("/_sim/seed", json={"subject": f"Ticket {n}"})
+        await sims["inboxops"].kit.flush()
+
+        async def writes_in_flight() -> bool:
+            return any(r.status == 0 for r in sims["devhelm"].kit.requests)
+
+        await eventually(writes_in_flight, timeout_s=30, what="a write in flight")
+        await gateway.stop()  # SIGTERM
+        # uvicorn re-raises the signal after its graceful shutdown, hence -SIGTERM
+        assert gateway.proc.returncode in (0, -signal.SIGTERM)
+        assert '"message": "gateway stopped"' in (tmp_path / "gateway.log").read_text()
+        store = Store.connect(f"sqlite:///{db}")
+        try:
+            async with store.tx() as tx:
+                claimed = [
+                    link
+                    for state in ("pending", "failed")
+                    for link in await tx.outbox(state, limit=1000)
+                    if link.claimed_by is not None
+                ]
+                attempts = [
+                    a
+                    for link in await tx.outbox("pending", limit=1000)
+                    for a in await tx.attempts_of(link.id)
+                ]
+        finally:
+            await store.close()
+        assert claimed == [], "a stopped gateway holds no claim"
+        # every write that was sent before the stop was recorded as finished
+        recorded_creates = len([r for r in sims["devhelm"].kit.writes() if r.method == "POST"])
+        store = Store.connect(f"sqlite:///{db}")
+        try:
+            async with store.tx() as tx:
+                created = [
+                    link
+                    for item in (await tx.search_items(limit=100))[0]
+                    for link in await tx.links_of(item.id)
+                    if link.system == "devhelm" and link.external_id is not None
+                ]
+        finally:
+            await store.close()
+        assert len(created) == recorded_creates
+        assert attempts == [] or all(a["outcome"] != "ok" for a in attempts)
+        assert "ReadTimeout" not in (tmp_path / "gateway.log").read_text()
