@@ -193,7 +193,7 @@ class Gateway:
         while not self._stop.is_set():
             try:
                 await self.prune()
-            except Exception:  # noqa: BLE001 - pruning must never stop the gateway
+            except Exception:  # pruning must never stop the gateway
                 log.exception("pruning failed")
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=every_s)

@@ -836,7 +836,7 @@ class Store:
         try:
             async with self.engine.connect() as conn:
                 await conn.execute(sa.text("SELECT 1"))
-        except Exception:
+        except Exception:  # noqa: BLE001 - readiness reports any failure as not ready
             return False
         return True
 
