@@ -113,6 +113,16 @@ class DeliveryRecord(msgspec.Struct):
     body: Any = None
 
 
+class SimOptions(msgspec.Struct, kw_only=True):
+    """How a simulator is started (``syncgate simulate`` flags map onto these)."""
+
+    api_key: str
+    webhook_url: str | None = None
+    webhook_secret: str | None = None
+    latency_ms: float = 0.0
+    rpm: int | None = None
+
+
 class SimKit:
     """State and behaviour shared by every simulator; one instance per simulator app."""
 
@@ -155,6 +165,33 @@ class SimKit:
         self._offset = timedelta(0)
         self._last_now = datetime.fromtimestamp(0, tz=UTC)
         self._timers: list[Callable[[], None]] = []
+
+    @classmethod
+    def from_options(
+        cls,
+        vendor: str,
+        options: SimOptions,
+        *,
+        auth_header: str,
+        auth_prefix: str,
+        render_error: ErrorRenderer,
+        webhook_client: httpx.AsyncClient | None = None,
+        rate_limit_headers: Callable[[int, int, float], dict[str, str]] | None = None,
+    ) -> SimKit:
+        """A kit configured from the ``syncgate simulate`` options."""
+        return cls(
+            vendor,
+            api_key=options.api_key,
+            auth_header=auth_header,
+            auth_prefix=auth_prefix,
+            render_error=render_error,
+            webhook_url=options.webhook_url,
+            webhook_secret=options.webhook_secret,
+            latency_ms=options.latency_ms,
+            rpm=options.rpm,
+            webhook_client=webhook_client,
+            rate_limit_headers=rate_limit_headers,
+        )
 
     # -- clock -----------------------------------------------------------------------------
 
@@ -513,13 +550,3 @@ def build_app(
         debug=False,
     )
     return kit.wrap(app)
-
-
-class SimOptions(msgspec.Struct, kw_only=True):
-    """How a simulator is started (``syncgate simulate`` flags map onto these)."""
-
-    api_key: str
-    webhook_url: str | None = None
-    webhook_secret: str | None = None
-    latency_ms: float = 0.0
-    rpm: int | None = None

@@ -77,6 +77,20 @@ class Adapter(abc.ABC):
     def default_value_maps(cls) -> dict[str, ValueMap]:
         """The default status (and priority, if any) maps of this vendor."""
 
+    def read_enums(self, native: Mapping[str, str]) -> tuple[dict[str, str], dict[str, str]]:
+        """The canonical values of a vendor object's enum fields (``{"status":
+        "MONITORING"}`` -> ``{"status": "monitoring"}``), and those that have no mapping
+        (reported by the engine, never guessed)."""
+        values: dict[str, str] = {}
+        unmapped: dict[str, str] = {}
+        for name, vendor_value in native.items():
+            canonical = self.value_maps[name].to_canonical(vendor_value)
+            if canonical is None:
+                unmapped[name] = vendor_value
+            else:
+                values[name] = canonical
+        return values, unmapped
+
     def differs(self, obj: VendorObject | None, target: Fields) -> Fields:
         """The fields of ``target`` that ``obj`` does not already hold *in meaning*.
 

@@ -25,6 +25,7 @@ import msgspec
 
 from adapters.base import Adapter
 from app.errors import FatalError, RateLimited, RetriableError, VendorError
+from app.loops import work_until_stopped
 from app.metrics import Metrics
 from app.model import VendorObject, utcnow
 from app.retry import backoff_delay
@@ -86,19 +87,7 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event, idle_s: float = 0.5) -> None:
         """Work until ``stop`` is set: write what is due, then wait for a wake-up (a new
         dirty link) or ``idle_s`` (backoffs coming due)."""
-        while not stop.is_set():
-            try:
-                claimed = await self.run_once()
-            except Exception:
-                log.exception("dispatcher round failed")
-                claimed = 0
-            if claimed:
-                continue
-            self.wake.clear()
-            waits = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
-            await asyncio.wait(waits, timeout=idle_s, return_when=asyncio.FIRST_COMPLETED)
-            for w in waits:
-                w.cancel()
+        await work_until_stopped(self.run_once, wake=self.wake, stop=stop, idle_s=idle_s, log=log)
 
     # -- one link --------------------------------------------------------------------------
 

@@ -20,6 +20,7 @@ import msgspec
 from adapters.base import Adapter
 from app.engine import Engine
 from app.errors import RateLimited, VendorError
+from app.loops import wait_any
 from app.metrics import Metrics
 from app.model import utcnow
 from app.settings import SystemSettings
@@ -138,10 +139,7 @@ class Pollers:
             except Exception:
                 log.exception("poll crashed", extra={"system": system})
                 wait = interval
-            waits = [asyncio.ensure_future(nudge.wait()), asyncio.ensure_future(stop.wait())]
-            await asyncio.wait(waits, timeout=wait, return_when=asyncio.FIRST_COMPLETED)
-            for w in waits:
-                w.cancel()
+            await wait_any(nudge, stop, seconds=wait)
 
     async def lag_seconds(self) -> dict[str, float | None]:
         """Seconds since each system's last successful poll."""

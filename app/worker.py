@@ -17,6 +17,7 @@ from datetime import datetime, timedelta
 from adapters.base import Adapter, lower_headers
 from app.engine import Engine
 from app.errors import NotFound, RateLimited, VendorError, WebhookError
+from app.loops import work_until_stopped
 from app.metrics import Metrics
 from app.model import utcnow
 from app.retry import backoff_delay
@@ -62,19 +63,7 @@ class InboxWorker:
             pass
 
     async def run(self, stop: asyncio.Event, idle_s: float = 1.0) -> None:
-        while not stop.is_set():
-            try:
-                claimed = await self.run_once()
-            except Exception:
-                log.exception("inbox round failed")
-                claimed = 0
-            if claimed:
-                continue
-            self.wake.clear()
-            waits = [asyncio.ensure_future(self.wake.wait()), asyncio.ensure_future(stop.wait())]
-            await asyncio.wait(waits, timeout=idle_s, return_when=asyncio.FIRST_COMPLETED)
-            for w in waits:
-                w.cancel()
+        await work_until_stopped(self.run_once, wake=self.wake, stop=stop, idle_s=idle_s, log=log)
 
     async def _process(self, event: Event) -> None:
         adapter = self.adapters.get(event.system)

@@ -160,13 +160,8 @@ class DevHelmAdapter(Adapter):
             raise TransientError(self.system, f"unexpected incident in response: {exc}") from exc
         values: dict[str, Any] = {"title": incident.title}
         native = {"status": incident.status, "priority": incident.impact}
-        unmapped: dict[str, str] = {}
-        for name, vendor_value in native.items():
-            canonical = self.value_maps[name].to_canonical(vendor_value)
-            if canonical is None:
-                unmapped[name] = vendor_value
-            else:
-                values[name] = canonical
+        enums, unmapped = self.read_enums(native)
+        values.update(enums)
         return VendorObject(
             ref=ObjectRef(self.system, incident.status_page_id, incident.id),
             updated_at=as_utc(incident.updated_at),

@@ -377,16 +377,12 @@ class DevHelmSimulator:
     def __init__(
         self, options: SimOptions, *, webhook_client: httpx.AsyncClient | None = None
     ) -> None:
-        self.kit = SimKit(
+        self.kit = SimKit.from_options(
             "devhelm",
-            api_key=options.api_key,
+            options,
             auth_header="Authorization",
             auth_prefix="Bearer ",
             render_error=self.render_error,
-            webhook_url=options.webhook_url,
-            webhook_secret=options.webhook_secret,
-            latency_ms=options.latency_ms,
-            rpm=options.rpm,
             webhook_client=webhook_client,
             rate_limit_headers=rate_limit_headers,
         )

@@ -134,16 +134,12 @@ class HookstreamSimulator:
     def __init__(
         self, options: SimOptions, *, webhook_client: httpx.AsyncClient | None = None
     ) -> None:
-        self.kit = SimKit(
+        self.kit = SimKit.from_options(
             "hookstream",
-            api_key=options.api_key,
+            options,
             auth_header="X-API-Key",
             auth_prefix="",
             render_error=self.render_error,
-            webhook_url=options.webhook_url,
-            webhook_secret=options.webhook_secret,
-            latency_ms=options.latency_ms,
-            rpm=options.rpm,
             webhook_client=webhook_client,
             rate_limit_headers=self.rate_limit_headers,
         )

@@ -131,13 +131,8 @@ class InboxOpsAdapter(Adapter):
     def _object(self, ticket: wire.Ticket, raw: dict[str, Any]) -> VendorObject:
         values: dict[str, Any] = {"title": ticket.subject, "assignee": ticket.assignee_id}
         native = {"status": ticket.status, "priority": ticket.priority}
-        unmapped: dict[str, str] = {}
-        for name, vendor_value in native.items():
-            canonical = self.value_maps[name].to_canonical(vendor_value)
-            if canonical is None:
-                unmapped[name] = vendor_value
-            else:
-                values[name] = canonical
+        enums, unmapped = self.read_enums(native)
+        values.update(enums)
         return VendorObject(
             ref=ObjectRef(SYSTEM, "", ticket.id),
             updated_at=ticket.updated_at.astimezone(UTC),

@@ -407,16 +407,12 @@ class InboxOpsSimulator:
                 raise ValueError(
                     f"webhook_secret must be a Standard Webhooks secret (whsec_<base64>): {exc}"
                 ) from None
-        self.kit = SimKit(
+        self.kit = SimKit.from_options(
             "inboxops",
-            api_key=options.api_key,
+            options,
             auth_header="Authorization",
             auth_prefix="Bearer ",
             render_error=render_problem,
-            webhook_url=options.webhook_url,
-            webhook_secret=options.webhook_secret,
-            latency_ms=options.latency_ms,
-            rpm=options.rpm,
             webhook_client=webhook_client,
         )
         self.tickets: dict[str, TicketState] = {}

@@ -306,18 +306,16 @@ class IncidentIoSimulator:
     def __init__(
         self, options: SimOptions, *, webhook_client: httpx.AsyncClient | None = None
     ) -> None:
-        self.kit = SimKit(
+        if not options.webhook_secret:
+            # Svix always signs; without a configured secret, sign with a random one.
+            secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
+            options = msgspec.structs.replace(options, webhook_secret=secret)
+        self.kit = SimKit.from_options(
             VENDOR,
-            api_key=options.api_key,
+            options,
             auth_header="Authorization",
             auth_prefix="Bearer ",
             render_error=self.render_error,
-            webhook_url=options.webhook_url,
-            # Svix always signs; without a configured secret, sign with a random one.
-            webhook_secret=options.webhook_secret
-            or "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode(),
-            latency_ms=options.latency_ms,
-            rpm=options.rpm,
             webhook_client=webhook_client,
             rate_limit_headers=rate_limit_headers,
         )
