@@ -548,5 +548,6 @@ def build_app(
         on_shutdown=[kit.flush, *on_shutdown],
         openapi_config=None,
         debug=False,
+        logging_config=None,
     )
     return kit.wrap(app)

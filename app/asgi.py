@@ -236,6 +236,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> Litestar:
         openapi_config=OpenAPIConfig(title="Syncgate", version="0.1.0", path="/schema"),
         state=_state(gateway),
         debug=False,
+        logging_config=None,  # our JSON logging (app/logs.py), not litestar's root handler
     )
 
 
