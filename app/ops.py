@@ -1,11 +1,320 @@
-"""Operator conveniences on the command line, talking to a running gateway's admin API."""
+"""Operator conveniences on the command line, talking to a running gateway's admin API.
+
+    syncgate status                                   systems, queue depth, dead letters
+    syncgate dead-letters [--retry-all|--discard-all] list (and retry or drop) dead letters
+    syncgate link WORK_ITEM SYSTEM EXTERNAL_ID [--scope S]
+    syncgate item ID | SYSTEM:EXTERNAL_ID             an item, its links, recent history
+
+The gateway is ``--url`` (default ``$SYNCGATE_URL`` or http://127.0.0.1:8080); the admin key
+is read from ``$SYNCGATE_ADMIN_KEY`` only (never from the command line, where ``ps`` would
+show it). Errors go to stderr with exit status 1.
+"""
 
 from __future__ import annotations
 
 import argparse
+import os
+import sys
+from collections.abc import Callable, Sequence
 from typing import Any
+
+import httpx
+
+DEFAULT_URL = "http://127.0.0.1:8080"
+URL_ENV = "SYNCGATE_URL"
+KEY_ENV = "SYNCGATE_ADMIN_KEY"
+
+
+class OpsError(Exception):
+    """A failure to report to the operator in one line."""
+
+
+class AdminClient:
+    """A thin client of the /admin API that turns every failure into an ``OpsError``."""
+
+    def __init__(self, url: str, key: str | None, timeout: float) -> None:
+        self.url = url.rstrip("/")
+        headers = {"X-Admin-Key": key} if key else {}
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout)
+        self.has_key = bool(key)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+        try:
+            response = self.http.request(method, path, **kwargs)
+        except httpx.TimeoutException:
+            raise OpsError(f"the gateway at {self.url} did not answer in time") from None
+        except httpx.TransportError as exc:
+            raise OpsError(
+                f"cannot reach the gateway at {self.url} ({exc or type(exc).__name__});"
+                f" is it running? (set --url or ${URL_ENV})"
+            ) from None
+        if response.status_code == 401:
+            hint = "" if self.has_key else f" (${KEY_ENV} is not set)"
+            raise OpsError(f"the gateway refused the admin key{hint}: {_detail(response)}")
+        if response.status_code >= 400:
+            raise OpsError(f"{method} {path} failed ({response.status_code}): {_detail(response)}")
+        if response.status_code == 204 or not response.content:
+            return None
+        return response.json()
+
+
+def _detail(response: httpx.Response) -> str:
+    try:
+        body = response.json()
+    except ValueError:
+        return response.text.strip()[:300] or response.reason_phrase
+    if isinstance(body, dict) and "detail" in body:
+        return str(body["detail"])
+    return str(body)[:300]
+
+
+# -- output -----------------------------------------------------------------------------------
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Rows as aligned columns, with a header line; ``None`` prints as ``-``."""
+    cells = [[_cell(v) for v in row] for row in rows]
+    widths = [len(h) for h in headers]
+    for row in cells:
+        widths = [max(w, len(c)) for w, c in zip(widths, row, strict=True)]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths, strict=True)).rstrip()]
+    for row in cells:
+        lines.append("  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip())
+    return "\n".join(lines)
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, float):
+        return f"{value:.1f}"
+    text = str(value).replace("\n", " ")
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _when(value: str | None) -> str | None:
+    """An ISO timestamp shortened to the second."""
+    if value is None:
+        return None
+    return value.replace("T", " ")[:19]
+
+
+# -- commands ---------------------------------------------------------------------------------
+
+
+def cmd_status(client: AdminClient, args: argparse.Namespace) -> int:
+    data = client.call("GET", "/admin/systems")
+    rows = [
+        (
+            s["name"],
+            "enabled" if s["enabled"] else "disabled",
+            s["paused"],
+            _when(s["last_poll_at"]),
+            None if s["lag_s"] is None else f"{s['lag_s']:.0f}s",
+            s["queue_depth"],
+            s["dead_letters"],
+            _when(s["deferred_until"]),
+            s["last_write_error"] or s["last_poll_error"],
+        )
+        for s in data["systems"]
+    ]
+    print(
+        table(
+            (
+                "SYSTEM",
+                "STATE",
+                "PAUSED",
+                "LAST POLL",
+                "LAG",
+                "QUEUE",
+                "DEAD",
+                "DEFERRED UNTIL",
+                "LAST ERROR",
+            ),
+            rows,
+        )
+    )
+    print()
+    print(
+        f"queue depth: {data['queue_depth']}   dead letters: {data['dead_letters']}"
+        f"   pending events: {data['pending_events']}"
+    )
+    return 0
+
+
+def _all_dead(client: AdminClient) -> list[dict[str, Any]]:
+    entries: list[dict[str, Any]] = []
+    offset = 0
+    while True:
+        page = client.call(
+            "GET", "/admin/outbox", params={"state": "dead", "limit": 500, "offset": offset}
+        )
+        entries.extend(page["entries"])
+        if len(page["entries"]) < 500:
+            return entries
+        offset += 500
+
+
+def cmd_dead_letters(client: AdminClient, args: argparse.Namespace) -> int:
+    dead = _all_dead(client)
+    if not dead:
+        print("no dead letters")
+        return 0
+    if not (args.retry_all or args.discard_all):
+        print(
+            table(
+                ("LINK", "WORK ITEM", "SYSTEM", "EXTERNAL ID", "ACTION", "ATTEMPTS", "REASON"),
+                [
+                    (
+                        e["link_id"],
+                        e["work_item_id"],
+                        e["system"],
+                        e["external_id"],
+                        e["action"],
+                        e["attempts"],
+                        e["dead_reason"],
+                    )
+                    for e in dead
+                ],
+            )
+        )
+        print()
+        print(f"{len(dead)} dead letter(s); --retry-all or --discard-all to act on them")
+        return 0
+    verb, path = ("retried", "retry") if args.retry_all else ("discarded", "discard")
+    done = skipped = 0
+    total = len(dead)
+    for n, entry in enumerate(dead, 1):
+        what = f"link {entry['link_id']} ({entry['system']} {entry['external_id'] or 'create'})"
+        try:
+            client.call("POST", f"/admin/outbox/{entry['link_id']}/{path}")
+        except OpsError as exc:
+            if "(409)" not in str(exc) and "(404)" not in str(exc):
+                raise
+            skipped += 1
+            print(f"[{n}/{total}] skipped {what}: no longer dead", flush=True)
+            continue
+        done += 1
+        print(f"[{n}/{total}] {verb} {what}", flush=True)
+    print(f"{done} {verb}" + (f", {skipped} skipped" if skipped else ""))
+    return 0
+
+
+def cmd_link(client: AdminClient, args: argparse.Namespace) -> int:
+    body = {"system": args.system, "external_id": args.external_id, "scope": args.scope}
+    link = client.call("POST", f"/admin/work-items/{args.work_item_id}/links", json=body)
+    print(
+        f"linked {link['system']} {link['external_id']} to work item {link['work_item_id']}"
+        f" (link {link['id']}, write {link['state']})"
+    )
+    return 0
+
+
+def cmd_item(client: AdminClient, args: argparse.Namespace) -> int:
+    ref: str = args.ref
+    system, sep, external_id = ref.partition(":")
+    if sep and system and external_id:
+        params = {"system": system, "external_id": external_id}
+        if args.scope:
+            params["scope"] = args.scope
+        detail = client.call("GET", "/admin/lookup", params=params)
+    else:
+        detail = client.call("GET", f"/admin/work-items/{ref}", params={"history": args.history})
+    item = detail["item"]
+    print(f"work item {item['id']}  (version {item['version']})")
+    for name in ("title", "status", "priority", "assignee", "snoozed_until"):
+        print(f"  {name + ':':<15}{_cell(item[name])}")
+    print(f"  {'updated:':<15}{_when(item['updated_at'])}")
+    print()
+    print(
+        table(
+            ("LINK", "SYSTEM", "SCOPE", "EXTERNAL ID", "WRITE", "ATTEMPTS", "LAST ERROR"),
+            [
+                (
+                    link["id"],
+                    link["system"],
+                    link["scope"] or None,
+                    link["external_id"],
+                    link["state"],
+                    link["attempts"],
+                    link["last_error"],
+                )
+                for link in detail["links"]
+            ],
+        )
+    )
+    history = detail["history"][-args.history :]
+    if history:
+        print()
+        print(
+            table(
+                ("AT", "KIND", "SYSTEM", "FIELD", "CHANGE"),
+                [(_when(h["at"]), h["kind"], h["system"], h["field"], _change(h)) for h in history],
+            )
+        )
+    return 0
+
+
+def _change(entry: dict[str, Any]) -> str | None:
+    if entry["field"] is not None and entry["kind"] in ("change", "conflict_lost"):
+        return f"{entry['old_value']} -> {entry['new_value']}"
+    return None if entry["detail"] is None else str(entry["detail"])
+
+
+# -- wiring -----------------------------------------------------------------------------------
+
+
+def _run(
+    func: Callable[[AdminClient, argparse.Namespace], int],
+) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        client = AdminClient(args.url, os.environ.get(KEY_ENV) or None, args.timeout)
+        try:
+            return func(client, args)
+        except OpsError as exc:
+            print(f"syncgate: {exc}", file=sys.stderr)
+            return 1
+        finally:
+            client.close()
+
+    return run
 
 
 def register(sub: Any) -> None:
     """Add the operator subcommands to the ``syncgate`` parser."""
-    _ = (sub, argparse)
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument(
+        "--url",
+        default=os.environ.get(URL_ENV) or DEFAULT_URL,
+        help=f"the gateway (default: ${URL_ENV} or {DEFAULT_URL}); key from ${KEY_ENV}",
+    )
+    common.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+
+    p = sub.add_parser("status", parents=[common], help="systems, queue depth and dead letters")
+    p.set_defaults(func=_run(cmd_status))
+
+    p = sub.add_parser("dead-letters", parents=[common], help="list, retry or discard dead letters")
+    action = p.add_mutually_exclusive_group()
+    action.add_argument("--retry-all", action="store_true", help="retry every dead letter now")
+    action.add_argument("--discard-all", action="store_true", help="give up on every dead letter")
+    p.set_defaults(func=_run(cmd_dead_letters))
+
+    p = sub.add_parser(
+        "link", parents=[common], help="link an existing vendor object to a work item"
+    )
+    p.add_argument("work_item_id")
+    p.add_argument("system")
+    p.add_argument("external_id")
+    p.add_argument("--scope", default="", help="DevHelm status page id / incident.io incident id")
+    p.set_defaults(func=_run(cmd_link))
+
+    p = sub.add_parser("item", parents=[common], help="show a work item, its links and history")
+    p.add_argument("ref", metavar="ID|SYSTEM:EXTERNAL_ID")
+    p.add_argument("--scope", default="", help="scope of SYSTEM:EXTERNAL_ID (optional)")
+    p.add_argument("--history", type=int, default=20, help="history entries to show")
+    p.set_defaults(func=_run(cmd_item))

@@ -1,0 +1,172 @@
+"""The operator CLI (``syncgate status | dead-letters | link | item``) against a served
+gateway and the simulators, on SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+from app.cli import main
+from app.serving import bind_socket
+from app.store import Store
+from tests.contract.test_contract import KITS
+from tests.test_admin import KEY, admin, fan_out, fault, ok
+
+
+async def cli(*argv: str) -> int:
+    """Run ``syncgate ARGV`` in a thread (its HTTP client is synchronous; the gateway
+    keeps serving on this event loop)."""
+    return await asyncio.to_thread(main, list(argv))
+
+
+@pytest.fixture(autouse=True)
+def admin_key(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SYNCGATE_ADMIN_KEY", KEY)
+    monkeypatch.delenv("SYNCGATE_URL", raising=False)
+
+
+async def test_status_prints_an_aligned_table(
+    store: Store, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with admin(store) as (rig, client):
+        await fan_out(rig)
+        ok(await client.post("/admin/systems/devhelm/pause"))
+        monkeypatch.setenv("SYNCGATE_URL", rig.gateway_url)
+        assert await cli("status") == 0
+    lines = capsys.readouterr().out.splitlines()
+    header = lines[0]
+    assert header.split() == [
+        "SYSTEM",
+        "STATE",
+        "PAUSED",
+        "LAST",
+        "POLL",
+        "LAG",
+        "QUEUE",
+        "DEAD",
+        "DEFERRED",
+        "UNTIL",
+        "LAST",
+        "ERROR",
+    ]
+    rows = {line.split()[0]: line for line in lines[1:5]}
+    assert set(rows) == {"hookstream", "devhelm", "inboxops", "incidentio"}
+    paused = header.index("PAUSED")
+    assert rows["devhelm"][paused:].startswith("yes")
+    assert rows["inboxops"][paused:].startswith("no")
+    queue = header.index("QUEUE")
+    assert all(row[queue:].split()[0] == "0" for row in rows.values())
+    assert lines[-1].split() == [
+        "queue",
+        "depth:",
+        "0",
+        "dead",
+        "letters:",
+        "0",
+        "pending",
+        "events:",
+        "0",
+    ]
+
+
+async def test_dead_letters_listed_retried_and_discarded(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with admin(store) as (rig, client):
+        item_id, links = await fan_out(rig)
+        url = ("--url", rig.gateway_url)
+        await fault(rig, "inboxops", status=422, count=1, methods=["PUT", "PATCH"])
+        await fault(rig, "devhelm", status=422, count=1, methods=["PUT", "PATCH"])
+        ok(await client.patch(f"/admin/work-items/{item_id}", json={"status": "resolved"}))
+        await rig.gateway.dispatcher.run_until_idle()
+
+        assert await cli("dead-letters", *url) == 0
+        out = capsys.readouterr().out
+        assert out.splitlines()[0].split()[:3] == ["LINK", "WORK", "ITEM"]
+        assert str(links["inboxops"]["id"]) in out and str(links["devhelm"]["id"]) in out
+        assert "2 dead letter(s)" in out
+
+        assert await cli("dead-letters", "--retry-all", *url) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert [line.split()[:2] for line in out[:2]] == [
+            ["[1/2]", "retried"],
+            ["[2/2]", "retried"],
+        ]
+        assert out[-1] == "2 retried"
+        await rig.gateway.dispatcher.run_until_idle()
+        assert (await rig.object("inboxops", links["inboxops"]["external_id"]))[
+            "status"
+        ] == "resolved"
+        assert (await rig.object("devhelm", links["devhelm"]["external_id"]))[
+            "status"
+        ] == "RESOLVED"
+
+        await fault(rig, "inboxops", status=422, count=1, methods=["PUT", "PATCH"])
+        ok(await client.patch(f"/admin/work-items/{item_id}", json={"status": "open"}))
+        await rig.gateway.dispatcher.run_until_idle()
+        assert await cli("dead-letters", "--discard-all", *url) == 0
+        out = capsys.readouterr().out.splitlines()
+        assert out[0].startswith("[1/1] discarded link") and out[-1] == "1 discarded"
+        assert await cli("dead-letters", *url) == 0
+        assert capsys.readouterr().out.strip() == "no dead letters"
+        assert (await rig.object("inboxops", links["inboxops"]["external_id"]))[
+            "status"
+        ] == "resolved"
+
+    with pytest.raises(SystemExit) as exc:
+        main(["dead-letters", "--retry-all", "--discard-all"])
+    assert exc.value.code == 2
+
+
+async def test_link_and_show_an_item(store: Store, capsys: pytest.CaptureFixture[str]) -> None:
+    async with admin(store) as (rig, client):
+        url = ("--url", rig.gateway_url)
+        item = ok(await client.post("/admin/work-items", json={"title": "Refunds stuck"}), 201)
+        item_id = item["item"]["id"]
+        ticket = (await KITS["inboxops"].seed(rig.control["inboxops"], 4)).external_id
+
+        assert await cli("link", item_id, "inboxops", ticket, *url) == 0
+        out = capsys.readouterr().out
+        assert out.startswith(f"linked inboxops {ticket} to work item {item_id}")
+        await rig.gateway.dispatcher.run_until_idle()
+        assert (await rig.object("inboxops", ticket))["subject"] == "Refunds stuck"
+
+        assert await cli("item", item_id, *url) == 0
+        shown = capsys.readouterr().out
+        assert shown.startswith(f"work item {item_id}")
+        assert "Refunds stuck" in shown and ticket in shown
+        assert "linked" in shown and "created" in shown  # history
+        assert await cli("item", f"inboxops:{ticket}", *url) == 0
+        assert capsys.readouterr().out == shown
+
+        # errors: already linked, unknown object, unknown item
+        assert await cli("link", item_id, "inboxops", ticket, *url) == 1
+        err = capsys.readouterr().err
+        assert "(409)" in err and item_id in err
+        assert await cli("link", item_id, "inboxops", "tkt_nope", *url) == 1
+        assert "(404)" in capsys.readouterr().err
+        assert await cli("item", "inboxops:tkt_nope", *url) == 1
+        assert "no work item is linked" in capsys.readouterr().err
+        assert await cli("item", "nope", *url) == 1
+        assert "no work item 'nope'" in capsys.readouterr().err
+
+
+async def test_unreachable_gateway_and_refused_key(
+    store: Store, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    sock = bind_socket()
+    closed = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+    assert await cli("status", "--url", closed) == 1
+    err = capsys.readouterr().err
+    assert err.startswith(f"syncgate: cannot reach the gateway at {closed}")
+
+    async with admin(store) as (rig, _):
+        monkeypatch.setenv("SYNCGATE_ADMIN_KEY", "not-the-key")
+        assert await cli("status", "--url", rig.gateway_url) == 1
+        assert "refused the admin key: wrong admin key" in capsys.readouterr().err
+        monkeypatch.delenv("SYNCGATE_ADMIN_KEY")
+        assert await cli("dead-letters", "--url", rig.gateway_url) == 1
+        err = capsys.readouterr().err
+        assert "SYNCGATE_ADMIN_KEY is not set" in err and "admin key required" in err
