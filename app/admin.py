@@ -1404,6 +1404,7 @@ def admin_router() -> Router:
         before_request=_authorize,
         exception_handlers={AdminError: _on_admin_error, HTTPException: _on_http_exception},
         tags=["admin"],
+        security=[{"AdminKey": []}, {"AdminBearer": []}],
     )
 
 

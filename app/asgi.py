@@ -16,8 +16,10 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
-from litestar import Litestar
+from litestar import Litestar, Response
+from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
 from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
 
 from adapters import VENDORS, adapter_class
 from adapters.base import Adapter, AdapterSettings
@@ -233,11 +235,35 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> Litestar:
         route_handlers=[receive_webhook, *admin_handlers()],
         on_startup=[startup] if manage_lifecycle else [],
         on_shutdown=[shutdown] if manage_lifecycle else [],
-        openapi_config=OpenAPIConfig(title="Syncgate", version="0.1.0", path="/schema"),
+        openapi_config=OpenAPIConfig(
+            title="Syncgate",
+            version="0.1.0",
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "AdminKey": SecurityScheme(
+                        type="apiKey", name="X-Admin-Key", security_scheme_in="header"
+                    ),
+                    "AdminBearer": SecurityScheme(type="http", scheme="bearer"),
+                }
+            ),
+        ),
+        exception_handlers={
+            NotFoundException: _routing_problem,
+            MethodNotAllowedException: _routing_problem,
+        },
         state=_state(gateway),
         debug=False,
         logging_config=None,  # our JSON logging (app/logs.py), not litestar's root handler
     )
+
+
+def _routing_problem(request: Any, exc: HTTPException) -> Response[Any]:
+    """Unknown paths and methods answer problem+json like every other error."""
+    from app.receivers import problem
+
+    title = "Not found" if exc.status_code == 404 else "Method not allowed"
+    return problem(exc.status_code, title, f"{request.method} {request.url.path}: {exc.detail}")
 
 
 def _state(gateway: Gateway) -> Any:

@@ -165,6 +165,18 @@ async def test_the_openapi_document_describes_the_admin_api(store: Store) -> Non
         assert any(key.endswith(name) for key in schemas), name
     create = paths["/admin/work-items"]["post"]
     assert "409" in create["responses"] and "401" in create["responses"]
+    assert {"AdminKey": []} in create["security"]
+    assert set(doc["components"]["securitySchemes"]) == {"AdminKey", "AdminBearer"}
+
+
+@pytest.mark.parametrize("db_kind", ["sqlite"])
+async def test_unknown_paths_and_methods_answer_problem_json(store: Store) -> None:
+    async with admin(store) as (_, client):
+        missing = await client.get("/admin/nothing-here")
+        wrong = await client.delete("/healthz")
+    assert missing.status_code == 404 and wrong.status_code == 405
+    for response in (missing, wrong):
+        assert response.headers["content-type"].startswith("application/problem+json")
 
 
 # -- work items: list, search, detail, lookup ------------------------------------------------
