@@ -55,6 +55,25 @@ def _jsonable(value: Any) -> Any:
     return msgspec.to_builtins(value)
 
 
+def _set_field(
+    item: WorkItem, name: str, value: Any, stamp: FieldStamp, event_id: str | None, now: datetime
+) -> HistoryEntry:
+    """Set one canonical field, stamp who set it, and return its history entry."""
+    entry = HistoryEntry(
+        work_item_id=item.id,
+        kind="change",
+        field=name,
+        old_value=_jsonable(getattr(item, name)),
+        new_value=_jsonable(value),
+        system=stamp.system,
+        event_id=event_id,
+        at=now,
+    )
+    setattr(item, name, value)
+    item.stamps[name] = stamp
+    return entry
+
+
 def vendor_changed(known: VendorObject | None, obj: VendorObject, name: str) -> bool:
     """Whether the vendor object's ``name`` changed since we last knew it."""
     if known is None:
@@ -112,19 +131,8 @@ class Engine:
                 if getattr(item, name) == value:
                     continue
                 history.append(
-                    HistoryEntry(
-                        work_item_id=item.id,
-                        kind="change",
-                        field=name,
-                        old_value=_jsonable(getattr(item, name)),
-                        new_value=_jsonable(value),
-                        system=source,
-                        event_id=event_id,
-                        at=now,
-                    )
+                    _set_field(item, name, value, FieldStamp(source, now), event_id, now)
                 )
-                setattr(item, name, value)
-                item.stamps[name] = FieldStamp(source, now)
                 changed.append(name)
             if not changed:
                 return Outcome("unchanged", item.id)
@@ -215,21 +223,9 @@ class Engine:
                 )
 
         if changed:
+            stamp = FieldStamp(system, obj.updated_at)
             for name, value in changed.items():
-                history.append(
-                    HistoryEntry(
-                        work_item_id=item.id,
-                        kind="change",
-                        field=name,
-                        old_value=_jsonable(getattr(item, name)),
-                        new_value=_jsonable(value),
-                        system=system,
-                        event_id=event_id,
-                        at=now,
-                    )
-                )
-                setattr(item, name, value)
-                item.stamps[name] = FieldStamp(system, obj.updated_at)
+                history.append(_set_field(item, name, value, stamp, event_id, now))
             item.version += 1
             item.updated_at = now
             await tx.save_item(item)
