@@ -1,0 +1,59 @@
+"""Logs are JSON lines with the sync context, and never carry a secret."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+
+import pytest
+
+from app import logs
+from app.store import Store
+from tests.contract.test_contract import KITS
+from tests.rig import running_rig
+from tests.test_sync import linked
+
+
+def reset() -> None:
+    logger = logging.getLogger("syncgate")
+    logger.handlers.clear()
+    logger.propagate = True
+    logger.setLevel(logging.NOTSET)
+
+
+@pytest.mark.parametrize("db_kind", ["sqlite"])
+async def test_a_sync_logs_json_with_context_and_no_secret(store: Store) -> None:
+    stream = io.StringIO()
+    logs.configure("INFO", stream)
+    try:
+        async with running_rig(store, serve_gateway=True, webhooks=True) as rig:
+            _, ids = await linked(rig)
+            await rig.human("inboxops", ids["inboxops"], status="resolved")
+            await rig.settle()
+    finally:
+        reset()
+    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    assert lines, "the sync logged nothing"
+    writes = [entry for entry in lines if entry["message"] == "wrote"]
+    assert {entry["system"] for entry in writes} >= {"devhelm", "inboxops", "incidentio"}
+    assert all(entry["work_item_id"] for entry in writes)
+    processed = [entry for entry in lines if entry["message"] == "event processed"]
+    assert processed and all(entry["event_id"] for entry in processed)
+    text = stream.getvalue()
+    for kit in KITS.values():
+        assert kit.api_key not in text
+        assert kit.webhook_secret not in text
+
+
+def test_values_under_secret_looking_keys_are_masked() -> None:
+    stream = io.StringIO()
+    logs.configure("INFO", stream)
+    try:
+        logging.getLogger("syncgate.test").info(
+            "calling", extra={"api_key": "hs_live_abc", "system": "hookstream"}
+        )
+    finally:
+        reset()
+    entry = json.loads(stream.getvalue())
+    assert entry["api_key"] == "***" and entry["system"] == "hookstream"
