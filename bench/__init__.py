@@ -1,0 +1,1 @@
+"""Syncgate benchmark harness: ``python -m bench.run [--quick] [--json out.json]``."""

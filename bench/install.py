@@ -1,0 +1,349 @@
+"""One installation under test: the four simulators and either the gateway or the
+baseline app, as real processes on loopback, plus the work items the load is sent to.
+
+Every work item links four objects: a hookstream issue (its origin, through the shipped
+fan-out rule), a DevHelm incident, an InboxOps ticket and an incident.io follow-up. The
+load is a signed InboxOps ``ticket.updated`` webhook that flips the ticket's status
+between ``open`` and ``resolved``: that changes the canonical status, which the gateway
+writes to the three other systems (hookstream PATCH, DevHelm PUT, incident.io PUT).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import os
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from adapters.inboxops.simulator import SUPPORT_INBOX_ID
+from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
+from bench.db import DB
+from bench.procs import PY, Proc, base_env, free_port, wait_http
+
+STATUS_PAGE_ID = "5d1e7c52-1f43-4c6e-9a51-7f3f0d2b9a10"
+WRITE_SYSTEMS = ("hookstream", "devhelm", "incidentio")
+SYSTEMS = ("hookstream", "devhelm", "inboxops", "incidentio")
+
+KEYS = {
+    "hookstream": "hs_bench_" + "0123456789abcdef" * 2,
+    "devhelm": "dh_bench_0123456789abcdef0123456789abcdef",
+    "inboxops": "ixk_bench_0123456789abcdef0123456789abcdef",
+    "incidentio": "inc_bench_0123456789abcdef0123456789abcdef",
+}
+SECRETS = {
+    "hookstream": "hookstream-bench-secret",
+    "devhelm": "devhelm-bench-secret-0123456789",
+    "inboxops": "whsec_" + base64.b64encode(b"syncgate-bench-inboxops-secret!!").decode(),
+    "incidentio": "whsec_" + base64.b64encode(b"syncgate-bench-incidentio-secret").decode(),
+}
+
+
+def gateway_config(urls: dict[str, str], db_url: str) -> str:
+    """The shipped config.yaml's rules, pointed at the simulators, polling off (the load is
+    webhook-driven) and fast retries."""
+    systems = []
+    for name in SYSTEMS:
+        scopes = f'["{STATUS_PAGE_ID}"]' if name == "devhelm" else "[]"
+        systems.append(
+            f"""  {name}:
+    base_url: "{urls[name]}"
+    api_key_env: SYNCGATE_{name.upper()}_API_KEY
+    webhook_secret_envs: [SYNCGATE_{name.upper()}_WEBHOOK_SECRET]
+    poll_interval_s: 0
+    scopes: {scopes}
+    max_connections: 32
+    timeout_s: 10.0"""
+        )
+    systems_yaml = "\n".join(systems)
+    return f"""database_url: "{db_url}"
+server:
+  host: "127.0.0.1"
+  port: 0
+dispatcher:
+  max_attempts: 50
+  backoff_base_s: 0.2
+  backoff_max_s: 2.0
+  concurrency: 64
+  lease_s: 60.0
+systems:
+{systems_yaml}
+create_rules:
+  - name: hookstream-issue-fans-out
+    system: hookstream
+    match: {{}}
+    create_in:
+      - system: devhelm
+        scope: "{STATUS_PAGE_ID}"
+        params: {{notify_subscribers: false}}
+      - system: inboxops
+        params: {{inbox_id: "{SUPPORT_INBOX_ID}"}}
+      - system: incidentio
+        scope: "{DEFAULT_INCIDENT_ID}"
+fields:
+  status:
+    conflict: {{policy: last_writer}}
+  title:
+    owner: hookstream
+  priority: {{}}
+  description:
+    owner: hookstream
+"""
+
+
+@dataclass
+class Item:
+    """One benchmark work item and the ids of its four objects."""
+
+    ticket: dict[str, Any]
+    hookstream: str
+    devhelm: str
+    incidentio: str
+    title: str
+    status: str = "open"
+
+
+@dataclass
+class Installation:
+    kind: str  # gateway | baseline
+    db_url: str
+    workdir: Path
+    sims: dict[str, Proc] = field(default_factory=dict)
+    sim_urls: dict[str, str] = field(default_factory=dict)
+    server: Proc | None = None
+    url: str = ""
+    items: list[Item] = field(default_factory=list)
+    db: DB | None = None
+    control: httpx.AsyncClient | None = None
+
+    @property
+    def pid(self) -> int:
+        assert self.server is not None
+        return self.server.pid
+
+    def webhook_url(self) -> str:
+        return f"{self.url}/webhooks/inboxops"
+
+    async def sim(self, system: str, method: str, path: str, **kw: Any) -> Any:
+        assert self.control is not None
+        r = await self.control.request(method, self.sim_urls[system] + path, **kw)
+        if r.status_code >= 300:
+            raise RuntimeError(f"{system} {method} {path}: {r.status_code} {r.text[:300]}")
+        return r.json() if r.content else None
+
+    async def set_latency(self, ms: float) -> None:
+        for s in WRITE_SYSTEMS:
+            await self.sim(s, "PUT", "/_sim/latency", json={"ms": ms})
+
+    async def clear_requests(self) -> None:
+        for s in WRITE_SYSTEMS:
+            await self.sim(s, "DELETE", "/_sim/requests")
+
+    async def writes(self) -> dict[str, list[dict[str, Any]]]:
+        """Successful write requests logged by each written simulator."""
+        out = {}
+        for s in WRITE_SYSTEMS:
+            reqs = (await self.sim(s, "GET", "/_sim/requests"))["requests"]
+            out[s] = [
+                r for r in reqs
+                if r["method"] in ("PUT", "PATCH", "POST") and 200 <= r["status"] < 300
+            ]
+        return out
+
+    async def write_count(self) -> int:
+        return sum(len(v) for v in (await self.writes()).values())
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.stop()
+        for p in self.sims.values():
+            p.stop()
+        if self.control is not None:
+            await self.control.aclose()
+        if self.db is not None:
+            await self.db.close()
+
+
+async def start_sims(inst: Installation, gateway_port: int) -> None:
+    env = base_env()
+    for name in SYSTEMS:
+        port = free_port()
+        argv = [PY, "-m", "app.cli", "simulate", name, "--port", str(port),
+                "--api-key", KEYS[name], "--webhook-secret", SECRETS[name]]
+        if name == "hookstream" and inst.kind == "gateway":
+            # issue_opened notifications start the fan-out; the others send no webhooks
+            argv += ["--webhook-url", f"http://127.0.0.1:{gateway_port}/webhooks/hookstream"]
+        inst.sims[name] = Proc(f"{inst.kind}-sim-{name}", argv, env, inst.workdir)
+        inst.sim_urls[name] = f"http://127.0.0.1:{port}"
+    for name, proc in inst.sims.items():
+        await wait_http(inst.sim_urls[name] + "/_sim/requests", proc)
+    await inst.sim(
+        "devhelm", "POST", "/_sim/status-pages",
+        json={"id": STATUS_PAGE_ID, "name": "Bench status", "incidentMode": "MANUAL"},
+    )
+
+
+async def start_gateway(
+    workdir: Path, db_url: str, *, filler_items: int = 0, log_level: str = "info",
+    label: str = "gateway",
+) -> tuple[Installation, float]:
+    """Simulators + migrated database (+ filler rows) + ``syncgate serve``. Returns the
+    installation and the seconds spent loading filler rows."""
+    inst = Installation(kind="gateway", db_url=db_url, workdir=workdir)
+    inst.control = httpx.AsyncClient(timeout=60.0)
+    port = free_port()
+    await start_sims(inst, port)
+    env = base_env()
+    env["SYNCGATE_DATABASE_URL"] = db_url
+    env["SYNCGATE_ADMIN_KEY"] = "bench-admin-key"
+    for name in SYSTEMS:
+        env[f"SYNCGATE_{name.upper()}_API_KEY"] = KEYS[name]
+        env[f"SYNCGATE_{name.upper()}_WEBHOOK_SECRET"] = SECRETS[name]
+    cfg = workdir / f"{label}.yaml"
+    cfg.write_text(gateway_config(inst.sim_urls, db_url))
+    migrate = await asyncio.create_subprocess_exec(
+        PY, "-m", "app.cli", "migrate", "--config", str(cfg), env=env,
+        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+    )
+    _, err = await migrate.communicate()
+    if migrate.returncode != 0:
+        raise RuntimeError(f"migrate failed: {err.decode()[-2000:]}")
+    inst.db = DB(db_url)
+    filler_s = 0.0
+    if filler_items:
+        filler_s = await inst.db.load_filler(filler_items)
+    inst.server = Proc(
+        label,
+        [PY, "-m", "app.cli", "serve", "--config", str(cfg), "--port", str(port),
+         "--worker-id", f"bench-{label}", "--log-level", log_level],
+        env, workdir,
+    )
+    inst.url = f"http://127.0.0.1:{port}"
+    await wait_http(inst.url + "/healthz", inst.server, 60)
+    return inst, filler_s
+
+
+async def create_items(inst: Installation, n: int, deadline_s: float = 300.0) -> float:
+    """Open ``n`` hookstream issues; the gateway's fan-out rule links each to a new DevHelm
+    incident, InboxOps ticket and incident.io follow-up. Returns seconds taken."""
+    assert inst.db is not None and inst.control is not None
+    start = time.perf_counter()
+    sem = asyncio.Semaphore(16)
+
+    async def seed(i: int) -> None:
+        async with sem:
+            await inst.sim(
+                "hookstream", "POST", "/_sim/seed",
+                json={"destination_id": f"dst_bench_{i}", "destination_name": f"bench-{i}",
+                      "error_type": "timeout"},
+            )
+
+    await asyncio.gather(*(seed(i) for i in range(n)))
+    end = time.monotonic() + deadline_s
+    while True:
+        rows = await inst.db.bench_links()
+        made = sum(1 for r in rows if r[2] is not None)
+        dirty, pending = await inst.db.depth()
+        if made >= 4 * n and dirty == 0 and pending == 0:
+            break
+        if await inst.db.dead():
+            raise RuntimeError(f"fan-out dead-lettered writes; see {inst.server.log if inst.server else ''}")
+        if time.monotonic() > end:
+            raise RuntimeError(f"fan-out incomplete: {made}/{4 * n} objects, {dirty} dirty")
+        if inst.server is not None and not inst.server.alive():
+            raise RuntimeError(f"gateway died:\n{inst.server.tail()}")
+        await asyncio.sleep(0.5)
+    took = time.perf_counter() - start
+    await load_items(inst, rows)
+    return took
+
+
+async def load_items(inst: Installation, rows: list[tuple[str, str, str | None]]) -> None:
+    by_item: dict[str, dict[str, str]] = {}
+    for item_id, system, ext in rows:
+        assert ext is not None
+        by_item.setdefault(item_id, {})[system] = ext
+    tickets = {t["id"]: t for t in (await inst.sim("inboxops", "GET", "/_sim/objects"))["data"]}
+    follow_ups = {
+        f["id"]: f for f in (await inst.sim("incidentio", "GET", "/_sim/objects"))["follow_ups"]
+    }
+    inst.items = []
+    for ids in sorted(by_item.values(), key=lambda d: d["inboxops"]):
+        inst.items.append(
+            Item(
+                ticket=tickets[ids["inboxops"]],
+                hookstream=ids["hookstream"],
+                devhelm=ids["devhelm"],
+                incidentio=ids["incidentio"],
+                title=follow_ups[ids["incidentio"]]["title"],
+                status=tickets[ids["inboxops"]]["status"],
+            )
+        )
+
+
+async def start_baseline(workdir: Path, items: list[Item]) -> Installation:
+    """Simulators holding copies of the same objects + the baseline app."""
+    inst = Installation(kind="baseline", db_url="", workdir=workdir)
+    inst.control = httpx.AsyncClient(timeout=60.0)
+    await start_sims(inst, 0)
+    # the baseline writes to its own simulators: give them the same objects
+    new_items = []
+    sem = asyncio.Semaphore(16)
+
+    async def clone(item: Item) -> Item:
+        async with sem:
+            issue = (await inst.sim(
+                "hookstream", "POST", "/_sim/seed",
+                json={"destination_id": f"dst_{item.hookstream}", "destination_name": "b",
+                      "error_type": "timeout"},
+            ))["issue"]
+            inc = (await inst.sim(
+                "devhelm", "POST", "/_sim/seed",
+                json={"statusPageId": STATUS_PAGE_ID, "title": item.title, "impact": "MINOR"},
+            ))["data"]
+            fu = await inst.sim(
+                "incidentio", "POST", "/_sim/seed",
+                json={"incident_id": DEFAULT_INCIDENT_ID, "title": item.title},
+            )
+            fu = fu.get("follow_up", fu)
+            return Item(ticket=item.ticket, hookstream=issue["id"], devhelm=inc["id"],
+                        incidentio=fu["id"], title=item.title, status=item.status)
+
+    new_items = await asyncio.gather(*(clone(i) for i in items))
+    inst.items = list(new_items)
+    mapping = {
+        it.ticket["id"]: {"hookstream": it.hookstream, "devhelm": it.devhelm,
+                          "incidentio": it.incidentio, "title": it.title}
+        for it in inst.items
+    }
+    map_file = workdir / "baseline-map.json"
+    map_file.write_text(json.dumps(mapping))
+    port = free_port()
+    env = base_env()
+    env["BASELINE_SECRET"] = SECRETS["inboxops"]
+    for s in WRITE_SYSTEMS:
+        env[f"BASELINE_{s.upper()}_URL"] = inst.sim_urls[s]
+        env[f"BASELINE_{s.upper()}_KEY"] = KEYS[s]
+    env["BASELINE_STATUS_PAGE"] = STATUS_PAGE_ID
+    inst.server = Proc(
+        "baseline",
+        [PY, "-m", "bench.baseline", "--port", str(port), "--db", str(workdir / "baseline.db"),
+         "--map", str(map_file)],
+        env, workdir,
+    )
+    inst.url = f"http://127.0.0.1:{port}"
+    await wait_http(inst.url + "/healthz", inst.server, 30)
+    return inst
+
+
+def workdir() -> Path:
+    return Path(tempfile.mkdtemp(prefix="syncgate-bench-"))
+
+
+_ = os

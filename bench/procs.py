@@ -1,0 +1,125 @@
+"""Starting and stopping the processes a benchmark runs against: the vendor simulators
+(``syncgate simulate``), the gateway (``syncgate serve``) and the baseline app, each a real
+subprocess on loopback; and reading their CPU time and resident memory from /proc."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = sys.executable
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+
+
+_HANDED_OUT: set[int] = set()
+
+
+def free_port() -> int:
+    """A free loopback port, never one this process handed out before (the kernel may
+    offer a just-closed port again before the process it was meant for has bound it)."""
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in _HANDED_OUT:
+            _HANDED_OUT.add(port)
+            return port
+
+
+def rss_mb(pid: int) -> float:
+    """Resident set size (VmRSS) of ``pid`` in MB, from /proc/<pid>/status."""
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) / 1024.0
+    except OSError:
+        pass
+    return 0.0
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds used by ``pid`` (from /proc/<pid>/stat)."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+    except (OSError, IndexError, ValueError):
+        return 0.0
+
+
+_LIVE: set["Proc"] = set()
+
+
+def stop_all() -> None:
+    """Stop every process this harness started and has not stopped yet."""
+    for proc in list(_LIVE):
+        proc.stop(5)
+
+
+class Proc:
+    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+        self.name = name
+        self.log = log_dir / f"{name}.log"
+        self._log_file = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
+        self.popen = subprocess.Popen(
+            argv, cwd=ROOT, env=env, stdout=self._log_file, stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+        _LIVE.add(self)
+
+    @property
+    def pid(self) -> int:
+        return self.popen.pid
+
+    def alive(self) -> bool:
+        return self.popen.poll() is None
+
+    def stop(self, timeout: float = 15.0) -> None:
+        _LIVE.discard(self)
+        if self.alive():
+            self.popen.send_signal(signal.SIGTERM)
+            try:
+                self.popen.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.popen.kill()
+                self.popen.wait(5)
+        if not self._log_file.closed:
+            self._log_file.close()
+
+    def tail(self, n: int = 20) -> str:
+        try:
+            return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+        except OSError:
+            return ""
+
+
+async def wait_http(url: str, proc: Proc, deadline_s: float = 30.0) -> None:
+    """Wait until ``url`` answers (any status), or fail with the process's log tail."""
+    end = time.monotonic() + deadline_s
+    async with httpx.AsyncClient(timeout=2.0) as client:
+        while time.monotonic() < end:
+            if not proc.alive():
+                raise RuntimeError(f"{proc.name} exited early:\n{proc.tail()}")
+            try:
+                await client.get(url)
+                return
+            except httpx.HTTPError:
+                await asyncio.sleep(0.1)
+    raise RuntimeError(f"{proc.name} did not answer at {url} within {deadline_s}s:\n{proc.tail()}")
+
+
+def base_env() -> dict[str, str]:
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    return env

@@ -1,0 +1,640 @@
+"""The benchmark: ``python -m bench.run [--quick] [--json out.json] [--repeat N]``.
+
+Runs the gateway (``syncgate serve``) and the baseline (``bench/baseline.py``) against the
+vendor simulators (``syncgate simulate``), all real processes on loopback, prints a table
+(figure, value, target, ratio to baseline) and writes JSON (bench/results/latest.json).
+See docs/benchmarks.md for what each figure means.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import math
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import load
+from bench.install import (
+    WRITE_SYSTEMS,
+    Installation,
+    create_items,
+    start_baseline,
+    start_gateway,
+    workdir,
+)
+from bench.load import Cursor, closed_loop, open_loop, pct
+from bench.procs import ROOT, cpu_s, rss_mb, stop_all
+
+RESULTS = ROOT / "bench" / "results"
+
+
+def log(msg: str) -> None:
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+# -- profiles ---------------------------------------------------------------------------
+
+FULL = {
+    "items": 1000,
+    "ingest_n": {1: 300, 32: 1000, 128: 1000},
+    "probe_n": 400,
+    "sustain_s": 30.0,
+    "prop_n": 150,
+    "prop_rate": 10.0,
+    "backlog": 100_000,
+    "scale_items": 1_000_000,
+    "repeat": 3,
+}
+QUICK = {
+    "items": 60,
+    "ingest_n": {1: 30, 32: 96, 128: 128},
+    "probe_n": 64,
+    "sustain_s": 3.0,
+    "prop_n": 20,
+    "prop_rate": 10.0,
+    "backlog": 600,
+    "scale_items": 20_000,
+    "repeat": 1,
+}
+
+
+# -- waiting ----------------------------------------------------------------------------
+
+
+async def wait_quiet(inst: Installation, expect_writes: int | None, deadline_s: float) -> float:
+    """Wait until the installation has nothing left to do: the gateway's inbox and outbox
+    are empty (or, for the baseline, the simulators saw the expected writes / no new
+    writes for a second). Returns seconds waited."""
+    start = time.monotonic()
+    last = -1
+    still = 0.0
+    while time.monotonic() - start < deadline_s:
+        if inst.server is not None and not inst.server.alive():
+            raise RuntimeError(f"{inst.kind} died:\n{inst.server.tail()}")
+        count = await inst.write_count()
+        if inst.db is not None:
+            dirty, pending = await inst.db.depth()
+            if dirty == 0 and pending == 0 and (count == last):
+                return time.monotonic() - start
+        else:
+            if expect_writes is not None and count >= expect_writes:
+                return time.monotonic() - start
+            if count == last:
+                still += 0.25
+                if still >= 1.5:
+                    return time.monotonic() - start
+            else:
+                still = 0.0
+        last = count
+        await asyncio.sleep(0.25)
+    log(f"warning: {inst.kind} not quiet after {deadline_s:.0f}s")
+    return time.monotonic() - start
+
+
+class Sampler:
+    """Samples the server's RSS (and, for the gateway, the queue depth) in the background."""
+
+    def __init__(self, inst: Installation, every_s: float = 0.5) -> None:
+        self.inst = inst
+        self.every = every_s
+        self.samples: list[dict[str, float]] = []
+        self._task: asyncio.Task[None] | None = None
+        self.t0 = time.monotonic()
+
+    async def _run(self) -> None:
+        while True:
+            row: dict[str, float] = {
+                "t": time.monotonic() - self.t0, "rss_mb": rss_mb(self.inst.pid)
+            }
+            if self.inst.db is not None:
+                dirty, pending = await self.inst.db.depth()
+                row |= {"dirty": dirty, "pending": pending, "depth": dirty + pending}
+            self.samples.append(row)
+            await asyncio.sleep(self.every)
+
+    def __enter__(self) -> Sampler:
+        self.t0 = time.monotonic()
+        self._task = asyncio.get_running_loop().create_task(self._run())
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._task is not None:
+            self._task.cancel()
+
+
+def slope(points: list[tuple[float, float]]) -> float:
+    if len(points) < 3:
+        return 0.0
+    xs = [p[0] for p in points]
+    ys = [p[1] for p in points]
+    mx, my = statistics.fmean(xs), statistics.fmean(ys)
+    den = sum((x - mx) ** 2 for x in xs)
+    return sum((x - mx) * (y - my) for x, y in points) / den if den else 0.0
+
+
+# -- phases -----------------------------------------------------------------------------
+
+
+async def phase_ingest(inst: Installation, cursor: Cursor, conc: int, n: int) -> dict[str, Any]:
+    await inst.clear_requests()
+    cpu0 = cpu_s(inst.pid)
+    res = await closed_loop(inst, cursor, conc, n, deadline_s=120)
+    await wait_quiet(inst, 3 * res["accepted"], 180)
+    cpu1 = cpu_s(inst.pid)
+    writes = await inst.write_count()
+    res["writes"] = writes
+    res["cpu_ms_per_change"] = (cpu1 - cpu0) * 1000 / max(1, res["accepted"])
+    res["rss_mb"] = rss_mb(inst.pid)
+    return res
+
+
+async def phase_sustained(
+    inst: Installation, cursor: Cursor, probe_n: int, seconds: float, retry: bool
+) -> dict[str, Any]:
+    # probe: what the installation delivers end to end when pushed hard (a burst of
+    # ``probe_n`` changes, from the first send until the last write is done)
+    await inst.clear_requests()
+    t0 = time.perf_counter()
+    res = await closed_loop(inst, cursor, 32, probe_n, deadline_s=120)
+    await wait_quiet(inst, 3 * res["accepted"], 600)
+    capacity = res["accepted"] / (time.perf_counter() - t0)
+    rate = max(5.0, 0.85 * capacity)
+    out: dict[str, Any] = {"probe_capacity": capacity, "probe_accept_rate": res["rate"]}
+    for attempt in range(2 if retry else 1):
+        run = await _sustain_at(inst, cursor, rate, seconds)
+        out |= run
+        if run["bounded"] or attempt == 1:
+            break
+        rate *= 0.7
+        log(f"  queue grew at {run['offered_rate']:.0f}/s; retrying at {rate:.0f}/s")
+    return out
+
+
+async def _sustain_at(
+    inst: Installation, cursor: Cursor, rate: float, seconds: float
+) -> dict[str, Any]:
+    await inst.clear_requests()
+    cpu0 = cpu_s(inst.pid)
+    with Sampler(inst, 0.5) as sampler:
+        t0 = time.time()
+        res = await open_loop(inst, cursor, rate, seconds)
+        t1 = time.time()
+        samples = list(sampler.samples)
+    cpu1 = cpu_s(inst.pid)
+    writes = await inst.writes()
+    warm = min(3.0, seconds / 4)
+    counts = [sum(1 for w in writes[s] if t0 + warm <= w["at"] <= t1) for s in WRITE_SYSTEMS]
+    delivered = min(counts) / max(0.001, t1 - t0 - warm)
+    depth_pts = [(s["t"], s["depth"]) for s in samples if "depth" in s and s["t"] >= warm]
+    depth_slope = slope(depth_pts)
+    depths = [p[1] for p in depth_pts]
+    final_depth = depths[-1] if depths else 0
+    offered = res["offered"] / res["seconds"]
+    if inst.db is not None:
+        bounded = depth_slope < 0.02 * offered or final_depth < offered
+    else:
+        bounded = delivered >= 0.9 * res["accepted"] / res["seconds"]
+    drain = await wait_quiet(inst, None, 300)
+    return {
+        "offered_rate": offered,
+        "accepted": res["accepted"],
+        "skipped": res["skipped"],
+        "errors": res["errors"],
+        "delivered_rate": delivered,
+        "seconds": res["seconds"],
+        "depth_max": max(depths) if depths else None,
+        "depth_final": final_depth,
+        "depth_slope_per_s": depth_slope,
+        "bounded": bounded,
+        "drain_after_s": drain,
+        "rss_mb_max": max((s["rss_mb"] for s in samples), default=0.0),
+        "rss_mb_mean": statistics.fmean([s["rss_mb"] for s in samples]) if samples else 0.0,
+        "cpu_ms_per_change": (cpu1 - cpu0) * 1000 / max(1, res["accepted"]),
+        "depth_samples": [(round(t, 1), d) for t, d in depth_pts][::2],
+    }
+
+
+def _write_index(writes: dict[str, list[dict[str, Any]]]) -> dict[str, list[float]]:
+    index: dict[str, list[float]] = {}
+    for recs in writes.values():
+        for w in recs:
+            index.setdefault(w["path"].rsplit("/", 1)[1], []).append(w["at"])
+    for v in index.values():
+        v.sort()
+    return index
+
+
+async def phase_propagation(
+    inst: Installation, cursor: Cursor, latency_ms: float, n: int, rate: float
+) -> dict[str, Any]:
+    await inst.set_latency(latency_ms)
+    await inst.clear_requests()
+    n = min(n, len(inst.items))
+    res = await open_loop(inst, cursor, rate, n / rate)
+    await wait_quiet(inst, 3 * res["accepted"], 120)
+    index = _write_index(await inst.writes())
+    lats = []
+    missing = 0
+    for ack, item, sent in res["acks"]:
+        done = []
+        for ext in (item.hookstream, item.devhelm, item.incidentio):
+            ats = [a for a in index.get(ext, []) if a >= sent - 0.001]
+            if ats:
+                done.append(ats[0] + latency_ms / 1000.0)
+        if len(done) == 3:
+            lats.append(max(done) - ack)
+        else:
+            missing += 1
+    await inst.set_latency(0)
+    return {
+        "latency_ms": latency_ms,
+        "changes": len(res["acks"]),
+        "complete": len(lats),
+        "incomplete": missing,
+        "p50_ms": pct(lats, 50) * 1000,
+        "p99_ms": pct(lats, 99) * 1000,
+        "max_ms": max(lats) * 1000 if lats else float("nan"),
+    }
+
+
+async def phase_backlog(inst: Installation, cursor: Cursor, n: int) -> dict[str, Any]:
+    """Vendors down (every write answered 429, Retry-After 2 s), ``n`` changes queued,
+    vendors back: time to drain, gateway RSS through it."""
+    assert inst.db is not None
+    # every item gets the same odd number of changes, so every item ends flipped and the
+    # backlog leaves three writes per item (an even number would cancel out, correctly)
+    per_item = max(1, round(n / len(inst.items)))
+    per_item += 1 - per_item % 2
+    n = per_item * len(inst.items)
+    await inst.clear_requests()
+    for s in WRITE_SYSTEMS:
+        await inst.sim(s, "POST", "/_sim/faults",
+                       json={"status": 429, "count": 10**9, "retry_after": 2})
+    rss_before = rss_mb(inst.pid)
+    with Sampler(inst, 0.5) as fill:
+        t0 = time.perf_counter()
+        res = await closed_loop(inst, cursor, 32, n, deadline_s=900)
+        ingest_s = time.perf_counter() - t0
+        t_inbox = time.perf_counter()
+        end = time.monotonic() + 3600
+        while time.monotonic() < end:
+            _, pending = await inst.db.depth()
+            if pending == 0:
+                break
+            await asyncio.sleep(0.5)
+        inbox_s = time.perf_counter() - t_inbox
+        fill_samples = list(fill.samples)
+    dirty, pending = await inst.db.depth()
+    rss_queued = rss_mb(inst.pid)
+    await inst.clear_requests()
+    for s in WRITE_SYSTEMS:
+        await inst.sim(s, "DELETE", "/_sim/faults")
+    with Sampler(inst, 0.2) as drain:
+        t_back = time.perf_counter()
+        end = time.monotonic() + 900
+        while time.monotonic() < end:
+            d, p = await inst.db.depth()
+            if d == 0 and p == 0:
+                break
+            await asyncio.sleep(0.2)
+        drain_s = time.perf_counter() - t_back
+        samples = list(drain.samples)
+    writes = await inst.write_count()
+    rss = [s["rss_mb"] for s in samples] or [0.0]
+    return {
+        "changes_queued": res["accepted"],
+        "changes_per_item": per_item,
+        "ingest_rate_while_down": res["accepted"] / ingest_s,
+        "inbox_after_ingest_s": inbox_s,
+        "inbox_rate_while_down": res["accepted"] / (ingest_s + inbox_s),
+        "dirty_links_at_return": dirty,
+        "pending_events_at_return": pending,
+        "drain_s": drain_s,
+        "writes_after_return": writes,
+        "rss_mb_before": rss_before,
+        "rss_mb_peak_while_queueing": max((s["rss_mb"] for s in fill_samples), default=0.0),
+        "rss_mb_queued": rss_queued,
+        "rss_mb_peak_drain": max(rss),
+        "rss_mb_end": rss[-1],
+        "rss_drain_slope_mb_per_s": slope([(s["t"], s["rss_mb"]) for s in samples]),
+        "dead_links": await inst.db.dead(),
+    }
+
+
+# -- scenarios --------------------------------------------------------------------------
+
+
+def med(runs: list[dict[str, Any]], key: str) -> float:
+    vals = [r[key] for r in runs if isinstance(r.get(key), (int, float)) and not math.isnan(r[key])]
+    return statistics.median(vals) if vals else float("nan")
+
+
+async def run_suite(
+    inst: Installation, p: dict[str, Any], *, concs: tuple[int, ...], sustained: bool,
+    propagation: tuple[float, ...], backlog: bool, repeat: int,
+) -> dict[str, Any]:
+    cursor = Cursor(inst.items)
+    out: dict[str, Any] = {"ingest": {}, "propagation": {}}
+    for c in concs:
+        runs = []
+        for r in range(repeat):
+            log(f"  {inst.kind}: ingest c={c} run {r + 1}/{repeat}")
+            runs.append(await phase_ingest(inst, cursor, c, p["ingest_n"][c]))
+        out["ingest"][str(c)] = {
+            "runs": runs,
+            **{k: med(runs, k) for k in ("rate", "p50_ms", "p99_ms", "cpu_ms_per_change",
+                                         "errors")},
+        }
+    for lat in propagation:
+        runs = []
+        for r in range(repeat):
+            log(f"  {inst.kind}: propagation {lat:g} ms run {r + 1}/{repeat}")
+            runs.append(await phase_propagation(inst, cursor, lat, p["prop_n"], p["prop_rate"]))
+        out["propagation"][f"{lat:g}"] = {
+            "runs": runs, **{k: med(runs, k) for k in ("p50_ms", "p99_ms", "incomplete")}
+        }
+    if sustained:
+        runs = []
+        for r in range(repeat):
+            log(f"  {inst.kind}: sustained {p['sustain_s']:g} s run {r + 1}/{repeat}")
+            runs.append(await phase_sustained(inst, cursor, p["probe_n"], p["sustain_s"],
+                                              retry=repeat > 1))
+        out["sustained"] = {
+            "runs": runs,
+            **{k: med(runs, k) for k in ("delivered_rate", "offered_rate", "rss_mb_max",
+                                         "depth_max", "depth_slope_per_s", "cpu_ms_per_change")},
+            "bounded": all(r["bounded"] for r in runs),
+        }
+    if backlog:
+        log(f"  {inst.kind}: backlog of {p['backlog']} changes")
+        out["backlog"] = await phase_backlog(inst, cursor, p["backlog"])
+    return out
+
+
+async def gateway_scenario(
+    name: str, db_url: str, p: dict[str, Any], wd: Path, *, filler: int = 0, **suite: Any
+) -> tuple[dict[str, Any], Installation]:
+    log(f"{name}: starting (filler {filler} items)")
+    inst, filler_s = await start_gateway(wd, db_url, filler_items=filler, label=name)
+    try:
+        created = await create_items(inst, p["items"])
+        log(f"{name}: {len(inst.items)} work items linked to 4 objects each in {created:.1f}s")
+        result = await run_suite(inst, p, **suite)
+        result |= {"items": len(inst.items), "filler_items": filler, "filler_load_s": filler_s,
+                   "setup_s": created, "rss_mb_end": rss_mb(inst.pid)}
+        return result, inst
+    except BaseException:
+        if inst.server is not None:
+            log(f"{name} log tail:\n{inst.server.tail(30)}")
+        await inst.stop()
+        raise
+
+
+def pg_url() -> str | None:
+    url = os.environ.get("SYNCGATE_TEST_POSTGRES_URL") or os.environ.get("SYNCGATE_BENCH_POSTGRES_URL")
+    return url
+
+
+def fresh_pg_db(url: str, name: str) -> str:
+    """A new empty database beside the one in ``url`` (dropped first if it exists)."""
+    from sqlalchemy.engine import make_url
+
+    u = make_url(url)
+
+    async def make() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(host=u.host, port=u.port, user=u.username,
+                                     password=u.password, database=u.database)
+        try:
+            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+            await conn.execute(f'CREATE DATABASE "{name}"')
+        finally:
+            await conn.close()
+
+    asyncio.get_event_loop_policy()
+    return make, u.set(database=name, drivername="postgresql+asyncpg").render_as_string(
+        hide_password=False
+    )  # type: ignore[return-value]
+
+
+async def main_async(args: argparse.Namespace) -> dict[str, Any]:
+    p = dict(QUICK if args.quick else FULL)
+    if args.repeat:
+        p["repeat"] = args.repeat
+    if args.scale_items is not None:
+        p["scale_items"] = args.scale_items
+    if args.backlog is not None:
+        p["backlog"] = args.backlog
+    rep = p["repeat"]
+    wd = workdir()
+    log(f"work directory {wd}")
+    results: dict[str, Any] = {"mode": "quick" if args.quick else "full", "profile": p,
+                               "machine": machine()}
+    started = time.perf_counter()
+    concs = (1, 32, 128)
+    lats = (0.0, 20.0)
+    try:
+        if args.only == "scale":
+            sc, inst = await gateway_scenario(
+                "gateway-sqlite-scale", f"sqlite+aiosqlite:///{wd}/scale.db", p, wd,
+                filler=max(0, p["scale_items"] - p["items"]), concs=(32,), sustained=False,
+                propagation=(0.0,), backlog=False, repeat=rep,
+            )
+            await inst.stop()
+            results["scale_sqlite"] = sc
+            return results
+        # 1. the gateway on SQLite: every figure
+        gw, inst = await gateway_scenario(
+            "gateway-sqlite", f"sqlite+aiosqlite:///{wd}/gateway.db", p, wd,
+            concs=concs, sustained=True, propagation=lats, backlog=not args.no_backlog,
+            repeat=rep,
+        )
+        items = inst.items
+        await inst.stop()
+        results["gateway_sqlite"] = gw
+
+        # 6. the baseline, same objects, same load
+        log("baseline: starting")
+        base = await start_baseline(wd, items)
+        try:
+            results["baseline"] = await run_suite(
+                base, p, concs=concs, sustained=True, propagation=lats, backlog=False,
+                repeat=rep,
+            )
+        finally:
+            await base.stop()
+
+        # 1. ingest on PostgreSQL
+        url = pg_url()
+        if url and not args.no_postgres:
+            make, db = fresh_pg_db(url, "syncgate_bench")
+            await make()
+            pg, inst = await gateway_scenario(
+                "gateway-postgres", db, p, wd, concs=(32,) if args.quick else concs,
+                sustained=not args.quick, propagation=(0.0,), backlog=False, repeat=rep,
+            )
+            await inst.stop()
+            results["gateway_postgres"] = pg
+        else:
+            results["gateway_postgres"] = {"skipped": "no SYNCGATE_TEST_POSTGRES_URL "
+                                           "(source scripts/pg.sh)"}
+
+        # 5. scale: the same ingest and propagation over a big table
+        if not args.no_scale:
+            filler = max(0, p["scale_items"] - p["items"])
+            sc, inst = await gateway_scenario(
+                "gateway-sqlite-scale", f"sqlite+aiosqlite:///{wd}/scale.db", p, wd,
+                filler=filler, concs=(32,), sustained=False, propagation=(0.0,),
+                backlog=False, repeat=rep,
+            )
+            await inst.stop()
+            results["scale_sqlite"] = sc
+    finally:
+        results["seconds"] = time.perf_counter() - started
+        if not args.keep:
+            shutil.rmtree(wd, ignore_errors=True)
+    return results
+
+
+def machine() -> dict[str, Any]:
+    mem = 0
+    try:
+        with open("/proc/meminfo") as f:
+            mem = int(f.readline().split()[1]) // 1024
+    except OSError:
+        pass
+    cpu = ""
+    try:
+        with open("/proc/cpuinfo") as f:
+            cpu = next((ln.split(":", 1)[1].strip() for ln in f if ln.startswith("model name")), "")
+    except OSError:
+        pass
+    try:
+        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
+                                capture_output=True, text=True, check=False).stdout.strip()
+    except OSError:
+        commit = ""
+    return {"nproc": os.cpu_count(), "mem_mb": mem, "cpu": cpu, "python": platform.python_version(),
+            "platform": platform.platform(), "commit": commit,
+            "loadavg": os.getloadavg(), "client": "aiohttp" if load.aiohttp else "httpx"}
+
+
+# -- the table ----------------------------------------------------------------------------
+
+
+def rows(r: dict[str, Any]) -> list[tuple[str, float, str, float | None, str]]:
+    """(figure, value, target, ratio to baseline, unit)."""
+    out: list[tuple[str, float, str, float | None, str]] = []
+    g, b = r.get("gateway_sqlite", {}), r.get("baseline", {})
+    pg = r.get("gateway_postgres", {})
+    sc = r.get("scale_sqlite", {})
+
+    def ratio(v: float, bv: float | None) -> float | None:
+        if bv is None or not bv or math.isnan(bv) or math.isnan(v):
+            return None
+        return v / bv
+
+    for db, d in (("sqlite", g), ("postgres", pg)):
+        for c in ("1", "32", "128"):
+            ing = d.get("ingest", {}).get(c)
+            if not ing:
+                continue
+            bi = b.get("ingest", {}).get(c, {})
+            out.append((f"ingest {db} c={c} rate", ing["rate"], "", ratio(ing["rate"], bi.get("rate")), "/s"))
+            out.append((f"ingest {db} c={c} p50", ing["p50_ms"], "", ratio(ing["p50_ms"], bi.get("p50_ms")), "ms"))
+            out.append((f"ingest {db} c={c} p99", ing["p99_ms"], "< 25 ms" if c == "32" else "",
+                        ratio(ing["p99_ms"], bi.get("p99_ms")), "ms"))
+    for db, d in (("sqlite", g), ("postgres", pg)):
+        s = d.get("sustained")
+        if s:
+            bs = b.get("sustained", {})
+            out.append((f"sustained {db} changes/s (3 writes each)", s["delivered_rate"], ">= 1500",
+                        ratio(s["delivered_rate"], bs.get("delivered_rate")), "/s"))
+            out.append((f"sustained {db} queue depth slope", s["depth_slope_per_s"],
+                        "bounded" if s["bounded"] else "GROWING", None, "/s"))
+            out.append((f"sustained {db} gateway RSS max", s["rss_mb_max"], "< 150 MB", None, "MB"))
+    big_label = f"sqlite {sc.get('items', 0) + sc.get('filler_items', 0):,} items"
+    for db, d in (("sqlite", g), ("postgres", pg), (big_label, sc)):
+        for lat, pr in d.get("propagation", {}).items():
+            bp = b.get("propagation", {}).get(lat, {})
+            tgt = "p50 < 30 ms" if lat == "20" else ""
+            out.append((f"propagation {db} vendor {lat} ms p50", pr["p50_ms"], tgt,
+                        ratio(pr["p50_ms"], bp.get("p50_ms")), "ms"))
+            out.append((f"propagation {db} vendor {lat} ms p99", pr["p99_ms"], "",
+                        ratio(pr["p99_ms"], bp.get("p99_ms")), "ms"))
+    bl = g.get("backlog")
+    if bl:
+        out.append((f"backlog {bl['changes_queued']} changes: drain", bl["drain_s"], "", None, "s"))
+        out.append(("backlog dirty links at return", bl["dirty_links_at_return"], "", None, ""))
+        out.append(("backlog gateway RSS peak (drain)", bl["rss_mb_peak_drain"], "< 150 MB, flat", None, "MB"))
+        out.append(("backlog RSS slope during drain", bl["rss_drain_slope_mb_per_s"], "~0", None, "MB/s"))
+    if sc.get("ingest") and g.get("ingest"):
+        small = g["ingest"]["32"]["cpu_ms_per_change"]
+        big = sc["ingest"]["32"]["cpu_ms_per_change"]
+        out.append((f"cost/change at {sc['items'] + sc['filler_items']:,} items (CPU)", big,
+                    "within 20 %", None, "ms"))
+        out.append((f"cost/change big vs {g.get('items', 0):,} items (ratio)", big / small,
+                    "<= 1.20", None, "x"))
+        out.append(("scale ingest c=32 rate", sc["ingest"]["32"]["rate"], "", None, "/s"))
+        out.append(("scale ingest c=32 p99", sc["ingest"]["32"]["p99_ms"], "< 25 ms", None, "ms"))
+    ci = g.get("ingest", {}).get("32")
+    if ci:
+        out.append(("gateway CPU per change (sqlite, c=32)", ci["cpu_ms_per_change"], "", ratio(
+            ci["cpu_ms_per_change"], b.get("ingest", {}).get("32", {}).get("cpu_ms_per_change")), "ms"))
+    return out
+
+
+def table(r: dict[str, Any]) -> str:
+    lines = [f"{'figure':<48} {'value':>12}  {'target':<16} {'x baseline':>10}", "-" * 90]
+    for fig, val, tgt, ratio, unit in rows(r):
+        v = "n/a" if isinstance(val, float) and math.isnan(val) else (
+            f"{val:,.1f} {unit}".strip() if isinstance(val, float) else f"{val:,} {unit}".strip())
+        lines.append(f"{fig:<48} {v:>12}  {tgt:<16} {'' if ratio is None else f'{ratio:.2f}':>10}")
+    if isinstance(r.get("gateway_postgres"), dict) and "skipped" in r["gateway_postgres"]:
+        lines.append(f"postgres: skipped ({r['gateway_postgres']['skipped']})")
+    lines.append(f"total {r.get('seconds', 0):.0f} s, mode {r.get('mode')}, "
+                 f"{r['machine']['nproc']} cores, Python {r['machine']['python']}")
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__)
+    ap.add_argument("--quick", action="store_true", help="small sizes (CI smoke, < 90 s)")
+    ap.add_argument("--json", default=str(RESULTS / "latest.json"), help="where to write JSON")
+    ap.add_argument("--repeat", type=int, default=None, help="runs per figure (median)")
+    ap.add_argument("--scale-items", type=int, default=None)
+    ap.add_argument("--backlog", type=int, default=None)
+    ap.add_argument("--no-postgres", action="store_true")
+    ap.add_argument("--no-scale", action="store_true")
+    ap.add_argument("--no-backlog", action="store_true")
+    ap.add_argument("--only", choices=("all", "scale"), default="all",
+                    help="scale: only the big-table installation")
+    ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, dbs)")
+    args = ap.parse_args(argv)
+    # stop the processes we started even when we are interrupted or timed out
+    signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
+    try:
+        results = asyncio.run(main_async(args))
+    finally:
+        stop_all()
+    print(table(results), flush=True)
+    path = Path(args.json)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(results, indent=1, default=str))
+    print(f"wrote {path}", flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
