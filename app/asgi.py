@@ -29,6 +29,7 @@ from app.engine import Engine
 from app.metrics import Metrics
 from app.model import ValueMap, utcnow
 from app.pollers import Pollers
+from app.receivers import EventWriter
 from app.rules import Rules
 from app.settings import Settings, SystemSettings
 from app.store import Store
@@ -146,6 +147,7 @@ class Gateway:
             clock=clock,
             lease_s=settings.dispatcher.lease_s,
         )
+        self.events = EventWriter(store)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -762,7 +762,7 @@ async def run_demo(
                 await _fixtures(settings, sims, control)
                 secrets_ = resolve_environment(settings, os.environ)
 
-                store = Store.connect(f"sqlite+aiosqlite:///{db_path}")
+                store = Store.connect(f"sqlite:///{db_path}")
                 stack.push_async_callback(store.close)
                 await store.migrate()
                 gateway = Gateway(settings, secrets_, store, worker_id="demo")

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -32,6 +32,7 @@ from app.model import (
     CreateTarget,
     Fields,
     FieldStamp,
+    ObjectRef,
     VendorObject,
     WorkItem,
     utcnow,
@@ -102,18 +103,60 @@ class Engine:
 
     async def observe(self, obj: VendorObject, *, event_id: str | None = None) -> Outcome:
         """Apply one observation; safe to repeat (a repeated observation changes nothing)."""
+        (outcome,) = await self.observe_many([(obj, event_id)])
+        return outcome
+
+    async def observe_many(
+        self,
+        observations: Sequence[tuple[VendorObject, str | None]],
+        *,
+        also: Callable[[Tx, list[Outcome]], Awaitable[None]] | None = None,
+    ) -> list[Outcome]:
+        """Apply observations in order, in one transaction, exactly as if each had been
+        applied on its own: (object, event id) each. ``also(tx, outcomes)`` runs in the
+        same transaction (the inbox marks its events done there)."""
         for attempt in range(3):
             try:
                 async with self.store.tx() as tx:
-                    outcome = await self._observe(tx, obj, event_id)
+                    outcomes = await self.apply(tx, observations)
+                    if also is not None:
+                        await also(tx, outcomes)
                 break
             except IntegrityError:
                 # Another process linked the same new object first: look again.
                 if attempt == 2:
                     raise
-        if outcome.dirty_links and self.on_change is not None:
+        if self.on_change is not None and any(o.dirty_links for o in outcomes):
             self.on_change()
-        return outcome
+        return outcomes
+
+    async def apply(
+        self, tx: Tx, observations: Sequence[tuple[VendorObject, str | None]]
+    ) -> list[Outcome]:
+        """Apply observations inside ``tx``: the state they touch is read in a few
+        queries (items locked), changed in memory one observation after the other, and
+        written back at the end."""
+        batch = _Batch(tx, self.clock())
+        known = await tx.links_for(obj.ref for obj, _ in observations)
+        await batch.load({link.work_item_id for link in known.values()})
+        outcomes = []
+        for obj, event_id in observations:
+            link = batch.link_for(obj.ref)
+            if link is None and obj.ref in known:
+                # linked, but the link moved to another item meanwhile: follow it
+                moved = await tx.links_for([obj.ref])
+                await batch.load({link.work_item_id for link in moved.values()})
+                link = batch.link_for(obj.ref)
+                if link is None:
+                    outcomes.append(Outcome("ignored"))
+                    continue
+            if link is None:
+                outcome = await self._create_from(batch, obj, event_id)
+            else:
+                outcome = self._observe(batch, link, obj, event_id)
+            outcomes.append(outcome)
+        await batch.flush()
+        return outcomes
 
     async def change(
         self, item_id: str, fields: Fields, *, source: str = "admin", event_id: str | None = None
@@ -146,22 +189,19 @@ class Engine:
             self.on_change()
         return Outcome("changed", item.id, tuple(changed), tuple(dirty))
 
-    async def _observe(self, tx: Tx, obj: VendorObject, event_id: str | None) -> Outcome:
-        link = await tx.link_for(obj.ref)
-        if link is None:
-            return await self._create_from(tx, obj, event_id)
-        item = await tx.get_item(link.work_item_id, lock=True)
-        fresh = await tx.get_link(link.id)  # re-read under the item lock
-        if item is None or fresh is None:
+    def _observe(
+        self, batch: _Batch, link: Link, obj: VendorObject, event_id: str | None
+    ) -> Outcome:
+        item = batch.items.get(link.work_item_id)
+        if item is None:
             return Outcome("ignored")
-        link = fresh
         if link.vendor_updated_at is not None and obj.updated_at < link.vendor_updated_at:
             return Outcome("stale", item.id)
 
         system = obj.ref.system
         adapter = self.adapters[system]
-        now = self.clock()
-        history: list[HistoryEntry] = []
+        now = batch.now
+        history = batch.history
         changed: dict[str, Any] = {}
         for name, value in obj.fields.items():
             if name not in self.rules.in_fields(system):
@@ -197,30 +237,7 @@ class Engine:
             changed[name] = value
 
         known_unmapped = link.known.unmapped if link.known is not None else {}
-        for name, raw in obj.unmapped.items():
-            if known_unmapped.get(name) != raw:
-                log.warning(
-                    "unmapped vendor value",
-                    extra={
-                        "work_item_id": item.id,
-                        "system": system,
-                        "event_id": event_id,
-                        "field": name,
-                        "value": raw,
-                    },
-                )
-                history.append(
-                    HistoryEntry(
-                        work_item_id=item.id,
-                        kind="unmapped",
-                        field=name,
-                        new_value=raw,
-                        system=system,
-                        event_id=event_id,
-                        detail=f"{system} value {raw!r} has no canonical {name}; not applied",
-                        at=now,
-                    )
-                )
+        self._report_unmapped(batch, item.id, obj, known_unmapped, event_id)
 
         if changed:
             stamp = FieldStamp(system, obj.updated_at)
@@ -228,20 +245,54 @@ class Engine:
                 history.append(_set_field(item, name, value, stamp, event_id, now))
             item.version += 1
             item.updated_at = now
-            await tx.save_item(item)
-        await tx.record_seen(link.id, obj, now)
-        await tx.add_history(history)
+            batch.changed_items.add(item.id)
+        batch.saw(link, obj)
 
-        links = await tx.links_of(item.id)
-        seen = {link.id: obj}
-        dirty = self._needing_write(item, links, seen, force=bool(changed))
-        await tx.mark_dirty(dirty, item.version)
+        dirty = self._needing_write(item, batch.links_of(item.id), {}, force=bool(changed))
+        batch.mark_dirty(dirty, item.version)
         return Outcome(
             "changed" if changed else "unchanged",
             item.id,
             tuple(changed),
             tuple(dirty),
         )
+
+    @staticmethod
+    def _report_unmapped(
+        batch: _Batch,
+        item_id: str,
+        obj: VendorObject,
+        known_unmapped: Mapping[str, str],
+        event_id: str | None,
+    ) -> None:
+        """Vendor values with no canonical mapping are logged and kept in the history
+        (once per new value), never guessed."""
+        system = obj.ref.system
+        for name, raw in obj.unmapped.items():
+            if known_unmapped.get(name) == raw:
+                continue
+            log.warning(
+                "unmapped vendor value",
+                extra={
+                    "work_item_id": item_id,
+                    "system": system,
+                    "event_id": event_id,
+                    "field": name,
+                    "value": raw,
+                },
+            )
+            batch.history.append(
+                HistoryEntry(
+                    work_item_id=item_id,
+                    kind="unmapped",
+                    field=name,
+                    new_value=raw,
+                    system=system,
+                    event_id=event_id,
+                    detail=f"{system} value {raw!r} has no canonical {name}; not applied",
+                    at=batch.now,
+                )
+            )
 
     def _needing_write(
         self,
@@ -271,26 +322,43 @@ class Engine:
                 out.append(link.id)
         return out
 
-    async def _create_from(self, tx: Tx, obj: VendorObject, event_id: str | None) -> Outcome:
+    async def _create_from(self, batch: _Batch, obj: VendorObject, event_id: str | None) -> Outcome:
         rule = self.rules.creation_rule(obj)
         if rule is None:
             return Outcome("ignored")
-        now = self.clock()
-        values = obj.fields.as_dict()
+        system = obj.ref.system
+        inbound = self.rules.in_fields(system)
+        held = sorted(name for name in obj.unmapped if name in inbound)
+        if held:
+            # a work item must not start from a guess: it is created once the vendor's
+            # value maps (the next observation of the object)
+            log.warning(
+                "work item not created: unmapped vendor value",
+                extra={
+                    "system": system,
+                    "event_id": event_id,
+                    "external_id": obj.ref.external_id,
+                    "unmapped": {name: obj.unmapped[name] for name in held},
+                },
+            )
+            return Outcome("ignored")
+        now = batch.now
+        values = {name: value for name, value in obj.fields.items() if name in inbound}
         item = WorkItem(
             id=uuid.uuid4().hex,
             created_at=now,
             updated_at=now,
-            stamps={name: FieldStamp(obj.ref.system, obj.updated_at) for name in values},
+            stamps={name: FieldStamp(system, obj.updated_at) for name in values},
             **values,
         )
+        tx = batch.tx
         await tx.insert_item(item)
         await tx.insert_link(
-            work_item_id=item.id, system=obj.ref.system, scope=obj.ref.scope, now=now, seen=obj
+            work_item_id=item.id, system=system, scope=obj.ref.scope, now=now, seen=obj
         )
         dirty: list[int] = []
         for target in rule.create_in:
-            if target.system == obj.ref.system or target.system not in self.adapters:
+            if target.system == system or target.system not in self.adapters:
                 continue
             link_id = await tx.insert_link(
                 work_item_id=item.id,
@@ -302,21 +370,81 @@ class Engine:
                 dirty=True,
             )
             dirty.append(link_id)
-        await tx.add_history(
-            [
-                HistoryEntry(
-                    work_item_id=item.id,
-                    kind="created",
-                    system=obj.ref.system,
-                    event_id=event_id,
-                    new_value=_jsonable(item.fields().as_dict()),
-                    detail=f"rule {rule.name!r}: {obj.ref.system} {obj.ref.external_id}",
-                    at=now,
-                )
-            ]
+        batch.history.append(
+            HistoryEntry(
+                work_item_id=item.id,
+                kind="created",
+                system=system,
+                event_id=event_id,
+                new_value=_jsonable(item.fields().as_dict()),
+                detail=f"rule {rule.name!r}: {system} {obj.ref.external_id}",
+                at=now,
+            )
         )
+        await batch.load({item.id})
         log.info(
             "work item created",
-            extra={"work_item_id": item.id, "system": obj.ref.system, "event_id": event_id},
+            extra={"work_item_id": item.id, "system": system, "event_id": event_id},
         )
         return Outcome("created", item.id, tuple(values), tuple(dirty))
+
+
+class _Batch:
+    """The state one engine transaction works on: the work items it touches (locked) and
+    all their links, changed in memory observation by observation, and the writes that
+    ``flush`` sends back in a few statements."""
+
+    def __init__(self, tx: Tx, now: datetime) -> None:
+        self.tx = tx
+        self.now = now
+        self.items: dict[str, WorkItem] = {}
+        self.links: dict[int, Link] = {}
+        self._by_object: dict[tuple[str, str], list[Link]] = {}
+        self._by_item: dict[str, list[Link]] = {}
+        self.history: list[HistoryEntry] = []
+        self.changed_items: set[str] = set()
+        self.seen: dict[int, VendorObject] = {}
+        self.dirty: dict[int, int] = {}
+
+    async def load(self, item_ids: set[str]) -> None:
+        """Read (and lock) these items and all their links; the links are read after the
+        lock, so they are what this transaction may rely on."""
+        ids = item_ids - self.items.keys()
+        if not ids:
+            return
+        self.items |= await self.tx.items_by_id(ids, lock=True)
+        for link in await self.tx.links_of_items(ids):
+            self.links[link.id] = link
+            self._by_item.setdefault(link.work_item_id, []).append(link)
+            if link.external_id is not None:
+                self._by_object.setdefault((link.system, link.external_id), []).append(link)
+
+    def link_for(self, ref: ObjectRef) -> Link | None:
+        """The loaded link of a vendor object (an empty scope matches any scope)."""
+        for link in self._by_object.get((ref.system, ref.external_id), ()):
+            if not ref.scope or link.scope == ref.scope:
+                return link
+        return None
+
+    def links_of(self, item_id: str) -> list[Link]:
+        return self._by_item.get(item_id, [])
+
+    def saw(self, link: Link, obj: VendorObject) -> None:
+        link.known = obj
+        link.vendor_updated_at = obj.updated_at
+        link.last_synced_at = self.now
+        self.seen[link.id] = obj
+
+    def mark_dirty(self, link_ids: Iterable[int], version: int) -> None:
+        for link_id in link_ids:
+            link = self.links[link_id]
+            link.dirty = True
+            link.dirty_version = max(link.dirty_version, version)
+            self.dirty[link_id] = max(self.dirty.get(link_id, 0), version)
+
+    async def flush(self) -> None:
+        tx = self.tx
+        await tx.save_items(self.items[item_id] for item_id in sorted(self.changed_items))
+        await tx.record_seen_many(self.seen.items(), self.now)
+        await tx.add_history(self.history)
+        await tx.mark_dirty_many(self.dirty)

@@ -80,9 +80,10 @@ class Pollers:
         try:
             async for page in adapter.list_changed(since):
                 result.pages += 1
-                for obj in page:
+                # one page, one transaction
+                outcomes = await self.engine.observe_many([(obj, poll_id) for obj in page])
+                for obj, outcome in zip(page, outcomes, strict=True):
                     result.objects += 1
-                    outcome = await self.engine.observe(obj, event_id=poll_id)
                     if outcome.kind == "changed":
                         result.changed += 1
                     elif outcome.kind == "created":

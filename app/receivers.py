@@ -10,6 +10,7 @@ survives a crash; the inbox worker processes it (``app/worker.py``).
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 from litestar import Request, Response, post
@@ -18,6 +19,7 @@ from litestar.status_codes import HTTP_202_ACCEPTED
 
 from app.errors import WebhookError
 from app.model import utcnow
+from app.store import NewEvent, Store
 
 if TYPE_CHECKING:
     from app.asgi import Gateway
@@ -33,6 +35,48 @@ def kept_headers(headers: dict[str, str]) -> dict[str, str]:
         for k, v in headers.items()
         if k not in _DROPPED and "signature" not in k and k not in ("content-length", "host")
     }
+
+
+class EventWriter:
+    """Stores received deliveries, all those that arrived while the previous commit ran
+    in one transaction (group commit). Each delivery's sender is answered only after
+    the commit that stored it; a failed commit fails every delivery in it (they get a
+    5xx and the vendor sends them again)."""
+
+    def __init__(self, store: Store, *, max_batch: int = 512) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._queue: list[tuple[NewEvent, asyncio.Future[int | None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def store_event(self, event: NewEvent) -> int | None:
+        """Store one delivery; its event id, or None for a duplicate delivery."""
+        loop = asyncio.get_running_loop()
+        stored: asyncio.Future[int | None] = loop.create_future()
+        self._queue.append((event, stored))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write(), name="event-writer")
+        return await stored
+
+    async def _write(self) -> None:
+        while self._queue:
+            batch: list[tuple[NewEvent, asyncio.Future[int | None]]] = []
+            try:
+                async with self.store.tx() as tx:
+                    # what queued up while the transaction was being opened goes in too
+                    batch, self._queue = (
+                        self._queue[: self.max_batch],
+                        self._queue[self.max_batch :],
+                    )
+                    ids = await tx.record_events([e for e, _ in batch], now=utcnow())
+            except Exception as exc:  # noqa: BLE001 - handed to each waiting delivery
+                for _, stored in batch:
+                    if not stored.done():
+                        stored.set_exception(exc)
+                continue
+            for (_, stored), event_id in zip(batch, ids, strict=True):
+                if not stored.done():  # the sender may have gone away
+                    stored.set_result(event_id)
 
 
 def problem(status: int, title: str, detail: str) -> Response[dict[str, Any]]:
@@ -69,16 +113,16 @@ async def receive_webhook(system: FromPath[str], request: Request[Any, Any, Any]
         metrics.webhooks_rejected.labels(system, type(exc).__name__).inc()
         titles = {401: "Invalid signature", 400: "Malformed payload", 422: "Unreadable payload"}
         return problem(exc.http_status, titles.get(exc.http_status, "Bad webhook"), exc.reason)
-    async with gateway.store.tx() as tx:
-        event_id = await tx.record_event(
+    event_id = await gateway.events.store_event(
+        NewEvent(
             system=system,
             delivery_id=event.delivery_id,
             source="webhook",
             event_type=event.event_type,
             body=body,
             headers=kept_headers(headers),
-            now=utcnow(),
         )
+    )
     if event_id is None:
         metrics.webhooks_duplicate.labels(system).inc()
         return Response({"status": "duplicate", "delivery_id": event.delivery_id}, status_code=202)

@@ -149,7 +149,7 @@ class Settings(Base, frozen=True):
     """The whole of ``config.yaml``."""
 
     #: SQLAlchemy URL; ``SYNCGATE_DATABASE_URL`` overrides it.
-    database_url: str = "sqlite+aiosqlite:///var/syncgate.db"
+    database_url: str = "sqlite:///var/syncgate.db"
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     admin: AdminSettings = msgspec.field(default_factory=AdminSettings)
     dispatcher: DispatcherSettings = msgspec.field(default_factory=DispatcherSettings)

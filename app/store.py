@@ -1,6 +1,7 @@
 """Storage: the only module that opens database connections and runs SQL.
 
-SQLite (WAL, one connection, ``BEGIN IMMEDIATE``) is the embedded default; PostgreSQL
+SQLite (WAL, one in-process connection driven from the event loop, ``BEGIN IMMEDIATE``)
+is the embedded default; PostgreSQL
 (asyncpg) is the production store, where several gateway processes share the work:
 work items are locked with ``SELECT ... FOR UPDATE`` while a change is applied, and
 dirty links and pending events are claimed with ``FOR UPDATE SKIP LOCKED``.
@@ -11,8 +12,9 @@ engine, the dispatcher, the receivers, the pollers and the admin API need.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -22,9 +24,11 @@ import sqlalchemy as sa
 from sqlalchemy import event as sa_event
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
-from sqlalchemy.engine import make_url
+from sqlalchemy.engine import Connection, CursorResult, Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import StaticPool
+from sqlalchemy.sql.base import Executable
 
 from app import tables as t
 from app.model import (
@@ -38,7 +42,17 @@ from app.model import (
     as_utc,
 )
 
-__all__ = ["Event", "HistoryEntry", "IntegrityError", "Link", "Store", "Tx", "normalize_url"]
+__all__ = [
+    "Event",
+    "FinishedWrite",
+    "HistoryEntry",
+    "IntegrityError",
+    "Link",
+    "NewEvent",
+    "Store",
+    "Tx",
+    "normalize_url",
+]
 
 
 class Link(msgspec.Struct, kw_only=True):
@@ -69,6 +83,28 @@ class Link(msgspec.Struct, kw_only=True):
         if self.external_id is None:
             return None
         return ObjectRef(self.system, self.scope, self.external_id)
+
+
+class NewEvent(msgspec.Struct, kw_only=True):
+    """An event to store in the inbox."""
+
+    system: str
+    delivery_id: str
+    source: str
+    event_type: str
+    body: bytes
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    state: str = "pending"
+    outcome: str | None = None
+
+
+class FinishedWrite(msgspec.Struct, kw_only=True):
+    """A link whose object now holds its item at ``version``: ``obj`` is what the vendor
+    returned, None when no call was needed."""
+
+    link: Link
+    obj: VendorObject | None
+    version: int
 
 
 class Event(msgspec.Struct, kw_only=True):
@@ -119,10 +155,11 @@ class HistoryEntry(msgspec.Struct, kw_only=True):
 
 
 def normalize_url(url: str) -> str:
-    """Pick the async driver: ``sqlite:`` -> aiosqlite, ``postgresql:`` -> asyncpg."""
+    """Pick the driver: ``sqlite:`` -> the in-process sqlite3 module (``sqlite+aiosqlite:``
+    is accepted as a spelling of the same), ``postgresql:`` -> asyncpg."""
     parsed = make_url(url)
-    if parsed.drivername in ("sqlite", "sqlite+pysqlite"):
-        parsed = parsed.set(drivername="sqlite+aiosqlite")
+    if parsed.drivername in ("sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"):
+        parsed = parsed.set(drivername="sqlite+pysqlite")
     elif parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
         parsed = parsed.set(drivername="postgresql+asyncpg")
     return parsed.render_as_string(hide_password=False)
@@ -207,12 +244,76 @@ def _item_values(item: WorkItem) -> dict[str, Any]:
     }
 
 
+# Statements the hot paths run many times, built once (executemany with these
+# parameters; a "b_" name is a bound parameter, the others are the columns they set).
+_SAVE_ITEM = sa.update(t.work_items).where(t.work_items.c.id == sa.bindparam("b_id"))
+_RECORD_SEEN = sa.update(t.links).where(t.links.c.id == sa.bindparam("b_id"))
+_MARK_DIRTY = {
+    sqlite: sa.update(t.links)
+    .where(t.links.c.id == sa.bindparam("b_id"))
+    .values(
+        dirty=True,
+        dirty_version=(sa.func.max if sqlite else sa.func.greatest)(
+            t.links.c.dirty_version, sa.bindparam("b_version")
+        ),
+    )
+    for sqlite in (True, False)
+}
+_FINISH_WRITE = (
+    sa.update(t.links)
+    .where(
+        t.links.c.id == sa.bindparam("b_id"),
+        sa.func.coalesce(t.links.c.claimed_by, "") == sa.bindparam("b_claimed_by"),
+    )
+    .values(
+        synced_version=sa.bindparam("b_version"),
+        dirty=t.links.c.dirty_version > sa.bindparam("b_version"),
+        attempts=0,
+        next_attempt_at=None,
+        claimed_by=None,
+        claimed_until=None,
+        last_error=None,
+    )
+)
+
+
+def _held_systems(now: datetime) -> sa.Select[Any]:
+    """Systems whose writes wait: paused, or deferred by a 429."""
+    return sa.select(t.systems.c.system).where(
+        sa.or_(t.systems.c.paused.is_(True), t.systems.c.deferred_until > now)
+    )
+
+
+def _created_values(link: Link, obj: VendorObject, now: datetime) -> dict[str, Any]:
+    """The columns that record the object a write returned."""
+    return {
+        "external_id": obj.ref.external_id,
+        "scope": obj.ref.scope or link.scope,
+        "known_state": _encode_known(obj),
+        "vendor_updated_at": obj.updated_at,
+        "last_synced_at": now,
+        "create_target": None,
+    }
+
+
+_FINISH_EVENT = (
+    sa.update(t.events).where(t.events.c.id == sa.bindparam("b_id")).values(claimed_until=None)
+)
+
+
 class Tx:
     """One database transaction and the operations run inside it."""
 
-    def __init__(self, conn: AsyncConnection, dialect: str) -> None:
+    def __init__(self, conn: AsyncConnection | Connection, dialect: str) -> None:
         self.conn = conn
         self.dialect = dialect
+
+    async def _run(self, statement: Executable, params: Any = None) -> CursorResult[Any]:
+        """Run one statement: directly on SQLite's in-process connection, awaited on an
+        asyncio driver's."""
+        if isinstance(self.conn, Connection):
+            return self.conn.execute(statement, params)
+        return await self.conn.execute(statement, params)
 
     @property
     def postgres(self) -> bool:
@@ -226,18 +327,38 @@ class Tx:
         query = sa.select(t.work_items).where(t.work_items.c.id == item_id)
         if lock and self.postgres:
             query = query.with_for_update()
-        row = (await self.conn.execute(query)).first()
+        row = (await self._run(query)).first()
         return None if row is None else _item(row)
 
     async def insert_item(self, item: WorkItem) -> None:
-        await self.conn.execute(sa.insert(t.work_items).values(**_item_values(item)))
+        await self._run(sa.insert(t.work_items).values(**_item_values(item)))
+
+    async def items_by_id(
+        self, item_ids: Iterable[str], *, lock: bool = False
+    ) -> dict[str, WorkItem]:
+        """Several work items at once; with ``lock`` (PostgreSQL) their rows stay locked
+        until the transaction ends, taken in id order so two processes cannot deadlock."""
+        ids = sorted(set(item_ids))
+        if not ids:
+            return {}
+        query = (
+            sa.select(t.work_items).where(t.work_items.c.id.in_(ids)).order_by(t.work_items.c.id)
+        )
+        if lock and self.postgres:
+            query = query.with_for_update()
+        return {row.id: _item(row) for row in await self._run(query)}
 
     async def save_item(self, item: WorkItem) -> None:
-        values = _item_values(item)
-        del values["id"]
-        await self.conn.execute(
-            sa.update(t.work_items).where(t.work_items.c.id == item.id).values(**values)
-        )
+        await self.save_items([item])
+
+    async def save_items(self, items: Iterable[WorkItem]) -> None:
+        rows = []
+        for item in items:
+            values = _item_values(item)
+            values["b_id"] = values.pop("id")
+            rows.append(values)
+        if rows:
+            await self._run(_SAVE_ITEM, rows)
 
     async def search_items(
         self,
@@ -266,9 +387,9 @@ class Tx:
                 )
             )
         total = (
-            await self.conn.execute(sa.select(sa.func.count()).select_from(query.subquery()))
+            await self._run(sa.select(sa.func.count()).select_from(query.subquery()))
         ).scalar_one()
-        rows = await self.conn.execute(
+        rows = await self._run(
             query.order_by(t.work_items.c.updated_at.desc(), t.work_items.c.id)
             .limit(limit)
             .offset(offset)
@@ -285,15 +406,15 @@ class Tx:
         )
         if ref.scope:
             query = query.where(t.links.c.scope == ref.scope)
-        row = (await self.conn.execute(query.limit(1))).first()
+        row = (await self._run(query.limit(1))).first()
         return None if row is None else _link(row)
 
     async def get_link(self, link_id: int) -> Link | None:
-        row = (await self.conn.execute(sa.select(t.links).where(t.links.c.id == link_id))).first()
+        row = (await self._run(sa.select(t.links).where(t.links.c.id == link_id))).first()
         return None if row is None else _link(row)
 
     async def links_of(self, item_id: str) -> list[Link]:
-        rows = await self.conn.execute(
+        rows = await self._run(
             sa.select(t.links).where(t.links.c.work_item_id == item_id).order_by(t.links.c.id)
         )
         return [_link(r) for r in rows]
@@ -332,50 +453,83 @@ class Tx:
             }
         if create_target is not None:
             values["create_target"] = msgspec.to_builtins(create_target)
-        result = await self.conn.execute(
-            sa.insert(t.links).values(**values).returning(t.links.c.id)
-        )
+        result = await self._run(sa.insert(t.links).values(**values).returning(t.links.c.id))
         link_id = int(result.scalar_one())
         if create_target is not None:
-            await self.conn.execute(
+            await self._run(
                 sa.update(t.links)
                 .where(t.links.c.id == link_id)
                 .values(idempotency_key=f"syncgate-{work_item_id}-{link_id}")
             )
         return link_id
 
+    async def links_for(self, refs: Iterable[ObjectRef]) -> dict[ObjectRef, Link]:
+        """The links of several vendor objects (``link_for`` for each, in one query per
+        system); objects with no link are left out."""
+        refs = list(refs)
+        wanted: dict[str, set[str]] = {}
+        for ref in refs:
+            wanted.setdefault(ref.system, set()).add(ref.external_id)
+        by_object: dict[tuple[str, str], list[Link]] = {}
+        for system, ids in wanted.items():
+            rows = await self._run(
+                sa.select(t.links)
+                .where(t.links.c.system == system, t.links.c.external_id.in_(sorted(ids)))
+                .order_by(t.links.c.id)
+            )
+            for row in rows:
+                link = _link(row)
+                by_object.setdefault((system, link.external_id or ""), []).append(link)
+        out: dict[ObjectRef, Link] = {}
+        for ref in refs:
+            for link in by_object.get((ref.system, ref.external_id), ()):
+                if not ref.scope or link.scope == ref.scope:
+                    out[ref] = link
+                    break
+        return out
+
+    async def links_of_items(self, item_ids: Iterable[str]) -> list[Link]:
+        ids = sorted(set(item_ids))
+        if not ids:
+            return []
+        rows = await self._run(
+            sa.select(t.links).where(t.links.c.work_item_id.in_(ids)).order_by(t.links.c.id)
+        )
+        return [_link(r) for r in rows]
+
     async def record_seen(self, link_id: int, obj: VendorObject, now: datetime) -> None:
         """Remember the state an object was observed in."""
-        await self.conn.execute(
-            sa.update(t.links)
-            .where(t.links.c.id == link_id)
-            .values(
-                known_state=_encode_known(obj),
-                vendor_updated_at=obj.updated_at,
-                last_synced_at=now,
-            )
-        )
+        await self.record_seen_many([(link_id, obj)], now)
+
+    async def record_seen_many(
+        self, seen: Iterable[tuple[int, VendorObject]], now: datetime
+    ) -> None:
+        rows = [
+            {
+                "b_id": link_id,
+                "known_state": _encode_known(obj),
+                "vendor_updated_at": obj.updated_at,
+                "last_synced_at": now,
+            }
+            for link_id, obj in seen
+        ]
+        if rows:
+            await self._run(_RECORD_SEEN, rows)
 
     async def mark_dirty(self, link_ids: Iterable[int], version: int) -> None:
-        ids = list(link_ids)
-        if not ids:
-            return
-        await self.conn.execute(
-            sa.update(t.links)
-            .where(t.links.c.id.in_(ids))
-            .values(
-                dirty=True,
-                dirty_version=sa.func.max(t.links.c.dirty_version, version)
-                if self.dialect == "sqlite"
-                else sa.func.greatest(t.links.c.dirty_version, version),
-            )
-        )
+        await self.mark_dirty_many({link_id: version for link_id in link_ids})
+
+    async def mark_dirty_many(self, versions: Mapping[int, int]) -> None:
+        """Mark links dirty: each must reach (at least) the item version given for it."""
+        rows = [{"b_id": link_id, "b_version": v} for link_id, v in sorted(versions.items())]
+        if rows:
+            await self._run(_MARK_DIRTY[self.dialect == "sqlite"], rows)
 
     async def unlink(self, link_id: int) -> None:
-        await self.conn.execute(sa.delete(t.links).where(t.links.c.id == link_id))
+        await self._run(sa.delete(t.links).where(t.links.c.id == link_id))
 
     async def move_link(self, link_id: int, work_item_id: str) -> None:
-        await self.conn.execute(
+        await self._run(
             sa.update(t.links).where(t.links.c.id == link_id).values(work_item_id=work_item_id)
         )
 
@@ -389,9 +543,11 @@ class Tx:
         lease: timedelta,
         limit: int,
         skip_systems: Sequence[str] = (),
+        skip_held: bool = False,
     ) -> list[Link]:
         """Claim up to ``limit`` dirty links that are due, one writer per link: a claim is
-        a lease that lapses, so a crashed worker's links are picked up again."""
+        a lease that lapses, so a crashed worker's links are picked up again. With
+        ``skip_held``, links of systems that are paused or deferred by a 429 wait."""
         due = (
             sa.select(t.links.c.id)
             .where(
@@ -407,9 +563,11 @@ class Tx:
         )
         if skip_systems:
             due = due.where(t.links.c.system.not_in(list(skip_systems)))
+        if skip_held:
+            due = due.where(t.links.c.system.not_in(_held_systems(now)))
         if self.postgres:
             due = due.with_for_update(skip_locked=True)
-        rows = await self.conn.execute(
+        rows = await self._run(
             sa.update(t.links)
             .where(t.links.c.id.in_(due.scalar_subquery()))
             .values(claimed_by=worker, claimed_until=now + lease)
@@ -427,34 +585,41 @@ class Tx:
     ) -> None:
         """The object now holds the item at ``version`` (``obj`` is what the vendor
         returned; None when no call was needed). It stays dirty if the item moved on."""
-        values: dict[str, Any] = {
-            "synced_version": version,
-            "dirty": t.links.c.dirty_version > version,
-            "attempts": 0,
-            "next_attempt_at": None,
-            "claimed_by": None,
-            "claimed_until": None,
-            "last_error": None,
-        }
-        if obj is not None:
-            values |= {
-                "external_id": obj.ref.external_id,
-                "scope": obj.ref.scope or link.scope,
-                "known_state": _encode_known(obj),
-                "vendor_updated_at": obj.updated_at,
-                "last_synced_at": now,
-                "create_target": None,
+        await self.finish_writes([FinishedWrite(link=link, obj=obj, version=version)], now=now)
+
+    async def finish_writes(self, finished: Sequence[FinishedWrite], *, now: datetime) -> None:
+        """``finish_write`` for several links, in two statements at most. A link whose
+        claim was lost (its lease lapsed and another writer took it) is left alone."""
+        synced = []
+        written = []
+        for f in finished:
+            row: dict[str, Any] = {
+                "b_id": f.link.id,
+                "b_claimed_by": f.link.claimed_by or "",
+                "b_version": f.version,
             }
-        await self.conn.execute(
+            if f.obj is None:
+                synced.append(row)
+            else:
+                written.append(row | _created_values(f.link, f.obj, now))
+        if synced:
+            await self._run(_FINISH_WRITE, synced)
+        if written:
+            await self._run(_FINISH_WRITE, written)
+
+    async def record_created(self, link: Link, obj: VendorObject, now: datetime) -> None:
+        """Link the object a create made, although the write is not finished (a call
+        after the create failed): the next attempt updates it instead of creating."""
+        await self._run(
             sa.update(t.links)
-            .where(t.links.c.id == link.id, t.links.c.claimed_by == link.claimed_by)
-            .values(**values)
+            .where(t.links.c.id == link.id)
+            .values(**_created_values(link, obj, now))
         )
 
     async def retry_link_later(
         self, link: Link, *, error: str, at: datetime, count_attempt: bool = True
     ) -> None:
-        await self.conn.execute(
+        await self._run(
             sa.update(t.links)
             .where(t.links.c.id == link.id, t.links.c.claimed_by == link.claimed_by)
             .values(
@@ -467,7 +632,7 @@ class Tx:
         )
 
     async def dead_letter(self, link: Link, reason: str) -> None:
-        await self.conn.execute(
+        await self._run(
             sa.update(t.links)
             .where(t.links.c.id == link.id)
             .values(
@@ -485,7 +650,7 @@ class Tx:
         query = sa.update(t.links).where(t.links.c.dead.is_(True))
         if link_id is not None:
             query = query.where(t.links.c.id == link_id)
-        result = await self.conn.execute(
+        result = await self._run(
             query.values(dead=False, dead_reason=None, attempts=0, next_attempt_at=None, dirty=True)
         )
         return int(result.rowcount)
@@ -495,7 +660,7 @@ class Tx:
         query = sa.update(t.links).where(t.links.c.dead.is_(True))
         if link_id is not None:
             query = query.where(t.links.c.id == link_id)
-        result = await self.conn.execute(
+        result = await self._run(
             query.values(dead=False, dirty=False, synced_version=t.links.c.dirty_version)
         )
         return int(result.rowcount)
@@ -514,22 +679,22 @@ class Tx:
             query = query.where(
                 t.links.c.dirty.is_(True), t.links.c.dead.is_(False), t.links.c.attempts == 0
             )
-        rows = await self.conn.execute(query.order_by(t.links.c.id).limit(limit).offset(offset))
+        rows = await self._run(query.order_by(t.links.c.id).limit(limit).offset(offset))
         return [_link(r) for r in rows]
 
     async def queue_depth(self) -> dict[str, int]:
         """Dirty (not dead) links per system."""
-        rows = await self.conn.execute(
+        rows: Any = await self._run(
             sa.select(t.links.c.system, sa.func.count())
             .where(t.links.c.dirty.is_(True), t.links.c.dead.is_(False))
             .group_by(t.links.c.system)
         )
-        return {system: int(n) for system, n in rows}
+        return {row[0]: int(row[1]) for row in rows}
 
     async def dead_count(self) -> int:
         return int(
             (
-                await self.conn.execute(sa.select(sa.func.count()).where(t.links.c.dead.is_(True)))
+                await self._run(sa.select(sa.func.count()).where(t.links.c.dead.is_(True)))
             ).scalar_one()
         )
 
@@ -537,12 +702,10 @@ class Tx:
 
     async def add_history(self, entries: Sequence[HistoryEntry]) -> None:
         if entries:
-            await self.conn.execute(
-                sa.insert(t.history), [msgspec.structs.asdict(e) for e in entries]
-            )
+            await self._run(sa.insert(t.history), [msgspec.structs.asdict(e) for e in entries])
 
     async def history_of(self, item_id: str, limit: int = 500) -> list[HistoryEntry]:
-        rows = await self.conn.execute(
+        rows = await self._run(
             sa.select(t.history)
             .where(t.history.c.work_item_id == item_id)
             .order_by(t.history.c.id)
@@ -557,10 +720,14 @@ class Tx:
         ]
 
     async def add_attempt(self, **values: Any) -> None:
-        await self.conn.execute(sa.insert(t.write_attempts).values(**values))
+        await self.add_attempts([values])
+
+    async def add_attempts(self, rows: Sequence[dict[str, Any]]) -> None:
+        if rows:
+            await self._run(sa.insert(t.write_attempts), rows)
 
     async def attempts_of(self, link_id: int) -> list[dict[str, Any]]:
-        rows = await self.conn.execute(
+        rows = await self._run(
             sa.select(t.write_attempts)
             .where(t.write_attempts.c.link_id == link_id)
             .order_by(t.write_attempts.c.id)
@@ -574,10 +741,10 @@ class Tx:
             (t.history, t.history.c.at),
             (t.write_attempts, t.write_attempts.c.at),
         ):
-            n += int((await self.conn.execute(sa.delete(table).where(column < before))).rowcount)
+            n += int((await self._run(sa.delete(table).where(column < before))).rowcount)
         n += int(
             (
-                await self.conn.execute(
+                await self._run(
                     sa.delete(t.events).where(
                         t.events.c.received_at < before, t.events.c.state != "pending"
                     )
@@ -603,27 +770,56 @@ class Tx:
     ) -> int | None:
         """Store one event; returns its id, or None when (system, delivery_id) is already
         stored (a duplicate delivery)."""
+        (event_id,) = await self.record_events(
+            [
+                NewEvent(
+                    system=system,
+                    delivery_id=delivery_id,
+                    source=source,
+                    event_type=event_type,
+                    body=body,
+                    headers=headers or {},
+                    state=state,
+                    outcome=outcome,
+                )
+            ],
+            now=now,
+        )
+        return event_id
+
+    async def record_events(self, events: Sequence[NewEvent], *, now: datetime) -> list[int | None]:
+        """Store several events in one statement; for each, its id, or None when it is
+        a duplicate delivery (already stored, or earlier in ``events``)."""
+        rows: dict[tuple[str, str], dict[str, Any]] = {}
+        for e in events:
+            rows.setdefault(
+                (e.system, e.delivery_id),
+                {
+                    "system": e.system,
+                    "delivery_id": e.delivery_id,
+                    "source": e.source,
+                    "event_type": e.event_type,
+                    "body": e.body,
+                    "headers": e.headers,
+                    "state": e.state,
+                    "outcome": e.outcome,
+                    "attempts": 0,
+                    "received_at": now,
+                    "processed_at": now if e.state != "pending" else None,
+                },
+            )
         insert = pg_insert if self.postgres else sqlite_insert
         stmt = (
             insert(t.events)
-            .values(
-                system=system,
-                delivery_id=delivery_id,
-                source=source,
-                event_type=event_type,
-                body=body,
-                headers=headers or {},
-                state=state,
-                outcome=outcome,
-                attempts=0,
-                received_at=now,
-                processed_at=now if state != "pending" else None,
-            )
+            .values(list(rows.values()))
             .on_conflict_do_nothing(index_elements=["system", "delivery_id"])
-            .returning(t.events.c.id)
+            .returning(t.events.c.id, t.events.c.system, t.events.c.delivery_id)
         )
-        event_id = (await self.conn.execute(stmt)).scalar_one_or_none()
-        return None if event_id is None else int(event_id)
+        stored = {(r.system, r.delivery_id): int(r.id) for r in await self._run(stmt)}
+        out: list[int | None] = []
+        for e in events:
+            out.append(stored.pop((e.system, e.delivery_id), None))
+        return out
 
     async def claim_events(self, *, now: datetime, lease: timedelta, limit: int) -> list[Event]:
         """Claim pending events that are due, oldest first (a lease, like links)."""
@@ -638,7 +834,7 @@ class Tx:
         )
         if self.postgres:
             due = due.with_for_update(skip_locked=True)
-        rows = await self.conn.execute(
+        rows = await self._run(
             sa.update(t.events)
             .where(t.events.c.id.in_(due.scalar_subquery()))
             .values(claimed_until=now + lease, attempts=t.events.c.attempts + 1)
@@ -647,14 +843,21 @@ class Tx:
         return sorted((_event(r) for r in rows), key=lambda e: e.id)
 
     async def finish_event(self, event_id: int, *, state: str, outcome: str, now: datetime) -> None:
-        await self.conn.execute(
-            sa.update(t.events)
-            .where(t.events.c.id == event_id)
-            .values(state=state, outcome=outcome, processed_at=now, claimed_until=None)
-        )
+        await self.finish_events([(event_id, state, outcome)], now=now)
+
+    async def finish_events(
+        self, finished: Iterable[tuple[int, str, str]], *, now: datetime
+    ) -> None:
+        """Mark events processed: (event id, state, outcome) each."""
+        rows = [
+            {"b_id": event_id, "state": state, "outcome": outcome, "processed_at": now}
+            for event_id, state, outcome in finished
+        ]
+        if rows:
+            await self._run(_FINISH_EVENT, rows)
 
     async def retry_event_later(self, event_id: int, *, outcome: str, at: datetime) -> None:
-        await self.conn.execute(
+        await self._run(
             sa.update(t.events)
             .where(t.events.c.id == event_id)
             .values(outcome=outcome, claimed_until=at)
@@ -676,26 +879,20 @@ class Tx:
             query = query.where(t.events.c.state == state)
         if source:
             query = query.where(t.events.c.source == source)
-        rows = await self.conn.execute(
-            query.order_by(t.events.c.id.desc()).limit(limit).offset(offset)
-        )
+        rows = await self._run(query.order_by(t.events.c.id.desc()).limit(limit).offset(offset))
         return [_event(r) for r in rows]
 
     async def pending_events(self) -> int:
         return int(
             (
-                await self.conn.execute(
-                    sa.select(sa.func.count()).where(t.events.c.state == "pending")
-                )
+                await self._run(sa.select(sa.func.count()).where(t.events.c.state == "pending"))
             ).scalar_one()
         )
 
     # -- systems ---------------------------------------------------------------------------
 
     async def system_state(self, system: str) -> dict[str, Any]:
-        row = (
-            await self.conn.execute(sa.select(t.systems).where(t.systems.c.system == system))
-        ).first()
+        row = (await self._run(sa.select(t.systems).where(t.systems.c.system == system))).first()
         if row is None:
             return {
                 "system": system,
@@ -712,26 +909,21 @@ class Tx:
         return values
 
     async def set_system(self, system: str, **values: Any) -> None:
-        updated = await self.conn.execute(
+        updated = await self._run(
             sa.update(t.systems).where(t.systems.c.system == system).values(**values)
         )
         if updated.rowcount == 0:
-            await self.conn.execute(sa.insert(t.systems).values(system=system, **values))
+            await self._run(sa.insert(t.systems).values(system=system, **values))
 
     async def held_systems(self, now: datetime) -> list[str]:
         """Systems whose writes wait: paused, or deferred by a 429."""
-        rows = await self.conn.execute(
-            sa.select(t.systems.c.system).where(
-                sa.or_(t.systems.c.paused.is_(True), t.systems.c.deferred_until > now)
-            )
-        )
-        return [r[0] for r in rows]
+        return [r[0] for r in await self._run(_held_systems(now))]
 
     # -- admin queries ---------------------------------------------------------------------
 
     async def admin_retry_now(self, link_id: int) -> int:
         """Make a dirty (not dead) link's write due now, skipping its backoff."""
-        result = await self.conn.execute(
+        result = await self._run(
             sa.update(t.links)
             .where(t.links.c.id == link_id, t.links.c.dirty.is_(True), t.links.c.dead.is_(False))
             .values(next_attempt_at=None)
@@ -740,7 +932,7 @@ class Tx:
 
     async def admin_discard_write(self, link_id: int) -> int:
         """Give up on a link's pending or failed (not dead) write: it is no longer dirty."""
-        result = await self.conn.execute(
+        result = await self._run(
             sa.update(t.links)
             .where(t.links.c.id == link_id, t.links.c.dirty.is_(True), t.links.c.dead.is_(False))
             .values(
@@ -754,16 +946,16 @@ class Tx:
 
     async def admin_dead_by_system(self) -> dict[str, int]:
         """Dead-lettered writes per system."""
-        rows = await self.conn.execute(
+        rows: Any = await self._run(
             sa.select(t.links.c.system, sa.func.count())
             .where(t.links.c.dead.is_(True))
             .group_by(t.links.c.system)
         )
-        return {system: int(n) for system, n in rows}
+        return {row[0]: int(row[1]) for row in rows}
 
     async def admin_recent_history(self, item_id: str, limit: int = 100) -> list[HistoryEntry]:
         """The newest ``limit`` history entries of an item, oldest first."""
-        rows = await self.conn.execute(
+        rows = await self._run(
             sa.select(t.history)
             .where(t.history.c.work_item_id == item_id)
             .order_by(t.history.c.id.desc())
@@ -781,11 +973,19 @@ class Tx:
 
 
 class Store:
-    """The database: connections, transactions and migrations."""
+    """The database: connections, transactions and migrations.
 
-    def __init__(self, engine: AsyncEngine) -> None:
+    SQLite runs in this process on one connection, driven directly from the event loop:
+    its statements take microseconds (WAL, ``synchronous=NORMAL``), far less than a
+    thread hop per statement would cost, and an asyncio lock makes transactions take
+    turns, which SQLite's single writer requires anyway. PostgreSQL goes through
+    asyncpg and a connection pool.
+    """
+
+    def __init__(self, engine: AsyncEngine | Engine) -> None:
         self.engine = engine
         self.dialect = engine.dialect.name
+        self._turn = asyncio.Lock()
 
     @classmethod
     def connect(cls, url: str, *, pool_size: int = 10) -> Store:
@@ -794,25 +994,33 @@ class Store:
         if parsed.drivername.startswith("sqlite"):
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            # One connection: SQLite has one writer anyway, and this keeps every
-            # transaction in this process strictly serialized (no SQLITE_BUSY).
-            engine = create_async_engine(url, pool_size=1, max_overflow=0, pool_timeout=60)
-            sa_event.listen(engine.sync_engine, "connect", _sqlite_on_connect)
-            sa_event.listen(engine.sync_engine, "begin", _sqlite_on_begin)
-        else:
-            engine = create_async_engine(
+            engine = sa.create_engine(url, poolclass=StaticPool)
+            sa_event.listen(engine, "connect", _sqlite_on_connect)
+            sa_event.listen(engine, "begin", _sqlite_on_begin)
+            return cls(engine)
+        return cls(
+            create_async_engine(
                 url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
             )
-        return cls(engine)
+        )
 
     async def close(self) -> None:
-        await self.engine.dispose()
+        if isinstance(self.engine, Engine):
+            async with self._turn:
+                self.engine.dispose()
+        else:
+            await self.engine.dispose()
 
     @contextlib.asynccontextmanager
     async def tx(self) -> AsyncIterator[Tx]:
         """A transaction: committed when the block ends, rolled back on an exception."""
-        async with self.engine.begin() as conn:
-            yield Tx(conn, self.dialect)
+        if isinstance(self.engine, Engine):
+            async with self._turn:
+                with self.engine.begin() as conn:
+                    yield Tx(conn, self.dialect)
+        else:
+            async with self.engine.begin() as aconn:
+                yield Tx(aconn, self.dialect)
 
     async def migrate(self) -> None:
         """Bring the schema to the newest migration (alembic upgrade head)."""
@@ -826,16 +1034,20 @@ class Store:
             config.attributes["connection"] = sync_conn
             command.upgrade(config, "head")
 
-        async with self.engine.begin() as conn:
-            if self.dialect == "postgresql":
-                # several processes may start at once: one migrates, the others wait
-                await conn.execute(sa.text("SELECT pg_advisory_xact_lock(7243190)"))
-            await conn.run_sync(upgrade)
+        if isinstance(self.engine, Engine):
+            async with self._turn:
+                with self.engine.begin() as conn:
+                    upgrade(conn)
+            return
+        async with self.engine.begin() as aconn:
+            # several processes may start at once: one migrates, the others wait
+            await aconn.execute(sa.text("SELECT pg_advisory_xact_lock(7243190)"))
+            await aconn.run_sync(upgrade)
 
     async def ping(self) -> bool:
         try:
-            async with self.engine.connect() as conn:
-                await conn.execute(sa.text("SELECT 1"))
+            async with self.tx() as tx:
+                await tx._run(sa.text("SELECT 1"))
         except Exception:  # noqa: BLE001 - readiness reports any failure as not ready
             return False
         return True

@@ -15,13 +15,13 @@ from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 
 from adapters.base import Adapter, lower_headers
-from app.engine import Engine
+from app.engine import Engine, Outcome
 from app.errors import NotFound, RateLimited, VendorError, WebhookError
 from app.loops import work_until_stopped
 from app.metrics import Metrics
-from app.model import utcnow
+from app.model import ObjectRef, VendorObject, utcnow
 from app.retry import backoff_delay
-from app.store import Event, Store
+from app.store import Event, Store, Tx
 
 log = logging.getLogger("syncgate.worker")
 
@@ -52,10 +52,27 @@ class InboxWorker:
         self.wake = asyncio.Event()
 
     async def run_once(self) -> int:
+        """Claim a batch of pending events and process it; returns how many were claimed.
+
+        The batch is applied in one engine transaction that also marks its events done.
+        Should that transaction fail, each event is retried on its own, so one bad event
+        cannot hold up the others."""
         async with self.store.tx() as tx:
             events = await tx.claim_events(now=self.clock(), lease=self.lease, limit=self.batch)
-        for event in events:
-            await self._process(event)
+        if not events:
+            return 0
+        try:
+            await self._process(events)
+        except Exception:
+            if len(events) == 1:
+                await self._crashed(events[0])
+            else:
+                log.warning("inbox batch failed; processing its events one by one", exc_info=True)
+                for event in events:
+                    try:
+                        await self._process([event])
+                    except Exception:  # noqa: BLE001 - logged and retried by _crashed
+                        await self._crashed(event)
         return len(events)
 
     async def run_until_idle(self) -> None:
@@ -65,57 +82,126 @@ class InboxWorker:
     async def run(self, stop: asyncio.Event, idle_s: float = 1.0) -> None:
         await work_until_stopped(self.run_once, wake=self.wake, stop=stop, idle_s=idle_s, log=log)
 
-    async def _process(self, event: Event) -> None:
-        adapter = self.adapters.get(event.system)
-        if adapter is None:
-            await self._finish(event, "failed", f"system {event.system!r} is not configured")
-            return
-        try:
-            parsed = adapter.parse_webhook(lower_headers(event.headers), event.body)
-        except WebhookError as exc:
-            await self._finish(event, "failed", f"unreadable: {exc.reason}")
-            return
-        outcomes: list[str] = []
-        event_ref = f"{event.system}:{event.delivery_id}"
-        try:
-            for obj in parsed.observations:
-                result = await self.engine.observe(obj, event_id=event_ref)
-                outcomes.append(f"{obj.ref.external_id}:{result.kind}")
-            for ref in parsed.hints:
-                try:
-                    obj = await adapter.get(ref)
-                except NotFound:
-                    outcomes.append(f"{ref.external_id}:not_found")
-                    continue
-                result = await self.engine.observe(obj, event_id=event_ref)
-                outcomes.append(f"{ref.external_id}:{result.kind}")
-        except VendorError as exc:
-            await self._retry(event, exc)
-            return
-        if parsed.poll:
-            self.request_poll(event.system)
-            outcomes.append("poll requested")
-        await self._finish(event, "done", ", ".join(outcomes) or "nothing to apply")
-
-    async def _finish(self, event: Event, state: str, outcome: str) -> None:
-        async with self.store.tx() as tx:
-            await tx.finish_event(event.id, state=state, outcome=outcome, now=self.clock())
-        self.metrics.events_processed.labels(event.system, state).inc()
-        log.info(
-            "event processed",
-            extra={"system": event.system, "event_id": event.delivery_id, "outcome": outcome},
+    async def _process(self, events: list[Event]) -> None:
+        observations: list[tuple[VendorObject, str | None]] = []
+        owned: list[tuple[Event, int, int, list[str], bool]] = []  # event, span, notes, poll
+        finished: list[tuple[Event, str, str]] = []
+        retries: list[tuple[Event, VendorError]] = []
+        parsed = []
+        for event in events:
+            adapter = self.adapters.get(event.system)
+            if adapter is None:
+                finished.append((event, "failed", f"system {event.system!r} is not configured"))
+                continue
+            try:
+                webhook = adapter.parse_webhook(lower_headers(event.headers), event.body)
+            except WebhookError as exc:
+                finished.append((event, "failed", f"unreadable: {exc.reason}"))
+                continue
+            parsed.append((event, adapter, webhook))
+        # hints name objects to fetch: all fetched at once, before the transaction
+        fetched = await asyncio.gather(
+            *(self._fetch(adapter, webhook.hints) for _, adapter, webhook in parsed)
         )
+        for (event, _, webhook), hinted in zip(parsed, fetched, strict=True):
+            if isinstance(hinted, VendorError):
+                retries.append((event, hinted))
+                continue
+            event_ref = f"{event.system}:{event.delivery_id}"
+            first = len(observations)
+            observations.extend((obj, event_ref) for obj in webhook.observations)
+            notes = []
+            for ref, obj in hinted:
+                if obj is None:
+                    notes.append(f"{ref.external_id}:not_found")
+                else:
+                    observations.append((obj, event_ref))
+            owned.append((event, first, len(observations), notes, webhook.poll))
 
-    async def _retry(self, event: Event, exc: VendorError) -> None:
+        unapplied = len(finished)
+
+        async def finish(tx: Tx, outcomes: list[Outcome]) -> None:
+            del finished[unapplied:]  # the engine may run its transaction again
+            now = self.clock()
+            for event, first, last, notes, poll in owned:
+                results = [
+                    f"{obj.ref.external_id}:{outcome.kind}"
+                    for (obj, _), outcome in zip(
+                        observations[first:last], outcomes[first:last], strict=True
+                    )
+                ]
+                results += notes
+                if poll:
+                    results.append("poll requested")
+                finished.append((event, "done", ", ".join(results) or "nothing to apply"))
+            await tx.finish_events(
+                ((event.id, state, outcome) for event, state, outcome in finished), now=now
+            )
+            for event, exc in retries:
+                await self._retry(tx, event, exc, now)
+
+        await self.engine.observe_many(observations, also=finish)
+        for system in sorted({event.system for event, *_, poll in owned if poll}):
+            self.request_poll(system)
+        for event, state, outcome in finished:
+            self.metrics.events_processed.labels(event.system, state).inc()
+            log.info(
+                "event processed",
+                extra={"system": event.system, "event_id": event.delivery_id, "outcome": outcome},
+            )
+
+    @staticmethod
+    async def _fetch(
+        adapter: Adapter, refs: list[ObjectRef]
+    ) -> list[tuple[ObjectRef, VendorObject | None]] | VendorError:
+        """The hinted objects as the vendor holds them now (None: the vendor does not
+        know it), or the error that stopped the fetch."""
+        out: list[tuple[ObjectRef, VendorObject | None]] = []
+        for ref in refs:
+            try:
+                out.append((ref, await adapter.get(ref)))
+            except NotFound:
+                out.append((ref, None))
+            except VendorError as exc:
+                return exc
+        return out
+
+    async def _retry(self, tx: Tx, event: Event, exc: VendorError, now: datetime) -> None:
         if event.attempts >= MAX_EVENT_ATTEMPTS:
-            await self._finish(event, "failed", f"gave up after {event.attempts} attempts: {exc}")
+            outcome = f"gave up after {event.attempts} attempts: {exc}"
+            await tx.finish_event(event.id, state="failed", outcome=outcome, now=now)
+            self.metrics.events_processed.labels(event.system, "failed").inc()
+            log.warning(
+                "event failed",
+                extra={"system": event.system, "event_id": event.delivery_id, "outcome": outcome},
+            )
             return
         delay = (
             exc.retry_after
             if isinstance(exc, RateLimited)
             else backoff_delay(event.attempts, base_s=1.0, max_s=300.0)
         )
+        await tx.retry_event_later(
+            event.id, outcome=f"retrying: {exc}", at=now + timedelta(seconds=delay)
+        )
+
+    async def _crashed(self, event: Event) -> None:
+        """Processing the event raised: try it again later, and give up after a few times
+        (a poison event must not come back forever)."""
+        log.exception(
+            "event processing crashed",
+            extra={"system": event.system, "event_id": event.delivery_id},
+        )
+        now = self.clock()
         async with self.store.tx() as tx:
-            await tx.retry_event_later(
-                event.id, outcome=f"retrying: {exc}", at=self.clock() + timedelta(seconds=delay)
-            )
+            if event.attempts >= MAX_EVENT_ATTEMPTS:
+                await tx.finish_event(
+                    event.id, state="failed", outcome="processing crashed; gave up", now=now
+                )
+            else:
+                delay = backoff_delay(event.attempts, base_s=1.0, max_s=300.0)
+                await tx.retry_event_later(
+                    event.id,
+                    outcome="retrying: processing crashed",
+                    at=now + timedelta(seconds=delay),
+                )

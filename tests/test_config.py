@@ -576,7 +576,7 @@ def test_database_url_precedence(tmp_path: Path) -> None:
     assert database_url(settings, {"SYNCGATE_DATABASE_URL": ""}) == "sqlite+aiosqlite:///file.db"
     env = {"SYNCGATE_DATABASE_URL": "postgresql+asyncpg://db/syncgate"}
     assert database_url(settings, env) == "postgresql+asyncpg://db/syncgate"
-    assert database_url(Settings(), {}) == "sqlite+aiosqlite:///var/syncgate.db"
+    assert database_url(Settings(), {}) == "sqlite:///var/syncgate.db"
 
 
 # -- check-config ---------------------------------------------------------------------------
