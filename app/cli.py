@@ -17,6 +17,7 @@ from adapters import VENDORS
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from adapters import simulator_class
     from adapters._simkit import SimOptions
+    from app.serving import run as run_loop
     from app.serving import serve_asgi
 
     options = SimOptions(
@@ -37,7 +38,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
             print(f"{args.vendor} simulator serving at {url}", flush=True)
             await stop.wait()
 
-    asyncio.run(run())
+    run_loop(run())
     return 0
 
 
@@ -102,6 +103,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from app import logs
     from app.asgi import Gateway, create_app
     from app.serving import bind_socket
+    from app.serving import run as run_loop
     from app.store import Store
 
     logs.configure(args.log_level.upper())
@@ -123,7 +125,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         )
         await uvicorn.Server(config).serve(sockets=[sock])
 
-    asyncio.run(run())
+    run_loop(run())
     return 0
 
 

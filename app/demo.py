@@ -842,11 +842,13 @@ async def run_demo(
 
 def command(args: argparse.Namespace) -> int:
     """``syncgate demo``."""
+    from app.serving import run as run_loop
+
     config = args.config
     if config is None:
         config = "config.yaml" if Path("config.yaml").is_file() else os.fspath(REPO_CONFIG)
     try:
-        return asyncio.run(
+        return run_loop(
             run_demo(
                 config,
                 gateway_port=args.port,

@@ -10,10 +10,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import AsyncIterator
-from typing import Any
+from collections.abc import AsyncIterator, Coroutine
+from typing import Any, TypeVar
 
 import uvicorn
+
+T = TypeVar("T")
+
+
+def run(main: Coroutine[Any, Any, T]) -> T:
+    """Run ``main`` to completion on uvloop's event loop when it is installed (a faster
+    loop for the gateway and the simulators: see docs/benchmarks.md), else asyncio's."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - a declared dependency, absent on Windows
+        return asyncio.run(main)
+    with asyncio.Runner(loop_factory=uvloop.new_event_loop) as runner:
+        return runner.run(main)
 
 
 def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:

@@ -43,7 +43,15 @@ class LinkRow(SQLModel, table=True):
     __tablename__ = "links"
     __table_args__ = (
         sa.UniqueConstraint("system", "scope", "external_id", name="uq_links_object"),
-        sa.Index("ix_links_due", "dirty", "next_attempt_at"),
+        # a webhook often names an object without its scope: find it by system and id
+        sa.Index("ix_links_system_external", "system", "external_id"),
+        # the outbox: only dirty, live links, in the order the dispatcher claims them
+        sa.Index(
+            "ix_links_pending",
+            "id",
+            sqlite_where=sa.text("dirty AND NOT dead"),
+            postgresql_where=sa.text("dirty AND NOT dead"),
+        ),
     )
 
     id: int | None = Field(default=None, primary_key=True)
