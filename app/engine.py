@@ -183,7 +183,7 @@ class Engine:
             item.updated_at = now
             await tx.save_item(item)
             await tx.add_history(history)
-            dirty = self._needing_write(item, await tx.links_of(item.id), {}, force=True)
+            dirty = self._needing_write(item, await tx.links_of(item.id), force=True)
             await tx.mark_dirty(dirty, item.version)
         if dirty and self.on_change is not None:
             self.on_change()
@@ -248,7 +248,7 @@ class Engine:
             batch.changed_items.add(item.id)
         batch.saw(link, obj)
 
-        dirty = self._needing_write(item, batch.links_of(item.id), {}, force=bool(changed))
+        dirty = self._needing_write(item, batch.links_of(item.id), force=bool(changed))
         batch.mark_dirty(dirty, item.version)
         return Outcome(
             "changed" if changed else "unchanged",
@@ -294,17 +294,11 @@ class Engine:
                 )
             )
 
-    def _needing_write(
-        self,
-        item: WorkItem,
-        links: list[Link],
-        seen: Mapping[int, VendorObject],
-        *,
-        force: bool,
-    ) -> list[int]:
-        """Links whose object does not hold the canonical state in meaning. A link still
-        to be created is re-marked when the item changed, so it is created with the
-        newest state."""
+    def _needing_write(self, item: WorkItem, links: list[Link], *, force: bool) -> list[int]:
+        """Links whose object does not hold the canonical state in meaning. When the item
+        changed (``force``), also every link still to be created (so it is created with
+        the newest state) and every link with a write in flight: what that object is
+        known to hold is about to be replaced by an older state than this one."""
         canonical = item.fields()
         out: list[int] = []
         for link in links:
@@ -313,12 +307,15 @@ class Engine:
             fields = self.rules.out_fields(link.system)
             if not fields:
                 continue
-            if link.external_id is None:
+            if link.external_id is None or link.claimed_by is not None:
                 if force:
                     out.append(link.id)
                 continue
-            state = seen.get(link.id, link.known)
-            if not self.adapters[link.system].differs(state, canonical.only(fields)).is_empty():
+            if (
+                not self.adapters[link.system]
+                .differs(link.known, canonical.only(fields))
+                .is_empty()
+            ):
                 out.append(link.id)
         return out
 

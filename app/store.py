@@ -556,9 +556,7 @@ class Tx:
                 sa.or_(t.links.c.next_attempt_at.is_(None), t.links.c.next_attempt_at <= now),
                 sa.or_(t.links.c.claimed_until.is_(None), t.links.c.claimed_until < now),
             )
-            .order_by(
-                t.links.c.next_attempt_at.is_not(None), t.links.c.next_attempt_at, t.links.c.id
-            )
+            .order_by(t.links.c.id)  # ix_links_pending: no sort, whatever the backlog
             .limit(limit)
         )
         if skip_systems:
@@ -972,6 +970,17 @@ class Tx:
         return entries
 
 
+def _json_dumps(value: Any) -> str:
+    return msgspec.json.encode(value).decode()
+
+
+#: JSON columns are encoded and decoded by msgspec (several times faster than json).
+_JSON_CODEC: dict[str, Any] = {
+    "json_serializer": _json_dumps,
+    "json_deserializer": msgspec.json.decode,
+}
+
+
 class Store:
     """The database: connections, transactions and migrations.
 
@@ -994,13 +1003,13 @@ class Store:
         if parsed.drivername.startswith("sqlite"):
             if parsed.database and parsed.database != ":memory:":
                 Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
-            engine = sa.create_engine(url, poolclass=StaticPool)
+            engine = sa.create_engine(url, poolclass=StaticPool, **_JSON_CODEC)
             sa_event.listen(engine, "connect", _sqlite_on_connect)
             sa_event.listen(engine, "begin", _sqlite_on_begin)
             return cls(engine)
         return cls(
             create_async_engine(
-                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True
+                url, pool_size=pool_size, max_overflow=pool_size, pool_pre_ping=True, **_JSON_CODEC
             )
         )
 
