@@ -227,6 +227,7 @@ class Gateway:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._tasks = []
+        await self.pollers.close()  # one-off polls that hints started
         for client in self._own_clients:
             await client.aclose()
         log.info("gateway stopped")

@@ -4,7 +4,9 @@ Each poll lists the objects changed since ``cursor - overlap`` (vendors stamp
 ``updated_at`` before commit, so rows can appear late) and hands every object to the
 engine; re-seeing an object is harmless. The cursor then moves to the newest
 ``updated_at`` seen. A webhook that is only a hint can ask for an immediate poll
-(``request``). Every poll is written to the event log with its outcome.
+(``request``): it wakes the system's loop, or, when the system has none running
+(webhook-only, ``poll_interval_s: 0``, or the loops not started), runs a one-off poll in
+the background. Every poll is written to the event log with its outcome.
 """
 
 from __future__ import annotations
@@ -57,11 +59,75 @@ class Pollers:
         self.metrics = metrics
         self.clock = clock
         self._nudges: dict[str, asyncio.Event] = {name: asyncio.Event() for name in adapters}
+        #: systems whose periodic loop is running (a request wakes it)
+        self._looping: set[str] = set()
+        #: one-off polls in flight, at most one per system
+        self._oneoff: dict[str, asyncio.Task[None]] = {}
+        #: systems asked for again while their one-off poll was in flight
+        self._again: set[str] = set()
 
     def request(self, system: str) -> None:
-        """Poll ``system`` as soon as possible (a hint arrived)."""
-        if system in self._nudges:
+        """Poll ``system`` as soon as possible (a hint arrived).
+
+        With its loop running, the loop is woken. Otherwise a one-off poll is started in
+        the background; requests coalesce: while one is in flight, any number of further
+        requests make exactly one more poll after it."""
+        if system not in self._nudges:
+            return
+        if system in self._looping:
             self._nudges[system].set()
+            return
+        if system in self._oneoff:
+            self._again.add(system)
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not called from the event loop: nothing can run it
+            log.warning("poll requested outside the event loop", extra={"system": system})
+            return
+        task = loop.create_task(self._poll_on_request(system), name=f"poll-{system}-requested")
+        self._oneoff[system] = task
+
+    def pending_requests(self) -> list[asyncio.Task[None]]:
+        """The one-off polls in flight (started by ``request``)."""
+        return list(self._oneoff.values())
+
+    async def _poll_on_request(self, system: str) -> None:
+        try:
+            while True:
+                self._again.discard(system)
+                try:
+                    await self.poll(system)
+                except Exception:
+                    log.exception("requested poll crashed", extra={"system": system})
+                if system not in self._again:
+                    return
+        finally:
+            self._again.discard(system)
+            if self._oneoff.get(system) is asyncio.current_task():
+                del self._oneoff[system]
+
+    async def close(self, timeout_s: float = 30.0) -> None:
+        """Wait for the one-off polls in flight (and those they chain to), cancelling
+        what is still running after ``timeout_s``."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while self._oneoff:
+            tasks = set(self._oneoff.values())
+            left = deadline - asyncio.get_running_loop().time()
+            try:
+                _done, pending = await asyncio.wait(tasks, timeout=max(0.0, left))
+            except asyncio.CancelledError:
+                pending = {t for t in tasks if not t.done()}
+                await self._cancel(pending)
+                raise
+            if pending:
+                await self._cancel(pending)
+                return
+
+    async def _cancel(self, tasks: set[asyncio.Task[None]]) -> None:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     async def poll(self, system: str) -> PollResult:
         """One incremental poll of ``system``; errors are recorded, not raised."""
@@ -121,26 +187,37 @@ class Pollers:
         return result
 
     async def run(self, stop: asyncio.Event) -> None:
-        """Poll every system with a positive interval until ``stop`` is set."""
+        """Poll every system with a positive interval until ``stop`` is set; then wait
+        for the one-off polls requested meanwhile (``close``)."""
         loops = [
             self._loop(name, stop)
             for name, settings in self.systems.items()
             if name in self.adapters and settings.poll_interval_s > 0
         ]
-        await asyncio.gather(*loops)
+        try:
+            await asyncio.gather(*loops)
+            await stop.wait()  # with no loop at all, requests still start one-off polls
+        except asyncio.CancelledError:
+            await self._cancel(set(self._oneoff.values()))
+            raise
+        await self.close()
 
     async def _loop(self, system: str, stop: asyncio.Event) -> None:
         interval = self.systems[system].poll_interval_s
         nudge = self._nudges[system]
-        while not stop.is_set():
-            nudge.clear()
-            try:
-                result = await self.poll(system)
-                wait = result.retry_after if result.retry_after else interval
-            except Exception:
-                log.exception("poll crashed", extra={"system": system})
-                wait = interval
-            await wait_any(nudge, stop, seconds=wait)
+        self._looping.add(system)
+        try:
+            while not stop.is_set():
+                nudge.clear()
+                try:
+                    result = await self.poll(system)
+                    wait = result.retry_after if result.retry_after else interval
+                except Exception:
+                    log.exception("poll crashed", extra={"system": system})
+                    wait = interval
+                await wait_any(nudge, stop, seconds=wait)
+        finally:
+            self._looping.discard(system)
 
     async def lag_seconds(self) -> dict[str, float | None]:
         """Seconds since each system's last successful poll."""

@@ -224,4 +224,5 @@ async def running_rig(
         try:
             yield rig
         finally:
+            await gateway.pollers.close()  # polls a hint started (run_pollers=False)
             await gateway.stop()

@@ -8,15 +8,16 @@ that the tests move, so a Retry-After or a backoff is observed without waiting f
 
 from __future__ import annotations
 
+import asyncio
 import uuid
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
 
 import httpx
 import msgspec
 
 from adapters import signing
-from app.model import utcnow
+from app.model import VendorObject, utcnow
 from app.store import Store
 from tests.contract.test_contract import KITS
 from tests.rig import Rig, running_rig
@@ -198,6 +199,70 @@ async def test_a_hint_makes_the_object_be_fetched_at_once(store: Store) -> None:
         assert polls == [], "no poll was needed"
 
 
+async def test_a_devhelm_platform_event_polls_a_webhook_only_system(store: Store) -> None:
+    async with running_rig(store, serve_gateway=True, webhooks=True) as rig:
+        assert rig.gateway.settings.systems["devhelm"].poll_interval_s == 0
+        _item_id, ids = await linked(rig)
+        # a person resolves the incident; DevHelm sends no webhook for status-page incidents
+        await rig.human("devhelm", ids["devhelm"], status="RESOLVED")
+        async with rig.gateway.store.tx() as tx:
+            polls_before = len(await tx.list_events(system="devhelm", source="poll", limit=1000))
+        # ... but a platform event arrives, which can only ask for a poll
+        response = await rig.control["devhelm"].post(
+            "/_sim/platform-events", json={"type": "incident.resolved", "data": {}}
+        )
+        assert response.status_code == 202, response.text
+        await rig.flush_webhooks()
+        assert [d.delivered for d in rig.sims["devhelm"].kit.deliveries] == [True]
+        await rig.gateway.worker.run_until_idle()
+        requested = rig.gateway.pollers.pending_requests()
+        assert requested, "the hint started a poll of devhelm"
+        await asyncio.gather(*requested)
+        assert (await rig.only_item()).status.value == "resolved"
+        async with rig.gateway.store.tx() as tx:
+            polls = await tx.list_events(system="devhelm", source="poll", limit=1000)
+        assert len(polls) == polls_before + 1 and polls[0].state == "done"
+        await rig.gateway.dispatcher.run_until_idle()
+        assert await statuses(rig, ids) == {
+            "hookstream": "resolved",
+            "devhelm": "RESOLVED",
+            "inboxops": "resolved",
+            "incidentio": "completed",
+        }
+
+
+async def test_poll_requests_coalesce_while_one_is_in_flight(store: Store) -> None:
+    async with running_rig(store) as rig:
+        pollers = rig.gateway.pollers
+        adapter = rig.gateway.adapters["devhelm"]
+        listing = adapter.list_changed
+        started, release = asyncio.Event(), asyncio.Event()
+        calls = 0
+
+        async def held(since: datetime | None) -> AsyncIterator[list[VendorObject]]:
+            nonlocal calls
+            calls += 1
+            started.set()
+            await release.wait()  # the poll stays in flight until the test lets it go
+            async for page in listing(since):
+                yield page
+
+        adapter.list_changed = held  # type: ignore[method-assign]
+        for _ in range(5):  # hints before the poll has begun are answered by that poll
+            pollers.request("devhelm")
+        await asyncio.wait_for(started.wait(), timeout=10)
+        for _ in range(3):  # hints while it is in flight make exactly one more poll
+            pollers.request("devhelm")
+        assert len(pollers.pending_requests()) == 1
+        release.set()
+        await pollers.close()
+        assert pollers.pending_requests() == []
+        assert calls == 2
+        async with rig.gateway.store.tx() as tx:
+            polls = await tx.list_events(system="devhelm", source="poll", limit=1000)
+        assert [p.state for p in polls] == ["done", "done"]
+
+
 # -- delivery failures ---------------------------------------------------------------------
 
 
@@ -231,6 +296,58 @@ async def test_transient_failures_and_timeouts_are_retried_with_backoff(store: S
             attempts = await tx.attempts_of(links["devhelm"].id)
         assert [a["outcome"] for a in attempts][-3:] == ["retry", "retry", "ok"]
         assert attempts[-2]["status_code"] == 503
+
+
+async def test_persistent_transient_failures_are_dead_lettered_after_max_attempts(
+    store: Store,
+) -> None:
+    async with running_rig(store) as rig:
+        clock = FakeClock()
+        use_clock(rig, clock)
+        item_id, ids = await linked(rig)
+        max_attempts = rig.gateway.settings.dispatcher.max_attempts
+        await rig.control["inboxops"].post(
+            "/_sim/faults", json={"status": 500, "count": 1000, "methods": ["PATCH"]}
+        )
+        await rig.human("hookstream", ids["hookstream"], status="resolved")
+        await rig.poll("hookstream")
+        await rig.gateway.dispatcher.run_until_idle()
+        rounds = 0
+        while not (await rig.links(item_id))["inboxops"].dead:
+            rounds += 1
+            assert rounds < 3 * max_attempts, "the link was never dead-lettered"
+            clock.advance(rig.gateway.settings.dispatcher.backoff_max_s)  # the backoff is due
+            await rig.gateway.dispatcher.run_until_idle()
+        links = await rig.links(item_id)
+        dead = links["inboxops"]
+        assert dead.dirty and dead.dead_reason is not None
+        assert f"gave up after {max_attempts} attempts" in dead.dead_reason
+        assert "(HTTP 500)" in dead.dead_reason
+        async with rig.gateway.store.tx() as tx:
+            assert [link.id for link in await tx.outbox("dead")] == [dead.id]
+            attempts = await tx.attempts_of(dead.id)
+        updates = [a for a in attempts if a["action"] == "update"]
+        assert len(updates) == max_attempts
+        assert [a["outcome"] for a in updates] == ["retry"] * (max_attempts - 1) + ["dead"]
+        assert {a["status_code"] for a in updates} == {500}
+        # a dead link is not tried again, however much time passes
+        patches = sum(1 for r in rig.sims["inboxops"].kit.requests if r.method == "PATCH")
+        clock.advance(3600)
+        await rig.gateway.dispatcher.run_until_idle()
+        assert sum(1 for r in rig.sims["inboxops"].kit.requests if r.method == "PATCH") == patches
+        # the other systems were written and are in step
+        assert (await rig.object("inboxops", ids["inboxops"]))["status"] == "open"
+        assert await statuses(
+            rig, {s: ids[s] for s in ("hookstream", "devhelm", "incidentio")}
+        ) == {
+            "hookstream": "resolved",
+            "devhelm": "RESOLVED",
+            "incidentio": "completed",
+        }
+        version = (await rig.only_item()).version
+        for system in ("hookstream", "devhelm", "incidentio"):
+            assert not links[system].dirty and not links[system].dead, system
+        assert links["devhelm"].synced_version == links["incidentio"].synced_version == version
 
 
 async def test_429_defers_that_system_until_retry_after_and_others_flow(store: Store) -> None:
