@@ -5,8 +5,10 @@ into the error families of ``app.errors``, and reads rate-limit delays.
 from __future__ import annotations
 
 import email.utils
+import math
 import time
 from collections.abc import Callable
+from datetime import UTC, datetime
 from typing import Any
 
 import httpx
@@ -26,6 +28,49 @@ DEFAULT_RATE_LIMIT_DELAY_S = 1.0
 
 MessageReader = Callable[[Any], str | None]
 
+RetryAfterReader = Callable[[Any, float], float | None]
+"""(decoded 429 body, now as Unix seconds) -> the delay the body asks for, or None.
+
+An adapter passes one to ``send`` when its vendor may put the delay in the body; it is
+read only when no header gives one, and must be lenient (``delay_value`` helps)."""
+
+
+def _http_date(value: str) -> datetime | None:
+    try:
+        parsed = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError, IndexError):
+        return None
+    return parsed if parsed.tzinfo is not None else parsed.replace(tzinfo=UTC)
+
+
+def delay_value(value: Any, now: float) -> float | None:
+    """A delay as a vendor may write it, read leniently: a number (or a numeric string)
+    is seconds; a string timestamp (RFC 3339 or an HTTP date) is the moment to wait for.
+    None for anything else."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int | float):
+        seconds = float(value)
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    if not isinstance(value, str) or not value.strip():
+        return None
+    text = value.strip()
+    try:
+        seconds = float(text)
+    except ValueError:
+        pass
+    else:
+        return max(0.0, seconds) if math.isfinite(seconds) else None
+    try:
+        when: datetime | None = datetime.fromisoformat(text)
+    except ValueError:
+        when = _http_date(text)
+    if when is None:
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, when.timestamp() - now)
+
 
 def retry_after_seconds(headers: httpx.Headers, *, now: float | None = None) -> float | None:
     """The delay a response asks for, in seconds, or None when it gives none.
@@ -41,7 +86,7 @@ def retry_after_seconds(headers: httpx.Headers, *, now: float | None = None) -> 
         try:
             return max(0.0, float(value))
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(value) if value else None
+            parsed = _http_date(value)
             if parsed is not None:
                 return max(0.0, parsed.timestamp() - now)
     value = headers.get("ratelimit-reset")
@@ -59,12 +104,31 @@ def retry_after_seconds(headers: httpx.Headers, *, now: float | None = None) -> 
     return None
 
 
+def _json_body(response: httpx.Response) -> Any:
+    """The response body as JSON, or None when it is empty or not JSON."""
+    try:
+        return msgspec.json.decode(response.content) if response.content else None
+    except msgspec.DecodeError:
+        return None
+
+
+def body_retry_after(
+    response: httpx.Response, reader: RetryAfterReader, *, now: float | None = None
+) -> float | None:
+    """The delay ``reader`` finds in the response body, or None (a body it cannot read
+    gives none: this is a last resort after the headers, never an error)."""
+    body = _json_body(response)
+    if body is None:
+        return None
+    try:
+        return reader(body, time.time() if now is None else now)
+    except (TypeError, ValueError, KeyError, AttributeError, OverflowError):
+        return None
+
+
 def vendor_message(response: httpx.Response, reader: MessageReader) -> str:
     """The vendor's own reason for a failed response, read leniently."""
-    try:
-        body = msgspec.json.decode(response.content) if response.content else None
-    except msgspec.DecodeError:
-        body = None
+    body = _json_body(response)
     message = reader(body) if body is not None else None
     if message:
         return message
@@ -72,14 +136,25 @@ def vendor_message(response: httpx.Response, reader: MessageReader) -> str:
     return text[:300] if text else response.reason_phrase or f"HTTP {response.status_code}"
 
 
-def raise_for_status(system: str, response: httpx.Response, reader: MessageReader) -> None:
-    """Raise the error family for a non-2xx response; return for a 2xx."""
+def raise_for_status(
+    system: str,
+    response: httpx.Response,
+    reader: MessageReader,
+    *,
+    retry_reader: RetryAfterReader | None = None,
+) -> None:
+    """Raise the error family for a non-2xx response; return for a 2xx.
+
+    A 429's delay comes from the headers (``retry_after_seconds``), else from the body
+    through ``retry_reader``, else ``DEFAULT_RATE_LIMIT_DELAY_S``."""
     status = response.status_code
     if status < 300:
         return
     message = vendor_message(response, reader)
     if status == 429:
         delay = retry_after_seconds(response.headers)
+        if delay is None and retry_reader is not None:
+            delay = body_retry_after(response, retry_reader)
         raise RateLimited(
             system,
             message,
@@ -100,11 +175,14 @@ async def send(
     method: str,
     url: str,
     reader: MessageReader,
+    *,
+    retry_reader: RetryAfterReader | None = None,
     **kwargs: Any,
 ) -> httpx.Response:
     """Send one request; return a 2xx response or raise an ``app.errors`` family.
 
     This is the only place adapters call httpx, so no httpx exception can escape them.
+    ``retry_reader`` reads a 429's delay from the body when no header gives one.
     """
     try:
         response = await client.request(method, url, **kwargs)
@@ -114,7 +192,7 @@ async def send(
         raise TransientError(system, f"connection error: {type(exc).__name__}: {exc}") from exc
     except httpx.HTTPError as exc:  # anything else httpx may raise (invalid URL, ...)
         raise VendorError(system, f"{type(exc).__name__}: {exc}") from exc
-    raise_for_status(system, response, reader)
+    raise_for_status(system, response, reader, retry_reader=retry_reader)
     return response
 
 

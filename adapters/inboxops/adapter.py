@@ -66,6 +66,13 @@ def read_error(body: Any) -> str | None:
     return ": ".join(parts) if parts else None
 
 
+def read_retry_after(body: Any, now: float) -> float | None:
+    """The delay in a 429 body's optional ``retryAfter`` (shown on the update endpoint's
+    page only; seconds, or a timestamp, read leniently). Used only when no header gives
+    a delay."""
+    return _http.delay_value(body.get("retryAfter"), now) if isinstance(body, dict) else None
+
+
 def _iso(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -176,7 +183,14 @@ class InboxOpsAdapter(Adapter):
             sent["Content-Type"] = "application/json"
             extra["content"] = msgspec.json.encode(body)
         response = await _http.send(
-            self.client, SYSTEM, method, self._url(path), read_error, headers=sent, **extra
+            self.client,
+            SYSTEM,
+            method,
+            self._url(path),
+            read_error,
+            retry_reader=read_retry_after,
+            headers=sent,
+            **extra,
         )
         return self.to_object(_http.decode(SYSTEM, response, wire.TicketEnvelope).data)
 
@@ -200,6 +214,7 @@ class InboxOpsAdapter(Adapter):
                 "GET",
                 self._url(TICKETS),
                 read_error,
+                retry_reader=read_retry_after,
                 headers=self._headers,
                 params={**params, "page": page},
             )
@@ -213,8 +228,9 @@ class InboxOpsAdapter(Adapter):
     # -- writes ----------------------------------------------------------------------------
 
     async def create(
-        self, target: CreateTarget, fields: Fields, idempotency_key: str
+        self, target: CreateTarget, fields: Fields, idempotency_key: str, *, retry: bool = True
     ) -> VendorObject:
+        # the Idempotency-Key makes every attempt safe: ``retry`` changes nothing here
         inbox_id = target.params.get("inbox_id")
         if not isinstance(inbox_id, str) or not inbox_id:
             raise Rejected(SYSTEM, "an InboxOps create target needs params.inbox_id")

@@ -14,9 +14,10 @@ Scopes are incident ids. With ``settings.scopes`` empty, polling lists globally;
 it lists each incident in turn (``incident_id=``).
 
 Create marker: incident.io has no idempotency key for follow-ups, so ``create`` adds the
-label ``syncgate:<idempotency_key>`` to every follow-up it makes and, before posting, lists
-the incident's follow-ups and returns the one that already carries that label (completing
-its status if an earlier attempt stopped between the POST and the PUT).
+label ``syncgate:<idempotency_key>`` to every follow-up it makes and, before posting a
+retry (``retry``: an earlier attempt may have reached incident.io; the first attempt skips
+this), lists the incident's follow-ups and returns the one that already carries that label
+(completing its status if an earlier attempt stopped between the POST and the PUT).
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ import httpx
 import msgspec
 from msgspec import UNSET
 
-from adapters._http import decode, send
+from adapters._http import decode, delay_value, send
 from adapters.base import Adapter, AdapterSettings
 from adapters.incidentio.wire import (
     CreatePayload,
@@ -96,6 +97,16 @@ def read_error(body: Any) -> str | None:
         return "; ".join(messages)
     kind = body.get("type")
     return str(kind) if kind else None
+
+
+def read_retry_after(body: Any, now: float) -> float | None:
+    """The delay in a 429 body's ``rate_limit.retry_after`` (an RFC 3339 moment per the
+    spec and the SDK; one documentation example shows an HTTP date: both are read). Used
+    only when no header gives a delay."""
+    rate_limit = body.get("rate_limit") if isinstance(body, dict) else None
+    if not isinstance(rate_limit, dict):
+        return None
+    return delay_value(rate_limit.get("retry_after"), now)
 
 
 def _as_status(canonical: str | None) -> Status | None:
@@ -186,6 +197,7 @@ class IncidentIoAdapter(Adapter):
             method,
             self._root + path,
             read_error,
+            retry_reader=read_retry_after,
             headers=headers,
             content=content,
             params=params,
@@ -269,7 +281,7 @@ class IncidentIoAdapter(Adapter):
     # -- writes ----------------------------------------------------------------------------
 
     async def create(
-        self, target: CreateTarget, fields: Fields, idempotency_key: str
+        self, target: CreateTarget, fields: Fields, idempotency_key: str, *, retry: bool = True
     ) -> VendorObject:
         if not target.scope:
             raise Rejected(SYSTEM, "a follow-up belongs to an incident: the target scope is empty")
@@ -277,7 +289,8 @@ class IncidentIoAdapter(Adapter):
         if not isinstance(wanted.title, str) or not wanted.title:
             raise Rejected(SYSTEM, "a follow-up needs a title")
         marker = MARKER_PREFIX + idempotency_key
-        made = await self._find_marked(target.scope, marker)
+        # no idempotency key: a retry first looks for what an earlier attempt made
+        made = await self._find_marked(target.scope, marker) if retry else None
         if made is None:
             payload = CreatePayload(
                 incident_id=target.scope,

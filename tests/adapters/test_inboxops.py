@@ -15,11 +15,18 @@ import httpx
 import msgspec
 import pytest
 
+from adapters._http import DEFAULT_RATE_LIMIT_DELAY_S
 from adapters._simkit import SimOptions
 from adapters.base import lower_headers
 from adapters.inboxops.adapter import InboxOpsAdapter, read_error
 from adapters.inboxops.simulator import BILLING_INBOX_ID, SUPPORT_INBOX_ID, InboxOpsSimulator, iso
-from app.errors import MalformedPayload, Rejected, SignatureInvalid, UnreadablePayload
+from app.errors import (
+    MalformedPayload,
+    RateLimited,
+    Rejected,
+    SignatureInvalid,
+    UnreadablePayload,
+)
 from app.model import CreateTarget, Fields, ObjectRef, Priority, Status, utcnow
 from app.serving import serve_asgi
 from tests.contract.kit_inboxops import KIT
@@ -609,6 +616,43 @@ def test_unknown_webhook_scheme_is_refused_at_construction() -> None:
 )
 def test_error_bodies_are_read_leniently(body: Any, message: str | None) -> None:
     assert read_error(body) == message
+
+
+@pytest.mark.parametrize(
+    ("headers", "extra", "delay"),
+    [
+        ({}, {"retryAfter": 42}, 42.0),  # the body's delay, with no header at all
+        ({}, {"retryAfter": "17"}, 17.0),
+        ({"Retry-After": "5"}, {"retryAfter": 42}, 5.0),  # the header comes first
+        ({}, {}, DEFAULT_RATE_LIMIT_DELAY_S),  # neither: the default
+        ({}, {"retryAfter": "later"}, DEFAULT_RATE_LIMIT_DELAY_S),
+    ],
+)
+async def test_a_429_bodys_retry_after_is_the_last_resort(
+    headers: dict[str, str], extra: dict[str, Any], delay: float
+) -> None:
+    # The simulator's 429s always carry Retry-After and never a body delay (the field is
+    # optional in InboxOps' documents), so this one answer is scripted.
+    problem = {
+        "type": PROBLEM_TYPE + "rate_limit_exceeded",
+        "title": "Too Many Requests",
+        "status": 429,
+        "detail": "Rate limit exceeded",
+        "code": "rate_limit_exceeded",
+        **extra,
+    }
+
+    def limited(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(
+            429, json=problem, headers={"Content-Type": "application/problem+json", **headers}
+        )
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(limited)) as client:
+        adapter = InboxOpsAdapter(KIT.settings("http://inboxops.test"), client)
+        with pytest.raises(RateLimited) as raised:
+            await adapter.get(ObjectRef("inboxops", "", "9b7c1c5e-0000-4000-8000-000000000001"))
+    assert raised.value.retry_after == delay
+    assert "rate_limit_exceeded" in str(raised.value)
 
 
 def test_simulator_refuses_a_secret_that_cannot_sign() -> None:

@@ -5,7 +5,7 @@ webhook parsing, the create marker and the ``api_version`` / ``incident_mode`` o
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
@@ -14,14 +14,14 @@ import pytest
 
 from adapters._simkit import SimOptions
 from adapters.base import lower_headers
-from adapters.incidentio.adapter import MARKER_PREFIX, IncidentIoAdapter
+from adapters.incidentio.adapter import MARKER_PREFIX, IncidentIoAdapter, read_retry_after
 from adapters.incidentio.simulator import (
     CATEGORY_ID,
     DEFAULT_INCIDENT_ID,
     USER_IDS,
     IncidentIoSimulator,
 )
-from app.errors import ConfigError, MalformedPayload, Rejected, UnreadablePayload
+from app.errors import ConfigError, MalformedPayload, RateLimited, Rejected, UnreadablePayload
 from app.model import CreateTarget, Fields, ObjectRef, Priority, Status, utcnow
 from app.serving import serve_asgi
 from tests.contract.kit_incidentio import KIT
@@ -203,6 +203,50 @@ async def test_rate_limit_body_and_headers(rig: Rig) -> None:
     rate_limit = limited.json()["rate_limit"]
     assert (rate_limit["limit"], rate_limit["remaining"]) == (2, 0)
     assert rate_limit["retry_after"].endswith("Z")
+
+
+async def test_a_429_without_delay_headers_waits_for_the_bodys_rate_limit_retry_after(
+    rig: Rig,
+) -> None:
+    follow_up = await rig.seed()
+    ref = ObjectRef("incidentio", DEFAULT_INCIDENT_ID, follow_up["id"])
+    # the vendor's clock runs two minutes ahead, so the body's moment is far from the
+    # 1s default a 429 with no readable delay gets
+    await rig.control.post("/_sim/clock", json={"advance_s": 120})
+    await rig.control.post("/_sim/faults", json={"status": 429, "count": 2, "methods": ["GET"]})
+    raw = await rig.api.get(f"/v3/follow_ups/{follow_up['id']}")
+    assert raw.status_code == 429
+    assert not {"retry-after", "ratelimit-reset", "x-ratelimit-reset"} & set(raw.headers)
+    assert raw.json()["rate_limit"]["retry_after"].endswith("Z")
+    with pytest.raises(RateLimited) as limited:
+        await rig.adapter().get(ref)
+    assert 115 <= limited.value.retry_after <= 122
+    # a Retry-After header still comes first
+    await rig.control.post(
+        "/_sim/faults", json={"status": 429, "retry_after": 7, "count": 1, "methods": ["GET"]}
+    )
+    with pytest.raises(RateLimited) as limited:
+        await rig.adapter().get(ref)
+    assert limited.value.retry_after == 7
+
+
+@pytest.mark.parametrize(
+    ("body", "delay"),
+    [
+        ({"rate_limit": {"retry_after": "2030-01-01T00:00:30Z"}}, 30.0),
+        ({"rate_limit": {"retry_after": "2030-01-01T00:00:30.5+00:00"}}, 30.5),
+        ({"rate_limit": {"retry_after": "Tue, 01 Jan 2030 00:00:45 GMT"}}, 45.0),
+        ({"rate_limit": {"retry_after": "2029-12-31T23:00:00Z"}}, 0.0),  # already past
+        ({"rate_limit": {"retry_after": "soon"}}, None),
+        ({"rate_limit": {"retry_after": None}}, None),
+        ({"rate_limit": "x"}, None),
+        ({"type": "too_many_requests"}, None),
+        ([1], None),
+    ],
+)
+def test_rate_limit_retry_after_is_read_leniently(body: Any, delay: float | None) -> None:
+    now = datetime(2030, 1, 1, tzinfo=UTC).timestamp()
+    assert read_retry_after(body, now) == delay
 
 
 # -- pagination -----------------------------------------------------------------------------
