@@ -126,10 +126,13 @@ class Adapter(abc.ABC):
 
     @abc.abstractmethod
     async def create(
-        self, target: CreateTarget, fields: Fields, idempotency_key: str
+        self, target: CreateTarget, fields: Fields, idempotency_key: str, *, retry: bool = True
     ) -> VendorObject:
         """Create an object holding ``fields``; a retry with the same key returns the same
-        object instead of a second one. Raises ``Rejected`` where the vendor cannot create.
+        object instead of a second one. ``retry`` says an earlier attempt with this key
+        may have reached the vendor; False only when none can have (the first attempt),
+        which spares vendors without an idempotency key the search for an earlier
+        attempt's object. Raises ``Rejected`` where the vendor cannot create.
         """
 
     @abc.abstractmethod

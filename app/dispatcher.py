@@ -212,7 +212,12 @@ class Dispatcher:
         try:
             if creating:
                 assert link.create_target is not None and link.idempotency_key is not None
-                result.obj = await adapter.create(link.create_target, changes, link.idempotency_key)
+                result.obj = await adapter.create(
+                    link.create_target,
+                    changes,
+                    link.idempotency_key,
+                    retry=link.create_claims > 1,  # claimed before: it may have been made
+                )
                 rest = adapter.differs(result.obj, target)
                 if not rest.is_empty():  # a field the create call could not carry
                     result.obj = await adapter.update(result.obj.ref, rest, current=result.obj)

@@ -77,6 +77,7 @@ class Link(msgspec.Struct, kw_only=True):
     dead: bool
     dead_reason: str | None
     claimed_by: str | None = None
+    create_claims: int = 0
 
     @property
     def ref(self) -> ObjectRef | None:
@@ -206,6 +207,7 @@ def _link(row: Any) -> Link:
         dead=bool(m["dead"]),
         dead_reason=m["dead_reason"],
         claimed_by=m["claimed_by"],
+        create_claims=m["create_claims"],
     )
 
 
@@ -568,7 +570,12 @@ class Tx:
         rows = await self._run(
             sa.update(t.links)
             .where(t.links.c.id.in_(due.scalar_subquery()))
-            .values(claimed_by=worker, claimed_until=now + lease)
+            .values(
+                claimed_by=worker,
+                claimed_until=now + lease,
+                create_claims=t.links.c.create_claims
+                + sa.case((t.links.c.external_id.is_(None), 1), else_=0),
+            )
             .returning(*t.links.c)
         )
         return sorted((_link(r) for r in rows), key=lambda link: link.id)

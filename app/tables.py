@@ -67,6 +67,9 @@ class LinkRow(SQLModel, table=True):
     #: Creation parameters (a CreateTarget) while external_id is NULL.
     create_target: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
     idempotency_key: str | None = Field(default=None, max_length=200, unique=True)
+    #: How often the link was claimed while its object was still to be created: past
+    #: the first claim, an earlier attempt may have made the object (look before create).
+    create_claims: int = 0
     # -- outbox ---------------------------------------------------------------------------
     dirty: bool = Field(default=False)
     #: The work item version the object must reach.

@@ -84,6 +84,9 @@ async def test_claim_is_one_writer_per_link_and_lease_lapses(store: Store) -> No
             worker="w2", now=now + timedelta(seconds=31), lease=timedelta(seconds=30), limit=10
         )
     assert [link.id for link in later] == [link_id]
+    # the object is still to be created: the second claim knows an earlier attempt may
+    # have made it (the adapters look before creating again)
+    assert (first[0].create_claims, later[0].create_claims) == (1, 2)
 
 
 async def test_finish_write_keeps_link_dirty_when_the_item_moved_on(store: Store) -> None:

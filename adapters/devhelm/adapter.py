@@ -13,12 +13,20 @@ Options read from ``AdapterSettings.options``:
 Scopes are status page ids; ``list_changed`` walks each one newest change first
 (``sort=updatedAt,desc``) and stops a scope at the first incident older than ``since``.
 
+- ``create_lookback_s`` (number >= 0, default 86400): how far back ``create`` fetches
+  incidents one by one when looking for an earlier attempt (below).
+
 DevHelm has no idempotency key, so ``create`` appends a marker line
-``<!-- syncgate:<idempotency_key> -->`` to the initial update's body, and before creating
-looks through the scope's incidents for one whose initial update ends with that marker; a
-retried create returns that incident instead of making a second one. List rows that come
-without their timeline are fetched one by one, but only those whose title is the one
-being created.
+``<!-- syncgate:<idempotency_key> -->`` to the initial update's body, and before a
+retried create (``retry``: an earlier attempt may have reached DevHelm; the first
+attempt skips this) looks through the scope's incidents for one whose initial update
+ends with that marker; a retried create returns that incident instead of making a
+second one. The marker alone
+decides: the title may have changed between an attempt whose answer was lost and the
+retry. List rows come without their timeline, so candidates are fetched one by one: every
+incident created within ``create_lookback_s``, and, further back, those whose title is
+the one being created (a create revived long after its first attempt). Status pages carry
+few incidents, so this costs a handful of reads at most.
 
 Writes send ``notifySubscribers`` from ``CreateTarget.params["notify_subscribers"]``
 (default False: a mirrored incident should not email the page's subscribers). ``update``
@@ -28,8 +36,9 @@ uses ``PUT`` with only the fields being changed, never ``null`` (which DevHelm r
 
 from __future__ import annotations
 
+import math
 from collections.abc import AsyncIterator, Mapping
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -39,9 +48,16 @@ from msgspec import UNSET
 
 from adapters import signing
 from adapters._http import decode, send
-from adapters.base import Adapter
+from adapters.base import Adapter, AdapterSettings
 from adapters.devhelm import wire
-from app.errors import MalformedPayload, Rejected, TransientError, UnreadablePayload
+from app.errors import (
+    ConfigError,
+    ConfigIssue,
+    MalformedPayload,
+    Rejected,
+    TransientError,
+    UnreadablePayload,
+)
 from app.model import (
     CreateTarget,
     Fields,
@@ -51,10 +67,13 @@ from app.model import (
     VendorObject,
     WebhookEvent,
     as_utc,
+    utcnow,
 )
 
 #: DevHelm's page size ceiling for incident lists (the SDK's own page size).
 MAX_PAGE_SIZE = 200
+#: How far back ``create`` fetches incidents to find an earlier attempt, by default.
+DEFAULT_CREATE_LOOKBACK_S = 86400.0
 
 
 def read_error(body: Any) -> str | None:
@@ -70,6 +89,27 @@ def read_error(body: Any) -> str | None:
     return "; ".join(parts) or error.code
 
 
+def _lookback_option(settings: AdapterSettings) -> float:
+    value = settings.options.get("create_lookback_s", DEFAULT_CREATE_LOOKBACK_S)
+    if (
+        isinstance(value, int | float)
+        and not isinstance(value, bool)
+        and math.isfinite(value)
+        and value >= 0
+    ):
+        return float(value)
+    raise ConfigError(
+        [
+            ConfigIssue(
+                file="<settings>",
+                line=None,
+                key="options.create_lookback_s",
+                message=f"must be a number of seconds >= 0, got {value!r}",
+            )
+        ]
+    )
+
+
 def idempotency_marker(key: str) -> str:
     """The line ``create`` appends to the initial update body to find a retried create."""
     return f"<!-- syncgate:{key} -->"
@@ -82,6 +122,10 @@ class DevHelmAdapter(Adapter):
     readable: ClassVar[frozenset[str]] = frozenset({"title", "status", "priority"})
     writable: ClassVar[frozenset[str]] = frozenset({"title", "status", "priority"})
     can_create: ClassVar[bool] = True
+
+    def __init__(self, settings: AdapterSettings, client: httpx.AsyncClient) -> None:
+        super().__init__(settings, client)
+        self.create_lookback = timedelta(seconds=_lookback_option(settings))
 
     @classmethod
     def default_value_maps(cls) -> dict[str, ValueMap]:
@@ -152,12 +196,15 @@ class DevHelmAdapter(Adapter):
             content=content,
         )
 
-    def _object(self, raw: dict[str, Any]) -> VendorObject:
-        """One incident JSON object as a ``VendorObject``."""
+    def _incident(self, raw: dict[str, Any]) -> wire.Incident:
         try:
-            incident = msgspec.convert(raw, wire.Incident)
+            return msgspec.convert(raw, wire.Incident)
         except msgspec.ValidationError as exc:
             raise TransientError(self.system, f"unexpected incident in response: {exc}") from exc
+
+    def _object(self, raw: dict[str, Any]) -> VendorObject:
+        """One incident JSON object as a ``VendorObject``."""
+        incident = self._incident(raw)
         values: dict[str, Any] = {"title": incident.title}
         native = {"status": incident.status, "priority": incident.impact}
         enums, unmapped = self.read_enums(native)
@@ -222,15 +269,16 @@ class DevHelmAdapter(Adapter):
     # -- writes ----------------------------------------------------------------------------
 
     async def create(
-        self, target: CreateTarget, fields: Fields, idempotency_key: str
+        self, target: CreateTarget, fields: Fields, idempotency_key: str, *, retry: bool = True
     ) -> VendorObject:
         if not target.scope:
             raise Rejected(self.system, "creating an incident needs a status page id as scope")
         if fields.title is UNSET:
             raise Rejected(self.system, "creating an incident needs a title")
-        earlier = await self._find_created(target.scope, fields.title, idempotency_key)
-        if earlier is not None:
-            return earlier
+        if retry:
+            earlier = await self._find_created(target.scope, fields.title, idempotency_key)
+            if earlier is not None:
+                return earlier
         text = fields.description if isinstance(fields.description, str) else ""
         priority = fields.priority if fields.priority is not UNSET else Priority.NORMAL
         request = wire.CreateIncidentRequest(
@@ -244,14 +292,18 @@ class DevHelmAdapter(Adapter):
         return self._single(await self._call("POST", self._url(target.scope), body=request))
 
     async def _find_created(self, scope: str, title: str, key: str) -> VendorObject | None:
-        """An incident an earlier attempt with ``key`` made, found by its marker line."""
+        """An incident an earlier attempt with ``key`` made, found by its marker line
+        alone (see the module docstring for which rows are fetched to read it)."""
         marker = idempotency_marker(key)
+        recent = utcnow() - self.create_lookback
         async for rows in self._pages(scope, "createdAt,desc"):
             for row in rows:
                 if row.get("updates") is not None:
                     if self._has_marker(row, marker):
                         return self._object(row)
-                elif row.get("title") == title:
+                    continue
+                created = as_utc(self._incident(row).created_at)
+                if created >= recent or row.get("title") == title:
                     response = await self._call("GET", self._url(scope, str(row.get("id"))))
                     full = decode(self.system, response, wire.SingleIncident).data
                     if self._has_marker(full, marker):
@@ -259,10 +311,7 @@ class DevHelmAdapter(Adapter):
         return None
 
     def _has_marker(self, raw: dict[str, Any], marker: str) -> bool:
-        try:
-            incident = msgspec.convert(raw, wire.Incident)
-        except msgspec.ValidationError as exc:
-            raise TransientError(self.system, f"unexpected incident in response: {exc}") from exc
+        incident = self._incident(raw)
         if not incident.updates:
             return False
         initial = min(incident.updates, key=lambda u: u.created_at)

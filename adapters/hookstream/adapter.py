@@ -194,7 +194,7 @@ class HookstreamAdapter(Adapter):
                 return
 
     async def create(
-        self, target: CreateTarget, fields: Fields, idempotency_key: str
+        self, target: CreateTarget, fields: Fields, idempotency_key: str, *, retry: bool = True
     ) -> VendorObject:
         raise Rejected(self.system, "hookstream creates issues itself")
 

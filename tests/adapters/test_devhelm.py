@@ -19,7 +19,14 @@ from adapters._simkit import SimOptions
 from adapters.base import lower_headers
 from adapters.devhelm.adapter import DevHelmAdapter
 from adapters.devhelm.simulator import DevHelmSimulator
-from app.errors import AuthError, MalformedPayload, SignatureInvalid, UnreadablePayload
+from app.errors import (
+    AuthError,
+    ConfigError,
+    MalformedPayload,
+    SignatureInvalid,
+    TransientError,
+    UnreadablePayload,
+)
 from app.model import CreateTarget, Fields, ObjectRef, Priority, Status, utcnow
 from app.serving import serve_asgi
 from tests.contract.kit_devhelm import KIT, STATUS_PAGE_ID
@@ -454,6 +461,52 @@ async def test_create_marks_the_body_and_sends_notify_subscribers(rig: Rig) -> N
     assert posted[1]["body"].startswith("Quiet\n\n")
     assert created.fields.status == Status.OPEN
     assert quiet.ref.scope == PAGE
+
+
+async def test_a_retry_after_a_lost_answer_finds_the_incident_though_the_title_changed(
+    rig: Rig,
+) -> None:
+    await rig.seed(1)  # other recent incidents on the page, without our marker
+    await rig.seed(2)
+    await rig.control.post(
+        "/_sim/faults", json={"status": 502, "count": 1, "methods": ["POST"], "after": True}
+    )
+    target = CreateTarget(scope=PAGE)
+    with pytest.raises(TransientError):  # created, but the answer was lost
+        await rig.adapter.create(target, Fields(title="Checkout slow"), "wi-9:link-4")
+    # the item's title changed before the dispatcher tried again
+    again = await rig.adapter.create(target, Fields(title="Checkout down"), "wi-9:link-4")
+    incidents = (await rig.control.get("/_sim/objects")).json()["data"]
+    assert len(incidents) == 3, "no second incident was created"
+    (ours,) = [i for i in incidents if i["title"] == "Checkout slow"]
+    assert again.ref == ObjectRef("devhelm", PAGE, ours["id"])
+    assert len(await rig.logged("POST")) == 1, "the retry sent no POST"
+    # another key is another incident, whatever the title
+    other = await rig.adapter.create(target, Fields(title="Checkout slow"), "wi-9:link-5")
+    assert other.ref.external_id != ours["id"]
+
+
+async def test_the_create_lookback_bounds_which_incidents_are_read(rig: Rig) -> None:
+    old_same_title = await rig.seed(title="Checkout down")
+    await rig.seed(title="Something else")
+    adapter = rig.adapter_with(options={"create_lookback_s": 0})
+    await rig.control.delete("/_sim/requests")
+    made = await adapter.create(CreateTarget(scope=PAGE), Fields(title="Checkout down"), "k-1")
+    reads = [r["path"] for r in await rig.logged("GET") if r["path"] != INCIDENTS]
+    assert reads == [f"{INCIDENTS}/{old_same_title}"], "only the same title is read back"
+    # past the lookback an earlier attempt is still found while its title is unchanged
+    again = await adapter.create(CreateTarget(scope=PAGE), Fields(title="Checkout down"), "k-1")
+    assert again.ref == made.ref
+    assert len(await rig.logged("POST")) == 1
+
+
+@pytest.mark.parametrize("value", [-1, "a day", True, float("nan")])
+def test_a_bad_create_lookback_is_a_config_error(value: Any) -> None:
+    with pytest.raises(ConfigError, match="create_lookback_s"):
+        DevHelmAdapter(
+            KIT.settings("http://devhelm.test", options={"create_lookback_s": value}),
+            httpx.AsyncClient(),
+        )
 
 
 # -- webhooks ----------------------------------------------------------------------------------
