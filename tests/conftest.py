@@ -44,6 +44,16 @@ async def open_store(kind: str, tmp_path: Path) -> Store:
     return store
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Mark every test run on PostgreSQL ``postgres``, so ``-m "not postgres"`` runs the
+    suite without a server."""
+    del config
+    for item in items:
+        callspec = getattr(item, "callspec", None)
+        if callspec is not None and callspec.params.get("db_kind") == "postgres":
+            item.add_marker(pytest.mark.postgres)
+
+
 @pytest.fixture(params=["sqlite", "postgres"])
 def db_kind(request: pytest.FixtureRequest) -> str:
     return str(request.param)

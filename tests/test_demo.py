@@ -14,6 +14,8 @@ import pytest
 from app import demo
 from app.cli import build_parser
 
+pytestmark = pytest.mark.slow
+
 SYSTEMS = ("hookstream", "devhelm", "inboxops", "incidentio")
 FREE_PORTS = dict.fromkeys(SYSTEMS, 0)
 CREDENTIAL_ENVS = [

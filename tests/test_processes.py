@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 import yaml
 
 from adapters._simkit import SimOptions
@@ -25,6 +26,8 @@ from app.store import Store
 from tests.conftest import open_store
 from tests.contract.test_contract import KITS
 from tests.rig import STATUS_PAGE_ID
+
+pytestmark = pytest.mark.slow
 
 SYSTEMS = ("devhelm", "inboxops", "incidentio")
 POLL_INTERVAL_S = 0.05
@@ -234,6 +237,7 @@ async def test_kill_9_mid_burst_loses_no_acknowledged_webhook_and_writes_nothing
         assert len(creates) == sum(incidents.values()), "a create was sent twice"
 
 
+@pytest.mark.postgres
 async def test_two_gateway_processes_share_one_postgres_without_duplicate_writes(
     tmp_path: Path,
 ) -> None:

@@ -20,7 +20,9 @@ async def test_a_change_during_an_in_flight_write_is_written_after_it(store: Sto
         await rig.poll("hookstream")
         claimed = await dispatcher._claim(10)
         assert {link.system for link, _ in claimed} == {"devhelm", "inboxops", "incidentio"}
-        attempts = await asyncio.gather(*(dispatcher._attempt(link, item) for link, item in claimed))
+        attempts = await asyncio.gather(
+            *(dispatcher._attempt(link, item) for link, item in claimed)
+        )
         # the vendors now hold "resolved"; before those writes are recorded, the issue
         # reopens. The links still say their objects hold "open", which is the new
         # canonical state: only the write in flight says otherwise.

@@ -7,8 +7,17 @@ from typing import Any
 
 import pytest
 
-from app.model import Status
-from app.settings import Conflict, FieldRule, ValueMapSettings
+from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
+from app.model import Priority, Status
+from app.settings import (
+    Conflict,
+    CreateIn,
+    CreateRule,
+    Direction,
+    FieldRule,
+    Match,
+    ValueMapSettings,
+)
 from app.store import Store
 from tests.rig import DEFAULT_FIELDS, Rig, running_rig
 
@@ -150,9 +159,12 @@ async def test_concurrent_changes_converge_to_the_preferred_system(store: Store)
         "status": FieldRule(conflict=Conflict(policy="prefer", prefer="inboxops")),
     }
     async with running_rig(store, fields=fields) as rig:
-        _item_id, ids = await linked(rig)
+        item_id, ids = await linked(rig)
         await rig.human("inboxops", ids["inboxops"], status="waiting")
         await rig.human("devhelm", ids["devhelm"], status="RESOLVED")
+        # the preferred change is seen first; the incident's, made a moment later, loses
+        await rig.poll("inboxops")
+        await rig.poll("devhelm")
         await rig.settle()
         item = await rig.only_item()
         assert item.status is Status.WAITING
@@ -162,6 +174,12 @@ async def test_concurrent_changes_converge_to_the_preferred_system(store: Store)
             "MONITORING",
         )
         assert (await rig.object("incidentio", ids["incidentio"]))["status"] == "outstanding"
+        async with rig.gateway.store.tx() as tx:
+            history = await tx.history_of(item_id)
+        lost = [h for h in history if h.kind == "conflict_lost"]
+        assert [(h.system, h.field, h.new_value) for h in lost] == [
+            ("devhelm", "status", "resolved")
+        ]
 
 
 async def test_unmapped_vendor_status_is_reported_not_guessed(store: Store) -> None:
@@ -249,3 +267,110 @@ async def test_creation_rule_filter_skips_objects_it_does_not_match(store: Store
         item = await rig.only_item()
         assert item.title == "orders-webhook-1: http_5xx"
         assert len(await rig.objects("inboxops")) == 1
+
+
+# -- field directions ------------------------------------------------------------------------
+
+
+async def test_an_out_system_receives_the_field_but_its_changes_are_ignored(
+    store: Store,
+) -> None:
+    fields = {**DEFAULT_FIELDS, "status": FieldRule(systems={"inboxops": Direction.OUT})}
+    async with running_rig(store, fields=fields) as rig:
+        item_id, ids = await linked(rig)
+        before = await rig.write_counts()
+        await rig.human("inboxops", ids["inboxops"], status="waiting")
+        await rig.settle()
+        item = await rig.only_item()
+        assert item.status is Status.OPEN, "the ticket's change did not reach the item"
+        after = await rig.write_counts()
+        # the other vendors are not written; the ticket receives the canonical status back
+        assert {s: after[s] - before[s] for s in after} == {
+            "hookstream": 0,
+            "devhelm": 0,
+            "inboxops": 1,
+            "incidentio": 0,
+        }
+        assert await statuses(rig, ids) == {
+            "hookstream": "open",
+            "devhelm": "INVESTIGATING",
+            "inboxops": "open",
+            "incidentio": "outstanding",
+        }
+        async with rig.gateway.store.tx() as tx:
+            changes = [h for h in await tx.history_of(item_id) if h.kind == "change"]
+        assert not [h for h in changes if h.system == "inboxops" and h.field == "status"]
+        # a change made elsewhere still reaches the ticket
+        await rig.human("hookstream", ids["hookstream"], status="resolved")
+        await rig.settle()
+        assert await statuses(rig, ids) == {
+            "hookstream": "resolved",
+            "devhelm": "RESOLVED",
+            "inboxops": "resolved",
+            "incidentio": "completed",
+        }
+
+
+async def test_an_in_system_sets_the_field_but_is_never_written(store: Store) -> None:
+    fields = {**DEFAULT_FIELDS, "status": FieldRule(systems={"devhelm": Direction.IN})}
+    async with running_rig(store, fields=fields) as rig:
+        _item_id, ids = await linked(rig)
+        # created without a status: DevHelm starts it as its default
+        assert (await rig.object("devhelm", ids["devhelm"]))["status"] == "INVESTIGATING"
+        devhelm_writes = (await rig.write_counts())["devhelm"]
+        await rig.human("devhelm", ids["devhelm"], status="MONITORING")
+        await rig.settle()
+        assert (await rig.only_item()).status is Status.MONITORING
+        assert await statuses(rig, ids) == {
+            "hookstream": "acknowledged",
+            "devhelm": "MONITORING",
+            "inboxops": "in_progress",
+            "incidentio": "outstanding",
+        }
+        await rig.human("inboxops", ids["inboxops"], status="resolved")
+        await rig.settle()
+        assert (await rig.only_item()).status is Status.RESOLVED
+        assert await statuses(rig, ids) == {
+            "hookstream": "resolved",
+            "devhelm": "MONITORING",  # never written
+            "inboxops": "resolved",
+            "incidentio": "completed",
+        }
+        assert (await rig.write_counts())["devhelm"] == devhelm_writes
+
+
+# -- creation rule filters through the engine ------------------------------------------------
+
+
+async def test_creation_rule_status_in_and_min_priority_filter_new_objects(
+    store: Store,
+) -> None:
+    rule = CreateRule(
+        name="urgent-open-tickets",
+        system="inboxops",
+        match=Match(status_in=[Status.OPEN, Status.ACKNOWLEDGED], min_priority=Priority.HIGH),
+        create_in=[CreateIn(system="incidentio", scope=DEFAULT_INCIDENT_ID)],
+    )
+    tickets = [
+        ("open urgent", "open", "urgent"),  # matches
+        ("in progress high", "in_progress", "high"),  # matches: acknowledged, at the minimum
+        ("open normal", "open", "normal"),  # below the minimum priority
+        ("waiting urgent", "waiting", "urgent"),  # status not accepted
+        ("resolved high", "resolved", "high"),  # status not accepted
+    ]
+    async with running_rig(store, fields={}, create_rules=[rule]) as rig:
+        for subject, status, priority in tickets:
+            response = await rig.control["inboxops"].post(
+                "/_sim/seed", json={"subject": subject, "status": status, "priority": priority}
+            )
+            assert response.status_code == 201, response.text
+        await rig.settle()
+        async with rig.gateway.store.tx() as tx:
+            items, total = await tx.search_items()
+        assert total == 2
+        assert sorted((i.title, i.status, i.priority) for i in items) == [
+            ("in progress high", Status.ACKNOWLEDGED, Priority.HIGH),
+            ("open urgent", Status.OPEN, Priority.URGENT),
+        ]
+        follow_ups = sorted(f["title"] for f in await rig.objects("incidentio"))
+        assert follow_ups == ["in progress high", "open urgent"]

@@ -1,0 +1,188 @@
+"""The ``syncgate`` commands as an operator runs them: real subprocesses
+(``python -m app.cli ...``) from the repository root, judged by exit code, output and
+what they leave behind (a migrated database, a simulator answering on its port)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import queue
+import re
+import socket
+import sqlite3
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app import tables
+
+pytestmark = pytest.mark.slow  # spawns real processes
+
+ROOT = Path(__file__).resolve().parent.parent
+COMMAND_TIMEOUT_S = 60.0
+STARTUP_TIMEOUT_S = 30.0
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test's environment without any SYNCGATE_ variable, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SYNCGATE_")}
+    env.update(extra)
+    return env
+
+
+def syncgate(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=ROOT,
+        env=env or clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        check=False,
+    )
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+# -- check-config --------------------------------------------------------------------------
+
+
+def test_check_config_accepts_the_shipped_config() -> None:
+    result = syncgate("check-config", "config.yaml")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.startswith("config.yaml: OK (4 systems"), result.stdout
+
+
+def test_check_config_refuses_a_broken_file_naming_file_line_and_key(tmp_path: Path) -> None:
+    shipped = (ROOT / "config.yaml").read_text().splitlines()
+    (line_no,) = [n for n, line in enumerate(shipped, 1) if "max_attempts:" in line]
+    broken = tmp_path / "broken.yaml"
+    broken.write_text(
+        "\n".join(re.sub(r"max_attempts: \d+", "max_attempts: -3", line) for line in shipped)
+    )
+    result = syncgate("check-config", str(broken))
+    assert result.returncode == 1, (result.stdout, result.stderr)
+    assert f"{broken}:{line_no}: dispatcher.max_attempts:" in result.stderr, result.stderr
+    assert "OK" not in result.stdout
+
+
+# -- migrate -------------------------------------------------------------------------------
+
+
+def test_migrate_creates_the_schema_in_a_fresh_sqlite_file(tmp_path: Path) -> None:
+    db = tmp_path / "fresh.db"
+    result = syncgate("migrate", env=clean_env(SYNCGATE_DATABASE_URL=f"sqlite:///{db}"))
+    assert result.returncode == 0, result.stderr
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        names = {
+            row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
+        }
+        (version,) = conn.execute("SELECT version_num FROM alembic_version").fetchone()
+    assert {t.name for t in tables.metadata.sorted_tables} <= names, names
+    assert version
+    # running it again on an up-to-date database changes nothing and still succeeds
+    again = syncgate("migrate", env=clean_env(SYNCGATE_DATABASE_URL=f"sqlite:///{db}"))
+    assert again.returncode == 0, again.stderr
+
+
+# -- simulate ------------------------------------------------------------------------------
+
+#: vendor -> (auth header, prefix, a list endpoint of its API)
+VENDOR_APIS = {
+    "hookstream": ("X-API-Key", "", "/v1/issues"),
+    "devhelm": ("Authorization", "Bearer ", "/api/v1/status-pages/{page}/incidents"),
+    "inboxops": ("Authorization", "Bearer ", "/api/v1/tickets"),
+    "incidentio": ("Authorization", "Bearer ", "/v3/follow_ups"),
+}
+
+
+class Lines:
+    """A subprocess's stdout, read line by line on a thread, so a test can wait for a
+    line with a deadline instead of blocking on ``readline``."""
+
+    def __init__(self, stream: object) -> None:
+        self._queue: queue.Queue[str | None] = queue.Queue()
+        self._thread = threading.Thread(target=self._pump, args=(stream,), daemon=True)
+        self._thread.start()
+
+    def _pump(self, stream: object) -> None:
+        for line in stream:  # type: ignore[attr-defined]
+            self._queue.put(line)
+        self._queue.put(None)
+
+    def wait_for(self, pattern: str, timeout_s: float) -> re.Match[str]:
+        deadline = time.monotonic() + timeout_s
+        seen = []
+        while True:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise AssertionError(f"no line matching {pattern!r} in time; got {seen}")
+            try:
+                line = self._queue.get(timeout=left)
+            except queue.Empty:
+                continue
+            if line is None:
+                raise AssertionError(f"output ended without {pattern!r}; got {seen}")
+            seen.append(line)
+            if match := re.search(pattern, line):
+                return match
+
+
+@contextlib.contextmanager
+def simulator(vendor: str, port: int, key: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+    """``syncgate simulate``; yields the URL it printed, once it printed it."""
+    args = ["simulate", vendor, "--port", str(port), "--api-key", key]
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "app.cli", *args],
+        cwd=ROOT,
+        env=clean_env(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        match = Lines(proc.stdout).wait_for(r"serving at (http://\S+)", STARTUP_TIMEOUT_S)
+        yield match.group(1), proc
+    finally:
+        if proc.poll() is None:
+            proc.terminate()
+            try:
+                proc.wait(timeout=COMMAND_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+        if proc.stdout is not None:
+            proc.stdout.close()
+
+
+@pytest.mark.parametrize("vendor", sorted(VENDOR_APIS))
+def test_simulate_serves_the_vendor_api_behind_its_api_key(vendor: str) -> None:
+    key = f"cli-test-key-{vendor}"
+    header, prefix, path = VENDOR_APIS[vendor]
+    port = free_port()
+    with simulator(vendor, port, key) as (url, proc):
+        assert url == f"http://127.0.0.1:{port}"
+        with httpx.Client(base_url=url, timeout=10.0) as client:
+            if vendor == "devhelm":  # incidents live under a status page
+                page = client.post("/_sim/status-pages", json={"name": "CLI test page"})
+                assert page.status_code == 201, page.text
+                path = path.format(page=page.json()["id"])
+            good = client.get(path, headers={header: prefix + key})
+            assert good.status_code == 200, good.text
+            assert isinstance(good.json(), dict | list)
+            bad = client.get(path, headers={header: prefix + key + "-wrong"})
+            assert bad.status_code == 401, bad.text
+            missing = client.get(path)
+            assert missing.status_code == 401, missing.text
+        proc.terminate()
+        assert proc.wait(timeout=COMMAND_TIMEOUT_S) == 0, "SIGTERM stops it cleanly"
