@@ -298,6 +298,12 @@ def _created_values(link: Link, obj: VendorObject, now: datetime) -> dict[str, A
     }
 
 
+_RECORD_EVENT = {
+    postgres: (pg_insert if postgres else sqlite_insert)(t.events)
+    .on_conflict_do_nothing(index_elements=["system", "delivery_id"])
+    .returning(t.events.c.id, t.events.c.system, t.events.c.delivery_id)
+    for postgres in (True, False)
+}
 _FINISH_EVENT = (
     sa.update(t.events).where(t.events.c.id == sa.bindparam("b_id")).values(claimed_until=None)
 )
@@ -813,14 +819,8 @@ class Tx:
                     "processed_at": now if e.state != "pending" else None,
                 },
             )
-        insert = pg_insert if self.postgres else sqlite_insert
-        stmt = (
-            insert(t.events)
-            .values(list(rows.values()))
-            .on_conflict_do_nothing(index_elements=["system", "delivery_id"])
-            .returning(t.events.c.id, t.events.c.system, t.events.c.delivery_id)
-        )
-        stored = {(r.system, r.delivery_id): int(r.id) for r in await self._run(stmt)}
+        result = await self._run(_RECORD_EVENT[self.postgres], list(rows.values()))
+        stored = {(r.system, r.delivery_id): int(r.id) for r in result}
         out: list[int | None] = []
         for e in events:
             out.append(stored.pop((e.system, e.delivery_id), None))

@@ -624,6 +624,8 @@ async def test_pause_holds_a_systems_writes_and_resume_sends_them(store: Store) 
 
         resumed = ok(await client.post("/admin/systems/devhelm/resume"))
         assert resumed["paused"] is False
+        # resuming also polls the system to catch up: let that poll finish first
+        await asyncio.gather(*rig.gateway.pollers.pending_requests())
         await rig.gateway.dispatcher.run_until_idle()
         assert (await rig.object("devhelm", links["devhelm"]["external_id"]))[
             "status"
