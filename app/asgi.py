@@ -26,6 +26,7 @@ from adapters.base import Adapter, AdapterSettings
 from app.config import ResolvedSecrets, SystemCaps
 from app.dispatcher import Dispatcher
 from app.engine import Engine
+from app.loops import IngestFirst
 from app.metrics import Metrics
 from app.model import ValueMap, utcnow
 from app.pollers import Pollers
@@ -122,6 +123,7 @@ class Gateway:
         self._clients: dict[str, httpx.AsyncClient] = dict(clients or {})
         self.adapters: dict[str, Adapter] = self._build_adapters(settings, secrets)
         self.rules = Rules(settings, self.adapters)
+        self.ingest = IngestFirst()
         self.dispatcher = Dispatcher(
             store,
             self.rules,
@@ -130,6 +132,7 @@ class Gateway:
             metrics=self.metrics,
             clock=clock,
             worker_id=worker_id,
+            ingest=self.ingest,
         )
         self.engine = Engine(
             store, self.rules, self.adapters, clock=clock, on_change=self.dispatcher.wake.set
@@ -146,6 +149,7 @@ class Gateway:
             metrics=self.metrics,
             clock=clock,
             lease_s=settings.dispatcher.lease_s,
+            ingest=self.ingest,
         )
         self.events = EventWriter(store)
         self._stop = asyncio.Event()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import gc
 import os
 import signal
 import sys
@@ -123,6 +124,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         config = uvicorn.Config(
             app, log_level="warning", access_log=False, timeout_graceful_shutdown=10
         )
+        # What start-up built (modules, routes, compiled statements) lives as long as
+        # the process: keep it out of the garbage collector's full passes, which
+        # otherwise walk it all and stall the loop for tens of milliseconds.
+        gc.freeze()
         await uvicorn.Server(config).serve(sockets=[sock])
 
     run_loop(run())

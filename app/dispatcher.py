@@ -31,7 +31,7 @@ import msgspec
 
 from adapters.base import Adapter
 from app.errors import FatalError, RateLimited, RetriableError, VendorError
-from app.loops import wait_any
+from app.loops import IngestFirst, wait_any
 from app.metrics import Metrics
 from app.model import VendorObject, WorkItem, utcnow
 from app.retry import backoff_delay
@@ -72,6 +72,7 @@ class Dispatcher:
         metrics: Metrics | None = None,
         clock: Callable[[], datetime] = utcnow,
         worker_id: str | None = None,
+        ingest: IngestFirst | None = None,
     ) -> None:
         self.store = store
         self.rules = rules
@@ -81,6 +82,7 @@ class Dispatcher:
         self.clock = clock
         self.worker_id = worker_id or f"dispatcher-{uuid.uuid4().hex[:12]}"
         self.wake = asyncio.Event()
+        self.ingest = ingest or IngestFirst()
 
     # -- loops -----------------------------------------------------------------------------
 
@@ -127,6 +129,8 @@ class Dispatcher:
                     await wait_any(room, stop, seconds=idle_s)
                     continue
                 self.wake.clear()
+                if not await self.ingest.give_way():
+                    free = min(free, IngestFirst.SMALL_ROUND)
                 try:
                     claimed = await self._claim(free)
                 except Exception:

@@ -91,6 +91,14 @@ def problem(status: int, title: str, detail: str) -> Response[dict[str, Any]]:
 @post("/webhooks/{system:str}", status_code=HTTP_202_ACCEPTED, summary="Receive a vendor webhook")
 async def receive_webhook(system: FromPath[str], request: Request[Any, Any, Any]) -> Response[Any]:
     gateway: Gateway = request.app.state.gateway
+    gateway.ingest.enter()  # background work gives way while deliveries are in progress
+    try:
+        return await _receive(gateway, system, request)
+    finally:
+        gateway.ingest.leave()
+
+
+async def _receive(gateway: Gateway, system: str, request: Request[Any, Any, Any]) -> Response[Any]:
     limit = gateway.settings.server.max_body_bytes
     adapter = gateway.adapters.get(system)
     metrics = gateway.metrics

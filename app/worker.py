@@ -17,7 +17,7 @@ from datetime import datetime, timedelta
 from adapters.base import Adapter, lower_headers
 from app.engine import Engine, Outcome
 from app.errors import NotFound, RateLimited, VendorError, WebhookError
-from app.loops import work_until_stopped
+from app.loops import IngestFirst, work_until_stopped
 from app.metrics import Metrics
 from app.model import ObjectRef, VendorObject, utcnow
 from app.retry import backoff_delay
@@ -38,8 +38,9 @@ class InboxWorker:
         request_poll: Callable[[str], None],
         metrics: Metrics,
         lease_s: float = 30.0,
-        batch: int = 64,
+        batch: int = 16,
         clock: Callable[[], datetime] = utcnow,
+        ingest: IngestFirst | None = None,
     ) -> None:
         self.store = store
         self.engine = engine
@@ -50,6 +51,7 @@ class InboxWorker:
         self.batch = batch
         self.clock = clock
         self.wake = asyncio.Event()
+        self.ingest = ingest or IngestFirst()
 
     async def run_once(self) -> int:
         """Claim a batch of pending events and process it; returns how many were claimed.
@@ -57,8 +59,9 @@ class InboxWorker:
         The batch is applied in one engine transaction that also marks its events done.
         Should that transaction fail, each event is retried on its own, so one bad event
         cannot hold up the others."""
+        limit = self.batch if await self.ingest.give_way() else IngestFirst.SMALL_ROUND
         async with self.store.tx() as tx:
-            events = await tx.claim_events(now=self.clock(), lease=self.lease, limit=self.batch)
+            events = await tx.claim_events(now=self.clock(), lease=self.lease, limit=limit)
         if not events:
             return 0
         try:
