@@ -46,11 +46,19 @@ class LinkRow(SQLModel, table=True):
         # a webhook often names an object without its scope: find it by system and id
         sa.Index("ix_links_system_external", "system", "external_id"),
         # the outbox: only dirty, live links, in the order the dispatcher claims them
+        # (the predicate is spelled as the claim spells it: SQLite matches it literally)
         sa.Index(
             "ix_links_pending",
             "id",
-            sqlite_where=sa.text("dirty AND NOT dead"),
-            postgresql_where=sa.text("dirty AND NOT dead"),
+            sqlite_where=sa.text("dirty IS 1 AND dead IS 0"),
+            postgresql_where=sa.text("dirty IS TRUE AND dead IS FALSE"),
+        ),
+        # the dead letters, for the admin API (few, and looked at rarely)
+        sa.Index(
+            "ix_links_dead_letters",
+            "id",
+            sqlite_where=sa.text("dead IS 1"),
+            postgresql_where=sa.text("dead IS TRUE"),
         ),
     )
 
@@ -82,7 +90,7 @@ class LinkRow(SQLModel, table=True):
     claimed_until: datetime | None = Field(default=None, sa_type=TZ)
     last_error: str | None = Field(default=None, sa_type=sa.Text)
     #: Dead-lettered: not retried until an operator retries it.
-    dead: bool = Field(default=False, index=True)
+    dead: bool = Field(default=False)
     dead_reason: str | None = Field(default=None, sa_type=sa.Text)
     created_at: datetime = Field(sa_type=TZ)
 

@@ -61,14 +61,16 @@ class DB:
 
     async def depth(self) -> tuple[int, int]:
         """(dirty links not dead, pending inbox events)."""
-        dirty = await self.fetch(
-            "SELECT count(*) FROM links WHERE dirty = true AND dead = false"
-        )
+        # spelled as the gateway's partial index ix_links_pending is (SQLite matches the
+        # terms literally): otherwise every sample scans the whole links table
+        live = "dirty IS 1 AND dead IS 0" if self.sqlite else "dirty IS TRUE AND dead IS FALSE"
+        dirty = await self.fetch(f"SELECT count(*) FROM links WHERE {live}")
         pending = await self.fetch("SELECT count(*) FROM events WHERE state = 'pending'")
         return int(dirty[0][0]), int(pending[0][0])
 
     async def dead(self) -> int:
-        return int((await self.fetch("SELECT count(*) FROM links WHERE dead = true"))[0][0])
+        dead = "dead IS 1" if self.sqlite else "dead IS TRUE"
+        return int((await self.fetch(f"SELECT count(*) FROM links WHERE {dead}"))[0][0])
 
     async def bench_links(self) -> list[tuple[str, str, str | None]]:
         """(work_item_id, system, external_id) of every non-filler link."""

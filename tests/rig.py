@@ -155,6 +155,11 @@ class Rig:
     async def write_counts(self) -> dict[str, int]:
         return {name: len(sim.kit.writes()) for name, sim in self.sims.items()}
 
+    async def writes_since(self, before: dict[str, int]) -> dict[str, int]:
+        """Writes each vendor received since ``before`` (a ``write_counts`` result)."""
+        after = await self.write_counts()
+        return {name: after[name] - before[name] for name in after}
+
     async def objects(self, system: str) -> list[dict[str, Any]]:
         body = (await self.control[system].get("/_sim/objects")).json()
         for key in ("data", "issues", "follow_ups", "objects", "tickets", "incidents"):

@@ -163,8 +163,7 @@ async def test_webhooks_drive_the_sync_and_duplicates_are_processed_once(store: 
         assert again.status_code == 202 and again.json()["status"] == "duplicate"
         await rig.gateway.worker.run_until_idle()
         await rig.gateway.dispatcher.run_until_idle()
-        after = await rig.write_counts()
-        assert {s: after[s] - before[s] for s in after} == {
+        assert await rig.writes_since(before) == {
             "hookstream": 1,
             "devhelm": 1,
             "inboxops": 0,
