@@ -43,7 +43,10 @@ class Baseline:
             "CREATE TABLE IF NOT EXISTS events (id INTEGER PRIMARY KEY, delivery_id TEXT UNIQUE,"
             " body BLOB, received_at TEXT)"
         )
-        self.urls = {s: os.environ[f"BASELINE_{s.upper()}_URL"] for s in ("hookstream", "devhelm", "incidentio")}
+        self.urls = {
+            s: os.environ[f"BASELINE_{s.upper()}_URL"]
+            for s in ("hookstream", "devhelm", "incidentio")
+        }
         self.keys = {s: os.environ[f"BASELINE_{s.upper()}_KEY"] for s in self.urls}
         self.page = os.environ["BASELINE_STATUS_PAGE"]
         self.clients: dict[str, httpx.AsyncClient] = {}
@@ -53,7 +56,8 @@ class Baseline:
     def client(self, system: str) -> httpx.AsyncClient:
         if system not in self.clients:
             self.clients[system] = httpx.AsyncClient(
-                base_url=self.urls[system], timeout=10.0,
+                base_url=self.urls[system],
+                timeout=10.0,
                 limits=httpx.Limits(max_connections=32, max_keepalive_connections=32),
             )
         return self.clients[system]
@@ -104,8 +108,13 @@ class Baseline:
 
     @staticmethod
     async def respond(send: Any, status: int, body: bytes) -> None:
-        await send({"type": "http.response.start", "status": status,
-                    "headers": [(b"content-type", b"application/json")]})
+        await send(
+            {
+                "type": "http.response.start",
+                "status": status,
+                "headers": [(b"content-type", b"application/json")],
+            }
+        )
         await send({"type": "http.response.body", "body": body})
 
     async def fan_out(self, ticket: dict[str, Any]) -> None:
@@ -116,7 +125,8 @@ class Baseline:
         async with self.limit:
             await asyncio.gather(
                 self.client("hookstream").patch(
-                    f"/v1/issues/{ids['hookstream']}", json={"status": HS[status]},
+                    f"/v1/issues/{ids['hookstream']}",
+                    json={"status": HS[status]},
                     headers={"X-API-Key": self.keys["hookstream"]},
                 ),
                 self.client("devhelm").put(

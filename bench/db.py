@@ -86,7 +86,8 @@ class DB:
 
     async def load_filler(self, items: int, links_per_item: int = 4, batch: int = 50_000) -> float:
         """Bulk-insert ``items`` work items with ``links_per_item`` clean links each (ids
-        start with 'z', never a hex digit, so the harness can tell them apart). Returns seconds taken."""
+        start with 'z', never a hex digit, so the harness can tell them apart). Returns
+        seconds taken."""
         import time
 
         start = time.perf_counter()
@@ -157,8 +158,18 @@ class DB:
         for item_rows, link_rows in self._rows(items, links_per_item, batch):
             await conn.copy_records_to_table(
                 "work_items",
-                columns=["id", "title", "description", "status", "priority", "labels", "stamps",
-                         "version", "created_at", "updated_at"],
+                columns=[
+                    "id",
+                    "title",
+                    "description",
+                    "status",
+                    "priority",
+                    "labels",
+                    "stamps",
+                    "version",
+                    "created_at",
+                    "updated_at",
+                ],
                 records=[
                     (i, t, d, "open", "normal", "[]", json.dumps(st), 1, n, n)
                     for i, t, d, st, n in item_rows
@@ -166,9 +177,21 @@ class DB:
             )
             await conn.copy_records_to_table(
                 "links",
-                columns=["work_item_id", "system", "scope", "external_id", "known_state",
-                         "vendor_updated_at", "last_synced_at", "dirty", "dirty_version",
-                         "synced_version", "attempts", "dead", "created_at"],
+                columns=[
+                    "work_item_id",
+                    "system",
+                    "scope",
+                    "external_id",
+                    "known_state",
+                    "vendor_updated_at",
+                    "last_synced_at",
+                    "dirty",
+                    "dirty_version",
+                    "synced_version",
+                    "attempts",
+                    "dead",
+                    "created_at",
+                ],
                 records=[
                     (w, s, "", e, json.dumps(k), n, n, False, 0, 1, 0, False, n)
                     for w, s, e, k, n in link_rows

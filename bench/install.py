@@ -151,7 +151,8 @@ class Installation:
         for s in WRITE_SYSTEMS:
             reqs = (await self.sim(s, "GET", "/_sim/requests"))["requests"]
             out[s] = [
-                r for r in reqs
+                r
+                for r in reqs
                 if r["method"] in ("PUT", "PATCH", "POST") and 200 <= r["status"] < 300
             ]
         return out
@@ -174,8 +175,19 @@ async def start_sims(inst: Installation, gateway_port: int) -> None:
     env = base_env()
     for name in SYSTEMS:
         port = free_port()
-        argv = [PY, "-m", "app.cli", "simulate", name, "--port", str(port),
-                "--api-key", KEYS[name], "--webhook-secret", SECRETS[name]]
+        argv = [
+            PY,
+            "-m",
+            "app.cli",
+            "simulate",
+            name,
+            "--port",
+            str(port),
+            "--api-key",
+            KEYS[name],
+            "--webhook-secret",
+            SECRETS[name],
+        ]
         if name == "hookstream" and inst.kind == "gateway":
             # issue_opened notifications start the fan-out; the others send no webhooks
             argv += ["--webhook-url", f"http://127.0.0.1:{gateway_port}/webhooks/hookstream"]
@@ -184,13 +196,19 @@ async def start_sims(inst: Installation, gateway_port: int) -> None:
     for name, proc in inst.sims.items():
         await wait_http(inst.sim_urls[name] + "/_sim/requests", proc)
     await inst.sim(
-        "devhelm", "POST", "/_sim/status-pages",
+        "devhelm",
+        "POST",
+        "/_sim/status-pages",
         json={"id": STATUS_PAGE_ID, "name": "Bench status", "incidentMode": "MANUAL"},
     )
 
 
 async def start_gateway(
-    workdir: Path, db_url: str, *, filler_items: int = 0, log_level: str = "info",
+    workdir: Path,
+    db_url: str,
+    *,
+    filler_items: int = 0,
+    log_level: str = "info",
     label: str = "gateway",
 ) -> tuple[Installation, float]:
     """Simulators + migrated database (+ filler rows) + ``syncgate serve``. Returns the
@@ -208,8 +226,15 @@ async def start_gateway(
     cfg = workdir / f"{label}.yaml"
     cfg.write_text(gateway_config(inst.sim_urls, db_url))
     migrate = await asyncio.create_subprocess_exec(
-        PY, "-m", "app.cli", "migrate", "--config", str(cfg), env=env,
-        stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.PIPE,
+        PY,
+        "-m",
+        "app.cli",
+        "migrate",
+        "--config",
+        str(cfg),
+        env=env,
+        stdout=asyncio.subprocess.DEVNULL,
+        stderr=asyncio.subprocess.PIPE,
     )
     _, err = await migrate.communicate()
     if migrate.returncode != 0:
@@ -220,9 +245,22 @@ async def start_gateway(
         filler_s = await inst.db.load_filler(filler_items)
     inst.server = Proc(
         label,
-        [PY, "-m", "app.cli", "serve", "--config", str(cfg), "--port", str(port),
-         "--worker-id", f"bench-{label}", "--log-level", log_level],
-        env, workdir,
+        [
+            PY,
+            "-m",
+            "app.cli",
+            "serve",
+            "--config",
+            str(cfg),
+            "--port",
+            str(port),
+            "--worker-id",
+            f"bench-{label}",
+            "--log-level",
+            log_level,
+        ],
+        env,
+        workdir,
     )
     inst.url = f"http://127.0.0.1:{port}"
     await wait_http(inst.url + "/healthz", inst.server, 60)
@@ -239,9 +277,14 @@ async def create_items(inst: Installation, n: int, deadline_s: float = 300.0) ->
     async def seed(i: int) -> None:
         async with sem:
             await inst.sim(
-                "hookstream", "POST", "/_sim/seed",
-                json={"destination_id": f"dst_bench_{i}", "destination_name": f"bench-{i}",
-                      "error_type": "timeout"},
+                "hookstream",
+                "POST",
+                "/_sim/seed",
+                json={
+                    "destination_id": f"dst_bench_{i}",
+                    "destination_name": f"bench-{i}",
+                    "error_type": "timeout",
+                },
             )
 
     await asyncio.gather(*(seed(i) for i in range(n)))
@@ -253,7 +296,9 @@ async def create_items(inst: Installation, n: int, deadline_s: float = 300.0) ->
         if made >= 4 * n and dirty == 0 and pending == 0:
             break
         if await inst.db.dead():
-            raise RuntimeError(f"fan-out dead-lettered writes; see {inst.server.log if inst.server else ''}")
+            raise RuntimeError(
+                f"fan-out dead-lettered writes; see {inst.server.log if inst.server else ''}"
+            )
         if time.monotonic() > end:
             raise RuntimeError(f"fan-out incomplete: {made}/{4 * n} objects, {dirty} dirty")
         if inst.server is not None and not inst.server.alive():
@@ -298,28 +343,51 @@ async def start_baseline(workdir: Path, items: list[Item]) -> Installation:
 
     async def clone(item: Item) -> Item:
         async with sem:
-            issue = (await inst.sim(
-                "hookstream", "POST", "/_sim/seed",
-                json={"destination_id": f"dst_{item.hookstream}", "destination_name": "b",
-                      "error_type": "timeout"},
-            ))["issue"]
-            inc = (await inst.sim(
-                "devhelm", "POST", "/_sim/seed",
-                json={"statusPageId": STATUS_PAGE_ID, "title": item.title, "impact": "MINOR"},
-            ))["data"]
+            issue = (
+                await inst.sim(
+                    "hookstream",
+                    "POST",
+                    "/_sim/seed",
+                    json={
+                        "destination_id": f"dst_{item.hookstream}",
+                        "destination_name": "b",
+                        "error_type": "timeout",
+                    },
+                )
+            )["issue"]
+            inc = (
+                await inst.sim(
+                    "devhelm",
+                    "POST",
+                    "/_sim/seed",
+                    json={"statusPageId": STATUS_PAGE_ID, "title": item.title, "impact": "MINOR"},
+                )
+            )["data"]
             fu = await inst.sim(
-                "incidentio", "POST", "/_sim/seed",
+                "incidentio",
+                "POST",
+                "/_sim/seed",
                 json={"incident_id": DEFAULT_INCIDENT_ID, "title": item.title},
             )
             fu = fu.get("follow_up", fu)
-            return Item(ticket=item.ticket, hookstream=issue["id"], devhelm=inc["id"],
-                        incidentio=fu["id"], title=item.title, status=item.status)
+            return Item(
+                ticket=item.ticket,
+                hookstream=issue["id"],
+                devhelm=inc["id"],
+                incidentio=fu["id"],
+                title=item.title,
+                status=item.status,
+            )
 
     new_items = await asyncio.gather(*(clone(i) for i in items))
     inst.items = list(new_items)
     mapping = {
-        it.ticket["id"]: {"hookstream": it.hookstream, "devhelm": it.devhelm,
-                          "incidentio": it.incidentio, "title": it.title}
+        it.ticket["id"]: {
+            "hookstream": it.hookstream,
+            "devhelm": it.devhelm,
+            "incidentio": it.incidentio,
+            "title": it.title,
+        }
         for it in inst.items
     }
     map_file = workdir / "baseline-map.json"
@@ -333,9 +401,19 @@ async def start_baseline(workdir: Path, items: list[Item]) -> Installation:
     env["BASELINE_STATUS_PAGE"] = STATUS_PAGE_ID
     inst.server = Proc(
         "baseline",
-        [PY, "-m", "bench.baseline", "--port", str(port), "--db", str(workdir / "baseline.db"),
-         "--map", str(map_file)],
-        env, workdir,
+        [
+            PY,
+            "-m",
+            "bench.baseline",
+            "--port",
+            str(port),
+            "--db",
+            str(workdir / "baseline.db"),
+            "--map",
+            str(map_file),
+        ],
+        env,
+        workdir,
     )
     inst.url = f"http://127.0.0.1:{port}"
     await wait_http(inst.url + "/healthz", inst.server, 30)

@@ -33,15 +33,18 @@ def build_change(item: Item) -> tuple[bytes, dict[str, str]]:
     signed webhook InboxOps would send."""
     item.status = "resolved" if item.status == "open" else "open"
     now = datetime.now(UTC)
-    ticket = dict(item.ticket, status=item.status, status_name=STATUS_NAMES[item.status],
-                  updated_at=_iso(now))
+    ticket = dict(
+        item.ticket, status=item.status, status_name=STATUS_NAMES[item.status], updated_at=_iso(now)
+    )
     event_id = f"evt_{uuid.uuid4()}"
     body = json.dumps(
         {"id": event_id, "type": "ticket.updated", "created_at": _iso(now), "data": ticket},
         separators=(",", ":"),
     ).encode()
-    headers = {"content-type": "application/json",
-               **standard_headers(SECRETS["inboxops"], event_id, int(time.time()), body)}
+    headers = {
+        "content-type": "application/json",
+        **standard_headers(SECRETS["inboxops"], event_id, int(time.time()), body),
+    }
     return body, headers
 
 
@@ -163,7 +166,7 @@ async def open_loop(
             nonlocal bad
             try:
                 sent_at = time.time()
-                status, took, ack = await sender.post(body, headers)
+                status, _took, ack = await sender.post(body, headers)
                 if status == 202:
                     acks.append((ack, item, sent_at))
                 else:
@@ -194,5 +197,11 @@ async def open_loop(
         if tasks:
             await asyncio.wait(tasks, timeout=30)
         wall = time.perf_counter() - start
-    return {"offered": k, "accepted": len(acks), "errors": bad, "skipped": skipped,
-            "seconds": wall, "acks": acks}
+    return {
+        "offered": k,
+        "accepted": len(acks),
+        "errors": bad,
+        "skipped": skipped,
+        "seconds": wall,
+        "acks": acks,
+    }

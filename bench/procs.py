@@ -57,7 +57,7 @@ def cpu_s(pid: int) -> float:
         return 0.0
 
 
-_LIVE: set["Proc"] = set()
+_LIVE: set[Proc] = set()
 
 
 def stop_all() -> None:
@@ -72,7 +72,11 @@ class Proc:
         self.log = log_dir / f"{name}.log"
         self._log_file = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
         self.popen = subprocess.Popen(
-            argv, cwd=ROOT, env=env, stdout=self._log_file, stderr=subprocess.STDOUT,
+            argv,
+            cwd=ROOT,
+            env=env,
+            stdout=self._log_file,
+            stderr=subprocess.STDOUT,
             start_new_session=True,
         )
         _LIVE.add(self)
@@ -120,6 +124,8 @@ async def wait_http(url: str, proc: Proc, deadline_s: float = 30.0) -> None:
 
 def base_env() -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+    env["PYTHONPATH"] = str(ROOT) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     env.setdefault("PYTHONUNBUFFERED", "1")
     return env

@@ -114,7 +114,8 @@ class Sampler:
     async def _run(self) -> None:
         while True:
             row: dict[str, float] = {
-                "t": time.monotonic() - self.t0, "rss_mb": rss_mb(self.inst.pid)
+                "t": time.monotonic() - self.t0,
+                "rss_mb": rss_mb(self.inst.pid),
             }
             if self.inst.db is not None:
                 dirty, pending = await self.inst.db.depth()
@@ -278,8 +279,9 @@ async def phase_backlog(inst: Installation, cursor: Cursor, n: int) -> dict[str,
     n = per_item * len(inst.items)
     await inst.clear_requests()
     for s in WRITE_SYSTEMS:
-        await inst.sim(s, "POST", "/_sim/faults",
-                       json={"status": 429, "count": 10**9, "retry_after": 2})
+        await inst.sim(
+            s, "POST", "/_sim/faults", json={"status": 429, "count": 10**9, "retry_after": 2}
+        )
     rss_before = rss_mb(inst.pid)
     with Sampler(inst, 0.5) as fill:
         t0 = time.perf_counter()
@@ -340,8 +342,14 @@ def med(runs: list[dict[str, Any]], key: str) -> float:
 
 
 async def run_suite(
-    inst: Installation, p: dict[str, Any], *, concs: tuple[int, ...], sustained: bool,
-    propagation: tuple[float, ...], backlog: bool, repeat: int,
+    inst: Installation,
+    p: dict[str, Any],
+    *,
+    concs: tuple[int, ...],
+    sustained: bool,
+    propagation: tuple[float, ...],
+    backlog: bool,
+    repeat: int,
 ) -> dict[str, Any]:
     cursor = Cursor(inst.items)
     out: dict[str, Any] = {"ingest": {}, "propagation": {}}
@@ -352,8 +360,9 @@ async def run_suite(
             runs.append(await phase_ingest(inst, cursor, c, p["ingest_n"][c]))
         out["ingest"][str(c)] = {
             "runs": runs,
-            **{k: med(runs, k) for k in ("rate", "p50_ms", "p99_ms", "cpu_ms_per_change",
-                                         "errors")},
+            **{
+                k: med(runs, k) for k in ("rate", "p50_ms", "p99_ms", "cpu_ms_per_change", "errors")
+            },
         }
     for lat in propagation:
         runs = []
@@ -361,18 +370,29 @@ async def run_suite(
             log(f"  {inst.kind}: propagation {lat:g} ms run {r + 1}/{repeat}")
             runs.append(await phase_propagation(inst, cursor, lat, p["prop_n"], p["prop_rate"]))
         out["propagation"][f"{lat:g}"] = {
-            "runs": runs, **{k: med(runs, k) for k in ("p50_ms", "p99_ms", "incomplete")}
+            "runs": runs,
+            **{k: med(runs, k) for k in ("p50_ms", "p99_ms", "incomplete")},
         }
     if sustained:
         runs = []
         for r in range(repeat):
             log(f"  {inst.kind}: sustained {p['sustain_s']:g} s run {r + 1}/{repeat}")
-            runs.append(await phase_sustained(inst, cursor, p["probe_n"], p["sustain_s"],
-                                              retry=repeat > 1))
+            runs.append(
+                await phase_sustained(inst, cursor, p["probe_n"], p["sustain_s"], retry=repeat > 1)
+            )
         out["sustained"] = {
             "runs": runs,
-            **{k: med(runs, k) for k in ("delivered_rate", "offered_rate", "rss_mb_max",
-                                         "depth_max", "depth_slope_per_s", "cpu_ms_per_change")},
+            **{
+                k: med(runs, k)
+                for k in (
+                    "delivered_rate",
+                    "offered_rate",
+                    "rss_mb_max",
+                    "depth_max",
+                    "depth_slope_per_s",
+                    "cpu_ms_per_change",
+                )
+            },
             "bounded": all(r["bounded"] for r in runs),
         }
     if backlog:
@@ -390,8 +410,13 @@ async def gateway_scenario(
         created = await create_items(inst, p["items"])
         log(f"{name}: {len(inst.items)} work items linked to 4 objects each in {created:.1f}s")
         result = await run_suite(inst, p, **suite)
-        result |= {"items": len(inst.items), "filler_items": filler, "filler_load_s": filler_s,
-                   "setup_s": created, "rss_mb_end": rss_mb(inst.pid)}
+        result |= {
+            "items": len(inst.items),
+            "filler_items": filler,
+            "filler_load_s": filler_s,
+            "setup_s": created,
+            "rss_mb_end": rss_mb(inst.pid),
+        }
         return result, inst
     except BaseException:
         if inst.server is not None:
@@ -401,7 +426,9 @@ async def gateway_scenario(
 
 
 def pg_url() -> str | None:
-    url = os.environ.get("SYNCGATE_TEST_POSTGRES_URL") or os.environ.get("SYNCGATE_BENCH_POSTGRES_URL")
+    url = os.environ.get("SYNCGATE_TEST_POSTGRES_URL") or os.environ.get(
+        "SYNCGATE_BENCH_POSTGRES_URL"
+    )
     return url
 
 
@@ -414,8 +441,9 @@ def fresh_pg_db(url: str, name: str) -> str:
     async def make() -> None:
         import asyncpg
 
-        conn = await asyncpg.connect(host=u.host, port=u.port, user=u.username,
-                                     password=u.password, database=u.database)
+        conn = await asyncpg.connect(
+            host=u.host, port=u.port, user=u.username, password=u.password, database=u.database
+        )
         try:
             await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
             await conn.execute(f'CREATE DATABASE "{name}"')
@@ -439,25 +467,41 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     rep = p["repeat"]
     wd = workdir()
     log(f"work directory {wd}")
-    results: dict[str, Any] = {"mode": "quick" if args.quick else "full", "profile": p,
-                               "machine": machine()}
+    results: dict[str, Any] = {
+        "mode": "quick" if args.quick else "full",
+        "profile": p,
+        "machine": machine(),
+    }
     started = time.perf_counter()
     concs = (1, 32, 128)
     lats = (0.0, 20.0)
     try:
         if args.only == "scale":
             sc, inst = await gateway_scenario(
-                "gateway-sqlite-scale", f"sqlite+aiosqlite:///{wd}/scale.db", p, wd,
-                filler=max(0, p["scale_items"] - p["items"]), concs=(32,), sustained=False,
-                propagation=(0.0,), backlog=False, repeat=rep,
+                "gateway-sqlite-scale",
+                f"sqlite+aiosqlite:///{wd}/scale.db",
+                p,
+                wd,
+                filler=max(0, p["scale_items"] - p["items"]),
+                concs=(32,),
+                sustained=False,
+                propagation=(0.0,),
+                backlog=False,
+                repeat=rep,
             )
             await inst.stop()
             results["scale_sqlite"] = sc
             return results
         # 1. the gateway on SQLite: every figure
         gw, inst = await gateway_scenario(
-            "gateway-sqlite", f"sqlite+aiosqlite:///{wd}/gateway.db", p, wd,
-            concs=concs, sustained=True, propagation=lats, backlog=not args.no_backlog,
+            "gateway-sqlite",
+            f"sqlite+aiosqlite:///{wd}/gateway.db",
+            p,
+            wd,
+            concs=concs,
+            sustained=True,
+            propagation=lats,
+            backlog=not args.no_backlog,
             repeat=rep,
         )
         items = inst.items
@@ -469,7 +513,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         base = await start_baseline(wd, items)
         try:
             results["baseline"] = await run_suite(
-                base, p, concs=concs, sustained=True, propagation=lats, backlog=False,
+                base,
+                p,
+                concs=concs,
+                sustained=True,
+                propagation=lats,
+                backlog=False,
                 repeat=rep,
             )
         finally:
@@ -481,22 +530,37 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             make, db = fresh_pg_db(url, "syncgate_bench")
             await make()
             pg, inst = await gateway_scenario(
-                "gateway-postgres", db, p, wd, concs=(32,) if args.quick else concs,
-                sustained=not args.quick, propagation=(0.0,), backlog=False, repeat=rep,
+                "gateway-postgres",
+                db,
+                p,
+                wd,
+                concs=(32,) if args.quick else concs,
+                sustained=not args.quick,
+                propagation=(0.0,),
+                backlog=False,
+                repeat=rep,
             )
             await inst.stop()
             results["gateway_postgres"] = pg
         else:
-            results["gateway_postgres"] = {"skipped": "no SYNCGATE_TEST_POSTGRES_URL "
-                                           "(source scripts/pg.sh)"}
+            results["gateway_postgres"] = {
+                "skipped": "no SYNCGATE_TEST_POSTGRES_URL (source scripts/pg.sh)"
+            }
 
         # 5. scale: the same ingest and propagation over a big table
         if not args.no_scale:
             filler = max(0, p["scale_items"] - p["items"])
             sc, inst = await gateway_scenario(
-                "gateway-sqlite-scale", f"sqlite+aiosqlite:///{wd}/scale.db", p, wd,
-                filler=filler, concs=(32,), sustained=False, propagation=(0.0,),
-                backlog=False, repeat=rep,
+                "gateway-sqlite-scale",
+                f"sqlite+aiosqlite:///{wd}/scale.db",
+                p,
+                wd,
+                filler=filler,
+                concs=(32,),
+                sustained=False,
+                propagation=(0.0,),
+                backlog=False,
+                repeat=rep,
             )
             await inst.stop()
             results["scale_sqlite"] = sc
@@ -521,13 +585,25 @@ def machine() -> dict[str, Any]:
     except OSError:
         pass
     try:
-        commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT,
-                                capture_output=True, text=True, check=False).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            check=False,
+        ).stdout.strip()
     except OSError:
         commit = ""
-    return {"nproc": os.cpu_count(), "mem_mb": mem, "cpu": cpu, "python": platform.python_version(),
-            "platform": platform.platform(), "commit": commit,
-            "loadavg": os.getloadavg(), "client": "aiohttp" if load.aiohttp else "httpx"}
+    return {
+        "nproc": os.cpu_count(),
+        "mem_mb": mem,
+        "cpu": cpu,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "commit": commit,
+        "loadavg": os.getloadavg(),
+        "client": "aiohttp" if load.aiohttp else "httpx",
+    }
 
 
 # -- the table ----------------------------------------------------------------------------
@@ -551,60 +627,154 @@ def rows(r: dict[str, Any]) -> list[tuple[str, float, str, float | None, str]]:
             if not ing:
                 continue
             bi = b.get("ingest", {}).get(c, {})
-            out.append((f"ingest {db} c={c} rate", ing["rate"], "", ratio(ing["rate"], bi.get("rate")), "/s"))
-            out.append((f"ingest {db} c={c} p50", ing["p50_ms"], "", ratio(ing["p50_ms"], bi.get("p50_ms")), "ms"))
-            out.append((f"ingest {db} c={c} p99", ing["p99_ms"], "< 25 ms" if c == "32" else "",
-                        ratio(ing["p99_ms"], bi.get("p99_ms")), "ms"))
+            out.append(
+                (
+                    f"ingest {db} c={c} rate",
+                    ing["rate"],
+                    "",
+                    ratio(ing["rate"], bi.get("rate")),
+                    "/s",
+                )
+            )
+            out.append(
+                (
+                    f"ingest {db} c={c} p50",
+                    ing["p50_ms"],
+                    "",
+                    ratio(ing["p50_ms"], bi.get("p50_ms")),
+                    "ms",
+                )
+            )
+            out.append(
+                (
+                    f"ingest {db} c={c} p99",
+                    ing["p99_ms"],
+                    "< 25 ms" if c == "32" else "",
+                    ratio(ing["p99_ms"], bi.get("p99_ms")),
+                    "ms",
+                )
+            )
     for db, d in (("sqlite", g), ("postgres", pg)):
         s = d.get("sustained")
         if s:
             bs = b.get("sustained", {})
-            out.append((f"sustained {db} changes/s (3 writes each)", s["delivered_rate"], ">= 1500",
-                        ratio(s["delivered_rate"], bs.get("delivered_rate")), "/s"))
-            out.append((f"sustained {db} queue depth slope", s["depth_slope_per_s"],
-                        "bounded" if s["bounded"] else "GROWING", None, "/s"))
+            out.append(
+                (
+                    f"sustained {db} changes/s (3 writes each)",
+                    s["delivered_rate"],
+                    ">= 1500",
+                    ratio(s["delivered_rate"], bs.get("delivered_rate")),
+                    "/s",
+                )
+            )
+            out.append(
+                (
+                    f"sustained {db} queue depth slope",
+                    s["depth_slope_per_s"],
+                    "bounded" if s["bounded"] else "GROWING",
+                    None,
+                    "/s",
+                )
+            )
             out.append((f"sustained {db} gateway RSS max", s["rss_mb_max"], "< 150 MB", None, "MB"))
     big_label = f"sqlite {sc.get('items', 0) + sc.get('filler_items', 0):,} items"
     for db, d in (("sqlite", g), ("postgres", pg), (big_label, sc)):
         for lat, pr in d.get("propagation", {}).items():
             bp = b.get("propagation", {}).get(lat, {})
             tgt = "p50 < 30 ms" if lat == "20" else ""
-            out.append((f"propagation {db} vendor {lat} ms p50", pr["p50_ms"], tgt,
-                        ratio(pr["p50_ms"], bp.get("p50_ms")), "ms"))
-            out.append((f"propagation {db} vendor {lat} ms p99", pr["p99_ms"], "",
-                        ratio(pr["p99_ms"], bp.get("p99_ms")), "ms"))
+            out.append(
+                (
+                    f"propagation {db} vendor {lat} ms p50",
+                    pr["p50_ms"],
+                    tgt,
+                    ratio(pr["p50_ms"], bp.get("p50_ms")),
+                    "ms",
+                )
+            )
+            out.append(
+                (
+                    f"propagation {db} vendor {lat} ms p99",
+                    pr["p99_ms"],
+                    "",
+                    ratio(pr["p99_ms"], bp.get("p99_ms")),
+                    "ms",
+                )
+            )
     bl = g.get("backlog")
     if bl:
         out.append((f"backlog {bl['changes_queued']} changes: drain", bl["drain_s"], "", None, "s"))
         out.append(("backlog dirty links at return", bl["dirty_links_at_return"], "", None, ""))
-        out.append(("backlog gateway RSS peak (drain)", bl["rss_mb_peak_drain"], "< 150 MB, flat", None, "MB"))
-        out.append(("backlog RSS slope during drain", bl["rss_drain_slope_mb_per_s"], "~0", None, "MB/s"))
+        out.append(
+            (
+                "backlog gateway RSS peak (drain)",
+                bl["rss_mb_peak_drain"],
+                "< 150 MB, flat",
+                None,
+                "MB",
+            )
+        )
+        out.append(
+            ("backlog RSS slope during drain", bl["rss_drain_slope_mb_per_s"], "~0", None, "MB/s")
+        )
     if sc.get("ingest") and g.get("ingest"):
         small = g["ingest"]["32"]["cpu_ms_per_change"]
         big = sc["ingest"]["32"]["cpu_ms_per_change"]
-        out.append((f"cost/change at {sc['items'] + sc['filler_items']:,} items (CPU)", big,
-                    "within 20 %", None, "ms"))
-        out.append((f"cost/change big vs {g.get('items', 0):,} items (ratio)", big / small,
-                    "<= 1.20", None, "x"))
+        out.append(
+            (
+                f"cost/change at {sc['items'] + sc['filler_items']:,} items (CPU)",
+                big,
+                "within 20 %",
+                None,
+                "ms",
+            )
+        )
+        out.append(
+            (
+                f"cost/change big vs {g.get('items', 0):,} items (ratio)",
+                big / small,
+                "<= 1.20",
+                None,
+                "x",
+            )
+        )
         out.append(("scale ingest c=32 rate", sc["ingest"]["32"]["rate"], "", None, "/s"))
         out.append(("scale ingest c=32 p99", sc["ingest"]["32"]["p99_ms"], "< 25 ms", None, "ms"))
     ci = g.get("ingest", {}).get("32")
     if ci:
-        out.append(("gateway CPU per change (sqlite, c=32)", ci["cpu_ms_per_change"], "", ratio(
-            ci["cpu_ms_per_change"], b.get("ingest", {}).get("32", {}).get("cpu_ms_per_change")), "ms"))
+        out.append(
+            (
+                "gateway CPU per change (sqlite, c=32)",
+                ci["cpu_ms_per_change"],
+                "",
+                ratio(
+                    ci["cpu_ms_per_change"],
+                    b.get("ingest", {}).get("32", {}).get("cpu_ms_per_change"),
+                ),
+                "ms",
+            )
+        )
     return out
 
 
 def table(r: dict[str, Any]) -> str:
     lines = [f"{'figure':<48} {'value':>12}  {'target':<16} {'x baseline':>10}", "-" * 90]
     for fig, val, tgt, ratio, unit in rows(r):
-        v = "n/a" if isinstance(val, float) and math.isnan(val) else (
-            f"{val:,.1f} {unit}".strip() if isinstance(val, float) else f"{val:,} {unit}".strip())
+        v = (
+            "n/a"
+            if isinstance(val, float) and math.isnan(val)
+            else (
+                f"{val:,.1f} {unit}".strip()
+                if isinstance(val, float)
+                else f"{val:,} {unit}".strip()
+            )
+        )
         lines.append(f"{fig:<48} {v:>12}  {tgt:<16} {'' if ratio is None else f'{ratio:.2f}':>10}")
     if isinstance(r.get("gateway_postgres"), dict) and "skipped" in r["gateway_postgres"]:
         lines.append(f"postgres: skipped ({r['gateway_postgres']['skipped']})")
-    lines.append(f"total {r.get('seconds', 0):.0f} s, mode {r.get('mode')}, "
-                 f"{r['machine']['nproc']} cores, Python {r['machine']['python']}")
+    lines.append(
+        f"total {r.get('seconds', 0):.0f} s, mode {r.get('mode')}, "
+        f"{r['machine']['nproc']} cores, Python {r['machine']['python']}"
+    )
     return "\n".join(lines)
 
 
@@ -618,8 +788,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-postgres", action="store_true")
     ap.add_argument("--no-scale", action="store_true")
     ap.add_argument("--no-backlog", action="store_true")
-    ap.add_argument("--only", choices=("all", "scale"), default="all",
-                    help="scale: only the big-table installation")
+    ap.add_argument(
+        "--only",
+        choices=("all", "scale"),
+        default="all",
+        help="scale: only the big-table installation",
+    )
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, dbs)")
     args = ap.parse_args(argv)
     # stop the processes we started even when we are interrupted or timed out

@@ -31,8 +31,13 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
 
     # the table
     assert "figure" in proc.stdout and "x baseline" in proc.stdout
-    for figure in ("ingest sqlite c=32 p99", "sustained sqlite changes/s",
-                   "propagation sqlite vendor 20 ms p50", "backlog", "cost/change"):
+    for figure in (
+        "ingest sqlite c=32 p99",
+        "sustained sqlite changes/s",
+        "propagation sqlite vendor 20 ms p50",
+        "backlog",
+        "cost/change",
+    ):
         assert figure in proc.stdout, figure
 
     # the JSON
