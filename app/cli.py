@@ -122,7 +122,10 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         bound = sock.getsockname()[1]
         print(f"syncgate serving on http://{host}:{bound}", flush=True)
         config = uvicorn.Config(
-            app, log_level="warning", access_log=False, timeout_graceful_shutdown=10
+            app,
+            log_config=None,  # uvicorn's loggers were set up by logs.configure: JSON
+            access_log=False,
+            timeout_graceful_shutdown=10,
         )
         # What start-up built (modules, routes, compiled statements) lives as long as
         # the process: keep it out of the garbage collector's full passes, which

@@ -33,10 +33,16 @@ class JsonFormatter(logging.Formatter):
 
 
 def configure(level: str = "INFO", stream: Any = None) -> None:
-    """Send every ``syncgate.*`` log line to ``stream`` (stderr) as one JSON object."""
+    """Send every ``syncgate.*`` log line to ``stream`` (stderr) as one JSON object, and
+    uvicorn's own (warnings and errors: startup failures, protocol errors) the same way."""
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("syncgate")
     root.handlers[:] = [handler]
     root.setLevel(level)
     root.propagate = False
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+        server = logging.getLogger(name)
+        server.handlers[:] = [handler]
+        server.setLevel(logging.WARNING)
+        server.propagate = False

@@ -57,3 +57,21 @@ def test_values_under_secret_looking_keys_are_masked() -> None:
         reset()
     entry = json.loads(stream.getvalue())
     assert entry["api_key"] == "***" and entry["system"] == "hookstream"
+
+
+def test_the_http_servers_own_warnings_are_json_lines_too() -> None:
+    stream = io.StringIO()
+    logs.configure("INFO", stream)
+    try:
+        logging.getLogger("uvicorn.error").warning("Invalid HTTP request received.")
+        logging.getLogger("uvicorn.error").info("Started server process")  # below warning
+    finally:
+        reset()
+        for name in ("uvicorn", "uvicorn.error", "uvicorn.access"):
+            logging.getLogger(name).handlers.clear()
+            logging.getLogger(name).propagate = True
+    lines = stream.getvalue().splitlines()
+    assert len(lines) == 1
+    record = json.loads(lines[0])
+    assert record["level"] == "warning" and record["logger"] == "uvicorn.error"
+    assert record["message"] == "Invalid HTTP request received."
