@@ -70,6 +70,9 @@ class EventWriter:
                     )
                     ids = await tx.record_events([e for e, _ in batch], now=utcnow())
             except Exception as exc:  # noqa: BLE001 - handed to each waiting delivery
+                if not batch:  # the transaction could not even begin
+                    n = self.max_batch
+                    batch, self._queue = self._queue[:n], self._queue[n:]
                 for _, stored in batch:
                     if not stored.done():
                         stored.set_exception(exc)
