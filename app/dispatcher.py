@@ -57,7 +57,7 @@ class Attempt(msgspec.Struct, kw_only=True):
     error: VendorError | None = None
     #: Not a vendor's answer: this process failed (a bug, or the item vanished).
     crash: str | None = None
-    #: None: no call was needed (the object already holds the state).
+    #: False: no call was needed (the object already holds the state, or none could be made).
     called: bool = True
 
 
