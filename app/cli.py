@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import logging
 import os
 import signal
 import sys
@@ -86,6 +87,14 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     if url is None:
         url = database_url(load_config(_config_path(args), known_systems()), os.environ)
 
+    # progress: alembic names each migration as it runs it
+    step = logging.StreamHandler(sys.stdout)
+    step.setFormatter(logging.Formatter("  %(message)s"))
+    step.addFilter(lambda record: record.getMessage().startswith("Running"))
+    migration_log = logging.getLogger("alembic.runtime.migration")
+    migration_log.addHandler(step)
+    migration_log.setLevel(logging.INFO)
+
     async def run() -> None:
         store = Store.connect(url)
         try:
@@ -93,6 +102,7 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
         finally:
             await store.close()
 
+    print("bringing the database schema up to date", flush=True)
     asyncio.run(run())
     print("database schema is up to date")
     return 0

@@ -83,6 +83,7 @@ def test_migrate_creates_the_schema_in_a_fresh_sqlite_file(tmp_path: Path) -> No
     db = tmp_path / "fresh.db"
     result = syncgate("migrate", env=clean_env(SYNCGATE_DATABASE_URL=f"sqlite:///{db}"))
     assert result.returncode == 0, result.stderr
+    assert "Running upgrade  -> 0001" in result.stdout, result.stdout  # progress, per step
     with contextlib.closing(sqlite3.connect(db)) as conn:
         names = {
             row[0] for row in conn.execute("SELECT name FROM sqlite_master WHERE type='table'")
@@ -93,6 +94,7 @@ def test_migrate_creates_the_schema_in_a_fresh_sqlite_file(tmp_path: Path) -> No
     # running it again on an up-to-date database changes nothing and still succeeds
     again = syncgate("migrate", env=clean_env(SYNCGATE_DATABASE_URL=f"sqlite:///{db}"))
     assert again.returncode == 0, again.stderr
+    assert "Running upgrade" not in again.stdout and "up to date" in again.stdout
 
 
 # -- simulate ------------------------------------------------------------------------------
