@@ -575,10 +575,6 @@ class Tx:
             return []
         return [_link(r) for r in await self._run(_LINKS_OF_ITEMS, {"b_ids": ids})]
 
-    async def record_seen(self, link_id: int, obj: VendorObject, now: datetime) -> None:
-        """Remember the state an object was observed in."""
-        await self.record_seen_many([(link_id, obj)], now)
-
     async def record_seen_many(
         self, seen: Iterable[tuple[int, VendorObject]], now: datetime
     ) -> None:
@@ -777,9 +773,6 @@ class Tx:
             )
             for r in rows
         ]
-
-    async def add_attempt(self, **values: Any) -> None:
-        await self.add_attempts([values])
 
     async def add_attempts(self, rows: Sequence[dict[str, Any]]) -> None:
         if rows:
