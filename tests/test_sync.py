@@ -372,3 +372,26 @@ async def test_creation_rule_status_in_and_min_priority_filter_new_objects(
         ]
         follow_ups = sorted(f["title"] for f in await rig.objects("incidentio"))
         assert follow_ups == ["in progress high", "open urgent"]
+
+
+async def test_an_unmapped_value_does_not_start_a_work_item(store: Store) -> None:
+    # hookstream's "open" is given no canonical meaning here; "acknowledged" keeps one
+    maps = {
+        "hookstream": ValueMapSettings(
+            inbound={"acknowledged": "acknowledged", "resolved": "resolved"},
+            outbound={"acknowledged": ["acknowledged"], "resolved": ["resolved"]},
+            replace=True,
+        )
+    }
+    async with running_rig(store, status_maps=maps) as rig:
+        issue = await rig.open_issue()
+        await rig.settle()
+        async with rig.gateway.store.tx() as tx:
+            assert (await tx.search_items())[1] == 0, "no item from a guessed status"
+        assert await rig.objects("inboxops") == []
+        # once the issue's status means something, the rule creates the item
+        await rig.human("hookstream", issue, status="acknowledged")
+        await rig.settle()
+        item = await rig.only_item()
+        assert item.status is Status.ACKNOWLEDGED
+        assert len(await rig.objects("inboxops")) == 1
