@@ -16,6 +16,7 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
+from httpx_aiohttp import AiohttpTransport
 from litestar import Litestar, Response
 from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
 from litestar.openapi import OpenAPIConfig
@@ -76,24 +77,17 @@ def adapter_settings(system: SystemSettings, secrets: Any) -> AdapterSettings:
 def http_client(system: SystemSettings) -> httpx.AsyncClient:
     """One pooled client per vendor, bounded by the system's connection limit.
 
-    The transport is aiohttp's (``httpx-aiohttp``) when it is installed: the same httpx
-    API, errors and timeouts for the adapters, at a fraction of httpcore's CPU cost per
-    call (see docs/benchmarks.md). Without it, httpx's own transport is used."""
+    The transport is aiohttp's (``httpx-aiohttp``): the same httpx API, errors and
+    timeouts for the adapters, at a fraction of httpcore's CPU cost per call (see
+    docs/benchmarks.md)."""
     limits = httpx.Limits(
         max_connections=system.max_connections,
         max_keepalive_connections=system.max_connections,
     )
-    transport: httpx.AsyncBaseTransport | None = None
-    try:
-        from httpx_aiohttp import AiohttpTransport
-    except ImportError:  # pragma: no cover - the dependency is declared; stay usable without
-        pass
-    else:
-        transport = AiohttpTransport(limits=limits)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(system.timeout_s),
         limits=limits,
-        transport=transport,
+        transport=AiohttpTransport(limits=limits),
         follow_redirects=False,
     )
 

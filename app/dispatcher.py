@@ -179,7 +179,6 @@ class Dispatcher:
                 now=now,
                 lease=timedelta(seconds=self.settings.lease_s),
                 limit=limit,
-                skip_held=True,
             )
             items = await tx.items_by_id(link.work_item_id for link in links)
         return [(link, items.get(link.work_item_id)) for link in links]

@@ -164,27 +164,26 @@ class Engine:
         """Apply a change made by an operator (not by a vendor): it wins over the current
         values and propagates like any other change. Raises KeyError for an unknown item."""
         async with self.store.tx() as tx:
-            item = await tx.get_item(item_id, lock=True)
+            batch = _Batch(tx, self.clock())
+            await batch.load({item_id})
+            item = batch.items.get(item_id)
             if item is None:
                 raise KeyError(item_id)
-            now = self.clock()
-            history = []
+            now = batch.now
             changed = []
             for name, value in fields.items():
                 if getattr(item, name) == value:
                     continue
-                history.append(
+                batch.history.append(
                     _set_field(item, name, value, FieldStamp(source, now), event_id, now)
                 )
                 changed.append(name)
             if not changed:
                 return Outcome("unchanged", item.id)
-            item.version += 1
-            item.updated_at = now
-            await tx.save_item(item)
-            await tx.add_history(history)
-            dirty = self._needing_write(item, await tx.links_of(item.id), force=True)
-            await tx.mark_dirty(dirty, item.version)
+            batch.bump(item)
+            dirty = self._needing_write(item, batch.links_of(item.id), force=True)
+            batch.mark_dirty(dirty, item.version)
+            await batch.flush()
         if dirty and self.on_change is not None:
             self.on_change()
         return Outcome("changed", item.id, tuple(changed), tuple(dirty))
@@ -243,9 +242,7 @@ class Engine:
             stamp = FieldStamp(system, obj.updated_at)
             for name, value in changed.items():
                 history.append(_set_field(item, name, value, stamp, event_id, now))
-            item.version += 1
-            item.updated_at = now
-            batch.changed_items.add(item.id)
+            batch.bump(item)
         batch.saw(link, obj)
 
         dirty = self._needing_write(item, batch.links_of(item.id), force=bool(changed))
@@ -425,6 +422,12 @@ class _Batch:
 
     def links_of(self, item_id: str) -> list[Link]:
         return self._by_item.get(item_id, [])
+
+    def bump(self, item: WorkItem) -> None:
+        """The item changed: a new version, written back at ``flush``."""
+        item.version += 1
+        item.updated_at = self.now
+        self.changed_items.add(item.id)
 
     def saw(self, link: Link, obj: VendorObject) -> None:
         link.known = obj

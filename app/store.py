@@ -292,8 +292,9 @@ def _held_systems(now: Any) -> sa.Select[Any]:
     )
 
 
-def _claim_links(postgres: bool, skip_held: bool, skip_systems: tuple[str, ...] = ()) -> Any:
-    """Claim due dirty links (parameters b_now, b_until, b_worker, b_limit)."""
+def _claim_links(postgres: bool) -> Any:
+    """Claim due dirty links of systems not held back (parameters b_now, b_until,
+    b_worker, b_limit)."""
     now = sa.bindparam("b_now", type_=TZ)
     due = (
         sa.select(t.links.c.id)
@@ -306,10 +307,7 @@ def _claim_links(postgres: bool, skip_held: bool, skip_systems: tuple[str, ...] 
         .order_by(t.links.c.id)  # ix_links_pending: no sort, whatever the backlog
         .limit(sa.bindparam("b_limit", type_=sa.Integer))
     )
-    if skip_systems:
-        due = due.where(t.links.c.system.not_in(list(skip_systems)))
-    if skip_held:
-        due = due.where(t.links.c.system.not_in(_held_systems(now)))
+    due = due.where(t.links.c.system.not_in(_held_systems(now)))
     if postgres:
         due = due.with_for_update(skip_locked=True)
     return (
@@ -350,11 +348,7 @@ def _claim_events(postgres: bool) -> Any:
 
 
 # The claims and bulk reads of the hot paths, built once (their parameters are bound).
-_CLAIM_LINKS = {
-    (postgres, skip_held): _claim_links(postgres, skip_held)
-    for postgres in (True, False)
-    for skip_held in (True, False)
-}
+_CLAIM_LINKS = {postgres: _claim_links(postgres) for postgres in (True, False)}
 _CLAIM_EVENTS = {postgres: _claim_events(postgres) for postgres in (True, False)}
 _IDS: Any = sa.bindparam("b_ids", expanding=True)
 _ITEMS = sa.select(t.work_items).where(t.work_items.c.id.in_(_IDS)).order_by(t.work_items.c.id)
@@ -433,9 +427,6 @@ class Tx:
         query = _ITEMS_LOCKED if lock and self.postgres else _ITEMS
         return {row.id: _item(row) for row in await self._run(query, {"b_ids": ids})}
 
-    async def save_item(self, item: WorkItem) -> None:
-        await self.save_items([item])
-
     async def save_items(self, items: Iterable[WorkItem]) -> None:
         rows = []
         for item in items:
@@ -486,13 +477,7 @@ class Tx:
     async def link_for(self, ref: ObjectRef) -> Link | None:
         """The link of a vendor object. A ref with an empty scope (a webhook hint that
         names only the id) matches the object in any scope of its system."""
-        query = sa.select(t.links).where(
-            t.links.c.system == ref.system, t.links.c.external_id == ref.external_id
-        )
-        if ref.scope:
-            query = query.where(t.links.c.scope == ref.scope)
-        row = (await self._run(query.limit(1))).first()
-        return None if row is None else _link(row)
+        return (await self.links_for([ref])).get(ref)
 
     async def get_link(self, link_id: int) -> Link | None:
         row = (await self._run(sa.select(t.links).where(t.links.c.id == link_id))).first()
@@ -610,23 +595,13 @@ class Tx:
     # -- outbox: claiming and finishing writes ---------------------------------------------
 
     async def claim_due_links(
-        self,
-        *,
-        worker: str,
-        now: datetime,
-        lease: timedelta,
-        limit: int,
-        skip_systems: Sequence[str] = (),
-        skip_held: bool = False,
+        self, *, worker: str, now: datetime, lease: timedelta, limit: int
     ) -> list[Link]:
         """Claim up to ``limit`` dirty links that are due, one writer per link: a claim is
-        a lease that lapses, so a crashed worker's links are picked up again. With
-        ``skip_held``, links of systems that are paused or deferred by a 429 wait."""
+        a lease that lapses, so a crashed worker's links are picked up again. Links of
+        systems that are paused or deferred by a 429 wait."""
         params = {"b_now": now, "b_until": now + lease, "b_worker": worker, "b_limit": limit}
-        if skip_systems:
-            statement = _claim_links(self.postgres, skip_held, tuple(skip_systems))
-        else:
-            statement = _CLAIM_LINKS[self.postgres, skip_held]
+        statement = _CLAIM_LINKS[self.postgres]
         rows = await self._run(statement, params)
         return sorted((_link(r) for r in rows), key=lambda link: link.id)
 

@@ -141,7 +141,8 @@ class InboxWorker:
                 ((event.id, state, outcome) for event, state, outcome in finished), now=now
             )
             for event, exc in retries:
-                await self._retry(tx, event, exc, now)
+                delay = exc.retry_after if isinstance(exc, RateLimited) else None
+                await self._retry(tx, event, str(exc), now, delay_s=delay)
 
         await self.engine.observe_many(observations, also=finish)
         for system in sorted({event.system for event, *_, poll in owned if poll}):
@@ -169,9 +170,13 @@ class InboxWorker:
                 return exc
         return out
 
-    async def _retry(self, tx: Tx, event: Event, exc: VendorError, now: datetime) -> None:
+    async def _retry(
+        self, tx: Tx, event: Event, reason: str, now: datetime, *, delay_s: float | None = None
+    ) -> None:
+        """Try the event again later (after ``delay_s``, else a backoff); give up after
+        ``MAX_EVENT_ATTEMPTS`` (a poison event must not come back forever)."""
         if event.attempts >= MAX_EVENT_ATTEMPTS:
-            outcome = f"gave up after {event.attempts} attempts: {exc}"
+            outcome = f"gave up after {event.attempts} attempts: {reason}"
             await tx.finish_event(event.id, state="failed", outcome=outcome, now=now)
             self.metrics.events_processed.labels(event.system, "failed").inc()
             log.warning(
@@ -179,32 +184,17 @@ class InboxWorker:
                 extra={"system": event.system, "event_id": event.delivery_id, "outcome": outcome},
             )
             return
-        delay = (
-            exc.retry_after
-            if isinstance(exc, RateLimited)
-            else backoff_delay(event.attempts, base_s=1.0, max_s=300.0)
-        )
+        if delay_s is None:
+            delay_s = backoff_delay(event.attempts, base_s=1.0, max_s=300.0)
         await tx.retry_event_later(
-            event.id, outcome=f"retrying: {exc}", at=now + timedelta(seconds=delay)
+            event.id, outcome=f"retrying: {reason}", at=now + timedelta(seconds=delay_s)
         )
 
     async def _crashed(self, event: Event) -> None:
-        """Processing the event raised: try it again later, and give up after a few times
-        (a poison event must not come back forever)."""
+        """Processing the event raised: try it again later, like a vendor error."""
         log.exception(
             "event processing crashed",
             extra={"system": event.system, "event_id": event.delivery_id},
         )
-        now = self.clock()
         async with self.store.tx() as tx:
-            if event.attempts >= MAX_EVENT_ATTEMPTS:
-                await tx.finish_event(
-                    event.id, state="failed", outcome="processing crashed; gave up", now=now
-                )
-            else:
-                delay = backoff_delay(event.attempts, base_s=1.0, max_s=300.0)
-                await tx.retry_event_later(
-                    event.id,
-                    outcome="retrying: processing crashed",
-                    at=now + timedelta(seconds=delay),
-                )
+            await self._retry(tx, event, "processing crashed", self.clock())

@@ -225,7 +225,7 @@ async def test_sqlite_plans_use_the_lookup_and_outbox_indexes(tmp_path: Path) ->
         now = utcnow()
         claim = _plan(
             tx.conn,
-            store_module._CLAIM_LINKS[False, True],
+            store_module._CLAIM_LINKS[False],
             {"b_now": now, "b_until": now, "b_worker": "w", "b_limit": 5},
         )
         lookup = _plan(
