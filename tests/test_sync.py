@@ -35,6 +35,21 @@ async def linked(rig: Rig) -> tuple[str, dict[str, str]]:
     return item.id, ids
 
 
+#: What ``statuses`` shows when the four objects all mean resolved, or all mean open.
+ALL_RESOLVED = {
+    "hookstream": "resolved",
+    "devhelm": "RESOLVED",
+    "inboxops": "resolved",
+    "incidentio": "completed",
+}
+ALL_OPEN = {
+    "hookstream": "open",
+    "devhelm": "INVESTIGATING",
+    "inboxops": "open",
+    "incidentio": "outstanding",
+}
+
+
 async def statuses(rig: Rig, ids: dict[str, str]) -> dict[str, Any]:
     return {system: (await rig.object(system, ext))["status"] for system, ext in ids.items()}
 
@@ -60,20 +75,10 @@ async def test_resolve_propagates_and_reopen_follows(store: Store) -> None:
         _, ids = await linked(rig)
         await rig.human("hookstream", ids["hookstream"], status="resolved")
         await rig.settle()
-        assert await statuses(rig, ids) == {
-            "hookstream": "resolved",
-            "devhelm": "RESOLVED",
-            "inboxops": "resolved",
-            "incidentio": "completed",
-        }
+        assert await statuses(rig, ids) == ALL_RESOLVED
         await rig.human("inboxops", ids["inboxops"], status="open")
         await rig.settle()
-        assert await statuses(rig, ids) == {
-            "hookstream": "open",
-            "devhelm": "INVESTIGATING",
-            "inboxops": "open",
-            "incidentio": "outstanding",
-        }
+        assert await statuses(rig, ids) == ALL_OPEN
 
 
 async def test_each_change_writes_each_linked_object_once_and_echoes_write_nothing(
@@ -139,12 +144,7 @@ async def test_concurrent_changes_converge_by_last_writer_and_keep_the_loser(
         await rig.human("inboxops", ids["inboxops"], status="waiting")
         await rig.human("devhelm", ids["devhelm"], status="RESOLVED")
         await rig.settle()
-        assert await statuses(rig, ids) == {
-            "hookstream": "resolved",
-            "devhelm": "RESOLVED",
-            "inboxops": "resolved",
-            "incidentio": "completed",
-        }
+        assert await statuses(rig, ids) == ALL_RESOLVED
         async with rig.gateway.store.tx() as tx:
             history = await tx.history_of(item_id)
         lost = [h for h in history if h.kind == "conflict_lost"]
@@ -240,12 +240,7 @@ async def test_a_burst_coalesces_into_one_write_per_linked_object(store: Store) 
             "inboxops": 0,
             "incidentio": 1,
         }
-        assert await statuses(rig, ids) == {
-            "hookstream": "resolved",
-            "devhelm": "RESOLVED",
-            "inboxops": "resolved",
-            "incidentio": "completed",
-        }
+        assert await statuses(rig, ids) == ALL_RESOLVED
 
 
 @pytest.mark.parametrize("db_kind", ["sqlite"])
@@ -289,24 +284,14 @@ async def test_an_out_system_receives_the_field_but_its_changes_are_ignored(
             "inboxops": 1,
             "incidentio": 0,
         }
-        assert await statuses(rig, ids) == {
-            "hookstream": "open",
-            "devhelm": "INVESTIGATING",
-            "inboxops": "open",
-            "incidentio": "outstanding",
-        }
+        assert await statuses(rig, ids) == ALL_OPEN
         async with rig.gateway.store.tx() as tx:
             changes = [h for h in await tx.history_of(item_id) if h.kind == "change"]
         assert not [h for h in changes if h.system == "inboxops" and h.field == "status"]
         # a change made elsewhere still reaches the ticket
         await rig.human("hookstream", ids["hookstream"], status="resolved")
         await rig.settle()
-        assert await statuses(rig, ids) == {
-            "hookstream": "resolved",
-            "devhelm": "RESOLVED",
-            "inboxops": "resolved",
-            "incidentio": "completed",
-        }
+        assert await statuses(rig, ids) == ALL_RESOLVED
 
 
 async def test_an_in_system_sets_the_field_but_is_never_written(store: Store) -> None:
