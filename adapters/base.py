@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import abc
 from collections.abc import AsyncIterator, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, ClassVar
 
 import httpx
@@ -29,6 +29,10 @@ from app.model import (
     VendorObject,
     WebhookEvent,
 )
+
+#: How far before an earlier create attempt started a retried create looks for the object
+#: it may have made: the vendor's clock may be behind ours by this much.
+CREATE_SEARCH_SKEW = timedelta(minutes=5)
 
 
 class AdapterSettings(msgspec.Struct, frozen=True, kw_only=True):
@@ -126,13 +130,21 @@ class Adapter(abc.ABC):
 
     @abc.abstractmethod
     async def create(
-        self, target: CreateTarget, fields: Fields, idempotency_key: str, *, retry: bool = True
+        self,
+        target: CreateTarget,
+        fields: Fields,
+        idempotency_key: str,
+        *,
+        earlier_since: datetime | None = None,
     ) -> VendorObject:
         """Create an object holding ``fields``; a retry with the same key returns the same
-        object instead of a second one. ``retry`` says an earlier attempt with this key
-        may have reached the vendor; False only when none can have (the first attempt),
-        which spares vendors without an idempotency key the search for an earlier
-        attempt's object. Raises ``Rejected`` where the vendor cannot create.
+        object instead of a second one.
+
+        ``earlier_since`` is when an earlier attempt with this key started, if one may
+        have reached the vendor (None on the first attempt). Vendors without an
+        idempotency key look for that attempt's object among the objects created since
+        then (less ``CREATE_SEARCH_SKEW``): a bounded search, never a scan of the
+        vendor's history. Raises ``Rejected`` where the vendor cannot create.
         """
 
     @abc.abstractmethod

@@ -1048,7 +1048,7 @@ async def relink(
             raise _not_found(f"no work item {data.work_item_id!r}")
         if link.work_item_id != target.id:
             now = gateway.clock()
-            await tx.move_link(lid, target.id)
+            await tx.move_link(lid, target.id, target.version)
             what = f"{link.system} {link.external_id}"
             await tx.add_history(
                 [
@@ -1070,8 +1070,6 @@ async def relink(
                     ),
                 ]
             )
-            if not link.dead:
-                await tx.mark_dirty([lid], target.version)
     if link.work_item_id != target.id:
         gateway.dispatcher.wake.set()
         _audit(
@@ -1143,6 +1141,7 @@ async def retry_dead(request: Request[Any, Any, Any]) -> CountResult:
     gateway = _gateway(request)
     async with gateway.store.tx() as tx:
         count = await tx.revive()
+        await tx.lift_deferral()
     gateway.dispatcher.wake.set()
     _audit("dead letters retried", count=count)
     return CountResult(count)
@@ -1180,6 +1179,7 @@ async def retry_write(request: Request[Any, Any, Any], link_id: LinkId) -> Outbo
             await tx.admin_retry_now(lid)
         else:
             raise AdminError(409, "Nothing to retry", f"link {lid} has no pending write")
+        await tx.lift_deferral(link.system)
         entry = await _outbox_entry(tx, await _link_or_404(tx, lid))
     gateway.dispatcher.wake.set()
     _audit("write retried", work_item_id=link.work_item_id, system=link.system, link_id=lid)
@@ -1296,6 +1296,8 @@ async def _set_paused(request: Request[Any, Any, Any], name: str, paused: bool) 
     _check_system(gateway, name, status=404)
     async with gateway.store.tx() as tx:
         await tx.set_system(name, paused=paused)
+        if not paused:
+            await tx.lift_deferral(name)
         status = await _system_status(gateway, tx, name)
     if not paused:
         gateway.dispatcher.wake.set()

@@ -118,6 +118,7 @@ class Gateway:
         self.adapters: dict[str, Adapter] = self._build_adapters(settings, secrets)
         self.rules = Rules(settings, self.adapters)
         self.ingest = IngestFirst()
+        self.engine = Engine(store, self.rules, self.adapters, clock=clock)
         self.dispatcher = Dispatcher(
             store,
             self.rules,
@@ -127,13 +128,18 @@ class Gateway:
             clock=clock,
             worker_id=worker_id,
             ingest=self.ingest,
+            engine=self.engine,
         )
-        self.engine = Engine(
-            store, self.rules, self.adapters, clock=clock, on_change=self.dispatcher.wake.set
-        )
+        self.engine.on_change = self.dispatcher.wake.set
         enabled = {n: s for n, s in settings.systems.items() if n in self.adapters}
         self.pollers = Pollers(
-            store, self.engine, self.adapters, enabled, metrics=self.metrics, clock=clock
+            store,
+            self.engine,
+            self.adapters,
+            enabled,
+            metrics=self.metrics,
+            clock=clock,
+            max_defer_s=settings.dispatcher.max_defer_s,
         )
         self.worker = InboxWorker(
             store,

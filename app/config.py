@@ -527,6 +527,7 @@ class _Checker:
         self.number(system, "page_size", path, ge=1, le=1000)
         self.number(system, "max_connections", path, ge=1)
         self.number(system, "timeout_s", path, gt=0)
+        self.number(system, "max_clock_skew_s", path, ge=0)
         for index, scope in enumerate(system.get("scopes") or []):
             if scope == "":
                 self.issue(f"{path}.scopes[{index}]", "must not be empty")
@@ -673,6 +674,7 @@ class _Checker:
         self.number(dispatcher, "backoff_max_s", "dispatcher", gt=0)
         self.number(dispatcher, "concurrency", "dispatcher", ge=1)
         self.number(dispatcher, "lease_s", "dispatcher", gt=0)
+        self.number(dispatcher, "max_defer_s", "dispatcher", gt=0)
         base, top = dispatcher.get("backoff_base_s"), dispatcher.get("backoff_max_s")
         if isinstance(base, float) and isinstance(top, float) and 0 < top < base:
             self.issue(

@@ -22,10 +22,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
+from typing import TYPE_CHECKING
 
 import msgspec
 
@@ -33,13 +35,24 @@ from adapters.base import Adapter
 from app.errors import FatalError, RateLimited, RetriableError, VendorError
 from app.loops import IngestFirst, wait_any
 from app.metrics import Metrics
-from app.model import VendorObject, WorkItem, utcnow
+from app.model import Fields, VendorObject, WorkItem, utcnow
 from app.retry import backoff_delay
 from app.rules import Rules
-from app.settings import DispatcherSettings
+from app.settings import Direction, DispatcherSettings
 from app.store import FinishedWrite, HistoryEntry, Link, Store, Tx
 
+if TYPE_CHECKING:
+    from app.engine import Engine
+
 log = logging.getLogger("syncgate.dispatcher")
+
+
+def capped_delay(seconds: float, cap: float) -> float:
+    """A vendor-given delay made safe to wait for: at most ``cap``, at least 0, and 0 for
+    something that is not a number."""
+    if math.isnan(seconds):
+        return 0.0
+    return min(max(seconds, 0.0), cap)
 
 
 class Attempt(msgspec.Struct, kw_only=True):
@@ -73,8 +86,11 @@ class Dispatcher:
         clock: Callable[[], datetime] = utcnow,
         worker_id: str | None = None,
         ingest: IngestFirst | None = None,
+        engine: Engine | None = None,
     ) -> None:
         self.store = store
+        #: Folds what a read before a write finds into the work item (None: no reads).
+        self.engine = engine
         self.rules = rules
         self.adapters = adapters
         self.settings = settings
@@ -83,6 +99,9 @@ class Dispatcher:
         self.worker_id = worker_id or f"dispatcher-{uuid.uuid4().hex[:12]}"
         self.wake = asyncio.Event()
         self.ingest = ingest or IngestFirst()
+        #: Links whose writes this process has in flight: their claims are renewed until
+        #: the outcome is recorded, and they are never claimed a second time meanwhile.
+        self.in_flight: set[int] = set()
 
     # -- loops -----------------------------------------------------------------------------
 
@@ -91,9 +110,8 @@ class Dispatcher:
         outcomes; returns how many were claimed."""
         claimed = await self._claim(self.settings.concurrency * 2)
         if claimed:
-            await self._record(
-                list(await asyncio.gather(*(self._attempt(link, item) for link, item in claimed)))
-            )
+            attempts = await asyncio.gather(*(self._attempt(link, item) for link, item in claimed))
+            await self._record(list(attempts))
         return len(claimed)
 
     async def run_until_idle(self, max_rounds: int = 10_000) -> None:
@@ -113,6 +131,7 @@ class Dispatcher:
         in_flight: set[asyncio.Task[None]] = set()
         room = asyncio.Event()
         recorder = loop.create_task(self._record_from(done), name="dispatcher-recorder")
+        renewer = loop.create_task(self._renew_claims(stop), name="dispatcher-renewer")
 
         async def write(link: Link, item: WorkItem | None) -> None:
             await done.put(await self._attempt(link, item))
@@ -147,9 +166,28 @@ class Dispatcher:
             if in_flight:
                 await asyncio.wait(set(in_flight))
             await done.join()
-            recorder.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await recorder
+            for task in (recorder, renewer):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+
+    async def _renew_claims(self, stop: asyncio.Event) -> None:
+        """Keep the claims of the writes in flight: every third of a lease, push their
+        leases out by a whole lease, so a slow vendor call never loses its claim to
+        another writer (which would send the same create twice). A crashed process stops
+        renewing, and its claims lapse one lease later."""
+        lease = timedelta(seconds=self.settings.lease_s)
+        while not stop.is_set():
+            await wait_any(stop, seconds=self.settings.lease_s / 3)
+            if not self.in_flight:
+                continue
+            try:
+                async with self.store.tx() as tx:
+                    await tx.renew_claims(
+                        self.in_flight, worker=self.worker_id, until=self.clock() + lease
+                    )
+            except Exception:
+                log.exception("renewing claims failed")
 
     async def _record_from(self, done: asyncio.Queue[Attempt]) -> None:
         """Record finished writes, as many per transaction as have finished meanwhile."""
@@ -171,7 +209,12 @@ class Dispatcher:
     # -- claiming --------------------------------------------------------------------------
 
     async def _claim(self, limit: int) -> list[tuple[Link, WorkItem | None]]:
-        """Claim up to ``limit`` due links of systems not held back, with their items."""
+        """Claim up to ``limit`` due links of systems not held back, with their items.
+
+        In the same transaction: a create about to be tried for the first time records
+        the fields it will send (its intent, kept with the idempotency key), and a link
+        whose target version is ahead of its item (bookkeeping from another item) is
+        brought back to the item's version, so that it cannot stay dirty forever."""
         now = self.clock()
         async with self.store.tx() as tx:
             links = await tx.claim_due_links(
@@ -180,13 +223,42 @@ class Dispatcher:
                 lease=timedelta(seconds=self.settings.lease_s),
                 limit=limit,
             )
+            links = [link for link in links if link.id not in self.in_flight]
             items = await tx.items_by_id(link.work_item_id for link in links)
+            for link in links:
+                item = items.get(link.work_item_id)
+                if item is None:
+                    continue
+                if link.dirty_version > item.version:
+                    log.warning(
+                        "link target version ahead of its item: repaired",
+                        extra={"link_id": link.id, "work_item_id": item.id},
+                    )
+                    await tx.repair_dirty_version(link.id, item.version)
+                    link.dirty_version = item.version
+                if link.external_id is None and link.create_payload is None:
+                    link.create_payload = msgspec.to_builtins(
+                        self._create_fields(link.system, item).as_dict()
+                    )
+                    await tx.save_create_intent(link.id, link.create_payload)
+        self.in_flight.update(link.id for link in links)
         return [(link, items.get(link.work_item_id)) for link in links]
+
+    def _create_fields(self, system: str, item: WorkItem) -> Fields:
+        """What a create in ``system`` carries: the fields written there, the title
+        (every vendor needs one, whatever the directions) and the description where it
+        may flow there (DevHelm puts it in the initial update, InboxOps in the initial
+        internal note, even though neither can change it later)."""
+        names = set(self.rules.out_fields(system)) | {"title"}
+        if self.rules.direction(system, "description") in (Direction.BOTH, Direction.OUT):
+            names.add("description")
+        return item.fields().only(names)
 
     # -- one write -------------------------------------------------------------------------
 
     async def _attempt(self, link: Link, item: WorkItem | None) -> Attempt:
-        """Write one link's object (no database access: the outcome is recorded later)."""
+        """Write one link's object. The outcome is recorded later, in a batch; only a
+        read before an update touches the database here (through the engine)."""
         adapter = self.adapters.get(link.system)
         creating = link.external_id is None
         result = Attempt(
@@ -199,34 +271,12 @@ class Dispatcher:
             result.crash = "the work item no longer exists"
             return result
         result.version = item.version
-        fields = self.rules.out_fields(link.system)
-        target = item.fields().only(fields)
-        if creating:
-            # every vendor needs a title to create an object, whatever the directions
-            changes = item.fields().only(fields | {"title"})
-        else:
-            changes = adapter.differs(link.known, target)
-            if changes.is_empty():
-                return result
-        result.called = True
-        result.attempt = link.attempts + 1
-        result.payload = msgspec.to_builtins(changes.as_dict())
         started = time.perf_counter()
         try:
             if creating:
-                assert link.create_target is not None and link.idempotency_key is not None
-                result.obj = await adapter.create(
-                    link.create_target,
-                    changes,
-                    link.idempotency_key,
-                    retry=link.create_claims > 1,  # claimed before: it may have been made
-                )
-                rest = adapter.differs(result.obj, target)
-                if not rest.is_empty():  # a field the create call could not carry
-                    result.obj = await adapter.update(result.obj.ref, rest, current=result.obj)
+                await self._create(adapter, link, item, result)
             else:
-                assert link.ref is not None
-                result.obj = await adapter.update(link.ref, changes, current=link.known)
+                await self._update(adapter, link, item, result)
         except VendorError as exc:
             result.error = exc
         except Exception as exc:
@@ -235,16 +285,101 @@ class Dispatcher:
         result.duration_s = time.perf_counter() - started
         return result
 
+    async def _create(self, adapter: Adapter, link: Link, item: WorkItem, result: Attempt) -> None:
+        """Create the object with the fields the first attempt recorded (the same body
+        on every try), then write whatever else the item holds by now."""
+        assert link.create_target is not None and link.idempotency_key is not None
+        fields = (
+            Fields.from_dict(link.create_payload)
+            if link.create_payload is not None
+            else self._create_fields(link.system, item)
+        )
+        result.called = True
+        result.attempt = link.attempts + 1
+        result.payload = msgspec.to_builtins(fields.as_dict())
+        # claimed before: an earlier attempt may have made the object since it started
+        earlier = link.create_started_at if link.create_claims > 1 else None
+        result.obj = await adapter.create(
+            link.create_target, fields, link.idempotency_key, earlier_since=earlier
+        )
+        target = item.fields().only(self.rules.out_fields(link.system))
+        rest = adapter.differs(result.obj, target)
+        if not rest.is_empty():  # a field the create call could not carry, or a newer value
+            result.obj = await adapter.update(result.obj.ref, rest, current=result.obj)
+
+    async def _update(self, adapter: Adapter, link: Link, item: WorkItem, result: Attempt) -> None:
+        """Write what the object lacks of the item's state; first, where the system
+        asks for it, read the object and let the engine fold in any change we had not
+        seen, so that a person's newer edit is never overwritten."""
+        assert link.ref is not None
+        known = link.known
+        read_at: float | None = None
+        if self._refreshes(link.system):
+            refreshed = await self._refresh(adapter, link)
+            if refreshed is None:
+                return  # the link was moved or removed meanwhile: nothing to write here
+            link, item, known, read_at = refreshed
+            result.link = link
+            result.version = item.version
+        assert link.ref is not None
+        target = item.fields().only(self.rules.out_fields(link.system))
+        changes = adapter.differs(known, target)
+        if changes.is_empty():
+            return
+        result.called = True
+        result.attempt = link.attempts + 1
+        result.payload = msgspec.to_builtins(changes.as_dict())
+        if read_at is not None:  # the window in which an edit there could still be missed
+            self.metrics.refresh_window.labels(link.system).observe(time.perf_counter() - read_at)
+        result.obj = await adapter.update(link.ref, changes, current=known)
+
+    def _refreshes(self, system: str) -> bool:
+        settings = self.rules.settings.systems.get(system)
+        return self.engine is not None and settings is not None and settings.refresh_before_write
+
+    async def _refresh(
+        self, adapter: Adapter, link: Link
+    ) -> tuple[Link, WorkItem, VendorObject, float] | None:
+        """Read the object, hand it to the engine like any observation (a change made
+        there since we last saw it is applied or loses by the conflict policy, and
+        either way is in the history), then re-read the link and its item."""
+        assert self.engine is not None and link.ref is not None
+        fresh = await adapter.get(link.ref)
+        read_at = time.perf_counter()
+        self.metrics.refresh_reads.labels(link.system).inc()
+        await self.engine.observe(fresh, event_id=f"refresh-{link.id}")
+        async with self.store.tx() as tx:
+            current = await tx.get_link(link.id)
+            if current is None or current.claimed_by != link.claimed_by:
+                return None
+            item = await tx.get_item(current.work_item_id)
+        if item is None:
+            return None
+        return current, item, fresh, read_at
+
     # -- recording -------------------------------------------------------------------------
 
     async def _record(self, attempts: Sequence[Attempt]) -> None:
         """Record the outcomes of finished writes in one transaction, then count and log
         them."""
+        try:
+            await self._record_outcomes(attempts)
+        finally:
+            # recorded, or left to lapse if recording failed: no longer ours to renew
+            self.in_flight.difference_update(a.link.id for a in attempts)
+
+    async def _record_outcomes(self, attempts: Sequence[Attempt]) -> None:
         now = self.clock()
         outcomes: list[str] = []
         async with self.store.tx() as tx:
+            # A write left dirty (the item moved on while it was in flight) is due again
+            # at once; one that needed no call waits a little first, so a link whose
+            # state cannot be settled by writing never spins the dispatcher.
+            settle = now + timedelta(seconds=self.settings.backoff_base_s)
             finished = [
-                FinishedWrite(link=a.link, obj=a.obj, version=a.version)
+                FinishedWrite(
+                    link=a.link, obj=a.obj, version=a.version, again=None if a.called else settle
+                )
                 for a in attempts
                 if a.error is None and a.crash is None
             ]
@@ -309,7 +444,7 @@ class Dispatcher:
             # next attempt updates it instead of creating another
             await tx.record_created(link, a.obj, now)
         if isinstance(exc, RateLimited):
-            until = now + timedelta(seconds=exc.retry_after)
+            until = now + timedelta(seconds=self.defer_seconds(exc.retry_after))
             await tx.set_system(link.system, deferred_until=until, last_write_error=reason)
             await tx.retry_link_later(link, error=reason, at=until, count_attempt=False)
             return "rate_limited"
@@ -338,6 +473,12 @@ class Dispatcher:
             )
         )
         return "dead"
+
+    def defer_seconds(self, retry_after: float) -> float:
+        """How long a 429 holds the system back: its Retry-After, capped at
+        ``max_defer_s`` (a vendor asking for a day, or for 1e12 seconds, must not
+        silence a system), and never negative or not a number."""
+        return capped_delay(retry_after, self.settings.max_defer_s)
 
     def _count_and_log(self, a: Attempt, outcome: str) -> None:
         link = a.link

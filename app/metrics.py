@@ -49,6 +49,20 @@ class Metrics:
             registry=r,
             buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
+        self.refresh_reads = Counter(
+            "syncgate_refresh_reads",
+            "Objects read before an update, to fold in changes not yet seen",
+            ["system"],
+            registry=r,
+        )
+        self.refresh_window = Histogram(
+            "syncgate_refresh_window_seconds",
+            "From the read before an update to the update being sent: the window in which"
+            " an edit made in the vendor's tool is still overwritten",
+            ["system"],
+            registry=r,
+            buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
+        )
         self.retries = Counter(
             "syncgate_write_retries", "Writes scheduled for another attempt", ["system"], registry=r
         )

@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 import msgspec
 
 from adapters.base import Adapter
+from app.dispatcher import capped_delay
 from app.engine import Engine
 from app.errors import RateLimited, VendorError
 from app.loops import wait_any
@@ -51,8 +52,11 @@ class Pollers:
         *,
         metrics: Metrics,
         clock: Callable[[], datetime] = utcnow,
+        max_defer_s: float = 900.0,
     ) -> None:
         self.store = store
+        #: The longest a 429 makes a system's poll loop wait.
+        self.max_defer_s = max_defer_s
         self.engine = engine
         self.adapters = adapters
         self.systems = systems
@@ -155,8 +159,11 @@ class Pollers:
                     elif outcome.kind == "created":
                         result.created += 1
                     self.metrics.observations.labels(system, outcome.kind).inc()
-                    if newest is None or obj.updated_at > newest:
-                        newest = obj.updated_at
+                    # a vendor time in the future (clamped by the engine) must not carry
+                    # the cursor past changes still to come
+                    seen = min(obj.updated_at, self.clock())
+                    if newest is None or seen > newest:
+                        newest = seen
         except VendorError as exc:
             result.error = str(exc)
             if isinstance(exc, RateLimited):
@@ -211,7 +218,11 @@ class Pollers:
                 nudge.clear()
                 try:
                     result = await self.poll(system)
-                    wait = result.retry_after if result.retry_after else interval
+                    wait = (
+                        capped_delay(result.retry_after, self.max_defer_s)
+                        if result.retry_after
+                        else interval
+                    )
                 except Exception:
                     log.exception("poll crashed", extra={"system": system})
                     wait = interval

@@ -63,6 +63,13 @@ class SystemSettings(Base, frozen=True, kw_only=True):
     #: Concurrent outbound requests to this vendor.
     max_connections: int = 16
     timeout_s: float = 10.0
+    #: Read the object before each update and fold what changed into the work item
+    #: first, so a change the gateway has not seen (no webhook yet, or none at all) is
+    #: never overwritten. One extra GET per update.
+    refresh_before_write: bool = True
+    #: Vendor times further ahead of our clock than this are clamped to our clock (a
+    #: timestamp in the future must not make every later real change look stale).
+    max_clock_skew_s: float = 300.0
 
 
 class Match(Base, frozen=True):
@@ -138,6 +145,8 @@ class DispatcherSettings(Base, frozen=True):
     concurrency: int = 64
     #: A claimed write not finished within this is released to other workers.
     lease_s: float = 60.0
+    #: The longest a 429's Retry-After may hold a system's writes back.
+    max_defer_s: float = 900.0
 
 
 class HistorySettings(Base, frozen=True):

@@ -84,6 +84,10 @@ class Link(msgspec.Struct, kw_only=True):
     dead_reason: str | None
     claimed_by: str | None = None
     create_claims: int = 0
+    #: When the first create attempt was claimed (None until then, and for linked objects).
+    create_started_at: datetime | None = None
+    #: The fields the first create attempt sent (kept with the idempotency key).
+    create_payload: dict[str, Any] | None = None
 
     @property
     def ref(self) -> ObjectRef | None:
@@ -107,11 +111,13 @@ class NewEvent(msgspec.Struct, kw_only=True):
 
 class FinishedWrite(msgspec.Struct, kw_only=True):
     """A link whose object now holds its item at ``version``: ``obj`` is what the vendor
-    returned, None when no call was needed."""
+    returned, None when no call was needed). If the item moved on meanwhile, the link
+    stays dirty and is due again at ``again`` (None: at once)."""
 
     link: Link
     obj: VendorObject | None
     version: int
+    again: datetime | None = None
 
 
 class Event(msgspec.Struct, kw_only=True):
@@ -214,6 +220,8 @@ def _link(row: Any) -> Link:
         dead_reason=m["dead_reason"],
         claimed_by=m["claimed_by"],
         create_claims=m["create_claims"],
+        create_started_at=_dt(m["create_started_at"]),
+        create_payload=m["create_payload"],
     )
 
 
@@ -277,7 +285,14 @@ _FINISH_WRITE = (
         synced_version=sa.bindparam("b_version"),
         dirty=t.links.c.dirty_version > sa.bindparam("b_version"),
         attempts=0,
-        next_attempt_at=None,
+        # still dirty (the item moved on meanwhile): due again at b_again
+        next_attempt_at=sa.case(
+            (
+                t.links.c.dirty_version > sa.bindparam("b_version"),
+                sa.bindparam("b_again", type_=TZ),
+            ),
+            else_=None,
+        ),
         claimed_by=None,
         claimed_until=None,
         last_error=None,
@@ -318,6 +333,13 @@ def _claim_links(postgres: bool) -> Any:
             claimed_until=sa.bindparam("b_until", type_=TZ),
             create_claims=t.links.c.create_claims
             + sa.case((t.links.c.external_id.is_(None), 1), else_=0),
+            create_started_at=sa.case(
+                (
+                    t.links.c.external_id.is_(None),
+                    sa.func.coalesce(t.links.c.create_started_at, now),
+                ),
+                else_=t.links.c.create_started_at,
+            ),
         )
         .returning(*t.links.c)
     )
@@ -587,9 +609,51 @@ class Tx:
     async def unlink(self, link_id: int) -> None:
         await self._run(sa.delete(t.links).where(t.links.c.id == link_id))
 
-    async def move_link(self, link_id: int, work_item_id: str) -> None:
+    async def move_link(self, link_id: int, work_item_id: str, version: int) -> None:
+        """Move a link to another work item, at that item's ``version``: the version
+        bookkeeping starts afresh (the old item's versions mean nothing to the new one),
+        and a live link is marked to receive the new item's state."""
         await self._run(
-            sa.update(t.links).where(t.links.c.id == link_id).values(work_item_id=work_item_id)
+            sa.update(t.links)
+            .where(t.links.c.id == link_id)
+            .values(
+                work_item_id=work_item_id,
+                dirty=sa.not_(t.links.c.dead),
+                dirty_version=version,
+                synced_version=0,
+                attempts=0,
+                next_attempt_at=None,
+            )
+        )
+
+    async def renew_claims(self, link_ids: Iterable[int], *, worker: str, until: datetime) -> int:
+        """Extend this worker's claims on links whose writes are still in flight; returns
+        how many it still held."""
+        ids = sorted(set(link_ids))
+        if not ids:
+            return 0
+        result = await self._run(
+            sa.update(t.links)
+            .where(t.links.c.id.in_(ids), t.links.c.claimed_by == worker)
+            .values(claimed_until=until)
+        )
+        return int(result.rowcount)
+
+    async def save_create_intent(self, link_id: int, payload: dict[str, Any]) -> None:
+        """Keep the fields the first create attempt sends (once: a retry keeps them)."""
+        await self._run(
+            sa.update(t.links)
+            .where(t.links.c.id == link_id, t.links.c.create_payload.is_(None))
+            .values(create_payload=payload)
+        )
+
+    async def repair_dirty_version(self, link_id: int, version: int) -> None:
+        """Bring a link's target version back to its item's (it can only be ahead after
+        bookkeeping from another item; the write made now renders the item as it is)."""
+        await self._run(
+            sa.update(t.links)
+            .where(t.links.c.id == link_id, t.links.c.dirty_version > version)
+            .values(dirty_version=version)
         )
 
     # -- outbox: claiming and finishing writes ---------------------------------------------
@@ -627,6 +691,7 @@ class Tx:
                 "b_id": f.link.id,
                 "b_claimed_by": f.link.claimed_by or "",
                 "b_version": f.version,
+                "b_again": f.again or now,
             }
             if f.obj is None:
                 synced.append(row)
@@ -921,6 +986,21 @@ class Tx:
         )
         if updated.rowcount == 0:
             await self._run(sa.insert(t.systems).values(system=system, **values))
+
+    async def lift_deferral(self, system: str | None = None) -> None:
+        """An operator's resume or retry: forget a 429's deferral (of one system, or of
+        all), and make the writes it held back due now."""
+        systems = sa.update(t.systems).where(t.systems.c.deferred_until.is_not(None))
+        links = sa.update(t.links).where(
+            t.links.c.dirty.is_(True),
+            t.links.c.dead.is_(False),
+            t.links.c.next_attempt_at.is_not(None),
+        )
+        if system is not None:
+            systems = systems.where(t.systems.c.system == system)
+            links = links.where(t.links.c.system == system)
+        await self._run(systems.values(deferred_until=None))
+        await self._run(links.values(next_attempt_at=None))
 
     async def held_systems(self, now: datetime) -> list[str]:
         """Systems whose writes wait: paused, or deferred by a 429."""

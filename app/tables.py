@@ -78,6 +78,12 @@ class LinkRow(SQLModel, table=True):
     #: How often the link was claimed while its object was still to be created: past
     #: the first claim, an earlier attempt may have made the object (look before create).
     create_claims: int = 0
+    #: When the first attempt to create the object was claimed: a retried create looks
+    #: for an earlier attempt's object only among those created since (a bounded search).
+    create_started_at: datetime | None = Field(default=None, sa_type=TZ)
+    #: The fields the first create attempt sent, kept with the idempotency key: every
+    #: retry sends the same body (InboxOps answers 409 to a key reused with another body).
+    create_payload: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
     # -- outbox ---------------------------------------------------------------------------
     dirty: bool = Field(default=False)
     #: The work item version the object must reach.

@@ -13,20 +13,17 @@ Options read from ``AdapterSettings.options``:
 Scopes are status page ids; ``list_changed`` walks each one newest change first
 (``sort=updatedAt,desc``) and stops a scope at the first incident older than ``since``.
 
-- ``create_lookback_s`` (number >= 0, default 86400): how far back ``create`` fetches
-  incidents one by one when looking for an earlier attempt (below).
-
 DevHelm has no idempotency key, so ``create`` appends a marker line
-``<!-- syncgate:<idempotency_key> -->`` to the initial update's body, and before a
-retried create (``retry``: an earlier attempt may have reached DevHelm; the first
-attempt skips this) looks through the scope's incidents for one whose initial update
-ends with that marker; a retried create returns that incident instead of making a
-second one. The marker alone
-decides: the title may have changed between an attempt whose answer was lost and the
-retry. List rows come without their timeline, so candidates are fetched one by one: every
-incident created within ``create_lookback_s``, and, further back, those whose title is
-the one being created (a create revived long after its first attempt). Status pages carry
-few incidents, so this costs a handful of reads at most.
+``<!-- syncgate:<idempotency_key> -->`` to the initial update's body (the first entry of
+the public timeline: the only free text a create carries). Before a retried create
+(``earlier_since``: an earlier attempt may have reached DevHelm) it looks for an incident
+whose initial update ends with that marker, among the incidents created since the earlier
+attempt started (less a clock-skew margin), and returns it instead of making a second
+one. The marker alone decides: the title may have changed between an attempt whose answer
+was lost and the retry. Lists are read newest first (``sort=createdAt,desc``) and the
+search stops at the first page that reaches older incidents, if that page is in order;
+list rows come without their timeline, so only the candidates are fetched one by one. A
+retry costs one list page and a read per incident made since the first attempt.
 
 Writes send ``notifySubscribers`` from ``CreateTarget.params["notify_subscribers"]``
 (default False: a mirrored incident should not email the page's subscribers). ``update``
@@ -36,9 +33,9 @@ uses ``PUT`` with only the fields being changed, never ``null`` (which DevHelm r
 
 from __future__ import annotations
 
-import math
 from collections.abc import AsyncIterator, Mapping
-from datetime import datetime, timedelta
+from datetime import datetime
+from itertools import pairwise
 from typing import Any, ClassVar
 from urllib.parse import quote
 
@@ -48,11 +45,9 @@ from msgspec import UNSET
 
 from adapters import signing
 from adapters._http import decode, send
-from adapters.base import Adapter, AdapterSettings
+from adapters.base import CREATE_SEARCH_SKEW, Adapter
 from adapters.devhelm import wire
 from app.errors import (
-    ConfigError,
-    ConfigIssue,
     MalformedPayload,
     Rejected,
     TransientError,
@@ -67,13 +62,10 @@ from app.model import (
     VendorObject,
     WebhookEvent,
     as_utc,
-    utcnow,
 )
 
 #: DevHelm's page size ceiling for incident lists (the SDK's own page size).
 MAX_PAGE_SIZE = 200
-#: How far back ``create`` fetches incidents to find an earlier attempt, by default.
-DEFAULT_CREATE_LOOKBACK_S = 86400.0
 
 
 def read_error(body: Any) -> str | None:
@@ -89,27 +81,6 @@ def read_error(body: Any) -> str | None:
     return "; ".join(parts) or error.code
 
 
-def _lookback_option(settings: AdapterSettings) -> float:
-    value = settings.options.get("create_lookback_s", DEFAULT_CREATE_LOOKBACK_S)
-    if (
-        isinstance(value, int | float)
-        and not isinstance(value, bool)
-        and math.isfinite(value)
-        and value >= 0
-    ):
-        return float(value)
-    raise ConfigError(
-        [
-            ConfigIssue(
-                file="<settings>",
-                line=None,
-                key="options.create_lookback_s",
-                message=f"must be a number of seconds >= 0, got {value!r}",
-            )
-        ]
-    )
-
-
 def idempotency_marker(key: str) -> str:
     """The line ``create`` appends to the initial update body to find a retried create."""
     return f"<!-- syncgate:{key} -->"
@@ -122,10 +93,6 @@ class DevHelmAdapter(Adapter):
     readable: ClassVar[frozenset[str]] = frozenset({"title", "status", "priority"})
     writable: ClassVar[frozenset[str]] = frozenset({"title", "status", "priority"})
     can_create: ClassVar[bool] = True
-
-    def __init__(self, settings: AdapterSettings, client: httpx.AsyncClient) -> None:
-        super().__init__(settings, client)
-        self.create_lookback = timedelta(seconds=_lookback_option(settings))
 
     @classmethod
     def default_value_maps(cls) -> dict[str, ValueMap]:
@@ -269,14 +236,19 @@ class DevHelmAdapter(Adapter):
     # -- writes ----------------------------------------------------------------------------
 
     async def create(
-        self, target: CreateTarget, fields: Fields, idempotency_key: str, *, retry: bool = True
+        self,
+        target: CreateTarget,
+        fields: Fields,
+        idempotency_key: str,
+        *,
+        earlier_since: datetime | None = None,
     ) -> VendorObject:
         if not target.scope:
             raise Rejected(self.system, "creating an incident needs a status page id as scope")
         if fields.title is UNSET:
             raise Rejected(self.system, "creating an incident needs a title")
-        if retry:
-            earlier = await self._find_created(target.scope, fields.title, idempotency_key)
+        if earlier_since is not None:
+            earlier = await self._find_created(target.scope, idempotency_key, earlier_since)
             if earlier is not None:
                 return earlier
         text = fields.description if isinstance(fields.description, str) else ""
@@ -291,23 +263,24 @@ class DevHelmAdapter(Adapter):
             request.status = self._vendor_value("status", fields.status)
         return self._single(await self._call("POST", self._url(target.scope), body=request))
 
-    async def _find_created(self, scope: str, title: str, key: str) -> VendorObject | None:
-        """An incident an earlier attempt with ``key`` made, found by its marker line
-        alone (see the module docstring for which rows are fetched to read it)."""
+    async def _find_created(self, scope: str, key: str, since: datetime) -> VendorObject | None:
+        """The incident an earlier attempt with ``key`` made, found by its marker line
+        among the incidents created since ``since`` (see the module docstring)."""
         marker = idempotency_marker(key)
-        recent = utcnow() - self.create_lookback
+        floor = as_utc(since) - CREATE_SEARCH_SKEW
         async for rows in self._pages(scope, "createdAt,desc"):
-            for row in rows:
-                if row.get("updates") is not None:
-                    if self._has_marker(row, marker):
-                        return self._object(row)
+            created = [as_utc(self._incident(row).created_at) for row in rows]
+            for row, at in zip(rows, created, strict=True):
+                if at < floor:
                     continue
-                created = as_utc(self._incident(row).created_at)
-                if created >= recent or row.get("title") == title:
+                if row.get("updates") is None:  # list rows carry no timeline: read it
                     response = await self._call("GET", self._url(scope, str(row.get("id"))))
-                    full = decode(self.system, response, wire.SingleIncident).data
-                    if self._has_marker(full, marker):
-                        return self._object(full)
+                    row = decode(self.system, response, wire.SingleIncident).data
+                if self._has_marker(row, marker):
+                    return self._object(row)
+            in_order = all(a >= b for a, b in pairwise(created))
+            if in_order and created and created[-1] < floor:
+                return None  # newest first: every later page is older still
         return None
 
     def _has_marker(self, raw: dict[str, Any], marker: str) -> bool:

@@ -194,7 +194,12 @@ class HookstreamAdapter(Adapter):
                 return
 
     async def create(
-        self, target: CreateTarget, fields: Fields, idempotency_key: str, *, retry: bool = True
+        self,
+        target: CreateTarget,
+        fields: Fields,
+        idempotency_key: str,
+        *,
+        earlier_since: datetime | None = None,
     ) -> VendorObject:
         raise Rejected(self.system, "hookstream creates issues itself")
 

@@ -31,7 +31,7 @@ import httpx
 import msgspec
 
 from adapters import _http
-from adapters.base import Adapter, AdapterSettings
+from adapters.base import CREATE_SEARCH_SKEW, Adapter, AdapterSettings
 from adapters.inboxops import wire
 from adapters.signing import standard_verify
 from app.errors import (
@@ -41,12 +41,24 @@ from app.errors import (
     TransientError,
     UnreadablePayload,
 )
-from app.model import CreateTarget, Fields, ObjectRef, ValueMap, VendorObject, WebhookEvent
+from app.model import (
+    CreateTarget,
+    Fields,
+    ObjectRef,
+    ValueMap,
+    VendorObject,
+    WebhookEvent,
+    as_utc,
+    utcnow,
+)
 
 SYSTEM = "inboxops"
 TICKETS = "/api/v1/tickets"
 #: The list endpoint's largest ``per_page``.
 MAX_PER_PAGE = 100
+#: How long InboxOps keeps an idempotency key (ASSUMPTION: the docs page is cut off
+#: before the period; 24 h is the common choice).
+KEY_LIFETIME = timedelta(hours=24)
 WEBHOOK_SCHEMES = ("standard", "hmac-sha256")
 TICKET_EVENTS = frozenset({"ticket.created", "ticket.updated"})
 HMAC_HEADER = "x-inboxops-signature"
@@ -206,6 +218,11 @@ class InboxOpsAdapter(Adapter):
         if since is not None:
             # updated_after is exclusive; the interface promises changes at or after since.
             params["updated_after"] = _iso(since - timedelta(microseconds=1))
+        async for page in self._list(params):
+            yield page
+
+    async def _list(self, params: Mapping[str, Any]) -> AsyncIterator[list[VendorObject]]:
+        """Every page of ``GET /tickets`` with these filters."""
         page = 1
         while True:
             response = await _http.send(
@@ -228,9 +245,15 @@ class InboxOpsAdapter(Adapter):
     # -- writes ----------------------------------------------------------------------------
 
     async def create(
-        self, target: CreateTarget, fields: Fields, idempotency_key: str, *, retry: bool = True
+        self,
+        target: CreateTarget,
+        fields: Fields,
+        idempotency_key: str,
+        *,
+        earlier_since: datetime | None = None,
     ) -> VendorObject:
-        # the Idempotency-Key makes every attempt safe: ``retry`` changes nothing here
+        # the Idempotency-Key makes every attempt safe (the dispatcher sends the first
+        # attempt's body again on a retry, so the key is replayed, not refused)
         inbox_id = target.params.get("inbox_id")
         if not isinstance(inbox_id, str) or not inbox_id:
             raise Rejected(SYSTEM, "an InboxOps create target needs params.inbox_id")
@@ -243,9 +266,16 @@ class InboxOpsAdapter(Adapter):
             body.assignee_id = fields.assignee
         if isinstance(fields.description, str) and fields.description:
             body.initial_internal_note = wire.InternalNote(body_text=fields.description)
-        created = await self._ticket(
-            "POST", TICKETS, body=body, headers={"Idempotency-Key": idempotency_key}
-        )
+        try:
+            created = await self._ticket(
+                "POST", TICKETS, body=body, headers={"Idempotency-Key": idempotency_key}
+            )
+        except Rejected as exc:
+            if exc.status != 409 or "idempotency_conflict" not in str(exc):
+                raise
+            # The key was used with another body: a ticket was made by an earlier attempt
+            # whose body differed. Find it rather than dead-letter it unlinked.
+            created = await self._find_created(body, earlier_since, exc)
         # Create cannot set a status. A replayed create returns the ticket as first made,
         # so this PATCH repeats after a retry, which is harmless (absolute values).
         if isinstance(fields.status, str) and not self.value_maps["status"].holds(
@@ -253,6 +283,39 @@ class InboxOpsAdapter(Adapter):
         ):
             return await self.update(created.ref, Fields(status=fields.status), created)
         return created
+
+    async def _find_created(
+        self, body: wire.CreateTicket, since: datetime | None, conflict: Rejected
+    ) -> VendorObject:
+        """The ticket an earlier attempt made with this key: the one ticket of the inbox
+        created since that attempt started (less a skew margin; within the key's 24 h
+        when that is unknown) whose subject is the one being created. Several such
+        tickets, or none, leave the conflict for an operator."""
+        floor = (as_utc(since) if since is not None else utcnow() - KEY_LIFETIME) - (
+            CREATE_SEARCH_SKEW
+        )
+        params = {
+            "inbox_id": body.inbox_id,
+            "created_after": _iso(floor),
+            "sort": "created_at",
+            "order": "asc",
+            "per_page": MAX_PER_PAGE,
+        }
+        found = [
+            obj
+            async for page in self._list(params)
+            for obj in page
+            if obj.raw.get("subject") == body.subject
+        ]
+        if len(found) == 1:
+            return found[0]
+        what = "no ticket" if not found else f"{len(found)} tickets"
+        raise Rejected(
+            SYSTEM,
+            f"{conflict.message}; {what} of inbox {body.inbox_id} created since {_iso(floor)} "
+            f"has the subject {body.subject!r}: link the right one by hand",
+            status=409,
+        )
 
     async def update(
         self, ref: ObjectRef, changes: Fields, current: VendorObject | None = None

@@ -15,9 +15,11 @@ it lists each incident in turn (``incident_id=``).
 
 Create marker: incident.io has no idempotency key for follow-ups, so ``create`` adds the
 label ``syncgate:<idempotency_key>`` to every follow-up it makes and, before posting a
-retry (``retry``: an earlier attempt may have reached incident.io; the first attempt skips
-this), lists the incident's follow-ups and returns the one that already carries that label
-(completing its status if an earlier attempt stopped between the POST and the PUT).
+retry (``earlier_since``: an earlier attempt may have reached incident.io; the first
+attempt skips this), lists the incident's follow-ups created since that attempt started
+(``created_at[gte]``, less a clock-skew margin) and returns the one that already carries
+that label (completing its status if an earlier attempt stopped between the POST and the
+PUT). The search reads a page or two, however many follow-ups the incident has.
 """
 
 from __future__ import annotations
@@ -33,7 +35,7 @@ import msgspec
 from msgspec import UNSET
 
 from adapters._http import decode, delay_value, send
-from adapters.base import Adapter, AdapterSettings
+from adapters.base import CREATE_SEARCH_SKEW, Adapter, AdapterSettings
 from adapters.incidentio.wire import (
     CreatePayload,
     FollowUp,
@@ -60,6 +62,7 @@ from app.model import (
     VendorObject,
     WebhookEvent,
     as_utc,
+    utcnow,
 )
 
 SYSTEM = "incidentio"
@@ -120,6 +123,16 @@ def _as_status(canonical: str | None) -> Status | None:
 def rfc3339(value: datetime) -> str:
     """``value`` as incident.io writes times: UTC, microseconds, ``Z``."""
     return as_utc(value).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _created_at(obj: VendorObject) -> datetime:
+    """When a follow-up was created (its ``created_at``); an unreadable one counts as now,
+    so that a search for recent follow-ups never skips it."""
+    raw = obj.raw.get("created_at")
+    try:
+        return as_utc(datetime.fromisoformat(str(raw)))
+    except ValueError:
+        return utcnow()
 
 
 def _option(settings: AdapterSettings, key: str, allowed: tuple[str, ...]) -> str | None:
@@ -245,7 +258,11 @@ class IncidentIoAdapter(Adapter):
                 yield page
 
     async def _pages(
-        self, incident_id: str | None, since: datetime | None
+        self,
+        incident_id: str | None,
+        since: datetime | None,
+        *,
+        created_since: datetime | None = None,
     ) -> AsyncGenerator[list[VendorObject], None]:
         params: dict[str, str] = {}
         if incident_id:
@@ -257,12 +274,16 @@ class IncidentIoAdapter(Adapter):
             objects = [self._read(raw) for raw in listing.follow_ups]
             if since is not None:
                 objects = [o for o in objects if o.updated_at >= since]
+            if created_since is not None:
+                objects = [o for o in objects if _created_at(o) >= created_since]
             if objects:
                 yield objects
             return
         params["page_size"] = str(max(1, min(self.settings.page_size, MAX_PAGE_SIZE)))
         if since is not None:
             params["updated_at[gte]"] = rfc3339(since)
+        if created_since is not None:
+            params["created_at[gte]"] = rfc3339(created_since)
         after: str | None = None
         while True:
             if after is not None:
@@ -281,7 +302,12 @@ class IncidentIoAdapter(Adapter):
     # -- writes ----------------------------------------------------------------------------
 
     async def create(
-        self, target: CreateTarget, fields: Fields, idempotency_key: str, *, retry: bool = True
+        self,
+        target: CreateTarget,
+        fields: Fields,
+        idempotency_key: str,
+        *,
+        earlier_since: datetime | None = None,
     ) -> VendorObject:
         if not target.scope:
             raise Rejected(SYSTEM, "a follow-up belongs to an incident: the target scope is empty")
@@ -290,7 +316,11 @@ class IncidentIoAdapter(Adapter):
             raise Rejected(SYSTEM, "a follow-up needs a title")
         marker = MARKER_PREFIX + idempotency_key
         # no idempotency key: a retry first looks for what an earlier attempt made
-        made = await self._find_marked(target.scope, marker) if retry else None
+        made = (
+            await self._find_marked(target.scope, marker, earlier_since)
+            if earlier_since is not None
+            else None
+        )
         if made is None:
             payload = CreatePayload(
                 incident_id=target.scope,
@@ -308,8 +338,14 @@ class IncidentIoAdapter(Adapter):
             return made
         return await self.update(made.ref, rest, current=made)
 
-    async def _find_marked(self, incident_id: str, marker: str) -> VendorObject | None:
-        async with aclosing(self._pages(incident_id, None)) as pages:
+    async def _find_marked(
+        self, incident_id: str, marker: str, since: datetime
+    ) -> VendorObject | None:
+        """The follow-up an earlier attempt made, by its marker label, among the
+        incident's follow-ups created since that attempt started (less a skew margin)."""
+        floor = as_utc(since) - CREATE_SEARCH_SKEW
+        pages = self._pages(incident_id, None, created_since=floor)
+        async with aclosing(pages) as pages:
             async for page in pages:
                 for obj in page:
                     if marker in obj.raw.get("labels", ()):

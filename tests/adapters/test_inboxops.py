@@ -310,12 +310,35 @@ async def test_idempotency_key_expires_after_a_day(rig: Rig) -> None:
     assert later.json()["data"]["id"] != first.json()["data"]["id"]
 
 
-async def test_adapter_create_idempotency_conflict_is_rejected(rig: Rig) -> None:
+async def test_adapter_create_idempotency_conflict_with_no_match_is_rejected(rig: Rig) -> None:
     target = CreateTarget(params={"inbox_id": SUPPORT_INBOX_ID})
     await rig.adapter.create(target, Fields(title="One"), "wi-5:link-5")
     with pytest.raises(Rejected) as info:
         await rig.adapter.create(target, Fields(title="Two"), "wi-5:link-5")
     assert info.value.message.startswith("idempotency_conflict: ")
+    assert "no ticket of inbox" in info.value.message and "by hand" in info.value.message
+
+
+async def test_a_409_idempotency_conflict_finds_and_returns_the_ticket_made(rig: Rig) -> None:
+    """The first attempt's answer was lost, and the retry's body differs (the priority
+    changed meanwhile): the key is refused, and the adapter finds the ticket it made
+    instead of leaving it unlinked."""
+    target = CreateTarget(params={"inbox_id": SUPPORT_INBOX_ID})
+    await rig.api.post(  # another ticket of the inbox, made before: not a candidate
+        "/api/v1/tickets", json={"subject": "Checkout down", "inbox_id": SUPPORT_INBOX_ID}
+    )
+    started = utcnow()
+    first = await rig.adapter.create(
+        target, Fields(title="Checkout down", priority=Priority.HIGH), "wi-5:link-5"
+    )
+    again = await rig.adapter.create(
+        target,
+        Fields(title="Checkout down", priority=Priority.URGENT),
+        "wi-5:link-5",
+        earlier_since=started + timedelta(minutes=5),  # the skew margin still covers it
+    )
+    assert again.ref == first.ref
+    assert len((await rig.control.get("/_sim/objects")).json()["data"]) == 2
 
 
 async def test_adapter_create_sends_no_status_and_the_description_as_a_note(rig: Rig) -> None:

@@ -172,8 +172,11 @@ async def test_create_get_update_round_trip(creatable: Rig) -> None:
 async def test_retried_create_never_duplicates(creatable: Rig) -> None:
     kit, adapter = creatable.kit, creatable.adapter
     assert kit.create_target is not None
+    started = utcnow()
     first = await adapter.create(kit.create_target, kit.create_fields, "wi-7:link-9")
-    again = await adapter.create(kit.create_target, kit.create_fields, "wi-7:link-9")
+    again = await adapter.create(
+        kit.create_target, kit.create_fields, "wi-7:link-9", earlier_since=started
+    )
     assert again.ref == first.ref
     other = await adapter.create(kit.create_target, kit.create_fields, "wi-8:link-10")
     assert other.ref != first.ref
@@ -189,10 +192,15 @@ async def test_create_after_a_lost_response_never_duplicates(creatable: Rig) -> 
     kit, adapter = creatable.kit, creatable.adapter
     assert kit.create_target is not None
     await creatable.fault(status=502, count=1, methods=["POST"], after=True)
+    started = utcnow()
     with pytest.raises(TransientError):
         await adapter.create(kit.create_target, kit.create_fields, "wi-3:link-3")
-    created = await adapter.create(kit.create_target, kit.create_fields, "wi-3:link-3")
-    again = await adapter.create(kit.create_target, kit.create_fields, "wi-3:link-3")
+    created = await adapter.create(
+        kit.create_target, kit.create_fields, "wi-3:link-3", earlier_since=started
+    )
+    again = await adapter.create(
+        kit.create_target, kit.create_fields, "wi-3:link-3", earlier_since=started
+    )
     assert again.ref == created.ref
     objects = [o async for page in adapter.list_changed(None) for o in page]
     assert [o.ref for o in objects].count(created.ref) == 1
