@@ -5,161 +5,26 @@ the tests wait on conditions (events processed, queue empty) with deadlines."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import signal
-import subprocess
-import sys
 from collections import Counter
-from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import httpx
 import pytest
-import yaml
 
-from adapters._simkit import SimOptions
-from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
-from app.serving import bind_socket, serve_asgi
 from app.store import Store
+from tests.blackbox import (
+    GatewayProcess,
+    eventually,
+    free_port,
+    sim_objects,
+    simulators,
+    write_config,
+)
 from tests.conftest import open_store
-from tests.contract.test_contract import KITS
-from tests.rig import STATUS_PAGE_ID
 
 pytestmark = pytest.mark.slow
-
-SYSTEMS = ("devhelm", "inboxops", "incidentio")
-POLL_INTERVAL_S = 0.05
-
-
-async def eventually(
-    condition: Callable[[], Awaitable[bool]], *, timeout_s: float, what: str
-) -> None:
-    """Wait until ``condition`` holds, checking every POLL_INTERVAL_S, or fail."""
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout_s
-    while not await condition():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for: {what}")
-        await asyncio.sleep(POLL_INTERVAL_S)
-
-
-def free_port() -> int:
-    sock = bind_socket()
-    port = int(sock.getsockname()[1])
-    sock.close()
-    return port
-
-
-def write_config(path: Path, database_url: str, urls: dict[str, str]) -> None:
-    systems: dict[str, Any] = {}
-    for name in SYSTEMS:
-        systems[name] = {
-            "base_url": urls[name],
-            "api_key_env": f"SG_{name.upper()}_KEY",
-            "webhook_secret_envs": [f"SG_{name.upper()}_SECRET"],
-            "poll_interval_s": 0,  # webhooks only: durability must not lean on polling
-            "timeout_s": 5,
-        }
-    systems["devhelm"]["scopes"] = [STATUS_PAGE_ID]
-    config = {
-        "database_url": database_url,
-        "dispatcher": {"lease_s": 3, "backoff_base_s": 0.1, "backoff_max_s": 1},
-        "systems": systems,
-        "create_rules": [
-            {
-                "name": "ticket-fans-out",
-                "system": "inboxops",
-                "create_in": [
-                    {
-                        "system": "devhelm",
-                        "scope": STATUS_PAGE_ID,
-                        "params": {"notify_subscribers": False},
-                    },
-                    {"system": "incidentio", "scope": DEFAULT_INCIDENT_ID},
-                ],
-            }
-        ],
-    }
-    path.write_text(yaml.safe_dump(config))
-
-
-def gateway_env() -> dict[str, str]:
-    env = dict(os.environ)
-    env.pop("SYNCGATE_DATABASE_URL", None)
-    for name in SYSTEMS:
-        env[f"SG_{name.upper()}_KEY"] = KITS[name].api_key
-        env[f"SG_{name.upper()}_SECRET"] = KITS[name].webhook_secret
-    return env
-
-
-class GatewayProcess:
-    def __init__(self, config: Path, port: int, worker: str, log: Path) -> None:
-        self.log = log.open("ab")
-        self.proc = subprocess.Popen(
-            [
-                sys.executable,
-                "-m",
-                "app.cli",
-                "serve",
-                "--config",
-                str(config),
-                "--port",
-                str(port),
-                "--worker-id",
-                worker,
-            ],
-            stdout=subprocess.PIPE,
-            stderr=self.log,
-            env=gateway_env(),
-        )
-        self.url = f"http://127.0.0.1:{port}"
-
-    async def ready(self) -> None:
-        assert self.proc.stdout is not None
-        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), 60)
-        assert b"serving on" in line, line
-
-    def kill9(self) -> None:
-        self.proc.send_signal(signal.SIGKILL)
-        self.proc.wait()
-
-    async def stop(self) -> None:
-        """SIGTERM, then wait for the exit without blocking the loop the simulators (which
-        the gateway is still talking to) run in."""
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.to_thread(self.proc.wait, 30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.log.close()
-
-
-@contextlib.asynccontextmanager
-async def simulators(
-    webhook_url: str,
-) -> AsyncIterator[tuple[dict[str, Any], dict[str, httpx.AsyncClient]]]:
-    sims: dict[str, Any] = {}
-    control: dict[str, httpx.AsyncClient] = {}
-    async with contextlib.AsyncExitStack() as stack:
-        for name in SYSTEMS:
-            kit = KITS[name]
-            sims[name] = kit.simulator(
-                options=SimOptions(
-                    api_key=kit.api_key,
-                    webhook_url=f"{webhook_url}/webhooks/{name}" if name == "inboxops" else None,
-                    webhook_secret=kit.webhook_secret,
-                )
-            )
-            url = await stack.enter_async_context(serve_asgi(sims[name].app))
-            control[name] = await stack.enter_async_context(
-                httpx.AsyncClient(base_url=url, timeout=10)
-            )
-        sims["devhelm"].add_status_page(STATUS_PAGE_ID, "Acme status", "MANUAL")
-        yield sims, control
 
 
 async def settled(store: Store, expected_items: int) -> bool:
@@ -172,14 +37,6 @@ async def settled(store: Store, expected_items: int) -> bool:
 
 def titles(objects: list[dict[str, Any]], key: str = "title") -> Counter[str]:
     return Counter(str(o[key]) for o in objects)
-
-
-async def objects(control: httpx.AsyncClient) -> list[dict[str, Any]]:
-    body = (await control.get("/_sim/objects")).json()
-    for key in ("data", "follow_ups", "objects"):
-        if isinstance(body, dict) and key in body:
-            return list(body[key])
-    return list(body)
 
 
 async def test_kill_9_mid_burst_loses_no_acknowledged_webhook_and_writes_nothing_twice(
@@ -227,8 +84,8 @@ async def test_kill_9_mid_burst_loses_no_acknowledged_webhook_and_writes_nothing
                 await store.close()
         finally:
             await second.stop()
-        incidents = titles(await objects(control["devhelm"]))
-        follow_ups = titles(await objects(control["incidentio"]))
+        incidents = titles(await sim_objects(control["devhelm"]))
+        follow_ups = titles(await sim_objects(control["incidentio"]))
         for subject in acked:  # every acknowledged change reached every linked object
             assert incidents[subject] == 1, subject
             assert follow_ups[subject] == 1, subject
@@ -268,8 +125,8 @@ async def test_two_gateway_processes_share_one_postgres_without_duplicate_writes
             for g in gateways:
                 await g.stop()
             await store.close()
-        incidents = titles(await objects(control["devhelm"]))
-        follow_ups = titles(await objects(control["incidentio"]))
+        incidents = titles(await sim_objects(control["devhelm"]))
+        follow_ups = titles(await sim_objects(control["incidentio"]))
         assert incidents == Counter(subjects) and follow_ups == Counter(subjects)
         for system in ("devhelm", "incidentio"):
             posts = [r for r in sims[system].kit.writes() if r.method == "POST"]

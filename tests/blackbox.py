@@ -1,0 +1,220 @@
+"""Black-box support: real ``syncgate serve`` processes, the four simulators served over
+loopback in the test's own event loop, and an admin client. Tests drive them over HTTP
+and wait on conditions with deadlines (``eventually``), never on sleeps."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import httpx
+import yaml
+
+from adapters._simkit import SimOptions
+from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
+from app.serving import bind_socket, serve_asgi
+from tests.contract.test_contract import KITS
+from tests.rig import STATUS_PAGE_ID
+
+POLL_INTERVAL_S = 0.05
+ADMIN_KEY = "blackbox-admin-key-0123456789"
+WEBHOOK_SYSTEMS = ("inboxops", "incidentio")
+
+
+async def eventually(
+    condition: Callable[[], Awaitable[bool]], *, timeout_s: float, what: str
+) -> None:
+    """Wait until ``condition`` holds, checking every POLL_INTERVAL_S, or fail."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout_s
+    while not await condition():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting for: {what}")
+        await asyncio.sleep(POLL_INTERVAL_S)
+
+
+def free_port() -> int:
+    sock = bind_socket()
+    port = int(sock.getsockname()[1])
+    sock.close()
+    return port
+
+
+def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), dict):
+            out[key] = _merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def write_config(
+    path: Path,
+    database_url: str,
+    urls: Mapping[str, str],
+    *,
+    create_rules: list[dict[str, Any]] | None = None,
+    **overrides: Any,
+) -> None:
+    """A config for the systems in ``urls``: webhook-only unless an override sets a poll
+    interval; by default a new InboxOps ticket fans out to DevHelm and incident.io."""
+    systems: dict[str, Any] = {}
+    for name, url in urls.items():
+        systems[name] = {
+            "base_url": url,
+            "api_key_env": f"SG_{name.upper()}_KEY",
+            "webhook_secret_envs": [f"SG_{name.upper()}_SECRET"],
+            "poll_interval_s": 0,
+            "timeout_s": 10,
+        }
+    if "devhelm" in systems:
+        systems["devhelm"]["scopes"] = [STATUS_PAGE_ID]
+    if create_rules is None:
+        create_rules = [
+            {
+                "name": "ticket-fans-out",
+                "system": "inboxops",
+                "create_in": [
+                    {"system": "devhelm", "scope": STATUS_PAGE_ID},
+                    {"system": "incidentio", "scope": DEFAULT_INCIDENT_ID},
+                ],
+            }
+        ]
+    config: dict[str, Any] = {
+        "database_url": database_url,
+        "dispatcher": {"lease_s": 3, "backoff_base_s": 0.1, "backoff_max_s": 1},
+        "systems": systems,
+        "create_rules": create_rules,
+    }
+    path.write_text(yaml.safe_dump(_merge(config, overrides)))
+
+
+def gateway_env(systems: tuple[str, ...] = tuple(KITS)) -> dict[str, str]:
+    env = dict(os.environ)
+    env.pop("SYNCGATE_DATABASE_URL", None)
+    env["SYNCGATE_ADMIN_KEY"] = ADMIN_KEY
+    for name in systems:
+        env[f"SG_{name.upper()}_KEY"] = KITS[name].api_key
+        env[f"SG_{name.upper()}_SECRET"] = KITS[name].webhook_secret
+    return env
+
+
+class GatewayProcess:
+    """``syncgate serve`` in a process of its own, its log in ``log``."""
+
+    def __init__(self, config: Path, port: int, worker: str, log: Path) -> None:
+        self.log_path = log
+        self.log = log.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "app.cli",
+                "serve",
+                "--config",
+                str(config),
+                "--port",
+                str(port),
+                "--worker-id",
+                worker,
+            ],
+            stdout=subprocess.PIPE,
+            stderr=self.log,
+            env=gateway_env(),
+        )
+        self.url = f"http://127.0.0.1:{port}"
+
+    async def ready(self) -> None:
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), 60)
+        assert b"serving on" in line, line
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait()
+
+    def cpu_seconds(self) -> float:
+        """User and system CPU time the process has used so far."""
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    async def stop(self) -> None:
+        """SIGTERM, then wait for the exit without blocking the loop the simulators (which
+        the gateway is still talking to) run in."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.to_thread(self.proc.wait, 30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.log.close()
+
+
+@contextlib.asynccontextmanager
+async def simulators(
+    webhook_url: str, systems: tuple[str, ...] = ("devhelm", "inboxops", "incidentio")
+) -> AsyncIterator[tuple[dict[str, Any], dict[str, httpx.AsyncClient]]]:
+    """The simulators of ``systems`` on loopback, each with a control client (its base
+    URL is the simulator's); InboxOps and incident.io send webhooks to the gateway."""
+    sims: dict[str, Any] = {}
+    control: dict[str, httpx.AsyncClient] = {}
+    async with contextlib.AsyncExitStack() as stack:
+        for name in systems:
+            kit = KITS[name]
+            sims[name] = kit.simulator(
+                options=SimOptions(
+                    api_key=kit.api_key,
+                    webhook_url=(
+                        f"{webhook_url}/webhooks/{name}" if name in WEBHOOK_SYSTEMS else None
+                    ),
+                    webhook_secret=kit.webhook_secret,
+                )
+            )
+            url = await stack.enter_async_context(serve_asgi(sims[name].app))
+            control[name] = await stack.enter_async_context(
+                httpx.AsyncClient(base_url=url, timeout=30)
+            )
+        if "devhelm" in sims:
+            sims["devhelm"].add_status_page(STATUS_PAGE_ID, "Acme status", "MANUAL")
+        yield sims, control
+
+
+def admin_client(gateway_url: str) -> httpx.AsyncClient:
+    return httpx.AsyncClient(
+        base_url=f"{gateway_url}/admin", headers={"X-Admin-Key": ADMIN_KEY}, timeout=30
+    )
+
+
+async def sim_objects(control: httpx.AsyncClient) -> list[dict[str, Any]]:
+    """Every object a simulator holds (its ``/_sim/objects`` listing)."""
+    body = (await control.get("/_sim/objects")).json()
+    for key in ("data", "follow_ups", "issues", "objects"):
+        if isinstance(body, dict) and key in body:
+            return list(body[key])
+    return list(body)
+
+
+async def settled(admin: httpx.AsyncClient) -> bool:
+    """Nothing left to do: no event waiting in the inbox and no write waiting."""
+    overview = (await admin.get("/systems")).json()
+    return bool(overview["queue_depth"] == 0 and overview["pending_events"] == 0)
+
+
+async def measure_idle_cpu(gateway: GatewayProcess, seconds: float) -> float:
+    """CPU seconds the gateway uses over ``seconds`` of wall time (a measurement, not a
+    synchronisation: the caller has already waited for the state it wants)."""
+    before = gateway.cpu_seconds()
+    started = time.monotonic()
+    await asyncio.sleep(seconds)
+    return (gateway.cpu_seconds() - before) * seconds / (time.monotonic() - started)
