@@ -235,11 +235,52 @@ def _write_index(writes: dict[str, list[dict[str, Any]]]) -> dict[str, list[floa
     return index
 
 
+async def refresh_metrics(inst: Installation) -> dict[str, float]:
+    """The gateway's reads before writes so far: their count, and the read-to-write
+    window (``syncgate_refresh_window_seconds``) as sum, count and cumulative buckets."""
+    out: dict[str, float] = {}
+    if inst.kind != "gateway" or inst.control is None:
+        return out
+    text = (await inst.control.get(f"{inst.url}/metrics")).text
+    for line in text.splitlines():
+        if line.startswith("#") or not line.startswith("syncgate_refresh_"):
+            continue
+        name, _, value = line.rpartition(" ")
+        metric, _, labels = name.partition("{")
+        key = metric
+        if metric.endswith("_bucket"):
+            key = "le=" + labels.split('le="', 1)[1].split('"', 1)[0]
+        out[key] = out.get(key, 0.0) + float(value)
+    return out
+
+
+def refresh_figures(
+    before: dict[str, float], after: dict[str, float], changes: int
+) -> dict[str, Any]:
+    """Reads per change, and the read-to-write window: mean and the bucket bound that
+    holds 99 % of the writes."""
+    delta = {k: after.get(k, 0.0) - before.get(k, 0.0) for k in after}
+    count = delta.get("syncgate_refresh_window_seconds_count", 0.0)
+    if not count:
+        return {}
+    bounds = sorted(
+        (float(k[3:]), v) for k, v in delta.items() if k.startswith("le=") and k != "le=+Inf"
+    )
+    p99 = next((bound for bound, n in bounds if n >= 0.99 * count), float("inf"))
+    return {
+        "refresh_reads_per_change": delta.get("syncgate_refresh_reads_total", 0.0)
+        / max(1, changes),
+        "refresh_window_mean_ms": delta["syncgate_refresh_window_seconds_sum"] / count * 1000,
+        "refresh_window_p99_le_ms": p99 * 1000,
+    }
+
+
 async def phase_propagation(
     inst: Installation, cursor: Cursor, latency_ms: float, n: int, rate: float
 ) -> dict[str, Any]:
     await inst.set_latency(latency_ms)
     await inst.clear_requests()
+    metrics_before = await refresh_metrics(inst)
     n = min(n, len(inst.items))
     res = await open_loop(inst, cursor, rate, n / rate)
     await wait_quiet(inst, 3 * res["accepted"], 120)
@@ -257,7 +298,9 @@ async def phase_propagation(
         else:
             missing += 1
     await inst.set_latency(0)
+    refresh = refresh_figures(metrics_before, await refresh_metrics(inst), len(res["acks"]))
     return {
+        **refresh,
         "latency_ms": latency_ms,
         "changes": len(res["acks"]),
         "complete": len(lats),
@@ -369,10 +412,9 @@ async def run_suite(
         for r in range(repeat):
             log(f"  {inst.kind}: propagation {lat:g} ms run {r + 1}/{repeat}")
             runs.append(await phase_propagation(inst, cursor, lat, p["prop_n"], p["prop_rate"]))
-        out["propagation"][f"{lat:g}"] = {
-            "runs": runs,
-            **{k: med(runs, k) for k in ("p50_ms", "p99_ms", "incomplete")},
-        }
+        keys = ["p50_ms", "p99_ms", "incomplete"]
+        keys += [k for k in runs[0] if k.startswith("refresh_")]
+        out["propagation"][f"{lat:g}"] = {"runs": runs, **{k: med(runs, k) for k in keys}}
     if sustained:
         runs = []
         for r in range(repeat):
@@ -700,6 +742,15 @@ def rows(r: dict[str, Any]) -> list[tuple[str, float, str, float | None, str]]:
                     "ms",
                 )
             )
+            for key, label, unit in (
+                ("refresh_reads_per_change", "reads before writes per change", ""),
+                ("refresh_window_mean_ms", "read-to-write window mean", "ms"),
+                ("refresh_window_p99_le_ms", "read-to-write window p99 <=", "ms"),
+            ):
+                if key in pr:
+                    out.append(
+                        (f"propagation {db} vendor {lat} ms {label}", pr[key], "", None, unit)
+                    )
     bl = g.get("backlog")
     if bl:
         out.append((f"backlog {bl['changes_queued']} changes: drain", bl["drain_s"], "", None, "s"))
