@@ -27,6 +27,7 @@ from app.settings import (
     ValueMapSettings,
 )
 from app.store import Store
+from tests.contract.kit import WEBHOOK_TIME_SCALE
 from tests.contract.test_contract import KITS
 
 SYSTEMS = ("hookstream", "devhelm", "inboxops", "incidentio")
@@ -98,6 +99,7 @@ def make_simulators(webhook_url: str | None = None) -> dict[str, Any]:
         kit = KITS[name]
         sims[name] = kit.simulator(
             options=SimOptions(
+                webhook_time_scale=WEBHOOK_TIME_SCALE,
                 api_key=kit.api_key,
                 webhook_url=None if webhook_url is None else f"{webhook_url}/webhooks/{name}",
                 webhook_secret=kit.webhook_secret,

@@ -13,8 +13,13 @@ from typing import Any, ClassVar
 
 import httpx
 
+from adapters._simkit import SimOptions
 from adapters.base import AdapterSettings
 from app.model import CreateTarget, Fields, ObjectRef
+
+#: Webhook retries in tests follow the vendor's real schedule, compressed: a day of retries
+#: plays in under a second, so a test that flushes deliveries never waits on the clock.
+WEBHOOK_TIME_SCALE = 1e-5
 
 
 class VendorKit:
@@ -48,6 +53,16 @@ class VendorKit:
         }
         values.update(overrides)
         return AdapterSettings(**values)
+
+    def sim_options(self, **overrides: Any) -> SimOptions:
+        """Simulator options for tests: this kit's key and secret, fast webhook retries."""
+        values: dict[str, Any] = {
+            "api_key": self.api_key,
+            "webhook_secret": self.webhook_secret,
+            "webhook_time_scale": WEBHOOK_TIME_SCALE,
+        }
+        values.update(overrides)
+        return SimOptions(**values)
 
     def simulator(self, **options: Any) -> Any:
         """A fresh simulator object (with ``.app`` and ``.kit``)."""

@@ -27,7 +27,7 @@ from app.errors import (
 )
 from app.model import CreateTarget, ObjectRef, utcnow
 from app.serving import bind_socket, serve_asgi
-from tests.contract.kit import VendorKit
+from tests.contract.kit import WEBHOOK_TIME_SCALE, VendorKit
 
 KITS: dict[str, VendorKit] = {
     system: importlib.import_module(f"tests.contract.kit_{system}").KIT for system in VENDORS
@@ -83,6 +83,7 @@ async def _rig(system: str) -> AsyncIterator[Rig]:
     hook_client = httpx.AsyncClient(transport=httpx.MockTransport(capture))
     sim = kit.simulator(
         options=SimOptions(
+            webhook_time_scale=WEBHOOK_TIME_SCALE,
             api_key=kit.api_key,
             webhook_url="http://gateway.test/webhooks/" + system,
             webhook_secret=kit.webhook_secret,
