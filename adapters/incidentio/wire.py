@@ -22,6 +22,13 @@ class User(msgspec.Struct, frozen=True):
     id: str
 
 
+class Ref(msgspec.Struct, frozen=True):
+    """An embedded object read only for its id (team, category, priority option): PUT
+    resends the id so that a PUT which clears what it is not sent keeps it."""
+
+    id: str
+
+
 class FollowUp(msgspec.Struct, frozen=True):
     """FollowUpV3 (REST v3) and FollowUpV2 (REST v2 and webhooks; the same minus ``category``).
 
@@ -36,6 +43,12 @@ class FollowUp(msgspec.Struct, frozen=True):
     labels: list[str] = msgspec.field(default_factory=list)
     description: str | None = None
     assignee: User | None = None
+    assignee_team: Ref | None = None
+    # ASSUMPTION: a FollowUpV3 without a category omits the key (the SDK's model makes it
+    # optional); the V2 shape (webhooks, REST v2) never carries it. If v3 sent
+    # "category": null instead, nothing breaks: the adapter would only re-read less often.
+    category: Ref | None = None
+    priority: Ref | None = None
 
 
 class FollowUpEnvelope(msgspec.Struct, frozen=True):
@@ -80,10 +93,19 @@ class CreatePayload(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class UpdatePayload(msgspec.Struct, frozen=True, omit_defaults=True):
-    """FollowUpsUpdatePayloadV3: ``status`` and ``title`` are required on every PUT;
-    ``assignee_id`` null unassigns, an omitted optional field is left as it is."""
+    """FollowUpsUpdatePayloadV3 (and V2, the same fields): ``status`` and ``title`` are
+    required on every PUT; ``assignee_id`` null unassigns.
+
+    The adapter fills every field from the follow-up as last read, not only the changed
+    ones: what PUT does to an omitted optional field is undocumented (open question 7),
+    and under the reading where it clears it, a partial PUT would wipe the description,
+    the labels (our marker among them), the category, the priority and the assignees."""
 
     status: str
     title: str
     description: str | UnsetType = UNSET
     assignee_id: str | UnsetType | None = UNSET
+    assignee_team_id: str | UnsetType = UNSET
+    follow_up_category_id: str | UnsetType = UNSET
+    follow_up_priority_option_id: str | UnsetType = UNSET
+    labels: list[str] | UnsetType = UNSET
