@@ -29,6 +29,7 @@ from app.errors import (
 )
 from app.model import CreateTarget, Fields, ObjectRef, Priority, Status, utcnow
 from app.serving import serve_asgi
+from tests.contract.kit import WEBHOOK_TIME_SCALE
 from tests.contract.kit_inboxops import KIT
 
 PROBLEM_TYPE = "https://docs.inboxops.app/api/problems/"
@@ -63,6 +64,7 @@ async def rig() -> AsyncIterator[Rig]:
     async with httpx.AsyncClient(transport=httpx.MockTransport(capture)) as hooks:
         sim = InboxOpsSimulator(
             SimOptions(
+                webhook_time_scale=WEBHOOK_TIME_SCALE,
                 api_key=KIT.api_key,
                 webhook_url="http://gateway.test/webhooks/inboxops",
                 webhook_secret=KIT.webhook_secret,
