@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email.utils
 import math
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -230,6 +231,9 @@ def shape_error(
         if not sep:
             detail, path = text, "$"
         path = prefix + path.rstrip("`")[1:]
+        missing = re.fullmatch(r"Object missing required field `(.+)`", detail)
+        if missing:  # name the missing field in the path, like every other misfit
+            path, detail = f"{path}.{missing.group(1)}", "required field is missing"
         detail = detail.replace("`", "")
         message = f"response did not fit the expected shape at {path}: {detail}"
     else:

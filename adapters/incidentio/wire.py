@@ -58,6 +58,9 @@ class FollowUpEnvelope(msgspec.Struct, frozen=True):
     follow_up: msgspec.Raw
 
 
+# ASSUMPTION: v3 page_size may be 250 (the default is 25; the maximum is undocumented).
+# If it were lower, every list would be a 422 on page_size naming the limit, and the
+# adapter's MAX_PAGE_SIZE must come down.
 class PaginationMeta(msgspec.Struct, frozen=True):
     """v3 list cursor: ``after`` is present only when more pages may exist."""
 
@@ -72,6 +75,9 @@ class FollowUpList(msgspec.Struct, frozen=True):
     pagination_meta: PaginationMeta | None = None
 
 
+# ASSUMPTION: incident_mode takes one value per request (the SDK sends one), and
+# incident.io's default hides test, tutorial and stream incidents; listing one incident
+# therefore asks each hidden mode in turn (four listings per incident).
 class PrivateResource(msgspec.Struct, frozen=True):
     """WebhookPrivateResourceV2: all a private-incident webhook says about the follow-up."""
 
