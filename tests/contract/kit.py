@@ -34,6 +34,8 @@ class VendorKit:
     signature_headers: ClassVar[tuple[str, ...]]
     #: Whether signatures carry a timestamp that can go stale.
     timestamped: ClassVar[bool] = True
+    #: The rate-limit headers on every authenticated response (none where undocumented).
+    rate_limit_headers: ClassVar[tuple[str, ...]] = ()
     #: Scopes the adapter lists (DevHelm status page ids, ...); () where none.
     scopes: ClassVar[tuple[str, ...]] = ()
     #: Where ``create`` puts objects; None where the vendor cannot create.
@@ -53,6 +55,14 @@ class VendorKit:
         }
         values.update(overrides)
         return AdapterSettings(**values)
+
+    def signature_headers_under(self, behaviour: dict[str, Any]) -> tuple[str, ...]:
+        """The signature headers the simulator sends under ``behaviour``."""
+        return self.signature_headers
+
+    def timestamped_under(self, behaviour: dict[str, Any]) -> bool:
+        """Whether signatures carry a timestamp under ``behaviour``."""
+        return self.timestamped
 
     def sim_options(self, **overrides: Any) -> SimOptions:
         """Simulator options for tests: this kit's key and secret, fast webhook retries."""
