@@ -450,3 +450,19 @@ async def test_validation_status_is_rejected_with_vendor_message(rig: Rig, statu
     with pytest.raises(Rejected) as info:
         await rig.adapter.update(ref, rig.kit.update_fields, current=current)
     assert "injected" in info.value.message
+
+
+@pytest.mark.parametrize("system", sorted(KITS))
+async def test_behaviour_options_are_listed_and_unknown_ones_refused(system: str) -> None:
+    kit = KITS[system]
+    with pytest.raises(ValueError, match="no behaviour"):
+        kit.simulator(options=kit.sim_options(behaviour={"telepathy": True}))
+    sim = kit.simulator(options=kit.sim_options())
+    async with serve_asgi(sim.app) as url, httpx.AsyncClient(base_url=url) as control:
+        listed = (await control.get("/_sim/behaviour")).json()
+        assert set(listed["behaviour"]) == {
+            vid.split("=")[0] for vid, _ in behaviours(system)[1:]
+        } | ({"org_id"} if system == "devhelm" else set())
+        refused = await control.put("/_sim/behaviour", json={"telepathy": True})
+        assert refused.status_code == 400
+        assert (await control.get("/_sim/behaviour")).json() == listed
