@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import email.utils
 import math
+import re
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -196,12 +197,71 @@ async def send(
     return response
 
 
+def _where(response: httpx.Response | None) -> str:
+    if response is None:
+        return ""
+    try:
+        request = response.request
+    except RuntimeError:  # a response built without a request (tests)
+        return ""
+    return f" ({request.method} {request.url.path})"
+
+
+def shape_error(
+    system: str,
+    exc: msgspec.ValidationError | msgspec.DecodeError,
+    *,
+    prefix: str = "$",
+    response: httpx.Response | None = None,
+) -> TransientError:
+    """The error for a vendor answer that does not fit the shape we assumed, naming the
+    vendor, the place in the body (``$.meta.total_pages``) and the request, e.g.
+    ``inboxops: response did not fit the expected shape at $.meta.total_pages: Expected
+    int, got str (GET /api/v1/tickets)``.
+
+    ``prefix`` is where the decoded value sits in the response (``$.data[3]`` for one
+    list row converted on its own). It is a ``TransientError``: a vendor answering
+    something else is an outage or a contract change to look at, so reads keep failing
+    loudly (the poll's last error names the field) rather than writes being dead-lettered
+    as our fault; every such assumption is listed in docs/vendor-notes.md."""
+    status = response.status_code if response is not None else None
+    if isinstance(exc, msgspec.ValidationError):
+        text = str(exc)
+        detail, sep, path = text.rpartition(" - at `")
+        if not sep:
+            detail, path = text, "$"
+        path = prefix + path.rstrip("`")[1:]
+        missing = re.fullmatch(r"Object missing required field `(.+)`", detail)
+        if missing:  # name the missing field in the path, like every other misfit
+            path, detail = f"{path}.{missing.group(1)}", "required field is missing"
+        detail = detail.replace("`", "")
+        message = f"response did not fit the expected shape at {path}: {detail}"
+    else:
+        message = f"response body is not JSON: {exc}"
+    return TransientError(system, message + _where(response), status=status)
+
+
 def decode(system: str, response: httpx.Response, type_: type[Any]) -> Any:
-    """Decode a 2xx body into ``type_``; a body that does not fit is a transient error
-    (a vendor answering garbage is an outage, not our bug to dead-letter)."""
+    """Decode a 2xx body into ``type_``; a body that does not fit is a ``shape_error``
+    naming the field (a vendor answering garbage is an outage, not our bug to
+    dead-letter)."""
     try:
         return msgspec.json.decode(response.content, type=type_)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
-        raise TransientError(
-            system, f"unexpected response body: {exc}", status=response.status_code
-        ) from exc
+        raise shape_error(system, exc, response=response) from exc
+
+
+def convert(
+    system: str,
+    value: Any,
+    type_: type[Any],
+    *,
+    at: str = "$",
+    response: httpx.Response | None = None,
+) -> Any:
+    """``msgspec.convert`` of a part of a response already decoded (one list row, the
+    object inside an envelope) found at ``at``; a misfit is a ``shape_error``."""
+    try:
+        return msgspec.convert(value, type_)
+    except msgspec.ValidationError as exc:
+        raise shape_error(system, exc, prefix=at, response=response) from exc

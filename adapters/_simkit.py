@@ -20,6 +20,24 @@ Common control surface (no auth; a local test surface):
     PUT    /_sim/webhook             {"url": "...", "secret": "..."}  (null url: stop sending)
     GET    /_sim/webhooks            the delivery log
     POST   /_sim/webhooks/flush      wait until every pending delivery has finished
+    GET    /_sim/behaviour           {"behaviour": {name: value}, "choices": {name: [...]}}
+    PUT    /_sim/behaviour           {name: value, ...}: play another documented reading
+
+Behaviour options: where a vendor's documents allow more than one reading, the simulator
+plays each one under a named option (``Behaviour``); the default is the documented or most
+likely reading. They are set at start (``SimOptions.behaviour``) or at runtime
+(``PUT /_sim/behaviour``), and each simulator's docstring lists its own.
+
+Webhook delivery follows the vendor's retry schedule (``SVIX_SCHEDULE`` unless the
+simulator gives another): each delivery is retried after the listed delays until a 2xx,
+then given up. ``SimOptions.webhook_time_scale`` compresses those delays for tests (1.0 is
+real time; 1e-5 plays a day in under a second). Signature timestamps are always the wall
+clock at the moment of each attempt, never the simulated clock: a receiver checks them
+against its own clock, and the vendor's sender does not share our time machine.
+
+Rate-limit headers (where the vendor documents them) go on every response to an
+authenticated request, 429s included. Without a requests-per-minute limit they advertise
+the vendor's documented default allowance and count down, unenforced.
 """
 
 from __future__ import annotations
@@ -51,7 +69,66 @@ ErrorRenderer = Callable[[int, str, str], tuple[bytes, str]]
 HeaderSigner = Callable[[bytes, int], dict[str, str]]
 """(body, unix timestamp of this attempt) -> signature headers."""
 
+RateLimitHeaders = Callable[[int, int, float], dict[str, str]]
+"""(limit, remaining, seconds until the window resets) -> the vendor's rate-limit headers."""
+
 REDACTED = "[redacted]"
+WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+#: Svix's retry schedule (https://docs.svix.com/retries): the delay before each attempt,
+#: each counted from the failure of the one before: immediately, 5 s, 5 min, 30 min, 2 h,
+#: 5 h, 10 h, 10 h. Standard Webhooks senders (InboxOps, assumed) use it too.
+SVIX_SCHEDULE: tuple[float, ...] = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
+#: How long a sender waits for the receiver's answer (Svix: 15 s).
+WEBHOOK_TIMEOUT_S = 15.0
+
+
+class Behaviour(msgspec.Struct, frozen=True):
+    """One reading the vendor's documents allow: ``choices[0]`` is the default (the
+    documented or most likely reading). With ``choices`` empty the value is free, of the
+    default's type (an org id, ...)."""
+
+    choices: tuple[Any, ...] = ()
+    default: Any = None
+    doc: str = ""
+
+    @property
+    def initial(self) -> Any:
+        return self.choices[0] if self.choices else self.default
+
+    def check(self, name: str, value: Any) -> Any:
+        if self.choices:
+            if value not in self.choices or isinstance(value, bool) != isinstance(
+                self.choices[0], bool
+            ):
+                allowed = ", ".join(
+                    str(c).lower() if isinstance(c, bool) else str(c) for c in self.choices
+                )
+                raise ValueError(f"behaviour {name}: {value!r} is not one of {allowed}")
+            return value
+        if not isinstance(value, type(self.default)):
+            raise ValueError(
+                f"behaviour {name}: expected {type(self.default).__name__}, got {value!r}"
+            )
+        return value
+
+
+def resolve_behaviour(
+    spec: dict[str, Behaviour], given: dict[str, Any], vendor: str
+) -> dict[str, Any]:
+    """The defaults of ``spec`` overlaid with ``given``; an unknown name or a value outside
+    the documented readings is a ``ValueError`` (a simulator starts only with a contract it
+    can play)."""
+    unknown = sorted(set(given) - set(spec))
+    if unknown:
+        known = ", ".join(sorted(spec)) or "none"
+        raise ValueError(
+            f"{vendor} simulator has no behaviour {', '.join(unknown)} (known: {known})"
+        )
+    out = {name: b.initial for name, b in spec.items()}
+    for name, value in given.items():
+        out[name] = spec[name].check(name, value)
+    return out
 
 
 class Fault(msgspec.Struct, forbid_unknown_fields=True):
@@ -103,6 +180,10 @@ class RequestRecord(msgspec.Struct):
 
 
 class DeliveryRecord(msgspec.Struct):
+    """One webhook message and its attempts. ``delays`` are the schedule's delays (vendor
+    seconds, before time scaling) waited before each retry so far; ``gave_up`` is set when
+    the schedule ran out without a 2xx."""
+
     id: str
     event_type: str
     url: str
@@ -110,17 +191,29 @@ class DeliveryRecord(msgspec.Struct):
     status: int | None = None
     error: str | None = None
     delivered: bool = False
+    gave_up: bool = False
     body: Any = None
+    delays: list[float] = msgspec.field(default_factory=list)
+    timestamps: list[int] = msgspec.field(default_factory=list)
 
 
 class SimOptions(msgspec.Struct, kw_only=True):
-    """How a simulator is started (``syncgate simulate`` flags map onto these)."""
+    """How a simulator is started (``syncgate simulate`` flags map onto these).
+
+    ``webhook_time_scale`` multiplies the vendor's webhook retry delays (1.0: real time).
+    ``behaviour`` picks among the readings the vendor's documents allow (each simulator
+    lists its own; unknown names are refused). ``read_only_api_key`` is a second key that
+    may read but gets 403 ``insufficient_scope`` on every write (InboxOps documents such
+    keys; the other vendors have key roles too)."""
 
     api_key: str
     webhook_url: str | None = None
     webhook_secret: str | None = None
     latency_ms: float = 0.0
     rpm: int | None = None
+    webhook_time_scale: float = 1.0
+    behaviour: dict[str, Any] = msgspec.field(default_factory=dict)
+    read_only_api_key: str | None = None
 
 
 class SimKit:
@@ -138,13 +231,22 @@ class SimKit:
         webhook_secret: str | None = None,
         latency_ms: float = 0.0,
         rpm: int | None = None,
-        webhook_attempts: int = 4,
-        webhook_backoff_s: float = 0.05,
+        webhook_schedule: tuple[float, ...] = SVIX_SCHEDULE,
+        webhook_time_scale: float = 1.0,
         webhook_client: httpx.AsyncClient | None = None,
-        rate_limit_headers: Callable[[int, int, float], dict[str, str]] | None = None,
+        rate_limit_headers: RateLimitHeaders | None = None,
+        default_rpm: int | None = None,
+        behaviours: dict[str, Behaviour] | None = None,
+        behaviour: dict[str, Any] | None = None,
+        read_only_api_key: str | None = None,
     ) -> None:
+        if not webhook_schedule or webhook_schedule[0] != 0.0:
+            raise ValueError("a webhook schedule starts with an immediate attempt (0.0)")
+        if not (webhook_time_scale >= 0 and math.isfinite(webhook_time_scale)):
+            raise ValueError("webhook_time_scale must be a finite number >= 0")
         self.vendor = vendor
         self.api_key = api_key
+        self.read_only_api_key = read_only_api_key
         self.auth_header = auth_header.lower()
         self.auth_prefix = auth_prefix
         self.render_error = render_error
@@ -152,10 +254,16 @@ class SimKit:
         self.webhook_secret = webhook_secret
         self.latency_ms = latency_ms
         self.rpm = rpm
-        self.webhook_attempts = webhook_attempts
-        self.webhook_backoff_s = webhook_backoff_s
+        self.webhook_schedule = webhook_schedule
+        self.webhook_time_scale = webhook_time_scale
         self._webhook_client = webhook_client
         self._rate_limit_headers = rate_limit_headers
+        #: The allowance the rate-limit headers advertise when no limit is enforced.
+        self.default_rpm = default_rpm
+        self.behaviours: dict[str, Behaviour] = dict(behaviours or {})
+        self.behaviour: dict[str, Any] = resolve_behaviour(
+            self.behaviours, dict(behaviour or {}), vendor
+        )
         self.requests: list[RequestRecord] = []
         self.faults: collections.deque[Fault] = collections.deque()
         self.deliveries: list[DeliveryRecord] = []
@@ -165,6 +273,11 @@ class SimKit:
         self._offset = timedelta(0)
         self._last_now = datetime.fromtimestamp(0, tz=UTC)
         self._timers: list[Callable[[], None]] = []
+
+    @property
+    def webhook_attempts(self) -> int:
+        """How many attempts a delivery gets before the sender gives up."""
+        return len(self.webhook_schedule)
 
     @classmethod
     def from_options(
@@ -176,7 +289,10 @@ class SimKit:
         auth_prefix: str,
         render_error: ErrorRenderer,
         webhook_client: httpx.AsyncClient | None = None,
-        rate_limit_headers: Callable[[int, int, float], dict[str, str]] | None = None,
+        rate_limit_headers: RateLimitHeaders | None = None,
+        default_rpm: int | None = None,
+        behaviours: dict[str, Behaviour] | None = None,
+        webhook_schedule: tuple[float, ...] = SVIX_SCHEDULE,
     ) -> SimKit:
         """A kit configured from the ``syncgate simulate`` options."""
         return cls(
@@ -189,9 +305,22 @@ class SimKit:
             webhook_secret=options.webhook_secret,
             latency_ms=options.latency_ms,
             rpm=options.rpm,
+            webhook_schedule=webhook_schedule,
+            webhook_time_scale=options.webhook_time_scale,
             webhook_client=webhook_client,
             rate_limit_headers=rate_limit_headers,
+            default_rpm=default_rpm,
+            behaviours=behaviours,
+            behaviour=options.behaviour,
+            read_only_api_key=options.read_only_api_key,
         )
+
+    def set_behaviour(self, changes: dict[str, Any]) -> dict[str, Any]:
+        """Switch readings at runtime (all or nothing); returns the behaviour now in effect."""
+        self.behaviour = resolve_behaviour(
+            self.behaviours, {**self.behaviour, **changes}, self.vendor
+        )
+        return dict(self.behaviour)
 
     # -- clock -----------------------------------------------------------------------------
 
@@ -250,23 +379,28 @@ class SimKit:
         task.add_done_callback(self._pending.discard)
 
     async def _deliver(self, record: DeliveryRecord, body: bytes, sign: HeaderSigner) -> None:
-        client = self._webhook_client or httpx.AsyncClient(timeout=5.0)
+        client = self._webhook_client or httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_S)
         try:
-            for attempt in range(1, self.webhook_attempts + 1):
+            for attempt, delay in enumerate(self.webhook_schedule, start=1):
+                if attempt > 1:
+                    record.delays.append(delay)
+                    await asyncio.sleep(delay * self.webhook_time_scale)
                 record.attempts = attempt
-                ts = int(self.now().timestamp())
+                # The wall clock, not the simulated one: receivers check it against theirs.
+                ts = int(time.time())
+                record.timestamps.append(ts)
                 headers = {"content-type": "application/json", **sign(body, ts)}
                 try:
                     response = await client.post(record.url, content=body, headers=headers)
                     record.status = response.status_code
                     record.error = None
-                    if response.status_code < 300:
+                    if 200 <= response.status_code < 300:
                         record.delivered = True
                         return
                 except httpx.HTTPError as exc:
+                    record.status = None
                     record.error = f"{type(exc).__name__}: {exc}"
-                if attempt < self.webhook_attempts:
-                    await asyncio.sleep(self.webhook_backoff_s * (4 ** (attempt - 1)))
+            record.gave_up = True
         finally:
             if self._webhook_client is None:
                 await client.aclose()
@@ -275,6 +409,13 @@ class SimKit:
         """Wait for every pending delivery (including retries) to finish."""
         while self._pending:
             await asyncio.gather(*list(self._pending), return_exceptions=True)
+
+    async def close(self) -> None:
+        """Stop every pending delivery (at shutdown: a real schedule can run for a day)."""
+        tasks = list(self._pending)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
 
     # -- request gate (the ASGI wrapper) ---------------------------------------------------
 
@@ -290,21 +431,44 @@ class SimKit:
 
         return gated
 
-    def _authorized(self, headers: dict[str, str]) -> bool:
+    def _key(self, headers: dict[str, str]) -> str | None:
+        """Which key the request carries: "full", "read_only", or None (no valid key)."""
         value = headers.get(self.auth_header)
-        return value is not None and value == self.auth_prefix + self.api_key
-
-    def _rate_limited(self) -> float | None:
-        """Seconds to wait if this request is over the per-minute limit, else None."""
-        if self.rpm is None:
+        if value is None:
             return None
+        if value == self.auth_prefix + self.api_key:
+            return "full"
+        if self.read_only_api_key and value == self.auth_prefix + self.read_only_api_key:
+            return "read_only"
+        return None
+
+    def _count(self) -> None:
+        """Trim the sliding window to the last minute (it counts every authorized request,
+        for the rate-limit headers, whether or not a limit is enforced)."""
         now = time.monotonic()
         while self._window and now - self._window[0] >= 60.0:
             self._window.popleft()
-        if len(self._window) >= self.rpm:
+
+    def _rate_limited(self) -> float | None:
+        """Seconds to wait if this request is over the per-minute limit, else None (and
+        the request is counted)."""
+        self._count()
+        now = time.monotonic()
+        if self.rpm is not None and len(self._window) >= self.rpm:
             return max(1.0, math.ceil(60.0 - (now - self._window[0])))
         self._window.append(now)
         return None
+
+    def _allowance_headers(self) -> list[tuple[bytes, bytes]]:
+        """The vendor's rate-limit headers for the window as it stands."""
+        limit = self.rpm if self.rpm is not None else self.default_rpm
+        if self._rate_limit_headers is None or limit is None:
+            return []
+        self._count()
+        remaining = max(0, limit - len(self._window))
+        reset = 60.0 - (time.monotonic() - self._window[0]) if self._window else 60.0
+        extra = self._rate_limit_headers(limit, remaining, max(0.0, reset))
+        return [(k.lower().encode(), v.encode()) for k, v in extra.items()]
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
         for fault in self.faults:
@@ -343,18 +507,15 @@ class SimKit:
         )
         self.requests.append(record)
 
+        key = self._key(headers)
+
         async def send_logged(message: Message) -> None:
             if message["type"] == "http.response.start":
                 record.status = message["status"]
-                if self._rate_limit_headers is not None and self.rpm is not None:
-                    remaining = max(0, self.rpm - len(self._window))
-                    extra = self._rate_limit_headers(self.rpm, remaining, 60.0)
+                if key is not None:  # every authenticated response carries the allowance
                     message = {
                         **message,
-                        "headers": [
-                            *message.get("headers", []),
-                            *((k.lower().encode(), v.encode()) for k, v in extra.items()),
-                        ],
+                        "headers": [*message.get("headers", []), *self._allowance_headers()],
                     }
             await send(message)
 
@@ -395,7 +556,8 @@ class SimKit:
         record: RequestRecord,
         send_logged: Send,
     ) -> None:
-        if not self._authorized(headers):
+        key = self._key(headers)
+        if key is None:
             await self._send_error(send_logged, 401, "unauthorized", "invalid or missing API key")
             return
 
@@ -407,6 +569,11 @@ class SimKit:
                 "rate_limited",
                 f"rate limit exceeded; retry after {wait:g}",
                 {"Retry-After": f"{wait:g}"},
+            )
+            return
+        if key == "read_only" and record.method in WRITE_METHODS:
+            await self._send_error(
+                send_logged, 403, "insufficient_scope", "this API key is read-only"
             )
             return
 
@@ -505,6 +672,24 @@ class SimKit:
             await kit.flush()
             return {"deliveries": len(kit.deliveries)}
 
+        def behaviour_view() -> dict[str, Any]:
+            return {
+                "behaviour": dict(kit.behaviour),
+                "choices": {name: list(b.choices) for name, b in kit.behaviours.items()},
+            }
+
+        @get("/_sim/behaviour", sync_to_thread=False)
+        def get_behaviour() -> dict[str, Any]:
+            return behaviour_view()
+
+        @put("/_sim/behaviour")
+        async def set_behaviour(request: Request[Any, Any, Any]) -> Any:
+            try:
+                kit.set_behaviour(decode(await request.body(), dict[str, Any]))
+            except (ValueError, msgspec.ValidationError) as exc:
+                return kit.error(400, "validation_error", str(exc))
+            return behaviour_view()
+
         return [
             list_requests,
             clear_requests,
@@ -516,6 +701,8 @@ class SimKit:
             set_webhook,
             list_deliveries,
             flush_deliveries,
+            get_behaviour,
+            set_behaviour,
         ]
 
 
@@ -545,7 +732,7 @@ def build_app(
     app = Litestar(
         route_handlers=[*handlers, *kit.control_handlers()],
         exception_handlers={HTTPException: on_http_error},
-        on_shutdown=[kit.flush, *on_shutdown],
+        on_shutdown=[kit.close, *on_shutdown],
         openapi_config=None,
         debug=False,
         logging_config=None,

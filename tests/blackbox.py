@@ -21,6 +21,7 @@ import yaml
 from adapters._simkit import SimOptions
 from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
 from app.serving import bind_socket, serve_asgi
+from tests.contract.kit import WEBHOOK_TIME_SCALE
 from tests.contract.test_contract import KITS
 from tests.rig import STATUS_PAGE_ID
 
@@ -174,6 +175,7 @@ async def simulators(
             kit = KITS[name]
             sims[name] = kit.simulator(
                 options=SimOptions(
+                    webhook_time_scale=WEBHOOK_TIME_SCALE,
                     api_key=kit.api_key,
                     webhook_url=(
                         f"{webhook_url}/webhooks/{name}" if name in WEBHOOK_SYSTEMS else None

@@ -27,6 +27,7 @@ from app.settings import (
     ValueMapSettings,
 )
 from app.store import Store
+from tests.contract.kit import WEBHOOK_TIME_SCALE
 from tests.contract.test_contract import KITS
 
 SYSTEMS = ("hookstream", "devhelm", "inboxops", "incidentio")
@@ -92,16 +93,23 @@ def secrets() -> ResolvedSecrets:
     )
 
 
-def make_simulators(webhook_url: str | None = None) -> dict[str, Any]:
+def make_simulators(
+    webhook_url: str | None = None,
+    webhook_clients: dict[str, httpx.AsyncClient] | None = None,
+) -> dict[str, Any]:
+    """The four simulators; ``webhook_clients`` gives a vendor's sender its own HTTP client
+    (a flaky network between the vendor and the gateway)."""
     sims = {}
     for name in SYSTEMS:
         kit = KITS[name]
         sims[name] = kit.simulator(
+            webhook_client=(webhook_clients or {}).get(name),
             options=SimOptions(
+                webhook_time_scale=WEBHOOK_TIME_SCALE,
                 api_key=kit.api_key,
                 webhook_url=None if webhook_url is None else f"{webhook_url}/webhooks/{name}",
                 webhook_secret=kit.webhook_secret,
-            )
+            ),
         )
     sims["devhelm"].add_status_page(STATUS_PAGE_ID, "Acme status", "MANUAL")
     return sims
@@ -200,6 +208,7 @@ async def running_rig(
     *,
     serve_gateway: bool = False,
     webhooks: bool = False,
+    webhook_clients: dict[str, httpx.AsyncClient] | None = None,
     **settings_kwargs: Any,
 ) -> AsyncIterator[Rig]:
     """The simulators served on loopback and a gateway on ``store``; with
@@ -212,7 +221,7 @@ async def running_rig(
             # bind the gateway first so the simulators know where to send webhooks
             sock = bind_socket()
             gateway_url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-        sims = make_simulators(gateway_url if webhooks else None)
+        sims = make_simulators(gateway_url if webhooks else None, webhook_clients)
         urls = {}
         control = {}
         for name, sim in sims.items():

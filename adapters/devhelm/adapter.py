@@ -11,7 +11,10 @@ Options read from ``AdapterSettings.options``:
   signed string of ``X-DevHelm-Signature`` (DevHelm's docs have also said ``"."``).
 
 Scopes are status page ids; ``list_changed`` walks each one newest change first
-(``sort=updatedAt,desc``) and stops a scope at the first incident older than ``since``.
+(``sort=updatedAt,desc``) and stops a scope after the page holding the first incident
+older than ``since``, but only if every row read so far came newest first: that the list
+honours ``sort`` is our assumption (see docs/vendor-notes.md), so a walk that sees rows
+out of that order reads every page instead of stopping early.
 
 DevHelm has no idempotency key, so ``create`` appends a marker line
 ``<!-- syncgate:<idempotency_key> -->`` to the initial update's body (the first entry of
@@ -44,13 +47,12 @@ import msgspec
 from msgspec import UNSET
 
 from adapters import signing
-from adapters._http import decode, send
+from adapters._http import convert, decode, send
 from adapters.base import CREATE_SEARCH_SKEW, Adapter
 from adapters.devhelm import wire
 from app.errors import (
     MalformedPayload,
     Rejected,
-    TransientError,
     UnreadablePayload,
 )
 from app.model import (
@@ -163,15 +165,18 @@ class DevHelmAdapter(Adapter):
             content=content,
         )
 
-    def _incident(self, raw: dict[str, Any]) -> wire.Incident:
-        try:
-            return msgspec.convert(raw, wire.Incident)
-        except msgspec.ValidationError as exc:
-            raise TransientError(self.system, f"unexpected incident in response: {exc}") from exc
+    def _incident(
+        self, raw: dict[str, Any], at: str = "$.data", response: httpx.Response | None = None
+    ) -> wire.Incident:
+        """One incident found at ``at`` in ``response``; a misfit names the field."""
+        incident: wire.Incident = convert(self.system, raw, wire.Incident, at=at, response=response)
+        return incident
 
-    def _object(self, raw: dict[str, Any]) -> VendorObject:
+    def _object(
+        self, raw: dict[str, Any], at: str = "$.data", response: httpx.Response | None = None
+    ) -> VendorObject:
         """One incident JSON object as a ``VendorObject``."""
-        incident = self._incident(raw)
+        incident = self._incident(raw, at, response)
         values: dict[str, Any] = {"title": incident.title}
         native = {"status": incident.status, "priority": incident.impact}
         enums, unmapped = self.read_enums(native)
@@ -186,7 +191,9 @@ class DevHelmAdapter(Adapter):
         )
 
     def _single(self, response: httpx.Response) -> VendorObject:
-        return self._object(decode(self.system, response, wire.SingleIncident).data)
+        return self._object(
+            decode(self.system, response, wire.SingleIncident).data, "$.data", response
+        )
 
     def _vendor_value(self, field: str, canonical: str) -> str:
         value = self.value_maps[field].to_vendor(canonical)
@@ -217,21 +224,28 @@ class DevHelmAdapter(Adapter):
         sync_drafts = bool(self.settings.options.get("sync_drafts", False))
         cutoff = as_utc(since) if since is not None else None
         for scope in self.settings.scopes:
+            # Rows are asked for newest change first, so the walk may stop at the first
+            # row older than the cutoff, but only while every row seen so far has come
+            # in that order: a server that ignores ``sort`` is read to the end.
+            newest_first = True
+            previous: datetime | None = None
             async for rows in self._pages(scope, "updatedAt,desc"):
                 batch: list[VendorObject] = []
                 reached_older = False
-                for row in rows:
-                    obj = self._object(row)
+                for i, row in enumerate(rows):
+                    obj = self._object(row, f"$.data[{i}]")
+                    if previous is not None and obj.updated_at > previous:
+                        newest_first = False
+                    previous = obj.updated_at
                     if cutoff is not None and obj.updated_at < cutoff:
-                        # Sorted newest change first: everything after this is older too.
                         reached_older = True
-                        break
+                        continue
                     if sync_drafts or row.get("publishedAt") is not None:
                         batch.append(obj)
                 if batch:
                     yield batch
-                if reached_older:
-                    break
+                if reached_older and newest_first:
+                    break  # sorted, and checked: every later row is older still
 
     # -- writes ----------------------------------------------------------------------------
 

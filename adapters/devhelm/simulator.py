@@ -4,7 +4,8 @@ Written from the DevHelm section of the vendor notes (and its OpenAPI / SDK 1.12
 schemas), not from the adapter's wire structs, so the two cannot agree on a mistake.
 
 Vendor surface (``Authorization: Bearer <key>``; an ``x-phelm-org-id`` other than this
-organization's id ``"1"`` is answered 403; absent, the key's own org applies):
+organization's id (behaviour ``org_id``, ``"1"``) is answered 403; absent, the key's own
+org applies unless behaviour ``org_header`` is ``required``):
 
     GET    /api/v1/status-pages/{id}/incidents          ?page (0-based) &size (1..200,
                                                           default 20) &sort=prop[,asc|desc]
@@ -21,8 +22,10 @@ organization's id ``"1"`` is answered 403; absent, the key's own org applies):
 
 Behaviour where DevHelm's documents leave a choice:
 
-- Request bodies follow SDK 1.12.0 (create has ``monitoringIncidentId`` and no scheduling
-  fields; PUT has ``published``, ``scheduledFor``, ``scheduledUntil``, ``autoResolve``).
+- Request bodies follow SDK 1.12.0 (create has ``monitoringIncidentId``; PUT has
+  ``published``, ``scheduledFor``, ``scheduledUntil``, ``autoResolve``), and create also
+  takes the June spec's ``scheduled``, ``scheduledFor``, ``scheduledUntil``,
+  ``autoResolve`` (vendors.md lists them; SDK 1.12.0's create model dropped them).
   Unknown fields, wrong types, bad enums and a blank title are 400 ``VALIDATION_FAILED``
   with ``errors[{code, field, message}]``; malformed JSON and bad query values are 400
   ``BAD_REQUEST``; an unknown query parameter is 400 too.
@@ -32,11 +35,25 @@ Behaviour where DevHelm's documents leave a choice:
   actually changed.
 - RESOLVED may go back to an active status (PUT or a timeline update); ``resolvedAt`` is
   set on entering RESOLVED and cleared on leaving it.
-- ``scheduledFor``/``scheduledUntil`` on PUT are refused for unscheduled incidents (every
-  incident here is unscheduled: SDK 1.12.0 create cannot schedule).
+- ``scheduledFor``/``scheduledUntil`` on PUT are refused for unscheduled incidents;
+  create with ``scheduled: true`` needs ``scheduledFor``.
 - Every vendor response carries ``X-Request-Id`` (equal to an error's ``requestId``);
-  ``X-RateLimit-*`` come with every response while a requests-per-minute limit is set.
-  A 429 body is the rate-limit page's ``{"status", "message", "timestamp"}``.
+  ``X-RateLimit-*`` come with every authenticated response (the Starter plan's 1,000 a
+  minute unless a limit is set). A 429 body is an ``ErrorResponse`` with code
+  ``RATE_LIMITED`` and the rate-limit page's message ("Rate limit exceeded. Retry after
+  12.").
+- Platform webhook retries follow the Svix schedule (DevHelm documents ``maxAttempts``
+  but no schedule; an assumption).
+
+Behaviour options (``SimOptions.behaviour`` / ``PUT /_sim/behaviour``), for what the
+documents leave open:
+
+    sort        honoured (default) | ignored: the list answers oldest created first,
+                whatever ``sort`` asks
+    org_header  optional (default) | required: a request without ``x-phelm-org-id`` is
+                403 (the authentication page says raw calls need it; the API-keys page
+                says it defaults to the key's org)
+    org_id      "1" (default): the key's organization; another id in the header is 403
 
 Control routes (no auth):
 
@@ -85,10 +102,25 @@ from litestar.params import FromPath
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters import signing
-from adapters._simkit import SimKit, SimOptions, build_app
+from adapters._simkit import Behaviour, SimKit, SimOptions, build_app
 
-#: This organization's id; the SDK sends "1" when none is configured.
+#: This organization's id by default; the SDK sends "1" when none is configured.
 ORG_ID = "1"
+#: The allowance the rate-limit headers advertise without a set limit (the Starter plan's
+#: 1,000 a minute; Free is 100, Pro and Team 5,000).
+DEFAULT_RPM = 1000
+#: Readings of what the documents leave open (see the module docstring).
+BEHAVIOURS = {
+    "sort": Behaviour(
+        choices=("honoured", "ignored"),
+        doc="whether the incident list honours sort= (ignored: oldest created first)",
+    ),
+    "org_header": Behaviour(
+        choices=("optional", "required"),
+        doc="whether x-phelm-org-id may be left out (the key's own org applies)",
+    ),
+    "org_id": Behaviour(default=ORG_ID, doc="the organization the API key belongs to"),
+}
 STATUSES = ("INVESTIGATING", "IDENTIFIED", "MONITORING", "RESOLVED")
 IMPACTS = ("NONE", "MINOR", "MAJOR", "CRITICAL")
 COMPONENT_STATUSES = (
@@ -295,6 +327,12 @@ CREATE_RULES = {
     "affectedComponents": Rule("components"),
     "notifySubscribers": Rule("bool"),
     "monitoringIncidentId": Rule("uuid"),
+    # The June spec's scheduling fields; SDK 1.12.0's create model no longer lists them
+    # (so the SDK cannot send them), but vendors.md does and nothing says they went away.
+    "scheduled": Rule("bool"),
+    "scheduledFor": Rule("datetime"),
+    "scheduledUntil": Rule("datetime"),
+    "autoResolve": Rule("bool"),
 }
 UPDATE_RULES = {
     "title": TITLE,
@@ -385,6 +423,8 @@ class DevHelmSimulator:
             render_error=self.render_error,
             webhook_client=webhook_client,
             rate_limit_headers=rate_limit_headers,
+            default_rpm=DEFAULT_RPM,
+            behaviours=BEHAVIOURS,
         )
         self.pages: dict[str, StatusPage] = {}
         self.incidents: dict[str, dict[str, Any]] = {}
@@ -401,10 +441,11 @@ class DevHelmSimulator:
     ) -> bytes:
         timestamp = int(self.kit.now().timestamp() * 1000)
         if status == 429:
-            # The rate-limit page's 429: no code, no request id, the delay in the message.
+            # The rate-limit page's message, in the ErrorResponse the spec requires
+            # (status, code, message, timestamp; code RATE_LIMITED as its schema names it).
             wait = re.search(r"retry after (\d+(?:\.\d+)?)", message, re.IGNORECASE)
-            text = f"Rate limit exceeded. Retry after {wait.group(1)}." if wait else message
-            return msgspec.json.encode({"status": 429, "message": text, "timestamp": timestamp})
+            message = f"Rate limit exceeded. Retry after {wait.group(1)}." if wait else message
+            code = "RATE_LIMITED"
         if code == "validation_error":
             vendor_code = "VALIDATION_FAILED"
             errors = [entry("INVALID", None, message)]
@@ -441,11 +482,7 @@ class DevHelmSimulator:
         and render a ``Rejection`` in DevHelm's error shape."""
         try:
             if vendor:
-                org = request.headers.get("x-phelm-org-id")
-                if org is not None and org != ORG_ID:
-                    raise Rejection(
-                        403, "FORBIDDEN", f"API key has no access to organization {org}"
-                    )
+                self._check_org(request.headers.get("x-phelm-org-id"))
             unknown = sorted(set(request.query_params) - set(query))
             if unknown:
                 raise Rejection(400, "BAD_REQUEST", f"Unknown query parameter: {unknown[0]}")
@@ -467,6 +504,16 @@ class DevHelmSimulator:
         except Rejection as exc:
             body_bytes = self._error_body(exc.status, exc.code, exc.message, exc.errors)
             return Response(body_bytes, status_code=exc.status, media_type="application/json")
+
+    def _check_org(self, org: str | None) -> None:
+        """The tenant header: another org's id is 403; a missing one is 403 only when the
+        ``org_header`` behaviour is "required" (the docs disagree; open question 4)."""
+        if org is None:
+            if self.kit.behaviour["org_header"] == "required":
+                raise Rejection(403, "FORBIDDEN", "x-phelm-org-id header is required")
+            return
+        if org != self.kit.behaviour["org_id"]:
+            raise Rejection(403, "FORBIDDEN", f"API key has no access to organization {org}")
 
     # -- state helpers ---------------------------------------------------------------------
 
@@ -556,10 +603,10 @@ class DevHelmSimulator:
             "title": values["title"],
             "status": status,
             "impact": values["impact"],
-            "scheduled": False,
-            "scheduledFor": None,
-            "scheduledUntil": None,
-            "autoResolve": False,
+            "scheduled": values.get("scheduled", False),
+            "scheduledFor": values.get("scheduledFor"),
+            "scheduledUntil": values.get("scheduledUntil"),
+            "autoResolve": values.get("autoResolve", False),
             "incidentId": monitoring_incident_id,
             "startedAt": now,
             "publishedAt": None if draft else now,
@@ -634,7 +681,10 @@ class DevHelmSimulator:
             for i in self.incidents.values()
             if i["statusPageId"] == page_id and (not wanted or i["status"] in wanted)
         ]
-        for prop, descending in reversed(sort_specs(query.getall("sort", []))):
+        specs = sort_specs(query.getall("sort", []))  # checked even when not honoured
+        if self.kit.behaviour["sort"] == "ignored":
+            specs = [("createdAt", False)]  # storage order: oldest created first
+        for prop, descending in reversed(specs):
             present = sorted(
                 (i for i in items if i[prop] is not None), key=lambda i: i[prop], reverse=descending
             )
@@ -653,6 +703,7 @@ class DevHelmSimulator:
     def create_incident(self, page_id: str, body: Any) -> Outcome:
         page = self._page(page_id)
         values = validated(body, CREATE_RULES)
+        check_schedule(values)
         incident = self._new_incident(
             page,
             values,
@@ -925,6 +976,24 @@ class DevHelmSimulator:
         ]
 
 
+def check_schedule(values: dict[str, Any]) -> None:
+    """Create's scheduling rules (June spec): ``scheduledFor`` is required when
+    ``scheduled`` is true, the window fields need a scheduled incident, and the window
+    may not end before it starts."""
+    scheduled = values.get("scheduled", False)
+    errors = []
+    if scheduled and "scheduledFor" not in values:
+        errors.append(entry("REQUIRED", "scheduledFor", "is required when scheduled is true"))
+    for name in ("scheduledFor", "scheduledUntil", "autoResolve"):
+        if name in values and not scheduled:
+            errors.append(entry("NOT_SCHEDULED", name, "only scheduled incidents have a window"))
+    start, end = values.get("scheduledFor"), values.get("scheduledUntil")
+    if start and end and datetime.fromisoformat(end) < datetime.fromisoformat(start):
+        errors.append(entry("INVALID_WINDOW", "scheduledUntil", "must not be before scheduledFor"))
+    if errors:
+        raise invalid(errors)
+
+
 def int_param(query: Any, name: str, default: int, *, minimum: int) -> int:
     values = query.getall(name, [])
     if not values:
@@ -953,12 +1022,12 @@ def sort_specs(values: Sequence[str]) -> list[tuple[str, bool]]:
     return specs
 
 
-def rate_limit_headers(limit: int, remaining: int, window_s: float) -> dict[str, str]:
+def rate_limit_headers(limit: int, remaining: int, reset_s: float) -> dict[str, str]:
     """DevHelm's per-org quota headers; Reset is a Unix time in seconds."""
     return {
         "X-RateLimit-Limit": str(limit),
         "X-RateLimit-Remaining": str(remaining),
-        "X-RateLimit-Reset": str(math.ceil(time.time() + window_s)),
+        "X-RateLimit-Reset": str(math.ceil(time.time() + reset_s)),
     }
 
 

@@ -30,6 +30,9 @@ class IncidentUpdate(msgspec.Struct, rename="camel"):
     created_by_user_id: int | None = None
 
 
+# ASSUMPTION: updatedAt moves on every change of the incident (the only change signal:
+# DevHelm sends no webhook for status-page incidents). A change that left it alone would
+# be seen only by a full walk (list_changed(None)).
 class Incident(msgspec.Struct, rename="camel"):
     """A status-page incident (``StatusPageIncidentDto``); ``updates`` only where the
     response carries the timeline (a single-incident read does, list rows may not)."""
@@ -55,6 +58,9 @@ class SingleIncident(msgspec.Struct):
     data: dict[str, Any]
 
 
+# ASSUMPTION: the list honours sort=updatedAt,desc (Spring-style sort; the spec names only
+# a Pageable). list_changed checks the order of every row it reads and, if it is not
+# newest first, reads every page instead of stopping at the first older row.
 class IncidentPage(msgspec.Struct, rename="camel"):
     """``TableValueResultStatusPageIncidentDto``: one page of a 0-based page walk."""
 
@@ -73,6 +79,9 @@ class ErrorEntry(msgspec.Struct):
     field: str | None = None
 
 
+# ASSUMPTION: error bodies are ErrorResponse, but the rate-limit page's example 429 has no
+# code or requestId, so every field but message is optional here; a body that is not an
+# ErrorResponse at all is reported by its raw text.
 class ErrorResponse(msgspec.Struct, rename="camel"):
     """DevHelm's error envelope; the rate-limit 429 carries only status, message and
     timestamp, so everything but ``message`` is optional here."""
@@ -85,6 +94,10 @@ class ErrorResponse(msgspec.Struct, rename="camel"):
     errors: list[ErrorEntry] | None = None
 
 
+# ASSUMPTION: platform events are {"id", "type", "apiVersion", "createdAt", "data"} with
+# "data" undocumented; Syncgate reads only id and type and polls. The signature is
+# t=<unix>;v1=<hex> over t + ":" + body (the separator is an option: the docs have also
+# said "."). A different scheme is refused (401); polling needs no webhook at all.
 class PlatformEvent(msgspec.Struct, rename="camel"):
     """A platform webhook delivery; the shape of ``data`` is not documented."""
 

@@ -2,17 +2,27 @@
 ``issue_opened`` notification as a hint to poll.
 
 hookstream opens, groups and auto-resolves issues itself and sends no webhook when an
-issue changes, so Syncgate polls it (``status=all``, every page, ``updated_at`` compared
-here because the list has no time filter). Only ``status`` and ``snoozed_until`` can be
+issue changes, so Syncgate polls it (``status=all``, every page, times compared here
+because the list has no time filter). Only ``status`` and ``snoozed_until`` can be
 written; ``create`` is refused without a call.
+
+Change detection: an issue's change time is the later of ``updated_at`` and
+``resolved_at``. Whether an auto-resolve moves ``updated_at`` is undocumented; if it
+moves only ``status`` and ``resolved_at``, the resolve still counts as a change at
+``resolved_at``, so ``list_changed(since)`` reports it and the engine does not take it for
+an old observation. This costs nothing: the list has no time filter, so every poll reads
+every page anyway, and choosing what to report is done here. (A resolve stamped earlier
+than it becomes visible is covered by the poller's overlap window.)
 
 Options read from ``settings.options``:
 
-- ``require_timestamp`` (bool, default ``True``): refuse a notification that lacks
-  ``X-hookstream-Timestamp``. With a timestamp the signed string is ``{ts}.{body}`` and
-  the timestamp must be within ``webhook_tolerance_s``; with ``False``, an untimestamped
-  ``sha256=`` signature over the bare body is accepted too (replayable, so only for a
-  channel that cannot send the timestamp).
+- ``require_timestamp`` (bool, default ``False``): refuse a notification that lacks
+  ``X-hookstream-Timestamp``. By default both documented forms are accepted (vendors.md,
+  decision 2): with ``X-hookstream-Timestamp`` the signed string is ``{ts}.{body}`` and
+  the timestamp must be within ``webhook_tolerance_s``; without it, ``sha256=`` over the
+  bare body (replayable, but a notification is only a hint to poll, and a replay of one
+  makes one more poll). ``True`` is the stricter opt-in for a channel known to send the
+  timestamp.
 
 ``settings.base_url`` is hookstream's origin (``https://hookstream.io``); the documented
 form with the ``/v1`` suffix is accepted as well.
@@ -32,7 +42,14 @@ import msgspec
 from adapters import _http, signing
 from adapters.base import Adapter, AdapterSettings
 from adapters.hookstream import wire
-from app.errors import MalformedPayload, Rejected, TransientError, UnreadablePayload
+from app.errors import (
+    ConfigError,
+    ConfigIssue,
+    MalformedPayload,
+    Rejected,
+    TransientError,
+    UnreadablePayload,
+)
 from app.model import (
     CreateTarget,
     Fields,
@@ -68,9 +85,18 @@ class HookstreamAdapter(Adapter):
 
     def __init__(self, settings: AdapterSettings, client: httpx.AsyncClient) -> None:
         super().__init__(settings, client)
-        require_timestamp = settings.options.get("require_timestamp", True)
+        require_timestamp = settings.options.get("require_timestamp", False)
         if not isinstance(require_timestamp, bool):
-            raise ValueError("hookstream option require_timestamp must be true or false")
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        file="<settings>",
+                        line=None,
+                        key="options.require_timestamp",
+                        message=f"must be true or false, got {require_timestamp!r}",
+                    )
+                ]
+            )
         self.require_timestamp = require_timestamp
         origin = settings.base_url.rstrip("/")
         self._issues_url = origin.removesuffix("/v1") + "/v1/issues"
@@ -96,17 +122,24 @@ class HookstreamAdapter(Adapter):
 
     # -- mapping ---------------------------------------------------------------------------
 
-    def to_vendor_object(self, raw: dict[str, Any]) -> VendorObject:
-        """One issue JSON object (either documented shape) as a ``VendorObject``."""
-        try:
-            issue = msgspec.convert(raw, wire.Issue)
-        except msgspec.ValidationError as exc:
-            raise TransientError(self.system, f"unexpected issue object: {exc}") from exc
+    def to_vendor_object(
+        self, raw: dict[str, Any], at: str = "$", response: httpx.Response | None = None
+    ) -> VendorObject:
+        """One issue JSON object (either documented shape), found at ``at`` in
+        ``response``, as a ``VendorObject``."""
+        issue = _http.convert(self.system, raw, wire.Issue, at=at, response=response)
         # The guide's shape has no updated_at; its latest timestamp is the best stand-in.
         updated_at = issue.updated_at or issue.last_seen_at or issue.created_at
         updated_at = updated_at or issue.first_seen_at
         if updated_at is None:
-            raise TransientError(self.system, f"issue {issue.id} carries no timestamp")
+            raise TransientError(
+                self.system,
+                f"response did not fit the expected shape at {at}: issue {issue.id} carries "
+                "no updated_at, last_seen_at, created_at or first_seen_at",
+            )
+        updated_at = as_utc(updated_at)
+        if issue.resolved_at is not None:  # an auto-resolve may leave updated_at alone
+            updated_at = max(updated_at, as_utc(issue.resolved_at))
         status = self.value_maps["status"].to_canonical(issue.status)
         unmapped = {} if status is not None else {"status": issue.status}
         fields: dict[str, Any] = {
@@ -152,7 +185,9 @@ class HookstreamAdapter(Adapter):
         """The issue of a get/update response, wrapped (the reference) or bare (the guide)."""
         body = _http.decode(self.system, response, dict[str, Any])
         inner = body.get("issue")
-        return self.to_vendor_object(inner if isinstance(inner, dict) else body)
+        if isinstance(inner, dict):
+            return self.to_vendor_object(inner, "$.issue", response)
+        return self.to_vendor_object(body, "$", response)
 
     async def get(self, ref: ObjectRef) -> VendorObject:
         response = await _http.send(
@@ -180,7 +215,10 @@ class HookstreamAdapter(Adapter):
                 params={"status": "all", "limit": self._page_size, "offset": offset},
             )
             page = _http.decode(self.system, response, wire.IssuePage)
-            objects = [self.to_vendor_object(raw) for raw in page.issues]
+            objects = [
+                self.to_vendor_object(raw, f"$.issues[{i}]", response)
+                for i, raw in enumerate(page.issues)
+            ]
             fresh = [
                 obj
                 for obj in objects

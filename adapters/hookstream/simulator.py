@@ -2,8 +2,9 @@
 signed ``issue_opened`` notification.
 
 Vendor routes (``X-API-Key: <key>``; errors are ``{"error", "status", "request_id"}``,
-validation is 400; ``RateLimit-Limit``/``-Remaining``/``-Reset`` headers when a rate limit
-is set, and a 429 from the limiter carries ``Retry-After``):
+validation is 400; ``RateLimit-Limit``/``-Remaining``/``-Reset`` headers on every
+authenticated response (the docs' example allowance of 1000 a minute unless a limit is
+set), and a 429 from the limiter carries ``Retry-After``):
 
     GET   /v1/issues            ?status=open|acknowledged|resolved|all (default open)
                                 &destination_id=&limit=1..100 (default 50)&offset=>=0
@@ -37,7 +38,16 @@ every ``POST /_sim/clock``. A newly opened issue sends the ``issue_opened`` noti
 (immediately; the 5-minute rule cron and the cooldown are not simulated) signed
 ``X-hookstream-Signature: sha256=<hex>`` over ``{ts}.{body}`` with
 ``X-hookstream-Timestamp``; with no secret configured it goes unsigned, as a notification
-channel without a secret does.
+channel without a secret does. Failed notifications are retried on the Svix schedule
+(hookstream documents none for notification channels; an assumption).
+
+Behaviour options (``SimOptions.behaviour`` / ``PUT /_sim/behaviour``), for what the
+documents leave open:
+
+    auto_resolve_updated_at   moves (default) | stays: whether an auto-resolve moves
+                              ``updated_at`` or only ``status`` and ``resolved_at``
+    notification_signature    timestamped (default) | body: the destination scheme with
+                              ``include_timestamp`` (``{ts}.{body}``), or over the body alone
 """
 
 from __future__ import annotations
@@ -54,9 +64,22 @@ from litestar import Request, Response, get, patch, post
 from litestar.params import FromPath
 
 from adapters import signing
-from adapters._simkit import SimKit, SimOptions, build_app
+from adapters._simkit import Behaviour, SimKit, SimOptions, build_app
 
 STATUSES = ("open", "acknowledged", "resolved")
+#: The allowance the docs' example shows (per-plan numbers are not documented).
+DEFAULT_RPM = 1000
+#: Readings of what the documents leave open (see the module docstring).
+BEHAVIOURS = {
+    "auto_resolve_updated_at": Behaviour(
+        choices=("moves", "stays"),
+        doc="whether an auto-resolve moves updated_at, or only status and resolved_at",
+    ),
+    "notification_signature": Behaviour(
+        choices=("timestamped", "body"),
+        doc="sha256= over {ts}.{body} with X-hookstream-Timestamp, or over the body alone",
+    ),
+}
 LIST_STATUSES = (*STATUSES, "all")
 AUTO_RESOLVE_AFTER = timedelta(minutes=30)
 DEFAULT_LIMIT = 50
@@ -142,6 +165,8 @@ class HookstreamSimulator:
             render_error=self.render_error,
             webhook_client=webhook_client,
             rate_limit_headers=self.rate_limit_headers,
+            default_rpm=DEFAULT_RPM,
+            behaviours=BEHAVIOURS,
         )
         self.org_id = uuid.uuid4().hex
         self.env_id = uuid.uuid4().hex
@@ -249,16 +274,20 @@ class HookstreamSimulator:
     # -- behaviour -------------------------------------------------------------------------
 
     def auto_resolve(self) -> None:
-        """Resolve every open or acknowledged issue with no failure for 30 minutes."""
+        """Resolve every open or acknowledged issue with no failure for 30 minutes.
+
+        ``resolved_at`` is stamped now (when the resolve becomes visible), not at
+        last_seen + 30 min. Whether ``updated_at`` moves too is the behaviour
+        ``auto_resolve_updated_at``: "moves" (default) or "stays"."""
         now = self.kit.now()
+        moves = self.kit.behaviour["auto_resolve_updated_at"] == "moves"
         for issue in self.issues.values():
             if issue.status != "resolved" and now - issue.last_seen_at >= AUTO_RESOLVE_AFTER:
-                # Stamped now, not at last_seen + 30 min: updated_at must never go back,
-                # or an incremental poll would miss the resolve.
                 stamp = self.kit.now()
                 issue.status = "resolved"
                 issue.resolved_at = stamp
-                issue.updated_at = stamp
+                if moves:
+                    issue.updated_at = stamp
 
     def record_failure(self, body: dict[str, Any]) -> tuple[SimIssue, bool]:
         """Group one failure into its issue; returns the issue and whether it is new."""
@@ -341,7 +370,8 @@ class HookstreamSimulator:
             secret = self.kit.webhook_secret  # read per attempt: it can change at runtime
             if secret is None:
                 return {}
-            return signing.hookstream_sign(secret, payload, timestamp=ts)
+            timestamped = self.kit.behaviour["notification_signature"] == "timestamped"
+            return signing.hookstream_sign(secret, payload, timestamp=ts if timestamped else None)
 
         self.kit.emit("issue_opened", body, sign, "hs-" + hashlib.sha256(body).hexdigest())
 

@@ -14,6 +14,12 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 
+# ASSUMPTION: times are ISO 8601 strings with an offset or "Z" (the reference shows only
+# "<string>"). Another form fails reads with a shape error naming the field.
+# ASSUMPTION: resolved_at is stamped when a resolve becomes visible; whether an
+# auto-resolve also moves updated_at is undocumented, so the adapter takes the later of
+# the two as the change time. A resolved_at stamped earlier than the resolve shows is
+# caught only within the poller's overlap window.
 class Issue(msgspec.Struct, kw_only=True):
     """One issue, in either documented shape.
 
@@ -48,6 +54,10 @@ class Pagination(msgspec.Struct, kw_only=True):
     has_more: bool
 
 
+# ASSUMPTION: the offset-paginated list keeps a stable order (the simulator: oldest
+# first), so an issue opened mid-walk lands on a later page. If the order shifted between
+# pages, an issue could be skipped in one walk; the adapter lists each id once per walk
+# and the next poll, reading everything again, sees it.
 class IssuePage(msgspec.Struct, kw_only=True):
     """One page of ``GET /v1/issues``; issues stay plain dicts so each is kept as ``raw``."""
 
@@ -69,6 +79,11 @@ class NotifiedIssue(msgspec.Struct, kw_only=True):
     id: Annotated[str, msgspec.Meta(min_length=1)]
 
 
+# ASSUMPTION: an issue_opened notification carries the issue as {"issue": {"id": ...}}
+# (the payload is undocumented) and is signed like a destination delivery (sha256=<hex>
+# over the body, or over {ts}.{body} with X-hookstream-Timestamp). Without a readable id
+# the notification asks for a poll; a different signature scheme is refused (401) and
+# polling alone still finds every issue.
 class Notification(msgspec.Struct, kw_only=True):
     """An alert-rule notification. The real payload is undocumented; Syncgate reads only
     the event name and the issue id, and polls when there is no id."""

@@ -56,10 +56,14 @@ Choices where vendors.md is silent (each is a documented decision for Syncgate):
   a ``waiting``-category status, and cleared whenever the ticket leaves that category.
   When ``remind_at`` passes (``POST /_sim/clock``), the ticket moves to
   ``remind_transition_status_id``, or to ``open`` without one: a change like any other.
+- A read-only key (``SimOptions.read_only_api_key``) reads, and gets 403
+  ``insufficient_scope`` on every POST, PATCH and DELETE, as the docs say of such keys.
 - Webhooks (format undocumented): Standard Webhooks signed with the ``whsec_`` secret,
   ``webhook-id`` equal to the body's ``id``; body ``{"id": "evt_<uuid>", "type":
   "ticket.created"|"ticket.updated", "created_at", "data": ticket}`` on every create and
   every change (API, UI, reminder). Without a secret, deliveries go out unsigned.
+  Failed deliveries are retried on the Standard Webhooks (Svix) schedule: InboxOps
+  documents no retry policy (an assumption).
 - Problem ``instance`` is ``urn:inboxops:request:<request id>``. Statuses outside the
   documented list take the nearest documented code (other 4xx ``bad_request``, other 5xx
   ``service_unavailable``). No rate-limit headers are documented, so none are sent; the

@@ -17,6 +17,9 @@ from msgspec import UNSET, UnsetType
 # -- responses ------------------------------------------------------------------------------
 
 
+# ASSUMPTION: timestamps (updated_at, created_at) are ISO 8601 with an offset or "Z", and
+# updated_at moves on every change, reminders included. If a ticket lacks updated_at or
+# writes it in another form, reads fail with a shape error at $.data.updated_at.
 class Ticket(msgspec.Struct):
     """One ticket as GET/POST/PATCH return it (only the keys the adapter reads are typed)."""
 
@@ -39,6 +42,10 @@ class TicketEnvelope(msgspec.Struct):
     data: dict[str, Any]
 
 
+# ASSUMPTION: the list answers {"data": [...], "meta": {page, per_page, total,
+# total_pages}} with 1-based pages and per_page up to 100; the stored reference page shows
+# no envelope. If it differs, every list call fails with a shape error naming the field
+# (e.g. $.meta.total_pages) and polling stops until this struct is corrected.
 class PageMeta(msgspec.Struct):
     """List metadata (Syncgate's decision; the envelope is undocumented)."""
 
@@ -66,6 +73,11 @@ class ProblemDetails(msgspec.Struct):
     error: str | None = None
 
 
+# ASSUMPTION: a webhook body is {"id", "type": "ticket.created"|"ticket.updated",
+# "created_at", "data": ticket}, signed as Standard Webhooks (or, by option, a plain
+# X-InboxOps-Signature HMAC); InboxOps documents neither. If it differs, deliveries are
+# refused (401 signature, 422 unreadable) and the vendor retries them; polling
+# (updated_after) still catches every change.
 class WebhookEvent(msgspec.Struct):
     """``{"id": "evt_...", "type": "ticket.updated", "created_at": ..., "data": ticket}``."""
 

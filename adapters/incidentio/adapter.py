@@ -8,10 +8,20 @@ Options read from ``settings.options``:
   so ``since`` is applied client-side there.
 - ``incident_mode``: one of standard, retrospective, test, tutorial, stream. Passed to every
   list call (polling and the create look-up). Unset, incident.io lists only follow-ups of
-  standard and retrospective incidents.
+  standard and retrospective incidents, so a listing of one incident (a scope, the create
+  look-up) asks for each hidden mode too: the default, then ``incident_mode=test``,
+  ``tutorial`` and ``stream`` (the parameter takes one value). A test incident named as a
+  scope is therefore polled; a global listing follows incident.io's default.
 
 Scopes are incident ids. With ``settings.scopes`` empty, polling lists globally; otherwise
 it lists each incident in turn (``incident_id=``).
+
+Update: ``PUT`` sends the follow-up's whole writable state as last read (title, status,
+description, labels, category, priority option, assignee, assignee team), with the
+changes laid over it, because whether PUT clears an optional field it is not sent is
+undocumented (open question 7). ``current`` is used when it is a complete read of the
+follow-up (raw JSON of this API version); otherwise the follow-up is read first. On v2 the
+category cannot be read, so a v2 PUT cannot carry it.
 
 Create marker: incident.io has no idempotency key for follow-ups, so ``create`` adds the
 label ``syncgate:<idempotency_key>`` to every follow-up it makes and, before posting a
@@ -32,9 +42,9 @@ from urllib.parse import quote
 
 import httpx
 import msgspec
-from msgspec import UNSET
+from msgspec import UNSET, UnsetType
 
-from adapters._http import decode, delay_value, send
+from adapters._http import decode, delay_value, send, shape_error
 from adapters.base import CREATE_SEARCH_SKEW, Adapter, AdapterSettings
 from adapters.incidentio.wire import (
     CreatePayload,
@@ -73,6 +83,8 @@ MARKER_PREFIX = "syncgate:"
 MAX_PAGE_SIZE = 250
 API_VERSIONS = ("v3", "v2")
 INCIDENT_MODES = ("standard", "retrospective", "test", "tutorial", "stream")
+#: Incident modes whose follow-ups the list leaves out unless asked for by name.
+HIDDEN_BY_DEFAULT = ("test", "tutorial", "stream")
 PUBLIC_EVENTS = frozenset(
     {"public_incident.follow_up_created_v2", "public_incident.follow_up_updated_v2"}
 )
@@ -216,17 +228,20 @@ class IncidentIoAdapter(Adapter):
             params=params,
         )
 
-    def _read(self, raw: msgspec.Raw) -> VendorObject:
+    def _read(
+        self, raw: msgspec.Raw, at: str, response: httpx.Response | None = None
+    ) -> VendorObject:
+        """One follow-up found at ``at`` in ``response``; a misfit names the field."""
         try:
             follow_up = msgspec.json.decode(raw, type=FollowUp)
             data = msgspec.json.decode(raw, type=dict[str, Any])
         except msgspec.DecodeError as exc:
-            raise TransientError(SYSTEM, f"unexpected follow-up body: {exc}") from exc
+            raise shape_error(SYSTEM, exc, prefix=at, response=response) from exc
         return self.to_vendor_object(follow_up, data)
 
     def _one(self, response: httpx.Response) -> VendorObject:
         envelope: FollowUpEnvelope = decode(SYSTEM, response, FollowUpEnvelope)
-        return self._read(envelope.follow_up)
+        return self._read(envelope.follow_up, "$.follow_up", response)
 
     def to_vendor_object(self, follow_up: FollowUp, raw: dict[str, Any]) -> VendorObject:
         """Map one follow-up (any version's shape) onto canonical fields."""
@@ -257,6 +272,18 @@ class IncidentIoAdapter(Adapter):
             async for page in self._pages(incident_id, since):
                 yield page
 
+    def _modes(self, incident_id: str | None) -> tuple[str | None, ...]:
+        """The ``incident_mode`` filters one listing needs (None: incident.io's default,
+        standard and retrospective incidents only). Listing one incident walks every mode
+        (the parameter takes one value), since a scope may be a test, tutorial or stream
+        incident whose follow-ups the default hides; with one incident named, the other
+        modes answer an empty page each."""
+        if self.incident_mode:
+            return (self.incident_mode,)
+        if incident_id:
+            return (None, *HIDDEN_BY_DEFAULT)
+        return (None,)
+
     async def _pages(
         self,
         incident_id: str | None,
@@ -264,14 +291,27 @@ class IncidentIoAdapter(Adapter):
         *,
         created_since: datetime | None = None,
     ) -> AsyncGenerator[list[VendorObject], None]:
-        params: dict[str, str] = {}
-        if incident_id:
-            params["incident_id"] = incident_id
-        if self.incident_mode:
-            params["incident_mode"] = self.incident_mode
+        """Every follow-up changed at or after ``since`` (of ``incident_id``, if given,
+        whatever its incident's mode), a page at a time."""
+        for mode in self._modes(incident_id):
+            params: dict[str, str] = {}
+            if incident_id:
+                params["incident_id"] = incident_id
+            if mode:
+                params["incident_mode"] = mode
+            async for page in self._walk(params, since, created_since):
+                yield page
+
+    async def _walk(
+        self, params: dict[str, str], since: datetime | None, created_since: datetime | None
+    ) -> AsyncGenerator[list[VendorObject], None]:
         if self.api_version == "v2":
-            listing = decode(SYSTEM, await self._call("GET", params=params), FollowUpList)
-            objects = [self._read(raw) for raw in listing.follow_ups]
+            response = await self._call("GET", params=params)
+            listing = decode(SYSTEM, response, FollowUpList)
+            objects = [
+                self._read(raw, f"$.follow_ups[{i}]", response)
+                for i, raw in enumerate(listing.follow_ups)
+            ]
             if since is not None:
                 objects = [o for o in objects if o.updated_at >= since]
             if created_since is not None:
@@ -288,8 +328,12 @@ class IncidentIoAdapter(Adapter):
         while True:
             if after is not None:
                 params["after"] = after
-            listing = decode(SYSTEM, await self._call("GET", params=params), FollowUpList)
-            page = [self._read(raw) for raw in listing.follow_ups]
+            response = await self._call("GET", params=params)
+            listing = decode(SYSTEM, response, FollowUpList)
+            page = [
+                self._read(raw, f"$.follow_ups[{i}]", response)
+                for i, raw in enumerate(listing.follow_ups)
+            ]
             if page:
                 yield page
             cursor = listing.pagination_meta.after if listing.pagination_meta else None
@@ -356,10 +400,12 @@ class IncidentIoAdapter(Adapter):
         self, ref: ObjectRef, changes: Fields, current: VendorObject | None = None
     ) -> VendorObject:
         wanted = changes.only(self.writable)
-        # PUT needs the unchanged status and title too, so read them when not given.
-        if current is None or current.fields.title is UNSET or "status" not in current.native:
+        # PUT needs the unchanged status and title, and resends every other writable field
+        # as last read (see UpdatePayload): read first unless ``current`` carries all that.
+        if current is None or not self._complete_read(current, ref):
             current = await self.get(ref)
-        status = current.native["status"]
+        state = self._state(current)
+        status = state.status
         if wanted.status is not UNSET:
             status_map = self.value_maps["status"]
             if not status_map.holds(status, wanted.status):
@@ -371,16 +417,49 @@ class IncidentIoAdapter(Adapter):
             raise Rejected(
                 SYSTEM, "the follow-up is deleted; incident.io refuses deleted on update"
             )
-        title = wanted.title if isinstance(wanted.title, str) else str(current.fields.title)
+        title = wanted.title if isinstance(wanted.title, str) else state.title
+        if wanted.description is not UNSET:
+            description: str | UnsetType = str(wanted.description)
+        else:
+            description = UNSET if state.description is None else state.description
+        if wanted.assignee is not UNSET:
+            assignee: str | UnsetType | None = (
+                None if wanted.assignee is None else str(wanted.assignee)
+            )
+        else:
+            assignee = state.assignee.id if state.assignee else UNSET
         payload = UpdatePayload(
             status=status,
             title=title,
-            description=wanted.description,
-            assignee_id=wanted.assignee,
+            description=description,
+            assignee_id=assignee,
+            assignee_team_id=state.assignee_team.id if state.assignee_team else UNSET,
+            follow_up_category_id=state.category.id if state.category else UNSET,
+            follow_up_priority_option_id=state.priority.id if state.priority else UNSET,
+            labels=list(state.labels),
         )
         return self._one(
             await self._call("PUT", "/" + quote(ref.external_id, safe=""), body=payload)
         )
+
+    def _complete_read(self, current: VendorObject, ref: ObjectRef) -> bool:
+        """Whether ``current.raw`` is a whole follow-up of this API version, enough to
+        resend its writable state. The gateway's stored state keeps no raw JSON, so this
+        holds only for an object read moments ago. In v3, a raw follow-up without
+        ``category`` may be the V2 shape of a webhook (which never carries one), so it is
+        read again: resending it without the category could clear that."""
+        raw = current.raw
+        if not raw or raw.get("id") != ref.external_id:
+            return False
+        if not all(key in raw for key in ("title", "status", "labels")):
+            return False
+        return self.api_version == "v2" or "category" in raw
+
+    def _state(self, current: VendorObject) -> FollowUp:
+        try:
+            return msgspec.convert(current.raw, FollowUp)
+        except msgspec.ValidationError as exc:
+            raise shape_error(SYSTEM, exc, prefix="$.follow_up") from exc
 
     # -- webhooks --------------------------------------------------------------------------
 

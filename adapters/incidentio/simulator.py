@@ -11,7 +11,9 @@ Vendor routes (``Authorization: Bearer <key>``; ``{v}`` is ``v3`` or ``v2``):
                                    labels?}                      -> 201 {"follow_up"}
     GET    /v3/follow_ups         ?page_size (1..250, default 25) &after &incident_id
                                    &incident_mode &assignee_team_id
-                                   &created_at[gte|lte] &updated_at[gte|lte] (RFC 3339)
+                                   &created_at[gte|lte|date_range]
+                                   &updated_at[gte|lte|date_range] (RFC 3339 times or
+                                   dates; date_range is ``<date>~<date>``, both days whole)
                                    -> {"follow_ups", "pagination_meta": {"page_size", "after"?}}
     GET    /v2/follow_ups         ?incident_id &incident_mode &assignee_team_id
                                    -> {"follow_ups"} (everything, one response)
@@ -47,7 +49,8 @@ users ``USER_IDS``, team ``TEAM_ID``, category ``CATEGORY_ID``, priority options
 Behaviour where the documents leave a choice (these are the simulator's answers):
 
 - Validation failures are 422 ``validation_error`` listing every problem, each with
-  ``source.field``: a missing required field, a wrong type, an unknown body field, an enum
+  ``source: {field, pointer}`` (the SDK's ``ErrorSource`` requires both): a missing
+  required field, a wrong type, an unknown body field, an enum
   value outside the documented set, a reference to an unknown incident, user, team, category
   or priority, ``status: deleted`` on PUT, an empty title, an unknown query parameter. A body
   that is not JSON is 400 ``invalid_request_error``. Unknown follow-up ids are 404.
@@ -57,7 +60,8 @@ Behaviour where the documents leave a choice (these are the simulator's answers)
   incidents, with or without ``incident_id``.
 - ``pagination_meta.after`` is the last id of a full page, so a walk may end on an empty page.
 - An optional field omitted from PUT is kept; only ``null`` unassigns (and only the assignee
-  fields take null).
+  fields take null). Behaviour ``put_omitted: clear`` plays the other reading: every
+  optional field a PUT leaves out is cleared (labels emptied).
 - ``completed`` sets ``completed_at``; leaving ``completed`` clears it. ``completed`` and
   ``not_doing`` may go back to ``outstanding`` (open question 7).
 - A PUT that changes nothing leaves ``updated_at`` alone and sends no webhook.
@@ -70,12 +74,20 @@ Behaviour where the documents leave a choice (these are the simulator's answers)
   ``private_incident.follow_up_{created,updated}_v2`` carrying only ``{"id"}``, signed with
   the secret in effect at send time (a random ``whsec_`` secret when none is configured).
 - 429 bodies carry ``rate_limit`` with ``retry_after`` as RFC 3339; ``X-RateLimit-*`` headers
-  go on every response while a requests-per-minute limit is set.
+  go on every authenticated response (the default allowance, 1,200 a minute, unless a
+  limit is set).
+- Webhook retries follow Svix's schedule (immediately, 5 s, 5 min, 30 min, 2 h, 5 h, 10 h,
+  10 h), time-scaled by ``SimOptions.webhook_time_scale``.
+
+Behaviour options (``SimOptions.behaviour`` / ``PUT /_sim/behaviour``):
+
+    put_omitted   keep (default) | clear
 """
 
 from __future__ import annotations
 
 import base64
+import math
 import re
 import secrets
 import time
@@ -89,7 +101,7 @@ import httpx
 import msgspec
 from litestar import Request, Response, delete, get, patch, post, put
 
-from adapters._simkit import SimKit, SimOptions, build_app
+from adapters._simkit import Behaviour, SimKit, SimOptions, build_app
 from adapters.signing import standard_headers
 
 VENDOR = "incidentio"
@@ -108,6 +120,24 @@ DEFAULT_MODES = frozenset({"standard", "retrospective"})
 VISIBILITIES = ("public", "private")
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 250
+#: The documented default allowance per API key (a token bucket of 1,200 a minute).
+DEFAULT_RPM = 1200
+#: The optional fields of the update payload (FollowUpsUpdatePayloadV3 and V2).
+PUT_OPTIONAL = (
+    "assignee_id",
+    "assignee_team_id",
+    "description",
+    "follow_up_category_id",
+    "follow_up_priority_option_id",
+    "labels",
+)
+#: Readings of what the documents leave open (see the module docstring).
+BEHAVIOURS = {
+    "put_omitted": Behaviour(
+        choices=("keep", "clear"),
+        doc="what PUT does to an optional field it is not sent (open question 7)",
+    ),
+}
 
 ERROR_TYPES = {
     400: "invalid_request_error",
@@ -207,10 +237,19 @@ class Invalid(Exception):
         self.errors = errors
 
 
+def json_pointer(*parts: str) -> str:
+    """An RFC 6901 pointer to ``parts`` (``~`` and ``/`` escaped)."""
+    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
+
+
 def _problem(code: str, message: str, field: str | None = None) -> dict[str, Any]:
+    """One ``errors[]`` entry (ErrorSingle). ``source`` is ``{field, pointer}``: both are
+    required by the SDK's ``ErrorSource`` whenever ``source`` is present. A query
+    parameter's pointer names the parameter (``/updated_at[gte]``); incident.io does not
+    document pointers for query parameters (the simulator's choice)."""
     error: dict[str, Any] = {"code": code, "message": message}
     if field is not None:
-        error["source"] = {"field": field}
+        error["source"] = {"field": field, "pointer": json_pointer(field)}
     return error
 
 
@@ -287,14 +326,43 @@ def parse_query(raw: str, allowed: frozenset[str]) -> dict[str, str]:
     return dict(pairs)
 
 
-def parse_time(name: str, value: str) -> datetime:
+_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
+
+
+def parse_time(name: str, value: str, *, end_of_day: bool = False) -> datetime:
+    """An RFC 3339 time, or a date (the SDK's own example filters with ``2025-01-01``):
+    a date is its first moment in UTC, or its last with ``end_of_day``."""
+    if _DATE.match(value):
+        try:
+            day = datetime.fromisoformat(value).replace(tzinfo=UTC)
+        except ValueError:
+            raise invalid_field(name, f"{name} must be a date or an RFC 3339 time") from None
+        return day + timedelta(days=1, microseconds=-1) if end_of_day else day
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:
         parsed = None
     if parsed is None or parsed.tzinfo is None:
-        raise invalid_field(name, f"{name} must be an RFC 3339 time")
+        raise invalid_field(name, f"{name} must be a date or an RFC 3339 time")
     return parsed
+
+
+def parse_bounds(name: str, value: str) -> tuple[datetime | None, datetime | None]:
+    """``created_at[gte|lte|date_range]`` as (lowest, highest), both inclusive.
+    ``date_range`` is two dates joined by ``~`` (``2024-12-02~2024-12-08``), each end
+    taken whole."""
+    operator = name[name.index("[") + 1 : -1]
+    if operator == "gte":
+        return parse_time(name, value), None
+    if operator == "lte":
+        return None, parse_time(name, value, end_of_day=True)
+    start, sep, end = value.partition("~")
+    if not sep or not start or not end:
+        raise invalid_field(name, f"{name} must be two dates joined by ~")
+    low, high = parse_time(name, start), parse_time(name, end, end_of_day=True)
+    if high < low:
+        raise invalid_field(name, f"{name} ends before it starts")
+    return low, high
 
 
 # -- the simulator --------------------------------------------------------------------------
@@ -318,6 +386,8 @@ class IncidentIoSimulator:
             render_error=self.render_error,
             webhook_client=webhook_client,
             rate_limit_headers=rate_limit_headers,
+            default_rpm=DEFAULT_RPM,
+            behaviours=BEHAVIOURS,
         )
         self.ulid = Ulids()
         self.incidents: dict[str, Incident] = {
@@ -464,6 +534,16 @@ class IncidentIoSimulator:
         rules["assignee_team_id"] = Rule(rules["assignee_team_id"].check, nullable=True)
         return rules
 
+    def put_values(self, values: dict[str, Any]) -> dict[str, Any]:
+        """What a PUT sets: its body, plus, when the ``put_omitted`` behaviour is "clear",
+        every optional field it left out, cleared (open question 7: the docs say only that
+        null unassigns)."""
+        if self.kit.behaviour["put_omitted"] != "clear":
+            return values
+        cleared: dict[str, Any] = {name: None for name in PUT_OPTIONAL}
+        cleared["labels"] = []
+        return {**cleared, **values}
+
     def seed_rules(self) -> dict[str, Rule]:
         rules = self.create_rules()
         del rules["external_issue_reference_id"]
@@ -543,7 +623,7 @@ class IncidentIoSimulator:
             raise invalid_field("incident_mode", f"{mode!r} is not a valid incident_mode")
         modes = {mode} if mode else DEFAULT_MODES
         bounds = {
-            key: parse_time(key, value)
+            key: parse_bounds(key, value)
             for key, value in query.items()
             if key.startswith(("created_at[", "updated_at["))
         }
@@ -587,8 +667,10 @@ class IncidentIoSimulator:
                 "assignee_team_id",
                 "created_at[gte]",
                 "created_at[lte]",
+                "created_at[date_range]",
                 "updated_at[gte]",
                 "updated_at[lte]",
+                "updated_at[date_range]",
             }
         )
         v2_list_params = frozenset({"incident_id", "incident_mode", "assignee_team_id"})
@@ -642,7 +724,7 @@ class IncidentIoSimulator:
                     raise Invalid(422, [_problem("invalid_value", "follow-up has been deleted")])
             except Invalid as exc:
                 return sim._invalid(exc)
-            if sim.apply(record, values):
+            if sim.apply(record, sim.put_values(values)):
                 sim.notify(record, created=False)
             return ok({"follow_up": sim.render(record, version(request))})
 
@@ -747,18 +829,21 @@ class IncidentIoSimulator:
         ]
 
 
-def _within(record: FollowUpRecord, key: str, bound: datetime) -> bool:
+def _within(
+    record: FollowUpRecord, key: str, bounds: tuple[datetime | None, datetime | None]
+) -> bool:
     value = record.created_at if key.startswith("created_at") else record.updated_at
-    return value >= bound if key.endswith("[gte]") else value <= bound
+    low, high = bounds
+    return (low is None or value >= low) and (high is None or value <= high)
 
 
-def rate_limit_headers(limit: int, remaining: int, window_s: float) -> dict[str, str]:
-    """incident.io's allowance headers: the binding limit, then each limit with its window."""
+def rate_limit_headers(limit: int, remaining: int, reset_s: float) -> dict[str, str]:
+    """incident.io's allowance headers: the binding limit, then each limit with its window
+    (one, of a minute); ``X-RateLimit-Reset`` is a Unix time in seconds."""
     used = limit - remaining
-    reset = int(time.time() + (window_s if used else 0))
     return {
-        "X-RateLimit-Limit": f"{limit}, {limit};window={window_s:g}",
+        "X-RateLimit-Limit": f"{limit}, {limit};window=60",
         "X-RateLimit-Remaining": str(remaining),
         "X-RateLimit-Used": str(used),
-        "X-RateLimit-Reset": str(reset),
+        "X-RateLimit-Reset": str(math.ceil(time.time() + reset_s)),
     }

@@ -22,6 +22,13 @@ class User(msgspec.Struct, frozen=True):
     id: str
 
 
+class Ref(msgspec.Struct, frozen=True):
+    """An embedded object read only for its id (team, category, priority option): PUT
+    resends the id so that a PUT which clears what it is not sent keeps it."""
+
+    id: str
+
+
 class FollowUp(msgspec.Struct, frozen=True):
     """FollowUpV3 (REST v3) and FollowUpV2 (REST v2 and webhooks; the same minus ``category``).
 
@@ -36,6 +43,12 @@ class FollowUp(msgspec.Struct, frozen=True):
     labels: list[str] = msgspec.field(default_factory=list)
     description: str | None = None
     assignee: User | None = None
+    assignee_team: Ref | None = None
+    # ASSUMPTION: a FollowUpV3 without a category omits the key (the SDK's model makes it
+    # optional); the V2 shape (webhooks, REST v2) never carries it. If v3 sent
+    # "category": null instead, nothing breaks: the adapter would only re-read less often.
+    category: Ref | None = None
+    priority: Ref | None = None
 
 
 class FollowUpEnvelope(msgspec.Struct, frozen=True):
@@ -45,6 +58,9 @@ class FollowUpEnvelope(msgspec.Struct, frozen=True):
     follow_up: msgspec.Raw
 
 
+# ASSUMPTION: v3 page_size may be 250 (the default is 25; the maximum is undocumented).
+# If it were lower, every list would be a 422 on page_size naming the limit, and the
+# adapter's MAX_PAGE_SIZE must come down.
 class PaginationMeta(msgspec.Struct, frozen=True):
     """v3 list cursor: ``after`` is present only when more pages may exist."""
 
@@ -59,6 +75,9 @@ class FollowUpList(msgspec.Struct, frozen=True):
     pagination_meta: PaginationMeta | None = None
 
 
+# ASSUMPTION: incident_mode takes one value per request (the SDK sends one), and
+# incident.io's default hides test, tutorial and stream incidents; listing one incident
+# therefore asks each hidden mode in turn (four listings per incident).
 class PrivateResource(msgspec.Struct, frozen=True):
     """WebhookPrivateResourceV2: all a private-incident webhook says about the follow-up."""
 
@@ -80,10 +99,19 @@ class CreatePayload(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 class UpdatePayload(msgspec.Struct, frozen=True, omit_defaults=True):
-    """FollowUpsUpdatePayloadV3: ``status`` and ``title`` are required on every PUT;
-    ``assignee_id`` null unassigns, an omitted optional field is left as it is."""
+    """FollowUpsUpdatePayloadV3 (and V2, the same fields): ``status`` and ``title`` are
+    required on every PUT; ``assignee_id`` null unassigns.
+
+    The adapter fills every field from the follow-up as last read, not only the changed
+    ones: what PUT does to an omitted optional field is undocumented (open question 7),
+    and under the reading where it clears it, a partial PUT would wipe the description,
+    the labels (our marker among them), the category, the priority and the assignees."""
 
     status: str
     title: str
     description: str | UnsetType = UNSET
     assignee_id: str | UnsetType | None = UNSET
+    assignee_team_id: str | UnsetType = UNSET
+    follow_up_category_id: str | UnsetType = UNSET
+    follow_up_priority_option_id: str | UnsetType = UNSET
+    labels: list[str] | UnsetType = UNSET

@@ -29,6 +29,7 @@ from app.errors import (
 )
 from app.model import CreateTarget, Fields, ObjectRef, Priority, Status, utcnow
 from app.serving import serve_asgi
+from tests.contract.kit import WEBHOOK_TIME_SCALE
 from tests.contract.kit_devhelm import KIT, STATUS_PAGE_ID
 
 PAGE = STATUS_PAGE_ID
@@ -80,6 +81,7 @@ async def rig() -> AsyncIterator[Rig]:
     hooks = httpx.AsyncClient(transport=httpx.MockTransport(capture))
     sim = KIT.simulator(
         options=SimOptions(
+            webhook_time_scale=WEBHOOK_TIME_SCALE,
             api_key=KIT.api_key,
             webhook_url="http://gateway.test/webhooks/devhelm",
             webhook_secret=KIT.webhook_secret,
@@ -179,9 +181,44 @@ async def test_rate_limit_body_and_headers(rig: Rig) -> None:
     limited = await rig.api.get(INCIDENTS)
     assert limited.status_code == 429
     wait = limited.headers["retry-after"]
-    body = limited.json()
+    body = assert_error(limited, 429, "RATE_LIMITED")  # ErrorResponse: code is required
     assert body["message"] == f"Rate limit exceeded. Retry after {wait}."
-    assert set(body) == {"status", "message", "timestamp"}
+    assert set(body) == {"status", "code", "message", "timestamp", "requestId"}
+    assert limited.headers["x-ratelimit-remaining"] == "0"
+
+
+async def test_rate_limit_headers_on_every_authenticated_response(rig: Rig) -> None:
+    """Without a set limit the headers still come, with the default plan's allowance."""
+    ok = await rig.api.get(INCIDENTS)
+    missing = await rig.api.get(f"{INCIDENTS}/{uuid.uuid4()}")
+    assert missing.status_code == 404
+    for response in (ok, missing):
+        assert response.headers["x-ratelimit-limit"] == "1000"
+        assert int(response.headers["x-ratelimit-remaining"]) < 1000
+        assert int(response.headers["x-ratelimit-reset"]) >= int(utcnow().timestamp())
+    unauthenticated = await rig.control.get(INCIDENTS)
+    assert unauthenticated.status_code == 401
+    assert "x-ratelimit-limit" not in unauthenticated.headers
+
+
+@pytest.mark.parametrize("org_header", ["optional", "required"])
+async def test_the_org_header_is_checked_against_the_configured_org(
+    rig: Rig, org_header: str
+) -> None:
+    await rig.control.put("/_sim/behaviour", json={"org_header": org_header, "org_id": "42"})
+    incident_id = await rig.seed()
+    ref = ObjectRef("devhelm", PAGE, incident_id)
+    with pytest.raises(AuthError):
+        await rig.adapter.get(ref)  # sends the default "1"
+    assert (await rig.adapter_with(options={"org_id": "42"}).get(ref)).ref == ref
+    bare = {"Authorization": f"Bearer {KIT.api_key}"}
+    without = await rig.control.get(INCIDENTS, headers=bare)
+    if org_header == "required":
+        assert_error(without, 403, "FORBIDDEN")
+    else:
+        assert without.status_code == 200
+    bad = await rig.control.put("/_sim/behaviour", json={"org_header": "sometimes"})
+    assert bad.status_code == 400
 
 
 # -- pagination and listing -------------------------------------------------------------------
@@ -230,6 +267,24 @@ async def test_list_sorts_and_filters_by_status(rig: Rig) -> None:
 )
 async def test_bad_list_parameters_are_bad_request(rig: Rig, params: dict[str, Any]) -> None:
     assert_error(await rig.api.get(INCIDENTS, params=params), 400, "BAD_REQUEST")
+
+
+@pytest.mark.parametrize("sort", ["honoured", "ignored"])
+async def test_list_changed_finds_every_change_whether_or_not_sort_is_honoured(
+    rig: Rig, sort: str
+) -> None:
+    await rig.control.put("/_sim/behaviour", json={"sort": sort})
+    ids = [await rig.seed(n) for n in range(5)]
+    cutoff = (await rig.adapter.get(ObjectRef("devhelm", PAGE, ids[-1]))).updated_at
+    for n in (3, 1):  # changed after the cutoff, out of creation order
+        await rig.control.patch(f"/_sim/objects/{ids[n]}", json={"title": f"touched {n}"})
+    await rig.control.delete("/_sim/requests")
+    changed = [o async for page in rig.adapter.list_changed(cutoff) for o in page]
+    assert sorted(o.ref.external_id for o in changed) == sorted([ids[-1], ids[3], ids[1]])
+    pages_read = len(await rig.logged("GET"))
+    # sorted: the walk stops at the page holding the first older row (page_size 2: the
+    # second); unsorted: it sees rows out of order and reads all three pages
+    assert pages_read == (2 if sort == "honoured" else 3)
 
 
 async def test_list_changed_stops_a_scope_at_older_items(rig: Rig) -> None:
@@ -583,3 +638,33 @@ async def test_parse_webhook_refuses_what_devhelm_does_not_send(rig: Rig) -> Non
         adapter.parse_webhook({}, b"not json")
     with pytest.raises(UnreadablePayload):
         adapter.parse_webhook({}, b'{"event": "incident.created"}')
+
+
+async def test_create_accepts_the_scheduling_fields(rig: Rig) -> None:
+    body = {
+        "title": "Database maintenance",
+        "impact": "MINOR",
+        "body": "Planned failover of the primary.",
+        "scheduled": True,
+        "scheduledFor": "2026-07-01T02:00:00Z",
+        "scheduledUntil": "2026-07-01T03:00:00Z",
+        "autoResolve": True,
+    }
+    created = await rig.api.post(INCIDENTS, json=body)
+    assert created.status_code == 201, created.text
+    data = created.json()["data"]
+    assert (data["scheduled"], data["autoResolve"]) == (True, True)
+    assert data["scheduledFor"] == body["scheduledFor"]
+    # PUT may move the window of a scheduled incident
+    moved = await rig.api.put(
+        f"{INCIDENTS}/{data['id']}", json={"scheduledUntil": "2026-07-01T04:00:00Z"}
+    )
+    assert moved.json()["data"]["scheduledUntil"] == "2026-07-01T04:00:00Z"
+    for bad, name in (
+        ({**body, "scheduledFor": None}, "scheduledFor"),
+        ({**body, "scheduled": False}, "scheduledFor"),
+        ({**body, "scheduledUntil": "2026-07-01T01:00:00Z"}, "scheduledUntil"),
+        ({**body, "scheduledFor": "tomorrow"}, "scheduledFor"),
+    ):
+        error = assert_error(await rig.api.post(INCIDENTS, json=bad), 400, "VALIDATION_FAILED")
+        assert name in {e["field"] for e in error["errors"]}

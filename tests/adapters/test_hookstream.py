@@ -20,9 +20,17 @@ from adapters._simkit import SimOptions
 from adapters.base import lower_headers
 from adapters.hookstream.adapter import HookstreamAdapter
 from adapters.hookstream.simulator import HookstreamSimulator
-from app.errors import MalformedPayload, RateLimited, Rejected, SignatureInvalid, UnreadablePayload
+from app.errors import (
+    ConfigError,
+    MalformedPayload,
+    RateLimited,
+    Rejected,
+    SignatureInvalid,
+    UnreadablePayload,
+)
 from app.model import CreateTarget, Fields, ObjectRef, Priority, Status, utcnow
 from app.serving import serve_asgi
+from tests.contract.kit import WEBHOOK_TIME_SCALE
 from tests.contract.kit_hookstream import KIT
 
 
@@ -72,6 +80,7 @@ async def rig() -> AsyncIterator[Rig]:
     async with httpx.AsyncClient(transport=httpx.MockTransport(capture)) as hooks:
         sim = HookstreamSimulator(
             SimOptions(
+                webhook_time_scale=WEBHOOK_TIME_SCALE,
                 api_key=KIT.api_key,
                 webhook_url="http://gateway.test/webhooks/hookstream",
                 webhook_secret=KIT.webhook_secret,
@@ -269,7 +278,12 @@ async def test_a_failure_reopens_a_resolved_issue(rig: Rig) -> None:
     assert (await rig.adapter.get(ref)).fields.status == Status.OPEN
 
 
-async def test_issues_auto_resolve_after_30_quiet_minutes(rig: Rig) -> None:
+@pytest.mark.parametrize("updated_at", ["moves", "stays"])
+async def test_issues_auto_resolve_after_30_quiet_minutes(rig: Rig, updated_at: str) -> None:
+    """Whether an auto-resolve moves updated_at is undocumented: polling must see the
+    resolve either way (through resolved_at), and take it as a change newer than the
+    issue's last one."""
+    await rig.control.put("/_sim/behaviour", json={"auto_resolve_updated_at": updated_at})
     quiet = (await rig.fail("dst_quiet")).json()["issue"]
     busy = (await rig.fail("dst_busy")).json()["issue"]
     acked = (await rig.fail("dst_acked")).json()["issue"]
@@ -280,8 +294,11 @@ async def test_issues_auto_resolve_after_30_quiet_minutes(rig: Rig) -> None:
     await rig.control.post("/_sim/clock", json={"advance_s": 600})
     quiet_now, busy_now = await rig.issue(quiet["id"]), await rig.issue(busy["id"])
     assert quiet_now["status"] == "resolved"
-    assert quiet_now["resolved_at"] is not None
-    assert quiet_now["updated_at"] > quiet["updated_at"]
+    assert quiet_now["resolved_at"] > quiet["updated_at"]
+    if updated_at == "moves":
+        assert quiet_now["updated_at"] == quiet_now["resolved_at"]
+    else:
+        assert quiet_now["updated_at"] == quiet["updated_at"]
     assert (await rig.issue(acked["id"]))["status"] == "resolved"
     assert busy_now["status"] == "open"
     changed = [o async for page in rig.adapter.list_changed(since) for o in page]
@@ -290,6 +307,10 @@ async def test_issues_auto_resolve_after_30_quiet_minutes(rig: Rig) -> None:
         busy["id"]: Status.OPEN,
         acked["id"]: Status.RESOLVED,
     }
+    resolved = next(o for o in changed if o.ref.external_id == quiet["id"])
+    # the observation is as new as the resolve, so it is not dropped as out of order
+    assert resolved.updated_at == datetime.fromisoformat(quiet_now["resolved_at"])
+    assert resolved.updated_at > datetime.fromisoformat(quiet["updated_at"])
 
 
 async def test_snooze_and_unsnooze(rig: Rig) -> None:
@@ -392,20 +413,48 @@ def test_unparseable_notifications_are_refused() -> None:
 
 
 def test_require_timestamp_option() -> None:
+    """By default both documented forms are accepted (vendors.md, decision 2);
+    ``require_timestamp: true`` is an opt-in that refuses the body-only form."""
     body = b'{"event":"issue_opened","issue":{"id":"iss_1"}}'
     bare = lower_headers(signing.hookstream_sign(KIT.webhook_secret, body))
-    strict = offline()
+    lenient = offline()
+    lenient.verify_webhook(bare, body, utcnow())
+    strict = offline(options={"require_timestamp": True})
     with pytest.raises(SignatureInvalid, match="Timestamp"):
         strict.verify_webhook(bare, body, utcnow())
-    lenient = offline(options={"require_timestamp": False})
-    lenient.verify_webhook(bare, body, utcnow())
-    stamped = lower_headers(
-        signing.hookstream_sign(KIT.webhook_secret, body, timestamp=int(utcnow().timestamp()) - 900)
-    )
+    now = int(utcnow().timestamp())
+    fresh = lower_headers(signing.hookstream_sign(KIT.webhook_secret, body, timestamp=now))
+    for adapter in (lenient, strict):
+        adapter.verify_webhook(fresh, body, utcnow())
+    stale = lower_headers(signing.hookstream_sign(KIT.webhook_secret, body, timestamp=now - 900))
+    for adapter in (lenient, strict):
+        with pytest.raises(SignatureInvalid, match="tolerance"):
+            adapter.verify_webhook(stale, body, utcnow())
+    # a body-only signature offered with a timestamp header is checked as {ts}.{body}
     with pytest.raises(SignatureInvalid):
-        lenient.verify_webhook(stamped, body, utcnow())
-    with pytest.raises(ValueError, match="require_timestamp"):
+        lenient.verify_webhook({**bare, "x-hookstream-timestamp": str(now)}, body, utcnow())
+    with pytest.raises(ConfigError) as info:
         offline(options={"require_timestamp": "no"})
+    assert info.value.issues[0].key == "options.require_timestamp"
+
+
+@pytest.mark.parametrize("form", ["timestamped", "body"])
+async def test_the_simulators_notification_is_accepted_in_either_form(rig: Rig, form: str) -> None:
+    await rig.control.put("/_sim/behaviour", json={"notification_signature": form})
+    await rig.seed()
+    await rig.control.post("/_sim/webhooks/flush")
+    request = rig.captured[-1]
+    headers, body = lower_headers(request.headers.multi_items()), request.content
+    assert ("x-hookstream-timestamp" in headers) == (form == "timestamped")
+    rig.adapter.verify_webhook(headers, body, utcnow())  # the default: either form
+    event = rig.adapter.parse_webhook(headers, body)
+    assert event.hints and event.hints[0].external_id
+    strict = offline(options={"require_timestamp": True})
+    if form == "timestamped":
+        strict.verify_webhook(headers, body, utcnow())
+    else:
+        with pytest.raises(SignatureInvalid):
+            strict.verify_webhook(headers, body, utcnow())
 
 
 # -- rate limits ----------------------------------------------------------------------------

@@ -19,8 +19,15 @@ from adapters._http import DEFAULT_RATE_LIMIT_DELAY_S
 from adapters._simkit import SimOptions
 from adapters.base import lower_headers
 from adapters.inboxops.adapter import InboxOpsAdapter, read_error
-from adapters.inboxops.simulator import BILLING_INBOX_ID, SUPPORT_INBOX_ID, InboxOpsSimulator, iso
+from adapters.inboxops.simulator import (
+    BILLING_INBOX_ID,
+    SUPPORT_INBOX_ID,
+    InboxOpsSimulator,
+    SeedIn,
+    iso,
+)
 from app.errors import (
+    AuthError,
     MalformedPayload,
     RateLimited,
     Rejected,
@@ -29,6 +36,7 @@ from app.errors import (
 )
 from app.model import CreateTarget, Fields, ObjectRef, Priority, Status, utcnow
 from app.serving import serve_asgi
+from tests.contract.kit import WEBHOOK_TIME_SCALE
 from tests.contract.kit_inboxops import KIT
 
 PROBLEM_TYPE = "https://docs.inboxops.app/api/problems/"
@@ -63,6 +71,7 @@ async def rig() -> AsyncIterator[Rig]:
     async with httpx.AsyncClient(transport=httpx.MockTransport(capture)) as hooks:
         sim = InboxOpsSimulator(
             SimOptions(
+                webhook_time_scale=WEBHOOK_TIME_SCALE,
                 api_key=KIT.api_key,
                 webhook_url="http://gateway.test/webhooks/inboxops",
                 webhook_secret=KIT.webhook_secret,
@@ -681,3 +690,30 @@ async def test_a_429_bodys_retry_after_is_the_last_resort(
 def test_simulator_refuses_a_secret_that_cannot_sign() -> None:
     with pytest.raises(ValueError, match="whsec_"):
         InboxOpsSimulator(SimOptions(api_key=KIT.api_key, webhook_secret="not base64 !"))
+
+
+async def test_a_read_only_key_reads_but_every_write_is_403_insufficient_scope() -> None:
+    read_only = "ixk_live_readonly0c8e4f0d29b6a7c5f2c9e81b7d64a03"
+    sim = InboxOpsSimulator(KIT.sim_options(read_only_api_key=read_only))
+    async with serve_asgi(sim.app) as url, httpx.AsyncClient(timeout=5.0) as client:
+        ticket = sim.seed(SeedIn(subject="Readable"))
+        adapter = InboxOpsAdapter(KIT.settings(url, api_key=read_only), client)
+        ref = ObjectRef("inboxops", "", ticket.id)
+        assert (await adapter.get(ref)).fields.title == "Readable"
+        assert [o.ref async for page in adapter.list_changed(None) for o in page] == [ref]
+        with pytest.raises(AuthError) as info:
+            await adapter.update(ref, Fields(status=Status.RESOLVED))
+        assert info.value.status == 403
+        assert "insufficient_scope" in info.value.message
+        with pytest.raises(AuthError):
+            await adapter.create(
+                CreateTarget(params={"inbox_id": SUPPORT_INBOX_ID}), Fields(title="x"), "k-1"
+            )
+        raw = await client.patch(
+            f"{url}/api/v1/tickets/{ticket.id}",
+            json={"status": "resolved"},
+            headers={"Authorization": f"Bearer {read_only}"},
+        )
+        assert_problem(raw, 403, "insufficient_scope")
+        assert sim.tickets[ticket.id].status.category == "open"
+        assert not sim.kit.writes()

@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import parse_qsl
 
 import httpx
 import msgspec
@@ -18,14 +19,18 @@ from adapters.incidentio.adapter import MARKER_PREFIX, IncidentIoAdapter, read_r
 from adapters.incidentio.simulator import (
     CATEGORY_ID,
     DEFAULT_INCIDENT_ID,
+    PRIORITY_IDS,
+    TEAM_ID,
     USER_IDS,
     IncidentIoSimulator,
 )
 from app.errors import ConfigError, MalformedPayload, RateLimited, Rejected, UnreadablePayload
 from app.model import CreateTarget, Fields, ObjectRef, Priority, Status, utcnow
 from app.serving import serve_asgi
+from tests.contract.kit import WEBHOOK_TIME_SCALE
 from tests.contract.kit_incidentio import KIT
 
+JSON = "application/json"
 ULID_ALPHABET = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 
 
@@ -84,6 +89,7 @@ async def rig() -> AsyncIterator[Rig]:
     hooks = httpx.AsyncClient(transport=httpx.MockTransport(capture))
     sim = IncidentIoSimulator(
         SimOptions(
+            webhook_time_scale=WEBHOOK_TIME_SCALE,
             api_key=KIT.api_key,
             webhook_url="http://gateway.test/webhooks/incidentio",
             webhook_secret=KIT.webhook_secret,
@@ -213,13 +219,20 @@ async def test_a_429_without_delay_headers_waits_for_the_bodys_rate_limit_retry_
     # the vendor's clock runs two minutes ahead, so the body's moment is far from the
     # 1s default a 429 with no readable delay gets
     await rig.control.post("/_sim/clock", json={"advance_s": 120})
-    await rig.control.post("/_sim/faults", json={"status": 429, "count": 2, "methods": ["GET"]})
+    await rig.control.post("/_sim/faults", json={"status": 429, "count": 1, "methods": ["GET"]})
     raw = await rig.api.get(f"/v3/follow_ups/{follow_up['id']}")
     assert raw.status_code == 429
-    assert not {"retry-after", "ratelimit-reset", "x-ratelimit-reset"} & set(raw.headers)
+    assert "retry-after" not in raw.headers
     assert raw.json()["rate_limit"]["retry_after"].endswith("Z")
-    with pytest.raises(RateLimited) as limited:
-        await rig.adapter().get(ref)
+
+    # The same 429 as a proxy might pass it on, without any delay header: the body decides.
+    def bare(request: httpx.Request) -> httpx.Response:
+        return httpx.Response(429, content=raw.content, headers={"content-type": JSON})
+
+    async with httpx.AsyncClient(transport=httpx.MockTransport(bare)) as client:
+        adapter = IncidentIoAdapter(KIT.settings(rig.url), client)
+        with pytest.raises(RateLimited) as limited:
+            await adapter.get(ref)
     assert 115 <= limited.value.retry_after <= 122
     # a Retry-After header still comes first
     await rig.control.post(
@@ -492,7 +505,15 @@ async def test_create_labels_its_marker_and_sets_status_with_put(rig: Rig) -> No
                 "labels": [MARKER_PREFIX + "wi-1:link-1"],
             },
         ),
-        ("PUT", {"status": "completed", "title": "Fix it"}),
+        (
+            "PUT",
+            {
+                "status": "completed",
+                "title": "Fix it",
+                "assignee_id": USER_IDS[1],
+                "labels": [MARKER_PREFIX + "wi-1:link-1"],
+            },
+        ),
     ]
 
 
@@ -501,7 +522,7 @@ async def test_create_needs_an_incident(rig: Rig) -> None:
         await rig.adapter().create(CreateTarget(), Fields(title="x"), "k")
 
 
-async def test_update_reads_first_and_sends_status_title_and_changes_only(rig: Rig) -> None:
+async def test_update_reads_first_and_sends_the_whole_writable_state(rig: Rig) -> None:
     follow_up = await rig.seed(status="completed", description="d", assignee_id=USER_IDS[0])
     ref = ObjectRef("incidentio", DEFAULT_INCIDENT_ID, follow_up["id"])
     # canonical closed is already held by completed: status is kept, not rewritten.
@@ -512,7 +533,9 @@ async def test_update_reads_first_and_sends_status_title_and_changes_only(rig: R
     assert requests[1]["body"] == {
         "status": "completed",
         "title": "Rotate the keys",
+        "description": "d",
         "assignee_id": None,
+        "labels": [],
     }
     assert requests[1]["headers"]["authorization"] == "[redacted]"
 
@@ -557,3 +580,174 @@ async def test_incident_mode_option_and_scopes(rig: Rig) -> None:
 def test_invalid_options_are_config_errors(options: dict[str, Any]) -> None:
     with pytest.raises(ConfigError):
         IncidentIoAdapter(KIT.settings("http://unused", options=options), httpx.AsyncClient())
+
+
+# -- issue 11: PUT under both readings, hidden incident modes, error sources, filters -------
+
+
+async def _full_follow_up(rig: Rig) -> dict[str, Any]:
+    return await rig.seed(
+        description="Write it down.",
+        labels=["postmortem"],
+        assignee_id=USER_IDS[0],
+        assignee_team_id=TEAM_ID,
+        follow_up_category_id=CATEGORY_ID,
+        follow_up_priority_option_id=PRIORITY_IDS[0],
+    )
+
+
+def _writable(follow_up: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "description": follow_up.get("description"),
+        "labels": follow_up["labels"],
+        "assignee": (follow_up.get("assignee") or {}).get("id"),
+        "assignee_team": (follow_up.get("assignee_team") or {}).get("id"),
+        "category": (follow_up.get("category") or {}).get("id"),
+        "priority": (follow_up.get("priority") or {}).get("id"),
+    }
+
+
+async def test_a_put_clears_what_it_is_not_sent_when_the_simulator_plays_clear(rig: Rig) -> None:
+    """The simulator's "clear" reading is real: a bare status-and-title PUT wipes the rest."""
+    follow_up = await _full_follow_up(rig)
+    await rig.control.put("/_sim/behaviour", json={"put_omitted": "clear"})
+    response = await rig.api.put(
+        f"/v3/follow_ups/{follow_up['id']}", json={"status": "completed", "title": "t"}
+    )
+    assert response.status_code == 200, response.text
+    assert _writable(response.json()["follow_up"]) == {
+        "description": None,
+        "labels": [],
+        "assignee": None,
+        "assignee_team": None,
+        "category": None,
+        "priority": None,
+    }
+
+
+@pytest.mark.parametrize("put_omitted", ["keep", "clear"])
+@pytest.mark.parametrize("with_current", [False, True])
+async def test_update_keeps_every_field_it_does_not_change(
+    rig: Rig, put_omitted: str, with_current: bool
+) -> None:
+    follow_up = await _full_follow_up(rig)
+    before = _writable(follow_up)
+    await rig.control.put("/_sim/behaviour", json={"put_omitted": put_omitted})
+    adapter = rig.adapter()
+    ref = ObjectRef("incidentio", DEFAULT_INCIDENT_ID, follow_up["id"])
+    current = await adapter.get(ref) if with_current else None
+    await rig.control.delete("/_sim/requests")
+    updated = await adapter.update(ref, Fields(status=Status.RESOLVED), current=current)
+    assert updated.native == {"status": "completed"}
+    stored = next(
+        f
+        for f in (await rig.control.get("/_sim/objects")).json()["follow_ups"]
+        if f["id"] == follow_up["id"]
+    )
+    assert _writable(stored) == before
+    methods = [r["method"] for r in await rig.vendor_requests()]
+    # a complete v3 read (it has a category) is used as it is; without one, read first
+    assert methods == (["PUT"] if with_current else ["GET", "PUT"])
+
+
+async def test_update_reads_again_when_current_has_no_raw_or_only_the_webhook_shape(
+    rig: Rig,
+) -> None:
+    follow_up = await _full_follow_up(rig)
+    await rig.control.put("/_sim/behaviour", json={"put_omitted": "clear"})
+    adapter = rig.adapter()
+    ref = ObjectRef("incidentio", DEFAULT_INCIDENT_ID, follow_up["id"])
+    read = await adapter.get(ref)
+    stored = msgspec.structs.replace(read, raw={})  # as the gateway keeps it: no raw JSON
+    v2_shape = {k: v for k, v in read.raw.items() if k != "category"}  # a webhook's V2 object
+    for current in (stored, msgspec.structs.replace(read, raw=v2_shape)):
+        await rig.control.delete("/_sim/requests")
+        await adapter.update(ref, Fields(title=f"renamed {len(current.raw)}"), current=current)
+        assert [r["method"] for r in await rig.vendor_requests()] == ["GET", "PUT"]
+    final = await adapter.get(ref)
+    assert final.raw["category"]["id"] == CATEGORY_ID
+    assert final.raw["labels"] == ["postmortem"]
+
+
+@pytest.mark.parametrize("mode", ["test", "tutorial", "stream"])
+async def test_a_scoped_incident_of_a_hidden_mode_is_polled(rig: Rig, mode: str) -> None:
+    incident = await rig.incident(mode=mode)
+    wanted = (await rig.seed(incident))["id"]
+    # the vendor's default listing hides it, with or without the incident filter
+    for query in ({}, {"incident_id": incident}):
+        listed = (await rig.api.get("/v3/follow_ups", params=query)).json()["follow_ups"]
+        assert wanted not in {f["id"] for f in listed}
+    scoped = rig.adapter(scopes=(incident,))
+    found = [o.ref for page in [p async for p in scoped.list_changed(None)] for o in page]
+    assert found == [ObjectRef("incidentio", incident, wanted)]
+    # incident_mode takes one value per request: one listing per mode, none repeated
+    lists = [
+        r["query"]
+        for r in await rig.vendor_requests()
+        if r["method"] == "GET" and "incident_id=" in r["query"] and "page_size" in r["query"]
+    ]
+    modes = [dict(parse_qsl(q)).get("incident_mode") for q in lists]
+    assert modes == [None, "test", "tutorial", "stream"]
+
+
+async def test_a_retried_create_in_a_test_incident_finds_its_earlier_attempt(rig: Rig) -> None:
+    incident = await rig.incident(mode="test")
+    adapter = rig.adapter()
+    target = CreateTarget(scope=incident)
+    started = utcnow()
+    first = await adapter.create(target, Fields(title="drill follow-up"), "wi-t:link-t")
+    again = await adapter.create(
+        target, Fields(title="drill follow-up"), "wi-t:link-t", earlier_since=started
+    )
+    assert again.ref == first.ref
+    assert [r.method for r in rig.sim.kit.writes()] == ["POST"]
+
+
+async def test_every_error_source_carries_field_and_pointer(rig: Rig) -> None:
+    response = await rig.api.post(
+        "/v3/follow_ups",
+        json={"incident_id": "nope", "title": "", "labels": "x", "extra/field": 1},
+    )
+    errors = assert_error(response, 422, "validation_error")
+    sources = [e["source"] for e in errors]
+    assert {(s["field"], s["pointer"]) for s in sources} == {
+        ("incident_id", "/incident_id"),
+        ("title", "/title"),
+        ("labels", "/labels"),
+        ("extra/field", "/extra~1field"),
+    }
+    query = await rig.api.get("/v3/follow_ups", params={"page_size": "0"})
+    assert assert_error(query, 422, "validation_error")[0]["source"] == {
+        "field": "page_size",
+        "pointer": "/page_size",
+    }
+
+
+async def test_date_range_filters_follow_ups_by_whole_days(rig: Rig) -> None:
+    follow_up = await rig.seed()
+    day = follow_up["created_at"][:10]
+    before = (datetime.fromisoformat(day) - timedelta(days=3)).date().isoformat()
+    yesterday = (datetime.fromisoformat(day) - timedelta(days=1)).date().isoformat()
+    for key in ("created_at[date_range]", "updated_at[date_range]"):
+        hit = await rig.api.get("/v3/follow_ups", params={key: f"{day}~{day}"})
+        assert [f["id"] for f in hit.json()["follow_ups"]] == [follow_up["id"]]
+        miss = await rig.api.get("/v3/follow_ups", params={key: f"{before}~{yesterday}"})
+        assert miss.json()["follow_ups"] == []
+        bad = await rig.api.get("/v3/follow_ups", params={key: day})
+        assert fields_of(assert_error(bad, 422, "validation_error")) == {key}
+    # gte/lte take a date as well as an RFC 3339 time
+    hit = await rig.api.get("/v3/follow_ups", params={"updated_at[lte]": day})
+    assert [f["id"] for f in hit.json()["follow_ups"]] == [follow_up["id"]]
+
+
+async def test_rate_limit_headers_come_on_every_authenticated_response(rig: Rig) -> None:
+    ok = await rig.api.get("/v3/follow_ups")
+    missing = await rig.api.get("/v3/follow_ups/01HQ0000000000000000000000")
+    for response in (ok, missing):
+        assert response.headers["X-RateLimit-Limit"] == "1200, 1200;window=60"
+        assert int(response.headers["X-RateLimit-Remaining"]) < 1200
+        assert int(response.headers["X-RateLimit-Reset"]) >= int(utcnow().timestamp())
+    assert missing.status_code == 404
+    unauthenticated = await rig.control.get("/v3/follow_ups")
+    assert unauthenticated.status_code == 401
+    assert "X-RateLimit-Limit" not in unauthenticated.headers

@@ -13,8 +13,13 @@ from typing import Any, ClassVar
 
 import httpx
 
+from adapters._simkit import SimOptions
 from adapters.base import AdapterSettings
 from app.model import CreateTarget, Fields, ObjectRef
+
+#: Webhook retries in tests follow the vendor's real schedule, compressed: a day of retries
+#: plays in under a second, so a test that flushes deliveries never waits on the clock.
+WEBHOOK_TIME_SCALE = 1e-5
 
 
 class VendorKit:
@@ -29,6 +34,8 @@ class VendorKit:
     signature_headers: ClassVar[tuple[str, ...]]
     #: Whether signatures carry a timestamp that can go stale.
     timestamped: ClassVar[bool] = True
+    #: The rate-limit headers on every authenticated response (none where undocumented).
+    rate_limit_headers: ClassVar[tuple[str, ...]] = ()
     #: Scopes the adapter lists (DevHelm status page ids, ...); () where none.
     scopes: ClassVar[tuple[str, ...]] = ()
     #: Where ``create`` puts objects; None where the vendor cannot create.
@@ -48,6 +55,24 @@ class VendorKit:
         }
         values.update(overrides)
         return AdapterSettings(**values)
+
+    def signature_headers_under(self, behaviour: dict[str, Any]) -> tuple[str, ...]:
+        """The signature headers the simulator sends under ``behaviour``."""
+        return self.signature_headers
+
+    def timestamped_under(self, behaviour: dict[str, Any]) -> bool:
+        """Whether signatures carry a timestamp under ``behaviour``."""
+        return self.timestamped
+
+    def sim_options(self, **overrides: Any) -> SimOptions:
+        """Simulator options for tests: this kit's key and secret, fast webhook retries."""
+        values: dict[str, Any] = {
+            "api_key": self.api_key,
+            "webhook_secret": self.webhook_secret,
+            "webhook_time_scale": WEBHOOK_TIME_SCALE,
+        }
+        values.update(overrides)
+        return SimOptions(**values)
 
     def simulator(self, **options: Any) -> Any:
         """A fresh simulator object (with ``.app`` and ``.kit``)."""

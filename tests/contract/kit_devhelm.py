@@ -35,6 +35,12 @@ class DevHelmKit(VendorKit):
     # seed() opens INVESTIGATING incidents (canonical open).
     update_fields: ClassVar[Fields] = Fields(status=Status.MONITORING)
 
+    rate_limit_headers: ClassVar[tuple[str, ...]] = (
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-reset",
+    )
+
     def simulator(self, **options: Any) -> DevHelmSimulator:
         sim = DevHelmSimulator(options["options"], webhook_client=options.get("webhook_client"))
         sim.add_status_page(STATUS_PAGE_ID, "Acme status", "AUTOMATIC")

@@ -27,6 +27,20 @@ class HookstreamKit(VendorKit):
     create_fields: ClassVar[Fields] = Fields()
     update_fields: ClassVar[Fields] = Fields(status=Status.ACKNOWLEDGED)
 
+    rate_limit_headers: ClassVar[tuple[str, ...]] = (
+        "ratelimit-limit",
+        "ratelimit-remaining",
+        "ratelimit-reset",
+    )
+
+    def signature_headers_under(self, behaviour: dict[str, Any]) -> tuple[str, ...]:
+        if self.timestamped_under(behaviour):
+            return self.signature_headers
+        return ("x-hookstream-signature",)
+
+    def timestamped_under(self, behaviour: dict[str, Any]) -> bool:
+        return behaviour.get("notification_signature", "timestamped") == "timestamped"
+
     def simulator(self, **options: Any) -> HookstreamSimulator:
         return HookstreamSimulator(options["options"], webhook_client=options.get("webhook_client"))
 

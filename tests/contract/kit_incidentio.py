@@ -40,6 +40,13 @@ class IncidentIoKit(VendorKit):
         status=Status.CANCELLED, title="Not doing: superseded by the new runbook"
     )
 
+    rate_limit_headers: ClassVar[tuple[str, ...]] = (
+        "x-ratelimit-limit",
+        "x-ratelimit-remaining",
+        "x-ratelimit-used",
+        "x-ratelimit-reset",
+    )
+
     def simulator(self, **options: Any) -> IncidentIoSimulator:
         return IncidentIoSimulator(options["options"], webhook_client=options.get("webhook_client"))
 

@@ -7,6 +7,7 @@ only the ``Adapter`` interface and the common ``/_sim/`` control surface.
 from __future__ import annotations
 
 import importlib
+import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
@@ -14,8 +15,8 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters import VENDORS, adapter_class
-from adapters._simkit import SimOptions
+from adapters import VENDORS, adapter_class, simulator_class
+from adapters._simkit import SVIX_SCHEDULE, Behaviour
 from adapters.base import Adapter, lower_headers
 from app.errors import (
     AuthError,
@@ -32,22 +33,51 @@ from tests.contract.kit import VendorKit
 KITS: dict[str, VendorKit] = {
     system: importlib.import_module(f"tests.contract.kit_{system}").KIT for system in VENDORS
 }
-CREATABLE = [s for s, k in KITS.items() if k.create_target is not None]
-NOT_CREATABLE = [s for s, k in KITS.items() if k.create_target is None]
-TIMESTAMPED = [s for s, k in KITS.items() if k.timestamped]
+
+
+def behaviours(system: str) -> list[tuple[str, dict[str, Any]]]:
+    """Every documented reading the vendor's simulator can play: its defaults, then each
+    other choice of each behaviour option, one at a time (``BEHAVIOURS`` in the
+    simulator's module)."""
+    module = sys.modules[simulator_class(system).__module__]
+    spec: dict[str, Behaviour] = getattr(module, "BEHAVIOURS", {})
+    out: list[tuple[str, dict[str, Any]]] = [("default", {})]
+    for name, behaviour in sorted(spec.items()):
+        out.extend((f"{name}={choice}", {name: choice}) for choice in behaviour.choices[1:])
+    return out
+
+
+def _params(keep: Any = None) -> list[Any]:
+    return [
+        pytest.param((s, b), id=f"{s}-{vid}")
+        for s in sorted(KITS)
+        for vid, b in behaviours(s)
+        if keep is None or keep(s, b)
+    ]
 
 
 class Rig:
     """One vendor's simulator served on loopback, an adapter pointed at it, and a client
-    for the simulator's control surface. Webhooks the simulator sends are captured."""
+    for the simulator's control surface. Webhooks the simulator sends are captured; the
+    receiver answers with ``hook_answers`` in turn (a status, or an exception to raise:
+    the receiver is down), then 204."""
 
-    def __init__(self, kit: VendorKit, sim: Any, adapter: Adapter, control: httpx.AsyncClient):
+    def __init__(
+        self,
+        kit: VendorKit,
+        sim: Any,
+        adapter: Adapter,
+        control: httpx.AsyncClient,
+        behaviour: dict[str, Any],
+    ):
         self.kit = kit
         self.sim = sim
         self.adapter = adapter
         self.control = control
+        self.behaviour = behaviour
         self.base_url = str(control.base_url)
         self.captured: list[httpx.Request] = []
+        self.hook_answers: list[int | Exception] = []
 
     def adapter_with(self, **overrides: Any) -> Adapter:
         base_url = overrides.pop("base_url", self.base_url)
@@ -67,25 +97,28 @@ class Rig:
         ]
 
 
-@pytest.fixture(params=sorted(KITS))
-def system(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+@pytest.fixture(params=_params())
+def variant(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
+    system, behaviour = request.param
+    return str(system), dict(behaviour)
 
 
-async def _rig(system: str) -> AsyncIterator[Rig]:
+async def _rig(system: str, behaviour: dict[str, Any]) -> AsyncIterator[Rig]:
     kit = KITS[system]
-    captured: list[httpx.Request] = []
+    rig_box: list[Rig] = []
 
     def capture(request: httpx.Request) -> httpx.Response:
-        captured.append(request)
-        return httpx.Response(204)
+        rig = rig_box[0]
+        rig.captured.append(request)
+        answer = rig.hook_answers.pop(0) if rig.hook_answers else 204
+        if isinstance(answer, Exception):
+            raise answer
+        return httpx.Response(answer)
 
     hook_client = httpx.AsyncClient(transport=httpx.MockTransport(capture))
     sim = kit.simulator(
-        options=SimOptions(
-            api_key=kit.api_key,
-            webhook_url="http://gateway.test/webhooks/" + system,
-            webhook_secret=kit.webhook_secret,
+        options=kit.sim_options(
+            webhook_url="http://gateway.test/webhooks/" + system, behaviour=behaviour
         ),
         webhook_client=hook_client,
     )
@@ -95,33 +128,33 @@ async def _rig(system: str) -> AsyncIterator[Rig]:
         httpx.AsyncClient(base_url=url, timeout=10.0) as control,
     ):
         adapter = adapter_class(system)(kit.settings(url), client)
-        rig = Rig(kit, sim, adapter, control)
-        rig.captured = captured
+        rig = Rig(kit, sim, adapter, control, behaviour)
+        rig_box.append(rig)
         yield rig
     await hook_client.aclose()
 
 
 @pytest.fixture
-async def rig(system: str) -> AsyncIterator[Rig]:
-    async for r in _rig(system):
+async def rig(variant: tuple[str, dict[str, Any]]) -> AsyncIterator[Rig]:
+    async for r in _rig(*variant):
         yield r
 
 
-@pytest.fixture(params=CREATABLE)
+@pytest.fixture(params=_params(lambda s, b: KITS[s].create_target is not None))
 async def creatable(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
-    async for r in _rig(request.param):
+    async for r in _rig(*request.param):
         yield r
 
 
-@pytest.fixture(params=NOT_CREATABLE)
+@pytest.fixture(params=_params(lambda s, b: KITS[s].create_target is None))
 async def not_creatable(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
-    async for r in _rig(request.param):
+    async for r in _rig(*request.param):
         yield r
 
 
-@pytest.fixture(params=TIMESTAMPED)
+@pytest.fixture(params=_params(lambda s, b: KITS[s].timestamped_under(b)))
 async def timestamped(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
-    async for r in _rig(request.param):
+    async for r in _rig(*request.param):
         yield r
 
 
@@ -274,10 +307,55 @@ async def test_webhook_tampered_body_rejected(rig: Rig) -> None:
 
 async def test_webhook_missing_signature_header_rejected(rig: Rig) -> None:
     headers, body = await _delivery(rig)
-    for name in rig.kit.signature_headers:
+    for name in rig.kit.signature_headers_under(rig.behaviour):
         stripped = {k: v for k, v in headers.items() if k != name.lower()}
         with pytest.raises(SignatureInvalid):
             rig.adapter.verify_webhook(stripped, body, utcnow())
+
+
+async def test_webhook_timestamps_are_the_wall_clock_when_the_vendor_clock_runs_ahead(
+    rig: Rig,
+) -> None:
+    """Advancing the simulated clock (auto-resolve, reminders) moves object times, never
+    the signature timestamp: a receiver checks that against its own clock."""
+    await rig.control.post("/_sim/clock", json={"advance_s": 1800})
+    headers, body = await _delivery(rig)
+    rig.adapter.verify_webhook(headers, body, utcnow())
+
+
+async def test_a_webhook_is_retried_on_the_vendors_schedule_until_the_receiver_recovers(
+    rig: Rig,
+) -> None:
+    """At least once: the receiver fails (500, down, 503) and then accepts; every attempt
+    is the same message, freshly signed, after the vendor's documented delays."""
+    rig.hook_answers.extend([500, httpx.ConnectError("receiver is down"), 503])
+    await rig.kit.trigger_webhook(rig.control)
+    await rig.control.post("/_sim/webhooks/flush")
+    deliveries = (await rig.control.get("/_sim/webhooks")).json()["deliveries"]
+    delivery = deliveries[-1]
+    assert delivery["delivered"] and not delivery["gave_up"]
+    assert delivery["attempts"] == 4
+    assert delivery["delays"] == list(SVIX_SCHEDULE[1:4])  # 5 s, 5 min, 30 min
+    attempts = rig.captured[-4:]
+    assert len({a.content for a in attempts}) == 1, "a retry carries the same message"
+    for attempt in attempts:
+        headers = lower_headers(attempt.headers.multi_items())
+        rig.adapter.verify_webhook(headers, attempt.content, utcnow())
+    ids = {
+        rig.adapter.parse_webhook(lower_headers(a.headers.multi_items()), a.content).delivery_id
+        for a in attempts
+    }
+    assert len(ids) == 1, "the receiver can tell a retry from a new message"
+
+
+async def test_a_webhook_is_given_up_when_the_schedule_runs_out(rig: Rig) -> None:
+    rig.hook_answers.extend([500] * len(SVIX_SCHEDULE))
+    await rig.kit.trigger_webhook(rig.control)
+    await rig.control.post("/_sim/webhooks/flush")
+    delivery = (await rig.control.get("/_sim/webhooks")).json()["deliveries"][-1]
+    assert (delivery["delivered"], delivery["gave_up"]) == (False, True)
+    assert delivery["attempts"] == len(SVIX_SCHEDULE) == 8
+    assert sum(delivery["delays"]) == sum(SVIX_SCHEDULE)  # about 31 hours of trying
 
 
 async def test_webhook_stale_timestamp_rejected(timestamped: Rig) -> None:
@@ -302,6 +380,31 @@ async def test_wrong_api_key_is_auth_error(rig: Rig) -> None:
     bad = rig.adapter_with(api_key=rig.kit.api_key + "x")
     with pytest.raises(AuthError):
         await bad.get(ref)
+
+
+async def test_rate_limit_headers_come_on_every_authenticated_response(rig: Rig) -> None:
+    ref = await rig.kit.seed(rig.control)
+    missing = ObjectRef(ref.system, ref.scope, ref.external_id[:-4] + "0000")
+    responses = []
+
+    async def record(response: httpx.Response) -> None:
+        responses.append(response)
+
+    rig.adapter.client.event_hooks["response"].append(record)
+    try:
+        await rig.adapter.get(ref)
+        with pytest.raises(NotFound):
+            await rig.adapter.get(missing)
+        with pytest.raises(AuthError):
+            await rig.adapter_with(api_key=rig.kit.api_key + "x").get(ref)
+    finally:
+        rig.adapter.client.event_hooks["response"].remove(record)
+    ok, not_found, unauthenticated = responses
+    for response in (ok, not_found):
+        sent = {h for h in response.headers if h.startswith(("ratelimit-", "x-ratelimit-"))}
+        # exactly the documented ones (InboxOps documents none, so sends none)
+        assert sent == set(rig.kit.rate_limit_headers), response.headers
+    assert not set(rig.kit.rate_limit_headers) & set(unauthenticated.headers)
 
 
 async def test_injected_429_is_rate_limited_with_retry_after(rig: Rig) -> None:
@@ -355,3 +458,19 @@ async def test_validation_status_is_rejected_with_vendor_message(rig: Rig, statu
     with pytest.raises(Rejected) as info:
         await rig.adapter.update(ref, rig.kit.update_fields, current=current)
     assert "injected" in info.value.message
+
+
+@pytest.mark.parametrize("system", sorted(KITS))
+async def test_behaviour_options_are_listed_and_unknown_ones_refused(system: str) -> None:
+    kit = KITS[system]
+    with pytest.raises(ValueError, match="no behaviour"):
+        kit.simulator(options=kit.sim_options(behaviour={"telepathy": True}))
+    sim = kit.simulator(options=kit.sim_options())
+    async with serve_asgi(sim.app) as url, httpx.AsyncClient(base_url=url) as control:
+        listed = (await control.get("/_sim/behaviour")).json()
+        assert set(listed["behaviour"]) == {
+            vid.split("=")[0] for vid, _ in behaviours(system)[1:]
+        } | ({"org_id"} if system == "devhelm" else set())
+        refused = await control.put("/_sim/behaviour", json={"telepathy": True})
+        assert refused.status_code == 400
+        assert (await control.get("/_sim/behaviour")).json() == listed
