@@ -495,3 +495,51 @@ async def test_writes_that_landed_before_a_kill_are_not_sent_again(tmp_path: Pat
         )
         assert len(resolves) == len(tickets)
         assert max(resolves.values()) == 1, f"sent again: {resolves}"
+
+
+# -- the InboxOps create body stays with its idempotency key ---------------------------------
+
+
+async def test_a_create_retried_after_a_title_change_replays_the_first_body(
+    tmp_path: Path,
+) -> None:
+    """The first InboxOps create is made but its answer is lost; the title changes before
+    the retry. The retry sends the first body again (InboxOps replays the ticket instead
+    of answering 409), and the new title follows as an update: one ticket, no dead
+    letter."""
+    rules = [
+        {
+            "name": "follow-up-fans-out",
+            "system": "incidentio",
+            "create_in": [{"system": "inboxops", "params": {"inbox_id": SUPPORT_INBOX_ID}}],
+        }
+    ]
+    async with installation(
+        tmp_path, create_rules=rules, dispatcher={"backoff_base_s": 2, "backoff_max_s": 2}
+    ) as inst:
+        await inst.control["inboxops"].post(
+            "/_sim/faults", json={"status": 502, "count": 1, "methods": ["POST"], "after": True}
+        )
+        seeded = await inst.control["incidentio"].post(
+            "/_sim/seed", json={"incident_id": DEFAULT_INCIDENT_ID, "title": "Queue stuck"}
+        )
+        assert seeded.status_code == 201, seeded.text
+        follow_up = seeded.json()["id"]
+
+        async def answer_lost() -> bool:
+            return any(r.status == 502 for r in inst.requests("inboxops"))
+
+        await eventually(answer_lost, timeout_s=30, what="the first create's answer lost")
+        detail = await inst.item_of("incidentio", follow_up)
+        assert detail is not None
+        renamed = await inst.admin.patch(
+            f"/work-items/{detail['item']['id']}", json={"title": "Queue stuck in eu-west"}
+        )
+        assert renamed.status_code == 200, renamed.text
+        await inst.settle()
+        overview = (await inst.admin.get("/systems")).json()
+        assert overview["dead_letters"] == 0
+        tickets = await sim_objects(inst.control["inboxops"])
+        assert [t["subject"] for t in tickets] == ["Queue stuck in eu-west"]
+        posts = [r for r in inst.requests("inboxops") if r.method == "POST"]
+        assert len(posts) == 2 and posts[0].body == posts[1].body, "the retry sent another body"
