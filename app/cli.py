@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import gc
+import json
 import logging
 import os
 import signal
@@ -22,14 +23,31 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
     from app.serving import run as run_loop
     from app.serving import serve_asgi
 
+    behaviour: dict[str, object] = {}
+    for pair in args.behaviour:
+        name, sep, raw = pair.partition("=")
+        if not sep or not name:
+            print(f"syncgate simulate: --behaviour wants NAME=VALUE, got {pair!r}", file=sys.stderr)
+            return 2
+        try:
+            behaviour[name] = json.loads(raw)
+        except ValueError:
+            behaviour[name] = raw  # a bare word: a string
     options = SimOptions(
         api_key=args.api_key,
         webhook_url=args.webhook_url,
         webhook_secret=args.webhook_secret,
         latency_ms=args.latency_ms,
         rpm=args.rpm,
+        webhook_time_scale=args.webhook_time_scale,
+        behaviour=behaviour,
+        read_only_api_key=args.read_only_api_key,
     )
-    simulator = simulator_class(args.vendor)(options)
+    try:
+        simulator = simulator_class(args.vendor)(options)
+    except ValueError as exc:
+        print(f"syncgate simulate: {exc}", file=sys.stderr)
+        return 2
 
     async def run() -> None:
         stop = asyncio.Event()
@@ -163,6 +181,22 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--webhook-secret", default=None, help="secret to sign webhooks with")
     p.add_argument("--latency-ms", type=float, default=0.0, help="added to every API call")
     p.add_argument("--rpm", type=int, default=None, help="requests per minute before 429")
+    p.add_argument(
+        "--webhook-time-scale",
+        type=float,
+        default=1.0,
+        help="multiplies the vendor's webhook retry delays (default 1: real time)",
+    )
+    p.add_argument(
+        "--behaviour",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="play one reading of the vendor's docs (repeatable; docs/vendor-notes.md lists them)",
+    )
+    p.add_argument(
+        "--read-only-api-key", default=None, help="a second key that may read but not write"
+    )
     p.set_defaults(func=_cmd_simulate)
 
     p = sub.add_parser("serve", help="run the gateway (webhooks, pollers, dispatcher, admin API)")

@@ -141,9 +141,11 @@ class Lines:
 
 
 @contextlib.contextmanager
-def simulator(vendor: str, port: int, key: str) -> Iterator[tuple[str, subprocess.Popen[str]]]:
+def simulator(
+    vendor: str, port: int, key: str, *more: str
+) -> Iterator[tuple[str, subprocess.Popen[str]]]:
     """``syncgate simulate``; yields the URL it printed, once it printed it."""
-    args = ["simulate", vendor, "--port", str(port), "--api-key", key]
+    args = ["simulate", vendor, "--port", str(port), "--api-key", key, *more]
     proc = subprocess.Popen(
         [sys.executable, "-m", "app.cli", *args],
         cwd=ROOT,
@@ -188,3 +190,47 @@ def test_simulate_serves_the_vendor_api_behind_its_api_key(vendor: str) -> None:
             assert missing.status_code == 401, missing.text
         proc.terminate()
         assert proc.wait(timeout=COMMAND_TIMEOUT_S) == 0, "SIGTERM stops it cleanly"
+
+
+def test_simulate_plays_the_behaviour_it_is_given() -> None:
+    port = free_port()
+    with (
+        simulator(
+            "incidentio",
+            port,
+            "cli-key",
+            "--behaviour",
+            "put_omitted=clear",
+            "--webhook-time-scale",
+            "0.5",
+        ) as (url, _proc),
+        httpx.Client(base_url=url, timeout=10.0) as client,
+    ):
+        assert client.get("/_sim/behaviour").json()["behaviour"]["put_omitted"] == "clear"
+
+
+def test_simulate_refuses_an_unknown_behaviour_in_one_line() -> None:
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "app.cli",
+            "simulate",
+            "incidentio",
+            "--port",
+            "0",
+            "--api-key",
+            "k",
+            "--behaviour",
+            "put_omitted=sometimes",
+        ],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+    )
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        "syncgate simulate: behaviour put_omitted: 'sometimes' is not one of keep, clear"
+    ]
