@@ -13,8 +13,9 @@ import httpx
 from adapters._simkit import SimOptions
 from adapters.inboxops.simulator import SUPPORT_INBOX_ID
 from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
-from app.asgi import Gateway, create_app
 from app.config import ResolvedSecrets, SystemSecrets
+from app.gateway import Gateway
+from app.http.app import create_app
 from app.serving import bind_socket, serve_asgi
 from app.settings import (
     Conflict,

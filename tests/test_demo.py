@@ -11,8 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app import demo
-from app.cli import build_parser
+from app.cli import build_parser, demo
 
 pytestmark = pytest.mark.slow
 

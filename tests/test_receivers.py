@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-from app.receivers import EventWriter
+from app.inbox import EventWriter
 from app.store import NewEvent
 from tests.conftest import open_store
 

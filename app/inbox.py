@@ -1,4 +1,5 @@
-"""The inbox worker: turns stored webhook events into observations for the engine.
+"""The inbox: deliveries stored as they arrive (``EventWriter``, group commit), and the
+worker that turns stored events into observations for the engine.
 
 Events are claimed with a lease, so several processes share them and a crashed
 process's events are picked up again; an event is marked done only after the engine has
@@ -21,9 +22,66 @@ from app.loops import IngestFirst, work_until_stopped
 from app.metrics import Metrics
 from app.model import ObjectRef, VendorObject, utcnow
 from app.retry import backoff_delay
-from app.store import Event, Store, Tx
+from app.store import Event, NewEvent, Store, Tx
 
-log = logging.getLogger("syncgate.worker")
+log = logging.getLogger("syncgate.inbox")
+
+_DROPPED = ("authorization", "cookie", "x-api-key", "x-admin-key")
+
+
+def kept_headers(headers: dict[str, str]) -> dict[str, str]:
+    """The headers stored with an event: none that carry credentials or signatures."""
+    return {
+        k: v
+        for k, v in headers.items()
+        if k not in _DROPPED and "signature" not in k and k not in ("content-length", "host")
+    }
+
+
+class EventWriter:
+    """Stores received deliveries, all those that arrived while the previous commit ran
+    in one transaction (group commit). Each delivery's sender is answered only after
+    the commit that stored it; a failed commit fails every delivery in it (they get a
+    5xx and the vendor sends them again)."""
+
+    def __init__(self, store: Store, *, max_batch: int = 512) -> None:
+        self.store = store
+        self.max_batch = max_batch
+        self._queue: list[tuple[NewEvent, asyncio.Future[int | None]]] = []
+        self._writer: asyncio.Task[None] | None = None
+
+    async def store_event(self, event: NewEvent) -> int | None:
+        """Store one delivery; its event id, or None for a duplicate delivery."""
+        loop = asyncio.get_running_loop()
+        stored: asyncio.Future[int | None] = loop.create_future()
+        self._queue.append((event, stored))
+        if self._writer is None or self._writer.done():
+            self._writer = loop.create_task(self._write(), name="event-writer")
+        return await stored
+
+    async def _write(self) -> None:
+        while self._queue:
+            batch: list[tuple[NewEvent, asyncio.Future[int | None]]] = []
+            try:
+                async with self.store.tx() as tx:
+                    # what queued up while the transaction was being opened goes in too
+                    batch, self._queue = (
+                        self._queue[: self.max_batch],
+                        self._queue[self.max_batch :],
+                    )
+                    ids = await tx.record_events([e for e, _ in batch], now=utcnow())
+            except Exception as exc:  # noqa: BLE001 - handed to each waiting delivery
+                if not batch:  # the transaction could not even begin
+                    n = self.max_batch
+                    batch, self._queue = self._queue[:n], self._queue[n:]
+                for _, stored in batch:
+                    if not stored.done():
+                        stored.set_exception(exc)
+                continue
+            for (_, stored), event_id in zip(batch, ids, strict=True):
+                if not stored.done():  # the sender may have gone away
+                    stored.set_result(event_id)
+
 
 MAX_EVENT_ATTEMPTS = 8
 

@@ -1,9 +1,9 @@
-"""The composition root: builds adapters from config, wires store, engine, dispatcher,
-inbox worker and pollers into a ``Gateway``, and serves it as a litestar app.
+"""The wiring: builds adapters from config and wires store, engine, dispatcher, inbox
+worker and pollers into a ``Gateway``, with its start, stop and reload.
 
-``create_app(gateway)`` takes everything as arguments; nothing is read at import time.
-This module and ``app/cli.py`` are the only parts of ``app/`` that know the vendor
-registry.
+Nothing is read at import time: settings and secrets come in as arguments. This module
+and the command line are the only parts of ``app/`` that know the vendor registry; the
+HTTP layer (``app/http/``) imports it, never the other way.
 """
 
 from __future__ import annotations
@@ -17,25 +17,20 @@ from typing import Any
 
 import httpx
 from httpx_aiohttp import AiohttpTransport
-from litestar import Litestar, Response
-from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
 
 from adapters import VENDORS, adapter_class
 from adapters.base import Adapter, AdapterSettings
 from app.config import ResolvedSecrets, SystemCaps
 from app.dispatcher import Dispatcher
 from app.engine import Engine
+from app.inbox import EventWriter, InboxWorker
 from app.loops import IngestFirst
 from app.metrics import Metrics
 from app.model import ValueMap, utcnow
 from app.pollers import Pollers
-from app.receivers import EventWriter
 from app.rules import Rules
 from app.settings import Settings, SystemSettings
 from app.store import Store
-from app.worker import InboxWorker
 
 log = logging.getLogger("syncgate.gateway")
 
@@ -235,58 +230,3 @@ class Gateway:
         for client in self._own_clients:
             await client.aclose()
         log.info("gateway stopped")
-
-
-def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> Litestar:
-    """The HTTP app: webhooks, admin API, health and metrics, with ``gateway`` in
-    ``app.state``. With ``manage_lifecycle`` the app starts and stops the gateway's loops
-    (and closes the store) with the server."""
-    from app.admin import admin_handlers
-    from app.receivers import receive_webhook
-
-    async def startup() -> None:
-        await gateway.start()
-
-    async def shutdown() -> None:
-        await gateway.stop()
-        await gateway.store.close()
-
-    return Litestar(
-        route_handlers=[receive_webhook, *admin_handlers()],
-        on_startup=[startup] if manage_lifecycle else [],
-        on_shutdown=[shutdown] if manage_lifecycle else [],
-        openapi_config=OpenAPIConfig(
-            title="Syncgate",
-            version="0.1.0",
-            path="/schema",
-            components=Components(
-                security_schemes={
-                    "AdminKey": SecurityScheme(
-                        type="apiKey", name="X-Admin-Key", security_scheme_in="header"
-                    ),
-                    "AdminBearer": SecurityScheme(type="http", scheme="bearer"),
-                }
-            ),
-        ),
-        exception_handlers={
-            NotFoundException: _routing_problem,
-            MethodNotAllowedException: _routing_problem,
-        },
-        state=_state(gateway),
-        debug=False,
-        logging_config=None,  # our JSON logging (app/logs.py), not litestar's root handler
-    )
-
-
-def _routing_problem(request: Any, exc: HTTPException) -> Response[Any]:
-    """Unknown paths and methods answer problem+json like every other error."""
-    from app.receivers import problem
-
-    title = "Not found" if exc.status_code == 404 else "Method not allowed"
-    return problem(exc.status_code, title, f"{request.method} {request.url.path}: {exc.detail}")
-
-
-def _state(gateway: Gateway) -> Any:
-    from litestar.datastructures import State
-
-    return State({"gateway": gateway})

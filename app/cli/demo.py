@@ -68,7 +68,7 @@ SERVER_ERRORS = 2
 POLL_S = 0.1
 PROGRESS_S = 1.0
 DEFAULT_DEADLINE_S = 60.0
-REPO_CONFIG = Path(__file__).resolve().parent.parent / "config.yaml"
+REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
 
 
 class DemoError(Exception):
@@ -699,9 +699,10 @@ async def run_demo(
 
     from adapters import simulator_class
     from adapters._simkit import SimOptions
-    from app.asgi import Gateway, create_app, known_systems
     from app.config import load_config, resolve_environment
     from app.errors import ConfigError
+    from app.gateway import Gateway, known_systems
+    from app.http.app import create_app
     from app.serving import serve_asgi
     from app.store import Store
 

@@ -71,9 +71,9 @@ def _config_path(args: argparse.Namespace) -> str:
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """Settings, secrets and database URL; a ConfigError is printed and exits 2."""
-    from app.asgi import known_systems
     from app.config import database_url, load_config, resolve_environment
     from app.errors import ConfigError
+    from app.gateway import known_systems
 
     path = _config_path(args)
     try:
@@ -88,8 +88,8 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
-    from app.asgi import known_systems
     from app.config import check_config
+    from app.gateway import known_systems
 
     code, text = check_config(_config_path(args), known_systems(), os.environ)
     print(text, file=sys.stdout if code == 0 else sys.stderr)
@@ -97,8 +97,8 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from app.asgi import known_systems
     from app.config import database_url, load_config
+    from app.gateway import known_systems
     from app.store import Store
 
     url = os.environ.get("SYNCGATE_DATABASE_URL")
@@ -130,7 +130,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
     from app import logs
-    from app.asgi import Gateway, create_app
+    from app.gateway import Gateway
+    from app.http.app import create_app
     from app.serving import bind_socket
     from app.serving import run as run_loop
     from app.store import Store
@@ -215,7 +216,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", help="config file (default: $SYNCGATE_CONFIG or config.yaml)")
     p.set_defaults(func=_cmd_migrate)
 
-    from app import demo
+    from app.cli import demo
 
     p = sub.add_parser(
         "demo", help="play a narrated sync scenario: four simulators and the gateway, on loopback"
@@ -234,7 +235,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=demo.command)
 
-    from app import ops
+    from app.cli import ops
 
     ops.register(sub)
     return parser
@@ -245,7 +246,3 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] = args.func
     return func(args)
-
-
-if __name__ == "__main__":
-    sys.exit(main())

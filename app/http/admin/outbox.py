@@ -1,0 +1,187 @@
+"""``/admin/outbox`` and ``/admin/events``: writes waiting, failed and dead (retry,
+discard), and the event log."""
+
+from __future__ import annotations
+
+import logging
+from typing import Annotated, Any
+
+from litestar import Request, get, post
+from litestar.params import QueryParameter
+
+from app.http.admin.common import (
+    Limit,
+    LinkId,
+    Offset,
+    SystemFilter,
+    audit,
+    check_system,
+    link_or_404,
+    parse_link_id,
+)
+from app.http.admin.models import (
+    CountResult,
+    EventPage,
+    EventSource,
+    EventState,
+    LinkOut,
+    OutboxEntry,
+    OutboxPage,
+    OutboxState,
+    event_out,
+    link_out,
+    link_state,
+    outbox_entry,
+)
+from app.http.context import gateway_of
+from app.http.problems import AdminError, errors
+from app.store import HistoryEntry
+
+log = logging.getLogger("syncgate.admin")
+
+
+# -- outbox -----------------------------------------------------------------------------------
+
+
+@get(
+    "/outbox",
+    summary="Writes by state: pending, failed (retrying) or dead",
+    tags=["outbox"],
+    responses=errors(400),
+)
+async def list_outbox(
+    request: Request[Any, Any, Any],
+    write_state: Annotated[
+        OutboxState, QueryParameter(name="state", description="pending | failed | dead")
+    ] = OutboxState.PENDING,
+    limit: Limit = 100,
+    offset: Offset = 0,
+) -> OutboxPage:
+    async with gateway_of(request).store.tx() as tx:
+        links = await tx.outbox(str(write_state), limit=limit, offset=offset)
+        entries = [await outbox_entry(tx, link) for link in links]
+    return OutboxPage(write_state, entries, limit, offset)
+
+
+@post(
+    "/outbox/retry-dead",
+    summary="Retry every dead-lettered write now",
+    tags=["outbox"],
+    status_code=200,
+)
+async def retry_dead(request: Request[Any, Any, Any]) -> CountResult:
+    gateway = gateway_of(request)
+    async with gateway.store.tx() as tx:
+        count = await tx.revive()
+        await tx.lift_deferral()
+    gateway.dispatcher.wake.set()
+    audit("dead letters retried", count=count)
+    return CountResult(count)
+
+
+@post(
+    "/outbox/discard-dead",
+    summary="Give up on every dead-lettered write",
+    tags=["outbox"],
+    status_code=200,
+)
+async def discard_dead(request: Request[Any, Any, Any]) -> CountResult:
+    gateway = gateway_of(request)
+    async with gateway.store.tx() as tx:
+        count = await tx.discard()
+    audit("dead letters discarded", count=count)
+    return CountResult(count)
+
+
+@post(
+    "/outbox/{link_id:str}/retry",
+    summary="Retry one write now (dead or failed)",
+    tags=["outbox"],
+    responses=errors(404, 409),
+    status_code=200,
+)
+async def retry_write(request: Request[Any, Any, Any], link_id: LinkId) -> OutboxEntry:
+    gateway = gateway_of(request)
+    lid = parse_link_id(link_id)
+    async with gateway.store.tx() as tx:
+        link = await link_or_404(tx, lid)
+        if link.dead:
+            await tx.revive(lid)
+        elif link.dirty:
+            await tx.admin_retry_now(lid)
+        else:
+            raise AdminError(409, "Nothing to retry", f"link {lid} has no pending write")
+        await tx.lift_deferral(link.system)
+        entry = await outbox_entry(tx, await link_or_404(tx, lid))
+    gateway.dispatcher.wake.set()
+    audit("write retried", work_item_id=link.work_item_id, system=link.system, link_id=lid)
+    return entry
+
+
+@post(
+    "/outbox/{link_id:str}/discard",
+    summary="Give up on one write (pending, failed or dead)",
+    tags=["outbox"],
+    responses=errors(404, 409),
+    status_code=200,
+)
+async def discard_write(request: Request[Any, Any, Any], link_id: LinkId) -> LinkOut:
+    gateway = gateway_of(request)
+    lid = parse_link_id(link_id)
+    async with gateway.store.tx() as tx:
+        link = await link_or_404(tx, lid)
+        if link.dead:
+            await tx.discard(lid)
+        elif link.dirty:
+            await tx.admin_discard_write(lid)
+        else:
+            raise AdminError(409, "Nothing to discard", f"link {lid} has no pending write")
+        await tx.add_history(
+            [
+                HistoryEntry(
+                    work_item_id=link.work_item_id,
+                    kind="write_discarded",
+                    system=link.system,
+                    event_id="admin",
+                    detail=f"admin discarded the {link_state(link)} write to {link.system}"
+                    f" {link.external_id or '(not created)'}",
+                    at=gateway.clock(),
+                )
+            ]
+        )
+        out = link_out(await link_or_404(tx, lid))
+    audit("write discarded", work_item_id=link.work_item_id, system=link.system, link_id=lid)
+    return out
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+@get(
+    "/events",
+    summary="The event log: webhooks received and polls, with their outcome",
+    tags=["events"],
+    responses=errors(400),
+    description="Newest first. Headers that carry credentials or signatures are never stored.",
+)
+async def list_events(
+    request: Request[Any, Any, Any],
+    system: SystemFilter = None,
+    event_state: Annotated[
+        EventState | None, QueryParameter(name="state", description="pending | done | failed")
+    ] = None,
+    source: Annotated[EventSource | None, QueryParameter(description="webhook | poll")] = None,
+    limit: Limit = 50,
+    offset: Offset = 0,
+) -> EventPage:
+    gateway = gateway_of(request)
+    check_system(gateway, system)
+    async with gateway.store.tx() as tx:
+        events = await tx.list_events(
+            system=system,
+            state=None if event_state is None else str(event_state),
+            source=None if source is None else str(source),
+            limit=limit,
+            offset=offset,
+        )
+    return EventPage([event_out(e) for e in events], limit, offset)

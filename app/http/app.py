@@ -1,0 +1,72 @@
+"""The ASGI app: webhooks, health, metrics and the admin API over a ``Gateway``, with the
+one table that turns errors into problem+json responses.
+
+``create_app(gateway)`` takes everything as an argument; nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Litestar, Response
+from litestar.datastructures import State
+from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
+from litestar.openapi import OpenAPIConfig
+from litestar.openapi.spec import Components, SecurityScheme
+
+from app.gateway import Gateway
+from app.http.admin import admin_router
+from app.http.health import healthz, metrics, readyz
+from app.http.problems import problem_response
+from app.http.webhooks import receive_webhook
+
+
+def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> Litestar:
+    """The HTTP app: webhooks, admin API, health and metrics, with ``gateway`` in
+    ``app.state``. With ``manage_lifecycle`` the app starts and stops the gateway's loops
+    (and closes the store) with the server."""
+
+    async def startup() -> None:
+        await gateway.start()
+
+    async def shutdown() -> None:
+        await gateway.stop()
+        await gateway.store.close()
+
+    return Litestar(
+        route_handlers=[receive_webhook, healthz, readyz, metrics, admin_router()],
+        on_startup=[startup] if manage_lifecycle else [],
+        on_shutdown=[shutdown] if manage_lifecycle else [],
+        openapi_config=OpenAPIConfig(
+            title="Syncgate",
+            version="0.1.0",
+            path="/schema",
+            components=Components(
+                security_schemes={
+                    "AdminKey": SecurityScheme(
+                        type="apiKey", name="X-Admin-Key", security_scheme_in="header"
+                    ),
+                    "AdminBearer": SecurityScheme(type="http", scheme="bearer"),
+                }
+            ),
+        ),
+        exception_handlers={
+            NotFoundException: _routing_problem,
+            MethodNotAllowedException: _routing_problem,
+        },
+        state=_state(gateway),
+        debug=False,
+        logging_config=None,  # our JSON logging (app/logs.py), not litestar's root handler
+    )
+
+
+def _routing_problem(request: Any, exc: HTTPException) -> Response[Any]:
+    """Unknown paths and methods answer problem+json like every other error."""
+    title = "Not found" if exc.status_code == 404 else "Method not allowed"
+    return problem_response(
+        exc.status_code, title, f"{request.method} {request.url.path}: {exc.detail}"
+    )
+
+
+def _state(gateway: Gateway) -> Any:
+    return State({"gateway": gateway})

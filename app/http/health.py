@@ -1,0 +1,43 @@
+"""``/healthz`` (the process answers), ``/readyz`` (it can serve) and ``/metrics``
+(Prometheus)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, get
+
+from app.http.context import gateway_of
+
+
+@get("/healthz", summary="Liveness: the process answers", sync_to_thread=False)
+def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@get("/readyz", summary="Readiness: database reachable and config loaded")
+async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
+    gateway = gateway_of(request)
+    database = await gateway.store.ping()
+    ready = database and bool(gateway.adapters)
+    return Response(
+        {
+            "status": "ready" if ready else "not ready",
+            "database": database,
+            "systems": sorted(gateway.adapters),
+        },
+        status_code=200 if ready else 503,
+    )
+
+
+@get("/metrics", summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
+async def metrics(request: Request[Any, Any, Any]) -> bytes:
+    gateway = gateway_of(request)
+    async with gateway.store.tx() as tx:
+        depth = await tx.queue_depth()
+    for system in gateway.adapters:
+        gateway.metrics.queue_depth.labels(system).set(depth.get(system, 0))
+    for system, lag in (await gateway.pollers.lag_seconds()).items():
+        if lag is not None:
+            gateway.metrics.poll_lag.labels(system).set(lag)
+    return gateway.metrics.render()
