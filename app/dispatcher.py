@@ -32,7 +32,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from adapters.base import Adapter
-from app.errors import FatalError, RateLimited, RetriableError, VendorError
+from app.errors import FatalError, Missing, RateLimited, RetriableError, StateConflict, VendorError
 from app.loops import IngestFirst, wait_any
 from app.metrics import Metrics
 from app.model import Fields, VendorObject, WorkItem, utcnow
@@ -205,6 +205,62 @@ class Dispatcher:
                     done.task_done()
             # a link changed again while its write was in flight is dirty once more
             self.wake.set()
+
+    # -- an operator's retries and discards -------------------------------------------------
+
+    async def retry(self, link_id: int) -> Link:
+        """Make one write (dead or failed) due now, and lift its system's 429 deferral.
+        Returns the link as it was."""
+        async with self.store.tx() as tx:
+            link = await _link(tx, link_id)
+            if link.dead:
+                await tx.revive(link_id)
+            elif link.dirty:
+                await tx.retry_now(link_id)
+            else:
+                raise StateConflict(f"link {link_id} has no pending write")
+            await tx.lift_deferral(link.system)
+        self.wake.set()
+        return link
+
+    async def retry_dead(self) -> int:
+        """Make every dead letter due now, and lift every deferral; returns how many."""
+        async with self.store.tx() as tx:
+            count = await tx.revive()
+            await tx.lift_deferral()
+        self.wake.set()
+        return count
+
+    async def discard(self, link_id: int, *, source: str = "admin") -> Link:
+        """Give up on one write (pending, failed or dead); recorded in the item's
+        history. Returns the link as it was."""
+        async with self.store.tx() as tx:
+            link = await _link(tx, link_id)
+            if link.dead:
+                await tx.discard(link_id)
+            elif link.dirty:
+                await tx.discard_pending(link_id)
+            else:
+                raise StateConflict(f"link {link_id} has no pending write")
+            await tx.add_history(
+                [
+                    HistoryEntry(
+                        work_item_id=link.work_item_id,
+                        kind="write_discarded",
+                        system=link.system,
+                        event_id=source,
+                        detail=f"{source} discarded the {link.state} write to {link.system}"
+                        f" {link.external_id or '(not created)'}",
+                        at=self.clock(),
+                    )
+                ]
+            )
+        return link
+
+    async def discard_dead(self) -> int:
+        """Give up on every dead letter; returns how many."""
+        async with self.store.tx() as tx:
+            return await tx.discard()
 
     # -- claiming --------------------------------------------------------------------------
 
@@ -512,3 +568,10 @@ class Dispatcher:
                 "error": str(a.error) if a.error is not None else a.crash,
             },
         )
+
+
+async def _link(tx: Tx, link_id: int) -> Link:
+    link = await tx.get_link(link_id)
+    if link is None:
+        raise Missing(f"no link {link_id}")
+    return link

@@ -9,6 +9,11 @@
     │       ├── NotFound            the object (or its scope) does not exist (404)
     │       ├── AuthError           credentials missing, wrong or not allowed (401/403)
     │       └── Rejected            the vendor refused the payload (400/409/422), with its message
+    ├── RequestError                an operator's request the services refuse, with the reason
+    │   ├── Missing                 an unknown work item, link or system
+    │   ├── AlreadyLinked           the vendor object is linked to a work item already
+    │   ├── StateConflict           the request does not fit the current state (nothing to retry)
+    │   └── Invalid                 well-formed, but not meaningful (nothing to change)
     ├── WebhookError                a webhook delivery we refuse; carries the HTTP status to answer
     │   ├── SignatureInvalid        401: missing, wrong or stale signature
     │   ├── MalformedPayload        400: the body is not JSON
@@ -71,6 +76,45 @@ class AuthError(FatalError):
 
 class Rejected(FatalError):
     """The vendor refused the request as invalid; ``message`` is the vendor's own reason."""
+
+
+class RequestError(SyncgateError):
+    """A request (from the admin API or the command line) that the services refuse;
+    ``title`` names the kind, the message says what is wrong."""
+
+    title = "Bad request"
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class Missing(RequestError):
+    """An unknown work item, link or system."""
+
+    title = "Not found"
+
+
+class AlreadyLinked(RequestError):
+    """The vendor object is linked to a work item already (``owner``, when known)."""
+
+    title = "Already linked"
+
+    def __init__(self, message: str, *, owner: str | None = None) -> None:
+        super().__init__(message)
+        self.owner = owner
+
+
+class StateConflict(RequestError):
+    """The request does not fit the current state (e.g. a write that is not pending)."""
+
+    title = "Conflict"
+
+
+class Invalid(RequestError):
+    """The request is well-formed but not meaningful (e.g. it changes nothing)."""
+
+    title = "Invalid request"
 
 
 class WebhookError(SyncgateError):

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
@@ -20,9 +21,10 @@ from httpx_aiohttp import AiohttpTransport
 
 from adapters import VENDORS, adapter_class
 from adapters.base import Adapter, AdapterSettings
-from app.config import ResolvedSecrets, SystemCaps
+from app.config import ResolvedSecrets, SystemCaps, load_config, resolve_environment
 from app.dispatcher import Dispatcher
 from app.engine import Engine
+from app.errors import ConfigError, Missing, StateConflict
 from app.inbox import EventWriter, InboxWorker
 from app.loops import IngestFirst
 from app.metrics import Metrics
@@ -146,7 +148,7 @@ class Gateway:
             lease_s=settings.dispatcher.lease_s,
             ingest=self.ingest,
         )
-        self.events = EventWriter(store)
+        self.events = EventWriter(store, on_stored=self.worker.wake.set)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -181,6 +183,37 @@ class Gateway:
         self.dispatcher.rules = rules
         self.dispatcher.settings = settings.dispatcher
         log.info("configuration reloaded", extra={"systems": sorted(adapters)})
+
+    async def set_paused(self, system: str, paused: bool) -> None:
+        """Pause a system (no polls; its writes wait) or resume it: its waiting writes go
+        out, a 429 deferral is lifted, and a poll is requested."""
+        if system not in self.settings.systems:
+            raise Missing(f"no system named {system!r}")
+        async with self.store.tx() as tx:
+            await tx.set_system(system, paused=paused)
+            if not paused:
+                await tx.lift_deferral(system)
+        if not paused:
+            self.dispatcher.wake.set()
+            self.pollers.request(system)
+        log.info("system paused" if paused else "system resumed", extra={"system": system})
+
+    def reload_from_file(self) -> None:
+        """Reload the configuration from the file it came from. Raises ``ConfigError``
+        (every problem; the running configuration stays) or ``StateConflict`` when the
+        gateway was not started from a file."""
+        if self.config_path is None:
+            raise StateConflict("the gateway was not started from a config file")
+        try:
+            settings = load_config(self.config_path, known_systems())
+            secrets = resolve_environment(settings, os.environ)
+        except ConfigError as exc:
+            log.warning(
+                "config reload refused", extra={"path": self.config_path, "issues": len(exc.issues)}
+            )
+            raise
+        self.reload(settings, secrets)
+        self.dispatcher.wake.set()
 
     async def start(self) -> None:
         """Start the background loops (dispatcher, inbox worker, pollers)."""

@@ -44,9 +44,17 @@ class EventWriter:
     the commit that stored it; a failed commit fails every delivery in it (they get a
     5xx and the vendor sends them again)."""
 
-    def __init__(self, store: Store, *, max_batch: int = 512) -> None:
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_batch: int = 512,
+        on_stored: Callable[[], None] | None = None,
+    ) -> None:
         self.store = store
         self.max_batch = max_batch
+        #: Called after a commit stored new events (wakes the inbox worker).
+        self.on_stored = on_stored
         self._queue: list[tuple[NewEvent, asyncio.Future[int | None]]] = []
         self._writer: asyncio.Task[None] | None = None
 
@@ -81,6 +89,8 @@ class EventWriter:
             for (_, stored), event_id in zip(batch, ids, strict=True):
                 if not stored.done():  # the sender may have gone away
                     stored.set_result(event_id)
+            if self.on_stored is not None and any(i is not None for i in ids):
+                self.on_stored()
 
 
 MAX_EVENT_ATTEMPTS = 8

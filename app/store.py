@@ -34,6 +34,7 @@ from sqlalchemy.pool import StaticPool
 from sqlalchemy.sql.base import Executable
 
 from app import tables as t
+from app.errors import AlreadyLinked
 from app.model import (
     CreateTarget,
     FieldStamp,
@@ -52,7 +53,6 @@ __all__ = [
     "Event",
     "FinishedWrite",
     "HistoryEntry",
-    "IntegrityError",
     "Link",
     "NewEvent",
     "Store",
@@ -88,6 +88,15 @@ class Link(msgspec.Struct, kw_only=True):
     create_started_at: datetime | None = None
     #: The fields the first create attempt sent (kept with the idempotency key).
     create_payload: dict[str, Any] | None = None
+
+    @property
+    def state(self) -> str:
+        """``synced``, ``pending`` (not tried yet), ``failed`` (retrying) or ``dead``."""
+        if self.dead:
+            return "dead"
+        if not self.dirty:
+            return "synced"
+        return "failed" if self.attempts > 0 else "pending"
 
     @property
     def ref(self) -> ObjectRef | None:
@@ -545,7 +554,11 @@ class Tx:
             }
         if create_target is not None:
             values["create_target"] = msgspec.to_builtins(create_target)
-        result = await self._run(sa.insert(t.links).values(**values).returning(t.links.c.id))
+        try:
+            result = await self._run(sa.insert(t.links).values(**values).returning(t.links.c.id))
+        except IntegrityError:
+            what = seen.ref.external_id if seen is not None else "(to be created)"
+            raise AlreadyLinked(f"{system} object {what!r} is linked already") from None
         link_id = int(result.scalar_one())
         if create_target is not None:
             await self._run(
@@ -1008,7 +1021,7 @@ class Tx:
 
     # -- admin queries ---------------------------------------------------------------------
 
-    async def admin_retry_now(self, link_id: int) -> int:
+    async def retry_now(self, link_id: int) -> int:
         """Make a dirty (not dead) link's write due now, skipping its backoff."""
         result = await self._run(
             sa.update(t.links)
@@ -1017,7 +1030,7 @@ class Tx:
         )
         return int(result.rowcount)
 
-    async def admin_discard_write(self, link_id: int) -> int:
+    async def discard_pending(self, link_id: int) -> int:
         """Give up on a link's pending or failed (not dead) write: it is no longer dirty."""
         result = await self._run(
             sa.update(t.links)
@@ -1031,7 +1044,7 @@ class Tx:
         )
         return int(result.rowcount)
 
-    async def admin_dead_by_system(self) -> dict[str, int]:
+    async def dead_by_system(self) -> dict[str, int]:
         """Dead-lettered writes per system."""
         rows: Any = await self._run(
             sa.select(t.links.c.system, sa.func.count())
@@ -1040,7 +1053,7 @@ class Tx:
         )
         return {row[0]: int(row[1]) for row in rows}
 
-    async def admin_recent_history(self, item_id: str, limit: int = 100) -> list[HistoryEntry]:
+    async def recent_history(self, item_id: str, limit: int = 100) -> list[HistoryEntry]:
         """The newest ``limit`` history entries of an item, oldest first."""
         rows = await self._run(
             sa.select(t.history)

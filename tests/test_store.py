@@ -9,8 +9,9 @@ from typing import Any
 import pytest
 from sqlalchemy.engine import Connection
 
+from app.errors import AlreadyLinked
 from app.model import CreateTarget, Fields, ObjectRef, Status, VendorObject, WorkItem, utcnow
-from app.store import HistoryEntry, IntegrityError, Store
+from app.store import HistoryEntry, Store
 from tests.conftest import open_store
 
 
@@ -46,7 +47,7 @@ async def test_link_is_unique_per_system_scope_and_id(store: Store) -> None:
         await tx.insert_link(
             work_item_id="a" * 32, system="inboxops", scope="", now=utcnow(), seen=_obj()
         )
-    with pytest.raises(IntegrityError):
+    with pytest.raises(AlreadyLinked):
         async with store.tx() as tx:
             await tx.insert_link(
                 work_item_id="a" * 32, system="inboxops", scope="", now=utcnow(), seen=_obj()

@@ -14,10 +14,11 @@ from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFou
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.spec import Components, SecurityScheme
 
+from app.errors import SyncgateError
 from app.gateway import Gateway
 from app.http.admin import admin_router
 from app.http.health import healthz, metrics, readyz
-from app.http.problems import problem_response
+from app.http.problems import on_syncgate_error, problem_response
 from app.http.webhooks import receive_webhook
 
 
@@ -53,6 +54,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> Litestar:
         exception_handlers={
             NotFoundException: _routing_problem,
             MethodNotAllowedException: _routing_problem,
+            SyncgateError: on_syncgate_error,
         },
         state=_state(gateway),
         debug=False,

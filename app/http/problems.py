@@ -12,7 +12,20 @@ from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
 from msgspec import UNSET, UnsetType
 
-log = logging.getLogger("syncgate.admin")
+from app.errors import (
+    AlreadyLinked,
+    ConfigError,
+    Invalid,
+    Missing,
+    NotFound,
+    RequestError,
+    StateConflict,
+    SyncgateError,
+    VendorError,
+    WebhookError,
+)
+
+log = logging.getLogger("syncgate.http")
 
 
 PROBLEM_MEDIA_TYPE = "application/problem+json"
@@ -36,7 +49,8 @@ class Problem(msgspec.Struct, omit_defaults=True):
 
 
 class AdminError(Exception):
-    """Raised by a handler; answered as a problem (one place builds every error response)."""
+    """Input the HTTP layer itself refuses before calling a service (a malformed id, an
+    unknown system in a query); answered as a problem with its own status."""
 
     def __init__(
         self, status: int, title: str, detail: str, *, issues: list[ConfigIssueOut] | None = None
@@ -70,6 +84,44 @@ def on_admin_error(_: Request[Any, Any, Any], exc: AdminError) -> Response[Probl
     return problem_response(exc.status, exc.title, exc.detail, issues=exc.issues)
 
 
+#: Every error the services raise on purpose, the status it is answered with, and its
+#: title (None: the error's own). The first entry that matches wins.
+STATUS_OF: tuple[tuple[type[SyncgateError], int, str | None], ...] = (
+    (Missing, 404, None),
+    (AlreadyLinked, 409, None),
+    (StateConflict, 409, None),
+    (Invalid, 422, None),
+    (RequestError, 400, None),
+    (NotFound, 404, "Vendor object not found"),
+    (VendorError, 502, "Vendor error"),
+    (ConfigError, 422, "Invalid configuration"),
+)
+
+_WEBHOOK_TITLES = {401: "Invalid signature", 400: "Malformed payload", 422: "Unreadable payload"}
+
+
+def on_syncgate_error(_: Request[Any, Any, Any], exc: SyncgateError) -> Response[Problem]:
+    """The one translation of domain errors into problem+json responses."""
+    if isinstance(exc, WebhookError):
+        title = _WEBHOOK_TITLES.get(exc.http_status, "Bad webhook")
+        return problem_response(exc.http_status, title, exc.reason)
+    if isinstance(exc, ConfigError):
+        return problem_response(
+            422,
+            "Invalid configuration",
+            f"{len(exc.issues)} problem(s) in {exc.issues[0].file if exc.issues else 'the config'};"
+            " the running configuration stays",
+            issues=[ConfigIssueOut(i.file, i.line, i.key, i.message) for i in exc.issues],
+        )
+    for kind, status, named in STATUS_OF:
+        if isinstance(exc, kind):
+            if named is None:
+                named = exc.title if isinstance(exc, RequestError) else "Error"
+            return problem_response(status, named, str(exc))
+    log.error("unexpected error", exc_info=exc)
+    return problem_response(500, "Internal error", "an internal error occurred")
+
+
 def on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:
     """Litestar's own errors (body and parameter validation, 405, ...) as problems, with
     the reason the validator gave."""
@@ -97,10 +149,6 @@ def on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response
         413: "Payload too large",
     }
     return problem_response(exc.status_code, titles.get(exc.status_code, "Error"), detail)
-
-
-def not_found(what: str) -> AdminError:
-    return AdminError(404, "Not found", what)
 
 
 def errors(*codes: int) -> dict[int, ResponseSpec]:

@@ -55,10 +55,7 @@ async def _receive(gateway: Gateway, system: str, request: Request[Any, Any, Any
         event = adapter.parse_webhook(headers, body)
     except WebhookError as exc:
         metrics.webhooks_rejected.labels(system, type(exc).__name__).inc()
-        titles = {401: "Invalid signature", 400: "Malformed payload", 422: "Unreadable payload"}
-        return problem_response(
-            exc.http_status, titles.get(exc.http_status, "Bad webhook"), exc.reason
-        )
+        raise  # answered by the app's one error table (app/http/problems.py)
     event_id = await gateway.events.store_event(
         NewEvent(
             system=system,
@@ -73,7 +70,6 @@ async def _receive(gateway: Gateway, system: str, request: Request[Any, Any, Any
         metrics.webhooks_duplicate.labels(system).inc()
         return Response({"status": "duplicate", "delivery_id": event.delivery_id}, status_code=202)
     metrics.webhooks_received.labels(system).inc()
-    gateway.worker.wake.set()
     return Response(
         {"status": "accepted", "event_id": event_id, "delivery_id": event.delivery_id},
         status_code=202,

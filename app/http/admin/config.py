@@ -3,18 +3,15 @@
 from __future__ import annotations
 
 import logging
-import os
 from typing import Any
 
 from litestar import Request, get, post
 
-from app.config import dump_effective, load_config, resolve_environment
-from app.errors import ConfigError
-from app.gateway import known_systems
+from app.config import dump_effective
 from app.http.admin.common import audit
 from app.http.admin.models import ConfigView, ReloadResult
 from app.http.context import gateway_of
-from app.http.problems import AdminError, ConfigIssueOut, errors
+from app.http.problems import errors
 
 log = logging.getLogger("syncgate.admin")
 
@@ -39,23 +36,8 @@ async def get_config(request: Request[Any, Any, Any]) -> ConfigView:
     status_code=200,
 )
 async def reload_config(request: Request[Any, Any, Any]) -> ReloadResult:
-
     gateway = gateway_of(request)
-    path = gateway.config_path
-    if path is None:
-        raise AdminError(409, "No config file", "the gateway was not started from a config file")
-    try:
-        settings = load_config(path, known_systems())
-        secrets = resolve_environment(settings, os.environ)
-    except ConfigError as exc:
-        log.warning("config reload refused", extra={"path": path, "issues": len(exc.issues)})
-        raise AdminError(
-            422,
-            "Invalid configuration",
-            f"{len(exc.issues)} problem(s) in {path}; the running configuration stays",
-            issues=[ConfigIssueOut(i.file, i.line, i.key, i.message) for i in exc.issues],
-        ) from None
-    gateway.reload(settings, secrets)
-    gateway.dispatcher.wake.set()
-    audit("config reloaded", path=path, systems=sorted(gateway.adapters))
-    return ReloadResult(True, path, sorted(gateway.adapters))
+    gateway.reload_from_file()
+    assert gateway.config_path is not None
+    audit("config reloaded", path=gateway.config_path, systems=sorted(gateway.adapters))
+    return ReloadResult(True, gateway.config_path, sorted(gateway.adapters))

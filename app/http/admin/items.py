@@ -3,28 +3,14 @@
 from __future__ import annotations
 
 import logging
-import uuid
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Request, get, patch, post
 from litestar.params import JSONBody, QueryParameter
 from msgspec import UNSET
 
-from app.http.admin.common import (
-    ItemId,
-    Limit,
-    Offset,
-    SystemFilter,
-    audit,
-    check_system,
-    fetch_object,
-    insert_links,
-    link_or_404,
-    mark_for_write,
-    owner_of,
-    resync_links,
-)
+from app.errors import Invalid, Missing
+from app.http.admin.common import ItemId, Limit, Offset, SystemFilter, audit, check_system
 from app.http.admin.models import (
     ChangeResult,
     ChangeWorkItemIn,
@@ -37,11 +23,11 @@ from app.http.admin.models import (
     item_detail,
     item_out,
     link_out,
+    resync_entry,
 )
 from app.http.context import gateway_of
-from app.http.problems import AdminError, errors, not_found
-from app.model import Fields, ObjectRef, Status, WorkItem
-from app.store import HistoryEntry, IntegrityError
+from app.http.problems import errors
+from app.model import Fields, ObjectRef, Status
 
 log = logging.getLogger("syncgate.admin")
 
@@ -95,44 +81,18 @@ async def create_work_item(
 ) -> WorkItemDetail:
     gateway = gateway_of(request)
     refs = [ObjectRef(link.system, link.scope, link.external_id) for link in data.links]
-    if len(set(refs)) != len(refs):
-        raise AdminError(422, "Duplicate links", "the same vendor object is listed twice")
     for ref in refs:
         check_system(gateway, ref.system, status=422)
-    objects = [await fetch_object(gateway, ref) for ref in refs]
-    now = gateway.clock()
-    item = WorkItem(
-        id=uuid.uuid4().hex,
-        title=data.title,
-        description=data.description,
-        status=data.status,
-        priority=data.priority,
-        created_at=now,
-        updated_at=now,
+    if len(set(refs)) != len(refs):
+        raise Invalid("the same vendor object is listed twice")
+    objects = [await gateway.engine.fetch(ref) for ref in refs]
+    fields = Fields(
+        title=data.title, description=data.description, status=data.status, priority=data.priority
     )
-    try:
-        async with gateway.store.tx() as tx:
-            await tx.insert_item(item)
-            await tx.add_history(
-                [
-                    HistoryEntry(
-                        work_item_id=item.id,
-                        kind="created",
-                        system="admin",
-                        event_id="admin",
-                        new_value=msgspec.to_builtins(item.fields().as_dict()),
-                        detail="created by an operator",
-                        at=now,
-                    )
-                ]
-            )
-            await insert_links(gateway, tx, item, objects)
-    except IntegrityError:
-        raise await owner_of(gateway, [o.ref for o in objects]) from None
-    gateway.dispatcher.wake.set()
-    audit("work item created", work_item_id=item.id, systems=[r.system for r in refs])
+    item_id = await gateway.engine.create_item(fields, objects)
+    audit("work item created", work_item_id=item_id, systems=[r.system for r in refs])
     async with gateway.store.tx() as tx:
-        return await item_detail(tx, item.id)
+        return await item_detail(tx, item_id)
 
 
 @get(
@@ -170,12 +130,8 @@ async def change_work_item(
         if getattr(data, name) is not UNSET
     }
     if not values:
-        raise AdminError(422, "Nothing to change", "nothing to change: the body names no field")
-    try:
-        outcome = await gateway.engine.change(item_id, Fields(**values), source="admin")
-    except KeyError:
-        raise not_found(f"no work item {item_id!r}") from None
-    gateway.dispatcher.wake.set()
+        raise Invalid("nothing to change: the body names no field")
+    outcome = await gateway.engine.change(item_id, Fields(**values), source="admin")
     if outcome.changed:
         audit(
             "work item changed",
@@ -202,17 +158,9 @@ async def add_link(
     check_system(gateway, data.system, status=422)
     async with gateway.store.tx() as tx:
         if await tx.get_item(item_id) is None:
-            raise not_found(f"no work item {item_id!r}")
-    obj = await fetch_object(gateway, ObjectRef(data.system, data.scope, data.external_id))
-    try:
-        async with gateway.store.tx() as tx:
-            item = await tx.get_item(item_id, lock=True)
-            if item is None:
-                raise not_found(f"no work item {item_id!r}")
-            (link_id,) = await insert_links(gateway, tx, item, [obj])
-    except IntegrityError:
-        raise await owner_of(gateway, [obj.ref]) from None
-    gateway.dispatcher.wake.set()
+            raise Missing(f"no work item {item_id!r}")
+    obj = await gateway.engine.fetch(ObjectRef(data.system, data.scope, data.external_id))
+    (link_id,) = await gateway.engine.link(item_id, [obj])
     audit(
         "object linked",
         work_item_id=item_id,
@@ -221,7 +169,10 @@ async def add_link(
         external_id=obj.ref.external_id,
     )
     async with gateway.store.tx() as tx:
-        return link_out(await link_or_404(tx, link_id))
+        link = await tx.get_link(link_id)
+    if link is None:
+        raise Missing(f"no link {link_id}")
+    return link_out(link)
 
 
 @post(
@@ -235,14 +186,9 @@ async def add_link(
 )
 async def resync_work_item(request: Request[Any, Any, Any], item_id: ItemId) -> ResyncResult:
     gateway = gateway_of(request)
-    async with gateway.store.tx() as tx:
-        if await tx.get_item(item_id) is None:
-            raise not_found(f"no work item {item_id!r}")
-        links = await tx.links_of(item_id)
-    entries = await resync_links(gateway, links)
-    dirty = await mark_for_write(gateway, item_id, None)
+    outcomes, dirty = await gateway.engine.resync(item_id)
     audit("work item resynced", work_item_id=item_id, dirty_links=dirty)
-    return ResyncResult(item_id, entries, dirty)
+    return ResyncResult(item_id, [resync_entry(o) for o in outcomes], dirty)
 
 
 @get(
@@ -269,5 +215,5 @@ async def lookup(
     async with gateway.store.tx() as tx:
         link = await tx.link_for(ObjectRef(system, object_scope, external_id))
         if link is None:
-            raise not_found(f"no work item is linked to {system} object {external_id!r}")
+            raise Missing(f"no work item is linked to {system} object {external_id!r}")
         return await item_detail(tx, link.work_item_id)

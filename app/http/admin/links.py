@@ -8,18 +8,15 @@ from typing import Any
 from litestar import Request, delete, post
 from litestar.params import JSONBody
 
+from app.errors import Missing, StateConflict
 from app.http.admin.common import (
     LinkId,
     audit,
-    fetch_object,
-    link_or_404,
-    mark_for_write,
     parse_link_id,
 )
-from app.http.admin.models import LinkOut, RelinkIn, ResyncEntry, ResyncResult, link_out
+from app.http.admin.models import LinkOut, RelinkIn, ResyncResult, link_out, resync_entry
 from app.http.context import gateway_of
-from app.http.problems import AdminError, errors, not_found
-from app.store import HistoryEntry
+from app.http.problems import errors
 
 log = logging.getLogger("syncgate.admin")
 
@@ -38,21 +35,7 @@ log = logging.getLogger("syncgate.admin")
 async def delete_link(request: Request[Any, Any, Any], link_id: LinkId) -> None:
     gateway = gateway_of(request)
     lid = parse_link_id(link_id)
-    async with gateway.store.tx() as tx:
-        link = await link_or_404(tx, lid)
-        await tx.unlink(lid)
-        await tx.add_history(
-            [
-                HistoryEntry(
-                    work_item_id=link.work_item_id,
-                    kind="unlinked",
-                    system=link.system,
-                    event_id="admin",
-                    detail=f"admin unlinked {link.system} {link.external_id}",
-                    at=gateway.clock(),
-                )
-            ]
-        )
+    link = await gateway.engine.unlink(lid)
     audit("object unlinked", work_item_id=link.work_item_id, system=link.system, link_id=lid)
 
 
@@ -69,46 +52,20 @@ async def relink(
 ) -> LinkOut:
     gateway = gateway_of(request)
     lid = parse_link_id(link_id)
-    async with gateway.store.tx() as tx:
-        link = await link_or_404(tx, lid)
-        target = await tx.get_item(data.work_item_id, lock=True)
-        if target is None:
-            raise not_found(f"no work item {data.work_item_id!r}")
-        if link.work_item_id != target.id:
-            now = gateway.clock()
-            await tx.move_link(lid, target.id, target.version)
-            what = f"{link.system} {link.external_id}"
-            await tx.add_history(
-                [
-                    HistoryEntry(
-                        work_item_id=link.work_item_id,
-                        kind="unlinked",
-                        system=link.system,
-                        event_id="admin",
-                        detail=f"admin moved {what} to work item {target.id}",
-                        at=now,
-                    ),
-                    HistoryEntry(
-                        work_item_id=target.id,
-                        kind="linked",
-                        system=link.system,
-                        event_id="admin",
-                        detail=f"admin moved {what} from work item {link.work_item_id}",
-                        at=now,
-                    ),
-                ]
-            )
-    if link.work_item_id != target.id:
-        gateway.dispatcher.wake.set()
+    before = await gateway.engine.relink(lid, data.work_item_id)
+    if before.work_item_id != data.work_item_id:
         audit(
             "object relinked",
-            work_item_id=target.id,
-            system=link.system,
+            work_item_id=data.work_item_id,
+            system=before.system,
             link_id=lid,
-            from_work_item_id=link.work_item_id,
+            from_work_item_id=before.work_item_id,
         )
     async with gateway.store.tx() as tx:
-        return link_out(await link_or_404(tx, lid))
+        link = await tx.get_link(lid)
+    if link is None:
+        raise Missing(f"no link {lid}")
+    return link_out(link)
 
 
 @post(
@@ -122,15 +79,12 @@ async def resync_link(request: Request[Any, Any, Any], link_id: LinkId) -> Resyn
     gateway = gateway_of(request)
     lid = parse_link_id(link_id)
     async with gateway.store.tx() as tx:
-        link = await link_or_404(tx, lid)
+        link = await tx.get_link(lid)
+    if link is None:
+        raise Missing(f"no link {lid}")
     if link.ref is None:
-        raise AdminError(409, "Not created yet", f"link {lid} has no vendor object yet")
-    obj = await fetch_object(gateway, link.ref)
-    outcome = await gateway.engine.observe(obj, event_id="admin-resync")
-    dirty = await mark_for_write(gateway, link.work_item_id, [lid])
+        raise StateConflict(f"link {lid} has no vendor object yet")
+    await gateway.engine.fetch(link.ref)  # 404 or 502 when the vendor cannot give it
+    outcomes, dirty = await gateway.engine.resync(link.work_item_id, [lid])
     audit("link resynced", work_item_id=link.work_item_id, system=link.system, link_id=lid)
-    return ResyncResult(
-        link.work_item_id,
-        [ResyncEntry(link.id, link.system, link.external_id, outcome.kind)],
-        sorted({*dirty, *outcome.dirty_links}),
-    )
+    return ResyncResult(link.work_item_id, [resync_entry(o) for o in outcomes], dirty)

@@ -11,7 +11,8 @@ from typing import Annotated, Any
 import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
-from app.http.problems import not_found
+from app.engine import ResyncOutcome
+from app.errors import Missing
 from app.inbox import kept_headers
 from app.model import Priority, Status, WorkItem, as_utc
 from app.store import Event, HistoryEntry, Link, Tx
@@ -285,14 +286,6 @@ def item_out(item: WorkItem) -> WorkItemOut:
     )
 
 
-def link_state(link: Link) -> str:
-    if link.dead:
-        return "dead"
-    if not link.dirty:
-        return "synced"
-    return "failed" if link.attempts > 0 else "pending"
-
-
 def link_out(link: Link) -> LinkOut:
     known = None
     if link.known is not None:
@@ -305,7 +298,7 @@ def link_out(link: Link) -> LinkOut:
         system=link.system,
         scope=link.scope,
         external_id=link.external_id,
-        state=link_state(link),
+        state=link.state,
         known=known,
         vendor_updated_at=link.vendor_updated_at,
         last_synced_at=link.last_synced_at,
@@ -344,7 +337,7 @@ async def outbox_entry(tx: Tx, link: Link, recent: int = 5) -> OutboxEntry:
         scope=link.scope,
         external_id=link.external_id,
         action="create" if link.external_id is None else "update",
-        state=link_state(link),
+        state=link.state,
         attempts=link.attempts,
         next_attempt_at=link.next_attempt_at,
         last_error=link.last_error,
@@ -388,12 +381,16 @@ def event_out(event: Event) -> EventOut:
 async def item_detail(tx: Tx, item_id: str, history: int = 100) -> WorkItemDetail:
     item = await tx.get_item(item_id)
     if item is None:
-        raise not_found(f"no work item {item_id!r}")
+        raise Missing(f"no work item {item_id!r}")
     links = await tx.links_of(item_id)
     pending = [await outbox_entry(tx, link) for link in links if link.dirty or link.dead]
     return WorkItemDetail(
         item=item_out(item),
         links=[link_out(link) for link in links],
-        history=[history_out(h) for h in await tx.admin_recent_history(item_id, history)],
+        history=[history_out(h) for h in await tx.recent_history(item_id, history)],
         pending_writes=pending,
     )
+
+
+def resync_entry(outcome: ResyncOutcome) -> ResyncEntry:
+    return ResyncEntry(outcome.link_id, outcome.system, outcome.external_id, outcome.outcome)

@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from litestar import Request, get, post
 from litestar.params import QueryParameter
 
+from app.errors import Missing
 from app.http.admin.common import (
     Limit,
     LinkId,
@@ -16,7 +17,6 @@ from app.http.admin.common import (
     SystemFilter,
     audit,
     check_system,
-    link_or_404,
     parse_link_id,
 )
 from app.http.admin.models import (
@@ -30,12 +30,10 @@ from app.http.admin.models import (
     OutboxState,
     event_out,
     link_out,
-    link_state,
     outbox_entry,
 )
 from app.http.context import gateway_of
-from app.http.problems import AdminError, errors
-from app.store import HistoryEntry
+from app.http.problems import errors
 
 log = logging.getLogger("syncgate.admin")
 
@@ -70,11 +68,7 @@ async def list_outbox(
     status_code=200,
 )
 async def retry_dead(request: Request[Any, Any, Any]) -> CountResult:
-    gateway = gateway_of(request)
-    async with gateway.store.tx() as tx:
-        count = await tx.revive()
-        await tx.lift_deferral()
-    gateway.dispatcher.wake.set()
+    count = await gateway_of(request).dispatcher.retry_dead()
     audit("dead letters retried", count=count)
     return CountResult(count)
 
@@ -86,9 +80,7 @@ async def retry_dead(request: Request[Any, Any, Any]) -> CountResult:
     status_code=200,
 )
 async def discard_dead(request: Request[Any, Any, Any]) -> CountResult:
-    gateway = gateway_of(request)
-    async with gateway.store.tx() as tx:
-        count = await tx.discard()
+    count = await gateway_of(request).dispatcher.discard_dead()
     audit("dead letters discarded", count=count)
     return CountResult(count)
 
@@ -103,19 +95,13 @@ async def discard_dead(request: Request[Any, Any, Any]) -> CountResult:
 async def retry_write(request: Request[Any, Any, Any], link_id: LinkId) -> OutboxEntry:
     gateway = gateway_of(request)
     lid = parse_link_id(link_id)
-    async with gateway.store.tx() as tx:
-        link = await link_or_404(tx, lid)
-        if link.dead:
-            await tx.revive(lid)
-        elif link.dirty:
-            await tx.admin_retry_now(lid)
-        else:
-            raise AdminError(409, "Nothing to retry", f"link {lid} has no pending write")
-        await tx.lift_deferral(link.system)
-        entry = await outbox_entry(tx, await link_or_404(tx, lid))
-    gateway.dispatcher.wake.set()
+    link = await gateway.dispatcher.retry(lid)
     audit("write retried", work_item_id=link.work_item_id, system=link.system, link_id=lid)
-    return entry
+    async with gateway.store.tx() as tx:
+        current = await tx.get_link(lid)
+        if current is None:
+            raise Missing(f"no link {lid}")
+        return await outbox_entry(tx, current)
 
 
 @post(
@@ -128,30 +114,13 @@ async def retry_write(request: Request[Any, Any, Any], link_id: LinkId) -> Outbo
 async def discard_write(request: Request[Any, Any, Any], link_id: LinkId) -> LinkOut:
     gateway = gateway_of(request)
     lid = parse_link_id(link_id)
-    async with gateway.store.tx() as tx:
-        link = await link_or_404(tx, lid)
-        if link.dead:
-            await tx.discard(lid)
-        elif link.dirty:
-            await tx.admin_discard_write(lid)
-        else:
-            raise AdminError(409, "Nothing to discard", f"link {lid} has no pending write")
-        await tx.add_history(
-            [
-                HistoryEntry(
-                    work_item_id=link.work_item_id,
-                    kind="write_discarded",
-                    system=link.system,
-                    event_id="admin",
-                    detail=f"admin discarded the {link_state(link)} write to {link.system}"
-                    f" {link.external_id or '(not created)'}",
-                    at=gateway.clock(),
-                )
-            ]
-        )
-        out = link_out(await link_or_404(tx, lid))
+    link = await gateway.dispatcher.discard(lid)
     audit("write discarded", work_item_id=link.work_item_id, system=link.system, link_id=lid)
-    return out
+    async with gateway.store.tx() as tx:
+        current = await tx.get_link(lid)
+    if current is None:
+        raise Missing(f"no link {lid}")
+    return link_out(current)
 
 
 # -- events -----------------------------------------------------------------------------------

@@ -23,7 +23,7 @@ log = logging.getLogger("syncgate.admin")
 async def _system_status(gateway: Gateway, tx: Tx, name: str) -> SystemStatus:
     state = await tx.system_state(name)
     depth = (await tx.queue_depth()).get(name, 0)
-    dead = (await tx.admin_dead_by_system()).get(name, 0)
+    dead = (await tx.dead_by_system()).get(name, 0)
     settings = gateway.settings.systems[name]
     last = state["last_poll_at"]
     return SystemStatus(
@@ -56,16 +56,10 @@ async def list_systems(request: Request[Any, Any, Any]) -> SystemsOverview:
 async def _set_paused(request: Request[Any, Any, Any], name: str, paused: bool) -> SystemStatus:
     gateway = gateway_of(request)
     check_system(gateway, name, status=404)
-    async with gateway.store.tx() as tx:
-        await tx.set_system(name, paused=paused)
-        if not paused:
-            await tx.lift_deferral(name)
-        status = await _system_status(gateway, tx, name)
-    if not paused:
-        gateway.dispatcher.wake.set()
-        gateway.pollers.request(name)
+    await gateway.set_paused(name, paused)
     audit("system paused" if paused else "system resumed", system=name)
-    return status
+    async with gateway.store.tx() as tx:
+        return await _system_status(gateway, tx, name)
 
 
 @post(

@@ -20,36 +20,29 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 
 from adapters.base import Adapter
+from app.engine.batch import Batch, Outcome
+from app.engine.operator import OperatorChanges
+from app.errors import AlreadyLinked, Missing
 from app.model import (
     MAPPED_FIELDS,
     CreateTarget,
     Fields,
     FieldStamp,
-    ObjectRef,
     VendorObject,
     WorkItem,
     utcnow,
 )
 from app.rules import Rules
-from app.store import HistoryEntry, IntegrityError, Link, Store, Tx
+from app.store import HistoryEntry, Link, Store, Tx
 
 log = logging.getLogger("syncgate.engine")
-
-
-class Outcome(msgspec.Struct, frozen=True):
-    """What one observation did. ``kind``: created | changed | unchanged | stale | ignored."""
-
-    kind: str
-    work_item_id: str | None = None
-    changed: tuple[str, ...] = ()
-    dirty_links: tuple[int, ...] = ()
 
 
 def _jsonable(value: Any) -> Any:
@@ -84,7 +77,7 @@ def vendor_changed(known: VendorObject | None, obj: VendorObject, name: str) -> 
     return bool(getattr(known.fields, name) != getattr(obj.fields, name))
 
 
-class Engine:
+class Engine(OperatorChanges):
     def __init__(
         self,
         store: Store,
@@ -122,7 +115,7 @@ class Engine:
                     if also is not None:
                         await also(tx, outcomes)
                 break
-            except IntegrityError:
+            except AlreadyLinked:
                 # Another process linked the same new object first: look again.
                 if attempt == 2:
                     raise
@@ -136,7 +129,7 @@ class Engine:
         """Apply observations inside ``tx``: the state they touch is read in a few
         queries (items locked), changed in memory one observation after the other, and
         written back at the end."""
-        batch = _Batch(tx, self.clock())
+        batch = Batch(tx, self.clock())
         observations = [(self._clamped(obj, batch.now), event_id) for obj, event_id in observations]
         known = await tx.links_for(obj.ref for obj, _ in observations)
         await batch.load({link.work_item_id for link in known.values()})
@@ -181,13 +174,13 @@ class Engine:
         self, item_id: str, fields: Fields, *, source: str = "admin", event_id: str | None = None
     ) -> Outcome:
         """Apply a change made by an operator (not by a vendor): it wins over the current
-        values and propagates like any other change. Raises KeyError for an unknown item."""
+        values and propagates like any other change. Raises ``Missing`` for an unknown item."""
         async with self.store.tx() as tx:
-            batch = _Batch(tx, self.clock())
+            batch = Batch(tx, self.clock())
             await batch.load({item_id})
             item = batch.items.get(item_id)
             if item is None:
-                raise KeyError(item_id)
+                raise Missing(f"no work item {item_id!r}")
             now = batch.now
             changed = []
             for name, value in fields.items():
@@ -208,7 +201,7 @@ class Engine:
         return Outcome("changed", item.id, tuple(changed), tuple(dirty))
 
     def _observe(
-        self, batch: _Batch, link: Link, obj: VendorObject, event_id: str | None
+        self, batch: Batch, link: Link, obj: VendorObject, event_id: str | None
     ) -> Outcome:
         item = batch.items.get(link.work_item_id)
         if item is None:
@@ -275,7 +268,7 @@ class Engine:
 
     @staticmethod
     def _report_unmapped(
-        batch: _Batch,
+        batch: Batch,
         item_id: str,
         obj: VendorObject,
         known_unmapped: Mapping[str, str],
@@ -335,7 +328,7 @@ class Engine:
                 out.append(link.id)
         return out
 
-    async def _create_from(self, batch: _Batch, obj: VendorObject, event_id: str | None) -> Outcome:
+    async def _create_from(self, batch: Batch, obj: VendorObject, event_id: str | None) -> Outcome:
         rule = self.rules.creation_rule(obj)
         if rule is None:
             return Outcome("ignored")
@@ -400,70 +393,3 @@ class Engine:
             extra={"work_item_id": item.id, "system": system, "event_id": event_id},
         )
         return Outcome("created", item.id, tuple(values), tuple(dirty))
-
-
-class _Batch:
-    """The state one engine transaction works on: the work items it touches (locked) and
-    all their links, changed in memory observation by observation, and the writes that
-    ``flush`` sends back in a few statements."""
-
-    def __init__(self, tx: Tx, now: datetime) -> None:
-        self.tx = tx
-        self.now = now
-        self.items: dict[str, WorkItem] = {}
-        self.links: dict[int, Link] = {}
-        self._by_object: dict[tuple[str, str], list[Link]] = {}
-        self._by_item: dict[str, list[Link]] = {}
-        self.history: list[HistoryEntry] = []
-        self.changed_items: set[str] = set()
-        self.seen: dict[int, VendorObject] = {}
-        self.dirty: dict[int, int] = {}
-
-    async def load(self, item_ids: set[str]) -> None:
-        """Read (and lock) these items and all their links; the links are read after the
-        lock, so they are what this transaction may rely on."""
-        ids = item_ids - self.items.keys()
-        if not ids:
-            return
-        self.items |= await self.tx.items_by_id(ids, lock=True)
-        for link in await self.tx.links_of_items(ids):
-            self.links[link.id] = link
-            self._by_item.setdefault(link.work_item_id, []).append(link)
-            if link.external_id is not None:
-                self._by_object.setdefault((link.system, link.external_id), []).append(link)
-
-    def link_for(self, ref: ObjectRef) -> Link | None:
-        """The loaded link of a vendor object (an empty scope matches any scope)."""
-        for link in self._by_object.get((ref.system, ref.external_id), ()):
-            if not ref.scope or link.scope == ref.scope:
-                return link
-        return None
-
-    def links_of(self, item_id: str) -> list[Link]:
-        return self._by_item.get(item_id, [])
-
-    def bump(self, item: WorkItem) -> None:
-        """The item changed: a new version, written back at ``flush``."""
-        item.version += 1
-        item.updated_at = self.now
-        self.changed_items.add(item.id)
-
-    def saw(self, link: Link, obj: VendorObject) -> None:
-        link.known = obj
-        link.vendor_updated_at = obj.updated_at
-        link.last_synced_at = self.now
-        self.seen[link.id] = obj
-
-    def mark_dirty(self, link_ids: Iterable[int], version: int) -> None:
-        for link_id in link_ids:
-            link = self.links[link_id]
-            link.dirty = True
-            link.dirty_version = max(link.dirty_version, version)
-            self.dirty[link_id] = max(self.dirty.get(link_id, 0), version)
-
-    async def flush(self) -> None:
-        tx = self.tx
-        await tx.save_items(self.items[item_id] for item_id in sorted(self.changed_items))
-        await tx.record_seen_many(self.seen.items(), self.now)
-        await tx.add_history(self.history)
-        await tx.mark_dirty_many(self.dirty)

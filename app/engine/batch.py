@@ -1,0 +1,88 @@
+"""The state one engine transaction works on: the work items it touches (locked), all
+their links, and the writes ``flush`` sends back in a few statements."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from datetime import datetime
+
+import msgspec
+
+from app.model import ObjectRef, VendorObject, WorkItem
+from app.store import HistoryEntry, Link, Tx
+
+
+class Outcome(msgspec.Struct, frozen=True):
+    """What one observation did. ``kind``: created | changed | unchanged | stale | ignored."""
+
+    kind: str
+    work_item_id: str | None = None
+    changed: tuple[str, ...] = ()
+    dirty_links: tuple[int, ...] = ()
+
+
+class Batch:
+    """The state one engine transaction works on: the work items it touches (locked) and
+    all their links, changed in memory observation by observation, and the writes that
+    ``flush`` sends back in a few statements."""
+
+    def __init__(self, tx: Tx, now: datetime) -> None:
+        self.tx = tx
+        self.now = now
+        self.items: dict[str, WorkItem] = {}
+        self.links: dict[int, Link] = {}
+        self._by_object: dict[tuple[str, str], list[Link]] = {}
+        self._by_item: dict[str, list[Link]] = {}
+        self.history: list[HistoryEntry] = []
+        self.changed_items: set[str] = set()
+        self.seen: dict[int, VendorObject] = {}
+        self.dirty: dict[int, int] = {}
+
+    async def load(self, item_ids: set[str]) -> None:
+        """Read (and lock) these items and all their links; the links are read after the
+        lock, so they are what this transaction may rely on."""
+        ids = item_ids - self.items.keys()
+        if not ids:
+            return
+        self.items |= await self.tx.items_by_id(ids, lock=True)
+        for link in await self.tx.links_of_items(ids):
+            self.links[link.id] = link
+            self._by_item.setdefault(link.work_item_id, []).append(link)
+            if link.external_id is not None:
+                self._by_object.setdefault((link.system, link.external_id), []).append(link)
+
+    def link_for(self, ref: ObjectRef) -> Link | None:
+        """The loaded link of a vendor object (an empty scope matches any scope)."""
+        for link in self._by_object.get((ref.system, ref.external_id), ()):
+            if not ref.scope or link.scope == ref.scope:
+                return link
+        return None
+
+    def links_of(self, item_id: str) -> list[Link]:
+        return self._by_item.get(item_id, [])
+
+    def bump(self, item: WorkItem) -> None:
+        """The item changed: a new version, written back at ``flush``."""
+        item.version += 1
+        item.updated_at = self.now
+        self.changed_items.add(item.id)
+
+    def saw(self, link: Link, obj: VendorObject) -> None:
+        link.known = obj
+        link.vendor_updated_at = obj.updated_at
+        link.last_synced_at = self.now
+        self.seen[link.id] = obj
+
+    def mark_dirty(self, link_ids: Iterable[int], version: int) -> None:
+        for link_id in link_ids:
+            link = self.links[link_id]
+            link.dirty = True
+            link.dirty_version = max(link.dirty_version, version)
+            self.dirty[link_id] = max(self.dirty.get(link_id, 0), version)
+
+    async def flush(self) -> None:
+        tx = self.tx
+        await tx.save_items(self.items[item_id] for item_id in sorted(self.changed_items))
+        await tx.record_seen_many(self.seen.items(), self.now)
+        await tx.add_history(self.history)
+        await tx.mark_dirty_many(self.dirty)
