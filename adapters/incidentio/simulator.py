@@ -44,7 +44,9 @@ plus the common /_sim/ surface of ``adapters/_simkit.py``.
 
 Fixed directory (ids are ULID-shaped): the incident ``DEFAULT_INCIDENT_ID`` (public, standard),
 users ``USER_IDS``, team ``TEAM_ID``, category ``CATEGORY_ID``, priority options
-``PRIORITY_IDS``. References to anything else are a 422 on ``source.field``.
+``PRIORITY_IDS``. References to anything else are a 422 on ``source.field``. Started with
+``SimOptions.seed_config``, there is also a public, standard incident for every incident id
+the config names (``systems.incidentio.scopes`` and each ``create_in`` ``scope``).
 
 Behaviour where the documents leave a choice (these are the simulator's answers):
 
@@ -101,7 +103,7 @@ import httpx
 import msgspec
 from litestar import Request, Response, delete, get, patch, post, put
 
-from adapters._simkit import Behaviour, SimKit, SimOptions, build_app
+from adapters._simkit import Behaviour, SimKit, SimOptions, build_app, seed_names
 from adapters.signing import standard_headers
 
 VENDOR = "incidentio"
@@ -398,6 +400,13 @@ class IncidentIoSimulator:
                 visibility="public",
             )
         }
+        for incident_id in seed_names(options, VENDOR):
+            self.incidents.setdefault(
+                incident_id,
+                Incident(
+                    id=incident_id, name="Seeded incident", mode="standard", visibility="public"
+                ),
+            )
         self.users: dict[str, dict[str, Any]] = {
             USER_IDS[0]: {
                 "id": USER_IDS[0],
