@@ -460,7 +460,13 @@ class SimKit:
                 # The wall clock, not the simulated one: receivers check it against theirs.
                 ts = int(time.time())
                 record.timestamps.append(ts)
-                headers = {"content-type": "application/json", **sign(body, ts)}
+                try:
+                    signature = sign(body, ts)
+                except Exception as exc:  # noqa: BLE001 - a secret that cannot sign (set at runtime)
+                    record.error = f"cannot sign: {type(exc).__name__}: {exc}"
+                    record.gave_up = True
+                    return
+                headers = {"content-type": "application/json", **signature}
                 try:
                     response = await client.post(record.url, content=body, headers=headers)
                     record.status = response.status_code

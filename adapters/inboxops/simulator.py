@@ -87,6 +87,7 @@ import httpx
 import msgspec
 from litestar import Request, Response, get, patch, post
 from msgspec import UNSET, Meta, UnsetType
+from standardwebhooks.webhooks import EmptyWebhookSecretError
 
 from adapters._simkit import SimKit, SimOptions, build_app, seed_names
 from adapters.signing import standard_headers, standard_sign
@@ -410,7 +411,7 @@ class InboxOpsSimulator:
             # Fail at start, not in a delivery task, on a secret that cannot sign.
             try:
                 standard_sign(options.webhook_secret, "evt_check", 0, b"{}")
-            except ValueError as exc:
+            except (ValueError, EmptyWebhookSecretError) as exc:
                 raise ValueError(
                     f"webhook_secret must be a Standard Webhooks secret (whsec_<base64>): {exc}"
                 ) from None

@@ -1,7 +1,9 @@
-"""Simulators started with ``SimOptions.seed_config`` have what a Syncgate config names:
-with the shipped config.yaml, a gateway run by hand against ``syncgate simulate`` finds
-the DevHelm status page it polls, the InboxOps inbox and the incident.io incident it
-creates in. Checked through each vendor's own API, in process (ASGI transport)."""
+"""How simulators start. With ``SimOptions.seed_config`` they have what a Syncgate config
+names: with the shipped config.yaml, a gateway run by hand against ``syncgate simulate``
+finds the DevHelm status page it polls, the InboxOps inbox and the incident.io incident it
+creates in (checked through each vendor's own API, in process, over an ASGI transport).
+A webhook secret that cannot sign is refused at start, or recorded on the delivery when
+it is set at runtime."""
 
 from __future__ import annotations
 
@@ -180,3 +182,27 @@ def test_a_missing_seed_config_is_refused_at_start(tmp_path: Path, vendor: str) 
     options: Any = SimOptions(api_key=API_KEY, seed_config=str(tmp_path / "absent.yaml"))
     with pytest.raises(ValueError, match=r"absent\.yaml: cannot read it"):
         simulator_class(vendor)(options)
+
+
+@pytest.mark.parametrize("vendor", ["inboxops", "incidentio"])
+@pytest.mark.parametrize("secret", ["not base64 !", "whsec_"])
+def test_a_standard_webhooks_secret_that_cannot_sign_is_refused_at_start(
+    vendor: str, secret: str
+) -> None:
+    options = SimOptions(api_key=API_KEY, webhook_secret=secret)
+    with pytest.raises(ValueError, match=r"Standard Webhooks secret \(whsec_<base64>\)"):
+        simulator_class(vendor)(options)
+
+
+async def test_a_secret_set_at_runtime_that_cannot_sign_is_recorded_on_the_delivery() -> None:
+    async with api("incidentio", None) as client:
+        target = {"url": "http://gateway.test/webhooks/incidentio", "secret": "not base64 !"}
+        assert (await client.put("/_sim/webhook", json=target)).status_code == 200
+        seeded = await client.post(
+            "/_sim/seed", json={"incident_id": "01HQ0000000000000000000001", "title": "x"}
+        )
+        assert seeded.status_code == 201, seeded.text
+        await client.post("/_sim/webhooks/flush")
+        (delivery,) = (await client.get("/_sim/webhooks")).json()["deliveries"]
+    assert delivery["error"].startswith("cannot sign: ")
+    assert (delivery["attempts"], delivery["gave_up"], delivery["delivered"]) == (1, True, False)
