@@ -62,6 +62,7 @@ import httpx
 import msgspec
 import yaml
 from litestar import Litestar, Request, Response, delete, get, post, put
+from litestar.exceptions import ValidationException
 
 # ASGI plumbing is typed loosely on purpose: the gate forwards whatever the server sends.
 Scope = Any
@@ -696,7 +697,11 @@ class SimKit:
         kit = self
 
         def decode(request_body: bytes, type_: type[Any]) -> Any:
-            return msgspec.json.decode(request_body or b"{}", type=type_)
+            try:
+                return msgspec.json.decode(request_body or b"{}", type=type_)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                # a 400 in the vendor's error shape (build_app renders it), not a 500
+                raise ValidationException(detail=f"control body: {exc}") from None
 
         @get("/_sim/requests", sync_to_thread=False)
         def list_requests() -> dict[str, Any]:
@@ -797,7 +802,7 @@ def build_app(
 
     Litestar's own validation errors are rendered in the vendor's error shape too.
     """
-    from litestar.exceptions import HTTPException, ValidationException
+    from litestar.exceptions import HTTPException
 
     def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
         code = "validation_error" if isinstance(exc, ValidationException) else "http_error"

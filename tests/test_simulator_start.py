@@ -206,3 +206,21 @@ async def test_a_secret_set_at_runtime_that_cannot_sign_is_recorded_on_the_deliv
         (delivery,) = (await client.get("/_sim/webhooks")).json()["deliveries"]
     assert delivery["error"].startswith("cannot sign: ")
     assert (delivery["attempts"], delivery["gave_up"], delivery["delivered"]) == (1, True, False)
+
+
+@pytest.mark.parametrize("vendor", ["hookstream", "devhelm", "inboxops", "incidentio"])
+@pytest.mark.parametrize(
+    ("method", "path", "body"),
+    [
+        ("POST", "/_sim/faults", b'{"bogus": 1}'),
+        ("PUT", "/_sim/latency", b'{"ms": "slow"}'),
+        ("PUT", "/_sim/webhook", b"not json"),
+        ("PUT", "/_sim/behaviour", b"[1]"),
+    ],
+)
+async def test_a_control_body_that_does_not_fit_is_a_400(
+    vendor: str, method: str, path: str, body: bytes
+) -> None:
+    async with api(vendor, None) as client:
+        response = await client.request(method, path, content=body)
+    assert response.status_code == 400, response.text
