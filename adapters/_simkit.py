@@ -23,6 +23,11 @@ Common control surface (no auth; a local test surface):
     GET    /_sim/behaviour           {"behaviour": {name: value}, "choices": {name: [...]}}
     PUT    /_sim/behaviour           {name: value, ...}: play another documented reading
 
+Seeding from a Syncgate config: ``SimOptions.seed_config`` names a Syncgate config file,
+and the simulator starts with the containers that file names in its vendor (DevHelm status
+pages, InboxOps inboxes, incident.io incidents; ``config_names`` reads them), so a gateway
+run by hand with the same file finds what it polls and creates in.
+
 Behaviour options: where a vendor's documents allow more than one reading, the simulator
 plays each one under a named option (``Behaviour``); the default is the documented or most
 likely reading. They are set at start (``SimOptions.behaviour``) or at runtime
@@ -46,6 +51,7 @@ import asyncio
 import collections
 import itertools
 import math
+import os
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable
@@ -54,7 +60,9 @@ from typing import Any
 
 import httpx
 import msgspec
+import yaml
 from litestar import Litestar, Request, Response, delete, get, post, put
+from litestar.exceptions import ValidationException
 
 # ASGI plumbing is typed loosely on purpose: the gate forwards whatever the server sends.
 Scope = Any
@@ -204,7 +212,9 @@ class SimOptions(msgspec.Struct, kw_only=True):
     ``behaviour`` picks among the readings the vendor's documents allow (each simulator
     lists its own; unknown names are refused). ``read_only_api_key`` is a second key that
     may read but gets 403 ``insufficient_scope`` on every write (InboxOps documents such
-    keys; the other vendors have key roles too)."""
+    keys; the other vendors have key roles too). ``seed_config`` is the path of a Syncgate
+    config file: the simulator starts with the containers it names in this vendor (see
+    ``config_names``); an unreadable file or a malformed id is a ``ValueError`` at start."""
 
     api_key: str
     webhook_url: str | None = None
@@ -214,6 +224,68 @@ class SimOptions(msgspec.Struct, kw_only=True):
     webhook_time_scale: float = 1.0
     behaviour: dict[str, Any] = msgspec.field(default_factory=dict)
     read_only_api_key: str | None = None
+    seed_config: str | None = None
+
+
+def read_seed_config(path: str | os.PathLike[str]) -> dict[str, Any]:
+    """The Syncgate config file at ``path`` as plain YAML data. Only its shape is read here
+    (``syncgate check-config`` validates it); an unreadable or unparsable file, or one
+    that is not a mapping, is a ``ValueError`` naming the file."""
+    file = os.fspath(path)
+    try:
+        with open(file, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle)
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as exc:
+        raise ValueError(f"seed config {file}: cannot read it: {exc}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise ValueError(f"seed config {file}: expected a mapping of config keys")
+    return data
+
+
+def config_names(config: dict[str, Any], vendor: str, *, param: str | None = None) -> list[str]:
+    """The ids a Syncgate config names in ``vendor``, in the order first named, once each.
+
+    Without ``param``: the system's ``scopes`` (``systems.<vendor>.scopes``) and the
+    ``scope`` of every ``create_rules[].create_in[]`` entry for it (DevHelm status pages,
+    incident.io incidents). With ``param``: ``params.<param>`` of those entries
+    (``inbox_id`` for InboxOps). Disabled systems count too: the ids are still named. A
+    named id that is not a non-empty string is a ``ValueError``."""
+    found: list[str] = []
+
+    def add(value: Any, where: str) -> None:
+        if not isinstance(value, str) or not value:
+            raise ValueError(f"seed config: {where}: expected an id (a string), got {value!r}")
+        if value not in found:
+            found.append(value)
+
+    systems = config.get("systems")
+    system = systems.get(vendor) if isinstance(systems, dict) else None
+    if param is None and isinstance(system, dict):
+        for index, scope in enumerate(system.get("scopes") or []):
+            add(scope, f"systems.{vendor}.scopes[{index}]")
+    for i, rule in enumerate(config.get("create_rules") or []):
+        targets = rule.get("create_in") if isinstance(rule, dict) else None
+        for j, target in enumerate(targets or []):
+            if not isinstance(target, dict) or target.get("system") != vendor:
+                continue
+            where = f"create_rules[{i}].create_in[{j}]"
+            if param is None:
+                if target.get("scope") not in (None, ""):
+                    add(target["scope"], where + ".scope")
+            else:
+                params = target.get("params")
+                if isinstance(params, dict) and params.get(param) is not None:
+                    add(params[param], f"{where}.params.{param}")
+    return found
+
+
+def seed_names(options: SimOptions, vendor: str, *, param: str | None = None) -> list[str]:
+    """``config_names`` of the file ``options.seed_config`` names; [] without one."""
+    if options.seed_config is None:
+        return []
+    return config_names(read_seed_config(options.seed_config), vendor, param=param)
 
 
 class SimKit:
@@ -389,7 +461,13 @@ class SimKit:
                 # The wall clock, not the simulated one: receivers check it against theirs.
                 ts = int(time.time())
                 record.timestamps.append(ts)
-                headers = {"content-type": "application/json", **sign(body, ts)}
+                try:
+                    signature = sign(body, ts)
+                except Exception as exc:  # noqa: BLE001 - a secret that cannot sign (set at runtime)
+                    record.error = f"cannot sign: {type(exc).__name__}: {exc}"
+                    record.gave_up = True
+                    return
+                headers = {"content-type": "application/json", **signature}
                 try:
                     response = await client.post(record.url, content=body, headers=headers)
                     record.status = response.status_code
@@ -619,7 +697,11 @@ class SimKit:
         kit = self
 
         def decode(request_body: bytes, type_: type[Any]) -> Any:
-            return msgspec.json.decode(request_body or b"{}", type=type_)
+            try:
+                return msgspec.json.decode(request_body or b"{}", type=type_)
+            except (msgspec.ValidationError, msgspec.DecodeError) as exc:
+                # a 400 in the vendor's error shape (build_app renders it), not a 500
+                raise ValidationException(detail=f"control body: {exc}") from None
 
         @get("/_sim/requests", sync_to_thread=False)
         def list_requests() -> dict[str, Any]:
@@ -720,7 +802,7 @@ def build_app(
 
     Litestar's own validation errors are rendered in the vendor's error shape too.
     """
-    from litestar.exceptions import HTTPException, ValidationException
+    from litestar.exceptions import HTTPException
 
     def on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[bytes]:
         code = "validation_error" if isinstance(exc, ValidationException) else "http_error"

@@ -79,6 +79,11 @@ Platform deliveries carry ``X-DevHelm-Event``, ``X-DevHelm-Delivery`` and
 ``X-DevHelm-Signature: t=<unix>;v1=<hex HMAC-SHA256 of t:body>`` (unsigned when no secret
 is set); retries resend the same envelope ``id``. The common ``/_sim/`` routes of
 ``adapters/_simkit.py`` are served too.
+
+Started with ``SimOptions.seed_config``, the simulator has an AUTOMATIC status page (no
+components) for every page id the config names: ``systems.devhelm.scopes`` and the
+``scope`` of each ``create_in`` entry for devhelm. A page id that is not a UUID is refused
+at start (DevHelm's page ids are UUIDs; the API would answer 400 for it).
 """
 
 from __future__ import annotations
@@ -102,7 +107,7 @@ from litestar.params import FromPath
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters import signing
-from adapters._simkit import Behaviour, SimKit, SimOptions, build_app
+from adapters._simkit import Behaviour, SimKit, SimOptions, build_app, seed_names
 
 #: This organization's id by default; the SDK sends "1" when none is configured.
 ORG_ID = "1"
@@ -428,6 +433,10 @@ class DevHelmSimulator:
         )
         self.pages: dict[str, StatusPage] = {}
         self.incidents: dict[str, dict[str, Any]] = {}
+        for page_id in seed_names(options, "devhelm"):
+            if not is_uuid(page_id):
+                raise ValueError(f"seed config: DevHelm status page id {page_id!r} is not a UUID")
+            self.add_status_page(page_id, f"Status page {page_id[:8]}")
         self.app: ASGIApp = with_request_id(build_app(self.kit, self._handlers()))
 
     # -- errors ----------------------------------------------------------------------------

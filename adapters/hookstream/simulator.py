@@ -48,6 +48,9 @@ documents leave open:
                               ``updated_at`` or only ``status`` and ``resolved_at``
     notification_signature    timestamped (default) | body: the destination scheme with
                               ``include_timestamp`` (``{ts}.{body}``), or over the body alone
+
+``SimOptions.seed_config`` is read (a bad file fails at start) but creates nothing: a
+Syncgate config names no hookstream container.
 """
 
 from __future__ import annotations
@@ -64,7 +67,7 @@ from litestar import Request, Response, get, patch, post
 from litestar.params import FromPath
 
 from adapters import signing
-from adapters._simkit import Behaviour, SimKit, SimOptions, build_app
+from adapters._simkit import Behaviour, SimKit, SimOptions, build_app, seed_names
 
 STATUSES = ("open", "acknowledged", "resolved")
 #: The allowance the docs' example shows (per-plan numbers are not documented).
@@ -171,6 +174,9 @@ class HookstreamSimulator:
         self.org_id = uuid.uuid4().hex
         self.env_id = uuid.uuid4().hex
         self.issues: dict[str, SimIssue] = {}
+        # A config names nothing to make in hookstream (issues open on failures); the file
+        # is still read, so a bad ``seed_config`` fails at start as on the other simulators.
+        seed_names(options, "hookstream")
         self.kit.on_timer(self.auto_resolve)
         self.app = build_app(self.kit, self._handlers())
 

@@ -69,6 +69,9 @@ Choices where vendors.md is silent (each is a documented decision for Syncgate):
   ``service_unavailable``). No rate-limit headers are documented, so none are sent; the
   vendor's default limit is 100 requests/minute per workspace (``SimOptions.rpm``, None =
   unlimited, decides here).
+- Started with ``SimOptions.seed_config``, the workspace also has every inbox the config
+  names as ``params.inbox_id`` of a ``create_in`` entry for inboxops (an id that is not a
+  UUID is refused at start).
 """
 
 from __future__ import annotations
@@ -84,8 +87,9 @@ import httpx
 import msgspec
 from litestar import Request, Response, get, patch, post
 from msgspec import UNSET, Meta, UnsetType
+from standardwebhooks.webhooks import EmptyWebhookSecretError
 
-from adapters._simkit import SimKit, SimOptions, build_app
+from adapters._simkit import SimKit, SimOptions, build_app, seed_names
 from adapters.signing import standard_headers, standard_sign
 
 PROBLEM_BASE = "https://docs.inboxops.app/api/problems/"
@@ -407,7 +411,7 @@ class InboxOpsSimulator:
             # Fail at start, not in a delivery task, on a secret that cannot sign.
             try:
                 standard_sign(options.webhook_secret, "evt_check", 0, b"{}")
-            except ValueError as exc:
+            except (ValueError, EmptyWebhookSecretError) as exc:
                 raise ValueError(
                     f"webhook_secret must be a Standard Webhooks secret (whsec_<base64>): {exc}"
                 ) from None
@@ -424,6 +428,14 @@ class InboxOpsSimulator:
             SUPPORT_INBOX_ID: Inbox(SUPPORT_INBOX_ID, "Support"),
             BILLING_INBOX_ID: Inbox(BILLING_INBOX_ID, "Billing"),
         }
+        for inbox_id in seed_names(options, "inboxops", param="inbox_id"):
+            try:
+                key = str(uuid.UUID(inbox_id))
+            except ValueError:
+                raise ValueError(
+                    f"seed config: InboxOps inbox id {inbox_id!r} is not a UUID"
+                ) from None
+            self.inboxes.setdefault(key, Inbox(key, f"Inbox {key[:8]}"))
         self.notes: list[Note] = []
         self.idempotency: dict[str, StoredCreate] = {}
         self._numbers = 1000

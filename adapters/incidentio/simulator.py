@@ -44,7 +44,9 @@ plus the common /_sim/ surface of ``adapters/_simkit.py``.
 
 Fixed directory (ids are ULID-shaped): the incident ``DEFAULT_INCIDENT_ID`` (public, standard),
 users ``USER_IDS``, team ``TEAM_ID``, category ``CATEGORY_ID``, priority options
-``PRIORITY_IDS``. References to anything else are a 422 on ``source.field``.
+``PRIORITY_IDS``. References to anything else are a 422 on ``source.field``. Started with
+``SimOptions.seed_config``, there is also a public, standard incident for every incident id
+the config names (``systems.incidentio.scopes`` and each ``create_in`` ``scope``).
 
 Behaviour where the documents leave a choice (these are the simulator's answers):
 
@@ -73,6 +75,7 @@ Behaviour where the documents leave a choice (these are the simulator's answers)
   carrying the V2 shape (no ``category``), for private ones as
   ``private_incident.follow_up_{created,updated}_v2`` carrying only ``{"id"}``, signed with
   the secret in effect at send time (a random ``whsec_`` secret when none is configured).
+  A secret that cannot sign (not base64 after the optional ``whsec_``) is refused at start.
 - 429 bodies carry ``rate_limit`` with ``retry_after`` as RFC 3339; ``X-RateLimit-*`` headers
   go on every authenticated response (the default allowance, 1,200 a minute, unless a
   limit is set).
@@ -100,9 +103,10 @@ from urllib.parse import parse_qsl
 import httpx
 import msgspec
 from litestar import Request, Response, delete, get, patch, post, put
+from standardwebhooks.webhooks import EmptyWebhookSecretError
 
-from adapters._simkit import Behaviour, SimKit, SimOptions, build_app
-from adapters.signing import standard_headers
+from adapters._simkit import Behaviour, SimKit, SimOptions, build_app, seed_names
+from adapters.signing import standard_headers, standard_sign
 
 VENDOR = "incidentio"
 JSON = "application/json"
@@ -374,10 +378,17 @@ class IncidentIoSimulator:
     def __init__(
         self, options: SimOptions, *, webhook_client: httpx.AsyncClient | None = None
     ) -> None:
-        if not options.webhook_secret:
+        secret = options.webhook_secret
+        if not secret:
             # Svix always signs; without a configured secret, sign with a random one.
             secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
             options = msgspec.structs.replace(options, webhook_secret=secret)
+        try:  # fail at start, not in a delivery task, on a secret that cannot sign
+            standard_sign(secret, "msg_check", 0, b"{}")
+        except (ValueError, EmptyWebhookSecretError) as exc:
+            raise ValueError(
+                f"webhook_secret must be a Standard Webhooks secret (whsec_<base64>): {exc}"
+            ) from None
         self.kit = SimKit.from_options(
             VENDOR,
             options,
@@ -398,6 +409,13 @@ class IncidentIoSimulator:
                 visibility="public",
             )
         }
+        for incident_id in seed_names(options, VENDOR):
+            self.incidents.setdefault(
+                incident_id,
+                Incident(
+                    id=incident_id, name="Seeded incident", mode="standard", visibility="public"
+                ),
+            )
         self.users: dict[str, dict[str, Any]] = {
             USER_IDS[0]: {
                 "id": USER_IDS[0],
