@@ -4,6 +4,7 @@ what they leave behind (a migrated database, a simulator answering on its port).
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import os
 import queue
@@ -21,6 +22,7 @@ import httpx
 import pytest
 
 from app import tables
+from app.serving import bind_socket
 
 pytestmark = pytest.mark.slow  # spawns real processes
 
@@ -234,3 +236,39 @@ def test_simulate_refuses_an_unknown_behaviour_in_one_line() -> None:
     assert done.stderr.strip().splitlines() == [
         "syncgate simulate: behaviour put_omitted: 'sometimes' is not one of keep, clear"
     ]
+
+
+def test_version_init_and_a_port_in_use(tmp_path: Path) -> None:
+    env = clean_env()
+
+    def run(*args: str) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "app.cli", *args],
+            cwd=tmp_path,
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=COMMAND_TIMEOUT_S,
+        )
+
+    version = run("--version")
+    assert version.returncode == 0 and version.stdout.strip() == "syncgate 0.1.0"
+    made = run("init")
+    assert made.returncode == 0, made.stderr
+    assert (tmp_path / "config.yaml").read_bytes() == (ROOT / "config.yaml").read_bytes()
+    assert "SYNCGATE_ADMIN_KEY" in made.stdout and "check-config config.yaml" in made.stdout
+    again = run("init")
+    assert again.returncode == 1 and "exists" in again.stderr
+    secret = "whsec_" + base64.b64encode(bytes(range(32))).decode()
+    for name in re.findall(r"^  (SYNCGATE_\w+)$", made.stdout, re.M):
+        env[name] = secret if name.endswith("SECRET") else "key-for-the-port-test"
+    busy = bind_socket()
+    try:
+        port = str(busy.getsockname()[1])
+        for command in (["simulate", "devhelm", "--api-key", "k"], ["serve"]):
+            done = run(*command, "--port", port)
+            assert done.returncode == 1, done.stderr
+            (line,) = done.stderr.strip().splitlines()
+            assert line.endswith("(another process uses it: pick another --port)"), line
+    finally:
+        busy.close()

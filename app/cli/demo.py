@@ -44,6 +44,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
+from importlib import resources
 from pathlib import Path
 from typing import Any, TextIO
 
@@ -69,6 +70,13 @@ POLL_S = 0.1
 PROGRESS_S = 1.0
 DEFAULT_DEADLINE_S = 60.0
 REPO_CONFIG = Path(__file__).resolve().parents[2] / "config.yaml"
+
+
+def default_config() -> Path:
+    """The repository's config.yaml, or, in an installed package, the copy shipped with it."""
+    if REPO_CONFIG.is_file():
+        return REPO_CONFIG
+    return Path(str(resources.files("app") / "defaults" / "config.yaml"))
 
 
 class DemoError(Exception):
@@ -847,7 +855,7 @@ def command(args: argparse.Namespace) -> int:
 
     config = args.config
     if config is None:
-        config = "config.yaml" if Path("config.yaml").is_file() else os.fspath(REPO_CONFIG)
+        config = "config.yaml" if Path("config.yaml").is_file() else os.fspath(default_config())
     try:
         return run_loop(
             run_demo(

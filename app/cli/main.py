@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import gc
 import json
 import logging
@@ -12,6 +13,9 @@ import os
 import signal
 import sys
 from collections.abc import Callable, Sequence
+from importlib import metadata, resources
+from importlib.resources.abc import Traversable
+from pathlib import Path
 from typing import Any
 
 from adapters import VENDORS
@@ -20,8 +24,8 @@ from adapters import VENDORS
 def _cmd_simulate(args: argparse.Namespace) -> int:
     from adapters import simulator_class
     from adapters._simkit import SimOptions
+    from app.serving import bind_socket, serve_asgi
     from app.serving import run as run_loop
-    from app.serving import serve_asgi
 
     behaviour: dict[str, object] = {}
     for pair in args.behaviour:
@@ -42,6 +46,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         webhook_time_scale=args.webhook_time_scale,
         behaviour=behaviour,
         read_only_api_key=args.read_only_api_key,
+        seed_config=args.seed_config,
     )
     try:
         simulator = simulator_class(args.vendor)(options)
@@ -49,12 +54,17 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         print(f"syncgate simulate: {exc}", file=sys.stderr)
         return 2
 
+    try:
+        sock = bind_socket(args.host, args.port)
+    except OSError as exc:
+        return _cannot_listen("simulate", args.host, args.port, exc)
+
     async def run() -> None:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop.set)
-        async with serve_asgi(simulator.app, host=args.host, port=args.port) as url:
+        async with serve_asgi(simulator.app, sock=sock) as url:
             print(f"{args.vendor} simulator serving at {url}", flush=True)
             await stop.wait()
 
@@ -63,6 +73,42 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 
 DEFAULT_CONFIG = "config.yaml"
+
+
+def _cannot_listen(command: str, host: str, port: int, exc: OSError) -> int:
+    hint = (
+        " (another process uses it: pick another --port)" if exc.errno == errno.EADDRINUSE else ""
+    )
+    print(
+        f"syncgate {command}: cannot listen on {host}:{port}: {exc.strerror}{hint}", file=sys.stderr
+    )
+    return 1
+
+
+def packaged_config() -> Traversable:
+    """The default config.yaml shipped inside the package (what ``syncgate init`` writes)."""
+    return resources.files("app") / "defaults" / "config.yaml"
+
+
+def _cmd_init(args: argparse.Namespace) -> int:
+    from app.config import load_config
+    from app.gateway import known_systems
+
+    target = Path(args.path)
+    if target.exists() and not args.force:
+        print(f"syncgate init: {target} exists; --force overwrites it", file=sys.stderr)
+        return 1
+    target.write_bytes(packaged_config().read_bytes())
+    settings = load_config(target, known_systems())
+    names = [settings.admin.api_key_env]
+    for system in settings.systems.values():
+        names += [system.api_key_env, *system.webhook_secret_envs]
+    print(f"wrote {target}, a commented config to start from")
+    print("it reads these environment variables (set them before serving):")
+    for name in names:
+        print(f"  {name}")
+    print(f"next: syncgate check-config {target}")
+    return 0
 
 
 def _config_path(args: argparse.Namespace) -> str:
@@ -141,13 +187,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     host = args.host or settings.server.host
     port = settings.server.port if args.port is None else args.port
 
+    try:
+        sock = bind_socket(host, port)
+    except OSError as exc:
+        return _cannot_listen("serve", host, port, exc)
+
     async def run() -> None:
         store = Store.connect(url)
         await store.migrate()
         gateway = Gateway(settings, secrets, store, worker_id=args.worker_id)
         gateway.config_path = _config_path(args)
         app = create_app(gateway)
-        sock = bind_socket(host, port)
         bound = sock.getsockname()[1]
         print(f"syncgate serving on http://{host}:{bound}", flush=True)
         config = uvicorn.Config(
@@ -171,7 +221,15 @@ def build_parser() -> argparse.ArgumentParser:
         prog="syncgate",
         description="Self-hosted sync gateway for hookstream, DevHelm, InboxOps and incident.io.",
     )
+    parser.add_argument(
+        "--version", action="version", version=f"syncgate {metadata.version('syncgate')}"
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("init", help="write a commented config.yaml to start from")
+    p.add_argument("path", nargs="?", default=DEFAULT_CONFIG, help="where (default: config.yaml)")
+    p.add_argument("--force", action="store_true", help="overwrite an existing file")
+    p.set_defaults(func=_cmd_init)
 
     p = sub.add_parser("simulate", help="serve a strict simulator of one vendor's API")
     p.add_argument("vendor", choices=sorted(VENDORS))
@@ -197,6 +255,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--read-only-api-key", default=None, help="a second key that may read but not write"
+    )
+    p.add_argument(
+        "--seed-config",
+        default=None,
+        metavar="FILE",
+        help="start with the status pages, inboxes and incidents a Syncgate config names",
     )
     p.set_defaults(func=_cmd_simulate)
 
