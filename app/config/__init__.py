@@ -7,7 +7,8 @@ Each problem names file, line and dotted key (``systems.hookstream.poll_interval
 - ``reader``: walks the YAML nodes against a schema, keeping every key's line;
 - ``checks``: cross-checks of the data against itself and against what each system's
   adapter can do (``SystemCaps``, passed in by the composition root: this package does not
-  import ``adapters``);
+  import ``adapters``); each system's ``options`` are read against its adapter's
+  ``Options`` struct (``SystemCaps.options``) like any other key;
 - ``secrets``: the environment variables the file names, never printed;
 - ``report``: ``check-config``'s output and the masked dump for the admin API.
 
@@ -96,7 +97,12 @@ def _load(
     except yaml.YAMLError as exc:
         raise ConfigError([syntax_issue(file, text, exc)]) from None
 
-    reader = Reader(file)
+    # An adapter's options are free-form in the schema; each known system's must fit its
+    # adapter's ``Options`` struct, checked by the same walk so problems carry their line.
+    options = {
+        f"systems.{name}.options": mi.type_info(caps.options) for name, caps in known.items()
+    }
+    reader = Reader(file, types=options)
     if root is None:  # empty file, or only comments: every key takes its default
         data: Any = {}
     else:

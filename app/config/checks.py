@@ -32,6 +32,8 @@ class SystemCaps(msgspec.Struct, frozen=True):
     readable: frozenset[str]
     writable: frozenset[str]
     can_create: bool
+    #: The struct ``systems.<name>.options`` must fit (the adapter's ``Options``).
+    options: type[msgspec.Struct]
 
 
 class Checker:

@@ -2,16 +2,18 @@
 
 PyYAML composes the file into nodes (no construction), so every value keeps its line.
 ``Reader`` walks the node tree against a schema (``msgspec.inspect.type_info``),
-reporting unknown keys, wrong types, missing required keys and duplicate keys, and
-builds plain data from what is valid. It knows no key of ``config.yaml``: the schema is
-passed in.
+reporting unknown keys, wrong types, values out of their ``msgspec.Meta`` bounds, missing
+required keys and duplicate keys, and builds plain data from what is valid. It knows no
+key of ``config.yaml``: the schema is passed in, and so are the types of free-form keys
+that are known only at run time (an adapter's ``options``).
 """
 
 from __future__ import annotations
 
 import difflib
 import math
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import msgspec.inspect as mi
@@ -84,6 +86,8 @@ def _expected(t: mi.Type) -> str:
         return "a number"
     if isinstance(t, mi.EnumType):
         return "one of " + " | ".join(str(m.value) for m in t.cls)
+    if isinstance(t, mi.LiteralType):
+        return "one of " + " | ".join(str(v) for v in t.values)
     if isinstance(t, mi.ListType):
         return "a list"
     if isinstance(t, mi.StructType | mi.DictType):
@@ -108,10 +112,15 @@ def _describe(node: Node) -> str:
 
 
 class Reader:
-    """Walks YAML nodes against the msgspec schema; collects issues and key lines."""
+    """Walks YAML nodes against the msgspec schema; collects issues and key lines.
 
-    def __init__(self, file: str) -> None:
+    ``types`` replaces the schema's type at some dotted paths (``systems.devhelm.options``
+    is a free-form mapping in the schema, and the adapter's options struct here).
+    """
+
+    def __init__(self, file: str, types: Mapping[str, mi.Type] | None = None) -> None:
         self.file = file
+        self.types: Mapping[str, mi.Type] = types or {}
         self.issues: list[ConfigIssue] = []
         #: dotted key path -> 1-based line of the key (or list item)
         self.lines: dict[str, int] = {}
@@ -132,6 +141,7 @@ class Reader:
     def walk(self, node: Node, t: mi.Type, path: str, line: int) -> Any:
         """The plain value of ``node`` if it matches ``t``; otherwise report and return
         ``_INVALID``. ``line`` is the line of the key that holds ``node``."""
+        t = self.types.get(path, t)
         if isinstance(t, mi.UnionType):
             if _is_null(node) and any(isinstance(x, mi.NoneType) for x in t.types):
                 return None
@@ -189,7 +199,7 @@ class Reader:
                 self.issue(
                     _line(key_node),
                     sub,
-                    f"unknown key {key!r}{hint} (allowed: {', '.join(fields)})",
+                    f"unknown key {key!r}{hint} (allowed: {', '.join(fields) or 'none'})",
                 )
                 continue
             self.lines[sub] = _line(key_node)
@@ -209,6 +219,16 @@ class Reader:
     def walk_scalar(self, node: Node, t: mi.Type, path: str) -> Any:
         if not isinstance(node, ScalarNode):
             return self.bad_type(node, path, t)
+        value = self.scalar(node, t, path)
+        if value is not _INVALID:
+            problem = _out_of_bounds(t, value)
+            if problem is not None:
+                self.issue(_line(node), path, problem)
+                return _INVALID
+        return value
+
+    def scalar(self, node: ScalarNode, t: mi.Type, path: str) -> Any:
+        """The value of a scalar node of type ``t``, or ``_INVALID`` (reported)."""
         tag = node.tag
         if isinstance(t, mi.StrType) and tag == _STR:
             return node.value
@@ -227,6 +247,14 @@ class Reader:
             if node.value in allowed:
                 return node.value
             self.issue(_line(node), path, f"expected {_expected(t)}, got {node.value!r}")
+            return _INVALID
+        if isinstance(t, mi.LiteralType):
+            value = node.value if tag == _STR else self.construct(node, path)
+            if value is _INVALID:
+                return value
+            if any(type(value) is type(v) and value == v for v in t.values):
+                return value
+            self.issue(_line(node), path, f"expected {_expected(t)}, got {_describe(node)}")
             return _INVALID
         if isinstance(t, mi.StrType | mi.BoolType | mi.IntType | mi.FloatType | mi.EnumType):
             return self.bad_type(node, path, t)
@@ -310,6 +338,36 @@ def _shape_ok(node: Node, t: mi.Type) -> bool:
     if isinstance(t, mi.AnyType):
         return True
     return isinstance(node, ScalarNode)
+
+
+def _out_of_bounds(t: mi.Type, value: Any) -> str | None:
+    """What is wrong with ``value`` under the ``msgspec.Meta`` bounds of ``t``, if anything."""
+    if isinstance(t, mi.IntType | mi.FloatType) and isinstance(value, int | float):
+        got = f", got {_num(value)}"
+        if t.gt is not None and not value > t.gt:
+            return f"must be greater than {_num(t.gt)}{got}"
+        if t.ge is not None and t.le is not None and not t.ge <= value <= t.le:
+            return f"must be between {_num(t.ge)} and {_num(t.le)}{got}"
+        if t.ge is not None and not value >= t.ge:
+            return f"must be at least {_num(t.ge)}{got}"
+        if t.lt is not None and not value < t.lt:
+            return f"must be less than {_num(t.lt)}{got}"
+        if t.le is not None and not value <= t.le:
+            return f"must be at most {_num(t.le)}{got}"
+    if isinstance(t, mi.StrType) and isinstance(value, str):
+        if t.min_length and len(value) < t.min_length:
+            if t.min_length == 1:
+                return "must not be empty"
+            return f"must be at least {t.min_length} characters long, got {value!r}"
+        if t.max_length is not None and len(value) > t.max_length:
+            return f"must be at most {t.max_length} characters long, got {len(value)}"
+        if t.pattern is not None and not re.search(t.pattern, value):
+            return f"must match {t.pattern!r}, got {value!r}"
+    return None
+
+
+def _num(value: float) -> str:
+    return f"{value:g}"
 
 
 def _wants_str(t: mi.Type) -> bool:
