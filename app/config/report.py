@@ -51,10 +51,11 @@ def _plural(n: int, word: str) -> str:
 def dump_effective(settings: Settings) -> dict[str, Any]:
     """The effective config as plain data, for the admin API.
 
-    Settings hold only environment variable *names*, so little is secret; but adapter
-    ``options`` and ``create_in`` ``params`` are free-form, so a value under a key that
-    mentions secret, token, password or key is replaced by ``"***"`` (keys ending in
-    ``_env`` name a variable and are kept). A password in ``database_url`` is masked too.
+    Settings hold only environment variable *names*, so little is secret; but in adapter
+    ``options`` (declared by each adapter) and the free-form ``create_in`` ``params``, a
+    value under a key that mentions secret, token, password or key is replaced by
+    ``"***"`` (keys ending in ``_env`` name a variable and are kept). A password in
+    ``database_url`` is masked too.
     """
     data: dict[str, Any] = msgspec.to_builtins(settings)
     data["database_url"] = _mask_url(data["database_url"])

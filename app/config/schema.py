@@ -57,7 +57,8 @@ class SystemSettings(Base, frozen=True, kw_only=True):
     scopes: list[str] = msgspec.field(default_factory=list)
     status_map: ValueMapSettings | None = None
     priority_map: ValueMapSettings | None = None
-    #: Vendor-specific adapter options (see each adapter's docstring).
+    #: Vendor-specific adapter options, read against the adapter's ``Options`` struct
+    #: (``SystemCaps.options``); docs/configuration.md lists them.
     options: dict[str, Any] = msgspec.field(default_factory=dict)
     #: Concurrent outbound requests to this vendor.
     max_connections: int = 16
