@@ -8,6 +8,9 @@ Obligations of every adapter (the contract suite in tests/contract checks them):
 - ``create`` never duplicates an object when retried with the same ``idempotency_key``.
 - Field maps come from configuration (``AdapterSettings.value_maps``) laid over the
   adapter's defaults (``default_value_maps``).
+- Vendor-specific knobs are declared, not parsed: ``Options`` is a struct with one field
+  per option; the config checker validates ``systems.<name>.options`` against it (with
+  file and line), and the adapter reads them as ``self.options``.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from typing import Any, ClassVar
 import httpx
 import msgspec
 
+from app.errors import ConfigError, ConfigIssue
 from app.model import (
     MAPPED_FIELDS,
     CreateTarget,
@@ -39,9 +43,8 @@ class AdapterSettings(msgspec.Struct, frozen=True, kw_only=True):
     """What an adapter needs from configuration, with secrets already resolved.
 
     ``webhook_secrets`` may hold several secrets during a rotation; a delivery signed with
-    any of them is accepted. ``options`` carries vendor-specific knobs (incident.io
-    ``api_version``, DevHelm ``signature_separator`` / ``org_id`` / ``sync_drafts``,
-    InboxOps ``webhook_scheme``); each adapter documents the ones it reads.
+    any of them is accepted. ``options`` carries vendor-specific knobs as plain data; the
+    adapter reads them through its ``Options`` struct.
     """
 
     base_url: str
@@ -52,6 +55,12 @@ class AdapterSettings(msgspec.Struct, frozen=True, kw_only=True):
     scopes: tuple[str, ...] = ()
     page_size: int = 100
     options: dict[str, Any] = msgspec.field(default_factory=dict)
+
+
+class AdapterOptions(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """The options of an adapter that takes none. An adapter with options subclasses it:
+    one field per option, with its type (``Literal`` for a choice, ``Meta`` for a bound)
+    and default, and a ``#:`` comment saying what it does."""
 
 
 class Adapter(abc.ABC):
@@ -65,14 +74,27 @@ class Adapter(abc.ABC):
     writable: ClassVar[frozenset[str]]
     #: Whether ``create`` is supported (hookstream creates issues itself).
     can_create: ClassVar[bool] = True
+    #: The options this adapter reads (``systems.<name>.options`` in config.yaml).
+    Options: ClassVar[type[AdapterOptions]] = AdapterOptions
 
     def __init__(self, settings: AdapterSettings, client: httpx.AsyncClient) -> None:
         self.settings = settings
         self.client = client
+        self.options: AdapterOptions = self.read_options(settings.options)
         defaults = self.default_value_maps()
         self.value_maps: dict[str, ValueMap] = {
             name: defaults[name].merged(settings.value_maps.get(name)) for name in defaults
         }
+
+    @classmethod
+    def read_options(cls, options: Mapping[str, Any]) -> AdapterOptions:
+        """``options`` as this adapter's ``Options``. The config checker has refused bad
+        options already, with their line; settings built in code get a ``ConfigError``."""
+        try:
+            return msgspec.convert(options, cls.Options)
+        except msgspec.ValidationError as exc:
+            issue = ConfigIssue("<settings>", None, f"systems.{cls.system}.options", str(exc))
+            raise ConfigError([issue]) from None
 
     # -- mapping ---------------------------------------------------------------------------
 

@@ -46,6 +46,7 @@ def known_systems() -> dict[str, SystemCaps]:
             readable=frozenset(cls.readable),
             writable=frozenset(cls.writable),
             can_create=cls.can_create,
+            options=cls.Options,
         )
     return caps
 

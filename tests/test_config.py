@@ -6,10 +6,15 @@ from __future__ import annotations
 import re
 import textwrap
 from pathlib import Path
+from typing import Annotated, Any
 
+import httpx
+import msgspec
 import msgspec.inspect as mi
 import pytest
 
+from adapters import VENDORS, adapter_class
+from adapters.base import AdapterSettings
 from app.config import (
     ResolvedSecrets,
     SystemCaps,
@@ -30,21 +35,25 @@ KNOWN = {
         readable=frozenset({"title", "description", "status", "snoozed_until"}),
         writable=frozenset({"status", "snoozed_until"}),
         can_create=False,
+        options=adapter_class("hookstream").Options,
     ),
     "devhelm": SystemCaps(
         readable=frozenset({"title", "status", "priority"}),
         writable=frozenset({"title", "status", "priority"}),
         can_create=True,
+        options=adapter_class("devhelm").Options,
     ),
     "inboxops": SystemCaps(
         readable=frozenset({"title", "status", "priority", "assignee"}),
         writable=frozenset({"title", "status", "priority", "assignee"}),
         can_create=True,
+        options=adapter_class("inboxops").Options,
     ),
     "incidentio": SystemCaps(
         readable=frozenset({"title", "description", "status", "assignee"}),
         writable=frozenset({"title", "description", "status", "assignee"}),
         can_create=True,
+        options=adapter_class("incidentio").Options,
     ),
 }
 
@@ -62,8 +71,12 @@ def write(tmp_path: Path, text: str, name: str = "config.yaml") -> Path:
 
 
 def issues_of(path: Path) -> list[ConfigIssue]:
+    return issues_of_with(path, KNOWN)
+
+
+def issues_of_with(path: Path, known: dict[str, SystemCaps]) -> list[ConfigIssue]:
     with pytest.raises(ConfigError) as caught:
-        load_config(path, KNOWN)
+        load_config(path, known)
     return caught.value.issues
 
 
@@ -425,7 +438,8 @@ def test_keys_must_be_strings_and_unique_everywhere(tmp_path: Path) -> None:
     status_map:
       inbound: {on: open, "off": closed}
     options:
-      nested: {a: 1, a: 2}
+      webhook_scheme: standard
+      webhook_scheme: hmac-sha256
 """,
     )
     found = by_key(issues_of(path))
@@ -434,9 +448,9 @@ def test_keys_must_be_strings_and_unique_everywhere(tmp_path: Path) -> None:
         "keys must be strings, got on (quote it)"
     )
     assert found["systems.inboxops.status_map.inbound.on"].line == 11
-    assert found["systems.inboxops.options.nested.a"].line == 13
-    assert found["systems.inboxops.options.nested.a"].message == (
-        "duplicate key 'a' (first at line 13)"
+    assert found["systems.inboxops.options.webhook_scheme"].line == 14
+    assert found["systems.inboxops.options.webhook_scheme"].message == (
+        "duplicate key 'webhook_scheme' (first at line 13)"
     )
 
 
@@ -465,7 +479,7 @@ def test_a_full_file_converts_to_the_structs(tmp_path: Path) -> None:
     status_map:
       inbound: {in_progress: monitoring}
       outbound: {monitoring: [in_progress]}
-    options: {webhook_scheme: hmac-sha256, retries: [1, 2.5, null]}
+    options: {webhook_scheme: hmac-sha256}
 fields:
   status:
     systems: {hookstream: in, inboxops: both}
@@ -476,7 +490,7 @@ fields:
     inboxops = settings.systems["inboxops"]
     assert inboxops.status_map is not None
     assert inboxops.status_map.inbound == {"in_progress": "monitoring"}
-    assert inboxops.options == {"webhook_scheme": "hmac-sha256", "retries": [1, 2.5, None]}
+    assert inboxops.options == {"webhook_scheme": "hmac-sha256"}
     status = settings.fields["status"]
     assert status.systems == {"hookstream": Direction.IN, "inboxops": Direction.BOTH}
     assert (status.conflict.policy, status.conflict.prefer) == ("prefer", "hookstream")
@@ -485,6 +499,221 @@ fields:
 
 def test_empty_file_is_all_defaults(tmp_path: Path) -> None:
     assert load_config(write(tmp_path, "# nothing yet\n"), KNOWN) == Settings()
+
+
+# -- adapter options ------------------------------------------------------------------------
+
+
+def with_options(system: str, options: str) -> str:
+    """A config with one system whose ``options`` are ``options`` (from line 6 on)."""
+    return f"""
+systems:
+  {system}:
+    base_url: "http://127.0.0.1:18100"
+    api_key_env: KEY
+    options:
+{textwrap.indent(textwrap.dedent(options).strip(), "      ")}
+"""
+
+
+#: Per adapter: options with bad values and an unknown name, and the problems at their lines.
+BAD_OPTIONS = {
+    "hookstream": (
+        """
+        require_timestamp: "yes"
+        require_timestamps: true
+        """,
+        [
+            (6, "require_timestamp", "expected true or false, got 'yes'"),
+            (
+                7,
+                "require_timestamps",
+                "unknown key 'require_timestamps'; did you mean 'require_timestamp'? "
+                "(allowed: require_timestamp)",
+            ),
+        ],
+    ),
+    "devhelm": (
+        """
+        org_id: 42
+        sync_drafts: "yes"
+        signature_separator: ""
+        drafts: true
+        """,
+        [
+            (6, "org_id", "expected a string, got 42 (quote it to make it a string)"),
+            (7, "sync_drafts", "expected true or false, got 'yes'"),
+            (8, "signature_separator", "must not be empty"),
+            (
+                9,
+                "drafts",
+                "unknown key 'drafts'; did you mean 'sync_drafts'? "
+                "(allowed: org_id, sync_drafts, signature_separator)",
+            ),
+        ],
+    ),
+    "inboxops": (
+        """
+        webhook_scheme: hmac
+        webhook_schema: standard
+        """,
+        [
+            (6, "webhook_scheme", "expected one of hmac-sha256 | standard, got 'hmac'"),
+            (
+                7,
+                "webhook_schema",
+                "unknown key 'webhook_schema'; did you mean 'webhook_scheme'? "
+                "(allowed: webhook_scheme)",
+            ),
+        ],
+    ),
+    "incidentio": (
+        """
+        api_version: v1
+        incident_mode: drill
+        version: v2
+        """,
+        [
+            (6, "api_version", "expected one of v2 | v3, got 'v1'"),
+            (
+                7,
+                "incident_mode",
+                "expected one of retrospective | standard | stream | test | tutorial, got 'drill'",
+            ),
+            (
+                8,
+                "version",
+                "unknown key 'version'; did you mean 'api_version'? "
+                "(allowed: api_version, incident_mode)",
+            ),
+        ],
+    ),
+}
+
+
+def test_every_adapter_has_bad_option_cases() -> None:
+    assert set(BAD_OPTIONS) == set(VENDORS)
+
+
+@pytest.mark.parametrize("system", sorted(BAD_OPTIONS))
+def test_bad_adapter_options_are_reported_with_file_and_line(tmp_path: Path, system: str) -> None:
+    options, expected = BAD_OPTIONS[system]
+    path = write(tmp_path, with_options(system, options))
+    lines = [
+        f"{path}:{line}: systems.{system}.options.{key}: {message}"
+        for line, key, message in expected
+    ]
+    assert check_config(path, KNOWN, {"KEY": "1"}) == (1, "\n".join(lines))
+    assert [str(issue) for issue in issues_of(path)] == lines
+
+
+#: Per adapter: options that pass, and what the adapter then reads.
+GOOD_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
+    "hookstream": ("require_timestamp: true", {"require_timestamp": True}),
+    "devhelm": (
+        """
+        org_id: "42"
+        sync_drafts: true
+        signature_separator: "."
+        """,
+        {"org_id": "42", "sync_drafts": True, "signature_separator": "."},
+    ),
+    "inboxops": ("webhook_scheme: hmac-sha256", {"webhook_scheme": "hmac-sha256"}),
+    "incidentio": (
+        "{api_version: v2, incident_mode: null}",
+        {"api_version": "v2", "incident_mode": None},
+    ),
+}
+
+
+@pytest.mark.parametrize("system", sorted(GOOD_OPTIONS))
+async def test_options_that_pass_are_what_the_adapter_reads(tmp_path: Path, system: str) -> None:
+    options, expected = GOOD_OPTIONS[system]
+    settings = load_config(write(tmp_path, with_options(system, options)), KNOWN)
+    given = settings.systems[system].options
+    async with httpx.AsyncClient() as client:
+        adapter = adapter_class(system)(
+            AdapterSettings(base_url="http://unused", api_key="k", options=given), client
+        )
+    assert msgspec.structs.asdict(adapter.options) == expected
+    # Unset options take the defaults the adapter declares.
+    settings = load_config(write(tmp_path, with_options(system, "{}")), KNOWN)
+    assert settings.systems[system].options == {}
+
+
+def test_an_adapter_given_bad_options_in_code_refuses_them() -> None:
+    for system, (options, _) in BAD_OPTIONS.items():
+        bad = {"no_such_option": 1}
+        with pytest.raises(ConfigError) as caught:
+            adapter_class(system)(
+                AdapterSettings(base_url="http://unused", api_key="k", options=bad),
+                httpx.AsyncClient(),
+            )
+        [issue] = caught.value.issues
+        assert issue.key == f"systems.{system}.options", options
+        assert "no_such_option" in issue.message
+
+
+class Bounded(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Options with ``msgspec.Meta`` bounds, as an adapter may declare them."""
+
+    retries: Annotated[int, msgspec.Meta(ge=1, le=10)] = 3
+    delay_s: Annotated[float, msgspec.Meta(gt=0)] = 1.0
+    spare: Annotated[int, msgspec.Meta(ge=0)] = 0
+    below: Annotated[float, msgspec.Meta(lt=1)] = 0.5
+    upto: Annotated[int, msgspec.Meta(le=5)] = 5
+    name: Annotated[str, msgspec.Meta(min_length=2, max_length=4, pattern="^[a-z]+$")] = "ab"
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        ("retries: 0", "must be between 1 and 10, got 0"),
+        ("delay_s: 0", "must be greater than 0, got 0"),
+        ("spare: -1", "must be at least 0, got -1"),
+        ("below: 1.5", "must be less than 1, got 1.5"),
+        ("upto: 6", "must be at most 5, got 6"),
+        ("name: a", "must be at least 2 characters long, got 'a'"),
+        ("name: abcde", "must be at most 4 characters long, got 5"),
+        ("name: AB", "must match '^[a-z]+$', got 'AB'"),
+    ],
+)
+def test_option_bounds_are_checked_with_the_line(tmp_path: Path, option: str, message: str) -> None:
+    known = {"inboxops": msgspec.structs.replace(KNOWN["inboxops"], options=Bounded)}
+    [issue] = issues_of_with(write(tmp_path, with_options("inboxops", option)), known)
+    assert (issue.line, issue.key, issue.message) == (
+        6,
+        f"systems.inboxops.options.{option.split(':')[0]}",
+        message,
+    )
+    good = "{retries: 10, delay_s: 0.1, spare: 0, below: 0, upto: 5, name: abcd}"
+    settings = load_config(write(tmp_path, with_options("inboxops", good)), known)
+    assert settings.systems["inboxops"].options["name"] == "abcd"
+
+
+def test_options_of_an_unknown_system_are_not_read_against_any_adapter(tmp_path: Path) -> None:
+    found = by_key(issues_of(write(tmp_path, with_options("jira", "anything: [1, 2]"))))
+    assert set(found) == {"systems.jira"}
+    assert found["systems.jira"].message.startswith("unknown system 'jira'")
+
+
+def test_free_form_params_report_duplicates_at_any_depth(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        MINIMAL
+        + """
+create_rules:
+  - name: r
+    system: hookstream
+    create_in:
+      - system: inboxops
+        params:
+          nested: {a: 1, a: 2}
+""",
+    )
+    [issue] = issues_of(path)
+    assert (issue.line, issue.key) == (16, "create_rules[0].create_in[0].params.nested.a")
+    assert issue.message == "duplicate key 'a' (first at line 16)"
 
 
 # -- YAML and file errors -------------------------------------------------------------------
@@ -628,6 +857,16 @@ def test_check_config_counts(tmp_path: Path) -> None:
 # -- admin dump -----------------------------------------------------------------------------
 
 
+class Secretish(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """Options named like secrets, as an adapter might declare them: the dump masks them."""
+
+    webhook_scheme: str = "standard"
+    api_token: str = ""
+    client_secret_env: str = ""
+    auth: dict[str, Any] = msgspec.field(default_factory=dict)
+    timeout_s: int = 0
+
+
 def test_dump_effective_masks_literal_secrets(tmp_path: Path) -> None:
     path = write(
         tmp_path,
@@ -646,7 +885,8 @@ create_rules:
     create_in: [{system: inboxops, params: {inbox_id: abc, signing_key: sk-789}}]
 """,
     )
-    dumped = dump_effective(load_config(path, KNOWN))
+    known = {**KNOWN, "inboxops": msgspec.structs.replace(KNOWN["inboxops"], options=Secretish)}
+    dumped = dump_effective(load_config(path, known))
     assert dumped["systems"]["inboxops"]["options"] == {
         "webhook_scheme": "standard",
         "api_token": "***",
@@ -671,7 +911,7 @@ def test_an_empty_section_means_its_defaults(tmp_path: Path) -> None:
         MINIMAL
         + """
     options:
-      flag: null
+      # none set
 dispatcher:
   # everything commented out
 create_rules:
@@ -683,7 +923,7 @@ fields:
     assert settings.dispatcher == Settings().dispatcher
     assert settings.create_rules == []
     assert settings.fields["status"].conflict.policy == "last_writer"
-    assert settings.systems["inboxops"].options == {"flag": None}
+    assert settings.systems["inboxops"].options == {}
     # An empty system still needs its required keys, reported at its own line.
     issues = issues_of(write(tmp_path, "systems:\n  hookstream:\n"))
     assert [(i.line, i.key) for i in issues] == [

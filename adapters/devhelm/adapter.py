@@ -1,14 +1,8 @@
 """The DevHelm adapter: status-page incidents read, created and updated over DevHelm's REST
 API, platform webhook events verified and read as poll hints.
 
-Options read from ``AdapterSettings.options``:
-
-- ``org_id`` (str, default ``"1"``): sent as ``x-phelm-org-id`` on every call, as the
-  DevHelm SDK does when no org is configured.
-- ``sync_drafts`` (bool, default False): also report draft incidents (``publishedAt``
-  null), which DevHelm's REVIEW and AUTOMATIC status pages create on their own.
-- ``signature_separator`` (str, default ``":"``): what joins ``t`` and the body in the
-  signed string of ``X-DevHelm-Signature`` (DevHelm's docs have also said ``"."``).
+Options (``systems.devhelm.options``) are declared by ``DevHelmOptions``: ``org_id``,
+``sync_drafts``, ``signature_separator``.
 
 Scopes are status page ids; ``list_changed`` walks each one newest change first
 (``sort=updatedAt,desc``) and stops a scope after the page holding the first incident
@@ -39,7 +33,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from itertools import pairwise
-from typing import Any, ClassVar
+from typing import Annotated, Any, ClassVar
 from urllib.parse import quote
 
 import httpx
@@ -48,7 +42,7 @@ from msgspec import UNSET
 
 from adapters import signing
 from adapters._http import convert, decode, send
-from adapters.base import CREATE_SEARCH_SKEW, Adapter
+from adapters.base import CREATE_SEARCH_SKEW, Adapter, AdapterOptions
 from adapters.devhelm import wire
 from app.errors import (
     MalformedPayload,
@@ -70,6 +64,20 @@ from app.model import (
 MAX_PAGE_SIZE = 200
 
 
+class DevHelmOptions(AdapterOptions, frozen=True):
+    """The options of the DevHelm adapter."""
+
+    #: Sent as ``x-phelm-org-id`` on every call, as the DevHelm SDK does when no org is
+    #: configured.
+    org_id: Annotated[str, msgspec.Meta(min_length=1)] = "1"
+    #: Also report draft incidents (``publishedAt`` null), which DevHelm's REVIEW and
+    #: AUTOMATIC status pages create on their own.
+    sync_drafts: bool = False
+    #: What joins ``t`` and the body in the signed string of ``X-DevHelm-Signature``
+    #: (DevHelm's docs have also said ``"."``).
+    signature_separator: Annotated[str, msgspec.Meta(min_length=1)] = ":"
+
+
 def read_error(body: Any) -> str | None:
     """DevHelm's reason from an ``ErrorResponse`` body, with any per-field rejections."""
     try:
@@ -89,12 +97,14 @@ def idempotency_marker(key: str) -> str:
 
 
 class DevHelmAdapter(Adapter):
-    """Status-page incidents of DevHelm (see the module docstring for options)."""
+    """Status-page incidents of DevHelm; the scope of an incident is its status page id."""
 
     system: ClassVar[str] = "devhelm"
     readable: ClassVar[frozenset[str]] = frozenset({"title", "status", "priority"})
     writable: ClassVar[frozenset[str]] = frozenset({"title", "status", "priority"})
     can_create: ClassVar[bool] = True
+    Options: ClassVar[type[DevHelmOptions]] = DevHelmOptions
+    options: DevHelmOptions
 
     @classmethod
     def default_value_maps(cls) -> dict[str, ValueMap]:
@@ -132,7 +142,7 @@ class DevHelmAdapter(Adapter):
     def _headers(self) -> dict[str, str]:
         return {
             "Authorization": f"Bearer {self.settings.api_key}",
-            "x-phelm-org-id": str(self.settings.options.get("org_id", "1")),
+            "x-phelm-org-id": self.options.org_id,
             "Accept": "application/json",
         }
 
@@ -221,7 +231,7 @@ class DevHelmAdapter(Adapter):
         return self._single(await self._call("GET", self._url(ref.scope, ref.external_id)))
 
     async def list_changed(self, since: datetime | None) -> AsyncIterator[list[VendorObject]]:
-        sync_drafts = bool(self.settings.options.get("sync_drafts", False))
+        sync_drafts = self.options.sync_drafts
         cutoff = as_utc(since) if since is not None else None
         for scope in self.settings.scopes:
             # Rows are asked for newest change first, so the walk may stop at the first
@@ -330,7 +340,7 @@ class DevHelmAdapter(Adapter):
             body,
             now,
             tolerance_s=self.settings.webhook_tolerance_s,
-            separator=str(self.settings.options.get("signature_separator", ":")),
+            separator=self.options.signature_separator,
         )
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:

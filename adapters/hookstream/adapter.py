@@ -14,15 +14,12 @@ an old observation. This costs nothing: the list has no time filter, so every po
 every page anyway, and choosing what to report is done here. (A resolve stamped earlier
 than it becomes visible is covered by the poller's overlap window.)
 
-Options read from ``settings.options``:
-
-- ``require_timestamp`` (bool, default ``False``): refuse a notification that lacks
-  ``X-hookstream-Timestamp``. By default both documented forms are accepted (vendors.md,
-  decision 2): with ``X-hookstream-Timestamp`` the signed string is ``{ts}.{body}`` and
-  the timestamp must be within ``webhook_tolerance_s``; without it, ``sha256=`` over the
-  bare body (replayable, but a notification is only a hint to poll, and a replay of one
-  makes one more poll). ``True`` is the stricter opt-in for a channel known to send the
-  timestamp.
+Signatures: both documented forms are accepted by default (vendors.md, decision 2): with
+``X-hookstream-Timestamp`` the signed string is ``{ts}.{body}`` and the timestamp must be
+within ``webhook_tolerance_s``; without it, ``sha256=`` over the bare body (replayable, but
+a notification is only a hint to poll, and a replay of one makes one more poll). The
+option ``require_timestamp`` (``HookstreamOptions``) is the stricter opt-in for a channel
+known to send the timestamp.
 
 ``settings.base_url`` is hookstream's origin (``https://hookstream.io``); the documented
 form with the ``/v1`` suffix is accepted as well.
@@ -40,11 +37,9 @@ import httpx
 import msgspec
 
 from adapters import _http, signing
-from adapters.base import Adapter, AdapterSettings
+from adapters.base import Adapter, AdapterOptions, AdapterSettings
 from adapters.hookstream import wire
 from app.errors import (
-    ConfigError,
-    ConfigIssue,
     MalformedPayload,
     Rejected,
     TransientError,
@@ -73,6 +68,14 @@ def _error_message(body: Any) -> str | None:
     return f"{body['error']} [{request_id}]" if isinstance(request_id, str) else body["error"]
 
 
+class HookstreamOptions(AdapterOptions, frozen=True):
+    """The options of the hookstream adapter."""
+
+    #: Refuse a notification that lacks ``X-hookstream-Timestamp`` (by default the
+    #: body-only signature is accepted too; see the module docstring).
+    require_timestamp: bool = False
+
+
 class HookstreamAdapter(Adapter):
     """hookstream issues (webhook-delivery failures); ids are global, so the scope is ""."""
 
@@ -82,22 +85,11 @@ class HookstreamAdapter(Adapter):
     )
     writable: ClassVar[frozenset[str]] = frozenset({"status", "snoozed_until"})
     can_create: ClassVar[bool] = False
+    Options: ClassVar[type[HookstreamOptions]] = HookstreamOptions
+    options: HookstreamOptions
 
     def __init__(self, settings: AdapterSettings, client: httpx.AsyncClient) -> None:
         super().__init__(settings, client)
-        require_timestamp = settings.options.get("require_timestamp", False)
-        if not isinstance(require_timestamp, bool):
-            raise ConfigError(
-                [
-                    ConfigIssue(
-                        file="<settings>",
-                        line=None,
-                        key="options.require_timestamp",
-                        message=f"must be true or false, got {require_timestamp!r}",
-                    )
-                ]
-            )
-        self.require_timestamp = require_timestamp
         origin = settings.base_url.rstrip("/")
         self._issues_url = origin.removesuffix("/v1") + "/v1/issues"
         self._headers = {"X-API-Key": settings.api_key, "Accept": "application/json"}
@@ -267,7 +259,7 @@ class HookstreamAdapter(Adapter):
             body,
             now,
             self.settings.webhook_tolerance_s,
-            require_timestamp=self.require_timestamp,
+            require_timestamp=self.options.require_timestamp,
         )
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:

@@ -6,11 +6,12 @@ Settings:
 - ``base_url`` is the workspace origin (``https://app.inboxops.app``); paths are
   ``/api/v1/tickets...``. ``api_key`` is an ``ixk_`` key, sent as ``Authorization: Bearer``.
 - ``page_size`` becomes ``per_page``, capped at 100 (the simulator's documented maximum).
-- ``options["webhook_scheme"]``: how deliveries are signed (InboxOps does not document it).
-  ``"standard"`` (default): Standard Webhooks headers ``webhook-id``, ``webhook-timestamp``,
-  ``webhook-signature``, secrets in ``whsec_<base64>`` form, ``webhook_tolerance_s``
-  applies. ``"hmac-sha256"``: ``X-InboxOps-Signature: sha256=<hex HMAC-SHA256 of the raw
-  body>`` keyed with the secret's UTF-8 bytes as given; no timestamp, so no staleness check.
+- The option ``webhook_scheme`` (``InboxOpsOptions``): how deliveries are signed (InboxOps
+  does not document it). ``"standard"`` (default): Standard Webhooks headers
+  ``webhook-id``, ``webhook-timestamp``, ``webhook-signature``, secrets in
+  ``whsec_<base64>`` form, ``webhook_tolerance_s`` applies. ``"hmac-sha256"``:
+  ``X-InboxOps-Signature: sha256=<hex HMAC-SHA256 of the raw body>`` keyed with the
+  secret's UTF-8 bytes as given; no timestamp, so no staleness check.
 
 Mapping: ``title`` <-> ``subject``, ``status`` <-> ``status``, ``priority`` <-> ``priority``,
 ``assignee`` <-> ``assignee_id``. A custom status (``status_id``) is read through its base
@@ -25,13 +26,13 @@ import hashlib
 import hmac
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 
 import httpx
 import msgspec
 
 from adapters import _http
-from adapters.base import CREATE_SEARCH_SKEW, Adapter, AdapterSettings
+from adapters.base import CREATE_SEARCH_SKEW, Adapter, AdapterOptions, AdapterSettings
 from adapters.inboxops import wire
 from adapters.signing import standard_verify
 from app.errors import (
@@ -58,7 +59,6 @@ MAX_PER_PAGE = 100
 #: How long InboxOps keeps an idempotency key (ASSUMPTION: the docs page is cut off
 #: before the period; 24 h is the common choice).
 KEY_LIFETIME = timedelta(hours=24)
-WEBHOOK_SCHEMES = ("standard", "hmac-sha256")
 TICKET_EVENTS = frozenset({"ticket.created", "ticket.updated"})
 HMAC_HEADER = "x-inboxops-signature"
 
@@ -88,6 +88,14 @@ def _iso(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
+class InboxOpsOptions(AdapterOptions, frozen=True):
+    """The options of the InboxOps adapter."""
+
+    #: How deliveries are signed: Standard Webhooks, or ``X-InboxOps-Signature: sha256=``
+    #: over the body (see the module docstring).
+    webhook_scheme: Literal["standard", "hmac-sha256"] = "standard"
+
+
 class InboxOpsAdapter(Adapter):
     """InboxOps tickets: global UUID ids (scope ""), ``PATCH`` updates, idempotent create."""
 
@@ -95,15 +103,11 @@ class InboxOpsAdapter(Adapter):
     readable: ClassVar[frozenset[str]] = frozenset({"title", "status", "priority", "assignee"})
     writable: ClassVar[frozenset[str]] = frozenset({"title", "status", "priority", "assignee"})
     can_create: ClassVar[bool] = True
+    Options: ClassVar[type[InboxOpsOptions]] = InboxOpsOptions
+    options: InboxOpsOptions
 
     def __init__(self, settings: AdapterSettings, client: httpx.AsyncClient) -> None:
         super().__init__(settings, client)
-        scheme = settings.options.get("webhook_scheme", "standard")
-        if scheme not in WEBHOOK_SCHEMES:
-            raise ValueError(
-                f"inboxops options.webhook_scheme must be one of {WEBHOOK_SCHEMES}, not {scheme!r}"
-            )
-        self.webhook_scheme: str = scheme
         self._headers = {"Authorization": f"Bearer {settings.api_key}"}
 
     @classmethod
@@ -334,7 +338,7 @@ class InboxOpsAdapter(Adapter):
     # -- webhooks --------------------------------------------------------------------------
 
     def verify_webhook(self, headers: Mapping[str, str], body: bytes, now: datetime) -> None:
-        if self.webhook_scheme == "standard":
+        if self.options.webhook_scheme == "standard":
             standard_verify(
                 self.settings.webhook_secrets,
                 headers,

@@ -1,7 +1,7 @@
 """The incident.io adapter: follow-ups read and written over REST v3 (v2 selectable), Standard
 Webhooks (Svix) verification, and the follow-up status map.
 
-Options read from ``settings.options``:
+Options (``systems.incidentio.options``, declared by ``IncidentIoOptions``):
 
 - ``api_version``: ``"v3"`` (default) or ``"v2"``. v2 uses ``/v2/follow_ups`` with the same
   bodies; its list takes no pagination parameters and answers everything in one response,
@@ -37,7 +37,7 @@ from __future__ import annotations
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping
 from contextlib import aclosing
 from datetime import datetime
-from typing import Any, ClassVar
+from typing import Any, ClassVar, Literal
 from urllib.parse import quote
 
 import httpx
@@ -45,7 +45,7 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from adapters._http import decode, delay_value, send, shape_error
-from adapters.base import CREATE_SEARCH_SKEW, Adapter, AdapterSettings
+from adapters.base import CREATE_SEARCH_SKEW, Adapter, AdapterOptions, AdapterSettings
 from adapters.incidentio.wire import (
     CreatePayload,
     FollowUp,
@@ -56,8 +56,6 @@ from adapters.incidentio.wire import (
 )
 from adapters.signing import standard_verify
 from app.errors import (
-    ConfigError,
-    ConfigIssue,
     MalformedPayload,
     Rejected,
     TransientError,
@@ -81,8 +79,6 @@ MARKER_PREFIX = "syncgate:"
 #: Largest v3 ``page_size`` requested. The documented default is 25; the maximum is not
 #: documented (vendors.md, open question 7), so stay at a value well inside any plausible cap.
 MAX_PAGE_SIZE = 250
-API_VERSIONS = ("v3", "v2")
-INCIDENT_MODES = ("standard", "retrospective", "test", "tutorial", "stream")
 #: Incident modes whose follow-ups the list leaves out unless asked for by name.
 HIDDEN_BY_DEFAULT = ("test", "tutorial", "stream")
 PUBLIC_EVENTS = frozenset(
@@ -147,20 +143,14 @@ def _created_at(obj: VendorObject) -> datetime:
         return utcnow()
 
 
-def _option(settings: AdapterSettings, key: str, allowed: tuple[str, ...]) -> str | None:
-    value = settings.options.get(key)
-    if value is None or value in allowed:
-        return value
-    raise ConfigError(
-        [
-            ConfigIssue(
-                file="<settings>",
-                line=None,
-                key=f"options.{key}",
-                message=f"{value!r} is not one of {', '.join(allowed)}",
-            )
-        ]
-    )
+class IncidentIoOptions(AdapterOptions, frozen=True):
+    """The options of the incident.io adapter (see the module docstring)."""
+
+    #: The REST API version to read and write follow-ups with.
+    api_version: Literal["v3", "v2"] = "v3"
+    #: The incident mode passed to every list call. Unset, a listing of one incident also
+    #: asks for each mode incident.io hides by default; a global listing follows its default.
+    incident_mode: Literal["standard", "retrospective", "test", "tutorial", "stream"] | None = None
 
 
 class IncidentIoAdapter(Adapter):
@@ -170,12 +160,12 @@ class IncidentIoAdapter(Adapter):
     readable: ClassVar[frozenset[str]] = frozenset({"title", "description", "status", "assignee"})
     writable: ClassVar[frozenset[str]] = frozenset({"title", "description", "status", "assignee"})
     can_create: ClassVar[bool] = True
+    Options: ClassVar[type[IncidentIoOptions]] = IncidentIoOptions
+    options: IncidentIoOptions
 
     def __init__(self, settings: AdapterSettings, client: httpx.AsyncClient) -> None:
         super().__init__(settings, client)
-        self.api_version = _option(settings, "api_version", API_VERSIONS) or "v3"
-        self.incident_mode = _option(settings, "incident_mode", INCIDENT_MODES)
-        self._root = f"{settings.base_url.rstrip('/')}/{self.api_version}/follow_ups"
+        self._root = f"{settings.base_url.rstrip('/')}/{self.options.api_version}/follow_ups"
         self._auth = {"Authorization": f"Bearer {settings.api_key}"}
 
     @classmethod
@@ -278,8 +268,8 @@ class IncidentIoAdapter(Adapter):
         (the parameter takes one value), since a scope may be a test, tutorial or stream
         incident whose follow-ups the default hides; with one incident named, the other
         modes answer an empty page each."""
-        if self.incident_mode:
-            return (self.incident_mode,)
+        if self.options.incident_mode:
+            return (self.options.incident_mode,)
         if incident_id:
             return (None, *HIDDEN_BY_DEFAULT)
         return (None,)
@@ -305,7 +295,7 @@ class IncidentIoAdapter(Adapter):
     async def _walk(
         self, params: dict[str, str], since: datetime | None, created_since: datetime | None
     ) -> AsyncGenerator[list[VendorObject], None]:
-        if self.api_version == "v2":
+        if self.options.api_version == "v2":
             response = await self._call("GET", params=params)
             listing = decode(SYSTEM, response, FollowUpList)
             objects = [
@@ -453,7 +443,7 @@ class IncidentIoAdapter(Adapter):
             return False
         if not all(key in raw for key in ("title", "status", "labels")):
             return False
-        return self.api_version == "v2" or "category" in raw
+        return self.options.api_version == "v2" or "category" in raw
 
     def _state(self, current: VendorObject) -> FollowUp:
         try:

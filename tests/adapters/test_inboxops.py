@@ -28,6 +28,7 @@ from adapters.inboxops.simulator import (
 )
 from app.errors import (
     AuthError,
+    ConfigError,
     MalformedPayload,
     RateLimited,
     Rejected,
@@ -620,7 +621,7 @@ def test_standard_scheme_is_the_default_and_ignores_the_hmac_header() -> None:
 
 
 def test_unknown_webhook_scheme_is_refused_at_construction() -> None:
-    with pytest.raises(ValueError, match="webhook_scheme"):
+    with pytest.raises(ConfigError, match="webhook_scheme"):
         adapter(webhook_scheme="svix-ish")
 
 

@@ -1,0 +1,118 @@
+"""Loading ``config.yaml`` into ``Settings``, or a ``ConfigError`` listing every problem.
+
+Each problem names file, line and dotted key (``systems.hookstream.poll_interval_s``,
+``create_rules[0].create_in[1].system``). The package:
+
+- ``schema``: the shape of the file, frozen msgspec structs (``Settings``);
+- ``reader``: walks the YAML nodes against a schema, keeping every key's line;
+- ``checks``: cross-checks of the data against itself and against what each system's
+  adapter can do (``SystemCaps``, passed in by the composition root: this package does not
+  import ``adapters``); each system's ``options`` are read against its adapter's
+  ``Options`` struct (``SystemCaps.options``) like any other key;
+- ``secrets``: the environment variables the file names, never printed;
+- ``report``: ``check-config``'s output and the masked dump for the admin API.
+
+Only when nothing was reported does ``msgspec.convert`` build the frozen structs.
+Nothing is read at import time.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+import msgspec.inspect as mi
+import yaml
+
+from app.config.checks import CONFLICT_POLICIES, SCOPED_CREATE, Checker, SystemCaps
+from app.config.reader import Reader, syntax_issue
+from app.config.report import dump_effective, ok_report
+from app.config.schema import Settings
+from app.config.secrets import (
+    DATABASE_URL_ENV,
+    ResolvedSecrets,
+    SystemSecrets,
+    database_url,
+    resolve_environment,
+)
+from app.errors import ConfigError, ConfigIssue
+
+__all__ = [
+    "CONFLICT_POLICIES",
+    "DATABASE_URL_ENV",
+    "SCOPED_CREATE",
+    "ResolvedSecrets",
+    "SystemCaps",
+    "SystemSecrets",
+    "check_config",
+    "database_url",
+    "dump_effective",
+    "load_config",
+    "resolve_environment",
+]
+
+
+def load_config(path: str | os.PathLike[str], known: Mapping[str, SystemCaps]) -> Settings:
+    """Read, validate and cross-check ``path``; raise ``ConfigError`` with every problem."""
+    settings, _ = _load(path, known)
+    return settings
+
+
+def check_config(
+    path: str | os.PathLike[str], known: Mapping[str, SystemCaps], environ: Mapping[str, str]
+) -> tuple[int, str]:
+    """What ``syncgate check-config`` prints and its exit code.
+
+    0 and ``"<file>: OK (4 systems, 1 creation rule)"`` plus a warning line per unset
+    environment variable (check-config runs before deploy, where they may not be set);
+    1 and one ``file:line: key: message`` line per problem.
+    """
+    try:
+        settings, lines = _load(path, known)
+    except ConfigError as exc:
+        return 1, "\n".join(str(issue) for issue in exc.issues)
+    return 0, ok_report(os.fspath(path), settings, lines, environ)
+
+
+def _load(
+    path: str | os.PathLike[str], known: Mapping[str, SystemCaps]
+) -> tuple[Settings, dict[str, int]]:
+    """``Settings`` and the line of every key path (for later messages, e.g. env warnings)."""
+    file = os.fspath(path)
+    try:
+        text = Path(file).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(
+            [ConfigIssue(file, None, "(file)", f"cannot read: {exc.strerror or exc}")]
+        ) from None
+    except UnicodeDecodeError as exc:
+        line = exc.object[: exc.start].count(b"\n") + 1
+        raise ConfigError([ConfigIssue(file, line, "(file)", "not UTF-8 text")]) from None
+
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.YAMLError as exc:
+        raise ConfigError([syntax_issue(file, text, exc)]) from None
+
+    # An adapter's options are free-form in the schema; each known system's must fit its
+    # adapter's ``Options`` struct, checked by the same walk so problems carry their line.
+    options = {
+        f"systems.{name}.options": mi.type_info(caps.options) for name, caps in known.items()
+    }
+    reader = Reader(file, types=options)
+    if root is None:  # empty file, or only comments: every key takes its default
+        data: Any = {}
+    else:
+        data = reader.walk(root, mi.type_info(Settings), "", root.start_mark.line + 1)
+    if isinstance(data, dict):
+        Checker(file, reader.lines, known, reader.issues).run(data)
+    if reader.issues:
+        raise ConfigError(sorted(reader.issues, key=lambda i: i.line or 0))
+    try:
+        settings = msgspec.convert(data, Settings)
+    except msgspec.ValidationError as exc:  # pragma: no cover - the walk mirrors the schema
+        raise ConfigError([ConfigIssue(file, None, "(schema)", str(exc))]) from None
+    return settings, reader.lines

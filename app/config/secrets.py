@@ -1,0 +1,107 @@
+"""Secrets named in ``config.yaml``, read from the environment, never printed."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+
+import msgspec
+
+from app.config.schema import Settings
+from app.errors import ConfigError, ConfigIssue
+
+__all__ = [
+    "DATABASE_URL_ENV",
+    "MASK",
+    "Missing",
+    "ResolvedSecrets",
+    "SystemSecrets",
+    "database_url",
+    "missing_env",
+    "resolve_environment",
+]
+
+#: Overrides ``database_url`` from the file.
+DATABASE_URL_ENV = "SYNCGATE_DATABASE_URL"
+#: What is shown in place of a secret.
+MASK = "***"
+
+
+class SystemSecrets(msgspec.Struct, frozen=True):
+    """The secrets of one enabled system. ``repr`` never shows them."""
+
+    api_key: str
+    webhook_secrets: tuple[str, ...] = ()
+
+    def __repr__(self) -> str:
+        return f"SystemSecrets(api_key={MASK}, webhook_secrets=<{len(self.webhook_secrets)}>)"
+
+    __str__ = __repr__
+
+
+class ResolvedSecrets(msgspec.Struct, frozen=True):
+    """Secrets read from the environment: per enabled system, and the admin API key
+    (``None`` when its variable is unset: the admin API is then closed)."""
+
+    systems: dict[str, SystemSecrets]
+    admin_key: str | None = None
+
+    def __repr__(self) -> str:
+        admin = MASK if self.admin_key is not None else "None"
+        return f"ResolvedSecrets(systems={self.systems!r}, admin_key={admin})"
+
+    __str__ = __repr__
+
+
+@dataclass(frozen=True, slots=True)
+class Missing:
+    """An environment variable that the config names and the environment lacks."""
+
+    key: str  # config key that names the variable
+    env: str  # the variable
+
+
+def missing_env(settings: Settings, environ: Mapping[str, str]) -> Iterator[Missing]:
+    """The variables of enabled systems that are unset or empty."""
+    for name, system in settings.systems.items():
+        if not system.enabled:
+            continue
+        if not environ.get(system.api_key_env):
+            yield Missing(f"systems.{name}.api_key_env", system.api_key_env)
+        for index, env in enumerate(system.webhook_secret_envs):
+            if not environ.get(env):
+                yield Missing(f"systems.{name}.webhook_secret_envs[{index}]", env)
+
+
+def resolve_environment(settings: Settings, environ: Mapping[str, str]) -> ResolvedSecrets:
+    """Read every enabled system's secrets from ``environ``.
+
+    Raises ``ConfigError`` naming the config key and the variable for each one that is
+    unset or empty. Disabled systems are skipped; the admin key is optional.
+    """
+    missing = list(missing_env(settings, environ))
+    if missing:
+        raise ConfigError(
+            [
+                ConfigIssue(
+                    "<environment>", None, m.key, f"environment variable {m.env} is not set"
+                )
+                for m in missing
+            ]
+        )
+    systems = {
+        name: SystemSecrets(
+            api_key=environ[system.api_key_env],
+            webhook_secrets=tuple(environ[env] for env in system.webhook_secret_envs),
+        )
+        for name, system in settings.systems.items()
+        if system.enabled
+    }
+    return ResolvedSecrets(
+        systems=systems, admin_key=environ.get(settings.admin.api_key_env) or None
+    )
+
+
+def database_url(settings: Settings, environ: Mapping[str, str]) -> str:
+    """``SYNCGATE_DATABASE_URL`` if set (and not empty), else the file's ``database_url``."""
+    return environ.get(DATABASE_URL_ENV) or settings.database_url
