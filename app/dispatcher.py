@@ -32,13 +32,13 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from adapters.base import Adapter
+from app.config.schema import Direction, DispatcherSettings
 from app.errors import FatalError, Missing, RateLimited, RetriableError, StateConflict, VendorError
 from app.loops import IngestFirst, wait_any
 from app.metrics import Metrics
 from app.model import Fields, VendorObject, WorkItem, utcnow
 from app.retry import backoff_delay
 from app.rules import Rules
-from app.settings import Direction, DispatcherSettings
 from app.store import FinishedWrite, HistoryEntry, Link, Store, Tx
 
 if TYPE_CHECKING:

@@ -22,6 +22,7 @@ from httpx_aiohttp import AiohttpTransport
 from adapters import VENDORS, adapter_class
 from adapters.base import Adapter, AdapterSettings
 from app.config import ResolvedSecrets, SystemCaps, load_config, resolve_environment
+from app.config.schema import Settings, SystemSettings
 from app.dispatcher import Dispatcher
 from app.engine import Engine
 from app.errors import ConfigError, Missing, StateConflict
@@ -31,7 +32,6 @@ from app.metrics import Metrics
 from app.model import ValueMap, utcnow
 from app.pollers import Pollers
 from app.rules import Rules
-from app.settings import Settings, SystemSettings
 from app.store import Store
 
 log = logging.getLogger("syncgate.gateway")

@@ -20,13 +20,13 @@ from datetime import datetime, timedelta
 import msgspec
 
 from adapters.base import Adapter
+from app.config.schema import SystemSettings
 from app.dispatcher import capped_delay
 from app.engine import Engine
 from app.errors import RateLimited, VendorError
 from app.loops import wait_any
 from app.metrics import Metrics
 from app.model import utcnow
-from app.settings import SystemSettings
 from app.store import Store
 
 log = logging.getLogger("syncgate.pollers")

@@ -10,8 +10,8 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from app.config.schema import Conflict, CreateRule, Direction, Settings
 from app.model import FIELD_NAMES, Priority, VendorObject
-from app.settings import Conflict, CreateRule, Direction, Settings
 
 PRIORITY_ORDER = {p: i for i, p in enumerate(Priority)}
 

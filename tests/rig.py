@@ -14,10 +14,7 @@ from adapters._simkit import SimOptions
 from adapters.inboxops.simulator import SUPPORT_INBOX_ID
 from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
 from app.config import ResolvedSecrets, SystemSecrets
-from app.gateway import Gateway
-from app.http.app import create_app
-from app.serving import bind_socket, serve_asgi
-from app.settings import (
+from app.config.schema import (
     Conflict,
     CreateIn,
     CreateRule,
@@ -27,6 +24,9 @@ from app.settings import (
     SystemSettings,
     ValueMapSettings,
 )
+from app.gateway import Gateway
+from app.http.app import create_app
+from app.serving import bind_socket, serve_asgi
 from app.store import Store
 from tests.contract.kit import WEBHOOK_TIME_SCALE
 from tests.contract.test_contract import KITS

@@ -24,9 +24,9 @@ from app.config import (
     load_config,
     resolve_environment,
 )
+from app.config.schema import Direction, Settings
 from app.errors import ConfigError, ConfigIssue
 from app.model import Priority, Status
-from app.settings import Direction, Settings
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config.yaml"
 

@@ -8,8 +8,7 @@ from typing import Any
 import pytest
 
 from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
-from app.model import Priority, Status
-from app.settings import (
+from app.config.schema import (
     Conflict,
     CreateIn,
     CreateRule,
@@ -18,6 +17,7 @@ from app.settings import (
     Match,
     ValueMapSettings,
 )
+from app.model import Priority, Status
 from app.store import Store
 from tests.rig import DEFAULT_FIELDS, Rig, running_rig
 
@@ -245,7 +245,7 @@ async def test_a_burst_coalesces_into_one_write_per_linked_object(store: Store) 
 
 @pytest.mark.parametrize("db_kind", ["sqlite"])
 async def test_creation_rule_filter_skips_objects_it_does_not_match(store: Store) -> None:
-    from app.settings import Match
+    from app.config.schema import Match
     from tests.rig import FAN_OUT
 
     rule = type(FAN_OUT)(
