@@ -39,7 +39,7 @@ from app.metrics import Metrics
 from app.model import Fields, VendorObject, WorkItem, utcnow
 from app.retry import backoff_delay
 from app.rules import Rules
-from app.store import FinishedWrite, HistoryEntry, Link, Store, Tx
+from app.store import FinishedWrite, HistoryEntry, Link, Store, Tx, WriteAttempt
 
 if TYPE_CHECKING:
     from app.engine import Engine
@@ -469,20 +469,20 @@ class Dispatcher:
                 outcomes.append(outcome)
                 if a.called:
                     attempt_rows.append(
-                        {
-                            "link_id": a.link.id,
-                            "work_item_id": a.link.work_item_id,
-                            "system": a.link.system,
-                            "action": a.action,
-                            "attempt": a.attempt,
-                            "outcome": "retry" if outcome == "crash" else outcome,
-                            "status_code": a.error.status if a.error is not None else None,
-                            "error": str(a.error) if a.error is not None else a.crash,
-                            "duration_ms": a.duration_s * 1000,
-                            "payload": a.payload,
-                            "worker": self.worker_id,
-                            "at": now,
-                        }
+                        WriteAttempt(
+                            link_id=a.link.id,
+                            work_item_id=a.link.work_item_id,
+                            system=a.link.system,
+                            action=a.action,
+                            attempt=a.attempt,
+                            outcome="retry" if outcome == "crash" else outcome,
+                            status_code=a.error.status if a.error is not None else None,
+                            error=str(a.error) if a.error is not None else a.crash,
+                            duration_ms=a.duration_s * 1000,
+                            payload=a.payload,
+                            worker=self.worker_id,
+                            at=now,
+                        )
                     )
             await tx.add_attempts(attempt_rows)
             await tx.add_history(history)

@@ -140,10 +140,10 @@ class Pollers:
         result = PollResult(system)
         async with self.store.tx() as tx:
             state = await tx.system_state(system)
-        if state["paused"]:
+        if state.paused:
             result.error = "paused"
             return result
-        cursor: datetime | None = state["poll_cursor"]
+        cursor: datetime | None = state.poll_cursor
         since = None if cursor is None else cursor - timedelta(seconds=settings.poll_overlap_s)
         newest = cursor
         poll_id = f"poll-{uuid.uuid4().hex[:16]}"
@@ -236,6 +236,6 @@ class Pollers:
         out: dict[str, float | None] = {}
         async with self.store.tx() as tx:
             for system in self.adapters:
-                last = (await tx.system_state(system))["last_poll_at"]
+                last = (await tx.system_state(system)).last_poll_at
                 out[system] = None if last is None else (now - last).total_seconds()
         return out

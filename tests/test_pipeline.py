@@ -278,8 +278,8 @@ async def test_transient_failures_and_timeouts_are_retried_with_backoff(store: S
         links = await rig.links(item_id)
         async with rig.gateway.store.tx() as tx:
             attempts = await tx.attempts_of(links["devhelm"].id)
-        assert [a["outcome"] for a in attempts][-3:] == ["retry", "retry", "ok"]
-        assert attempts[-2]["status_code"] == 503
+        assert [a.outcome for a in attempts][-3:] == ["retry", "retry", "ok"]
+        assert attempts[-2].status_code == 503
 
 
 async def test_persistent_transient_failures_are_dead_lettered_after_max_attempts(
@@ -310,10 +310,10 @@ async def test_persistent_transient_failures_are_dead_lettered_after_max_attempt
         async with rig.gateway.store.tx() as tx:
             assert [link.id for link in await tx.outbox("dead")] == [dead.id]
             attempts = await tx.attempts_of(dead.id)
-        updates = [a for a in attempts if a["action"] == "update"]
+        updates = [a for a in attempts if a.action == "update"]
         assert len(updates) == max_attempts
-        assert [a["outcome"] for a in updates] == ["retry"] * (max_attempts - 1) + ["dead"]
-        assert {a["status_code"] for a in updates} == {500}
+        assert [a.outcome for a in updates] == ["retry"] * (max_attempts - 1) + ["dead"]
+        assert {a.status_code for a in updates} == {500}
         # a dead link is not tried again, however much time passes
         patches = sum(1 for r in rig.sims["inboxops"].kit.requests if r.method == "PATCH")
         clock.advance(3600)

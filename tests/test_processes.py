@@ -187,5 +187,5 @@ async def test_sigterm_finishes_in_flight_work_and_leaves_no_claim(tmp_path: Pat
         finally:
             await store.close()
         assert len(created) == recorded_creates
-        assert attempts == [] or all(a["outcome"] != "ok" for a in attempts)
+        assert attempts == [] or all(a.outcome != "ok" for a in attempts)
         assert "ReadTimeout" not in (tmp_path / "gateway.log").read_text()

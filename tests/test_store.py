@@ -176,7 +176,7 @@ async def test_history_kept_and_pruned(store: Store) -> None:
 async def test_system_state_defaults_and_deferral(store: Store) -> None:
     now = utcnow()
     async with store.tx() as tx:
-        assert (await tx.system_state("devhelm"))["paused"] is False
+        assert (await tx.system_state("devhelm")).paused is False
         await tx.set_system("devhelm", deferred_until=now + timedelta(seconds=7))
         await tx.set_system("inboxops", paused=True)
         assert sorted(await tx.held_systems(now)) == ["devhelm", "inboxops"]
@@ -218,7 +218,7 @@ async def test_sqlite_plans_use_the_lookup_and_outbox_indexes(tmp_path: Path) ->
     from the schema; PostgreSQL's planner chooses by statistics): a claim walks the
     partial index of dirty links in id order, never the whole table nor a sort of the
     backlog, and a webhook's object is found by (system, id) without its scope."""
-    from app import store as store_module
+    from app.store import statements
 
     store = await open_store("sqlite", tmp_path)
     async with store.tx() as tx:
@@ -226,11 +226,11 @@ async def test_sqlite_plans_use_the_lookup_and_outbox_indexes(tmp_path: Path) ->
         now = utcnow()
         claim = _plan(
             tx.conn,
-            store_module._CLAIM_LINKS[False],
+            statements.CLAIM_LINKS[False],
             {"b_now": now, "b_until": now, "b_worker": "w", "b_limit": 5},
         )
         lookup = _plan(
-            tx.conn, store_module._LINKS_OF_OBJECTS, {"b_system": "inboxops", "b_ids": ["x1"]}
+            tx.conn, statements.LINKS_OF_OBJECTS, {"b_system": "inboxops", "b_ids": ["x1"]}
         )
     await store.close()
     assert "USING INDEX ix_links_pending" in claim, claim

@@ -14,7 +14,7 @@ from msgspec import UNSET, Meta, UnsetType
 from app.engine import ResyncOutcome
 from app.errors import Missing
 from app.inbox import kept_headers
-from app.model import Priority, Status, WorkItem, as_utc
+from app.model import Priority, Status, WorkItem
 from app.store import Event, HistoryEntry, Link, Tx
 
 log = logging.getLogger("syncgate.admin")
@@ -324,10 +324,6 @@ def history_out(entry: HistoryEntry) -> HistoryOut:
     )
 
 
-def aware(value: datetime | str) -> datetime:
-    return as_utc(datetime.fromisoformat(value) if isinstance(value, str) else value)
-
-
 async def outbox_entry(tx: Tx, link: Link, recent: int = 5) -> OutboxEntry:
     attempts = (await tx.attempts_of(link.id))[-recent:]
     return OutboxEntry(
@@ -344,13 +340,13 @@ async def outbox_entry(tx: Tx, link: Link, recent: int = 5) -> OutboxEntry:
         dead_reason=link.dead_reason,
         recent_attempts=[
             AttemptOut(
-                at=aware(a["at"]),
-                action=a["action"],
-                attempt=a["attempt"],
-                outcome=a["outcome"],
-                status_code=a["status_code"],
-                error=a["error"],
-                duration_ms=a["duration_ms"],
+                at=a.at,
+                action=a.action,
+                attempt=a.attempt,
+                outcome=a.outcome,
+                status_code=a.status_code,
+                error=a.error,
+                duration_ms=a.duration_ms,
             )
             for a in attempts
         ],

@@ -25,17 +25,17 @@ async def _system_status(gateway: Gateway, tx: Tx, name: str) -> SystemStatus:
     depth = (await tx.queue_depth()).get(name, 0)
     dead = (await tx.dead_by_system()).get(name, 0)
     settings = gateway.settings.systems[name]
-    last = state["last_poll_at"]
+    last = state.last_poll_at
     return SystemStatus(
         name=name,
         enabled=name in gateway.adapters,
-        paused=bool(state["paused"]),
+        paused=state.paused,
         poll_interval_s=settings.poll_interval_s,
         last_poll_at=last,
         lag_s=None if last is None else round((gateway.clock() - last).total_seconds(), 3),
-        last_poll_error=state["last_poll_error"],
-        last_write_error=state["last_write_error"],
-        deferred_until=state["deferred_until"],
+        last_poll_error=state.last_poll_error,
+        last_write_error=state.last_write_error,
+        deferred_until=state.deferred_until,
         queue_depth=depth,
         dead_letters=dead,
     )

@@ -1,0 +1,206 @@
+"""Work items and their history."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import datetime
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+
+from app import tables as t
+from app.model import (
+    WorkItem,
+    as_utc,
+)
+from app.store.base import TxBase
+from app.store.records import HistoryEntry, WriteAttempt, aware_or_none, item_of, item_values
+from app.store.statements import ITEMS, ITEMS_LOCKED, SAVE_ITEM
+
+
+class ItemQueries(TxBase):
+    """Work items and their history."""
+
+    # -- work items ------------------------------------------------------------------------
+
+    async def get_item(self, item_id: str, *, lock: bool = False) -> WorkItem | None:
+        """The work item; with ``lock`` its row stays locked until the transaction ends
+        (PostgreSQL), which serializes changes to one item across processes."""
+        query = sa.select(t.work_items).where(t.work_items.c.id == item_id)
+        if lock and self.postgres:
+            query = query.with_for_update()
+        row = (await self._run(query)).first()
+        return None if row is None else item_of(row)
+
+    async def insert_item(self, item: WorkItem) -> None:
+        await self._run(sa.insert(t.work_items).values(**item_values(item)))
+
+    async def items_by_id(
+        self, item_ids: Iterable[str], *, lock: bool = False
+    ) -> dict[str, WorkItem]:
+        """Several work items at once; with ``lock`` (PostgreSQL) their rows stay locked
+        until the transaction ends, taken in id order so two processes cannot deadlock."""
+        ids = sorted(set(item_ids))
+        if not ids:
+            return {}
+        query = ITEMS_LOCKED if lock and self.postgres else ITEMS
+        return {row.id: item_of(row) for row in await self._run(query, {"b_ids": ids})}
+
+    async def save_items(self, items: Iterable[WorkItem]) -> None:
+        rows = []
+        for item in items:
+            values = item_values(item)
+            values["b_id"] = values.pop("id")
+            rows.append(values)
+        if rows:
+            await self._run(SAVE_ITEM, rows)
+
+    async def search_items(
+        self,
+        *,
+        status: str | None = None,
+        system: str | None = None,
+        text: str | None = None,
+        limit: int = 50,
+        offset: int = 0,
+    ) -> tuple[list[WorkItem], int]:
+        query = sa.select(t.work_items)
+        if status:
+            query = query.where(t.work_items.c.status == status)
+        if system:
+            query = query.where(
+                t.work_items.c.id.in_(
+                    sa.select(t.links.c.work_item_id).where(t.links.c.system == system)
+                )
+            )
+        if text:
+            pattern = f"%{text.lower()}%"
+            query = query.where(
+                sa.or_(
+                    sa.func.lower(t.work_items.c.title).like(pattern),
+                    sa.func.lower(t.work_items.c.description).like(pattern),
+                )
+            )
+        total = (
+            await self._run(sa.select(sa.func.count()).select_from(query.subquery()))
+        ).scalar_one()
+        rows = await self._run(
+            query.order_by(t.work_items.c.updated_at.desc(), t.work_items.c.id)
+            .limit(limit)
+            .offset(offset)
+        )
+        return [item_of(r) for r in rows], int(total)
+
+    # -- history and attempts --------------------------------------------------------------
+
+    async def add_history(self, entries: Sequence[HistoryEntry]) -> None:
+        if entries:
+            await self._run(sa.insert(t.history), [msgspec.structs.asdict(e) for e in entries])
+
+    async def history_of(self, item_id: str, limit: int = 500) -> list[HistoryEntry]:
+        rows = await self._run(
+            sa.select(t.history)
+            .where(t.history.c.work_item_id == item_id)
+            .order_by(t.history.c.id)
+            .limit(limit)
+        )
+        return [
+            HistoryEntry(
+                **{k: v for k, v in r._mapping.items() if k not in ("id", "at")},
+                at=aware_or_none(r._mapping["at"]),  # type: ignore[arg-type]
+            )
+            for r in rows
+        ]
+
+    async def add_attempts(self, attempts: Sequence[WriteAttempt]) -> None:
+        if attempts:
+            await self._run(
+                sa.insert(t.write_attempts), [msgspec.structs.asdict(a) for a in attempts]
+            )
+
+    async def attempts_of(self, link_id: int) -> list[WriteAttempt]:
+        rows = await self._run(
+            sa.select(t.write_attempts)
+            .where(t.write_attempts.c.link_id == link_id)
+            .order_by(t.write_attempts.c.id)
+        )
+        fields = WriteAttempt.__struct_fields__
+        return [
+            WriteAttempt(
+                **{k: v for k, v in r._mapping.items() if k in fields}
+                | {"at": as_utc(r._mapping["at"])}
+            )
+            for r in rows
+        ]
+
+    async def prune(self, before: datetime) -> int:
+        """Delete history, attempts and processed events older than ``before``."""
+        n = 0
+        for table, column in (
+            (t.history, t.history.c.at),
+            (t.write_attempts, t.write_attempts.c.at),
+        ):
+            n += int((await self._run(sa.delete(table).where(column < before))).rowcount)
+        n += int(
+            (
+                await self._run(
+                    sa.delete(t.events).where(
+                        t.events.c.received_at < before, t.events.c.state != "pending"
+                    )
+                )
+            ).rowcount
+        )
+        return n
+
+    # -- admin queries ---------------------------------------------------------------------
+
+    async def retry_now(self, link_id: int) -> int:
+        """Make a dirty (not dead) link's write due now, skipping its backoff."""
+        result = await self._run(
+            sa.update(t.links)
+            .where(t.links.c.id == link_id, t.links.c.dirty.is_(True), t.links.c.dead.is_(False))
+            .values(next_attempt_at=None)
+        )
+        return int(result.rowcount)
+
+    async def discard_pending(self, link_id: int) -> int:
+        """Give up on a link's pending or failed (not dead) write: it is no longer dirty."""
+        result = await self._run(
+            sa.update(t.links)
+            .where(t.links.c.id == link_id, t.links.c.dirty.is_(True), t.links.c.dead.is_(False))
+            .values(
+                dirty=False,
+                synced_version=t.links.c.dirty_version,
+                next_attempt_at=None,
+                attempts=0,
+            )
+        )
+        return int(result.rowcount)
+
+    async def dead_by_system(self) -> dict[str, int]:
+        """Dead-lettered writes per system."""
+        rows: Any = await self._run(
+            sa.select(t.links.c.system, sa.func.count())
+            .where(t.links.c.dead.is_(True))
+            .group_by(t.links.c.system)
+        )
+        return {row[0]: int(row[1]) for row in rows}
+
+    async def recent_history(self, item_id: str, limit: int = 100) -> list[HistoryEntry]:
+        """The newest ``limit`` history entries of an item, oldest first."""
+        rows = await self._run(
+            sa.select(t.history)
+            .where(t.history.c.work_item_id == item_id)
+            .order_by(t.history.c.id.desc())
+            .limit(limit)
+        )
+        entries = [
+            HistoryEntry(
+                **{k: v for k, v in r._mapping.items() if k not in ("id", "at")},
+                at=aware_or_none(r._mapping["at"]),  # type: ignore[arg-type]
+            )
+            for r in rows
+        ]
+        entries.reverse()
+        return entries

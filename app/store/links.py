@@ -1,0 +1,337 @@
+"""The mapping table and the outbox: links, claims, finished and failed writes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+import msgspec
+import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
+
+from app import tables as t
+from app.errors import AlreadyLinked
+from app.model import (
+    CreateTarget,
+    ObjectRef,
+    VendorObject,
+)
+from app.store.base import TxBase
+from app.store.records import FinishedWrite, Link, encode_known, link_of
+from app.store.statements import (
+    CLAIM_LINKS,
+    FINISH_WRITE,
+    LINKS_OF_ITEMS,
+    LINKS_OF_OBJECTS,
+    MARK_DIRTY,
+    RECORD_SEEN,
+    created_values,
+)
+
+
+class LinkQueries(TxBase):
+    """The mapping table and the outbox: links, claims, finished and failed writes."""
+
+    # -- links -----------------------------------------------------------------------------
+
+    async def link_for(self, ref: ObjectRef) -> Link | None:
+        """The link of a vendor object. A ref with an empty scope (a webhook hint that
+        names only the id) matches the object in any scope of its system."""
+        return (await self.links_for([ref])).get(ref)
+
+    async def get_link(self, link_id: int) -> Link | None:
+        row = (await self._run(sa.select(t.links).where(t.links.c.id == link_id))).first()
+        return None if row is None else link_of(row)
+
+    async def links_of(self, item_id: str) -> list[Link]:
+        rows = await self._run(
+            sa.select(t.links).where(t.links.c.work_item_id == item_id).order_by(t.links.c.id)
+        )
+        return [link_of(r) for r in rows]
+
+    async def insert_link(
+        self,
+        *,
+        work_item_id: str,
+        system: str,
+        scope: str,
+        now: datetime,
+        seen: VendorObject | None = None,
+        create_target: CreateTarget | None = None,
+        version: int = 1,
+        dirty: bool = False,
+    ) -> int:
+        """Add a link: either to an object we have seen (``seen``), or to one still to be
+        created (``create_target``; it is dirty until created)."""
+        values: dict[str, Any] = {
+            "work_item_id": work_item_id,
+            "system": system,
+            "scope": scope,
+            "created_at": now,
+            "dirty": dirty,
+            "dirty_version": version if dirty else 0,
+            "synced_version": 0 if dirty else version,
+            "attempts": 0,
+            "dead": False,
+        }
+        if seen is not None:
+            values |= {
+                "external_id": seen.ref.external_id,
+                "known_state": encode_known(seen),
+                "vendor_updated_at": seen.updated_at,
+                "last_synced_at": now,
+            }
+        if create_target is not None:
+            values["create_target"] = msgspec.to_builtins(create_target)
+        try:
+            result = await self._run(sa.insert(t.links).values(**values).returning(t.links.c.id))
+        except IntegrityError:
+            what = seen.ref.external_id if seen is not None else "(to be created)"
+            raise AlreadyLinked(f"{system} object {what!r} is linked already") from None
+        link_id = int(result.scalar_one())
+        if create_target is not None:
+            await self._run(
+                sa.update(t.links)
+                .where(t.links.c.id == link_id)
+                .values(idempotency_key=f"syncgate-{work_item_id}-{link_id}")
+            )
+        return link_id
+
+    async def links_for(self, refs: Iterable[ObjectRef]) -> dict[ObjectRef, Link]:
+        """The links of several vendor objects (``link_for`` for each, in one query per
+        system); objects with no link are left out."""
+        refs = list(refs)
+        wanted: dict[str, set[str]] = {}
+        for ref in refs:
+            wanted.setdefault(ref.system, set()).add(ref.external_id)
+        by_object: dict[tuple[str, str], list[Link]] = {}
+        for system, ids in wanted.items():
+            rows = await self._run(LINKS_OF_OBJECTS, {"b_system": system, "b_ids": sorted(ids)})
+            for row in rows:
+                link = link_of(row)
+                by_object.setdefault((system, link.external_id or ""), []).append(link)
+        out: dict[ObjectRef, Link] = {}
+        for ref in refs:
+            for link in by_object.get((ref.system, ref.external_id), ()):
+                if not ref.scope or link.scope == ref.scope:
+                    out[ref] = link
+                    break
+        return out
+
+    async def links_of_items(self, item_ids: Iterable[str]) -> list[Link]:
+        ids = sorted(set(item_ids))
+        if not ids:
+            return []
+        return [link_of(r) for r in await self._run(LINKS_OF_ITEMS, {"b_ids": ids})]
+
+    async def record_seen_many(
+        self, seen: Iterable[tuple[int, VendorObject]], now: datetime
+    ) -> None:
+        rows = [
+            {
+                "b_id": link_id,
+                "known_state": encode_known(obj),
+                "vendor_updated_at": obj.updated_at,
+                "last_synced_at": now,
+            }
+            for link_id, obj in seen
+        ]
+        if rows:
+            await self._run(RECORD_SEEN, rows)
+
+    async def mark_dirty(self, link_ids: Iterable[int], version: int) -> None:
+        await self.mark_dirty_many({link_id: version for link_id in link_ids})
+
+    async def mark_dirty_many(self, versions: Mapping[int, int]) -> None:
+        """Mark links dirty: each must reach (at least) the item version given for it."""
+        rows = [{"b_id": link_id, "b_version": v} for link_id, v in sorted(versions.items())]
+        if rows:
+            await self._run(MARK_DIRTY[self.dialect == "sqlite"], rows)
+
+    async def unlink(self, link_id: int) -> None:
+        await self._run(sa.delete(t.links).where(t.links.c.id == link_id))
+
+    async def move_link(self, link_id: int, work_item_id: str, version: int) -> None:
+        """Move a link to another work item, at that item's ``version``: the version
+        bookkeeping starts afresh (the old item's versions mean nothing to the new one),
+        and a live link is marked to receive the new item's state."""
+        await self._run(
+            sa.update(t.links)
+            .where(t.links.c.id == link_id)
+            .values(
+                work_item_id=work_item_id,
+                dirty=sa.not_(t.links.c.dead),
+                dirty_version=version,
+                synced_version=0,
+                attempts=0,
+                next_attempt_at=None,
+            )
+        )
+
+    async def renew_claims(self, link_ids: Iterable[int], *, worker: str, until: datetime) -> int:
+        """Extend this worker's claims on links whose writes are still in flight; returns
+        how many it still held."""
+        ids = sorted(set(link_ids))
+        if not ids:
+            return 0
+        result = await self._run(
+            sa.update(t.links)
+            .where(t.links.c.id.in_(ids), t.links.c.claimed_by == worker)
+            .values(claimed_until=until)
+        )
+        return int(result.rowcount)
+
+    async def save_create_intent(self, link_id: int, payload: dict[str, Any]) -> None:
+        """Keep the fields the first create attempt sends (once: a retry keeps them)."""
+        await self._run(
+            sa.update(t.links)
+            .where(t.links.c.id == link_id, t.links.c.create_payload.is_(None))
+            .values(create_payload=payload)
+        )
+
+    async def repair_dirty_version(self, link_id: int, version: int) -> None:
+        """Bring a link's target version back to its item's (it can only be ahead after
+        bookkeeping from another item; the write made now renders the item as it is)."""
+        await self._run(
+            sa.update(t.links)
+            .where(t.links.c.id == link_id, t.links.c.dirty_version > version)
+            .values(dirty_version=version)
+        )
+
+    # -- outbox: claiming and finishing writes ---------------------------------------------
+
+    async def claim_due_links(
+        self, *, worker: str, now: datetime, lease: timedelta, limit: int
+    ) -> list[Link]:
+        """Claim up to ``limit`` dirty links that are due, one writer per link: a claim is
+        a lease that lapses, so a crashed worker's links are picked up again. Links of
+        systems that are paused or deferred by a 429 wait."""
+        params = {"b_now": now, "b_until": now + lease, "b_worker": worker, "b_limit": limit}
+        statement = CLAIM_LINKS[self.postgres]
+        rows = await self._run(statement, params)
+        return sorted((link_of(r) for r in rows), key=lambda link: link.id)
+
+    async def finish_write(
+        self,
+        link: Link,
+        obj: VendorObject | None,
+        *,
+        version: int,
+        now: datetime,
+    ) -> None:
+        """The object now holds the item at ``version`` (``obj`` is what the vendor
+        returned; None when no call was needed). It stays dirty if the item moved on."""
+        await self.finish_writes([FinishedWrite(link=link, obj=obj, version=version)], now=now)
+
+    async def finish_writes(self, finished: Sequence[FinishedWrite], *, now: datetime) -> None:
+        """``finish_write`` for several links, in two statements at most. A link whose
+        claim was lost (its lease lapsed and another writer took it) is left alone."""
+        synced = []
+        written = []
+        for f in finished:
+            row: dict[str, Any] = {
+                "b_id": f.link.id,
+                "b_claimed_by": f.link.claimed_by or "",
+                "b_version": f.version,
+                "b_again": f.again or now,
+            }
+            if f.obj is None:
+                synced.append(row)
+            else:
+                written.append(row | created_values(f.link, f.obj, now))
+        if synced:
+            await self._run(FINISH_WRITE, synced)
+        if written:
+            await self._run(FINISH_WRITE, written)
+
+    async def record_created(self, link: Link, obj: VendorObject, now: datetime) -> None:
+        """Link the object a create made, although the write is not finished (a call
+        after the create failed): the next attempt updates it instead of creating."""
+        await self._run(
+            sa.update(t.links)
+            .where(t.links.c.id == link.id)
+            .values(**created_values(link, obj, now))
+        )
+
+    async def retry_link_later(
+        self, link: Link, *, error: str, at: datetime, count_attempt: bool = True
+    ) -> None:
+        await self._run(
+            sa.update(t.links)
+            .where(t.links.c.id == link.id, t.links.c.claimed_by == link.claimed_by)
+            .values(
+                attempts=t.links.c.attempts + (1 if count_attempt else 0),
+                next_attempt_at=at,
+                last_error=error,
+                claimed_by=None,
+                claimed_until=None,
+            )
+        )
+
+    async def dead_letter(self, link: Link, reason: str) -> None:
+        await self._run(
+            sa.update(t.links)
+            .where(t.links.c.id == link.id)
+            .values(
+                dead=True,
+                dead_reason=reason,
+                last_error=reason,
+                attempts=t.links.c.attempts + 1,
+                claimed_by=None,
+                claimed_until=None,
+            )
+        )
+
+    async def revive(self, link_id: int | None = None) -> int:
+        """Retry dead-lettered writes (one, or all): they become due now."""
+        query = sa.update(t.links).where(t.links.c.dead.is_(True))
+        if link_id is not None:
+            query = query.where(t.links.c.id == link_id)
+        result = await self._run(
+            query.values(dead=False, dead_reason=None, attempts=0, next_attempt_at=None, dirty=True)
+        )
+        return int(result.rowcount)
+
+    async def discard(self, link_id: int | None = None) -> int:
+        """Give up on dead-lettered writes: they are no longer dirty (nor dead)."""
+        query = sa.update(t.links).where(t.links.c.dead.is_(True))
+        if link_id is not None:
+            query = query.where(t.links.c.id == link_id)
+        result = await self._run(
+            query.values(dead=False, dirty=False, synced_version=t.links.c.dirty_version)
+        )
+        return int(result.rowcount)
+
+    async def outbox(self, state: str, limit: int = 100, offset: int = 0) -> list[Link]:
+        """Links by outbox state: ``pending`` (dirty, not yet tried), ``failed`` (dirty,
+        retrying after errors), ``dead``."""
+        query = sa.select(t.links)
+        if state == "dead":
+            query = query.where(t.links.c.dead.is_(True))
+        elif state == "failed":
+            query = query.where(
+                t.links.c.dirty.is_(True), t.links.c.dead.is_(False), t.links.c.attempts > 0
+            )
+        else:
+            query = query.where(
+                t.links.c.dirty.is_(True), t.links.c.dead.is_(False), t.links.c.attempts == 0
+            )
+        rows = await self._run(query.order_by(t.links.c.id).limit(limit).offset(offset))
+        return [link_of(r) for r in rows]
+
+    async def queue_depth(self) -> dict[str, int]:
+        """Dirty (not dead) links per system."""
+        rows: Any = await self._run(
+            sa.select(t.links.c.system, sa.func.count())
+            .where(t.links.c.dirty.is_(True), t.links.c.dead.is_(False))
+            .group_by(t.links.c.system)
+        )
+        return {row[0]: int(row[1]) for row in rows}
+
+    async def dead_count(self) -> int:
+        return int(
+            (
+                await self._run(sa.select(sa.func.count()).where(t.links.c.dead.is_(True)))
+            ).scalar_one()
+        )

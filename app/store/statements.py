@@ -1,0 +1,161 @@
+"""The statements of the hot paths, built once with bound parameters (a "b_" name is a
+bound parameter; the others are the columns they set)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from app import tables as t
+from app.model import (
+    VendorObject,
+)
+from app.store.records import Link, encode_known
+from app.tables import TZ
+
+SAVE_ITEM = sa.update(t.work_items).where(t.work_items.c.id == sa.bindparam("b_id"))
+RECORD_SEEN = sa.update(t.links).where(t.links.c.id == sa.bindparam("b_id"))
+MARK_DIRTY = {
+    sqlite: sa.update(t.links)
+    .where(t.links.c.id == sa.bindparam("b_id"))
+    .values(
+        dirty=True,
+        dirty_version=(sa.func.max if sqlite else sa.func.greatest)(
+            t.links.c.dirty_version, sa.bindparam("b_version")
+        ),
+    )
+    for sqlite in (True, False)
+}
+FINISH_WRITE = (
+    sa.update(t.links)
+    .where(
+        t.links.c.id == sa.bindparam("b_id"),
+        sa.func.coalesce(t.links.c.claimed_by, "") == sa.bindparam("b_claimed_by"),
+    )
+    .values(
+        synced_version=sa.bindparam("b_version"),
+        dirty=t.links.c.dirty_version > sa.bindparam("b_version"),
+        attempts=0,
+        # still dirty (the item moved on meanwhile): due again at b_again
+        next_attempt_at=sa.case(
+            (
+                t.links.c.dirty_version > sa.bindparam("b_version"),
+                sa.bindparam("b_again", type_=TZ),
+            ),
+            else_=None,
+        ),
+        claimed_by=None,
+        claimed_until=None,
+        last_error=None,
+    )
+)
+
+
+def held_systems_query(now: Any) -> sa.Select[Any]:
+    """Systems whose writes wait: paused, or deferred by a 429."""
+    return sa.select(t.systems.c.system).where(
+        sa.or_(t.systems.c.paused.is_(True), t.systems.c.deferred_until > now)
+    )
+
+
+def claim_links_query(postgres: bool) -> Any:
+    """Claim due dirty links of systems not held back (parameters b_now, b_until,
+    b_worker, b_limit)."""
+    now = sa.bindparam("b_now", type_=TZ)
+    due = (
+        sa.select(t.links.c.id)
+        .where(
+            t.links.c.dirty.is_(True),
+            t.links.c.dead.is_(False),
+            sa.or_(t.links.c.next_attempt_at.is_(None), t.links.c.next_attempt_at <= now),
+            sa.or_(t.links.c.claimed_until.is_(None), t.links.c.claimed_until < now),
+        )
+        .order_by(t.links.c.id)  # ix_links_pending: no sort, whatever the backlog
+        .limit(sa.bindparam("b_limit", type_=sa.Integer))
+    )
+    due = due.where(t.links.c.system.not_in(held_systems_query(now)))
+    if postgres:
+        due = due.with_for_update(skip_locked=True)
+    return (
+        sa.update(t.links)
+        .where(t.links.c.id.in_(due.scalar_subquery()))
+        .values(
+            claimed_by=sa.bindparam("b_worker"),
+            claimed_until=sa.bindparam("b_until", type_=TZ),
+            create_claims=t.links.c.create_claims
+            + sa.case((t.links.c.external_id.is_(None), 1), else_=0),
+            create_started_at=sa.case(
+                (
+                    t.links.c.external_id.is_(None),
+                    sa.func.coalesce(t.links.c.create_started_at, now),
+                ),
+                else_=t.links.c.create_started_at,
+            ),
+        )
+        .returning(*t.links.c)
+    )
+
+
+def claim_events_query(postgres: bool) -> Any:
+    """Claim due pending events (parameters b_now, b_until, b_limit)."""
+    due = (
+        sa.select(t.events.c.id)
+        .where(
+            t.events.c.state == "pending",
+            sa.or_(
+                t.events.c.claimed_until.is_(None),
+                t.events.c.claimed_until < sa.bindparam("b_now", type_=TZ),
+            ),
+        )
+        .order_by(t.events.c.id)
+        .limit(sa.bindparam("b_limit", type_=sa.Integer))
+    )
+    if postgres:
+        due = due.with_for_update(skip_locked=True)
+    return (
+        sa.update(t.events)
+        .where(t.events.c.id.in_(due.scalar_subquery()))
+        .values(claimed_until=sa.bindparam("b_until", type_=TZ), attempts=t.events.c.attempts + 1)
+        .returning(*t.events.c)
+    )
+
+
+# The claims and bulk reads of the hot paths, built once (their parameters are bound).
+CLAIM_LINKS = {postgres: claim_links_query(postgres) for postgres in (True, False)}
+CLAIM_EVENTS = {postgres: claim_events_query(postgres) for postgres in (True, False)}
+IDS: Any = sa.bindparam("b_ids", expanding=True)
+ITEMS = sa.select(t.work_items).where(t.work_items.c.id.in_(IDS)).order_by(t.work_items.c.id)
+ITEMS_LOCKED = ITEMS.with_for_update()
+LINKS_OF_ITEMS = sa.select(t.links).where(t.links.c.work_item_id.in_(IDS)).order_by(t.links.c.id)
+LINKS_OF_OBJECTS = (
+    sa.select(t.links)
+    .where(t.links.c.system == sa.bindparam("b_system"), t.links.c.external_id.in_(IDS))
+    .order_by(t.links.c.id)
+)
+
+
+def created_values(link: Link, obj: VendorObject, now: datetime) -> dict[str, Any]:
+    """The columns that record the object a write returned."""
+    return {
+        "external_id": obj.ref.external_id,
+        "scope": obj.ref.scope or link.scope,
+        "known_state": encode_known(obj),
+        "vendor_updated_at": obj.updated_at,
+        "last_synced_at": now,
+        "create_target": None,
+    }
+
+
+RECORD_EVENT = {
+    postgres: (pg_insert if postgres else sqlite_insert)(t.events)
+    .on_conflict_do_nothing(index_elements=["system", "delivery_id"])
+    .returning(t.events.c.id, t.events.c.system, t.events.c.delivery_id)
+    for postgres in (True, False)
+}
+FINISH_EVENT = (
+    sa.update(t.events).where(t.events.c.id == sa.bindparam("b_id")).values(claimed_until=None)
+)

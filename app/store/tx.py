@@ -1,0 +1,11 @@
+"""``Tx``: one transaction and every operation run inside it, grouped by what they touch."""
+
+from __future__ import annotations
+
+from app.store.events import EventQueries
+from app.store.items import ItemQueries
+from app.store.links import LinkQueries
+
+
+class Tx(ItemQueries, LinkQueries, EventQueries):
+    """One database transaction and the operations run inside it."""
