@@ -1,4 +1,4 @@
-"""The database schema (SQLModel tables). Only ``app/store.py`` and the migrations use it.
+"""The database schema (SQLModel tables). Only ``app/store/`` and the migrations use it.
 
 - work_items: the canonical state, one row per work item.
 - links: the mapping table (work item x vendor object), with the state last known for the
