@@ -7,6 +7,7 @@ from __future__ import annotations
 import email.utils
 import math
 import re
+import socket
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -170,6 +171,22 @@ def raise_for_status(
     raise Rejected(system, message, status=status)
 
 
+def _connect_failure(exc: httpx.ConnectTimeout) -> str:
+    """What a failed connection was: refused, an unknown host, another OS error, or
+    (with no OS error underneath) a real timeout."""
+    cause: BaseException | None = exc.__cause__ or exc.__context__
+    while cause is not None and not isinstance(cause, OSError):
+        cause = cause.__cause__ or cause.__context__
+    if cause is None:
+        return f"timeout: {type(exc).__name__}"
+    text = str(cause)
+    if isinstance(cause, ConnectionRefusedError) or "Connect call failed" in text:
+        return f"connection refused: {text}"
+    if isinstance(cause, socket.gaierror) or "Name or service not known" in text:
+        return f"cannot resolve host: {text}"
+    return f"connection error: {text}"
+
+
 async def send(
     client: httpx.AsyncClient,
     system: str,
@@ -187,6 +204,10 @@ async def send(
     """
     try:
         response = await client.request(method, url, **kwargs)
+    except httpx.ConnectTimeout as exc:
+        # httpx-aiohttp reports a refused connection or an unknown host as a
+        # ConnectTimeout; an OSError underneath says what really happened
+        raise TransientError(system, _connect_failure(exc)) from exc
     except httpx.TimeoutException as exc:
         raise TransientError(system, f"timeout: {type(exc).__name__}") from exc
     except httpx.TransportError as exc:

@@ -15,6 +15,7 @@ import os
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit
 
 import httpx
 from httpx_aiohttp import AiohttpTransport
@@ -82,12 +83,38 @@ def http_client(system: SystemSettings) -> httpx.AsyncClient:
         max_connections=system.max_connections,
         max_keepalive_connections=system.max_connections,
     )
+    proxy = proxy_for(system, os.environ)
     return httpx.AsyncClient(
         timeout=httpx.Timeout(system.timeout_s),
         limits=limits,
-        transport=AiohttpTransport(limits=limits),
+        transport=AiohttpTransport(
+            limits=limits, proxy=httpx.Proxy(proxy) if proxy is not None else None
+        ),
         follow_redirects=False,
     )
+
+
+def proxy_for(system: SystemSettings, environ: Mapping[str, str]) -> str | None:
+    """The proxy a vendor's API is reached through: the system's ``proxy`` if set
+    (``""``: none), else ``HTTPS_PROXY`` / ``HTTP_PROXY`` for its URL's scheme, unless
+    ``NO_PROXY`` covers its host (the transport does not read the environment itself)."""
+    if system.proxy is not None:
+        return system.proxy or None
+    env = {k.lower(): v for k, v in environ.items()}
+    parts = urlsplit(system.base_url)
+    url = env.get(f"{parts.scheme}_proxy") or (env.get("all_proxy") if parts.scheme else None)
+    if not url or _bypassed(parts.hostname or "", env.get("no_proxy", "")):
+        return None
+    return url
+
+
+def _bypassed(host: str, no_proxy: str) -> bool:
+    """Whether ``NO_PROXY`` (comma-separated hosts, domain suffixes, or ``*``) covers
+    ``host``."""
+    for entry in (e.strip().lower().lstrip(".") for e in no_proxy.split(",")):
+        if entry == "*" or (entry and (host == entry or host.endswith("." + entry))):
+            return True
+    return False
 
 
 class Gateway:

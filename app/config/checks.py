@@ -130,6 +130,11 @@ class Checker:
             parts = urlsplit(base_url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 self.issue(f"{path}.base_url", f"expected an http(s):// URL, got {base_url!r}")
+        proxy = system.get("proxy")
+        if isinstance(proxy, str) and proxy:
+            parts = urlsplit(proxy)
+            if parts.scheme not in ("http", "https") or not parts.hostname:
+                self.issue(f"{path}.proxy", "expected an http(s)://host:port URL")
         self.env_name(system.get("api_key_env"), f"{path}.api_key_env")
         for index, env in enumerate(system.get("webhook_secret_envs") or []):
             self.env_name(env, f"{path}.webhook_secret_envs[{index}]")

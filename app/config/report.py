@@ -61,6 +61,8 @@ def dump_effective(settings: Settings) -> dict[str, Any]:
     data["database_url"] = _mask_url(data["database_url"])
     for system in data.get("systems", {}).values():
         system["options"] = _mask(system.get("options", {}), hide=False)
+        if system.get("proxy"):
+            system["proxy"] = _mask_url(system["proxy"])
     for rule in data.get("create_rules", []):
         for target in rule.get("create_in", []):
             target["params"] = _mask(target.get("params", {}), hide=False)

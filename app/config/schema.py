@@ -63,6 +63,10 @@ class SystemSettings(Base, frozen=True, kw_only=True):
     #: Concurrent outbound requests to this vendor.
     max_connections: int = 16
     timeout_s: float = 10.0
+    #: Outbound proxy for this vendor's API (``http://[user:pass@]host:port``). Unset:
+    #: ``HTTPS_PROXY`` / ``HTTP_PROXY`` from the environment, honouring ``NO_PROXY``;
+    #: ``""``: never a proxy.
+    proxy: str | None = None
     #: Read the object before each update and fold what changed into the work item
     #: first, so a change the gateway has not seen (no webhook yet, or none at all) is
     #: never overwritten. One extra GET per update.
