@@ -4,6 +4,7 @@ gateway and the simulators, on SQLite and PostgreSQL."""
 from __future__ import annotations
 
 import asyncio
+import json
 
 import pytest
 
@@ -170,3 +171,25 @@ async def test_unreachable_gateway_and_refused_key(
         assert await cli("dead-letters", "--url", rig.gateway_url) == 1
         err = capsys.readouterr().err
         assert "SYNCGATE_ADMIN_KEY is not set" in err and "admin key required" in err
+
+
+async def test_pause_resume_retry_and_json_output(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    async with admin(store) as (rig, client):
+        item_id, links = await fan_out(rig)
+        url = ("--url", rig.gateway_url)
+        assert await cli("pause", "devhelm", *url) == 0
+        assert "devhelm paused" in capsys.readouterr().out
+        assert await cli("status", "-o", "json", *url) == 0
+        systems = {s["name"]: s for s in json.loads(capsys.readouterr().out)["systems"]}
+        assert systems["devhelm"]["paused"] is True and systems["inboxops"]["paused"] is False
+        assert await cli("resume", "devhelm", *url) == 0
+        assert "devhelm resumed" in capsys.readouterr().out
+        await fault(rig, "devhelm", status=422, count=1, methods=["PUT"])
+        ok(await client.patch(f"/admin/work-items/{item_id}", json={"status": "resolved"}))
+        await rig.gateway.dispatcher.run_until_idle()  # the DevHelm write is dead-lettered
+        assert await cli("retry", str(links["devhelm"]["id"]), *url) == 0
+        assert f"retrying link {links['devhelm']['id']}: devhelm" in capsys.readouterr().out
+        assert await cli("retry", str(links["devhelm"]["id"]), *url) == 1  # nothing pending now
+        assert "(409)" in capsys.readouterr().err

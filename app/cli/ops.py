@@ -4,6 +4,11 @@
     syncgate dead-letters [--retry-all|--discard-all] list (and retry or drop) dead letters
     syncgate link WORK_ITEM SYSTEM EXTERNAL_ID [--scope S]
     syncgate item ID | SYSTEM:EXTERNAL_ID             an item, its links, recent history
+    syncgate pause SYSTEM | syncgate resume SYSTEM     hold a system's polls and writes, or
+                                                      let them go (resume lifts a deferral)
+    syncgate retry LINK_ID                            retry one write now (dead or failed)
+
+``-o json`` prints the admin API's answer as JSON instead of a table, for scripts.
 
 The gateway is ``--url`` (default ``$SYNCGATE_URL`` or http://127.0.0.1:8080); the admin key
 is read from ``$SYNCGATE_ADMIN_KEY`` only (never from the command line, where ``ps`` would
@@ -13,6 +18,7 @@ show it). Errors go to stderr with exit status 1.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -107,8 +113,18 @@ def _when(value: str | None) -> str | None:
 # -- commands ---------------------------------------------------------------------------------
 
 
+def _json(args: argparse.Namespace, data: Any) -> bool:
+    """With ``-o json``, print ``data`` as JSON and say so."""
+    if getattr(args, "output", "table") != "json":
+        return False
+    print(json.dumps(data, indent=2, sort_keys=True))
+    return True
+
+
 def cmd_status(client: AdminClient, args: argparse.Namespace) -> int:
     data = client.call("GET", "/admin/systems")
+    if _json(args, data):
+        return 0
     rows = [
         (
             s["name"],
@@ -162,6 +178,8 @@ def _all_dead(client: AdminClient) -> list[dict[str, Any]]:
 
 def cmd_dead_letters(client: AdminClient, args: argparse.Namespace) -> int:
     dead = _all_dead(client)
+    if not (args.retry_all or args.discard_all) and _json(args, dead):
+        return 0
     if not dead:
         print("no dead letters")
         return 0
@@ -208,6 +226,8 @@ def cmd_dead_letters(client: AdminClient, args: argparse.Namespace) -> int:
 def cmd_link(client: AdminClient, args: argparse.Namespace) -> int:
     body = {"system": args.system, "external_id": args.external_id, "scope": args.scope}
     link = client.call("POST", f"/admin/work-items/{args.work_item_id}/links", json=body)
+    if _json(args, link):
+        return 0
     print(
         f"linked {link['system']} {link['external_id']} to work item {link['work_item_id']}"
         f" (link {link['id']}, write {link['state']})"
@@ -225,6 +245,8 @@ def cmd_item(client: AdminClient, args: argparse.Namespace) -> int:
         detail = client.call("GET", "/admin/lookup", params=params)
     else:
         detail = client.call("GET", f"/admin/work-items/{ref}", params={"history": args.history})
+    if _json(args, detail):
+        return 0
     item = detail["item"]
     print(f"work item {item['id']}  (version {item['version']})")
     for name in ("title", "status", "priority", "assignee", "snoozed_until"):
@@ -257,6 +279,25 @@ def cmd_item(client: AdminClient, args: argparse.Namespace) -> int:
                 [(_when(h["at"]), h["kind"], h["system"], h["field"], _change(h)) for h in history],
             )
         )
+    return 0
+
+
+def cmd_pause(client: AdminClient, args: argparse.Namespace) -> int:
+    verb = "pause" if args.command == "pause" else "resume"
+    status = client.call("POST", f"/admin/systems/{args.system}/{verb}")
+    if _json(args, status):
+        return 0
+    what = "paused: no polls, its writes wait" if status["paused"] else "resumed"
+    print(f"{status['name']} {what} (queue {status['queue_depth']})")
+    return 0
+
+
+def cmd_retry(client: AdminClient, args: argparse.Namespace) -> int:
+    entry = client.call("POST", f"/admin/outbox/{args.link_id}/retry")
+    if _json(args, entry):
+        return 0
+    target = entry["external_id"] or "(to be created)"
+    print(f"retrying link {entry['link_id']}: {entry['system']} {target}, due now")
     return 0
 
 
@@ -294,6 +335,13 @@ def register(sub: Any) -> None:
         help=f"the gateway (default: ${URL_ENV} or {DEFAULT_URL}); key from ${KEY_ENV}",
     )
     common.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    common.add_argument(
+        "-o",
+        "--output",
+        choices=("table", "json"),
+        default="table",
+        help="table for people (default), json for scripts",
+    )
 
     p = sub.add_parser("status", parents=[common], help="systems, queue depth and dead letters")
     p.set_defaults(func=_run(cmd_status))
@@ -318,3 +366,15 @@ def register(sub: Any) -> None:
     p.add_argument("--scope", default="", help="scope of SYSTEM:EXTERNAL_ID (optional)")
     p.add_argument("--history", type=int, default=20, help="history entries to show")
     p.set_defaults(func=_run(cmd_item))
+
+    for verb, text in (
+        ("pause", "pause a system: no polls, its writes wait"),
+        ("resume", "resume a paused system"),
+    ):
+        p = sub.add_parser(verb, parents=[common], help=text)
+        p.add_argument("system")
+        p.set_defaults(func=_run(cmd_pause))
+
+    p = sub.add_parser("retry", parents=[common], help="retry one write now (dead or failed)")
+    p.add_argument("link_id")
+    p.set_defaults(func=_run(cmd_retry))
