@@ -191,5 +191,6 @@ async def test_pause_resume_retry_and_json_output(
         await rig.gateway.dispatcher.run_until_idle()  # the DevHelm write is dead-lettered
         assert await cli("retry", str(links["devhelm"]["id"]), *url) == 0
         assert f"retrying link {links['devhelm']['id']}: devhelm" in capsys.readouterr().out
+        await rig.gateway.dispatcher.run_until_idle()  # the retried write goes through
         assert await cli("retry", str(links["devhelm"]["id"]), *url) == 1  # nothing pending now
         assert "(409)" in capsys.readouterr().err
