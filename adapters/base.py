@@ -118,21 +118,9 @@ class Adapter(abc.ABC):
         return values, unmapped
 
     def differs(self, obj: VendorObject | None, target: Fields) -> Fields:
-        """The fields of ``target`` that ``obj`` does not already hold *in meaning*.
-
-        Mapped enums compare through the value map (``ValueMap.holds``); other fields
-        compare by value. With no ``obj`` (not yet created) every field differs.
-        """
-        if obj is None:
-            return target
-        out: dict[str, Any] = {}
-        for name, value in target.items():
-            if name in MAPPED_FIELDS and name in self.value_maps:
-                if not self.value_maps[name].holds(obj.native.get(name), str(value)):
-                    out[name] = value
-            elif getattr(obj.fields, name) != value:
-                out[name] = value
-        return Fields(**out)
+        """The fields of ``target`` that ``obj`` does not already hold *in meaning*,
+        through this adapter's value maps (``differs_in_meaning``)."""
+        return differs_in_meaning(self.value_maps, obj, target)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -191,6 +179,29 @@ class Adapter(abc.ABC):
         """Read a verified delivery. Raises ``MalformedPayload`` (not JSON) or
         ``UnreadablePayload`` (not a shape this vendor sends). No I/O.
         """
+
+
+def differs_in_meaning(
+    value_maps: Mapping[str, ValueMap], obj: VendorObject | None, target: Fields
+) -> Fields:
+    """The fields of ``target`` that ``obj`` does not already hold *in meaning*.
+
+    Mapped enums compare through the system's value map (``ValueMap.holds``: DevHelm
+    MONITORING already means canonical ``acknowledged``); other fields compare by value.
+    With no ``obj`` (not yet created) every field differs. The one implementation: the
+    adapters use it through ``Adapter.differs``, the engine and the dispatcher through
+    ``Rules.differs``.
+    """
+    if obj is None:
+        return target
+    out: dict[str, Any] = {}
+    for name, value in target.items():
+        if name in MAPPED_FIELDS and name in value_maps:
+            if not value_maps[name].holds(obj.native.get(name), str(value)):
+                out[name] = value
+        elif getattr(obj.fields, name) != value:
+            out[name] = value
+    return Fields(**out)
 
 
 def lower_headers(headers: Mapping[str, str] | Sequence[tuple[str, str]]) -> dict[str, str]:

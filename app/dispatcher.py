@@ -359,7 +359,7 @@ class Dispatcher:
             link.create_target, fields, link.idempotency_key, earlier_since=earlier
         )
         target = item.fields().only(self.rules.out_fields(link.system))
-        rest = adapter.differs(result.obj, target)
+        rest = self.rules.differs(link.system, result.obj, target)
         if not rest.is_empty():  # a field the create call could not carry, or a newer value
             result.obj = await adapter.update(result.obj.ref, rest, current=result.obj)
 
@@ -379,7 +379,7 @@ class Dispatcher:
             result.version = item.version
         assert link.ref is not None
         target = item.fields().only(self.rules.out_fields(link.system))
-        changes = adapter.differs(known, target)
+        changes = self.rules.differs(link.system, known, target)
         if changes.is_empty():
             return
         result.called = True

@@ -117,6 +117,12 @@ def _bypassed(host: str, no_proxy: str) -> bool:
     return False
 
 
+def compile_rules(settings: Settings, adapters: Mapping[str, Adapter]) -> Rules:
+    """The rules, with each system's effective value maps: the adapter's defaults with
+    the config's overrides laid over them (``Adapter.value_maps``)."""
+    return Rules(settings, adapters, {name: a.value_maps for name, a in adapters.items()})
+
+
 class Gateway:
     """Every long-lived part of a running gateway, and their start and stop."""
 
@@ -141,9 +147,9 @@ class Gateway:
         self._own_clients: list[httpx.AsyncClient] = []
         self._clients: dict[str, httpx.AsyncClient] = dict(clients or {})
         self.adapters: dict[str, Adapter] = self._build_adapters(settings, secrets)
-        self.rules = Rules(settings, self.adapters)
+        self.rules = compile_rules(settings, self.adapters)
         self.ingest = IngestFirst()
-        self.engine = Engine(store, self.rules, self.adapters, clock=clock)
+        self.engine = Engine(store, self.rules, readers=self.adapters, clock=clock)
         self.dispatcher = Dispatcher(
             store,
             self.rules,
@@ -200,7 +206,7 @@ class Gateway:
         adapter options take effect at once. Systems added or removed and poll intervals
         take effect at the next restart (the loops are started per system)."""
         adapters = self._build_adapters(settings, secrets)
-        rules = Rules(settings, adapters)
+        rules = compile_rules(settings, adapters)
         self.settings = settings
         self.secrets = secrets
         # the parts share these objects: update them in place

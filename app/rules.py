@@ -1,7 +1,10 @@
-"""Compiled sync rules: field directions, conflict policy and creation rules (pure).
+"""Compiled sync rules: field directions, conflict policy, creation rules, and each
+system's value maps for comparing in meaning (pure).
 
-Built once from ``Settings`` and what each system's adapter can read and write; the engine
-and the dispatcher ask it questions and never read the raw settings.
+Built once from ``Settings``, what each system's adapter can read and write, and each
+system's effective value maps (the adapter's defaults with the config's overrides laid
+over them); the engine and the dispatcher ask it questions and never read the raw
+settings or an adapter's maps.
 """
 
 from __future__ import annotations
@@ -10,8 +13,9 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+from adapters.base import differs_in_meaning
 from app.config.schema import Conflict, CreateRule, Direction, Settings
-from app.model import FIELD_NAMES, Priority, VendorObject
+from app.model import FIELD_NAMES, Fields, Priority, ValueMap, VendorObject
 
 PRIORITY_ORDER = {p: i for i, p in enumerate(Priority)}
 
@@ -30,9 +34,21 @@ class Caps(Protocol):
 
 
 class Rules:
-    def __init__(self, settings: Settings, caps: Mapping[str, Caps]) -> None:
+    """``caps`` and ``value_maps`` are per enabled system; ``value_maps`` holds each
+    system's effective maps (``Adapter.value_maps``), keyed by field (``status``,
+    ``priority``)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        caps: Mapping[str, Caps],
+        value_maps: Mapping[str, Mapping[str, ValueMap]],
+    ) -> None:
         self.settings = settings
         self.systems = [name for name, s in settings.systems.items() if s.enabled]
+        self._value_maps: dict[str, dict[str, ValueMap]] = {
+            system: dict(value_maps.get(system, {})) for system in self.systems
+        }
         self._in: dict[str, frozenset[str]] = {}
         self._out: dict[str, frozenset[str]] = {}
         for system in self.systems:
@@ -58,6 +74,21 @@ class Rules:
         if rule.owner is not None:
             return Direction.IN if rule.owner == system else Direction.OUT
         return Direction.BOTH
+
+    def enabled(self, system: str) -> bool:
+        """Whether ``system`` is connected (configured and not disabled)."""
+        return system in self._value_maps
+
+    def value_maps(self, system: str) -> Mapping[str, ValueMap]:
+        """The effective value maps of ``system`` (none for a system not enabled)."""
+        return self._value_maps.get(system, {})
+
+    def differs(self, system: str, obj: VendorObject | None, target: Fields) -> Fields:
+        """The fields of ``target`` that ``system``'s object ``obj`` does not already hold
+        *in meaning*: enums compare through the system's value maps (DevHelm MONITORING
+        already means canonical ``acknowledged``), other fields by value. With no ``obj``
+        (not yet created) every field differs."""
+        return differs_in_meaning(self.value_maps(system), obj, target)
 
     def in_fields(self, system: str) -> frozenset[str]:
         """Fields whose changes in ``system`` may change the canonical item."""

@@ -12,6 +12,10 @@ like this as of T"):
 4. if anything changed: bump the version, record history, and mark dirty every link
    whose object no longer holds the canonical state (the dispatcher does the writes).
 
+"Differs in meaning" is the rules' question (``Rules.differs``, through each system's
+value maps): the engine needs no adapter to change canonical state. It reads vendors only
+for an operator's ``fetch`` and ``resync``, through the ``readers`` it is given.
+
 Changes to one work item are serialized: the item row is locked for the transaction on
 PostgreSQL; SQLite runs one write transaction at a time.
 """
@@ -26,9 +30,8 @@ from typing import Any
 
 import msgspec
 
-from adapters.base import Adapter
 from app.engine.batch import Batch, Outcome
-from app.engine.operator import OperatorChanges
+from app.engine.operator import OperatorChanges, Reader
 from app.errors import AlreadyLinked, Missing
 from app.model import (
     MAPPED_FIELDS,
@@ -78,18 +81,21 @@ def vendor_changed(known: VendorObject | None, obj: VendorObject, name: str) -> 
 
 
 class Engine(OperatorChanges):
+    """``readers`` (the adapters, by system) serve an operator's ``fetch`` and
+    ``resync``; without them those find no system, and everything else works the same."""
+
     def __init__(
         self,
         store: Store,
         rules: Rules,
-        adapters: Mapping[str, Adapter],
         *,
+        readers: Mapping[str, Reader] | None = None,
         clock: Callable[[], datetime] = utcnow,
         on_change: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
         self.rules = rules
-        self.adapters = adapters
+        self.readers: Mapping[str, Reader] = readers if readers is not None else {}
         self.clock = clock
         #: Called after a transaction left links dirty (wakes the dispatcher).
         self.on_change = on_change
@@ -210,7 +216,6 @@ class Engine(OperatorChanges):
             return Outcome("stale", item.id)
 
         system = obj.ref.system
-        adapter = self.adapters[system]
         now = batch.now
         history = batch.history
         changed: dict[str, Any] = {}
@@ -220,7 +225,7 @@ class Engine(OperatorChanges):
             if not vendor_changed(link.known, obj, name):
                 continue
             current = getattr(item, name)
-            if adapter.differs(obj, Fields(**{name: current})).is_empty():
+            if self.rules.differs(system, obj, Fields(**{name: current})).is_empty():
                 continue  # same meaning (a many-to-one map, or our own echo)
             stamp = item.stamps.get(name)
             if not self.rules.incoming_wins(
@@ -311,7 +316,7 @@ class Engine(OperatorChanges):
         canonical = item.fields()
         out: list[int] = []
         for link in links:
-            if link.dead or link.system not in self.adapters:
+            if link.dead or not self.rules.enabled(link.system):
                 continue
             fields = self.rules.out_fields(link.system)
             if not fields:
@@ -320,11 +325,7 @@ class Engine(OperatorChanges):
                 if force:
                     out.append(link.id)
                 continue
-            if (
-                not self.adapters[link.system]
-                .differs(link.known, canonical.only(fields))
-                .is_empty()
-            ):
+            if not self.rules.differs(link.system, link.known, canonical.only(fields)).is_empty():
                 out.append(link.id)
         return out
 
@@ -364,7 +365,7 @@ class Engine(OperatorChanges):
         )
         dirty: list[int] = []
         for target in rule.create_in:
-            if target.system == system or target.system not in self.adapters:
+            if target.system == system or not self.rules.enabled(target.system):
                 continue
             link_id = await tx.insert_link(
                 work_item_id=item.id,

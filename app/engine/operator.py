@@ -8,16 +8,23 @@ import logging
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from typing import Protocol
 
 import msgspec
 
-from adapters.base import Adapter
 from app.engine.batch import Outcome
 from app.errors import AlreadyLinked, Invalid, Missing, NotFound
 from app.model import Fields, ObjectRef, VendorObject, WorkItem
+from app.rules import Rules
 from app.store import HistoryEntry, Link, Store, Tx
 
 log = logging.getLogger("syncgate.engine")
+
+
+class Reader(Protocol):
+    """Reads one vendor object (an adapter is one): what ``fetch`` and ``resync`` need."""
+
+    async def get(self, ref: ObjectRef) -> VendorObject: ...
 
 
 class ResyncOutcome(msgspec.Struct, frozen=True):
@@ -47,7 +54,8 @@ class OperatorChanges:
     """The operator's side of the engine (mixed into ``Engine``)."""
 
     store: Store
-    adapters: Mapping[str, Adapter]
+    rules: Rules
+    readers: Mapping[str, Reader]
     clock: Callable[[], datetime]
     on_change: Callable[[], None] | None
 
@@ -59,11 +67,11 @@ class OperatorChanges:
         """The object as its vendor holds it now. Raises ``Invalid`` for a system that is
         not enabled, ``NotFound`` when the vendor does not know the object, and the
         vendor's error when it fails."""
-        adapter = self.adapters.get(ref.system)
-        if adapter is None:
+        reader = self.readers.get(ref.system)
+        if reader is None:
             raise Invalid(f"no enabled system named {ref.system!r}")
         try:
-            return await adapter.get(ref)
+            return await reader.get(ref)
         except NotFound as exc:
             where = f" in scope {ref.scope!r}" if ref.scope else ""
             raise NotFound(
@@ -239,10 +247,11 @@ class OperatorChanges:
         ref = link.ref
         if ref is None:
             return done("not_created")
-        if ref.system not in self.adapters:
+        reader = self.readers.get(ref.system)
+        if reader is None:
             return done("system disabled")
         try:
-            obj = await self.adapters[ref.system].get(ref)
+            obj = await reader.get(ref)
         except NotFound:
             return done("not_found")
         except Exception as exc:  # noqa: BLE001 - reported per link, the others go on
@@ -259,7 +268,7 @@ class OperatorChanges:
                 link.id
                 for link in await tx.links_of(item_id)
                 if not link.dead
-                and link.system in self.adapters
+                and self.rules.enabled(link.system)
                 and (link_ids is None or link.id in link_ids)
             ]
             await tx.mark_dirty(wanted, item.version)

@@ -1,0 +1,386 @@
+"""The compiled rules on their own: directions, the conflict policy, creation rules, and
+comparing in meaning through each system's value maps. Pure: no store, no adapters, no
+simulators. The three systems here are made up; ``tests/test_engine.py`` uses them too."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import pytest
+
+from app.config.schema import (
+    Conflict,
+    CreateIn,
+    CreateRule,
+    Direction,
+    FieldRule,
+    Match,
+    Settings,
+    SystemSettings,
+)
+from app.model import Fields, ObjectRef, Priority, Status, ValueMap, VendorObject
+from app.rules import Rules
+
+T0 = datetime(2025, 3, 1, 12, 0, tzinfo=UTC)
+SYSTEMS = ("tracker", "pages", "desk")
+
+
+@dataclass(frozen=True)
+class Caps:
+    readable: frozenset[str]
+    writable: frozenset[str]
+
+
+CAPS = {
+    # like hookstream: reads much, writes status and snooze only
+    "tracker": Caps(
+        readable=frozenset({"title", "description", "status", "priority", "snoozed_until"}),
+        writable=frozenset({"status", "snoozed_until"}),
+    ),
+    # like DevHelm: a many-to-one status map
+    "pages": Caps(
+        readable=frozenset({"title", "status", "priority"}),
+        writable=frozenset({"title", "status", "priority"}),
+    ),
+    # like InboxOps: carries an assignee
+    "desk": Caps(
+        readable=frozenset({"title", "status", "priority", "assignee"}),
+        writable=frozenset({"title", "status", "priority", "assignee"}),
+    ),
+}
+
+
+def identity(values: Any) -> ValueMap:
+    return ValueMap(
+        inbound={str(v): str(v) for v in values}, outbound={str(v): [str(v)] for v in values}
+    )
+
+
+MAPS: dict[str, dict[str, ValueMap]] = {
+    "tracker": {"status": identity(Status), "priority": identity(Priority)},
+    "pages": {
+        "status": ValueMap(
+            inbound={
+                "INVESTIGATING": "open",
+                "IDENTIFIED": "acknowledged",
+                "MONITORING": "monitoring",
+                "RESOLVED": "resolved",
+            },
+            outbound={
+                "open": ["INVESTIGATING"],
+                "acknowledged": ["IDENTIFIED", "MONITORING"],
+                "monitoring": ["MONITORING"],
+                "waiting": ["IDENTIFIED", "MONITORING"],
+                "resolved": ["RESOLVED"],
+                "closed": ["RESOLVED"],
+                "cancelled": ["RESOLVED"],
+            },
+        ),
+        "priority": ValueMap(
+            inbound={"NONE": "low", "MINOR": "normal", "MAJOR": "high", "CRITICAL": "urgent"},
+            outbound={
+                "low": ["NONE"],
+                "normal": ["MINOR"],
+                "high": ["MAJOR"],
+                "urgent": ["CRITICAL"],
+            },
+        ),
+    },
+    "desk": {
+        "status": ValueMap(
+            inbound={
+                "new": "open",
+                "working": "acknowledged",
+                "pending": "waiting",
+                "solved": "resolved",
+                "closed": "closed",
+            },
+            outbound={
+                "open": ["new"],
+                "acknowledged": ["working"],
+                "monitoring": ["working"],
+                "waiting": ["pending"],
+                "resolved": ["solved"],
+                "closed": ["closed"],
+                "cancelled": ["closed"],
+            },
+        ),
+        "priority": identity(Priority),
+    },
+}
+
+
+def settings(
+    *,
+    fields: dict[str, FieldRule] | None = None,
+    create_rules: list[CreateRule] | None = None,
+    disabled: tuple[str, ...] = (),
+    max_clock_skew_s: float = 300.0,
+) -> Settings:
+    return Settings(
+        systems={
+            name: SystemSettings(
+                enabled=name not in disabled,
+                base_url=f"http://{name}.invalid",
+                api_key_env=f"{name.upper()}_API_KEY",
+                max_clock_skew_s=max_clock_skew_s,
+            )
+            for name in SYSTEMS
+        },
+        fields=fields or {},
+        create_rules=create_rules or [],
+    )
+
+
+def rules(maps: dict[str, dict[str, ValueMap]] | None = None, **kwargs: Any) -> Rules:
+    return Rules(settings(**kwargs), CAPS, MAPS if maps is None else maps)
+
+
+def vendor(
+    system: str,
+    external_id: str,
+    at: datetime,
+    *,
+    status: str | None = None,
+    priority: str | None = None,
+    scope: str = "",
+    raw: dict[str, Any] | None = None,
+    **fields: Any,
+) -> VendorObject:
+    """A vendor object as its adapter would read it: ``status`` and ``priority`` are
+    vendor values, read through ``MAPS`` (a value with no mapping is ``unmapped``)."""
+    native: dict[str, str] = {}
+    unmapped: dict[str, str] = {}
+    for name, value in (("status", status), ("priority", priority)):
+        if value is None:
+            continue
+        native[name] = value
+        canonical = MAPS[system][name].to_canonical(value)
+        if canonical is None:
+            unmapped[name] = value
+        else:
+            fields[name] = canonical
+    return VendorObject(
+        ref=ObjectRef(system, scope, external_id),
+        updated_at=at,
+        fields=Fields.from_dict(fields),
+        native=native,
+        unmapped=unmapped,
+        raw=raw or {},
+    )
+
+
+# -- directions ----------------------------------------------------------------------------
+
+
+def test_a_field_no_rule_names_flows_both_ways_as_far_as_the_adapter_can() -> None:
+    r = rules()
+    assert r.direction("pages", "title") == Direction.BOTH
+    assert r.in_fields("tracker") == {"title", "description", "status", "priority", "snoozed_until"}
+    assert r.out_fields("tracker") == {"status", "snoozed_until"}
+    assert r.in_fields("pages") == r.out_fields("pages") == {"title", "status", "priority"}
+
+
+def test_assignee_is_unshared_unless_the_config_names_it() -> None:
+    assert rules().direction("desk", "assignee") == Direction.NONE
+    assert "assignee" not in rules().in_fields("desk") | rules().out_fields("desk")
+    shared = rules(fields={"assignee": FieldRule()})
+    assert shared.direction("desk", "assignee") == Direction.BOTH
+    assert "assignee" in shared.in_fields("desk") & shared.out_fields("desk")
+
+
+def test_the_owner_sets_a_field_and_every_other_system_receives_it() -> None:
+    r = rules(fields={"status": FieldRule(owner="pages")})
+    assert r.direction("pages", "status") == Direction.IN
+    assert r.direction("desk", "status") == r.direction("tracker", "status") == Direction.OUT
+    assert "status" in r.in_fields("pages") and "status" not in r.out_fields("pages")
+    assert "status" in r.out_fields("desk") and "status" not in r.in_fields("desk")
+
+
+def test_a_per_system_direction_overrides_the_owner_shorthand() -> None:
+    rule = FieldRule(owner="pages", systems={"desk": Direction.NONE, "tracker": Direction.BOTH})
+    r = rules(fields={"status": rule})
+    assert r.direction("desk", "status") == Direction.NONE
+    assert "status" not in r.in_fields("desk") | r.out_fields("desk")
+    assert "status" in r.in_fields("tracker") & r.out_fields("tracker")
+    assert r.direction("pages", "status") == Direction.IN
+
+
+def test_a_disabled_system_has_no_fields_and_no_maps() -> None:
+    r = rules(disabled=("desk",))
+    assert r.systems == ["tracker", "pages"]
+    assert not r.enabled("desk") and r.enabled("pages")
+    assert r.in_fields("desk") == r.out_fields("desk") == frozenset()
+    assert r.value_maps("desk") == {}
+
+
+# -- conflicts -----------------------------------------------------------------------------
+
+
+def wins(
+    r: Rules, system: str, at: datetime, stamp_system: str | None, name: str = "status"
+) -> bool:
+    return r.incoming_wins(
+        name,
+        system=system,
+        at=at,
+        stamp_system=stamp_system,
+        stamp_at=None if stamp_system is None else T0,
+    )
+
+
+def test_last_writer_the_later_vendor_time_wins() -> None:
+    r = rules(fields={"status": FieldRule(conflict=Conflict(policy="last_writer"))})
+    second = timedelta(seconds=1)
+    assert wins(r, "desk", T0 + second, "pages")
+    assert not wins(r, "desk", T0 - second, "pages")
+    # a tie between two systems keeps the value held
+    assert not wins(r, "desk", T0, "pages")
+    # a value nobody stamped yields to any change
+    assert wins(r, "desk", T0 - timedelta(days=1), None)
+
+
+def test_a_same_system_tie_is_that_system_s_newer_state() -> None:
+    r = rules()
+    assert wins(r, "pages", T0, "pages")
+    assert not wins(r, "pages", T0 - timedelta(seconds=1), "pages")
+
+
+def test_prefer_the_preferred_system_wins_and_others_lose_inside_its_window() -> None:
+    prefer = Conflict(policy="prefer", prefer="pages", window_s=60)
+    r = rules(fields={"status": FieldRule(conflict=prefer)})
+    # the preferred system wins even with an older time
+    assert wins(r, "pages", T0 - timedelta(minutes=10), "desk")
+    # another system's later change inside the window of the preferred change loses
+    assert not wins(r, "desk", T0 + timedelta(seconds=30), "pages")
+    assert not wins(r, "desk", T0 + timedelta(seconds=60), "pages")
+    # after the window, the later change wins
+    assert wins(r, "desk", T0 + timedelta(seconds=61), "pages")
+    # between two other systems it is last writer
+    assert wins(r, "desk", T0 + timedelta(seconds=1), "tracker")
+    assert not wins(r, "desk", T0 - timedelta(seconds=1), "tracker")
+    # other fields keep last writer
+    assert wins(r, "desk", T0 + timedelta(seconds=30), "pages", name="priority")
+
+
+# -- creation rules ------------------------------------------------------------------------
+
+ALERTS = CreateRule(
+    name="tracker-alerts",
+    system="tracker",
+    match=Match(
+        fields={"source.kind": ["alert", "page"]},
+        status_in=[Status.OPEN, Status.ACKNOWLEDGED],
+        min_priority=Priority.HIGH,
+    ),
+    create_in=[CreateIn(system="pages", scope="sp-1")],
+)
+ANY_PAGE = CreateRule(name="any-page", system="pages")
+
+
+def alert(**overrides: Any) -> VendorObject:
+    values: dict[str, Any] = {
+        "status": "open",
+        "priority": "high",
+        "raw": {"source": {"kind": "alert"}},
+    } | overrides
+    return vendor("tracker", "T-1", T0, title="Disk full", **values)
+
+
+def test_a_rule_matches_on_raw_field_paths() -> None:
+    r = rules(create_rules=[ALERTS])
+    assert r.creation_rule(alert()) == ALERTS
+    assert r.creation_rule(alert(raw={"source": {"kind": "page"}})) == ALERTS
+    assert r.creation_rule(alert(raw={"source": {"kind": "manual"}})) is None
+    assert r.creation_rule(alert(raw={"source": "alert"})) is None
+    assert r.creation_rule(alert(raw={})) is None
+
+
+def test_a_rule_matches_on_status() -> None:
+    r = rules(create_rules=[ALERTS])
+    assert r.creation_rule(alert(status="acknowledged")) == ALERTS
+    assert r.creation_rule(alert(status="resolved")) is None
+
+
+def test_a_rule_matches_from_a_priority_up() -> None:
+    r = rules(create_rules=[ALERTS])
+    assert r.creation_rule(alert(priority="urgent")) == ALERTS
+    assert r.creation_rule(alert(priority="normal")) is None
+    assert r.creation_rule(alert(priority=None)) is None
+
+
+def test_the_first_rule_of_the_object_s_system_applies() -> None:
+    catch_all = CreateRule(name="any-tracker", system="tracker")
+    r = rules(create_rules=[ANY_PAGE, ALERTS, catch_all])
+    assert r.creation_rule(alert()) == ALERTS
+    assert r.creation_rule(alert(priority="low")) == catch_all
+    assert r.creation_rule(vendor("pages", "P-1", T0, status="INVESTIGATING")) == ANY_PAGE
+    assert r.creation_rule(vendor("desk", "D-1", T0, status="new")) is None
+
+
+# -- differs in meaning --------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("vendor_status", "held", "not_held"),
+    [
+        ("MONITORING", {"acknowledged", "monitoring", "waiting"}, {"open", "resolved"}),
+        ("IDENTIFIED", {"acknowledged", "waiting"}, {"monitoring", "open"}),
+        ("RESOLVED", {"resolved", "closed", "cancelled"}, {"open", "waiting"}),
+    ],
+)
+def test_a_many_to_one_map_holds_every_canonical_value_it_means(
+    vendor_status: str, held: set[str], not_held: set[str]
+) -> None:
+    r = rules()
+    obj = vendor("pages", "P-1", T0, status=vendor_status)
+    for canonical in held:
+        assert r.differs("pages", obj, Fields(status=Status(canonical))).is_empty(), canonical
+    for canonical in not_held:
+        target = Fields(status=Status(canonical))
+        assert r.differs("pages", obj, target) == target, canonical
+
+
+def test_an_unmapped_vendor_value_holds_no_canonical_value() -> None:
+    obj = vendor("pages", "P-1", T0, status="POSTMORTEM")
+    assert obj.unmapped == {"status": "POSTMORTEM"}
+    for status in Status:
+        assert rules().differs("pages", obj, Fields(status=status)) == Fields(status=status)
+
+
+def test_each_system_compares_through_its_own_maps() -> None:
+    r = rules()
+    # "working" means acknowledged at desk; at pages the same canonical value is spelled
+    # IDENTIFIED or MONITORING
+    desk = vendor("desk", "D-1", T0, status="working", priority="high")
+    assert r.differs(
+        "desk", desk, Fields(status=Status.ACKNOWLEDGED, priority=Priority.HIGH)
+    ).is_empty()
+    pages = vendor("pages", "P-1", T0, status="MONITORING", priority="MAJOR")
+    assert r.differs("pages", pages, Fields(priority=Priority.HIGH)).is_empty()
+    assert r.differs("pages", pages, Fields(priority=Priority.URGENT)) == Fields(
+        priority=Priority.URGENT
+    )
+
+
+def test_the_maps_the_rules_are_built_with_decide() -> None:
+    """An override (as the config lays over the adapter's defaults) is what counts."""
+    obj = vendor("pages", "P-1", T0, status="MONITORING")
+    target = Fields(status=Status.ACKNOWLEDGED)
+    assert rules().differs("pages", obj, target).is_empty()
+    override = ValueMap(inbound={}, outbound={"acknowledged": ["IDENTIFIED"]})
+    maps = {**MAPS, "pages": {**MAPS["pages"], "status": MAPS["pages"]["status"].merged(override)}}
+    assert rules(maps).differs("pages", obj, target) == target
+
+
+def test_other_fields_compare_by_value_and_a_missing_object_lacks_everything() -> None:
+    r = rules()
+    obj = vendor("desk", "D-1", T0, status="new", title="Disk full", assignee=None)
+    target = Fields(title="Disk full", assignee=None, status=Status.OPEN)
+    assert r.differs("desk", obj, target).is_empty()
+    assert r.differs("desk", obj, Fields(title="Disk full!", assignee="u-1")) == Fields(
+        title="Disk full!", assignee="u-1"
+    )
+    assert r.differs("desk", None, target) == target
