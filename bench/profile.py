@@ -93,14 +93,19 @@ class Profiler:
             }
         stacks = read_collapsed(self.collapsed)
         svg = self.dir / "gateway.svg"
-        svg.write_text(flamegraph_svg(stacks, f"syncgate serve (pid {self.pid}), sustained phase"))
+        svg.write_text(
+            flamegraph_svg(
+                active(stacks), f"syncgate serve (pid {self.pid}), sustained phase, active"
+            )
+        )
         top = summarise(stacks)
         (self.dir / "top.txt").write_text(format_top(top, len(top)))
         return {
             "dir": str(self.dir),
             "svg": str(svg),
             "collapsed": str(self.collapsed),
-            "samples": sum(stacks.values()),
+            "samples": sum(active(stacks).values()),
+            "idle_thread_samples": sum(stacks.values()) - sum(active(stacks).values()),
             "top": top[:40],
         }
 
@@ -127,9 +132,26 @@ def short(frame: str) -> str:
     return frame.replace("(" + root, "(")
 
 
+_IDLE = re.compile(r"^(\w+\.)?(wait|get|_wait_for_tstate_lock) \((threading|queue)\.py:")
+
+
+def idle(stack: tuple[str, ...]) -> bool:
+    """A helper thread blocked in ``threading``/``queue`` (the gateway's WAL checkpoint
+    thread between checkpoints, an idle executor worker): py-spy does not always see
+    these as idle, and they cost no CPU."""
+    return bool(stack) and bool(_IDLE.match(stack[-1]))
+
+
+def active(stacks: Counter[tuple[str, ...]]) -> Counter[tuple[str, ...]]:
+    return Counter({s: n for s, n in stacks.items() if not idle(s)})
+
+
 def summarise(stacks: Counter[tuple[str, ...]]) -> list[dict[str, Any]]:
     """Per function: samples where it is the leaf (self) and where it is anywhere on the
-    stack (total, counted once per stack), as shares of all samples; by self, descending."""
+    stack (total, counted once per stack), as shares of the active samples (idle helper
+    threads left out); by self, descending. ``Runner.run`` as a leaf is the event loop's
+    own C code (uvloop), which has no Python frames."""
+    stacks = active(stacks)
     total = sum(stacks.values()) or 1
     own: Counter[str] = Counter()
     anywhere: Counter[str] = Counter()
