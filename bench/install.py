@@ -47,7 +47,9 @@ SECRETS = {
 }
 
 
-def gateway_config(urls: dict[str, str], db_url: str, *, refresh: bool = True) -> str:
+def gateway_config(
+    urls: dict[str, str], db_url: str, *, refresh: bool = True, lease_s: float = 60.0
+) -> str:
     """The shipped config.yaml's rules, pointed at the simulators, polling off (the load is
     webhook-driven) and fast retries. ``refresh=False`` sets ``refresh_before_write:
     false`` on every system (no GET before each update), to show what that read costs."""
@@ -75,7 +77,7 @@ dispatcher:
   backoff_base_s: 0.2
   backoff_max_s: 2.0
   concurrency: 64
-  lease_s: 60.0
+  lease_s: {lease_s}
 systems:
 {systems_yaml}
 create_rules:
@@ -125,6 +127,9 @@ class Installation:
     items: list[Item] = field(default_factory=list)
     db: DB | None = None
     control: httpx.AsyncClient | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    config: Path | None = None
+    log_level: str = "info"
 
     @property
     def pid(self) -> int:
@@ -215,6 +220,7 @@ async def start_gateway(
     log_level: str = "info",
     label: str = "gateway",
     refresh: bool = True,
+    lease_s: float = 60.0,
 ) -> tuple[Installation, float]:
     """Simulators + migrated database (+ filler rows) + ``syncgate serve``. Returns the
     installation and the seconds spent loading filler rows."""
@@ -229,7 +235,7 @@ async def start_gateway(
         env[f"SYNCGATE_{name.upper()}_API_KEY"] = KEYS[name]
         env[f"SYNCGATE_{name.upper()}_WEBHOOK_SECRET"] = SECRETS[name]
     cfg = workdir / f"{label}.yaml"
-    cfg.write_text(gateway_config(inst.sim_urls, db_url, refresh=refresh))
+    cfg.write_text(gateway_config(inst.sim_urls, db_url, refresh=refresh, lease_s=lease_s))
     migrate = await asyncio.create_subprocess_exec(
         PY,
         "-m",
@@ -248,7 +254,19 @@ async def start_gateway(
     filler_s = 0.0
     if filler_items:
         filler_s = await inst.db.load_filler(filler_items)
-    inst.server = Proc(
+    inst.env, inst.config, inst.log_level = env, cfg, log_level
+    inst.server, inst.url = await start_gateway_process(inst, label, port)
+    return inst, filler_s
+
+
+async def start_gateway_process(
+    inst: Installation, label: str, port: int | None = None
+) -> tuple[Proc, str]:
+    """One more ``syncgate serve`` process of this installation (same config and
+    database), pinned with the system under test. Returns it and its base URL."""
+    assert inst.config is not None
+    port = port or free_port()
+    proc = Proc(
         label,
         [
             PY,
@@ -256,21 +274,21 @@ async def start_gateway(
             "app.cli",
             "serve",
             "--config",
-            str(cfg),
+            str(inst.config),
             "--port",
             str(port),
             "--worker-id",
             f"bench-{label}",
             "--log-level",
-            log_level,
+            inst.log_level,
         ],
-        env,
-        workdir,
+        inst.env,
+        inst.workdir,
         role="sut",
     )
-    inst.url = f"http://127.0.0.1:{port}"
-    await wait_http(inst.url + "/healthz", inst.server, 60)
-    return inst, filler_s
+    url = f"http://127.0.0.1:{port}"
+    await wait_http(url + "/healthz", proc, 60)
+    return proc, url
 
 
 async def create_items(inst: Installation, n: int, deadline_s: float = 300.0) -> float:

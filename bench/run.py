@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import load
+from bench import load, scaleout
 from bench.install import (
     WRITE_SYSTEMS,
     Installation,
@@ -554,6 +554,30 @@ async def comparison(
         await inst.stop()
 
 
+async def run_scaleout(args: argparse.Namespace, p: dict[str, Any], wd: Path) -> dict[str, Any]:
+    url = pg_url()
+    if not url or args.no_postgres or args.no_scaleout:
+        why = (
+            "no SYNCGATE_TEST_POSTGRES_URL (source scripts/pg.sh)"
+            if not url
+            else "--no-postgres / --no-scaleout"
+        )
+        log(f"scale-out skipped: {why}")
+        return {"skipped": why}
+    make, db = fresh_pg_db(url, "syncgate_bench_scaleout")
+    await make()
+    log("gateway-postgres scale-out: starting")
+    inst, _ = await start_gateway(wd, db, label="gateway-postgres-1", lease_s=scaleout.LEASE_S)
+    try:
+        return await scaleout.scaleout(inst, p, wait_quiet, log)
+    except BaseException:
+        if inst.server is not None:
+            log(f"scale-out log tail:\n{inst.server.tail(30)}")
+        raise
+    finally:
+        await inst.stop()
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     p = dict(QUICK if args.quick else FULL)
     if args.repeat:
@@ -591,6 +615,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             )
             await inst.stop()
             results["scale_sqlite"] = sc
+            return results
+        if args.only == "scaleout":
+            results["scaleout_postgres"] = await run_scaleout(args, p, wd)
             return results
         compare_only = args.only == "compare"
         # 1. the gateway on SQLite: every figure (compare: ingest only)
@@ -685,6 +712,10 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 if not url
                 else "--no-postgres"
             }
+
+        # scale-out: 1 and 2 processes on PostgreSQL, kill -9 of one of 2
+        if not compare_only:
+            results["scaleout_postgres"] = await run_scaleout(args, p, wd)
 
         # 5. scale: the same ingest and propagation over a big table
         if not (args.no_scale or compare_only):
@@ -1108,10 +1139,11 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--only",
-        choices=("all", "scale", "compare"),
+        choices=("all", "scale", "compare", "scaleout"),
         default="all",
         help="scale: only the big-table installation; compare: only the side by side"
-        " (ingest at c = 1, 32, 128 of every system)",
+        " (ingest at c = 1, 32, 128 of every system); scaleout: only the 1 vs 2"
+        " PostgreSQL processes and the kill -9",
     )
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, dbs)")
     args = ap.parse_args(argv)
