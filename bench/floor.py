@@ -132,7 +132,7 @@ class Floor:
         return web.Response(status=202, body=ACCEPTED, content_type=JSON)
 
     async def fan_out(self, ticket: dict[str, Any]) -> None:
-        ids = self.mapping.get(ticket.get("id"))
+        ids = self.mapping.get(str(ticket.get("id")))
         status = ticket.get("status")
         if ids is None or status not in HS:
             return
