@@ -8,9 +8,10 @@ sustained phase. From those stacks this module writes, into the work directory's
 - ``gateway.collapsed``: py-spy's raw output (feed it to any flame graph tool);
 - ``gateway.svg``: a flame graph (rendered here, no other tool needed);
 - ``top.txt``: the functions with the most samples of their own (self) and, beside
-  them, the share of samples they are on the stack at all (total).
+  them, the share of samples they are on the stack at all (total); then the project's
+  own functions (app/, adapters/) by total.
 
-The harness prints the top 15. ``python -m bench.profile FILE.collapsed`` summarises a
+The harness prints the top 15 of each. ``python -m bench.profile FILE.collapsed`` summarises a
 file again.
 """
 
@@ -99,7 +100,14 @@ class Profiler:
             )
         )
         top = summarise(stacks)
-        (self.dir / "top.txt").write_text(format_top(top, len(top)))
+        mine = project_top(stacks)
+        (self.dir / "top.txt").write_text(
+            "by self\n"
+            + format_top(top, len(top))
+            + "\n\nthe project's functions (app/, adapters/) by total\n"
+            + format_top(mine, len(mine))
+            + "\n"
+        )
         return {
             "dir": str(self.dir),
             "svg": str(svg),
@@ -107,6 +115,7 @@ class Profiler:
             "samples": sum(active(stacks).values()),
             "idle_thread_samples": sum(stacks.values()) - sum(active(stacks).values()),
             "top": top[:40],
+            "project_top": mine[:40],
         }
 
 
@@ -179,6 +188,32 @@ def format_top(top: list[dict[str, Any]], n: int = 15) -> str:
     return "\n".join(lines)
 
 
+def project_top(stacks: Counter[tuple[str, ...]]) -> list[dict[str, Any]]:
+    """The project's own functions (app/, adapters/) by total share: where its code is on
+    the stack, whatever library the leaf is in (entry frames, on 95 % of the stacks or
+    more, left out)."""
+    stacks = active(stacks)
+    total = sum(stacks.values()) or 1
+    anywhere: Counter[str] = Counter()
+    own: Counter[str] = Counter()
+    for stack, n in stacks.items():
+        for f in set(stack):
+            if "(app/" in f or "(adapters/" in f:
+                anywhere[f] += n
+        if stack:
+            own[stack[-1]] += n
+    return [
+        {
+            "function": f,
+            "self_pct": 100.0 * own[f] / total,
+            "total_pct": 100.0 * n / total,
+            "self_samples": own[f],
+        }
+        for f, n in anywhere.most_common()
+        if n < 0.95 * total
+    ]
+
+
 def flamegraph_svg(stacks: Counter[tuple[str, ...]], title: str, width: int = 1200) -> str:
     """A plain flame graph: root at the bottom, each frame as wide as its samples,
     children sorted by name; hover a frame for its name and share."""
@@ -236,7 +271,10 @@ def main(argv: list[str] | None = None) -> int:
     if len(args) != 1:
         print("usage: python -m bench.profile FILE.collapsed", file=sys.stderr)
         return 2
-    print(format_top(summarise(read_collapsed(Path(args[0]))), 15))
+    stacks = read_collapsed(Path(args[0]))
+    print(format_top(summarise(stacks), 15))
+    print("\nthe project's functions (app/, adapters/) by total")
+    print(format_top(project_top(stacks), 15))
     return 0
 
 

@@ -1111,6 +1111,8 @@ def table(r: dict[str, Any]) -> str:
                 f" {prof['samples']} samples: {prof['svg']}"
             )
             lines.append(format_top(prof["top"], 15))
+            lines.append("the project's functions (app/, adapters/) by total:")
+            lines.append(format_top(prof.get("project_top", []), 15))
         else:
             lines.append(f"profile: skipped ({prof.get('skipped')})")
     if r.get("workdir"):
