@@ -14,6 +14,8 @@ import asyncio
 import base64
 import json
 import os
+import shutil
+import subprocess
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -45,9 +47,12 @@ SECRETS = {
 }
 
 
-def gateway_config(urls: dict[str, str], db_url: str) -> str:
+def gateway_config(
+    urls: dict[str, str], db_url: str, *, refresh: bool = True, lease_s: float = 60.0
+) -> str:
     """The shipped config.yaml's rules, pointed at the simulators, polling off (the load is
-    webhook-driven) and fast retries."""
+    webhook-driven) and fast retries. ``refresh=False`` sets ``refresh_before_write:
+    false`` on every system (no GET before each update), to show what that read costs."""
     systems = []
     for name in SYSTEMS:
         scopes = f'["{STATUS_PAGE_ID}"]' if name == "devhelm" else "[]"
@@ -59,7 +64,8 @@ def gateway_config(urls: dict[str, str], db_url: str) -> str:
     poll_interval_s: 0
     scopes: {scopes}
     max_connections: 32
-    timeout_s: 10.0"""
+    timeout_s: 10.0
+    refresh_before_write: {"true" if refresh else "false"}"""
         )
     systems_yaml = "\n".join(systems)
     return f"""database_url: "{db_url}"
@@ -71,7 +77,7 @@ dispatcher:
   backoff_base_s: 0.2
   backoff_max_s: 2.0
   concurrency: 64
-  lease_s: 60.0
+  lease_s: {lease_s}
 systems:
 {systems_yaml}
 create_rules:
@@ -111,7 +117,7 @@ class Item:
 
 @dataclass
 class Installation:
-    kind: str  # gateway | baseline
+    kind: str  # gateway | baseline | floor | nodered
     db_url: str
     workdir: Path
     sims: dict[str, Proc] = field(default_factory=dict)
@@ -121,6 +127,9 @@ class Installation:
     items: list[Item] = field(default_factory=list)
     db: DB | None = None
     control: httpx.AsyncClient | None = None
+    env: dict[str, str] = field(default_factory=dict)
+    config: Path | None = None
+    log_level: str = "info"
 
     @property
     def pid(self) -> int:
@@ -210,6 +219,8 @@ async def start_gateway(
     filler_items: int = 0,
     log_level: str = "info",
     label: str = "gateway",
+    refresh: bool = True,
+    lease_s: float = 60.0,
 ) -> tuple[Installation, float]:
     """Simulators + migrated database (+ filler rows) + ``syncgate serve``. Returns the
     installation and the seconds spent loading filler rows."""
@@ -224,7 +235,7 @@ async def start_gateway(
         env[f"SYNCGATE_{name.upper()}_API_KEY"] = KEYS[name]
         env[f"SYNCGATE_{name.upper()}_WEBHOOK_SECRET"] = SECRETS[name]
     cfg = workdir / f"{label}.yaml"
-    cfg.write_text(gateway_config(inst.sim_urls, db_url))
+    cfg.write_text(gateway_config(inst.sim_urls, db_url, refresh=refresh, lease_s=lease_s))
     migrate = await asyncio.create_subprocess_exec(
         PY,
         "-m",
@@ -243,7 +254,19 @@ async def start_gateway(
     filler_s = 0.0
     if filler_items:
         filler_s = await inst.db.load_filler(filler_items)
-    inst.server = Proc(
+    inst.env, inst.config, inst.log_level = env, cfg, log_level
+    inst.server, inst.url = await start_gateway_process(inst, label, port)
+    return inst, filler_s
+
+
+async def start_gateway_process(
+    inst: Installation, label: str, port: int | None = None
+) -> tuple[Proc, str]:
+    """One more ``syncgate serve`` process of this installation (same config and
+    database), pinned with the system under test. Returns it and its base URL."""
+    assert inst.config is not None
+    port = port or free_port()
+    proc = Proc(
         label,
         [
             PY,
@@ -251,20 +274,21 @@ async def start_gateway(
             "app.cli",
             "serve",
             "--config",
-            str(cfg),
+            str(inst.config),
             "--port",
             str(port),
             "--worker-id",
             f"bench-{label}",
             "--log-level",
-            log_level,
+            inst.log_level,
         ],
-        env,
-        workdir,
+        inst.env,
+        inst.workdir,
+        role="sut",
     )
-    inst.url = f"http://127.0.0.1:{port}"
-    await wait_http(inst.url + "/healthz", inst.server, 60)
-    return inst, filler_s
+    url = f"http://127.0.0.1:{port}"
+    await wait_http(url + "/healthz", proc, 60)
+    return proc, url
 
 
 async def create_items(inst: Installation, n: int, deadline_s: float = 300.0) -> float:
@@ -334,11 +358,24 @@ async def load_items(inst: Installation, rows: list[tuple[str, str, str | None]]
 
 async def start_baseline(workdir: Path, items: list[Item]) -> Installation:
     """Simulators holding copies of the same objects + the baseline app."""
-    inst = Installation(kind="baseline", db_url="", workdir=workdir)
-    inst.control = httpx.AsyncClient(timeout=60.0)
-    await start_sims(inst, 0)
-    # the baseline writes to its own simulators: give them the same objects
-    new_items = []
+    return await start_plain("baseline", workdir, items)
+
+
+async def start_floor(workdir: Path, items: list[Item]) -> Installation:
+    """Simulators holding copies of the same objects + the floor app (bench/floor.py)."""
+    return await start_plain("floor", workdir, items)
+
+
+async def start_nodered(workdir: Path, items: list[Item], red_js: Path) -> Installation:
+    """Simulators holding copies of the same objects + Node-RED running
+    bench/nodered/flows.json."""
+    return await start_plain("nodered", workdir, items, red_js=red_js)
+
+
+async def clone_items(inst: Installation, items: list[Item]) -> list[Item]:
+    """The same work items in this installation's own simulators: for each item a new
+    hookstream issue, DevHelm incident and incident.io follow-up (same title); the
+    InboxOps ticket (the webhook's payload) is the gateway installation's."""
     sem = asyncio.Semaphore(16)
 
     async def clone(item: Item) -> Item:
@@ -379,8 +416,19 @@ async def start_baseline(workdir: Path, items: list[Item]) -> Installation:
                 status=item.status,
             )
 
-    new_items = await asyncio.gather(*(clone(i) for i in items))
-    inst.items = list(new_items)
+    return list(await asyncio.gather(*(clone(i) for i in items)))
+
+
+async def start_plain(
+    kind: str, workdir: Path, items: list[Item], *, red_js: Path | None = None
+) -> Installation:
+    """Four fresh simulators holding copies of ``items``' objects, and one of the
+    comparison systems (``baseline``, ``floor``, ``nodered``) given the id mapping
+    (InboxOps ticket id -> the three objects) in a JSON file."""
+    inst = Installation(kind=kind, db_url="", workdir=workdir)
+    inst.control = httpx.AsyncClient(timeout=60.0)
+    await start_sims(inst, 0)
+    inst.items = await clone_items(inst, items)
     mapping = {
         it.ticket["id"]: {
             "hookstream": it.hookstream,
@@ -390,34 +438,116 @@ async def start_baseline(workdir: Path, items: list[Item]) -> Installation:
         }
         for it in inst.items
     }
-    map_file = workdir / "baseline-map.json"
+    map_file = workdir / f"{kind}-map.json"
     map_file.write_text(json.dumps(mapping))
     port = free_port()
     env = base_env()
-    env["BASELINE_SECRET"] = SECRETS["inboxops"]
-    for s in WRITE_SYSTEMS:
-        env[f"BASELINE_{s.upper()}_URL"] = inst.sim_urls[s]
-        env[f"BASELINE_{s.upper()}_KEY"] = KEYS[s]
-    env["BASELINE_STATUS_PAGE"] = STATUS_PAGE_ID
-    inst.server = Proc(
-        "baseline",
-        [
+    if kind == "nodered":
+        assert red_js is not None
+        user_dir = workdir / "nodered"
+        user_dir.mkdir(exist_ok=True)
+        (user_dir / "flows.json").write_text((NODERED_DIR / "flows.json").read_text())
+        conf = workdir / "nodered-bench.json"
+        conf.write_text(
+            json.dumps(
+                {
+                    "secret": SECRETS["inboxops"],
+                    "urls": {s: inst.sim_urls[s] for s in WRITE_SYSTEMS},
+                    "keys": {s: KEYS[s] for s in WRITE_SYSTEMS},
+                    "page": STATUS_PAGE_ID,
+                    "map": mapping,
+                }
+            )
+        )
+        env["BENCH_NODERED_CONFIG"] = str(conf)
+        env["BENCH_NODERED_PORT"] = str(port)
+        argv = [
+            "node",
+            str(red_js),
+            "--settings",
+            str(NODERED_DIR / "settings.js"),
+            "--userDir",
+            str(user_dir),
+        ]
+    else:
+        env["BASELINE_SECRET"] = SECRETS["inboxops"]
+        for s in WRITE_SYSTEMS:
+            env[f"BASELINE_{s.upper()}_URL"] = inst.sim_urls[s]
+            env[f"BASELINE_{s.upper()}_KEY"] = KEYS[s]
+        env["BASELINE_STATUS_PAGE"] = STATUS_PAGE_ID
+        argv = [
             PY,
             "-m",
-            "bench.baseline",
+            f"bench.{kind}",
             "--port",
             str(port),
             "--db",
-            str(workdir / "baseline.db"),
+            str(workdir / f"{kind}.db"),
             "--map",
             str(map_file),
-        ],
-        env,
-        workdir,
-    )
+        ]
+    inst.server = Proc(kind, argv, env, workdir, role="sut")
     inst.url = f"http://127.0.0.1:{port}"
-    await wait_http(inst.url + "/healthz", inst.server, 30)
+    await wait_http(inst.url + "/healthz", inst.server, 60)
     return inst
+
+
+# -- Node-RED, installed on first use ---------------------------------------------------
+
+NODERED_DIR = Path(__file__).resolve().parent / "nodered"
+NODE_PREFIX = Path(__file__).resolve().parent / ".node"  # git-ignored (bench/.gitignore)
+NODERED_SPEC = "node-red@4"
+
+
+def nodered_version() -> str | None:
+    pkg = NODE_PREFIX / "node_modules" / "node-red" / "package.json"
+    try:
+        return str(json.loads(pkg.read_text())["version"])
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def ensure_nodered(log: Any = print) -> tuple[Path | None, str]:
+    """Node-RED 4.x's ``red.js``, installed with npm into bench/.node on first use.
+    Returns (path, version) or (None, why not)."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not node or not npm:
+        return None, "node and npm not found (Debian: apt-get install nodejs npm)"
+    try:
+        out = subprocess.run([node, "--version"], capture_output=True, text=True, timeout=30)
+        major = int(out.stdout.strip().lstrip("v").split(".")[0])
+    except (OSError, ValueError, subprocess.SubprocessError):
+        return None, "node --version failed"
+    if major < 18:
+        return None, f"Node-RED 4 needs Node.js 18 or later, found {out.stdout.strip()}"
+    version = nodered_version()
+    if version is None or not version.startswith("4."):
+        log(f"installing {NODERED_SPEC} with npm into {NODE_PREFIX} (first use, ~15-60 s)")
+        NODE_PREFIX.mkdir(exist_ok=True)
+        try:
+            proc = subprocess.run(
+                [
+                    npm,
+                    "install",
+                    "--prefix",
+                    str(NODE_PREFIX),
+                    "--no-audit",
+                    "--no-fund",
+                    "--loglevel=error",
+                    NODERED_SPEC,
+                ],
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+        except (OSError, subprocess.SubprocessError) as exc:
+            return None, f"npm install {NODERED_SPEC} failed: {exc}"
+        version = nodered_version()
+        if proc.returncode != 0 or version is None:
+            tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+            return None, f"npm install {NODERED_SPEC} failed: {' / '.join(tail)}"
+        log(f"installed Node-RED {version}")
+    return NODE_PREFIX / "node_modules" / "node-red" / "red.js", version
 
 
 def workdir() -> Path:

@@ -85,15 +85,18 @@ class Sender:
         if self._httpx is not None:
             await self._httpx.aclose()
 
-    async def post(self, body: bytes, headers: dict[str, str]) -> tuple[int, float, float]:
+    async def post(
+        self, body: bytes, headers: dict[str, str], url: str | None = None
+    ) -> tuple[int, float, float]:
+        url = url or self.url
         start = time.perf_counter()
         try:
             if self._session is not None:
-                async with self._session.post(self.url, data=body, headers=headers) as r:
+                async with self._session.post(url, data=body, headers=headers) as r:
                     await r.read()
                     status = r.status
             else:
-                r = await self._httpx.post(self.url, content=body, headers=headers)
+                r = await self._httpx.post(url, content=body, headers=headers)
                 status = r.status_code
         except Exception:  # noqa: BLE001 - a failed request is counted, not raised
             status = 0
@@ -114,29 +117,46 @@ class Cursor:
 
 
 async def closed_loop(
-    inst: Installation, cursor: Cursor, concurrency: int, n: int, deadline_s: float
+    inst: Installation,
+    cursor: Cursor,
+    concurrency: int,
+    n: int,
+    deadline_s: float,
+    *,
+    urls: list[str] | None = None,
+    acked: list[tuple[Item, float]] | None = None,
 ) -> dict[str, Any]:
-    """Send ``n`` changes with ``concurrency`` in flight; latency and rate of acceptance."""
-    changes = [build_change(cursor.next()) for _ in range(n)]
+    """Send ``n`` changes with ``concurrency`` in flight; latency and rate of acceptance.
+
+    ``urls``: webhook URLs shared out between the workers (several gateway processes
+    behind a load balancer); the list may change while this runs (a process removed
+    when it is killed). ``acked``: (item, send time) of each accepted change is appended
+    as it is accepted."""
+    items = [cursor.next() for _ in range(n)]
+    changes = [(item, *build_change(item)) for item in items]
     lat: list[float] = []
     bad = 0
     queue = iter(changes)
     end = time.monotonic() + deadline_s
     async with Sender(inst.webhook_url(), concurrency) as sender:
 
-        async def worker() -> None:
+        async def worker(k: int) -> None:
             nonlocal bad
-            for body, headers in queue:
+            for item, body, headers in queue:
                 if time.monotonic() > end:
                     return
-                status, took, _ = await sender.post(body, headers)
+                url = urls[k % len(urls)] if urls else None
+                sent = time.time()
+                status, took, _ = await sender.post(body, headers, url)
                 if status == 202:
                     lat.append(took)
+                    if acked is not None:
+                        acked.append((item, sent))
                 else:
                     bad += 1
 
         start = time.perf_counter()
-        await asyncio.gather(*(worker() for _ in range(concurrency)))
+        await asyncio.gather(*(worker(k) for k in range(concurrency)))
         wall = time.perf_counter() - start
     return {
         "sent": len(lat) + bad,

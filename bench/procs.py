@@ -5,7 +5,9 @@ subprocess on loopback; and reading their CPU time and resident memory from /pro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -57,6 +59,43 @@ def cpu_s(pid: int) -> float:
         return 0.0
 
 
+# -- CPU pinning -----------------------------------------------------------------------
+# The load generator (this process) and the simulators run on one core, the system under
+# test on another, so that their CPU does not steal from each other's. ``None`` until
+# ``pin_harness`` decides (fewer than two CPUs: no pinning, with a printed note).
+PINNING: dict[str, set[int] | None] = {"load": None, "sut": None}
+
+
+def pin_harness(enabled: bool = True) -> str:
+    """Pin this process (load generator, harness) to the first allowed CPU and reserve
+    the second for the system under test. Returns a one-line note of what was done."""
+    try:
+        allowed = sorted(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        allowed = list(range(os.cpu_count() or 1))
+    if not enabled:
+        return "CPU pinning off (--no-pin): every process may run on every CPU"
+    if len(allowed) < 2:
+        return f"CPU pinning skipped: only {len(allowed)} CPU available to this process"
+    load, sut = {allowed[0]}, {allowed[1]}
+    PINNING["load"], PINNING["sut"] = load, sut
+    os.sched_setaffinity(0, load)
+    return (
+        f"CPU pinning: load generator, harness and simulators on CPU {allowed[0]}, "
+        f"system under test on CPU {allowed[1]}"
+    )
+
+
+def pinned_argv(argv: list[str], cpus: set[int] | None) -> list[str]:
+    """``argv`` prefixed with ``taskset -c`` (exec, so the pid stays the program's and
+    every thread it starts inherits the mask from the first instruction)."""
+    if not cpus:
+        return argv
+    if shutil.which("taskset"):
+        return ["taskset", "-c", ",".join(str(c) for c in sorted(cpus)), *argv]
+    return argv
+
+
 _LIVE: set[Proc] = set()
 
 
@@ -67,18 +106,32 @@ def stop_all() -> None:
 
 
 class Proc:
-    def __init__(self, name: str, argv: list[str], env: dict[str, str], log_dir: Path) -> None:
+    def __init__(
+        self,
+        name: str,
+        argv: list[str],
+        env: dict[str, str],
+        log_dir: Path,
+        *,
+        role: str = "load",
+    ) -> None:
+        """``role``: ``sut`` (the system under test: its own CPU) or ``load`` (simulators
+        and helpers: the load generator's CPU). See ``pin_harness``."""
         self.name = name
         self.log = log_dir / f"{name}.log"
         self._log_file = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
+        cpus = PINNING.get(role)
         self.popen = subprocess.Popen(
-            argv,
+            pinned_argv(argv, cpus),
             cwd=ROOT,
             env=env,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
             start_new_session=True,
         )
+        if cpus and not shutil.which("taskset"):
+            with contextlib.suppress(OSError):
+                os.sched_setaffinity(self.popen.pid, cpus)
         _LIVE.add(self)
 
     @property
@@ -99,6 +152,12 @@ class Proc:
                 self.popen.wait(5)
         if not self._log_file.closed:
             self._log_file.close()
+
+    def kill9(self) -> None:
+        """SIGKILL, as a crash would."""
+        if self.alive():
+            self.popen.send_signal(signal.SIGKILL)
+            self.popen.wait(5)
 
     def tail(self, n: int = 20) -> str:
         try:

@@ -23,17 +23,23 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import load
+from bench import load, scaleout
 from bench.install import (
     WRITE_SYSTEMS,
     Installation,
     create_items,
+    ensure_nodered,
     start_baseline,
+    start_floor,
     start_gateway,
+    start_nodered,
     workdir,
 )
 from bench.load import Cursor, closed_loop, open_loop, pct
-from bench.procs import ROOT, cpu_s, rss_mb, stop_all
+from bench.procs import ROOT, cpu_s, pin_harness, rss_mb, stop_all
+from bench.profile import Profiler
+
+PIN_NOTE = [""]
 
 RESULTS = ROOT / "bench" / "results"
 
@@ -56,8 +62,11 @@ FULL = {
     "repeat": 3,
 }
 QUICK = {
-    "items": 60,
-    "ingest_n": {1: 30, 32: 96, 128: 128},
+    # as many items as changes in one ingest run: every change flips a different item, so
+    # no system can coalesce two changes of one item into fewer writes (which would make
+    # its CPU per change look smaller than the comparison systems', who never coalesce)
+    "items": 128,
+    "ingest_n": {1: 30, 32: 128, 128: 128},
     "probe_n": 64,
     "sustain_s": 3.0,
     "prop_n": 20,
@@ -393,9 +402,17 @@ async def run_suite(
     propagation: tuple[float, ...],
     backlog: bool,
     repeat: int,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     cursor = Cursor(inst.items)
     out: dict[str, Any] = {"ingest": {}, "propagation": {}}
+    # warm-up, not measured: every system starts with the same few changes behind it
+    # (imports done, connections open, Node-RED's JIT warm), not only the gateway, whose
+    # fan-out of the work items already exercised it
+    warm = min(len(inst.items), p.get("warmup_n", 200))
+    log(f"  {inst.kind}: warm-up, {warm} changes at c=8")
+    res = await closed_loop(inst, cursor, 8, warm, deadline_s=120)
+    await wait_quiet(inst, 3 * res["accepted"], 180)
     for c in concs:
         runs = []
         for r in range(repeat):
@@ -417,11 +434,21 @@ async def run_suite(
         out["propagation"][f"{lat:g}"] = {"runs": runs, **{k: med(runs, k) for k in keys}}
     if sustained:
         runs = []
-        for r in range(repeat):
-            log(f"  {inst.kind}: sustained {p['sustain_s']:g} s run {r + 1}/{repeat}")
-            runs.append(
-                await phase_sustained(inst, cursor, p["probe_n"], p["sustain_s"], retry=repeat > 1)
-            )
+        profiler = Profiler(inst.pid, profile) if profile is not None else None
+        if profiler is not None:
+            log(f"  {inst.kind}: py-spy recording pid {inst.pid} through the sustained phase")
+            profiler.start()
+        try:
+            for r in range(repeat):
+                log(f"  {inst.kind}: sustained {p['sustain_s']:g} s run {r + 1}/{repeat}")
+                runs.append(
+                    await phase_sustained(
+                        inst, cursor, p["probe_n"], p["sustain_s"], retry=repeat > 1
+                    )
+                )
+        finally:
+            if profiler is not None:
+                out["profile"] = profiler.stop()
         out["sustained"] = {
             "runs": runs,
             **{
@@ -444,10 +471,19 @@ async def run_suite(
 
 
 async def gateway_scenario(
-    name: str, db_url: str, p: dict[str, Any], wd: Path, *, filler: int = 0, **suite: Any
+    name: str,
+    db_url: str,
+    p: dict[str, Any],
+    wd: Path,
+    *,
+    filler: int = 0,
+    refresh: bool = True,
+    **suite: Any,
 ) -> tuple[dict[str, Any], Installation]:
     log(f"{name}: starting (filler {filler} items)")
-    inst, filler_s = await start_gateway(wd, db_url, filler_items=filler, label=name)
+    inst, filler_s = await start_gateway(
+        wd, db_url, filler_items=filler, label=name, refresh=refresh
+    )
     try:
         created = await create_items(inst, p["items"])
         log(f"{name}: {len(inst.items)} work items linked to 4 objects each in {created:.1f}s")
@@ -498,6 +534,57 @@ def fresh_pg_db(url: str, name: str) -> str:
     )  # type: ignore[return-value]
 
 
+async def comparison(
+    name: str, starter: Any, items: list[Any], p: dict[str, Any], rep: int
+) -> dict[str, Any]:
+    """One comparison system (baseline, floor, Node-RED) on its own simulators holding
+    copies of the gateway's objects: ingest at c = 1, 32, 128 with CPU per change and RSS."""
+    log(f"{name}: starting")
+    inst = await starter(items)
+    try:
+        out = await run_suite(
+            inst,
+            p,
+            concs=(1, 32, 128),
+            sustained=False,
+            propagation=(),
+            backlog=False,
+            repeat=rep,
+        )
+        out["rss_mb_end"] = rss_mb(inst.pid)
+        return out
+    except BaseException:
+        if inst.server is not None:
+            log(f"{name} log tail:\n{inst.server.tail(30)}")
+        raise
+    finally:
+        await inst.stop()
+
+
+async def run_scaleout(args: argparse.Namespace, p: dict[str, Any], wd: Path) -> dict[str, Any]:
+    url = pg_url()
+    if not url or args.no_postgres or args.no_scaleout:
+        why = (
+            "no SYNCGATE_TEST_POSTGRES_URL (source scripts/pg.sh)"
+            if not url
+            else "--no-postgres / --no-scaleout"
+        )
+        log(f"scale-out skipped: {why}")
+        return {"skipped": why}
+    make, db = fresh_pg_db(url, "syncgate_bench_scaleout")
+    await make()
+    log("gateway-postgres scale-out: starting")
+    inst, _ = await start_gateway(wd, db, label="gateway-postgres-1", lease_s=scaleout.LEASE_S)
+    try:
+        return await scaleout.scaleout(inst, p, wait_quiet, log)
+    except BaseException:
+        if inst.server is not None:
+            log(f"scale-out log tail:\n{inst.server.tail(30)}")
+        raise
+    finally:
+        await inst.stop()
+
+
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     p = dict(QUICK if args.quick else FULL)
     if args.repeat:
@@ -513,10 +600,12 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         "mode": "quick" if args.quick else "full",
         "profile": p,
         "machine": machine(),
+        "pinning": PIN_NOTE[0],
     }
     started = time.perf_counter()
     concs = (1, 32, 128)
     lats = (0.0, 20.0)
+    keep = args.keep or args.profile
     try:
         if args.only == "scale":
             sc, inst = await gateway_scenario(
@@ -534,17 +623,22 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             await inst.stop()
             results["scale_sqlite"] = sc
             return results
-        # 1. the gateway on SQLite: every figure
+        if args.only == "scaleout":
+            results["scaleout_postgres"] = await run_scaleout(args, p, wd)
+            return results
+        compare_only = args.only == "compare"
+        # 1. the gateway on SQLite: every figure (compare: ingest only)
         gw, inst = await gateway_scenario(
             "gateway-sqlite",
             f"sqlite+aiosqlite:///{wd}/gateway.db",
             p,
             wd,
             concs=concs,
-            sustained=True,
-            propagation=lats,
-            backlog=not args.no_backlog,
+            sustained=not compare_only or args.profile,
+            propagation=() if compare_only else lats,
+            backlog=not (args.no_backlog or compare_only),
             repeat=rep,
+            profile=wd / "profile" if args.profile else None,
         )
         items = inst.items
         await inst.stop()
@@ -558,13 +652,48 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 base,
                 p,
                 concs=concs,
-                sustained=True,
-                propagation=lats,
+                sustained=not compare_only,
+                propagation=() if compare_only else lats,
                 backlog=False,
                 repeat=rep,
             )
         finally:
             await base.stop()
+
+        # side by side: the floor, Node-RED, the gateway without reads before writes
+        results["floor"] = await comparison(
+            "floor", lambda its: start_floor(wd, its), items, p, rep
+        )
+        if args.no_nodered:
+            results["nodered"] = {"skipped": "--no-nodered"}
+        else:
+            red_js, version = ensure_nodered(log)
+            if red_js is None:
+                log(f"Node-RED skipped: {version}")
+                results["nodered"] = {"skipped": version}
+            else:
+                results["nodered"] = await comparison(
+                    f"Node-RED {version}",
+                    lambda its: start_nodered(wd, its, red_js),
+                    items,
+                    p,
+                    rep,
+                )
+                results["nodered"]["version"] = version
+        nr, inst = await gateway_scenario(
+            "gateway-sqlite-norefresh",
+            f"sqlite+aiosqlite:///{wd}/gateway-norefresh.db",
+            p,
+            wd,
+            concs=concs,
+            sustained=False,
+            propagation=(),
+            backlog=False,
+            repeat=rep,
+            refresh=False,
+        )
+        await inst.stop()
+        results["gateway_sqlite_norefresh"] = nr
 
         # 1. ingest on PostgreSQL
         url = pg_url()
@@ -576,9 +705,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 db,
                 p,
                 wd,
-                concs=(32,) if args.quick else concs,
-                sustained=not args.quick,
-                propagation=(0.0,),
+                concs=(32,) if args.quick or compare_only else concs,
+                sustained=not (args.quick or compare_only),
+                propagation=() if compare_only else (0.0,),
                 backlog=False,
                 repeat=rep,
             )
@@ -587,10 +716,16 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         else:
             results["gateway_postgres"] = {
                 "skipped": "no SYNCGATE_TEST_POSTGRES_URL (source scripts/pg.sh)"
+                if not url
+                else "--no-postgres"
             }
 
+        # scale-out: 1 and 2 processes on PostgreSQL, kill -9 of one of 2
+        if not compare_only:
+            results["scaleout_postgres"] = await run_scaleout(args, p, wd)
+
         # 5. scale: the same ingest and propagation over a big table
-        if not args.no_scale:
+        if not (args.no_scale or compare_only):
             filler = max(0, p["scale_items"] - p["items"])
             sc, inst = await gateway_scenario(
                 "gateway-sqlite-scale",
@@ -608,7 +743,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             results["scale_sqlite"] = sc
     finally:
         results["seconds"] = time.perf_counter() - started
-        if not args.keep:
+        results["workdir"] = str(wd) if keep else None
+        if not keep:
             shutil.rmtree(wd, ignore_errors=True)
     return results
 
@@ -790,19 +926,154 @@ def rows(r: dict[str, Any]) -> list[tuple[str, float, str, float | None, str]]:
         )
         out.append(("scale ingest c=32 rate", sc["ingest"]["32"]["rate"], "", None, "/s"))
         out.append(("scale ingest c=32 p99", sc["ingest"]["32"]["p99_ms"], "< 25 ms", None, "ms"))
-    ci = g.get("ingest", {}).get("32")
-    if ci:
+    return out
+
+
+# -- side by side -------------------------------------------------------------------------
+
+SIDE = (
+    ("gateway_sqlite", "gateway, SQLite"),
+    ("gateway_sqlite_norefresh", "gateway, SQLite, refresh_before_write off"),
+    ("gateway_postgres", "gateway, PostgreSQL"),
+    ("baseline", "baseline (uvicorn + httpx)"),
+    ("nodered", "Node-RED"),
+    ("floor", "floor (aiohttp)"),
+)
+
+
+def _ing(r: dict[str, Any], key: str, c: str, fig: str) -> float:
+    v = r.get(key, {}).get("ingest", {}).get(c, {}).get(fig)
+    return float(v) if isinstance(v, (int, float)) else float("nan")
+
+
+def _ratio(a: float, b: float) -> float:
+    return a / b if b and not math.isnan(a) and not math.isnan(b) else float("nan")
+
+
+def writes_per_change(d: dict[str, Any]) -> float:
+    """Vendor writes per accepted change over the ingest runs (3.00 unless changes to
+    one item coalesced, or writes were lost)."""
+    runs = [run for c in d.get("ingest", {}).values() for run in c.get("runs", [])]
+    acc = sum(run.get("accepted", 0) for run in runs)
+    return sum(run.get("writes", 0) for run in runs) / acc if acc else float("nan")
+
+
+def side_by_side(r: dict[str, Any]) -> dict[str, Any]:
+    """The comparison figures and the issue's targets, computed from the results."""
+    cpu = {k: _ing(r, k, "32", "cpu_ms_per_change") for k, _ in SIDE}
+    g = cpu["gateway_sqlite"]
+    return {
+        "cpu_ms_per_change_c32": cpu,
+        "gateway_vs_nodered": _ratio(g, cpu["nodered"]),
+        "gateway_vs_floor": _ratio(g, cpu["floor"]),
+        "gateway_vs_baseline": _ratio(g, cpu["baseline"]),
+        "norefresh_vs_nodered": _ratio(cpu["gateway_sqlite_norefresh"], cpu["nodered"]),
+        "norefresh_vs_floor": _ratio(cpu["gateway_sqlite_norefresh"], cpu["floor"]),
+        "refresh_cost": _ratio(g, cpu["gateway_sqlite_norefresh"]),
+        "postgres_vs_sqlite": _ratio(cpu["gateway_postgres"], g),
+        "ingest_p99_c32_ms": _ing(r, "gateway_sqlite", "32", "p99_ms"),
+    }
+
+
+def _f(v: float, fmt: str = ".1f", unit: str = "") -> str:
+    return "n/a" if v is None or math.isnan(v) else f"{v:{fmt}}{unit}"
+
+
+def _verdict(v: float, limit: float) -> str:
+    if math.isnan(v):
+        return "n/a"
+    return "met" if v <= limit else "MISSED"
+
+
+def side_table(r: dict[str, Any]) -> str:
+    """Every system on the same simulators and the same signed changes: CPU per change
+    (its own process), ingest rate and p99 at c = 1, 32, 128, RSS; then the targets."""
+    head = (
+        f"{'system':<42} {'CPU/chg':>8} {'rate c=1':>9} {'c=32':>7} {'c=128':>7}"
+        f" {'p99 c=1':>8} {'c=32':>7} {'c=128':>7} {'RSS':>7} {'writes':>7}"
+    )
+    lines = [
+        "",
+        "side by side: same simulators, same signed changes (CPU per change at c=32, the"
+        " process's own user+system; rates /s; p99 ms; RSS MB; vendor writes per change)",
+        head,
+    ]
+    lines.append("-" * len(head))
+    for key, label in SIDE:
+        d = r.get(key)
+        if not isinstance(d, dict):
+            continue
+        if "skipped" in d:
+            lines.append(f"{label:<42} skipped: {d['skipped']}")
+            continue
+        if key == "nodered" and d.get("version"):
+            label = f"Node-RED {d['version']}"
+        runs = [run for c in d.get("ingest", {}).values() for run in c.get("runs", [])]
+        rss = max((run.get("rss_mb", 0.0) for run in runs), default=float("nan"))
+        lines.append(
+            f"{label:<42} {_f(_ing(r, key, '32', 'cpu_ms_per_change'), '.2f', ' ms'):>8}"
+            f" {_f(_ing(r, key, '1', 'rate'), ',.0f'):>9}"
+            f" {_f(_ing(r, key, '32', 'rate'), ',.0f'):>7}"
+            f" {_f(_ing(r, key, '128', 'rate'), ',.0f'):>7}"
+            f" {_f(_ing(r, key, '1', 'p99_ms')):>8}"
+            f" {_f(_ing(r, key, '32', 'p99_ms')):>7}"
+            f" {_f(_ing(r, key, '128', 'p99_ms')):>7}"
+            f" {_f(rss, '.0f'):>7}"
+            f" {_f(writes_per_change(d), '.2f'):>7}"
+        )
+    sb = side_by_side(r)
+    cpu = sb["cpu_ms_per_change_c32"]
+    lines.append("")
+    lines.append(
+        f"gateway CPU per change (sqlite, c=32)  {_f(cpu['gateway_sqlite'], '.2f', ' ms')}"
+        f"  x baseline  {_f(sb['gateway_vs_baseline'], '.2f')}"
+        f"  x Node-RED  {_f(sb['gateway_vs_nodered'], '.2f')}"
+        f"  x floor  {_f(sb['gateway_vs_floor'], '.2f')}"
+        f"   targets <= 0.70 x Node-RED: {_verdict(sb['gateway_vs_nodered'], 0.7)},"
+        f" <= 2.00 x floor: {_verdict(sb['gateway_vs_floor'], 2.0)}"
+    )
+    lines.append(
+        "gateway CPU per change (sqlite, refresh_before_write off, c=32)"
+        f"  {_f(cpu['gateway_sqlite_norefresh'], '.2f', ' ms')}"
+        f"  x Node-RED  {_f(sb['norefresh_vs_nodered'], '.2f')}"
+        f"  x floor  {_f(sb['norefresh_vs_floor'], '.2f')}"
+        f"   (the reads before writes cost x {_f(sb['refresh_cost'], '.2f')})"
+    )
+    lines.append(
+        f"gateway CPU per change (postgres, c=32)  {_f(cpu['gateway_postgres'], '.2f', ' ms')}"
+        f"  x sqlite  {_f(sb['postgres_vs_sqlite'], '.2f')}"
+        f"   target <= 1.30: {_verdict(sb['postgres_vs_sqlite'], 1.3)}"
+    )
+    lines.append(
+        f"gateway ingest p99 (sqlite, c=32)  {_f(sb['ingest_p99_c32_ms'], '.1f', ' ms')}"
+        f"   target < 25 ms: {_verdict(sb['ingest_p99_c32_ms'], 25.0 - 1e-9)}"
+    )
+    so = r.get("scaleout_postgres")
+    if isinstance(so, dict):
+        lines.extend(scaleout_lines(so))
+    return "\n".join(lines)
+
+
+def scaleout_lines(so: dict[str, Any]) -> list[str]:
+    if "skipped" in so:
+        return [f"scale-out (postgres): skipped ({so['skipped']})"]
+    out = []
+    one, two = so.get("one", {}), so.get("two", {})
+    ratio = _ratio(two.get("cpu_ms_per_change", float("nan")), one.get("cpu_ms_per_change", 0))
+    out.append(
+        f"scale-out total CPU per change (postgres, c=32)  1 process"
+        f" {_f(one.get('cpu_ms_per_change', float('nan')), '.2f', ' ms')}"
+        f"  2 processes {_f(two.get('cpu_ms_per_change', float('nan')), '.2f', ' ms')}"
+        f"  x {_f(ratio, '.3f')} ({_f((ratio - 1) * 100, '+.1f', ' %')})"
+        f"   target within 15 %: {_verdict(abs(ratio - 1), 0.15)}"
+    )
+    k = so.get("kill9")
+    if isinstance(k, dict):
+        ok = k.get("lost", 1) == 0 and k.get("duplicate_objects", 1) == 0
         out.append(
-            (
-                "gateway CPU per change (sqlite, c=32)",
-                ci["cpu_ms_per_change"],
-                "",
-                ratio(
-                    ci["cpu_ms_per_change"],
-                    b.get("ingest", {}).get("32", {}).get("cpu_ms_per_change"),
-                ),
-                "ms",
-            )
+            f"scale-out kill -9 of one of 2 processes mid-run: {k.get('acknowledged', 0)}"
+            f" acknowledged, {k.get('lost', 'n/a')} lost, {k.get('duplicate_objects', 'n/a')}"
+            f" duplicate objects   target 0 and 0: {'met' if ok else 'MISSED'}"
         )
     return out
 
@@ -822,10 +1093,30 @@ def table(r: dict[str, Any]) -> str:
         lines.append(f"{fig:<48} {v:>12}  {tgt:<16} {'' if ratio is None else f'{ratio:.2f}':>10}")
     if isinstance(r.get("gateway_postgres"), dict) and "skipped" in r["gateway_postgres"]:
         lines.append(f"postgres: skipped ({r['gateway_postgres']['skipped']})")
+    lines.append(side_table(r))
+    lines.append("")
     lines.append(
         f"total {r.get('seconds', 0):.0f} s, mode {r.get('mode')}, "
-        f"{r['machine']['nproc']} cores, Python {r['machine']['python']}"
+        f"{r['machine']['nproc']} cores, Python {r['machine']['python']}, "
+        f"commit {r['machine'].get('commit', '')}; {r.get('pinning', '')}"
     )
+    prof = r.get("gateway_sqlite", {}).get("profile")
+    if isinstance(prof, dict):
+        lines.append("")
+        if "top" in prof:
+            from bench.profile import format_top
+
+            lines.append(
+                f"profile of the gateway (SQLite) through the sustained phase,"
+                f" {prof['samples']} samples: {prof['svg']}"
+            )
+            lines.append(format_top(prof["top"], 15))
+            lines.append("the project's functions (app/, adapters/) by total:")
+            lines.append(format_top(prof.get("project_top", []), 15))
+        else:
+            lines.append(f"profile: skipped ({prof.get('skipped')})")
+    if r.get("workdir"):
+        lines.append(f"work directory kept: {r['workdir']}")
     return "\n".join(lines)
 
 
@@ -840,13 +1131,34 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--no-scale", action="store_true")
     ap.add_argument("--no-backlog", action="store_true")
     ap.add_argument(
+        "--no-nodered", action="store_true", help="leave Node-RED out of the comparison"
+    )
+    ap.add_argument(
+        "--no-scaleout", action="store_true", help="leave out the 1 vs 2 process PostgreSQL run"
+    )
+    ap.add_argument(
+        "--no-pin",
+        action="store_true",
+        help="do not pin the load (CPU 0) and the system under test (CPU 1)",
+    )
+    ap.add_argument(
+        "--profile",
+        action="store_true",
+        help="py-spy the gateway through the sustained phase: flame graph SVG and top"
+        " functions in the work directory (kept)",
+    )
+    ap.add_argument(
         "--only",
-        choices=("all", "scale"),
+        choices=("all", "scale", "compare", "scaleout"),
         default="all",
-        help="scale: only the big-table installation",
+        help="scale: only the big-table installation; compare: only the side by side"
+        " (ingest at c = 1, 32, 128 of every system); scaleout: only the 1 vs 2"
+        " PostgreSQL processes and the kill -9",
     )
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, dbs)")
     args = ap.parse_args(argv)
+    PIN_NOTE[0] = pin_harness(not args.no_pin)
+    log(PIN_NOTE[0])
     # stop the processes we started even when we are interrupted or timed out
     signal.signal(signal.SIGTERM, lambda *_: (_ for _ in ()).throw(KeyboardInterrupt()))
     try:

@@ -1,6 +1,9 @@
 """The benchmark harness keeps working: ``python -m bench.run --quick`` runs the gateway,
-the baseline and the simulators as real processes, prints its table and writes valid
-JSON. A smoke check only: no figure is asserted (timings on shared CI machines are noise).
+the baseline, the floor, Node-RED (installed on first use; skipped with a note when node
+and npm cannot be had) and the simulators as real processes, prints its tables and writes
+valid JSON. A smoke check only: no timing is asserted (timings on shared CI machines are
+noise); what is asserted is that every system under comparison accepted every change and
+made all three vendor writes with credentials the simulators accept.
 """
 
 from __future__ import annotations
@@ -16,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(420)
+@pytest.mark.timeout(600)
 def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
     out = tmp_path / "bench.json"
     proc = subprocess.run(
@@ -24,7 +27,7 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
         cwd=ROOT,
         capture_output=True,
         text=True,
-        timeout=400,
+        timeout=580,
         check=False,
     )
     assert proc.returncode == 0, f"stdout:\n{proc.stdout[-3000:]}\nstderr:\n{proc.stderr[-5000:]}"
@@ -37,13 +40,31 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
         "propagation sqlite vendor 20 ms p50",
         "backlog",
         "cost/change",
+        "side by side",
+        "floor (aiohttp)",
     ):
         assert figure in proc.stdout, figure
+    cpu_line = next(
+        ln
+        for ln in proc.stdout.splitlines()
+        if ln.startswith("gateway CPU per change (sqlite, c=32)")
+    )
+    assert "x Node-RED" in cpu_line and "x floor" in cpu_line, cpu_line
+    assert "refresh_before_write off" in proc.stdout
 
     # the JSON
     results = json.loads(out.read_text())
     assert results["mode"] == "quick"
-    for section in ("gateway_sqlite", "baseline", "scale_sqlite", "gateway_postgres"):
+    for section in (
+        "gateway_sqlite",
+        "gateway_sqlite_norefresh",
+        "baseline",
+        "floor",
+        "nodered",
+        "scale_sqlite",
+        "gateway_postgres",
+        "scaleout_postgres",
+    ):
         assert section in results, section
     gw = results["gateway_sqlite"]
     assert set(gw["ingest"]) == {"1", "32", "128"}
@@ -59,3 +80,29 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
         assert gw["propagation"][lat]["incomplete"] == 0
     assert gw["backlog"]["writes_after_return"] == 3 * gw["items"]
     assert results["machine"]["nproc"] >= 1
+
+    # the side by side: every system took every change and made its three writes (each
+    # change flips a different item in quick mode, so nothing may coalesce)
+    # (the comparison systems neither retry nor coalesce: exactly three each)
+    compared = ["baseline", "floor"]
+    if "skipped" in results["nodered"]:
+        assert "Node-RED" in proc.stdout and "skipped" in proc.stdout
+    else:
+        compared.append("nodered")
+    for name in ["gateway_sqlite", "gateway_sqlite_norefresh", *compared]:
+        for c in ("1", "32", "128"):
+            for run in results[name]["ingest"][c]["runs"]:
+                assert run["errors"] == 0, (name, c)
+                assert run["cpu_ms_per_change"] > 0, (name, c)
+                if name in compared:
+                    assert run["writes"] == 3 * run["accepted"], (name, c, run)
+                else:
+                    assert 0 < run["writes"] <= 3 * run["accepted"], (name, c, run)
+
+    # scale-out, when PostgreSQL is there: the kill -9 lost nothing acknowledged and
+    # made no object twice
+    so = results["scaleout_postgres"]
+    if "skipped" not in so:
+        assert so["kill9"]["lost"] == 0
+        assert so["kill9"]["duplicate_objects"] == 0
+        assert so["kill9"]["missing_objects"] == 0

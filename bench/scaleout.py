@@ -1,0 +1,210 @@
+"""Scale-out on PostgreSQL: one and two ``syncgate serve`` processes sharing one database
+under the same load, and a ``kill -9`` of one of the two mid-run.
+
+1. One process: ``n`` changes at c = 32; CPU per change = the process's own CPU.
+2. A second process (same config, same database, its own port and worker id) started;
+   the same ``n`` changes at c = 32 shared out between the two URLs (as a load balancer
+   would); CPU per change = both processes' CPU together. Target: within 15 % of (1).
+3. Vendors slowed (50 ms a request, so writes are in flight), ``n`` changes at c = 32 to
+   both processes and, at the same time, ``k`` new hookstream issues (each fanned out
+   into three new objects by whichever process claims it). When half the changes are
+   acknowledged the second process is killed with SIGKILL and the rest go to the first.
+   Then: every acknowledged change must have reached all three of its objects (a write
+   logged by the simulators after the change was sent): ``lost`` counts those that did
+   not; every new issue must have exactly one DevHelm incident, InboxOps ticket and
+   incident.io follow-up (counted in the simulators' ``/_sim/objects``, by title):
+   ``duplicate_objects`` counts the extra ones, ``missing_objects`` the absent ones.
+
+Both processes are pinned to the system-under-test CPU (PostgreSQL itself is not pinned).
+The installation uses a 6 s lease so the first process takes over the killed one's
+claimed work quickly (the shipped default is 60 s).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import time
+from collections import Counter
+from typing import Any
+
+from bench.install import WRITE_SYSTEMS, Installation, create_items, start_gateway_process
+from bench.load import Cursor, closed_loop
+from bench.procs import Proc, cpu_s, rss_mb
+
+LEASE_S = 6.0
+
+
+async def _quiet(inst: Installation, deadline_s: float, waiter: Any) -> float:
+    return float(await waiter(inst, None, deadline_s))
+
+
+async def ingest_cpu(
+    inst: Installation,
+    procs: list[Proc],
+    urls: list[str],
+    cursor: Cursor,
+    n: int,
+    waiter: Any,
+) -> dict[str, Any]:
+    await inst.clear_requests()
+    cpu0 = sum(cpu_s(p.pid) for p in procs)
+    res = await closed_loop(inst, cursor, 32, n, deadline_s=120, urls=urls)
+    await _quiet(inst, 300, waiter)
+    cpu1 = sum(cpu_s(p.pid) for p in procs)
+    res["writes"] = await inst.write_count()
+    res["processes"] = len(procs)
+    res["cpu_ms_per_change"] = (cpu1 - cpu0) * 1000 / max(1, res["accepted"])
+    res["rss_mb"] = [rss_mb(p.pid) for p in procs]
+    return res
+
+
+async def objects(inst: Installation) -> dict[str, list[dict[str, Any]]]:
+    hs = (await inst.sim("hookstream", "GET", "/_sim/objects"))["issues"]
+    dh = (await inst.sim("devhelm", "GET", "/_sim/objects"))["data"]
+    ib = (await inst.sim("inboxops", "GET", "/_sim/objects"))["data"]
+    io = (await inst.sim("incidentio", "GET", "/_sim/objects"))["follow_ups"]
+    return {"hookstream": hs, "devhelm": dh, "inboxops": ib, "incidentio": io}
+
+
+class _Acks(list[tuple[Any, float]]):
+    """The acknowledged changes; sets ``event`` when ``at`` of them are in."""
+
+    def __init__(self, at: int, event: asyncio.Event) -> None:
+        super().__init__()
+        self.at, self.event = at, event
+
+    def append(self, value: tuple[Any, float]) -> None:
+        super().append(value)
+        if len(self) >= self.at:
+            self.event.set()
+
+
+def _title(system: str, obj: dict[str, Any]) -> str:
+    return str(obj.get("subject") if system == "inboxops" else obj.get("title"))
+
+
+async def kill9_run(
+    inst: Installation,
+    second: Proc,
+    urls: list[str],
+    cursor: Cursor,
+    n: int,
+    new_issues: int,
+    waiter: Any,
+) -> dict[str, Any]:
+    before = await objects(inst)
+    await inst.clear_requests()
+    await inst.set_latency(50)
+    half = asyncio.Event()
+    acked = _Acks(n // 2, half)
+    killed_at: list[float] = []
+
+    async def killer() -> None:
+        await half.wait()
+        second.kill9()
+        killed_at.append(time.time())
+        del urls[1:]  # the balancer takes the dead process out
+
+    async def seed() -> None:
+        for i in range(new_issues):
+            await inst.sim(
+                "hookstream",
+                "POST",
+                "/_sim/seed",
+                json={
+                    "destination_id": f"dst_scaleout_{i}",
+                    "destination_name": f"scaleout-{i}",
+                    "error_type": "timeout",
+                },
+            )
+            await asyncio.sleep(0.01)
+
+    kill_task = asyncio.get_running_loop().create_task(killer())
+    res, _ = await asyncio.gather(
+        closed_loop(inst, cursor, 32, n, deadline_s=120, urls=urls, acked=acked), seed()
+    )
+    if not kill_task.done():  # fewer than half acknowledged: kill now anyway
+        kill_task.cancel()
+        second.kill9()
+        killed_at.append(time.time())
+    drain = await _quiet(inst, 300, waiter)
+    await inst.set_latency(0)
+    writes = await inst.writes()
+    index: dict[str, list[float]] = {}
+    for recs in writes.values():
+        for w in recs:
+            index.setdefault(w["path"].rsplit("/", 1)[1], []).append(w["at"])
+    lost = 0
+    for item, sent in acked:
+        for ext in (item.hookstream, item.devhelm, item.incidentio):
+            if not any(at >= sent - 0.001 for at in index.get(ext, [])):
+                lost += 1
+                break
+    after = await objects(inst)
+    duplicates = 0
+    missing = 0
+    per_system: dict[str, dict[str, int]] = {}
+    for system, objs in after.items():
+        titles = Counter(_title(system, o) for o in objs)
+        dup = sum(c - 1 for c in titles.values() if c > 1)
+        new = len(objs) - len(before[system])
+        duplicates += dup
+        missing += max(0, new_issues - new)
+        per_system[system] = {"before": len(before[system]), "after": len(objs), "dup": dup}
+    creates = {s: sum(1 for w in writes[s] if w["method"] == "POST") for s in WRITE_SYSTEMS}
+    return {
+        "changes": res["sent"],
+        "acknowledged": len(acked),
+        "refused_or_failed": res["errors"],
+        "killed_after_acks": n // 2,
+        "lost": lost,
+        "new_issues": new_issues,
+        "duplicate_objects": duplicates,
+        "missing_objects": missing,
+        "objects": per_system,
+        "successful_creates": creates,
+        "drain_s": drain,
+        "dead_links": await inst.db.dead() if inst.db else None,
+    }
+
+
+async def scaleout(inst: Installation, p: dict[str, Any], waiter: Any, log: Any) -> dict[str, Any]:
+    """Runs on a started PostgreSQL gateway installation (``lease_s=LEASE_S``)."""
+    assert inst.server is not None
+    created = await create_items(inst, p["items"])
+    log(f"scale-out: {len(inst.items)} work items in {created:.1f}s")
+    cursor = Cursor(inst.items)
+    n = min(p["ingest_n"][32], len(inst.items))
+    out: dict[str, Any] = {"items": len(inst.items), "changes_per_run": n, "lease_s": LEASE_S}
+    one_runs, two_runs = [], []
+    second: Proc | None = None
+    try:
+        for r in range(p["repeat"]):
+            log(f"  scale-out: 1 process, c=32, run {r + 1}/{p['repeat']}")
+            one_runs.append(
+                await ingest_cpu(inst, [inst.server], [inst.webhook_url()], cursor, n, waiter)
+            )
+        second, url2 = await start_gateway_process(inst, "gateway-postgres-2")
+        urls = [inst.webhook_url(), f"{url2}/webhooks/inboxops"]
+        for r in range(p["repeat"]):
+            log(f"  scale-out: 2 processes, c=32, run {r + 1}/{p['repeat']}")
+            two_runs.append(await ingest_cpu(inst, [inst.server, second], urls, cursor, n, waiter))
+        out["one"] = _median(one_runs)
+        out["two"] = _median(two_runs)
+        log(f"  scale-out: kill -9 of one of 2 processes mid-run ({n} changes)")
+        out["kill9"] = await kill9_run(inst, second, list(urls), cursor, n, max(10, n // 8), waiter)
+    finally:
+        if second is not None:
+            second.stop()
+    return out
+
+
+def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    return {
+        "runs": runs,
+        "cpu_ms_per_change": statistics.median(r["cpu_ms_per_change"] for r in runs),
+        "rate": statistics.median(r["rate"] for r in runs),
+        "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+        "errors": sum(r["errors"] for r in runs),
+    }
