@@ -57,7 +57,7 @@ NOUN = {
 }
 #: The key of the object list in each simulator's ``GET /_sim/objects``.
 OBJECTS_KEY = {
-    "hookstream": "issues",
+    "hookstream": "objects",
     "devhelm": "data",
     "inboxops": "data",
     "incidentio": "follow_ups",
