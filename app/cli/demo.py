@@ -59,7 +59,7 @@ NOUN = {
 OBJECTS_KEY = {
     "hookstream": "objects",
     "devhelm": "data",
-    "inboxops": "data",
+    "inboxops": "objects",
     "incidentio": "follow_ups",
 }
 #: The vendor whose writes fail for a while in step 2.
