@@ -38,7 +38,8 @@ Control routes (no auth):
                               (any, deleted included), assignee_id, assignee_team_id, labels,
                               follow_up_category_id, follow_up_priority_option_id (null clears)
                               -> FollowUpV3; sends the updated webhook when something changed
-    GET   /_sim/objects       {"follow_ups": [every follow-up, V3 shape, deleted included]}
+    GET   /_sim/objects       {"objects": [every follow-up, V3 shape, deleted included]},
+                              oldest first
 
 plus the common /_sim/ surface of ``adapters/_simkit.py``.
 
@@ -100,13 +101,17 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
 
-import httpx
 import msgspec
 from litestar import Request, Response, delete, get, patch, post, put
-from standardwebhooks.webhooks import EmptyWebhookSecretError
 
-from adapters._simkit import Behaviour, SimKit, SimOptions, build_app, seed_names
-from adapters.signing import standard_headers, standard_sign
+from adapters._simkit import (
+    Behaviour,
+    SimOptions,
+    Simulator,
+    check_standard_secret,
+    json_response,
+)
+from adapters.signing import standard_headers
 
 VENDOR = "incidentio"
 JSON = "application/json"
@@ -124,6 +129,22 @@ DEFAULT_MODES = frozenset({"standard", "retrospective"})
 VISIBILITIES = ("public", "private")
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 250
+V3_LIST_PARAMS = frozenset(
+    {
+        "page_size",
+        "after",
+        "incident_id",
+        "incident_mode",
+        "assignee_team_id",
+        "created_at[gte]",
+        "created_at[lte]",
+        "created_at[date_range]",
+        "updated_at[gte]",
+        "updated_at[lte]",
+        "updated_at[date_range]",
+    }
+)
+V2_LIST_PARAMS = frozenset({"incident_id", "incident_mode", "assignee_team_id"})
 #: The documented default allowance per API key (a token bucket of 1,200 a minute).
 DEFAULT_RPM = 1200
 #: The optional fields of the update payload (FollowUpsUpdatePayloadV3 and V2).
@@ -372,34 +393,23 @@ def parse_bounds(name: str, value: str) -> tuple[datetime | None, datetime | Non
 # -- the simulator --------------------------------------------------------------------------
 
 
-class IncidentIoSimulator:
+class IncidentIoSimulator(Simulator):
     """incident.io follow-ups, in memory; ``.app`` is the ASGI app, ``.kit`` the SimKit."""
 
-    def __init__(
-        self, options: SimOptions, *, webhook_client: httpx.AsyncClient | None = None
-    ) -> None:
+    vendor = VENDOR
+    default_rpm = DEFAULT_RPM
+    behaviours = BEHAVIOURS
+
+    def prepare(self, options: SimOptions) -> SimOptions:
         secret = options.webhook_secret
         if not secret:
             # Svix always signs; without a configured secret, sign with a random one.
             secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
             options = msgspec.structs.replace(options, webhook_secret=secret)
-        try:  # fail at start, not in a delivery task, on a secret that cannot sign
-            standard_sign(secret, "msg_check", 0, b"{}")
-        except (ValueError, EmptyWebhookSecretError) as exc:
-            raise ValueError(
-                f"webhook_secret must be a Standard Webhooks secret (whsec_<base64>): {exc}"
-            ) from None
-        self.kit = SimKit.from_options(
-            VENDOR,
-            options,
-            auth_header="Authorization",
-            auth_prefix="Bearer ",
-            render_error=self.render_error,
-            webhook_client=webhook_client,
-            rate_limit_headers=rate_limit_headers,
-            default_rpm=DEFAULT_RPM,
-            behaviours=BEHAVIOURS,
-        )
+        check_standard_secret(secret)
+        return options
+
+    def setup(self, seeded: list[str]) -> None:
         self.ulid = Ulids()
         self.incidents: dict[str, Incident] = {
             DEFAULT_INCIDENT_ID: Incident(
@@ -409,7 +419,7 @@ class IncidentIoSimulator:
                 visibility="public",
             )
         }
-        for incident_id in seed_names(options, VENDOR):
+        for incident_id in seeded:
             self.incidents.setdefault(
                 incident_id,
                 Incident(
@@ -454,7 +464,6 @@ class IncidentIoSimulator:
             },
         }
         self.follow_ups: dict[str, FollowUpRecord] = {}
-        self.app = build_app(self.kit, self._handlers())
 
     # -- errors ----------------------------------------------------------------------------
 
@@ -490,6 +499,17 @@ class IncidentIoSimulator:
 
     def _not_found(self, what: str) -> Response[bytes]:
         return self.kit.error(404, "not_found", f"{what} not found")
+
+    def rate_limit_headers(self, limit: int, remaining: int, reset_s: float) -> dict[str, str]:
+        """incident.io's allowance headers: the binding limit, then each limit with its
+        window (one, of a minute); ``X-RateLimit-Reset`` is a Unix time in seconds."""
+        used = limit - remaining
+        return {
+            "X-RateLimit-Limit": f"{limit}, {limit};window=60",
+            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Used": str(used),
+            "X-RateLimit-Reset": str(math.ceil(time.time() + reset_s)),
+        }
 
     # -- rendering -------------------------------------------------------------------------
 
@@ -672,32 +692,10 @@ class IncidentIoSimulator:
 
     # -- routes ----------------------------------------------------------------------------
 
-    def _handlers(self) -> list[Any]:
+    def routes(self) -> list[Any]:
         sim = self
         paths = ["/v2/follow_ups", "/v3/follow_ups"]
         item_paths = ["/v2/follow_ups/{follow_up_id:str}", "/v3/follow_ups/{follow_up_id:str}"]
-        v3_list_params = frozenset(
-            {
-                "page_size",
-                "after",
-                "incident_id",
-                "incident_mode",
-                "assignee_team_id",
-                "created_at[gte]",
-                "created_at[lte]",
-                "created_at[date_range]",
-                "updated_at[gte]",
-                "updated_at[lte]",
-                "updated_at[date_range]",
-            }
-        )
-        v2_list_params = frozenset({"incident_id", "incident_mode", "assignee_team_id"})
-
-        def version(request: Request[Any, Any, Any]) -> str:
-            return "v2" if request.url.path.startswith("/v2/") else "v3"
-
-        def ok(payload: Any, status: int = 200) -> Response[bytes]:
-            return Response(msgspec.json.encode(payload), status_code=status, media_type=JSON)
 
         @post(paths, status_code=201)
         async def create(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -706,15 +704,15 @@ class IncidentIoSimulator:
             except Invalid as exc:
                 return sim._invalid(exc)
             record = sim.make(values, {"api_key": API_KEY_ACTOR})
-            return ok({"follow_up": sim.render(record, version(request))}, 201)
+            return json_response({"follow_up": sim.render(record, api_version(request))}, 201)
 
         @get(paths)
         async def list_follow_ups(request: Request[Any, Any, Any]) -> Response[bytes]:
-            v = version(request)
+            v = api_version(request)
             try:
                 query = parse_query(
                     request.scope["query_string"].decode(),
-                    v3_list_params if v == "v3" else v2_list_params,
+                    V3_LIST_PARAMS if v == "v3" else V2_LIST_PARAMS,
                 )
                 records, meta = sim.listing(query, paginate=v == "v3")
             except Invalid as exc:
@@ -722,14 +720,14 @@ class IncidentIoSimulator:
             payload: dict[str, Any] = {"follow_ups": [sim.render(r, v) for r in records]}
             if meta is not None:
                 payload["pagination_meta"] = meta
-            return ok(payload)
+            return json_response(payload)
 
         @get(item_paths)
         async def show(request: Request[Any, Any, Any]) -> Response[bytes]:
             record = sim.follow_ups.get(request.path_params["follow_up_id"])
             if record is None:
                 return sim._not_found("follow-up")
-            return ok({"follow_up": sim.render(record, version(request))})
+            return json_response({"follow_up": sim.render(record, api_version(request))})
 
         @put(item_paths)
         async def update(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -744,7 +742,7 @@ class IncidentIoSimulator:
                 return sim._invalid(exc)
             if sim.apply(record, sim.put_values(values)):
                 sim.notify(record, created=False)
-            return ok({"follow_up": sim.render(record, version(request))})
+            return json_response({"follow_up": sim.render(record, api_version(request))})
 
         @delete(item_paths, status_code=200)  # the 204 is set on the response: a 404 has a body
         async def remove(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -755,7 +753,10 @@ class IncidentIoSimulator:
                 sim.notify(record, created=False)
             return Response(b"", status_code=204)
 
-        # -- control -----------------------------------------------------------------------
+        return [create, list_follow_ups, show, update, remove]
+
+    def control_routes(self) -> list[Any]:
+        sim = self
 
         @post("/_sim/incidents", status_code=201)
         async def add_incident(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -778,11 +779,11 @@ class IncidentIoSimulator:
             if incident.id in sim.incidents:
                 return sim.kit.error(409, "conflict", f"incident {incident.id} already exists")
             sim.incidents[incident.id] = incident
-            return ok(msgspec.to_builtins(incident), 201)
+            return json_response(msgspec.to_builtins(incident), 201)
 
         @get("/_sim/incidents")
         async def list_incidents() -> Response[bytes]:
-            return ok({"incidents": msgspec.to_builtins(list(sim.incidents.values()))})
+            return json_response({"incidents": msgspec.to_builtins(list(sim.incidents.values()))})
 
         @post("/_sim/users", status_code=201)
         async def add_user(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -803,7 +804,7 @@ class IncidentIoSimulator:
             if "email" in values:
                 user["email"] = values["email"]
             sim.users[user["id"]] = user
-            return ok(user, 201)
+            return json_response(user, 201)
 
         @post("/_sim/seed", status_code=201)
         async def seed(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -812,7 +813,7 @@ class IncidentIoSimulator:
             except Invalid as exc:
                 return sim._invalid(exc)
             record = sim.make(values, {"user": sim.users[USER_IDS[0]]})
-            return ok(sim.render(record, "v3"), 201)
+            return json_response(sim.render(record, "v3"), 201)
 
         @patch("/_sim/objects/{follow_up_id:str}")
         async def person_change(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -825,26 +826,17 @@ class IncidentIoSimulator:
                 return sim._invalid(exc)
             if sim.apply(record, values):
                 sim.notify(record, created=False)
-            return ok(sim.render(record, "v3"))
+            return json_response(sim.render(record, "v3"))
 
-        @get("/_sim/objects")
-        async def all_objects() -> Response[bytes]:
-            records = sorted(sim.follow_ups.values(), key=lambda r: r.id)
-            return ok({"follow_ups": [sim.render(r, "v3") for r in records]})
+        return [add_incident, list_incidents, add_user, seed, person_change]
 
-        return [
-            create,
-            list_follow_ups,
-            show,
-            update,
-            remove,
-            add_incident,
-            list_incidents,
-            add_user,
-            seed,
-            person_change,
-            all_objects,
-        ]
+    def objects(self) -> list[dict[str, Any]]:
+        return [self.render(r, "v3") for r in sorted(self.follow_ups.values(), key=lambda r: r.id)]
+
+
+def api_version(request: Request[Any, Any, Any]) -> str:
+    """The API version a request is made in: ``v2`` or ``v3``."""
+    return "v2" if request.url.path.startswith("/v2/") else "v3"
 
 
 def _within(
@@ -853,15 +845,3 @@ def _within(
     value = record.created_at if key.startswith("created_at") else record.updated_at
     low, high = bounds
     return (low is None or value >= low) and (high is None or value <= high)
-
-
-def rate_limit_headers(limit: int, remaining: int, reset_s: float) -> dict[str, str]:
-    """incident.io's allowance headers: the binding limit, then each limit with its window
-    (one, of a minute); ``X-RateLimit-Reset`` is a Unix time in seconds."""
-    used = limit - remaining
-    return {
-        "X-RateLimit-Limit": f"{limit}, {limit};window=60",
-        "X-RateLimit-Remaining": str(remaining),
-        "X-RateLimit-Used": str(used),
-        "X-RateLimit-Reset": str(math.ceil(time.time() + reset_s)),
-    }

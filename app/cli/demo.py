@@ -60,7 +60,7 @@ OBJECTS_KEY = {
     "hookstream": "objects",
     "devhelm": "data",
     "inboxops": "objects",
-    "incidentio": "follow_ups",
+    "incidentio": "objects",
 }
 #: The vendor whose writes fail for a while in step 2.
 FAULTY = "devhelm"
