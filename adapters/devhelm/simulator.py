@@ -71,7 +71,8 @@ Control routes (no auth):
                                   "impact"?, "body"?, "postmortemBody"?, "postmortemUrl"?};
                                   with "body" a timeline update is posted. No webhook: DevHelm
                                   sends none for status-page incidents.
-    GET   /_sim/objects          {"data": [every incident, with its timeline]}
+    GET   /_sim/objects          {"objects": [every incident, with its timeline]}, in the
+                                  order created
     POST  /_sim/platform-events  {"type": <platform event type>, "data"?: {...}} -> 202
                                   {"id": "evt_...", "deliveryId": ...}: one signed delivery
 
@@ -99,7 +100,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import httpx
 import msgspec
 from litestar import Request, Response, delete, get, patch, post, put
 from litestar.enums import ScopeType
@@ -107,7 +107,7 @@ from litestar.params import FromPath
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters import signing
-from adapters._simkit import Behaviour, SimKit, SimOptions, build_app, seed_names
+from adapters._simkit import Behaviour, Simulator, json_response
 
 #: This organization's id by default; the SDK sends "1" when none is configured.
 ORG_ID = "1"
@@ -414,30 +414,31 @@ class StatusPage:
 Outcome = tuple[int, Any]
 
 
-class DevHelmSimulator:
+class DevHelmSimulator(Simulator):
     """DevHelm's status-page incidents in memory, behind the common simulator kit."""
 
-    def __init__(
-        self, options: SimOptions, *, webhook_client: httpx.AsyncClient | None = None
-    ) -> None:
-        self.kit = SimKit.from_options(
-            "devhelm",
-            options,
-            auth_header="Authorization",
-            auth_prefix="Bearer ",
-            render_error=self.render_error,
-            webhook_client=webhook_client,
-            rate_limit_headers=rate_limit_headers,
-            default_rpm=DEFAULT_RPM,
-            behaviours=BEHAVIOURS,
-        )
+    vendor = "devhelm"
+    default_rpm = DEFAULT_RPM
+    behaviours = BEHAVIOURS
+
+    def setup(self, seeded: list[str]) -> None:
         self.pages: dict[str, StatusPage] = {}
         self.incidents: dict[str, dict[str, Any]] = {}
-        for page_id in seed_names(options, "devhelm"):
+        for page_id in seeded:
             if not is_uuid(page_id):
                 raise ValueError(f"seed config: DevHelm status page id {page_id!r} is not a UUID")
             self.add_status_page(page_id, f"Status page {page_id[:8]}")
-        self.app: ASGIApp = with_request_id(build_app(self.kit, self._handlers()))
+
+    def wrap(self, app: ASGIApp) -> ASGIApp:
+        return with_request_id(app)
+
+    def rate_limit_headers(self, limit: int, remaining: int, reset_s: float) -> dict[str, str]:
+        """DevHelm's per-org quota headers; Reset is a Unix time in seconds."""
+        return {
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Reset": str(math.ceil(time.time() + reset_s)),
+        }
 
     # -- errors ----------------------------------------------------------------------------
 
@@ -473,11 +474,6 @@ class DevHelmSimulator:
             body["errors"] = errors
         return msgspec.json.encode(body)
 
-    def _respond(self, outcome: Outcome) -> Response[bytes]:
-        status, payload = outcome
-        content = b"" if payload is None else msgspec.json.encode(payload)
-        return Response(content, status_code=status, media_type="application/json")
-
     async def _run(
         self,
         request: Request[Any, Any, Any],
@@ -509,7 +505,8 @@ class DevHelmSimulator:
                         extra.append(msgspec.json.decode(raw))
                     except msgspec.DecodeError:
                         raise Rejection(400, "BAD_REQUEST", "Malformed JSON request body") from None
-            return self._respond(op(*args, *extra))
+            status, payload = op(*args, *extra)
+            return json_response(payload, status)
         except Rejection as exc:
             body_bytes = self._error_body(exc.status, exc.code, exc.message, exc.errors)
             return Response(body_bytes, status_code=exc.status, media_type="application/json")
@@ -855,9 +852,6 @@ class DevHelmSimulator:
             incident["updatedAt"] = now
         return 200, {"data": incident}
 
-    def list_objects(self) -> Outcome:
-        return 200, {"data": list(self.incidents.values())}
-
     def platform_event(self, body: Any) -> Outcome:
         values = validated(body, EVENT_RULES)
         event_id, delivery_id = self.send_platform_event(values["type"], values.get("data", {}))
@@ -887,7 +881,7 @@ class DevHelmSimulator:
 
     # -- routes ----------------------------------------------------------------------------
 
-    def _handlers(self) -> list[Any]:
+    def routes(self) -> list[Any]:
         base = "/api/v1/status-pages/{sp:str}/incidents"
         one = base + "/{iid:str}"
         run = self._run
@@ -941,6 +935,20 @@ class DevHelmSimulator:
         ) -> Response[bytes]:
             return await run(request, self.dismiss, sp, iid)
 
+        return [
+            list_incidents,
+            create_incident,
+            get_incident,
+            update_incident,
+            delete_incident,
+            post_update,
+            publish,
+            dismiss,
+        ]
+
+    def control_routes(self) -> list[Any]:
+        run = self._run
+
         @post("/_sim/status-pages")
         async def sim_create_page(request: Request[Any, Any, Any]) -> Response[bytes]:
             return await run(request, self.create_page, body="required", vendor=False)
@@ -959,30 +967,14 @@ class DevHelmSimulator:
         ) -> Response[bytes]:
             return await run(request, self.human_change, iid, body="required", vendor=False)
 
-        @get("/_sim/objects")
-        async def sim_objects(request: Request[Any, Any, Any]) -> Response[bytes]:
-            return await run(request, self.list_objects, vendor=False)
-
         @post("/_sim/platform-events")
         async def sim_platform_event(request: Request[Any, Any, Any]) -> Response[bytes]:
             return await run(request, self.platform_event, body="required", vendor=False)
 
-        return [
-            list_incidents,
-            create_incident,
-            get_incident,
-            update_incident,
-            delete_incident,
-            post_update,
-            publish,
-            dismiss,
-            sim_create_page,
-            sim_list_pages,
-            sim_seed,
-            sim_human_change,
-            sim_objects,
-            sim_platform_event,
-        ]
+        return [sim_create_page, sim_list_pages, sim_seed, sim_human_change, sim_platform_event]
+
+    def objects(self) -> list[dict[str, Any]]:
+        return list(self.incidents.values())
 
 
 def check_schedule(values: dict[str, Any]) -> None:
@@ -1029,15 +1021,6 @@ def sort_specs(values: Sequence[str]) -> list[tuple[str, bool]]:
             raise Rejection(400, "BAD_REQUEST", f"Invalid sort direction {direction!r}")
         specs.append((prop, direction.lower() == "desc"))
     return specs
-
-
-def rate_limit_headers(limit: int, remaining: int, reset_s: float) -> dict[str, str]:
-    """DevHelm's per-org quota headers; Reset is a Unix time in seconds."""
-    return {
-        "X-RateLimit-Limit": str(limit),
-        "X-RateLimit-Remaining": str(remaining),
-        "X-RateLimit-Reset": str(math.ceil(time.time() + reset_s)),
-    }
 
 
 def with_request_id(app: ASGIApp) -> ASGIApp:
