@@ -86,6 +86,9 @@ Behaviour where the documents leave a choice (these are the simulator's answers)
 Behaviour options (``SimOptions.behaviour`` / ``PUT /_sim/behaviour``):
 
     put_omitted   keep (default) | clear
+
+The request rules (body fields, query parameters, time filters) are in
+``adapters/incidentio/simulator_rules.py``.
 """
 
 from __future__ import annotations
@@ -96,10 +99,9 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl
 
 import msgspec
 from litestar import Request, Response, delete, get, patch, post, put
@@ -110,6 +112,20 @@ from adapters._simkit import (
     Simulator,
     check_standard_secret,
     json_response,
+)
+from adapters.incidentio.simulator_rules import (
+    Invalid,
+    Rule,
+    check_string,
+    check_strings,
+    check_title,
+    invalid_field,
+    one_of,
+    parse_bounds,
+    parse_json,
+    parse_query,
+    problem,
+    validate,
 )
 from adapters.signing import standard_headers
 
@@ -241,155 +257,6 @@ _ATTRIBUTE = {
 }
 
 
-# -- validation -----------------------------------------------------------------------------
-
-Check = Callable[[Any], str | None]
-"""A field check: the problem with a (non-null) value, or None when it is fine."""
-
-
-class Rule(msgspec.Struct, frozen=True):
-    check: Check
-    required: bool = False
-    nullable: bool = False
-
-
-class Invalid(Exception):
-    """A request the vendor refuses; carries incident.io ``errors[]`` entries."""
-
-    def __init__(self, status: int, errors: list[dict[str, Any]]) -> None:
-        super().__init__(status)
-        self.status = status
-        self.errors = errors
-
-
-def json_pointer(*parts: str) -> str:
-    """An RFC 6901 pointer to ``parts`` (``~`` and ``/`` escaped)."""
-    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
-
-
-def _problem(code: str, message: str, field: str | None = None) -> dict[str, Any]:
-    """One ``errors[]`` entry (ErrorSingle). ``source`` is ``{field, pointer}``: both are
-    required by the SDK's ``ErrorSource`` whenever ``source`` is present. A query
-    parameter's pointer names the parameter (``/updated_at[gte]``); incident.io does not
-    document pointers for query parameters (the simulator's choice)."""
-    error: dict[str, Any] = {"code": code, "message": message}
-    if field is not None:
-        error["source"] = {"field": field, "pointer": json_pointer(field)}
-    return error
-
-
-def invalid_field(field: str, message: str) -> Invalid:
-    return Invalid(422, [_problem("invalid_value", message, field)])
-
-
-def _string(value: Any) -> str | None:
-    return None if isinstance(value, str) else "must be a string"
-
-
-def _title(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return "must be a string"
-    return None if value.strip() else "must not be empty"
-
-
-def _strings(value: Any) -> str | None:
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return None
-    return "must be an array of strings"
-
-
-def _one_of(allowed: tuple[str, ...] | Mapping[str, Any], what: str) -> Check:
-    def check(value: Any) -> str | None:
-        if not isinstance(value, str):
-            return "must be a string"
-        return None if value in allowed else f"{value!r} is not a valid {what}"
-
-    return check
-
-
-def validate(body: Any, rules: Mapping[str, Rule]) -> dict[str, Any]:
-    """``body`` checked against ``rules``: every problem at once, as incident.io reports them."""
-    if not isinstance(body, dict):
-        raise Invalid(422, [_problem("invalid_type", "request body must be a JSON object")])
-    errors = []
-    for name, rule in rules.items():
-        if name not in body:
-            if rule.required:
-                errors.append(_problem("is_required", f"{name} is required", name))
-            continue
-        value = body[name]
-        if value is None:
-            if not rule.nullable:
-                errors.append(_problem("invalid_value", f"{name} must not be null", name))
-            continue
-        problem = rule.check(value)
-        if problem is not None:
-            errors.append(_problem("invalid_value", f"{name} {problem}", name))
-    for name in body:
-        if name not in rules:
-            errors.append(_problem("unknown_field", f"unknown field {name!r}", name))
-    if errors:
-        raise Invalid(422, errors)
-    return body
-
-
-def parse_json(raw: bytes) -> Any:
-    try:
-        return msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        raise Invalid(400, [_problem("invalid_json", "request body is not valid JSON")]) from None
-
-
-def parse_query(raw: str, allowed: frozenset[str]) -> dict[str, str]:
-    pairs = parse_qsl(raw, keep_blank_values=True)
-    unknown = [k for k, _ in pairs if k not in allowed]
-    if unknown:
-        raise Invalid(
-            422,
-            [_problem("unknown_field", f"unknown query parameter {k!r}", k) for k in unknown],
-        )
-    return dict(pairs)
-
-
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def parse_time(name: str, value: str, *, end_of_day: bool = False) -> datetime:
-    """An RFC 3339 time, or a date (the SDK's own example filters with ``2025-01-01``):
-    a date is its first moment in UTC, or its last with ``end_of_day``."""
-    if _DATE.match(value):
-        try:
-            day = datetime.fromisoformat(value).replace(tzinfo=UTC)
-        except ValueError:
-            raise invalid_field(name, f"{name} must be a date or an RFC 3339 time") from None
-        return day + timedelta(days=1, microseconds=-1) if end_of_day else day
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        raise invalid_field(name, f"{name} must be a date or an RFC 3339 time")
-    return parsed
-
-
-def parse_bounds(name: str, value: str) -> tuple[datetime | None, datetime | None]:
-    """``created_at[gte|lte|date_range]`` as (lowest, highest), both inclusive.
-    ``date_range`` is two dates joined by ``~`` (``2024-12-02~2024-12-08``), each end
-    taken whole."""
-    operator = name[name.index("[") + 1 : -1]
-    if operator == "gte":
-        return parse_time(name, value), None
-    if operator == "lte":
-        return None, parse_time(name, value, end_of_day=True)
-    start, sep, end = value.partition("~")
-    if not sep or not start or not end:
-        raise invalid_field(name, f"{name} must be two dates joined by ~")
-    low, high = parse_time(name, start), parse_time(name, end, end_of_day=True)
-    if high < low:
-        raise invalid_field(name, f"{name} ends before it starts")
-    return low, high
-
-
 # -- the simulator --------------------------------------------------------------------------
 
 
@@ -470,7 +337,7 @@ class IncidentIoSimulator(Simulator):
     def render_error(self, status: int, code: str, message: str) -> tuple[bytes, str]:
         """incident.io's error body for one error; SimKit's generic codes become the type."""
         kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-        return self.error_body(status, [_problem(kind if code in GENERIC_CODES else code, message)])
+        return self.error_body(status, [problem(kind if code in GENERIC_CODES else code, message)])
 
     def error_body(self, status: int, errors: list[dict[str, Any]]) -> tuple[bytes, str]:
         kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
@@ -543,20 +410,20 @@ class IncidentIoSimulator(Simulator):
 
     def _reference_rules(self) -> dict[str, Rule]:
         return {
-            "description": Rule(_string),
-            "assignee_id": Rule(_one_of(self.users, "user id")),
-            "assignee_team_id": Rule(_one_of(self.teams, "team id")),
-            "follow_up_category_id": Rule(_one_of(self.categories, "follow-up category id")),
+            "description": Rule(check_string),
+            "assignee_id": Rule(one_of(self.users, "user id")),
+            "assignee_team_id": Rule(one_of(self.teams, "team id")),
+            "follow_up_category_id": Rule(one_of(self.categories, "follow-up category id")),
             "follow_up_priority_option_id": Rule(
-                _one_of(self.priorities, "follow-up priority option id")
+                one_of(self.priorities, "follow-up priority option id")
             ),
-            "labels": Rule(_strings),
+            "labels": Rule(check_strings),
         }
 
     def create_rules(self) -> dict[str, Rule]:
         return {
-            "incident_id": Rule(_one_of(self.incidents, "incident id"), required=True),
-            "title": Rule(_title, required=True),
+            "incident_id": Rule(one_of(self.incidents, "incident id"), required=True),
+            "title": Rule(check_title, required=True),
             **self._reference_rules(),
             "external_issue_reference_id": Rule(lambda _: "references no known external issue"),
         }
@@ -564,8 +431,8 @@ class IncidentIoSimulator(Simulator):
     def update_rules(self) -> dict[str, Rule]:
         settable = tuple(s for s in STATUSES if s != "deleted")
         rules = {
-            "status": Rule(_one_of(settable, "status (use DELETE to delete)"), required=True),
-            "title": Rule(_title, required=True),
+            "status": Rule(one_of(settable, "status (use DELETE to delete)"), required=True),
+            "title": Rule(check_title, required=True),
             **self._reference_rules(),
         }
         rules["assignee_id"] = Rule(rules["assignee_id"].check, nullable=True)
@@ -585,11 +452,11 @@ class IncidentIoSimulator(Simulator):
     def seed_rules(self) -> dict[str, Rule]:
         rules = self.create_rules()
         del rules["external_issue_reference_id"]
-        return {**rules, "status": Rule(_one_of(STATUSES, "status"))}
+        return {**rules, "status": Rule(one_of(STATUSES, "status"))}
 
     def person_rules(self) -> dict[str, Rule]:
         """What a person may change in the UI: anything, status deleted included; null clears."""
-        rules = {"title": Rule(_title), "status": Rule(_one_of(STATUSES, "status"))}
+        rules = {"title": Rule(check_title), "status": Rule(one_of(STATUSES, "status"))}
         for name, rule in self._reference_rules().items():
             rules[name] = Rule(rule.check, nullable=name != "labels")
         return rules
@@ -737,7 +604,7 @@ class IncidentIoSimulator(Simulator):
             try:
                 values = validate(parse_json(await request.body()), sim.update_rules())
                 if record.status == "deleted":
-                    raise Invalid(422, [_problem("invalid_value", "follow-up has been deleted")])
+                    raise Invalid(422, [problem("invalid_value", "follow-up has been deleted")])
             except Invalid as exc:
                 return sim._invalid(exc)
             if sim.apply(record, sim.put_values(values)):
@@ -761,10 +628,10 @@ class IncidentIoSimulator(Simulator):
         @post("/_sim/incidents", status_code=201)
         async def add_incident(request: Request[Any, Any, Any]) -> Response[bytes]:
             rules = {
-                "id": Rule(_string),
-                "name": Rule(_title, required=True),
-                "mode": Rule(_one_of(INCIDENT_MODES, "incident mode")),
-                "visibility": Rule(_one_of(VISIBILITIES, "visibility")),
+                "id": Rule(check_string),
+                "name": Rule(check_title, required=True),
+                "mode": Rule(one_of(INCIDENT_MODES, "incident mode")),
+                "visibility": Rule(one_of(VISIBILITIES, "visibility")),
             }
             try:
                 values = validate(parse_json(await request.body()), rules)
@@ -788,9 +655,9 @@ class IncidentIoSimulator(Simulator):
         @post("/_sim/users", status_code=201)
         async def add_user(request: Request[Any, Any, Any]) -> Response[bytes]:
             rules = {
-                "id": Rule(_string),
-                "name": Rule(_title, required=True),
-                "email": Rule(_string),
+                "id": Rule(check_string),
+                "name": Rule(check_title, required=True),
+                "email": Rule(check_string),
             }
             try:
                 values = validate(parse_json(await request.body()), rules)
