@@ -1,9 +1,13 @@
-"""Shared machinery of the vendor simulators: request log, fault injection, latency,
-requests-per-minute limit, a settable clock, and signed webhook delivery with retries.
+"""Shared machinery of the vendor simulators: the ``Simulator`` base class, and the
+``SimKit`` behind it (request log, fault injection, latency, requests-per-minute limit, a
+settable clock, and signed webhook delivery with retries).
 
-A vendor simulator builds its litestar app from its own handlers plus
-``SimKit.control_handlers()`` (the common ``/_sim/`` surface) and serves
-``SimKit.wrap(app)``. The wrapper sits in front of every vendor route (not ``/_sim/``):
+A vendor simulator subclasses ``Simulator`` and declares only what is its own: its vendor
+name and authentication, its error shape, its state, its vendor routes and its own
+``/_sim/`` routes, and the objects a person sees in the vendor's UI (``objects()``). The
+base builds the ``SimKit`` from ``SimOptions`` and serves one app: the vendor's routes,
+SimKit's common ``/_sim/`` surface and ``GET /_sim/objects``, all behind
+``SimKit.wrap``. The wrapper sits in front of every vendor route (not ``/_sim/``):
 
     latency -> injected fault -> auth -> rate limit -> vendor handler -> logged
 
@@ -22,6 +26,12 @@ Common control surface (no auth; a local test surface):
     POST   /_sim/webhooks/flush      wait until every pending delivery has finished
     GET    /_sim/behaviour           {"behaviour": {name: value}, "choices": {name: [...]}}
     PUT    /_sim/behaviour           {name: value, ...}: play another documented reading
+    GET    /_sim/objects             {"objects": [...]}: every object the simulator holds
+                                     (issues, incidents, tickets, follow-ups), in the
+                                     vendor's own JSON and in the simulator's order
+
+Each simulator adds its own control routes (``POST /_sim/seed``, ``PATCH
+/_sim/objects/{id}`` for a person's change, ...), listed in its module docstring.
 
 Seeding from a Syncgate config: ``SimOptions.seed_config`` names a Syncgate config file,
 and the simulator starts with the containers that file names in its vendor (DevHelm status
@@ -47,6 +57,7 @@ the vendor's documented default allowance and count down, unenforced.
 
 from __future__ import annotations
 
+import abc
 import asyncio
 import collections
 import itertools
@@ -54,15 +65,18 @@ import math
 import os
 import time
 import uuid
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import Awaitable, Callable, Iterable, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import httpx
 import msgspec
 import yaml
 from litestar import Litestar, Request, Response, delete, get, post, put
 from litestar.exceptions import ValidationException
+from standardwebhooks.webhooks import EmptyWebhookSecretError
+
+from adapters.signing import standard_sign
 
 # ASGI plumbing is typed loosely on purpose: the gate forwards whatever the server sends.
 Scope = Any
@@ -820,3 +834,111 @@ def build_app(
         logging_config=None,
     )
     return kit.wrap(app)
+
+
+def json_response(payload: Any, status: int = 200) -> Response[bytes]:
+    """``payload`` as a JSON response; ``None`` is an empty body (a 204's)."""
+    content = b"" if payload is None else msgspec.json.encode(payload)
+    return Response(content, status_code=status, media_type="application/json")
+
+
+def check_standard_secret(secret: str) -> None:
+    """Refuse, at start rather than in a delivery task, a webhook secret that Standard
+    Webhooks (Svix) cannot sign with (not base64 after the optional ``whsec_``)."""
+    try:
+        standard_sign(secret, "msg_check", 0, b"{}")
+    except (ValueError, EmptyWebhookSecretError) as exc:
+        raise ValueError(
+            f"webhook_secret must be a Standard Webhooks secret (whsec_<base64>): {exc}"
+        ) from None
+
+
+class Simulator(abc.ABC):
+    """One vendor simulator: ``.app`` to serve, ``.kit`` for the shared machinery.
+
+    A subclass names its vendor and how keys are sent (class attributes), renders errors
+    in the vendor's shape (``render_error``), makes its state (``setup``, given the ids
+    the seed config names), and declares its routes (``routes``: the vendor API;
+    ``control_routes``: its own ``/_sim/`` routes) and its objects (``objects``). The
+    base serves those with SimKit's common ``/_sim/`` surface and ``GET /_sim/objects``
+    (``{"objects": self.objects()}``), behind the kit's gate.
+    """
+
+    #: The system name (a key of ``adapters.VENDORS``).
+    vendor: ClassVar[str]
+    #: The header carrying the API key, and what precedes the key in it.
+    auth_header: ClassVar[str] = "Authorization"
+    auth_prefix: ClassVar[str] = "Bearer "
+    #: The allowance the rate-limit headers advertise while no limit is set.
+    default_rpm: ClassVar[int | None] = None
+    #: Readings of what the vendor's documents leave open (``SimOptions.behaviour``).
+    behaviours: ClassVar[Mapping[str, Behaviour]] = {}
+    #: Which ids of the seed config are this vendor's (``config_names``'s ``param``).
+    seed_param: ClassVar[str | None] = None
+
+    def __init__(
+        self, options: SimOptions, *, webhook_client: httpx.AsyncClient | None = None
+    ) -> None:
+        options = self.prepare(options)
+        self.kit = SimKit.from_options(
+            self.vendor,
+            options,
+            auth_header=self.auth_header,
+            auth_prefix=self.auth_prefix,
+            render_error=self.render_error,
+            webhook_client=webhook_client,
+            rate_limit_headers=self.rate_limit_headers,
+            default_rpm=self.default_rpm,
+            behaviours=dict(self.behaviours),
+        )
+        # The seed config is read even by a vendor it names nothing in: a bad file fails
+        # at start on every simulator.
+        self.setup(seed_names(options, self.vendor, param=self.seed_param))
+        handlers = [*self.routes(), *self.control_routes(), self._objects_route()]
+        self.app: ASGIApp = self.wrap(build_app(self.kit, handlers))
+
+    # -- what a vendor declares ------------------------------------------------------------
+
+    def prepare(self, options: SimOptions) -> SimOptions:
+        """The options this vendor starts with (default: as given); a ``ValueError`` here
+        refuses to start on options the vendor could not play."""
+        return options
+
+    @abc.abstractmethod
+    def render_error(self, status: int, code: str, message: str) -> tuple[bytes, str]:
+        """(status, code, message) -> (body, content type) in the vendor's error shape."""
+
+    def rate_limit_headers(self, limit: int, remaining: int, reset_s: float) -> dict[str, str]:
+        """The vendor's rate-limit headers for the window as it stands (default: none, for
+        a vendor that documents none)."""
+        return {}
+
+    @abc.abstractmethod
+    def setup(self, seeded: list[str]) -> None:
+        """Make the vendor's state (``self.kit`` is ready); ``seeded`` is the ids the seed
+        config names in this vendor (``seed_names``)."""
+
+    @abc.abstractmethod
+    def routes(self) -> list[Any]:
+        """The vendor API's route handlers."""
+
+    def control_routes(self) -> list[Any]:
+        """The vendor's own ``/_sim/`` route handlers (besides the common ones)."""
+        return []
+
+    @abc.abstractmethod
+    def objects(self) -> list[dict[str, Any]]:
+        """Every object the simulator holds, in the vendor's JSON, for ``GET /_sim/objects``."""
+
+    def wrap(self, app: ASGIApp) -> ASGIApp:
+        """The outermost layer of the app (default: none)."""
+        return app
+
+    # -- the common listing ----------------------------------------------------------------
+
+    def _objects_route(self) -> Any:
+        @get("/_sim/objects", sync_to_thread=False)
+        def all_objects() -> Response[bytes]:
+            return json_response({"objects": self.objects()})
+
+        return all_objects

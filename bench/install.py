@@ -338,9 +338,9 @@ async def load_items(inst: Installation, rows: list[tuple[str, str, str | None]]
     for item_id, system, ext in rows:
         assert ext is not None
         by_item.setdefault(item_id, {})[system] = ext
-    tickets = {t["id"]: t for t in (await inst.sim("inboxops", "GET", "/_sim/objects"))["data"]}
+    tickets = {t["id"]: t for t in (await inst.sim("inboxops", "GET", "/_sim/objects"))["objects"]}
     follow_ups = {
-        f["id"]: f for f in (await inst.sim("incidentio", "GET", "/_sim/objects"))["follow_ups"]
+        f["id"]: f for f in (await inst.sim("incidentio", "GET", "/_sim/objects"))["objects"]
     }
     inst.items = []
     for ids in sorted(by_item.values(), key=lambda d: d["inboxops"]):

@@ -200,11 +200,9 @@ def admin_client(gateway_url: str) -> httpx.AsyncClient:
 
 async def sim_objects(control: httpx.AsyncClient) -> list[dict[str, Any]]:
     """Every object a simulator holds (its ``/_sim/objects`` listing)."""
-    body = (await control.get("/_sim/objects")).json()
-    for key in ("data", "follow_ups", "issues", "objects"):
-        if isinstance(body, dict) and key in body:
-            return list(body[key])
-    return list(body)
+    response = await control.get("/_sim/objects")
+    response.raise_for_status()
+    return list(response.json()["objects"])
 
 
 async def settled(admin: httpx.AsyncClient) -> bool:

@@ -170,12 +170,9 @@ class Rig:
         return {name: after[name] - before[name] for name in after}
 
     async def objects(self, system: str) -> list[dict[str, Any]]:
-        body = (await self.control[system].get("/_sim/objects")).json()
-        for key in ("data", "issues", "follow_ups", "objects", "tickets", "incidents"):
-            if isinstance(body, dict) and key in body:
-                return list(body[key])
-        assert isinstance(body, list), body
-        return body
+        response = await self.control[system].get("/_sim/objects")
+        assert response.status_code == 200, response.text
+        return list(response.json()["objects"])
 
     async def object(self, system: str, external_id: str) -> dict[str, Any]:
         for obj in await self.objects(system):

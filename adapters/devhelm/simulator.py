@@ -71,7 +71,8 @@ Control routes (no auth):
                                   "impact"?, "body"?, "postmortemBody"?, "postmortemUrl"?};
                                   with "body" a timeline update is posted. No webhook: DevHelm
                                   sends none for status-page incidents.
-    GET   /_sim/objects          {"data": [every incident, with its timeline]}
+    GET   /_sim/objects          {"objects": [every incident, with its timeline]}, in the
+                                  order created
     POST  /_sim/platform-events  {"type": <platform event type>, "data"?: {...}} -> 202
                                   {"id": "evt_...", "deliveryId": ...}: one signed delivery
 
@@ -84,6 +85,9 @@ Started with ``SimOptions.seed_config``, the simulator has an AUTOMATIC status p
 components) for every page id the config names: ``systems.devhelm.scopes`` and the
 ``scope`` of each ``create_in`` entry for devhelm. A page id that is not a UUID is refused
 at start (DevHelm's page ids are UUIDs; the API would answer 400 for it).
+
+The request rules (the documented enums, each route's body rules, the list's query
+parameters) are in ``adapters/devhelm/simulator_rules.py``.
 """
 
 from __future__ import annotations
@@ -99,7 +103,6 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-import httpx
 import msgspec
 from litestar import Request, Response, delete, get, patch, post, put
 from litestar.enums import ScopeType
@@ -107,7 +110,26 @@ from litestar.params import FromPath
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters import signing
-from adapters._simkit import Behaviour, SimKit, SimOptions, build_app, seed_names
+from adapters._simkit import Behaviour, Simulator, json_response
+from adapters.devhelm.simulator_rules import (
+    CREATE_RULES,
+    EVENT_RULES,
+    HUMAN_RULES,
+    PAGE_RULES,
+    PUBLISH_RULES,
+    SEED_RULES,
+    STATUSES,
+    TIMELINE_RULES,
+    UPDATE_RULES,
+    Rejection,
+    check_schedule,
+    entry,
+    int_param,
+    invalid,
+    is_uuid,
+    sort_specs,
+    validated,
+)
 
 #: This organization's id by default; the SDK sends "1" when none is configured.
 ORG_ID = "1"
@@ -126,39 +148,6 @@ BEHAVIOURS = {
     ),
     "org_id": Behaviour(default=ORG_ID, doc="the organization the API key belongs to"),
 }
-STATUSES = ("INVESTIGATING", "IDENTIFIED", "MONITORING", "RESOLVED")
-IMPACTS = ("NONE", "MINOR", "MAJOR", "CRITICAL")
-COMPONENT_STATUSES = (
-    "OPERATIONAL",
-    "DEGRADED_PERFORMANCE",
-    "PARTIAL_OUTAGE",
-    "MAJOR_OUTAGE",
-    "UNDER_MAINTENANCE",
-)
-INCIDENT_MODES = ("MANUAL", "REVIEW", "AUTOMATIC")
-PLATFORM_EVENTS = (
-    "monitor.created",
-    "monitor.updated",
-    "monitor.deleted",
-    "incident.created",
-    "incident.resolved",
-    "incident.reopened",
-    "service.status_changed",
-    "service.component_changed",
-    "service.incident_created",
-    "service.incident_updated",
-    "service.incident_resolved",
-)
-SORTABLE = (
-    "createdAt",
-    "updatedAt",
-    "startedAt",
-    "publishedAt",
-    "resolvedAt",
-    "title",
-    "status",
-    "impact",
-)
 API_VERSION = "2026-01"
 DEFAULT_PAGE_SIZE = 20
 MAX_PAGE_SIZE = 200
@@ -193,207 +182,6 @@ def iso(value: datetime) -> str:
     return value.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-def is_uuid(value: Any) -> bool:
-    if not isinstance(value, str):
-        return False
-    try:
-        uuid.UUID(value)
-    except ValueError:
-        return False
-    return True
-
-
-class Rejection(Exception):
-    """A request DevHelm refuses: rendered as its ``ErrorResponse``."""
-
-    def __init__(
-        self,
-        status: int,
-        code: str,
-        message: str,
-        errors: list[dict[str, Any]] | None = None,
-    ) -> None:
-        super().__init__(message)
-        self.status = status
-        self.code = code
-        self.message = message
-        self.errors = errors
-
-
-def entry(code: str, field_name: str | None, message: str) -> dict[str, Any]:
-    return {"code": code, "field": field_name, "message": message}
-
-
-def invalid(errors: list[dict[str, Any]]) -> Rejection:
-    return Rejection(400, "VALIDATION_FAILED", "Validation failed", errors)
-
-
-# -- request body validation ------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Rule:
-    """One body field: its JSON type and constraints. ``None`` always means "absent"."""
-
-    kind: str  # string | enum | bool | uuid | datetime | object | components | page_components
-    required: bool = False
-    choices: Sequence[str] = ()
-    max_length: int | None = None
-    not_blank: bool = False
-    pattern: re.Pattern[str] | None = None
-
-    def check(self, name: str, value: Any) -> list[dict[str, Any]]:
-        if self.kind in ("string", "enum", "uuid", "datetime") and not isinstance(value, str):
-            return [entry("INVALID_TYPE", name, "must be a string")]
-        if self.kind == "string":
-            return self._check_string(name, value)
-        if self.kind == "enum" and value not in self.choices:
-            return [entry("INVALID_ENUM", name, f"must be one of {', '.join(self.choices)}")]
-        if self.kind == "bool" and not isinstance(value, bool):
-            return [entry("INVALID_TYPE", name, "must be a boolean")]
-        if self.kind == "uuid" and not is_uuid(value):
-            return [entry("INVALID_FORMAT", name, "must be a UUID")]
-        if self.kind == "datetime":
-            try:
-                parsed = datetime.fromisoformat(value)
-            except ValueError:
-                parsed = None
-            if parsed is None or parsed.tzinfo is None:
-                return [entry("INVALID_FORMAT", name, "must be an ISO-8601 date-time with offset")]
-        if self.kind == "object" and not isinstance(value, dict):
-            return [entry("INVALID_TYPE", name, "must be an object")]
-        if self.kind == "components":
-            return check_list(name, value, AFFECTED_COMPONENT_RULES)
-        if self.kind == "page_components":
-            return check_list(name, value, PAGE_COMPONENT_RULES)
-        return []
-
-    def _check_string(self, name: str, value: str) -> list[dict[str, Any]]:
-        if self.max_length is not None and len(value) > self.max_length:
-            return [entry("TOO_LONG", name, f"must be at most {self.max_length} characters")]
-        if self.not_blank and not value.strip():
-            return [entry("BLANK", name, "must not be blank")]
-        if self.pattern is not None and not self.pattern.fullmatch(value):
-            return [entry("PATTERN_MISMATCH", name, f"must match {self.pattern.pattern}")]
-        return []
-
-
-def check_list(name: str, value: Any, rules: dict[str, Rule]) -> list[dict[str, Any]]:
-    if not isinstance(value, list):
-        return [entry("INVALID_TYPE", name, "must be an array")]
-    errors: list[dict[str, Any]] = []
-    for i, item in enumerate(value):
-        errors.extend(check_object(item, rules, prefix=f"{name}[{i}]."))
-    return errors
-
-
-def check_object(body: Any, rules: dict[str, Rule], prefix: str = "") -> list[dict[str, Any]]:
-    if not isinstance(body, dict):
-        return [entry("INVALID_TYPE", prefix.rstrip(".") or None, "must be a JSON object")]
-    errors = [
-        entry("UNKNOWN_FIELD", prefix + key, "unknown field") for key in body if key not in rules
-    ]
-    for name, rule in rules.items():
-        value = body.get(name)
-        if value is None:
-            if rule.required:
-                errors.append(entry("REQUIRED", prefix + name, "must not be null"))
-            continue
-        errors.extend(rule.check(prefix + name, value))
-    return errors
-
-
-def validated(body: Any, rules: dict[str, Rule]) -> dict[str, Any]:
-    """The body's non-null fields, or a 400 naming every problem found."""
-    errors = check_object(body, rules)
-    if errors:
-        raise invalid(errors)
-    return {k: v for k, v in body.items() if v is not None}
-
-
-AFFECTED_COMPONENT_RULES = {
-    "componentId": Rule("uuid", required=True),
-    "status": Rule("enum", required=True, choices=COMPONENT_STATUSES),
-}
-PAGE_COMPONENT_RULES = {
-    "id": Rule("uuid"),
-    "name": Rule("string", required=True, max_length=255, not_blank=True),
-}
-TITLE = Rule("string", max_length=500, not_blank=True)
-STATUS = Rule("enum", choices=STATUSES)
-IMPACT = Rule("enum", choices=IMPACTS)
-URL = Rule("string", max_length=2048, pattern=re.compile(r"^$|^https?://.*"))
-
-CREATE_RULES = {
-    "title": Rule("string", required=True, max_length=500, not_blank=True),
-    "status": STATUS,
-    "impact": Rule("enum", required=True, choices=IMPACTS),
-    "body": Rule("string", required=True, not_blank=True),
-    "affectedComponents": Rule("components"),
-    "notifySubscribers": Rule("bool"),
-    "monitoringIncidentId": Rule("uuid"),
-    # The June spec's scheduling fields; SDK 1.12.0's create model no longer lists them
-    # (so the SDK cannot send them), but vendors.md does and nothing says they went away.
-    "scheduled": Rule("bool"),
-    "scheduledFor": Rule("datetime"),
-    "scheduledUntil": Rule("datetime"),
-    "autoResolve": Rule("bool"),
-}
-UPDATE_RULES = {
-    "title": TITLE,
-    "status": STATUS,
-    "impact": IMPACT,
-    "affectedComponents": Rule("components"),
-    "postmortemBody": Rule("string"),
-    "postmortemUrl": URL,
-    "published": Rule("bool"),
-    "scheduledFor": Rule("datetime"),
-    "scheduledUntil": Rule("datetime"),
-    "autoResolve": Rule("bool"),
-}
-TIMELINE_RULES = {
-    "status": Rule("enum", required=True, choices=STATUSES),
-    "body": Rule("string", required=True, not_blank=True),
-    "notifySubscribers": Rule("bool"),
-    "affectedComponents": Rule("components"),
-}
-PUBLISH_RULES = {
-    "title": TITLE,
-    "impact": IMPACT,
-    "status": STATUS,
-    "body": Rule("string"),
-    "affectedComponents": Rule("components"),
-    "notifySubscribers": Rule("bool"),
-}
-PAGE_RULES = {
-    "id": Rule("uuid"),
-    "name": Rule("string", required=True, max_length=255, not_blank=True),
-    "incidentMode": Rule("enum", choices=INCIDENT_MODES),
-    "components": Rule("page_components"),
-}
-SEED_RULES = {
-    "statusPageId": Rule("uuid", required=True),
-    "title": Rule("string", required=True, max_length=500, not_blank=True),
-    "impact": Rule("enum", required=True, choices=IMPACTS),
-    "status": STATUS,
-    "body": Rule("string", not_blank=True),
-    "draft": Rule("bool"),
-    "incidentId": Rule("uuid"),
-}
-HUMAN_RULES = {
-    "title": TITLE,
-    "status": STATUS,
-    "impact": IMPACT,
-    "body": Rule("string", not_blank=True),
-    "postmortemBody": Rule("string"),
-    "postmortemUrl": URL,
-}
-EVENT_RULES = {
-    "type": Rule("enum", required=True, choices=PLATFORM_EVENTS),
-    "data": Rule("object"),
-}
-
-
 @dataclass
 class StatusPage:
     id: str
@@ -414,30 +202,31 @@ class StatusPage:
 Outcome = tuple[int, Any]
 
 
-class DevHelmSimulator:
+class DevHelmSimulator(Simulator):
     """DevHelm's status-page incidents in memory, behind the common simulator kit."""
 
-    def __init__(
-        self, options: SimOptions, *, webhook_client: httpx.AsyncClient | None = None
-    ) -> None:
-        self.kit = SimKit.from_options(
-            "devhelm",
-            options,
-            auth_header="Authorization",
-            auth_prefix="Bearer ",
-            render_error=self.render_error,
-            webhook_client=webhook_client,
-            rate_limit_headers=rate_limit_headers,
-            default_rpm=DEFAULT_RPM,
-            behaviours=BEHAVIOURS,
-        )
+    vendor = "devhelm"
+    default_rpm = DEFAULT_RPM
+    behaviours = BEHAVIOURS
+
+    def setup(self, seeded: list[str]) -> None:
         self.pages: dict[str, StatusPage] = {}
         self.incidents: dict[str, dict[str, Any]] = {}
-        for page_id in seed_names(options, "devhelm"):
+        for page_id in seeded:
             if not is_uuid(page_id):
                 raise ValueError(f"seed config: DevHelm status page id {page_id!r} is not a UUID")
             self.add_status_page(page_id, f"Status page {page_id[:8]}")
-        self.app: ASGIApp = with_request_id(build_app(self.kit, self._handlers()))
+
+    def wrap(self, app: ASGIApp) -> ASGIApp:
+        return with_request_id(app)
+
+    def rate_limit_headers(self, limit: int, remaining: int, reset_s: float) -> dict[str, str]:
+        """DevHelm's per-org quota headers; Reset is a Unix time in seconds."""
+        return {
+            "X-RateLimit-Limit": str(limit),
+            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Reset": str(math.ceil(time.time() + reset_s)),
+        }
 
     # -- errors ----------------------------------------------------------------------------
 
@@ -473,11 +262,6 @@ class DevHelmSimulator:
             body["errors"] = errors
         return msgspec.json.encode(body)
 
-    def _respond(self, outcome: Outcome) -> Response[bytes]:
-        status, payload = outcome
-        content = b"" if payload is None else msgspec.json.encode(payload)
-        return Response(content, status_code=status, media_type="application/json")
-
     async def _run(
         self,
         request: Request[Any, Any, Any],
@@ -509,7 +293,8 @@ class DevHelmSimulator:
                         extra.append(msgspec.json.decode(raw))
                     except msgspec.DecodeError:
                         raise Rejection(400, "BAD_REQUEST", "Malformed JSON request body") from None
-            return self._respond(op(*args, *extra))
+            status, payload = op(*args, *extra)
+            return json_response(payload, status)
         except Rejection as exc:
             body_bytes = self._error_body(exc.status, exc.code, exc.message, exc.errors)
             return Response(body_bytes, status_code=exc.status, media_type="application/json")
@@ -855,9 +640,6 @@ class DevHelmSimulator:
             incident["updatedAt"] = now
         return 200, {"data": incident}
 
-    def list_objects(self) -> Outcome:
-        return 200, {"data": list(self.incidents.values())}
-
     def platform_event(self, body: Any) -> Outcome:
         values = validated(body, EVENT_RULES)
         event_id, delivery_id = self.send_platform_event(values["type"], values.get("data", {}))
@@ -887,7 +669,7 @@ class DevHelmSimulator:
 
     # -- routes ----------------------------------------------------------------------------
 
-    def _handlers(self) -> list[Any]:
+    def routes(self) -> list[Any]:
         base = "/api/v1/status-pages/{sp:str}/incidents"
         one = base + "/{iid:str}"
         run = self._run
@@ -941,6 +723,20 @@ class DevHelmSimulator:
         ) -> Response[bytes]:
             return await run(request, self.dismiss, sp, iid)
 
+        return [
+            list_incidents,
+            create_incident,
+            get_incident,
+            update_incident,
+            delete_incident,
+            post_update,
+            publish,
+            dismiss,
+        ]
+
+    def control_routes(self) -> list[Any]:
+        run = self._run
+
         @post("/_sim/status-pages")
         async def sim_create_page(request: Request[Any, Any, Any]) -> Response[bytes]:
             return await run(request, self.create_page, body="required", vendor=False)
@@ -959,85 +755,14 @@ class DevHelmSimulator:
         ) -> Response[bytes]:
             return await run(request, self.human_change, iid, body="required", vendor=False)
 
-        @get("/_sim/objects")
-        async def sim_objects(request: Request[Any, Any, Any]) -> Response[bytes]:
-            return await run(request, self.list_objects, vendor=False)
-
         @post("/_sim/platform-events")
         async def sim_platform_event(request: Request[Any, Any, Any]) -> Response[bytes]:
             return await run(request, self.platform_event, body="required", vendor=False)
 
-        return [
-            list_incidents,
-            create_incident,
-            get_incident,
-            update_incident,
-            delete_incident,
-            post_update,
-            publish,
-            dismiss,
-            sim_create_page,
-            sim_list_pages,
-            sim_seed,
-            sim_human_change,
-            sim_objects,
-            sim_platform_event,
-        ]
+        return [sim_create_page, sim_list_pages, sim_seed, sim_human_change, sim_platform_event]
 
-
-def check_schedule(values: dict[str, Any]) -> None:
-    """Create's scheduling rules (June spec): ``scheduledFor`` is required when
-    ``scheduled`` is true, the window fields need a scheduled incident, and the window
-    may not end before it starts."""
-    scheduled = values.get("scheduled", False)
-    errors = []
-    if scheduled and "scheduledFor" not in values:
-        errors.append(entry("REQUIRED", "scheduledFor", "is required when scheduled is true"))
-    for name in ("scheduledFor", "scheduledUntil", "autoResolve"):
-        if name in values and not scheduled:
-            errors.append(entry("NOT_SCHEDULED", name, "only scheduled incidents have a window"))
-    start, end = values.get("scheduledFor"), values.get("scheduledUntil")
-    if start and end and datetime.fromisoformat(end) < datetime.fromisoformat(start):
-        errors.append(entry("INVALID_WINDOW", "scheduledUntil", "must not be before scheduledFor"))
-    if errors:
-        raise invalid(errors)
-
-
-def int_param(query: Any, name: str, default: int, *, minimum: int) -> int:
-    values = query.getall(name, [])
-    if not values:
-        return default
-    try:
-        value = int(values[-1])
-    except ValueError:
-        raise Rejection(400, "BAD_REQUEST", f"{name} must be an integer") from None
-    if value < minimum:
-        raise Rejection(400, "BAD_REQUEST", f"{name} must be at least {minimum}")
-    return value
-
-
-def sort_specs(values: Sequence[str]) -> list[tuple[str, bool]]:
-    """Spring-style ``sort=prop[,asc|desc]`` parameters as (property, descending)."""
-    if not values:
-        return [("createdAt", True)]
-    specs: list[tuple[str, bool]] = []
-    for value in values:
-        prop, _, direction = value.partition(",")
-        if prop not in SORTABLE:
-            raise Rejection(400, "BAD_REQUEST", f"Cannot sort by {prop!r}")
-        if direction.lower() not in ("", "asc", "desc"):
-            raise Rejection(400, "BAD_REQUEST", f"Invalid sort direction {direction!r}")
-        specs.append((prop, direction.lower() == "desc"))
-    return specs
-
-
-def rate_limit_headers(limit: int, remaining: int, reset_s: float) -> dict[str, str]:
-    """DevHelm's per-org quota headers; Reset is a Unix time in seconds."""
-    return {
-        "X-RateLimit-Limit": str(limit),
-        "X-RateLimit-Remaining": str(remaining),
-        "X-RateLimit-Reset": str(math.ceil(time.time() + reset_s)),
-    }
+    def objects(self) -> list[dict[str, Any]]:
+        return list(self.incidents.values())
 
 
 def with_request_id(app: ASGIApp) -> ASGIApp:

@@ -27,7 +27,7 @@ Control routes (no auth), besides SimKit's common ``/_sim/`` surface:
                                  delivery failed after all retries; same grouping and answers
     PATCH /_sim/objects/{id}    {status?, snoozed_until?}: a person's change in the
                                  dashboard (hookstream sends no webhook for it)
-    GET   /_sim/objects         {"issues": [...]}: every issue, any status
+    GET   /_sim/objects         {"objects": [...]}: every issue, any status, oldest first
 
 Behaviour: failures group by fingerprint (destination + error type). A failure matching
 an open or acknowledged issue bumps ``occurrence_count`` and ``last_seen_at``; one matching
@@ -61,13 +61,12 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import msgspec
 from litestar import Request, Response, get, patch, post
 from litestar.params import FromPath
 
 from adapters import signing
-from adapters._simkit import Behaviour, SimKit, SimOptions, build_app, seed_names
+from adapters._simkit import Behaviour, SimKit, Simulator, json_response
 
 STATUSES = ("open", "acknowledged", "resolved")
 #: The allowance the docs' example shows (per-plan numbers are not documented).
@@ -154,43 +153,31 @@ class SimIssue(msgspec.Struct, kw_only=True):
     recent_attempt_ids: list[str] = msgspec.field(default_factory=list)
 
 
-class HookstreamSimulator:
+class HookstreamSimulator(Simulator):
     """The hookstream simulator: ``.app`` to serve, ``.kit`` for the shared machinery."""
 
-    def __init__(
-        self, options: SimOptions, *, webhook_client: httpx.AsyncClient | None = None
-    ) -> None:
-        self.kit = SimKit.from_options(
-            "hookstream",
-            options,
-            auth_header="X-API-Key",
-            auth_prefix="",
-            render_error=self.render_error,
-            webhook_client=webhook_client,
-            rate_limit_headers=self.rate_limit_headers,
-            default_rpm=DEFAULT_RPM,
-            behaviours=BEHAVIOURS,
-        )
+    vendor = "hookstream"
+    auth_header = "X-API-Key"
+    auth_prefix = ""
+    default_rpm = DEFAULT_RPM
+    behaviours = BEHAVIOURS
+
+    def setup(self, seeded: list[str]) -> None:
+        # A config names nothing to make in hookstream (issues open on failures).
         self.org_id = uuid.uuid4().hex
         self.env_id = uuid.uuid4().hex
         self.issues: dict[str, SimIssue] = {}
-        # A config names nothing to make in hookstream (issues open on failures); the file
-        # is still read, so a bad ``seed_config`` fails at start as on the other simulators.
-        seed_names(options, "hookstream")
         self.kit.on_timer(self.auto_resolve)
-        self.app = build_app(self.kit, self._handlers())
 
     # -- vendor shapes ---------------------------------------------------------------------
 
-    @staticmethod
-    def render_error(status: int, code: str, message: str) -> tuple[bytes, str]:
+    def render_error(self, status: int, code: str, message: str) -> tuple[bytes, str]:
         """hookstream's error body. It has no code field: the HTTP status is the code, so
         SimKit's generic codes are carried by ``status`` and only the message is kept."""
         body = {"error": message, "status": status, "request_id": SimKit.request_id()}
         return msgspec.json.encode(body), "application/json"
 
-    @staticmethod
-    def rate_limit_headers(limit: int, remaining: int, reset_s: float) -> dict[str, str]:
+    def rate_limit_headers(self, limit: int, remaining: int, reset_s: float) -> dict[str, str]:
         """IETF-draft headers; ``RateLimit-Reset`` is seconds until the window resets."""
         return {
             "RateLimit-Limit": str(limit),
@@ -226,11 +213,6 @@ class HookstreamSimulator:
         if detail:
             out["recent_attempt_ids"] = list(issue.recent_attempt_ids)
         return out
-
-    def _json(self, body: Any, status: int = 200) -> Response[bytes]:
-        return Response(
-            msgspec.json.encode(body), status_code=status, media_type="application/json"
-        )
 
     def _not_found(self) -> Response[bytes]:
         return self.kit.error(404, "not_found", "Issue not found")
@@ -389,18 +371,19 @@ class HookstreamSimulator:
             self.apply_change(issue, {"status": body["status"]})
         if is_new:
             self.notify_opened(issue)
-        return self._json({"issue": self.to_json(issue, detail=True)}, 201 if is_new else 200)
+        return json_response({"issue": self.to_json(issue, detail=True)}, 201 if is_new else 200)
 
     # -- routes ----------------------------------------------------------------------------
 
-    def _handlers(self) -> list[Any]:
-        sim = self
+    def _guarded(self, handler: Callable[[], Response[bytes]]) -> Response[bytes]:
+        try:
+            return handler()
+        except Invalid as exc:
+            return self.kit.error(400, "validation_error", str(exc))
 
-        def guarded(handler: Callable[[], Response[bytes]]) -> Response[bytes]:
-            try:
-                return handler()
-            except Invalid as exc:
-                return sim.kit.error(400, "validation_error", str(exc))
+    def routes(self) -> list[Any]:
+        sim = self
+        guarded = self._guarded
 
         @get("/v1/issues", sync_to_thread=False)
         def list_issues(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -412,7 +395,7 @@ class HookstreamSimulator:
             counts = {s: 0 for s in STATUSES}
             for issue in sim.issues.values():
                 counts[issue.status] += 1
-            return sim._json(counts)
+            return json_response(counts)
 
         @get("/v1/issues/{issue_id:str}", sync_to_thread=False)
         def get_issue(issue_id: FromPath[str]) -> Response[bytes]:
@@ -420,7 +403,7 @@ class HookstreamSimulator:
             issue = sim.issues.get(issue_id)
             if issue is None:
                 return sim._not_found()
-            return sim._json({"issue": sim.to_json(issue, detail=True)})
+            return json_response({"issue": sim.to_json(issue, detail=True)})
 
         @patch("/v1/issues/{issue_id:str}")
         async def patch_issue(
@@ -428,6 +411,12 @@ class HookstreamSimulator:
         ) -> Response[bytes]:
             raw = await request.body()
             return guarded(lambda: sim._patch(issue_id, raw))
+
+        return [list_issues, summary, get_issue, patch_issue]
+
+    def control_routes(self) -> list[Any]:
+        sim = self
+        guarded = self._guarded
 
         @post("/_sim/seed")
         async def seed(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -446,21 +435,11 @@ class HookstreamSimulator:
             raw = await request.body()
             return guarded(lambda: sim._patch(issue_id, raw))
 
-        @get("/_sim/objects", sync_to_thread=False)
-        def all_objects() -> Response[bytes]:
-            sim.auto_resolve()
-            return sim._json({"issues": [sim.to_json(i) for i in sim._ordered()]})
+        return [seed, failures, human_change]
 
-        return [
-            list_issues,
-            summary,
-            get_issue,
-            patch_issue,
-            seed,
-            failures,
-            human_change,
-            all_objects,
-        ]
+    def objects(self) -> list[dict[str, Any]]:
+        self.auto_resolve()
+        return [self.to_json(i) for i in self._ordered()]
 
     def _ordered(self) -> list[SimIssue]:
         # Oldest first: issues opened during a walk land on later pages, so an offset walk
@@ -486,7 +465,7 @@ class HookstreamSimulator:
             and (destination_id is None or i.destination_id == destination_id)
         ]
         page = matching[offset : offset + limit]
-        return self._json(
+        return json_response(
             {
                 "issues": [self.to_json(i) for i in page],
                 "pagination": {
@@ -517,4 +496,4 @@ class HookstreamSimulator:
         if issue is None:
             return self._not_found()
         self.apply_change(issue, self._body(raw, PATCH_FIELDS))
-        return self._json({"issue": self.to_json(issue)})
+        return json_response({"issue": self.to_json(issue)})

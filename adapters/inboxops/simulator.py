@@ -19,7 +19,7 @@ Control routes (no auth), besides SimKit's common ``/_sim/`` surface:
                                   sends ``ticket.created``
     PATCH  /_sim/objects/{id}     a person's edit in the UI (the API's PATCH body and rules);
                                   200 {"data": ticket}; sends ``ticket.updated`` on a change
-    GET    /_sim/objects          every ticket: {"data": [...]} by ticket_number
+    GET    /_sim/objects          every ticket: {"objects": [...]} by ticket_number
     GET    /_sim/notes            internal notes made at create: {"data": [{ticket_id,
                                   body_text, body_html}]}
     POST   /_sim/inboxes          {"name": ..., "id"?: uuid}: add an inbox; 201 {"data": inbox}
@@ -83,14 +83,18 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any
 
-import httpx
 import msgspec
 from litestar import Request, Response, get, patch, post
 from msgspec import UNSET, Meta, UnsetType
-from standardwebhooks.webhooks import EmptyWebhookSecretError
 
-from adapters._simkit import SimKit, SimOptions, build_app, seed_names
-from adapters.signing import standard_headers, standard_sign
+from adapters._simkit import (
+    SimKit,
+    SimOptions,
+    Simulator,
+    check_standard_secret,
+    json_response,
+)
+from adapters.signing import standard_headers
 
 PROBLEM_BASE = "https://docs.inboxops.app/api/problems/"
 PROBLEM_CODES: dict[str, int] = {
@@ -365,10 +369,6 @@ def _decode(raw: bytes, type_: type[Any]) -> Any:
         raise Invalid(f"malformed JSON body: {exc}") from None
 
 
-def _json(payload: Any, status: int = 200) -> Response[bytes]:
-    return Response(msgspec.json.encode(payload), status_code=status, media_type="application/json")
-
-
 def _parse_time(name: str, value: str) -> datetime:
     try:
         parsed = datetime.fromisoformat(value)
@@ -401,34 +401,27 @@ def _one_of(name: str, value: str, allowed: tuple[str, ...]) -> str:
     return value
 
 
-class InboxOpsSimulator:
+class InboxOpsSimulator(Simulator):
     """InboxOps's public ticket API in memory; see the module docstring for the contract."""
 
-    def __init__(
-        self, options: SimOptions, *, webhook_client: httpx.AsyncClient | None = None
-    ) -> None:
+    vendor = "inboxops"
+    seed_param = "inbox_id"
+
+    def prepare(self, options: SimOptions) -> SimOptions:
         if options.webhook_secret is not None:
-            # Fail at start, not in a delivery task, on a secret that cannot sign.
-            try:
-                standard_sign(options.webhook_secret, "evt_check", 0, b"{}")
-            except (ValueError, EmptyWebhookSecretError) as exc:
-                raise ValueError(
-                    f"webhook_secret must be a Standard Webhooks secret (whsec_<base64>): {exc}"
-                ) from None
-        self.kit = SimKit.from_options(
-            "inboxops",
-            options,
-            auth_header="Authorization",
-            auth_prefix="Bearer ",
-            render_error=render_problem,
-            webhook_client=webhook_client,
-        )
+            check_standard_secret(options.webhook_secret)
+        return options
+
+    def render_error(self, status: int, code: str, message: str) -> tuple[bytes, str]:
+        return render_problem(status, code, message)
+
+    def setup(self, seeded: list[str]) -> None:
         self.tickets: dict[str, TicketState] = {}
         self.inboxes: dict[str, Inbox] = {
             SUPPORT_INBOX_ID: Inbox(SUPPORT_INBOX_ID, "Support"),
             BILLING_INBOX_ID: Inbox(BILLING_INBOX_ID, "Billing"),
         }
-        for inbox_id in seed_names(options, "inboxops", param="inbox_id"):
+        for inbox_id in seeded:
             try:
                 key = str(uuid.UUID(inbox_id))
             except ValueError:
@@ -440,7 +433,6 @@ class InboxOpsSimulator:
         self.idempotency: dict[str, StoredCreate] = {}
         self._numbers = 1000
         self.kit.on_timer(self.fire_reminders)
-        self.app = build_app(self.kit, self._handlers())
 
     # -- lookups ---------------------------------------------------------------------------
 
@@ -745,14 +737,15 @@ class InboxOpsSimulator:
             )
         return Response(response, status_code=201, media_type="application/json")
 
-    def _handlers(self) -> list[Any]:
-        sim = self
+    def _guarded(self, run: Callable[[], Response[bytes]]) -> Response[bytes]:
+        try:
+            return run()
+        except Invalid as error:
+            return self._problem(error)
 
-        def guarded(run: Callable[[], Response[bytes]]) -> Response[bytes]:
-            try:
-                return run()
-            except Invalid as error:
-                return sim._problem(error)
+    def routes(self) -> list[Any]:
+        sim = self
+        guarded = self._guarded
 
         @post("/api/v1/tickets")
         async def create_ticket(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -763,14 +756,14 @@ class InboxOpsSimulator:
         @get("/api/v1/tickets", sync_to_thread=False)
         def list_tickets(request: Request[Any, Any, Any]) -> Response[bytes]:
             query = dict(request.query_params)
-            return guarded(lambda: _json(sim.list_tickets(query)))
+            return guarded(lambda: json_response(sim.list_tickets(query)))
 
         @get("/api/v1/tickets/{ticket_id:str}", sync_to_thread=False)
         def get_ticket(request: Request[Any, Any, Any]) -> Response[bytes]:
             ticket_id = request.path_params["ticket_id"]
             query = dict(request.query_params)
             return guarded(
-                lambda: _json(
+                lambda: json_response(
                     {"data": sim.ticket_json(sim._find(ticket_id, by_number=True), query)}
                 )
             )
@@ -781,10 +774,18 @@ class InboxOpsSimulator:
             raw = await request.body()
             return guarded(lambda: sim._patch_response(ticket_id, raw))
 
+        return [create_ticket, list_tickets, get_ticket, patch_ticket]
+
+    def control_routes(self) -> list[Any]:
+        sim = self
+        guarded = self._guarded
+
         @post("/_sim/seed")
         async def seed(request: Request[Any, Any, Any]) -> Response[bytes]:
             raw = await request.body()
-            return guarded(lambda: _json({"data": sim.seed(_decode(raw, SeedIn)).to_json()}, 201))
+            return guarded(
+                lambda: json_response({"data": sim.seed(_decode(raw, SeedIn)).to_json()}, 201)
+            )
 
         @patch("/_sim/objects/{ticket_id:str}")
         async def human_edit(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -792,40 +793,32 @@ class InboxOpsSimulator:
             raw = await request.body()
             return guarded(lambda: sim._patch_response(ticket_id, raw))
 
-        @get("/_sim/objects", sync_to_thread=False)
-        def all_tickets() -> Response[bytes]:
-            ordered = sorted(sim.tickets.values(), key=lambda t: t.ticket_number)
-            return _json({"data": [t.to_json() for t in ordered]})
-
         @get("/_sim/notes", sync_to_thread=False)
         def all_notes() -> Response[bytes]:
-            return _json({"data": msgspec.to_builtins(sim.notes)})
+            return json_response({"data": msgspec.to_builtins(sim.notes)})
 
         @post("/_sim/inboxes")
         async def add_inbox(request: Request[Any, Any, Any]) -> Response[bytes]:
             raw = await request.body()
-            return guarded(lambda: _json({"data": msgspec.to_builtins(sim._add_inbox(raw))}, 201))
+            return guarded(
+                lambda: json_response({"data": msgspec.to_builtins(sim._add_inbox(raw))}, 201)
+            )
 
         @get("/_sim/inboxes", sync_to_thread=False)
         def list_inboxes() -> Response[bytes]:
-            return _json({"data": msgspec.to_builtins(list(sim.inboxes.values()))})
+            return json_response({"data": msgspec.to_builtins(list(sim.inboxes.values()))})
 
         @get("/_sim/statuses", sync_to_thread=False)
         def list_statuses() -> Response[bytes]:
-            return _json({"data": msgspec.to_builtins(STATUSES)})
+            return json_response({"data": msgspec.to_builtins(STATUSES)})
 
         @get("/_sim/priorities", sync_to_thread=False)
         def list_priorities() -> Response[bytes]:
-            return _json({"data": msgspec.to_builtins(PRIORITIES)})
+            return json_response({"data": msgspec.to_builtins(PRIORITIES)})
 
         return [
-            create_ticket,
-            list_tickets,
-            get_ticket,
-            patch_ticket,
             seed,
             human_edit,
-            all_tickets,
             all_notes,
             add_inbox,
             list_inboxes,
@@ -833,9 +826,12 @@ class InboxOpsSimulator:
             list_priorities,
         ]
 
+    def objects(self) -> list[dict[str, Any]]:
+        return [t.to_json() for t in sorted(self.tickets.values(), key=lambda t: t.ticket_number)]
+
     def _patch_response(self, ticket_id: str, raw: bytes) -> Response[bytes]:
         ticket = self._find(ticket_id, by_number=False)
-        return _json({"data": self.update(ticket, _decode(raw, PatchIn)).to_json()})
+        return json_response({"data": self.update(ticket, _decode(raw, PatchIn)).to_json()})
 
     def _add_inbox(self, raw: bytes) -> Inbox:
         body = _decode(raw, InboxIn)

@@ -38,7 +38,8 @@ Control routes (no auth):
                               (any, deleted included), assignee_id, assignee_team_id, labels,
                               follow_up_category_id, follow_up_priority_option_id (null clears)
                               -> FollowUpV3; sends the updated webhook when something changed
-    GET   /_sim/objects       {"follow_ups": [every follow-up, V3 shape, deleted included]}
+    GET   /_sim/objects       {"objects": [every follow-up, V3 shape, deleted included]},
+                              oldest first
 
 plus the common /_sim/ surface of ``adapters/_simkit.py``.
 
@@ -85,6 +86,9 @@ Behaviour where the documents leave a choice (these are the simulator's answers)
 Behaviour options (``SimOptions.behaviour`` / ``PUT /_sim/behaviour``):
 
     put_omitted   keep (default) | clear
+
+The request rules (body fields, query parameters, time filters) are in
+``adapters/incidentio/simulator_rules.py``.
 """
 
 from __future__ import annotations
@@ -95,18 +99,35 @@ import re
 import secrets
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
-from urllib.parse import parse_qsl
 
-import httpx
 import msgspec
 from litestar import Request, Response, delete, get, patch, post, put
-from standardwebhooks.webhooks import EmptyWebhookSecretError
 
-from adapters._simkit import Behaviour, SimKit, SimOptions, build_app, seed_names
-from adapters.signing import standard_headers, standard_sign
+from adapters._simkit import (
+    Behaviour,
+    SimOptions,
+    Simulator,
+    check_standard_secret,
+    json_response,
+)
+from adapters.incidentio.simulator_rules import (
+    Invalid,
+    Rule,
+    check_string,
+    check_strings,
+    check_title,
+    invalid_field,
+    one_of,
+    parse_bounds,
+    parse_json,
+    parse_query,
+    problem,
+    validate,
+)
+from adapters.signing import standard_headers
 
 VENDOR = "incidentio"
 JSON = "application/json"
@@ -124,6 +145,22 @@ DEFAULT_MODES = frozenset({"standard", "retrospective"})
 VISIBILITIES = ("public", "private")
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 250
+V3_LIST_PARAMS = frozenset(
+    {
+        "page_size",
+        "after",
+        "incident_id",
+        "incident_mode",
+        "assignee_team_id",
+        "created_at[gte]",
+        "created_at[lte]",
+        "created_at[date_range]",
+        "updated_at[gte]",
+        "updated_at[lte]",
+        "updated_at[date_range]",
+    }
+)
+V2_LIST_PARAMS = frozenset({"incident_id", "incident_mode", "assignee_team_id"})
 #: The documented default allowance per API key (a token bucket of 1,200 a minute).
 DEFAULT_RPM = 1200
 #: The optional fields of the update payload (FollowUpsUpdatePayloadV3 and V2).
@@ -220,186 +257,26 @@ _ATTRIBUTE = {
 }
 
 
-# -- validation -----------------------------------------------------------------------------
-
-Check = Callable[[Any], str | None]
-"""A field check: the problem with a (non-null) value, or None when it is fine."""
-
-
-class Rule(msgspec.Struct, frozen=True):
-    check: Check
-    required: bool = False
-    nullable: bool = False
-
-
-class Invalid(Exception):
-    """A request the vendor refuses; carries incident.io ``errors[]`` entries."""
-
-    def __init__(self, status: int, errors: list[dict[str, Any]]) -> None:
-        super().__init__(status)
-        self.status = status
-        self.errors = errors
-
-
-def json_pointer(*parts: str) -> str:
-    """An RFC 6901 pointer to ``parts`` (``~`` and ``/`` escaped)."""
-    return "".join("/" + p.replace("~", "~0").replace("/", "~1") for p in parts)
-
-
-def _problem(code: str, message: str, field: str | None = None) -> dict[str, Any]:
-    """One ``errors[]`` entry (ErrorSingle). ``source`` is ``{field, pointer}``: both are
-    required by the SDK's ``ErrorSource`` whenever ``source`` is present. A query
-    parameter's pointer names the parameter (``/updated_at[gte]``); incident.io does not
-    document pointers for query parameters (the simulator's choice)."""
-    error: dict[str, Any] = {"code": code, "message": message}
-    if field is not None:
-        error["source"] = {"field": field, "pointer": json_pointer(field)}
-    return error
-
-
-def invalid_field(field: str, message: str) -> Invalid:
-    return Invalid(422, [_problem("invalid_value", message, field)])
-
-
-def _string(value: Any) -> str | None:
-    return None if isinstance(value, str) else "must be a string"
-
-
-def _title(value: Any) -> str | None:
-    if not isinstance(value, str):
-        return "must be a string"
-    return None if value.strip() else "must not be empty"
-
-
-def _strings(value: Any) -> str | None:
-    if isinstance(value, list) and all(isinstance(v, str) for v in value):
-        return None
-    return "must be an array of strings"
-
-
-def _one_of(allowed: tuple[str, ...] | Mapping[str, Any], what: str) -> Check:
-    def check(value: Any) -> str | None:
-        if not isinstance(value, str):
-            return "must be a string"
-        return None if value in allowed else f"{value!r} is not a valid {what}"
-
-    return check
-
-
-def validate(body: Any, rules: Mapping[str, Rule]) -> dict[str, Any]:
-    """``body`` checked against ``rules``: every problem at once, as incident.io reports them."""
-    if not isinstance(body, dict):
-        raise Invalid(422, [_problem("invalid_type", "request body must be a JSON object")])
-    errors = []
-    for name, rule in rules.items():
-        if name not in body:
-            if rule.required:
-                errors.append(_problem("is_required", f"{name} is required", name))
-            continue
-        value = body[name]
-        if value is None:
-            if not rule.nullable:
-                errors.append(_problem("invalid_value", f"{name} must not be null", name))
-            continue
-        problem = rule.check(value)
-        if problem is not None:
-            errors.append(_problem("invalid_value", f"{name} {problem}", name))
-    for name in body:
-        if name not in rules:
-            errors.append(_problem("unknown_field", f"unknown field {name!r}", name))
-    if errors:
-        raise Invalid(422, errors)
-    return body
-
-
-def parse_json(raw: bytes) -> Any:
-    try:
-        return msgspec.json.decode(raw)
-    except msgspec.DecodeError:
-        raise Invalid(400, [_problem("invalid_json", "request body is not valid JSON")]) from None
-
-
-def parse_query(raw: str, allowed: frozenset[str]) -> dict[str, str]:
-    pairs = parse_qsl(raw, keep_blank_values=True)
-    unknown = [k for k, _ in pairs if k not in allowed]
-    if unknown:
-        raise Invalid(
-            422,
-            [_problem("unknown_field", f"unknown query parameter {k!r}", k) for k in unknown],
-        )
-    return dict(pairs)
-
-
-_DATE = re.compile(r"^\d{4}-\d{2}-\d{2}$")
-
-
-def parse_time(name: str, value: str, *, end_of_day: bool = False) -> datetime:
-    """An RFC 3339 time, or a date (the SDK's own example filters with ``2025-01-01``):
-    a date is its first moment in UTC, or its last with ``end_of_day``."""
-    if _DATE.match(value):
-        try:
-            day = datetime.fromisoformat(value).replace(tzinfo=UTC)
-        except ValueError:
-            raise invalid_field(name, f"{name} must be a date or an RFC 3339 time") from None
-        return day + timedelta(days=1, microseconds=-1) if end_of_day else day
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        raise invalid_field(name, f"{name} must be a date or an RFC 3339 time")
-    return parsed
-
-
-def parse_bounds(name: str, value: str) -> tuple[datetime | None, datetime | None]:
-    """``created_at[gte|lte|date_range]`` as (lowest, highest), both inclusive.
-    ``date_range`` is two dates joined by ``~`` (``2024-12-02~2024-12-08``), each end
-    taken whole."""
-    operator = name[name.index("[") + 1 : -1]
-    if operator == "gte":
-        return parse_time(name, value), None
-    if operator == "lte":
-        return None, parse_time(name, value, end_of_day=True)
-    start, sep, end = value.partition("~")
-    if not sep or not start or not end:
-        raise invalid_field(name, f"{name} must be two dates joined by ~")
-    low, high = parse_time(name, start), parse_time(name, end, end_of_day=True)
-    if high < low:
-        raise invalid_field(name, f"{name} ends before it starts")
-    return low, high
-
-
 # -- the simulator --------------------------------------------------------------------------
 
 
-class IncidentIoSimulator:
+class IncidentIoSimulator(Simulator):
     """incident.io follow-ups, in memory; ``.app`` is the ASGI app, ``.kit`` the SimKit."""
 
-    def __init__(
-        self, options: SimOptions, *, webhook_client: httpx.AsyncClient | None = None
-    ) -> None:
+    vendor = VENDOR
+    default_rpm = DEFAULT_RPM
+    behaviours = BEHAVIOURS
+
+    def prepare(self, options: SimOptions) -> SimOptions:
         secret = options.webhook_secret
         if not secret:
             # Svix always signs; without a configured secret, sign with a random one.
             secret = "whsec_" + base64.b64encode(secrets.token_bytes(24)).decode()
             options = msgspec.structs.replace(options, webhook_secret=secret)
-        try:  # fail at start, not in a delivery task, on a secret that cannot sign
-            standard_sign(secret, "msg_check", 0, b"{}")
-        except (ValueError, EmptyWebhookSecretError) as exc:
-            raise ValueError(
-                f"webhook_secret must be a Standard Webhooks secret (whsec_<base64>): {exc}"
-            ) from None
-        self.kit = SimKit.from_options(
-            VENDOR,
-            options,
-            auth_header="Authorization",
-            auth_prefix="Bearer ",
-            render_error=self.render_error,
-            webhook_client=webhook_client,
-            rate_limit_headers=rate_limit_headers,
-            default_rpm=DEFAULT_RPM,
-            behaviours=BEHAVIOURS,
-        )
+        check_standard_secret(secret)
+        return options
+
+    def setup(self, seeded: list[str]) -> None:
         self.ulid = Ulids()
         self.incidents: dict[str, Incident] = {
             DEFAULT_INCIDENT_ID: Incident(
@@ -409,7 +286,7 @@ class IncidentIoSimulator:
                 visibility="public",
             )
         }
-        for incident_id in seed_names(options, VENDOR):
+        for incident_id in seeded:
             self.incidents.setdefault(
                 incident_id,
                 Incident(
@@ -454,14 +331,13 @@ class IncidentIoSimulator:
             },
         }
         self.follow_ups: dict[str, FollowUpRecord] = {}
-        self.app = build_app(self.kit, self._handlers())
 
     # -- errors ----------------------------------------------------------------------------
 
     def render_error(self, status: int, code: str, message: str) -> tuple[bytes, str]:
         """incident.io's error body for one error; SimKit's generic codes become the type."""
         kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
-        return self.error_body(status, [_problem(kind if code in GENERIC_CODES else code, message)])
+        return self.error_body(status, [problem(kind if code in GENERIC_CODES else code, message)])
 
     def error_body(self, status: int, errors: list[dict[str, Any]]) -> tuple[bytes, str]:
         kind = ERROR_TYPES.get(status, "api_error" if status >= 500 else "invalid_request_error")
@@ -490,6 +366,17 @@ class IncidentIoSimulator:
 
     def _not_found(self, what: str) -> Response[bytes]:
         return self.kit.error(404, "not_found", f"{what} not found")
+
+    def rate_limit_headers(self, limit: int, remaining: int, reset_s: float) -> dict[str, str]:
+        """incident.io's allowance headers: the binding limit, then each limit with its
+        window (one, of a minute); ``X-RateLimit-Reset`` is a Unix time in seconds."""
+        used = limit - remaining
+        return {
+            "X-RateLimit-Limit": f"{limit}, {limit};window=60",
+            "X-RateLimit-Remaining": str(remaining),
+            "X-RateLimit-Used": str(used),
+            "X-RateLimit-Reset": str(math.ceil(time.time() + reset_s)),
+        }
 
     # -- rendering -------------------------------------------------------------------------
 
@@ -523,20 +410,20 @@ class IncidentIoSimulator:
 
     def _reference_rules(self) -> dict[str, Rule]:
         return {
-            "description": Rule(_string),
-            "assignee_id": Rule(_one_of(self.users, "user id")),
-            "assignee_team_id": Rule(_one_of(self.teams, "team id")),
-            "follow_up_category_id": Rule(_one_of(self.categories, "follow-up category id")),
+            "description": Rule(check_string),
+            "assignee_id": Rule(one_of(self.users, "user id")),
+            "assignee_team_id": Rule(one_of(self.teams, "team id")),
+            "follow_up_category_id": Rule(one_of(self.categories, "follow-up category id")),
             "follow_up_priority_option_id": Rule(
-                _one_of(self.priorities, "follow-up priority option id")
+                one_of(self.priorities, "follow-up priority option id")
             ),
-            "labels": Rule(_strings),
+            "labels": Rule(check_strings),
         }
 
     def create_rules(self) -> dict[str, Rule]:
         return {
-            "incident_id": Rule(_one_of(self.incidents, "incident id"), required=True),
-            "title": Rule(_title, required=True),
+            "incident_id": Rule(one_of(self.incidents, "incident id"), required=True),
+            "title": Rule(check_title, required=True),
             **self._reference_rules(),
             "external_issue_reference_id": Rule(lambda _: "references no known external issue"),
         }
@@ -544,8 +431,8 @@ class IncidentIoSimulator:
     def update_rules(self) -> dict[str, Rule]:
         settable = tuple(s for s in STATUSES if s != "deleted")
         rules = {
-            "status": Rule(_one_of(settable, "status (use DELETE to delete)"), required=True),
-            "title": Rule(_title, required=True),
+            "status": Rule(one_of(settable, "status (use DELETE to delete)"), required=True),
+            "title": Rule(check_title, required=True),
             **self._reference_rules(),
         }
         rules["assignee_id"] = Rule(rules["assignee_id"].check, nullable=True)
@@ -565,11 +452,11 @@ class IncidentIoSimulator:
     def seed_rules(self) -> dict[str, Rule]:
         rules = self.create_rules()
         del rules["external_issue_reference_id"]
-        return {**rules, "status": Rule(_one_of(STATUSES, "status"))}
+        return {**rules, "status": Rule(one_of(STATUSES, "status"))}
 
     def person_rules(self) -> dict[str, Rule]:
         """What a person may change in the UI: anything, status deleted included; null clears."""
-        rules = {"title": Rule(_title), "status": Rule(_one_of(STATUSES, "status"))}
+        rules = {"title": Rule(check_title), "status": Rule(one_of(STATUSES, "status"))}
         for name, rule in self._reference_rules().items():
             rules[name] = Rule(rule.check, nullable=name != "labels")
         return rules
@@ -672,32 +559,10 @@ class IncidentIoSimulator:
 
     # -- routes ----------------------------------------------------------------------------
 
-    def _handlers(self) -> list[Any]:
+    def routes(self) -> list[Any]:
         sim = self
         paths = ["/v2/follow_ups", "/v3/follow_ups"]
         item_paths = ["/v2/follow_ups/{follow_up_id:str}", "/v3/follow_ups/{follow_up_id:str}"]
-        v3_list_params = frozenset(
-            {
-                "page_size",
-                "after",
-                "incident_id",
-                "incident_mode",
-                "assignee_team_id",
-                "created_at[gte]",
-                "created_at[lte]",
-                "created_at[date_range]",
-                "updated_at[gte]",
-                "updated_at[lte]",
-                "updated_at[date_range]",
-            }
-        )
-        v2_list_params = frozenset({"incident_id", "incident_mode", "assignee_team_id"})
-
-        def version(request: Request[Any, Any, Any]) -> str:
-            return "v2" if request.url.path.startswith("/v2/") else "v3"
-
-        def ok(payload: Any, status: int = 200) -> Response[bytes]:
-            return Response(msgspec.json.encode(payload), status_code=status, media_type=JSON)
 
         @post(paths, status_code=201)
         async def create(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -706,15 +571,15 @@ class IncidentIoSimulator:
             except Invalid as exc:
                 return sim._invalid(exc)
             record = sim.make(values, {"api_key": API_KEY_ACTOR})
-            return ok({"follow_up": sim.render(record, version(request))}, 201)
+            return json_response({"follow_up": sim.render(record, api_version(request))}, 201)
 
         @get(paths)
         async def list_follow_ups(request: Request[Any, Any, Any]) -> Response[bytes]:
-            v = version(request)
+            v = api_version(request)
             try:
                 query = parse_query(
                     request.scope["query_string"].decode(),
-                    v3_list_params if v == "v3" else v2_list_params,
+                    V3_LIST_PARAMS if v == "v3" else V2_LIST_PARAMS,
                 )
                 records, meta = sim.listing(query, paginate=v == "v3")
             except Invalid as exc:
@@ -722,14 +587,14 @@ class IncidentIoSimulator:
             payload: dict[str, Any] = {"follow_ups": [sim.render(r, v) for r in records]}
             if meta is not None:
                 payload["pagination_meta"] = meta
-            return ok(payload)
+            return json_response(payload)
 
         @get(item_paths)
         async def show(request: Request[Any, Any, Any]) -> Response[bytes]:
             record = sim.follow_ups.get(request.path_params["follow_up_id"])
             if record is None:
                 return sim._not_found("follow-up")
-            return ok({"follow_up": sim.render(record, version(request))})
+            return json_response({"follow_up": sim.render(record, api_version(request))})
 
         @put(item_paths)
         async def update(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -739,12 +604,12 @@ class IncidentIoSimulator:
             try:
                 values = validate(parse_json(await request.body()), sim.update_rules())
                 if record.status == "deleted":
-                    raise Invalid(422, [_problem("invalid_value", "follow-up has been deleted")])
+                    raise Invalid(422, [problem("invalid_value", "follow-up has been deleted")])
             except Invalid as exc:
                 return sim._invalid(exc)
             if sim.apply(record, sim.put_values(values)):
                 sim.notify(record, created=False)
-            return ok({"follow_up": sim.render(record, version(request))})
+            return json_response({"follow_up": sim.render(record, api_version(request))})
 
         @delete(item_paths, status_code=200)  # the 204 is set on the response: a 404 has a body
         async def remove(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -755,15 +620,18 @@ class IncidentIoSimulator:
                 sim.notify(record, created=False)
             return Response(b"", status_code=204)
 
-        # -- control -----------------------------------------------------------------------
+        return [create, list_follow_ups, show, update, remove]
+
+    def control_routes(self) -> list[Any]:
+        sim = self
 
         @post("/_sim/incidents", status_code=201)
         async def add_incident(request: Request[Any, Any, Any]) -> Response[bytes]:
             rules = {
-                "id": Rule(_string),
-                "name": Rule(_title, required=True),
-                "mode": Rule(_one_of(INCIDENT_MODES, "incident mode")),
-                "visibility": Rule(_one_of(VISIBILITIES, "visibility")),
+                "id": Rule(check_string),
+                "name": Rule(check_title, required=True),
+                "mode": Rule(one_of(INCIDENT_MODES, "incident mode")),
+                "visibility": Rule(one_of(VISIBILITIES, "visibility")),
             }
             try:
                 values = validate(parse_json(await request.body()), rules)
@@ -778,18 +646,18 @@ class IncidentIoSimulator:
             if incident.id in sim.incidents:
                 return sim.kit.error(409, "conflict", f"incident {incident.id} already exists")
             sim.incidents[incident.id] = incident
-            return ok(msgspec.to_builtins(incident), 201)
+            return json_response(msgspec.to_builtins(incident), 201)
 
         @get("/_sim/incidents")
         async def list_incidents() -> Response[bytes]:
-            return ok({"incidents": msgspec.to_builtins(list(sim.incidents.values()))})
+            return json_response({"incidents": msgspec.to_builtins(list(sim.incidents.values()))})
 
         @post("/_sim/users", status_code=201)
         async def add_user(request: Request[Any, Any, Any]) -> Response[bytes]:
             rules = {
-                "id": Rule(_string),
-                "name": Rule(_title, required=True),
-                "email": Rule(_string),
+                "id": Rule(check_string),
+                "name": Rule(check_title, required=True),
+                "email": Rule(check_string),
             }
             try:
                 values = validate(parse_json(await request.body()), rules)
@@ -803,7 +671,7 @@ class IncidentIoSimulator:
             if "email" in values:
                 user["email"] = values["email"]
             sim.users[user["id"]] = user
-            return ok(user, 201)
+            return json_response(user, 201)
 
         @post("/_sim/seed", status_code=201)
         async def seed(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -812,7 +680,7 @@ class IncidentIoSimulator:
             except Invalid as exc:
                 return sim._invalid(exc)
             record = sim.make(values, {"user": sim.users[USER_IDS[0]]})
-            return ok(sim.render(record, "v3"), 201)
+            return json_response(sim.render(record, "v3"), 201)
 
         @patch("/_sim/objects/{follow_up_id:str}")
         async def person_change(request: Request[Any, Any, Any]) -> Response[bytes]:
@@ -825,26 +693,17 @@ class IncidentIoSimulator:
                 return sim._invalid(exc)
             if sim.apply(record, values):
                 sim.notify(record, created=False)
-            return ok(sim.render(record, "v3"))
+            return json_response(sim.render(record, "v3"))
 
-        @get("/_sim/objects")
-        async def all_objects() -> Response[bytes]:
-            records = sorted(sim.follow_ups.values(), key=lambda r: r.id)
-            return ok({"follow_ups": [sim.render(r, "v3") for r in records]})
+        return [add_incident, list_incidents, add_user, seed, person_change]
 
-        return [
-            create,
-            list_follow_ups,
-            show,
-            update,
-            remove,
-            add_incident,
-            list_incidents,
-            add_user,
-            seed,
-            person_change,
-            all_objects,
-        ]
+    def objects(self) -> list[dict[str, Any]]:
+        return [self.render(r, "v3") for r in sorted(self.follow_ups.values(), key=lambda r: r.id)]
+
+
+def api_version(request: Request[Any, Any, Any]) -> str:
+    """The API version a request is made in: ``v2`` or ``v3``."""
+    return "v2" if request.url.path.startswith("/v2/") else "v3"
 
 
 def _within(
@@ -853,15 +712,3 @@ def _within(
     value = record.created_at if key.startswith("created_at") else record.updated_at
     low, high = bounds
     return (low is None or value >= low) and (high is None or value <= high)
-
-
-def rate_limit_headers(limit: int, remaining: int, reset_s: float) -> dict[str, str]:
-    """incident.io's allowance headers: the binding limit, then each limit with its window
-    (one, of a minute); ``X-RateLimit-Reset`` is a Unix time in seconds."""
-    used = limit - remaining
-    return {
-        "X-RateLimit-Limit": f"{limit}, {limit};window=60",
-        "X-RateLimit-Remaining": str(remaining),
-        "X-RateLimit-Used": str(used),
-        "X-RateLimit-Reset": str(math.ceil(time.time() + reset_s)),
-    }

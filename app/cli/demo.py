@@ -55,13 +55,6 @@ NOUN = {
     "inboxops": "ticket",
     "incidentio": "follow-up",
 }
-#: The key of the object list in each simulator's ``GET /_sim/objects``.
-OBJECTS_KEY = {
-    "hookstream": "issues",
-    "devhelm": "data",
-    "inboxops": "data",
-    "incidentio": "follow_ups",
-}
 #: The vendor whose writes fail for a while in step 2.
 FAULTY = "devhelm"
 RETRY_AFTER_S = 2
@@ -229,7 +222,7 @@ class Demo:
     async def objects(self, system: str) -> list[dict[str, Any]]:
         response = await self.control[system].get("/_sim/objects")
         response.raise_for_status()
-        return list(response.json()[OBJECTS_KEY[system]])
+        return list(response.json()["objects"])
 
     async def object(self, system: str, external_id: str) -> dict[str, Any] | None:
         for obj in await self.objects(system):

@@ -534,7 +534,7 @@ async def test_a_retry_after_a_lost_answer_finds_the_incident_though_the_title_c
     again = await rig.adapter.create(
         target, Fields(title="Checkout down"), "wi-9:link-4", earlier_since=started
     )
-    incidents = (await rig.control.get("/_sim/objects")).json()["data"]
+    incidents = (await rig.control.get("/_sim/objects")).json()["objects"]
     assert len(incidents) == 3, "no second incident was created"
     (ours,) = [i for i in incidents if i["title"] == "Checkout slow"]
     assert again.ref == ObjectRef("devhelm", PAGE, ours["id"])
@@ -565,7 +565,7 @@ async def test_a_retried_create_reads_only_incidents_made_since_the_first_attemp
     again = await adapter.create(
         target, Fields(title="Checkout down"), "wi-1:link-1", earlier_since=started
     )
-    incidents = (await rig.control.get("/_sim/objects")).json()["data"]
+    incidents = (await rig.control.get("/_sim/objects")).json()["objects"]
     assert len(incidents) == 31, "no second incident was created"
     (ours,) = [i for i in incidents if i["title"] == "Checkout down"]
     assert again.ref.external_id == ours["id"]

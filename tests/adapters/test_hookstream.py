@@ -170,7 +170,7 @@ async def test_seed_requires_the_failure_fields(rig: Rig) -> None:
     assert "error_type is required" in assert_error(response, 400)
     response = await rig.control.post("/_sim/failures", json={"error_type": "x", "priority": 1})
     assert "Unknown field" in assert_error(response, 400)
-    assert (await rig.control.get("/_sim/objects")).json() == {"issues": []}
+    assert (await rig.control.get("/_sim/objects")).json() == {"objects": []}
 
 
 async def test_unknown_issue_is_404_in_the_vendor_shape(rig: Rig) -> None:

@@ -123,7 +123,7 @@ async def test_patch_rejects_bad_bodies_with_400_problem(rig: Rig, body: dict[st
     ticket = await rig.seed()
     response = await rig.api.patch(f"/api/v1/tickets/{ticket['id']}", json=body)
     assert_problem(response, 400, "bad_request")
-    listed = (await rig.control.get("/_sim/objects")).json()["data"]
+    listed = (await rig.control.get("/_sim/objects")).json()["objects"]
     assert listed == [ticket], "a refused PATCH must change nothing"
 
 
@@ -141,7 +141,7 @@ async def test_patch_rejects_bad_bodies_with_400_problem(rig: Rig, body: dict[st
 async def test_create_rejects_bad_bodies_with_400_problem(rig: Rig, body: dict[str, Any]) -> None:
     response = await rig.api.post("/api/v1/tickets", json=body)
     assert_problem(response, 400, "bad_request")
-    assert (await rig.control.get("/_sim/objects")).json()["data"] == []
+    assert (await rig.control.get("/_sim/objects")).json()["objects"] == []
 
 
 async def test_malformed_json_is_400(rig: Rig) -> None:
@@ -308,7 +308,7 @@ async def test_idempotency_key_replays_and_conflicts(rig: Rig) -> None:
     assert again.json() == first.json(), "a replay returns the original 201 response"
     other = await rig.api.post("/api/v1/tickets", json={**body, "subject": "Else"}, headers=key)
     assert_problem(other, 409, "idempotency_conflict")
-    assert len((await rig.control.get("/_sim/objects")).json()["data"]) == 1
+    assert len((await rig.control.get("/_sim/objects")).json()["objects"]) == 1
 
 
 async def test_idempotency_key_expires_after_a_day(rig: Rig) -> None:
@@ -348,7 +348,7 @@ async def test_a_409_idempotency_conflict_finds_and_returns_the_ticket_made(rig:
         earlier_since=started + timedelta(minutes=5),  # the skew margin still covers it
     )
     assert again.ref == first.ref
-    assert len((await rig.control.get("/_sim/objects")).json()["data"]) == 2
+    assert len((await rig.control.get("/_sim/objects")).json()["objects"]) == 2
 
 
 async def test_adapter_create_sends_no_status_and_the_description_as_a_note(rig: Rig) -> None:

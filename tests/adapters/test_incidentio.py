@@ -641,7 +641,7 @@ async def test_update_keeps_every_field_it_does_not_change(
     assert updated.native == {"status": "completed"}
     stored = next(
         f
-        for f in (await rig.control.get("/_sim/objects")).json()["follow_ups"]
+        for f in (await rig.control.get("/_sim/objects")).json()["objects"]
         if f["id"] == follow_up["id"]
     )
     assert _writable(stored) == before
