@@ -60,10 +60,10 @@ async def ingest_cpu(
 
 
 async def objects(inst: Installation) -> dict[str, list[dict[str, Any]]]:
-    hs = (await inst.sim("hookstream", "GET", "/_sim/objects"))["issues"]
-    dh = (await inst.sim("devhelm", "GET", "/_sim/objects"))["data"]
-    ib = (await inst.sim("inboxops", "GET", "/_sim/objects"))["data"]
-    io = (await inst.sim("incidentio", "GET", "/_sim/objects"))["follow_ups"]
+    hs = (await inst.sim("hookstream", "GET", "/_sim/objects"))["objects"]
+    dh = (await inst.sim("devhelm", "GET", "/_sim/objects"))["objects"]
+    ib = (await inst.sim("inboxops", "GET", "/_sim/objects"))["objects"]
+    io = (await inst.sim("incidentio", "GET", "/_sim/objects"))["objects"]
     return {"hookstream": hs, "devhelm": dh, "inboxops": ib, "incidentio": io}
 
 
