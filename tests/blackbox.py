@@ -22,7 +22,7 @@ from adapters._simkit import SimOptions
 from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
 from app.serving import bind_socket, serve_asgi
 from tests.contract.kit import WEBHOOK_TIME_SCALE
-from tests.contract.test_contract import KITS
+from tests.contract.kits import KITS
 from tests.rig import STATUS_PAGE_ID
 
 POLL_INTERVAL_S = 0.05

@@ -29,7 +29,7 @@ from app.http.app import create_app
 from app.serving import bind_socket, serve_asgi
 from app.store import Store
 from tests.contract.kit import WEBHOOK_TIME_SCALE
-from tests.contract.test_contract import KITS
+from tests.contract.kits import KITS
 
 SYSTEMS = ("hookstream", "devhelm", "inboxops", "incidentio")
 STATUS_PAGE_ID = "5d1e7c52-1f43-4c6e-9a51-7f3f0d2b9a10"
@@ -238,3 +238,37 @@ async def running_rig(
         finally:
             await gateway.pollers.close()  # polls a hint started (run_pollers=False)
             await gateway.stop()
+
+
+async def linked(rig: Rig) -> tuple[str, dict[str, str]]:
+    """Open a hookstream issue and let it fan out; returns the item id and the external id
+    of each linked object."""
+    await rig.open_issue()
+    await rig.settle()
+    item = await rig.only_item()
+    links = await rig.links(item.id)
+    assert set(links) == {"hookstream", "devhelm", "inboxops", "incidentio"}
+    ids = {system: link.external_id for system, link in links.items()}
+    assert all(ids.values()), ids
+    return item.id, ids
+
+
+#: What ``statuses`` shows when the four objects all mean resolved, or all mean open.
+ALL_RESOLVED = {
+    "hookstream": "resolved",
+    "devhelm": "RESOLVED",
+    "inboxops": "resolved",
+    "incidentio": "completed",
+}
+
+
+ALL_OPEN = {
+    "hookstream": "open",
+    "devhelm": "INVESTIGATING",
+    "inboxops": "open",
+    "incidentio": "outstanding",
+}
+
+
+async def statuses(rig: Rig, ids: dict[str, str]) -> dict[str, Any]:
+    return {system: (await rig.object(system, ext))["status"] for system, ext in ids.items()}

@@ -14,8 +14,8 @@ import yaml
 
 from adapters import VENDORS, adapter_class
 from app.store import Store
-from tests.test_admin import admin, ok, problem, set_environment
-from tests.test_cli import ROOT, clean_env, syncgate
+from tests.admin_support import admin, ok, problem, set_environment
+from tests.cli_support import ROOT, clean_env, syncgate
 
 #: The shipped config with two bad options under devhelm.
 BAD_OPTION_LINES = [

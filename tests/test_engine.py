@@ -16,7 +16,7 @@ from app.errors import AlreadyLinked, Invalid, Missing
 from app.model import Fields, FieldStamp, Priority, Status, ValueMap, VendorObject, WorkItem
 from app.rules import Rules
 from app.store import HistoryEntry, Link, Store
-from tests.test_rules import CAPS, MAPS, T0, settings, vendor
+from tests.rules_support import CAPS, MAPS, T0, settings, vendor
 
 SECOND = timedelta(seconds=1)
 

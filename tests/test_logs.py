@@ -10,9 +10,8 @@ import pytest
 
 from app import logs
 from app.store import Store
-from tests.contract.test_contract import KITS
-from tests.rig import running_rig
-from tests.test_sync import linked
+from tests.contract.kits import KITS
+from tests.rig import linked, running_rig
 
 
 def reset() -> None:

@@ -11,8 +11,8 @@ import pytest
 from app.cli import main
 from app.serving import bind_socket
 from app.store import Store
-from tests.contract.test_contract import KITS
-from tests.test_admin import KEY, admin, fan_out, fault, ok
+from tests.admin_support import KEY, admin, fan_out, fault, ok
+from tests.contract.kits import KITS
 
 
 async def cli(*argv: str) -> int:

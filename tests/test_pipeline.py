@@ -19,9 +19,8 @@ import msgspec
 from adapters import signing
 from app.model import VendorObject, utcnow
 from app.store import Store
-from tests.contract.test_contract import KITS
-from tests.rig import Rig, running_rig
-from tests.test_sync import ALL_RESOLVED, linked, statuses
+from tests.contract.kits import KITS
+from tests.rig import ALL_RESOLVED, Rig, linked, running_rig, statuses
 
 
 class FakeClock:

@@ -35,7 +35,7 @@ from tests.blackbox import (
     simulators,
     write_config,
 )
-from tests.contract.test_contract import KITS
+from tests.contract.kits import KITS
 from tests.rig import STATUS_PAGE_ID
 
 pytestmark = pytest.mark.slow

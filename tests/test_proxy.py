@@ -18,7 +18,7 @@ from app.errors import TransientError
 from app.gateway import http_client, proxy_for
 from app.serving import serve_asgi
 from tests.blackbox import free_port
-from tests.contract.test_contract import KITS
+from tests.contract.kits import KITS
 
 INCIDENTS = "/api/v1/status-pages/{page}/incidents"
 

@@ -7,8 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from app.store import Store
-from tests.rig import running_rig
-from tests.test_sync import ALL_OPEN, linked, statuses
+from tests.rig import ALL_OPEN, linked, running_rig, statuses
 
 
 async def test_a_change_during_an_in_flight_write_is_written_after_it(store: Store) -> None:

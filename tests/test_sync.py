@@ -3,8 +3,6 @@ simulators, on SQLite and PostgreSQL. Assertions are on vendor state and request
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
 from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
@@ -19,39 +17,7 @@ from app.config.schema import (
 )
 from app.model import Priority, Status
 from app.store import Store
-from tests.rig import DEFAULT_FIELDS, Rig, running_rig
-
-
-async def linked(rig: Rig) -> tuple[str, dict[str, str]]:
-    """Open a hookstream issue and let it fan out; returns the item id and the external id
-    of each linked object."""
-    await rig.open_issue()
-    await rig.settle()
-    item = await rig.only_item()
-    links = await rig.links(item.id)
-    assert set(links) == {"hookstream", "devhelm", "inboxops", "incidentio"}
-    ids = {system: link.external_id for system, link in links.items()}
-    assert all(ids.values()), ids
-    return item.id, ids
-
-
-#: What ``statuses`` shows when the four objects all mean resolved, or all mean open.
-ALL_RESOLVED = {
-    "hookstream": "resolved",
-    "devhelm": "RESOLVED",
-    "inboxops": "resolved",
-    "incidentio": "completed",
-}
-ALL_OPEN = {
-    "hookstream": "open",
-    "devhelm": "INVESTIGATING",
-    "inboxops": "open",
-    "incidentio": "outstanding",
-}
-
-
-async def statuses(rig: Rig, ids: dict[str, str]) -> dict[str, Any]:
-    return {system: (await rig.object(system, ext))["status"] for system, ext in ids.items()}
+from tests.rig import ALL_OPEN, ALL_RESOLVED, DEFAULT_FIELDS, linked, running_rig, statuses
 
 
 async def test_new_issue_creates_and_links_objects_everywhere(store: Store) -> None:

@@ -18,8 +18,7 @@ import pytest
 
 from adapters._simkit import SVIX_SCHEDULE
 from app.store import Store
-from tests.rig import Rig, running_rig
-from tests.test_sync import ALL_RESOLVED, linked, statuses
+from tests.rig import ALL_RESOLVED, Rig, linked, running_rig, statuses
 
 #: What one attempt meets on the way to the gateway.
 FAIL_500 = "500"  # something in front of the gateway answers 500

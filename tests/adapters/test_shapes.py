@@ -13,7 +13,7 @@ import pytest
 from adapters import adapter_class
 from app.errors import TransientError
 from app.model import ObjectRef
-from tests.contract.test_contract import KITS
+from tests.contract.kits import KITS
 
 TIME = "2026-05-01T10:00:00.000000Z"
 

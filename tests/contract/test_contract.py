@@ -6,7 +6,6 @@ only the ``Adapter`` interface and the common ``/_sim/`` control surface.
 
 from __future__ import annotations
 
-import importlib
 import sys
 from collections.abc import AsyncIterator
 from datetime import timedelta
@@ -15,7 +14,7 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters import VENDORS, adapter_class, simulator_class
+from adapters import adapter_class, simulator_class
 from adapters._simkit import SVIX_SCHEDULE, Behaviour
 from adapters.base import Adapter, lower_headers
 from app.errors import (
@@ -29,10 +28,7 @@ from app.errors import (
 from app.model import CreateTarget, ObjectRef, utcnow
 from app.serving import bind_socket, serve_asgi
 from tests.contract.kit import VendorKit
-
-KITS: dict[str, VendorKit] = {
-    system: importlib.import_module(f"tests.contract.kit_{system}").KIT for system in VENDORS
-}
+from tests.contract.kits import KITS
 
 
 def behaviours(system: str) -> list[tuple[str, dict[str, Any]]]:
