@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from app.cli import build_parser, demo
+from app.cli import build_parser, demo, scenario
 
 pytestmark = pytest.mark.slow
 
@@ -104,7 +104,7 @@ async def test_the_demo_narrates_every_step_and_converges() -> None:
     # the gateway's own account of the failed writes (when it is seen may vary a little)
     assert re.search(r"syncgate: devhelm write failed .*429.*; next try in", text)
     assert re.search(r"syncgate: devhelm write failed .*500.*; next try in", text)
-    assert len(re.findall(r"-> 500 Internal Server Error", text)) == demo.SERVER_ERRORS
+    assert len(re.findall(r"-> 500 Internal Server Error", text)) == scenario.SERVER_ERRORS
 
     rows = table(text)
     assert {system: row[1:] for system, row in rows.items()} == {
