@@ -16,7 +16,8 @@ import httpx
 import pytest
 
 from adapters import simulator_class
-from adapters._simkit import SimOptions, config_names, read_seed_config
+from adapters._simbase import config_names, read_seed_config
+from adapters._simkit import SimOptions
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIPPED = ROOT / "config.yaml"

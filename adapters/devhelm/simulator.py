@@ -110,7 +110,8 @@ from litestar.params import FromPath
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from adapters import signing
-from adapters._simkit import Behaviour, Simulator, json_response
+from adapters._simbase import Simulator, json_response
+from adapters._simkit import Behaviour
 from adapters.devhelm.simulator_rules import (
     CREATE_RULES,
     EVENT_RULES,

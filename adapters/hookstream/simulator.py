@@ -66,7 +66,8 @@ from litestar import Request, Response, get, patch, post
 from litestar.params import FromPath
 
 from adapters import signing
-from adapters._simkit import Behaviour, SimKit, Simulator, json_response
+from adapters._simbase import Simulator, json_response
+from adapters._simkit import Behaviour, SimKit
 
 STATUSES = ("open", "acknowledged", "resolved")
 #: The allowance the docs' example shows (per-plan numbers are not documented).

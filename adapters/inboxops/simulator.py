@@ -87,13 +87,8 @@ import msgspec
 from litestar import Request, Response, get, patch, post
 from msgspec import UNSET, Meta, UnsetType
 
-from adapters._simkit import (
-    SimKit,
-    SimOptions,
-    Simulator,
-    check_standard_secret,
-    json_response,
-)
+from adapters._simbase import Simulator, check_standard_secret, json_response
+from adapters._simkit import SimKit, SimOptions
 from adapters.signing import standard_headers
 
 PROBLEM_BASE = "https://docs.inboxops.app/api/problems/"

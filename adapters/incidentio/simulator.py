@@ -106,13 +106,8 @@ from typing import Any
 import msgspec
 from litestar import Request, Response, delete, get, patch, post, put
 
-from adapters._simkit import (
-    Behaviour,
-    SimOptions,
-    Simulator,
-    check_standard_secret,
-    json_response,
-)
+from adapters._simbase import Simulator, check_standard_secret, json_response
+from adapters._simkit import Behaviour, SimOptions
 from adapters.incidentio.simulator_rules import (
     Invalid,
     Rule,
