@@ -12,6 +12,7 @@ from app.cli import main
 from app.serving import bind_socket
 from app.store import Store
 from tests.admin_support import KEY, admin, fan_out, fault, ok
+from tests.blackbox import eventually
 from tests.contract.kits import KITS
 
 
@@ -191,6 +192,12 @@ async def test_pause_resume_retry_and_json_output(
         await rig.gateway.dispatcher.run_until_idle()  # the DevHelm write is dead-lettered
         assert await cli("retry", str(links["devhelm"]["id"]), *url) == 0
         assert f"retrying link {links['devhelm']['id']}: devhelm" in capsys.readouterr().out
-        await rig.gateway.dispatcher.run_until_idle()  # the retried write goes through
+
+        async def retried_write_done() -> bool:
+            await rig.gateway.dispatcher.run_until_idle()
+            detail = ok(await client.get(f"/admin/work-items/{item_id}"))
+            return all(link["state"] == "synced" for link in detail["links"])
+
+        await eventually(retried_write_done, timeout_s=30, what="the retried write done")
         assert await cli("retry", str(links["devhelm"]["id"]), *url) == 1  # nothing pending now
         assert "(409)" in capsys.readouterr().err
