@@ -184,3 +184,17 @@ def test_version_init_and_a_port_in_use(tmp_path: Path) -> None:
             assert line.endswith("(another process uses it: pick another --port)"), line
     finally:
         busy.close()
+
+
+def test_an_invalid_config_is_exit_1_for_every_command(tmp_path: Path) -> None:
+    """One meaning, one code: check-config, serve and migrate refuse a missing or broken
+    config with exit 1 and the problems on stderr, never a traceback."""
+    missing = str(tmp_path / "nowhere.yaml")
+    for command in (
+        ["check-config", missing],
+        ["serve", "--config", missing, "--port", "0"],
+        ["migrate", "--config", missing],
+    ):
+        done = syncgate(*command, env=clean_env())
+        assert done.returncode == 1, (command, done.stderr)
+        assert "cannot read" in done.stderr and "Traceback" not in done.stderr, done.stderr

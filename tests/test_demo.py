@@ -4,14 +4,17 @@ read what it printed and what it returned."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import os
 import re
 from pathlib import Path
 
+import httpx
 import pytest
 
 from app.cli import build_parser, demo, scenario
+from tests.blackbox import eventually
 
 pytestmark = pytest.mark.slow
 
@@ -153,3 +156,35 @@ def test_the_cli_has_a_demo_command() -> None:
     args = build_parser().parse_args(["demo", "--port", "0", "--database", "x.db", "--fresh"])
     assert args.func is demo.command
     assert (args.port, args.database, args.fresh, args.deadline) == (0, "x.db", True, 60.0)
+
+
+async def test_keep_running_serves_until_stopped_and_prints_how_to_use_it() -> None:
+    out = io.StringIO()
+    stop = asyncio.Event()
+    run = asyncio.create_task(
+        demo.run_demo(
+            demo.REPO_CONFIG,
+            gateway_port=0,
+            sim_ports=FREE_PORTS,
+            deadline_s=45,
+            out=out,
+            keep_running=stop,
+        )
+    )
+
+    async def waiting() -> bool:
+        assert not run.done(), out.getvalue()
+        return "Still running" in out.getvalue()
+
+    await eventually(waiting, timeout_s=60, what="the demo to finish its scenario and wait")
+    text = out.getvalue()
+    key = re.search(r"export SYNCGATE_ADMIN_KEY=(\S+)", text)
+    gateway = re.search(r"gateway\s+(http://\S+)\s+admin API", text)
+    assert key and gateway, text
+    async with httpx.AsyncClient(base_url=gateway[1], timeout=10) as client:
+        items = await client.get("/admin/work-items", headers={"X-Admin-Key": key[1]})
+        assert items.status_code == 200 and items.json()["total"] >= 1, items.text
+        refused = await client.get("/admin/work-items", headers={"X-Admin-Key": "wrong"})
+        assert refused.status_code == 401
+    stop.set()
+    assert await asyncio.wait_for(run, 30) == 0

@@ -30,12 +30,14 @@ parameters, for the tests); ``command`` is what ``syncgate demo`` calls.
 from __future__ import annotations
 
 import argparse
+import asyncio
 import base64
 import contextlib
 import logging
 import os
 import secrets
 import shutil
+import signal
 import sys
 import tempfile
 import time
@@ -190,13 +192,16 @@ async def run_demo(
     deadline_s: float = DEFAULT_DEADLINE_S,
     faults: Mapping[str, Sequence[Mapping[str, Any]]] | None = None,
     out: TextIO | None = None,
+    keep_running: asyncio.Event | None = None,
 ) -> int:
     """Run the demo; 0 when the four objects converged, 1 when not, 2 when it cannot start.
 
     ``gateway_port`` and ``sim_ports`` (system -> port, 0 = any free port) override the
     config's ports; ``database`` keeps the SQLite file (``fresh`` empties it first),
     otherwise a temporary one is used; ``faults`` (system -> ``/_sim/faults`` bodies) are
-    injected right after start, e.g. to rehearse a vendor that keeps failing.
+    injected right after start, e.g. to rehearse a vendor that keeps failing. With
+    ``keep_running``, everything stays up after the scenario until that event is set,
+    and how to use it is printed.
     """
     import httpx
     import msgspec
@@ -219,15 +224,16 @@ async def run_demo(
         out.write(f"syncgate demo: invalid configuration {os.fspath(config_path)}:\n")
         for issue in exc.issues:
             out.write(f"  {issue}\n")
-        return 2
+        return 1
     missing = [s for s in SYSTEMS if s not in settings.systems or not settings.systems[s].enabled]
     if missing:
         out.write(f"syncgate demo: the config must enable every system; missing: {missing}\n")
-        return 2
+        return 1
 
     workdir, db_path, log_path = _workspace(database, fresh=fresh)
     credentials = generate_credentials()
-    environment = {}
+    admin_key = secrets.token_urlsafe(24)  # this run's only: the demo's database is its own
+    environment = {settings.admin.api_key_env: admin_key}
     for system, (api_key, secret) in credentials.items():
         environment[settings.systems[system].api_key_env] = api_key
         for env in settings.systems[system].webhook_secret_envs:
@@ -328,6 +334,9 @@ async def run_demo(
                 try:
                     await demo.scenario()
                     converged = await demo.report()
+                    if keep_running is not None:
+                        _print_next_steps(out, gateway_url, urls, credentials, admin_key)
+                        await keep_running.wait()
                 except httpx.TransportError as exc:
                     # the servers stop on Ctrl-C (uvicorn handles the signal)
                     out.write(f"\nsyncgate demo: stopped: a server went away ({exc})\n")
@@ -335,7 +344,7 @@ async def run_demo(
                 keep = not converged
     except DemoError as exc:
         out.write(f"syncgate demo: {exc}\n")
-        return 2
+        return 1
     finally:
         if workdir is not None:
             if not keep:
@@ -345,6 +354,36 @@ async def run_demo(
     return 0 if converged else 1
 
 
+def _print_next_steps(
+    out: TextIO,
+    gateway_url: str,
+    urls: Mapping[str, str],
+    credentials: Mapping[str, tuple[str, str]],
+    admin_key: str,
+) -> None:
+    """What is running, how to reach it, and what to try, for ``--keep-running``."""
+    inboxops = urls["inboxops"]
+    lines = [
+        "",
+        "Still running (Ctrl-C stops everything). This run's admin key and vendor API keys",
+        "are throwaway values for these local simulators:",
+        f"  gateway       {gateway_url}   admin API {gateway_url}/admin",
+        f"  API docs      {gateway_url}/schema",
+        f"  admin key     export SYNCGATE_ADMIN_KEY={admin_key}",
+        *(f"  {s:<13} {urls[s]}   API key {credentials[s][0]}" for s in SYSTEMS),
+        "",
+        "Try:",
+        f"  SYNCGATE_URL={gateway_url} syncgate status",
+        f"  curl -s -H 'X-Admin-Key: {admin_key}' {gateway_url}/admin/work-items",
+        f"  curl -s -X POST {inboxops}/_sim/seed -H 'content-type: application/json' \\",
+        '       -d \'{"subject": "Checkout is down"}\'   # a ticket: watch it fan out',
+        f"  curl -s {urls['devhelm']}/_sim/objects       # what DevHelm holds now",
+        "  docs/simulators.md lists every /_sim/ route of the simulators.",
+    ]
+    out.write("\n".join(lines) + "\n")
+    out.flush()
+
+
 def command(args: argparse.Namespace) -> int:
     """``syncgate demo``."""
     from app.serving import run as run_loop
@@ -352,16 +391,25 @@ def command(args: argparse.Namespace) -> int:
     config = args.config
     if config is None:
         config = "config.yaml" if Path("config.yaml").is_file() else os.fspath(default_config())
-    try:
-        return run_loop(
-            run_demo(
-                config,
-                gateway_port=args.port,
-                database=args.database,
-                fresh=args.fresh,
-                deadline_s=args.deadline,
-            )
+
+    async def run() -> int:
+        stop: asyncio.Event | None = None
+        if args.keep_running:
+            stop = asyncio.Event()
+            loop = asyncio.get_running_loop()
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.add_signal_handler(sig, stop.set)
+        return await run_demo(
+            config,
+            gateway_port=args.port,
+            database=args.database,
+            fresh=args.fresh,
+            deadline_s=args.deadline,
+            keep_running=stop,
         )
+
+    try:
+        return run_loop(run())
     except KeyboardInterrupt:
         print("syncgate demo: interrupted", file=sys.stderr)
         return 130

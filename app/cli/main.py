@@ -32,7 +32,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         name, sep, raw = pair.partition("=")
         if not sep or not name:
             print(f"syncgate simulate: --behaviour wants NAME=VALUE, got {pair!r}", file=sys.stderr)
-            return 2
+            return EXIT_USAGE
         try:
             behaviour[name] = json.loads(raw)
         except ValueError:
@@ -52,7 +52,7 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
         simulator = simulator_class(args.vendor)(options)
     except ValueError as exc:
         print(f"syncgate simulate: {exc}", file=sys.stderr)
-        return 2
+        return EXIT_USAGE
 
     try:
         sock = bind_socket(args.host, args.port)
@@ -74,6 +74,13 @@ def _cmd_simulate(args: argparse.Namespace) -> int:
 
 DEFAULT_CONFIG = "config.yaml"
 
+#: Exit statuses, one meaning each: 0 done; 1 the command failed (an invalid config, a
+#: port in use, a gateway that cannot be reached, ...), with one line or a list of
+#: problems on stderr; 2 the command line itself is wrong (argparse's usage errors, and
+#: option values a command refuses, such as an unknown simulator behaviour).
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
 
 def _cannot_listen(command: str, host: str, port: int, exc: OSError) -> int:
     hint = (
@@ -82,7 +89,7 @@ def _cannot_listen(command: str, host: str, port: int, exc: OSError) -> int:
     print(
         f"syncgate {command}: cannot listen on {host}:{port}: {exc.strerror}{hint}", file=sys.stderr
     )
-    return 1
+    return EXIT_FAILED
 
 
 def packaged_config() -> Traversable:
@@ -116,7 +123,7 @@ def _config_path(args: argparse.Namespace) -> str:
 
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
-    """Settings, secrets and database URL; a ConfigError is printed and exits 2."""
+    """Settings, secrets and database URL; a ConfigError is printed and exits 1."""
     from app.config import database_url, load_config, resolve_environment
     from app.errors import ConfigError
     from app.gateway import known_systems
@@ -129,7 +136,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
         print(f"syncgate: invalid configuration ({len(exc.issues)} problems):", file=sys.stderr)
         for issue in exc.issues:
             print(f"  {issue}", file=sys.stderr)
-        raise SystemExit(2) from None
+        raise SystemExit(EXIT_FAILED) from None
     return settings, secrets, database_url(settings, os.environ)
 
 
@@ -144,12 +151,25 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
     from app.config import database_url, load_config
+    from app.errors import ConfigError
     from app.gateway import known_systems
     from app.store import Store
 
     url = os.environ.get("SYNCGATE_DATABASE_URL")
     if url is None:
-        url = database_url(load_config(_config_path(args), known_systems()), os.environ)
+        path = _config_path(args)
+        try:
+            url = database_url(load_config(path, known_systems()), os.environ)
+        except ConfigError as exc:
+            print(f"syncgate migrate: invalid configuration {path}:", file=sys.stderr)
+            for issue in exc.issues:
+                print(f"  {issue}", file=sys.stderr)
+            print(
+                "  (give --config FILE, or set SYNCGATE_DATABASE_URL to migrate a database"
+                " without a config)",
+                file=sys.stderr,
+            )
+            return EXIT_FAILED
 
     # progress: alembic names each migration as it runs it
     step = logging.StreamHandler(sys.stdout)
@@ -296,6 +316,12 @@ def build_parser() -> argparse.ArgumentParser:
         type=float,
         default=demo.DEFAULT_DEADLINE_S,
         help="seconds before giving up (exit 1)",
+    )
+    p.add_argument(
+        "--keep-running",
+        action="store_true",
+        help="after the scenario, keep the gateway and simulators up (print their URLs, the"
+        " admin key and what to try) until Ctrl-C",
     )
     p.set_defaults(func=demo.command)
 
