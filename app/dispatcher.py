@@ -72,6 +72,8 @@ class Attempt(msgspec.Struct, kw_only=True):
     crash: str | None = None
     #: False: no call was needed (the object already holds the state, or none could be made).
     called: bool = True
+    #: When the item reached the state written (its last canonical change).
+    changed_at: datetime | None = None
 
 
 class Dispatcher:
@@ -327,6 +329,7 @@ class Dispatcher:
             result.crash = "the work item no longer exists"
             return result
         result.version = item.version
+        result.changed_at = item.updated_at
         started = time.perf_counter()
         try:
             if creating:
@@ -377,6 +380,7 @@ class Dispatcher:
             link, item, known, read_at = refreshed
             result.link = link
             result.version = item.version
+            result.changed_at = item.updated_at
         assert link.ref is not None
         target = item.fields().only(self.rules.out_fields(link.system))
         changes = self.rules.differs(link.system, known, target)
@@ -541,6 +545,9 @@ class Dispatcher:
         self.metrics.writes.labels(link.system, a.action, outcome).inc()
         if outcome == "ok":
             self.metrics.write_latency.labels(link.system).observe(a.duration_s)
+            if a.changed_at is not None:
+                lag = (self.clock() - a.changed_at).total_seconds()
+                self.metrics.propagation.labels(link.system).observe(max(0.0, lag))
             log.info(
                 "wrote",
                 extra={

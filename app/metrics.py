@@ -2,13 +2,56 @@
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+import re
+from importlib import metadata
+
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    Histogram,
+    Info,
+    PlatformCollector,
+    ProcessCollector,
+    generate_latest,
+)
 
 
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         r = self.registry
+        ProcessCollector(
+            registry=r
+        )  # process_cpu_seconds_total, process_resident_memory_bytes, ...
+        PlatformCollector(registry=r)  # python_info
+        self.build = Info("syncgate_build", "The running Syncgate's version", registry=r)
+        self.build.info({"version": _version()})
+        self.paused = Gauge(
+            "syncgate_system_paused", "1 while a system is paused", ["system"], registry=r
+        )
+        self.deferred_until = Gauge(
+            "syncgate_system_deferred_until_seconds",
+            "Unix time until which a 429 holds a system's writes back (0: not deferred)",
+            ["system"],
+            registry=r,
+        )
+        self.dead_letters_now = Gauge(
+            "syncgate_dead_letters_current",
+            "Writes dead-lettered and not yet retried or discarded",
+            ["system"],
+            registry=r,
+        )
+        self.inbox_backlog = Gauge(
+            "syncgate_inbox_backlog", "Stored webhook events not yet processed", registry=r
+        )
+        self.propagation = Histogram(
+            "syncgate_propagation_seconds",
+            "From a change reaching the canonical work item to its write to a linked object",
+            ["system"],
+            registry=r,
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300),
+        )
         self.webhooks_received = Counter(
             "syncgate_webhooks_received",
             "Webhook deliveries accepted and stored",
@@ -84,3 +127,16 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+def _version() -> str:
+    try:
+        return metadata.version("syncgate")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def reason_label(name: str) -> str:
+    """A rejection reason as a metric label: snake_case (``SignatureInvalid`` ->
+    ``signature_invalid``), one style for every reason."""
+    return re.sub(r"(?<!^)(?=[A-Z])", "_", name).lower()

@@ -33,10 +33,19 @@ async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
 @get("/metrics", summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
 async def metrics(request: Request[Any, Any, Any]) -> bytes:
     gateway = gateway_of(request)
+    m = gateway.metrics
     async with gateway.store.tx() as tx:
         depth = await tx.queue_depth()
-    for system in gateway.adapters:
-        gateway.metrics.queue_depth.labels(system).set(depth.get(system, 0))
+        dead = await tx.dead_by_system()
+        states = {system: await tx.system_state(system) for system in gateway.adapters}
+        m.inbox_backlog.set(await tx.pending_events())
+    for system, state in states.items():
+        m.queue_depth.labels(system).set(depth.get(system, 0))
+        m.dead_letters_now.labels(system).set(dead.get(system, 0))
+        m.paused.labels(system).set(1 if state.paused else 0)
+        until = state.deferred_until
+        deferred = until is not None and until > gateway.clock()
+        m.deferred_until.labels(system).set(until.timestamp() if deferred and until else 0)
     for system, lag in (await gateway.pollers.lag_seconds()).items():
         if lag is not None:
             gateway.metrics.poll_lag.labels(system).set(lag)

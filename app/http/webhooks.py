@@ -20,6 +20,7 @@ from app.errors import WebhookError
 from app.gateway import Gateway
 from app.http.problems import problem_response
 from app.inbox import kept_headers
+from app.metrics import reason_label
 from app.model import utcnow
 from app.store import NewEvent
 
@@ -54,7 +55,7 @@ async def _receive(gateway: Gateway, system: str, request: Request[Any, Any, Any
         adapter.verify_webhook(headers, body, utcnow())
         event = adapter.parse_webhook(headers, body)
     except WebhookError as exc:
-        metrics.webhooks_rejected.labels(system, type(exc).__name__).inc()
+        metrics.webhooks_rejected.labels(system, reason_label(type(exc).__name__)).inc()
         raise  # answered by the app's one error table (app/http/problems.py)
     event_id = await gateway.events.store_event(
         NewEvent(

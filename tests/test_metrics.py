@@ -1,0 +1,55 @@
+"""``/metrics``: the build, the process, each system's pause, deferral and dead letters,
+the inbox backlog, propagation latency, and rejection reasons in one label style."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+
+from app.store import Store
+from tests.admin_support import admin, fan_out, fault, ok
+
+
+def value(text: str, name: str, **labels: str) -> float:
+    """The sample ``name{labels}`` of a Prometheus text page (labels in any order)."""
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        match = re.match(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$", line)
+        if match is None or match[1] != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match[2] or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(match[3])
+    raise AssertionError(f"no sample {name}{labels} in /metrics")
+
+
+async def test_metrics_show_what_an_operator_alerts_on(store: Store) -> None:
+    async with admin(store) as (rig, client):
+        item_id, _links = await fan_out(rig)
+        await fault(rig, "inboxops", status=422, count=1, methods=["PATCH"])
+        ok(await client.patch(f"/admin/work-items/{item_id}", json={"status": "resolved"}))
+        await rig.gateway.dispatcher.run_until_idle()  # InboxOps dead-letters, others write
+        ok(await client.post("/admin/systems/devhelm/pause"))
+        async with httpx.AsyncClient(base_url=rig.gateway_url) as plain:
+            refused = await plain.post(
+                "/webhooks/inboxops", content=b"{}", headers={"webhook-id": "x"}
+            )
+            assert refused.status_code == 401
+            text = (await plain.get("/metrics")).text
+    assert value(text, "syncgate_build_info", version="0.1.0") == 1
+    assert value(text, "process_cpu_seconds_total") > 0
+    assert value(text, "syncgate_system_paused", system="devhelm") == 1
+    assert value(text, "syncgate_system_paused", system="inboxops") == 0
+    assert value(text, "syncgate_dead_letters_current", system="inboxops") == 1
+    assert value(text, "syncgate_dead_letters_current", system="devhelm") == 0
+    assert value(text, "syncgate_system_deferred_until_seconds", system="devhelm") == 0
+    assert value(text, "syncgate_inbox_backlog") == 0
+    assert value(text, "syncgate_propagation_seconds_count", system="incidentio") >= 1
+    assert (
+        value(
+            text, "syncgate_webhooks_rejected_total", system="inboxops", reason="signature_invalid"
+        )
+        == 1
+    )
