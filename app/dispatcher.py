@@ -32,6 +32,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from adapters.base import Adapter
+from app.alerts import Alerter
 from app.config.schema import Direction, DispatcherSettings
 from app.errors import FatalError, Missing, RateLimited, RetriableError, StateConflict, VendorError
 from app.loops import IngestFirst, wait_any
@@ -89,8 +90,11 @@ class Dispatcher:
         worker_id: str | None = None,
         ingest: IngestFirst | None = None,
         engine: Engine | None = None,
+        alerter: Alerter | None = None,
     ) -> None:
         self.store = store
+        #: Notices for dead letters and long deferrals (None: none are sent).
+        self.alerter = alerter
         #: Folds what a read before a write finds into the work item (None: no reads).
         self.engine = engine
         self.rules = rules
@@ -504,7 +508,10 @@ class Dispatcher:
             # next attempt updates it instead of creating another
             await tx.record_created(link, a.obj, now)
         if isinstance(exc, RateLimited):
-            until = now + timedelta(seconds=self.defer_seconds(exc.retry_after))
+            delay = self.defer_seconds(exc.retry_after)
+            until = now + timedelta(seconds=delay)
+            if self.alerter is not None:
+                self.alerter.deferred(link.system, delay, reason)
             await tx.set_system(link.system, deferred_until=until, last_write_error=reason)
             await tx.retry_link_later(link, error=reason, at=until, count_attempt=False)
             return "rate_limited"
@@ -565,6 +572,14 @@ class Dispatcher:
             self.metrics.retries.labels(link.system).inc()
         if outcome == "dead":
             self.metrics.dead_letters.labels(link.system).inc()
+            if self.alerter is not None:
+                error = str(a.error) if a.error is not None else a.crash
+                self.alerter.notify(
+                    "dead_letter",
+                    link.system,
+                    f"{link.system}: a write to work item {link.work_item_id} was"
+                    f" dead-lettered: {error} (syncgate dead-letters)",
+                )
         log.warning(
             "write failed",
             extra={

@@ -22,6 +22,7 @@ from httpx_aiohttp import AiohttpTransport
 
 from adapters import VENDORS, adapter_class
 from adapters.base import Adapter, AdapterSettings
+from app.alerts import Alerter
 from app.config import ResolvedSecrets, SystemCaps, load_config, resolve_environment
 from app.config.schema import Settings, SystemSettings
 from app.dispatcher import Dispatcher
@@ -149,6 +150,7 @@ class Gateway:
         self.adapters: dict[str, Adapter] = self._build_adapters(settings, secrets)
         self.rules = compile_rules(settings, self.adapters)
         self.ingest = IngestFirst()
+        self.alerter = Alerter(settings.alerts, secrets.alert_url)
         self.engine = Engine(store, self.rules, readers=self.adapters, clock=clock)
         self.dispatcher = Dispatcher(
             store,
@@ -160,6 +162,7 @@ class Gateway:
             worker_id=worker_id,
             ingest=self.ingest,
             engine=self.engine,
+            alerter=self.alerter,
         )
         self.engine.on_change = self.dispatcher.wake.set
         enabled = {n: s for n, s in settings.systems.items() if n in self.adapters}
@@ -171,6 +174,7 @@ class Gateway:
             metrics=self.metrics,
             clock=clock,
             max_defer_s=settings.dispatcher.max_defer_s,
+            alerter=self.alerter,
         )
         self.worker = InboxWorker(
             store,
@@ -216,6 +220,8 @@ class Gateway:
         self.engine.rules = rules
         self.dispatcher.rules = rules
         self.dispatcher.settings = settings.dispatcher
+        self.alerter.settings = settings.alerts
+        self.alerter.url = secrets.alert_url
         log.info("configuration reloaded", extra={"systems": sorted(adapters)})
 
     async def set_paused(self, system: str, paused: bool) -> None:
@@ -294,6 +300,7 @@ class Gateway:
                     await task
         self._tasks = []
         await self.pollers.close()  # one-off polls that hints started
+        await self.alerter.close()
         for client in self._own_clients:
             await client.aclose()
         log.info("gateway stopped")

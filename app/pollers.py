@@ -20,6 +20,7 @@ from datetime import datetime, timedelta
 import msgspec
 
 from adapters.base import Adapter
+from app.alerts import Alerter
 from app.config.schema import SystemSettings
 from app.dispatcher import capped_delay
 from app.engine import Engine
@@ -53,8 +54,10 @@ class Pollers:
         metrics: Metrics,
         clock: Callable[[], datetime] = utcnow,
         max_defer_s: float = 900.0,
+        alerter: Alerter | None = None,
     ) -> None:
         self.store = store
+        self.alerter = alerter
         #: The longest a 429 makes a system's poll loop wait.
         self.max_defer_s = max_defer_s
         self.engine = engine
@@ -189,6 +192,8 @@ class Pollers:
                 or f"{result.objects} objects, {result.changed} changed, {result.created} created",
             )
         self.metrics.polls.labels(system, "error" if result.error else "ok").inc()
+        if self.alerter is not None and result.error != "paused":
+            self.alerter.poll_result(system, result.error)
         if result.error:
             log.warning("poll failed", extra={"system": system, "error": result.error})
         return result

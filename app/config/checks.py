@@ -298,6 +298,11 @@ class Checker:
                 "dispatcher.backoff_max_s", f"must be at least backoff_base_s ({_num(base)})"
             )
         self.number(_mapping(data.get("history")), "retention_days", "history", ge=0)
+        alerts = _mapping(data.get("alerts"))
+        self.env_name(alerts.get("url_env"), "alerts.url_env")
+        self.number(alerts, "min_interval_s", "alerts", ge=0)
+        self.number(alerts, "poll_failures", "alerts", ge=1)
+        self.number(alerts, "deferral_s", "alerts", ge=0)
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

@@ -153,6 +153,20 @@ class DispatcherSettings(Base, frozen=True):
     max_defer_s: float = 900.0
 
 
+class AlertSettings(Base, frozen=True):
+    """Notices POSTed as JSON (Slack-compatible ``{"text": ...}``) to a URL read from the
+    environment, when a write is dead-lettered, a system's polls keep failing, or a 429
+    defers a system for long. One notice per kind and system per ``min_interval_s``."""
+
+    #: The environment variable holding the URL (a Slack webhook URL is a secret).
+    url_env: str = "SYNCGATE_ALERT_URL"
+    min_interval_s: float = 300.0
+    #: Consecutive failed polls of one system before a notice.
+    poll_failures: int = 3
+    #: A deferral longer than this gives a notice.
+    deferral_s: float = 600.0
+
+
 class HistorySettings(Base, frozen=True):
     #: History and the event log older than this are pruned; 0 keeps everything.
     retention_days: float = 90.0
@@ -170,3 +184,5 @@ class Settings(Base, frozen=True):
     systems: dict[str, SystemSettings] = msgspec.field(default_factory=dict)
     create_rules: list[CreateRule] = msgspec.field(default_factory=list)
     fields: dict[str, FieldRule] = msgspec.field(default_factory=dict)
+    #: Optional: without it, no notices are sent.
+    alerts: AlertSettings | None = None

@@ -45,10 +45,13 @@ class ResolvedSecrets(msgspec.Struct, frozen=True):
 
     systems: dict[str, SystemSecrets]
     admin_key: str | None = None
+    #: Where alert notices go (``alerts.url_env``), None without an ``alerts`` section.
+    alert_url: str | None = None
 
     def __repr__(self) -> str:
         admin = MASK if self.admin_key is not None else "None"
-        return f"ResolvedSecrets(systems={self.systems!r}, admin_key={admin})"
+        alerts = MASK if self.alert_url is not None else "None"
+        return f"ResolvedSecrets(systems={self.systems!r}, admin_key={admin}, alert_url={alerts})"
 
     __str__ = __repr__
 
@@ -71,6 +74,8 @@ def missing_env(settings: Settings, environ: Mapping[str, str]) -> Iterator[Miss
         for index, env in enumerate(system.webhook_secret_envs):
             if not environ.get(env):
                 yield Missing(f"systems.{name}.webhook_secret_envs[{index}]", env)
+    if settings.alerts is not None and not environ.get(settings.alerts.url_env):
+        yield Missing("alerts.url_env", settings.alerts.url_env)
 
 
 def resolve_environment(settings: Settings, environ: Mapping[str, str]) -> ResolvedSecrets:
@@ -98,7 +103,9 @@ def resolve_environment(settings: Settings, environ: Mapping[str, str]) -> Resol
         if system.enabled
     }
     return ResolvedSecrets(
-        systems=systems, admin_key=environ.get(settings.admin.api_key_env) or None
+        systems=systems,
+        admin_key=environ.get(settings.admin.api_key_env) or None,
+        alert_url=environ[settings.alerts.url_env] if settings.alerts is not None else None,
     )
 
 
