@@ -111,3 +111,53 @@ def test_wheel_carries_migrations_default_config_and_license(tmp_path: Path) -> 
     requires = " ".join(metadata.get_all("Requires-Dist") or [])
     assert "alembic" in requires
     assert "aiosqlite" not in requires
+    demo_runs_from_the_installed_wheel(wheel, tmp_path)
+
+
+def demo_runs_from_the_installed_wheel(wheel: Path, tmp_path: Path) -> None:
+    """``syncgate demo`` from the wheel installed in a fresh virtualenv, run in a folder
+    with no config.yaml and no checkout: it finds the packaged config and converges.
+    The dependencies come from this environment's site-packages (no network), through
+    a path entry; the syncgate code comes from the wheel alone."""
+    fresh = tmp_path / "fresh"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(fresh)], check=True)
+    (site,) = fresh.glob("lib/python*/site-packages")
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--no-deps",
+            "--disable-pip-version-check",
+            "--target",
+            str(site),
+            str(wheel),
+        ],
+        check=True,
+        timeout=300,
+    )
+    deps = [p for p in sys.path if p.endswith("site-packages") and Path(p).is_dir()]
+    (site / "deps.pth").write_text("\n".join(deps) + "\n")
+    python = str(fresh / "bin" / "python")
+    cwd = tmp_path / "elsewhere"
+    cwd.mkdir()
+    where = subprocess.run(
+        [python, "-c", "import app; print(app.__file__)"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert where.stdout.startswith(str(site)), where.stdout
+    demo = subprocess.run(
+        [python, "-m", "app.cli", "demo", "--port", "0", "--deadline", "60"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=180,
+        check=False,
+    )
+    assert demo.returncode == 0, demo.stdout[-3000:] + demo.stderr[-3000:]
+    assert "defaults/config.yaml" in demo.stdout, demo.stdout[:2000]
