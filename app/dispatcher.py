@@ -34,7 +34,7 @@ import msgspec
 from adapters.base import Adapter
 from app.alerts import Alerter
 from app.config.schema import Direction, DispatcherSettings
-from app.errors import FatalError, Missing, RateLimited, RetriableError, StateConflict, VendorError
+from app.errors import FatalError, RateLimited, RetriableError, StateConflict, VendorError
 from app.loops import IngestFirst, wait_any
 from app.metrics import Metrics
 from app.model import Fields, VendorObject, WorkItem, utcnow
@@ -218,7 +218,7 @@ class Dispatcher:
         """Make one write (dead or failed) due now, and lift its system's 429 deferral.
         Returns the link as it was."""
         async with self.store.tx() as tx:
-            link = await _link(tx, link_id)
+            link = await tx.require_link(link_id)
             if link.dead:
                 await tx.revive(link_id)
             elif link.dirty:
@@ -241,7 +241,7 @@ class Dispatcher:
         """Give up on one write (pending, failed or dead); recorded in the item's
         history. Returns the link as it was."""
         async with self.store.tx() as tx:
-            link = await _link(tx, link_id)
+            link = await tx.require_link(link_id)
             if link.dead:
                 await tx.discard(link_id)
             elif link.dirty:
@@ -590,10 +590,3 @@ class Dispatcher:
                 "error": str(a.error) if a.error is not None else a.crash,
             },
         )
-
-
-async def _link(tx: Tx, link_id: int) -> Link:
-    link = await tx.get_link(link_id)
-    if link is None:
-        raise Missing(f"no link {link_id}")
-    return link

@@ -6,14 +6,14 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Protocol
 
 import msgspec
 
 from app.engine.batch import Outcome
-from app.errors import AlreadyLinked, Invalid, Missing, NotFound
+from app.errors import AlreadyLinked, Invalid, NotFound
 from app.model import Fields, ObjectRef, VendorObject, WorkItem
 from app.rules import Rules
 from app.store import HistoryEntry, Link, Store, Tx
@@ -58,6 +58,8 @@ class OperatorChanges:
     readers: Mapping[str, Reader]
     clock: Callable[[], datetime]
     on_change: Callable[[], None] | None
+    #: ``Engine.observe``: re-read objects are observed like any other.
+    observe: Callable[..., Awaitable[Outcome]]
 
     def _woken(self) -> None:
         if self.on_change is not None:
@@ -120,9 +122,7 @@ class OperatorChanges:
         """Link ``objects`` to the item; each is then written to hold its state."""
         try:
             async with self.store.tx() as tx:
-                item = await tx.get_item(item_id, lock=True)
-                if item is None:
-                    raise Missing(f"no work item {item_id!r}")
+                item = await tx.require_item(item_id, lock=True)
                 ids = await self._insert_links(tx, item, objects, source, self.clock())
         except AlreadyLinked as exc:
             raise await self._owner_of([o.ref for o in objects], exc) from None
@@ -170,7 +170,7 @@ class OperatorChanges:
     async def unlink(self, link_id: int, *, source: str = "admin") -> Link:
         """Remove a link; the object itself is not touched. Returns the link removed."""
         async with self.store.tx() as tx:
-            link = await _link(tx, link_id)
+            link = await tx.require_link(link_id)
             await tx.unlink(link_id)
             await tx.add_history(
                 [
@@ -190,10 +190,8 @@ class OperatorChanges:
         """Move a link to another work item: its version bookkeeping starts afresh, and the
         object is written to hold the new item's state. Returns the link as it was."""
         async with self.store.tx() as tx:
-            link = await _link(tx, link_id)
-            target = await tx.get_item(item_id, lock=True)
-            if target is None:
-                raise Missing(f"no work item {item_id!r}")
+            link = await tx.require_link(link_id)
+            target = await tx.require_item(item_id, lock=True)
             if link.work_item_id == target.id:
                 return link
             now = self.clock()
@@ -229,8 +227,7 @@ class OperatorChanges:
         poll would, then mark them to be compared and written. Returns what each read
         did and the links marked."""
         async with self.store.tx() as tx:
-            if await tx.get_item(item_id) is None:
-                raise Missing(f"no work item {item_id!r}")
+            await tx.require_item(item_id)
             links = [
                 link
                 for link in await tx.links_of(item_id)
@@ -275,19 +272,9 @@ class OperatorChanges:
         self._woken()
         return wanted
 
-    async def observe(self, obj: VendorObject, *, event_id: str | None = None) -> Outcome:
-        raise NotImplementedError  # Engine.observe
-
 
 def _already(ref: ObjectRef, owner: str) -> AlreadyLinked:
     return AlreadyLinked(
         f"{ref.system} object {ref.external_id!r} is already linked to work item {owner}",
         owner=owner,
     )
-
-
-async def _link(tx: Tx, link_id: int) -> Link:
-    link = await tx.get_link(link_id)
-    if link is None:
-        raise Missing(f"no link {link_id}")
-    return link

@@ -10,6 +10,7 @@ import msgspec
 import sqlalchemy as sa
 
 from app import tables as t
+from app.errors import Missing
 from app.model import (
     WorkItem,
     as_utc,
@@ -32,6 +33,13 @@ class ItemQueries(TxBase):
             query = query.with_for_update()
         row = (await self._run(query)).first()
         return None if row is None else item_of(row)
+
+    async def require_item(self, item_id: str, *, lock: bool = False) -> WorkItem:
+        """``get_item``; raises ``Missing`` when there is no such item."""
+        item = await self.get_item(item_id, lock=lock)
+        if item is None:
+            raise Missing(f"no work item {item_id!r}")
+        return item
 
     async def insert_item(self, item: WorkItem) -> None:
         await self._run(sa.insert(t.work_items).values(**item_values(item)))

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from app import tables as t
-from app.errors import AlreadyLinked
+from app.errors import AlreadyLinked, Missing
 from app.model import (
     CreateTarget,
     ObjectRef,
@@ -43,6 +43,13 @@ class LinkQueries(TxBase):
     async def get_link(self, link_id: int) -> Link | None:
         row = (await self._run(sa.select(t.links).where(t.links.c.id == link_id))).first()
         return None if row is None else link_of(row)
+
+    async def require_link(self, link_id: int) -> Link:
+        """The link; raises ``Missing`` when there is none."""
+        link = await self.get_link(link_id)
+        if link is None:
+            raise Missing(f"no link {link_id}")
+        return link
 
     async def links_of(self, item_id: str) -> list[Link]:
         rows = await self._run(

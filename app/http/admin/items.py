@@ -157,8 +157,7 @@ async def add_link(
     gateway = gateway_of(request)
     check_system(gateway, data.system, status=422)
     async with gateway.store.tx() as tx:
-        if await tx.get_item(item_id) is None:
-            raise Missing(f"no work item {item_id!r}")
+        await tx.require_item(item_id)
     obj = await gateway.engine.fetch(ObjectRef(data.system, data.scope, data.external_id))
     (link_id,) = await gateway.engine.link(item_id, [obj])
     audit(
@@ -169,10 +168,7 @@ async def add_link(
         external_id=obj.ref.external_id,
     )
     async with gateway.store.tx() as tx:
-        link = await tx.get_link(link_id)
-    if link is None:
-        raise Missing(f"no link {link_id}")
-    return link_out(link)
+        return link_out(await tx.require_link(link_id))
 
 
 @post(

@@ -8,7 +8,7 @@ from typing import Any
 from litestar import Request, delete, post
 from litestar.params import JSONBody
 
-from app.errors import Missing, StateConflict
+from app.errors import StateConflict
 from app.http.admin.common import (
     LinkId,
     audit,
@@ -62,9 +62,7 @@ async def relink(
             from_work_item_id=before.work_item_id,
         )
     async with gateway.store.tx() as tx:
-        link = await tx.get_link(lid)
-    if link is None:
-        raise Missing(f"no link {lid}")
+        link = await tx.require_link(lid)
     return link_out(link)
 
 
@@ -79,9 +77,7 @@ async def resync_link(request: Request[Any, Any, Any], link_id: LinkId) -> Resyn
     gateway = gateway_of(request)
     lid = parse_link_id(link_id)
     async with gateway.store.tx() as tx:
-        link = await tx.get_link(lid)
-    if link is None:
-        raise Missing(f"no link {lid}")
+        link = await tx.require_link(lid)
     if link.ref is None:
         raise StateConflict(f"link {lid} has no vendor object yet")
     await gateway.engine.fetch(link.ref)  # 404 or 502 when the vendor cannot give it

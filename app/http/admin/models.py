@@ -12,7 +12,6 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from app.engine import ResyncOutcome
-from app.errors import Missing
 from app.inbox import kept_headers
 from app.model import Priority, Status, WorkItem
 from app.store import Event, HistoryEntry, Link, Tx
@@ -375,9 +374,7 @@ def event_out(event: Event) -> EventOut:
 
 
 async def item_detail(tx: Tx, item_id: str, history: int = 100) -> WorkItemDetail:
-    item = await tx.get_item(item_id)
-    if item is None:
-        raise Missing(f"no work item {item_id!r}")
+    item = await tx.require_item(item_id)
     links = await tx.links_of(item_id)
     pending = [await outbox_entry(tx, link) for link in links if link.dirty or link.dead]
     return WorkItemDetail(

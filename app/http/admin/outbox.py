@@ -9,7 +9,6 @@ from typing import Annotated, Any
 from litestar import Request, get, post
 from litestar.params import QueryParameter
 
-from app.errors import Missing
 from app.http.admin.common import (
     Limit,
     LinkId,
@@ -98,10 +97,7 @@ async def retry_write(request: Request[Any, Any, Any], link_id: LinkId) -> Outbo
     link = await gateway.dispatcher.retry(lid)
     audit("write retried", work_item_id=link.work_item_id, system=link.system, link_id=lid)
     async with gateway.store.tx() as tx:
-        current = await tx.get_link(lid)
-        if current is None:
-            raise Missing(f"no link {lid}")
-        return await outbox_entry(tx, current)
+        return await outbox_entry(tx, await tx.require_link(lid))
 
 
 @post(
@@ -117,10 +113,7 @@ async def discard_write(request: Request[Any, Any, Any], link_id: LinkId) -> Lin
     link = await gateway.dispatcher.discard(lid)
     audit("write discarded", work_item_id=link.work_item_id, system=link.system, link_id=lid)
     async with gateway.store.tx() as tx:
-        current = await tx.get_link(lid)
-    if current is None:
-        raise Missing(f"no link {lid}")
-    return link_out(current)
+        return link_out(await tx.require_link(lid))
 
 
 # -- events -----------------------------------------------------------------------------------
