@@ -5,8 +5,6 @@ status and impact maps, the adapter's options, and platform webhook delivery."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
@@ -16,10 +14,8 @@ import pytest
 from msgspec import UNSET
 
 from adapters import signing
-from adapters._simkit import SimOptions
 from adapters.base import lower_headers
 from adapters.devhelm.adapter import DevHelmAdapter
-from adapters.devhelm.simulator import DevHelmSimulator
 from app.errors import (
     AuthError,
     MalformedPayload,
@@ -28,76 +24,27 @@ from app.errors import (
     UnreadablePayload,
 )
 from app.model import CreateTarget, Fields, ObjectRef, Priority, Status, utcnow
-from app.serving import serve_asgi
-from tests.contract.kit import WEBHOOK_TIME_SCALE
 from tests.contract.kit_devhelm import KIT, STATUS_PAGE_ID
+from tests.vendor_rig import VendorRig
 
 PAGE = STATUS_PAGE_ID
 INCIDENTS = f"/api/v1/status-pages/{PAGE}/incidents"
 
 
-@dataclass
-class Rig:
-    sim: DevHelmSimulator
-    control: httpx.AsyncClient  # the simulator, without credentials
-    api: httpx.AsyncClient  # the simulator, with DevHelm credentials
-    adapter: DevHelmAdapter
-    url: str
-    captured: list[httpx.Request] = field(default_factory=list)
-    hook_statuses: list[int] = field(default_factory=list)
-
-    def adapter_with(self, **overrides: Any) -> DevHelmAdapter:
-        return DevHelmAdapter(KIT.settings(self.url, **overrides), self.adapter.client)
-
-    async def seed(self, n: int = 0, **more: Any) -> str:
-        body = {"statusPageId": PAGE, "title": f"Outage {n}", "impact": "MINOR", **more}
-        response = await self.control.post("/_sim/seed", json=body)
-        assert response.status_code == 201, response.text
-        return str(response.json()["data"]["id"])
-
-    async def incident(self, incident_id: str) -> dict[str, Any]:
-        response = await self.api.get(f"{INCIDENTS}/{incident_id}")
-        assert response.status_code == 200, response.text
-        return dict(response.json()["data"])
-
-    async def logged(self, method: str) -> list[dict[str, Any]]:
-        log = (await self.control.get("/_sim/requests")).json()["requests"]
-        return [r for r in log if r["method"] == method]
-
-    async def deliveries(self) -> list[httpx.Request]:
-        await self.control.post("/_sim/webhooks/flush")
-        return self.captured
+SYSTEM = "devhelm"
 
 
-@pytest.fixture
-async def rig() -> AsyncIterator[Rig]:
-    captured: list[httpx.Request] = []
-    statuses: list[int] = []
+async def seed(rig: VendorRig, n: int = 0, **more: Any) -> str:
+    body = {"statusPageId": PAGE, "title": f"Outage {n}", "impact": "MINOR", **more}
+    response = await rig.control.post("/_sim/seed", json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["data"]["id"])
 
-    def capture(request: httpx.Request) -> httpx.Response:
-        captured.append(request)
-        return httpx.Response(statuses.pop(0) if statuses else 204)
 
-    hooks = httpx.AsyncClient(transport=httpx.MockTransport(capture))
-    sim = KIT.simulator(
-        options=SimOptions(
-            webhook_time_scale=WEBHOOK_TIME_SCALE,
-            api_key=KIT.api_key,
-            webhook_url="http://gateway.test/webhooks/devhelm",
-            webhook_secret=KIT.webhook_secret,
-        ),
-        webhook_client=hooks,
-    )
-    auth = {"Authorization": f"Bearer {KIT.api_key}", "x-phelm-org-id": "1"}
-    async with (
-        serve_asgi(sim.app) as url,
-        httpx.AsyncClient(base_url=url, timeout=5.0) as control,
-        httpx.AsyncClient(base_url=url, timeout=5.0, headers=auth) as api,
-        httpx.AsyncClient(timeout=5.0) as client,
-    ):
-        adapter = DevHelmAdapter(KIT.settings(url), client)
-        yield Rig(sim, control, api, adapter, url, captured, statuses)
-    await hooks.aclose()
+async def read_incident(rig: VendorRig, incident_id: str) -> dict[str, Any]:
+    response = await rig.api.get(f"{INCIDENTS}/{incident_id}")
+    assert response.status_code == 200, response.text
+    return dict(response.json()["data"])
 
 
 def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -113,8 +60,8 @@ def assert_error(response: httpx.Response, status: int, code: str) -> dict[str, 
 # -- strictness and error shapes --------------------------------------------------------------
 
 
-async def test_unknown_put_field_is_rejected_with_field_errors(rig: Rig) -> None:
-    incident_id = await rig.seed()
+async def test_unknown_put_field_is_rejected_with_field_errors(rig: VendorRig) -> None:
+    incident_id = await seed(rig)
     response = await rig.api.put(
         f"{INCIDENTS}/{incident_id}", json={"status": "MONITORING", "notifySubscribers": False}
     )
@@ -122,10 +69,10 @@ async def test_unknown_put_field_is_rejected_with_field_errors(rig: Rig) -> None
     assert {"code": "UNKNOWN_FIELD", "field": "notifySubscribers", "message": "unknown field"} in (
         body["errors"]
     )
-    assert (await rig.incident(incident_id))["status"] == "INVESTIGATING"
+    assert (await read_incident(rig, incident_id))["status"] == "INVESTIGATING"
 
 
-async def test_bad_enum_missing_field_and_long_title_are_each_named(rig: Rig) -> None:
+async def test_bad_enum_missing_field_and_long_title_are_each_named(rig: VendorRig) -> None:
     response = await rig.api.post(INCIDENTS, json={"title": "x" * 501, "impact": "SEVERE"})
     body = assert_error(response, 400, "VALIDATION_FAILED")
     found = {(e["field"], e["code"]) for e in body["errors"]}
@@ -136,21 +83,21 @@ async def test_bad_enum_missing_field_and_long_title_are_each_named(rig: Rig) ->
     "payload",
     [{"title": 5}, {"status": "resolved"}, {"postmortemUrl": "ftp://x"}, {"title": "  "}],
 )
-async def test_put_rejects_wrong_types_and_values(rig: Rig, payload: dict[str, Any]) -> None:
-    incident_id = await rig.seed()
+async def test_put_rejects_wrong_types_and_values(rig: VendorRig, payload: dict[str, Any]) -> None:
+    incident_id = await seed(rig)
     response = await rig.api.put(f"{INCIDENTS}/{incident_id}", json=payload)
     body = assert_error(response, 400, "VALIDATION_FAILED")
     assert [e["field"] for e in body["errors"]] == list(payload)
 
 
-async def test_malformed_json_is_bad_request(rig: Rig) -> None:
+async def test_malformed_json_is_bad_request(rig: VendorRig) -> None:
     response = await rig.api.post(
         INCIDENTS, content=b"{not json", headers={"content-type": "application/json"}
     )
     assert_error(response, 400, "BAD_REQUEST")
 
 
-async def test_unknown_ids_are_404_and_bad_uuids_400(rig: Rig) -> None:
+async def test_unknown_ids_are_404_and_bad_uuids_400(rig: VendorRig) -> None:
     assert_error(await rig.api.get(f"{INCIDENTS}/{uuid.uuid4()}"), 404, "NOT_FOUND")
     assert_error(
         await rig.api.get(f"/api/v1/status-pages/{uuid.uuid4()}/incidents"), 404, "NOT_FOUND"
@@ -158,21 +105,21 @@ async def test_unknown_ids_are_404_and_bad_uuids_400(rig: Rig) -> None:
     assert_error(await rig.api.get(f"{INCIDENTS}/not-a-uuid"), 400, "BAD_REQUEST")
 
 
-async def test_missing_key_is_401_in_devhelm_shape(rig: Rig) -> None:
+async def test_missing_key_is_401_in_devhelm_shape(rig: VendorRig) -> None:
     assert_error(await rig.control.get(INCIDENTS), 401, "UNAUTHORIZED")
 
 
-async def test_other_org_is_forbidden_and_the_org_id_option_is_sent(rig: Rig) -> None:
-    incident_id = await rig.seed()
+async def test_other_org_is_forbidden_and_the_org_id_option_is_sent(rig: VendorRig) -> None:
+    incident_id = await seed(rig)
     ref = ObjectRef("devhelm", PAGE, incident_id)
     with pytest.raises(AuthError):
         await rig.adapter_with(options={"org_id": "2"}).get(ref)
     await rig.adapter.get(ref)
-    sent = [r["headers"].get("x-phelm-org-id") for r in await rig.logged("GET")]
+    sent = [r["headers"].get("x-phelm-org-id") for r in await rig.requests("GET")]
     assert sent == ["2", "1"]
 
 
-async def test_rate_limit_body_and_headers(rig: Rig) -> None:
+async def test_rate_limit_body_and_headers(rig: VendorRig) -> None:
     await rig.control.put("/_sim/rate-limit", json={"rpm": 1})
     ok = await rig.api.get(INCIDENTS)
     assert ok.headers["x-ratelimit-limit"] == "1"
@@ -187,7 +134,7 @@ async def test_rate_limit_body_and_headers(rig: Rig) -> None:
     assert limited.headers["x-ratelimit-remaining"] == "0"
 
 
-async def test_rate_limit_headers_on_every_authenticated_response(rig: Rig) -> None:
+async def test_rate_limit_headers_on_every_authenticated_response(rig: VendorRig) -> None:
     """Without a set limit the headers still come, with the default plan's allowance."""
     ok = await rig.api.get(INCIDENTS)
     missing = await rig.api.get(f"{INCIDENTS}/{uuid.uuid4()}")
@@ -203,10 +150,10 @@ async def test_rate_limit_headers_on_every_authenticated_response(rig: Rig) -> N
 
 @pytest.mark.parametrize("org_header", ["optional", "required"])
 async def test_the_org_header_is_checked_against_the_configured_org(
-    rig: Rig, org_header: str
+    rig: VendorRig, org_header: str
 ) -> None:
     await rig.control.put("/_sim/behaviour", json={"org_header": org_header, "org_id": "42"})
-    incident_id = await rig.seed()
+    incident_id = await seed(rig)
     ref = ObjectRef("devhelm", PAGE, incident_id)
     with pytest.raises(AuthError):
         await rig.adapter.get(ref)  # sends the default "1"
@@ -224,9 +171,9 @@ async def test_the_org_header_is_checked_against_the_configured_org(
 # -- pagination and listing -------------------------------------------------------------------
 
 
-async def test_page_envelope_is_zero_based_with_totals(rig: Rig) -> None:
+async def test_page_envelope_is_zero_based_with_totals(rig: VendorRig) -> None:
     for n in range(5):
-        await rig.seed(n)
+        await seed(rig, n)
     first = (await rig.api.get(INCIDENTS, params={"page": 0, "size": 2})).json()
     assert (first["hasNext"], first["hasPrev"], first["totalElements"], first["totalPages"]) == (
         True,
@@ -242,9 +189,9 @@ async def test_page_envelope_is_zero_based_with_totals(rig: Rig) -> None:
     assert (beyond["data"], beyond["hasNext"]) == ([], False)
 
 
-async def test_list_sorts_and_filters_by_status(rig: Rig) -> None:
+async def test_list_sorts_and_filters_by_status(rig: VendorRig) -> None:
     ids = [
-        await rig.seed(n, status=s) for n, s in enumerate(["IDENTIFIED", "RESOLVED", "MONITORING"])
+        await seed(rig, n, status=s) for n, s in enumerate(["IDENTIFIED", "RESOLVED", "MONITORING"])
     ]
     await rig.control.patch(f"/_sim/objects/{ids[0]}", json={"title": "touched"})
     by_update = (await rig.api.get(INCIDENTS, params={"sort": "updatedAt,desc"})).json()["data"]
@@ -265,42 +212,42 @@ async def test_list_sorts_and_filters_by_status(rig: Rig) -> None:
         {"q": "x"},
     ],
 )
-async def test_bad_list_parameters_are_bad_request(rig: Rig, params: dict[str, Any]) -> None:
+async def test_bad_list_parameters_are_bad_request(rig: VendorRig, params: dict[str, Any]) -> None:
     assert_error(await rig.api.get(INCIDENTS, params=params), 400, "BAD_REQUEST")
 
 
 @pytest.mark.parametrize("sort", ["honoured", "ignored"])
 async def test_list_changed_finds_every_change_whether_or_not_sort_is_honoured(
-    rig: Rig, sort: str
+    rig: VendorRig, sort: str
 ) -> None:
     await rig.control.put("/_sim/behaviour", json={"sort": sort})
-    ids = [await rig.seed(n) for n in range(5)]
+    ids = [await seed(rig, n) for n in range(5)]
     cutoff = (await rig.adapter.get(ObjectRef("devhelm", PAGE, ids[-1]))).updated_at
     for n in (3, 1):  # changed after the cutoff, out of creation order
         await rig.control.patch(f"/_sim/objects/{ids[n]}", json={"title": f"touched {n}"})
     await rig.control.delete("/_sim/requests")
     changed = [o async for page in rig.adapter.list_changed(cutoff) for o in page]
     assert sorted(o.ref.external_id for o in changed) == sorted([ids[-1], ids[3], ids[1]])
-    pages_read = len(await rig.logged("GET"))
+    pages_read = len(await rig.requests("GET"))
     # sorted: the walk stops at the page holding the first older row (page_size 2: the
     # second); unsorted: it sees rows out of order and reads all three pages
     assert pages_read == (2 if sort == "honoured" else 3)
 
 
-async def test_list_changed_stops_a_scope_at_older_items(rig: Rig) -> None:
-    ids = [await rig.seed(n) for n in range(5)]
+async def test_list_changed_stops_a_scope_at_older_items(rig: VendorRig) -> None:
+    ids = [await seed(rig, n) for n in range(5)]
     newest = await rig.adapter.get(ObjectRef("devhelm", PAGE, ids[-1]))
     await rig.control.delete("/_sim/requests")
     changed = [o async for page in rig.adapter.list_changed(newest.updated_at) for o in page]
     assert [o.ref.external_id for o in changed] == [ids[-1]]
-    lists = await rig.logged("GET")
+    lists = await rig.requests("GET")
     assert len(lists) == 1
     assert "sort=updatedAt%2Cdesc" in lists[0]["query"]
 
 
-async def test_drafts_are_skipped_unless_sync_drafts(rig: Rig) -> None:
-    published = await rig.seed(0)
-    draft = await rig.seed(1, draft=True, incidentId=str(uuid.uuid4()))
+async def test_drafts_are_skipped_unless_sync_drafts(rig: VendorRig) -> None:
+    published = await seed(rig, 0)
+    draft = await seed(rig, 1, draft=True, incidentId=str(uuid.uuid4()))
     default = [o.ref.external_id async for page in rig.adapter.list_changed(None) for o in page]
     assert default == [published]
     everything = rig.adapter_with(options={"sync_drafts": True})
@@ -311,8 +258,8 @@ async def test_drafts_are_skipped_unless_sync_drafts(rig: Rig) -> None:
 # -- vendor-side behaviour -------------------------------------------------------------------
 
 
-async def test_put_null_keeps_empty_string_clears_and_noop_keeps_updated_at(rig: Rig) -> None:
-    incident_id = await rig.seed()
+async def test_put_null_keeps_empty_string_clears_and_noop_keeps_updated_at(rig: VendorRig) -> None:
+    incident_id = await seed(rig)
     url = f"{INCIDENTS}/{incident_id}"
     set_pm = {"postmortemBody": "Root cause: DNS", "postmortemUrl": "https://blog.example/pm"}
     assert (await rig.api.put(url, json=set_pm)).status_code == 200
@@ -325,8 +272,8 @@ async def test_put_null_keeps_empty_string_clears_and_noop_keeps_updated_at(rig:
     assert cleared["data"]["updatedAt"] > kept["updatedAt"]
 
 
-async def test_put_status_sets_resolved_at_adds_no_timeline_and_may_reopen(rig: Rig) -> None:
-    incident_id = await rig.seed()
+async def test_put_status_sets_resolved_at_adds_no_timeline_and_may_reopen(rig: VendorRig) -> None:
+    incident_id = await seed(rig)
     url = f"{INCIDENTS}/{incident_id}"
     resolved = (await rig.api.put(url, json={"status": "RESOLVED"})).json()["data"]
     assert resolved["resolvedAt"] is not None
@@ -335,8 +282,8 @@ async def test_put_status_sets_resolved_at_adds_no_timeline_and_may_reopen(rig: 
     assert (reopened["status"], reopened["resolvedAt"]) == ("IDENTIFIED", None)
 
 
-async def test_timeline_update_sets_status_newest_first(rig: Rig) -> None:
-    incident_id = await rig.seed(body="Looking into it.")
+async def test_timeline_update_sets_status_newest_first(rig: VendorRig) -> None:
+    incident_id = await seed(rig, body="Looking into it.")
     url = f"{INCIDENTS}/{incident_id}/updates"
     assert_error(await rig.api.post(url, json={"status": "MONITORING"}), 400, "VALIDATION_FAILED")
     response = await rig.api.post(
@@ -351,10 +298,10 @@ async def test_timeline_update_sets_status_newest_first(rig: Rig) -> None:
     ]
 
 
-async def test_publish_and_dismiss_only_drafts(rig: Rig) -> None:
-    draft = await rig.seed(0, draft=True)
-    live = await rig.seed(1)
-    assert (await rig.incident(draft))["publishedAt"] is None
+async def test_publish_and_dismiss_only_drafts(rig: VendorRig) -> None:
+    draft = await seed(rig, 0, draft=True)
+    live = await seed(rig, 1)
+    assert (await read_incident(rig, draft))["publishedAt"] is None
     bad = await rig.api.post(f"{INCIDENTS}/{draft}/publish", json={"status": "RESOLVED"})
     assert_error(bad, 400, "VALIDATION_FAILED")
     published = await rig.api.post(
@@ -365,18 +312,20 @@ async def test_publish_and_dismiss_only_drafts(rig: Rig) -> None:
     assert published.json()["data"]["title"] == "Public title"
     assert_error(await rig.api.post(f"{INCIDENTS}/{draft}/publish"), 409, "CONFLICT")
     assert_error(await rig.api.post(f"{INCIDENTS}/{live}/dismiss"), 409, "CONFLICT")
-    other = await rig.seed(2, draft=True)
+    other = await seed(rig, 2, draft=True)
     assert (await rig.api.post(f"{INCIDENTS}/{other}/dismiss")).status_code == 204
     assert_error(await rig.api.get(f"{INCIDENTS}/{other}"), 404, "NOT_FOUND")
 
 
-async def test_delete_then_not_found(rig: Rig) -> None:
-    incident_id = await rig.seed()
+async def test_delete_then_not_found(rig: VendorRig) -> None:
+    incident_id = await seed(rig)
     assert (await rig.api.delete(f"{INCIDENTS}/{incident_id}")).status_code == 204
     assert_error(await rig.api.delete(f"{INCIDENTS}/{incident_id}"), 404, "NOT_FOUND")
 
 
-async def test_manual_pages_make_no_drafts_and_unknown_components_are_rejected(rig: Rig) -> None:
+async def test_manual_pages_make_no_drafts_and_unknown_components_are_rejected(
+    rig: VendorRig,
+) -> None:
     component = str(uuid.uuid4())
     page = await rig.control.post(
         "/_sim/status-pages",
@@ -423,8 +372,8 @@ async def test_manual_pages_make_no_drafts_and_unknown_components_are_rejected(r
         ("RESOLVED", Status.RESOLVED),
     ],
 )
-async def test_every_status_maps(rig: Rig, vendor: str, canonical: Status) -> None:
-    incident_id = await rig.seed(status=vendor)
+async def test_every_status_maps(rig: VendorRig, vendor: str, canonical: Status) -> None:
+    incident_id = await seed(rig, status=vendor)
     obj = await rig.adapter.get(ObjectRef("devhelm", PAGE, incident_id))
     assert obj.fields.status == canonical
     assert obj.native == {"status": vendor, "priority": "MINOR"}
@@ -440,8 +389,8 @@ async def test_every_status_maps(rig: Rig, vendor: str, canonical: Status) -> No
         ("CRITICAL", Priority.URGENT),
     ],
 )
-async def test_every_impact_maps(rig: Rig, impact: str, priority: Priority) -> None:
-    incident_id = await rig.seed(impact=impact)
+async def test_every_impact_maps(rig: VendorRig, impact: str, priority: Priority) -> None:
+    incident_id = await seed(rig, impact=impact)
     obj = await rig.adapter.get(ObjectRef("devhelm", PAGE, incident_id))
     assert obj.fields.priority == priority
 
@@ -486,25 +435,25 @@ async def test_unknown_vendor_status_goes_to_unmapped() -> None:
 # -- writes -------------------------------------------------------------------------------------
 
 
-async def test_update_sends_only_changed_fields_and_never_null(rig: Rig) -> None:
-    incident_id = await rig.seed()
+async def test_update_sends_only_changed_fields_and_never_null(rig: VendorRig) -> None:
+    incident_id = await seed(rig)
     ref = ObjectRef("devhelm", PAGE, incident_id)
     await rig.adapter.update(ref, Fields(status=Status.WAITING, description="not writable"))
     await rig.adapter.update(ref, Fields(title="Renamed", priority=Priority.URGENT))
-    assert [r["body"] for r in await rig.logged("PUT")] == [
+    assert [r["body"] for r in await rig.requests("PUT")] == [
         {"status": "IDENTIFIED"},
         {"title": "Renamed", "impact": "CRITICAL"},
     ]
 
 
-async def test_create_marks_the_body_and_sends_notify_subscribers(rig: Rig) -> None:
+async def test_create_marks_the_body_and_sends_notify_subscribers(rig: VendorRig) -> None:
     target = CreateTarget(scope=PAGE, params={"notify_subscribers": True})
     fields = Fields(
         title="Checkout down", description="Card payments fail.", priority=Priority.URGENT
     )
     created = await rig.adapter.create(target, fields, "wi-1:link-2")
     quiet = await rig.adapter.create(CreateTarget(scope=PAGE), Fields(title="Quiet"), "wi-2:link-3")
-    posted = [r["body"] for r in await rig.logged("POST")]
+    posted = [r["body"] for r in await rig.requests("POST")]
     assert posted[0] == {
         "title": "Checkout down",
         "impact": "CRITICAL",
@@ -519,10 +468,10 @@ async def test_create_marks_the_body_and_sends_notify_subscribers(rig: Rig) -> N
 
 
 async def test_a_retry_after_a_lost_answer_finds_the_incident_though_the_title_changed(
-    rig: Rig,
+    rig: VendorRig,
 ) -> None:
-    await rig.seed(1)  # other recent incidents on the page, without our marker
-    await rig.seed(2)
+    await seed(rig, 1)  # other recent incidents on the page, without our marker
+    await seed(rig, 2)
     await rig.control.post(
         "/_sim/faults", json={"status": 502, "count": 1, "methods": ["POST"], "after": True}
     )
@@ -538,20 +487,20 @@ async def test_a_retry_after_a_lost_answer_finds_the_incident_though_the_title_c
     assert len(incidents) == 3, "no second incident was created"
     (ours,) = [i for i in incidents if i["title"] == "Checkout slow"]
     assert again.ref == ObjectRef("devhelm", PAGE, ours["id"])
-    assert len(await rig.logged("POST")) == 1, "the retry sent no POST"
+    assert len(await rig.requests("POST")) == 1, "the retry sent no POST"
     # another key is another incident, whatever the title
     other = await rig.adapter.create(target, Fields(title="Checkout slow"), "wi-9:link-5")
     assert other.ref.external_id != ours["id"]
 
 
 async def test_a_retried_create_reads_only_incidents_made_since_the_first_attempt(
-    rig: Rig,
+    rig: VendorRig,
 ) -> None:
     """After a crash, a retried create must not read the page's history one incident at
     a time (that starved the connection pool): only incidents created since the first
     attempt started are fetched, and the listing stops at the first older page."""
     for n in range(30):  # the page's history
-        await rig.seed(n)
+        await seed(rig, n)
     await rig.control.post("/_sim/clock", json={"advance_s": 3600})
     started = utcnow() + timedelta(seconds=3600)  # the first attempt, an hour later
     await rig.control.post(
@@ -569,7 +518,7 @@ async def test_a_retried_create_reads_only_incidents_made_since_the_first_attemp
     assert len(incidents) == 31, "no second incident was created"
     (ours,) = [i for i in incidents if i["title"] == "Checkout down"]
     assert again.ref.external_id == ours["id"]
-    gets = await rig.logged("GET")
+    gets = await rig.requests("GET")
     assert [r["path"] for r in gets if r["path"] != INCIDENTS] == [f"{INCIDENTS}/{ours['id']}"]
     assert len([r for r in gets if r["path"] == INCIDENTS]) == 1, "one list page, not thirty"
 
@@ -577,9 +526,9 @@ async def test_a_retried_create_reads_only_incidents_made_since_the_first_attemp
 # -- webhooks ----------------------------------------------------------------------------------
 
 
-async def test_seeded_monitoring_incident_sends_a_signed_incident_created(rig: Rig) -> None:
+async def test_seeded_monitoring_incident_sends_a_signed_incident_created(rig: VendorRig) -> None:
     monitoring_id = str(uuid.uuid4())
-    await rig.seed(draft=True, incidentId=monitoring_id)
+    await seed(rig, draft=True, incidentId=monitoring_id)
     [request] = await rig.deliveries()
     headers = lower_headers(request.headers.multi_items())
     envelope = msgspec.json.decode(request.content)
@@ -596,8 +545,8 @@ async def test_seeded_monitoring_incident_sends_a_signed_incident_created(rig: R
     )
 
 
-async def test_retries_resend_the_same_event_id(rig: Rig) -> None:
-    rig.hook_statuses.extend([500, 503])
+async def test_retries_resend_the_same_event_id(rig: VendorRig) -> None:
+    rig.hook_answers.extend([500, 503])
     response = await rig.control.post("/_sim/platform-events", json={"type": "monitor.updated"})
     assert response.status_code == 202
     requests = await rig.deliveries()
@@ -606,13 +555,13 @@ async def test_retries_resend_the_same_event_id(rig: Rig) -> None:
     assert {r.headers["x-devhelm-delivery"] for r in requests} == {response.json()["deliveryId"]}
 
 
-async def test_unknown_platform_event_type_is_rejected(rig: Rig) -> None:
+async def test_unknown_platform_event_type_is_rejected(rig: VendorRig) -> None:
     response = await rig.control.post("/_sim/platform-events", json={"type": "status_page.updated"})
     assert response.status_code == 400
     assert not await rig.deliveries()
 
 
-async def test_separator_option_and_runtime_secret_rotation(rig: Rig) -> None:
+async def test_separator_option_and_runtime_secret_rotation(rig: VendorRig) -> None:
     await rig.control.put(
         "/_sim/webhook", json={"url": "http://gateway.test/hooks", "secret": "rotated"}
     )
@@ -632,7 +581,7 @@ async def test_separator_option_and_runtime_secret_rotation(rig: Rig) -> None:
         rig.adapter_with(webhook_secrets=("s",)).verify_webhook(signed, request.content, utcnow())
 
 
-async def test_parse_webhook_refuses_what_devhelm_does_not_send(rig: Rig) -> None:
+async def test_parse_webhook_refuses_what_devhelm_does_not_send(rig: VendorRig) -> None:
     adapter = rig.adapter
     with pytest.raises(MalformedPayload):
         adapter.parse_webhook({}, b"not json")
@@ -640,7 +589,7 @@ async def test_parse_webhook_refuses_what_devhelm_does_not_send(rig: Rig) -> Non
         adapter.parse_webhook({}, b'{"event": "incident.created"}')
 
 
-async def test_create_accepts_the_scheduling_fields(rig: Rig) -> None:
+async def test_create_accepts_the_scheduling_fields(rig: VendorRig) -> None:
     body = {
         "title": "Database maintenance",
         "impact": "MINOR",

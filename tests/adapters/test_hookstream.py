@@ -6,8 +6,6 @@ vendor behaviour (grouping, reopen, auto-resolve, the default ``open`` filter, t
 from __future__ import annotations
 
 import hashlib
-from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -16,10 +14,8 @@ import msgspec
 import pytest
 
 from adapters import signing
-from adapters._simkit import SimOptions
 from adapters.base import lower_headers
 from adapters.hookstream.adapter import HookstreamAdapter
-from adapters.hookstream.simulator import HookstreamSimulator
 from app.errors import (
     ConfigError,
     MalformedPayload,
@@ -29,72 +25,35 @@ from app.errors import (
     UnreadablePayload,
 )
 from app.model import CreateTarget, Fields, ObjectRef, Priority, Status, utcnow
-from app.serving import serve_asgi
-from tests.contract.kit import WEBHOOK_TIME_SCALE
 from tests.contract.kit_hookstream import KIT
+from tests.vendor_rig import VendorRig
+
+SYSTEM = "hookstream"
 
 
-@dataclass
-class Rig:
-    sim: HookstreamSimulator
-    control: httpx.AsyncClient  # the simulator, without credentials
-    api: httpx.AsyncClient  # the simulator, with the API key
-    adapter: HookstreamAdapter
-    captured: list[httpx.Request] = field(default_factory=list)
-
-    async def fail(
-        self, destination_id: str = "dst_1", error_type: str = "timeout", **more: Any
-    ) -> httpx.Response:
-        body = {"destination_id": destination_id, "error_type": error_type, **more}
-        return await self.control.post("/_sim/failures", json=body)
-
-    async def seed(self, n: int = 0, **more: Any) -> str:
-        body = {
-            "destination_id": f"dst_seed_{n}",
-            "destination_name": f"orders-{n}",
-            "error_type": "http_5xx",
-            **more,
-        }
-        response = await self.control.post("/_sim/seed", json=body)
-        assert response.status_code == 201, response.text
-        return str(response.json()["issue"]["id"])
-
-    async def issue(self, issue_id: str) -> dict[str, Any]:
-        response = await self.api.get(f"/v1/issues/{issue_id}")
-        assert response.status_code == 200, response.text
-        return dict(response.json()["issue"])
-
-    async def requests(self, method: str) -> list[dict[str, Any]]:
-        log = (await self.control.get("/_sim/requests")).json()["requests"]
-        return [r for r in log if r["method"] == method]
+async def report_failure(
+    rig: VendorRig, destination_id: str = "dst_1", error_type: str = "timeout", **more: Any
+) -> httpx.Response:
+    body = {"destination_id": destination_id, "error_type": error_type, **more}
+    return await rig.control.post("/_sim/failures", json=body)
 
 
-@pytest.fixture
-async def rig() -> AsyncIterator[Rig]:
-    captured: list[httpx.Request] = []
+async def seed(rig: VendorRig, n: int = 0, **more: Any) -> str:
+    body = {
+        "destination_id": f"dst_seed_{n}",
+        "destination_name": f"orders-{n}",
+        "error_type": "http_5xx",
+        **more,
+    }
+    response = await rig.control.post("/_sim/seed", json=body)
+    assert response.status_code == 201, response.text
+    return str(response.json()["issue"]["id"])
 
-    def capture(request: httpx.Request) -> httpx.Response:
-        captured.append(request)
-        return httpx.Response(204)
 
-    async with httpx.AsyncClient(transport=httpx.MockTransport(capture)) as hooks:
-        sim = HookstreamSimulator(
-            SimOptions(
-                webhook_time_scale=WEBHOOK_TIME_SCALE,
-                api_key=KIT.api_key,
-                webhook_url="http://gateway.test/webhooks/hookstream",
-                webhook_secret=KIT.webhook_secret,
-            ),
-            webhook_client=hooks,
-        )
-        async with (
-            serve_asgi(sim.app) as url,
-            httpx.AsyncClient(base_url=url, timeout=5.0) as control,
-            httpx.AsyncClient(base_url=url, timeout=5.0, headers={"X-API-Key": KIT.api_key}) as api,
-            httpx.AsyncClient(timeout=5.0) as client,
-        ):
-            adapter = HookstreamAdapter(KIT.settings(url), client)
-            yield Rig(sim, control, api, adapter, captured)
+async def read_issue(rig: VendorRig, issue_id: str) -> dict[str, Any]:
+    response = await rig.api.get(f"/v1/issues/{issue_id}")
+    assert response.status_code == 200, response.text
+    return dict(response.json()["issue"])
 
 
 def assert_error(response: httpx.Response, status: int) -> str:
@@ -149,9 +108,9 @@ BAD_PATCH_BODIES: list[tuple[dict[str, Any], str]] = [
 ]
 
 
-async def test_patch_refuses_bad_bodies_with_400_and_changes_nothing(rig: Rig) -> None:
-    issue_id = await rig.seed()
-    before = await rig.issue(issue_id)
+async def test_patch_refuses_bad_bodies_with_400_and_changes_nothing(rig: VendorRig) -> None:
+    issue_id = await seed(rig)
+    before = await read_issue(rig, issue_id)
     for body, expected in BAD_PATCH_BODIES:
         message = assert_error(await rig.api.patch(f"/v1/issues/{issue_id}", json=body), 400)
         assert expected in message, body
@@ -160,10 +119,10 @@ async def test_patch_refuses_bad_bodies_with_400_and_changes_nothing(rig: Rig) -
             f"/v1/issues/{issue_id}", content=content, headers={"Content-Type": "application/json"}
         )
         assert "JSON" in assert_error(response, 400), content
-    assert await rig.issue(issue_id) == before
+    assert await read_issue(rig, issue_id) == before
 
 
-async def test_seed_requires_the_failure_fields(rig: Rig) -> None:
+async def test_seed_requires_the_failure_fields(rig: VendorRig) -> None:
     response = await rig.control.post(
         "/_sim/seed", json={"destination_id": "dst_1", "destination_name": "orders"}
     )
@@ -173,20 +132,20 @@ async def test_seed_requires_the_failure_fields(rig: Rig) -> None:
     assert (await rig.control.get("/_sim/objects")).json() == {"objects": []}
 
 
-async def test_unknown_issue_is_404_in_the_vendor_shape(rig: Rig) -> None:
+async def test_unknown_issue_is_404_in_the_vendor_shape(rig: VendorRig) -> None:
     assert_error(await rig.api.get("/v1/issues/iss_" + "0" * 32), 404)
     assert_error(await rig.api.patch("/v1/issues/iss_" + "0" * 32, json={"status": "open"}), 404)
     assert_error(await rig.control.patch("/_sim/objects/nope", json={"status": "open"}), 404)
 
 
-async def test_api_key_is_checked_in_x_api_key_only(rig: Rig) -> None:
+async def test_api_key_is_checked_in_x_api_key_only(rig: VendorRig) -> None:
     assert_error(await rig.control.get("/v1/issues"), 401)
     bearer = {"Authorization": f"Bearer {KIT.api_key}"}
     assert_error(await rig.control.get("/v1/issues", headers=bearer), 401)
     assert (await rig.api.get("/v1/issues")).status_code == 200
 
 
-async def test_list_refuses_bad_query_parameters(rig: Rig) -> None:
+async def test_list_refuses_bad_query_parameters(rig: VendorRig) -> None:
     for query in (
         {"limit": "0"},
         {"limit": "101"},
@@ -202,8 +161,8 @@ async def test_list_refuses_bad_query_parameters(rig: Rig) -> None:
 # -- list, pagination, summary ------------------------------------------------------------
 
 
-async def test_list_envelope_and_offset_pagination(rig: Rig) -> None:
-    ids = [await rig.seed(n) for n in range(3)]
+async def test_list_envelope_and_offset_pagination(rig: VendorRig) -> None:
+    ids = [await seed(rig, n) for n in range(3)]
     first = (await rig.api.get("/v1/issues", params={"limit": 2})).json()
     assert set(first) == {"issues", "pagination"}
     assert first["pagination"] == {"total": 3, "limit": 2, "offset": 0, "has_more": True}
@@ -214,8 +173,8 @@ async def test_list_envelope_and_offset_pagination(rig: Rig) -> None:
     assert default == {"total": 3, "limit": 50, "offset": 0, "has_more": False}
 
 
-async def test_list_defaults_to_open_issues_and_the_adapter_asks_for_all(rig: Rig) -> None:
-    kept, resolved = await rig.seed(0), await rig.seed(1)
+async def test_list_defaults_to_open_issues_and_the_adapter_asks_for_all(rig: VendorRig) -> None:
+    kept, resolved = await seed(rig, 0), await seed(rig, 1)
     await rig.control.patch(f"/_sim/objects/{resolved}", json={"status": "resolved"})
     default = (await rig.api.get("/v1/issues")).json()["issues"]
     assert [i["id"] for i in default] == [kept]
@@ -230,15 +189,15 @@ async def test_list_defaults_to_open_issues_and_the_adapter_asks_for_all(rig: Ri
     assert all("status=all" in r["query"] for r in await rig.requests("GET"))
 
 
-async def test_list_filters_by_destination(rig: Rig) -> None:
-    await rig.fail("dst_a")
-    await rig.fail("dst_b")
+async def test_list_filters_by_destination(rig: VendorRig) -> None:
+    await report_failure(rig, "dst_a")
+    await report_failure(rig, "dst_b")
     listed = (await rig.api.get("/v1/issues", params={"destination_id": "dst_b"})).json()
     assert [i["destination_id"] for i in listed["issues"]] == ["dst_b"]
 
 
-async def test_summary_counts_issues_by_status(rig: Rig) -> None:
-    ids = [await rig.seed(n) for n in range(4)]
+async def test_summary_counts_issues_by_status(rig: VendorRig) -> None:
+    ids = [await seed(rig, n) for n in range(4)]
     await rig.control.patch(f"/_sim/objects/{ids[0]}", json={"status": "acknowledged"})
     await rig.control.patch(f"/_sim/objects/{ids[1]}", json={"status": "resolved"})
     summary = await rig.api.get("/v1/issues/summary")
@@ -248,11 +207,13 @@ async def test_summary_counts_issues_by_status(rig: Rig) -> None:
 # -- vendor behaviour -----------------------------------------------------------------------
 
 
-async def test_failures_group_by_destination_and_error_type(rig: Rig) -> None:
-    first = await rig.fail("dst_1", "timeout", last_error="read timeout")
+async def test_failures_group_by_destination_and_error_type(rig: VendorRig) -> None:
+    first = await report_failure(rig, "dst_1", "timeout", last_error="read timeout")
     assert first.status_code == 201
     issue = first.json()["issue"]
-    again = await rig.fail("dst_1", "timeout", last_error="connect timeout", last_status_code=504)
+    again = await report_failure(
+        rig, "dst_1", "timeout", last_error="connect timeout", last_status_code=504
+    )
     assert again.status_code == 200
     grouped = again.json()["issue"]
     assert grouped["id"] == issue["id"]
@@ -261,17 +222,17 @@ async def test_failures_group_by_destination_and_error_type(rig: Rig) -> None:
     assert grouped["first_seen_at"] == issue["first_seen_at"]
     assert (grouped["last_error"], grouped["last_status_code"]) == ("connect timeout", 504)
     assert len(grouped["recent_attempt_ids"]) == 2
-    other = await rig.fail("dst_1", "http_5xx")
+    other = await report_failure(rig, "dst_1", "http_5xx")
     assert other.status_code == 201
     assert other.json()["issue"]["id"] != issue["id"]
 
 
-async def test_a_failure_reopens_a_resolved_issue(rig: Rig) -> None:
-    issue_id = (await rig.fail()).json()["issue"]["id"]
+async def test_a_failure_reopens_a_resolved_issue(rig: VendorRig) -> None:
+    issue_id = (await report_failure(rig)).json()["issue"]["id"]
     ref = ObjectRef("hookstream", "", issue_id)
     resolved = await rig.adapter.update(ref, Fields(status=Status.RESOLVED))
     assert resolved.raw["resolved_at"] is not None
-    reopened = await rig.fail()
+    reopened = await report_failure(rig)
     assert reopened.status_code == 200
     body = reopened.json()["issue"]
     assert (body["id"], body["status"], body["resolved_at"]) == (issue_id, "open", None)
@@ -279,27 +240,27 @@ async def test_a_failure_reopens_a_resolved_issue(rig: Rig) -> None:
 
 
 @pytest.mark.parametrize("updated_at", ["moves", "stays"])
-async def test_issues_auto_resolve_after_30_quiet_minutes(rig: Rig, updated_at: str) -> None:
+async def test_issues_auto_resolve_after_30_quiet_minutes(rig: VendorRig, updated_at: str) -> None:
     """Whether an auto-resolve moves updated_at is undocumented: polling must see the
     resolve either way (through resolved_at), and take it as a change newer than the
     issue's last one."""
     await rig.control.put("/_sim/behaviour", json={"auto_resolve_updated_at": updated_at})
-    quiet = (await rig.fail("dst_quiet")).json()["issue"]
-    busy = (await rig.fail("dst_busy")).json()["issue"]
-    acked = (await rig.fail("dst_acked")).json()["issue"]
+    quiet = (await report_failure(rig, "dst_quiet")).json()["issue"]
+    busy = (await report_failure(rig, "dst_busy")).json()["issue"]
+    acked = (await report_failure(rig, "dst_acked")).json()["issue"]
     await rig.control.patch(f"/_sim/objects/{acked['id']}", json={"status": "acknowledged"})
     since = (await rig.adapter.get(ObjectRef("hookstream", "", acked["id"]))).updated_at
     await rig.control.post("/_sim/clock", json={"advance_s": 1200})
-    await rig.fail("dst_busy")
+    await report_failure(rig, "dst_busy")
     await rig.control.post("/_sim/clock", json={"advance_s": 600})
-    quiet_now, busy_now = await rig.issue(quiet["id"]), await rig.issue(busy["id"])
+    quiet_now, busy_now = await read_issue(rig, quiet["id"]), await read_issue(rig, busy["id"])
     assert quiet_now["status"] == "resolved"
     assert quiet_now["resolved_at"] > quiet["updated_at"]
     if updated_at == "moves":
         assert quiet_now["updated_at"] == quiet_now["resolved_at"]
     else:
         assert quiet_now["updated_at"] == quiet["updated_at"]
-    assert (await rig.issue(acked["id"]))["status"] == "resolved"
+    assert (await read_issue(rig, acked["id"]))["status"] == "resolved"
     assert busy_now["status"] == "open"
     changed = [o async for page in rig.adapter.list_changed(since) for o in page]
     assert {o.ref.external_id: o.fields.status for o in changed} == {
@@ -313,8 +274,8 @@ async def test_issues_auto_resolve_after_30_quiet_minutes(rig: Rig, updated_at: 
     assert resolved.updated_at > datetime.fromisoformat(quiet["updated_at"])
 
 
-async def test_snooze_and_unsnooze(rig: Rig) -> None:
-    ref = ObjectRef("hookstream", "", await rig.seed())
+async def test_snooze_and_unsnooze(rig: VendorRig) -> None:
+    ref = ObjectRef("hookstream", "", await seed(rig))
     until = datetime(2026, 5, 1, 9, 30, tzinfo=UTC)
     snoozed = await rig.adapter.update(ref, Fields(snoozed_until=until))
     assert snoozed.fields.snoozed_until == until
@@ -325,8 +286,8 @@ async def test_snooze_and_unsnooze(rig: Rig) -> None:
     assert bodies == [{"snoozed_until": "2026-05-01T09:30:00Z"}, {"snoozed_until": None}]
 
 
-async def test_only_writable_fields_are_sent_and_nothing_else_is_written(rig: Rig) -> None:
-    ref = ObjectRef("hookstream", "", await rig.seed())
+async def test_only_writable_fields_are_sent_and_nothing_else_is_written(rig: VendorRig) -> None:
+    ref = ObjectRef("hookstream", "", await seed(rig))
     obj = await rig.adapter.update(ref, Fields(title="renamed", priority=Priority.URGENT))
     assert obj.fields.title == "orders-0: http_5xx"
     assert await rig.requests("PATCH") == []
@@ -334,15 +295,15 @@ async def test_only_writable_fields_are_sent_and_nothing_else_is_written(rig: Ri
     assert [r["body"] for r in await rig.requests("PATCH")] == [{"status": "acknowledged"}]
 
 
-async def test_patch_moves_updated_at_only_on_a_change(rig: Rig) -> None:
-    issue_id = await rig.seed()
+async def test_patch_moves_updated_at_only_on_a_change(rig: VendorRig) -> None:
+    issue_id = await seed(rig)
     first = (await rig.api.patch(f"/v1/issues/{issue_id}", json={"status": "acknowledged"})).json()
     again = (await rig.api.patch(f"/v1/issues/{issue_id}", json={"status": "acknowledged"})).json()
     assert first["issue"]["updated_at"] == again["issue"]["updated_at"]
     assert set(first) == {"issue"}
 
 
-async def test_create_is_refused_without_a_call(rig: Rig) -> None:
+async def test_create_is_refused_without_a_call(rig: VendorRig) -> None:
     with pytest.raises(Rejected, match="creates issues itself"):
         await rig.adapter.create(CreateTarget(), Fields(title="x"), "wi-1:link-1")
     assert (await rig.control.get("/_sim/requests")).json()["requests"] == []
@@ -351,11 +312,11 @@ async def test_create_is_refused_without_a_call(rig: Rig) -> None:
 # -- notifications ------------------------------------------------------------------------
 
 
-async def test_issue_opened_is_sent_only_for_new_issues_and_read_as_a_hint(rig: Rig) -> None:
-    issue_id = (await rig.fail("dst_1", destination_name="orders")).json()["issue"]["id"]
-    await rig.fail("dst_1")  # grouped
+async def test_issue_opened_is_sent_only_for_new_issues_and_read_as_a_hint(rig: VendorRig) -> None:
+    issue_id = (await report_failure(rig, "dst_1", destination_name="orders")).json()["issue"]["id"]
+    await report_failure(rig, "dst_1")  # grouped
     await rig.control.patch(f"/_sim/objects/{issue_id}", json={"status": "resolved"})
-    await rig.fail("dst_1")  # reopened: not a new issue
+    await report_failure(rig, "dst_1")  # reopened: not a new issue
     await rig.control.post("/_sim/webhooks/flush")
     assert len(rig.captured) == 1
     request = rig.captured[0]
@@ -381,11 +342,11 @@ async def test_issue_opened_is_sent_only_for_new_issues_and_read_as_a_hint(rig: 
     assert event.delivery_id == "hs-" + hashlib.sha256(request.content).hexdigest()
 
 
-async def test_notification_secret_is_read_at_send_time(rig: Rig) -> None:
+async def test_notification_secret_is_read_at_send_time(rig: VendorRig) -> None:
     await rig.control.put(
         "/_sim/webhook", json={"url": "http://gateway.test/webhooks/hookstream", "secret": "fresh"}
     )
-    await rig.fail()
+    await report_failure(rig)
     await rig.control.post("/_sim/webhooks/flush")
     request = rig.captured[-1]
     headers = lower_headers(request.headers.multi_items())
@@ -441,9 +402,11 @@ def test_require_timestamp_option() -> None:
 
 
 @pytest.mark.parametrize("form", ["timestamped", "body"])
-async def test_the_simulators_notification_is_accepted_in_either_form(rig: Rig, form: str) -> None:
+async def test_the_simulators_notification_is_accepted_in_either_form(
+    rig: VendorRig, form: str
+) -> None:
     await rig.control.put("/_sim/behaviour", json={"notification_signature": form})
-    await rig.seed()
+    await seed(rig)
     await rig.control.post("/_sim/webhooks/flush")
     request = rig.captured[-1]
     headers, body = lower_headers(request.headers.multi_items()), request.content
@@ -462,7 +425,7 @@ async def test_the_simulators_notification_is_accepted_in_either_form(rig: Rig, 
 # -- rate limits ----------------------------------------------------------------------------
 
 
-async def test_rate_limit_headers_and_the_limiter(rig: Rig) -> None:
+async def test_rate_limit_headers_and_the_limiter(rig: VendorRig) -> None:
     await rig.control.put("/_sim/rate-limit", json={"rpm": 2})
     ok = await rig.api.get("/v1/issues")
     assert ok.headers["RateLimit-Limit"] == "2"
@@ -475,10 +438,10 @@ async def test_rate_limit_headers_and_the_limiter(rig: Rig) -> None:
     assert 0 < float(limited.headers["Retry-After"]) <= 60
 
 
-async def test_a_429_without_retry_after_waits_for_ratelimit_reset(rig: Rig) -> None:
+async def test_a_429_without_retry_after_waits_for_ratelimit_reset(rig: VendorRig) -> None:
     """The errors page says a 429 may also mean "plan quota exceeded"; whether it carries
     Retry-After is unconfirmed, so the adapter must wait RateLimit-Reset seconds."""
-    ref = ObjectRef("hookstream", "", await rig.seed())
+    ref = ObjectRef("hookstream", "", await seed(rig))
     await rig.control.put("/_sim/rate-limit", json={"rpm": 1000})
     response = await rig.control.post("/_sim/faults", json={"status": 429})
     assert response.status_code == 201
@@ -489,9 +452,9 @@ async def test_a_429_without_retry_after_waits_for_ratelimit_reset(rig: Rig) -> 
     assert info.value.retry_after == pytest.approx(60)
 
 
-async def test_vendor_error_message_keeps_the_request_id(rig: Rig) -> None:
+async def test_vendor_error_message_keeps_the_request_id(rig: VendorRig) -> None:
     await rig.control.post("/_sim/faults", json={"status": 409, "methods": ["PATCH"]})
-    ref = ObjectRef("hookstream", "", await rig.seed())
+    ref = ObjectRef("hookstream", "", await seed(rig))
     with pytest.raises(Rejected) as info:
         await rig.adapter.update(ref, Fields(status=Status.RESOLVED))
     assert "injected fault 409 [req_" in info.value.message
@@ -520,7 +483,7 @@ def test_an_unknown_status_is_reported_not_guessed() -> None:
     assert obj.native == {"status": "muted"}
 
 
-async def test_every_canonical_status_is_written_as_a_vendor_status(rig: Rig) -> None:
+async def test_every_canonical_status_is_written_as_a_vendor_status(rig: VendorRig) -> None:
     written = {
         Status.OPEN: "open",
         Status.ACKNOWLEDGED: "acknowledged",
@@ -532,7 +495,7 @@ async def test_every_canonical_status_is_written_as_a_vendor_status(rig: Rig) ->
     }
     assert set(written) == set(Status)
     for n, (canonical, sent) in enumerate(written.items()):
-        ref = ObjectRef("hookstream", "", await rig.seed(n))
+        ref = ObjectRef("hookstream", "", await seed(rig, n))
         await rig.control.patch(f"/_sim/objects/{ref.external_id}", json={"status": "acknowledged"})
         before = await rig.adapter.get(ref)
         # An acknowledged issue already means monitoring and waiting: nothing to write.
@@ -592,8 +555,8 @@ async def test_reads_the_guide_shape_bare_and_unwrapped() -> None:
     assert obj.updated_at == datetime(2026, 3, 1, 9, 45, tzinfo=UTC)
 
 
-async def test_list_changed_compares_updated_at_client_side(rig: Rig) -> None:
-    ids = [await rig.seed(n) for n in range(3)]
+async def test_list_changed_compares_updated_at_client_side(rig: VendorRig) -> None:
+    ids = [await seed(rig, n) for n in range(3)]
     cutoff = (await rig.adapter.get(ObjectRef("hookstream", "", ids[1]))).updated_at
     await rig.control.delete("/_sim/requests")
     changed = [o async for page in rig.adapter.list_changed(cutoff) for o in page]

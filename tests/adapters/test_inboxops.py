@@ -6,8 +6,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any
 
@@ -37,58 +35,19 @@ from app.errors import (
 )
 from app.model import CreateTarget, Fields, ObjectRef, Priority, Status, utcnow
 from app.serving import serve_asgi
-from tests.contract.kit import WEBHOOK_TIME_SCALE
 from tests.contract.kit_inboxops import KIT
+from tests.vendor_rig import VendorRig
 
 PROBLEM_TYPE = "https://docs.inboxops.app/api/problems/"
 
 
-@dataclass
-class Rig:
-    sim: InboxOpsSimulator
-    adapter: InboxOpsAdapter
-    api: httpx.AsyncClient  # authorized calls to the vendor API
-    control: httpx.AsyncClient  # no auth: the /_sim/ surface
-    captured: list[httpx.Request]
-
-    async def seed(self, **body: Any) -> dict[str, Any]:
-        response = await self.control.post("/_sim/seed", json={"subject": "Seeded", **body})
-        assert response.status_code == 201, response.text
-        return dict(response.json()["data"])
-
-    async def deliveries(self) -> list[dict[str, Any]]:
-        await self.control.post("/_sim/webhooks/flush")
-        return [msgspec.json.decode(r.content) for r in self.captured]
+SYSTEM = "inboxops"
 
 
-@pytest.fixture
-async def rig() -> AsyncIterator[Rig]:
-    captured: list[httpx.Request] = []
-
-    def capture(request: httpx.Request) -> httpx.Response:
-        captured.append(request)
-        return httpx.Response(204)
-
-    async with httpx.AsyncClient(transport=httpx.MockTransport(capture)) as hooks:
-        sim = InboxOpsSimulator(
-            SimOptions(
-                webhook_time_scale=WEBHOOK_TIME_SCALE,
-                api_key=KIT.api_key,
-                webhook_url="http://gateway.test/webhooks/inboxops",
-                webhook_secret=KIT.webhook_secret,
-            ),
-            webhook_client=hooks,
-        )
-        async with (
-            serve_asgi(sim.app) as url,
-            httpx.AsyncClient(timeout=5.0) as client,
-            httpx.AsyncClient(
-                base_url=url, headers={"Authorization": f"Bearer {KIT.api_key}"}, timeout=5.0
-            ) as api,
-            httpx.AsyncClient(base_url=url, timeout=5.0) as control,
-        ):
-            adapter = InboxOpsAdapter(KIT.settings(url), client)
-            yield Rig(sim, adapter, api, control, captured)
+async def seed(rig: VendorRig, **body: Any) -> dict[str, Any]:
+    response = await rig.control.post("/_sim/seed", json={"subject": "Seeded", **body})
+    assert response.status_code == 201, response.text
+    return dict(response.json()["data"])
 
 
 def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str, Any]:
@@ -119,8 +78,10 @@ def assert_problem(response: httpx.Response, status: int, code: str) -> dict[str
         {"remind_at": "2030-01-01T10:00:00"},  # date-time without offset
     ],
 )
-async def test_patch_rejects_bad_bodies_with_400_problem(rig: Rig, body: dict[str, Any]) -> None:
-    ticket = await rig.seed()
+async def test_patch_rejects_bad_bodies_with_400_problem(
+    rig: VendorRig, body: dict[str, Any]
+) -> None:
+    ticket = await seed(rig)
     response = await rig.api.patch(f"/api/v1/tickets/{ticket['id']}", json=body)
     assert_problem(response, 400, "bad_request")
     listed = (await rig.control.get("/_sim/objects")).json()["objects"]
@@ -138,26 +99,28 @@ async def test_patch_rejects_bad_bodies_with_400_problem(rig: Rig, body: dict[st
         {"subject": "x", "inbox_id": SUPPORT_INBOX_ID, "reporter_email": "nobody"},
     ],
 )
-async def test_create_rejects_bad_bodies_with_400_problem(rig: Rig, body: dict[str, Any]) -> None:
+async def test_create_rejects_bad_bodies_with_400_problem(
+    rig: VendorRig, body: dict[str, Any]
+) -> None:
     response = await rig.api.post("/api/v1/tickets", json=body)
     assert_problem(response, 400, "bad_request")
     assert (await rig.control.get("/_sim/objects")).json()["objects"] == []
 
 
-async def test_malformed_json_is_400(rig: Rig) -> None:
+async def test_malformed_json_is_400(rig: VendorRig) -> None:
     response = await rig.api.post(
         "/api/v1/tickets", content=b"{not json", headers={"Content-Type": "application/json"}
     )
     assert_problem(response, 400, "bad_request")
 
 
-async def test_unknown_ticket_is_404_problem(rig: Rig) -> None:
+async def test_unknown_ticket_is_404_problem(rig: VendorRig) -> None:
     missing = "00000000-0000-4000-8000-000000000000"
     assert_problem(await rig.api.get(f"/api/v1/tickets/{missing}"), 404, "not_found")
     assert_problem(await rig.api.patch(f"/api/v1/tickets/{missing}", json={}), 404, "not_found")
 
 
-async def test_missing_or_wrong_key_is_401_problem(rig: Rig) -> None:
+async def test_missing_or_wrong_key_is_401_problem(rig: VendorRig) -> None:
     assert_problem(await rig.control.get("/api/v1/tickets"), 401, "unauthorized")
     wrong = {"Authorization": f"Bearer {KIT.api_key}x"}
     assert_problem(await rig.control.get("/api/v1/tickets", headers=wrong), 401, "unauthorized")
@@ -165,13 +128,13 @@ async def test_missing_or_wrong_key_is_401_problem(rig: Rig) -> None:
     assert_problem(await rig.control.get("/api/v1/tickets", headers=raw_key), 401, "unauthorized")
 
 
-async def test_unsupported_method_is_405_problem(rig: Rig) -> None:
-    ticket = await rig.seed()
+async def test_unsupported_method_is_405_problem(rig: VendorRig) -> None:
+    ticket = await seed(rig)
     response = await rig.api.delete(f"/api/v1/tickets/{ticket['id']}")
     assert_problem(response, 405, "method_not_allowed")
 
 
-async def test_rate_limit_is_429_problem_with_retry_after(rig: Rig) -> None:
+async def test_rate_limit_is_429_problem_with_retry_after(rig: VendorRig) -> None:
     await rig.control.put("/_sim/rate-limit", json={"rpm": 1})
     assert (await rig.api.get("/api/v1/tickets")).status_code == 200
     response = await rig.api.get("/api/v1/tickets")
@@ -179,7 +142,7 @@ async def test_rate_limit_is_429_problem_with_retry_after(rig: Rig) -> None:
     assert 0 < float(response.headers["retry-after"]) <= 60
 
 
-async def test_injected_faults_use_inboxops_codes(rig: Rig) -> None:
+async def test_injected_faults_use_inboxops_codes(rig: VendorRig) -> None:
     await rig.control.post("/_sim/faults", json={"status": 503})
     assert_problem(await rig.api.get("/api/v1/tickets"), 503, "service_unavailable")
     await rig.control.post("/_sim/faults", json={"status": 500})
@@ -189,8 +152,8 @@ async def test_injected_faults_use_inboxops_codes(rig: Rig) -> None:
 # -- reads: GET and the list envelope ----------------------------------------------------------
 
 
-async def test_get_by_ticket_number_but_patch_by_uuid_only(rig: Rig) -> None:
-    ticket = await rig.seed()
+async def test_get_by_ticket_number_but_patch_by_uuid_only(rig: VendorRig) -> None:
+    ticket = await seed(rig)
     by_number = await rig.api.get(f"/api/v1/tickets/{ticket['ticket_number']}")
     assert by_number.status_code == 200
     assert by_number.json() == {"data": ticket}
@@ -198,8 +161,8 @@ async def test_get_by_ticket_number_but_patch_by_uuid_only(rig: Rig) -> None:
     assert_problem(patched, 404, "not_found")
 
 
-async def test_get_include_adds_keys_and_rejects_unknown(rig: Rig) -> None:
-    ticket = await rig.seed(inbox_id=BILLING_INBOX_ID)
+async def test_get_include_adds_keys_and_rejects_unknown(rig: VendorRig) -> None:
+    ticket = await seed(rig, inbox_id=BILLING_INBOX_ID)
     response = await rig.api.get(
         f"/api/v1/tickets/{ticket['id']}", params={"include": "inbox,tags"}
     )
@@ -210,8 +173,8 @@ async def test_get_include_adds_keys_and_rejects_unknown(rig: Rig) -> None:
     assert_problem(bad, 400, "bad_request")
 
 
-async def test_list_envelope_and_pages(rig: Rig) -> None:
-    made = [await rig.seed(subject=f"T{n}") for n in range(5)]
+async def test_list_envelope_and_pages(rig: VendorRig) -> None:
+    made = [await seed(rig, subject=f"T{n}") for n in range(5)]
     first = (await rig.api.get("/api/v1/tickets", params={"per_page": 2})).json()
     assert set(first) == {"data", "meta"}
     assert first["meta"] == {"page": 1, "per_page": 2, "total": 5, "total_pages": 3}
@@ -239,20 +202,21 @@ async def test_list_envelope_and_pages(rig: Rig) -> None:
         {"q": "a", "query": "b"},
     ],
 )
-async def test_list_rejects_bad_parameters(rig: Rig, params: dict[str, Any]) -> None:
+async def test_list_rejects_bad_parameters(rig: VendorRig, params: dict[str, Any]) -> None:
     assert_problem(await rig.api.get("/api/v1/tickets", params=params), 400, "bad_request")
 
 
-async def test_list_filters(rig: Rig) -> None:
+async def test_list_filters(rig: VendorRig) -> None:
     agent = "5d3c0a8e-2b1f-4c7d-9e6a-1f0b2c3d4e5f"
-    login = await rig.seed(subject="Login loop on Safari", priority="high")
-    billing = await rig.seed(
+    login = await seed(rig, subject="Login loop on Safari", priority="high")
+    billing = await seed(
+        rig,
         subject="Invoice total wrong",
         inbox_id=BILLING_INBOX_ID,
         assignee_id=agent,
         custom_fields={"plan": "pro"},
     )
-    done = await rig.seed(subject="Old request", status="resolved")
+    done = await seed(rig, subject="Old request", status="resolved")
 
     async def ids(**params: Any) -> list[str]:
         response = await rig.api.get("/api/v1/tickets", params={**params, "order": "asc"})
@@ -271,8 +235,8 @@ async def test_list_filters(rig: Rig) -> None:
     assert await ids(created_before=billing["created_at"]) == [login["id"]]
 
 
-async def test_list_sorts_by_updated_at_and_updated_after_is_exclusive(rig: Rig) -> None:
-    a, b, c = [await rig.seed(subject=s) for s in "abc"]
+async def test_list_sorts_by_updated_at_and_updated_after_is_exclusive(rig: VendorRig) -> None:
+    a, b, c = [await seed(rig, subject=s) for s in "abc"]
     await rig.control.patch(f"/_sim/objects/{a['id']}", json={"priority": "low"})
     listed = (
         await rig.api.get("/api/v1/tickets", params={"sort": "updated_at", "order": "asc"})
@@ -284,8 +248,8 @@ async def test_list_sorts_by_updated_at_and_updated_after_is_exclusive(rig: Rig)
     assert {t["id"] for t in after_b} == {c["id"], a["id"]}
 
 
-async def test_adapter_list_changed_includes_a_change_at_since(rig: Rig) -> None:
-    ticket = await rig.seed()
+async def test_adapter_list_changed_includes_a_change_at_since(rig: VendorRig) -> None:
+    ticket = await seed(rig)
     since = (await rig.adapter.get(ObjectRef("inboxops", "", ticket["id"]))).updated_at
     changed = [o async for page in rig.adapter.list_changed(since) for o in page]
     assert [o.ref.external_id for o in changed] == [ticket["id"]]
@@ -297,7 +261,7 @@ async def test_adapter_list_changed_includes_a_change_at_since(rig: Rig) -> None
 # -- writes: idempotent create, status rules -----------------------------------------------
 
 
-async def test_idempotency_key_replays_and_conflicts(rig: Rig) -> None:
+async def test_idempotency_key_replays_and_conflicts(rig: VendorRig) -> None:
     body = {"subject": "Printer on fire", "inbox_id": SUPPORT_INBOX_ID}
     key = {"Idempotency-Key": "wi-1:link-1"}
     first = await rig.api.post("/api/v1/tickets", json=body, headers=key)
@@ -311,7 +275,7 @@ async def test_idempotency_key_replays_and_conflicts(rig: Rig) -> None:
     assert len((await rig.control.get("/_sim/objects")).json()["objects"]) == 1
 
 
-async def test_idempotency_key_expires_after_a_day(rig: Rig) -> None:
+async def test_idempotency_key_expires_after_a_day(rig: VendorRig) -> None:
     body = {"subject": "Printer on fire", "inbox_id": SUPPORT_INBOX_ID}
     key = {"Idempotency-Key": "wi-2:link-2"}
     first = await rig.api.post("/api/v1/tickets", json=body, headers=key)
@@ -320,7 +284,9 @@ async def test_idempotency_key_expires_after_a_day(rig: Rig) -> None:
     assert later.json()["data"]["id"] != first.json()["data"]["id"]
 
 
-async def test_adapter_create_idempotency_conflict_with_no_match_is_rejected(rig: Rig) -> None:
+async def test_adapter_create_idempotency_conflict_with_no_match_is_rejected(
+    rig: VendorRig,
+) -> None:
     target = CreateTarget(params={"inbox_id": SUPPORT_INBOX_ID})
     await rig.adapter.create(target, Fields(title="One"), "wi-5:link-5")
     with pytest.raises(Rejected) as info:
@@ -329,7 +295,7 @@ async def test_adapter_create_idempotency_conflict_with_no_match_is_rejected(rig
     assert "no ticket of inbox" in info.value.message and "by hand" in info.value.message
 
 
-async def test_a_409_idempotency_conflict_finds_and_returns_the_ticket_made(rig: Rig) -> None:
+async def test_a_409_idempotency_conflict_finds_and_returns_the_ticket_made(rig: VendorRig) -> None:
     """The first attempt's answer was lost, and the retry's body differs (the priority
     changed meanwhile): the key is refused, and the adapter finds the ticket it made
     instead of leaving it unlinked."""
@@ -351,7 +317,7 @@ async def test_a_409_idempotency_conflict_finds_and_returns_the_ticket_made(rig:
     assert len((await rig.control.get("/_sim/objects")).json()["objects"]) == 2
 
 
-async def test_adapter_create_sends_no_status_and_the_description_as_a_note(rig: Rig) -> None:
+async def test_adapter_create_sends_no_status_and_the_description_as_a_note(rig: VendorRig) -> None:
     created = await rig.adapter.create(
         CreateTarget(params={"inbox_id": SUPPORT_INBOX_ID}),
         Fields(title="Open one", description="Details", status=Status.OPEN, priority=Priority.LOW),
@@ -372,16 +338,16 @@ async def test_adapter_create_sends_no_status_and_the_description_as_a_note(rig:
     ]
 
 
-async def test_adapter_create_without_inbox_is_rejected(rig: Rig) -> None:
+async def test_adapter_create_without_inbox_is_rejected(rig: VendorRig) -> None:
     with pytest.raises(Rejected):
         await rig.adapter.create(CreateTarget(), Fields(title="x"), "k")
     assert (await rig.control.get("/_sim/requests")).json()["requests"] == []
 
 
-async def test_status_id_takes_precedence_and_is_read_by_category(rig: Rig) -> None:
+async def test_status_id_takes_precedence_and_is_read_by_category(rig: VendorRig) -> None:
     statuses = (await rig.control.get("/_sim/statuses")).json()["data"]
     escalated = next(s for s in statuses if s["name"] == "Escalated")
-    ticket = await rig.seed()
+    ticket = await seed(rig)
     response = await rig.api.patch(
         f"/api/v1/tickets/{ticket['id']}", json={"status": "closed", "status_id": escalated["id"]}
     )
@@ -404,8 +370,8 @@ async def test_status_id_takes_precedence_and_is_read_by_category(rig: Rig) -> N
     }
 
 
-async def test_adapter_update_unassigns_with_null(rig: Rig) -> None:
-    ticket = await rig.seed(assignee_id="5d3c0a8e-2b1f-4c7d-9e6a-1f0b2c3d4e5f")
+async def test_adapter_update_unassigns_with_null(rig: VendorRig) -> None:
+    ticket = await seed(rig, assignee_id="5d3c0a8e-2b1f-4c7d-9e6a-1f0b2c3d4e5f")
     ref = ObjectRef("inboxops", "", ticket["id"])
     updated = await rig.adapter.update(ref, Fields(assignee=None, title="Renamed"))
     assert updated.fields.assignee is None
@@ -419,10 +385,10 @@ async def test_adapter_update_unassigns_with_null(rig: Rig) -> None:
 # -- vendor-side behaviour: reminders and webhooks -----------------------------------------
 
 
-async def test_reminder_moves_the_ticket_on_by_itself(rig: Rig) -> None:
+async def test_reminder_moves_the_ticket_on_by_itself(rig: VendorRig) -> None:
     statuses = (await rig.control.get("/_sim/statuses")).json()["data"]
     escalated = next(s for s in statuses if s["name"] == "Escalated")
-    ticket = await rig.seed()
+    ticket = await seed(rig)
     remind_at = iso(rig.sim.kit.now() + timedelta(minutes=30))
     waiting = (
         await rig.api.patch(
@@ -443,15 +409,15 @@ async def test_reminder_moves_the_ticket_on_by_itself(rig: Rig) -> None:
     assert fired["remind_at"] is None
     assert fired["remind_transition_status_id"] is None
     assert fired["updated_at"] > waiting["updated_at"]
-    events = await rig.deliveries()
+    events = await rig.delivered_bodies()
     assert [e["type"] for e in events] == ["ticket.created", "ticket.updated", "ticket.updated"]
     assert events[-1]["data"] == fired
     changed = [o async for page in rig.adapter.list_changed(None) for o in page]
     assert changed[0].fields.status == Status.ACKNOWLEDGED
 
 
-async def test_remind_at_applies_only_with_a_waiting_status(rig: Rig) -> None:
-    ticket = await rig.seed()
+async def test_remind_at_applies_only_with_a_waiting_status(rig: VendorRig) -> None:
+    ticket = await seed(rig)
     remind_at = iso(rig.sim.kit.now() + timedelta(minutes=5))
     ignored = await rig.api.patch(
         f"/api/v1/tickets/{ticket['id']}", json={"status": "in_progress", "remind_at": remind_at}
@@ -466,13 +432,13 @@ async def test_remind_at_applies_only_with_a_waiting_status(rig: Rig) -> None:
     assert fired["status"] == "open"  # no transition status: back to open
 
 
-async def test_webhooks_on_every_change_and_none_on_a_no_op(rig: Rig) -> None:
-    ticket = await rig.seed()
+async def test_webhooks_on_every_change_and_none_on_a_no_op(rig: VendorRig) -> None:
+    ticket = await seed(rig)
     path = f"/api/v1/tickets/{ticket['id']}"
     await rig.api.patch(path, json={"priority": "urgent"})
     await rig.api.patch(path, json={"priority": "urgent"})  # no change
     await rig.control.patch(f"/_sim/objects/{ticket['id']}", json={"status": "closed"})
-    events = await rig.deliveries()
+    events = await rig.delivered_bodies()
     assert [e["type"] for e in events] == ["ticket.created", "ticket.updated", "ticket.updated"]
     assert [e["data"]["priority"] for e in events] == ["normal", "urgent", "urgent"]
     assert all(e["id"].startswith("evt_") for e in events)
@@ -486,13 +452,13 @@ async def test_webhooks_on_every_change_and_none_on_a_no_op(rig: Rig) -> None:
     assert [o.fields.status for o in parsed.observations] == [Status.CLOSED]
 
 
-async def test_webhook_secret_change_applies_to_the_next_delivery(rig: Rig) -> None:
+async def test_webhook_secret_change_applies_to_the_next_delivery(rig: VendorRig) -> None:
     await rig.control.put(
         "/_sim/webhook",
         json={"url": "http://gateway.test/webhooks/inboxops", "secret": KIT.other_secret},
     )
-    await rig.seed()
-    await rig.deliveries()
+    await seed(rig)
+    await rig.delivered_bodies()
     request = rig.captured[-1]
     headers = lower_headers(request.headers.multi_items())
     with pytest.raises(SignatureInvalid):

@@ -4,7 +4,6 @@ webhook parsing, the create marker and the ``api_version`` / ``incident_mode`` o
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qsl
@@ -13,7 +12,6 @@ import httpx
 import msgspec
 import pytest
 
-from adapters._simkit import SimOptions
 from adapters.base import lower_headers
 from adapters.incidentio.adapter import MARKER_PREFIX, IncidentIoAdapter, read_retry_after
 from adapters.incidentio.simulator import (
@@ -22,89 +20,35 @@ from adapters.incidentio.simulator import (
     PRIORITY_IDS,
     TEAM_ID,
     USER_IDS,
-    IncidentIoSimulator,
 )
 from app.errors import ConfigError, MalformedPayload, RateLimited, Rejected, UnreadablePayload
 from app.model import CreateTarget, Fields, ObjectRef, Priority, Status, utcnow
-from app.serving import serve_asgi
-from tests.contract.kit import WEBHOOK_TIME_SCALE
 from tests.contract.kit_incidentio import KIT
+from tests.vendor_rig import VendorRig
 
 JSON = "application/json"
 ULID_ALPHABET = set("0123456789ABCDEFGHJKMNPQRSTVWXYZ")
 
 
-class Rig:
-    """A served simulator, a control client, an authenticated API client, and adapters."""
-
-    def __init__(
-        self,
-        sim: IncidentIoSimulator,
-        url: str,
-        control: httpx.AsyncClient,
-        api: httpx.AsyncClient,
-        client: httpx.AsyncClient,
-        captured: list[httpx.Request],
-    ) -> None:
-        self.sim = sim
-        self.url = url
-        self.control = control
-        self.api = api
-        self.client = client
-        self.captured = captured
-
-    def adapter(self, **overrides: Any) -> IncidentIoAdapter:
-        return IncidentIoAdapter(KIT.settings(self.url, **overrides), self.client)
-
-    async def incident(self, mode: str = "standard", visibility: str = "public") -> str:
-        response = await self.control.post(
-            "/_sim/incidents",
-            json={"name": f"{mode} {visibility}", "mode": mode, "visibility": visibility},
-        )
-        assert response.status_code == 201, response.text
-        return str(response.json()["id"])
-
-    async def seed(self, incident_id: str = DEFAULT_INCIDENT_ID, **values: Any) -> dict[str, Any]:
-        body = {"incident_id": incident_id, "title": "Rotate the keys", **values}
-        response = await self.control.post("/_sim/seed", json=body)
-        assert response.status_code == 201, response.text
-        return dict(response.json())
-
-    async def deliveries(self) -> list[dict[str, Any]]:
-        await self.control.post("/_sim/webhooks/flush")
-        return list((await self.control.get("/_sim/webhooks")).json()["deliveries"])
-
-    async def vendor_requests(self) -> list[dict[str, Any]]:
-        return list((await self.control.get("/_sim/requests")).json()["requests"])
+SYSTEM = "incidentio"
 
 
-@pytest.fixture
-async def rig() -> AsyncIterator[Rig]:
-    captured: list[httpx.Request] = []
-
-    def capture(request: httpx.Request) -> httpx.Response:
-        captured.append(request)
-        return httpx.Response(204)
-
-    hooks = httpx.AsyncClient(transport=httpx.MockTransport(capture))
-    sim = IncidentIoSimulator(
-        SimOptions(
-            webhook_time_scale=WEBHOOK_TIME_SCALE,
-            api_key=KIT.api_key,
-            webhook_url="http://gateway.test/webhooks/incidentio",
-            webhook_secret=KIT.webhook_secret,
-        ),
-        webhook_client=hooks,
+async def open_incident(rig: VendorRig, mode: str = "standard", visibility: str = "public") -> str:
+    response = await rig.control.post(
+        "/_sim/incidents",
+        json={"name": f"{mode} {visibility}", "mode": mode, "visibility": visibility},
     )
-    auth = {"Authorization": f"Bearer {KIT.api_key}"}
-    async with (
-        serve_asgi(sim.app) as url,
-        httpx.AsyncClient(timeout=2.0) as client,
-        httpx.AsyncClient(base_url=url, timeout=5.0) as control,
-        httpx.AsyncClient(base_url=url, timeout=5.0, headers=auth) as api,
-    ):
-        yield Rig(sim, url, control, api, client, captured)
-    await hooks.aclose()
+    assert response.status_code == 201, response.text
+    return str(response.json()["id"])
+
+
+async def seed(
+    rig: VendorRig, incident_id: str = DEFAULT_INCIDENT_ID, **values: Any
+) -> dict[str, Any]:
+    body = {"incident_id": incident_id, "title": "Rotate the keys", **values}
+    response = await rig.control.post("/_sim/seed", json=body)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
 
 
 def assert_error(response: httpx.Response, status: int, kind: str) -> list[dict[str, Any]]:
@@ -126,13 +70,13 @@ def fields_of(errors: list[dict[str, Any]]) -> set[str]:
 # -- simulator strictness -------------------------------------------------------------------
 
 
-async def test_ids_are_ulid_shaped(rig: Rig) -> None:
-    follow_up = await rig.seed()
+async def test_ids_are_ulid_shaped(rig: VendorRig) -> None:
+    follow_up = await seed(rig)
     assert len(follow_up["id"]) == 26
     assert set(follow_up["id"]) <= ULID_ALPHABET
 
 
-async def test_create_rejects_unknown_field_wrong_type_and_missing_title(rig: Rig) -> None:
+async def test_create_rejects_unknown_field_wrong_type_and_missing_title(rig: VendorRig) -> None:
     response = await rig.api.post(
         "/v3/follow_ups",
         json={"incident_id": DEFAULT_INCIDENT_ID, "labels": "bug", "status": "completed"},
@@ -142,14 +86,14 @@ async def test_create_rejects_unknown_field_wrong_type_and_missing_title(rig: Ri
     assert {e["code"] for e in errors} == {"is_required", "invalid_value", "unknown_field"}
 
 
-async def test_create_in_an_unknown_incident_is_422_on_incident_id(rig: Rig) -> None:
+async def test_create_in_an_unknown_incident_is_422_on_incident_id(rig: VendorRig) -> None:
     response = await rig.api.post(
         "/v3/follow_ups", json={"incident_id": "01HQ000000000000000000NONE", "title": "x"}
     )
     assert fields_of(assert_error(response, 422, "validation_error")) == {"incident_id"}
 
 
-async def test_body_that_is_not_json_is_400(rig: Rig) -> None:
+async def test_body_that_is_not_json_is_400(rig: VendorRig) -> None:
     response = await rig.api.post(
         "/v3/follow_ups", content=b"{nope", headers={"Content-Type": "application/json"}
     )
@@ -170,13 +114,13 @@ async def test_body_that_is_not_json_is_400(rig: Rig) -> None:
         ),
     ],
 )
-async def test_update_is_strict(rig: Rig, body: dict[str, Any], field: str) -> None:
-    follow_up = await rig.seed()
+async def test_update_is_strict(rig: VendorRig, body: dict[str, Any], field: str) -> None:
+    follow_up = await seed(rig)
     response = await rig.api.put(f"/v3/follow_ups/{follow_up['id']}", json=body)
     assert fields_of(assert_error(response, 422, "validation_error")) == {field}
 
 
-async def test_unknown_id_is_404_not_found(rig: Rig) -> None:
+async def test_unknown_id_is_404_not_found(rig: VendorRig) -> None:
     for method in ("GET", "DELETE"):
         response = await rig.api.request(method, "/v3/follow_ups/01HQ0000000000000000000000")
         assert_error(response, 404, "not_found")
@@ -186,7 +130,7 @@ async def test_unknown_id_is_404_not_found(rig: Rig) -> None:
     assert_error(response, 404, "not_found")
 
 
-async def test_bad_or_missing_key_is_authentication_error(rig: Rig) -> None:
+async def test_bad_or_missing_key_is_authentication_error(rig: VendorRig) -> None:
     response = await rig.control.get("/v3/follow_ups")
     assert_error(response, 401, "authentication_error")
     response = await rig.control.get(
@@ -195,7 +139,7 @@ async def test_bad_or_missing_key_is_authentication_error(rig: Rig) -> None:
     assert_error(response, 401, "authentication_error")
 
 
-async def test_rate_limit_body_and_headers(rig: Rig) -> None:
+async def test_rate_limit_body_and_headers(rig: VendorRig) -> None:
     await rig.control.put("/_sim/rate-limit", json={"rpm": 2})
     first = await rig.api.get("/v3/follow_ups")
     assert first.headers["X-RateLimit-Limit"] == "2, 2;window=60"
@@ -212,9 +156,9 @@ async def test_rate_limit_body_and_headers(rig: Rig) -> None:
 
 
 async def test_a_429_without_delay_headers_waits_for_the_bodys_rate_limit_retry_after(
-    rig: Rig,
+    rig: VendorRig,
 ) -> None:
-    follow_up = await rig.seed()
+    follow_up = await seed(rig)
     ref = ObjectRef("incidentio", DEFAULT_INCIDENT_ID, follow_up["id"])
     # the vendor's clock runs two minutes ahead, so the body's moment is far from the
     # 1s default a 429 with no readable delay gets
@@ -239,7 +183,7 @@ async def test_a_429_without_delay_headers_waits_for_the_bodys_rate_limit_retry_
         "/_sim/faults", json={"status": 429, "retry_after": 7, "count": 1, "methods": ["GET"]}
     )
     with pytest.raises(RateLimited) as limited:
-        await rig.adapter().get(ref)
+        await rig.adapter_with().get(ref)
     assert limited.value.retry_after == 7
 
 
@@ -265,8 +209,8 @@ def test_rate_limit_retry_after_is_read_leniently(body: Any, delay: float | None
 # -- pagination -----------------------------------------------------------------------------
 
 
-async def test_v3_pagination_envelope(rig: Rig) -> None:
-    ids = [(await rig.seed(title=f"t{n}"))["id"] for n in range(3)]
+async def test_v3_pagination_envelope(rig: VendorRig) -> None:
+    ids = [(await seed(rig, title=f"t{n}"))["id"] for n in range(3)]
     first = (await rig.api.get("/v3/follow_ups", params={"page_size": 2})).json()
     assert first["pagination_meta"] == {"page_size": 2, "after": ids[1]}
     assert [f["id"] for f in first["follow_ups"]] == ids[:2]
@@ -278,33 +222,33 @@ async def test_v3_pagination_envelope(rig: Rig) -> None:
 
 
 @pytest.mark.parametrize("params", [{"page_size": 0}, {"page_size": 251}, {"page_size": "x"}])
-async def test_v3_page_size_bounds(rig: Rig, params: dict[str, Any]) -> None:
+async def test_v3_page_size_bounds(rig: VendorRig, params: dict[str, Any]) -> None:
     response = await rig.api.get("/v3/follow_ups", params=params)
     assert fields_of(assert_error(response, 422, "validation_error")) == {"page_size"}
 
 
-async def test_v2_list_is_one_response_and_takes_no_pagination(rig: Rig) -> None:
-    await rig.seed()
+async def test_v2_list_is_one_response_and_takes_no_pagination(rig: VendorRig) -> None:
+    await seed(rig)
     body = (await rig.api.get("/v2/follow_ups")).json()
     assert set(body) == {"follow_ups"}
     response = await rig.api.get("/v2/follow_ups", params={"page_size": 2})
     assert fields_of(assert_error(response, 422, "validation_error")) == {"page_size"}
 
 
-async def test_adapter_walks_to_an_empty_last_page(rig: Rig) -> None:
-    seeded = {(await rig.seed(title=f"t{n}"))["id"] for n in range(4)}
-    pages = [page async for page in rig.adapter().list_changed(None)]
+async def test_adapter_walks_to_an_empty_last_page(rig: VendorRig) -> None:
+    seeded = {(await seed(rig, title=f"t{n}"))["id"] for n in range(4)}
+    pages = [page async for page in rig.adapter_with().list_changed(None)]
     assert [len(p) for p in pages] == [2, 2]
     assert {o.ref.external_id for p in pages for o in p} == seeded
-    queries = [r["query"] for r in await rig.vendor_requests() if r["method"] == "GET"]
+    queries = [r["query"] for r in await rig.requests() if r["method"] == "GET"]
     assert len(queries) == 3, "the full second page promises more; the third call ends it"
 
 
 # -- vendor-side behaviour ------------------------------------------------------------------
 
 
-async def test_completed_sets_completed_at_and_can_reopen(rig: Rig) -> None:
-    follow_up = await rig.seed()
+async def test_completed_sets_completed_at_and_can_reopen(rig: VendorRig) -> None:
+    follow_up = await seed(rig)
     path = f"/v3/follow_ups/{follow_up['id']}"
     done = (await rig.api.put(path, json={"title": "t", "status": "completed"})).json()
     assert done["follow_up"]["completed_at"] == done["follow_up"]["updated_at"]
@@ -313,11 +257,11 @@ async def test_completed_sets_completed_at_and_can_reopen(rig: Rig) -> None:
     assert "completed_at" not in reopened["follow_up"]
 
 
-async def test_default_incident_mode_hides_test_incidents(rig: Rig) -> None:
-    test_incident = await rig.incident(mode="test")
-    retro = await rig.incident(mode="retrospective")
-    hidden = (await rig.seed(test_incident))["id"]
-    shown = (await rig.seed(retro))["id"]
+async def test_default_incident_mode_hides_test_incidents(rig: VendorRig) -> None:
+    test_incident = await open_incident(rig, mode="test")
+    retro = await open_incident(rig, mode="retrospective")
+    hidden = (await seed(rig, test_incident))["id"]
+    shown = (await seed(rig, retro))["id"]
     listed = {f["id"] for f in (await rig.api.get("/v3/follow_ups")).json()["follow_ups"]}
     assert shown in listed
     assert hidden not in listed
@@ -329,8 +273,8 @@ async def test_default_incident_mode_hides_test_incidents(rig: Rig) -> None:
     assert fields_of(assert_error(response, 422, "validation_error")) == {"incident_mode"}
 
 
-async def test_put_keeps_omitted_fields_and_null_unassigns(rig: Rig) -> None:
-    follow_up = await rig.seed(description="keep me", assignee_id=USER_IDS[0], labels=["a"])
+async def test_put_keeps_omitted_fields_and_null_unassigns(rig: VendorRig) -> None:
+    follow_up = await seed(rig, description="keep me", assignee_id=USER_IDS[0], labels=["a"])
     path = f"/v3/follow_ups/{follow_up['id']}"
     kept = (await rig.api.put(path, json={"title": "new", "status": "outstanding"})).json()
     assert kept["follow_up"]["description"] == "keep me"
@@ -341,46 +285,46 @@ async def test_put_keeps_omitted_fields_and_null_unassigns(rig: Rig) -> None:
     assert "assignee" not in cleared["follow_up"]
 
 
-async def test_unchanged_put_keeps_updated_at_and_sends_nothing(rig: Rig) -> None:
-    follow_up = await rig.seed()
-    before = len(await rig.deliveries())
+async def test_unchanged_put_keeps_updated_at_and_sends_nothing(rig: VendorRig) -> None:
+    follow_up = await seed(rig)
+    before = len(await rig.webhook_log())
     body = {"title": follow_up["title"], "status": "outstanding"}
     after = (await rig.api.put(f"/v3/follow_ups/{follow_up['id']}", json=body)).json()
     assert after["follow_up"]["updated_at"] == follow_up["updated_at"]
-    assert len(await rig.deliveries()) == before
+    assert len(await rig.webhook_log()) == before
 
 
-async def test_delete_is_soft_and_refuses_later_updates(rig: Rig) -> None:
-    follow_up = await rig.seed()
+async def test_delete_is_soft_and_refuses_later_updates(rig: VendorRig) -> None:
+    follow_up = await seed(rig)
     path = f"/v3/follow_ups/{follow_up['id']}"
     assert (await rig.api.delete(path)).status_code == 204
     assert (await rig.api.delete(path)).status_code == 204
     assert (await rig.api.get(path)).json()["follow_up"]["status"] == "deleted"
     response = await rig.api.put(path, json={"title": "t", "status": "outstanding"})
     assert_error(response, 422, "validation_error")
-    events = [d["event_type"] for d in await rig.deliveries()]
+    events = [d["event_type"] for d in await rig.webhook_log()]
     assert events == [
         "public_incident.follow_up_created_v2",
         "public_incident.follow_up_updated_v2",
     ]
 
 
-async def test_v3_carries_category_and_webhooks_and_v2_do_not(rig: Rig) -> None:
-    follow_up = await rig.seed(follow_up_category_id=CATEGORY_ID)
+async def test_v3_carries_category_and_webhooks_and_v2_do_not(rig: VendorRig) -> None:
+    follow_up = await seed(rig, follow_up_category_id=CATEGORY_ID)
     assert follow_up["category"]["id"] == CATEGORY_ID
     v2 = (await rig.api.get(f"/v2/follow_ups/{follow_up['id']}")).json()["follow_up"]
     assert "category" not in v2
-    [delivery] = await rig.deliveries()
+    [delivery] = await rig.webhook_log()
     payload = delivery["body"]["public_incident.follow_up_created_v2"]
     assert "category" not in payload
     assert payload["creator"]["user"]["id"] == USER_IDS[0]
 
 
-async def test_private_incident_webhooks_carry_only_the_id(rig: Rig) -> None:
-    private = await rig.incident(visibility="private")
-    follow_up = await rig.seed(private)
+async def test_private_incident_webhooks_carry_only_the_id(rig: VendorRig) -> None:
+    private = await open_incident(rig, visibility="private")
+    follow_up = await seed(rig, private)
     await rig.control.patch(f"/_sim/objects/{follow_up['id']}", json={"status": "deleted"})
-    bodies = [d["body"] for d in await rig.deliveries()]
+    bodies = [d["body"] for d in await rig.webhook_log()]
     assert bodies == [
         {
             "event_type": "private_incident.follow_up_created_v2",
@@ -393,15 +337,15 @@ async def test_private_incident_webhooks_carry_only_the_id(rig: Rig) -> None:
     ]
 
 
-async def test_webhooks_are_signed_with_the_secret_in_effect_at_send_time(rig: Rig) -> None:
+async def test_webhooks_are_signed_with_the_secret_in_effect_at_send_time(rig: VendorRig) -> None:
     await rig.control.put(
         "/_sim/webhook", json={"url": "http://gateway.test/hooks", "secret": KIT.other_secret}
     )
-    await rig.seed()
-    await rig.deliveries()
+    await seed(rig)
+    await rig.webhook_log()
     request = rig.captured[-1]
     headers = lower_headers(request.headers.multi_items())
-    rotated = rig.adapter(webhook_secrets=(KIT.other_secret,))
+    rotated = rig.adapter_with(webhook_secrets=(KIT.other_secret,))
     rotated.verify_webhook(headers, request.content, utcnow())
     event = rotated.parse_webhook(headers, request.content)
     assert event.delivery_id == headers["webhook-id"]
@@ -483,8 +427,8 @@ def test_parse_private_v1_and_malformed_deliveries() -> None:
 # -- adapter writes and options -------------------------------------------------------------
 
 
-async def test_create_labels_its_marker_and_sets_status_with_put(rig: Rig) -> None:
-    adapter = rig.adapter()
+async def test_create_labels_its_marker_and_sets_status_with_put(rig: VendorRig) -> None:
+    adapter = rig.adapter_with()
     target = CreateTarget(scope=DEFAULT_INCIDENT_ID)
     # priority is not writable in incident.io: it must not reach the payload.
     fields = Fields(
@@ -517,18 +461,18 @@ async def test_create_labels_its_marker_and_sets_status_with_put(rig: Rig) -> No
     ]
 
 
-async def test_create_needs_an_incident(rig: Rig) -> None:
+async def test_create_needs_an_incident(rig: VendorRig) -> None:
     with pytest.raises(Rejected):
-        await rig.adapter().create(CreateTarget(), Fields(title="x"), "k")
+        await rig.adapter_with().create(CreateTarget(), Fields(title="x"), "k")
 
 
-async def test_update_reads_first_and_sends_the_whole_writable_state(rig: Rig) -> None:
-    follow_up = await rig.seed(status="completed", description="d", assignee_id=USER_IDS[0])
+async def test_update_reads_first_and_sends_the_whole_writable_state(rig: VendorRig) -> None:
+    follow_up = await seed(rig, status="completed", description="d", assignee_id=USER_IDS[0])
     ref = ObjectRef("incidentio", DEFAULT_INCIDENT_ID, follow_up["id"])
     # canonical closed is already held by completed: status is kept, not rewritten.
-    updated = await rig.adapter().update(ref, Fields(status=Status.CLOSED, assignee=None))
+    updated = await rig.adapter_with().update(ref, Fields(status=Status.CLOSED, assignee=None))
     assert updated.fields.assignee is None
-    requests = await rig.vendor_requests()
+    requests = await rig.requests()
     assert [r["method"] for r in requests] == ["GET", "PUT"]
     assert requests[1]["body"] == {
         "status": "completed",
@@ -540,17 +484,17 @@ async def test_update_reads_first_and_sends_the_whole_writable_state(rig: Rig) -
     assert requests[1]["headers"]["authorization"] == "[redacted]"
 
 
-async def test_update_of_a_deleted_follow_up_is_rejected_without_a_put(rig: Rig) -> None:
-    follow_up = await rig.seed(status="deleted")
+async def test_update_of_a_deleted_follow_up_is_rejected_without_a_put(rig: VendorRig) -> None:
+    follow_up = await seed(rig, status="deleted")
     ref = ObjectRef("incidentio", DEFAULT_INCIDENT_ID, follow_up["id"])
     with pytest.raises(Rejected):
-        await rig.adapter().update(ref, Fields(title="renamed"))
-    assert [r["method"] for r in await rig.vendor_requests()] == ["GET"]
+        await rig.adapter_with().update(ref, Fields(title="renamed"))
+    assert [r["method"] for r in await rig.requests()] == ["GET"]
 
 
-async def test_api_version_v2_uses_v2_paths_and_filters_since_locally(rig: Rig) -> None:
-    adapter = rig.adapter(options={"api_version": "v2"})
-    old = await rig.seed(title="old")
+async def test_api_version_v2_uses_v2_paths_and_filters_since_locally(rig: VendorRig) -> None:
+    adapter = rig.adapter_with(options={"api_version": "v2"})
+    old = await seed(rig, title="old")
     created = await adapter.create(
         CreateTarget(scope=DEFAULT_INCIDENT_ID), Fields(title="v2", status=Status.CANCELLED), "k2"
     )
@@ -558,20 +502,20 @@ async def test_api_version_v2_uses_v2_paths_and_filters_since_locally(rig: Rig) 
     old_obj = await adapter.get(ObjectRef("incidentio", DEFAULT_INCIDENT_ID, old["id"]))
     pages = [p async for p in adapter.list_changed(old_obj.updated_at + timedelta(microseconds=1))]
     assert [[o.ref.external_id for o in p] for p in pages] == [[created.ref.external_id]]
-    requests = await rig.vendor_requests()
+    requests = await rig.requests()
     assert all(r["path"].startswith("/v2/follow_ups") for r in requests)
     # v2 lists take no pagination parameters (a first create looks nothing up)
     lists = [r["query"] for r in requests if r["path"] == "/v2/follow_ups" and r["method"] == "GET"]
     assert lists == [""]
 
 
-async def test_incident_mode_option_and_scopes(rig: Rig) -> None:
-    test_incident = await rig.incident(mode="test")
-    other = await rig.incident(mode="test")
-    wanted = (await rig.seed(test_incident))["id"]
-    await rig.seed(other)
-    await rig.seed()
-    adapter = rig.adapter(options={"incident_mode": "test"}, scopes=(test_incident,))
+async def test_incident_mode_option_and_scopes(rig: VendorRig) -> None:
+    test_incident = await open_incident(rig, mode="test")
+    other = await open_incident(rig, mode="test")
+    wanted = (await seed(rig, test_incident))["id"]
+    await seed(rig, other)
+    await seed(rig)
+    adapter = rig.adapter_with(options={"incident_mode": "test"}, scopes=(test_incident,))
     found = [o.ref for p in [p async for p in adapter.list_changed(None)] for o in p]
     assert found == [ObjectRef("incidentio", test_incident, wanted)]
 
@@ -585,8 +529,9 @@ def test_invalid_options_are_config_errors(options: dict[str, Any]) -> None:
 # -- issue 11: PUT under both readings, hidden incident modes, error sources, filters -------
 
 
-async def _full_follow_up(rig: Rig) -> dict[str, Any]:
-    return await rig.seed(
+async def _full_follow_up(rig: VendorRig) -> dict[str, Any]:
+    return await seed(
+        rig,
         description="Write it down.",
         labels=["postmortem"],
         assignee_id=USER_IDS[0],
@@ -607,7 +552,9 @@ def _writable(follow_up: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-async def test_a_put_clears_what_it_is_not_sent_when_the_simulator_plays_clear(rig: Rig) -> None:
+async def test_a_put_clears_what_it_is_not_sent_when_the_simulator_plays_clear(
+    rig: VendorRig,
+) -> None:
     """The simulator's "clear" reading is real: a bare status-and-title PUT wipes the rest."""
     follow_up = await _full_follow_up(rig)
     await rig.control.put("/_sim/behaviour", json={"put_omitted": "clear"})
@@ -628,12 +575,12 @@ async def test_a_put_clears_what_it_is_not_sent_when_the_simulator_plays_clear(r
 @pytest.mark.parametrize("put_omitted", ["keep", "clear"])
 @pytest.mark.parametrize("with_current", [False, True])
 async def test_update_keeps_every_field_it_does_not_change(
-    rig: Rig, put_omitted: str, with_current: bool
+    rig: VendorRig, put_omitted: str, with_current: bool
 ) -> None:
     follow_up = await _full_follow_up(rig)
     before = _writable(follow_up)
     await rig.control.put("/_sim/behaviour", json={"put_omitted": put_omitted})
-    adapter = rig.adapter()
+    adapter = rig.adapter_with()
     ref = ObjectRef("incidentio", DEFAULT_INCIDENT_ID, follow_up["id"])
     current = await adapter.get(ref) if with_current else None
     await rig.control.delete("/_sim/requests")
@@ -645,17 +592,17 @@ async def test_update_keeps_every_field_it_does_not_change(
         if f["id"] == follow_up["id"]
     )
     assert _writable(stored) == before
-    methods = [r["method"] for r in await rig.vendor_requests()]
+    methods = [r["method"] for r in await rig.requests()]
     # a complete v3 read (it has a category) is used as it is; without one, read first
     assert methods == (["PUT"] if with_current else ["GET", "PUT"])
 
 
 async def test_update_reads_again_when_current_has_no_raw_or_only_the_webhook_shape(
-    rig: Rig,
+    rig: VendorRig,
 ) -> None:
     follow_up = await _full_follow_up(rig)
     await rig.control.put("/_sim/behaviour", json={"put_omitted": "clear"})
-    adapter = rig.adapter()
+    adapter = rig.adapter_with()
     ref = ObjectRef("incidentio", DEFAULT_INCIDENT_ID, follow_up["id"])
     read = await adapter.get(ref)
     stored = msgspec.structs.replace(read, raw={})  # as the gateway keeps it: no raw JSON
@@ -663,36 +610,38 @@ async def test_update_reads_again_when_current_has_no_raw_or_only_the_webhook_sh
     for current in (stored, msgspec.structs.replace(read, raw=v2_shape)):
         await rig.control.delete("/_sim/requests")
         await adapter.update(ref, Fields(title=f"renamed {len(current.raw)}"), current=current)
-        assert [r["method"] for r in await rig.vendor_requests()] == ["GET", "PUT"]
+        assert [r["method"] for r in await rig.requests()] == ["GET", "PUT"]
     final = await adapter.get(ref)
     assert final.raw["category"]["id"] == CATEGORY_ID
     assert final.raw["labels"] == ["postmortem"]
 
 
 @pytest.mark.parametrize("mode", ["test", "tutorial", "stream"])
-async def test_a_scoped_incident_of_a_hidden_mode_is_polled(rig: Rig, mode: str) -> None:
-    incident = await rig.incident(mode=mode)
-    wanted = (await rig.seed(incident))["id"]
+async def test_a_scoped_incident_of_a_hidden_mode_is_polled(rig: VendorRig, mode: str) -> None:
+    incident = await open_incident(rig, mode=mode)
+    wanted = (await seed(rig, incident))["id"]
     # the vendor's default listing hides it, with or without the incident filter
     for query in ({}, {"incident_id": incident}):
         listed = (await rig.api.get("/v3/follow_ups", params=query)).json()["follow_ups"]
         assert wanted not in {f["id"] for f in listed}
-    scoped = rig.adapter(scopes=(incident,))
+    scoped = rig.adapter_with(scopes=(incident,))
     found = [o.ref for page in [p async for p in scoped.list_changed(None)] for o in page]
     assert found == [ObjectRef("incidentio", incident, wanted)]
     # incident_mode takes one value per request: one listing per mode, none repeated
     lists = [
         r["query"]
-        for r in await rig.vendor_requests()
+        for r in await rig.requests()
         if r["method"] == "GET" and "incident_id=" in r["query"] and "page_size" in r["query"]
     ]
     modes = [dict(parse_qsl(q)).get("incident_mode") for q in lists]
     assert modes == [None, "test", "tutorial", "stream"]
 
 
-async def test_a_retried_create_in_a_test_incident_finds_its_earlier_attempt(rig: Rig) -> None:
-    incident = await rig.incident(mode="test")
-    adapter = rig.adapter()
+async def test_a_retried_create_in_a_test_incident_finds_its_earlier_attempt(
+    rig: VendorRig,
+) -> None:
+    incident = await open_incident(rig, mode="test")
+    adapter = rig.adapter_with()
     target = CreateTarget(scope=incident)
     started = utcnow()
     first = await adapter.create(target, Fields(title="drill follow-up"), "wi-t:link-t")
@@ -703,7 +652,7 @@ async def test_a_retried_create_in_a_test_incident_finds_its_earlier_attempt(rig
     assert [r.method for r in rig.sim.kit.writes()] == ["POST"]
 
 
-async def test_every_error_source_carries_field_and_pointer(rig: Rig) -> None:
+async def test_every_error_source_carries_field_and_pointer(rig: VendorRig) -> None:
     response = await rig.api.post(
         "/v3/follow_ups",
         json={"incident_id": "nope", "title": "", "labels": "x", "extra/field": 1},
@@ -723,8 +672,8 @@ async def test_every_error_source_carries_field_and_pointer(rig: Rig) -> None:
     }
 
 
-async def test_date_range_filters_follow_ups_by_whole_days(rig: Rig) -> None:
-    follow_up = await rig.seed()
+async def test_date_range_filters_follow_ups_by_whole_days(rig: VendorRig) -> None:
+    follow_up = await seed(rig)
     day = follow_up["created_at"][:10]
     before = (datetime.fromisoformat(day) - timedelta(days=3)).date().isoformat()
     yesterday = (datetime.fromisoformat(day) - timedelta(days=1)).date().isoformat()
@@ -740,7 +689,7 @@ async def test_date_range_filters_follow_ups_by_whole_days(rig: Rig) -> None:
     assert [f["id"] for f in hit.json()["follow_ups"]] == [follow_up["id"]]
 
 
-async def test_rate_limit_headers_come_on_every_authenticated_response(rig: Rig) -> None:
+async def test_rate_limit_headers_come_on_every_authenticated_response(rig: VendorRig) -> None:
     ok = await rig.api.get("/v3/follow_ups")
     missing = await rig.api.get("/v3/follow_ups/01HQ0000000000000000000000")
     for response in (ok, missing):

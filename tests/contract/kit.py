@@ -56,6 +56,10 @@ class VendorKit:
         values.update(overrides)
         return AdapterSettings(**values)
 
+    def api_headers(self) -> dict[str, str]:
+        """Headers that authenticate a call to the vendor's API, sent the vendor's way."""
+        return {"Authorization": f"Bearer {self.api_key}"}
+
     def signature_headers_under(self, behaviour: dict[str, Any]) -> tuple[str, ...]:
         """The signature headers the simulator sends under ``behaviour``."""
         return self.signature_headers

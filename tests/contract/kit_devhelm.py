@@ -41,6 +41,10 @@ class DevHelmKit(VendorKit):
         "x-ratelimit-reset",
     )
 
+    def api_headers(self) -> dict[str, str]:
+        # the organisation header DevHelm's SDK sends, as the adapter does
+        return {"Authorization": f"Bearer {self.api_key}", "x-phelm-org-id": "1"}
+
     def simulator(self, **options: Any) -> DevHelmSimulator:
         sim = DevHelmSimulator(options["options"], webhook_client=options.get("webhook_client"))
         sim.add_status_page(STATUS_PAGE_ID, "Acme status", "AUTOMATIC")

@@ -33,6 +33,9 @@ class HookstreamKit(VendorKit):
         "ratelimit-reset",
     )
 
+    def api_headers(self) -> dict[str, str]:
+        return {"X-API-Key": self.api_key}
+
     def signature_headers_under(self, behaviour: dict[str, Any]) -> tuple[str, ...]:
         if self.timestamped_under(behaviour):
             return self.signature_headers

@@ -14,9 +14,9 @@ from typing import Any
 import httpx
 import pytest
 
-from adapters import adapter_class, simulator_class
+from adapters import simulator_class
 from adapters._simkit import SVIX_SCHEDULE, Behaviour
-from adapters.base import Adapter, lower_headers
+from adapters.base import lower_headers
 from app.errors import (
     AuthError,
     NotFound,
@@ -27,8 +27,8 @@ from app.errors import (
 )
 from app.model import CreateTarget, ObjectRef, utcnow
 from app.serving import bind_socket, serve_asgi
-from tests.contract.kit import VendorKit
 from tests.contract.kits import KITS
+from tests.vendor_rig import VendorRig, serve_vendor
 
 
 def behaviours(system: str) -> list[tuple[str, dict[str, Any]]]:
@@ -52,104 +52,38 @@ def _params(keep: Any = None) -> list[Any]:
     ]
 
 
-class Rig:
-    """One vendor's simulator served on loopback, an adapter pointed at it, and a client
-    for the simulator's control surface. Webhooks the simulator sends are captured; the
-    receiver answers with ``hook_answers`` in turn (a status, or an exception to raise:
-    the receiver is down), then 204."""
-
-    def __init__(
-        self,
-        kit: VendorKit,
-        sim: Any,
-        adapter: Adapter,
-        control: httpx.AsyncClient,
-        behaviour: dict[str, Any],
-    ):
-        self.kit = kit
-        self.sim = sim
-        self.adapter = adapter
-        self.control = control
-        self.behaviour = behaviour
-        self.base_url = str(control.base_url)
-        self.captured: list[httpx.Request] = []
-        self.hook_answers: list[int | Exception] = []
-
-    def adapter_with(self, **overrides: Any) -> Adapter:
-        base_url = overrides.pop("base_url", self.base_url)
-        settings = self.kit.settings(base_url, **overrides)
-        return adapter_class(self.kit.system)(settings, self.adapter.client)
-
-    async def fault(self, **fault: Any) -> None:
-        response = await self.control.post("/_sim/faults", json=fault)
-        assert response.status_code == 201, response.text
-
-    async def writes(self) -> list[dict[str, Any]]:
-        log = (await self.control.get("/_sim/requests")).json()["requests"]
-        return [
-            r
-            for r in log
-            if r["method"] in ("POST", "PUT", "PATCH", "DELETE") and 200 <= r["status"] < 300
-        ]
-
-
 @pytest.fixture(params=_params())
 def variant(request: pytest.FixtureRequest) -> tuple[str, dict[str, Any]]:
     system, behaviour = request.param
     return str(system), dict(behaviour)
 
 
-async def _rig(system: str, behaviour: dict[str, Any]) -> AsyncIterator[Rig]:
-    kit = KITS[system]
-    rig_box: list[Rig] = []
-
-    def capture(request: httpx.Request) -> httpx.Response:
-        rig = rig_box[0]
-        rig.captured.append(request)
-        answer = rig.hook_answers.pop(0) if rig.hook_answers else 204
-        if isinstance(answer, Exception):
-            raise answer
-        return httpx.Response(answer)
-
-    hook_client = httpx.AsyncClient(transport=httpx.MockTransport(capture))
-    sim = kit.simulator(
-        options=kit.sim_options(
-            webhook_url="http://gateway.test/webhooks/" + system, behaviour=behaviour
-        ),
-        webhook_client=hook_client,
-    )
-    async with (
-        serve_asgi(sim.app) as url,
-        httpx.AsyncClient(timeout=httpx.Timeout(1.0)) as client,
-        httpx.AsyncClient(base_url=url, timeout=10.0) as control,
-    ):
-        adapter = adapter_class(system)(kit.settings(url), client)
-        rig = Rig(kit, sim, adapter, control, behaviour)
-        rig_box.append(rig)
+async def _rig(system: str, behaviour: dict[str, Any]) -> AsyncIterator[VendorRig]:
+    # a short client timeout, so that a vendor that never answers is a quick test
+    async with serve_vendor(system, behaviour, client_timeout=1.0) as rig:
         yield rig
-    await hook_client.aclose()
 
 
 @pytest.fixture
-async def rig(variant: tuple[str, dict[str, Any]]) -> AsyncIterator[Rig]:
+async def rig(variant: tuple[str, dict[str, Any]]) -> AsyncIterator[VendorRig]:
     async for r in _rig(*variant):
         yield r
 
 
 @pytest.fixture(params=_params(lambda s, b: KITS[s].create_target is not None))
-async def creatable(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+async def creatable(request: pytest.FixtureRequest) -> AsyncIterator[VendorRig]:
     async for r in _rig(*request.param):
         yield r
 
 
 @pytest.fixture(params=_params(lambda s, b: KITS[s].create_target is None))
-async def not_creatable(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+async def not_creatable(request: pytest.FixtureRequest) -> AsyncIterator[VendorRig]:
     async for r in _rig(*request.param):
         yield r
 
 
 @pytest.fixture(params=_params(lambda s, b: KITS[s].timestamped_under(b)))
-async def timestamped(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
+async def timestamped(request: pytest.FixtureRequest) -> AsyncIterator[VendorRig]:
     async for r in _rig(*request.param):
         yield r
 
@@ -157,7 +91,7 @@ async def timestamped(request: pytest.FixtureRequest) -> AsyncIterator[Rig]:
 # -- reads and writes ------------------------------------------------------------------------
 
 
-async def test_get_returns_the_seeded_object(rig: Rig) -> None:
+async def test_get_returns_the_seeded_object(rig: VendorRig) -> None:
     ref = await rig.kit.seed(rig.control)
     obj = await rig.adapter.get(ref)
     assert obj.ref.external_id == ref.external_id
@@ -166,7 +100,7 @@ async def test_get_returns_the_seeded_object(rig: Rig) -> None:
     assert obj.fields.status is not None
 
 
-async def test_update_round_trip(rig: Rig) -> None:
+async def test_update_round_trip(rig: VendorRig) -> None:
     ref = await rig.kit.seed(rig.control)
     before = await rig.adapter.get(ref)
     changes = rig.kit.update_fields
@@ -178,7 +112,7 @@ async def test_update_round_trip(rig: Rig) -> None:
     assert fetched.updated_at >= before.updated_at
 
 
-async def test_update_is_safe_to_repeat(rig: Rig) -> None:
+async def test_update_is_safe_to_repeat(rig: VendorRig) -> None:
     ref = await rig.kit.seed(rig.control)
     current = await rig.adapter.get(ref)
     first = await rig.adapter.update(ref, rig.kit.update_fields, current=current)
@@ -186,7 +120,7 @@ async def test_update_is_safe_to_repeat(rig: Rig) -> None:
     assert first.fields == second.fields
 
 
-async def test_create_get_update_round_trip(creatable: Rig) -> None:
+async def test_create_get_update_round_trip(creatable: VendorRig) -> None:
     kit, adapter = creatable.kit, creatable.adapter
     assert kit.create_target is not None
     created = await adapter.create(kit.create_target, kit.create_fields, "wi-1:link-1")
@@ -198,7 +132,7 @@ async def test_create_get_update_round_trip(creatable: Rig) -> None:
     assert adapter.differs(updated, kit.update_fields).is_empty()
 
 
-async def test_retried_create_never_duplicates(creatable: Rig) -> None:
+async def test_retried_create_never_duplicates(creatable: VendorRig) -> None:
     kit, adapter = creatable.kit, creatable.adapter
     assert kit.create_target is not None
     started = utcnow()
@@ -215,7 +149,7 @@ async def test_retried_create_never_duplicates(creatable: Rig) -> None:
     assert len(set(ids)) == 2
 
 
-async def test_create_after_a_lost_response_never_duplicates(creatable: Rig) -> None:
+async def test_create_after_a_lost_response_never_duplicates(creatable: VendorRig) -> None:
     """The first create reaches the vendor but its answer is lost (timeout): the retry
     must find or replay it, not make a second object."""
     kit, adapter = creatable.kit, creatable.adapter
@@ -235,14 +169,14 @@ async def test_create_after_a_lost_response_never_duplicates(creatable: Rig) -> 
     assert [o.ref for o in objects].count(created.ref) == 1
 
 
-async def test_create_is_rejected_where_the_vendor_cannot_create(not_creatable: Rig) -> None:
+async def test_create_is_rejected_where_the_vendor_cannot_create(not_creatable: VendorRig) -> None:
     adapter = not_creatable.adapter
     assert not adapter.can_create
     with pytest.raises(Rejected):
         await adapter.create(CreateTarget(), not_creatable.kit.update_fields, "k")
 
 
-async def test_list_changed_walks_every_page(rig: Rig) -> None:
+async def test_list_changed_walks_every_page(rig: VendorRig) -> None:
     refs = [await rig.kit.seed(rig.control, n) for n in range(5)]
     pages = [page async for page in rig.adapter.list_changed(None)]
     seen = [o.ref.external_id for page in pages for o in page]
@@ -251,7 +185,7 @@ async def test_list_changed_walks_every_page(rig: Rig) -> None:
     assert len(pages) >= 3, "page_size=2 over 5 objects must take several pages"
 
 
-async def test_list_changed_since_returns_only_later_changes(rig: Rig) -> None:
+async def test_list_changed_since_returns_only_later_changes(rig: VendorRig) -> None:
     refs = [await rig.kit.seed(rig.control, n) for n in range(4)]
     cutoff = (await rig.adapter.get(refs[-1])).updated_at + timedelta(microseconds=1)
     await rig.kit.human_change(rig.control, refs[0])
@@ -264,7 +198,7 @@ async def test_list_changed_since_returns_only_later_changes(rig: Rig) -> None:
 # -- webhooks -------------------------------------------------------------------------------
 
 
-async def _delivery(rig: Rig) -> tuple[dict[str, str], bytes]:
+async def _delivery(rig: VendorRig) -> tuple[dict[str, str], bytes]:
     await rig.kit.trigger_webhook(rig.control)
     await rig.control.post("/_sim/webhooks/flush")
     assert rig.captured, "the simulator sent no webhook"
@@ -272,7 +206,7 @@ async def _delivery(rig: Rig) -> tuple[dict[str, str], bytes]:
     return lower_headers(request.headers.multi_items()), request.content
 
 
-async def test_webhook_signature_accepted_and_parsed(rig: Rig) -> None:
+async def test_webhook_signature_accepted_and_parsed(rig: VendorRig) -> None:
     headers, body = await _delivery(rig)
     rig.adapter.verify_webhook(headers, body, utcnow())
     event = rig.adapter.parse_webhook(headers, body)
@@ -280,20 +214,20 @@ async def test_webhook_signature_accepted_and_parsed(rig: Rig) -> None:
     assert event.observations or event.hints or event.poll
 
 
-async def test_webhook_signature_accepted_during_secret_rotation(rig: Rig) -> None:
+async def test_webhook_signature_accepted_during_secret_rotation(rig: VendorRig) -> None:
     headers, body = await _delivery(rig)
     rotated = rig.adapter_with(webhook_secrets=(rig.kit.other_secret, rig.kit.webhook_secret))
     rotated.verify_webhook(headers, body, utcnow())
 
 
-async def test_webhook_wrong_secret_rejected(rig: Rig) -> None:
+async def test_webhook_wrong_secret_rejected(rig: VendorRig) -> None:
     headers, body = await _delivery(rig)
     wrong = rig.adapter_with(webhook_secrets=(rig.kit.other_secret,))
     with pytest.raises(SignatureInvalid):
         wrong.verify_webhook(headers, body, utcnow())
 
 
-async def test_webhook_tampered_body_rejected(rig: Rig) -> None:
+async def test_webhook_tampered_body_rejected(rig: VendorRig) -> None:
     headers, body = await _delivery(rig)
     tampered = body.replace(b"}", b" }", 1)
     assert tampered != body
@@ -301,7 +235,7 @@ async def test_webhook_tampered_body_rejected(rig: Rig) -> None:
         rig.adapter.verify_webhook(headers, tampered, utcnow())
 
 
-async def test_webhook_missing_signature_header_rejected(rig: Rig) -> None:
+async def test_webhook_missing_signature_header_rejected(rig: VendorRig) -> None:
     headers, body = await _delivery(rig)
     for name in rig.kit.signature_headers_under(rig.behaviour):
         stripped = {k: v for k, v in headers.items() if k != name.lower()}
@@ -310,7 +244,7 @@ async def test_webhook_missing_signature_header_rejected(rig: Rig) -> None:
 
 
 async def test_webhook_timestamps_are_the_wall_clock_when_the_vendor_clock_runs_ahead(
-    rig: Rig,
+    rig: VendorRig,
 ) -> None:
     """Advancing the simulated clock (auto-resolve, reminders) moves object times, never
     the signature timestamp: a receiver checks that against its own clock."""
@@ -320,7 +254,7 @@ async def test_webhook_timestamps_are_the_wall_clock_when_the_vendor_clock_runs_
 
 
 async def test_a_webhook_is_retried_on_the_vendors_schedule_until_the_receiver_recovers(
-    rig: Rig,
+    rig: VendorRig,
 ) -> None:
     """At least once: the receiver fails (500, down, 503) and then accepts; every attempt
     is the same message, freshly signed, after the vendor's documented delays."""
@@ -344,7 +278,7 @@ async def test_a_webhook_is_retried_on_the_vendors_schedule_until_the_receiver_r
     assert len(ids) == 1, "the receiver can tell a retry from a new message"
 
 
-async def test_a_webhook_is_given_up_when_the_schedule_runs_out(rig: Rig) -> None:
+async def test_a_webhook_is_given_up_when_the_schedule_runs_out(rig: VendorRig) -> None:
     rig.hook_answers.extend([500] * len(SVIX_SCHEDULE))
     await rig.kit.trigger_webhook(rig.control)
     await rig.control.post("/_sim/webhooks/flush")
@@ -354,7 +288,7 @@ async def test_a_webhook_is_given_up_when_the_schedule_runs_out(rig: Rig) -> Non
     assert sum(delivery["delays"]) == sum(SVIX_SCHEDULE)  # about 31 hours of trying
 
 
-async def test_webhook_stale_timestamp_rejected(timestamped: Rig) -> None:
+async def test_webhook_stale_timestamp_rejected(timestamped: VendorRig) -> None:
     headers, body = await _delivery(timestamped)
     timestamped.adapter.verify_webhook(headers, body, utcnow() + timedelta(seconds=200))
     with pytest.raises(SignatureInvalid):
@@ -364,21 +298,21 @@ async def test_webhook_stale_timestamp_rejected(timestamped: Rig) -> None:
 # -- error families -------------------------------------------------------------------------
 
 
-async def test_unknown_object_is_not_found(rig: Rig) -> None:
+async def test_unknown_object_is_not_found(rig: VendorRig) -> None:
     ref = await rig.kit.seed(rig.control)
     missing = ObjectRef(ref.system, ref.scope, ref.external_id[:-4] + "0000")
     with pytest.raises(NotFound):
         await rig.adapter.get(missing)
 
 
-async def test_wrong_api_key_is_auth_error(rig: Rig) -> None:
+async def test_wrong_api_key_is_auth_error(rig: VendorRig) -> None:
     ref = await rig.kit.seed(rig.control)
     bad = rig.adapter_with(api_key=rig.kit.api_key + "x")
     with pytest.raises(AuthError):
         await bad.get(ref)
 
 
-async def test_rate_limit_headers_come_on_every_authenticated_response(rig: Rig) -> None:
+async def test_rate_limit_headers_come_on_every_authenticated_response(rig: VendorRig) -> None:
     ref = await rig.kit.seed(rig.control)
     missing = ObjectRef(ref.system, ref.scope, ref.external_id[:-4] + "0000")
     responses = []
@@ -403,7 +337,7 @@ async def test_rate_limit_headers_come_on_every_authenticated_response(rig: Rig)
     assert not set(rig.kit.rate_limit_headers) & set(unauthenticated.headers)
 
 
-async def test_injected_429_is_rate_limited_with_retry_after(rig: Rig) -> None:
+async def test_injected_429_is_rate_limited_with_retry_after(rig: VendorRig) -> None:
     ref = await rig.kit.seed(rig.control)
     await rig.fault(status=429, retry_after=7)
     with pytest.raises(RateLimited) as info:
@@ -412,7 +346,7 @@ async def test_injected_429_is_rate_limited_with_retry_after(rig: Rig) -> None:
     assert (await rig.adapter.get(ref)).ref.external_id == ref.external_id
 
 
-async def test_requests_per_minute_limit_gives_rate_limited(rig: Rig) -> None:
+async def test_requests_per_minute_limit_gives_rate_limited(rig: VendorRig) -> None:
     ref = await rig.kit.seed(rig.control)
     await rig.control.put("/_sim/rate-limit", json={"rpm": 3})
     for _ in range(3):
@@ -423,21 +357,21 @@ async def test_requests_per_minute_limit_gives_rate_limited(rig: Rig) -> None:
 
 
 @pytest.mark.parametrize("status", [500, 502, 503])
-async def test_5xx_is_transient(rig: Rig, status: int) -> None:
+async def test_5xx_is_transient(rig: VendorRig, status: int) -> None:
     ref = await rig.kit.seed(rig.control)
     await rig.fault(status=status)
     with pytest.raises(TransientError):
         await rig.adapter.get(ref)
 
 
-async def test_timeout_is_transient(rig: Rig) -> None:
+async def test_timeout_is_transient(rig: VendorRig) -> None:
     ref = await rig.kit.seed(rig.control)
     await rig.fault(timeout_s=3.0)
     with pytest.raises(TransientError):
         await rig.adapter.get(ref)
 
 
-async def test_connection_error_is_transient(rig: Rig) -> None:
+async def test_connection_error_is_transient(rig: VendorRig) -> None:
     sock = bind_socket()
     port = sock.getsockname()[1]
     sock.close()  # nothing listens there any more
@@ -447,7 +381,9 @@ async def test_connection_error_is_transient(rig: Rig) -> None:
 
 
 @pytest.mark.parametrize("status", [400, 422])
-async def test_validation_status_is_rejected_with_vendor_message(rig: Rig, status: int) -> None:
+async def test_validation_status_is_rejected_with_vendor_message(
+    rig: VendorRig, status: int
+) -> None:
     ref = await rig.kit.seed(rig.control)
     current = await rig.adapter.get(ref)
     await rig.fault(status=status, methods=["PUT", "PATCH"])
