@@ -16,7 +16,9 @@ from litestar import Litestar, Request, Response, get
 from litestar.exceptions import ValidationException
 from standardwebhooks.webhooks import EmptyWebhookSecretError
 
-from adapters._simkit import ASGIApp, Behaviour, SimKit, SimOptions
+from adapters._simcontrol import control_handlers
+from adapters._simgate import ASGIApp
+from adapters._simkit import Behaviour, SimKit, SimOptions
 from adapters.signing import standard_sign
 
 
@@ -101,7 +103,7 @@ def build_app(
         return kit.error(exc.status_code, code, str(detail))
 
     app = Litestar(
-        route_handlers=[*handlers, *kit.control_handlers()],
+        route_handlers=[*handlers, *control_handlers(kit)],
         exception_handlers={HTTPException: on_http_error},
         on_shutdown=[kit.close, *on_shutdown],
         openapi_config=None,
