@@ -35,7 +35,7 @@ from adapters.base import Adapter
 from app.alerts import Alerter
 from app.config.schema import Direction, DispatcherSettings
 from app.errors import FatalError, RateLimited, RetriableError, StateConflict, VendorError
-from app.loops import IngestFirst, wait_any
+from app.loops import Grouped, IngestFirst, wait_any
 from app.metrics import Metrics
 from app.model import Fields, VendorObject, WorkItem, utcnow
 from app.retry import backoff_delay
@@ -108,6 +108,10 @@ class Dispatcher:
         #: Links whose writes this process has in flight: their claims are renewed until
         #: the outcome is recorded, and they are never claimed a second time meanwhile.
         self.in_flight: set[int] = set()
+        #: Reads before writes, folded in by the engine in batches.
+        self._folding: Grouped[tuple[Link, VendorObject], tuple[Link, WorkItem] | None] = Grouped(
+            self._fold
+        )
 
     # -- loops -----------------------------------------------------------------------------
 
@@ -406,20 +410,51 @@ class Dispatcher:
     ) -> tuple[Link, WorkItem, VendorObject, float] | None:
         """Read the object, hand it to the engine like any observation (a change made
         there since we last saw it is applied or loses by the conflict policy, and
-        either way is in the history), then re-read the link and its item."""
-        assert self.engine is not None and link.ref is not None
+        either way is in the history), then re-read the link and its item. The reads
+        that finish together are folded in together, in one transaction (``_fold``)."""
+        assert link.ref is not None
         fresh = await adapter.get(link.ref)
         read_at = time.perf_counter()
         self.metrics.refresh_reads.labels(link.system).inc()
-        await self.engine.observe(fresh, event_id=f"refresh-{link.id}")
-        async with self.store.tx() as tx:
-            current = await tx.get_link(link.id)
-            if current is None or current.claimed_by != link.claimed_by:
-                return None
-            item = await tx.get_item(current.work_item_id)
-        if item is None:
+        current = await self._folding.submit((link, fresh))
+        if current is None:
             return None
-        return current, item, fresh, read_at
+        return current[0], current[1], fresh, read_at
+
+    async def _fold(
+        self, reads: list[tuple[Link, VendorObject]]
+    ) -> list[tuple[Link, WorkItem] | Exception | None]:
+        """Apply reads before writes in one engine transaction that also re-reads their
+        links and items: each link as it is now with its item, or None when the link was
+        moved, removed or is no longer claimed by this write. Should the transaction
+        fail with several reads in it, each is tried on its own, so that one bad read
+        fails only its own write."""
+        assert self.engine is not None
+        out: list[tuple[Link, WorkItem] | Exception | None] = []
+
+        async def reread(tx: Tx, _outcomes: object) -> None:
+            out.clear()
+            links = await tx.links_by_id(link.id for link, _ in reads)
+            items = await tx.items_by_id(link.work_item_id for link in links.values())
+            for link, _ in reads:
+                current = links.get(link.id)
+                item = None if current is None else items.get(current.work_item_id)
+                if current is None or item is None or current.claimed_by != link.claimed_by:
+                    out.append(None)
+                else:
+                    out.append((current, item))
+
+        observations = [(fresh, f"refresh-{link.id}") for link, fresh in reads]
+        try:
+            await self.engine.observe_many(observations, also=reread)
+        except Exception as exc:  # noqa: BLE001 - handed to the write it belongs to
+            if len(reads) == 1:
+                return [exc]
+            alone: list[tuple[Link, WorkItem] | Exception | None] = []
+            for read in reads:
+                alone += await self._fold([read])
+            return alone
+        return out
 
     # -- recording -------------------------------------------------------------------------
 

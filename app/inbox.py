@@ -18,7 +18,7 @@ from datetime import datetime, timedelta
 from adapters.base import Adapter, lower_headers
 from app.engine import Engine, Outcome
 from app.errors import NotFound, RateLimited, VendorError, WebhookError
-from app.loops import IngestFirst, work_until_stopped
+from app.loops import Grouped, IngestFirst, work_until_stopped
 from app.metrics import Metrics
 from app.model import ObjectRef, VendorObject, utcnow
 from app.retry import backoff_delay
@@ -40,9 +40,9 @@ def kept_headers(headers: dict[str, str]) -> dict[str, str]:
 
 class EventWriter:
     """Stores received deliveries, all those that arrived while the previous commit ran
-    in one transaction (group commit). Each delivery's sender is answered only after
-    the commit that stored it; a failed commit fails every delivery in it (they get a
-    5xx and the vendor sends them again)."""
+    in one transaction (group commit, ``Grouped``). Each delivery's sender is answered
+    only after the commit that stored it; a failed commit fails every delivery in it
+    (they get a 5xx and the vendor sends them again)."""
 
     def __init__(
         self,
@@ -52,45 +52,20 @@ class EventWriter:
         on_stored: Callable[[], None] | None = None,
     ) -> None:
         self.store = store
-        self.max_batch = max_batch
         #: Called after a commit stored new events (wakes the inbox worker).
         self.on_stored = on_stored
-        self._queue: list[tuple[NewEvent, asyncio.Future[int | None]]] = []
-        self._writer: asyncio.Task[None] | None = None
+        self._grouped: Grouped[NewEvent, int | None] = Grouped(self._write, max_batch=max_batch)
 
     async def store_event(self, event: NewEvent) -> int | None:
         """Store one delivery; its event id, or None for a duplicate delivery."""
-        loop = asyncio.get_running_loop()
-        stored: asyncio.Future[int | None] = loop.create_future()
-        self._queue.append((event, stored))
-        if self._writer is None or self._writer.done():
-            self._writer = loop.create_task(self._write(), name="event-writer")
-        return await stored
+        return await self._grouped.submit(event)
 
-    async def _write(self) -> None:
-        while self._queue:
-            batch: list[tuple[NewEvent, asyncio.Future[int | None]]] = []
-            try:
-                async with self.store.tx() as tx:
-                    # what queued up while the transaction was being opened goes in too
-                    batch, self._queue = (
-                        self._queue[: self.max_batch],
-                        self._queue[self.max_batch :],
-                    )
-                    ids = await tx.record_events([e for e, _ in batch], now=utcnow())
-            except Exception as exc:  # noqa: BLE001 - handed to each waiting delivery
-                if not batch:  # the transaction could not even begin
-                    n = self.max_batch
-                    batch, self._queue = self._queue[:n], self._queue[n:]
-                for _, stored in batch:
-                    if not stored.done():
-                        stored.set_exception(exc)
-                continue
-            for (_, stored), event_id in zip(batch, ids, strict=True):
-                if not stored.done():  # the sender may have gone away
-                    stored.set_result(event_id)
-            if self.on_stored is not None and any(i is not None for i in ids):
-                self.on_stored()
+    async def _write(self, batch: list[NewEvent]) -> list[int | Exception | None]:
+        async with self.store.tx() as tx:
+            ids = await tx.record_events(batch, now=utcnow())
+        if self.on_stored is not None and any(i is not None for i in ids):
+            self.on_stored()
+        return list(ids)
 
 
 MAX_EVENT_ATTEMPTS = 8

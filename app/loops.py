@@ -6,7 +6,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+R = TypeVar("R")
 
 
 class IngestFirst:
@@ -49,6 +53,54 @@ class IngestFirst:
         except TimeoutError:
             return False
         return True
+
+
+class Grouped(Generic[T, R]):
+    """Work submitted one piece at a time and done in batches (group commit): whatever
+    is submitted while a batch runs goes into the next one, so a burst costs a few
+    transactions instead of one each, and a lone piece waits for nothing.
+
+    ``run(batch)`` returns one result per piece, in order; a result that is an exception
+    is raised in that piece's submitter alone. If ``run`` raises, every piece of the
+    batch gets the exception."""
+
+    def __init__(
+        self,
+        run: Callable[[list[T]], Awaitable[Sequence[R | Exception]]],
+        *,
+        max_batch: int = 256,
+    ) -> None:
+        self._run = run
+        self.max_batch = max_batch
+        self._queue: list[tuple[T, asyncio.Future[R]]] = []
+        self._worker: asyncio.Task[None] | None = None
+
+    async def submit(self, piece: T) -> R:
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[R] = loop.create_future()
+        self._queue.append((piece, done))
+        if self._worker is None or self._worker.done():
+            self._worker = loop.create_task(self._work(), name="grouped")
+        return await done
+
+    async def _work(self) -> None:
+        while self._queue:
+            batch = self._queue[: self.max_batch]
+            self._queue = self._queue[self.max_batch :]
+            try:
+                results = await self._run([piece for piece, _ in batch])
+            except Exception as exc:  # noqa: BLE001 - handed to each waiting submitter
+                for _, done in batch:
+                    if not done.done():
+                        done.set_exception(exc)
+                continue
+            for (_, done), result in zip(batch, results, strict=True):
+                if done.done():  # the submitter may have been cancelled
+                    continue
+                if isinstance(result, Exception):
+                    done.set_exception(result)
+                else:
+                    done.set_result(result)
 
 
 async def wait_any(*events: asyncio.Event, seconds: float) -> None:

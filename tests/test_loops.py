@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from app.loops import IngestFirst
+from app.loops import Grouped, IngestFirst
 
 
 async def test_background_waits_while_a_delivery_is_in_progress() -> None:
@@ -28,3 +28,53 @@ async def test_the_wait_is_bounded_while_deliveries_keep_coming() -> None:
     assert await gate.give_way() is False  # the caller does a small round anyway
     gate.leave()
     assert gate.active == 0 and await gate.give_way() is True
+
+
+async def test_pieces_submitted_together_are_done_in_one_batch() -> None:
+    batches: list[list[int]] = []
+
+    async def run(batch: list[int]) -> list[int | Exception]:
+        batches.append(batch)
+        return [n * 10 for n in batch]
+
+    grouped: Grouped[int, int] = Grouped(run)
+    assert await asyncio.gather(*(grouped.submit(n) for n in range(5))) == [0, 10, 20, 30, 40]
+    assert batches == [[0, 1, 2, 3, 4]]
+    assert await grouped.submit(7) == 70  # a lone piece is done on its own, at once
+    assert batches[-1] == [7]
+
+
+async def test_what_arrives_while_a_batch_runs_goes_into_the_next() -> None:
+    batches: list[list[int]] = []
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def run(batch: list[int]) -> list[int | Exception]:
+        batches.append(batch)
+        if len(batches) == 1:
+            started.set()
+            await release.wait()
+        return list(batch)
+
+    grouped: Grouped[int, int] = Grouped(run, max_batch=2)
+    first = asyncio.ensure_future(grouped.submit(1))
+    await started.wait()
+    later = [asyncio.ensure_future(grouped.submit(n)) for n in (2, 3, 4)]
+    release.set()
+    assert await first == 1 and await asyncio.gather(*later) == [2, 3, 4]
+    assert batches == [[1], [2, 3], [4]]  # at most max_batch per batch
+
+
+async def test_a_failed_piece_fails_only_its_submitter_and_a_failed_batch_all() -> None:
+    async def run(batch: list[int]) -> list[int | Exception]:
+        if 0 in batch:
+            raise RuntimeError("the whole batch failed")
+        return [ValueError(f"bad {n}") if n < 0 else n for n in batch]
+
+    grouped: Grouped[int, int] = Grouped(run)
+    results = await asyncio.gather(
+        grouped.submit(1), grouped.submit(-1), grouped.submit(2), return_exceptions=True
+    )
+    assert results[0] == 1 and results[2] == 2
+    assert isinstance(results[1], ValueError)
+    failed = await asyncio.gather(grouped.submit(0), grouped.submit(5), return_exceptions=True)
+    assert all(isinstance(r, RuntimeError) for r in failed)

@@ -346,3 +346,60 @@ async def test_an_unmapped_value_does_not_start_a_work_item(store: Store) -> Non
         item = await rig.only_item()
         assert item.status is Status.ACKNOWLEDGED
         assert len(await rig.objects("inboxops")) == 1
+
+
+async def test_the_reads_before_one_changes_writes_are_folded_in_one_transaction(
+    store: Store,
+) -> None:
+    async with running_rig(store) as rig:
+        _, ids = await linked(rig)
+        engine = rig.gateway.engine
+        observe_many = engine.observe_many
+        refresh_batches: list[list[str]] = []
+
+        async def counting(observations, **kwargs):  # type: ignore[no-untyped-def]
+            events = [event_id or "" for _, event_id in observations]
+            if any(e.startswith("refresh-") for e in events):
+                refresh_batches.append(sorted(obj.ref.system for obj, _ in observations))
+            return await observe_many(observations, **kwargs)
+
+        engine.observe_many = counting  # type: ignore[method-assign]
+        before = await rig.write_counts()
+        await rig.human("hookstream", ids["hookstream"], status="resolved")
+        await rig.poll("hookstream")
+        await rig.gateway.dispatcher.run_once()
+        # the three writes ran together: their three reads made one engine transaction
+        assert refresh_batches == [["devhelm", "inboxops", "incidentio"]]
+        assert await rig.writes_since(before) == {
+            "hookstream": 0,
+            "devhelm": 1,
+            "inboxops": 1,
+            "incidentio": 1,
+        }
+        assert await statuses(rig, ids) == ALL_RESOLVED
+
+
+async def test_a_read_that_cannot_be_folded_in_fails_only_its_own_write(store: Store) -> None:
+    async with running_rig(store) as rig:
+        _, ids = await linked(rig)
+        engine = rig.gateway.engine
+        observe_many = engine.observe_many
+
+        async def failing_for_devhelm(observations, **kwargs):  # type: ignore[no-untyped-def]
+            if any(obj.ref.system == "devhelm" for obj, _ in observations):
+                raise RuntimeError("the database refused this observation")
+            return await observe_many(observations, **kwargs)
+
+        engine.observe_many = failing_for_devhelm  # type: ignore[method-assign]
+        before = await rig.write_counts()
+        await rig.human("hookstream", ids["hookstream"], status="resolved")
+        await rig.poll("hookstream")
+        await rig.gateway.dispatcher.run_once()
+        assert await rig.writes_since(before) == {
+            "hookstream": 0,
+            "devhelm": 0,
+            "inboxops": 1,
+            "incidentio": 1,
+        }
+        links = await rig.links((await rig.only_item()).id)
+        assert links["devhelm"].dirty and "internal error" in (links["devhelm"].last_error or "")

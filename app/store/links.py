@@ -22,6 +22,7 @@ from app.store.records import FinishedWrite, Link, encode_known, link_of
 from app.store.statements import (
     CLAIM_LINKS,
     FINISH_WRITE,
+    LINKS_BY_ID,
     LINKS_OF_ITEMS,
     LINKS_OF_OBJECTS,
     MARK_DIRTY,
@@ -43,6 +44,13 @@ class LinkQueries(TxBase):
     async def get_link(self, link_id: int) -> Link | None:
         row = (await self._run(sa.select(t.links).where(t.links.c.id == link_id))).first()
         return None if row is None else link_of(row)
+
+    async def links_by_id(self, link_ids: Iterable[int]) -> dict[int, Link]:
+        """Several links at once; ids with no link are left out."""
+        ids = sorted(set(link_ids))
+        if not ids:
+            return {}
+        return {row.id: link_of(row) for row in await self._run(LINKS_BY_ID, {"b_ids": ids})}
 
     async def require_link(self, link_id: int) -> Link:
         """The link; raises ``Missing`` when there is none."""

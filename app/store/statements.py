@@ -130,6 +130,7 @@ CLAIM_EVENTS = {postgres: claim_events_query(postgres) for postgres in (True, Fa
 IDS: Any = sa.bindparam("b_ids", expanding=True)
 ITEMS = sa.select(t.work_items).where(t.work_items.c.id.in_(IDS)).order_by(t.work_items.c.id)
 ITEMS_LOCKED = ITEMS.with_for_update()
+LINKS_BY_ID = sa.select(t.links).where(t.links.c.id.in_(IDS)).order_by(t.links.c.id)
 LINKS_OF_ITEMS = sa.select(t.links).where(t.links.c.work_item_id.in_(IDS)).order_by(t.links.c.id)
 LINKS_OF_OBJECTS = (
     sa.select(t.links)
