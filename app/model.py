@@ -147,7 +147,9 @@ class VendorObject(msgspec.Struct, frozen=True):
     ``native`` keeps the vendor's own value of each mapped enum field (``{"status":
     "MONITORING"}``) so that "differs in meaning" can be decided without losing detail;
     ``unmapped`` names the enum values that have no canonical mapping (reported, never
-    guessed). ``raw`` is the vendor JSON, for filters and the audit trail.
+    guessed). ``raw`` is the vendor JSON, for filters and the audit trail. ``whole``:
+    ``raw`` is the object as the vendor's REST API answered it (a read, a listing or a
+    write's answer), not a webhook's view of it, which may leave fields out.
     """
 
     ref: ObjectRef
@@ -156,6 +158,7 @@ class VendorObject(msgspec.Struct, frozen=True):
     native: dict[str, str] = msgspec.field(default_factory=dict)
     unmapped: dict[str, str] = msgspec.field(default_factory=dict)
     raw: dict[str, Any] = msgspec.field(default_factory=dict)
+    whole: bool = False
 
 
 class CreateTarget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -227,14 +227,17 @@ class IncidentIoAdapter(Adapter):
             data = msgspec.json.decode(raw, type=dict[str, Any])
         except msgspec.DecodeError as exc:
             raise shape_error(SYSTEM, exc, prefix=at, response=response) from exc
-        return self.to_vendor_object(follow_up, data)
+        return self.to_vendor_object(follow_up, data, whole=True)
 
     def _one(self, response: httpx.Response) -> VendorObject:
         envelope: FollowUpEnvelope = decode(SYSTEM, response, FollowUpEnvelope)
         return self._read(envelope.follow_up, "$.follow_up", response)
 
-    def to_vendor_object(self, follow_up: FollowUp, raw: dict[str, Any]) -> VendorObject:
-        """Map one follow-up (any version's shape) onto canonical fields."""
+    def to_vendor_object(
+        self, follow_up: FollowUp, raw: dict[str, Any], *, whole: bool = False
+    ) -> VendorObject:
+        """Map one follow-up (any version's shape) onto canonical fields; ``whole``: read
+        through the REST API (see ``_complete_read``)."""
         status = _as_status(self.value_maps["status"].to_canonical(follow_up.status))
         fields = Fields(
             title=follow_up.title,
@@ -250,6 +253,7 @@ class IncidentIoAdapter(Adapter):
             native={"status": follow_up.status},
             unmapped={"status": follow_up.status} if status is None else {},
             raw=raw,
+            whole=whole,
         )
 
     # -- reads -----------------------------------------------------------------------------
@@ -437,13 +441,14 @@ class IncidentIoAdapter(Adapter):
         resend its writable state. The gateway's stored state keeps no raw JSON, so this
         holds only for an object read moments ago. In v3, a raw follow-up without
         ``category`` may be the V2 shape of a webhook (which never carries one), so it is
-        read again: resending it without the category could clear that."""
+        read again (resending it without the category could clear that), unless it came
+        from the REST API (``whole``), where a missing category means there is none."""
         raw = current.raw
         if not raw or raw.get("id") != ref.external_id:
             return False
         if not all(key in raw for key in ("title", "status", "labels")):
             return False
-        return self.options.api_version == "v2" or "category" in raw
+        return self.options.api_version == "v2" or current.whole or "category" in raw
 
     def _state(self, current: VendorObject) -> FollowUp:
         try:

@@ -607,13 +607,27 @@ async def test_update_reads_again_when_current_has_no_raw_or_only_the_webhook_sh
     read = await adapter.get(ref)
     stored = msgspec.structs.replace(read, raw={})  # as the gateway keeps it: no raw JSON
     v2_shape = {k: v for k, v in read.raw.items() if k != "category"}  # a webhook's V2 object
-    for current in (stored, msgspec.structs.replace(read, raw=v2_shape)):
+    webhook_view = msgspec.structs.replace(read, raw=v2_shape, whole=False)
+    for current in (stored, webhook_view):
         await rig.control.delete("/_sim/requests")
         await adapter.update(ref, Fields(title=f"renamed {len(current.raw)}"), current=current)
         assert [r["method"] for r in await rig.requests()] == ["GET", "PUT"]
     final = await adapter.get(ref)
     assert final.raw["category"]["id"] == CATEGORY_ID
     assert final.raw["labels"] == ["postmortem"]
+
+
+async def test_a_v3_read_without_a_category_is_complete_and_not_read_again(
+    rig: VendorRig,
+) -> None:
+    follow_up = await seed(rig)  # no category: the v3 read leaves the key out
+    adapter = rig.adapter_with()
+    ref = ObjectRef("incidentio", DEFAULT_INCIDENT_ID, follow_up["id"])
+    read = await adapter.get(ref)
+    assert "category" not in read.raw and read.whole
+    await rig.control.delete("/_sim/requests")
+    await adapter.update(ref, Fields(status=Status.RESOLVED), current=read)
+    assert [r["method"] for r in await rig.requests()] == ["PUT"]
 
 
 @pytest.mark.parametrize("mode", ["test", "tutorial", "stream"])
