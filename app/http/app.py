@@ -17,8 +17,15 @@ from litestar.openapi.spec import Components, SecurityScheme
 from app.errors import SyncgateError
 from app.gateway import Gateway
 from app.http.admin import admin_router
+from app.http.admin.common import is_admin_path, refusal
 from app.http.health import healthz, metrics, readyz
-from app.http.problems import on_syncgate_error, problem_response
+from app.http.problems import (
+    log_server_errors,
+    on_http_exception,
+    on_syncgate_error,
+    on_unexpected_error,
+    problem_response,
+)
 from app.http.webhooks import receive_webhook
 
 
@@ -55,7 +62,10 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> Litestar:
             NotFoundException: _routing_problem,
             MethodNotAllowedException: _routing_problem,
             SyncgateError: on_syncgate_error,
+            HTTPException: on_http_exception,
+            Exception: on_unexpected_error,
         },
+        before_send=[log_server_errors],
         state=_state(gateway),
         debug=False,
         logging_config=None,  # our JSON logging (app/logs.py), not litestar's root handler
@@ -63,7 +73,11 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> Litestar:
 
 
 def _routing_problem(request: Any, exc: HTTPException) -> Response[Any]:
-    """Unknown paths and methods answer problem+json like every other error."""
+    """Unknown paths and methods answer problem+json like every other error; under
+    /admin only once the key is right (authentication first: no method or path is
+    revealed without it)."""
+    if is_admin_path(request.url.path) and (refused := refusal(request)) is not None:
+        return refused
     title = "Not found" if exc.status_code == 404 else "Method not allowed"
     return problem_response(
         exc.status_code, title, f"{request.method} {request.url.path}: {exc.detail}"

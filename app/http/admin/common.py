@@ -8,6 +8,7 @@ import logging
 from typing import Annotated, Any
 
 from litestar import Request, Response
+from litestar.openapi.spec import Example
 from litestar.params import PathParameter, QueryParameter
 
 from app.gateway import Gateway
@@ -15,6 +16,8 @@ from app.http.context import gateway_of
 from app.http.problems import AdminError, Problem, problem_response
 
 log = logging.getLogger("syncgate.admin")
+
+ADMIN_PREFIX = "/admin"
 
 
 def _presented_key(request: Request[Any, Any, Any]) -> str | None:
@@ -28,8 +31,9 @@ def _presented_key(request: Request[Any, Any, Any]) -> str | None:
     return None
 
 
-async def authorize(request: Request[Any, Any, Any]) -> Response[Problem] | None:
-    """Runs before every /admin handler (and before its input is parsed)."""
+def refusal(request: Request[Any, Any, Any]) -> Response[Problem] | None:
+    """The 401 a request under /admin gets without the right key (None: let it through).
+    Checked before anything else looks at the request: its method, path or input."""
     gateway = gateway_of(request)
     expected = gateway.secrets.admin_key
     challenge = {"WWW-Authenticate": 'Bearer realm="syncgate-admin"'}
@@ -53,6 +57,16 @@ async def authorize(request: Request[Any, Any, Any]) -> Response[Problem] | None
     return None
 
 
+def is_admin_path(path: str) -> bool:
+    return path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
+
+
+async def authorize(request: Request[Any, Any, Any]) -> Response[Problem] | None:
+    """Runs before every /admin handler (and before its input is parsed); unknown admin
+    paths and methods are refused the same way first (``app/http/app.py``)."""
+    return refusal(request)
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 
@@ -65,7 +79,8 @@ def check_system(gateway: Gateway, system: str | None, *, status: int = 400) -> 
 
 
 def parse_link_id(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 18:
+    # ASCII digits only: str.isdigit() also accepts "¹" or "①", which int() refuses
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise AdminError(400, "Bad link id", f"a link id is a positive integer, got {raw!r}")
     return int(raw)
 
@@ -77,8 +92,21 @@ def audit(message: str, **extra: Any) -> None:
 Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size (1-500)")]
 Offset = Annotated[int, QueryParameter(ge=0, description="Rows to skip")]
 SystemFilter = Annotated[str | None, QueryParameter(description="A configured system name")]
-ItemId = Annotated[str, PathParameter(description="Work item id")]
+#: Ids in paths are ASCII (a Unicode digit such as "¹" or "①" is refused with a reason).
+ItemId = Annotated[
+    str,
+    PathParameter(
+        description="Work item id (32 hex digits as the gateway makes them)",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        examples=[Example(value="b7c9f1d2e3a44f5b8c6d7e8f9a0b1c2d")],
+    ),
+]
 LinkId = Annotated[
-    str, PathParameter(description="Link id (an integer: a row of the mapping table)")
+    str,
+    PathParameter(
+        description="Link id: a row of the mapping table (ASCII digits)",
+        pattern=r"^[0-9]{1,18}$",
+        examples=[Example(value="42")],
+    ),
 ]
 SystemName = Annotated[str, PathParameter(description="A configured system name")]
