@@ -11,14 +11,13 @@ from typing import Any
 from litestar import Litestar, Response
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
 
 from app.errors import SyncgateError
 from app.gateway import Gateway
 from app.http.admin import admin_router
 from app.http.admin.common import is_admin_path, refusal
 from app.http.health import healthz, metrics, readyz
+from app.http.openapi import asset_routers, openapi_config
 from app.http.problems import (
     log_server_errors,
     on_http_exception,
@@ -42,22 +41,17 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> Litestar:
         await gateway.store.close()
 
     return Litestar(
-        route_handlers=[receive_webhook, healthz, readyz, metrics, admin_router()],
+        route_handlers=[
+            receive_webhook,
+            healthz,
+            readyz,
+            metrics,
+            admin_router(),
+            *asset_routers(),
+        ],
         on_startup=[startup] if manage_lifecycle else [],
         on_shutdown=[shutdown] if manage_lifecycle else [],
-        openapi_config=OpenAPIConfig(
-            title="Syncgate",
-            version="0.1.0",
-            path="/schema",
-            components=Components(
-                security_schemes={
-                    "AdminKey": SecurityScheme(
-                        type="apiKey", name="X-Admin-Key", security_scheme_in="header"
-                    ),
-                    "AdminBearer": SecurityScheme(type="http", scheme="bearer"),
-                }
-            ),
-        ),
+        openapi_config=openapi_config(),
         exception_handlers={
             NotFoundException: _routing_problem,
             MethodNotAllowedException: _routing_problem,

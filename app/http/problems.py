@@ -18,6 +18,7 @@ import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException
 from litestar.openapi.datastructures import ResponseSpec
+from litestar.openapi.spec import Example
 from litestar.types import Message, Scope
 from msgspec import UNSET, Meta, UnsetType
 
@@ -68,7 +69,12 @@ class Problem(msgspec.Struct, omit_defaults=True):
     ]
     issues: Annotated[
         list[ConfigIssueOut] | UnsetType,
-        Meta(description="Only on a refused config reload: every problem found"),
+        Meta(
+            description="Only on a refused config reload: every problem found",
+            examples=[
+                [{"file": "config.yaml", "line": 12, "key": "systems.x", "message": "unknown"}]
+            ],
+        ),
     ] = UNSET
     request_id: Annotated[
         str | UnsetType,
@@ -252,22 +258,65 @@ def on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Re
     return problem_response(exc.status_code, titles.get(exc.status_code, "Error"), detail)
 
 
+#: What each problem status means on an admin route, with an example title and detail.
+ADMIN_PROBLEMS: dict[int, tuple[str, str, str]] = {
+    400: (
+        "Bad input: a malformed id, an unknown value in the query, a malformed body",
+        "Bad request",
+        "Validation failed for GET /admin/outbox: query.state: Invalid enum value 'gone'",
+    ),
+    401: (
+        "Missing or wrong admin key, or the admin API is closed (checked before anything"
+        " else, unknown paths and methods included)",
+        "Unauthorized",
+        "admin key required: send X-Admin-Key: <key> or Authorization: Bearer <key>",
+    ),
+    404: (
+        "Unknown id or system (or the vendor does not have the object)",
+        "Not found",
+        "no work item 'b7c9f1d2e3a44f5b8c6d7e8f9a0b1c2d'",
+    ),
+    409: (
+        "Conflict with the current state",
+        "Conflict",
+        "link 42 has no pending write",
+    ),
+    422: (
+        "A well-formed but meaningless request (nothing to change, a system not enabled)",
+        "Invalid request",
+        "nothing to change: the body names no field",
+    ),
+    502: (
+        "The vendor failed to answer (the response carries a request_id)",
+        "Vendor error",
+        "inboxops: connection refused",
+    ),
+}
+
+
+def problem_spec(
+    status: int, description: str, title: str, detail: str | None = None
+) -> ResponseSpec:
+    """The OpenAPI description of one problem response, with an example body."""
+    example = Problem(
+        type="about:blank",
+        title=title,
+        status=status,
+        detail=detail or description,
+        request_id="3f9c2a7d1e5b8c04" if status >= 500 else UNSET,
+    )
+    return ResponseSpec(
+        data_container=Problem,
+        description=description,
+        media_type=PROBLEM_MEDIA_TYPE,
+        generate_examples=False,
+        examples=[Example(summary=title, value=msgspec.to_builtins(example))],
+    )
+
+
 def errors(*codes: int) -> dict[int, ResponseSpec]:
-    """OpenAPI descriptions of the problem responses a route may give."""
-    meaning = {
-        400: "Bad input (unknown enum value, bad paging, malformed body)",
-        401: "Missing or wrong admin key, or the admin API is closed",
-        404: "Unknown id (or vendor object not found)",
-        409: "Conflict with the current state",
-        422: "A well-formed but semantically invalid body",
-        502: "The vendor failed to answer",
-    }
-    return {
-        code: ResponseSpec(
-            data_container=Problem,
-            description=meaning[code],
-            media_type=PROBLEM_MEDIA_TYPE,
-            generate_examples=False,
-        )
-        for code in (401, *codes)
-    }
+    """The problem responses an admin route documents: 401 always, and ``codes``. Every
+    route with a path or query parameter or a body lists 400 (litestar's validation),
+    and each status a service it calls may raise (the table STATUS_OF above);
+    tests/test_openapi.py holds every admin route to that."""
+    return {code: problem_spec(code, *ADMIN_PROBLEMS[code]) for code in sorted({401, *codes})}

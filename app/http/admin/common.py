@@ -89,9 +89,16 @@ def audit(message: str, **extra: Any) -> None:
     log.info(message, extra={"action": message, **extra})
 
 
-Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size (1-500)")]
-Offset = Annotated[int, QueryParameter(ge=0, description="Rows to skip")]
-SystemFilter = Annotated[str | None, QueryParameter(description="A configured system name")]
+Limit = Annotated[
+    int, QueryParameter(ge=1, le=500, description="Page size (1-500)", examples=[Example(value=50)])
+]
+Offset = Annotated[
+    int, QueryParameter(ge=0, description="Rows to skip", examples=[Example(value=0)])
+]
+SystemFilter = Annotated[
+    str | None,
+    QueryParameter(description="A configured system name", examples=[Example(value="inboxops")]),
+]
 #: Ids in paths are ASCII (a Unicode digit such as "¹" or "①" is refused with a reason).
 ItemId = Annotated[
     str,
@@ -109,4 +116,11 @@ LinkId = Annotated[
         examples=[Example(value="42")],
     ),
 ]
-SystemName = Annotated[str, PathParameter(description="A configured system name")]
+SystemName = Annotated[
+    str,
+    PathParameter(
+        description="A configured system name",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        examples=[Example(value="inboxops")],
+    ),
+]

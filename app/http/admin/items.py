@@ -6,6 +6,7 @@ import logging
 from typing import Annotated, Any
 
 from litestar import Request, get, patch, post
+from litestar.openapi.spec import Example
 from litestar.params import JSONBody, QueryParameter
 from msgspec import UNSET
 
@@ -45,10 +46,16 @@ log = logging.getLogger("syncgate.admin")
 )
 async def list_work_items(
     request: Request[Any, Any, Any],
-    status: Annotated[Status | None, QueryParameter(description="Canonical status")] = None,
+    status: Annotated[
+        Status | None,
+        QueryParameter(description="Canonical status", examples=[Example(value="open")]),
+    ] = None,
     system: SystemFilter = None,
     text: Annotated[
-        str | None, QueryParameter(description="Words in the title or description")
+        str | None,
+        QueryParameter(
+            description="Words in the title or description", examples=[Example(value="checkout")]
+        ),
     ] = None,
     limit: Limit = 50,
     offset: Offset = 0,
@@ -99,13 +106,16 @@ async def create_work_item(
     "/work-items/{item_id:str}",
     summary="One work item with its links, history and pending writes",
     tags=["work items"],
-    responses=errors(404),
+    responses=errors(400, 404),
 )
 async def get_work_item(
     request: Request[Any, Any, Any],
     item_id: ItemId,
     history: Annotated[
-        int, QueryParameter(ge=1, le=1000, description="Most recent history entries")
+        int,
+        QueryParameter(
+            ge=1, le=1000, description="Most recent history entries", examples=[Example(value=100)]
+        ),
     ] = 100,
 ) -> WorkItemDetail:
     async with gateway_of(request).store.tx() as tx:
@@ -177,7 +187,7 @@ async def add_link(
     tags=["work items"],
     description="Each linked object is fetched from its vendor and observed (as a poll would),"
     " then every link is compared with the canonical state and written where it differs.",
-    responses=errors(404),
+    responses=errors(400, 404),
     status_code=200,
 )
 async def resync_work_item(request: Request[Any, Any, Any], item_id: ItemId) -> ResyncResult:
@@ -197,13 +207,24 @@ async def resync_work_item(request: Request[Any, Any, Any], item_id: ItemId) -> 
 )
 async def lookup(
     request: Request[Any, Any, Any],
-    system: Annotated[str, QueryParameter(description="System name")],
+    system: Annotated[
+        str, QueryParameter(description="System name", examples=[Example(value="inboxops")])
+    ],
     external_id: Annotated[
-        str, QueryParameter(description="The vendor's id of the object", min_length=1)
+        str,
+        QueryParameter(
+            description="The vendor's id of the object",
+            min_length=1,
+            examples=[Example(value="T-1042")],
+        ),
     ],
     object_scope: Annotated[
         str,
-        QueryParameter(name="scope", description="DevHelm status page / incident.io incident"),
+        QueryParameter(
+            name="scope",
+            description="DevHelm status page / incident.io incident (optional)",
+            examples=[Example(value="")],
+        ),
     ] = "",
 ) -> WorkItemDetail:
     gateway = gateway_of(request)
