@@ -17,7 +17,7 @@ from app.gateway import Gateway
 from app.http.admin import admin_router
 from app.http.admin.common import is_admin_path, refusal
 from app.http.health import healthz, metrics, readyz
-from app.http.openapi import asset_routers, openapi_config
+from app.http.openapi import StrictBodies, asset_routers, openapi_config
 from app.http.problems import (
     log_server_errors,
     on_http_exception,
@@ -52,6 +52,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> Litestar:
         on_startup=[startup] if manage_lifecycle else [],
         on_shutdown=[shutdown] if manage_lifecycle else [],
         openapi_config=openapi_config(),
+        plugins=[StrictBodies()],
         exception_handlers={
             NotFoundException: _routing_problem,
             MethodNotAllowedException: _routing_problem,
@@ -74,7 +75,10 @@ def _routing_problem(request: Any, exc: HTTPException) -> Response[Any]:
         return refused
     title = "Not found" if exc.status_code == 404 else "Method not allowed"
     return problem_response(
-        exc.status_code, title, f"{request.method} {request.url.path}: {exc.detail}"
+        exc.status_code,
+        title,
+        f"{request.method} {request.url.path}: {exc.detail}",
+        headers=exc.headers,  # a 405 lists the methods the path has in Allow
     )
 
 

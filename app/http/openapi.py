@@ -15,6 +15,8 @@ from typing import Annotated
 
 import msgspec
 from litestar import Router
+from litestar._openapi.schema_generation import SchemaCreator
+from litestar._openapi.schema_generation.plugins.struct import StructSchemaPlugin
 from litestar.openapi import OpenAPIConfig
 from litestar.openapi.datastructures import ResponseSpec
 from litestar.openapi.plugins import (
@@ -34,7 +36,9 @@ from litestar.openapi.spec import (
     SecurityScheme,
 )
 from litestar.params import PathParameter
+from litestar.plugins import OpenAPISchemaPlugin
 from litestar.static_files import create_static_files_router
+from litestar.typing import FieldDefinition
 from msgspec import UNSET, Meta, UnsetType
 from openapi_ui_bundles import redoc, swagger_ui
 
@@ -85,6 +89,26 @@ def openapi_config() -> OpenAPIConfig:
             YamlRenderPlugin(),
         ],
     )
+
+
+class StrictBodies(OpenAPISchemaPlugin):
+    """A body that refuses unknown fields (``forbid_unknown_fields``) says so in its
+    schema (``additionalProperties: false``), so clients and fuzzers know. The schema is
+    otherwise litestar's own for msgspec structs."""
+
+    _structs = StructSchemaPlugin()
+
+    def is_plugin_supported_field(self, field_definition: FieldDefinition) -> bool:
+        return self._structs.is_plugin_supported_field(field_definition) and bool(
+            field_definition.type_.__struct_config__.forbid_unknown_fields
+        )
+
+    def to_openapi_schema(
+        self, field_definition: FieldDefinition, schema_creator: SchemaCreator
+    ) -> Schema:
+        schema = self._structs.to_openapi_schema(field_definition, schema_creator)
+        schema.additional_properties = False
+        return schema
 
 
 def asset_routers() -> list[Router]:

@@ -255,7 +255,9 @@ def on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Re
         405: "Method not allowed",
         413: "Payload too large",
     }
-    return problem_response(exc.status_code, titles.get(exc.status_code, "Error"), detail)
+    return problem_response(
+        exc.status_code, titles.get(exc.status_code, "Error"), detail, headers=exc.headers
+    )
 
 
 #: What each problem status means on an admin route, with an example title and detail.

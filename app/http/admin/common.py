@@ -61,16 +61,41 @@ def is_admin_path(path: str) -> bool:
     return path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
 
 
-async def authorize(request: Request[Any, Any, Any]) -> Response[Problem] | None:
-    """Runs before every /admin handler (and before its input is parsed); unknown admin
-    paths and methods are refused the same way first (``app/http/app.py``)."""
-    return refusal(request)
+def options_answer(request: Request[Any, Any, Any]) -> Response[None] | None:
+    """OPTIONS on an admin path: 204 with every method the path has in ``Allow``.
+    (Litestar's own OPTIONS handler lists only the methods of the first handler group
+    registered for the path, e.g. GET but not POST on /admin/work-items.)"""
+    if request.method != "OPTIONS":
+        return None
+    template = request.scope.get("path_template")
+    methods = {m for route in request.app.routes if route.path == template for m in route.methods}
+    return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(methods))})
+
+
+def repeated_query(request: Request[Any, Any, Any]) -> Response[Problem] | None:
+    """No admin query parameter is a list: one given twice is refused, not half read."""
+    names = [name for name, _ in request.query_params.multi_items()]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if not twice:
+        return None
+    return problem_response(
+        400, "Bad request", f"query parameter given more than once: {', '.join(twice)}"
+    )
+
+
+async def authorize(request: Request[Any, Any, Any]) -> Response[Any] | None:
+    """Runs before every /admin handler (and before its input is parsed): the key first,
+    then OPTIONS and repeated query parameters. Unknown admin paths and methods are
+    refused the same way first (``app/http/app.py``)."""
+    return refusal(request) or options_answer(request) or repeated_query(request)
 
 
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def check_system(gateway: Gateway, system: str | None, *, status: int = 400) -> None:
+def check_system(gateway: Gateway, system: str | None, *, status: int = 422) -> None:
+    """A system named in a query or a body must be configured: else 422 (the request is
+    well-formed, it names nothing), or ``status``."""
     if system is not None and system not in gateway.settings.systems:
         known = ", ".join(sorted(gateway.settings.systems)) or "none"
         raise AdminError(
@@ -93,7 +118,8 @@ Limit = Annotated[
     int, QueryParameter(ge=1, le=500, description="Page size (1-500)", examples=[Example(value=50)])
 ]
 Offset = Annotated[
-    int, QueryParameter(ge=0, description="Rows to skip", examples=[Example(value=0)])
+    int,
+    QueryParameter(ge=0, le=1_000_000_000, description="Rows to skip", examples=[Example(value=0)]),
 ]
 SystemFilter = Annotated[
     str | None,

@@ -25,6 +25,7 @@ from app.http.admin.models import (
     item_out,
     link_out,
     resync_entry,
+    timestamp,
 )
 from app.http.context import gateway_of
 from app.http.problems import errors
@@ -42,7 +43,7 @@ log = logging.getLogger("syncgate.admin")
     tags=["work items"],
     description="Newest first. ``text`` searches title and description (case-insensitive);"
     " ``system`` keeps items linked to an object of that system.",
-    responses=errors(400),
+    responses=errors(400, 422),
 )
 async def list_work_items(
     request: Request[Any, Any, Any],
@@ -89,7 +90,7 @@ async def create_work_item(
     gateway = gateway_of(request)
     refs = [ObjectRef(link.system, link.scope, link.external_id) for link in data.links]
     for ref in refs:
-        check_system(gateway, ref.system, status=422)
+        check_system(gateway, ref.system)
     if len(set(refs)) != len(refs):
         raise Invalid("the same vendor object is listed twice")
     objects = [await gateway.engine.fetch(ref) for ref in refs]
@@ -141,6 +142,8 @@ async def change_work_item(
     }
     if not values:
         raise Invalid("nothing to change: the body names no field")
+    if isinstance(values.get("snoozed_until"), str):
+        values["snoozed_until"] = timestamp(values["snoozed_until"])
     outcome = await gateway.engine.change(item_id, Fields(**values), source="admin")
     if outcome.changed:
         audit(
@@ -165,7 +168,7 @@ async def add_link(
     request: Request[Any, Any, Any], item_id: ItemId, data: JSONBody[LinkIn]
 ) -> LinkOut:
     gateway = gateway_of(request)
-    check_system(gateway, data.system, status=422)
+    check_system(gateway, data.system)
     async with gateway.store.tx() as tx:
         await tx.require_item(item_id)
     obj = await gateway.engine.fetch(ObjectRef(data.system, data.scope, data.external_id))
@@ -203,7 +206,7 @@ async def resync_work_item(request: Request[Any, Any, Any], item_id: ItemId) -> 
     tags=["work items"],
     description="``scope`` is optional: without it the object is matched in any scope of the"
     " system.",
-    responses=errors(400, 404),
+    responses=errors(400, 404, 422),
 )
 async def lookup(
     request: Request[Any, Any, Any],

@@ -12,8 +12,9 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from app.engine import ResyncOutcome
+from app.errors import Invalid
 from app.inbox import kept_headers
-from app.model import Priority, Status, WorkItem
+from app.model import Priority, Status, WorkItem, as_utc
 from app.store import Event, HistoryEntry, Link, Tx
 
 log = logging.getLogger("syncgate.admin")
@@ -53,6 +54,28 @@ ScopeField = Annotated[
 ]
 ExternalIdField = Annotated[str | None, doc("The vendor's id; null while being created", "T-1042")]
 Count = Annotated[int, doc("A number of rows", 3)]
+#: ``snoozed_until`` in a change: RFC 3339 text with an offset, never a number (litestar's
+#: lenient conversion would read 0 as 1970-01-01); ``timestamp`` turns it into a datetime.
+Timestamp = Annotated[
+    str,
+    Meta(
+        pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+        r"(Z|[+-][0-9]{2}:[0-9]{2})$",
+        extra_json_schema={"extra": {"format": "date-time"}},
+        description="Snooze until then (RFC 3339, with an offset); null clears it",
+        examples=[WHEN],
+    ),
+]
+
+
+def timestamp(text: str) -> datetime:
+    """A ``Timestamp`` as a datetime; ``Invalid`` (422) for a date that does not exist."""
+    try:
+        return as_utc(msgspec.convert(text, datetime))  # the store keeps UTC
+    except msgspec.ValidationError as exc:
+        raise Invalid(f"not a date and time: {text!r} ({exc})") from None
+
+
 PageLimit = Annotated[int, doc("The page size asked for", 50)]
 PageOffset = Annotated[int, doc("The rows skipped", 0)]
 
@@ -324,9 +347,7 @@ class ChangeWorkItemIn(msgspec.Struct, forbid_unknown_fields=True):
     description: Annotated[str | UnsetType, doc("Longer text", "Fixed by rollback")] = UNSET
     status: Annotated[Status | UnsetType, doc("Canonical status", "resolved")] = UNSET
     priority: Annotated[Priority | UnsetType, doc("Canonical priority", "urgent")] = UNSET
-    snoozed_until: Annotated[
-        datetime | UnsetType | None, doc("Snooze until then; null clears it", WHEN)
-    ] = UNSET
+    snoozed_until: Timestamp | UnsetType | None = UNSET
     assignee: Annotated[
         str | UnsetType | None, doc("Who works on it; null clears it", "dana@example.com")
     ] = UNSET

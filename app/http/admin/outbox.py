@@ -129,7 +129,7 @@ async def discard_write(request: Request[Any, Any, Any], link_id: LinkId) -> Lin
     "/events",
     summary="The event log: webhooks received and polls, with their outcome",
     tags=["events"],
-    responses=errors(400),
+    responses=errors(400, 422),
     description="Newest first. Headers that carry credentials or signatures are never stored.",
 )
 async def list_events(
