@@ -156,7 +156,7 @@ _WRONG = itertools.cycle(
         {},
         {"X-Admin-Key": "not-the-key"},
         {"Authorization": "Bearer not-the-key"},
-        {"X-Admin-Key": KEY + " "},
+        {"X-Admin-Key": KEY.upper()},
     ]
 )
 
