@@ -200,12 +200,9 @@ def _aim_at_real_rows(case: Case, served: Served) -> None:
         if name in real and re.fullmatch(_PATTERNS[name], str(value)):
             case.path_parameters[name] = real[name]
     body = case.body
-    if (
-        isinstance(body, dict)
-        and isinstance(body.get("work_item_id"), str)
-        and body["work_item_id"]
-    ):
-        body["work_item_id"] = served.item_id
+    target = body.get("work_item_id") if isinstance(body, dict) else None
+    if isinstance(body, dict) and isinstance(target, str) and 1 <= len(target) <= 1000:
+        body["work_item_id"] = served.item_id  # RelinkIn: a valid id, moved to a real one
 
 
 @schema.parametrize()
