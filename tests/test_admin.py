@@ -154,7 +154,7 @@ async def test_list_search_and_page_work_items(store: Store) -> None:
         problem(await client.get("/admin/work-items", params={"limit": 501}), 400, "limit")
         problem(await client.get("/admin/work-items", params={"offset": -1}), 400, "offset")
         problem(await client.get("/admin/work-items", params={"limit": "many"}), 400, "limit")
-        problem(await client.get("/admin/work-items", params={"system": "jira"}), 400, "jira")
+        problem(await client.get("/admin/work-items", params={"system": "jira"}), 422, "jira")
 
 
 async def test_one_work_item_and_lookup_by_vendor_id(store: Store) -> None:
@@ -224,7 +224,7 @@ async def test_one_work_item_and_lookup_by_vendor_id(store: Store) -> None:
                     "external_id": "1",
                 },
             ),
-            400,
+            422,
             "jira",
         )
 
@@ -604,7 +604,7 @@ async def test_event_log_lists_webhooks_and_polls_with_outcomes(store: Store) ->
 
         problem(await client.get("/admin/events", params={"state": "weird"}), 400, "state")
         problem(await client.get("/admin/events", params={"source": "email"}), 400, "source")
-        problem(await client.get("/admin/events", params={"system": "jira"}), 400, "jira")
+        problem(await client.get("/admin/events", params={"system": "jira"}), 422, "jira")
         problem(await client.get("/admin/events", params={"limit": 10_000}), 400, "limit")
 
 

@@ -11,14 +11,20 @@ from typing import Any
 from litestar import Litestar, Response
 from litestar.datastructures import State
 from litestar.exceptions import HTTPException, MethodNotAllowedException, NotFoundException
-from litestar.openapi import OpenAPIConfig
-from litestar.openapi.spec import Components, SecurityScheme
 
 from app.errors import SyncgateError
 from app.gateway import Gateway
 from app.http.admin import admin_router
+from app.http.admin.common import is_admin_path, refusal
 from app.http.health import healthz, metrics, readyz
-from app.http.problems import on_syncgate_error, problem_response
+from app.http.openapi import StrictBodies, asset_routers, openapi_config
+from app.http.problems import (
+    log_server_errors,
+    on_http_exception,
+    on_syncgate_error,
+    on_unexpected_error,
+    problem_response,
+)
 from app.http.webhooks import receive_webhook
 
 
@@ -35,27 +41,26 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> Litestar:
         await gateway.store.close()
 
     return Litestar(
-        route_handlers=[receive_webhook, healthz, readyz, metrics, admin_router()],
+        route_handlers=[
+            receive_webhook,
+            healthz,
+            readyz,
+            metrics,
+            admin_router(),
+            *asset_routers(),
+        ],
         on_startup=[startup] if manage_lifecycle else [],
         on_shutdown=[shutdown] if manage_lifecycle else [],
-        openapi_config=OpenAPIConfig(
-            title="Syncgate",
-            version="0.1.0",
-            path="/schema",
-            components=Components(
-                security_schemes={
-                    "AdminKey": SecurityScheme(
-                        type="apiKey", name="X-Admin-Key", security_scheme_in="header"
-                    ),
-                    "AdminBearer": SecurityScheme(type="http", scheme="bearer"),
-                }
-            ),
-        ),
+        openapi_config=openapi_config(),
+        plugins=[StrictBodies()],
         exception_handlers={
             NotFoundException: _routing_problem,
             MethodNotAllowedException: _routing_problem,
             SyncgateError: on_syncgate_error,
+            HTTPException: on_http_exception,
+            Exception: on_unexpected_error,
         },
+        before_send=[log_server_errors],
         state=_state(gateway),
         debug=False,
         logging_config=None,  # our JSON logging (app/logs.py), not litestar's root handler
@@ -63,10 +68,17 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> Litestar:
 
 
 def _routing_problem(request: Any, exc: HTTPException) -> Response[Any]:
-    """Unknown paths and methods answer problem+json like every other error."""
+    """Unknown paths and methods answer problem+json like every other error; under
+    /admin only once the key is right (authentication first: no method or path is
+    revealed without it)."""
+    if is_admin_path(request.url.path) and (refused := refusal(request)) is not None:
+        return refused
     title = "Not found" if exc.status_code == 404 else "Method not allowed"
     return problem_response(
-        exc.status_code, title, f"{request.method} {request.url.path}: {exc.detail}"
+        exc.status_code,
+        title,
+        f"{request.method} {request.url.path}: {exc.detail}",
+        headers=exc.headers,  # a 405 lists the methods the path has in Allow
     )
 
 

@@ -13,11 +13,11 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request, Response, post
-from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from app.errors import WebhookError
 from app.gateway import Gateway
+from app.http.openapi import WEBHOOK_RESPONSES, WebhookOperation, WebhookSystem
 from app.http.problems import problem_response
 from app.inbox import kept_headers
 from app.metrics import reason_label
@@ -25,8 +25,17 @@ from app.model import utcnow
 from app.store import NewEvent
 
 
-@post("/webhooks/{system:str}", status_code=HTTP_202_ACCEPTED, summary="Receive a vendor webhook")
-async def receive_webhook(system: FromPath[str], request: Request[Any, Any, Any]) -> Response[Any]:
+@post(
+    "/webhooks/{system:str}",
+    status_code=HTTP_202_ACCEPTED,
+    summary="Receive a vendor webhook",
+    description="Verifies the signature, stores the raw event and answers 202 once it is"
+    " committed; the inbox worker processes it later. Never calls a vendor.",
+    tags=["webhooks"],
+    operation_class=WebhookOperation,
+    responses=WEBHOOK_RESPONSES,
+)
+async def receive_webhook(system: WebhookSystem, request: Request[Any, Any, Any]) -> Response[Any]:
     gateway: Gateway = request.app.state.gateway
     gateway.ingest.enter()  # background work gives way while deliveries are in progress
     try:

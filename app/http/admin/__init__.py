@@ -5,7 +5,7 @@ from __future__ import annotations
 from litestar import Router
 from litestar.exceptions import HTTPException
 
-from app.http.admin.common import authorize
+from app.http.admin.common import ADMIN_PREFIX, authorize
 from app.http.admin.config import get_config, reload_config
 from app.http.admin.items import (
     add_link,
@@ -56,7 +56,7 @@ ADMIN_ROUTES = [
 def admin_router() -> Router:
     """The /admin API: every route behind the admin key, every error a problem."""
     return Router(
-        "/admin",
+        ADMIN_PREFIX,
         route_handlers=ADMIN_ROUTES,
         before_request=authorize,
         exception_handlers={AdminError: on_admin_error, HTTPException: on_http_exception},

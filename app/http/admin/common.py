@@ -8,6 +8,7 @@ import logging
 from typing import Annotated, Any
 
 from litestar import Request, Response
+from litestar.openapi.spec import Example
 from litestar.params import PathParameter, QueryParameter
 
 from app.gateway import Gateway
@@ -15,6 +16,8 @@ from app.http.context import gateway_of
 from app.http.problems import AdminError, Problem, problem_response
 
 log = logging.getLogger("syncgate.admin")
+
+ADMIN_PREFIX = "/admin"
 
 
 def _presented_key(request: Request[Any, Any, Any]) -> str | None:
@@ -28,8 +31,9 @@ def _presented_key(request: Request[Any, Any, Any]) -> str | None:
     return None
 
 
-async def authorize(request: Request[Any, Any, Any]) -> Response[Problem] | None:
-    """Runs before every /admin handler (and before its input is parsed)."""
+def refusal(request: Request[Any, Any, Any]) -> Response[Problem] | None:
+    """The 401 a request under /admin gets without the right key (None: let it through).
+    Checked before anything else looks at the request: its method, path or input."""
     gateway = gateway_of(request)
     expected = gateway.secrets.admin_key
     challenge = {"WWW-Authenticate": 'Bearer realm="syncgate-admin"'}
@@ -53,10 +57,45 @@ async def authorize(request: Request[Any, Any, Any]) -> Response[Problem] | None
     return None
 
 
+def is_admin_path(path: str) -> bool:
+    return path == ADMIN_PREFIX or path.startswith(ADMIN_PREFIX + "/")
+
+
+def options_answer(request: Request[Any, Any, Any]) -> Response[None] | None:
+    """OPTIONS on an admin path: 204 with every method the path has in ``Allow``.
+    (Litestar's own OPTIONS handler lists only the methods of the first handler group
+    registered for the path, e.g. GET but not POST on /admin/work-items.)"""
+    if request.method != "OPTIONS":
+        return None
+    template = request.scope.get("path_template")
+    methods = {m for route in request.app.routes if route.path == template for m in route.methods}
+    return Response(None, status_code=204, headers={"Allow": ", ".join(sorted(methods))})
+
+
+def repeated_query(request: Request[Any, Any, Any]) -> Response[Problem] | None:
+    """No admin query parameter is a list: one given twice is refused, not half read."""
+    names = [name for name, _ in request.query_params.multi_items()]
+    twice = sorted({name for name in names if names.count(name) > 1})
+    if not twice:
+        return None
+    return problem_response(
+        400, "Bad request", f"query parameter given more than once: {', '.join(twice)}"
+    )
+
+
+async def authorize(request: Request[Any, Any, Any]) -> Response[Any] | None:
+    """Runs before every /admin handler (and before its input is parsed): the key first,
+    then OPTIONS and repeated query parameters. Unknown admin paths and methods are
+    refused the same way first (``app/http/app.py``)."""
+    return refusal(request) or options_answer(request) or repeated_query(request)
+
+
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def check_system(gateway: Gateway, system: str | None, *, status: int = 400) -> None:
+def check_system(gateway: Gateway, system: str | None, *, status: int = 422) -> None:
+    """A system named in a query or a body must be configured: else 422 (the request is
+    well-formed, it names nothing), or ``status``."""
     if system is not None and system not in gateway.settings.systems:
         known = ", ".join(sorted(gateway.settings.systems)) or "none"
         raise AdminError(
@@ -65,7 +104,8 @@ def check_system(gateway: Gateway, system: str | None, *, status: int = 400) -> 
 
 
 def parse_link_id(raw: str) -> int:
-    if not raw.isdigit() or len(raw) > 18:
+    # ASCII digits only: str.isdigit() also accepts "¹" or "①", which int() refuses
+    if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
         raise AdminError(400, "Bad link id", f"a link id is a positive integer, got {raw!r}")
     return int(raw)
 
@@ -74,11 +114,39 @@ def audit(message: str, **extra: Any) -> None:
     log.info(message, extra={"action": message, **extra})
 
 
-Limit = Annotated[int, QueryParameter(ge=1, le=500, description="Page size (1-500)")]
-Offset = Annotated[int, QueryParameter(ge=0, description="Rows to skip")]
-SystemFilter = Annotated[str | None, QueryParameter(description="A configured system name")]
-ItemId = Annotated[str, PathParameter(description="Work item id")]
-LinkId = Annotated[
-    str, PathParameter(description="Link id (an integer: a row of the mapping table)")
+Limit = Annotated[
+    int, QueryParameter(ge=1, le=500, description="Page size (1-500)", examples=[Example(value=50)])
 ]
-SystemName = Annotated[str, PathParameter(description="A configured system name")]
+Offset = Annotated[
+    int,
+    QueryParameter(ge=0, le=1_000_000_000, description="Rows to skip", examples=[Example(value=0)]),
+]
+SystemFilter = Annotated[
+    str | None,
+    QueryParameter(description="A configured system name", examples=[Example(value="inboxops")]),
+]
+#: Ids in paths are ASCII (a Unicode digit such as "¹" or "①" is refused with a reason).
+ItemId = Annotated[
+    str,
+    PathParameter(
+        description="Work item id (32 hex digits as the gateway makes them)",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        examples=[Example(value="b7c9f1d2e3a44f5b8c6d7e8f9a0b1c2d")],
+    ),
+]
+LinkId = Annotated[
+    str,
+    PathParameter(
+        description="Link id: a row of the mapping table (ASCII digits)",
+        pattern=r"^[0-9]{1,18}$",
+        examples=[Example(value="42")],
+    ),
+]
+SystemName = Annotated[
+    str,
+    PathParameter(
+        description="A configured system name",
+        pattern=r"^[A-Za-z0-9_-]{1,64}$",
+        examples=[Example(value="inboxops")],
+    ),
+]

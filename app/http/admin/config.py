@@ -19,7 +19,12 @@ log = logging.getLogger("syncgate.admin")
 # -- config -----------------------------------------------------------------------------------
 
 
-@get("/config", summary="The effective configuration, secrets masked", tags=["config"])
+@get(
+    "/config",
+    summary="The effective configuration, secrets masked",
+    tags=["config"],
+    responses=errors(),
+)
 async def get_config(request: Request[Any, Any, Any]) -> ConfigView:
 
     gateway = gateway_of(request)

@@ -6,6 +6,7 @@ import logging
 from typing import Annotated, Any
 
 from litestar import Request, get, patch, post
+from litestar.openapi.spec import Example
 from litestar.params import JSONBody, QueryParameter
 from msgspec import UNSET
 
@@ -24,6 +25,7 @@ from app.http.admin.models import (
     item_out,
     link_out,
     resync_entry,
+    timestamp,
 )
 from app.http.context import gateway_of
 from app.http.problems import errors
@@ -41,14 +43,20 @@ log = logging.getLogger("syncgate.admin")
     tags=["work items"],
     description="Newest first. ``text`` searches title and description (case-insensitive);"
     " ``system`` keeps items linked to an object of that system.",
-    responses=errors(400),
+    responses=errors(400, 422),
 )
 async def list_work_items(
     request: Request[Any, Any, Any],
-    status: Annotated[Status | None, QueryParameter(description="Canonical status")] = None,
+    status: Annotated[
+        Status | None,
+        QueryParameter(description="Canonical status", examples=[Example(value="open")]),
+    ] = None,
     system: SystemFilter = None,
     text: Annotated[
-        str | None, QueryParameter(description="Words in the title or description")
+        str | None,
+        QueryParameter(
+            description="Words in the title or description", examples=[Example(value="checkout")]
+        ),
     ] = None,
     limit: Limit = 50,
     offset: Offset = 0,
@@ -82,7 +90,7 @@ async def create_work_item(
     gateway = gateway_of(request)
     refs = [ObjectRef(link.system, link.scope, link.external_id) for link in data.links]
     for ref in refs:
-        check_system(gateway, ref.system, status=422)
+        check_system(gateway, ref.system)
     if len(set(refs)) != len(refs):
         raise Invalid("the same vendor object is listed twice")
     objects = [await gateway.engine.fetch(ref) for ref in refs]
@@ -99,13 +107,16 @@ async def create_work_item(
     "/work-items/{item_id:str}",
     summary="One work item with its links, history and pending writes",
     tags=["work items"],
-    responses=errors(404),
+    responses=errors(400, 404),
 )
 async def get_work_item(
     request: Request[Any, Any, Any],
     item_id: ItemId,
     history: Annotated[
-        int, QueryParameter(ge=1, le=1000, description="Most recent history entries")
+        int,
+        QueryParameter(
+            ge=1, le=1000, description="Most recent history entries", examples=[Example(value=100)]
+        ),
     ] = 100,
 ) -> WorkItemDetail:
     async with gateway_of(request).store.tx() as tx:
@@ -131,6 +142,8 @@ async def change_work_item(
     }
     if not values:
         raise Invalid("nothing to change: the body names no field")
+    if isinstance(values.get("snoozed_until"), str):
+        values["snoozed_until"] = timestamp(values["snoozed_until"])
     outcome = await gateway.engine.change(item_id, Fields(**values), source="admin")
     if outcome.changed:
         audit(
@@ -155,7 +168,7 @@ async def add_link(
     request: Request[Any, Any, Any], item_id: ItemId, data: JSONBody[LinkIn]
 ) -> LinkOut:
     gateway = gateway_of(request)
-    check_system(gateway, data.system, status=422)
+    check_system(gateway, data.system)
     async with gateway.store.tx() as tx:
         await tx.require_item(item_id)
     obj = await gateway.engine.fetch(ObjectRef(data.system, data.scope, data.external_id))
@@ -177,7 +190,7 @@ async def add_link(
     tags=["work items"],
     description="Each linked object is fetched from its vendor and observed (as a poll would),"
     " then every link is compared with the canonical state and written where it differs.",
-    responses=errors(404),
+    responses=errors(400, 404),
     status_code=200,
 )
 async def resync_work_item(request: Request[Any, Any, Any], item_id: ItemId) -> ResyncResult:
@@ -193,17 +206,28 @@ async def resync_work_item(request: Request[Any, Any, Any], item_id: ItemId) -> 
     tags=["work items"],
     description="``scope`` is optional: without it the object is matched in any scope of the"
     " system.",
-    responses=errors(400, 404),
+    responses=errors(400, 404, 422),
 )
 async def lookup(
     request: Request[Any, Any, Any],
-    system: Annotated[str, QueryParameter(description="System name")],
+    system: Annotated[
+        str, QueryParameter(description="System name", examples=[Example(value="inboxops")])
+    ],
     external_id: Annotated[
-        str, QueryParameter(description="The vendor's id of the object", min_length=1)
+        str,
+        QueryParameter(
+            description="The vendor's id of the object",
+            min_length=1,
+            examples=[Example(value="T-1042")],
+        ),
     ],
     object_scope: Annotated[
         str,
-        QueryParameter(name="scope", description="DevHelm status page / incident.io incident"),
+        QueryParameter(
+            name="scope",
+            description="DevHelm status page / incident.io incident (optional)",
+            examples=[Example(value="")],
+        ),
     ] = "",
 ) -> WorkItemDetail:
     gateway = gateway_of(request)

@@ -30,7 +30,7 @@ log = logging.getLogger("syncgate.admin")
     tags=["links"],
     description="The object itself is not touched. If it matches a creation rule, its next"
     " observation starts a new work item.",
-    responses=errors(404),
+    responses=errors(400, 404),
 )
 async def delete_link(request: Request[Any, Any, Any], link_id: LinkId) -> None:
     gateway = gateway_of(request)
@@ -70,7 +70,7 @@ async def relink(
     "/links/{link_id:str}/resync",
     summary="Re-read one linked object now and converge",
     tags=["links"],
-    responses=errors(404, 409, 502),
+    responses=errors(400, 404, 409, 502),
     status_code=200,
 )
 async def resync_link(request: Request[Any, Any, Any], link_id: LinkId) -> ResyncResult:

@@ -12,8 +12,9 @@ import msgspec
 from msgspec import UNSET, Meta, UnsetType
 
 from app.engine import ResyncOutcome
+from app.errors import Invalid
 from app.inbox import kept_headers
-from app.model import Priority, Status, WorkItem
+from app.model import Priority, Status, WorkItem, as_utc
 from app.store import Event, HistoryEntry, Link, Tx
 
 log = logging.getLogger("syncgate.admin")
@@ -36,234 +37,326 @@ class EventSource(StrEnum):
     POLL = "poll"
 
 
+def doc(description: str, *examples: Any) -> Meta:
+    """A field's OpenAPI description and examples (every field of every body has both)."""
+    return Meta(description=description, examples=list(examples) if examples else None)
+
+
+ITEM_ID = "b7c9f1d2e3a44f5b8c6d7e8f9a0b1c2d"
+WHEN = "2026-12-02T09:30:00Z"
+
 NonEmpty = Annotated[str, Meta(min_length=1, max_length=1000)]
+ItemIdField = Annotated[str, doc("Work item id", ITEM_ID)]
+LinkIdField = Annotated[int, doc("Link id: a row of the mapping table", 42)]
+SystemField = Annotated[str, doc("A configured system name", "inboxops")]
+ScopeField = Annotated[
+    str, doc("DevHelm status page id or incident.io incident id; empty elsewhere", "")
+]
+ExternalIdField = Annotated[str | None, doc("The vendor's id; null while being created", "T-1042")]
+Count = Annotated[int, doc("A number of rows", 3)]
+#: ``snoozed_until`` in a change: RFC 3339 text with an offset, never a number (litestar's
+#: lenient conversion would read 0 as 1970-01-01); ``timestamp`` turns it into a datetime.
+Timestamp = Annotated[
+    str,
+    Meta(
+        pattern=r"^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}(\.[0-9]{1,9})?"
+        r"(Z|[+-][0-9]{2}:[0-9]{2})$",
+        extra_json_schema={"extra": {"format": "date-time"}},
+        description="Snooze until then (RFC 3339, with an offset); null clears it",
+        examples=[WHEN],
+    ),
+]
+
+
+def timestamp(text: str) -> datetime:
+    """A ``Timestamp`` as a datetime; ``Invalid`` (422) for a date that does not exist."""
+    try:
+        return as_utc(msgspec.convert(text, datetime))  # the store keeps UTC
+    except msgspec.ValidationError as exc:
+        raise Invalid(f"not a date and time: {text!r} ({exc})") from None
+
+
+PageLimit = Annotated[int, doc("The page size asked for", 50)]
+PageOffset = Annotated[int, doc("The rows skipped", 0)]
 
 
 class WorkItemOut(msgspec.Struct):
     """The canonical state of one work item."""
 
-    id: str
-    title: str
-    description: str
-    status: Status
-    priority: Priority
-    snoozed_until: datetime | None
-    assignee: str | None
-    labels: list[str]
-    version: int
-    created_at: datetime
-    updated_at: datetime
+    id: ItemIdField
+    title: Annotated[str, doc("Short title", "Checkout webhooks failing")]
+    description: Annotated[str, doc("Longer text", "Deliveries to /checkout answer 503")]
+    status: Annotated[Status, doc("Canonical status", "open")]
+    priority: Annotated[Priority, doc("Canonical priority", "high")]
+    snoozed_until: Annotated[datetime | None, doc("Snoozed until then (InboxOps)", None)]
+    assignee: Annotated[str | None, doc("Who works on it, if anyone", "dana@example.com")]
+    labels: Annotated[list[str], doc("Labels", ["payments"])]
+    version: Annotated[int, doc("Bumped by every change", 3)]
+    created_at: Annotated[datetime, doc("When it was created", WHEN)]
+    updated_at: Annotated[datetime, doc("When it last changed", WHEN)]
 
 
 class LinkOut(msgspec.Struct):
     """One row of the mapping table: a vendor object linked to a work item, and the state
-    of its write. ``state``: synced | pending | failed | dead. ``known`` is the canonical
-    reading of what the object held when last seen."""
+    of its write."""
 
-    id: int
-    work_item_id: str
-    system: str
-    scope: str
-    external_id: str | None
-    state: str
-    known: dict[str, Any] | None
-    vendor_updated_at: datetime | None
-    last_synced_at: datetime | None
-    synced_version: int
-    dirty_version: int
-    attempts: int
-    next_attempt_at: datetime | None
-    last_error: str | None
-    dead_reason: str | None
+    id: LinkIdField
+    work_item_id: ItemIdField
+    system: SystemField
+    scope: ScopeField
+    external_id: ExternalIdField
+    state: Annotated[str, doc("Write state: synced, pending, failed or dead", "synced")]
+    known: Annotated[
+        dict[str, Any] | None,
+        doc(
+            "The canonical reading of what the object held when last seen (null: never read)",
+            {"status": "open", "priority": "high", "title": "Checkout webhooks failing"},
+        ),
+    ]
+    vendor_updated_at: Annotated[datetime | None, doc("The vendor's updated_at last seen", WHEN)]
+    last_synced_at: Annotated[datetime | None, doc("When a write last landed", WHEN)]
+    synced_version: Annotated[int, doc("The item version the object holds", 3)]
+    dirty_version: Annotated[int, doc("The item version a write is due for", 3)]
+    attempts: Annotated[int, doc("Failed attempts of the current write", 0)]
+    next_attempt_at: Annotated[datetime | None, doc("When the write is tried next", None)]
+    last_error: Annotated[str | None, doc("The last write error", None)]
+    dead_reason: Annotated[str | None, doc("Why the write was given up", None)]
 
 
 class HistoryOut(msgspec.Struct):
-    kind: str
-    at: datetime
-    field: str | None
-    old_value: Any
-    new_value: Any
-    system: str | None
-    event_id: str | None
-    detail: str | None
+    """One entry of a work item's audit trail."""
+
+    kind: Annotated[
+        str,
+        doc(
+            "change, conflict_lost, unmapped, created, linked, unlinked, write,"
+            " write_discarded or dead_letter",
+            "change",
+        ),
+    ]
+    at: Annotated[datetime, doc("When it happened", WHEN)]
+    field: Annotated[str | None, doc("The canonical field, for a change", "status")]
+    old_value: Annotated[Any, doc("The value before", "open")]
+    new_value: Annotated[Any, doc("The value after", "resolved")]
+    system: Annotated[str | None, doc("The system it came from or went to", "inboxops")]
+    event_id: Annotated[str | None, doc("The event, poll or operator behind it", "admin")]
+    detail: Annotated[str | None, doc("A sentence for people", None)]
 
 
 class AttemptOut(msgspec.Struct):
-    at: datetime
-    action: str
-    attempt: int
-    outcome: str
-    status_code: int | None
-    error: str | None
-    duration_ms: float | None
+    """One vendor write and how it went."""
+
+    at: Annotated[datetime, doc("When it was made", WHEN)]
+    action: Annotated[str, doc("create or update", "update")]
+    attempt: Annotated[int, doc("1 for the first try", 1)]
+    outcome: Annotated[str, doc("ok, noop, retry, rate_limited or dead", "ok")]
+    status_code: Annotated[int | None, doc("The vendor's HTTP status", 200)]
+    error: Annotated[str | None, doc("The error, if it failed", None)]
+    duration_ms: Annotated[float | None, doc("How long the call took", 41.5)]
 
 
 class OutboxEntry(msgspec.Struct):
-    """A write waiting (pending), retrying after errors (failed) or given up (dead).
-    ``action``: create (the object does not exist yet) or update."""
+    """A write waiting (pending), retrying after errors (failed) or given up (dead)."""
 
-    link_id: int
-    work_item_id: str
-    system: str
-    scope: str
-    external_id: str | None
-    action: str
-    state: str
-    attempts: int
-    next_attempt_at: datetime | None
-    last_error: str | None
-    dead_reason: str | None
-    recent_attempts: list[AttemptOut]
+    link_id: LinkIdField
+    work_item_id: ItemIdField
+    system: SystemField
+    scope: ScopeField
+    external_id: ExternalIdField
+    action: Annotated[str, doc("create (the object does not exist yet) or update", "update")]
+    state: Annotated[str, doc("pending, failed or dead", "dead")]
+    attempts: Annotated[int, doc("Attempts so far", 5)]
+    next_attempt_at: Annotated[datetime | None, doc("When it is tried next", None)]
+    last_error: Annotated[str | None, doc("The last error", "rejected: 422 invalid status")]
+    dead_reason: Annotated[str | None, doc("Why it was given up", "rejected by the vendor")]
+    recent_attempts: Annotated[list[AttemptOut], doc("The last five attempts, oldest first")]
 
 
 class WorkItemDetail(msgspec.Struct):
     """A work item with its links, its recent history (oldest first) and its pending
     writes."""
 
-    item: WorkItemOut
-    links: list[LinkOut]
-    history: list[HistoryOut]
-    pending_writes: list[OutboxEntry]
+    item: Annotated[WorkItemOut, doc("The canonical state")]
+    links: Annotated[list[LinkOut], doc("Every linked vendor object")]
+    history: Annotated[list[HistoryOut], doc("The most recent history, oldest first")]
+    pending_writes: Annotated[list[OutboxEntry], doc("Writes not yet landed, or given up")]
 
 
 class WorkItemPage(msgspec.Struct):
-    items: list[WorkItemOut]
-    total: int
-    limit: int
-    offset: int
+    """A page of work items, newest first."""
+
+    items: Annotated[list[WorkItemOut], doc("This page")]
+    total: Annotated[int, doc("Items matching, over all pages", 1)]
+    limit: PageLimit
+    offset: PageOffset
 
 
 class ChangeResult(msgspec.Struct):
     """What a change did: the fields that changed and the links marked for a write."""
 
-    item: WorkItemOut
-    changed: list[str]
-    dirty_links: list[int]
+    item: Annotated[WorkItemOut, doc("The item after the change")]
+    changed: Annotated[list[str], doc("The fields that changed", ["status"])]
+    dirty_links: Annotated[list[int], doc("The links marked for a write", [42, 43])]
 
 
 class ResyncEntry(msgspec.Struct):
-    """One link re-read from its vendor. ``outcome``: the engine's verdict (changed,
-    unchanged, stale), or why the object was not read (not_created, not_found, error: ...)."""
+    """One link re-read from its vendor."""
 
-    link_id: int
-    system: str
-    external_id: str | None
-    outcome: str
+    link_id: LinkIdField
+    system: SystemField
+    external_id: ExternalIdField
+    outcome: Annotated[
+        str,
+        doc(
+            "The engine's verdict (changed, unchanged, stale), or why the object was not"
+            " read (not_created, not_found, system disabled, error: ...)",
+            "unchanged",
+        ),
+    ]
 
 
 class ResyncResult(msgspec.Struct):
-    work_item_id: str
-    links: list[ResyncEntry]
-    dirty_links: list[int]
+    """What a resync read and which links it marked for a write."""
+
+    work_item_id: ItemIdField
+    links: Annotated[list[ResyncEntry], doc("One entry per link re-read")]
+    dirty_links: Annotated[list[int], doc("The links marked for a write", [42])]
 
 
 class OutboxPage(msgspec.Struct):
-    state: OutboxState
-    entries: list[OutboxEntry]
-    limit: int
-    offset: int
+    """A page of the outbox in one state."""
+
+    state: Annotated[OutboxState, doc("The state listed", "dead")]
+    entries: Annotated[list[OutboxEntry], doc("This page")]
+    limit: PageLimit
+    offset: PageOffset
 
 
 class CountResult(msgspec.Struct):
-    count: int
+    """How many writes a bulk action touched."""
+
+    count: Count
 
 
 class EventOut(msgspec.Struct):
-    """One stored event: a webhook delivery or a poll summary, with its outcome. ``body``
-    is the JSON the vendor sent (or the poll summary); text when it is not JSON."""
+    """One stored event: a webhook delivery or a poll summary, with its outcome."""
 
-    id: int
-    system: str
-    delivery_id: str
-    source: str
-    event_type: str
-    state: str
-    outcome: str | None
-    attempts: int
-    received_at: datetime
-    processed_at: datetime | None
-    headers: dict[str, str]
-    body: Any
+    id: Annotated[int, doc("Event id", 7)]
+    system: SystemField
+    delivery_id: Annotated[str, doc("The vendor's delivery id (or the poll's)", "msg_2b1c")]
+    source: Annotated[str, doc("webhook or poll", "webhook")]
+    event_type: Annotated[str, doc("The vendor's event type", "ticket.updated")]
+    state: Annotated[str, doc("pending, done or failed", "done")]
+    outcome: Annotated[str | None, doc("What processing did", "applied")]
+    attempts: Annotated[int, doc("Processing attempts", 1)]
+    received_at: Annotated[datetime, doc("When it was stored", WHEN)]
+    processed_at: Annotated[datetime | None, doc("When it was processed", WHEN)]
+    headers: Annotated[
+        dict[str, str],
+        doc(
+            "The headers kept (an allow-list: no credentials)", {"content-type": "application/json"}
+        ),
+    ]
+    body: Annotated[
+        Any,
+        doc("The JSON the vendor sent (or the poll summary); text when not JSON", {"id": "T-1"}),
+    ]
 
 
 class EventPage(msgspec.Struct):
-    events: list[EventOut]
-    limit: int
-    offset: int
+    """A page of the event log, newest first."""
+
+    events: Annotated[list[EventOut], doc("This page")]
+    limit: PageLimit
+    offset: PageOffset
 
 
 class SystemStatus(msgspec.Struct):
     """One configured system: polling, writes waiting, errors, pause and 429 deferral."""
 
-    name: str
-    enabled: bool
-    paused: bool
-    poll_interval_s: float
-    last_poll_at: datetime | None
-    lag_s: float | None
-    last_poll_error: str | None
-    last_write_error: str | None
-    deferred_until: datetime | None
-    queue_depth: int
-    dead_letters: int
+    name: SystemField
+    enabled: Annotated[bool, doc("Configured and enabled", True)]
+    paused: Annotated[bool, doc("Paused by an operator: no polls, writes wait", False)]
+    poll_interval_s: Annotated[float, doc("Seconds between polls (0: webhooks only)", 30.0)]
+    last_poll_at: Annotated[datetime | None, doc("When it was last polled", WHEN)]
+    lag_s: Annotated[float | None, doc("Seconds since the last poll", 12.5)]
+    last_poll_error: Annotated[str | None, doc("The last poll error", None)]
+    last_write_error: Annotated[str | None, doc("The last write error", None)]
+    deferred_until: Annotated[datetime | None, doc("Writes held back until (a 429)", None)]
+    queue_depth: Annotated[int, doc("Writes waiting", 0)]
+    dead_letters: Annotated[int, doc("Writes given up", 0)]
 
 
 class SystemsOverview(msgspec.Struct):
-    systems: list[SystemStatus]
-    queue_depth: int
-    dead_letters: int
-    pending_events: int
+    """Every configured system and the totals."""
+
+    systems: Annotated[list[SystemStatus], doc("One entry per configured system")]
+    queue_depth: Annotated[int, doc("Writes waiting, all systems", 0)]
+    dead_letters: Annotated[int, doc("Writes given up, all systems", 0)]
+    pending_events: Annotated[int, doc("Webhooks stored but not processed yet", 0)]
 
 
 class ConfigView(msgspec.Struct):
     """The running configuration, secrets masked, and the file it is reloaded from."""
 
-    path: str | None
-    config: dict[str, Any]
+    path: Annotated[str | None, doc("The config file (null: not started from one)", "config.yaml")]
+    config: Annotated[
+        dict[str, Any],
+        doc("The effective configuration, secrets masked", {"dispatcher": {"concurrency": 8}}),
+    ]
 
 
 class ReloadResult(msgspec.Struct):
-    reloaded: bool
-    path: str
-    systems: list[str]
+    """A reload that was applied."""
+
+    reloaded: Annotated[bool, doc("Always true (a refused reload is a 422)", True)]
+    path: Annotated[str, doc("The file read", "config.yaml")]
+    systems: Annotated[list[str], doc("The systems now enabled", ["devhelm", "inboxops"])]
 
 
 # request bodies: unknown fields are refused
 
 
 class LinkIn(msgspec.Struct, forbid_unknown_fields=True):
-    """An existing vendor object to link: ``scope`` is the DevHelm status page id or the
-    incident.io incident id ("" elsewhere)."""
+    """An existing vendor object to link."""
 
-    system: NonEmpty
-    external_id: NonEmpty
-    scope: str = ""
+    system: Annotated[NonEmpty, doc("A configured system name", "inboxops")]
+    external_id: Annotated[NonEmpty, doc("The vendor's id of the object", "T-1042")]
+    scope: Annotated[
+        str, doc("DevHelm status page id or incident.io incident id; empty elsewhere", "")
+    ] = ""
 
 
 class CreateWorkItemIn(msgspec.Struct, forbid_unknown_fields=True):
     """A new work item; the linked objects are then written to hold its state."""
 
-    title: NonEmpty
-    description: str = ""
-    status: Status = Status.OPEN
-    priority: Priority = Priority.NORMAL
-    links: list[LinkIn] = msgspec.field(default_factory=list)
+    title: Annotated[NonEmpty, doc("Short title", "Checkout webhooks failing")]
+    description: Annotated[str, doc("Longer text", "Deliveries to /checkout answer 503")] = ""
+    status: Annotated[Status, doc("Canonical status", "open")] = Status.OPEN
+    priority: Annotated[Priority, doc("Canonical priority", "high")] = Priority.NORMAL
+    links: Annotated[
+        list[LinkIn],
+        doc("Existing vendor objects to link", [{"system": "inboxops", "external_id": "T-1042"}]),
+    ] = msgspec.field(default_factory=list)
 
 
 class ChangeWorkItemIn(msgspec.Struct, forbid_unknown_fields=True):
-    """The canonical fields to change; absent fields are left alone, ``null`` clears
-    ``snoozed_until`` and ``assignee``."""
+    """The canonical fields to change; absent fields are left alone."""
 
-    title: NonEmpty | UnsetType = UNSET
-    description: str | UnsetType = UNSET
-    status: Status | UnsetType = UNSET
-    priority: Priority | UnsetType = UNSET
-    snoozed_until: datetime | UnsetType | None = UNSET
-    assignee: str | UnsetType | None = UNSET
+    title: Annotated[NonEmpty | UnsetType, doc("Short title", "Checkout webhooks failing")] = UNSET
+    description: Annotated[str | UnsetType, doc("Longer text", "Fixed by rollback")] = UNSET
+    status: Annotated[Status | UnsetType, doc("Canonical status", "resolved")] = UNSET
+    priority: Annotated[Priority | UnsetType, doc("Canonical priority", "urgent")] = UNSET
+    snoozed_until: Timestamp | UnsetType | None = UNSET
+    assignee: Annotated[
+        str | UnsetType | None, doc("Who works on it; null clears it", "dana@example.com")
+    ] = UNSET
 
 
 class RelinkIn(msgspec.Struct, forbid_unknown_fields=True):
-    work_item_id: NonEmpty
+    """The work item a link moves to."""
+
+    work_item_id: Annotated[NonEmpty, doc("The target work item id", ITEM_ID)]
 
 
 # -- conversions ------------------------------------------------------------------------------

@@ -7,6 +7,7 @@ import logging
 from typing import Annotated, Any
 
 from litestar import Request, get, post
+from litestar.openapi.spec import Example
 from litestar.params import QueryParameter
 
 from app.http.admin.common import (
@@ -49,7 +50,10 @@ log = logging.getLogger("syncgate.admin")
 async def list_outbox(
     request: Request[Any, Any, Any],
     write_state: Annotated[
-        OutboxState, QueryParameter(name="state", description="pending | failed | dead")
+        OutboxState,
+        QueryParameter(
+            name="state", description="pending | failed | dead", examples=[Example(value="dead")]
+        ),
     ] = OutboxState.PENDING,
     limit: Limit = 100,
     offset: Offset = 0,
@@ -64,6 +68,7 @@ async def list_outbox(
     "/outbox/retry-dead",
     summary="Retry every dead-lettered write now",
     tags=["outbox"],
+    responses=errors(),
     status_code=200,
 )
 async def retry_dead(request: Request[Any, Any, Any]) -> CountResult:
@@ -76,6 +81,7 @@ async def retry_dead(request: Request[Any, Any, Any]) -> CountResult:
     "/outbox/discard-dead",
     summary="Give up on every dead-lettered write",
     tags=["outbox"],
+    responses=errors(),
     status_code=200,
 )
 async def discard_dead(request: Request[Any, Any, Any]) -> CountResult:
@@ -88,7 +94,7 @@ async def discard_dead(request: Request[Any, Any, Any]) -> CountResult:
     "/outbox/{link_id:str}/retry",
     summary="Retry one write now (dead or failed)",
     tags=["outbox"],
-    responses=errors(404, 409),
+    responses=errors(400, 404, 409),
     status_code=200,
 )
 async def retry_write(request: Request[Any, Any, Any], link_id: LinkId) -> OutboxEntry:
@@ -104,7 +110,7 @@ async def retry_write(request: Request[Any, Any, Any], link_id: LinkId) -> Outbo
     "/outbox/{link_id:str}/discard",
     summary="Give up on one write (pending, failed or dead)",
     tags=["outbox"],
-    responses=errors(404, 409),
+    responses=errors(400, 404, 409),
     status_code=200,
 )
 async def discard_write(request: Request[Any, Any, Any], link_id: LinkId) -> LinkOut:
@@ -123,16 +129,22 @@ async def discard_write(request: Request[Any, Any, Any], link_id: LinkId) -> Lin
     "/events",
     summary="The event log: webhooks received and polls, with their outcome",
     tags=["events"],
-    responses=errors(400),
+    responses=errors(400, 422),
     description="Newest first. Headers that carry credentials or signatures are never stored.",
 )
 async def list_events(
     request: Request[Any, Any, Any],
     system: SystemFilter = None,
     event_state: Annotated[
-        EventState | None, QueryParameter(name="state", description="pending | done | failed")
+        EventState | None,
+        QueryParameter(
+            name="state", description="pending | done | failed", examples=[Example(value="failed")]
+        ),
     ] = None,
-    source: Annotated[EventSource | None, QueryParameter(description="webhook | poll")] = None,
+    source: Annotated[
+        EventSource | None,
+        QueryParameter(description="webhook | poll", examples=[Example(value="webhook")]),
+    ] = None,
     limit: Limit = 50,
     offset: Offset = 0,
 ) -> EventPage:

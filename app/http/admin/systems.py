@@ -41,7 +41,12 @@ async def _system_status(gateway: Gateway, tx: Tx, name: str) -> SystemStatus:
     )
 
 
-@get("/systems", summary="Status of every configured system", tags=["systems"])
+@get(
+    "/systems",
+    summary="Status of every configured system",
+    tags=["systems"],
+    responses=errors(),
+)
 async def list_systems(request: Request[Any, Any, Any]) -> SystemsOverview:
     gateway = gateway_of(request)
     async with gateway.store.tx() as tx:
@@ -66,7 +71,7 @@ async def _set_paused(request: Request[Any, Any, Any], name: str, paused: bool) 
     "/systems/{name:str}/pause",
     summary="Pause a system: no polls, its writes wait",
     tags=["systems"],
-    responses=errors(404),
+    responses=errors(400, 404),
     status_code=200,
 )
 async def pause_system(request: Request[Any, Any, Any], name: SystemName) -> SystemStatus:
@@ -77,7 +82,7 @@ async def pause_system(request: Request[Any, Any, Any], name: SystemName) -> Sys
     "/systems/{name:str}/resume",
     summary="Resume a paused system",
     tags=["systems"],
-    responses=errors(404),
+    responses=errors(400, 404),
     status_code=200,
 )
 async def resume_system(request: Request[Any, Any, Any], name: SystemName) -> SystemStatus:

@@ -1,0 +1,212 @@
+"""The HTTP layer's hygiene: authentication before anything else under /admin, ASCII ids
+in paths, and every 5xx logged with a request id the client is given too. In process
+(the app factory over a served rig) and against a real ``syncgate serve``."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import httpx
+import pytest
+
+from app.store import Store
+from tests.admin_support import admin, fan_out, problem
+from tests.blackbox import ADMIN_KEY, GatewayProcess, free_port, write_config
+
+SQLITE = pytest.mark.parametrize("db_kind", ["sqlite"])
+
+# a method no admin route has, on a real admin path, and paths no admin route has
+WRONG_METHODS = [
+    ("PUT", "/admin/systems"),
+    ("DELETE", "/admin/work-items"),
+    ("GET", "/admin/outbox/retry-dead"),
+    ("PATCH", "/admin/config"),
+    ("HEAD", "/admin/systems"),
+    ("OPTIONS", "/admin/systems"),
+]
+UNKNOWN_PATHS = ["/admin", "/admin/", "/admin/nothing-here", "/admin/work-items/x/y/z"]
+
+# path ids that are digits only outside ASCII: superscript one, circled one, Arabic-Indic one
+UNICODE_IDS = ["%C2%B9", "\u2460", "\u0661", "%EF%BC%91"]
+
+
+@SQLITE
+async def test_admin_answers_401_before_revealing_methods_or_paths(store: Store) -> None:
+    async with admin(store) as (_, client):
+        for method, path in [*WRONG_METHODS, *(("GET", p) for p in UNKNOWN_PATHS)]:
+            for headers in ({"X-Admin-Key": ""}, {"X-Admin-Key": "nope"}):
+                response = await client.request(method, path, headers=headers)
+                assert response.status_code == 401, (method, path, response.text)
+                assert "allow" not in response.headers, (method, path)
+                assert "bearer" in response.headers["www-authenticate"].lower()
+                if method != "HEAD":
+                    problem(response, 401)
+        # with the key the same requests get their real answer
+        for method, path in WRONG_METHODS[:4]:
+            problem(await client.request(method, path), 405, method)
+        for path in UNKNOWN_PATHS:
+            assert (await client.get(path)).status_code == 404, path
+        # paths outside /admin are not behind the key
+        assert (await client.put("/healthz", headers={"X-Admin-Key": ""})).status_code == 405
+        assert (await client.get("/nowhere", headers={"X-Admin-Key": ""})).status_code == 404
+
+
+@SQLITE
+async def test_unicode_digits_in_path_ids_are_refused_with_a_reason(store: Store) -> None:
+    async with admin(store) as (_, client):
+        for raw in UNICODE_IDS:
+            for method, path in (
+                ("GET", f"/admin/work-items/{raw}"),
+                ("PATCH", f"/admin/work-items/{raw}"),
+                ("POST", f"/admin/work-items/{raw}/resync"),
+                ("DELETE", f"/admin/links/{raw}"),
+                ("POST", f"/admin/links/{raw}/resync"),
+                ("POST", f"/admin/outbox/{raw}/retry"),
+                ("POST", f"/admin/outbox/{raw}/discard"),
+            ):
+                body = problem(await client.request(method, path, json={}), 400)
+                assert "id" in body["detail"] and "regex" in body["detail"], body
+        # an ASCII id of the right shape that names nothing is a 404, as before
+        problem(await client.get("/admin/work-items/0123abcd"), 404, "0123abcd")
+        problem(await client.post("/admin/outbox/7/retry"), 404)
+
+
+@SQLITE
+async def test_an_unexpected_error_is_a_logged_500_with_a_request_id(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with admin(store) as (rig, client):
+
+        async def broken() -> int:
+            raise RuntimeError("the disk caught fire")
+
+        monkeypatch.setattr(rig.gateway.dispatcher, "retry_dead", broken)
+        with caplog.at_level(logging.ERROR, logger="syncgate.http"):
+            response = await client.post("/admin/outbox/retry-dead")
+        body = problem(response, 500)
+        rid = response.headers["x-request-id"]
+        assert body["request_id"] == rid and rid in body["detail"]
+        assert "fire" not in response.text  # no internals to the client
+        (record,) = [r for r in caplog.records if getattr(r, "request_id", None) == rid]
+        assert record.message == "unexpected error" and record.exc_info is not None
+        assert "fire" in str(record.exc_info[1])
+        assert record.path == "/admin/outbox/retry-dead"  # type: ignore[attr-defined]
+
+        # a caller's sane X-Request-Id is kept, a hostile one replaced
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="syncgate.http"):
+            mine = await client.post("/admin/outbox/retry-dead", headers={"X-Request-Id": "lb-42"})
+            evil = await client.post(
+                "/admin/outbox/retry-dead", headers={"X-Request-Id": "<script>" + "x" * 100}
+            )
+        assert mine.headers["x-request-id"] == "lb-42" and mine.json()["request_id"] == "lb-42"
+        assert evil.headers["x-request-id"] != "<script>" + "x" * 100
+        assert len(evil.headers["x-request-id"]) == 16
+        assert {getattr(r, "request_id", None) for r in caplog.records} == {
+            "lb-42",
+            evil.headers["x-request-id"],
+        }
+        # answers that are not errors carry an id too, and are not logged as errors
+        caplog.clear()
+        with caplog.at_level(logging.ERROR, logger="syncgate.http"):
+            fine = await client.get("/admin/systems")
+        assert fine.status_code == 200 and fine.headers["x-request-id"]
+        assert not caplog.records
+
+
+@SQLITE
+async def test_a_5xx_without_an_exception_is_logged_once_with_its_request_id(
+    store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with admin(store) as (rig, client):
+
+        async def down() -> bool:
+            return False
+
+        monkeypatch.setattr(rig.gateway.store, "ping", down)
+        with caplog.at_level(logging.ERROR, logger="syncgate.http"):
+            response = await client.get("/readyz")
+        assert response.status_code == 503
+        rid = response.headers["x-request-id"]
+        (record,) = caplog.records
+        assert record.message == "server error answered"
+        assert (record.request_id, record.status, record.path) == (rid, 503, "/readyz")  # type: ignore[attr-defined]
+
+
+@pytest.mark.slow
+async def test_a_served_gateway_checks_the_key_first_and_logs_a_5xx_with_its_id(
+    tmp_path: Path,
+) -> None:
+    """A real ``syncgate serve``: wrong methods and unknown admin paths are 401 without
+    the key; a vendor that cannot be reached gives a 502 whose request id is in the log."""
+    closed = free_port()  # nothing listens there: the vendor is down
+    config = tmp_path / "config.yaml"
+    write_config(
+        config,
+        f"sqlite:///{tmp_path / 'gateway.db'}",
+        {"inboxops": f"http://127.0.0.1:{closed}"},
+        create_rules=[],
+    )
+    port = free_port()
+    gateway = GatewayProcess(config, port, "hygiene", tmp_path / "gateway.log")
+    try:
+        await gateway.ready()
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
+            for method, path in [*WRONG_METHODS, ("GET", "/admin/nothing-here")]:
+                response = await client.request(method, path)
+                assert response.status_code == 401, (method, path, response.text)
+            unicode = await client.post(
+                "/admin/outbox/%C2%B9/retry", headers={"X-Admin-Key": ADMIN_KEY}
+            )
+            assert unicode.status_code == 400 and "link_id" in unicode.json()["detail"]
+            failed = await client.post(
+                "/admin/work-items",
+                headers={"X-Admin-Key": ADMIN_KEY},
+                json={"title": "t", "links": [{"system": "inboxops", "external_id": "T-1"}]},
+            )
+        assert failed.status_code == 502, failed.text
+        rid = failed.headers["x-request-id"]
+        assert failed.json()["request_id"] == rid
+    finally:
+        await gateway.stop()
+    lines = [
+        json.loads(line)
+        for line in gateway.log_path.read_text().splitlines()
+        if line.startswith("{")
+    ]
+    (logged,) = [line for line in lines if line.get("request_id") == rid]
+    assert logged["level"] == "error" and logged["status"] == 502
+    assert logged["path"] == "/admin/work-items"
+    assert not [line for line in lines if line.get("status") == 500]
+
+
+@SQLITE
+async def test_what_schemathesis_found_stays_fixed(store: Store) -> None:
+    """Findings of tests/hostile/test_admin_schema.py, each pinned by name."""
+    async with admin(store) as (rig, client):
+        item_id, _ = await fan_out(rig)
+        # OPTIONS lists every method of the path (litestar's own listed GET only)
+        options = await client.options("/admin/work-items")
+        assert options.status_code == 204
+        assert set(options.headers["allow"].split(", ")) == {"GET", "POST", "OPTIONS"}
+        # a 405 says which methods there are
+        wrong = await client.put("/admin/work-items")
+        problem(wrong, 405)
+        assert set(wrong.headers["allow"].split(", ")) == {"GET", "POST", "OPTIONS"}
+        # a huge offset is refused, not a 500 from the database
+        problem(await client.get("/admin/outbox", params={"offset": 10**19}), 400, "offset")
+        # a repeated query parameter is refused, not half read
+        repeated = await client.get("/admin/work-items", params=[("text", "a"), ("text", "b")])
+        problem(repeated, 400, "more than once: text")
+        # snoozed_until is RFC 3339 text: a number is not read as 1970
+        path = f"/admin/work-items/{item_id}"
+        problem(await client.patch(path, json={"snoozed_until": 0}), 400, "snoozed_until")
+        problem(await client.patch(path, json={"snoozed_until": "2026-12-02"}), 400)
+        problem(await client.patch(path, json={"snoozed_until": "2026-13-45T00:00:00Z"}), 422)
+        changed = await client.patch(path, json={"snoozed_until": "2026-12-24T09:00:00+01:00"})
+        assert changed.status_code == 200, changed.text
+        assert changed.json()["item"]["snoozed_until"] == "2026-12-24T08:00:00Z"
+        # a body with a field no schema names is refused, as the document now says
+        problem(await client.patch(path, json={"title": "t", "colour": "red"}), 400, "colour")
