@@ -23,6 +23,7 @@ Vendor routes (``Authorization: Bearer <key>``; ``{v}`` is ``v3`` or ``v2``):
                                    follow_up_category_id?, follow_up_priority_option_id?,
                                    labels?}                      -> {"follow_up"}
     DELETE /{v}/follow_ups/{id}   -> 204
+    GET    /v2/users, /v2/users/{id}  the user directory (``simulator_users.py``)
 
 Control routes (no auth):
 
@@ -122,6 +123,7 @@ from adapters.incidentio.simulator_rules import (
     problem,
     validate,
 )
+from adapters.incidentio.simulator_users import user_routes
 from adapters.signing import standard_headers
 
 VENDOR = "incidentio"
@@ -615,7 +617,8 @@ class IncidentIoSimulator(Simulator):
                 sim.notify(record, created=False)
             return Response(b"", status_code=204)
 
-        return [create, list_follow_ups, show, update, remove]
+        users = user_routes(sim.users, sim._invalid, sim._not_found)
+        return [create, list_follow_ups, show, update, remove, *users]
 
     def control_routes(self) -> list[Any]:
         sim = self
