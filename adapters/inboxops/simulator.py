@@ -48,8 +48,9 @@ Choices where vendors.md is silent (each is a documented decision for Syncgate):
   simulator time.
 - ``PATCH`` takes a UUID only (a ticket_number is 404); ``status_id``/``priority_id`` win
   over ``status``/``priority``; ``assignee_id``, ``contact_id``, ``remind_at`` and
-  ``remind_transition_status_id`` take ``null`` to clear; ids must be UUIDs (the
-  simulator has no user or contact directory, so any UUID is an agent or contact).
+  ``remind_transition_status_id`` take ``null`` to clear; ids must be UUIDs. Any UUID
+  is a contact; whether an ``assignee_id`` must be an agent is behaviour ``assignees``
+  (``adapters/inboxops/simulator_agents.py``, with ``/_sim/agents``).
   ``custom_fields`` is merged key by key (``null`` drops a key). A PATCH that changes
   nothing leaves ``updated_at`` alone and sends no webhook.
 - ``remind_at``/``remind_transition_status_id`` are applied only when the same PATCH sets
@@ -88,6 +89,7 @@ from msgspec import UnsetType
 
 from adapters._simbase import Simulator, check_standard_secret, json_response
 from adapters._simkit import SimKit, SimOptions
+from adapters.inboxops.simulator_agents import ASSIGNEES, Agents
 from adapters.inboxops.simulator_rules import (
     BILLING_INBOX_ID,
     SUPPORT_INBOX_ID,
@@ -284,11 +286,16 @@ def render_problem(status: int, code: str, message: str) -> tuple[bytes, str]:
     return msgspec.json.encode(body), "application/problem+json"
 
 
+#: Readings of what the documents leave open (see the module docstring).
+BEHAVIOURS = {"assignees": ASSIGNEES}
+
+
 class InboxOpsSimulator(Simulator):
     """InboxOps's public ticket API in memory; see the module docstring for the contract."""
 
     vendor = "inboxops"
     seed_param = "inbox_id"
+    behaviours = BEHAVIOURS
 
     def prepare(self, options: SimOptions) -> SimOptions:
         if options.webhook_secret is not None:
@@ -312,6 +319,7 @@ class InboxOpsSimulator(Simulator):
                     f"seed config: InboxOps inbox id {inbox_id!r} is not a UUID"
                 ) from None
             self.inboxes.setdefault(key, Inbox(key, f"Inbox {key[:8]}"))
+        self.agents = Agents()
         self.notes: list[Note] = []
         self.idempotency: dict[str, StoredCreate] = {}
         self._numbers = 1000
@@ -321,6 +329,12 @@ class InboxOpsSimulator(Simulator):
 
     def _problem(self, error: Invalid) -> Response[bytes]:
         return self.kit.error(error.status, error.code, error.detail)
+
+    def _assignee(self, assignee_id: uuid.UUID | UnsetType | None) -> str | None:
+        """The ticket's assignee, checked against the agents under that reading."""
+        value = str(assignee_id) if assignee_id else None
+        self.agents.check(value, self.kit.behaviour["assignees"])
+        return value
 
     def _inbox(self, inbox_id: uuid.UUID) -> str:
         key = str(inbox_id)
@@ -414,7 +428,7 @@ class InboxOpsSimulator(Simulator):
             inbox_id=inbox_id,
             status=BUILTIN_STATUS["open"],
             priority=priority,
-            assignee_id=None if not body.assignee_id else str(body.assignee_id),
+            assignee_id=self._assignee(body.assignee_id),
             contact_id=None,
             custom_fields=body.custom_fields or {},
         )
@@ -439,7 +453,7 @@ class InboxOpsSimulator(Simulator):
             inbox_id=self._inbox(body.inbox_id),
             status=status,
             priority=priority,
-            assignee_id=str(body.assignee_id) if body.assignee_id else None,
+            assignee_id=self._assignee(body.assignee_id),
             contact_id=str(body.contact_id) if body.contact_id else None,
             custom_fields=body.custom_fields,
         )
@@ -463,6 +477,8 @@ class InboxOpsSimulator(Simulator):
         transition = body.remind_transition_status_id
         if transition:
             self._choice("remind_transition_status_id", STATUSES, transition)
+        if not isinstance(body.assignee_id, UnsetType):
+            self._assignee(body.assignee_id)
 
         before = ticket.to_json()
         ticket.status, ticket.priority, ticket.inbox_id = status, priority, inbox_id
@@ -700,6 +716,7 @@ class InboxOpsSimulator(Simulator):
             return json_response({"data": msgspec.to_builtins(PRIORITIES)})
 
         return [
+            *self.agents.control_routes(guarded),
             seed,
             human_edit,
             all_notes,
