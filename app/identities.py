@@ -130,6 +130,6 @@ class Identities:
             owner = owners.get((system, user_id))
             if owner is not None and owner != person.email:
                 raise StateConflict(
-                    f"ids.{system}: {system} user {user_id!r} is already {owner}'s;"
+                    f"ids.{system}: {system} user {user_id!r} already belongs to {owner};"
                     " a user id belongs to one person"
                 )

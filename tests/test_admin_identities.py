@@ -121,7 +121,7 @@ async def test_bad_input_is_refused_with_its_reason(store: Store) -> None:
         problem(
             await client.put(url, json={"ids": {"inboxops": ADA_IO}}),
             409,
-            f"inboxops user '{ADA_IO}' is already ada@example.com's",
+            f"inboxops user '{ADA_IO}' already belongs to ada@example.com",
         )
         # nothing refused was stored
         assert [p.email for p, _ in rig.gateway.identities.entries()] == ["ada@example.com"]

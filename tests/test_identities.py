@@ -287,7 +287,10 @@ def test_the_checker_reports_each_identity_problem_with_its_line(tmp_path: Path)
     expected = {
         "identities[1].email": (8, "'ADA@example.com' is listed twice (also identities[0])"),
         "identities[2].email": (10, "'not an email' is not an email address"),
-        "identities[2].ids.incidentio": (12, "incidentio user 'U1' is already identities[0]"),
+        "identities[2].ids.incidentio": (
+            12,
+            "incidentio user 'U1' already belongs to ada@example.com (identities[0])",
+        ),
         "identities[2].ids.hookstream": (13, "hookstream has no assignees (systems that do:"),
         "identities[2].ids.jira": (14, "'jira' is not a configured system"),
         "identities[2].ids.inboxops": (15, "must not be empty"),

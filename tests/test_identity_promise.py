@@ -3,7 +3,7 @@ serve`` in a process of its own, the simulators on loopback, a person assigning 
 InboxOps ticket in InboxOps. A mapped agent reaches incident.io as that person's
 incident.io user (people from config.yaml and from the admin API alike); an agent nobody
 mapped is not written to incident.io, whose follow-up stays as it was, and the work
-item's history says so."""
+item's history says so; once mapped, a resync writes them."""
 
 from __future__ import annotations
 
@@ -150,5 +150,22 @@ async def test_an_inboxops_assignee_reaches_incidentio_as_the_same_person(
                     t for t in await sim_objects(control["inboxops"]) if t["id"] == ticket
                 ]
                 assert ticket_now["assignee_id"] == CAROL_AGENT
+
+                # carol mapped later (an incident.io user of hers, through the API): a
+                # resync writes the assignment the item has held all along
+                made = await control["incidentio"].post(
+                    "/_sim/users", json={"name": "Carol", "email": "carol@example.com"}
+                )
+                carol_user = made.json()["id"]
+                mapped = await admin.put(
+                    "/identities/carol@example.com",
+                    json={"ids": {"inboxops": CAROL_AGENT, "incidentio": carol_user}},
+                )
+                assert mapped.status_code == 201, mapped.text
+                resync = await admin.post(f"/work-items/{detail['item']['id']}/resync")
+                assert resync.status_code == 200, resync.text
+                await eventually(
+                    lambda: assigned_to(carol_user), timeout_s=30, what="carol on the follow-up"
+                )
             finally:
                 await gateway.stop()

@@ -321,11 +321,11 @@ class Checker:
                 elif (system, user_id) in owners:
                     self.issue(
                         sub,
-                        f"{system} user {user_id!r} is already {owners[(system, user_id)]}'s;"
-                        " a user id belongs to one person",
+                        f"{system} user {user_id!r} already belongs to"
+                        f" {owners[(system, user_id)]}; a user id belongs to one person",
                     )
                 else:
-                    owners[(system, user_id)] = f"{path} ({email})"
+                    owners[(system, user_id)] = f"{email} ({path})"
 
     # -- the rest --------------------------------------------------------------------------
 
