@@ -172,7 +172,6 @@ async def started(store: Store, engine: Engine, assignee: str | None) -> str:
     return outcome.work_item_id
 
 
-@pytest.mark.parametrize("db_kind", ["sqlite"], indirect=True)
 async def test_a_desk_assignee_becomes_the_person_and_is_due_at_pages(store: Store) -> None:
     engine = Engine(store, rules([ADA, BO]), clock=lambda: T0 + 3 * SECOND)
     item_id = await started(store, engine, None)
@@ -188,7 +187,6 @@ async def test_a_desk_assignee_becomes_the_person_and_is_due_at_pages(store: Sto
     assert await unmapped_history(store, item_id) == []
 
 
-@pytest.mark.parametrize("db_kind", ["sqlite"], indirect=True)
 async def test_an_unmapped_assignee_is_kept_as_such_and_not_written(store: Store) -> None:
     engine = Engine(store, rules([ADA, BO]), clock=lambda: T0 + 3 * SECOND)
     item_id = await started(store, engine, "d-ada")
@@ -209,7 +207,6 @@ async def test_an_unmapped_assignee_is_kept_as_such_and_not_written(store: Store
     assert not (await links_of(store, item_id))["desk"].dirty
 
 
-@pytest.mark.parametrize("db_kind", ["sqlite"], indirect=True)
 async def test_a_new_item_with_an_unmapped_assignee_is_created_without_it_there(
     store: Store,
 ) -> None:
@@ -225,7 +222,6 @@ async def test_a_new_item_with_an_unmapped_assignee_is_created_without_it_there(
     )
 
 
-@pytest.mark.parametrize("db_kind", ["sqlite"], indirect=True)
 async def test_an_operator_may_assign_a_person_by_email(store: Store) -> None:
     engine = Engine(store, rules([ADA, BO]), clock=lambda: T0 + 3 * SECOND)
     item_id = await started(store, engine, None)
