@@ -266,6 +266,8 @@ class Gateway:
         while not self._stop.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stop.wait(), timeout=REFRESH_S)
+            if self._stop.is_set():
+                return
             try:
                 await self.identities.load()
             except Exception:  # a failed refresh keeps the map it has

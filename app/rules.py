@@ -39,7 +39,7 @@ class Rules:
     """``caps`` and ``value_maps`` are per enabled system; ``value_maps`` holds each
     system's effective maps (``Adapter.value_maps``), keyed by field (``status``,
     ``priority``). ``identities`` maps assignees (the config's and the database's people);
-    it is replaced in place when the database's change (``Gateway.refresh_identities``)."""
+    the gateway replaces it whenever the people change (``Gateway._new_identities``)."""
 
     def __init__(
         self,
