@@ -13,10 +13,12 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import msgspec
 from msgspec import UNSET
 
 from adapters.base import differs_in_meaning
 from app.config.schema import Conflict, CreateRule, Direction, Settings
+from app.errors import Invalid
 from app.model import FIELD_NAMES, Fields, IdentityMap, Priority, ValueMap, VendorObject
 
 PRIORITY_ORDER = {p: i for i, p in enumerate(Priority)}
@@ -105,6 +107,23 @@ class Rules:
         if wanted is UNSET or (obj is not None and obj.fields.assignee == wanted):
             return out
         return Fields(**out.as_dict(), assignee=target.assignee)
+
+    def operator_fields(self, fields: Fields) -> Fields:
+        """An operator's values with the assignee as the map names it: a person's email
+        (lower case), or ``<system>:<user id>`` of a configured system. Raises
+        ``Invalid`` for anything else (a raw vendor id would be written nowhere)."""
+        if not isinstance(fields.assignee, str):
+            return fields
+        email = self.identities.email_of(fields.assignee)
+        if email is not None:
+            return msgspec.structs.replace(fields, assignee=email)
+        system, sep, user_id = fields.assignee.partition(":")
+        if sep and user_id and system in self.settings.systems:
+            return fields
+        raise Invalid(
+            f"assignee {fields.assignee!r} is no person of the identity map: give a"
+            " person's email (GET /admin/identities) or <system>:<user id>"
+        )
 
     def assignee_in(self, system: str, user_id: str | None) -> str | None:
         """The canonical assignee ``system``'s user id means (``IdentityMap.canonical``)."""

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import msgspec
 
-from app.config.schema import Identity
+from app.config.schema import FieldRule, Identity
 from app.gateway import Gateway
 from app.store import Store
-from tests.admin_support import admin, ok, problem
+from tests.admin_support import admin, fan_out, ok, problem
 from tests.rig import Rig, secrets
 
 ADA_IO = "6e2c7c5e-0000-4000-8000-00000000000a"
@@ -127,3 +127,13 @@ async def test_bad_input_is_refused_with_its_reason(store: Store) -> None:
         assert [p.email for p, _ in rig.gateway.identities.entries()] == ["ada@example.com"]
         async with store.tx() as tx:
             assert await tx.list_people() == []
+
+
+async def test_a_work_item_is_assigned_to_a_person_not_a_raw_id(store: Store) -> None:
+    async with admin(store, fields={"assignee": FieldRule()}) as (rig, client):
+        with_config_person(rig)
+        item_id, _ = await fan_out(rig)
+        url = f"/admin/work-items/{item_id}"
+        problem(await client.patch(url, json={"assignee": "U-ADA"}), 422, "is no person")
+        changed = ok(await client.patch(url, json={"assignee": "ADA@example.com"}))
+        assert changed["item"]["assignee"] == "ada@example.com"

@@ -18,7 +18,7 @@ from adapters import adapter_class
 from app.config import SystemCaps, load_config
 from app.config.schema import CreateIn, CreateRule, FieldRule
 from app.engine import Engine
-from app.errors import ConfigError, ConfigIssue
+from app.errors import ConfigError, ConfigIssue, Invalid
 from app.model import Fields, IdentityMap, Person
 from app.rules import Rules
 from app.store import HistoryEntry, Link, Store
@@ -228,8 +228,18 @@ async def test_an_operator_may_assign_a_person_by_email(store: Store) -> None:
     outcome = await engine.change(item_id, Fields(assignee="ada@example.com"))
     links = await links_of(store, item_id)
     assert set(outcome.dirty_links) == {links["pages"].id, links["desk"].id}
-    await engine.change(item_id, Fields(assignee="bo@example.com"))
+    await engine.change(item_id, Fields(assignee="Bo@Example.com"))
     assert [e.system for e in await unmapped_history(store, item_id)] == ["pages"]
+    async with store.tx() as tx:
+        assert (await tx.require_item(item_id)).assignee == "bo@example.com"
+    # a raw vendor id, or a name nobody has, would be written nowhere: refused
+    for nobody in ("p-zed", "zed@example.com", "jira:J-1", "desk:"):
+        with pytest.raises(Invalid, match="is no person of the identity map"):
+            await engine.change(item_id, Fields(assignee=nobody))
+    # a system's own user, mapped or not, is a valid assignee
+    await engine.change(item_id, Fields(assignee="desk:d-zed"))
+    async with store.tx() as tx:
+        assert (await tx.require_item(item_id)).assignee == "desk:d-zed"
 
 
 # -- the config checker -----------------------------------------------------------------------

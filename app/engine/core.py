@@ -182,7 +182,9 @@ class Engine(OperatorChanges):
         self, item_id: str, fields: Fields, *, source: str = "admin", event_id: str | None = None
     ) -> Outcome:
         """Apply a change made by an operator (not by a vendor): it wins over the current
-        values and propagates like any other change. Raises ``Missing`` for an unknown item."""
+        values and propagates like any other change. Raises ``Missing`` for an unknown item,
+        ``Invalid`` for an assignee that names no one (``Rules.operator_fields``)."""
+        fields = self.rules.operator_fields(fields)
         async with self.store.tx() as tx:
             batch = Batch(tx, self.clock())
             await batch.load({item_id})
