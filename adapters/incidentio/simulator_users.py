@@ -6,10 +6,12 @@ operator (or a test) can fill the identity map from it.
                          {"page_size", "after"?}}, by id
     GET /v2/users/{id}   -> {"user"}; 404 for an unknown id
 
-Users V2 is incident.io's public API, outside the follow-up contract of vendors.md; the
-paging follows the follow-up list's (``after`` is the last id of a full page), and a user
-is the same object a follow-up's ``assignee`` carries (an assumption, in
-docs/vendor-notes.md). ``POST /_sim/users`` adds users.
+Users V2 is incident.io's public API, outside the follow-up contract of vendors.md. The
+shapes are those of the official SDK (incident-io 2.29.0: ``UsersListResultV2``,
+``UsersShowResultV2``, a user being ``UserWithRolesV2``: the assignee's fields plus
+``is_active``, ``base_role``, ``custom_roles`` and ``seats``); the paging follows the
+follow-up list's (``after`` is the last id of a full page), an assumption noted in
+docs/vendor-notes.md. ``POST /_sim/users`` adds users.
 """
 
 from __future__ import annotations
@@ -27,13 +29,39 @@ DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 250
 
 
+#: The base role of each user role (``RBACRoleV2``); ids are ULID-shaped.
+BASE_ROLES = {
+    role: {
+        "id": f"01HQ000000000000000000R{index:03d}",
+        "name": role.capitalize(),
+        "slug": role,
+        "description": f"The {role} base role.",
+    }
+    for index, role in enumerate(("viewer", "responder", "administrator", "owner"))
+}
+
+
+def with_roles(user: Mapping[str, Any]) -> dict[str, Any]:
+    """A directory user (as a follow-up's ``assignee`` shows it) as ``UserWithRolesV2``."""
+    role = str(user.get("role", "viewer"))
+    seat = "viewer_only" if role == "viewer" else "full_access"
+    return {
+        **user,
+        "role": role,
+        "is_active": True,
+        "base_role": BASE_ROLES.get(role, BASE_ROLES["viewer"]),
+        "custom_roles": [],
+        "seats": {"on_call": "none", "response": seat},
+    }
+
+
 def list_users(users: Mapping[str, dict[str, Any]], query: Mapping[str, str]) -> dict[str, Any]:
     """One page of the directory, filtered like ``GET /v2/users``."""
     raw_size = query.get("page_size", str(DEFAULT_PAGE_SIZE))
     size = int(raw_size) if raw_size.isdigit() else 0
     if not 1 <= size <= MAX_PAGE_SIZE:
         raise invalid_field("page_size", f"page_size must be 1..{MAX_PAGE_SIZE}")
-    found = [user for _, user in sorted(users.items())]
+    found = [with_roles(user) for _, user in sorted(users.items())]
     for key in ("email", "slack_user_id"):
         if key in query:
             found = [u for u in found if str(u.get(key, "")).lower() == query[key].lower()]
@@ -66,6 +94,6 @@ def user_routes(
         user = users.get(request.path_params["user_id"])
         if user is None:
             return not_found("user")
-        return json_response({"user": user})
+        return json_response({"user": with_roles(user)})
 
     return [index, show]
