@@ -156,12 +156,12 @@ class IdentityMap:
             email = person.email.lower()
             if email in self._people:
                 continue
-            self._people[email] = person
-            for system, user_id in person.ids.items():
-                self._owner.setdefault((system, user_id), email)
-
-    def people(self) -> list[Person]:
-        return list(self._people.values())
+            owned = {
+                system: user_id
+                for system, user_id in person.ids.items()
+                if self._owner.setdefault((system, user_id), email) == email
+            }
+            self._people[email] = msgspec.structs.replace(person, ids=owned)
 
     def canonical(self, system: str, user_id: str | None) -> str | None:
         """What ``system``'s user id means: a person's email, ``<system>:<id>`` for a

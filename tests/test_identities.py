@@ -109,6 +109,7 @@ def test_the_first_entry_for_an_email_or_a_user_id_wins() -> None:
     assert people.canonical("desk", "d-ada") == "ada@example.com"
     assert people.user_id("ada@example.com", "desk") == "d-ada"
     assert people.canonical("pages", "p-eve") == "eve@example.com"
+    assert people.user_id("eve@example.com", "desk") is UNSET  # ada's desk user, not eve's
 
 
 # -- the rules --------------------------------------------------------------------------------
