@@ -304,7 +304,9 @@ class Dispatcher:
                     link.dirty_version = item.version
                 if link.external_id is None and link.create_payload is None:
                     link.create_payload = msgspec.to_builtins(
-                        self._create_fields(link.system, item).as_dict()
+                        self.rules.to_vendor(
+                            link.system, self._create_fields(link.system, item)
+                        ).as_dict()
                     )
                     await tx.save_create_intent(link.id, link.create_payload)
         self.in_flight.update(link.id for link in links)
@@ -354,12 +356,13 @@ class Dispatcher:
 
     async def _create(self, adapter: Adapter, link: Link, item: WorkItem, result: Attempt) -> None:
         """Create the object with the fields the first attempt recorded (the same body
-        on every try), then write whatever else the item holds by now."""
+        on every try, already in the system's terms: its user ids), then write whatever
+        else the item holds by now."""
         assert link.create_target is not None and link.idempotency_key is not None
         fields = (
             Fields.from_dict(link.create_payload)
             if link.create_payload is not None
-            else self._create_fields(link.system, item)
+            else self.rules.to_vendor(link.system, self._create_fields(link.system, item))
         )
         result.called = True
         result.attempt = link.attempts + 1
@@ -372,7 +375,9 @@ class Dispatcher:
         target = item.fields().only(self.rules.out_fields(link.system))
         rest = self.rules.differs(link.system, result.obj, target)
         if not rest.is_empty():  # a field the create call could not carry, or a newer value
-            result.obj = await adapter.update(result.obj.ref, rest, current=result.obj)
+            result.obj = await adapter.update(
+                result.obj.ref, self.rules.to_vendor(link.system, rest), current=result.obj
+            )
 
     async def _update(self, adapter: Adapter, link: Link, item: WorkItem, result: Attempt) -> None:
         """Write what the object lacks of the item's state; first, where the system
@@ -394,6 +399,7 @@ class Dispatcher:
         changes = self.rules.differs(link.system, known, target)
         if changes.is_empty():
             return
+        changes = self.rules.to_vendor(link.system, changes)  # assignees as its user ids
         result.called = True
         result.attempt = link.attempts + 1
         result.payload = msgspec.to_builtins(changes.as_dict())

@@ -28,10 +28,11 @@ from app.config.schema import Settings, SystemSettings
 from app.dispatcher import Dispatcher
 from app.engine import Engine
 from app.errors import ConfigError, Missing, StateConflict
+from app.identities import REFRESH_S, Identities
 from app.inbox import EventWriter, InboxWorker
 from app.loops import IngestFirst
 from app.metrics import Metrics
-from app.model import ValueMap, utcnow
+from app.model import IdentityMap, Person, ValueMap, utcnow
 from app.pollers import Pollers
 from app.rules import Rules
 from app.store import Store
@@ -118,10 +119,28 @@ def _bypassed(host: str, no_proxy: str) -> bool:
     return False
 
 
-def compile_rules(settings: Settings, adapters: Mapping[str, Adapter]) -> Rules:
+def compile_rules(
+    settings: Settings, adapters: Mapping[str, Adapter], identities: IdentityMap | None = None
+) -> Rules:
     """The rules, with each system's effective value maps: the adapter's defaults with
-    the config's overrides laid over them (``Adapter.value_maps``)."""
-    return Rules(settings, adapters, {name: a.value_maps for name, a in adapters.items()})
+    the config's overrides laid over them (``Adapter.value_maps``), and the identity map."""
+    maps = {name: a.value_maps for name, a in adapters.items()}
+    return Rules(settings, adapters, maps, identities)
+
+
+def configured_people(settings: Settings) -> list[Person]:
+    return [
+        Person(email=p.email.lower(), name=p.name, ids=dict(p.ids)) for p in settings.identities
+    ]
+
+
+def with_assignees(settings: Settings) -> set[str]:
+    """The configured systems whose adapter has assignees."""
+    return {
+        name
+        for name in settings.systems
+        if name in VENDORS and "assignee" in adapter_class(name).readable
+    }
 
 
 class Gateway:
@@ -148,7 +167,15 @@ class Gateway:
         self._own_clients: list[httpx.AsyncClient] = []
         self._clients: dict[str, httpx.AsyncClient] = dict(clients or {})
         self.adapters: dict[str, Adapter] = self._build_adapters(settings, secrets)
-        self.rules = compile_rules(settings, self.adapters)
+        self.identities = Identities(
+            store,
+            configured_people(settings),
+            systems=settings.systems,
+            assignable=with_assignees(settings),
+            clock=clock,
+            on_change=self._new_identities,
+        )
+        self.rules = compile_rules(settings, self.adapters, self.identities.map())
         self.ingest = IngestFirst()
         self.alerter = Alerter(settings.alerts, secrets.alert_url)
         self.engine = Engine(store, self.rules, readers=self.adapters, clock=clock)
@@ -210,7 +237,12 @@ class Gateway:
         adapter options take effect at once. Systems added or removed and poll intervals
         take effect at the next restart (the loops are started per system)."""
         adapters = self._build_adapters(settings, secrets)
-        rules = compile_rules(settings, adapters)
+        self.identities.configure(
+            configured_people(settings),
+            systems=settings.systems,
+            assignable=with_assignees(settings),
+        )
+        rules = compile_rules(settings, adapters, self.identities.map())
         self.settings = settings
         self.secrets = secrets
         # the parts share these objects: update them in place
@@ -223,6 +255,23 @@ class Gateway:
         self.alerter.settings = settings.alerts
         self.alerter.url = secrets.alert_url
         log.info("configuration reloaded", extra={"systems": sorted(adapters)})
+
+    def _new_identities(self, identities: IdentityMap) -> None:
+        """The people changed (the API, or another process): the rules the engine and
+        the dispatcher share carry assignees through the new map from now on."""
+        self.rules.identities = identities
+
+    async def _identities_loop(self) -> None:
+        """Pick up people another process added or removed."""
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=REFRESH_S)
+            if self._stop.is_set():
+                return
+            try:
+                await self.identities.load()
+            except Exception:  # a failed refresh keeps the map it has
+                log.exception("reading identities failed")
 
     async def set_paused(self, system: str, paused: bool) -> None:
         """Pause a system (no polls; its writes wait) or resume it: its waiting writes go
@@ -256,12 +305,15 @@ class Gateway:
         self.dispatcher.wake.set()
 
     async def start(self) -> None:
-        """Start the background loops (dispatcher, inbox worker, pollers)."""
+        """Read the stored people, then start the background loops (dispatcher, inbox
+        worker, pollers, identity refresh)."""
         self._stop.clear()
+        await self.identities.load()
         loop = asyncio.get_running_loop()
         self._tasks = [
             loop.create_task(self.dispatcher.run(self._stop), name="dispatcher"),
             loop.create_task(self.worker.run(self._stop), name="inbox-worker"),
+            loop.create_task(self._identities_loop(), name="identities"),
         ]
         if self.run_pollers:
             self._tasks.append(loop.create_task(self.pollers.run(self._stop), name="pollers"))

@@ -129,6 +129,68 @@ class ValueMap(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
         )
 
 
+class Person(msgspec.Struct, frozen=True, forbid_unknown_fields=True, kw_only=True):
+    """One person across systems: the email is who they are (the canonical assignee),
+    ``ids`` their user id in each system that has assignees."""
+
+    email: str
+    name: str = ""
+    ids: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class IdentityMap:
+    """Assignees across systems, through people (docs/configuration.md, ``identities``).
+
+    The canonical assignee is a person's email. A vendor user id is read as the person
+    that system's id belongs to; one that belongs to nobody is kept as ``<system>:<id>``,
+    so the work item says who holds it without guessing a person. Written to a system, a
+    canonical assignee becomes that system's user id of the person, or of the
+    ``<system>:<id>`` user once someone maps them; ``UNSET`` when there is none: an
+    unmapped person is never written.
+    """
+
+    def __init__(self, people: Iterable[Person] = ()) -> None:
+        self._people: dict[str, Person] = {}
+        self._owner: dict[tuple[str, str], str] = {}
+        for person in people:  # the first entry for an email or a user id wins
+            email = person.email.lower()
+            if email in self._people:
+                continue
+            owned = {
+                system: user_id
+                for system, user_id in person.ids.items()
+                if self._owner.setdefault((system, user_id), email) == email
+            }
+            self._people[email] = msgspec.structs.replace(person, ids=owned)
+
+    def canonical(self, system: str, user_id: str | None) -> str | None:
+        """What ``system``'s user id means: a person's email, ``<system>:<id>`` for a
+        user nobody is mapped to, None for no assignee."""
+        if user_id is None:
+            return None
+        return self._owner.get((system, user_id), f"{system}:{user_id}")
+
+    def email_of(self, canonical: str) -> str | None:
+        """The person a canonical assignee names, if the map knows them."""
+        if canonical.lower() in self._people:
+            return canonical.lower()
+        system, sep, user_id = canonical.partition(":")
+        return self._owner.get((system, user_id)) if sep else None
+
+    def user_id(self, canonical: str | None, system: str) -> str | UnsetType | None:
+        """``system``'s user id for a canonical assignee (None: unassigned), or UNSET
+        when that person has none there (or the map does not know them)."""
+        if canonical is None:
+            return None
+        email = self.email_of(canonical)
+        if email is not None and system in self._people[email].ids:
+            return self._people[email].ids[system]
+        origin, sep, user_id = canonical.partition(":")
+        if sep and origin == system and user_id:
+            return user_id  # a user of that very system, mapped or not
+        return UNSET
+
+
 class ObjectRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     """One vendor object: the system, the scope it lives in ("" if none) and its id.
 

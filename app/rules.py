@@ -3,8 +3,8 @@ system's value maps for comparing in meaning (pure).
 
 Built once from ``Settings``, what each system's adapter can read and write, and each
 system's effective value maps (the adapter's defaults with the config's overrides laid
-over them); the engine and the dispatcher ask it questions and never read the raw
-settings or an adapter's maps.
+over them), and the identity map that carries assignees across systems; the engine
+and the dispatcher ask it questions and never read the raw settings or an adapter's maps.
 """
 
 from __future__ import annotations
@@ -13,9 +13,13 @@ from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import msgspec
+from msgspec import UNSET
+
 from adapters.base import differs_in_meaning
 from app.config.schema import Conflict, CreateRule, Direction, Settings
-from app.model import FIELD_NAMES, Fields, Priority, ValueMap, VendorObject
+from app.errors import Invalid
+from app.model import FIELD_NAMES, Fields, IdentityMap, Priority, ValueMap, VendorObject
 
 PRIORITY_ORDER = {p: i for i, p in enumerate(Priority)}
 
@@ -36,15 +40,18 @@ class Caps(Protocol):
 class Rules:
     """``caps`` and ``value_maps`` are per enabled system; ``value_maps`` holds each
     system's effective maps (``Adapter.value_maps``), keyed by field (``status``,
-    ``priority``)."""
+    ``priority``). ``identities`` maps assignees (the config's and the database's people);
+    the gateway replaces it whenever the people change (``Gateway._new_identities``)."""
 
     def __init__(
         self,
         settings: Settings,
         caps: Mapping[str, Caps],
         value_maps: Mapping[str, Mapping[str, ValueMap]],
+        identities: IdentityMap | None = None,
     ) -> None:
         self.settings = settings
+        self.identities = identities if identities is not None else IdentityMap()
         self.systems = [name for name, s in settings.systems.items() if s.enabled]
         self._value_maps: dict[str, dict[str, ValueMap]] = {
             system: dict(value_maps.get(system, {})) for system in self.systems
@@ -87,8 +94,57 @@ class Rules:
         """The fields of ``target`` that ``system``'s object ``obj`` does not already hold
         *in meaning*: enums compare through the system's value maps (DevHelm MONITORING
         already means canonical ``acknowledged``), other fields by value. With no ``obj``
-        (not yet created) every field differs."""
-        return differs_in_meaning(self.value_maps(system), obj, target)
+        (not yet created) every field differs.
+
+        The assignee compares through the identity map: it differs when the object does
+        not hold the person's user id in ``system``, and never when the person has none
+        there (an unmapped person is not written; ``assignee_unwritable``)."""
+        if target.assignee is UNSET:
+            return differs_in_meaning(self.value_maps(system), obj, target)
+        rest = Fields(**{k: v for k, v in target.items() if k != "assignee"})
+        out = differs_in_meaning(self.value_maps(system), obj, rest)
+        wanted = self.identities.user_id(target.assignee, system)
+        if wanted is UNSET or (obj is not None and obj.fields.assignee == wanted):
+            return out
+        return Fields(**out.as_dict(), assignee=target.assignee)
+
+    def operator_fields(self, fields: Fields) -> Fields:
+        """An operator's values with the assignee as the map names it: a person's email
+        (lower case), or ``<system>:<user id>`` of a configured system. Raises
+        ``Invalid`` for anything else (a raw vendor id would be written nowhere)."""
+        if not isinstance(fields.assignee, str):
+            return fields
+        email = self.identities.email_of(fields.assignee)
+        if email is not None:
+            return msgspec.structs.replace(fields, assignee=email)
+        system, sep, user_id = fields.assignee.partition(":")
+        if sep and user_id and system in self.settings.systems:
+            return fields
+        raise Invalid(
+            f"assignee {fields.assignee!r} is no person of the identity map: give a"
+            " person's email (GET /admin/identities) or <system>:<user id>"
+        )
+
+    def assignee_in(self, system: str, user_id: str | None) -> str | None:
+        """The canonical assignee ``system``'s user id means (``IdentityMap.canonical``)."""
+        return self.identities.canonical(system, user_id)
+
+    def assignee_unwritable(self, system: str, canonical: str | None) -> bool:
+        """Whether ``system`` receives assignees but has no user for ``canonical``."""
+        return "assignee" in self.out_fields(system) and (
+            self.identities.user_id(canonical, system) is UNSET
+        )
+
+    def to_vendor(self, system: str, fields: Fields) -> Fields:
+        """Canonical fields as ``system``'s adapter takes them: the assignee as that
+        system's user id, left out where the person has none."""
+        if fields.assignee is UNSET:
+            return fields
+        values = {k: v for k, v in fields.items() if k != "assignee"}
+        user_id = self.identities.user_id(fields.assignee, system)
+        if user_id is not UNSET:
+            values["assignee"] = user_id
+        return Fields(**values)
 
     def in_fields(self, system: str) -> frozenset[str]:
         """Fields whose changes in ``system`` may change the canonical item."""

@@ -9,6 +9,8 @@
 - events: the durable inbox of webhooks (and admin-injected observations), deduplicated by
   (system, delivery_id).
 - systems: per-system runtime state: poll cursor, pause, 429 deferral, last error.
+- identities: people added through the admin API (the config's are not stored), each
+  with their user id per system, for assignees.
 """
 
 from __future__ import annotations
@@ -177,6 +179,17 @@ class SystemRow(SQLModel, table=True):
     last_write_error: str | None = Field(default=None, sa_type=sa.Text)
 
 
+class IdentityRow(SQLModel, table=True):
+    __tablename__ = "identities"
+
+    #: Lower-case: the canonical assignee.
+    email: str = Field(primary_key=True, max_length=320)
+    name: str = Field(default="", max_length=200)
+    #: System name -> that system's user id.
+    ids: dict[str, str] = Field(default_factory=dict, sa_type=sa.JSON)
+    updated_at: datetime = Field(sa_type=TZ)
+
+
 metadata = SQLModel.metadata
 work_items = WorkItemRow.__table__  # type: ignore[attr-defined]
 links = LinkRow.__table__  # type: ignore[attr-defined]
@@ -184,3 +197,4 @@ history = HistoryRow.__table__  # type: ignore[attr-defined]
 write_attempts = WriteAttemptRow.__table__  # type: ignore[attr-defined]
 events = EventRow.__table__  # type: ignore[attr-defined]
 systems = SystemRow.__table__  # type: ignore[attr-defined]
+identities = IdentityRow.__table__  # type: ignore[attr-defined]

@@ -24,7 +24,7 @@ from app.config import (
     load_config,
     resolve_environment,
 )
-from app.config.schema import Direction, Settings
+from app.config.schema import Direction, FieldRule, Settings
 from app.errors import ConfigError, ConfigIssue
 from app.model import Priority, Status
 
@@ -151,6 +151,9 @@ def test_shipped_examples_are_valid_when_uncommented(tmp_path: Path) -> None:
     assert example.system == "devhelm"
     assert example.match.min_priority is Priority.HIGH
     assert [c.system for c in example.create_in] == ["inboxops"]
+    assert settings.fields["assignee"] == FieldRule()
+    [person] = settings.identities
+    assert (person.email, set(person.ids)) == ("ada@example.com", {"inboxops", "incidentio"})
 
 
 def test_shipped_config_checks_ok() -> None:
@@ -459,7 +462,7 @@ def test_unknown_top_level_key_lists_the_allowed_ones(tmp_path: Path) -> None:
     assert (issue.line, issue.key) == (1, "databse_url")
     assert issue.message == (
         "unknown key 'databse_url'; did you mean 'database_url'? (allowed: database_url, "
-        "server, admin, dispatcher, history, systems, create_rules, fields, alerts)"
+        "server, admin, dispatcher, history, systems, create_rules, fields, identities, alerts)"
     )
 
 
@@ -844,7 +847,7 @@ def test_check_config_lists_every_issue(tmp_path: Path) -> None:
     assert text.splitlines() == [
         f"{path}:2: systems.hookstream.page_size: must be between 1 and 1000, got 0",
         f"{path}:3: colour: unknown key 'colour' (allowed: database_url, server, admin, "
-        "dispatcher, history, systems, create_rules, fields, alerts)",
+        "dispatcher, history, systems, create_rules, fields, identities, alerts)",
     ]
 
 

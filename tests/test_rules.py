@@ -229,7 +229,8 @@ def test_other_fields_compare_by_value_and_a_missing_object_lacks_everything() -
     obj = vendor("desk", "D-1", T0, status="new", title="Disk full", assignee=None)
     target = Fields(title="Disk full", assignee=None, status=Status.OPEN)
     assert r.differs("desk", obj, target).is_empty()
-    assert r.differs("desk", obj, Fields(title="Disk full!", assignee="u-1")) == Fields(
-        title="Disk full!", assignee="u-1"
+    # the assignee through the identity map: "desk:u-1" is desk's own user u-1
+    assert r.differs("desk", obj, Fields(title="Disk full!", assignee="desk:u-1")) == Fields(
+        title="Disk full!", assignee="desk:u-1"
     )
     assert r.differs("desk", None, target) == target

@@ -48,8 +48,9 @@ Choices where vendors.md is silent (each is a documented decision for Syncgate):
   simulator time.
 - ``PATCH`` takes a UUID only (a ticket_number is 404); ``status_id``/``priority_id`` win
   over ``status``/``priority``; ``assignee_id``, ``contact_id``, ``remind_at`` and
-  ``remind_transition_status_id`` take ``null`` to clear; ids must be UUIDs (the
-  simulator has no user or contact directory, so any UUID is an agent or contact).
+  ``remind_transition_status_id`` take ``null`` to clear; ids must be UUIDs. Any UUID
+  is a contact; whether an ``assignee_id`` must be an agent is behaviour ``assignees``
+  (``adapters/inboxops/simulator_agents.py``, with ``/_sim/agents``).
   ``custom_fields`` is merged key by key (``null`` drops a key). A PATCH that changes
   nothing leaves ``updated_at`` alone and sends no webhook.
 - ``remind_at``/``remind_transition_status_id`` are applied only when the same PATCH sets
@@ -91,6 +92,7 @@ from msgspec import UnsetType
 
 from adapters._simbase import Simulator, check_standard_secret, json_response
 from adapters._simkit import SimKit, SimOptions
+from adapters.inboxops.simulator_agents import ASSIGNEES, Agents
 from adapters.inboxops.simulator_rules import (
     BILLING_INBOX_ID,
     SUPPORT_INBOX_ID,
@@ -165,11 +167,16 @@ def render_problem(status: int, code: str, message: str) -> tuple[bytes, str]:
     return msgspec.json.encode(body), "application/problem+json"
 
 
+#: Readings of what the documents leave open (see the module docstring).
+BEHAVIOURS = {"assignees": ASSIGNEES}
+
+
 class InboxOpsSimulator(InboxOpsState, Simulator):
     """InboxOps's public ticket API in memory; see the module docstring for the contract."""
 
     vendor = "inboxops"
     seed_param = "inbox_id"
+    behaviours = BEHAVIOURS
 
     def prepare(self, options: SimOptions) -> SimOptions:
         if options.webhook_secret is not None:
@@ -193,6 +200,7 @@ class InboxOpsSimulator(InboxOpsState, Simulator):
                     f"seed config: InboxOps inbox id {inbox_id!r} is not a UUID"
                 ) from None
             self.inboxes.setdefault(key, Inbox(key, f"Inbox {key[:8]}"))
+        self.agents = Agents()
         self.notes: list[Note] = []
         self.idempotency: dict[str, StoredCreate] = {}
         self._numbers = 1000
@@ -309,6 +317,7 @@ class InboxOpsSimulator(InboxOpsState, Simulator):
             return json_response({"data": msgspec.to_builtins(PRIORITIES)})
 
         return [
+            *self.agents.control_routes(guarded),
             seed,
             human_edit,
             all_notes,

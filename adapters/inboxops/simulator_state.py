@@ -15,6 +15,7 @@ import msgspec
 from msgspec import UnsetType
 
 from adapters._simkit import SimKit
+from adapters.inboxops.simulator_agents import Agents
 from adapters.inboxops.simulator_rules import (
     CreateIn,
     CustomValue,
@@ -166,9 +167,16 @@ class InboxOpsState:
     tickets: dict[str, TicketState]
     inboxes: dict[str, Inbox]
     notes: list[Note]
+    agents: Agents
     _numbers: int
 
     # -- lookups ---------------------------------------------------------------------------
+
+    def _assignee(self, assignee_id: uuid.UUID | UnsetType | None) -> str | None:
+        """The ticket's assignee, checked against the agents under that reading."""
+        value = str(assignee_id) if assignee_id else None
+        self.agents.check(value, self.kit.behaviour["assignees"])
+        return value
 
     def _inbox(self, inbox_id: uuid.UUID) -> str:
         key = str(inbox_id)
@@ -262,7 +270,7 @@ class InboxOpsState:
             inbox_id=inbox_id,
             status=BUILTIN_STATUS["open"],
             priority=priority,
-            assignee_id=None if not body.assignee_id else str(body.assignee_id),
+            assignee_id=self._assignee(body.assignee_id),
             contact_id=None,
             custom_fields=body.custom_fields or {},
         )
@@ -287,7 +295,7 @@ class InboxOpsState:
             inbox_id=self._inbox(body.inbox_id),
             status=status,
             priority=priority,
-            assignee_id=str(body.assignee_id) if body.assignee_id else None,
+            assignee_id=self._assignee(body.assignee_id),
             contact_id=str(body.contact_id) if body.contact_id else None,
             custom_fields=body.custom_fields,
         )
@@ -311,6 +319,8 @@ class InboxOpsState:
         transition = body.remind_transition_status_id
         if transition:
             self._choice("remind_transition_status_id", STATUSES, transition)
+        if not isinstance(body.assignee_id, UnsetType):
+            self._assignee(body.assignee_id)
 
         before = ticket.to_json()
         ticket.status, ticket.priority, ticket.inbox_id = status, priority, inbox_id

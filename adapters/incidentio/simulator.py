@@ -23,6 +23,7 @@ Vendor routes (``Authorization: Bearer <key>``; ``{v}`` is ``v3`` or ``v2``):
                                    follow_up_category_id?, follow_up_priority_option_id?,
                                    labels?}                      -> {"follow_up"}
     DELETE /{v}/follow_ups/{id}   -> 204
+    GET    /v2/users, /v2/users/{id}  the user directory (``simulator_users.py``)
 
 Control routes (no auth):
 
@@ -108,6 +109,7 @@ from litestar import Request, Response, delete, get, patch, post, put
 
 from adapters._simbase import Simulator, check_standard_secret, json_response
 from adapters._simkit import Behaviour, SimOptions
+from adapters.incidentio.simulator_users import user_routes
 from adapters.incidentio.simulator_rules import (
     Invalid,
     Rule,
@@ -380,7 +382,8 @@ class IncidentIoSimulator(IncidentIoState, Simulator):
                 sim.notify(record, created=False)
             return Response(b"", status_code=204)
 
-        return [create, list_follow_ups, show, update, remove]
+        users = user_routes(sim.users, sim._invalid, sim._not_found)
+        return [create, list_follow_ups, show, update, remove, *users]
 
     def control_routes(self) -> list[Any]:
         sim = self

@@ -14,7 +14,7 @@ from app.config.schema import Direction
 from app.errors import ConfigIssue
 from app.model import FIELD_NAMES, Priority, Status
 
-__all__ = ["CONFLICT_POLICIES", "SCOPED_CREATE", "Checker", "SystemCaps"]
+__all__ = ["CONFLICT_POLICIES", "SCOPED_CREATE", "Checker", "SystemCaps", "identity_email_problem"]
 
 #: Systems whose objects live inside a scope, so a ``create_in`` must name one
 #: (DevHelm: the status page; incident.io: the incident a follow-up belongs to).
@@ -75,6 +75,7 @@ class Checker:
         self.check_rules(data.get("create_rules"))
         for name, rule in _mapping(data.get("fields")).items():
             self.check_field(name, _mapping(rule))
+        self.check_identities(data.get("identities"))
         self.check_sections(data)
 
     # -- helpers ---------------------------------------------------------------------------
@@ -273,6 +274,59 @@ class Checker:
             self.system_ref(prefer, f"{path}.prefer")
         self.number(conflict, "window_s", path, ge=0)
 
+    # -- identities ------------------------------------------------------------------------
+
+    def check_identities(self, people: Any) -> None:
+        """Each person once (by email), each user id of a system owned by one person,
+        and only systems whose adapter has assignees."""
+        emails: dict[str, str] = {}
+        owners: dict[tuple[str, str], str] = {}
+        for index, person in enumerate(people if isinstance(people, list) else []):
+            if not isinstance(person, dict):
+                continue
+            path = f"identities[{index}]"
+            email = person.get("email")
+            if isinstance(email, str):
+                problem = identity_email_problem(email)
+                if problem is not None:
+                    self.issue(f"{path}.email", problem)
+                elif email.lower() in emails:
+                    self.issue(
+                        f"{path}.email", f"{email!r} is listed twice (also {emails[email.lower()]})"
+                    )
+                else:
+                    emails[email.lower()] = path
+            ids = _mapping(person.get("ids"))
+            if not ids:
+                self.issue(f"{path}.ids", "must give at least one system's user id", line_path=path)
+            for system, user_id in ids.items():
+                sub = f"{path}.ids.{system}"
+                if not self.system_ref(system, sub) or not isinstance(user_id, str):
+                    continue
+                caps = self.known.get(system)
+                if caps is not None and "assignee" not in caps.readable | caps.writable:
+                    with_assignees = ", ".join(
+                        sorted(
+                            n
+                            for n in self.configured
+                            if n in self.known and "assignee" in self.known[n].readable
+                        )
+                    )
+                    self.issue(
+                        sub,
+                        f"{system} has no assignees (systems that do: {with_assignees or 'none'})",
+                    )
+                elif not user_id.strip():
+                    self.issue(sub, "must not be empty")
+                elif (system, user_id) in owners:
+                    self.issue(
+                        sub,
+                        f"{system} user {user_id!r} already belongs to"
+                        f" {owners[(system, user_id)]}; a user id belongs to one person",
+                    )
+                else:
+                    owners[(system, user_id)] = f"{email} ({path})"
+
     # -- the rest --------------------------------------------------------------------------
 
     def check_sections(self, data: Mapping[str, Any]) -> None:
@@ -303,6 +357,15 @@ class Checker:
         self.number(alerts, "min_interval_s", "alerts", ge=0)
         self.number(alerts, "poll_failures", "alerts", ge=1)
         self.number(alerts, "deferral_s", "alerts", ge=0)
+
+
+def identity_email_problem(email: str) -> str | None:
+    """Why ``email`` cannot name a person (None: it can). A colon would read as a
+    ``<system>:<id>`` assignee, so it is refused."""
+    local, at, domain = email.partition("@")
+    if not at or not local or "." not in domain or any(c in email for c in " :\t\n"):
+        return f"{email!r} is not an email address (a person is named by their email)"
+    return None
 
 
 def _mapping(value: Any) -> Mapping[str, Any]:

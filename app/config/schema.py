@@ -129,6 +129,16 @@ class FieldRule(Base, frozen=True):
     conflict: Conflict = msgspec.field(default_factory=Conflict)
 
 
+class Identity(Base, frozen=True):
+    """One person across systems: the email is the canonical assignee; ``ids`` holds
+    their user id in each system with assignees (InboxOps agent UUID, incident.io user
+    id). Read-only through the admin API, which adds people of its own."""
+
+    email: str
+    name: str = ""
+    ids: dict[str, str] = msgspec.field(default_factory=dict)
+
+
 class ServerSettings(Base, frozen=True):
     host: str = "127.0.0.1"
     port: int = 8080
@@ -184,5 +194,7 @@ class Settings(Base, frozen=True):
     systems: dict[str, SystemSettings] = msgspec.field(default_factory=dict)
     create_rules: list[CreateRule] = msgspec.field(default_factory=list)
     fields: dict[str, FieldRule] = msgspec.field(default_factory=dict)
+    #: People across systems, for assignees (see ``Identity``).
+    identities: list[Identity] = msgspec.field(default_factory=list)
     #: Optional: without it, no notices are sent.
     alerts: AlertSettings | None = None

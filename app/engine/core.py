@@ -8,7 +8,9 @@ like this as of T"):
 3. for each field S may set: skip it unless X changed it since we last saw X (so a stale
    copy never reverts a newer canonical value) and it differs *in meaning* from the
    canonical value; settle conflicts by the field's policy (the loser goes to history);
-   values with no mapping are reported, never guessed;
+   values with no mapping are reported, never guessed; an assignee is read as a person
+   through the identity map (``Rules.assignee_in``), and a person some linked system has
+   no user for is reported there (not written);
 4. if anything changed: bump the version, record history, and mark dirty every link
    whose object no longer holds the canonical state (the dispatcher does the writes).
 
@@ -180,7 +182,9 @@ class Engine(OperatorChanges):
         self, item_id: str, fields: Fields, *, source: str = "admin", event_id: str | None = None
     ) -> Outcome:
         """Apply a change made by an operator (not by a vendor): it wins over the current
-        values and propagates like any other change. Raises ``Missing`` for an unknown item."""
+        values and propagates like any other change. Raises ``Missing`` for an unknown item,
+        ``Invalid`` for an assignee that names no one (``Rules.operator_fields``)."""
+        fields = self.rules.operator_fields(fields)
         async with self.store.tx() as tx:
             batch = Batch(tx, self.clock())
             await batch.load({item_id})
@@ -199,6 +203,8 @@ class Engine(OperatorChanges):
             if not changed:
                 return Outcome("unchanged", item.id)
             batch.bump(item)
+            if "assignee" in changed:
+                self._report_unwritable(batch, item, event_id)
             dirty = self._needing_write(item, batch.links_of(item.id), force=True)
             batch.mark_dirty(dirty, item.version)
             await batch.flush()
@@ -225,7 +231,11 @@ class Engine(OperatorChanges):
             if not vendor_changed(link.known, obj, name):
                 continue
             current = getattr(item, name)
-            if self.rules.differs(system, obj, Fields(**{name: current})).is_empty():
+            if name == "assignee":  # a user of this system, read as a person
+                value = self.rules.assignee_in(system, value)
+                if value == current:
+                    continue
+            elif self.rules.differs(system, obj, Fields(**{name: current})).is_empty():
                 continue  # same meaning (a many-to-one map, or our own echo)
             stamp = item.stamps.get(name)
             if not self.rules.incoming_wins(
@@ -260,6 +270,8 @@ class Engine(OperatorChanges):
             for name, value in changed.items():
                 history.append(_set_field(item, name, value, stamp, event_id, now))
             batch.bump(item)
+            if "assignee" in changed:
+                self._report_unwritable(batch, item, event_id)
         batch.saw(link, obj)
 
         dirty = self._needing_write(item, batch.links_of(item.id), force=bool(changed))
@@ -308,6 +320,31 @@ class Engine(OperatorChanges):
                 )
             )
 
+    def _report_unwritable(self, batch: Batch, item: WorkItem, event_id: str | None) -> None:
+        """The item's new assignee is a person some linked system has no user for: it is
+        not written there (``Rules.differs``), and the history says so, per system."""
+        systems = sorted({link.system for link in batch.links_of(item.id) if not link.dead})
+        for system in systems:
+            if not self.rules.assignee_unwritable(system, item.assignee):
+                continue
+            log.warning(
+                "assignee not written: no identity",
+                extra={"work_item_id": item.id, "system": system, "assignee": item.assignee},
+            )
+            batch.history.append(
+                HistoryEntry(
+                    work_item_id=item.id,
+                    kind="unmapped",
+                    field="assignee",
+                    new_value=item.assignee,
+                    system=system,
+                    event_id=event_id,
+                    detail=f"assignee {item.assignee!r} has no {system} user in the identity"
+                    f" map; not written to {system}",
+                    at=batch.now,
+                )
+            )
+
     def _needing_write(self, item: WorkItem, links: list[Link], *, force: bool) -> list[int]:
         """Links whose object does not hold the canonical state in meaning. When the item
         changed (``force``), also every link still to be created (so it is created with
@@ -351,6 +388,8 @@ class Engine(OperatorChanges):
             return Outcome("ignored")
         now = batch.now
         values = {name: value for name, value in obj.fields.items() if name in inbound}
+        if "assignee" in values:
+            values["assignee"] = self.rules.assignee_in(system, values["assignee"])
         item = WorkItem(
             id=uuid.uuid4().hex,
             created_at=now,
@@ -389,6 +428,8 @@ class Engine(OperatorChanges):
             )
         )
         await batch.load({item.id})
+        if item.assignee is not None:
+            self._report_unwritable(batch, item, event_id)
         log.info(
             "work item created",
             extra={"work_item_id": item.id, "system": system, "event_id": event_id},

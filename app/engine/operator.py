@@ -88,6 +88,7 @@ class OperatorChanges:
         refs = [obj.ref for obj in objects]
         if len(set(refs)) != len(refs):
             raise Invalid("the same vendor object is listed twice")
+        fields = self.rules.operator_fields(fields)
         now = self.clock()
         item = WorkItem(id=uuid.uuid4().hex, created_at=now, updated_at=now, **fields.as_dict())
         try:

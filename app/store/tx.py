@@ -3,9 +3,10 @@
 from __future__ import annotations
 
 from app.store.events import EventQueries
+from app.store.identities import IdentityQueries
 from app.store.items import ItemQueries
 from app.store.links import LinkQueries
 
 
-class Tx(ItemQueries, LinkQueries, EventQueries):
+class Tx(ItemQueries, LinkQueries, EventQueries, IdentityQueries):
     """One database transaction and the operations run inside it."""

@@ -684,3 +684,42 @@ async def test_a_read_only_key_reads_but_every_write_is_403_insufficient_scope()
         assert_problem(raw, 403, "insufficient_scope")
         assert sim.tickets[ticket.id].status.category == "open"
         assert not sim.kit.writes()
+
+
+# -- assignees: any UUID, or the workspace's agents only ---------------------------------------
+
+
+async def test_an_assignee_must_be_an_agent_under_that_reading(rig: Rig) -> None:
+    ticket = await rig.seed()
+    stranger = "5d3c0a8e-2b1f-4c7d-9e6a-1f0b2c3d4e5f"
+    # the default reading: any UUID
+    taken = await rig.api.patch(f"/api/v1/tickets/{ticket['id']}", json={"assignee_id": stranger})
+    assert taken.json()["data"]["assignee_id"] == stranger
+
+    assert (await rig.control.put("/_sim/behaviour", json={"assignees": "agents"})).is_success
+    refused = await rig.api.patch(
+        f"/api/v1/tickets/{ticket['id']}", json={"assignee_id": stranger, "subject": "x"}
+    )
+    assert refused.status_code == 400, refused.text
+    assert refused.json()["code"] == "bad_request" and "assignee_id" in refused.json()["detail"]
+    created = await rig.api.post(
+        "/api/v1/tickets",
+        json={"subject": "s", "inbox_id": SUPPORT_INBOX_ID, "assignee_id": stranger},
+    )
+    assert created.status_code == 400, created.text
+    # nothing refused was applied
+    (now,) = [t for t in rig.sim.objects() if t["id"] == ticket["id"]]
+    assert (now["subject"], now["assignee_id"]) == (ticket["subject"], stranger)
+
+    # an agent added to the workspace is taken, and listed for the identity map
+    added = await rig.control.post("/_sim/agents", json={"name": "Cy", "email": "cy@example.com"})
+    assert added.status_code == 201, added.text
+    cy = added.json()["data"]["id"]
+    agents = (await rig.control.get("/_sim/agents")).json()["data"]
+    assert {a["email"]: a["id"] for a in agents}["cy@example.com"] == cy
+    taken = await rig.api.patch(f"/api/v1/tickets/{ticket['id']}", json={"assignee_id": cy})
+    assert taken.json()["data"]["assignee_id"] == cy
+    cleared = await rig.api.patch(f"/api/v1/tickets/{ticket['id']}", json={"assignee_id": None})
+    assert cleared.json()["data"]["assignee_id"] is None
+    bad = await rig.control.post("/_sim/agents", json={"name": ""})
+    assert bad.status_code == 400

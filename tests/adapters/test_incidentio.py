@@ -714,3 +714,46 @@ async def test_rate_limit_headers_come_on_every_authenticated_response(rig: Vend
     unauthenticated = await rig.control.get("/v3/follow_ups")
     assert unauthenticated.status_code == 401
     assert "X-RateLimit-Limit" not in unauthenticated.headers
+
+
+# -- the user directory (for the identity map) -------------------------------------------------
+
+
+async def test_users_are_listed_by_page_and_found_by_email(rig: Rig) -> None:
+    added = await rig.control.post("/_sim/users", json={"name": "Cy", "email": "Cy@example.com"})
+    assert added.status_code == 201, added.text
+    cy = added.json()["id"]
+    first = (await rig.api.get("/v2/users", params={"page_size": 2})).json()
+    assert [u["id"] for u in first["users"]] == sorted([*USER_IDS, cy])[:2]
+    assert first["pagination_meta"] == {"page_size": 2, "after": first["users"][-1]["id"]}
+    rest = await rig.api.get(
+        "/v2/users", params={"page_size": 2, "after": first["users"][-1]["id"]}
+    )
+    assert [u["id"] for u in rest.json()["users"]] == sorted([*USER_IDS, cy])[2:]
+    by_email = (await rig.api.get("/v2/users", params={"email": "cy@EXAMPLE.com"})).json()
+    assert [(u["id"], u["name"]) for u in by_email["users"]] == [(cy, "Cy")]
+    assert (await rig.api.get(f"/v2/users/{USER_IDS[1]}")).json()["user"][
+        "email"
+    ] == "bo@example.com"
+    assert (await rig.api.get("/v2/users/01HQ0000000000000000NOBODY")).status_code == 404
+    bad = await rig.api.get("/v2/users", params={"page_size": 0, "team": "x"})
+    assert bad.status_code == 422
+    assert {e["source"]["field"] for e in bad.json()["errors"]} == {"team"}
+    # the directory is the vendor's: it takes its key
+    assert (await rig.control.get("/v2/users")).status_code == 401
+
+
+async def test_a_follow_up_takes_only_a_known_user_as_assignee(rig: Rig) -> None:
+    made = await rig.seed()
+    stranger = "01HQ00000000000000000000ZZ"
+    refused = await rig.api.put(
+        f"/v3/follow_ups/{made['id']}",
+        json={"status": "outstanding", "title": made["title"], "assignee_id": stranger},
+    )
+    assert refused.status_code == 422, refused.text
+    assert refused.json()["errors"][0]["source"]["field"] == "assignee_id"
+    taken = await rig.api.put(
+        f"/v3/follow_ups/{made['id']}",
+        json={"status": "outstanding", "title": made["title"], "assignee_id": USER_IDS[1]},
+    )
+    assert taken.json()["follow_up"]["assignee"]["id"] == USER_IDS[1]

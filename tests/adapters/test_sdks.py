@@ -37,6 +37,7 @@ from incident_io.api.follow_ups_v3 import (
     follow_ups_v3_show,
     follow_ups_v3_update,
 )
+from incident_io.api.users_v2 import users_v2_list, users_v2_show
 from incident_io.models import (
     ErrorResponse as IncidentErrorResponse,
 )
@@ -52,6 +53,8 @@ from incident_io.models import (
     FollowUpsUpdateResultV3,
     FollowUpsV3ListIncidentMode,
     FollowUpsV3ListUpdatedAt,
+    UsersListResultV2,
+    UsersShowResultV2,
     WebhooksPublicIncidentFollowUpCreatedV2ResponseBody,
     WebhooksPublicIncidentFollowUpUpdatedV2ResponseBody,
 )
@@ -244,6 +247,14 @@ async def test_incident_io_sdk_reads_every_answer(
     for body in updated_hooks:
         WebhooksPublicIncidentFollowUpUpdatedV2ResponseBody.from_dict(body)
     assert updated_hooks
+
+    # the user directory, for the identity map
+    users = await users_v2_list.asyncio_detailed(client=client, email="ada@example.com")
+    assert isinstance(users.parsed, UsersListResultV2), users.content
+    assert [u.id for u in users.parsed.users] == [USER_IDS[0]]
+    user = await users_v2_show.asyncio_detailed(USER_IDS[1], client=client)
+    assert isinstance(user.parsed, UsersShowResultV2), user.content
+    assert user.parsed.user.email == "bo@example.com"
 
     missing = await follow_ups_v3_show.asyncio_detailed("01HQ0000000000000000000000", client=client)
     assert_incident_error(missing.parsed, 404, "not_found")

@@ -7,6 +7,12 @@ from litestar.exceptions import HTTPException
 
 from app.http.admin.common import ADMIN_PREFIX, authorize
 from app.http.admin.config import get_config, reload_config
+from app.http.admin.identities import (
+    delete_identity,
+    get_identity,
+    list_identities,
+    put_identity,
+)
 from app.http.admin.items import (
     add_link,
     change_work_item,
@@ -50,6 +56,10 @@ ADMIN_ROUTES = [
     resume_system,
     get_config,
     reload_config,
+    list_identities,
+    get_identity,
+    put_identity,
+    delete_identity,
 ]
 
 
