@@ -25,6 +25,10 @@ CONFIG = "config"
 API = "api"
 
 
+#: The longest user id taken (vendor ids are far shorter).
+MAX_USER_ID = 200
+
+
 class Identities:
     """``systems``: the configured systems; ``assignable``: those whose adapter has
     assignees. ``on_change`` receives the new map after every change."""
@@ -127,6 +131,8 @@ class Identities:
                 raise Invalid(f"ids.{system}: {system} has no assignees (systems that do: {have})")
             if not user_id.strip():
                 raise Invalid(f"ids.{system}: must not be empty")
+            if len(user_id) > MAX_USER_ID:
+                raise Invalid(f"ids.{system}: longer than {MAX_USER_ID} characters")
             owner = owners.get((system, user_id))
             if owner is not None and owner != person.email:
                 raise StateConflict(

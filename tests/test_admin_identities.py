@@ -91,7 +91,9 @@ async def test_bad_input_is_refused_with_its_reason(store: Store) -> None:
         url = "/admin/identities/bo@example.com"
         problem(await client.put(url, json={"name": "Bo"}), 400, "ids")
         problem(await client.put(url, json={"ids": {"inboxops": BO_IO}, "team": "x"}), 400, "team")
-        problem(await client.put(url, json={"ids": {"inboxops": ""}}), 400, "ids")
+        problem(await client.put(url, json={"ids": {"inboxops": ""}}), 422, "must not be empty")
+        too_long = {"ids": {"inboxops": "x" * 201}}
+        problem(await client.put(url, json=too_long), 422, "longer than 200")
         problem(await client.put(url, content=b"{not json"), 400)
         problem(await client.put(url, json={"ids": {}}), 422, "at least one system")
         problem(

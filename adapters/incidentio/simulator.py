@@ -109,7 +109,6 @@ from litestar import Request, Response, delete, get, patch, post, put
 
 from adapters._simbase import Simulator, check_standard_secret, json_response
 from adapters._simkit import Behaviour, SimOptions
-from adapters.incidentio.simulator_users import user_routes
 from adapters.incidentio.simulator_rules import (
     Invalid,
     Rule,
@@ -136,6 +135,7 @@ from adapters.incidentio.simulator_state import (
     Ulids,
     rfc3339,
 )
+from adapters.incidentio.simulator_users import user_routes
 
 __all__ = [
     "BEHAVIOURS",

@@ -689,8 +689,8 @@ async def test_a_read_only_key_reads_but_every_write_is_403_insufficient_scope()
 # -- assignees: any UUID, or the workspace's agents only ---------------------------------------
 
 
-async def test_an_assignee_must_be_an_agent_under_that_reading(rig: Rig) -> None:
-    ticket = await rig.seed()
+async def test_an_assignee_must_be_an_agent_under_that_reading(rig: VendorRig) -> None:
+    ticket = await seed(rig)
     stranger = "5d3c0a8e-2b1f-4c7d-9e6a-1f0b2c3d4e5f"
     # the default reading: any UUID
     taken = await rig.api.patch(f"/api/v1/tickets/{ticket['id']}", json={"assignee_id": stranger})

@@ -719,7 +719,7 @@ async def test_rate_limit_headers_come_on_every_authenticated_response(rig: Vend
 # -- the user directory (for the identity map) -------------------------------------------------
 
 
-async def test_users_are_listed_by_page_and_found_by_email(rig: Rig) -> None:
+async def test_users_are_listed_by_page_and_found_by_email(rig: VendorRig) -> None:
     added = await rig.control.post("/_sim/users", json={"name": "Cy", "email": "Cy@example.com"})
     assert added.status_code == 201, added.text
     cy = added.json()["id"]
@@ -743,8 +743,8 @@ async def test_users_are_listed_by_page_and_found_by_email(rig: Rig) -> None:
     assert (await rig.control.get("/v2/users")).status_code == 401
 
 
-async def test_a_follow_up_takes_only_a_known_user_as_assignee(rig: Rig) -> None:
-    made = await rig.seed()
+async def test_a_follow_up_takes_only_a_known_user_as_assignee(rig: VendorRig) -> None:
+    made = await seed(rig)
     stranger = "01HQ00000000000000000000ZZ"
     refused = await rig.api.put(
         f"/v3/follow_ups/{made['id']}",
