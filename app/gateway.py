@@ -255,8 +255,15 @@ class Gateway:
         self.reload(settings, secrets)
         self.dispatcher.wake.set()
 
+    async def connect(self) -> dict[str, datetime]:
+        """Record the moment each enabled system is first connected (kept once stored):
+        polling starts there, and creation rules act only on objects created since."""
+        return await self.engine.connect(self.adapters)
+
     async def start(self) -> None:
-        """Start the background loops (dispatcher, inbox worker, pollers)."""
+        """Connect the systems, then start the background loops (dispatcher, inbox
+        worker, pollers)."""
+        await self.connect()
         self._stop.clear()
         loop = asyncio.get_running_loop()
         self._tasks = [

@@ -148,6 +148,8 @@ class VendorObject(msgspec.Struct, frozen=True):
     "MONITORING"}``) so that "differs in meaning" can be decided without losing detail;
     ``unmapped`` names the enum values that have no canonical mapping (reported, never
     guessed). ``raw`` is the vendor JSON, for filters and the audit trail.
+    ``created_at`` is when the vendor made the object, None where it does not say: an
+    object of unknown age is never taken for a new one (creation rules skip it).
     """
 
     ref: ObjectRef
@@ -156,6 +158,7 @@ class VendorObject(msgspec.Struct, frozen=True):
     native: dict[str, str] = msgspec.field(default_factory=dict)
     unmapped: dict[str, str] = msgspec.field(default_factory=dict)
     raw: dict[str, Any] = msgspec.field(default_factory=dict)
+    created_at: datetime | None = None
 
 
 class CreateTarget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

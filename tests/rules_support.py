@@ -142,10 +142,12 @@ def vendor(
     priority: str | None = None,
     scope: str = "",
     raw: dict[str, Any] | None = None,
+    created_at: datetime | None = T0,
     **fields: Any,
 ) -> VendorObject:
     """A vendor object as its adapter would read it: ``status`` and ``priority`` are
-    vendor values, read through ``MAPS`` (a value with no mapping is ``unmapped``)."""
+    vendor values, read through ``MAPS`` (a value with no mapping is ``unmapped``).
+    Made at ``T0`` unless ``created_at`` says otherwise (None: the vendor gave no time)."""
     native: dict[str, str] = {}
     unmapped: dict[str, str] = {}
     for name, value in (("status", status), ("priority", priority)):
@@ -164,4 +166,5 @@ def vendor(
         native=native,
         unmapped=unmapped,
         raw=raw or {},
+        created_at=created_at,
     )

@@ -11,12 +11,12 @@ from typing import Any
 import pytest
 
 from app.config.schema import CreateIn, CreateRule, FieldRule
-from app.engine import Engine
+from app.engine import Engine, origin_item_id
 from app.errors import AlreadyLinked, Invalid, Missing
 from app.model import Fields, FieldStamp, Priority, Status, ValueMap, VendorObject, WorkItem
 from app.rules import Rules
 from app.store import HistoryEntry, Link, Store
-from tests.rules_support import CAPS, MAPS, T0, settings, vendor
+from tests.rules_support import CAPS, MAPS, SYSTEMS, T0, settings, vendor
 
 SECOND = timedelta(seconds=1)
 
@@ -40,7 +40,10 @@ def make_engine(store: Store, **kwargs: Any) -> tuple[Engine, Clock]:
     kwargs.setdefault("create_rules", [FAN_OUT])
     kwargs.setdefault("fields", FIELDS)
     clock = Clock()
-    return Engine(store, Rules(settings(**kwargs), CAPS, MAPS), clock=clock), clock
+    engine = Engine(store, Rules(settings(**kwargs), CAPS, MAPS), clock=clock)
+    # connected a day before the objects of these tests were made: they are all new
+    engine.connected = {system: T0 - timedelta(days=1) for system in SYSTEMS}
+    return engine, clock
 
 
 def issue(at: datetime = T0, **overrides: Any) -> VendorObject:
@@ -136,6 +139,30 @@ async def test_a_new_object_matching_a_rule_starts_an_item_with_links_to_create(
     assert set(outcome.dirty_links) == {links["pages"].id, links["desk"].id}
     [created] = await history(store, item.id)
     assert (created.kind, created.system, created.event_id) == ("created", "tracker", "e-1")
+
+
+async def test_creation_rules_act_only_on_objects_made_since_the_connection(
+    store: Store,
+) -> None:
+    engine, clock = make_engine(store)
+    engine.connected = {}  # connected by the first need: the engine's now, T0 + 1h
+    made_before = issue(T0, created_at=T0)
+    assert (await engine.observe(made_before)).kind == "ignored"
+    unknown_age = vendor("tracker", "T-2", clock.now + SECOND, created_at=None, status="open")
+    assert (await engine.observe(unknown_age)).kind == "ignored"
+    async with store.tx() as tx:
+        assert (await tx.search_items())[1] == 0
+        assert (await tx.system_state("tracker")).connected_at == clock.now
+    clock.now += timedelta(hours=1)  # the stored moment stays, whatever the clock says
+    made_after = vendor(
+        "tracker", "T-3", T0 + 90 * timedelta(minutes=1), created_at=T0 + timedelta(minutes=90)
+    )
+    outcome = await engine.observe(made_after)
+    assert outcome.kind == "created"
+    assert outcome.work_item_id == origin_item_id(made_after.ref)
+    # inside a backfill window an old object may start an item
+    (backfilled,) = await engine.observe_many([(made_before, "backfill")], backfill=True)
+    assert backfilled.kind == "created"
 
 
 async def test_an_object_no_rule_matches_starts_nothing(store: Store) -> None:

@@ -26,7 +26,7 @@ import hashlib
 import hmac
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import httpx
 import msgspec
@@ -94,6 +94,12 @@ class InboxOpsOptions(AdapterOptions, frozen=True):
     #: How deliveries are signed: Standard Webhooks, or ``X-InboxOps-Signature: sha256=``
     #: over the body (see the module docstring).
     webhook_scheme: Literal["standard", "hmac-sha256"] = "standard"
+    #: The custom field a created ticket carries Syncgate's marker in (its idempotency
+    #: key, which names the work item): a backfill on an empty database relinks the
+    #: ticket by it. ``null``: no marker (such tickets cannot be relinked).
+    marker_field: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")] | None = (
+        "syncgate_marker"
+    )
 
 
 class InboxOpsAdapter(Adapter):
@@ -162,7 +168,16 @@ class InboxOpsAdapter(Adapter):
             native=native,
             unmapped=unmapped,
             raw=raw,
+            created_at=None if ticket.created_at is None else as_utc(ticket.created_at),
         )
+
+    def marker_key(self, obj: VendorObject) -> str | None:
+        field = self.options.marker_field
+        custom = obj.raw.get("custom_fields")
+        if field is None or not isinstance(custom, Mapping):
+            return None
+        value = custom.get(field)
+        return value if isinstance(value, str) and value.startswith("syncgate-") else None
 
     def _vendor_value(self, name: str, canonical: str) -> str:
         value = self.value_maps[name].to_vendor(canonical)
@@ -270,6 +285,8 @@ class InboxOpsAdapter(Adapter):
         if not isinstance(fields.title, str):
             raise Rejected(SYSTEM, "an InboxOps ticket needs a title (subject)")
         body = wire.CreateTicket(subject=fields.title, inbox_id=inbox_id)
+        if self.options.marker_field is not None:
+            body.custom_fields = {self.options.marker_field: idempotency_key}
         if isinstance(fields.priority, str):
             body.priority = self._vendor_value("priority", fields.priority)
         if isinstance(fields.assignee, str):
@@ -311,6 +328,8 @@ class InboxOpsAdapter(Adapter):
             "order": "asc",
             "per_page": MAX_PER_PAGE,
         }
+        if isinstance(body.custom_fields, dict):  # the marker names the one ticket
+            params |= {f"custom_field_{k}": v for k, v in body.custom_fields.items()}
         found = [
             obj
             async for page in self._list(params)

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -38,6 +38,7 @@ from app.model import (
     CreateTarget,
     Fields,
     FieldStamp,
+    ObjectRef,
     VendorObject,
     WorkItem,
     utcnow,
@@ -71,6 +72,23 @@ def _set_field(
     return entry
 
 
+def created_since(obj: VendorObject, moment: datetime) -> bool:
+    """Whether the vendor made ``obj`` at or after ``moment``; an object of unknown age
+    (the vendor gave no creation time) is never taken for a new one."""
+    return obj.created_at is not None and obj.created_at >= moment
+
+
+def origin_item_id(ref: ObjectRef) -> str:
+    """The id of the work item a creation rule starts from ``ref``: derived from the
+    object, so the markers of the objects created for it (which carry the item id) name
+    their origin even when the database is lost."""
+    return uuid.uuid5(ORIGIN_NAMESPACE, f"{ref.system}/{ref.scope}/{ref.external_id}").hex
+
+
+#: The namespace of ``origin_item_id`` (fixed: changing it would orphan every marker).
+ORIGIN_NAMESPACE = uuid.UUID("6f1c4d2e-9a0b-5c3d-8e7f-112233445566")
+
+
 def vendor_changed(known: VendorObject | None, obj: VendorObject, name: str) -> bool:
     """Whether the vendor object's ``name`` changed since we last knew it."""
     if known is None:
@@ -99,6 +117,23 @@ class Engine(OperatorChanges):
         self.clock = clock
         #: Called after a transaction left links dirty (wakes the dispatcher).
         self.on_change = on_change
+        #: When each system was first connected (``connect``); creation rules apply only
+        #: to objects created since, outside a backfill.
+        self.connected: dict[str, datetime] = {}
+
+    async def connect(self, systems: Iterable[str]) -> dict[str, datetime]:
+        """Record the moment each system is first connected (kept once stored), and
+        remember it; returns the moments."""
+        async with self.store.tx() as tx:
+            moments = await tx.connect_systems(systems, self.clock())
+        self.connected.update(moments)
+        return moments
+
+    async def _connected_at(self, tx: Tx, system: str, now: datetime) -> datetime:
+        moment = self.connected.get(system)
+        if moment is None:  # not connected through ``connect``: the first need connects
+            moment = (await tx.connect_systems([system], now))[system]
+        return moment
 
     async def observe(self, obj: VendorObject, *, event_id: str | None = None) -> Outcome:
         """Apply one observation; safe to repeat (a repeated observation changes nothing)."""
@@ -110,14 +145,16 @@ class Engine(OperatorChanges):
         observations: Sequence[tuple[VendorObject, str | None]],
         *,
         also: Callable[[Tx, list[Outcome]], Awaitable[None]] | None = None,
+        backfill: bool = False,
     ) -> list[Outcome]:
         """Apply observations in order, in one transaction, exactly as if each had been
         applied on its own: (object, event id) each. ``also(tx, outcomes)`` runs in the
-        same transaction (the inbox marks its events done there)."""
+        same transaction (the inbox marks its events done there). With ``backfill`` the
+        objects are inside a backfill window: creation rules apply whatever their age."""
         for attempt in range(3):
             try:
                 async with self.store.tx() as tx:
-                    outcomes = await self.apply(tx, observations)
+                    outcomes = await self.apply(tx, observations, backfill=backfill)
                     if also is not None:
                         await also(tx, outcomes)
                 break
@@ -130,7 +167,11 @@ class Engine(OperatorChanges):
         return outcomes
 
     async def apply(
-        self, tx: Tx, observations: Sequence[tuple[VendorObject, str | None]]
+        self,
+        tx: Tx,
+        observations: Sequence[tuple[VendorObject, str | None]],
+        *,
+        backfill: bool = False,
     ) -> list[Outcome]:
         """Apply observations inside ``tx``: the state they touch is read in a few
         queries (items locked), changed in memory one observation after the other, and
@@ -151,7 +192,7 @@ class Engine(OperatorChanges):
                     outcomes.append(Outcome("ignored"))
                     continue
             if link is None:
-                outcome = await self._create_from(batch, obj, event_id)
+                outcome = await self._create_from(batch, obj, event_id, backfill=backfill)
             else:
                 outcome = self._observe(batch, link, obj, event_id)
             outcomes.append(outcome)
@@ -329,11 +370,28 @@ class Engine(OperatorChanges):
                 out.append(link.id)
         return out
 
-    async def _create_from(self, batch: Batch, obj: VendorObject, event_id: str | None) -> Outcome:
+    async def _create_from(
+        self, batch: Batch, obj: VendorObject, event_id: str | None, *, backfill: bool = False
+    ) -> Outcome:
         rule = self.rules.creation_rule(obj)
         if rule is None:
             return Outcome("ignored")
         system = obj.ref.system
+        if not backfill:
+            connected = await self._connected_at(batch.tx, system, batch.now)
+            if not created_since(obj, connected):
+                # history from before the gateway was connected: left alone (a backfill
+                # is the way to bring it in)
+                log.info(
+                    "work item not created: the object predates the connection",
+                    extra={
+                        "system": system,
+                        "event_id": event_id,
+                        "external_id": obj.ref.external_id,
+                        "connected_at": connected.isoformat(),
+                    },
+                )
+                return Outcome("ignored")
         inbound = self.rules.in_fields(system)
         held = sorted(name for name in obj.unmapped if name in inbound)
         if held:
@@ -351,8 +409,11 @@ class Engine(OperatorChanges):
             return Outcome("ignored")
         now = batch.now
         values = {name: value for name, value in obj.fields.items() if name in inbound}
+        item_id = origin_item_id(obj.ref)
+        if await batch.tx.get_item(item_id) is not None:
+            item_id = uuid.uuid4().hex  # its origin started an item before (then unlinked)
         item = WorkItem(
-            id=uuid.uuid4().hex,
+            id=item_id,
             created_at=now,
             updated_at=now,
             stamps={name: FieldStamp(system, obj.updated_at) for name in values},
