@@ -23,6 +23,7 @@ from httpx_aiohttp import AiohttpTransport
 from adapters import VENDORS, adapter_class
 from adapters.base import Adapter, AdapterSettings
 from app.alerts import Alerter
+from app.backfill import Backfill
 from app.config import ResolvedSecrets, SystemCaps, load_config, resolve_environment
 from app.config.schema import Settings, SystemSettings
 from app.dispatcher import Dispatcher
@@ -187,6 +188,7 @@ class Gateway:
             ingest=self.ingest,
         )
         self.events = EventWriter(store, on_stored=self.worker.wake.set)
+        self.backfill = Backfill(store, self.engine, self.adapters, clock=clock)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 

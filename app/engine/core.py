@@ -30,7 +30,9 @@ from typing import Any
 
 import msgspec
 
+from app.config.schema import CreateRule
 from app.engine.batch import Batch, Outcome
+from app.engine.matching import Match, find_match
 from app.engine.operator import OperatorChanges, Reader
 from app.errors import AlreadyLinked, Missing
 from app.model import (
@@ -87,6 +89,19 @@ def origin_item_id(ref: ObjectRef) -> str:
 
 #: The namespace of ``origin_item_id`` (fixed: changing it would orphan every marker).
 ORIGIN_NAMESPACE = uuid.UUID("6f1c4d2e-9a0b-5c3d-8e7f-112233445566")
+
+
+def _rule_linked(
+    item_id: str, obj: VendorObject, rule: str | None, event_id: str | None, now: datetime
+) -> HistoryEntry:
+    return HistoryEntry(
+        work_item_id=item_id,
+        kind="linked",
+        system=obj.ref.system,
+        event_id=event_id,
+        detail=f"link rule {rule!r} linked {obj.ref.system} {obj.ref.external_id}",
+        at=now,
+    )
 
 
 def vendor_changed(known: VendorObject | None, obj: VendorObject, name: str) -> bool:
@@ -370,9 +385,89 @@ class Engine(OperatorChanges):
                 out.append(link.id)
         return out
 
+    def creation_check(self, obj: VendorObject) -> tuple[CreateRule | None, str]:
+        """The creation rule that would start a work item from ``obj`` whatever its age
+        (inside a backfill window), or None and why not."""
+        rule = self.rules.creation_rule(obj)
+        if rule is None:
+            return None, "no creation rule matches"
+        inbound = self.rules.in_fields(obj.ref.system)
+        held = sorted(f"{n} {obj.unmapped[n]!r}" for n in obj.unmapped if n in inbound)
+        if held:
+            return None, f"unmapped {', '.join(held)}: no work item starts from a guess"
+        return rule, ""
+
+    def _ambiguous(
+        self, batch: Batch, obj: VendorObject, match: Match, event_id: str | None
+    ) -> Outcome:
+        """Several candidates: reported (once per new key), never linked or created."""
+        if match.fresh:
+            listing = ", ".join(match.candidates)
+            log.warning(
+                "ambiguous link rule match: not linked",
+                extra={
+                    "system": obj.ref.system,
+                    "external_id": obj.ref.external_id,
+                    "event_id": event_id,
+                    "candidates": list(match.candidates),
+                },
+            )
+            for candidate in match.candidates:
+                if candidate.startswith("work item "):
+                    batch.history.append(
+                        HistoryEntry(
+                            work_item_id=candidate.removeprefix("work item "),
+                            kind="ambiguous_match",
+                            system=obj.ref.system,
+                            event_id=event_id,
+                            detail=f"{obj.ref.system} {obj.ref.external_id} matches several "
+                            f"candidates ({listing}): not linked; link it by hand",
+                            at=batch.now,
+                        )
+                    )
+        return Outcome("ambiguous")
+
+    async def _link_matched(
+        self,
+        batch: Batch,
+        obj: VendorObject,
+        item_id: str,
+        rule: str | None,
+        event_id: str | None,
+    ) -> Outcome:
+        """Link a new object to the work item a link rule found; it is then written to
+        hold the item's state where it differs."""
+        await batch.load({item_id})
+        item = batch.items.get(item_id)
+        if item is None:
+            return Outcome("ignored")
+        link_id = await batch.tx.insert_link(
+            work_item_id=item.id,
+            system=obj.ref.system,
+            scope=obj.ref.scope,
+            now=batch.now,
+            seen=obj,
+            version=item.version,
+        )
+        link = await batch.tx.require_link(link_id)
+        batch.add_link(link)
+        batch.history.append(_rule_linked(item.id, obj, rule, event_id, batch.now))
+        dirty = self._needing_write(item, [link], force=False)
+        batch.mark_dirty(dirty, item.version)
+        log.info(
+            "object linked by a link rule",
+            extra={"work_item_id": item.id, "system": obj.ref.system, "rule": rule},
+        )
+        return Outcome("linked", item.id, (), tuple(dirty))
+
     async def _create_from(
         self, batch: Batch, obj: VendorObject, event_id: str | None, *, backfill: bool = False
     ) -> Outcome:
+        match = await find_match(batch.tx, self.rules, obj, batch.now)
+        if match.kind == "ambiguous":
+            return self._ambiguous(batch, obj, match, event_id)
+        if match.kind == "item" and match.item_id is not None:
+            return await self._link_matched(batch, obj, match.item_id, match.rule, event_id)
         rule = self.rules.creation_rule(obj)
         if rule is None:
             return Outcome("ignored")
@@ -425,8 +520,24 @@ class Engine(OperatorChanges):
             work_item_id=item.id, system=system, scope=obj.ref.scope, now=now, seen=obj
         )
         dirty: list[int] = []
+        matched = match.obj if match.kind == "object" else None
+        if matched is not None:  # the same thing already exists there: link, not create
+            dirty.append(
+                await tx.insert_link(
+                    work_item_id=item.id,
+                    system=matched.ref.system,
+                    scope=matched.ref.scope,
+                    now=now,
+                    seen=matched,
+                    version=item.version,
+                    dirty=True,
+                )
+            )
+            batch.history.append(_rule_linked(item.id, matched, match.rule, event_id, now))
         for target in rule.create_in:
             if target.system == system or not self.rules.enabled(target.system):
+                continue
+            if matched is not None and target.system == matched.ref.system:
                 continue
             link_id = await tx.insert_link(
                 work_item_id=item.id,

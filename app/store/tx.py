@@ -5,7 +5,8 @@ from __future__ import annotations
 from app.store.events import EventQueries
 from app.store.items import ItemQueries
 from app.store.links import LinkQueries
+from app.store.matches import MatchQueries
 
 
-class Tx(ItemQueries, LinkQueries, EventQueries):
+class Tx(ItemQueries, LinkQueries, EventQueries, MatchQueries):
     """One database transaction and the operations run inside it."""

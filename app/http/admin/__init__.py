@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Router
 from litestar.exceptions import HTTPException
 
+from app.http.admin.backfill import backfill
 from app.http.admin.common import authorize
 from app.http.admin.config import get_config, reload_config
 from app.http.admin.items import (
@@ -50,6 +51,7 @@ ADMIN_ROUTES = [
     resume_system,
     get_config,
     reload_config,
+    backfill,
 ]
 
 

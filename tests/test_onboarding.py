@@ -1,0 +1,239 @@
+"""Day one on tools full of history, with real processes: a first start leaves history
+alone; ``syncgate backfill`` plans (a dry run changes nothing), carries out its plan, plans
+nothing new the second time, and on an empty database relinks what Syncgate made by its
+markers, with no new vendor object; link rules link instead of creating and report an
+ambiguous match."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from adapters.inboxops.simulator import SUPPORT_INBOX_ID
+from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
+from app import tables
+from tests.blackbox import (
+    GatewayProcess,
+    admin_client,
+    eventually,
+    free_port,
+    gateway_env,
+    settled,
+    sim_objects,
+    simulators,
+    write_config,
+)
+from tests.cli_support import syncgate
+from tests.rig import STATUS_PAGE_ID
+
+SYSTEMS = ("hookstream", "devhelm", "inboxops", "incidentio")
+
+#: An open hookstream issue fans out to the three others.
+FAN_OUT = [
+    {
+        "name": "open-issue-fans-out",
+        "system": "hookstream",
+        "match": {"status_in": ["open"]},
+        "create_in": [
+            {"system": "devhelm", "scope": STATUS_PAGE_ID},
+            {"system": "inboxops", "params": {"inbox_id": SUPPORT_INBOX_ID}},
+            {"system": "incidentio", "scope": DEFAULT_INCIDENT_ID},
+        ],
+    }
+]
+
+#: The hookstream destination name, found in brackets in an InboxOps ticket's subject.
+LINK_BY_DESTINATION = [
+    {
+        "name": "destination-in-subject",
+        "left": {"system": "hookstream", "path": "destination_name"},
+        "right": {"system": "inboxops", "path": "subject", "regex": r"\[([a-z0-9-]+)\]"},
+    }
+]
+
+
+class Day:
+    """The four simulators, a config, and the gateway serving it."""
+
+    def __init__(
+        self, sims: dict[str, Any], control: dict[str, httpx.AsyncClient], tmp: Path, port: int
+    ) -> None:
+        self.sims = sims
+        self.control = control
+        self.tmp = tmp
+        self.port = port
+        self.config = tmp / "config.yaml"
+        self.gateway: GatewayProcess | None = None
+
+    def configure(self, db: str, **overrides: Any) -> None:
+        urls = {name: str(client.base_url) for name, client in self.control.items()}
+        overrides.setdefault("create_rules", FAN_OUT)
+        systems = overrides.pop("systems", {})
+        systems.setdefault("hookstream", {}).setdefault("poll_interval_s", 0.2)
+        write_config(
+            self.config,
+            f"sqlite:///{self.tmp / db}",
+            urls,
+            systems=systems,
+            **overrides,
+        )
+        self.db = self.tmp / db
+
+    async def start(self, worker: str = "day-one") -> httpx.AsyncClient:
+        self.gateway = GatewayProcess(self.config, self.port, worker, self.tmp / "gateway.log")
+        await self.gateway.ready()
+        return admin_client(self.gateway.url)
+
+    async def stop(self) -> None:
+        if self.gateway is not None:
+            await self.gateway.stop()
+            self.gateway = None
+
+    async def issue(self, name: str, status: str = "open") -> str:
+        response = await self.control["hookstream"].post(
+            "/_sim/seed",
+            json={
+                "destination_id": f"dst_{name}",
+                "destination_name": name,
+                "error_type": "http_5xx",
+                "status": status,
+            },
+        )
+        assert response.status_code == 201, response.text
+        return str(response.json()["issue"]["id"])
+
+    async def ticket(self, subject: str) -> str:
+        response = await self.control["inboxops"].post("/_sim/seed", json={"subject": subject})
+        assert response.status_code == 201, response.text
+        return str(response.json()["data"]["id"])
+
+    async def vendor_objects(self) -> dict[str, list[dict[str, Any]]]:
+        return {name: await sim_objects(self.control[name]) for name in SYSTEMS}
+
+    async def backfill(self, *args: str) -> tuple[int, str, str]:
+        result = await asyncio.to_thread(
+            syncgate, "backfill", "--config", str(self.config), *args, env=gateway_env()
+        )
+        return result.returncode, result.stdout, result.stderr
+
+    def rows(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of every table of the gateway's database."""
+        with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)) as conn:
+            return {
+                table.name: sorted(conn.execute(f"SELECT * FROM {table.name}").fetchall(), key=repr)
+                for table in tables.metadata.sorted_tables
+            }
+
+
+@contextlib.asynccontextmanager
+async def day_one(tmp_path: Path) -> AsyncIterator[Day]:
+    port = free_port()
+    async with simulators(f"http://127.0.0.1:{port}", SYSTEMS) as (sims, control):
+        day = Day(sims, control, tmp_path, port)
+        try:
+            yield day
+        finally:
+            await day.stop()
+
+
+async def lookup(admin: httpx.AsyncClient, system: str, external_id: str) -> dict[str, Any] | None:
+    response = await admin.get("/lookup", params={"system": system, "external_id": external_id})
+    if response.status_code == 404:
+        return None
+    assert response.status_code == 200, response.text
+    return dict(response.json())
+
+
+async def polled(admin: httpx.AsyncClient, system: str = "hookstream") -> bool:
+    systems = (await admin.get("/systems")).json()["systems"]
+    return any(s["name"] == system and s["last_poll_at"] is not None for s in systems)
+
+
+async def items(admin: httpx.AsyncClient) -> list[dict[str, Any]]:
+    response = await admin.get("/work-items", params={"limit": 500})
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])
+
+
+def created_counts(before: dict[str, list[Any]], after: dict[str, list[Any]]) -> dict[str, int]:
+    return {name: len(after[name]) - len(before[name]) for name in after}
+
+
+def plan_lines(stdout: str) -> dict[str, str]:
+    """A dry run's lines by external id (``<action> <system> <id>...``)."""
+    out = {}
+    for line in stdout.splitlines():
+        parts = line.split()
+        if len(parts) >= 3 and parts[0] in ("link", "create", "skip"):
+            out[parts[2]] = line
+    return out
+
+
+# -- 1. a first start leaves history alone ------------------------------------------------------
+
+
+async def test_a_first_start_over_history_creates_nothing_but_new_objects_still_fan_out(
+    tmp_path: Path,
+) -> None:
+    async with day_one(tmp_path) as day:
+        old_open = await day.issue("orders-webhook")
+        old_resolved = await day.issue("billing-webhook", status="resolved")
+        old_ticket = await day.ticket("Checkout down")
+        ticket_rule = {
+            "name": "ticket-fans-out",
+            "system": "inboxops",
+            "create_in": [{"system": "devhelm", "scope": STATUS_PAGE_ID}],
+        }
+        day.configure("gateway.db", create_rules=[*FAN_OUT, ticket_rule])
+        before = await day.vendor_objects()
+        async with await day.start() as admin:
+            await eventually(lambda: polled(admin), timeout_s=30, what="a first poll")
+            # a person edits the old ticket: its webhook reaches the gateway, about an
+            # object made before the gateway was connected
+            edit = await day.control["inboxops"].patch(
+                f"/_sim/objects/{old_ticket}", json={"priority": "urgent"}
+            )
+            assert edit.status_code == 200, edit.text
+            await day.sims["inboxops"].kit.flush()
+
+            async def webhook_done() -> bool:
+                page = (await admin.get("/events", params={"system": "inboxops"})).json()
+                return any(
+                    e["source"] == "webhook" and e["state"] == "done" for e in page["events"]
+                )
+
+            await eventually(webhook_done, timeout_s=30, what="the ticket's webhook handled")
+            await eventually(lambda: settled(admin), timeout_s=30, what="settled")
+            before = await day.vendor_objects()  # less the person's edit
+            assert await items(admin) == []
+            for system, external_id in (
+                ("hookstream", old_open),
+                ("hookstream", old_resolved),
+                ("inboxops", old_ticket),
+            ):
+                assert await lookup(admin, system, external_id) is None
+            assert await day.vendor_objects() == before
+
+            # what happens from now on is new: an issue opened now fans out
+            new = await day.issue("search-webhook")
+
+            async def fanned_out() -> bool:
+                detail = await lookup(admin, "hookstream", new)
+                return detail is not None and all(
+                    link["state"] == "synced" and link["external_id"] for link in detail["links"]
+                )
+
+            await eventually(fanned_out, timeout_s=60, what="the new issue fanned out")
+            assert len(await items(admin)) == 1
+            assert created_counts(before, await day.vendor_objects()) == {
+                "hookstream": 1,
+                "devhelm": 1,
+                "inboxops": 1,
+                "incidentio": 1,
+            }
