@@ -171,7 +171,7 @@ def plan_lines(stdout: str) -> dict[str, str]:
     for line in stdout.splitlines():
         parts = line.split()
         if len(parts) >= 3 and parts[0] in ("link", "create", "skip"):
-            out[parts[2]] = line
+            out[parts[2].rstrip(":")] = line
     return out
 
 
@@ -237,3 +237,105 @@ async def test_a_first_start_over_history_creates_nothing_but_new_objects_still_
                 "inboxops": 1,
                 "incidentio": 1,
             }
+
+
+# -- 2, 3. backfill: a plan, carried out once; markers rebuild an empty database -------------
+
+
+async def pause_all(admin: httpx.AsyncClient, paused: bool) -> None:
+    for system in SYSTEMS:
+        action = "pause" if paused else "resume"
+        response = await admin.post(f"/systems/{system}/{action}")
+        assert response.status_code == 200, response.text
+
+
+async def test_backfill_plans_without_changing_anything_then_does_exactly_the_plan_once(
+    tmp_path: Path,
+) -> None:
+    async with day_one(tmp_path) as day:
+        open_issue = await day.issue("orders-webhook")
+        resolved = await day.issue("billing-webhook", status="resolved")
+        ticket = await day.ticket("How do refunds work?")
+        day.configure("gateway.db")
+        async with await day.start() as admin:
+            await eventually(lambda: polled(admin), timeout_s=30, what="a first poll")
+            await eventually(lambda: settled(admin), timeout_s=30, what="settled")
+            assert await items(admin) == []
+
+            # the dry run, with every system paused so the serving gateway writes nothing
+            await pause_all(admin, True)
+            rows, objects = day.rows(), await day.vendor_objects()
+            writes = {name: len(sim.kit.writes()) for name, sim in day.sims.items()}
+            code, out, err = await day.backfill("--since", "30d", "--dry-run")
+            assert code == 0, err
+            assert day.rows() == rows
+            assert await day.vendor_objects() == objects
+            assert {name: len(sim.kit.writes()) for name, sim in day.sims.items()} == writes
+            lines = plan_lines(out)
+            assert {open_issue, resolved, ticket} <= set(lines), out
+            assert lines[open_issue].startswith("create hookstream"), out
+            assert "open-issue-fans-out" in lines[open_issue]
+            assert lines[resolved].startswith("skip"), out
+            assert "no creation rule matches" in lines[resolved]
+            assert lines[ticket].startswith("skip"), out
+            assert out.splitlines()[-2:] == [
+                "0 link, 1 create, 2 skip",
+                "dry run: nothing was changed",
+            ], out
+            await pause_all(admin, False)
+
+            # the real run does what the plan said: one create, fanned out by the gateway
+            code, out, err = await day.backfill("--since", "30d")
+            assert code == 0, err
+            assert f"create hookstream {open_issue}: rule 'open-issue-fans-out' -> created" in out
+            assert out.splitlines()[-2] == "done: 0 link, 1 create, 2 skip", out
+
+            async def fanned_out() -> bool:
+                detail = await lookup(admin, "hookstream", open_issue)
+                return (
+                    detail is not None
+                    and len(detail["links"]) == 4
+                    and all(link["state"] == "synced" for link in detail["links"])
+                )
+
+            await eventually(fanned_out, timeout_s=60, what="the backfilled issue fanned out")
+            await eventually(lambda: settled(admin), timeout_s=30, what="settled")
+            assert len(await items(admin)) == 1
+            after_run = await day.vendor_objects()
+            assert created_counts(objects, after_run) == {
+                "hookstream": 0,
+                "devhelm": 1,
+                "inboxops": 1,
+                "incidentio": 1,
+            }
+            item_id = (await lookup(admin, "hookstream", open_issue) or {})["item"]["id"]
+
+            # a second run plans nothing new, and changes nothing
+            code, out, err = await day.backfill("--since", "30d")
+            assert code == 0, err
+            assert out.splitlines()[-1] == "done: 0 link, 0 create, 6 skip", out
+            assert len(await items(admin)) == 1
+        await day.stop()
+
+        # the database is lost: a gateway on an empty one creates nothing, and a backfill
+        # relinks everything Syncgate made by its markers, with no new vendor object
+        day.configure("restored.db")
+        async with await day.start("restored") as admin:
+            await eventually(lambda: polled(admin), timeout_s=30, what="a first poll")
+            await eventually(lambda: settled(admin), timeout_s=30, what="settled")
+            assert await items(admin) == []
+            code, out, err = await day.backfill("--since", "30d", "--dry-run")
+            assert code == 0, err
+            assert out.splitlines()[-2] == "4 link, 0 create, 2 skip", out
+            code, out, err = await day.backfill("--since", "30d")
+            assert code == 0, err
+            assert out.splitlines()[-1] == "done: 4 link, 0 create, 2 skip", out
+            await eventually(lambda: settled(admin), timeout_s=30, what="settled")
+            restored = await items(admin)
+            assert [item["id"] for item in restored] == [item_id]
+            detail = await lookup(admin, "hookstream", open_issue)
+            assert detail is not None
+            assert {link["system"] for link in detail["links"]} == set(SYSTEMS)
+            assert await day.vendor_objects() == after_run
+            code, out, err = await day.backfill("--since", "30d", "--dry-run")
+            assert out.splitlines()[-2] == "0 link, 0 create, 6 skip", out
