@@ -272,6 +272,14 @@ class Backfill:
                 )
                 return _Step(_line(obj, "create", reason), obj, "create")
             partner_rule, _ = self.engine.creation_check(partner)
+            async with self.store.tx() as tx:
+                back = await find_match(tx, self.engine.rules, partner, now, index=False, also=also)
+            if back.kind == "ambiguous":
+                reason = (
+                    f"link rule {match.rule!r}: {partner.ref.system} {partner.ref.external_id}"
+                    " matches several objects, so it starts no item"
+                )
+                return _Step(_line(obj, "skip", reason), obj, "none")
             if partner_rule is not None:
                 reason = (
                     f"link rule {match.rule!r}: the work item {partner.ref.system} "

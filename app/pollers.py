@@ -41,6 +41,8 @@ class PollResult(msgspec.Struct):
     objects: int = 0
     changed: int = 0
     created: int = 0
+    #: new objects a link rule matched to several candidates (reported, not linked)
+    ambiguous: int = 0
     error: str | None = None
     retry_after: float | None = None
 
@@ -165,6 +167,8 @@ class Pollers:
                         result.changed += 1
                     elif outcome.kind == "created":
                         result.created += 1
+                    elif outcome.kind == "ambiguous":
+                        result.ambiguous += 1
                     self.metrics.observations.labels(system, outcome.kind).inc()
                     # a vendor time in the future (clamped by the engine) must not carry
                     # the cursor past changes still to come
@@ -193,7 +197,8 @@ class Pollers:
                 now=now,
                 state="failed" if result.error else "done",
                 outcome=result.error
-                or f"{result.objects} objects, {result.changed} changed, {result.created} created",
+                or f"{result.objects} objects, {result.changed} changed, {result.created} created"
+                + (f", {result.ambiguous} ambiguous" if result.ambiguous else ""),
             )
         self.metrics.polls.labels(system, "error" if result.error else "ok").inc()
         if self.alerter is not None and result.error != "paused":

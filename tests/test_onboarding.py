@@ -339,3 +339,109 @@ async def test_backfill_plans_without_changing_anything_then_does_exactly_the_pl
             assert await day.vendor_objects() == after_run
             code, out, err = await day.backfill("--since", "30d", "--dry-run")
             assert out.splitlines()[-2] == "0 link, 0 create, 6 skip", out
+
+
+# -- 4. link rules: match before create -------------------------------------------------------
+
+
+async def test_a_link_rule_links_an_existing_ticket_instead_of_creating_one_and_reports_ambiguity(
+    tmp_path: Path,
+) -> None:
+    async with day_one(tmp_path) as day:
+        orders = await day.issue("orders-webhook")
+        customers = await day.ticket("[orders-webhook] Checkout keeps failing")
+        search = await day.issue("search-webhook")
+        twins = [await day.ticket(f"[search-webhook] Search is slow ({n})") for n in (1, 2)]
+        day.configure("gateway.db", link_rules=LINK_BY_DESTINATION)
+        async with await day.start() as admin:
+            await eventually(lambda: polled(admin), timeout_s=30, what="a first poll")
+            await eventually(lambda: settled(admin), timeout_s=30, what="settled")
+            code, out, err = await day.backfill("--since", "1d", "--dry-run")
+            assert code == 0, err
+            lines = plan_lines(out)
+            assert lines[orders].startswith("create hookstream"), out
+            assert (
+                f"linking inboxops {customers} by link rule 'destination-in-subject'"
+                in (lines[orders])
+            )
+            assert lines[customers].startswith("link   inboxops"), out
+            assert lines[search].startswith("skip   hookstream"), out
+            assert "ambiguous link rule match" in lines[search]
+            assert all(f"inboxops {twin}" in lines[search] for twin in twins)
+            for twin in twins:
+                assert lines[twin].startswith("skip"), out
+            assert out.splitlines()[-2] == "1 link, 1 create, 3 skip", out
+
+            before = await day.vendor_objects()
+            code, out, err = await day.backfill("--since", "1d")
+            assert code == 0, err
+
+            async def synced() -> bool:
+                detail = await lookup(admin, "hookstream", orders)
+                return (
+                    detail is not None
+                    and len(detail["links"]) == 4
+                    and all(link["state"] == "synced" for link in detail["links"])
+                )
+
+            await eventually(synced, timeout_s=60, what="the orders issue fanned out")
+            detail = await lookup(admin, "inboxops", customers)
+            assert (
+                detail is not None
+                and detail["item"]["id"]
+                == ((await lookup(admin, "hookstream", orders)) or {})["item"]["id"]
+            )
+            assert any(
+                h["kind"] == "linked" and "destination-in-subject" in (h["detail"] or "")
+                for h in detail["history"]
+            )
+            # the customers' ticket was linked: no new InboxOps ticket
+            assert created_counts(before, await day.vendor_objects()) == {
+                "hookstream": 0,
+                "devhelm": 1,
+                "inboxops": 0,
+                "incidentio": 1,
+            }
+            assert await lookup(admin, "hookstream", search) is None
+            for twin in twins:
+                assert await lookup(admin, "inboxops", twin) is None
+
+            # new objects too: a ticket opened now about the orders destination is linked
+            # to its item; a new issue on the search destination is ambiguous, not linked
+            later = await day.ticket("[orders-webhook] Still failing for me")
+
+            async def later_linked() -> bool:
+                found = await lookup(admin, "inboxops", later)
+                return found is not None and found["item"]["id"] == detail["item"]["id"]
+
+            await eventually(later_linked, timeout_s=30, what="the new ticket linked by rule")
+            response = await day.control["hookstream"].post(
+                "/_sim/seed",
+                json={
+                    "destination_id": "dst_search_eu",
+                    "destination_name": "search-webhook",
+                    "error_type": "timeout",
+                },
+            )
+            assert response.status_code == 201, response.text
+            again = str(response.json()["issue"]["id"])
+
+            log = tmp_path / "gateway.log"
+
+            async def reported() -> bool:
+                return any(
+                    "ambiguous link rule match" in line and again in line
+                    for line in log.read_text().splitlines()
+                )
+
+            await eventually(reported, timeout_s=30, what="the ambiguous match reported")
+            page = (await admin.get("/events", params={"system": "hookstream"})).json()
+            assert any("ambiguous" in (e["outcome"] or "") for e in page["events"]), page
+            await eventually(lambda: settled(admin), timeout_s=30, what="settled")
+            assert await lookup(admin, "hookstream", again) is None
+            assert created_counts(before, await day.vendor_objects()) == {
+                "hookstream": 1,
+                "devhelm": 1,
+                "inboxops": 1,
+                "incidentio": 1,
+            }

@@ -82,7 +82,9 @@ async def find_match(
 
 async def _candidates(tx: Tx, key: LinkKeyOf, also: Candidates | None) -> list[VendorObject]:
     found = await tx.match_candidates(key.rule.name, key.other, key.key)
-    if also is not None:
-        seen = {o.ref for o in found}
-        found += [o for o in await also(key.rule.name, key.other, key.key) if o.ref not in seen]
-    return found
+    if also is None:
+        return found
+    # the objects ``also`` gives were just read, with their raw JSON: they come first
+    extra = list(await also(key.rule.name, key.other, key.key))
+    seen = {o.ref for o in extra}
+    return extra + [o for o in found if o.ref not in seen]
