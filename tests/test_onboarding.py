@@ -15,7 +15,7 @@ from typing import Any
 
 import httpx
 
-from adapters.inboxops.simulator import SUPPORT_INBOX_ID
+from adapters.inboxops.simulator_rules import SUPPORT_INBOX_ID
 from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
 from app import tables
 from tests.blackbox import (
