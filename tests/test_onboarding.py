@@ -238,6 +238,31 @@ async def test_a_first_start_over_history_creates_nothing_but_new_objects_still_
                 "incidentio": 1,
             }
 
+            # the history is brought in on request, through the admin API: a dry run first
+            refused = await admin.post("/backfill", json={"since": "last tuesday"})
+            assert refused.status_code == 422, refused.text
+            assert "last tuesday" in refused.json()["detail"]
+            unknown = await admin.post("/backfill", json={"systems": ["jira"]})
+            assert unknown.status_code == 422 and "jira" in unknown.json()["detail"]
+            objects = await day.vendor_objects()
+            dry = await admin.post("/backfill", json={"systems": ["hookstream"], "since": "1h"})
+            assert dry.status_code == 200, dry.text
+            plan = dry.json()
+            assert plan["dry_run"] is True and plan["systems"] == ["hookstream"]
+            assert plan["summary"] == "0 link, 1 create, 2 skip", plan
+            actions = {line["external_id"]: line["action"] for line in plan["lines"]}
+            assert actions == {old_open: "create", old_resolved: "skip", new: "skip"}
+            assert len(await items(admin)) == 1
+            assert await day.vendor_objects() == objects
+            done = await admin.post(
+                "/backfill", json={"systems": ["hookstream"], "since": "1h", "dry_run": False}
+            )
+            assert done.status_code == 200, done.text
+            outcomes = {line["external_id"]: line["outcome"] for line in done.json()["lines"]}
+            assert outcomes[old_open] == "created"
+            assert await lookup(admin, "hookstream", old_open) is not None
+            assert await lookup(admin, "hookstream", old_resolved) is None
+
 
 # -- 2, 3. backfill: a plan, carried out once; markers rebuild an empty database -------------
 
