@@ -751,3 +751,14 @@ async def test_rate_limit_headers_come_on_every_authenticated_response(rig: Rig)
     unauthenticated = await rig.control.get("/v3/follow_ups")
     assert unauthenticated.status_code == 401
     assert "X-RateLimit-Limit" not in unauthenticated.headers
+
+
+async def test_the_marker_label_is_read_back_and_other_labels_are_not_markers(rig: Rig) -> None:
+    adapter = rig.adapter()
+    key = f"syncgate-{'c' * 32}-8"
+    created = await adapter.create(CreateTarget(scope=DEFAULT_INCIDENT_ID), Fields(title="x"), key)
+    assert adapter.marker_key(created) == key
+    listed = [o async for page in adapter.list_changed(None) for o in page]
+    assert [adapter.marker_key(o) for o in listed if o.ref == created.ref] == [key]
+    plain = msgspec.structs.replace(created, raw={**created.raw, "labels": ["customer"]})
+    assert adapter.marker_key(plain) is None
