@@ -75,10 +75,13 @@ class PlanLine(msgspec.Struct, frozen=True):
     action: str
     reason: str
     work_item_id: str | None = None
+    #: The object's title, to recognise it by (cut to 40 characters).
+    title: str = ""
 
     def text(self) -> str:
         scope = f" ({self.scope})" if self.scope else ""
-        return f"{self.action:<6} {self.system} {self.external_id}{scope}: {self.reason}"
+        title = f' "{self.title}"' if self.title else ""
+        return f"{self.action:<6} {self.system} {self.external_id}{scope}{title}: {self.reason}"
 
 
 class Plan(msgspec.Struct):
@@ -353,4 +356,6 @@ class Backfill:
 def _line(obj: VendorObject, action: str, reason: str, item_id: str | None = None) -> PlanLine:
     ref = obj.ref
     text = f"{reason} {item_id}" if item_id is not None and reason.endswith("item") else reason
-    return PlanLine(ref.system, ref.scope, ref.external_id, action, text, item_id)
+    title = obj.fields.title if isinstance(obj.fields.title, str) else ""
+    title = title if len(title) <= 40 else title[:39] + "…"
+    return PlanLine(ref.system, ref.scope, ref.external_id, action, text, item_id, title)

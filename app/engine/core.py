@@ -477,7 +477,7 @@ class Engine(OperatorChanges):
             if not created_since(obj, connected):
                 # history from before the gateway was connected: left alone (a backfill
                 # is the way to bring it in)
-                log.info(
+                log.debug(  # every poll re-reads its overlap window: not worth a line each
                     "work item not created: the object predates the connection",
                     extra={
                         "system": system,

@@ -34,6 +34,7 @@ class BackfillLine(msgspec.Struct):
     action: str
     reason: str
     work_item_id: str | None
+    title: str
     text: str
     outcome: str | None = None
 
@@ -55,6 +56,7 @@ def _line(line: PlanLine, outcome: str | None) -> BackfillLine:
         line.action,
         line.reason,
         line.work_item_id,
+        line.title,
         line.text(),
         outcome,
     )
