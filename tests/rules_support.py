@@ -10,6 +10,7 @@ from typing import Any
 from app.config.schema import (
     CreateRule,
     FieldRule,
+    LinkRule,
     Settings,
     SystemSettings,
 )
@@ -111,6 +112,7 @@ def settings(
     *,
     fields: dict[str, FieldRule] | None = None,
     create_rules: list[CreateRule] | None = None,
+    link_rules: list[LinkRule] | None = None,
     disabled: tuple[str, ...] = (),
     max_clock_skew_s: float = 300.0,
 ) -> Settings:
@@ -126,6 +128,7 @@ def settings(
         },
         fields=fields or {},
         create_rules=create_rules or [],
+        link_rules=link_rules or [],
     )
 
 
