@@ -27,6 +27,8 @@ Control routes (no auth), besides SimKit's common ``/_sim/`` surface:
     GET    /_sim/statuses         {"data": [{id, name, color, category}, ...]} (built-in and
                                   custom; ``category`` is the base status)
     GET    /_sim/priorities       the same for priorities
+    POST   /_sim/custom-fields    {"key": ...}: define a custom field key (behaviour
+                                  ``custom_fields: defined``); 201
 
 Choices where vendors.md is silent (each is a documented decision for Syncgate):
 
@@ -52,6 +54,11 @@ Choices where vendors.md is silent (each is a documented decision for Syncgate):
   simulator has no user or contact directory, so any UUID is an agent or contact).
   ``custom_fields`` is merged key by key (``null`` drops a key). A PATCH that changes
   nothing leaves ``updated_at`` alone and sends no webhook.
+- Custom field keys: the docs list ``custom_fields`` on create and update but not whether
+  a key must be defined in the workspace first. Behaviour ``custom_fields: any`` (the
+  default) takes any key; ``custom_fields: defined`` refuses a create naming a key that is
+  not defined, with 400 ``bad_request`` ``custom_fields.<key>: unknown custom field``
+  (``POST /_sim/custom-fields {"key"}`` defines one; a seeded ticket may use any).
 - ``remind_at``/``remind_transition_status_id`` are applied only when the same PATCH sets
   a ``waiting``-category status, and cleared whenever the ticket leaves that category.
   When ``remind_at`` passes (``POST /_sim/clock``), the ticket moves to
@@ -78,7 +85,7 @@ from __future__ import annotations
 
 import http
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -87,7 +94,7 @@ from litestar import Request, Response, get, patch, post
 from msgspec import UnsetType
 
 from adapters._simbase import Simulator, check_standard_secret, json_response
-from adapters._simkit import SimKit, SimOptions
+from adapters._simkit import Behaviour, SimKit, SimOptions
 from adapters.inboxops.simulator_rules import (
     BILLING_INBOX_ID,
     SUPPORT_INBOX_ID,
@@ -284,11 +291,21 @@ def render_problem(status: int, code: str, message: str) -> tuple[bytes, str]:
     return msgspec.json.encode(body), "application/problem+json"
 
 
+#: Readings of what the documents leave open (see the module docstring).
+BEHAVIOURS = {
+    "custom_fields": Behaviour(
+        choices=("any", "defined"),
+        doc="whether a create may name a custom field key the workspace has not defined",
+    ),
+}
+
+
 class InboxOpsSimulator(Simulator):
     """InboxOps's public ticket API in memory; see the module docstring for the contract."""
 
     vendor = "inboxops"
     seed_param = "inbox_id"
+    behaviours = BEHAVIOURS
 
     def prepare(self, options: SimOptions) -> SimOptions:
         if options.webhook_secret is not None:
@@ -313,6 +330,8 @@ class InboxOpsSimulator(Simulator):
                 ) from None
             self.inboxes.setdefault(key, Inbox(key, f"Inbox {key[:8]}"))
         self.notes: list[Note] = []
+        #: custom field keys defined in the workspace (behaviour ``custom_fields: defined``)
+        self.custom_field_keys: set[str] = set()
         self.idempotency: dict[str, StoredCreate] = {}
         self._numbers = 1000
         self.kit.on_timer(self.fire_reminders)
@@ -321,6 +340,16 @@ class InboxOpsSimulator(Simulator):
 
     def _problem(self, error: Invalid) -> Response[bytes]:
         return self.kit.error(error.status, error.code, error.detail)
+
+    def _custom_keys(self, values: Mapping[str, Any] | UnsetType | None) -> None:
+        """Under ``custom_fields: defined``, refuse a key the workspace does not define."""
+        if isinstance(values, UnsetType) or not values:
+            return
+        if self.kit.behaviour["custom_fields"] != "defined":
+            return
+        for key in values:
+            if key not in self.custom_field_keys:
+                raise Invalid(f"custom_fields.{key}: unknown custom field")
 
     def _inbox(self, inbox_id: uuid.UUID) -> str:
         key = str(inbox_id)
@@ -409,6 +438,7 @@ class InboxOpsSimulator(Simulator):
         note = body.initial_internal_note
         if not isinstance(note, UnsetType) and not (note.body_text or note.body_html):
             raise Invalid("initial_internal_note: needs body_text or body_html")
+        self._custom_keys(body.custom_fields)
         ticket = self._new_ticket(
             subject=body.subject,
             inbox_id=inbox_id,
@@ -687,6 +717,14 @@ class InboxOpsSimulator(Simulator):
                 lambda: json_response({"data": msgspec.to_builtins(sim._add_inbox(raw))}, 201)
             )
 
+        @post("/_sim/custom-fields")
+        async def define_custom_field(request: Request[Any, Any, Any]) -> Response[bytes]:
+            key = msgspec.json.decode(await request.body()).get("key")
+            if not isinstance(key, str) or not key:
+                return sim._problem(Invalid("key: a custom field key is required"))
+            sim.custom_field_keys.add(key)
+            return json_response({"data": {"key": key}}, 201)
+
         @get("/_sim/inboxes", sync_to_thread=False)
         def list_inboxes() -> Response[bytes]:
             return json_response({"data": msgspec.to_builtins(list(sim.inboxes.values()))})
@@ -704,6 +742,7 @@ class InboxOpsSimulator(Simulator):
             human_edit,
             all_notes,
             add_inbox,
+            define_custom_field,
             list_inboxes,
             list_statuses,
             list_priorities,

@@ -377,6 +377,30 @@ async def test_adapter_create_sends_no_status_and_the_description_as_a_note(rig:
     assert rig.adapter.marker_key(await rig.adapter.get(created.ref)) == key
 
 
+async def test_a_workspace_that_refuses_the_marker_field_still_gets_its_ticket_once(
+    rig: Rig,
+) -> None:
+    behaviour = await rig.control.put("/_sim/behaviour", json={"custom_fields": "defined"})
+    assert behaviour.status_code == 200, behaviour.text
+    key = f"syncgate-{'d' * 32}-9"
+    target = CreateTarget(params={"inbox_id": SUPPORT_INBOX_ID})
+    created = await rig.adapter.create(target, Fields(title="No marker field"), key)
+    assert rig.adapter.marker_key(created) is None  # no marker, but a ticket
+    posts = [r for r in (await rig.control.get("/_sim/requests")).json()["requests"]]
+    assert [r["status"] for r in posts] == [400, 201]
+    assert "custom_fields" not in posts[1]["body"]
+    # a retry (the first answer lost) replays the same ticket through the key
+    again = await rig.adapter.create(target, Fields(title="No marker field"), key)
+    assert again.ref == created.ref
+    assert len((await rig.control.get("/_sim/objects")).json()["objects"]) == 1
+    # once the workspace defines the field, tickets carry the marker
+    defined = await rig.control.post("/_sim/custom-fields", json={"key": "syncgate_marker"})
+    assert defined.status_code == 201, defined.text
+    other = f"syncgate-{'e' * 32}-10"
+    marked = await rig.adapter.create(target, Fields(title="Marked"), other)
+    assert rig.adapter.marker_key(marked) == other
+
+
 async def test_adapter_create_without_inbox_is_rejected(rig: Rig) -> None:
     with pytest.raises(Rejected):
         await rig.adapter.create(CreateTarget(), Fields(title="x"), "k")
