@@ -472,3 +472,37 @@ async def test_a_link_rule_links_an_existing_ticket_instead_of_creating_one_and_
                 "inboxops": 1,
                 "incidentio": 1,
             }
+
+
+# -- the command line's errors ------------------------------------------------------------------
+
+
+def test_backfill_refuses_a_wrong_command_line_and_an_unmigrated_database_in_one_line(
+    tmp_path: Path,
+) -> None:
+    config = tmp_path / "config.yaml"
+    urls = {name: "http://127.0.0.1:9" for name in SYSTEMS}
+    write_config(config, f"sqlite:///{tmp_path / 'never-migrated.db'}", urls)
+
+    def backfill(*args: str) -> tuple[int, list[str]]:
+        result = syncgate("backfill", "--config", str(config), *args, env=gateway_env())
+        assert result.stdout == "", result.stdout
+        return result.returncode, result.stderr.splitlines()
+
+    assert backfill("--since", "yesterday", "--dry-run") == (
+        2,
+        [
+            "syncgate backfill: --since: 'yesterday' is neither a duration (30d, 12h, 45m) "
+            "nor an ISO 8601 time"
+        ],
+    )
+    code, err = backfill("--system", "jira", "--dry-run")
+    assert code == 2 and len(err) == 1, err
+    assert "--system 'jira' is not a configured system (configured: " in err[0]
+    code, err = backfill("--dry-run")
+    assert code == 1 and len(err) == 1, err
+    assert err[0].startswith("syncgate backfill: database: ")
+    assert err[0].endswith("(run `syncgate migrate` (or serve once) first)")
+    with contextlib.closing(sqlite3.connect(tmp_path / "never-migrated.db")) as conn:
+        tables_made = conn.execute("SELECT name FROM sqlite_master").fetchall()
+    assert tables_made == []  # a dry run writes nothing, not even a schema

@@ -84,6 +84,9 @@ async def _run(
     try:
         if not dry_run:
             await store.migrate()
+        else:  # a dry run writes nothing, not even a schema: it must be there already
+            async with store.tx() as tx:
+                await tx.system_state("-")
         gateway = Gateway(settings, secrets, store, run_pollers=False)
         service = gateway.backfill
         if dry_run:
@@ -108,10 +111,12 @@ async def _run(
         print(f"syncgate backfill: {exc.message}", file=sys.stderr)
         return EXIT_USAGE
     except VendorError as exc:
-        print(
-            f"syncgate backfill: {exc}; what was done before stays done, run it again to resume",
-            file=sys.stderr,
+        after = (
+            "nothing was changed"
+            if dry_run
+            else "what was done before stays done: run it again to resume"
         )
+        print(f"syncgate backfill: {exc}; {after}", file=sys.stderr)
         return EXIT_FAILED
     except (OperationalError, ProgrammingError) as exc:
         hint = "run `syncgate migrate` (or serve once) first" if dry_run else "check the database"
