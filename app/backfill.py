@@ -146,11 +146,19 @@ class Backfill:
         return plan
 
     async def run(
-        self, systems: Sequence[str], since: datetime | None, progress: Progress | None = None
+        self,
+        systems: Sequence[str],
+        since: datetime | None,
+        progress: Progress | None = None,
+        *,
+        planned: Callable[[Plan], None] | None = None,
     ) -> Plan:
-        """Plan afresh, then carry the plan out; returns the plan carried out."""
+        """Plan afresh, then carry the plan out (``planned`` sees the plan first, e.g. to
+        size a progress bar); returns the plan carried out."""
         names = self.systems(systems)
         plan, steps = await self._plan(names, since, index=True)
+        if planned is not None:
+            planned(plan)
         restored: set[str] = set()
         # items to restore first, then links to items, then creates (a create may link,
         # by a link rule, an object planned as its partner)

@@ -16,7 +16,7 @@ import shutil
 import sys
 from typing import Any, TextIO
 
-from app.backfill import PlanLine, parse_since
+from app.backfill import Plan, PlanLine, parse_since
 from app.errors import Invalid, VendorError
 from app.model import utcnow
 
@@ -97,10 +97,13 @@ async def _run(
             print("dry run: nothing was changed")
             return 0
         await gateway.connect()
-        first = await service.plan(systems, since)
-        bar = Bar(len(first.lines), sys.stdout)
+        bar = Bar(0, sys.stdout)
+
+        def planned(plan: Plan) -> None:
+            bar.total = len(plan.lines)
+
         try:
-            plan = await service.run(systems, since, bar.step)
+            plan = await service.run(systems, since, bar.step, planned=planned)
         finally:
             bar.close()
         print(f"done: {plan.summary()}")
