@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 
 from adapters.inboxops.simulator_rules import SUPPORT_INBOX_ID
@@ -30,6 +31,7 @@ from tests.blackbox import (
     write_config,
 )
 from tests.cli_support import syncgate
+from tests.conftest import open_store, postgres_url
 from tests.rig import STATUS_PAGE_ID
 
 SYSTEMS = ("hookstream", "devhelm", "inboxops", "incidentio")
@@ -72,18 +74,13 @@ class Day:
         self.gateway: GatewayProcess | None = None
 
     def configure(self, db: str, **overrides: Any) -> None:
+        """A config on ``db``: an SQLite file name in the test's folder, or a URL."""
         urls = {name: str(client.base_url) for name, client in self.control.items()}
         overrides.setdefault("create_rules", FAN_OUT)
         systems = overrides.pop("systems", {})
         systems.setdefault("hookstream", {}).setdefault("poll_interval_s", 0.2)
-        write_config(
-            self.config,
-            f"sqlite:///{self.tmp / db}",
-            urls,
-            systems=systems,
-            **overrides,
-        )
-        self.db = self.tmp / db
+        self.db_url = db if "://" in db else f"sqlite:///{self.tmp / db}"
+        write_config(self.config, self.db_url, urls, systems=systems, **overrides)
 
     async def start(self, worker: str = "day-one") -> httpx.AsyncClient:
         self.gateway = GatewayProcess(self.config, self.port, worker, self.tmp / "gateway.log")
@@ -122,13 +119,26 @@ class Day:
         )
         return result.returncode, result.stdout, result.stderr
 
-    def rows(self) -> dict[str, list[tuple[Any, ...]]]:
-        """Every row of every table of the gateway's database."""
-        with contextlib.closing(sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)) as conn:
+    async def rows(self) -> dict[str, list[tuple[Any, ...]]]:
+        """Every row of every table of the gateway's database (SQLite or PostgreSQL)."""
+        names = [table.name for table in tables.metadata.sorted_tables]
+        if self.db_url.startswith("sqlite:///"):
+            path = self.db_url.removeprefix("sqlite:///")
+            with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as conn:
+                return {
+                    name: sorted(conn.execute(f"SELECT * FROM {name}").fetchall(), key=repr)
+                    for name in names
+                }
+        conn = await asyncpg.connect(self.db_url.replace("postgresql+asyncpg://", "postgresql://"))
+        try:
             return {
-                table.name: sorted(conn.execute(f"SELECT * FROM {table.name}").fetchall(), key=repr)
-                for table in tables.metadata.sorted_tables
+                name: sorted(
+                    (tuple(r) for r in await conn.fetch(f"SELECT * FROM {name}")), key=repr
+                )
+                for name in names
             }
+        finally:
+            await conn.close()
 
 
 @contextlib.asynccontextmanager
@@ -274,14 +284,23 @@ async def pause_all(admin: httpx.AsyncClient, paused: bool) -> None:
         assert response.status_code == 200, response.text
 
 
+async def empty_database(db_kind: str, tmp_path: Path, name: str) -> str:
+    """An empty, migrated database: an SQLite file, or the test PostgreSQL emptied."""
+    if db_kind == "sqlite":
+        return name
+    store = await open_store("postgres", tmp_path)  # migrated, every table emptied
+    await store.close()
+    return postgres_url()
+
+
 async def test_backfill_plans_without_changing_anything_then_does_exactly_the_plan_once(
-    tmp_path: Path,
+    tmp_path: Path, db_kind: str
 ) -> None:
     async with day_one(tmp_path) as day:
         open_issue = await day.issue("orders-webhook")
         resolved = await day.issue("billing-webhook", status="resolved")
         ticket = await day.ticket("How do refunds work?")
-        day.configure("gateway.db")
+        day.configure(await empty_database(db_kind, tmp_path, "gateway.db"))
         async with await day.start() as admin:
             await eventually(lambda: polled(admin), timeout_s=30, what="a first poll")
             await eventually(lambda: settled(admin), timeout_s=30, what="settled")
@@ -289,11 +308,11 @@ async def test_backfill_plans_without_changing_anything_then_does_exactly_the_pl
 
             # the dry run, with every system paused so the serving gateway writes nothing
             await pause_all(admin, True)
-            rows, objects = day.rows(), await day.vendor_objects()
+            rows, objects = await day.rows(), await day.vendor_objects()
             writes = {name: len(sim.kit.writes()) for name, sim in day.sims.items()}
             code, out, err = await day.backfill("--since", "30d", "--dry-run")
             assert code == 0, err
-            assert day.rows() == rows
+            assert await day.rows() == rows
             assert await day.vendor_objects() == objects
             assert {name: len(sim.kit.writes()) for name, sim in day.sims.items()} == writes
             lines = plan_lines(out)
@@ -346,7 +365,7 @@ async def test_backfill_plans_without_changing_anything_then_does_exactly_the_pl
 
         # the database is lost: a gateway on an empty one creates nothing, and a backfill
         # relinks everything Syncgate made by its markers, with no new vendor object
-        day.configure("restored.db")
+        day.configure(await empty_database(db_kind, tmp_path, "restored.db"))
         async with await day.start("restored") as admin:
             await eventually(lambda: polled(admin), timeout_s=30, what="a first poll")
             await eventually(lambda: settled(admin), timeout_s=30, what="settled")
