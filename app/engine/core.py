@@ -3,7 +3,10 @@
 The only writer of canonical state. For one observation ("system S says object X looks
 like this as of T"):
 
-1. find the link for X, or apply the creation rules when there is none;
+1. find the link for X; when there is none, apply the link rules (``matching.py``: link X
+   to what it is the same thing as), then the creation rules, which start a work item
+   only from an object the vendor made since the system was first connected (or inside
+   a backfill window);
 2. drop it if T is older than what the link has already seen (out of order);
 3. for each field S may set: skip it unless X changed it since we last saw X (so a stale
    copy never reverts a newer canonical value) and it differs *in meaning* from the
