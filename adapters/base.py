@@ -136,6 +136,19 @@ class Adapter(abc.ABC):
         (``settings.scopes``) where the vendor lists per scope.
         """
 
+    # -- markers ---------------------------------------------------------------------------
+
+    def marker_key(self, obj: VendorObject) -> str | None:
+        """The idempotency key of the marker Syncgate left on ``obj`` when it created it
+        (``syncgate-<work item>-<link>``), read from what the vendor returned; None when
+        ``obj`` carries none (or the listing did not show it: see ``read_marker``)."""
+        return None
+
+    async def read_marker(self, obj: VendorObject) -> str | None:
+        """``marker_key``, reading the object first where a listing does not show its
+        marker (DevHelm list rows may come without the timeline)."""
+        return self.marker_key(obj)
+
     # -- writes ----------------------------------------------------------------------------
 
     @abc.abstractmethod

@@ -23,6 +23,7 @@ from httpx_aiohttp import AiohttpTransport
 from adapters import VENDORS, adapter_class
 from adapters.base import Adapter, AdapterSettings
 from app.alerts import Alerter
+from app.backfill import Backfill
 from app.config import ResolvedSecrets, SystemCaps, load_config, resolve_environment
 from app.config.schema import Settings, SystemSettings
 from app.dispatcher import Dispatcher
@@ -214,6 +215,7 @@ class Gateway:
             ingest=self.ingest,
         )
         self.events = EventWriter(store, on_stored=self.worker.wake.set)
+        self.backfill = Backfill(store, self.engine, self.adapters, clock=clock)
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 
@@ -304,9 +306,15 @@ class Gateway:
         self.reload(settings, secrets)
         self.dispatcher.wake.set()
 
+    async def connect(self) -> dict[str, datetime]:
+        """Record the moment each enabled system is first connected (kept once stored):
+        polling starts there, and creation rules act only on objects created since."""
+        return await self.engine.connect(self.adapters)
+
     async def start(self) -> None:
-        """Read the stored people, then start the background loops (dispatcher, inbox
-        worker, pollers, identity refresh)."""
+        """Connect the systems and read the stored people, then start the background loops
+        (dispatcher, inbox worker, pollers, identity refresh)."""
+        await self.connect()
         self._stop.clear()
         await self.identities.load()
         loop = asyncio.get_running_loop()

@@ -212,6 +212,8 @@ class VendorObject(msgspec.Struct, frozen=True):
     guessed). ``raw`` is the vendor JSON, for filters and the audit trail. ``whole``:
     ``raw`` is the object as the vendor's REST API answered it (a read, a listing or a
     write's answer), not a webhook's view of it, which may leave fields out.
+    ``created_at`` is when the vendor made the object, None where it does not say: an
+    object of unknown age is never taken for a new one (creation rules skip it).
     """
 
     ref: ObjectRef
@@ -221,6 +223,7 @@ class VendorObject(msgspec.Struct, frozen=True):
     unmapped: dict[str, str] = msgspec.field(default_factory=dict)
     raw: dict[str, Any] = msgspec.field(default_factory=dict)
     whole: bool = False
+    created_at: datetime | None = None
 
 
 class CreateTarget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

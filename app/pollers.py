@@ -3,7 +3,9 @@
 Each poll lists the objects changed since ``cursor - overlap`` (vendors stamp
 ``updated_at`` before commit, so rows can appear late) and hands every object to the
 engine; re-seeing an object is harmless. The cursor then moves to the newest
-``updated_at`` seen. A webhook that is only a hint can ask for an immediate poll
+``updated_at`` seen. A system's first poll starts at the moment it was first connected
+(``systems.connected_at``), never at the start of its history: what happened before is
+brought in only by a backfill. A webhook that is only a hint can ask for an immediate poll
 (``request``): it wakes the system's loop, or, when the system has none running
 (webhook-only, ``poll_interval_s: 0``, or the loops not started), runs a one-off poll in
 the background. Every poll is written to the event log with its outcome.
@@ -39,6 +41,8 @@ class PollResult(msgspec.Struct):
     objects: int = 0
     changed: int = 0
     created: int = 0
+    #: new objects a link rule matched to several candidates (reported, not linked)
+    ambiguous: int = 0
     error: str | None = None
     retry_after: float | None = None
 
@@ -147,7 +151,9 @@ class Pollers:
             result.error = "paused"
             return result
         cursor: datetime | None = state.poll_cursor
-        since = None if cursor is None else cursor - timedelta(seconds=settings.poll_overlap_s)
+        if cursor is None:  # the first poll: from the moment the system was connected
+            cursor = state.connected_at or (await self.engine.connect([system]))[system]
+        since = cursor - timedelta(seconds=settings.poll_overlap_s)
         newest = cursor
         poll_id = f"poll-{uuid.uuid4().hex[:16]}"
         try:
@@ -161,6 +167,8 @@ class Pollers:
                         result.changed += 1
                     elif outcome.kind == "created":
                         result.created += 1
+                    elif outcome.kind == "ambiguous":
+                        result.ambiguous += 1
                     self.metrics.observations.labels(system, outcome.kind).inc()
                     # a vendor time in the future (clamped by the engine) must not carry
                     # the cursor past changes still to come
@@ -189,7 +197,8 @@ class Pollers:
                 now=now,
                 state="failed" if result.error else "done",
                 outcome=result.error
-                or f"{result.objects} objects, {result.changed} changed, {result.created} created",
+                or f"{result.objects} objects, {result.changed} changed, {result.created} created"
+                + (f", {result.ambiguous} ambiguous" if result.ambiguous else ""),
             )
         self.metrics.polls.labels(system, "error" if result.error else "ok").inc()
         if self.alerter is not None and result.error != "paused":

@@ -9,6 +9,8 @@ and the dispatcher ask it questions and never read the raw settings or an adapte
 
 from __future__ import annotations
 
+import functools
+import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -17,7 +19,7 @@ import msgspec
 from msgspec import UNSET
 
 from adapters.base import differs_in_meaning
-from app.config.schema import Conflict, CreateRule, Direction, Settings
+from app.config.schema import Conflict, CreateRule, Direction, LinkKey, LinkRule, Settings
 from app.errors import Invalid
 from app.model import FIELD_NAMES, Fields, IdentityMap, Priority, ValueMap, VendorObject
 
@@ -189,6 +191,47 @@ class Rules:
             if rule.system == obj.ref.system and _matches(rule, obj):
                 return rule
         return None
+
+    def link_keys(self, obj: VendorObject) -> list[LinkKeyOf]:
+        """The keys ``obj`` yields under each link rule naming its system (a rule whose
+        field is absent, or whose regex does not match, yields none)."""
+        out = []
+        for rule in self.settings.link_rules:
+            for side, key, other in (("left", rule.left, "right"), ("right", rule.right, "left")):
+                if key.system != obj.ref.system:
+                    continue
+                value = key_of(obj.raw, key)
+                if value is not None:
+                    out.append(LinkKeyOf(rule, side, other, value))
+        return out
+
+
+class LinkKeyOf(msgspec.Struct, frozen=True):
+    """The key an object yields under one link rule, on one side (``left``/``right``);
+    its candidates are the objects with the same key on the ``other`` side."""
+
+    rule: LinkRule
+    side: str
+    other: str
+    key: str
+
+
+def key_of(raw: Mapping[str, Any], key: LinkKey) -> str | None:
+    """The value at ``key.path`` in a vendor object's JSON, as text (a string, number or
+    boolean), through ``key.regex``'s group when there is one; None when there is none."""
+    value = _lookup(raw, key.path)
+    if value is None or isinstance(value, Mapping | list):
+        return None
+    text = str(value).strip()
+    if key.regex is not None:
+        found = _compiled(key.regex).search(text)
+        text = (found.group(1) or "").strip() if found is not None else ""
+    return text or None
+
+
+@functools.cache
+def _compiled(pattern: str) -> re.Pattern[str]:
+    return re.compile(pattern)
 
 
 def _lookup(raw: Mapping[str, Any], path: str) -> Any:

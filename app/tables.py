@@ -8,9 +8,12 @@
 - write_attempts: every call the dispatcher made, with its outcome and duration.
 - events: the durable inbox of webhooks (and admin-injected observations), deduplicated by
   (system, delivery_id).
-- systems: per-system runtime state: poll cursor, pause, 429 deferral, last error.
+- systems: per-system runtime state: when it was first connected, poll cursor, pause,
+  429 deferral, last error.
 - identities: people added through the admin API (the config's are not stored), each
   with their user id per system, for assignees.
+- match_keys: the link rules' index: each key an object seen in a rule's system yields,
+  so a new object finds the objects it is the same thing as.
 """
 
 from __future__ import annotations
@@ -108,7 +111,8 @@ class HistoryRow(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     work_item_id: str = Field(index=True, max_length=32)
-    #: change | conflict_lost | unmapped | created | linked | unlinked | write | dead_letter
+    #: change | conflict_lost | unmapped | created | linked | unlinked | write | dead_letter |
+    #: ambiguous_match
     kind: str = Field(max_length=32)
     field: str | None = Field(default=None, max_length=64)
     old_value: Any = Field(default=None, sa_type=sa.JSON, nullable=True)
@@ -169,6 +173,9 @@ class SystemRow(SQLModel, table=True):
     __tablename__ = "systems"
 
     system: str = Field(primary_key=True, max_length=64)
+    #: When the gateway was first connected to this system: polling starts there, and
+    #: creation rules apply only to objects created since (or inside a backfill window).
+    connected_at: datetime | None = Field(default=None, sa_type=TZ)
     paused: bool = False
     #: Vendor time up to which every change has been polled.
     poll_cursor: datetime | None = Field(default=None, sa_type=TZ)
@@ -190,6 +197,26 @@ class IdentityRow(SQLModel, table=True):
     updated_at: datetime = Field(sa_type=TZ)
 
 
+class MatchKeyRow(SQLModel, table=True):
+    __tablename__ = "match_keys"
+    __table_args__ = (
+        sa.UniqueConstraint("rule", "side", "system", "scope", "external_id", name="uq_match_keys"),
+        sa.Index("ix_match_keys_lookup", "rule", "side", "key"),
+    )
+
+    id: int | None = Field(default=None, primary_key=True)
+    #: The link rule's name, and which of its two sides the object is on (left | right).
+    rule: str = Field(max_length=100)
+    side: str = Field(max_length=8)
+    key: str = Field(max_length=500)
+    system: str = Field(max_length=64)
+    scope: str = Field(default="", max_length=200)
+    external_id: str = Field(max_length=200)
+    #: The object as seen (a VendorObject without raw): enough to link it without a read.
+    known_state: dict[str, Any] = Field(sa_type=sa.JSON)
+    seen_at: datetime = Field(sa_type=TZ)
+
+
 metadata = SQLModel.metadata
 work_items = WorkItemRow.__table__  # type: ignore[attr-defined]
 links = LinkRow.__table__  # type: ignore[attr-defined]
@@ -198,3 +225,4 @@ write_attempts = WriteAttemptRow.__table__  # type: ignore[attr-defined]
 events = EventRow.__table__  # type: ignore[attr-defined]
 systems = SystemRow.__table__  # type: ignore[attr-defined]
 identities = IdentityRow.__table__  # type: ignore[attr-defined]
+match_keys = MatchKeyRow.__table__  # type: ignore[attr-defined]

@@ -229,6 +229,8 @@ async def running_rig(
             )
         settings = build_settings(urls, **settings_kwargs)
         gateway = Gateway(settings, secrets(), store, run_pollers=False)
+        # connected before the test makes anything: what it makes is new, not history
+        await gateway.connect()
         rig = Rig(sims, control, gateway)
         if serve_gateway:
             app = create_app(gateway, manage_lifecycle=False)

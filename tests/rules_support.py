@@ -10,6 +10,7 @@ from typing import Any
 from app.config.schema import (
     CreateRule,
     FieldRule,
+    LinkRule,
     Settings,
     SystemSettings,
 )
@@ -111,6 +112,7 @@ def settings(
     *,
     fields: dict[str, FieldRule] | None = None,
     create_rules: list[CreateRule] | None = None,
+    link_rules: list[LinkRule] | None = None,
     disabled: tuple[str, ...] = (),
     max_clock_skew_s: float = 300.0,
 ) -> Settings:
@@ -126,6 +128,7 @@ def settings(
         },
         fields=fields or {},
         create_rules=create_rules or [],
+        link_rules=link_rules or [],
     )
 
 
@@ -142,10 +145,12 @@ def vendor(
     priority: str | None = None,
     scope: str = "",
     raw: dict[str, Any] | None = None,
+    created_at: datetime | None = T0,
     **fields: Any,
 ) -> VendorObject:
     """A vendor object as its adapter would read it: ``status`` and ``priority`` are
-    vendor values, read through ``MAPS`` (a value with no mapping is ``unmapped``)."""
+    vendor values, read through ``MAPS`` (a value with no mapping is ``unmapped``).
+    Made at ``T0`` unless ``created_at`` says otherwise (None: the vendor gave no time)."""
     native: dict[str, str] = {}
     unmapped: dict[str, str] = {}
     for name, value in (("status", status), ("priority", priority)):
@@ -164,4 +169,5 @@ def vendor(
         native=native,
         unmapped=unmapped,
         raw=raw or {},
+        created_at=created_at,
     )

@@ -154,6 +154,9 @@ def test_shipped_examples_are_valid_when_uncommented(tmp_path: Path) -> None:
     assert settings.fields["assignee"] == FieldRule()
     [person] = settings.identities
     assert (person.email, set(person.ids)) == ("ada@example.com", {"inboxops", "incidentio"})
+    [link_rule] = settings.link_rules
+    assert (link_rule.left.system, link_rule.right.system) == ("hookstream", "inboxops")
+    assert link_rule.right.regex == r"\[([a-z0-9-]+)\]"
 
 
 def test_shipped_config_checks_ok() -> None:
@@ -386,6 +389,49 @@ def test_cross_checks(tmp_path: Path) -> None:
     assert set(found) == set(expected)
 
 
+def test_link_rules_are_checked_with_lines_and_keys(tmp_path: Path) -> None:
+    path = write(
+        tmp_path,
+        MINIMAL
+        + """
+link_rules:
+  - name: same-side
+    left: {system: inboxops, path: subject}
+    right: {system: inboxops, path: custom_fields.ref}
+  - name: broken
+    left: {system: jira, path: key}
+    right: {system: inboxops, path: subject, regex: "([a-z+"}
+  - name: groups
+    left: {system: hookstream, path: destination..name}
+    right: {system: inboxops, path: subject, regex: "(a)(b)"}
+  - name: groups
+    left: {system: hookstream, path: destination_name}
+""",
+    )
+    issues = by_key(issues_of(path))
+    assert set(issues) == {
+        "link_rules[0].right.system",
+        "link_rules[1].left.system",
+        "link_rules[1].right.regex",
+        "link_rules[2].left.path",
+        "link_rules[2].right.regex",
+        "link_rules[3].name",
+        "link_rules[3].right",
+    }, issues
+    same = issues["link_rules[0].right.system"]
+    assert same.line == 13
+    assert "both sides name 'inboxops'" in same.message
+    assert issues["link_rules[1].left.system"].line == 15
+    assert "'jira' is not a configured system" in issues["link_rules[1].left.system"].message
+    regex = issues["link_rules[1].right.regex"]
+    assert regex.line == 16 and regex.message.startswith("not a regular expression")
+    assert "not a dotted field path" in issues["link_rules[2].left.path"].message
+    assert "exactly one group" in issues["link_rules[2].right.regex"].message
+    assert "duplicate rule name 'groups'" in issues["link_rules[3].name"].message
+    assert issues["link_rules[3].right"].line == 20  # a side is missing: its rule's line
+    assert str(same).startswith(f"{path}:13: link_rules[0].right.system: ")
+
+
 def test_devhelm_create_in_needs_a_scope(tmp_path: Path) -> None:
     path = write(
         tmp_path,
@@ -462,7 +508,8 @@ def test_unknown_top_level_key_lists_the_allowed_ones(tmp_path: Path) -> None:
     assert (issue.line, issue.key) == (1, "databse_url")
     assert issue.message == (
         "unknown key 'databse_url'; did you mean 'database_url'? (allowed: database_url, "
-        "server, admin, dispatcher, history, systems, create_rules, fields, identities, alerts)"
+        "server, admin, dispatcher, history, systems, create_rules, link_rules, fields, identities,"
+        " alerts)"
     )
 
 
@@ -559,6 +606,7 @@ BAD_OPTIONS = {
         """
         webhook_scheme: hmac
         webhook_schema: standard
+        marker_field: Bad Key
         """,
         [
             (6, "webhook_scheme", "expected one of hmac-sha256 | standard, got 'hmac'"),
@@ -566,8 +614,9 @@ BAD_OPTIONS = {
                 7,
                 "webhook_schema",
                 "unknown key 'webhook_schema'; did you mean 'webhook_scheme'? "
-                "(allowed: webhook_scheme)",
+                "(allowed: webhook_scheme, marker_field)",
             ),
+            (8, "marker_field", "must match '^[a-z][a-z0-9_]{0,63}$', got 'Bad Key'"),
         ],
     ),
     "incidentio": (
@@ -621,7 +670,10 @@ GOOD_OPTIONS: dict[str, tuple[str, dict[str, Any]]] = {
         """,
         {"org_id": "42", "sync_drafts": True, "signature_separator": "."},
     ),
-    "inboxops": ("webhook_scheme: hmac-sha256", {"webhook_scheme": "hmac-sha256"}),
+    "inboxops": (
+        "{webhook_scheme: hmac-sha256, marker_field: sg_key}",
+        {"webhook_scheme": "hmac-sha256", "marker_field": "sg_key"},
+    ),
     "incidentio": (
         "{api_version: v2, incident_mode: null}",
         {"api_version": "v2", "incident_mode": None},
@@ -847,7 +899,7 @@ def test_check_config_lists_every_issue(tmp_path: Path) -> None:
     assert text.splitlines() == [
         f"{path}:2: systems.hookstream.page_size: must be between 1 and 1000, got 0",
         f"{path}:3: colour: unknown key 'colour' (allowed: database_url, server, admin, "
-        "dispatcher, history, systems, create_rules, fields, identities, alerts)",
+        "dispatcher, history, systems, create_rules, link_rules, fields, identities, alerts)",
     ]
 
 

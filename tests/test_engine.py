@@ -10,13 +10,13 @@ from typing import Any
 
 import pytest
 
-from app.config.schema import CreateIn, CreateRule, FieldRule
-from app.engine import Engine
+from app.config.schema import CreateIn, CreateRule, FieldRule, LinkKey, LinkRule
+from app.engine import Engine, origin_item_id
 from app.errors import AlreadyLinked, Invalid, Missing
 from app.model import Fields, FieldStamp, Priority, Status, ValueMap, VendorObject, WorkItem
 from app.rules import Rules
 from app.store import HistoryEntry, Link, Store
-from tests.rules_support import CAPS, MAPS, T0, settings, vendor
+from tests.rules_support import CAPS, MAPS, SYSTEMS, T0, settings, vendor
 
 SECOND = timedelta(seconds=1)
 
@@ -40,7 +40,10 @@ def make_engine(store: Store, **kwargs: Any) -> tuple[Engine, Clock]:
     kwargs.setdefault("create_rules", [FAN_OUT])
     kwargs.setdefault("fields", FIELDS)
     clock = Clock()
-    return Engine(store, Rules(settings(**kwargs), CAPS, MAPS), clock=clock), clock
+    engine = Engine(store, Rules(settings(**kwargs), CAPS, MAPS), clock=clock)
+    # connected a day before the objects of these tests were made: they are all new
+    engine.connected = {system: T0 - timedelta(days=1) for system in SYSTEMS}
+    return engine, clock
 
 
 def issue(at: datetime = T0, **overrides: Any) -> VendorObject:
@@ -136,6 +139,30 @@ async def test_a_new_object_matching_a_rule_starts_an_item_with_links_to_create(
     assert set(outcome.dirty_links) == {links["pages"].id, links["desk"].id}
     [created] = await history(store, item.id)
     assert (created.kind, created.system, created.event_id) == ("created", "tracker", "e-1")
+
+
+async def test_creation_rules_act_only_on_objects_made_since_the_connection(
+    store: Store,
+) -> None:
+    engine, clock = make_engine(store)
+    engine.connected = {}  # connected by the first need: the engine's now, T0 + 1h
+    made_before = issue(T0, created_at=T0)
+    assert (await engine.observe(made_before)).kind == "ignored"
+    unknown_age = vendor("tracker", "T-2", clock.now + SECOND, created_at=None, status="open")
+    assert (await engine.observe(unknown_age)).kind == "ignored"
+    async with store.tx() as tx:
+        assert (await tx.search_items())[1] == 0
+        assert (await tx.system_state("tracker")).connected_at == clock.now
+    clock.now += timedelta(hours=1)  # the stored moment stays, whatever the clock says
+    made_after = vendor(
+        "tracker", "T-3", T0 + 90 * timedelta(minutes=1), created_at=T0 + timedelta(minutes=90)
+    )
+    outcome = await engine.observe(made_after)
+    assert outcome.kind == "created"
+    assert outcome.work_item_id == origin_item_id(made_after.ref)
+    # inside a backfill window an old object may start an item
+    (backfilled,) = await engine.observe_many([(made_before, "backfill")], backfill=True)
+    assert backfilled.kind == "created"
 
 
 async def test_an_object_no_rule_matches_starts_nothing(store: Store) -> None:
@@ -394,3 +421,66 @@ async def test_change_wins_and_propagates_and_an_unknown_item_is_missing(store: 
     assert (await engine.change(item_id, Fields(status=Status.CLOSED))).kind == "unchanged"
     with pytest.raises(Missing):
         await engine.change("no-such-item", Fields(status=Status.CLOSED))
+
+
+# -- link rules ------------------------------------------------------------------------------
+
+#: A desk ticket whose title carries the tracker issue's "service" in brackets.
+BY_SERVICE = LinkRule(
+    name="service-in-title",
+    left=LinkKey(system="tracker", path="service"),
+    right=LinkKey(system="desk", path="subject", regex=r"\[(\w+)\]"),
+)
+
+
+def tracked(external_id: str, service: str, at: datetime = T0) -> VendorObject:
+    return vendor(
+        "tracker", external_id, at, raw={"service": service}, status="open", title="Disk full"
+    )
+
+
+def customer_ticket(external_id: str, subject: str, at: datetime = T0) -> VendorObject:
+    return vendor("desk", external_id, at, raw={"subject": subject}, status="new", title=subject)
+
+
+async def test_a_link_rule_links_an_unlinked_object_instead_of_creating_one(
+    store: Store,
+) -> None:
+    engine, _ = make_engine(store, link_rules=[BY_SERVICE])
+    assert (await engine.observe(customer_ticket("D-7", "[db] slow"))).kind == "ignored"
+    outcome = await engine.observe(tracked("T-7", "db"))
+    assert outcome.kind == "created" and outcome.work_item_id is not None
+    links = await links_of(store, outcome.work_item_id)
+    assert links["desk"].external_id == "D-7"  # linked, not to be created
+    assert links["pages"].external_id is None  # the other target is still created
+    assert dirty(links) == {"pages": 1, "desk": 1}
+    [entry] = [h for h in await history(store, outcome.work_item_id) if h.kind == "linked"]
+    assert entry.detail == "link rule 'service-in-title' linked desk D-7"
+    # a later ticket about the same service joins the item
+    later = await engine.observe(customer_ticket("D-8", "[db] still slow", T0 + SECOND))
+    assert (later.kind, later.work_item_id) == ("linked", outcome.work_item_id)
+
+
+async def test_an_ambiguous_match_links_nothing_creates_nothing_and_is_reported_once(
+    store: Store,
+) -> None:
+    engine, _ = make_engine(store, link_rules=[BY_SERVICE])
+    first = await engine.observe(tracked("T-1", "db"))
+    second = await engine.observe(tracked("T-2", "db"))
+    assert first.work_item_id and second.work_item_id and first.kind == second.kind == "created"
+    ticket = customer_ticket("D-9", "[db] which one?")
+    assert (await engine.observe(ticket)).kind == "ambiguous"
+    assert (await engine.observe(ticket)).kind == "ambiguous"  # seen again
+    async with store.tx() as tx:
+        assert await tx.link_for(ticket.ref) is None
+    for item_id in (first.work_item_id, second.work_item_id):
+        entries = [h for h in await history(store, item_id) if h.kind == "ambiguous_match"]
+        assert len(entries) == 1, entries  # reported once, not at every observation
+        assert "desk D-9 matches several candidates" in (entries[0].detail or "")
+    # an ambiguous object that a creation rule matches is not created either
+    engine.rules = Rules(
+        settings(create_rules=[FAN_OUT], fields=FIELDS, link_rules=[BY_SERVICE]), CAPS, MAPS
+    )
+    await engine.observe(customer_ticket("D-10", "[web] down"))
+    await engine.observe(customer_ticket("D-11", "[web] down too"))
+    assert (await engine.observe(tracked("T-3", "web"))).kind == "ambiguous"

@@ -236,3 +236,42 @@ async def test_sqlite_plans_use_the_lookup_and_outbox_indexes(tmp_path: Path) ->
     assert "USING INDEX ix_links_pending" in claim, claim
     assert "TEMP B-TREE" not in claim and "SCAN links |" not in claim + " |", claim
     assert "ix_links_system_external" in lookup, lookup
+
+
+async def test_the_first_connected_moment_is_kept_once_stored(store: Store) -> None:
+    first = utcnow()
+    async with store.tx() as tx:
+        await tx.set_system("devhelm", paused=True)  # a row without the moment yet
+        moments = await tx.connect_systems(["devhelm", "inboxops"], first)
+    assert moments == {"devhelm": first, "inboxops": first}
+    async with store.tx() as tx:
+        again = await tx.connect_systems(["inboxops", "hookstream"], first + timedelta(hours=1))
+        state = await tx.system_state("devhelm")
+    assert again == {"inboxops": first, "hookstream": first + timedelta(hours=1)}
+    assert state.connected_at == first and state.paused
+
+
+async def test_match_keys_are_indexed_once_per_rule_side_and_object(store: Store) -> None:
+    now = utcnow()
+    ticket, other = _obj("t-1"), _obj("t-2")
+    async with store.tx() as tx:
+        fresh = await tx.index_keys(ticket, [("r", "right", "orders")], now)
+        assert fresh == {("r", "right")}
+        await tx.index_keys(other, [("r", "right", "orders")], now)
+        # seen again with the same key: nothing new; with another key: replaced
+        assert await tx.index_keys(ticket, [("r", "right", "orders")], now) == set()
+        assert await tx.index_keys(other, [("r", "right", "billing")], now) == {("r", "right")}
+    async with store.tx() as tx:
+        found = await tx.match_candidates("r", "right", "orders")
+        assert [o.ref.external_id for o in found] == ["t-1"]
+        assert found[0].raw == {} and found[0].fields.title == "Disk full"
+        assert await tx.match_candidates("r", "left", "orders") == []
+        assert [o.ref for o in await tx.match_candidates("r", "right", "billing")] == [other.ref]
+
+
+async def test_an_item_id_taken_already_is_refused_as_linked(store: Store) -> None:
+    async with store.tx() as tx:
+        await tx.insert_item(_item("b" * 32))
+    with pytest.raises(AlreadyLinked):
+        async with store.tx() as tx:
+            await tx.insert_item(_item("b" * 32))

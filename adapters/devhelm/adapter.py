@@ -30,6 +30,7 @@ uses ``PUT`` with only the fields being changed, never ``null`` (which DevHelm r
 
 from __future__ import annotations
 
+import re
 from collections.abc import AsyncIterator, Mapping
 from datetime import datetime
 from itertools import pairwise
@@ -89,6 +90,10 @@ def read_error(body: Any) -> str | None:
         where = f"{entry.field}: " if entry.field else ""
         parts.append(f"{where}{entry.message or entry.code}")
     return "; ".join(parts) or error.code
+
+
+#: The marker line ``idempotency_marker`` makes, read back (the key is group 1).
+MARKER_LINE = re.compile(r"^<!-- syncgate:(\S+) -->$")
 
 
 def idempotency_marker(key: str) -> str:
@@ -198,6 +203,7 @@ class DevHelmAdapter(Adapter):
             native=native,
             unmapped=unmapped,
             raw=raw,
+            created_at=as_utc(incident.created_at),
         )
 
     def _single(self, response: httpx.Response) -> VendorObject:
@@ -306,6 +312,20 @@ class DevHelmAdapter(Adapter):
             if in_order and created and created[-1] < floor:
                 return None  # newest first: every later page is older still
         return None
+
+    def marker_key(self, obj: VendorObject) -> str | None:
+        updates = obj.raw.get("updates")
+        if not updates:
+            return None
+        incident = self._incident(obj.raw)
+        initial = min(incident.updates or (), key=lambda u: u.created_at)
+        found = MARKER_LINE.search(initial.body.rstrip().rsplit("\n", 1)[-1])
+        return None if found is None else found.group(1)
+
+    async def read_marker(self, obj: VendorObject) -> str | None:
+        if obj.raw.get("updates") is None:  # a list row without its timeline: read it
+            obj = await self.get(obj.ref)
+        return self.marker_key(obj)
 
     def _has_marker(self, raw: dict[str, Any], marker: str) -> bool:
         incident = self._incident(raw)

@@ -141,6 +141,8 @@ class HookstreamAdapter(Adapter):
         }
         if status is not None:
             fields["status"] = status
+        # The guide's shape has no created_at; the first failure seen made the issue.
+        created_at = issue.created_at or issue.first_seen_at
         return VendorObject(
             ref=ObjectRef(self.system, "", issue.id),
             updated_at=as_utc(updated_at),
@@ -148,6 +150,7 @@ class HookstreamAdapter(Adapter):
             native={"status": issue.status},
             unmapped=unmapped,
             raw=raw,
+            created_at=None if created_at is None else as_utc(created_at),
         )
 
     @staticmethod

@@ -24,12 +24,14 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import logging
 from collections.abc import AsyncIterator, Mapping
 from datetime import UTC, datetime, timedelta
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import httpx
 import msgspec
+from msgspec import UNSET, UnsetType
 
 from adapters import _http
 from adapters.base import CREATE_SEARCH_SKEW, Adapter, AdapterOptions, AdapterSettings
@@ -53,6 +55,8 @@ from app.model import (
 )
 
 SYSTEM = "inboxops"
+
+log = logging.getLogger("syncgate.adapters.inboxops")
 TICKETS = "/api/v1/tickets"
 #: The list endpoint's largest ``per_page``.
 MAX_PER_PAGE = 100
@@ -94,6 +98,12 @@ class InboxOpsOptions(AdapterOptions, frozen=True):
     #: How deliveries are signed: Standard Webhooks, or ``X-InboxOps-Signature: sha256=``
     #: over the body (see the module docstring).
     webhook_scheme: Literal["standard", "hmac-sha256"] = "standard"
+    #: The custom field a created ticket carries Syncgate's marker in (its idempotency
+    #: key, which names the work item): a backfill on an empty database relinks the
+    #: ticket by it. ``null``: no marker (such tickets cannot be relinked).
+    marker_field: Annotated[str, msgspec.Meta(pattern=r"^[a-z][a-z0-9_]{0,63}$")] | None = (
+        "syncgate_marker"
+    )
 
 
 class InboxOpsAdapter(Adapter):
@@ -162,7 +172,16 @@ class InboxOpsAdapter(Adapter):
             native=native,
             unmapped=unmapped,
             raw=raw,
+            created_at=None if ticket.created_at is None else as_utc(ticket.created_at),
         )
+
+    def marker_key(self, obj: VendorObject) -> str | None:
+        field = self.options.marker_field
+        custom = obj.raw.get("custom_fields")
+        if field is None or not isinstance(custom, Mapping):
+            return None
+        value = custom.get(field)
+        return value if isinstance(value, str) and value.startswith("syncgate-") else None
 
     def _vendor_value(self, name: str, canonical: str) -> str:
         value = self.value_maps[name].to_vendor(canonical)
@@ -270,6 +289,8 @@ class InboxOpsAdapter(Adapter):
         if not isinstance(fields.title, str):
             raise Rejected(SYSTEM, "an InboxOps ticket needs a title (subject)")
         body = wire.CreateTicket(subject=fields.title, inbox_id=inbox_id)
+        if self.options.marker_field is not None:
+            body.custom_fields = {self.options.marker_field: idempotency_key}
         if isinstance(fields.priority, str):
             body.priority = self._vendor_value("priority", fields.priority)
         if isinstance(fields.assignee, str):
@@ -277,9 +298,7 @@ class InboxOpsAdapter(Adapter):
         if isinstance(fields.description, str) and fields.description:
             body.initial_internal_note = wire.InternalNote(body_text=fields.description)
         try:
-            created = await self._ticket(
-                "POST", TICKETS, body=body, headers={"Idempotency-Key": idempotency_key}
-            )
+            created = await self._create_ticket(body, idempotency_key)
         except Rejected as exc:
             if exc.status != 409 or "idempotency_conflict" not in str(exc):
                 raise
@@ -293,6 +312,36 @@ class InboxOpsAdapter(Adapter):
         ):
             return await self.update(created.ref, Fields(status=fields.status), created)
         return created
+
+    async def _create_ticket(self, body: wire.CreateTicket, key: str) -> VendorObject:
+        """POST the ticket. A workspace that refuses the marker field (a custom field it
+        does not define: the docs do not say whether it may) gets the ticket without it;
+        the Idempotency-Key still dedupes, only relinking after a database loss needs the
+        marker. A key already used with another body may be such an unmarked attempt:
+        the unmarked body is tried before looking for the ticket."""
+        headers = {"Idempotency-Key": key}
+        try:
+            return await self._ticket("POST", TICKETS, body=body, headers=headers)
+        except Rejected as exc:
+            field = self.options.marker_field
+            if field is None or isinstance(body.custom_fields, UnsetType):
+                raise
+            refused = exc.status == 400 and f"custom_fields.{field}" in str(exc)
+            conflict = exc.status == 409 and "idempotency_conflict" in str(exc)
+            if not (refused or conflict):
+                raise
+            if refused:
+                log.warning(
+                    "InboxOps refused the marker field: ticket created without a marker",
+                    extra={"system": SYSTEM, "field": field, "error": str(exc)},
+                )
+            plain = msgspec.structs.replace(body, custom_fields=UNSET)
+            try:
+                return await self._ticket("POST", TICKETS, body=plain, headers=headers)
+            except Rejected:
+                if conflict:
+                    raise exc from None  # not the unmarked attempt: look for the ticket
+                raise
 
     async def _find_created(
         self, body: wire.CreateTicket, since: datetime | None, conflict: Rejected
@@ -311,6 +360,8 @@ class InboxOpsAdapter(Adapter):
             "order": "asc",
             "per_page": MAX_PER_PAGE,
         }
+        if isinstance(body.custom_fields, dict):  # the marker names the one ticket
+            params |= {f"custom_field_{k}": v for k, v in body.custom_fields.items()}
         found = [
             obj
             async for page in self._list(params)

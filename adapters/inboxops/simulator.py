@@ -27,6 +27,8 @@ Control routes (no auth), besides SimKit's common ``/_sim/`` surface:
     GET    /_sim/statuses         {"data": [{id, name, color, category}, ...]} (built-in and
                                   custom; ``category`` is the base status)
     GET    /_sim/priorities       the same for priorities
+    POST   /_sim/custom-fields    {"key": ...}: define a custom field key (behaviour
+                                  ``custom_fields: defined``); 201
 
 Choices where vendors.md is silent (each is a documented decision for Syncgate):
 
@@ -53,6 +55,11 @@ Choices where vendors.md is silent (each is a documented decision for Syncgate):
   (``adapters/inboxops/simulator_agents.py``, with ``/_sim/agents``).
   ``custom_fields`` is merged key by key (``null`` drops a key). A PATCH that changes
   nothing leaves ``updated_at`` alone and sends no webhook.
+- Custom field keys: the docs list ``custom_fields`` on create and update but not whether
+  a key must be defined in the workspace first. Behaviour ``custom_fields: any`` (the
+  default) takes any key; ``custom_fields: defined`` refuses a create naming a key that is
+  not defined, with 400 ``bad_request`` ``custom_fields.<key>: unknown custom field``
+  (``POST /_sim/custom-fields {"key"}`` defines one; a seeded ticket may use any).
 - ``remind_at``/``remind_transition_status_id`` are applied only when the same PATCH sets
   a ``waiting``-category status, and cleared whenever the ticket leaves that category.
   When ``remind_at`` passes (``POST /_sim/clock``), the ticket moves to
@@ -91,7 +98,7 @@ from litestar import Request, Response, get, patch, post
 from msgspec import UnsetType
 
 from adapters._simbase import Simulator, check_standard_secret, json_response
-from adapters._simkit import SimKit, SimOptions
+from adapters._simkit import Behaviour, SimKit, SimOptions
 from adapters.inboxops.simulator_agents import ASSIGNEES, Agents
 from adapters.inboxops.simulator_rules import (
     BILLING_INBOX_ID,
@@ -168,7 +175,13 @@ def render_problem(status: int, code: str, message: str) -> tuple[bytes, str]:
 
 
 #: Readings of what the documents leave open (see the module docstring).
-BEHAVIOURS = {"assignees": ASSIGNEES}
+BEHAVIOURS = {
+    "assignees": ASSIGNEES,
+    "custom_fields": Behaviour(
+        choices=("any", "defined"),
+        doc="whether a create may name a custom field key the workspace has not defined",
+    ),
+}
 
 
 class InboxOpsSimulator(InboxOpsState, Simulator):
@@ -202,6 +215,8 @@ class InboxOpsSimulator(InboxOpsState, Simulator):
             self.inboxes.setdefault(key, Inbox(key, f"Inbox {key[:8]}"))
         self.agents = Agents()
         self.notes: list[Note] = []
+        #: custom field keys defined in the workspace (behaviour ``custom_fields: defined``)
+        self.custom_field_keys: set[str] = set()
         self.idempotency: dict[str, StoredCreate] = {}
         self._numbers = 1000
         self.kit.on_timer(self.fire_reminders)
@@ -304,6 +319,14 @@ class InboxOpsSimulator(InboxOpsState, Simulator):
                 lambda: json_response({"data": msgspec.to_builtins(sim._add_inbox(raw))}, 201)
             )
 
+        @post("/_sim/custom-fields")
+        async def define_custom_field(request: Request[Any, Any, Any]) -> Response[bytes]:
+            key = msgspec.json.decode(await request.body()).get("key")
+            if not isinstance(key, str) or not key:
+                return sim._problem(Invalid("key: a custom field key is required"))
+            sim.custom_field_keys.add(key)
+            return json_response({"data": {"key": key}}, 201)
+
         @get("/_sim/inboxes", sync_to_thread=False)
         def list_inboxes() -> Response[bytes]:
             return json_response({"data": msgspec.to_builtins(list(sim.inboxes.values()))})
@@ -322,6 +345,7 @@ class InboxOpsSimulator(InboxOpsState, Simulator):
             human_edit,
             all_notes,
             add_inbox,
+            define_custom_field,
             list_inboxes,
             list_statuses,
             list_priorities,

@@ -7,7 +7,7 @@ routes, and ``adapters/inboxops/simulator_rules.py`` holds the request bodies an
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
@@ -168,6 +168,7 @@ class InboxOpsState:
     inboxes: dict[str, Inbox]
     notes: list[Note]
     agents: Agents
+    custom_field_keys: set[str]
     _numbers: int
 
     # -- lookups ---------------------------------------------------------------------------
@@ -177,6 +178,16 @@ class InboxOpsState:
         value = str(assignee_id) if assignee_id else None
         self.agents.check(value, self.kit.behaviour["assignees"])
         return value
+
+    def _custom_keys(self, values: Mapping[str, Any] | UnsetType | None) -> None:
+        """Under ``custom_fields: defined``, refuse a key the workspace does not define."""
+        if isinstance(values, UnsetType) or not values:
+            return
+        if self.kit.behaviour["custom_fields"] != "defined":
+            return
+        for key in values:
+            if key not in self.custom_field_keys:
+                raise Invalid(f"custom_fields.{key}: unknown custom field")
 
     def _inbox(self, inbox_id: uuid.UUID) -> str:
         key = str(inbox_id)
@@ -265,6 +276,7 @@ class InboxOpsState:
         note = body.initial_internal_note
         if not isinstance(note, UnsetType) and not (note.body_text or note.body_html):
             raise Invalid("initial_internal_note: needs body_text or body_html")
+        self._custom_keys(body.custom_fields)
         ticket = self._new_ticket(
             subject=body.subject,
             inbox_id=inbox_id,

@@ -102,6 +102,7 @@ class CreateTicket(msgspec.Struct, omit_defaults=True):
     priority: str | UnsetType = UNSET
     assignee_id: str | UnsetType = UNSET
     initial_internal_note: InternalNote | UnsetType = UNSET
+    custom_fields: dict[str, str] | UnsetType = UNSET
 
 
 class UpdateTicket(msgspec.Struct, omit_defaults=True):

@@ -254,7 +254,14 @@ class IncidentIoAdapter(Adapter):
             unmapped={"status": follow_up.status} if status is None else {},
             raw=raw,
             whole=whole,
+            created_at=None if follow_up.created_at is None else as_utc(follow_up.created_at),
         )
+
+    def marker_key(self, obj: VendorObject) -> str | None:
+        for label in obj.raw.get("labels") or ():
+            if isinstance(label, str) and label.startswith(MARKER_PREFIX):
+                return label.removeprefix(MARKER_PREFIX)
+        return None
 
     # -- reads -----------------------------------------------------------------------------
 

@@ -41,6 +41,9 @@ class FollowUp(msgspec.Struct, frozen=True):
     status: str
     updated_at: datetime
     labels: list[str] = msgspec.field(default_factory=list)
+    #: Always present in the documented shapes; optional here so a body without it is
+    #: still read (the object then counts as of unknown age: never "new").
+    created_at: datetime | None = None
     description: str | None = None
     assignee: User | None = None
     assignee_team: Ref | None = None

@@ -192,6 +192,15 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_backfill(args: argparse.Namespace) -> int:
+    from app import logs
+    from app.cli import backfill
+
+    logs.configure("WARNING")
+    settings, secrets, url = _load(args)
+    return backfill.run(settings, secrets, url, args)
+
+
 def _cmd_serve(args: argparse.Namespace) -> int:
     import uvicorn
 
@@ -217,6 +226,8 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         await store.migrate()
         gateway = Gateway(settings, secrets, store, worker_id=args.worker_id)
         gateway.config_path = _config_path(args)
+        # connected before it says it serves: whatever is made from then on is new
+        await gateway.connect()
         app = create_app(gateway)
         bound = sock.getsockname()[1]
         print(f"syncgate serving on http://{host}:{bound}", flush=True)
@@ -295,6 +306,10 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check-config", help="validate a config file; exit 1 if invalid")
     p.add_argument("config", nargs="?", default=None)
     p.set_defaults(func=_cmd_check_config)
+
+    from app.cli import backfill
+
+    backfill.add_parser(sub).set_defaults(func=_cmd_backfill)
 
     p = sub.add_parser("migrate", help="bring the database schema up to date")
     p.add_argument("--config", help="config file (default: $SYNCGATE_CONFIG or config.yaml)")

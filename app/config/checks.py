@@ -73,6 +73,7 @@ class Checker:
         for name, system in systems.items():
             self.check_system(name, _mapping(system))
         self.check_rules(data.get("create_rules"))
+        self.check_link_rules(data.get("link_rules"))
         for name, rule in _mapping(data.get("fields")).items():
             self.check_field(name, _mapping(rule))
         self.check_identities(data.get("identities"))
@@ -197,6 +198,52 @@ class Checker:
             for j, target in enumerate(targets if isinstance(targets, list) else []):
                 if isinstance(target, dict):
                     self.check_create_in(target, f"{path}.create_in[{j}]", source, seen)
+
+    def check_link_rules(self, rules: Any) -> None:
+        names: dict[str, str] = {}
+        for index, rule in enumerate(rules if isinstance(rules, list) else []):
+            if not isinstance(rule, dict):
+                continue
+            path = f"link_rules[{index}]"
+            name = rule.get("name")
+            if isinstance(name, str):
+                if not name.strip():
+                    self.issue(f"{path}.name", "must not be empty")
+                elif name in names:
+                    self.issue(f"{path}.name", f"duplicate rule name {name!r} (also {names[name]})")
+                else:
+                    names[name] = path
+            sides = {}
+            for side in ("left", "right"):
+                key = rule.get(side)
+                if isinstance(key, dict):
+                    sides[side] = key.get("system")
+                    self.check_link_key(key, f"{path}.{side}")
+            left, right = sides.get("left"), sides.get("right")
+            if isinstance(left, str) and left == right:
+                self.issue(
+                    f"{path}.right.system",
+                    f"both sides name {left!r}: a link rule matches objects of two systems",
+                )
+
+    def check_link_key(self, key: Mapping[str, Any], path: str) -> None:
+        system = key.get("system")
+        if isinstance(system, str):
+            self.system_ref(system, f"{path}.system")
+        field_path = key.get("path")
+        if isinstance(field_path, str) and not all(field_path.split(".")):
+            self.issue(f"{path}.path", f"{field_path!r} is not a dotted field path (a.b.c)")
+        regex = key.get("regex")
+        if isinstance(regex, str):
+            try:
+                groups = re.compile(regex).groups
+            except re.error as exc:
+                self.issue(f"{path}.regex", f"not a regular expression: {exc}")
+                return
+            if groups != 1:
+                self.issue(
+                    f"{path}.regex", f"must have exactly one group (the key), it has {groups}"
+                )
 
     def check_create_in(
         self, target: Mapping[str, Any], path: str, source: Any, seen: set[str]

@@ -24,9 +24,11 @@ def ok_report(
     key, per unset environment variable (check-config runs before deploy, where they may
     not be set)."""
     n_systems, n_rules = len(settings.systems), len(settings.create_rules)
+    n_links = len(settings.link_rules)
+    links = f", {n_links} {_plural(n_links, 'link rule')}" if n_links else ""
     out = [
         f"{file}: OK ({n_systems} {_plural(n_systems, 'system')}, "
-        f"{n_rules} {_plural(n_rules, 'creation rule')})"
+        f"{n_rules} {_plural(n_rules, 'creation rule')}{links})"
     ]
     warnings = [
         (m.key, f"environment variable {m.env} is not set") for m in missing_env(settings, environ)

@@ -105,6 +105,24 @@ class CreateRule(Base, frozen=True):
     create_in: list[CreateIn] = msgspec.field(default_factory=list)
 
 
+class LinkKey(Base, frozen=True):
+    """One side of a link rule: the key an object of ``system`` yields, read at ``path``
+    (dotted, into the vendor's JSON) and, with ``regex``, its one group."""
+
+    system: str
+    path: str
+    regex: str | None = None
+
+
+class LinkRule(Base, frozen=True):
+    """Objects of two systems are the same thing when their keys are equal: applied
+    before the creation rules, for new objects and at backfill."""
+
+    name: str
+    left: LinkKey
+    right: LinkKey
+
+
 class Conflict(Base, frozen=True):
     """How concurrent changes to one field are settled.
 
@@ -193,6 +211,7 @@ class Settings(Base, frozen=True):
     history: HistorySettings = msgspec.field(default_factory=HistorySettings)
     systems: dict[str, SystemSettings] = msgspec.field(default_factory=dict)
     create_rules: list[CreateRule] = msgspec.field(default_factory=list)
+    link_rules: list[LinkRule] = msgspec.field(default_factory=list)
     fields: dict[str, FieldRule] = msgspec.field(default_factory=dict)
     #: People across systems, for assignees (see ``Identity``).
     identities: list[Identity] = msgspec.field(default_factory=list)

@@ -13,7 +13,8 @@ from app.store import HistoryEntry, Link, Tx
 
 
 class Outcome(msgspec.Struct, frozen=True):
-    """What one observation did. ``kind``: created | changed | unchanged | stale | ignored."""
+    """What one observation did. ``kind``: created | linked (by a link rule) | changed |
+    unchanged | stale | ambiguous (several link rule candidates) | ignored."""
 
     kind: str
     work_item_id: str | None = None
@@ -50,6 +51,13 @@ class Batch:
             self._by_item.setdefault(link.work_item_id, []).append(link)
             if link.external_id is not None:
                 self._by_object.setdefault((link.system, link.external_id), []).append(link)
+
+    def add_link(self, link: Link) -> None:
+        """A link inserted in this transaction, to an item already loaded."""
+        self.links[link.id] = link
+        self._by_item.setdefault(link.work_item_id, []).append(link)
+        if link.external_id is not None:
+            self._by_object.setdefault((link.system, link.external_id), []).append(link)
 
     def link_for(self, ref: ObjectRef) -> Link | None:
         """The loaded link of a vendor object (an empty scope matches any scope)."""

@@ -3,7 +3,10 @@
 The only writer of canonical state. For one observation ("system S says object X looks
 like this as of T"):
 
-1. find the link for X, or apply the creation rules when there is none;
+1. find the link for X; when there is none, apply the link rules (``matching.py``: link X
+   to what it is the same thing as), then the creation rules, which start a work item
+   only from an object the vendor made since the system was first connected (or inside
+   a backfill window);
 2. drop it if T is older than what the link has already seen (out of order);
 3. for each field S may set: skip it unless X changed it since we last saw X (so a stale
    copy never reverts a newer canonical value) and it differs *in meaning* from the
@@ -26,13 +29,15 @@ from __future__ import annotations
 
 import logging
 import uuid
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
 
+from app.config.schema import CreateRule
 from app.engine.batch import Batch, Outcome
+from app.engine.matching import Match, find_match
 from app.engine.operator import OperatorChanges, Reader
 from app.errors import AlreadyLinked, Missing
 from app.model import (
@@ -40,6 +45,7 @@ from app.model import (
     CreateTarget,
     Fields,
     FieldStamp,
+    ObjectRef,
     VendorObject,
     WorkItem,
     utcnow,
@@ -73,6 +79,36 @@ def _set_field(
     return entry
 
 
+def created_since(obj: VendorObject, moment: datetime) -> bool:
+    """Whether the vendor made ``obj`` at or after ``moment``; an object of unknown age
+    (the vendor gave no creation time) is never taken for a new one."""
+    return obj.created_at is not None and obj.created_at >= moment
+
+
+def origin_item_id(ref: ObjectRef) -> str:
+    """The id of the work item a creation rule starts from ``ref``: derived from the
+    object, so the markers of the objects created for it (which carry the item id) name
+    their origin even when the database is lost."""
+    return uuid.uuid5(ORIGIN_NAMESPACE, f"{ref.system}/{ref.scope}/{ref.external_id}").hex
+
+
+#: The namespace of ``origin_item_id`` (fixed: changing it would orphan every marker).
+ORIGIN_NAMESPACE = uuid.UUID("6f1c4d2e-9a0b-5c3d-8e7f-112233445566")
+
+
+def _rule_linked(
+    item_id: str, obj: VendorObject, rule: str | None, event_id: str | None, now: datetime
+) -> HistoryEntry:
+    return HistoryEntry(
+        work_item_id=item_id,
+        kind="linked",
+        system=obj.ref.system,
+        event_id=event_id,
+        detail=f"link rule {rule!r} linked {obj.ref.system} {obj.ref.external_id}",
+        at=now,
+    )
+
+
 def vendor_changed(known: VendorObject | None, obj: VendorObject, name: str) -> bool:
     """Whether the vendor object's ``name`` changed since we last knew it."""
     if known is None:
@@ -101,6 +137,23 @@ class Engine(OperatorChanges):
         self.clock = clock
         #: Called after a transaction left links dirty (wakes the dispatcher).
         self.on_change = on_change
+        #: When each system was first connected (``connect``); creation rules apply only
+        #: to objects created since, outside a backfill.
+        self.connected: dict[str, datetime] = {}
+
+    async def connect(self, systems: Iterable[str]) -> dict[str, datetime]:
+        """Record the moment each system is first connected (kept once stored), and
+        remember it; returns the moments."""
+        async with self.store.tx() as tx:
+            moments = await tx.connect_systems(systems, self.clock())
+        self.connected.update(moments)
+        return moments
+
+    async def _connected_at(self, tx: Tx, system: str, now: datetime) -> datetime:
+        moment = self.connected.get(system)
+        if moment is None:  # not connected through ``connect``: the first need connects
+            moment = (await tx.connect_systems([system], now))[system]
+        return moment
 
     async def observe(self, obj: VendorObject, *, event_id: str | None = None) -> Outcome:
         """Apply one observation; safe to repeat (a repeated observation changes nothing)."""
@@ -112,14 +165,16 @@ class Engine(OperatorChanges):
         observations: Sequence[tuple[VendorObject, str | None]],
         *,
         also: Callable[[Tx, list[Outcome]], Awaitable[None]] | None = None,
+        backfill: bool = False,
     ) -> list[Outcome]:
         """Apply observations in order, in one transaction, exactly as if each had been
         applied on its own: (object, event id) each. ``also(tx, outcomes)`` runs in the
-        same transaction (the inbox marks its events done there)."""
+        same transaction (the inbox marks its events done there). With ``backfill`` the
+        objects are inside a backfill window: creation rules apply whatever their age."""
         for attempt in range(3):
             try:
                 async with self.store.tx() as tx:
-                    outcomes = await self.apply(tx, observations)
+                    outcomes = await self.apply(tx, observations, backfill=backfill)
                     if also is not None:
                         await also(tx, outcomes)
                 break
@@ -132,7 +187,11 @@ class Engine(OperatorChanges):
         return outcomes
 
     async def apply(
-        self, tx: Tx, observations: Sequence[tuple[VendorObject, str | None]]
+        self,
+        tx: Tx,
+        observations: Sequence[tuple[VendorObject, str | None]],
+        *,
+        backfill: bool = False,
     ) -> list[Outcome]:
         """Apply observations inside ``tx``: the state they touch is read in a few
         queries (items locked), changed in memory one observation after the other, and
@@ -153,7 +212,7 @@ class Engine(OperatorChanges):
                     outcomes.append(Outcome("ignored"))
                     continue
             if link is None:
-                outcome = await self._create_from(batch, obj, event_id)
+                outcome = await self._create_from(batch, obj, event_id, backfill=backfill)
             else:
                 outcome = self._observe(batch, link, obj, event_id)
             outcomes.append(outcome)
@@ -366,11 +425,108 @@ class Engine(OperatorChanges):
                 out.append(link.id)
         return out
 
-    async def _create_from(self, batch: Batch, obj: VendorObject, event_id: str | None) -> Outcome:
+    def creation_check(self, obj: VendorObject) -> tuple[CreateRule | None, str]:
+        """The creation rule that would start a work item from ``obj`` whatever its age
+        (inside a backfill window), or None and why not."""
+        rule = self.rules.creation_rule(obj)
+        if rule is None:
+            return None, "no creation rule matches"
+        inbound = self.rules.in_fields(obj.ref.system)
+        held = sorted(f"{n} {obj.unmapped[n]!r}" for n in obj.unmapped if n in inbound)
+        if held:
+            return None, f"unmapped {', '.join(held)}: no work item starts from a guess"
+        return rule, ""
+
+    def _ambiguous(
+        self, batch: Batch, obj: VendorObject, match: Match, event_id: str | None
+    ) -> Outcome:
+        """Several candidates: reported (once per new key), never linked or created."""
+        if match.fresh:
+            listing = ", ".join(match.candidates)
+            log.warning(
+                "ambiguous link rule match: not linked",
+                extra={
+                    "system": obj.ref.system,
+                    "external_id": obj.ref.external_id,
+                    "event_id": event_id,
+                    "candidates": list(match.candidates),
+                },
+            )
+            for candidate in match.candidates:
+                if candidate.startswith("work item "):
+                    batch.history.append(
+                        HistoryEntry(
+                            work_item_id=candidate.removeprefix("work item "),
+                            kind="ambiguous_match",
+                            system=obj.ref.system,
+                            event_id=event_id,
+                            detail=f"{obj.ref.system} {obj.ref.external_id} matches several "
+                            f"candidates ({listing}): not linked; link it by hand",
+                            at=batch.now,
+                        )
+                    )
+        return Outcome("ambiguous")
+
+    async def _link_matched(
+        self,
+        batch: Batch,
+        obj: VendorObject,
+        item_id: str,
+        rule: str | None,
+        event_id: str | None,
+    ) -> Outcome:
+        """Link a new object to the work item a link rule found; it is then written to
+        hold the item's state where it differs."""
+        await batch.load({item_id})
+        item = batch.items.get(item_id)
+        if item is None:
+            return Outcome("ignored")
+        link_id = await batch.tx.insert_link(
+            work_item_id=item.id,
+            system=obj.ref.system,
+            scope=obj.ref.scope,
+            now=batch.now,
+            seen=obj,
+            version=item.version,
+        )
+        link = await batch.tx.require_link(link_id)
+        batch.add_link(link)
+        batch.history.append(_rule_linked(item.id, obj, rule, event_id, batch.now))
+        dirty = self._needing_write(item, [link], force=False)
+        batch.mark_dirty(dirty, item.version)
+        log.info(
+            "object linked by a link rule",
+            extra={"work_item_id": item.id, "system": obj.ref.system, "rule": rule},
+        )
+        return Outcome("linked", item.id, (), tuple(dirty))
+
+    async def _create_from(
+        self, batch: Batch, obj: VendorObject, event_id: str | None, *, backfill: bool = False
+    ) -> Outcome:
+        match = await find_match(batch.tx, self.rules, obj, batch.now)
+        if match.kind == "ambiguous":
+            return self._ambiguous(batch, obj, match, event_id)
+        if match.kind == "item" and match.item_id is not None:
+            return await self._link_matched(batch, obj, match.item_id, match.rule, event_id)
         rule = self.rules.creation_rule(obj)
         if rule is None:
             return Outcome("ignored")
         system = obj.ref.system
+        if not backfill:
+            connected = await self._connected_at(batch.tx, system, batch.now)
+            if not created_since(obj, connected):
+                # history from before the gateway was connected: left alone (a backfill
+                # is the way to bring it in)
+                log.debug(  # every poll re-reads its overlap window: not worth a line each
+                    "work item not created: the object predates the connection",
+                    extra={
+                        "system": system,
+                        "event_id": event_id,
+                        "external_id": obj.ref.external_id,
+                        "connected_at": connected.isoformat(),
+                    },
+                )
+                return Outcome("ignored")
         inbound = self.rules.in_fields(system)
         held = sorted(name for name in obj.unmapped if name in inbound)
         if held:
@@ -390,8 +546,11 @@ class Engine(OperatorChanges):
         values = {name: value for name, value in obj.fields.items() if name in inbound}
         if "assignee" in values:
             values["assignee"] = self.rules.assignee_in(system, values["assignee"])
+        item_id = origin_item_id(obj.ref)
+        if await batch.tx.get_item(item_id) is not None:
+            item_id = uuid.uuid4().hex  # its origin started an item before (then unlinked)
         item = WorkItem(
-            id=uuid.uuid4().hex,
+            id=item_id,
             created_at=now,
             updated_at=now,
             stamps={name: FieldStamp(system, obj.updated_at) for name in values},
@@ -403,8 +562,24 @@ class Engine(OperatorChanges):
             work_item_id=item.id, system=system, scope=obj.ref.scope, now=now, seen=obj
         )
         dirty: list[int] = []
+        matched = match.obj if match.kind == "object" else None
+        if matched is not None:  # the same thing already exists there: link, not create
+            dirty.append(
+                await tx.insert_link(
+                    work_item_id=item.id,
+                    system=matched.ref.system,
+                    scope=matched.ref.scope,
+                    now=now,
+                    seen=matched,
+                    version=item.version,
+                    dirty=True,
+                )
+            )
+            batch.history.append(_rule_linked(item.id, matched, match.rule, event_id, now))
         for target in rule.create_in:
             if target.system == system or not self.rules.enabled(target.system):
+                continue
+            if matched is not None and target.system == matched.ref.system:
                 continue
             link_id = await tx.insert_link(
                 work_item_id=item.id,

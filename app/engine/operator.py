@@ -81,16 +81,24 @@ class OperatorChanges:
             ) from None
 
     async def create_item(
-        self, fields: Fields, objects: Sequence[VendorObject], *, source: str = "admin"
+        self,
+        fields: Fields,
+        objects: Sequence[VendorObject],
+        *,
+        source: str = "admin",
+        item_id: str | None = None,
     ) -> str:
         """A new work item holding ``fields``, linked to ``objects`` (each then written to
-        hold the item's state, where it differs); returns its id."""
+        hold the item's state, where it differs); returns its id. ``item_id`` restores an
+        item under the id its markers name (a backfill)."""
         refs = [obj.ref for obj in objects]
         if len(set(refs)) != len(refs):
             raise Invalid("the same vendor object is listed twice")
         fields = self.rules.operator_fields(fields)
         now = self.clock()
-        item = WorkItem(id=uuid.uuid4().hex, created_at=now, updated_at=now, **fields.as_dict())
+        item = WorkItem(
+            id=item_id or uuid.uuid4().hex, created_at=now, updated_at=now, **fields.as_dict()
+        )
         try:
             async with self.store.tx() as tx:
                 await tx.insert_item(item)

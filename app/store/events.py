@@ -7,6 +7,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from app import tables as t
 from app.store.base import TxBase
@@ -142,6 +144,7 @@ class EventQueries(TxBase):
         m = row._mapping
         return SystemState(
             system=system,
+            connected_at=aware_or_none(m["connected_at"]),
             paused=bool(m["paused"]),
             poll_cursor=aware_or_none(m["poll_cursor"]),
             last_poll_at=aware_or_none(m["last_poll_at"]),
@@ -149,6 +152,31 @@ class EventQueries(TxBase):
             deferred_until=aware_or_none(m["deferred_until"]),
             last_write_error=m["last_write_error"],
         )
+
+    async def connect_systems(self, systems: Iterable[str], now: datetime) -> dict[str, datetime]:
+        """When each system was first connected: ``now`` for a system connected for the
+        first time (recorded), the stored moment otherwise. Safe when several processes
+        connect at once: the first moment stored stays."""
+        names = sorted(set(systems))
+        if not names:
+            return {}
+        await self._run(
+            sa.update(t.systems)
+            .where(t.systems.c.system.in_(names), t.systems.c.connected_at.is_(None))
+            .values(connected_at=now)
+        )
+        insert = (pg_insert if self.postgres else sqlite_insert)(t.systems)
+        await self._run(
+            insert.values(
+                [{"system": name, "connected_at": now} for name in names]
+            ).on_conflict_do_nothing(index_elements=["system"])
+        )
+        rows = await self._run(
+            sa.select(t.systems.c.system, t.systems.c.connected_at).where(
+                t.systems.c.system.in_(names)
+            )
+        )
+        return {r.system: aware_or_none(r.connected_at) or now for r in rows}
 
     async def set_system(self, system: str, **values: Any) -> None:
         updated = await self._run(

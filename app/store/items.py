@@ -8,9 +8,10 @@ from typing import Any
 
 import msgspec
 import sqlalchemy as sa
+from sqlalchemy.exc import IntegrityError
 
 from app import tables as t
-from app.errors import Missing
+from app.errors import AlreadyLinked, Missing
 from app.model import (
     WorkItem,
     as_utc,
@@ -42,7 +43,12 @@ class ItemQueries(TxBase):
         return item
 
     async def insert_item(self, item: WorkItem) -> None:
-        await self._run(sa.insert(t.work_items).values(**item_values(item)))
+        """Raises ``AlreadyLinked`` when an item with this id exists (another process
+        started the item of the same origin object first)."""
+        try:
+            await self._run(sa.insert(t.work_items).values(**item_values(item)))
+        except IntegrityError:
+            raise AlreadyLinked(f"work item {item.id!r} exists already") from None
 
     async def items_by_id(
         self, item_ids: Iterable[str], *, lock: bool = False

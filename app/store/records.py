@@ -124,10 +124,11 @@ def event_of(row: Any) -> Event:
 
 
 class SystemState(msgspec.Struct, kw_only=True):
-    """Per-system state: the poll cursor, the last poll and its error, the pause flag, a
-    429's deferral and the last write error."""
+    """Per-system state: when it was first connected, the poll cursor, the last poll and
+    its error, the pause flag, a 429's deferral and the last write error."""
 
     system: str
+    connected_at: datetime | None = None
     paused: bool = False
     poll_cursor: datetime | None = None
     last_poll_at: datetime | None = None

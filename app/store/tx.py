@@ -6,7 +6,8 @@ from app.store.events import EventQueries
 from app.store.identities import IdentityQueries
 from app.store.items import ItemQueries
 from app.store.links import LinkQueries
+from app.store.matches import MatchQueries
 
 
-class Tx(ItemQueries, LinkQueries, EventQueries, IdentityQueries):
+class Tx(ItemQueries, LinkQueries, EventQueries, IdentityQueries, MatchQueries):
     """One database transaction and the operations run inside it."""

@@ -617,3 +617,19 @@ async def test_create_accepts_the_scheduling_fields(rig: VendorRig) -> None:
     ):
         error = assert_error(await rig.api.post(INCIDENTS, json=bad), 400, "VALIDATION_FAILED")
         assert name in {e["field"] for e in error["errors"]}
+
+
+async def test_the_marker_of_a_created_incident_is_read_back_from_a_list_row(
+    rig: VendorRig,
+) -> None:
+    key = f"syncgate-{'b' * 32}-7"
+    created = await rig.adapter.create(CreateTarget(scope=PAGE), Fields(title="Checkout down"), key)
+    other = await rig.adapter.create(CreateTarget(scope=PAGE), Fields(title="Other"), "not-ours")
+    assert rig.adapter.marker_key(created) == key
+    listed = {
+        obj.ref.external_id: obj async for page in rig.adapter.list_changed(None) for obj in page
+    }
+    # a list row may come without the timeline: read_marker then reads the incident
+    assert await rig.adapter.read_marker(listed[created.ref.external_id]) == key
+    found = await rig.adapter.read_marker(listed[other.ref.external_id])
+    assert found == "not-ours"  # a marker line, but not a Syncgate key: the backfill ignores it

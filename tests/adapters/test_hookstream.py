@@ -553,6 +553,16 @@ async def test_reads_the_guide_shape_bare_and_unwrapped() -> None:
         snoozed_until=None,
     )
     assert obj.updated_at == datetime(2026, 3, 1, 9, 45, tzinfo=UTC)
+    # the guide's shape has no created_at: the first failure seen made the issue
+    assert obj.created_at == datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+def test_the_creation_time_is_created_at_and_absent_when_no_time_says_it() -> None:
+    adapter = offline()
+    made = adapter.to_vendor_object(issue_json(created_at="2026-02-27T08:00:00Z"))
+    assert made.created_at == datetime(2026, 2, 27, 8, 0, tzinfo=UTC)
+    unknown = adapter.to_vendor_object(issue_json())  # neither created_at nor first_seen_at
+    assert unknown.created_at is None  # an object of unknown age: never taken for new
 
 
 async def test_list_changed_compares_updated_at_client_side(rig: VendorRig) -> None:

@@ -318,24 +318,53 @@ async def test_a_409_idempotency_conflict_finds_and_returns_the_ticket_made(rig:
 
 
 async def test_adapter_create_sends_no_status_and_the_description_as_a_note(rig: VendorRig) -> None:
+    key = f"syncgate-{'a' * 32}-6"
     created = await rig.adapter.create(
         CreateTarget(params={"inbox_id": SUPPORT_INBOX_ID}),
         Fields(title="Open one", description="Details", status=Status.OPEN, priority=Priority.LOW),
-        "wi-6:link-6",
+        key,
     )
     writes = [r for r in (await rig.control.get("/_sim/requests")).json()["requests"]]
     assert [(r["method"], r["path"]) for r in writes] == [("POST", "/api/v1/tickets")]
-    assert writes[0]["headers"]["idempotency-key"] == "wi-6:link-6"
+    assert writes[0]["headers"]["idempotency-key"] == key
     assert writes[0]["body"] == {
         "subject": "Open one",
         "inbox_id": SUPPORT_INBOX_ID,
         "priority": "low",
         "initial_internal_note": {"body_text": "Details"},
+        "custom_fields": {"syncgate_marker": key},
     }
     notes = (await rig.control.get("/_sim/notes")).json()["data"]
     assert notes == [
         {"ticket_id": created.ref.external_id, "body_text": "Details", "body_html": None}
     ]
+    # the marker stays visible on the ticket, for a backfill on an empty database
+    assert rig.adapter.marker_key(created) == key
+    assert rig.adapter.marker_key(await rig.adapter.get(created.ref)) == key
+
+
+async def test_a_workspace_that_refuses_the_marker_field_still_gets_its_ticket_once(
+    rig: VendorRig,
+) -> None:
+    behaviour = await rig.control.put("/_sim/behaviour", json={"custom_fields": "defined"})
+    assert behaviour.status_code == 200, behaviour.text
+    key = f"syncgate-{'d' * 32}-9"
+    target = CreateTarget(params={"inbox_id": SUPPORT_INBOX_ID})
+    created = await rig.adapter.create(target, Fields(title="No marker field"), key)
+    assert rig.adapter.marker_key(created) is None  # no marker, but a ticket
+    posts = [r for r in (await rig.control.get("/_sim/requests")).json()["requests"]]
+    assert [r["status"] for r in posts] == [400, 201]
+    assert "custom_fields" not in posts[1]["body"]
+    # a retry (the first answer lost) replays the same ticket through the key
+    again = await rig.adapter.create(target, Fields(title="No marker field"), key)
+    assert again.ref == created.ref
+    assert len((await rig.control.get("/_sim/objects")).json()["objects"]) == 1
+    # once the workspace defines the field, tickets carry the marker
+    defined = await rig.control.post("/_sim/custom-fields", json={"key": "syncgate_marker"})
+    assert defined.status_code == 201, defined.text
+    other = f"syncgate-{'e' * 32}-10"
+    marked = await rig.adapter.create(target, Fields(title="Marked"), other)
+    assert rig.adapter.marker_key(marked) == other
 
 
 async def test_adapter_create_without_inbox_is_rejected(rig: VendorRig) -> None:

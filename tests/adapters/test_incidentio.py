@@ -757,3 +757,16 @@ async def test_a_follow_up_takes_only_a_known_user_as_assignee(rig: VendorRig) -
         json={"status": "outstanding", "title": made["title"], "assignee_id": USER_IDS[1]},
     )
     assert taken.json()["follow_up"]["assignee"]["id"] == USER_IDS[1]
+
+
+async def test_the_marker_label_is_read_back_and_other_labels_are_not_markers(
+    rig: VendorRig,
+) -> None:
+    adapter = rig.adapter_with()
+    key = f"syncgate-{'c' * 32}-8"
+    created = await adapter.create(CreateTarget(scope=DEFAULT_INCIDENT_ID), Fields(title="x"), key)
+    assert adapter.marker_key(created) == key
+    listed = [o async for page in adapter.list_changed(None) for o in page]
+    assert [adapter.marker_key(o) for o in listed if o.ref == created.ref] == [key]
+    plain = msgspec.structs.replace(created, raw={**created.raw, "labels": ["customer"]})
+    assert adapter.marker_key(plain) is None

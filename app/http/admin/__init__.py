@@ -5,6 +5,7 @@ from __future__ import annotations
 from litestar import Router
 from litestar.exceptions import HTTPException
 
+from app.http.admin.backfill import backfill
 from app.http.admin.common import ADMIN_PREFIX, authorize
 from app.http.admin.config import get_config, reload_config
 from app.http.admin.identities import (
@@ -60,6 +61,7 @@ ADMIN_ROUTES = [
     get_identity,
     put_identity,
     delete_identity,
+    backfill,
 ]
 
 

@@ -1,7 +1,7 @@
 """identities: people added through the admin API, for assignees across systems
 
-Revision ID: 0004i
-Revises: 0003
+Revision ID: 0005
+Revises: 0004
 Create Date: 2026-12-02
 
 One row per person (the lower-case email is the canonical assignee), with their user id
@@ -14,8 +14,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = "0004i"
-down_revision = "0003"
+revision = "0005"
+down_revision = "0004"
 branch_labels = None
 depends_on = None
 
