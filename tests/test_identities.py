@@ -51,6 +51,10 @@ def rules(people: list[Person], *, shared: bool = True) -> Rules:
     )
 
 
+#: The systems were connected a day before the objects of these tests were made.
+CONNECTED = {"desk": T0 - timedelta(days=1), "pages": T0 - timedelta(days=1)}
+
+
 def ticket(at: datetime, assignee: str | None, external_id: str = "D-1") -> Any:
     return vendor(
         "desk",
@@ -175,6 +179,7 @@ async def started(store: Store, engine: Engine, assignee: str | None) -> str:
 
 async def test_a_desk_assignee_becomes_the_person_and_is_due_at_pages(store: Store) -> None:
     engine = Engine(store, rules([ADA, BO]), clock=lambda: T0 + 3 * SECOND)
+    engine.connected = CONNECTED  # before the objects were made: they are new
     item_id = await started(store, engine, None)
     outcome = await engine.observe(ticket(T0 + 5 * SECOND, "d-ada"))
     assert outcome.changed == ("assignee",)
@@ -190,6 +195,7 @@ async def test_a_desk_assignee_becomes_the_person_and_is_due_at_pages(store: Sto
 
 async def test_an_unmapped_assignee_is_kept_as_such_and_not_written(store: Store) -> None:
     engine = Engine(store, rules([ADA, BO]), clock=lambda: T0 + 3 * SECOND)
+    engine.connected = CONNECTED  # before the objects were made: they are new
     item_id = await started(store, engine, "d-ada")
     assert not (await links_of(store, item_id))["pages"].dirty
     # a desk user nobody mapped: the item says so, pages is not touched
@@ -212,6 +218,7 @@ async def test_a_new_item_with_an_unmapped_assignee_is_created_without_it_there(
     store: Store,
 ) -> None:
     engine = Engine(store, rules([ADA]), clock=lambda: T0 + 3 * SECOND)
+    engine.connected = CONNECTED  # before the objects were made: they are new
     outcome = await engine.observe(ticket(T0, "d-zed", external_id="D-9"))
     assert outcome.kind == "created" and outcome.work_item_id is not None
     [entry] = await unmapped_history(store, outcome.work_item_id)
@@ -225,6 +232,7 @@ async def test_a_new_item_with_an_unmapped_assignee_is_created_without_it_there(
 
 async def test_an_operator_may_assign_a_person_by_email(store: Store) -> None:
     engine = Engine(store, rules([ADA, BO]), clock=lambda: T0 + 3 * SECOND)
+    engine.connected = CONNECTED  # before the objects were made: they are new
     item_id = await started(store, engine, None)
     outcome = await engine.change(item_id, Fields(assignee="ada@example.com"))
     links = await links_of(store, item_id)

@@ -3,14 +3,16 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Request, post
+from litestar.exceptions import ValidationException
 from litestar.params import JSONBody
 
 from app.backfill import PlanLine, parse_since
 from app.http.admin.common import audit
+from app.http.admin.models import doc
 from app.http.context import gateway_of
 from app.http.problems import errors
 
@@ -20,32 +22,47 @@ class BackfillIn(msgspec.Struct, forbid_unknown_fields=True):
     or a duration (``30d``, ``12h``), the whole history when absent; ``dry_run``: only
     plan (the default)."""
 
-    systems: list[str] = msgspec.field(default_factory=list)
-    since: str | None = None
-    dry_run: bool = True
+    systems: Annotated[
+        list[str], doc("The systems to walk; empty: every enabled system", ["hookstream"])
+    ] = msgspec.field(default_factory=list)
+    since: Annotated[
+        str | None,
+        doc("ISO 8601 or a duration back from now (90s, 45m, 12h, 30d); null: all", "30d"),
+    ] = None
+    dry_run: Annotated[
+        bool, doc("Only plan (no database row, no vendor write); false carries it out", True)
+    ] = True
 
 
 class BackfillLine(msgspec.Struct):
     """One object's line of the plan; ``outcome`` says what a real run did with it."""
 
-    system: str
-    scope: str
-    external_id: str
-    action: str
-    reason: str
-    work_item_id: str | None
-    title: str
-    text: str
-    outcome: str | None = None
+    system: Annotated[str, doc("The object's system", "hookstream")]
+    scope: Annotated[str, doc("Its scope (DevHelm page, incident.io incident); may be empty", "")]
+    external_id: Annotated[str, doc("The vendor's id", "iss_8f2c")]
+    action: Annotated[str, doc("link, create or skip", "create")]
+    reason: Annotated[str, doc("Why", "rule 'hookstream-issue-fans-out'")]
+    work_item_id: Annotated[str | None, doc("The work item it links to, if any", None)]
+    title: Annotated[str, doc("The object's title", "orders-webhook: http_5xx")]
+    text: Annotated[
+        str, doc("The line as the CLI prints it", "create hookstream iss_8f2c: rule 'fan-out'")
+    ]
+    outcome: Annotated[
+        str | None, doc("What a real run did with it; null in a dry run", "created")
+    ] = None
 
 
 class BackfillOut(msgspec.Struct):
-    dry_run: bool
-    systems: list[str]
-    since: datetime | None
-    counts: dict[str, int]
-    summary: str
-    lines: list[BackfillLine]
+    """The plan, and with ``dry_run: false`` what was done."""
+
+    dry_run: Annotated[bool, doc("Whether this was only a plan", True)]
+    systems: Annotated[list[str], doc("The systems walked", ["hookstream"])]
+    since: Annotated[
+        datetime | None, doc("The moment walked from; null: all", "2026-11-02T10:02:11Z")
+    ]
+    counts: Annotated[dict[str, int], doc("Lines per action", {"link": 0, "create": 1, "skip": 2})]
+    summary: Annotated[str, doc("The summary line", "0 link, 1 create, 2 skip")]
+    lines: Annotated[list[BackfillLine], doc("One line per object walked")]
 
 
 def _line(line: PlanLine, outcome: str | None) -> BackfillLine:
@@ -74,6 +91,12 @@ def _line(line: PlanLine, outcome: str | None) -> BackfillLine:
     status_code=200,
 )
 async def backfill(request: Request[Any, Any, Any], data: JSONBody[BackfillIn]) -> BackfillOut:
+    # the parameter documents the body; it is read again strictly here, so that a
+    # number is not taken for a boolean (litestar converts bodies leniently)
+    try:
+        data = msgspec.json.decode(await request.body(), type=BackfillIn)
+    except msgspec.ValidationError as exc:
+        raise ValidationException(f"Validation failed for POST /admin/backfill: {exc}") from None
     gateway = gateway_of(request)
     since = None if data.since is None else parse_since(data.since, gateway.clock())
     service = gateway.backfill
