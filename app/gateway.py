@@ -28,7 +28,7 @@ from app.config.schema import Settings, SystemSettings
 from app.dispatcher import Dispatcher
 from app.engine import Engine
 from app.errors import ConfigError, Missing, StateConflict
-from app.inbox import EventWriter, InboxWorker
+from app.inbox import EventWriter, InboxWorker, Rejections
 from app.loops import IngestFirst
 from app.metrics import Metrics
 from app.model import ValueMap, utcnow
@@ -187,6 +187,7 @@ class Gateway:
             ingest=self.ingest,
         )
         self.events = EventWriter(store, on_stored=self.worker.wake.set)
+        self.rejections = Rejections()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 

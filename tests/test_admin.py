@@ -483,7 +483,15 @@ async def test_discard_and_bulk_retry_of_dead_letters(store: Store) -> None:
         await rig.gateway.dispatcher.run_until_idle()
         dead = ok(await client.get("/admin/outbox", params={"state": "dead"}))["entries"]
         assert sorted(e["system"] for e in dead) == ["devhelm", "inboxops"]
-        assert ok(await client.post("/admin/outbox/retry-dead"))["count"] == 2
+        only = {"state": "dead", "system": "devhelm"}
+        dead = ok(await client.get("/admin/outbox", params=only))["entries"]
+        assert [e["system"] for e in dead] == ["devhelm"]
+        problem(await client.post("/admin/outbox/retry-dead", params={"system": "nope"}), 400)
+        retried = await client.post("/admin/outbox/retry-dead", params={"system": "devhelm"})
+        assert ok(retried)["count"] == 1  # devhelm's only
+        dead = ok(await client.get("/admin/outbox", params={"state": "dead"}))["entries"]
+        assert [e["system"] for e in dead] == ["inboxops"]
+        assert ok(await client.post("/admin/outbox/retry-dead"))["count"] == 1
         await rig.gateway.dispatcher.run_until_idle()
         assert (await rig.object("inboxops", ticket))["status"] == "in_progress"
         assert (await rig.object("devhelm", links["devhelm"]["external_id"]))[
@@ -494,6 +502,8 @@ async def test_discard_and_bulk_retry_of_dead_letters(store: Store) -> None:
         await fault(rig, "inboxops", status=422, count=1, methods=["PUT", "PATCH"])
         ok(await client.patch(f"/admin/work-items/{item_id}", json={"status": "open"}))
         await rig.gateway.dispatcher.run_until_idle()
+        other = await client.post("/admin/outbox/discard-dead", params={"system": "devhelm"})
+        assert ok(other)["count"] == 0  # not devhelm's
         assert ok(await client.post("/admin/outbox/discard-dead"))["count"] == 1
         assert ok(await client.get("/admin/outbox", params={"state": "dead"}))["entries"] == []
         await rig.gateway.dispatcher.run_until_idle()

@@ -113,13 +113,20 @@ def on_syncgate_error(_: Request[Any, Any, Any], exc: SyncgateError) -> Response
             " the running configuration stays",
             issues=[ConfigIssueOut(i.file, i.line, i.key, i.message) for i in exc.issues],
         )
+    status, title, detail = problem_of(exc)
+    return problem_response(status, title, detail)
+
+
+def problem_of(exc: SyncgateError) -> tuple[int, str, str]:
+    """The status, title and detail a domain error is answered with (the console shows
+    the same reason as the admin API)."""
     for kind, status, named in STATUS_OF:
         if isinstance(exc, kind):
             if named is None:
                 named = exc.title if isinstance(exc, RequestError) else "Error"
-            return problem_response(status, named, str(exc))
+            return status, named, str(exc)
     log.error("unexpected error", exc_info=exc)
-    return problem_response(500, "Internal error", "an internal error occurred")
+    return 500, "Internal error", "an internal error occurred"
 
 
 def on_http_exception(_: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:

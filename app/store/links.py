@@ -290,30 +290,40 @@ class LinkQueries(TxBase):
             )
         )
 
-    async def revive(self, link_id: int | None = None) -> int:
-        """Retry dead-lettered writes (one, or all): they become due now."""
+    async def revive(self, link_id: int | None = None, *, system: str | None = None) -> int:
+        """Retry dead-lettered writes (one, all, or all of one system): they become due
+        now."""
         query = sa.update(t.links).where(t.links.c.dead.is_(True))
         if link_id is not None:
             query = query.where(t.links.c.id == link_id)
+        if system is not None:
+            query = query.where(t.links.c.system == system)
         result = await self._run(
             query.values(dead=False, dead_reason=None, attempts=0, next_attempt_at=None, dirty=True)
         )
         return int(result.rowcount)
 
-    async def discard(self, link_id: int | None = None) -> int:
-        """Give up on dead-lettered writes: they are no longer dirty (nor dead)."""
+    async def discard(self, link_id: int | None = None, *, system: str | None = None) -> int:
+        """Give up on dead-lettered writes (one, all, or all of one system): they are no
+        longer dirty (nor dead)."""
         query = sa.update(t.links).where(t.links.c.dead.is_(True))
         if link_id is not None:
             query = query.where(t.links.c.id == link_id)
+        if system is not None:
+            query = query.where(t.links.c.system == system)
         result = await self._run(
             query.values(dead=False, dirty=False, synced_version=t.links.c.dirty_version)
         )
         return int(result.rowcount)
 
-    async def outbox(self, state: str, limit: int = 100, offset: int = 0) -> list[Link]:
+    async def outbox(
+        self, state: str, limit: int = 100, offset: int = 0, *, system: str | None = None
+    ) -> list[Link]:
         """Links by outbox state: ``pending`` (dirty, not yet tried), ``failed`` (dirty,
-        retrying after errors), ``dead``."""
+        retrying after errors), ``dead``; of one system, or of all."""
         query = sa.select(t.links)
+        if system is not None:
+            query = query.where(t.links.c.system == system)
         if state == "dead":
             query = query.where(t.links.c.dead.is_(True))
         elif state == "failed":

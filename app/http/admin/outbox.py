@@ -51,36 +51,45 @@ async def list_outbox(
     write_state: Annotated[
         OutboxState, QueryParameter(name="state", description="pending | failed | dead")
     ] = OutboxState.PENDING,
+    system: SystemFilter = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> OutboxPage:
-    async with gateway_of(request).store.tx() as tx:
-        links = await tx.outbox(str(write_state), limit=limit, offset=offset)
+    gateway = gateway_of(request)
+    check_system(gateway, system)
+    async with gateway.store.tx() as tx:
+        links = await tx.outbox(str(write_state), limit=limit, offset=offset, system=system)
         entries = [await outbox_entry(tx, link) for link in links]
     return OutboxPage(write_state, entries, limit, offset)
 
 
 @post(
     "/outbox/retry-dead",
-    summary="Retry every dead-lettered write now",
+    summary="Retry every dead-lettered write now (of one system, with ``system``)",
     tags=["outbox"],
+    responses=errors(400),
     status_code=200,
 )
-async def retry_dead(request: Request[Any, Any, Any]) -> CountResult:
-    count = await gateway_of(request).dispatcher.retry_dead()
-    audit("dead letters retried", count=count)
+async def retry_dead(request: Request[Any, Any, Any], system: SystemFilter = None) -> CountResult:
+    gateway = gateway_of(request)
+    check_system(gateway, system)
+    count = await gateway.dispatcher.retry_dead(system)
+    audit("dead letters retried", count=count, system=system)
     return CountResult(count)
 
 
 @post(
     "/outbox/discard-dead",
-    summary="Give up on every dead-lettered write",
+    summary="Give up on every dead-lettered write (of one system, with ``system``)",
     tags=["outbox"],
+    responses=errors(400),
     status_code=200,
 )
-async def discard_dead(request: Request[Any, Any, Any]) -> CountResult:
-    count = await gateway_of(request).dispatcher.discard_dead()
-    audit("dead letters discarded", count=count)
+async def discard_dead(request: Request[Any, Any, Any], system: SystemFilter = None) -> CountResult:
+    gateway = gateway_of(request)
+    check_system(gateway, system)
+    count = await gateway.dispatcher.discard_dead(system)
+    audit("dead letters discarded", count=count, system=system)
     return CountResult(count)
 
 
