@@ -105,6 +105,36 @@ class LinkQueries(TxBase):
             )
         return link_id
 
+    async def insert_seen_links(
+        self, seen: Sequence[tuple[str, VendorObject]], *, now: datetime
+    ) -> None:
+        """Link several objects already seen, each to its work item, in one statement (a
+        bulk load); synced at version 1. Raises ``AlreadyLinked`` if one is linked."""
+        rows = [
+            {
+                "work_item_id": item_id,
+                "system": obj.ref.system,
+                "scope": obj.ref.scope,
+                "external_id": obj.ref.external_id,
+                "known_state": encode_known(obj),
+                "vendor_updated_at": obj.updated_at,
+                "last_synced_at": now,
+                "created_at": now,
+                "dirty": False,
+                "dirty_version": 0,
+                "synced_version": 1,
+                "attempts": 0,
+                "dead": False,
+            }
+            for item_id, obj in seen
+        ]
+        if not rows:
+            return
+        try:
+            await self._run(sa.insert(t.links), rows)
+        except IntegrityError:
+            raise AlreadyLinked("one of the objects is linked already") from None
+
     async def links_for(self, refs: Iterable[ObjectRef]) -> dict[ObjectRef, Link]:
         """The links of several vendor objects (``link_for`` for each, in one query per
         system); objects with no link are left out."""
@@ -297,7 +327,7 @@ class LinkQueries(TxBase):
         if link_id is not None:
             query = query.where(t.links.c.id == link_id)
         if system is not None:
-            query = query.where(t.links.c.system == system)
+            query = query.where(self.link_system == system)
         result = await self._run(
             query.values(dead=False, dead_reason=None, attempts=0, next_attempt_at=None, dirty=True)
         )
@@ -310,7 +340,7 @@ class LinkQueries(TxBase):
         if link_id is not None:
             query = query.where(t.links.c.id == link_id)
         if system is not None:
-            query = query.where(t.links.c.system == system)
+            query = query.where(self.link_system == system)
         result = await self._run(
             query.values(dead=False, dirty=False, synced_version=t.links.c.dirty_version)
         )
@@ -323,7 +353,7 @@ class LinkQueries(TxBase):
         retrying after errors), ``dead``; of one system, or of all."""
         query = sa.select(t.links)
         if system is not None:
-            query = query.where(t.links.c.system == system)
+            query = query.where(self.link_system == system)
         if state == "dead":
             query = query.where(t.links.c.dead.is_(True))
         elif state == "failed":
@@ -342,7 +372,7 @@ class LinkQueries(TxBase):
         rows: Any = await self._run(
             sa.select(t.links.c.system, sa.func.count())
             .where(t.links.c.dirty.is_(True), t.links.c.dead.is_(False))
-            .group_by(t.links.c.system)
+            .group_by(self.link_system)
         )
         return {row[0]: int(row[1]) for row in rows}
 

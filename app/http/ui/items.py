@@ -3,7 +3,9 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
+from urllib.parse import urlencode
 
 from litestar import Request, get, post
 from litestar.params import PathParameter
@@ -15,7 +17,7 @@ from app.http.admin.common import audit, check_system
 from app.http.admin.models import item_detail
 from app.http.context import gateway_of
 from app.http.problems import AdminError
-from app.http.ui.common import PAGE_SIZE, act, form_of, page_links, render
+from app.http.ui.common import PAGE_SIZE, act, form_of, render
 from app.http.ui.session import PATH
 from app.model import Fields, ObjectRef, Priority, Status
 from app.store import Link
@@ -52,30 +54,37 @@ async def items_page(request: Request[Any, Any, Any]) -> Template:
         "status": params.get("status", ""),
         "system": params.get("system", ""),
     }
-    page = _page(params.get("page"))
     notice = None
     if query["status"] and query["status"] not in STATUSES:
         notice, query["status"] = f"unknown status {query['status']!r}: not filtered", ""
     if query["system"] and query["system"] not in gateway.settings.systems:
         notice, query["system"] = f"unknown system {query['system']!r}: not filtered", ""
+    after = _after(params.get("after"))
     async with gateway.store.tx() as tx:
-        items, total = await tx.search_items(
+        items = await tx.page_items(
             status=query["status"] or None,
             system=query["system"] or None,
             text=query["q"] or None,
-            limit=PAGE_SIZE,
-            offset=(page - 1) * PAGE_SIZE,
+            limit=PAGE_SIZE + 1,
+            after=after,
         )
+        more = len(items) > PAGE_SIZE
+        items = items[:PAGE_SIZE]
         links = await tx.links_of_items(item.id for item in items)
     badges: dict[str, list[dict[str, Any]]] = {item.id: [] for item in items}
     for link in links:
         badges[link.work_item_id].append(badge(link))
+    filters = {k: v for k, v in query.items() if v}
+    older = None
+    if more:
+        last = items[-1]
+        older = "?" + urlencode(filters | {"after": f"{last.updated_at.isoformat()}~{last.id}"})
     context = {
         "items": items,
         "badges": badges,
-        "total": total,
-        "page": page,
-        "pages": page_links(query, page, page * PAGE_SIZE < total),
+        "first_page": after is None,
+        "newest": "?" + urlencode(filters),
+        "older": older,
         "filters": query,
         "statuses": STATUSES,
         "systems": sorted(gateway.settings.systems),
@@ -83,6 +92,18 @@ async def items_page(request: Request[Any, Any, Any]) -> Template:
         "title": "Work items",
     }
     return render(request, "items.html", context, fragment="items_live.html")
+
+
+def _after(raw: str | None) -> tuple[datetime, str] | None:
+    """The keyset of the page before: ``<updated_at ISO>~<item id>``."""
+    if not raw or "~" not in raw:
+        return None
+    at, _, item_id = raw.rpartition("~")
+    try:
+        when = datetime.fromisoformat(at)
+    except ValueError:
+        return None
+    return (when if when.tzinfo else when.replace(tzinfo=UTC)), item_id
 
 
 @get("/items/{item_id:str}", include_in_schema=False)
@@ -261,7 +282,3 @@ async def resync_link(request: Request[Any, Any, Any], link_id: LinkPath) -> Red
         return f"Re-read {read}; {len(dirty)} write(s) queued."
 
     return await act(form.get("back", ""), run, failed="Resync failed")
-
-
-def _page(raw: str | None) -> int:
-    return int(raw) if raw and raw.isdigit() and 0 < int(raw) < 100_000 else 1
