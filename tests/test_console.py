@@ -190,3 +190,31 @@ async def test_systems_pause_and_resume_and_events_list(store: Store) -> None:
             assert not (await tx.system_state("devhelm")).paused
         events = await client.get("/events")
         assert events.status_code == 200 and "data-event=" in events.text
+
+
+def test_an_object_links_to_the_vendor_ui_when_its_system_has_a_ui_url() -> None:
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from app.config.schema import SystemSettings
+    from app.http.ui.items import object_url
+
+    def system(ui_url: str | None) -> SystemSettings:
+        return SystemSettings(base_url="https://api.example", api_key_env="K", ui_url=ui_url)
+
+    gateway = cast(
+        Any,
+        SimpleNamespace(
+            settings=SimpleNamespace(
+                systems={
+                    "devhelm": system("https://app.example/pages/{scope}/incidents/{external_id}"),
+                    "inboxops": system(None),
+                }
+            )
+        ),
+    )
+    assert object_url(gateway, "devhelm", "sp_1", "inc_9") == (
+        "https://app.example/pages/sp_1/incidents/inc_9"
+    )
+    assert object_url(gateway, "devhelm", "sp_1", None) is None  # not created yet
+    assert object_url(gateway, "inboxops", "", "t_1") is None
