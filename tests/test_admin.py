@@ -35,6 +35,7 @@ ROUTES = [
     ("POST", "/admin/outbox/retry-dead"),
     ("POST", "/admin/outbox/discard-dead"),
     ("GET", "/admin/events"),
+    ("GET", "/admin/events/rejected"),
     ("GET", "/admin/systems"),
     ("POST", "/admin/systems/hookstream/pause"),
     ("POST", "/admin/systems/hookstream/resume"),
@@ -707,3 +708,19 @@ async def test_metrics_after_traffic(store: Store) -> None:
     ):
         assert name in text, name
     assert 'syncgate_writes_total{action="create",outcome="ok",system="devhelm"} 1.0' in text
+
+
+async def test_refused_webhooks_are_listed_with_their_reason(store: Store) -> None:
+    async with admin(store) as (rig, client):
+        assert ok(await client.get("/admin/events/rejected")) == {"rejections": []}
+        unsigned = await client.post("/webhooks/inboxops", content=b'{"type": "x"}')
+        assert unsigned.status_code == 401
+        assert (await client.post("/webhooks/nosuch", content=b"{}")).status_code == 404
+        listed = ok(await client.get("/admin/events/rejected"))["rejections"]
+        assert [(r["system"], r["status"]) for r in listed] == [
+            ("nosuch", 404),
+            ("inboxops", 401),
+        ]
+        assert "nosuch" in listed[0]["reason"] and listed[1]["reason"]
+        async with rig.gateway.store.tx() as tx:
+            assert await tx.list_events() == []  # nothing was stored

@@ -27,6 +27,8 @@ from app.http.admin.models import (
     OutboxEntry,
     OutboxPage,
     OutboxState,
+    RejectionOut,
+    RejectionPage,
     event_out,
     link_out,
     outbox_entry,
@@ -156,3 +158,18 @@ async def list_events(
             offset=offset,
         )
     return EventPage([event_out(e) for e in events], limit, offset)
+
+
+@get(
+    "/events/rejected",
+    summary="Webhook deliveries refused before they were stored, and why",
+    tags=["events"],
+    description="The last 100 this gateway process refused (bad signature, unreadable body,"
+    " too large, unknown system), newest first. Kept in memory only: a refused delivery"
+    " changes nothing in the database.",
+)
+async def list_rejections(request: Request[Any, Any, Any]) -> RejectionPage:
+    recent = gateway_of(request).rejections.recent()
+    return RejectionPage(
+        [RejectionOut(r.at, r.system, r.status, r.reason) for r in reversed(recent)]
+    )
