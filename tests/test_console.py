@@ -10,7 +10,8 @@ from collections.abc import AsyncIterator
 
 import httpx
 
-from app.store import Store
+from app.model import utcnow
+from app.store import HistoryEntry, Store
 from tests.admin_support import KEY, fan_out, fault, ok
 from tests.rig import Rig, running_rig
 
@@ -141,6 +142,25 @@ async def test_pages_show_an_item_its_objects_and_an_action_goes_through_the_eng
             client, f"/items/{item_id}", f"/items/{item_id}/change", {"status": "bogus"}
         )
         assert "Change refused" in flash(await follow(client, refused))
+        # the timeline shows both sides of a lost conflict
+        async with rig.gateway.store.tx() as tx:
+            await tx.add_history(
+                [
+                    HistoryEntry(
+                        work_item_id=item_id,
+                        kind="conflict_lost",
+                        field="status",
+                        old_value="resolved",
+                        new_value="monitoring",
+                        system="devhelm",
+                        at=utcnow(),
+                    )
+                ]
+            )
+        timeline = (await client.get(f"/items/{item_id}")).text
+        assert re.search(
+            r"conflict lost.*by devhelm.*kept resolved.*lost monitoring", timeline, re.S
+        )
         missing = await client.get("/items/nope")
         assert missing.status_code == 404 and "no work item" in missing.text
 
