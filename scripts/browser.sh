@@ -12,7 +12,8 @@ if ! command -v chromium >/dev/null 2>&1 || ! command -v chromedriver >/dev/null
   echo "==> installing Chromium from Debian's packages" >&2
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -qq >&2
-  apt-get install -y -qq --no-install-recommends chromium chromium-driver >&2
+  # the font too: the screenshots in docs/console/ are rendered with DejaVu Sans
+  apt-get install -y -qq --no-install-recommends chromium chromium-driver fonts-dejavu-core >&2
 fi
 export SYNCGATE_CHROMIUM="$(command -v chromium)"
 export SYNCGATE_CHROMEDRIVER="$(command -v chromedriver)"
