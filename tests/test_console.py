@@ -238,3 +238,20 @@ def test_an_object_links_to_the_vendor_ui_when_its_system_has_a_ui_url() -> None
     )
     assert object_url(gateway, "devhelm", "sp_1", None) is None  # not created yet
     assert object_url(gateway, "inboxops", "", "t_1") is None
+
+
+async def test_the_session_cookie_is_secure_behind_an_https_proxy(store: Store) -> None:
+    """A reverse proxy on the same host that terminates TLS says so with
+    X-Forwarded-Proto (docs/deployment.md): the session cookie is then Secure."""
+    async with console(store) as (_, client):
+        form = await client.get("/login")
+        answer = await client.post(
+            "/login",
+            data={"key": KEY, "_csrf_token": token(form)},
+            headers={"X-Forwarded-Proto": "https"},
+        )
+        assert answer.status_code == 303
+        cookie = next(
+            h for h in answer.headers.get_list("set-cookie") if h.startswith("syncgate_session=")
+        )
+        assert "Secure" in cookie
