@@ -255,3 +255,57 @@ async def test_the_session_cookie_is_secure_behind_an_https_proxy(store: Store) 
             h for h in answer.headers.get_list("set-cookie") if h.startswith("syncgate_session=")
         )
         assert "Secure" in cookie
+
+
+async def test_unlink_link_relink_and_resync_from_the_work_item_page(store: Store) -> None:
+    async with console(store) as (rig, client):
+        item_id, links = await fan_out(rig)
+        other_id, _ = await fan_out(rig, 1)
+        assert (await sign_in(client)).status_code == 303
+        page = f"/items/{item_id}"
+        back = {"back": f"/ui{page}"}
+        ticket = links["inboxops"]
+
+        gone = await post_form(client, page, f"/links/{ticket['id']}/unlink", back)
+        assert flash(await follow(client, gone)) == (
+            f"Unlinked inboxops object {ticket['external_id']}."
+        )
+        assert f'data-link="{ticket["id"]}"' not in (await client.get(page)).text
+
+        again = await post_form(
+            client,
+            page,
+            f"/items/{item_id}/link",
+            {"system": "inboxops", "external_id": ticket["external_id"]},
+        )
+        assert flash(await follow(client, again)) == (
+            f"Linked inboxops object {ticket['external_id']}."
+        )
+        twice = await post_form(
+            client,
+            page,
+            f"/items/{other_id}/link",
+            {"system": "inboxops", "external_id": ticket["external_id"]},
+        )
+        assert "Link refused: Already linked (409)" in flash(await follow(client, twice))
+
+        async with rig.gateway.store.tx() as tx:
+            relinked = {link.system: link.id for link in await tx.links_of(item_id)}
+        moved = await post_form(
+            client,
+            page,
+            "/links/relink",
+            {"link": str(relinked["inboxops"]), "work_item_id": other_id, **back},
+        )
+        assert flash(await follow(client, moved)) == (
+            f"Moved the inboxops object to work item {other_id}."
+        )
+        async with rig.gateway.store.tx() as tx:
+            assert (await tx.require_link(relinked["inboxops"])).work_item_id == other_id
+            history = await tx.recent_history(item_id)
+        assert any(h.kind == "unlinked" and h.event_id == "console" for h in history), history
+
+        resynced = await post_form(client, page, f"/links/{relinked['devhelm']}/resync", back)
+        assert flash(await follow(client, resynced)).startswith("Re-read devhelm: ")
+        everything = await post_form(client, page, f"/items/{item_id}/resync")
+        assert flash(await follow(client, everything)).startswith("Re-read ")

@@ -199,7 +199,7 @@ async def link_object(request: Request[Any, Any, Any], item_id: ItemPath) -> Red
         async with gateway.store.tx() as tx:
             await tx.require_item(item_id)
         obj = await gateway.engine.fetch(ObjectRef(system, form.get("scope", ""), external_id))
-        (link_id,) = await gateway.engine.link(item_id, [obj])
+        (link_id,) = await gateway.engine.link(item_id, [obj], source="console")
         audit(
             "object linked",
             via="console",
@@ -219,7 +219,7 @@ async def unlink_object(request: Request[Any, Any, Any], link_id: LinkPath) -> R
     form = await form_of(request)
 
     async def run() -> str:
-        link = await gateway.engine.unlink(link_id)
+        link = await gateway.engine.unlink(link_id, source="console")
         audit(
             "object unlinked",
             via="console",
@@ -245,7 +245,7 @@ async def relink_object(request: Request[Any, Any, Any]) -> Redirect:
         if not raw.isdigit():
             raise Invalid(f"a link id is a positive integer, got {raw!r}")
         link_id = int(raw)
-        before = await gateway.engine.relink(link_id, target)
+        before = await gateway.engine.relink(link_id, target, source="console")
         audit(
             "object relinked",
             via="console",
