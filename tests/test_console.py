@@ -106,6 +106,16 @@ async def test_a_form_without_the_csrf_token_is_refused_and_changes_nothing(
         assert forged.status_code == 403
         async with rig.gateway.store.tx() as tx:
             assert not (await tx.system_state("devhelm")).paused
+        # htmx sends the token in a header (hx-headers on the page's body)
+        page = await client.get("/systems")
+        header = re.search(r'"x-csrftoken": "([^"]+)"', page.text)
+        assert header and header.group(1) == token(page)
+        by_htmx = await client.post(
+            "/systems/devhelm/pause", headers={"X-CSRFToken": header.group(1), "HX-Request": "true"}
+        )
+        assert by_htmx.status_code == 303
+        async with rig.gateway.store.tx() as tx:
+            assert (await tx.system_state("devhelm")).paused
         # the login form is protected too
         client.cookies.clear()
         assert (await client.post("/login", data={"key": KEY})).status_code == 403
