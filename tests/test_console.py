@@ -83,6 +83,15 @@ async def test_sign_in_sets_a_strict_httponly_session_and_sign_out_ends_it(
         out = await post_form(client, "/items", "/logout")
         assert out.status_code == 303 and out.headers["location"] == "/ui/login"
         assert (await client.get("/items")).status_code == 303
+        # a form posted once the session is gone leads back to its page after sign-in
+        login = await client.get("/login")
+        late = await client.post(
+            "/systems/devhelm/pause",
+            data={"_csrf_token": token(login)},
+            headers={"Referer": str(client.base_url.join("/ui/systems?x=1"))},
+        )
+        assert late.status_code == 303
+        assert late.headers["location"] == "/ui/login?next=%2Fui%2Fsystems%3Fx%3D1"
 
 
 async def test_a_wrong_key_and_a_forged_session_are_refused(store: Store) -> None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import httpx
 import pytest
 from selenium.webdriver.support.ui import Select
 
@@ -179,9 +180,17 @@ def test_a_form_posted_without_its_csrf_token_is_refused(
 
 
 def test_events_and_sign_out(installation: Installation, browser: Console, tmp_log: Path) -> None:
+    forged = httpx.post(
+        f"{installation.url}/webhooks/inboxops",
+        content=b'{"type": "ticket.updated"}',
+        headers={"content-type": "application/json"},
+    )
+    assert forged.status_code == 401
     browser.open("/events?source=webhook&system=inboxops")
     rows = browser.until(lambda _: browser.all("#events tr[data-event]"), "webhooks listed")
     assert all("inboxops" in r.text and "webhook" in r.text for r in rows)
+    refused = browser.find("#rejected tbody tr").text
+    assert "inboxops" in refused and "401" in refused, refused
     browser.screenshot("events")
     browser.find(".signout button").click()
     browser.until(lambda d: "/ui/login" in d.current_url, "signed out")

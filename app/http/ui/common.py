@@ -8,7 +8,7 @@ import logging
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
-from urllib.parse import quote, unquote, urlencode
+from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from litestar import Request, Response
 from litestar.datastructures import Cookie
@@ -40,6 +40,11 @@ async def require_session(request: Request[Any, Any, Any]) -> Response[Any] | No
     target = request.url.path
     if request.url.query:
         target += "?" + request.url.query
+    if request.method != "GET":  # a form posted after the session ended: back to its page
+        referer = urlsplit(request.headers.get("referer", ""))
+        target = referer.path if referer.path.startswith(f"{PATH}/") else f"{PATH}/items"
+        if referer.query:
+            target += "?" + referer.query
     login = f"{PATH}/login?{urlencode({'next': target})}"
     if request.headers.get("hx-request"):
         return Response("", status_code=401, headers={"HX-Redirect": f"{PATH}/login"})
