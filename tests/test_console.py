@@ -157,6 +157,10 @@ async def test_pages_show_an_item_its_objects_and_an_action_goes_through_the_eng
             obj = await rig.object(system, link["external_id"])
             assert obj["status"] in ("resolved", "RESOLVED", "closed", "completed"), (system, obj)
 
+        same = await post_form(
+            client, f"/items/{item_id}", f"/items/{item_id}/change", {"status": "resolved"}
+        )
+        assert flash(await follow(client, same)).startswith("Nothing changed")
         refused = await post_form(
             client, f"/items/{item_id}", f"/items/{item_id}/change", {"status": "bogus"}
         )

@@ -42,9 +42,9 @@ async def require_session(request: Request[Any, Any, Any]) -> Response[Any] | No
         target += "?" + request.url.query
     if request.method != "GET":  # a form posted after the session ended: back to its page
         referer = urlsplit(request.headers.get("referer", ""))
-        target = referer.path if referer.path.startswith(f"{PATH}/") else f"{PATH}/items"
-        if referer.query:
-            target += "?" + referer.query
+        target = f"{PATH}/items"
+        if referer.path.startswith(f"{PATH}/"):
+            target = referer.path + (f"?{referer.query}" if referer.query else "")
     login = f"{PATH}/login?{urlencode({'next': target})}"
     if request.headers.get("hx-request"):
         return Response("", status_code=401, headers={"HX-Redirect": f"{PATH}/login"})

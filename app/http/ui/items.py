@@ -139,24 +139,24 @@ async def change_item(request: Request[Any, Any, Any], item_id: ItemPath) -> Red
     form = await form_of(request)
 
     async def run() -> str:
-        async with gateway.store.tx() as tx:
-            item = await tx.require_item(item_id)
+        # the whole form, as PATCH /admin/work-items takes it: the engine leaves alone
+        # what already holds the value
         values: dict[str, Any] = {}
-        if form.get("title") and form["title"] != item.title:
+        if form.get("title"):
             values["title"] = form["title"]
-        if form.get("status") and form["status"] != item.status:
-            if form["status"] not in STATUSES:
-                raise Invalid(f"unknown status {form['status']!r}")
-            values["status"] = Status(form["status"])
-        if form.get("priority") and form["priority"] != item.priority:
-            if form["priority"] not in PRIORITIES:
-                raise Invalid(f"unknown priority {form['priority']!r}")
-            values["priority"] = Priority(form["priority"])
-        if "assignee" in form and (form["assignee"] or None) != item.assignee:
+        for name, kind in (("status", Status), ("priority", Priority)):
+            if form.get(name):
+                try:
+                    values[name] = kind(form[name])
+                except ValueError:
+                    raise Invalid(f"unknown {name} {form[name]!r}") from None
+        if "assignee" in form:
             values["assignee"] = form["assignee"] or None
         if not values:
-            return "Nothing to change."
+            raise Invalid("nothing to change: the form names no field")
         outcome = await gateway.engine.change(item_id, Fields(**values), source="console")
+        if not outcome.changed:
+            return "Nothing changed: the work item holds these values already."
         audit(
             "work item changed",
             via="console",
