@@ -233,11 +233,12 @@ class Dispatcher:
         self.wake.set()
         return link
 
-    async def retry_dead(self) -> int:
-        """Make every dead letter due now, and lift every deferral; returns how many."""
+    async def retry_dead(self, system: str | None = None) -> int:
+        """Make every dead letter (of one system, or of all) due now, and lift that
+        system's (or every) deferral; returns how many."""
         async with self.store.tx() as tx:
-            count = await tx.revive()
-            await tx.lift_deferral()
+            count = await tx.revive(system=system)
+            await tx.lift_deferral(system)
         self.wake.set()
         return count
 
@@ -267,10 +268,10 @@ class Dispatcher:
             )
         return link
 
-    async def discard_dead(self) -> int:
-        """Give up on every dead letter; returns how many."""
+    async def discard_dead(self, system: str | None = None) -> int:
+        """Give up on every dead letter (of one system, or of all); returns how many."""
         async with self.store.tx() as tx:
-            return await tx.discard()
+            return await tx.discard(system=system)
 
     # -- claiming --------------------------------------------------------------------------
 

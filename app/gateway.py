@@ -30,7 +30,7 @@ from app.dispatcher import Dispatcher
 from app.engine import Engine
 from app.errors import ConfigError, Missing, StateConflict
 from app.identities import REFRESH_S, Identities
-from app.inbox import EventWriter, InboxWorker
+from app.inbox import EventWriter, InboxWorker, Rejections
 from app.loops import IngestFirst
 from app.metrics import Metrics
 from app.model import IdentityMap, Person, ValueMap, utcnow
@@ -216,6 +216,7 @@ class Gateway:
         )
         self.events = EventWriter(store, on_stored=self.worker.wake.set)
         self.backfill = Backfill(store, self.engine, self.adapters, clock=clock)
+        self.rejections = Rejections()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
 

@@ -11,9 +11,12 @@ by the payload) are fetched from the vendor here, never in the receiver.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+
+import msgspec
 
 from adapters.base import Adapter, lower_headers
 from app.engine import Engine, Outcome
@@ -36,6 +39,31 @@ def kept_headers(headers: dict[str, str]) -> dict[str, str]:
         for k, v in headers.items()
         if k not in _DROPPED and "signature" not in k and k not in ("content-length", "host")
     }
+
+
+class Rejection(msgspec.Struct, frozen=True):
+    """A webhook delivery refused before anything was stored, and why."""
+
+    at: datetime
+    system: str
+    status: int
+    reason: str
+
+
+class Rejections:
+    """The last ``keep`` webhook deliveries this process refused (bad signature, unreadable
+    body, too large, unknown system). Kept in memory only: a refused delivery changes
+    nothing in the database."""
+
+    def __init__(self, keep: int = 100) -> None:
+        self._recent: collections.deque[Rejection] = collections.deque(maxlen=keep)
+
+    def record(self, rejection: Rejection) -> None:
+        self._recent.append(rejection)
+
+    def recent(self) -> list[Rejection]:
+        """Oldest first."""
+        return list(self._recent)
 
 
 class EventWriter:

@@ -29,11 +29,15 @@ TZ = sa.DateTime(timezone=True)
 
 class WorkItemRow(SQLModel, table=True):
     __tablename__ = "work_items"
+    __table_args__ = (
+        # the console's list filtered by status, newest change first, without a sort
+        sa.Index("ix_work_items_status_updated", "status", "updated_at"),
+    )
 
     id: str = Field(primary_key=True, max_length=32)
     title: str = Field(default="", sa_type=sa.Text)
     description: str = Field(default="", sa_type=sa.Text)
-    status: str = Field(max_length=32, index=True)
+    status: str = Field(max_length=32)
     priority: str = Field(max_length=32)
     snoozed_until: datetime | None = Field(default=None, sa_type=TZ)
     assignee: str | None = Field(default=None, max_length=200)

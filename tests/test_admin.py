@@ -35,6 +35,7 @@ ROUTES = [
     ("POST", "/admin/outbox/retry-dead"),
     ("POST", "/admin/outbox/discard-dead"),
     ("GET", "/admin/events"),
+    ("GET", "/admin/events/rejected"),
     ("GET", "/admin/systems"),
     ("POST", "/admin/systems/hookstream/pause"),
     ("POST", "/admin/systems/hookstream/resume"),
@@ -483,7 +484,15 @@ async def test_discard_and_bulk_retry_of_dead_letters(store: Store) -> None:
         await rig.gateway.dispatcher.run_until_idle()
         dead = ok(await client.get("/admin/outbox", params={"state": "dead"}))["entries"]
         assert sorted(e["system"] for e in dead) == ["devhelm", "inboxops"]
-        assert ok(await client.post("/admin/outbox/retry-dead"))["count"] == 2
+        only = {"state": "dead", "system": "devhelm"}
+        dead = ok(await client.get("/admin/outbox", params=only))["entries"]
+        assert [e["system"] for e in dead] == ["devhelm"]
+        problem(await client.post("/admin/outbox/retry-dead", params={"system": "nope"}), 400)
+        retried = await client.post("/admin/outbox/retry-dead", params={"system": "devhelm"})
+        assert ok(retried)["count"] == 1  # devhelm's only
+        dead = ok(await client.get("/admin/outbox", params={"state": "dead"}))["entries"]
+        assert [e["system"] for e in dead] == ["inboxops"]
+        assert ok(await client.post("/admin/outbox/retry-dead"))["count"] == 1
         await rig.gateway.dispatcher.run_until_idle()
         assert (await rig.object("inboxops", ticket))["status"] == "in_progress"
         assert (await rig.object("devhelm", links["devhelm"]["external_id"]))[
@@ -494,6 +503,8 @@ async def test_discard_and_bulk_retry_of_dead_letters(store: Store) -> None:
         await fault(rig, "inboxops", status=422, count=1, methods=["PUT", "PATCH"])
         ok(await client.patch(f"/admin/work-items/{item_id}", json={"status": "open"}))
         await rig.gateway.dispatcher.run_until_idle()
+        other = await client.post("/admin/outbox/discard-dead", params={"system": "devhelm"})
+        assert ok(other)["count"] == 0  # not devhelm's
         assert ok(await client.post("/admin/outbox/discard-dead"))["count"] == 1
         assert ok(await client.get("/admin/outbox", params={"state": "dead"}))["entries"] == []
         await rig.gateway.dispatcher.run_until_idle()
@@ -697,3 +708,19 @@ async def test_metrics_after_traffic(store: Store) -> None:
     ):
         assert name in text, name
     assert 'syncgate_writes_total{action="create",outcome="ok",system="devhelm"} 1.0' in text
+
+
+async def test_refused_webhooks_are_listed_with_their_reason(store: Store) -> None:
+    async with admin(store) as (rig, client):
+        assert ok(await client.get("/admin/events/rejected")) == {"rejections": []}
+        unsigned = await client.post("/webhooks/inboxops", content=b'{"type": "x"}')
+        assert unsigned.status_code == 401
+        assert (await client.post("/webhooks/nosuch", content=b"{}")).status_code == 404
+        listed = ok(await client.get("/admin/events/rejected"))["rejections"]
+        assert [(r["system"], r["status"]) for r in listed] == [
+            ("nosuch", 404),
+            ("inboxops", 401),
+        ]
+        assert "nosuch" in listed[0]["reason"] and listed[1]["reason"]
+        async with rig.gateway.store.tx() as tx:
+            assert await tx.list_events() == []  # nothing was stored

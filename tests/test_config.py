@@ -985,3 +985,25 @@ fields:
         (2, "systems.hookstream.base_url"),
         (2, "systems.hookstream.api_key_env"),
     ]
+
+
+def test_ui_url_is_a_link_template_naming_the_object(tmp_path: Path) -> None:
+    good = MINIMAL.replace(
+        "    api_key_env: HS_KEY\n",
+        '    api_key_env: HS_KEY\n    ui_url: "https://app.example/issues/{external_id}"\n',
+    )
+    settings = load_config(write(tmp_path, good), KNOWN)
+    assert settings.systems["hookstream"].ui_url == "https://app.example/issues/{external_id}"
+    assert settings.systems["inboxops"].ui_url is None
+    for value, message in (
+        ("ftp://x/{external_id}", "expected an http(s):// URL"),
+        ("https://x/{id}", "unknown placeholder(s) id"),
+        ("https://x/issues", "must name {external_id}"),
+        ("https://x/{external_id", "not a URL template"),
+    ):
+        bad = MINIMAL.replace(
+            "    api_key_env: HS_KEY\n", f'    api_key_env: HS_KEY\n    ui_url: "{value}"\n'
+        )
+        issue = by_key(issues_of(write(tmp_path, bad)))["systems.hookstream.ui_url"]
+        assert message in issue.message, (value, issue)
+        assert issue.line == 5  # the ui_url line

@@ -103,6 +103,14 @@ def test_wheel_carries_migrations_default_config_and_license(tmp_path: Path) -> 
             assert name in names, f"{name} missing from the wheel"
             assert archive.read(name) == (ROOT / name).read_bytes()
         assert archive.read("app/defaults/config.yaml") == (ROOT / "config.yaml").read_bytes()
+        console = sorted(
+            p.relative_to(ROOT).as_posix()
+            for folder in ("templates", "static")
+            for p in (ROOT / "app" / "http" / "ui" / folder).iterdir()
+        )
+        assert "app/http/ui/static/htmx.min.js" in console
+        for name in console:  # the console's templates, htmx and CSS
+            assert name in names, f"{name} missing from the wheel"
         (dist_info,) = {n.split("/")[0] for n in names if n.endswith(".dist-info/METADATA")}
         assert archive.read(f"{dist_info}/licenses/LICENSE") == (ROOT / "LICENSE").read_bytes()
         metadata = email.parser.Parser().parsestr(archive.read(f"{dist_info}/METADATA").decode())

@@ -275,3 +275,96 @@ async def test_an_item_id_taken_already_is_refused_as_linked(store: Store) -> No
     with pytest.raises(AlreadyLinked):
         async with store.tx() as tx:
             await tx.insert_item(_item("b" * 32))
+
+
+async def test_page_items_is_a_keyset_page_with_filters(store: Store) -> None:
+    start = utcnow() - timedelta(hours=1)
+    items = [
+        WorkItem(
+            id=f"{n:032x}",
+            title=f"{'Checkout' if n % 2 else 'Refunds'} down {n}",
+            status=Status.RESOLVED if n == 3 else Status.OPEN,
+            created_at=start,
+            updated_at=start + timedelta(minutes=n // 2),  # pairs share a time
+        )
+        for n in range(7)
+    ]
+    async with store.tx() as tx:
+        await tx.insert_items(items)
+        await tx.insert_seen_links(
+            [(items[5].id, _obj("t5")), (items[2].id, _obj("t2"))], now=start
+        )
+    newest_first = sorted(items, key=lambda i: (-i.updated_at.timestamp(), i.id))
+    seen: list[str] = []
+    after = None
+    async with store.tx() as tx:
+        while True:
+            page = await tx.page_items(limit=3, after=after)
+            seen += [i.id for i in page]
+            if len(page) < 3:
+                break
+            after = (page[-1].updated_at, page[-1].id)
+        assert seen == [i.id for i in newest_first]  # every item once, in order
+        linked = await tx.page_items(system="inboxops")
+        assert [i.id for i in linked] == [items[5].id, items[2].id]
+        assert [i.id for i in await tx.page_items(system="devhelm")] == []
+        found = await tx.page_items(text="CHECKOUT", status="open")
+        assert [i.id for i in found] == [items[5].id, items[1].id]
+
+
+async def test_dead_letters_of_one_system(store: Store) -> None:
+    now = utcnow()
+    async with store.tx() as tx:
+        await tx.insert_item(_item())
+        for system in ("inboxops", "incidentio", "devhelm"):
+            await tx.insert_link(
+                work_item_id="a" * 32,
+                system=system,
+                scope="",
+                now=now,
+                create_target=CreateTarget(),
+                dirty=True,
+            )
+    async with store.tx() as tx:
+        for link in await tx.claim_due_links(
+            worker="w", now=now, lease=timedelta(seconds=5), limit=5
+        ):
+            await tx.dead_letter(link, "rejected")
+        assert await tx.dead_by_system() == {"inboxops": 1, "incidentio": 1, "devhelm": 1}
+        assert [link.system for link in await tx.outbox("dead", system="devhelm")] == ["devhelm"]
+        assert await tx.revive(system="devhelm") == 1
+        assert await tx.discard(system="inboxops") == 1
+        assert await tx.dead_by_system() == {"incidentio": 1}
+        assert await tx.queue_depth() == {"devhelm": 1}  # incidentio stays dead
+
+
+async def test_sqlite_plans_count_and_list_the_outbox_through_its_partial_indexes(
+    tmp_path: Path,
+) -> None:
+    """Grouped or filtered by system, the outbox's counts and lists read the few dead or
+    pending links through their partial indexes, never every link of a system through
+    ``ix_links_system_external`` (which SQLite prefers to skip a sort)."""
+    import sqlalchemy as sa
+
+    store = await open_store("sqlite", tmp_path)
+    plans: list[str] = []
+    async with store.tx() as tx:
+        assert isinstance(tx.conn, Connection)
+        conn = tx.conn
+
+        def explain(_c: Any, _cursor: Any, statement: str, params: Any, *_: Any) -> None:
+            if statement.startswith("SELECT") and "FROM links" in statement:
+                rows = conn.connection.execute("EXPLAIN QUERY PLAN " + statement, params)
+                plans.append(" | ".join(str(row[-1]) for row in rows))
+
+        sa.event.listen(conn, "before_cursor_execute", explain)
+        await tx.dead_by_system()
+        await tx.queue_depth()
+        await tx.outbox("dead", system="devhelm")
+        await tx.outbox("pending", system="devhelm")
+        sa.event.remove(conn, "before_cursor_execute", explain)
+    await store.close()
+    assert len(plans) == 4, plans
+    for plan in plans:
+        assert "ix_links_dead_letters" in plan or "ix_links_pending" in plan, plan
+        assert "ix_links_system_external" not in plan, plan

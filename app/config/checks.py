@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import string
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit
@@ -121,6 +122,30 @@ class Checker:
 
     # -- systems ---------------------------------------------------------------------------
 
+    def check_ui_url(self, value: Any, path: str) -> None:
+        """A link template: an http(s) URL naming ``{external_id}`` (and at most
+        ``{scope}``)."""
+        if not isinstance(value, str):
+            return
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            self.issue(path, f"expected an http(s):// URL, got {value!r}")
+            return
+        try:
+            names = {name for _, name, _, _ in string.Formatter().parse(value) if name is not None}
+        except ValueError as exc:
+            self.issue(path, f"not a URL template: {exc}")
+            return
+        unknown = names - {"external_id", "scope"}
+        if unknown:
+            self.issue(
+                path,
+                f"unknown placeholder(s) {', '.join(sorted(unknown))}: "
+                "use {external_id} and {scope}",
+            )
+        elif "external_id" not in names:
+            self.issue(path, "must name {external_id}, the object's id in the vendor")
+
     def check_system(self, name: str, system: Mapping[str, Any]) -> None:
         path = f"systems.{name}"
         if name not in self.known:
@@ -132,6 +157,7 @@ class Checker:
             parts = urlsplit(base_url)
             if parts.scheme not in ("http", "https") or not parts.hostname:
                 self.issue(f"{path}.base_url", f"expected an http(s):// URL, got {base_url!r}")
+        self.check_ui_url(system.get("ui_url"), f"{path}.ui_url")
         proxy = system.get("proxy")
         if isinstance(proxy, str) and proxy:
             parts = urlsplit(proxy)

@@ -74,6 +74,9 @@ class SystemSettings(Base, frozen=True, kw_only=True):
     #: Vendor times further ahead of our clock than this are clamped to our clock (a
     #: timestamp in the future must not make every later real change look stale).
     max_clock_skew_s: float = 300.0
+    #: The object's page in the vendor's own UI, for the console's links: a URL with
+    #: ``{external_id}`` and optionally ``{scope}``. Unset: no link.
+    ui_url: str | None = None
 
 
 class Match(Base, frozen=True):

@@ -1,5 +1,5 @@
-"""The ASGI app: webhooks, health, metrics and the admin API over a ``Gateway``, with the
-one table that turns errors into problem+json responses.
+"""The ASGI app: webhooks, health, metrics, the admin API and the operator console over a
+``Gateway``, with the one table that turns errors into problem+json responses.
 
 ``create_app(gateway)`` takes everything as an argument; nothing is read at import time.
 """
@@ -25,6 +25,7 @@ from app.http.problems import (
     on_unexpected_error,
     problem_response,
 )
+from app.http.ui import ui_router, ui_static_router, ui_templates
 from app.http.webhooks import receive_webhook
 
 
@@ -48,7 +49,10 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> Litestar:
             metrics,
             admin_router(),
             *asset_routers(),
+            ui_router(gateway.secrets.admin_key),
+            ui_static_router(),
         ],
+        template_config=ui_templates(),
         on_startup=[startup] if manage_lifecycle else [],
         on_shutdown=[shutdown] if manage_lifecycle else [],
         openapi_config=openapi_config(),

@@ -218,13 +218,31 @@ def on_syncgate_error(request: Request[Any, Any, Any], exc: SyncgateError) -> Re
             " the running configuration stays",
             issues=[ConfigIssueOut(i.file, i.line, i.key, i.message) for i in exc.issues],
         )
+    known = _known(exc)
+    if known is None:
+        return internal_error(request, exc)
+    status, title, detail = known
+    rid = request_id_of(request.scope) if status >= 500 else None
+    return problem_response(status, title, detail, request_id=rid)
+
+
+def _known(exc: SyncgateError) -> tuple[int, str, str] | None:
     for kind, status, named in STATUS_OF:
         if isinstance(exc, kind):
             if named is None:
                 named = exc.title if isinstance(exc, RequestError) else "Error"
-            rid = request_id_of(request.scope) if status >= 500 else None
-            return problem_response(status, named, str(exc), request_id=rid)
-    return internal_error(request, exc)
+            return status, named, str(exc)
+    return None
+
+
+def problem_of(exc: SyncgateError) -> tuple[int, str, str]:
+    """The status, title and detail a domain error is answered with (the console shows
+    the same reason as the admin API)."""
+    known = _known(exc)
+    if known is None:
+        log.error("unexpected error", exc_info=exc)
+        return 500, "Internal error", "an internal error occurred"
+    return known
 
 
 def on_http_exception(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Problem]:

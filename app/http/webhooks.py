@@ -19,7 +19,7 @@ from app.errors import WebhookError
 from app.gateway import Gateway
 from app.http.openapi import WEBHOOK_RESPONSES, WebhookOperation, WebhookSystem
 from app.http.problems import problem_response
-from app.inbox import kept_headers
+from app.inbox import Rejection, kept_headers
 from app.metrics import reason_label
 from app.model import utcnow
 from app.store import NewEvent
@@ -50,21 +50,35 @@ async def _receive(gateway: Gateway, system: str, request: Request[Any, Any, Any
     metrics = gateway.metrics
     if adapter is None:
         metrics.webhooks_rejected.labels("unknown", "unknown_system").inc()
-        return problem_response(404, "Unknown system", f"no enabled system named {system!r}")
+        detail = f"no enabled system named {system!r}"
+        gateway.rejections.record(
+            Rejection(at=utcnow(), system=system[:64], status=404, reason=detail)
+        )
+        return problem_response(404, "Unknown system", detail)
+    too_large = f"body is over the {limit}-byte limit"
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         metrics.webhooks_rejected.labels(system, "too_large").inc()
-        return problem_response(413, "Payload too large", f"body is over the {limit}-byte limit")
+        gateway.rejections.record(
+            Rejection(at=utcnow(), system=system, status=413, reason=too_large)
+        )
+        return problem_response(413, "Payload too large", too_large)
     body = await request.body()
     if len(body) > limit:
         metrics.webhooks_rejected.labels(system, "too_large").inc()
-        return problem_response(413, "Payload too large", f"body is over the {limit}-byte limit")
+        gateway.rejections.record(
+            Rejection(at=utcnow(), system=system, status=413, reason=too_large)
+        )
+        return problem_response(413, "Payload too large", too_large)
     headers = {k.lower(): v for k, v in request.headers.items()}
     try:
         adapter.verify_webhook(headers, body, utcnow())
         event = adapter.parse_webhook(headers, body)
     except WebhookError as exc:
         metrics.webhooks_rejected.labels(system, reason_label(type(exc).__name__)).inc()
+        gateway.rejections.record(
+            Rejection(at=utcnow(), system=system, status=exc.http_status, reason=exc.reason)
+        )
         raise  # answered by the app's one error table (app/http/problems.py)
     event_id = await gateway.events.store_event(
         NewEvent(

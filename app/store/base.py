@@ -5,9 +5,12 @@ from __future__ import annotations
 
 from typing import Any
 
+import sqlalchemy as sa
 from sqlalchemy.engine import Connection, CursorResult
 from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.base import Executable
+
+from app import tables as t
 
 
 class TxBase:
@@ -27,3 +30,12 @@ class TxBase:
     @property
     def postgres(self) -> bool:
         return self.dialect == "postgresql"
+
+    @property
+    def link_system(self) -> Any:
+        """``links.system`` for grouping and filtering the few dead or pending links. On
+        SQLite it is spelled ``+links.system``: grouped or filtered by system, SQLite's
+        planner otherwise walks every link of the system through
+        ``ix_links_system_external`` (to skip a sort) instead of the few rows of the
+        partial outbox indexes (seconds instead of milliseconds at 400,000 links)."""
+        return t.links.c.system if self.postgres else sa.literal_column("+links.system")

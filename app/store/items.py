@@ -50,6 +50,11 @@ class ItemQueries(TxBase):
         except IntegrityError:
             raise AlreadyLinked(f"work item {item.id!r} exists already") from None
 
+    async def insert_items(self, items: Sequence[WorkItem]) -> None:
+        """Several new work items in one statement (a bulk load: an import, a benchmark)."""
+        if items:
+            await self._run(sa.insert(t.work_items), [item_values(i) for i in items])
+
     async def items_by_id(
         self, item_ids: Iterable[str], *, lock: bool = False
     ) -> dict[str, WorkItem]:
@@ -89,12 +94,8 @@ class ItemQueries(TxBase):
                 )
             )
         if text:
-            pattern = f"%{text.lower()}%"
             query = query.where(
-                sa.or_(
-                    sa.func.lower(t.work_items.c.title).like(pattern),
-                    sa.func.lower(t.work_items.c.description).like(pattern),
-                )
+                self._matches(text, t.work_items.c.title, t.work_items.c.description)
             )
         total = (
             await self._run(sa.select(sa.func.count()).select_from(query.subquery()))
@@ -105,6 +106,50 @@ class ItemQueries(TxBase):
             .offset(offset)
         )
         return [item_of(r) for r in rows], int(total)
+
+    async def page_items(
+        self,
+        *,
+        status: str | None = None,
+        system: str | None = None,
+        text: str | None = None,
+        limit: int = 50,
+        after: tuple[datetime, str] | None = None,
+    ) -> list[WorkItem]:
+        """A page of work items, newest change first (``updated_at`` descending, then
+        id), starting after the (updated_at, id) of the last item of the page before: a
+        keyset page, as fast deep in the list as at its top, and no count of every match.
+        ``system`` keeps items linked to an object of that system; ``text`` searches the
+        title and description (case-insensitive)."""
+        items = t.work_items
+        query = sa.select(items)
+        if status:
+            query = query.where(items.c.status == status)
+        if system:
+            query = query.where(
+                sa.exists().where(t.links.c.work_item_id == items.c.id, t.links.c.system == system)
+            )
+        if text:
+            query = query.where(self._matches(text, items.c.title, items.c.description))
+        if after is not None:
+            at, item_id = after
+            query = query.where(
+                sa.or_(
+                    items.c.updated_at < at, sa.and_(items.c.updated_at == at, items.c.id > item_id)
+                )
+            )
+        rows = await self._run(query.order_by(items.c.updated_at.desc(), items.c.id).limit(limit))
+        return [item_of(r) for r in rows]
+
+    def _matches(self, text: str, *columns: Any) -> Any:
+        """Any of ``columns`` contains ``text``, ignoring case: SQLite's LIKE ignores the
+        case of ASCII letters (as its lower() does) and needs no lower() call per row;
+        PostgreSQL's ILIKE. ``%``, ``_`` and ``\\`` in ``text`` match themselves."""
+        escaped = text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+        pattern = f"%{escaped}%"
+        if self.postgres:
+            return sa.or_(*(c.ilike(pattern, escape="\\") for c in columns))
+        return sa.or_(*(c.like(pattern, escape="\\") for c in columns))
 
     # -- history and attempts --------------------------------------------------------------
 
@@ -197,7 +242,7 @@ class ItemQueries(TxBase):
         rows: Any = await self._run(
             sa.select(t.links.c.system, sa.func.count())
             .where(t.links.c.dead.is_(True))
-            .group_by(t.links.c.system)
+            .group_by(self.link_system)
         )
         return {row[0]: int(row[1]) for row in rows}
 

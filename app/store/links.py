@@ -113,6 +113,36 @@ class LinkQueries(TxBase):
             )
         return link_id
 
+    async def insert_seen_links(
+        self, seen: Sequence[tuple[str, VendorObject]], *, now: datetime
+    ) -> None:
+        """Link several objects already seen, each to its work item, in one statement (a
+        bulk load); synced at version 1. Raises ``AlreadyLinked`` if one is linked."""
+        rows = [
+            {
+                "work_item_id": item_id,
+                "system": obj.ref.system,
+                "scope": obj.ref.scope,
+                "external_id": obj.ref.external_id,
+                "known_state": encode_known(obj),
+                "vendor_updated_at": obj.updated_at,
+                "last_synced_at": now,
+                "created_at": now,
+                "dirty": False,
+                "dirty_version": 0,
+                "synced_version": 1,
+                "attempts": 0,
+                "dead": False,
+            }
+            for item_id, obj in seen
+        ]
+        if not rows:
+            return
+        try:
+            await self._run(sa.insert(t.links), rows)
+        except IntegrityError:
+            raise AlreadyLinked("one of the objects is linked already") from None
+
     async def links_for(self, refs: Iterable[ObjectRef]) -> dict[ObjectRef, Link]:
         """The links of several vendor objects (``link_for`` for each, in one query per
         system); objects with no link are left out."""
@@ -298,30 +328,40 @@ class LinkQueries(TxBase):
             )
         )
 
-    async def revive(self, link_id: int | None = None) -> int:
-        """Retry dead-lettered writes (one, or all): they become due now."""
+    async def revive(self, link_id: int | None = None, *, system: str | None = None) -> int:
+        """Retry dead-lettered writes (one, all, or all of one system): they become due
+        now."""
         query = sa.update(t.links).where(t.links.c.dead.is_(True))
         if link_id is not None:
             query = query.where(t.links.c.id == link_id)
+        if system is not None:
+            query = query.where(self.link_system == system)
         result = await self._run(
             query.values(dead=False, dead_reason=None, attempts=0, next_attempt_at=None, dirty=True)
         )
         return int(result.rowcount)
 
-    async def discard(self, link_id: int | None = None) -> int:
-        """Give up on dead-lettered writes: they are no longer dirty (nor dead)."""
+    async def discard(self, link_id: int | None = None, *, system: str | None = None) -> int:
+        """Give up on dead-lettered writes (one, all, or all of one system): they are no
+        longer dirty (nor dead)."""
         query = sa.update(t.links).where(t.links.c.dead.is_(True))
         if link_id is not None:
             query = query.where(t.links.c.id == link_id)
+        if system is not None:
+            query = query.where(self.link_system == system)
         result = await self._run(
             query.values(dead=False, dirty=False, synced_version=t.links.c.dirty_version)
         )
         return int(result.rowcount)
 
-    async def outbox(self, state: str, limit: int = 100, offset: int = 0) -> list[Link]:
+    async def outbox(
+        self, state: str, limit: int = 100, offset: int = 0, *, system: str | None = None
+    ) -> list[Link]:
         """Links by outbox state: ``pending`` (dirty, not yet tried), ``failed`` (dirty,
-        retrying after errors), ``dead``."""
+        retrying after errors), ``dead``; of one system, or of all."""
         query = sa.select(t.links)
+        if system is not None:
+            query = query.where(self.link_system == system)
         if state == "dead":
             query = query.where(t.links.c.dead.is_(True))
         elif state == "failed":
@@ -340,7 +380,7 @@ class LinkQueries(TxBase):
         rows: Any = await self._run(
             sa.select(t.links.c.system, sa.func.count())
             .where(t.links.c.dirty.is_(True), t.links.c.dead.is_(False))
-            .group_by(t.links.c.system)
+            .group_by(self.link_system)
         )
         return {row[0]: int(row[1]) for row in rows}
 

@@ -29,6 +29,7 @@ from app.http.admin.outbox import (
     discard_write,
     list_events,
     list_outbox,
+    list_rejections,
     retry_dead,
     retry_write,
 )
@@ -52,6 +53,7 @@ ADMIN_ROUTES = [
     retry_write,
     discard_write,
     list_events,
+    list_rejections,
     list_systems,
     pause_system,
     resume_system,

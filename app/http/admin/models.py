@@ -271,6 +271,23 @@ class EventPage(msgspec.Struct):
     offset: PageOffset
 
 
+class RejectionOut(msgspec.Struct):
+    """A webhook delivery refused before anything was stored: when, for which system, the
+    status it was answered with and why."""
+
+    at: datetime
+    system: str
+    status: int
+    reason: str
+
+
+class RejectionPage(msgspec.Struct):
+    """The last deliveries this gateway process refused (at most 100, newest first; kept
+    in memory only)."""
+
+    rejections: list[RejectionOut]
+
+
 class SystemStatus(msgspec.Struct):
     """One configured system: polling, writes waiting, errors, pause and 429 deferral."""
 

@@ -28,6 +28,8 @@ from app.http.admin.models import (
     OutboxEntry,
     OutboxPage,
     OutboxState,
+    RejectionOut,
+    RejectionPage,
     event_out,
     link_out,
     outbox_entry,
@@ -55,38 +57,45 @@ async def list_outbox(
             name="state", description="pending | failed | dead", examples=[Example(value="dead")]
         ),
     ] = OutboxState.PENDING,
+    system: SystemFilter = None,
     limit: Limit = 100,
     offset: Offset = 0,
 ) -> OutboxPage:
-    async with gateway_of(request).store.tx() as tx:
-        links = await tx.outbox(str(write_state), limit=limit, offset=offset)
+    gateway = gateway_of(request)
+    check_system(gateway, system)
+    async with gateway.store.tx() as tx:
+        links = await tx.outbox(str(write_state), limit=limit, offset=offset, system=system)
         entries = [await outbox_entry(tx, link) for link in links]
     return OutboxPage(write_state, entries, limit, offset)
 
 
 @post(
     "/outbox/retry-dead",
-    summary="Retry every dead-lettered write now",
+    summary="Retry every dead-lettered write now (of one system, with ``system``)",
     tags=["outbox"],
-    responses=errors(),
+    responses=errors(400),
     status_code=200,
 )
-async def retry_dead(request: Request[Any, Any, Any]) -> CountResult:
-    count = await gateway_of(request).dispatcher.retry_dead()
-    audit("dead letters retried", count=count)
+async def retry_dead(request: Request[Any, Any, Any], system: SystemFilter = None) -> CountResult:
+    gateway = gateway_of(request)
+    check_system(gateway, system)
+    count = await gateway.dispatcher.retry_dead(system)
+    audit("dead letters retried", count=count, system=system)
     return CountResult(count)
 
 
 @post(
     "/outbox/discard-dead",
-    summary="Give up on every dead-lettered write",
+    summary="Give up on every dead-lettered write (of one system, with ``system``)",
     tags=["outbox"],
-    responses=errors(),
+    responses=errors(400),
     status_code=200,
 )
-async def discard_dead(request: Request[Any, Any, Any]) -> CountResult:
-    count = await gateway_of(request).dispatcher.discard_dead()
-    audit("dead letters discarded", count=count)
+async def discard_dead(request: Request[Any, Any, Any], system: SystemFilter = None) -> CountResult:
+    gateway = gateway_of(request)
+    check_system(gateway, system)
+    count = await gateway.dispatcher.discard_dead(system)
+    audit("dead letters discarded", count=count, system=system)
     return CountResult(count)
 
 
@@ -159,3 +168,18 @@ async def list_events(
             offset=offset,
         )
     return EventPage([event_out(e) for e in events], limit, offset)
+
+
+@get(
+    "/events/rejected",
+    summary="Webhook deliveries refused before they were stored, and why",
+    tags=["events"],
+    description="The last 100 this gateway process refused (bad signature, unreadable body,"
+    " too large, unknown system), newest first. Kept in memory only: a refused delivery"
+    " changes nothing in the database.",
+)
+async def list_rejections(request: Request[Any, Any, Any]) -> RejectionPage:
+    recent = gateway_of(request).rejections.recent()
+    return RejectionPage(
+        [RejectionOut(r.at, r.system, r.status, r.reason) for r in reversed(recent)]
+    )

@@ -20,7 +20,7 @@ log = logging.getLogger("syncgate.admin")
 # -- systems ----------------------------------------------------------------------------------
 
 
-async def _system_status(gateway: Gateway, tx: Tx, name: str) -> SystemStatus:
+async def system_status(gateway: Gateway, tx: Tx, name: str) -> SystemStatus:
     state = await tx.system_state(name)
     depth = (await tx.queue_depth()).get(name, 0)
     dead = (await tx.dead_by_system()).get(name, 0)
@@ -51,7 +51,7 @@ async def list_systems(request: Request[Any, Any, Any]) -> SystemsOverview:
     gateway = gateway_of(request)
     async with gateway.store.tx() as tx:
         systems = [
-            await _system_status(gateway, tx, name) for name in sorted(gateway.settings.systems)
+            await system_status(gateway, tx, name) for name in sorted(gateway.settings.systems)
         ]
         pending = await tx.pending_events()
         dead = await tx.dead_count()
@@ -64,7 +64,7 @@ async def _set_paused(request: Request[Any, Any, Any], name: str, paused: bool) 
     await gateway.set_paused(name, paused)
     audit("system paused" if paused else "system resumed", system=name)
     async with gateway.store.tx() as tx:
-        return await _system_status(gateway, tx, name)
+        return await system_status(gateway, tx, name)
 
 
 @post(

@@ -1,0 +1,334 @@
+"""The console over HTTP, without a browser: sign-in, the session cookie, CSRF on every
+form, each page and each action calling the same services as the admin API. The browser
+suite (tests/console/) drives the same pages in Chromium against real processes."""
+
+from __future__ import annotations
+
+import contextlib
+import re
+from collections.abc import AsyncIterator
+
+import httpx
+
+from app.model import utcnow
+from app.store import HistoryEntry, Store
+from tests.admin_support import KEY, fan_out, fault, ok
+from tests.rig import Rig, running_rig
+
+CSRF = re.compile(r'name="_csrf_token" value="([^"]+)"')
+
+
+@contextlib.asynccontextmanager
+async def console(store: Store) -> AsyncIterator[tuple[Rig, httpx.AsyncClient]]:
+    async with (
+        running_rig(store, serve_gateway=True) as rig,
+        httpx.AsyncClient(base_url=f"{rig.gateway_url}/ui", timeout=10.0) as client,
+    ):
+        yield rig, client
+
+
+def token(page: httpx.Response) -> str:
+    found = CSRF.search(page.text)
+    assert found, page.text[:500]
+    return found.group(1)
+
+
+async def sign_in(client: httpx.AsyncClient, key: str = KEY) -> httpx.Response:
+    form = await client.get("/login")
+    assert form.status_code == 200
+    return await client.post(
+        "/login", data={"key": key, "_csrf_token": token(form), "next": "/ui/systems"}
+    )
+
+
+async def post_form(
+    client: httpx.AsyncClient, page: str, action: str, data: dict[str, str] | None = None
+) -> httpx.Response:
+    """Post a form of ``page`` as the browser would: with the page's CSRF token."""
+    shown = await client.get(page)
+    assert shown.status_code == 200, shown.text[:500]
+    return await client.post(action, data={"_csrf_token": token(shown), **(data or {})})
+
+
+async def follow(client: httpx.AsyncClient, answer: httpx.Response) -> httpx.Response:
+    """The page a 303 leads to (its location is an absolute path)."""
+    assert answer.status_code == 303, answer.text[:500]
+    return await client.get(client.base_url.join(answer.headers["location"]))
+
+
+def flash(page: httpx.Response) -> str:
+    found = re.search(r'id="flash">([^<]*)<', page.text)
+    return found.group(1) if found else ""
+
+
+async def test_sign_in_sets_a_strict_httponly_session_and_sign_out_ends_it(
+    store: Store,
+) -> None:
+    async with console(store) as (_, client):
+        page = await client.get("/items")
+        assert page.status_code == 303 and page.headers["location"].startswith("/ui/login")
+        partial = await client.get("/items?fragment=live", headers={"HX-Request": "true"})
+        assert partial.status_code == 401 and partial.headers["hx-redirect"] == "/ui/login"
+
+        answer = await sign_in(client)
+        assert answer.status_code == 303 and answer.headers["location"] == "/ui/systems"
+        cookie = next(
+            h for h in answer.headers.get_list("set-cookie") if h.startswith("syncgate_session=")
+        )
+        assert "HttpOnly" in cookie and "samesite=strict" in cookie.lower() and "Path=/ui" in cookie
+        assert "Secure" not in cookie  # served over plain http here
+        assert KEY not in cookie
+        assert (await client.get("/items")).status_code == 200
+
+        out = await post_form(client, "/items", "/logout")
+        assert out.status_code == 303 and out.headers["location"] == "/ui/login"
+        assert (await client.get("/items")).status_code == 303
+        # a form posted once the session is gone leads back to its page after sign-in
+        login = await client.get("/login")
+        late = await client.post(
+            "/systems/devhelm/pause",
+            data={"_csrf_token": token(login)},
+            headers={"Referer": str(client.base_url.join("/ui/systems?x=1"))},
+        )
+        assert late.status_code == 303
+        assert late.headers["location"] == "/ui/login?next=%2Fui%2Fsystems%3Fx%3D1"
+
+
+async def test_a_wrong_key_and_a_forged_session_are_refused(store: Store) -> None:
+    async with console(store) as (_, client):
+        answer = await sign_in(client, "not-the-key")
+        assert answer.status_code == 401 and "Wrong admin key" in answer.text
+        assert "syncgate_session" not in answer.headers.get("set-cookie", "")
+        client.cookies.set("syncgate_session", "9999999999.nonce.forged", path="/ui")
+        assert (await client.get("/items")).status_code == 303
+
+
+async def test_a_form_without_the_csrf_token_is_refused_and_changes_nothing(
+    store: Store,
+) -> None:
+    async with console(store) as (rig, client):
+        assert (await sign_in(client)).status_code == 303
+        await client.get("/systems")  # the CSRF cookie is set
+        refused = await client.post("/systems/devhelm/pause", data={})
+        assert refused.status_code == 403 and "CSRF" in refused.text
+        forged = await client.post("/systems/devhelm/pause", data={"_csrf_token": "x" * 80})
+        assert forged.status_code == 403
+        async with rig.gateway.store.tx() as tx:
+            assert not (await tx.system_state("devhelm")).paused
+        # htmx sends the token in a header (hx-headers on the page's body)
+        page = await client.get("/systems")
+        header = re.search(r'"x-csrftoken": "([^"]+)"', page.text)
+        assert header and header.group(1) == token(page)
+        by_htmx = await client.post(
+            "/systems/devhelm/pause", headers={"X-CSRFToken": header.group(1), "HX-Request": "true"}
+        )
+        assert by_htmx.status_code == 303
+        async with rig.gateway.store.tx() as tx:
+            assert (await tx.system_state("devhelm")).paused
+        # the login form is protected too
+        client.cookies.clear()
+        assert (await client.post("/login", data={"key": KEY})).status_code == 403
+
+
+async def test_pages_show_an_item_its_objects_and_an_action_goes_through_the_engine(
+    store: Store,
+) -> None:
+    async with console(store) as (rig, client):
+        item_id, links = await fan_out(rig)
+        assert (await sign_in(client)).status_code == 303
+        listing = await client.get("/items", params={"status": "open"})
+        assert item_id in listing.text
+        for system, link in links.items():
+            assert f'data-system="{system}"' in listing.text
+            assert str(link["external_id"]) in (await client.get(f"/items/{item_id}")).text
+        assert item_id not in (await client.get("/items", params={"status": "resolved"})).text
+        live = await client.get("/items", params={"status": "open", "fragment": "live"})
+        assert live.text.startswith('<section id="live"') and item_id in live.text
+        assert "status=open" in live.text  # the refresh keeps the filter
+
+        done = await post_form(
+            client, f"/items/{item_id}", f"/items/{item_id}/change", {"status": "resolved"}
+        )
+        assert done.status_code == 303 and done.headers["location"] == f"/ui/items/{item_id}"
+        shown = await follow(client, done)
+        assert flash(shown).startswith("Changed status"), flash(shown)
+        await rig.settle()
+        for system, link in links.items():
+            obj = await rig.object(system, link["external_id"])
+            assert obj["status"] in ("resolved", "RESOLVED", "closed", "completed"), (system, obj)
+
+        same = await post_form(
+            client, f"/items/{item_id}", f"/items/{item_id}/change", {"status": "resolved"}
+        )
+        assert flash(await follow(client, same)).startswith("Nothing changed")
+        refused = await post_form(
+            client, f"/items/{item_id}", f"/items/{item_id}/change", {"status": "bogus"}
+        )
+        assert "Change refused" in flash(await follow(client, refused))
+        # the timeline shows both sides of a lost conflict
+        async with rig.gateway.store.tx() as tx:
+            await tx.add_history(
+                [
+                    HistoryEntry(
+                        work_item_id=item_id,
+                        kind="conflict_lost",
+                        field="status",
+                        old_value="resolved",
+                        new_value="monitoring",
+                        system="devhelm",
+                        at=utcnow(),
+                    )
+                ]
+            )
+        timeline = (await client.get(f"/items/{item_id}")).text
+        assert re.search(
+            r"conflict lost.*by devhelm.*kept resolved.*lost monitoring", timeline, re.S
+        )
+        missing = await client.get("/items/nope")
+        assert missing.status_code == 404 and "no work item" in missing.text
+
+
+async def test_outbox_retries_a_dead_write_and_bulk_actions_show_a_preview(store: Store) -> None:
+    async with console(store) as (rig, client):
+        item_id, links = await fan_out(rig)
+        ticket = links["inboxops"]["external_id"]
+        await fault(rig, "inboxops", status=422, count=1, methods=["PUT", "PATCH"])
+        async with httpx.AsyncClient(
+            base_url=f"{rig.gateway_url}/admin", headers={"X-Admin-Key": KEY}
+        ) as admin:
+            ok(await admin.patch(f"/work-items/{item_id}", json={"status": "resolved"}))
+        await rig.gateway.dispatcher.run_until_idle()
+        assert (await sign_in(client)).status_code == 303
+
+        dead = await client.get("/outbox", params={"state": "dead", "system": "inboxops"})
+        assert f'data-write="{links["inboxops"]["id"]}"' in dead.text and "422" in dead.text
+        other = await client.get("/outbox", params={"state": "dead", "system": "devhelm"})
+        assert "data-write=" not in other.text
+
+        preview = await client.get("/outbox/bulk", params={"action": "retry", "system": "inboxops"})
+        assert "1 dead write to inboxops will be retried" in preview.text
+        done = await post_form(
+            client,
+            "/outbox/bulk?action=retry&system=inboxops",
+            "/outbox/bulk",
+            {"action": "retry", "system": "inboxops"},
+        )
+        assert "Retrying 1 dead write" in flash(await follow(client, done))
+        await rig.gateway.dispatcher.run_until_idle()
+        assert (await rig.object("inboxops", ticket))["status"] == "resolved"
+
+
+async def test_systems_pause_and_resume_and_events_list(store: Store) -> None:
+    async with console(store) as (rig, client):
+        await fan_out(rig)
+        assert (await sign_in(client)).status_code == 303
+        paused = await post_form(client, "/systems", "/systems/devhelm/pause")
+        assert "devhelm paused" in flash(await follow(client, paused))
+        async with rig.gateway.store.tx() as tx:
+            assert (await tx.system_state("devhelm")).paused
+        page = await client.get("/systems?fragment=live")
+        assert re.search(r'data-system="devhelm">.*?paused', page.text, re.S)
+        await post_form(client, "/systems", "/systems/devhelm/resume")
+        async with rig.gateway.store.tx() as tx:
+            assert not (await tx.system_state("devhelm")).paused
+        events = await client.get("/events")
+        assert events.status_code == 200 and "data-event=" in events.text
+
+
+def test_an_object_links_to_the_vendor_ui_when_its_system_has_a_ui_url() -> None:
+    from types import SimpleNamespace
+    from typing import Any, cast
+
+    from app.config.schema import SystemSettings
+    from app.http.ui.items import object_url
+
+    def system(ui_url: str | None) -> SystemSettings:
+        return SystemSettings(base_url="https://api.example", api_key_env="K", ui_url=ui_url)
+
+    gateway = cast(
+        Any,
+        SimpleNamespace(
+            settings=SimpleNamespace(
+                systems={
+                    "devhelm": system("https://app.example/pages/{scope}/incidents/{external_id}"),
+                    "inboxops": system(None),
+                }
+            )
+        ),
+    )
+    assert object_url(gateway, "devhelm", "sp_1", "inc_9") == (
+        "https://app.example/pages/sp_1/incidents/inc_9"
+    )
+    assert object_url(gateway, "devhelm", "sp_1", None) is None  # not created yet
+    assert object_url(gateway, "inboxops", "", "t_1") is None
+
+
+async def test_the_session_cookie_is_secure_behind_an_https_proxy(store: Store) -> None:
+    """A reverse proxy on the same host that terminates TLS says so with
+    X-Forwarded-Proto (docs/deployment.md): the session cookie is then Secure."""
+    async with console(store) as (_, client):
+        form = await client.get("/login")
+        answer = await client.post(
+            "/login",
+            data={"key": KEY, "_csrf_token": token(form)},
+            headers={"X-Forwarded-Proto": "https"},
+        )
+        assert answer.status_code == 303
+        cookie = next(
+            h for h in answer.headers.get_list("set-cookie") if h.startswith("syncgate_session=")
+        )
+        assert "Secure" in cookie
+
+
+async def test_unlink_link_relink_and_resync_from_the_work_item_page(store: Store) -> None:
+    async with console(store) as (rig, client):
+        item_id, links = await fan_out(rig)
+        other_id, _ = await fan_out(rig, 1)
+        assert (await sign_in(client)).status_code == 303
+        page = f"/items/{item_id}"
+        back = {"back": f"/ui{page}"}
+        ticket = links["inboxops"]
+
+        gone = await post_form(client, page, f"/links/{ticket['id']}/unlink", back)
+        assert flash(await follow(client, gone)) == (
+            f"Unlinked inboxops object {ticket['external_id']}."
+        )
+        assert f'data-link="{ticket["id"]}"' not in (await client.get(page)).text
+
+        again = await post_form(
+            client,
+            page,
+            f"/items/{item_id}/link",
+            {"system": "inboxops", "external_id": ticket["external_id"]},
+        )
+        assert flash(await follow(client, again)) == (
+            f"Linked inboxops object {ticket['external_id']}."
+        )
+        twice = await post_form(
+            client,
+            page,
+            f"/items/{other_id}/link",
+            {"system": "inboxops", "external_id": ticket["external_id"]},
+        )
+        assert "Link refused: Already linked (409)" in flash(await follow(client, twice))
+
+        async with rig.gateway.store.tx() as tx:
+            relinked = {link.system: link.id for link in await tx.links_of(item_id)}
+        moved = await post_form(
+            client,
+            page,
+            "/links/relink",
+            {"link": str(relinked["inboxops"]), "work_item_id": other_id, **back},
+        )
+        assert flash(await follow(client, moved)) == (
+            f"Moved the inboxops object to work item {other_id}."
+        )
+        async with rig.gateway.store.tx() as tx:
+            assert (await tx.require_link(relinked["inboxops"])).work_item_id == other_id
+            history = await tx.recent_history(item_id)
+        assert any(h.kind == "unlinked" and h.event_id == "console" for h in history), history
+
+        resynced = await post_form(client, page, f"/links/{relinked['devhelm']}/resync", back)
+        assert flash(await follow(client, resynced)).startswith("Re-read devhelm: ")
+        everything = await post_form(client, page, f"/items/{item_id}/resync")
+        assert flash(await follow(client, everything)).startswith("Re-read ")
