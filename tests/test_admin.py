@@ -487,7 +487,9 @@ async def test_discard_and_bulk_retry_of_dead_letters(store: Store) -> None:
         only = {"state": "dead", "system": "devhelm"}
         dead = ok(await client.get("/admin/outbox", params=only))["entries"]
         assert [e["system"] for e in dead] == ["devhelm"]
-        problem(await client.post("/admin/outbox/retry-dead", params={"system": "nope"}), 400)
+        problem(
+            await client.post("/admin/outbox/retry-dead", params={"system": "nope"}), 422, "nope"
+        )
         retried = await client.post("/admin/outbox/retry-dead", params={"system": "devhelm"})
         assert ok(retried)["count"] == 1  # devhelm's only
         dead = ok(await client.get("/admin/outbox", params={"state": "dead"}))["entries"]

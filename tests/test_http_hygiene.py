@@ -79,7 +79,7 @@ async def test_an_unexpected_error_is_a_logged_500_with_a_request_id(
 ) -> None:
     async with admin(store) as (rig, client):
 
-        async def broken() -> int:
+        async def broken(*_: object, **__: object) -> int:
             raise RuntimeError("the disk caught fire")
 
         monkeypatch.setattr(rig.gateway.dispatcher, "retry_dead", broken)

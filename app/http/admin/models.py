@@ -275,17 +275,17 @@ class RejectionOut(msgspec.Struct):
     """A webhook delivery refused before anything was stored: when, for which system, the
     status it was answered with and why."""
 
-    at: datetime
-    system: str
-    status: int
-    reason: str
+    at: Annotated[datetime, doc("When it was refused", WHEN)]
+    system: Annotated[str, doc("The system named in the path", "inboxops")]
+    status: Annotated[int, doc("The status it was answered with", 401)]
+    reason: Annotated[str, doc("Why", "no signature matches")]
 
 
 class RejectionPage(msgspec.Struct):
     """The last deliveries this gateway process refused (at most 100, newest first; kept
     in memory only)."""
 
-    rejections: list[RejectionOut]
+    rejections: Annotated[list[RejectionOut], doc("The refused deliveries, newest first")]
 
 
 class SystemStatus(msgspec.Struct):

@@ -47,7 +47,7 @@ log = logging.getLogger("syncgate.admin")
     "/outbox",
     summary="Writes by state: pending, failed (retrying) or dead",
     tags=["outbox"],
-    responses=errors(400),
+    responses=errors(400, 422),
 )
 async def list_outbox(
     request: Request[Any, Any, Any],
@@ -73,7 +73,7 @@ async def list_outbox(
     "/outbox/retry-dead",
     summary="Retry every dead-lettered write now (of one system, with ``system``)",
     tags=["outbox"],
-    responses=errors(400),
+    responses=errors(400, 422),
     status_code=200,
 )
 async def retry_dead(request: Request[Any, Any, Any], system: SystemFilter = None) -> CountResult:
@@ -88,7 +88,7 @@ async def retry_dead(request: Request[Any, Any, Any], system: SystemFilter = Non
     "/outbox/discard-dead",
     summary="Give up on every dead-lettered write (of one system, with ``system``)",
     tags=["outbox"],
-    responses=errors(400),
+    responses=errors(400, 422),
     status_code=200,
 )
 async def discard_dead(request: Request[Any, Any, Any], system: SystemFilter = None) -> CountResult:
@@ -177,6 +177,7 @@ async def list_events(
     description="The last 100 this gateway process refused (bad signature, unreadable body,"
     " too large, unknown system), newest first. Kept in memory only: a refused delivery"
     " changes nothing in the database.",
+    responses=errors(),
 )
 async def list_rejections(request: Request[Any, Any, Any]) -> RejectionPage:
     recent = gateway_of(request).rejections.recent()
