@@ -32,7 +32,13 @@ import httpx
 import msgspec
 
 from adapters import _http
-from adapters.base import CREATE_SEARCH_SKEW, Adapter, AdapterOptions, AdapterSettings
+from adapters.base import (
+    CREATE_SEARCH_SKEW,
+    Adapter,
+    AdapterOptions,
+    AdapterSettings,
+    refuse_deep_json,
+)
 from adapters.inboxops import wire
 from adapters.signing import standard_verify
 from app.errors import (
@@ -104,6 +110,7 @@ class InboxOpsAdapter(Adapter):
     writable: ClassVar[frozenset[str]] = frozenset({"title", "status", "priority", "assignee"})
     can_create: ClassVar[bool] = True
     Options: ClassVar[type[InboxOpsOptions]] = InboxOpsOptions
+    stored_headers = frozenset({"webhook-id", "webhook-timestamp"})
     options: InboxOpsOptions
 
     def __init__(self, settings: AdapterSettings, client: httpx.AsyncClient) -> None:
@@ -365,6 +372,7 @@ class InboxOpsAdapter(Adapter):
         raise SignatureInvalid("X-InboxOps-Signature matches no configured secret")
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        refuse_deep_json(body, "inboxops")
         try:
             payload = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:

@@ -17,6 +17,7 @@ from litestar.openapi.spec import Components, SecurityScheme
 from app.errors import SyncgateError
 from app.gateway import Gateway
 from app.http.admin import admin_router
+from app.http.context import SyncgateRequest
 from app.http.health import healthz, metrics, readyz
 from app.http.problems import on_syncgate_error, problem_response
 from app.http.webhooks import receive_webhook
@@ -57,6 +58,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> Litestar:
             SyncgateError: on_syncgate_error,
         },
         state=_state(gateway),
+        request_class=SyncgateRequest,
         debug=False,
         logging_config=None,  # our JSON logging (app/logs.py), not litestar's root handler
     )

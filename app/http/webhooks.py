@@ -64,7 +64,7 @@ async def _receive(gateway: Gateway, system: str, request: Request[Any, Any, Any
             source="webhook",
             event_type=event.event_type,
             body=body,
-            headers=kept_headers(headers),
+            headers=kept_headers(headers, adapter.stored_headers),
         )
     )
     if event_id is None:

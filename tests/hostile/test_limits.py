@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import os
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import httpx
@@ -18,7 +17,8 @@ import pytest
 
 from app.config import load_config
 from app.errors import ConfigError
-from tests.blackbox import GatewayProcess, eventually, free_port, write_config
+from tests.blackbox import GatewayProcess, eventually
+from tests.hostile.support import gateway
 
 pytestmark = pytest.mark.slow
 
@@ -29,21 +29,6 @@ LIMITS = {
     "keep_alive_s": 1,
     "max_connections": 40,
 }
-
-
-@contextlib.asynccontextmanager
-async def gateway(tmp_path: Path, **server: object) -> AsyncIterator[GatewayProcess]:
-    port = free_port()
-    config = tmp_path / "config.yaml"
-    # the vendors are never called: nothing here is a valid delivery
-    urls = {"inboxops": "http://127.0.0.1:9", "incidentio": "http://127.0.0.1:9"}
-    write_config(config, f"sqlite:///{tmp_path / 'gw.db'}", urls, create_rules=[], server=server)
-    process = GatewayProcess(config, port, "limits", tmp_path / "gateway.log")
-    try:
-        await process.ready()
-        yield process
-    finally:
-        await process.stop()
 
 
 async def connect(url: str) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
@@ -78,7 +63,7 @@ async def healthz_ok(url: str) -> float:
 async def test_an_oversized_head_gets_431_at_once_and_healthz_keeps_answering(
     tmp_path: Path,
 ) -> None:
-    async with gateway(tmp_path, **LIMITS) as gw:
+    async with gateway(tmp_path, server=LIMITS) as gw:
         reader, writer = await connect(gw.url)
         writer.write(b"POST /webhooks/inboxops HTTP/1.1\r\nHost: x\r\nX-Big: ")
         started = time.monotonic()
@@ -109,13 +94,13 @@ async def test_an_oversized_head_gets_431_at_once_and_healthz_keeps_answering(
 
 
 async def test_a_head_within_the_limit_is_served(tmp_path: Path) -> None:
-    async with gateway(tmp_path, **LIMITS) as gw, httpx.AsyncClient(base_url=gw.url) as c:
+    async with gateway(tmp_path, server=LIMITS) as gw, httpx.AsyncClient(base_url=gw.url) as c:
         response = await c.get("/healthz", headers={"X-Filler": "a" * 6000})
         assert response.status_code == 200
 
 
 async def test_slow_drip_heads_and_bodies_are_cut_off_with_408(tmp_path: Path) -> None:
-    async with gateway(tmp_path, **LIMITS) as gw:
+    async with gateway(tmp_path, server=LIMITS) as gw:
         # a head dripped a byte at a time, never finished
         head_reader, head_writer = await connect(gw.url)
         # a complete head, then a body dripped a byte at a time
@@ -153,7 +138,7 @@ async def test_slow_drip_heads_and_bodies_are_cut_off_with_408(tmp_path: Path) -
 
 
 async def test_an_idle_kept_alive_connection_is_closed(tmp_path: Path) -> None:
-    async with gateway(tmp_path, **LIMITS) as gw:
+    async with gateway(tmp_path, server=LIMITS) as gw:
         reader, writer = await connect(gw.url)
         writer.write(b"GET /healthz HTTP/1.1\r\nHost: x\r\n\r\n")
         started = time.monotonic()
@@ -165,7 +150,7 @@ async def test_an_idle_kept_alive_connection_is_closed(tmp_path: Path) -> None:
 
 
 async def test_a_connection_over_the_limit_gets_503_and_fds_return(tmp_path: Path) -> None:
-    async with gateway(tmp_path, **{**LIMITS, "header_timeout_s": 3}) as gw:
+    async with gateway(tmp_path, server={**LIMITS, "header_timeout_s": 3}) as gw:
         baseline = open_fds(gw)
         held = [await connect(gw.url) for _ in range(LIMITS["max_connections"])]
         for _, writer in held:  # each starts a request and never finishes it
@@ -196,7 +181,7 @@ async def test_a_connection_over_the_limit_gets_503_and_fds_return(tmp_path: Pat
 
 
 async def test_many_slow_drip_connections_are_all_closed(tmp_path: Path) -> None:
-    async with gateway(tmp_path, **{**LIMITS, "max_connections": 512}) as gw:
+    async with gateway(tmp_path, server={**LIMITS, "max_connections": 512}) as gw:
         baseline = open_fds(gw)
         held = [await connect(gw.url) for _ in range(300)]
         for _, writer in held:
