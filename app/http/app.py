@@ -20,7 +20,7 @@ from app.http.admin import admin_router
 from app.http.context import SyncgateRequest
 from app.http.health import healthz, metrics, readyz
 from app.http.problems import on_syncgate_error, problem_response
-from app.http.webhooks import receive_webhook
+from app.http.webhooks import RejectionLog, receive_webhook
 
 
 def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> Litestar:
@@ -73,4 +73,4 @@ def _routing_problem(request: Any, exc: HTTPException) -> Response[Any]:
 
 
 def _state(gateway: Gateway) -> Any:
-    return State({"gateway": gateway})
+    return State({"gateway": gateway, "rejections": RejectionLog()})
