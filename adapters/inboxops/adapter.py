@@ -40,7 +40,7 @@ from adapters.base import (
     refuse_deep_json,
 )
 from adapters.inboxops import wire
-from adapters.signing import standard_verify
+from adapters.signing import same_digest, standard_verify
 from app.errors import (
     MalformedPayload,
     Rejected,
@@ -367,7 +367,7 @@ class InboxOpsAdapter(Adapter):
             raise SignatureInvalid("X-InboxOps-Signature must be sha256=<hex>")
         for secret in self.settings.webhook_secrets:
             expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-            if hmac.compare_digest(expected, got.lower()):
+            if same_digest(expected, got):
                 return
         raise SignatureInvalid("X-InboxOps-Signature matches no configured secret")
 

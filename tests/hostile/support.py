@@ -4,6 +4,7 @@ I/O, so its vendor URL is never called)."""
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
 import hmac
@@ -71,10 +72,14 @@ def signed(
     secret: str | None = None,
     now: datetime | None = None,
     msg_id: str | None = None,
+    scheme: str = "default",
 ) -> dict[str, str]:
-    """The headers the vendor would sign ``body`` with (the adapters' default schemes)."""
+    """The headers the vendor would sign ``body`` with (the adapters' default schemes, or
+    InboxOps' ``hmac-sha256``)."""
     secret = secret or KITS[system].webhook_secret
     ts = int((now or utcnow()).timestamp())
+    if scheme == "hmac-sha256":  # InboxOps' plain HMAC option
+        return {"X-InboxOps-Signature": "sha256=" + hmac_hex(secret, body)}
     if system == "hookstream":
         return signing.hookstream_sign(secret, body, ts)
     if system == "devhelm":
@@ -82,7 +87,16 @@ def signed(
             "X-DevHelm-Signature": signing.devhelm_sign(secret, ts, body),
             "X-DevHelm-Delivery": msg_id or "dlv_" + uuid.uuid4().hex,
         }
-    return signing.standard_headers(secret, msg_id or "msg_" + uuid.uuid4().hex, ts, body)
+    msg_id = msg_id if msg_id is not None else "msg_" + uuid.uuid4().hex
+    # over the raw bytes, so that bodies that are not UTF-8 can be signed too (the
+    # library signs text)
+    key = base64.b64decode(secret.removeprefix("whsec_"))
+    digest = hmac.new(key, f"{msg_id}.{ts}.".encode() + body, hashlib.sha256).digest()
+    return {
+        "webhook-id": msg_id,
+        "webhook-timestamp": str(ts),
+        "webhook-signature": "v1," + base64.b64encode(digest).decode(),
+    }
 
 
 def hmac_hex(secret: str, body: bytes) -> str:
