@@ -1,0 +1,383 @@
+"""The soak run, not part of CI: ``python -m bench.soak [--minutes M] [--db sqlite|postgres|both]``.
+
+One installation per database (``bench/install.py``: the four simulators and ``syncgate
+serve`` as real processes): work items made by the shipped fan-out rule, then signed
+InboxOps changes offered at half the sustainable rate measured first (``--rate`` sets
+it), new hookstream issues opened throughout (so creates run under faults and restarts),
+``--fail`` (10 %) of the vendor calls failing (500, 429 with Retry-After, and calls that
+hang past the gateway's timeout, injected through ``/_sim/faults``), and ``--kills`` (2)
+kill -9 restarts of the gateway spread over the run. At the end: the faults stop, every
+work item gets one last change (re-sent until acknowledged), the gateway drains, and the
+run prints and writes (``bench/results/soak-<db>.json``):
+
+- changes offered and acknowledged;
+- acknowledged changes missing: acknowledged deliveries not in the inbox, and vendor
+  objects that do not hold their item's last acknowledged status (must be 0);
+- duplicate vendor objects (must be 0), and creates missing;
+- dead letters; the share of vendor write attempts that failed;
+- RSS and open file descriptors at the start and end of each gateway process;
+- the p99 acknowledgement latency per window over time.
+
+PostgreSQL needs ``SYNCGATE_TEST_POSTGRES_URL`` (``source scripts/pg.sh``); a fresh
+database is made beside it. docs/reliability.md has the latest figures.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+from adapters import adapter_class
+from bench.install import WRITE_SYSTEMS, Installation, create_items, start_gateway, workdir
+from bench.install import start_gateway_process as restart_gateway
+from bench.load import Cursor, Sender, build_change, closed_loop, open_loop, pct
+from bench.procs import ROOT, rss_mb, stop_all
+from bench.run import RESULTS, fresh_pg_db, pg_url, wait_quiet
+from bench.scaleout import _title, objects
+
+#: One in three injected faults of each kind.
+FAULTS = (
+    {"status": 500},
+    {"status": 429, "retry_after": 1},
+    {"timeout_s": 12.0},  # longer than the gateway's timeout_s (10 s): the call times out
+)
+
+
+def log(msg: str) -> None:
+    print(f"[soak {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def open_fds(pid: int) -> int:
+    return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+async def drained(inst: Installation, deadline_s: float) -> float:
+    """Seconds until the gateway's inbox and outbox stay empty for 1.5 s."""
+    assert inst.db is not None
+    start = time.monotonic()
+    quiet_since: float | None = None
+    while time.monotonic() - start < deadline_s:
+        dirty, pending = await inst.db.depth()
+        if dirty == 0 and pending == 0:
+            quiet_since = quiet_since or time.monotonic()
+            if time.monotonic() - quiet_since >= 1.5:
+                return time.monotonic() - start
+        else:
+            quiet_since = None
+        await asyncio.sleep(0.25)
+    raise RuntimeError(f"the gateway did not drain within {deadline_s:.0f} s")
+
+
+async def fault_pump(inst: Installation, share: float, stop: asyncio.Event) -> int:
+    """Every second, queues faults for ``share`` of the vendor calls the gateway made in
+    the second before (each write attempt is about two calls: the read before it and the
+    write), kinds taking turns, in each written system; faults left over from the second
+    before are dropped first, so a gateway held back (429s, a restart) does not meet a
+    pile of them. Returns how many were queued."""
+    assert inst.db is not None
+    queued = 0
+    kind = 0
+    last_id = int((await inst.db.fetch("SELECT coalesce(max(id), 0) FROM write_attempts"))[0][0])
+    carry = dict.fromkeys(WRITE_SYSTEMS, 0.0)
+    while not stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 1.0)
+        rows = await inst.db.fetch(
+            "SELECT system, count(*), max(id) FROM write_attempts "
+            f"WHERE id > {last_id} GROUP BY system"
+        )
+        for system, attempts, top in rows:
+            last_id = max(last_id, int(top))
+            if system in carry:
+                carry[system] += 2 * int(attempts) * share
+        for system in WRITE_SYSTEMS:
+            count, carry[system] = int(carry[system]), carry[system] - int(carry[system])
+            await inst.sim(system, "DELETE", "/_sim/faults")
+            for _ in range(count):
+                fault = FAULTS[kind % len(FAULTS)]
+                kind += 1
+                await inst.sim(system, "POST", "/_sim/faults", json={**fault, "count": 1})
+                queued += 1
+    for system in WRITE_SYSTEMS:
+        await inst.sim(system, "DELETE", "/_sim/faults")
+    return queued
+
+
+async def vendor_calls(inst: Installation) -> dict[str, int]:
+    """Vendor API calls the written simulators logged since the soak began, and how many
+    failed (5xx, 429, or cut off by the gateway's timeout: logged as 504)."""
+    total = failed = 0
+    for system in WRITE_SYSTEMS:
+        for r in (await inst.sim(system, "GET", "/_sim/requests"))["requests"]:
+            total += 1
+            failed += r["status"] == 429 or r["status"] >= 500
+    return {"vendor_calls": total, "vendor_calls_failed": failed}
+
+
+async def open_issues(inst: Installation, every_s: float, stop: asyncio.Event) -> int:
+    """A new hookstream issue every ``every_s`` (each fans out to three creates)."""
+    n = 0
+    while not stop.is_set():
+        await inst.sim(
+            "hookstream",
+            "POST",
+            "/_sim/seed",
+            json={
+                "destination_id": f"dst_soak_{n}",
+                "destination_name": f"soak-{n}",
+                "error_type": "timeout",
+            },
+        )
+        n += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), every_s)
+    return n
+
+
+async def settle(inst: Installation) -> None:
+    """One last change per work item, each re-sent (the same delivery) until it is
+    acknowledged: afterwards every item's expected status is known for certain."""
+    async with Sender(inst.webhook_url(), 16) as sender:
+
+        async def last(item: Any) -> None:
+            body, headers = build_change(item)
+            for _ in range(60):
+                status, _, _ = await sender.post(body, headers)
+                if status == 202:
+                    return
+                await asyncio.sleep(1)
+            raise RuntimeError(f"the last change of {item.ticket['id']} was never acknowledged")
+
+        await asyncio.gather(*(last(item) for item in inst.items))
+
+
+async def soak(kind: str, db_url: str, args: argparse.Namespace, wd: Path) -> dict[str, Any]:
+    log(f"{kind}: starting the simulators and the gateway")
+    inst, _ = await start_gateway(wd, db_url, label=f"soak-{kind}")
+    assert inst.db is not None and inst.server is not None
+    port = int(inst.url.rsplit(":", 1)[1])
+    try:
+        await create_items(inst, args.items)
+        cursor = Cursor(inst.items)
+        rate = args.rate
+        if rate is None:
+            t0 = time.perf_counter()
+            probe = await closed_loop(inst, cursor, 32, args.probe, deadline_s=120)
+            await wait_quiet(inst, 3 * probe["accepted"], 600)
+            capacity = probe["accepted"] / (time.perf_counter() - t0)
+            rate = capacity / 2
+            log(f"{kind}: sustainable about {capacity:.0f} changes/s; soaking at {rate:.0f}/s")
+        await inst.clear_requests()
+        await drained(inst, 300)
+
+        seconds = args.minutes * 60
+        window = max(10.0, seconds / 15)
+        kill_at = [seconds * (k + 1) / (args.kills + 1) for k in range(args.kills)]
+        lives: list[dict[str, Any]] = [
+            {"pid": inst.pid, "rss_mb_start": rss_mb(inst.pid), "fds_start": open_fds(inst.pid)}
+        ]
+        windows: list[dict[str, Any]] = []
+        offered = acknowledged = 0
+        stop = asyncio.Event()
+        pump = asyncio.create_task(fault_pump(inst, args.fail, stop))
+        issues = asyncio.create_task(open_issues(inst, args.issue_every, stop))
+        start = time.monotonic()
+        while (elapsed := time.monotonic() - start) < seconds - 0.5:
+            span = min(window, seconds - elapsed)
+            killer = None
+            if kill_at and kill_at[0] < elapsed + span:
+                killer = asyncio.create_task(
+                    _kill_and_restart(inst, port, kill_at.pop(0) - elapsed, lives)
+                )
+            res = await open_loop(inst, cursor, rate, span)
+            if killer is not None:
+                await killer
+            offered += res["offered"]
+            acknowledged += res["accepted"]
+            latencies = [ack - sent for ack, _item, sent in res["acks"]]
+            dirty, pending = await inst.db.depth()
+            row = {
+                "t_s": round(time.monotonic() - start),
+                "offered": res["offered"],
+                "acknowledged": res["accepted"],
+                "p99_ms": round(pct(latencies, 99) * 1000, 1),
+                "rss_mb": round(rss_mb(inst.pid), 1),
+                "fds": open_fds(inst.pid),
+                "backlog": dirty + pending,
+            }
+            windows.append(row)
+            log(f"{kind}: {row}")
+        stop.set()
+        faults_queued = await pump
+        new_issues = await issues
+        log(f"{kind}: load over; faults off; one last change per item")
+        await settle(inst)
+        drain_s = await drained(inst, 900)
+        lives[-1] |= {"rss_mb_end": rss_mb(inst.pid), "fds_end": open_fds(inst.pid)}
+        checks = await _check(inst, new_issues) | await vendor_calls(inst)
+        return {
+            "database": kind,
+            "minutes": args.minutes,
+            "rate_per_s": round(rate, 1),
+            "offered": offered,
+            "acknowledged": acknowledged,
+            "faults_queued": faults_queued,
+            "kills": args.kills,
+            "new_issues": new_issues,
+            "drain_s": round(drain_s, 1),
+            **checks,
+            "processes": lives,
+            "windows": windows,
+        }
+    finally:
+        await inst.stop()
+
+
+async def _kill_and_restart(
+    inst: Installation, port: int, after_s: float, lives: list[dict[str, Any]]
+) -> None:
+    await asyncio.sleep(max(0.0, after_s))
+    assert inst.server is not None
+    lives[-1] |= {"rss_mb_end": rss_mb(inst.pid), "fds_end": open_fds(inst.pid)}
+    log(f"kill -9 of the gateway (pid {inst.pid})")
+    inst.server.kill9()
+    inst.server, inst.url = await restart_gateway(inst, f"soak-restart-{len(lives)}", port)
+    lives.append(
+        {"pid": inst.pid, "rss_mb_start": rss_mb(inst.pid), "fds_start": open_fds(inst.pid)}
+    )
+
+
+async def _check(inst: Installation, new_issues: int) -> dict[str, Any]:
+    """What the end state says (see the module docstring)."""
+    assert inst.db is not None
+    stored = (
+        await inst.db.fetch(
+            "SELECT count(*), sum(CASE WHEN state = 'done' THEN 1 ELSE 0 END) FROM events "
+            "WHERE system = 'inboxops' AND source = 'webhook'"
+        )
+    )[0]
+    objs = await objects(inst)
+    maps = {s: adapter_class(s).default_value_maps()["status"] for s in WRITE_SYSTEMS}
+    by_id = {s: {str(o["id"]): o for o in objs[s]} for s in objs}
+    not_held = 0
+    for item in inst.items:
+        # the changes come as InboxOps webhooks: the three others are written
+        for system, ext in (
+            ("hookstream", item.hookstream),
+            ("devhelm", item.devhelm),
+            ("incidentio", item.incidentio),
+        ):
+            held = by_id[system].get(ext, {}).get("status")
+            if not maps[system].holds(held, item.status):
+                not_held += 1
+    duplicates = 0
+    missing_creates = 0
+    for system in ("devhelm", "inboxops", "incidentio"):
+        titles = Counter(_title(system, o) for o in objs[system])
+        duplicates += sum(c - 1 for c in titles.values() if c > 1)
+    expected = 3 * (len(objs["hookstream"]))
+    made = sum(len(objs[s]) for s in ("devhelm", "inboxops", "incidentio"))
+    missing_creates = max(0, expected - made + duplicates)
+    attempts = await inst.db.fetch(
+        "SELECT count(*), sum(CASE WHEN outcome IN ('retry', 'rate_limited', 'dead') "
+        "THEN 1 ELSE 0 END) FROM write_attempts"
+    )
+    total, failed = int(attempts[0][0]), int(attempts[0][1] or 0)
+    return {
+        "inbox_events": int(stored[0]),
+        "inbox_events_done": int(stored[1] or 0),
+        "objects_not_holding_last_change": not_held,
+        "duplicate_vendor_objects": duplicates,
+        "missing_creates": missing_creates,
+        "dead_letters": await inst.db.dead(),
+        "write_attempts": total,
+        "write_attempts_failed_share": round(failed / total, 3) if total else 0.0,
+    }
+
+
+def report(r: dict[str, Any]) -> str:
+    missing = max(0, r["acknowledged"] - r["inbox_events"]) + r["objects_not_holding_last_change"]
+    lines = [
+        f"soak on {r['database']}: {r['minutes']:g} min at {r['rate_per_s']:g} changes/s, "
+        f"{r['kills']} kill -9, {r['new_issues']} new issues (fan-out creates)",
+        f"  offered {r['offered']}, acknowledged {r['acknowledged']}",
+        f"  acknowledged changes missing at the end: {missing} (must be 0)",
+        f"  duplicate vendor objects: {r['duplicate_vendor_objects']} (must be 0); "
+        f"creates missing: {r['missing_creates']}",
+        f"  dead letters: {r['dead_letters']}; vendor calls {r['vendor_calls']}, failed "
+        f"{r['vendor_calls_failed'] / max(1, r['vendor_calls']):.1%} ({r['faults_queued']} "
+        f"faults injected); write attempts {r['write_attempts']}, "
+        f"{r['write_attempts_failed_share']:.1%} failed",
+        f"  drained {r['drain_s']} s after the load",
+    ]
+    for n, p in enumerate(r["processes"], 1):
+        lines.append(
+            f"  gateway process {n}: RSS {p['rss_mb_start']:.0f} -> "
+            f"{p.get('rss_mb_end', 0):.0f} MB, fds {p['fds_start']} -> {p.get('fds_end')}"
+        )
+    lines.append("  t_s  offered  acked  p99_ms  rss_mb  fds  backlog")
+    for w in r["windows"]:
+        lines.append(
+            f"  {w['t_s']:>4} {w['offered']:>8} {w['acknowledged']:>6} {w['p99_ms']:>7} "
+            f"{w['rss_mb']:>7} {w['fds']:>4} {w['backlog']:>8}"
+        )
+    return "\n".join(lines)
+
+
+async def main(args: argparse.Namespace) -> int:
+    kinds = ["sqlite", "postgres"] if args.db == "both" else [args.db]
+    failed = False
+    for kind in kinds:
+        wd = workdir()
+        if kind == "sqlite":
+            url = f"sqlite:///{wd / 'soak.db'}"
+        else:
+            base = pg_url()
+            if not base:
+                log("postgres: no SYNCGATE_TEST_POSTGRES_URL (source scripts/pg.sh): skipped")
+                failed = True
+                continue
+            make, url = fresh_pg_db(base, "syncgate_soak")  # type: ignore[misc]
+            await make()
+        result = await soak(kind, url, args, wd)
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        out = RESULTS / f"soak-{kind}.json"
+        out.write_text(json.dumps(result, indent=2))
+        print(report(result), flush=True)
+        print(f"  (written to {out.relative_to(ROOT)})", flush=True)
+        missing = max(0, result["acknowledged"] - result["inbox_events"])
+        bad = (
+            missing + result["objects_not_holding_last_change"] + result["duplicate_vendor_objects"]
+        )
+        failed = failed or bad > 0
+    return 1 if failed else 0
+
+
+def parse(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="python -m bench.soak", description=__doc__.split("\n")[0])
+    p.add_argument("--minutes", type=float, default=30.0, help="length of the load (default 30)")
+    p.add_argument("--db", choices=("sqlite", "postgres", "both"), default="both")
+    p.add_argument(
+        "--rate", type=float, default=None, help="changes/s (default: half the probed capacity)"
+    )
+    p.add_argument("--fail", type=float, default=0.10, help="share of vendor calls failing (0.10)")
+    p.add_argument("--kills", type=int, default=2, help="kill -9 restarts of the gateway (2)")
+    p.add_argument("--items", type=int, default=40, help="work items the changes go to (40)")
+    p.add_argument("--probe", type=int, default=300, help="changes in the capacity probe (300)")
+    p.add_argument("--issue-every", type=float, default=3.0, help="seconds between new issues (3)")
+    return p.parse_args(argv)
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(asyncio.run(main(parse())))
+    finally:
+        stop_all()
