@@ -112,8 +112,9 @@ async def fault_pump(inst: Installation, share: float, stop: asyncio.Event) -> i
 
 
 async def vendor_calls(inst: Installation) -> dict[str, int]:
-    """Vendor API calls the written simulators logged since the soak began, and how many
-    failed (5xx, 429, or cut off by the gateway's timeout: logged as 504)."""
+    """Vendor API calls the written simulators logged since the load began, and how many
+    failed (5xx, 429, or cut off by the gateway's timeout: logged as 504; a call still
+    hanging is not logged yet)."""
     total = failed = 0
     for system in WRITE_SYSTEMS:
         for r in (await inst.sim(system, "GET", "/_sim/requests"))["requests"]:
@@ -218,11 +219,12 @@ async def soak(kind: str, db_url: str, args: argparse.Namespace, wd: Path) -> di
         stop.set()
         faults_queued = await pump
         new_issues = await issues
+        calls = await vendor_calls(inst)  # while the faults were on
         log(f"{kind}: load over; faults off; one last change per item")
         await settle(inst)
         drain_s = await drained(inst, 900)
         lives[-1] |= {"rss_mb_end": rss_mb(inst.pid), "fds_end": open_fds(inst.pid)}
-        checks = await _check(inst, new_issues) | await vendor_calls(inst)
+        checks = await _check(inst, new_issues) | calls
         return {
             "database": kind,
             "minutes": args.minutes,
@@ -283,9 +285,13 @@ async def _check(inst: Installation, new_issues: int) -> dict[str, Any]:
     for system in ("devhelm", "inboxops", "incidentio"):
         titles = Counter(_title(system, o) for o in objs[system])
         duplicates += sum(c - 1 for c in titles.values() if c > 1)
-    expected = 3 * (len(objs["hookstream"]))
+    # an issue whose notification met a killed gateway is re-sent by hookstream on its
+    # retry schedule (hours) and found by polling (off in the bench): not expected yet
+    deliveries = (await inst.sim("hookstream", "GET", "/_sim/webhooks"))["deliveries"]
+    unheard = sum(1 for d in deliveries if not d["delivered"])
+    expected = 3 * (len(objs["hookstream"]) - unheard)
     made = sum(len(objs[s]) for s in ("devhelm", "inboxops", "incidentio"))
-    missing_creates = max(0, expected - made + duplicates)
+    missing_creates = max(0, expected - (made - duplicates))
     attempts = await inst.db.fetch(
         "SELECT count(*), sum(CASE WHEN outcome IN ('retry', 'rate_limited', 'dead') "
         "THEN 1 ELSE 0 END) FROM write_attempts"
@@ -297,6 +303,7 @@ async def _check(inst: Installation, new_issues: int) -> dict[str, Any]:
         "objects_not_holding_last_change": not_held,
         "duplicate_vendor_objects": duplicates,
         "missing_creates": missing_creates,
+        "issue_notifications_not_acknowledged": unheard,
         "dead_letters": await inst.db.dead(),
         "write_attempts": total,
         "write_attempts_failed_share": round(failed / total, 3) if total else 0.0,
@@ -311,8 +318,9 @@ def report(r: dict[str, Any]) -> str:
         f"  offered {r['offered']}, acknowledged {r['acknowledged']}",
         f"  acknowledged changes missing at the end: {missing} (must be 0)",
         f"  duplicate vendor objects: {r['duplicate_vendor_objects']} (must be 0); "
-        f"creates missing: {r['missing_creates']}",
-        f"  dead letters: {r['dead_letters']}; vendor calls {r['vendor_calls']}, failed "
+        f"creates missing: {r['missing_creates']} (issue notifications not acknowledged, "
+        f"so not expected yet: {r['issue_notifications_not_acknowledged']})",
+        f"  dead letters: {r['dead_letters']}; vendor calls under load {r['vendor_calls']}, failed "
         f"{r['vendor_calls_failed'] / max(1, r['vendor_calls']):.1%} ({r['faults_queued']} "
         f"faults injected); write attempts {r['write_attempts']}, "
         f"{r['write_attempts_failed_share']:.1%} failed",
