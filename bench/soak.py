@@ -76,51 +76,37 @@ async def drained(inst: Installation, deadline_s: float) -> float:
     raise RuntimeError(f"the gateway did not drain within {deadline_s:.0f} s")
 
 
-async def fault_pump(inst: Installation, share: float, stop: asyncio.Event) -> int:
-    """Every second, queues faults for ``share`` of the vendor calls the gateway made in
-    the second before (each write attempt is about two calls: the read before it and the
-    write), kinds taking turns, in each written system; faults left over from the second
-    before are dropped first, so a gateway held back (429s, a restart) does not meet a
-    pile of them. Returns how many were queued."""
-    assert inst.db is not None
-    queued = 0
+async def fault_pump(inst: Installation, share: float, stop: asyncio.Event) -> dict[str, int]:
+    """Every second, reads (and clears) each written simulator's request log, and queues
+    faults for ``share`` of the calls it made in that second, kinds taking turns; faults
+    left over from the second before are dropped first, so a gateway held back (429s, a
+    restart) does not meet a pile of them. Returns the faults queued and the calls made
+    and failed (5xx, 429, or cut off by the gateway's timeout: logged as 504) while it
+    ran."""
+    out = {"faults_queued": 0, "vendor_calls": 0, "vendor_calls_failed": 0}
     kind = 0
-    last_id = int((await inst.db.fetch("SELECT coalesce(max(id), 0) FROM write_attempts"))[0][0])
     carry = dict.fromkeys(WRITE_SYSTEMS, 0.0)
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
-        rows = await inst.db.fetch(
-            "SELECT system, count(*), max(id) FROM write_attempts "
-            f"WHERE id > {last_id} GROUP BY system"
-        )
-        for system, attempts, top in rows:
-            last_id = max(last_id, int(top))
-            if system in carry:
-                carry[system] += 2 * int(attempts) * share
         for system in WRITE_SYSTEMS:
-            count, carry[system] = int(carry[system]), carry[system] - int(carry[system])
+            calls = (await inst.sim(system, "GET", "/_sim/requests"))["requests"]
+            await inst.sim(system, "DELETE", "/_sim/requests")
             await inst.sim(system, "DELETE", "/_sim/faults")
+            out["vendor_calls"] += len(calls)
+            out["vendor_calls_failed"] += sum(
+                c["status"] == 429 or c["status"] >= 500 for c in calls
+            )
+            carry[system] += len(calls) * share
+            count, carry[system] = int(carry[system]), carry[system] - int(carry[system])
             for _ in range(count):
                 fault = FAULTS[kind % len(FAULTS)]
                 kind += 1
                 await inst.sim(system, "POST", "/_sim/faults", json={**fault, "count": 1})
-                queued += 1
+                out["faults_queued"] += 1
     for system in WRITE_SYSTEMS:
         await inst.sim(system, "DELETE", "/_sim/faults")
-    return queued
-
-
-async def vendor_calls(inst: Installation) -> dict[str, int]:
-    """Vendor API calls the written simulators logged since the load began, and how many
-    failed (5xx, 429, or cut off by the gateway's timeout: logged as 504; a call still
-    hanging is not logged yet)."""
-    total = failed = 0
-    for system in WRITE_SYSTEMS:
-        for r in (await inst.sim(system, "GET", "/_sim/requests"))["requests"]:
-            total += 1
-            failed += r["status"] == 429 or r["status"] >= 500
-    return {"vendor_calls": total, "vendor_calls_failed": failed}
+    return out
 
 
 async def open_issues(inst: Installation, every_s: float, stop: asyncio.Event) -> int:
@@ -217,24 +203,23 @@ async def soak(kind: str, db_url: str, args: argparse.Namespace, wd: Path) -> di
             windows.append(row)
             log(f"{kind}: {row}")
         stop.set()
-        faults_queued = await pump
+        calls = await pump
         new_issues = await issues
-        calls = await vendor_calls(inst)  # while the faults were on
         log(f"{kind}: load over; faults off; one last change per item")
         await settle(inst)
         drain_s = await drained(inst, 900)
         lives[-1] |= {"rss_mb_end": rss_mb(inst.pid), "fds_end": open_fds(inst.pid)}
-        checks = await _check(inst, new_issues) | calls
+        checks = await _check(inst, new_issues)
         return {
             "database": kind,
             "minutes": args.minutes,
             "rate_per_s": round(rate, 1),
             "offered": offered,
             "acknowledged": acknowledged,
-            "faults_queued": faults_queued,
             "kills": args.kills,
             "new_issues": new_issues,
             "drain_s": round(drain_s, 1),
+            **calls,
             **checks,
             "processes": lives,
             "windows": windows,
