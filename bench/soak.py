@@ -51,6 +51,10 @@ FAULTS = (
 )
 
 
+#: Faults queued in one simulator beyond which the older ones are dropped.
+PENDING_MAX = 12
+
+
 def log(msg: str) -> None:
     print(f"[soak {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
 
@@ -78,31 +82,35 @@ async def drained(inst: Installation, deadline_s: float) -> float:
 
 async def fault_pump(inst: Installation, share: float, stop: asyncio.Event) -> dict[str, int]:
     """Every second, reads (and clears) each written simulator's request log, and queues
-    faults for ``share`` of the calls it made in that second, kinds taking turns; faults
-    left over from the second before are dropped first, so a gateway held back (429s, a
-    restart) does not meet a pile of them. Returns the faults queued and the calls made
-    and failed (5xx, 429, or cut off by the gateway's timeout: logged as 504) while it
-    ran."""
+    faults for ``share`` of the calls it made in that second, kinds taking turns. Faults
+    not met yet carry over (the gateway's calls come in bursts), at most ``PENDING_MAX``
+    per simulator, so a gateway held back (429s, a restart) does not meet a pile of
+    them. Returns the faults queued and the calls made and failed (5xx, 429, or cut off
+    by the gateway's timeout: logged as 504) while it ran."""
     out = {"faults_queued": 0, "vendor_calls": 0, "vendor_calls_failed": 0}
     kind = 0
     carry = dict.fromkeys(WRITE_SYSTEMS, 0.0)
+    pending = dict.fromkeys(WRITE_SYSTEMS, 0)
     while not stop.is_set():
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), 1.0)
         for system in WRITE_SYSTEMS:
             calls = (await inst.sim(system, "GET", "/_sim/requests"))["requests"]
             await inst.sim(system, "DELETE", "/_sim/requests")
-            await inst.sim(system, "DELETE", "/_sim/faults")
             out["vendor_calls"] += len(calls)
             out["vendor_calls_failed"] += sum(
                 c["status"] == 429 or c["status"] >= 500 for c in calls
             )
             carry[system] += len(calls) * share
             count, carry[system] = int(carry[system]), carry[system] - int(carry[system])
+            if count and pending[system] >= PENDING_MAX:
+                # the gateway is held back: drop what waits, queue this second's share
+                await inst.sim(system, "DELETE", "/_sim/faults")
             for _ in range(count):
                 fault = FAULTS[kind % len(FAULTS)]
                 kind += 1
-                await inst.sim(system, "POST", "/_sim/faults", json={**fault, "count": 1})
+                answer = await inst.sim(system, "POST", "/_sim/faults", json={**fault, "count": 1})
+                pending[system] = int(answer["pending"])
                 out["faults_queued"] += 1
     for system in WRITE_SYSTEMS:
         await inst.sim(system, "DELETE", "/_sim/faults")
