@@ -161,7 +161,8 @@ async def soak(kind: str, db_url: str, args: argparse.Namespace, wd: Path) -> di
     assert inst.db is not None and inst.server is not None
     port = int(inst.url.rsplit(":", 1)[1])
     try:
-        await create_items(inst, args.items)
+        made_s = await create_items(inst, args.items)
+        log(f"{kind}: {args.items} work items made in {made_s:.1f} s")
         cursor = Cursor(inst.items)
         rate = args.rate
         if rate is None:
@@ -170,7 +171,11 @@ async def soak(kind: str, db_url: str, args: argparse.Namespace, wd: Path) -> di
             await wait_quiet(inst, 3 * probe["accepted"], 600)
             capacity = probe["accepted"] / (time.perf_counter() - t0)
             rate = capacity / 2
-            log(f"{kind}: sustainable about {capacity:.0f} changes/s; soaking at {rate:.0f}/s")
+            log(
+                f"{kind}: {probe['accepted']} changes acknowledged at {probe['rate']:.0f}/s, "
+                f"all written after {time.perf_counter() - t0:.1f} s: sustainable about "
+                f"{capacity:.0f} changes/s; soaking at {rate:.0f}/s"
+            )
         await inst.clear_requests()
         await drained(inst, 300)
 
