@@ -23,15 +23,17 @@ from typing import Any, ClassVar
 import httpx
 import msgspec
 
-from app.errors import ConfigError, ConfigIssue
+from app.errors import ConfigError, ConfigIssue, MalformedPayload
 from app.model import (
     MAPPED_FIELDS,
+    MAX_JSON_DEPTH,
     CreateTarget,
     Fields,
     ObjectRef,
     ValueMap,
     VendorObject,
     WebhookEvent,
+    json_too_deep,
 )
 
 #: How far before an earlier create attempt started a retried create looks for the object
@@ -76,6 +78,11 @@ class Adapter(abc.ABC):
     can_create: ClassVar[bool] = True
     #: The options this adapter reads (``systems.<name>.options`` in config.yaml).
     Options: ClassVar[type[AdapterOptions]] = AdapterOptions
+    #: The request headers kept with a stored webhook delivery (lower-case): those
+    #: ``parse_webhook`` reads (the inbox parses the stored delivery again) and the
+    #: vendor's delivery time. An allow-list: every other header (credentials a sender
+    #: or a proxy adds, signatures) is dropped before the event is stored.
+    stored_headers: ClassVar[frozenset[str]] = frozenset()
 
     def __init__(self, settings: AdapterSettings, client: httpx.AsyncClient) -> None:
         self.settings = settings
@@ -215,6 +222,13 @@ def differs_in_meaning(
         elif getattr(obj.fields, name) != value:
             out[name] = value
     return Fields(**out)
+
+
+def refuse_deep_json(body: bytes, vendor: str) -> None:
+    """Raise ``MalformedPayload`` if ``body`` nests JSON deeper than ``MAX_JSON_DEPTH``
+    (called by every ``parse_webhook`` before it decodes)."""
+    if json_too_deep(body):
+        raise MalformedPayload(f"{vendor} webhook body nests JSON deeper than {MAX_JSON_DEPTH}")
 
 
 def lower_headers(headers: Mapping[str, str] | Sequence[tuple[str, str]]) -> dict[str, str]:

@@ -29,13 +29,22 @@ def _hmac_hex(secret: str, message: bytes) -> str:
     return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
 
 
+def same_digest(expected: str, offered: str) -> bool:
+    """``offered`` (a hex digest from a header, any case) equals ``expected``, compared in
+    constant time. Header text may hold any character; ``hmac.compare_digest`` refuses
+    non-ASCII strings, so both are compared as bytes."""
+    return hmac.compare_digest(expected.encode(), offered.lower().encode("utf-8", "replace"))
+
+
 def _check_timestamp(raw: str | None, now: datetime, tolerance_s: float) -> int:
     if not raw:
         raise SignatureInvalid("missing signature timestamp")
-    try:
-        ts = int(raw.strip())
-    except ValueError:
-        raise SignatureInvalid("signature timestamp is not a Unix time") from None
+    text = raw.strip()
+    # ASCII digits only (int() also takes "+1", "1_0" and other scripts' digits), and no
+    # more of them than a Unix time has: a longer one overflows the comparison below
+    if not (text.isascii() and text.isdigit() and len(text) <= 12):
+        raise SignatureInvalid("signature timestamp is not a Unix time")
+    ts = int(text)
     if abs(now.timestamp() - ts) > tolerance_s:
         raise SignatureInvalid(f"signature timestamp is outside the {tolerance_s:.0f}s tolerance")
     return ts
@@ -133,7 +142,7 @@ def devhelm_verify(
     message = str(ts).encode() + separator.encode() + body
     for secret in secrets:
         expected = _hmac_hex(secret, message)
-        if any(hmac.compare_digest(expected, got.lower()) for got in parts["v1"]):
+        if any(same_digest(expected, got) for got in parts["v1"]):
             return
     raise SignatureInvalid("X-DevHelm-Signature matches no configured secret")
 
@@ -176,6 +185,6 @@ def hookstream_verify(
     else:
         message = body
     for secret in secrets:
-        if hmac.compare_digest(_hmac_hex(secret, message), got.lower()):
+        if same_digest(_hmac_hex(secret, message), got):
             return
     raise SignatureInvalid("X-hookstream-Signature matches no configured secret")

@@ -29,16 +29,12 @@ from app.store import Event, NewEvent, Store, Tx
 
 log = logging.getLogger("syncgate.inbox")
 
-_DROPPED = ("authorization", "cookie", "x-api-key", "x-admin-key")
 
-
-def kept_headers(headers: dict[str, str]) -> dict[str, str]:
-    """The headers stored with an event: none that carry credentials or signatures."""
-    return {
-        k: v
-        for k, v in headers.items()
-        if k not in _DROPPED and "signature" not in k and k not in ("content-length", "host")
-    }
+def kept_headers(headers: Mapping[str, str], allowed: frozenset[str]) -> dict[str, str]:
+    """The headers stored with (and shown of) an event: only those in ``allowed``, the
+    adapter's ``stored_headers`` (an allow-list, so no credential a sender or a proxy
+    adds is ever kept)."""
+    return {k: v for k, v in headers.items() if k.lower() in allowed}
 
 
 class Rejection(msgspec.Struct, frozen=True):

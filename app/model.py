@@ -291,3 +291,33 @@ def as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+# -- JSON nesting ---------------------------------------------------------------------------
+
+#: The deepest JSON Syncgate reads (webhook bodies, admin request bodies, stored events it
+#: renders). Vendor payloads nest a handful of levels; decoding and re-encoding JSON nested
+#: about a thousand levels deep exhausts Python's recursion limit, so deeper input is
+#: refused before it is decoded. The one limit, used through ``json_too_deep``.
+MAX_JSON_DEPTH = 64
+
+_ESCAPES = ((b"\\\\", b""), (b'\\"', b""))
+_NOT_STRUCTURE = bytes(b for b in range(256) if b not in b'[]{}"')
+
+
+def json_too_deep(data: bytes, limit: int = MAX_JSON_DEPTH) -> bool:
+    """Whether the JSON text ``data`` nests arrays and objects more than ``limit`` deep
+    (brackets inside strings do not count). Linear in the number of brackets; says
+    nothing of whether ``data`` is valid JSON (the decoder says that)."""
+    for escape, gone in _ESCAPES:  # left to right, as JSON reads escapes
+        data = data.replace(escape, gone)
+    depth = 0
+    for outside in data.translate(None, _NOT_STRUCTURE).split(b'"')[::2]:
+        for bracket in outside:
+            if bracket in b"[{":
+                depth += 1
+                if depth > limit:
+                    return True
+            else:
+                depth -= 1
+    return False

@@ -872,15 +872,14 @@ def test_check_config_warns_about_unset_variables() -> None:
     assert code == 0
     first, *warnings = text.splitlines()
     assert first == f"{SHIPPED}: OK (4 systems, 1 creation rule)"
-    line = next(
-        n
-        for n, content in enumerate(SHIPPED.read_text().splitlines(), 1)
-        if "api_key_env: SYNCGATE_INBOXOPS_API_KEY" in content
-    )
+    lines = list(enumerate(SHIPPED.read_text().splitlines(), 1))
+    line = next(n for n, content in lines if "api_key_env: SYNCGATE_INBOXOPS_API_KEY" in content)
+    admin_line = next(n for n, content in lines if content == "  api_key_env: SYNCGATE_ADMIN_KEY")
     assert warnings == [
         f"{SHIPPED}:{line}: systems.inboxops.api_key_env: warning: "
         "environment variable SYNCGATE_INBOXOPS_API_KEY is not set",
-        f"{SHIPPED}:27: admin.api_key_env: warning: environment variable SYNCGATE_ADMIN_KEY "
+        f"{SHIPPED}:{admin_line}: admin.api_key_env: warning: environment variable "
+        "SYNCGATE_ADMIN_KEY "
         "is not set; the admin API will be closed",
     ]
 
@@ -955,7 +954,16 @@ create_rules:
     }
     assert dumped["database_url"] == "postgresql+asyncpg://syncgate:***@db:5432/syncgate"
     assert dumped["systems"]["inboxops"]["api_key_env"] == "IO_KEY"
-    assert dumped["server"] == {"host": "127.0.0.1", "port": 8080, "max_body_bytes": 1048576}
+    assert dumped["server"] == {
+        "host": "127.0.0.1",
+        "port": 8080,
+        "max_body_bytes": 1048576,
+        "max_header_bytes": 65536,
+        "header_timeout_s": 10.0,
+        "body_timeout_s": 30.0,
+        "keep_alive_s": 5.0,
+        "max_connections": 512,
+    }
     for secret in ("tok-123", "pw-456", "sk-789", "db-pass"):
         assert secret not in repr(dumped)
 

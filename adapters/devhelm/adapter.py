@@ -43,7 +43,7 @@ from msgspec import UNSET
 
 from adapters import signing
 from adapters._http import convert, decode, send
-from adapters.base import CREATE_SEARCH_SKEW, Adapter, AdapterOptions
+from adapters.base import CREATE_SEARCH_SKEW, Adapter, AdapterOptions, refuse_deep_json
 from adapters.devhelm import wire
 from app.errors import (
     MalformedPayload,
@@ -109,6 +109,7 @@ class DevHelmAdapter(Adapter):
     writable: ClassVar[frozenset[str]] = frozenset({"title", "status", "priority"})
     can_create: ClassVar[bool] = True
     Options: ClassVar[type[DevHelmOptions]] = DevHelmOptions
+    stored_headers = frozenset({"x-devhelm-delivery"})
     options: DevHelmOptions
 
     @classmethod
@@ -364,6 +365,7 @@ class DevHelmAdapter(Adapter):
         )
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        refuse_deep_json(body, "DevHelm")
         try:
             payload = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:

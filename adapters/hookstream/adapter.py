@@ -37,7 +37,7 @@ import httpx
 import msgspec
 
 from adapters import _http, signing
-from adapters.base import Adapter, AdapterOptions, AdapterSettings
+from adapters.base import Adapter, AdapterOptions, AdapterSettings, refuse_deep_json
 from adapters.hookstream import wire
 from app.errors import (
     MalformedPayload,
@@ -86,6 +86,7 @@ class HookstreamAdapter(Adapter):
     writable: ClassVar[frozenset[str]] = frozenset({"status", "snoozed_until"})
     can_create: ClassVar[bool] = False
     Options: ClassVar[type[HookstreamOptions]] = HookstreamOptions
+    stored_headers = frozenset({"x-hookstream-timestamp"})
     options: HookstreamOptions
 
     def __init__(self, settings: AdapterSettings, client: httpx.AsyncClient) -> None:
@@ -266,6 +267,7 @@ class HookstreamAdapter(Adapter):
         )
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        refuse_deep_json(body, "hookstream")
         try:
             payload = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:

@@ -34,9 +34,15 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from adapters import _http
-from adapters.base import CREATE_SEARCH_SKEW, Adapter, AdapterOptions, AdapterSettings
+from adapters.base import (
+    CREATE_SEARCH_SKEW,
+    Adapter,
+    AdapterOptions,
+    AdapterSettings,
+    refuse_deep_json,
+)
 from adapters.inboxops import wire
-from adapters.signing import standard_verify
+from adapters.signing import same_digest, standard_verify
 from app.errors import (
     MalformedPayload,
     Rejected,
@@ -114,6 +120,7 @@ class InboxOpsAdapter(Adapter):
     writable: ClassVar[frozenset[str]] = frozenset({"title", "status", "priority", "assignee"})
     can_create: ClassVar[bool] = True
     Options: ClassVar[type[InboxOpsOptions]] = InboxOpsOptions
+    stored_headers = frozenset({"webhook-id", "webhook-timestamp"})
     options: InboxOpsOptions
 
     def __init__(self, settings: AdapterSettings, client: httpx.AsyncClient) -> None:
@@ -411,11 +418,12 @@ class InboxOpsAdapter(Adapter):
             raise SignatureInvalid("X-InboxOps-Signature must be sha256=<hex>")
         for secret in self.settings.webhook_secrets:
             expected = hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
-            if hmac.compare_digest(expected, got.lower()):
+            if same_digest(expected, got):
                 return
         raise SignatureInvalid("X-InboxOps-Signature matches no configured secret")
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        refuse_deep_json(body, "inboxops")
         try:
             payload = msgspec.json.decode(body)
         except msgspec.DecodeError as exc:

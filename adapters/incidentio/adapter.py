@@ -45,7 +45,13 @@ import msgspec
 from msgspec import UNSET, UnsetType
 
 from adapters._http import decode, delay_value, send, shape_error
-from adapters.base import CREATE_SEARCH_SKEW, Adapter, AdapterOptions, AdapterSettings
+from adapters.base import (
+    CREATE_SEARCH_SKEW,
+    Adapter,
+    AdapterOptions,
+    AdapterSettings,
+    refuse_deep_json,
+)
 from adapters.incidentio.wire import (
     CreatePayload,
     FollowUp,
@@ -161,6 +167,7 @@ class IncidentIoAdapter(Adapter):
     writable: ClassVar[frozenset[str]] = frozenset({"title", "description", "status", "assignee"})
     can_create: ClassVar[bool] = True
     Options: ClassVar[type[IncidentIoOptions]] = IncidentIoOptions
+    stored_headers = frozenset({"webhook-id", "webhook-timestamp"})
     options: IncidentIoOptions
 
     def __init__(self, settings: AdapterSettings, client: httpx.AsyncClient) -> None:
@@ -471,6 +478,7 @@ class IncidentIoAdapter(Adapter):
         )
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:
+        refuse_deep_json(body, "incident.io")
         # The resource sits under a key named after the event type, so read the type first.
         try:
             parts = msgspec.json.decode(body, type=dict[str, msgspec.Raw])

@@ -207,7 +207,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
     from app import logs
     from app.gateway import Gateway
     from app.http.app import create_app
-    from app.serving import bind_socket
+    from app.serving import ConnectionLimits, bind_socket, server_config
     from app.serving import run as run_loop
     from app.store import Store
 
@@ -231,8 +231,17 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         app = create_app(gateway)
         bound = sock.getsockname()[1]
         print(f"syncgate serving on http://{host}:{bound}", flush=True)
-        config = uvicorn.Config(
+        server = settings.server
+        limits = ConnectionLimits(
+            max_header_bytes=server.max_header_bytes,
+            header_timeout_s=server.header_timeout_s,
+            body_timeout_s=server.body_timeout_s,
+            keep_alive_s=server.keep_alive_s,
+            max_connections=server.max_connections,
+        )
+        config = server_config(
             app,
+            limits,
             log_config=None,  # uvicorn's loggers were set up by logs.configure: JSON
             access_log=False,
             timeout_graceful_shutdown=10,

@@ -411,6 +411,10 @@ class Checker:
             self.issue("server.host", "must not be empty")
         self.number(server, "port", "server", ge=0, le=65535)
         self.number(server, "max_body_bytes", "server", ge=1)
+        self.number(server, "max_header_bytes", "server", ge=1024)
+        for key in ("header_timeout_s", "body_timeout_s", "keep_alive_s"):
+            self.number(server, key, "server", gt=0)
+        self.number(server, "max_connections", "server", ge=1)
         self.env_name(_mapping(data.get("admin")).get("api_key_env"), "admin.api_key_env")
         dispatcher = _mapping(data.get("dispatcher"))
         self.number(dispatcher, "max_attempts", "dispatcher", ge=1)

@@ -165,6 +165,17 @@ class ServerSettings(Base, frozen=True):
     port: int = 8080
     #: Webhook bodies larger than this get 413.
     max_body_bytes: int = 1_048_576
+    #: A request line and headers larger than this get 431 (app/serving.py).
+    max_header_bytes: int = 65_536
+    #: Time to receive a request's headers, from the connection (or the request's first
+    #: byte); past it: 408 and the connection closed.
+    header_timeout_s: float = 10.0
+    #: Time to receive a request's body once its headers are in; past it: 408, closed.
+    body_timeout_s: float = 30.0
+    #: An idle keep-alive connection is closed after this.
+    keep_alive_s: float = 5.0
+    #: Open connections at once; one more is answered 503 and closed.
+    max_connections: int = 512
 
 
 class AdminSettings(Base, frozen=True):

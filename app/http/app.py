@@ -16,6 +16,7 @@ from app.errors import SyncgateError
 from app.gateway import Gateway
 from app.http.admin import admin_router
 from app.http.admin.common import is_admin_path, refusal
+from app.http.context import SyncgateRequest
 from app.http.health import healthz, metrics, readyz
 from app.http.openapi import StrictBodies, asset_routers, openapi_config
 from app.http.problems import (
@@ -26,7 +27,7 @@ from app.http.problems import (
     problem_response,
 )
 from app.http.ui import ui_router, ui_static_router, ui_templates
-from app.http.webhooks import receive_webhook
+from app.http.webhooks import RejectionLog, receive_webhook
 
 
 def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> Litestar:
@@ -66,6 +67,7 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> Litestar:
         },
         before_send=[log_server_errors],
         state=_state(gateway),
+        request_class=SyncgateRequest,
         debug=False,
         logging_config=None,  # our JSON logging (app/logs.py), not litestar's root handler
     )
@@ -87,4 +89,4 @@ def _routing_problem(request: Any, exc: HTTPException) -> Response[Any]:
 
 
 def _state(gateway: Gateway) -> Any:
-    return State({"gateway": gateway})
+    return State({"gateway": gateway, "rejections": RejectionLog()})

@@ -15,15 +15,21 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@get("/readyz", summary="Readiness: database reachable and config loaded")
+@get(
+    "/readyz",
+    summary="Readiness: a webhook could be stored now, and systems are configured",
+    description="`writable`: a probe event was written in a transaction then rolled back.",
+)
 async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
     gateway = gateway_of(request)
     database = await gateway.store.ping()
-    ready = database and bool(gateway.adapters)
+    writable = database and await gateway.store.can_store_event()
+    ready = writable and bool(gateway.adapters)
     return Response(
         {
             "status": "ready" if ready else "not ready",
             "database": database,
+            "writable": writable,
             "systems": sorted(gateway.adapters),
         },
         status_code=200 if ready else 503,

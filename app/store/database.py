@@ -8,6 +8,7 @@ import contextlib
 import logging
 import sqlite3
 import threading
+import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from app.model import utcnow
+from app.store.records import NewEvent
 from app.store.tx import Tx
 
 log = logging.getLogger("syncgate.store")
@@ -134,6 +137,30 @@ class Store:
         except Exception:  # noqa: BLE001 - readiness reports any failure as not ready
             return False
         return True
+
+    async def can_store_event(self) -> bool:
+        """Whether a webhook delivery could be stored now: a probe event is written as a
+        delivery would be, in a transaction that is then rolled back (``/readyz``)."""
+        probe = NewEvent(
+            system="_readiness",
+            delivery_id=uuid.uuid4().hex,
+            source="webhook",
+            event_type="readiness probe",
+            body=b"{}",
+        )
+        try:
+            async with self.tx() as tx:
+                await tx.record_events([probe], now=utcnow())
+                raise _RolledBack
+        except _RolledBack:
+            return True
+        except Exception as exc:  # noqa: BLE001 - readiness reports any failure as not ready
+            log.warning("readiness: the database refuses writes: %s", type(exc).__name__)
+            return False
+
+
+class _RolledBack(Exception):
+    """Ends the readiness probe's transaction without committing it."""
 
 
 class WalCheckpointer:

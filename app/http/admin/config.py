@@ -8,6 +8,7 @@ from typing import Any
 from litestar import Request, get, post
 
 from app.config import dump_effective
+from app.gateway import known_systems
 from app.http.admin.common import audit
 from app.http.admin.models import ConfigView, ReloadResult
 from app.http.context import gateway_of
@@ -28,7 +29,7 @@ log = logging.getLogger("syncgate.admin")
 async def get_config(request: Request[Any, Any, Any]) -> ConfigView:
 
     gateway = gateway_of(request)
-    return ConfigView(gateway.config_path, dump_effective(gateway.settings))
+    return ConfigView(gateway.config_path, dump_effective(gateway.settings, known_systems()))
 
 
 @post(

@@ -14,7 +14,7 @@ from msgspec import UNSET, Meta, UnsetType
 from app.engine import ResyncOutcome
 from app.errors import Invalid
 from app.inbox import kept_headers
-from app.model import Priority, Status, WorkItem, as_utc
+from app.model import MAX_JSON_DEPTH, Priority, Status, WorkItem, as_utc, json_too_deep
 from app.store import Event, HistoryEntry, Link, Tx
 
 log = logging.getLogger("syncgate.admin")
@@ -462,9 +462,14 @@ async def outbox_entry(tx: Tx, link: Link, recent: int = 5) -> OutboxEntry:
     )
 
 
-def event_out(event: Event) -> EventOut:
+def event_out(event: Event, stored_headers: frozenset[str]) -> EventOut:
+    """``stored_headers``: the system's allow-list (events stored before it applied may
+    hold more). A body nested deeper than ``MAX_JSON_DEPTH`` is shown as text."""
+    body: Any
     try:
-        body: Any = msgspec.json.decode(event.body)
+        if json_too_deep(event.body):
+            raise msgspec.DecodeError(f"nested deeper than {MAX_JSON_DEPTH}")
+        body = msgspec.json.decode(event.body)
     except msgspec.DecodeError:
         body = event.body.decode("utf-8", errors="replace")
     return EventOut(
@@ -478,7 +483,7 @@ def event_out(event: Event) -> EventOut:
         attempts=event.attempts,
         received_at=event.received_at,
         processed_at=event.processed_at,
-        headers=kept_headers(event.headers),
+        headers=kept_headers(event.headers, stored_headers),
         body=body,
     )
 

@@ -139,7 +139,7 @@ async def discard_write(request: Request[Any, Any, Any], link_id: LinkId) -> Lin
     summary="The event log: webhooks received and polls, with their outcome",
     tags=["events"],
     responses=errors(400, 422),
-    description="Newest first. Headers that carry credentials or signatures are never stored.",
+    description="Newest first. Only the headers the system's adapter reads are stored and shown.",
 )
 async def list_events(
     request: Request[Any, Any, Any],
@@ -167,7 +167,15 @@ async def list_events(
             limit=limit,
             offset=offset,
         )
-    return EventPage([event_out(e) for e in events], limit, offset)
+    adapters = gateway.adapters
+    return EventPage(
+        [
+            event_out(e, adapters[e.system].stored_headers if e.system in adapters else frozenset())
+            for e in events
+        ],
+        limit,
+        offset,
+    )
 
 
 @get(
