@@ -20,11 +20,11 @@ import time
 from typing import Any
 
 from litestar import Request, Response, post
-from litestar.params import FromPath
 from litestar.status_codes import HTTP_202_ACCEPTED
 
 from app.errors import WebhookError
 from app.gateway import Gateway
+from app.http.openapi import WEBHOOK_RESPONSES, WebhookOperation, WebhookSystem
 from app.http.problems import problem_response
 from app.inbox import Rejection, kept_headers
 from app.metrics import reason_label
@@ -46,11 +46,21 @@ class RejectionLog:
         self._seen: dict[tuple[str, str], tuple[float, int]] = {}
 
     def rejected(
-        self, request: Request[Any, Any, Any], system: str, reason: str, status: int, detail: str
+        self,
+        request: Request[Any, Any, Any],
+        system: str,
+        reason: str,
+        status: int,
+        detail: str,
+        *,
+        named: str | None = None,
     ) -> None:
+        """``system``: the log's and the metric's label (``unknown`` for a name that is no
+        system, so senders cannot mint keys); ``named``: the name the sender used, kept
+        in the memory of recent refusals."""
         gateway: Gateway = request.app.state.gateway
         gateway.rejections.record(
-            Rejection(at=utcnow(), system=system[:64], status=status, reason=detail)
+            Rejection(at=utcnow(), system=(named or system)[:64], status=status, reason=detail)
         )
         now = time.monotonic()
         key = (system, reason)
@@ -77,8 +87,17 @@ class RejectionLog:
         )
 
 
-@post("/webhooks/{system:str}", status_code=HTTP_202_ACCEPTED, summary="Receive a vendor webhook")
-async def receive_webhook(system: FromPath[str], request: Request[Any, Any, Any]) -> Response[Any]:
+@post(
+    "/webhooks/{system:str}",
+    status_code=HTTP_202_ACCEPTED,
+    summary="Receive a vendor webhook",
+    description="Verifies the signature, stores the raw event and answers 202 once it is"
+    " committed; the inbox worker processes it later. Never calls a vendor.",
+    tags=["webhooks"],
+    operation_class=WebhookOperation,
+    responses=WEBHOOK_RESPONSES,
+)
+async def receive_webhook(system: WebhookSystem, request: Request[Any, Any, Any]) -> Response[Any]:
     gateway: Gateway = request.app.state.gateway
     gateway.ingest.enter()  # background work gives way while deliveries are in progress
     try:
@@ -95,7 +114,7 @@ async def _receive(gateway: Gateway, system: str, request: Request[Any, Any, Any
     if adapter is None:
         metrics.webhooks_rejected.labels("unknown", "unknown_system").inc()
         detail = f"no enabled system named {system[:64]!r}"
-        rejections.rejected(request, "unknown", "unknown_system", 404, detail)
+        rejections.rejected(request, "unknown", "unknown_system", 404, detail, named=system)
         return problem_response(404, "Unknown system", detail)
     too_large = f"body is over the {limit}-byte limit"
     declared = request.headers.get("content-length")
