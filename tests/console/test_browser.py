@@ -179,6 +179,37 @@ def test_a_form_posted_without_its_csrf_token_is_refused(
     assert {s["name"]: s["paused"] for s in overview["systems"]}["devhelm"] is False
 
 
+def test_onboarding_plans_then_carries_the_backfill_out(
+    installation: Installation, browser: Console
+) -> None:
+    ticket = installation.history_ticket  # opened before the gateway first started
+    assert installation.item_of("inboxops", ticket) is None  # history is left alone
+    browser.open("/onboarding")
+    browser.find('input[name=systems][value="inboxops"]').click()
+    browser.find("#since").send_keys("1d")
+    browser.find("#plan-form button[type=submit]").click()
+    row = f'#plan-lines tr[data-object="inboxops:{ticket}"]'
+    action = browser.until(lambda _: browser.text_of(f"{row} [data-field=action]"), "the plan")
+    assert action == "create"
+    assert "Invoices sent twice" in browser.find(row).text
+    assert browser.text_of("#summary").endswith(" skip")
+    assert installation.item_of("inboxops", ticket) is None  # the dry run changed nothing
+    browser.screenshot("onboarding")
+
+    browser.find("#confirm").click()
+    browser.find("#run").click()
+    outcome = f"{row} [data-field=outcome]"
+    assert browser.until(lambda _: browser.text_of(outcome), "the outcome") == "created"
+    detail = installation.linked(ticket)  # the rule's DevHelm and incident.io objects
+    assert browser.find(f"{row} [data-field=item]").get_attribute("href") == (
+        f"{installation.url}/ui/items/{detail['item']['id']}"
+    )
+    made = {link["system"]: link["external_id"] for link in detail["links"]}
+    devhelm = installation.objects("devhelm")[made["devhelm"]]
+    assert devhelm["title"] == "Invoices sent twice (last week)", devhelm
+    assert made["incidentio"] in installation.objects("incidentio")
+
+
 def test_events_and_sign_out(installation: Installation, browser: Console, tmp_log: Path) -> None:
     forged = httpx.post(
         f"{installation.url}/webhooks/inboxops",
