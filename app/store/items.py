@@ -94,9 +94,7 @@ class ItemQueries(TxBase):
                 )
             )
         if text:
-            query = query.where(
-                self._matches(text, t.work_items.c.title, t.work_items.c.description)
-            )
+            query = query.where(*await self._text_filter(text))
         total = (
             await self._run(sa.select(sa.func.count()).select_from(query.subquery()))
         ).scalar_one()
@@ -130,7 +128,7 @@ class ItemQueries(TxBase):
                 sa.exists().where(t.links.c.work_item_id == items.c.id, t.links.c.system == system)
             )
         if text:
-            query = query.where(self._matches(text, items.c.title, items.c.description))
+            query = query.where(*await self._text_filter(text))
         if after is not None:
             at, item_id = after
             query = query.where(
@@ -140,6 +138,32 @@ class ItemQueries(TxBase):
             )
         rows = await self._run(query.order_by(items.c.updated_at.desc(), items.c.id).limit(limit))
         return [item_of(r) for r in rows]
+
+    async def _text_filter(self, text: str) -> list[Any]:
+        """The title or the description contains ``text``, ignoring case, through an index
+        where there is one (migration 0007). PostgreSQL: the ILIKE below, which the
+        pg_trgm GIN indexes serve as it is. SQLite: the FTS5 trigram index gives the
+        candidates (its case folding covers all of Unicode, so it finds every item the
+        LIKE finds, and maybe more), and the LIKE keeps exactly those the scan would;
+        under three characters a trigram index cannot help, and the LIKE scans."""
+        items = t.work_items
+        exact = self._matches(text, items.c.title, items.c.description)
+        if self.postgres or len(text) < 3 or not await self._has_fts():
+            return [exact]
+        phrase = '"' + text.replace('"', '""') + '"'
+        candidates = sa.text(
+            "work_items.rowid IN"
+            " (SELECT rowid FROM work_items_fts WHERE work_items_fts MATCH :b_phrase)"
+        ).bindparams(b_phrase=phrase)
+        return [candidates, exact]
+
+    async def _has_fts(self) -> bool:
+        """Whether this SQLite database has the search index (an SQLite without FTS5's
+        trigram tokenizer has none)."""
+        found = await self._run(
+            sa.text("SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'work_items_fts'")
+        )
+        return found.first() is not None
 
     def _matches(self, text: str, *columns: Any) -> Any:
         """Any of ``columns`` contains ``text``, ignoring case: SQLite's LIKE ignores the
