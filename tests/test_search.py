@@ -6,16 +6,22 @@ changed and deleted; and the index is what the query uses."""
 
 from __future__ import annotations
 
+import logging
+import secrets
 from datetime import timedelta
 from typing import Any
 
+import asyncpg
+import pytest
 import sqlalchemy as sa
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import URL, Connection, make_url
 
 from app import tables as t
 from app.model import WorkItem, utcnow
 from app.store import Store
+from app.store import items as store_items
 from app.store.tx import Tx
+from tests.conftest import postgres_url
 
 TEXTS = [
     ("Checkout returns 502", "customers see a blank page"),
@@ -114,7 +120,13 @@ async def _same_as_the_scan(store: Store, queries: list[str]) -> dict[str, list[
     return found
 
 
-async def test_search_finds_exactly_what_the_scan_finds(store: Store, db_kind: str) -> None:
+@pytest.mark.parametrize("candidates", [2000, 2], ids=["rare", "common"])
+async def test_search_finds_exactly_what_the_scan_finds(
+    store: Store, db_kind: str, candidates: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """With few candidates the index serves the search; with many (here: from two on),
+    the ordered walk does: the same results either way."""
+    monkeypatch.setattr(store_items, "SEARCH_CANDIDATES", candidates)
     items = await _fill(store)
     ids = [i.id for i in items]
     found = await _same_as_the_scan(store, QUERIES)
@@ -172,13 +184,62 @@ async def test_the_search_uses_the_index(store: Store) -> None:
         assert isinstance(conn, Connection)
         where = await tx._text_filter("checkout")
         assert len(where) == 2  # the FTS5 candidates, then the exact LIKE
+        assert where[0].right.value == [1, 2, 3]  # the rowids of the three items
         query = sa.select(t.work_items.c.id).where(*where).order_by(t.work_items.c.updated_at)
-        compiled = query.compile(dialect=conn.dialect)
-        params = compiled.construct_params()
+        state = query.compile(dialect=conn.dialect).construct_expanded_state()
         rows = conn.exec_driver_sql(
-            "EXPLAIN QUERY PLAN " + str(compiled),
-            tuple(params[k] for k in compiled.positiontup or ()),
+            "EXPLAIN QUERY PLAN " + state.statement,
+            tuple(state.parameters[k] for k in state.positiontup or ()),
         )
         plan = " | ".join(str(r[-1]) for r in rows)
-        assert "VIRTUAL TABLE INDEX" in plan and "work_items_fts" in plan, plan
+        assert "USING INTEGER PRIMARY KEY (rowid=?)" in plan, plan
         assert len(await tx._text_filter("ab")) == 1  # under three characters: the scan
+
+
+@pytest.mark.postgres
+async def test_without_pg_trgm_the_migration_makes_no_index_and_the_search_still_scans(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """A role that may not create extensions (no superuser, no CREATE on the database):
+    the migration warns and goes on, and the search is the scan."""
+    admin_url = make_url(postgres_url())
+    suffix = secrets.token_hex(4)
+    role, database = f"sg_plain_{suffix}", f"sg_plain_{suffix}"
+    admin = await asyncpg.connect(_dsn(admin_url))
+    try:
+        await admin.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{suffix}'")
+        await admin.execute(f"CREATE DATABASE {database}")
+        await admin.execute(f"GRANT CONNECT ON DATABASE {database} TO {role}")
+        inside = await asyncpg.connect(_dsn(admin_url.set(database=database)))
+        try:
+            await inside.execute(f"GRANT USAGE, CREATE ON SCHEMA public TO {role}")
+        finally:
+            await inside.close()
+        url = admin_url.set(username=role, password=suffix, database=database)
+        store = Store.connect(url.render_as_string(hide_password=False))
+        try:
+            with caplog.at_level(logging.WARNING):
+                await store.migrate()
+            assert "pg_trgm could not be created" in caplog.text
+            async with store.tx() as tx:
+                names = await tx._run(
+                    sa.text("SELECT indexname FROM pg_indexes WHERE tablename = 'work_items'")
+                )
+                assert not {r.indexname for r in names} & {
+                    "ix_work_items_title_trgm",
+                    "ix_work_items_description_trgm",
+                }
+            items = await _fill(store)
+            found = await _same_as_the_scan(store, ["checkout", "Überweisung", "100%"])
+            assert set(found["checkout"]) == {items[0].id, items[1].id, items[2].id}
+            assert found["Überweisung"] == [items[6].id]
+        finally:
+            await store.close()
+    finally:
+        await admin.execute(f"DROP DATABASE IF EXISTS {database} WITH (FORCE)")
+        await admin.execute(f"DROP ROLE IF EXISTS {role}")
+        await admin.close()
+
+
+def _dsn(url: URL) -> str:
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
