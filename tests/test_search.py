@@ -177,6 +177,9 @@ async def test_the_search_uses_the_index(store: Store) -> None:
             }
             await tx._run(sa.text("SET LOCAL enable_seqscan = off"))
             query = sa.select(t.work_items.c.id).where(*await tx._text_filter("checkout"))
+            # planned for each text (a prepared statement's generic plan would walk all)
+            mode = await tx._run(sa.text("SHOW plan_cache_mode"))
+            assert mode.scalar_one() == "force_custom_plan"
             compiled = query.compile(dialect=conn.dialect, compile_kwargs={"literal_binds": True})
             plan = " ".join(r[0] for r in await tx._run(sa.text(f"EXPLAIN {compiled}")))
             assert "ix_work_items_title_trgm" in plan, plan

@@ -19,6 +19,10 @@ on the title and the description. Without an index every work item is read (90-3
   trusted extension); refused, or with pg_trgm not installed, the migration makes no
   index, logs a warning and the search scans as before (docs/deployment.md says how to
   add the index later).
+
+The FTS5 index names each item by its ``rowid``: a later migration that rebuilds
+``work_items`` on SQLite (a batch ``ALTER``, which copies the table) must recreate the
+triggers and ``INSERT INTO work_items_fts (work_items_fts) VALUES ('rebuild')``.
 """
 
 from __future__ import annotations
