@@ -7,10 +7,13 @@ from __future__ import annotations
 import contextlib
 import re
 from collections.abc import AsyncIterator
+from typing import Any
 
 import httpx
+import sqlalchemy as sa
 
-from app.model import utcnow
+from app import tables
+from app.model import ObjectRef, utcnow
 from app.store import HistoryEntry, Store
 from tests.admin_support import KEY, fan_out, fault, ok
 from tests.rig import Rig, running_rig
@@ -332,3 +335,73 @@ async def test_unlink_link_relink_and_resync_from_the_work_item_page(store: Stor
         assert flash(await follow(client, resynced)).startswith("Re-read devhelm: ")
         everything = await post_form(client, page, f"/items/{item_id}/resync")
         assert flash(await follow(client, everything)).startswith("Re-read ")
+
+
+async def _rows(store: Store) -> dict[str, list[tuple[Any, ...]]]:
+    """Every row of every table (what a dry run must leave as it was)."""
+    async with store.tx() as tx:
+        return {
+            table.name: sorted((tuple(r) for r in await tx._run(sa.select(table))), key=repr)
+            for table in tables.metadata.sorted_tables
+        }
+
+
+async def test_onboarding_plans_without_changing_anything_then_carries_the_plan_out(
+    store: Store,
+) -> None:
+    async with console(store) as (rig, client):
+        assert (await sign_in(client)).status_code == 303
+        issue = await rig.open_issue()  # never polled: the gateway has not seen it
+        before, writes = await _rows(store), await rig.write_counts()
+
+        form = await client.get("/onboarding")
+        assert form.status_code == 200 and 'name="since"' in form.text
+        assert 'href="/ui/onboarding" aria-current="page"' in form.text
+        plan = await client.get(
+            "/onboarding", params={"plan": "1", "systems": "hookstream", "since": "1d"}
+        )
+        assert plan.status_code == 200, plan.text[:500]
+        row = re.search(rf'data-object="hookstream:{issue}" data-action="(\w+)"', plan.text)
+        assert row and row.group(1) == "create", plan.text
+        assert '<p class="count" id="summary">0 link, 1 create, 0 skip</p>' in plan.text
+        assert await _rows(store) == before  # the dry run changed nothing
+        assert await rig.writes_since(writes) == dict.fromkeys(writes, 0)
+
+        bad = await client.get("/onboarding", params={"plan": "1", "since": "last tuesday"})
+        assert bad.status_code == 422 and "neither a duration" in bad.text
+        unknown = await client.get("/onboarding", params={"plan": "1", "systems": "jira"})
+        assert unknown.status_code == 422 and "no enabled system named" in unknown.text
+
+        since = re.search(r'name="since" value="([^"]+)"', plan.text.split('id="run-form"')[1])
+        assert since is not None
+        data = {"systems": "hookstream", "since": since.group(1), "confirm": "yes"}
+        refused = await client.post("/onboarding/run", data=data)  # no CSRF token
+        assert refused.status_code == 403
+        unconfirmed = await client.post(
+            "/onboarding/run", data={"_csrf_token": token(plan), **data, "confirm": ""}
+        )
+        assert unconfirmed.status_code == 400 and "confirm" in unconfirmed.text
+        assert await _rows(store) == before
+
+        done = await client.post("/onboarding/run", data={"_csrf_token": token(plan), **data})
+        assert done.status_code == 200, done.text[:500]
+        outcome = re.search(
+            rf'data-object="hookstream:{issue}".*?data-field="outcome">([^<]*)<', done.text, re.S
+        )
+        assert outcome and outcome.group(1) == "created", done.text
+        async with store.tx() as tx:
+            link = await tx.link_for(ObjectRef("hookstream", "", issue))
+        assert link is not None
+        assert f'href="/ui/items/{link.work_item_id}"' in done.text
+        await rig.settle()
+        assert set(await rig.links(link.work_item_id)) == {
+            "hookstream",
+            "devhelm",
+            "inboxops",
+            "incidentio",
+        }
+        # a second dry run finds it linked
+        again = await client.get(
+            "/onboarding", params={"plan": "1", "systems": "hookstream", "since": "1d"}
+        )
+        assert re.search(rf'data-object="hookstream:{issue}" data-action="skip"', again.text)

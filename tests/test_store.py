@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -191,8 +192,19 @@ async def test_migrations_build_exactly_the_schema_the_code_declares(store: Stor
 
     from app import tables
 
+    search = importlib.import_module("app.migrations.versions.0007_work_item_text_search")
+
+    # the search index of migration 0007 is made by hand, outside app/tables.py: the
+    # FTS5 table (and its shadow tables) on SQLite, the trigram indexes on PostgreSQL
+    # (tests/test_search.py checks them)
+    def declared(name: str | None, kind: str, _parent: Any) -> bool:
+        if kind == "table":
+            return not (name or "").startswith("work_items_fts")
+        return not (kind == "index" and name in search.TRGM_INDEXES)
+
     def diff(conn: Any) -> list[Any]:
-        return list(compare_metadata(MigrationContext.configure(conn), tables.metadata))
+        context = MigrationContext.configure(conn, opts={"include_name": declared})
+        return list(compare_metadata(context, tables.metadata))
 
     async with store.tx() as tx:
         if isinstance(tx.conn, Connection):

@@ -1,4 +1,6 @@
-"""One installation (gateway and four simulators) and one browser for the module."""
+"""One installation (gateway and four simulators) and one browser for the module. The
+screenshots go to a temporary folder, or to docs/console/ with
+SYNCGATE_UPDATE_SCREENSHOTS=1 (to refresh the committed ones)."""
 
 from __future__ import annotations
 
@@ -7,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.console.support import Console, Installation, chromium
+from tests.console.support import Console, Installation, chromium, screenshot_folder
 
 
 @pytest.fixture(scope="module")
@@ -21,9 +23,12 @@ def installation(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Installat
 
 
 @pytest.fixture(scope="module")
-def browser(installation: Installation) -> Iterator[Console]:
+def browser(
+    installation: Installation, tmp_path_factory: pytest.TempPathFactory
+) -> Iterator[Console]:
+    folder = screenshot_folder(tmp_path_factory.mktemp("screenshots"))
     with chromium() as driver:
-        yield Console(driver, installation.url)
+        yield Console(driver, installation.url, folder)
 
 
 @pytest.fixture

@@ -28,7 +28,10 @@ from tests.contract.kits import KITS
 T = TypeVar("T")
 
 ROOT = Path(__file__).resolve().parents[2]
+#: Where the committed screenshots live; the suite writes there only when
+#: SYNCGATE_UPDATE_SCREENSHOTS=1 (they change on every run: ids, times).
 SCREENSHOTS = ROOT / "docs" / "console"
+UPDATE_SCREENSHOTS = "SYNCGATE_UPDATE_SCREENSHOTS"
 #: A laptop screen.
 WINDOW = (1366, 900)
 WAIT_S = 30.0
@@ -47,6 +50,9 @@ class Installation:
         self._stop: asyncio.Event | None = None
         self._done: Future[None] | None = None
         self.control: dict[str, httpx.Client] = {}
+        #: An InboxOps ticket opened before the gateway first started: history, which
+        #: only a backfill brings in (the onboarding page's test).
+        self.history_ticket = ""
         self.admin = httpx.Client(
             base_url=f"{self.url}/admin", headers={"X-Admin-Key": ADMIN_KEY}, timeout=30
         )
@@ -63,6 +69,11 @@ class Installation:
         try:
             async with simulators(self.url, tuple(KITS)) as (_, control):
                 urls = {name: str(client.base_url) for name, client in control.items()}
+                seeded = await control["inboxops"].post(
+                    "/_sim/seed", json={"subject": "Invoices sent twice (last week)"}
+                )
+                assert seeded.status_code == 201, seeded.text
+                self.history_ticket = str(seeded.json()["data"]["id"])
                 config = self.tmp / "config.yaml"
                 write_config(config, f"sqlite:///{self.tmp / 'gateway.db'}", urls)
                 gateway = GatewayProcess(config, self.port, "console", self.tmp / "gateway.log")
@@ -172,12 +183,20 @@ def chromium() -> Iterator[WebDriver]:
         driver.quit()
 
 
-class Console:
-    """The browser on the console: navigation, forms, waits."""
+def screenshot_folder(scratch: Path) -> Path:
+    """docs/console/ with SYNCGATE_UPDATE_SCREENSHOTS=1, else ``scratch`` (a temporary
+    folder: the screenshots are still taken, and the tree stays clean)."""
+    return SCREENSHOTS if os.environ.get(UPDATE_SCREENSHOTS) == "1" else scratch
 
-    def __init__(self, driver: WebDriver, url: str) -> None:
+
+class Console:
+    """The browser on the console: navigation, forms, waits; screenshots into
+    ``screenshots``."""
+
+    def __init__(self, driver: WebDriver, url: str, screenshots: Path) -> None:
         self.driver = driver
         self.url = url
+        self.screenshots = screenshots
 
     def open(self, path: str) -> None:
         self.driver.get(f"{self.url}/ui{path}")
@@ -209,6 +228,9 @@ class Console:
         self.find("#key").send_keys(key)
         self.find("form button[type=submit]").click()
 
-    def screenshot(self, name: str) -> None:
-        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-        self.driver.save_screenshot(str(SCREENSHOTS / f"{name}.png"))
+    def screenshot(self, name: str) -> Path:
+        self.screenshots.mkdir(parents=True, exist_ok=True)
+        path = self.screenshots / f"{name}.png"
+        assert self.driver.save_screenshot(str(path)), f"no screenshot {name}"
+        assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is not a PNG"
+        return path

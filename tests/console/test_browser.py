@@ -2,7 +2,12 @@
 four simulators: sign in, find a work item, watch it change by itself when a vendor
 changes it, resolve it from the page and see the four vendor objects follow, retry a
 dead write, pause and resume a system; a wrong key and a form without its CSRF token are
-refused. Each page's screenshot is written to docs/console/."""
+refused; an onboarding dry run carried out. Each page's screenshot is taken, into a
+temporary folder; run with SYNCGATE_UPDATE_SCREENSHOTS=1 to write them to docs/console/
+(they differ on every run, so a plain run leaves the tree clean):
+
+    SYNCGATE_UPDATE_SCREENSHOTS=1 ./scripts/test tests/console
+"""
 
 from __future__ import annotations
 
@@ -13,7 +18,14 @@ import pytest
 from selenium.webdriver.support.ui import Select
 
 from tests.blackbox import ADMIN_KEY
-from tests.console.support import Console, Installation, wait_for
+from tests.console.support import (
+    SCREENSHOTS,
+    UPDATE_SCREENSHOTS,
+    Console,
+    Installation,
+    screenshot_folder,
+    wait_for,
+)
 from tests.rig import ALL_RESOLVED
 
 pytestmark = pytest.mark.slow
@@ -179,6 +191,37 @@ def test_a_form_posted_without_its_csrf_token_is_refused(
     assert {s["name"]: s["paused"] for s in overview["systems"]}["devhelm"] is False
 
 
+def test_onboarding_plans_then_carries_the_backfill_out(
+    installation: Installation, browser: Console
+) -> None:
+    ticket = installation.history_ticket  # opened before the gateway first started
+    assert installation.item_of("inboxops", ticket) is None  # history is left alone
+    browser.open("/onboarding")
+    browser.find('input[name=systems][value="inboxops"]').click()
+    browser.find("#since").send_keys("1d")
+    browser.find("#plan-form button[type=submit]").click()
+    row = f'#plan-lines tr[data-object="inboxops:{ticket}"]'
+    action = browser.until(lambda _: browser.text_of(f"{row} [data-field=action]"), "the plan")
+    assert action == "create"
+    assert "Invoices sent twice" in browser.find(row).text
+    assert browser.text_of("#summary").endswith(" skip")
+    assert installation.item_of("inboxops", ticket) is None  # the dry run changed nothing
+    browser.screenshot("onboarding")
+
+    browser.find("#confirm").click()
+    browser.find("#run").click()
+    outcome = f"{row} [data-field=outcome]"
+    assert browser.until(lambda _: browser.text_of(outcome), "the outcome") == "created"
+    detail = installation.linked(ticket)  # the rule's DevHelm and incident.io objects
+    assert browser.find(f"{row} [data-field=item]").get_attribute("href") == (
+        f"{installation.url}/ui/items/{detail['item']['id']}"
+    )
+    made = {link["system"]: link["external_id"] for link in detail["links"]}
+    devhelm = installation.objects("devhelm")[made["devhelm"]]
+    assert devhelm["title"] == "Invoices sent twice (last week)", devhelm
+    assert made["incidentio"] in installation.objects("incidentio")
+
+
 def test_events_and_sign_out(installation: Installation, browser: Console, tmp_log: Path) -> None:
     forged = httpx.post(
         f"{installation.url}/webhooks/inboxops",
@@ -197,3 +240,15 @@ def test_events_and_sign_out(installation: Installation, browser: Console, tmp_l
     browser.open("/items")
     browser.until(lambda d: "/ui/login" in d.current_url, "the session ended")
     assert ADMIN_KEY not in tmp_log.read_text(), "the admin key was logged"
+
+
+def test_screenshots_go_to_docs_only_when_asked(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    monkeypatch.delenv(UPDATE_SCREENSHOTS, raising=False)
+    assert screenshot_folder(tmp_path) == tmp_path
+    monkeypatch.setenv(UPDATE_SCREENSHOTS, "0")
+    assert screenshot_folder(tmp_path) == tmp_path
+    monkeypatch.setenv(UPDATE_SCREENSHOTS, "1")
+    assert screenshot_folder(tmp_path) == SCREENSHOTS
+    assert Path(__file__).resolve().parents[2] / "docs" / "console" == SCREENSHOTS

@@ -23,7 +23,7 @@ from litestar.template.config import TemplateConfig
 
 from app.errors import SyncgateError
 from app.http.problems import problem_of
-from app.http.ui import auth, items, operations
+from app.http.ui import auth, items, onboarding, operations
 from app.http.ui.common import ago, render, require_session, stamp
 from app.http.ui.session import PATH, csrf_secret
 
@@ -53,6 +53,8 @@ UI_ROUTES = [
     operations.pause_system,
     operations.resume_system,
     operations.events_page,
+    onboarding.onboarding_page,
+    onboarding.onboarding_run,
 ]
 
 
