@@ -9,7 +9,9 @@ coalesces into one call carrying the latest state.
 It works as a pipeline: up to ``concurrency`` writes are in flight at once, new dirty
 links are claimed as soon as there is room (together with their items, in one
 transaction), and finished writes are recorded in batches, each batch one transaction.
-A link stays claimed until its outcome is recorded.
+A link stays claimed until its outcome is recorded (a deadlock or serialization failure
+runs the recording transaction again); should recording fail for good, the claims are
+released at once rather than left to lapse with their leases.
 
 Failures: a 429 defers every write to that system until ``Retry-After`` while the other
 systems keep flowing; transient errors retry with exponential backoff and jitter up to
@@ -206,10 +208,8 @@ class Dispatcher:
             while not done.empty():
                 batch.append(done.get_nowait())
             try:
-                await self._record(batch)
-            except Exception:
-                # the links stay claimed until their lease lapses, then are written again
-                log.exception("recording writes failed")
+                with contextlib.suppress(Exception):  # logged by _record, claims released
+                    await self._record(batch)
             finally:
                 for _ in batch:
                     done.task_done()
@@ -289,8 +289,8 @@ class Dispatcher:
                 now=now,
                 lease=timedelta(seconds=self.settings.lease_s),
                 limit=limit,
+                busy=self.in_flight,
             )
-            links = [link for link in links if link.id not in self.in_flight]
             items = await tx.items_by_id(link.work_item_id for link in links)
             for link in links:
                 item = items.get(link.work_item_id)
@@ -467,17 +467,38 @@ class Dispatcher:
 
     async def _record(self, attempts: Sequence[Attempt]) -> None:
         """Record the outcomes of finished writes in one transaction, then count and log
-        them."""
+        them. A deadlock or serialization failure runs the transaction again (a few
+        times); should recording still fail, the links' claims are released, so their
+        writes are due again at once instead of one lease later (they are sent again:
+        an update carries absolute values, a create finds the object it made)."""
         try:
-            await self._record_outcomes(attempts)
+            await self.store.retrying(
+                lambda: self._record_outcomes(attempts), what="recording writes"
+            )
+        except Exception:
+            log.exception("recording writes failed; releasing their claims")
+            await self._release([a.link.id for a in attempts])
+            raise
         finally:
-            # recorded, or left to lapse if recording failed: no longer ours to renew
+            # recorded or released: no longer ours to renew
             self.in_flight.difference_update(a.link.id for a in attempts)
+
+    async def _release(self, link_ids: list[int]) -> None:
+        due = self.clock() + timedelta(seconds=self.settings.backoff_base_s)
+        try:
+            async with self.store.tx() as tx:
+                await tx.release_claims(link_ids, worker=self.worker_id, due=due)
+        except Exception:
+            log.exception("releasing claims failed; they lapse with their leases")
 
     async def _record_outcomes(self, attempts: Sequence[Attempt]) -> None:
         now = self.clock()
         outcomes: list[str] = []
+        deferrals: list[tuple[str, float, str]] = []
         async with self.store.tx() as tx:
+            # the batch's links first, in id order (as the engine takes them, after its
+            # items): the updates below touch them in whatever order the writes finished
+            await tx.lock_links(a.link.id for a in attempts)
             # A write left dirty (the item moved on while it was in flight) is due again
             # at once; one that needed no call waits a little first, so a link whose
             # state cannot be settled by writing never spins the dispatcher.
@@ -501,7 +522,7 @@ class Dispatcher:
                         at=now + timedelta(seconds=self.settings.backoff_max_s),
                     )
                 elif a.error is not None:
-                    outcome = await self._failed(tx, a, a.error, now, history)
+                    outcome = await self._failed(tx, a, a.error, now, history, deferrals)
                 else:
                     outcome = "ok" if a.called else "noop"
                     if a.called:
@@ -536,13 +557,24 @@ class Dispatcher:
                     )
             await tx.add_attempts(attempt_rows)
             await tx.add_history(history)
+        if self.alerter is not None:  # after the commit: a transaction run again says it once
+            for system, delay, reason in deferrals:
+                self.alerter.deferred(system, delay, reason)
         for a, outcome in zip(attempts, outcomes, strict=True):
             self._count_and_log(a, outcome)
 
     async def _failed(
-        self, tx: Tx, a: Attempt, exc: VendorError, now: datetime, history: list[HistoryEntry]
+        self,
+        tx: Tx,
+        a: Attempt,
+        exc: VendorError,
+        now: datetime,
+        history: list[HistoryEntry],
+        deferrals: list[tuple[str, float, str]],
     ) -> str:
-        """Record a failed write; returns its outcome (rate_limited, retry or dead)."""
+        """Record a failed write; returns its outcome (rate_limited, retry or dead). A
+        429's deferral is added to ``deferrals`` (system, seconds, reason) for the
+        alerter."""
         link = a.link
         reason = str(exc)
         if a.obj is not None and link.external_id is None:
@@ -552,8 +584,7 @@ class Dispatcher:
         if isinstance(exc, RateLimited):
             delay = self.defer_seconds(exc.retry_after)
             until = now + timedelta(seconds=delay)
-            if self.alerter is not None:
-                self.alerter.deferred(link.system, delay, reason)
+            deferrals.append((link.system, delay, reason))
             await tx.set_system(link.system, deferred_until=until, last_write_error=reason)
             await tx.retry_link_later(link, error=reason, at=until, count_attempt=False)
             return "rate_limited"

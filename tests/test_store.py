@@ -239,7 +239,7 @@ async def test_sqlite_plans_use_the_lookup_and_outbox_indexes(tmp_path: Path) ->
         claim = _plan(
             tx.conn,
             statements.CLAIM_LINKS[False],
-            {"b_now": now, "b_until": now, "b_worker": "w", "b_limit": 5},
+            {"b_now": now, "b_until": now, "b_worker": "w", "b_limit": 5, "b_busy": [3, 7]},
         )
         lookup = _plan(
             tx.conn, statements.LINKS_OF_OBJECTS, {"b_system": "inboxops", "b_ids": ["x1"]}

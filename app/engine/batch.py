@@ -40,13 +40,15 @@ class Batch:
         self.dirty: dict[int, int] = {}
 
     async def load(self, item_ids: set[str]) -> None:
-        """Read (and lock) these items and all their links; the links are read after the
-        lock, so they are what this transaction may rely on."""
+        """Read (and lock) these items and all their links: items in id order, then
+        their links in id order (the order every transaction that changes links takes
+        its locks in, so none deadlocks with another); the links are read after the
+        items' lock, so they are what this transaction may rely on."""
         ids = item_ids - self.items.keys()
         if not ids:
             return
         self.items |= await self.tx.items_by_id(ids, lock=True)
-        for link in await self.tx.links_of_items(ids):
+        for link in await self.tx.links_of_items(ids, lock=True):
             self.links[link.id] = link
             self._by_item.setdefault(link.work_item_id, []).append(link)
             if link.external_id is not None:

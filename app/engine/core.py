@@ -171,12 +171,18 @@ class Engine(OperatorChanges):
         applied on its own: (object, event id) each. ``also(tx, outcomes)`` runs in the
         same transaction (the inbox marks its events done there). With ``backfill`` the
         objects are inside a backfill window: creation rules apply whatever their age."""
+
+        async def run() -> list[Outcome]:
+            async with self.store.tx() as tx:
+                outcomes = await self.apply(tx, observations, backfill=backfill)
+                if also is not None:
+                    await also(tx, outcomes)
+            return outcomes
+
         for attempt in range(3):
             try:
-                async with self.store.tx() as tx:
-                    outcomes = await self.apply(tx, observations, backfill=backfill)
-                    if also is not None:
-                        await also(tx, outcomes)
+                # a deadlock or serialization failure: the same transaction again
+                outcomes = await self.store.retrying(run, what="applying observations")
                 break
             except AlreadyLinked:
                 # Another process linked the same new object first: look again.

@@ -6,12 +6,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import sqlite3
 import threading
 import uuid
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import sqlalchemy as sa
@@ -25,6 +26,28 @@ from app.store.records import NewEvent
 from app.store.tx import Tx
 
 log = logging.getLogger("syncgate.store")
+
+T = TypeVar("T")
+
+#: The PostgreSQL errors that end a transaction through no fault of its own: run again,
+#: it succeeds (SQLSTATE -> what it is called in the logs).
+TRANSIENT_SQLSTATES = {"40P01": "deadlock", "40001": "serialization failure"}
+
+
+def transient(exc: BaseException) -> str | None:
+    """What kind of transient failure ``exc`` is (a deadlock, a serialization failure),
+    or None when running the transaction again would not help."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        for candidate in (current, getattr(current, "orig", None)):
+            code = getattr(candidate, "sqlstate", None) or getattr(candidate, "pgcode", None)
+            if isinstance(code, str) and code in TRANSIENT_SQLSTATES:
+                return TRANSIENT_SQLSTATES[code]
+        current = current.__cause__
+    return None
+
 
 #: Where alembic finds the migrations (``app/migrations``).
 MIGRATIONS = str(Path(__file__).resolve().parents[1] / "migrations")
@@ -107,6 +130,30 @@ class Store:
         else:
             async with self.engine.begin() as aconn:
                 yield Tx(aconn, self.dialect)
+
+    async def retrying(
+        self, work: Callable[[], Awaitable[T]], *, what: str, attempts: int = 4
+    ) -> T:
+        """Run ``work`` (which opens its own transaction) again when it fails on a
+        deadlock or a serialization failure, up to ``attempts`` times in all, after a
+        short random pause; each retry is logged. Any other error, and the last
+        transient one, is raised."""
+        for attempt in range(1, attempts + 1):
+            try:
+                return await work()
+            except Exception as exc:
+                kind = transient(exc)
+                if kind is None or attempt == attempts:
+                    raise
+                log.warning(
+                    "%s: %s; running the transaction again",
+                    what,
+                    kind,
+                    extra={"attempt": attempt},
+                )
+                # rivals that collided should not collide again at once
+                await asyncio.sleep(random.uniform(0.005, 0.02) * attempt)
+        raise AssertionError("unreachable")
 
     async def migrate(self) -> None:
         """Bring the schema to the newest migration (alembic upgrade head)."""

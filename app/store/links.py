@@ -24,7 +24,9 @@ from app.store.statements import (
     FINISH_WRITE,
     LINKS_BY_ID,
     LINKS_OF_ITEMS,
+    LINKS_OF_ITEMS_LOCKED,
     LINKS_OF_OBJECTS,
+    LOCK_LINKS,
     MARK_DIRTY,
     RECORD_SEEN,
     created_values,
@@ -164,11 +166,36 @@ class LinkQueries(TxBase):
                     break
         return out
 
-    async def links_of_items(self, item_ids: Iterable[str]) -> list[Link]:
+    async def links_of_items(self, item_ids: Iterable[str], *, lock: bool = False) -> list[Link]:
+        """The links of these items; with ``lock`` (PostgreSQL) their rows stay locked
+        until the transaction ends, taken in id order (after the items' locks)."""
         ids = sorted(set(item_ids))
         if not ids:
             return []
-        return [link_of(r) for r in await self._run(LINKS_OF_ITEMS, {"b_ids": ids})]
+        query = LINKS_OF_ITEMS_LOCKED if lock and self.postgres else LINKS_OF_ITEMS
+        return [link_of(r) for r in await self._run(query, {"b_ids": ids})]
+
+    async def lock_links(self, link_ids: Iterable[int]) -> None:
+        """Lock these links (PostgreSQL) until the transaction ends, in id order: a
+        transaction that then changes them in any order cannot deadlock with another
+        that takes its locks in the same order (the engine's: items, then links)."""
+        ids = sorted(set(link_ids))
+        if ids and self.postgres:
+            await self._run(LOCK_LINKS, {"b_ids": ids})
+
+    async def release_claims(self, link_ids: Iterable[int], *, worker: str, due: datetime) -> int:
+        """Give up this worker's claims on links whose outcomes could not be recorded:
+        they are due again at ``due`` instead of waiting for their leases to lapse;
+        returns how many it still held."""
+        ids = sorted(set(link_ids))
+        if not ids:
+            return 0
+        result = await self._run(
+            sa.update(t.links)
+            .where(t.links.c.id.in_(ids), t.links.c.claimed_by == worker)
+            .values(claimed_by=None, claimed_until=None, next_attempt_at=due)
+        )
+        return int(result.rowcount)
 
     async def record_seen_many(
         self, seen: Iterable[tuple[int, VendorObject]], now: datetime
@@ -247,12 +274,25 @@ class LinkQueries(TxBase):
     # -- outbox: claiming and finishing writes ---------------------------------------------
 
     async def claim_due_links(
-        self, *, worker: str, now: datetime, lease: timedelta, limit: int
+        self,
+        *,
+        worker: str,
+        now: datetime,
+        lease: timedelta,
+        limit: int,
+        busy: Iterable[int] = (),
     ) -> list[Link]:
         """Claim up to ``limit`` dirty links that are due, one writer per link: a claim is
         a lease that lapses, so a crashed worker's links are picked up again. Links of
-        systems that are paused or deferred by a 429 wait."""
-        params = {"b_now": now, "b_until": now + lease, "b_worker": worker, "b_limit": limit}
+        systems that are paused or deferred by a 429 wait, and so do the ``busy`` ones
+        (the worker's writes in flight): a link is never claimed only to be dropped."""
+        params = {
+            "b_now": now,
+            "b_until": now + lease,
+            "b_worker": worker,
+            "b_limit": limit,
+            "b_busy": sorted(set(busy)),
+        }
         statement = CLAIM_LINKS[self.postgres]
         rows = await self._run(statement, params)
         return sorted((link_of(r) for r in rows), key=lambda link: link.id)

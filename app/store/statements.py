@@ -64,7 +64,7 @@ def held_systems_query(now: Any) -> sa.Select[Any]:
 
 def claim_links_query(postgres: bool) -> Any:
     """Claim due dirty links of systems not held back (parameters b_now, b_until,
-    b_worker, b_limit)."""
+    b_worker, b_limit, and b_busy: the ids of links to leave alone)."""
     now = sa.bindparam("b_now", type_=TZ)
     due = (
         sa.select(t.links.c.id)
@@ -73,6 +73,9 @@ def claim_links_query(postgres: bool) -> Any:
             t.links.c.dead.is_(False),
             sa.or_(t.links.c.next_attempt_at.is_(None), t.links.c.next_attempt_at <= now),
             sa.or_(t.links.c.claimed_until.is_(None), t.links.c.claimed_until < now),
+            # never a link whose write this worker still has in flight (its outcome may
+            # be committed already, but not yet known to the worker)
+            t.links.c.id.not_in(sa.bindparam("b_busy", expanding=True)),
         )
         .order_by(t.links.c.id)  # ix_links_pending: no sort, whatever the backlog
         .limit(sa.bindparam("b_limit", type_=sa.Integer))
@@ -131,7 +134,11 @@ IDS: Any = sa.bindparam("b_ids", expanding=True)
 ITEMS = sa.select(t.work_items).where(t.work_items.c.id.in_(IDS)).order_by(t.work_items.c.id)
 ITEMS_LOCKED = ITEMS.with_for_update()
 LINKS_BY_ID = sa.select(t.links).where(t.links.c.id.in_(IDS)).order_by(t.links.c.id)
+LOCK_LINKS = (
+    sa.select(t.links.c.id).where(t.links.c.id.in_(IDS)).order_by(t.links.c.id).with_for_update()
+)
 LINKS_OF_ITEMS = sa.select(t.links).where(t.links.c.work_item_id.in_(IDS)).order_by(t.links.c.id)
+LINKS_OF_ITEMS_LOCKED = LINKS_OF_ITEMS.with_for_update()
 LINKS_OF_OBJECTS = (
     sa.select(t.links)
     .where(t.links.c.system == sa.bindparam("b_system"), t.links.c.external_id.in_(IDS))

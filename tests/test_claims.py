@@ -1,0 +1,154 @@
+"""No claimed link is left to wait for its lease: the interleavings and failures behind
+the PostgreSQL stall (docs/reliability.md), driven step by step so that each is exact,
+not left to timing. The lease here is 10 s; nothing below may wait for it."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+
+from app.dispatcher import Attempt, Dispatcher
+from app.store import Store
+from app.store.database import transient
+from tests.blackbox import eventually
+from tests.rig import ALL_OPEN, ALL_RESOLVED, Rig, linked, running_rig, statuses
+
+
+class FakeDeadlock(Exception):
+    """What the driver raises for a deadlock (SQLSTATE 40P01), wrapped as SQLAlchemy
+    wraps it."""
+
+    def __init__(self) -> None:
+        super().__init__("deadlock detected")
+        self.orig = type("AdaptedError", (Exception,), {"sqlstate": "40P01"})()
+
+
+async def claim_states(store: Store, ids: Sequence[int]) -> list[str | None]:
+    async with store.tx() as tx:
+        links = await tx.links_by_id(ids)
+    return [links[i].claimed_by for i in ids]
+
+
+async def in_flight_writes(rig: Rig, status: str) -> tuple[Dispatcher, list[Attempt]]:
+    """Change the issue's status and send the three writes that follow, unrecorded; then
+    change it back, so each link is dirty again the moment its write is recorded."""
+    _item_id, ids = await linked(rig)
+    dispatcher = rig.gateway.dispatcher
+    await rig.human("hookstream", ids["hookstream"], status=status)
+    await rig.poll("hookstream")
+    claimed = await dispatcher._claim(10)
+    assert {link.system for link, _ in claimed} == {"devhelm", "inboxops", "incidentio"}
+    attempts = await asyncio.gather(*(dispatcher._attempt(link, item) for link, item in claimed))
+    await rig.human("hookstream", ids["hookstream"], status="open")
+    await rig.poll("hookstream")
+    return dispatcher, list(attempts)
+
+
+async def test_a_claim_made_as_a_write_is_recorded_does_not_hold_its_link(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The claim loop runs between the commit that records a write and the moment the
+    dispatcher forgets the write was in flight (on PostgreSQL the two are separate
+    connections, so the claim can see the commit first). The link, dirty again, must
+    not be claimed in the database only to be dropped as "in flight": it would wait a
+    whole lease."""
+    async with running_rig(store) as rig:
+        dispatcher, attempts = await in_flight_writes(rig, "resolved")
+        record = dispatcher._record_outcomes
+        between: list[Any] = []
+
+        async def record_then_claim(batch: Sequence[Attempt]) -> None:
+            await record(batch)  # committed; the links are dirty and unclaimed again
+            between.extend(await dispatcher._claim(10))
+
+        monkeypatch.setattr(dispatcher, "_record_outcomes", record_then_claim)
+        await dispatcher._record(attempts)
+        monkeypatch.setattr(dispatcher, "_record_outcomes", record)
+        assert between == []  # the writes were still in flight when it claimed
+        ids = [a.link.id for a in attempts]
+        assert await claim_states(store, ids) == [None, None, None]
+        await dispatcher.run_until_idle()  # no lease to wait for
+        _item, objects = await linked_ids(rig)
+        assert await statuses(rig, objects) == ALL_OPEN
+
+
+async def linked_ids(rig: Rig) -> tuple[str, dict[str, str]]:
+    item = await rig.only_item()
+    links = await rig.links(item.id)
+    return item.id, {system: str(link.external_id) for system, link in links.items()}
+
+
+async def test_recording_that_hits_a_deadlock_is_run_again(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_rig(store) as rig:
+        _item_id, ids = await linked(rig)
+        dispatcher = rig.gateway.dispatcher
+        await rig.human("hookstream", ids["hookstream"], status="resolved")
+        await rig.poll("hookstream")
+        claimed = await dispatcher._claim(10)
+        attempts = await asyncio.gather(
+            *(dispatcher._attempt(link, item) for link, item in claimed)
+        )
+        record = dispatcher._record_outcomes
+        runs = 0
+
+        async def deadlocked_once(batch: Sequence[Attempt]) -> None:
+            nonlocal runs
+            runs += 1
+            if runs == 1:
+                raise FakeDeadlock
+            await record(batch)
+
+        monkeypatch.setattr(dispatcher, "_record_outcomes", deadlocked_once)
+        await dispatcher._record(list(attempts))
+        assert runs == 2
+        assert await claim_states(store, [a.link.id for a in attempts]) == [None, None, None]
+        async with store.tx() as tx:
+            links = await tx.links_by_id(a.link.id for a in attempts)
+        assert not any(link.dirty for link in links.values())
+        assert dispatcher.in_flight == set()
+        assert await statuses(rig, ids) == ALL_RESOLVED
+
+
+async def test_recording_that_fails_for_good_releases_the_claims(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with running_rig(store) as rig:
+        dispatcher, attempts = await in_flight_writes(rig, "resolved")
+        runs = 0
+
+        async def broken(batch: Sequence[Attempt]) -> None:
+            nonlocal runs
+            runs += 1
+            raise FakeDeadlock
+
+        record = dispatcher._record_outcomes
+        monkeypatch.setattr(dispatcher, "_record_outcomes", broken)
+        with pytest.raises(FakeDeadlock):
+            await dispatcher._record(attempts)
+        monkeypatch.setattr(dispatcher, "_record_outcomes", record)
+        assert runs == 4  # bounded
+        ids = [a.link.id for a in attempts]
+        # released, not left to lapse with the 10 s lease: written again within a second
+        assert await claim_states(store, ids) == [None, None, None]
+        assert dispatcher.in_flight == set()
+
+        async def written_again() -> bool:
+            await dispatcher.run_until_idle()  # due again after backoff_base_s (0.05 s)
+            return await statuses(rig, (await linked_ids(rig))[1]) == ALL_OPEN
+
+        await eventually(written_again, timeout_s=2, what="the released writes sent again")
+
+
+def test_transient_errors_are_told_apart() -> None:
+    assert transient(FakeDeadlock()) == "deadlock"
+    serialization = RuntimeError("could not serialize")
+    serialization.__cause__ = type("E", (Exception,), {"sqlstate": "40001"})()
+    assert transient(serialization) == "serialization failure"
+    unique = type("E", (Exception,), {"sqlstate": "23505"})()
+    assert transient(unique) is None
+    assert transient(RuntimeError("boom")) is None
