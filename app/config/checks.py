@@ -200,20 +200,24 @@ class Checker:
 
     # -- creation rules --------------------------------------------------------------------
 
+    def rule_name(self, name: Any, path: str, names: dict[str, str]) -> None:
+        """A rule's name: not empty, and unique among ``names`` (name -> where it is)."""
+        if not isinstance(name, str):
+            return
+        if not name.strip():
+            self.issue(f"{path}.name", "must not be empty")
+        elif name in names:
+            self.issue(f"{path}.name", f"duplicate rule name {name!r} (also {names[name]})")
+        else:
+            names[name] = path
+
     def check_rules(self, rules: Any) -> None:
         names: dict[str, str] = {}
         for index, rule in enumerate(rules if isinstance(rules, list) else []):
             if not isinstance(rule, dict):
                 continue
             path = f"create_rules[{index}]"
-            name = rule.get("name")
-            if isinstance(name, str):
-                if not name.strip():
-                    self.issue(f"{path}.name", "must not be empty")
-                elif name in names:
-                    self.issue(f"{path}.name", f"duplicate rule name {name!r} (also {names[name]})")
-                else:
-                    names[name] = path
+            self.rule_name(rule.get("name"), path, names)
             source = rule.get("system")
             if isinstance(source, str):
                 self.system_ref(source, f"{path}.system")
@@ -231,14 +235,7 @@ class Checker:
             if not isinstance(rule, dict):
                 continue
             path = f"link_rules[{index}]"
-            name = rule.get("name")
-            if isinstance(name, str):
-                if not name.strip():
-                    self.issue(f"{path}.name", "must not be empty")
-                elif name in names:
-                    self.issue(f"{path}.name", f"duplicate rule name {name!r} (also {names[name]})")
-                else:
-                    names[name] = path
+            self.rule_name(rule.get("name"), path, names)
             sides = {}
             for side in ("left", "right"):
                 key = rule.get(side)
