@@ -32,6 +32,7 @@ import os
 import sys
 import time
 from collections import Counter
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -138,13 +139,16 @@ async def open_issues(inst: Installation, every_s: float, stop: asyncio.Event) -
     return n
 
 
-async def settle(inst: Installation) -> None:
+async def settle(inst: Installation) -> dict[str, datetime]:
     """One last change per work item, each re-sent (the same delivery) until it is
-    acknowledged: afterwards every item's expected status is known for certain."""
+    acknowledged: afterwards every item's expected status is known for certain. Returns
+    each ticket's last change's vendor time."""
+    sent: dict[str, datetime] = {}
     async with Sender(inst.webhook_url(), 16) as sender:
 
         async def last(item: Any) -> None:
             body, headers = build_change(item)
+            sent[item.ticket["id"]] = _vendor_time(json.loads(body)["data"]["updated_at"])
             for _ in range(60):
                 status, _, _ = await sender.post(body, headers)
                 if status == 202:
@@ -153,6 +157,11 @@ async def settle(inst: Installation) -> None:
             raise RuntimeError(f"the last change of {item.ticket['id']} was never acknowledged")
 
         await asyncio.gather(*(last(item) for item in inst.items))
+    return sent
+
+
+def _vendor_time(text: str) -> datetime:
+    return datetime.fromisoformat(text.replace("Z", "+00:00"))
 
 
 async def soak(kind: str, db_url: str, args: argparse.Namespace, wd: Path) -> dict[str, Any]:
@@ -220,10 +229,10 @@ async def soak(kind: str, db_url: str, args: argparse.Namespace, wd: Path) -> di
         calls = await pump
         new_issues = await issues
         log(f"{kind}: load over; faults off; one last change per item")
-        await settle(inst)
+        last_sent = await settle(inst)
         drain_s = await drained(inst, 900)
         lives[-1] |= {"rss_mb_end": rss_mb(inst.pid), "fds_end": open_fds(inst.pid)}
-        checks = await _check(inst, new_issues)
+        checks = await _check(inst, new_issues, last_sent)
         return {
             "database": kind,
             "minutes": args.minutes,
@@ -256,8 +265,17 @@ async def _kill_and_restart(
     )
 
 
-async def _check(inst: Installation, new_issues: int) -> dict[str, Any]:
-    """What the end state says (see the module docstring)."""
+async def _check(
+    inst: Installation, new_issues: int, last_sent: dict[str, datetime]
+) -> dict[str, Any]:
+    """What the end state says (see the module docstring).
+
+    An item's expected status is its last change's, unless hookstream auto-resolved its
+    issue after that change was sent (30 minutes after the issue's last failure, as the
+    real vendor does; the 40 items' issues are made when the soak starts): that later
+    change in hookstream wins by ``last_writer`` once the gateway sees it, which it does
+    only when it reads the issue again (before a write, or by polling: off here), so such
+    an item is counted apart and not checked."""
     assert inst.db is not None
     stored = (
         await inst.db.fetch(
@@ -268,8 +286,21 @@ async def _check(inst: Installation, new_issues: int) -> dict[str, Any]:
     objs = await objects(inst)
     maps = {s: adapter_class(s).default_value_maps()["status"] for s in WRITE_SYSTEMS}
     by_id = {s: {str(o["id"]): o for o in objs[s]} for s in objs}
-    not_held = 0
+    not_held = auto_resolved = 0
     for item in inst.items:
+        wanted = item.status
+        issue = by_id["hookstream"].get(item.hookstream, {})
+        resolved_at = issue.get("resolved_at")
+        if (
+            wanted == "open"
+            and issue.get("status") == "resolved"
+            and resolved_at
+            and _vendor_time(resolved_at) > last_sent[item.ticket["id"]]
+        ):
+            # a later change in hookstream, which the gateway sees only if it reads the
+            # issue again (before a write, or by polling: off here): either end is right
+            auto_resolved += 1
+            continue
         # the changes come as InboxOps webhooks: the three others are written
         for system, ext in (
             ("hookstream", item.hookstream),
@@ -277,7 +308,7 @@ async def _check(inst: Installation, new_issues: int) -> dict[str, Any]:
             ("incidentio", item.incidentio),
         ):
             held = by_id[system].get(ext, {}).get("status")
-            if not maps[system].holds(held, item.status):
+            if not maps[system].holds(held, wanted):
                 not_held += 1
     duplicates = 0
     missing_creates = 0
@@ -305,6 +336,7 @@ async def _check(inst: Installation, new_issues: int) -> dict[str, Any]:
         "inbox_events": int(stored[0]),
         "inbox_events_done": int(stored[1] or 0),
         "objects_not_holding_last_change": not_held,
+        "auto_resolved_after_last_change": auto_resolved,
         "duplicate_vendor_objects": duplicates,
         "missing_creates": missing_creates,
         "issue_notifications_not_acknowledged": unheard,
@@ -322,7 +354,9 @@ def report(r: dict[str, Any]) -> str:
         f"soak on {r['database']}: {r['minutes']:g} min at {r['rate_per_s']:g} changes/s, "
         f"{r['kills']} kill -9, {r['new_issues']} new issues (fan-out creates)",
         f"  offered {r['offered']}, acknowledged {r['acknowledged']}",
-        f"  acknowledged changes missing at the end: {missing} (must be 0)",
+        f"  acknowledged changes missing at the end: {missing} (must be 0); items whose"
+        f" hookstream issue auto-resolved after their last change (not checked):"
+        f" {r.get('auto_resolved_after_last_change', 0)}",
         f"  duplicate vendor objects: {r['duplicate_vendor_objects']} (must be 0); "
         f"creates missing: {r['missing_creates']} (issue notifications not acknowledged, "
         f"so not expected yet: {r['issue_notifications_not_acknowledged']})",
