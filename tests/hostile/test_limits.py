@@ -110,21 +110,31 @@ async def test_slow_drip_heads_and_bodies_are_cut_off_with_408(tmp_path: Path) -
         )
         started = time.monotonic()
 
-        async def drip(writer: asyncio.StreamWriter, data: bytes) -> None:
+        head_answered, body_answered = asyncio.Event(), asyncio.Event()
+
+        async def drip(writer: asyncio.StreamWriter, data: bytes, answered: asyncio.Event) -> None:
+            """The slow client under test: a byte every 0.2 s until the server answers."""
             with contextlib.suppress(ConnectionError):
                 for byte in data:
                     writer.write(bytes([byte]))
                     await writer.drain()
-                    await asyncio.sleep(0.2)  # the slow client under test, not a wait
+                    with contextlib.suppress(TimeoutError):
+                        await asyncio.wait_for(answered.wait(), 0.2)
+                    if answered.is_set():
+                        return
 
         drips = [
-            asyncio.create_task(drip(head_writer, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" * 9)),
-            asyncio.create_task(drip(body_writer, b"{" * 1000)),
+            asyncio.create_task(
+                drip(head_writer, b"GET /healthz HTTP/1.1\r\nHost: x\r\n" * 9, head_answered)
+            ),
+            asyncio.create_task(drip(body_writer, b"{" * 1000, body_answered)),
         ]
         head_answer = await answer_of(head_reader, 10)
         head_elapsed = time.monotonic() - started
+        head_answered.set()
         body_answer = await answer_of(body_reader, 10)
         body_elapsed = time.monotonic() - started
+        body_answered.set()
         for task in drips:
             task.cancel()
         head_writer.close()
