@@ -15,9 +15,11 @@ from litestar.datastructures import Cookie
 from litestar.response import Redirect, Template
 
 from app.errors import SyncgateError
+from app.http.admin.common import audit
 from app.http.context import gateway_of
 from app.http.problems import problem_of
 from app.http.ui.session import COOKIE, PATH, valid_session
+from app.store import Link
 
 log = logging.getLogger("syncgate.console")
 
@@ -152,3 +154,15 @@ def page_links(query: dict[str, str], page: int, has_next: bool) -> dict[str, st
         return "?" + urlencode({k: v for k, v in query.items() if v} | {"page": str(n)})
 
     return {"prev": at(page - 1) if page > 1 else None, "next": at(page + 1) if has_next else None}
+
+
+def audit_link(message: str, link: Link, **extra: Any) -> None:
+    """The audit line of a console action on one link (a write or an object)."""
+    audit(
+        message,
+        via="console",
+        work_item_id=link.work_item_id,
+        system=link.system,
+        link_id=link.id,
+        **extra,
+    )

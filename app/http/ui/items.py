@@ -17,7 +17,7 @@ from app.http.admin.common import audit, check_system
 from app.http.admin.models import item_detail
 from app.http.context import gateway_of
 from app.http.problems import AdminError
-from app.http.ui.common import PAGE_SIZE, act, form_of, render
+from app.http.ui.common import PAGE_SIZE, act, audit_link, form_of, render
 from app.http.ui.session import PATH
 from app.model import Fields, ObjectRef, Priority, Status
 from app.store import Link
@@ -220,13 +220,7 @@ async def unlink_object(request: Request[Any, Any, Any], link_id: LinkPath) -> R
 
     async def run() -> str:
         link = await gateway.engine.unlink(link_id, source="console")
-        audit(
-            "object unlinked",
-            via="console",
-            work_item_id=link.work_item_id,
-            system=link.system,
-            link_id=link_id,
-        )
+        audit_link("object unlinked", link)
         return f"Unlinked {link.system} object {link.external_id or '(not created)'}."
 
     return await act(form.get("back", ""), run, failed="Unlink refused")
@@ -271,13 +265,7 @@ async def resync_link(request: Request[Any, Any, Any], link_id: LinkPath) -> Red
             raise StateConflict(f"link {link_id} has no vendor object yet")
         await gateway.engine.fetch(link.ref)
         outcomes, dirty = await gateway.engine.resync(link.work_item_id, [link_id])
-        audit(
-            "link resynced",
-            via="console",
-            work_item_id=link.work_item_id,
-            system=link.system,
-            link_id=link_id,
-        )
+        audit_link("link resynced", link)
         read = ", ".join(f"{o.system}: {o.outcome}" for o in outcomes)
         return f"Re-read {read}; {len(dirty)} write(s) queued."
 

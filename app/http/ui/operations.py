@@ -15,7 +15,7 @@ from app.http.admin.common import audit
 from app.http.admin.models import outbox_entry
 from app.http.admin.systems import system_status
 from app.http.context import gateway_of
-from app.http.ui.common import PAGE_SIZE, act, form_of, page_links, render
+from app.http.ui.common import PAGE_SIZE, act, audit_link, form_of, page_links, render
 from app.http.ui.session import PATH
 
 OUTBOX_STATES = ("pending", "failed", "dead")
@@ -82,13 +82,7 @@ async def retry_write(request: Request[Any, Any, Any], link_id: LinkPath) -> Red
 
     async def run() -> str:
         link = await gateway.dispatcher.retry(link_id)
-        audit(
-            "write retried",
-            via="console",
-            work_item_id=link.work_item_id,
-            system=link.system,
-            link_id=link_id,
-        )
+        audit_link("write retried", link)
         return f"Retrying the {link.state} write to {link.system} now."
 
     return await act(_outbox_url(form), run, failed="Retry refused")
@@ -101,13 +95,7 @@ async def discard_write(request: Request[Any, Any, Any], link_id: LinkPath) -> R
 
     async def run() -> str:
         link = await gateway.dispatcher.discard(link_id, source="console")
-        audit(
-            "write discarded",
-            via="console",
-            work_item_id=link.work_item_id,
-            system=link.system,
-            link_id=link_id,
-        )
+        audit_link("write discarded", link)
         return f"Discarded the {link.state} write to {link.system}."
 
     return await act(_outbox_url(form), run, failed="Discard refused")
