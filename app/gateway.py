@@ -18,7 +18,6 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
-from httpx_aiohttp import AiohttpTransport
 
 from adapters import VENDORS, adapter_class
 from adapters.base import Adapter, AdapterSettings
@@ -34,6 +33,7 @@ from app.inbox import EventWriter, InboxWorker, Rejections
 from app.loops import IngestFirst
 from app.metrics import Metrics
 from app.model import IdentityMap, Person, ValueMap, utcnow
+from app.outbound import PooledTransport, VendorClient
 from app.pollers import Pollers
 from app.rules import Rules
 from app.store import Store
@@ -80,17 +80,17 @@ def http_client(system: SystemSettings) -> httpx.AsyncClient:
     """One pooled client per vendor, bounded by the system's connection limit.
 
     The transport is aiohttp's (``httpx-aiohttp``): the same httpx API, errors and
-    timeouts for the adapters, at a fraction of httpcore's CPU cost per call (see
-    docs/benchmarks.md)."""
+    timeouts for the adapters, at a fraction of httpcore's CPU cost per call; no cookie
+    jar and whole bodies (``app/outbound.py``; figures in docs/benchmarks.md)."""
     limits = httpx.Limits(
         max_connections=system.max_connections,
         max_keepalive_connections=system.max_connections,
     )
     proxy = proxy_for(system, os.environ)
-    return httpx.AsyncClient(
+    return VendorClient(
         timeout=httpx.Timeout(system.timeout_s),
         limits=limits,
-        transport=AiohttpTransport(
+        transport=PooledTransport(
             limits=limits, proxy=httpx.Proxy(proxy) if proxy is not None else None
         ),
         follow_redirects=False,

@@ -1,0 +1,114 @@
+"""The HTTP client each adapter is given: httpx's API on aiohttp's connection pool, with
+the per-call work a vendor API does not need left out.
+
+Every change costs the gateway six vendor calls (three reads before writes, three
+writes), so the client's own CPU per call is a large share of the gateway's
+(docs/benchmarks.md, "Profile"). Two things are left out, both measured there:
+
+- **Cookies.** Vendor APIs authenticate with keys and tokens in headers; none of the
+  four sets or needs a cookie. httpx nevertheless runs every response through
+  ``http.cookiejar`` (building a ``urllib`` request for it), and aiohttp filters its own
+  jar for every request. ``VendorClient`` keeps no cookies (``NoCookies``) and the
+  transport's session has aiohttp's ``DummyCookieJar``. A ``Set-Cookie`` from a vendor is
+  ignored, so no state can leak from one call into the next.
+- **Streaming.** ``httpx-aiohttp``'s transport hands httpx a stream that httpx then
+  reads chunk by chunk through three wrappers. The adapters read every body whole
+  anyway (``client.request`` does), so ``PooledTransport`` reads it whole in aiohttp,
+  returns the connection to the pool at once, and gives httpx the bytes.
+
+The rest is ``httpx-aiohttp``'s transport as it is: its exception mapping (the error
+families in ``adapters/_http.py`` rely on it), timeouts, proxy and TLS settings.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+import httpx
+from aiohttp import BasicAuth, ClientTimeout
+from httpx_aiohttp import AiohttpTransport
+from httpx_aiohttp.transport import map_aiohttp_exceptions
+
+
+class NoCookies(httpx.Cookies):
+    """A cookie jar that stays empty: a vendor's ``Set-Cookie`` is never stored."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+    def set_cookie_header(self, request: httpx.Request) -> None:
+        return None
+
+
+class VendorClient(httpx.AsyncClient):
+    """``httpx.AsyncClient`` without a cookie jar (see the module's docstring)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        if kwargs.get("cookies"):
+            raise ValueError("VendorClient keeps no cookies")
+        super().__init__(**kwargs)
+        self._cookies = NoCookies()
+
+    @property
+    def cookies(self) -> httpx.Cookies:
+        return self._cookies
+
+    @cookies.setter
+    def cookies(self, value: Any) -> None:
+        if value:
+            raise ValueError("VendorClient keeps no cookies")
+
+
+class PooledTransport(AiohttpTransport):
+    """``httpx-aiohttp``'s transport, reading each response body whole inside aiohttp
+    (see the module's docstring), on a session that keeps no cookies."""
+
+    def get_client(self) -> aiohttp.ClientSession:
+        if isinstance(self.client, aiohttp.ClientSession):
+            return self.client
+        connector = aiohttp.TCPConnector(
+            keepalive_timeout=self.limits.keepalive_expiry,
+            ssl=self.ssl_context,
+            limit=self.limits.max_connections or 0,
+        )
+        return aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        if not isinstance(self.client, aiohttp.ClientSession):
+            self.client = self.get_client()
+        timeout = request.extensions.get("timeout", {})
+        proxy = self.proxy
+        with map_aiohttp_exceptions():
+            data = request.content or None  # every adapter's body is built in memory
+            async with self.client.request(
+                method=request.method,
+                url=str(request.url),
+                headers=request.headers.multi_items(),
+                data=data,
+                allow_redirects=False,
+                auto_decompress=False,
+                compress=False,
+                timeout=ClientTimeout(
+                    sock_connect=timeout.get("connect"),
+                    sock_read=timeout.get("read"),
+                    connect=timeout.get("pool"),
+                ),
+                server_hostname=request.extensions.get("sni_hostname"),
+                proxy=str(proxy.url) if proxy else None,
+                proxy_auth=BasicAuth(proxy.auth[0], proxy.auth[1])
+                if proxy and proxy.auth
+                else None,
+                proxy_headers=proxy.headers if proxy else None,
+            ) as response:
+                body = await response.read()
+        extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
+        if response.reason:
+            extensions["reason_phrase"] = response.reason.encode()
+        return httpx.Response(
+            status_code=response.status,
+            headers=response.raw_headers,
+            content=body,
+            request=request,
+            extensions=extensions,
+        )

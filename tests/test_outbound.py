@@ -1,0 +1,132 @@
+"""The client every adapter is given (``app.gateway.http_client``, ``app/outbound.py``),
+against a real local HTTP server: no cookie crosses from one call to the next, bodies are
+read whole (and still decoded), the connection is pooled, and a failure is still one of
+the error families."""
+
+from __future__ import annotations
+
+import contextlib
+import gzip
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+
+from adapters._http import send
+from app.config.schema import SystemSettings
+from app.errors import TransientError
+from app.gateway import http_client
+from tests.blackbox import free_port
+
+
+class Server:
+    """A small aiohttp server that remembers what it was sent."""
+
+    def __init__(self) -> None:
+        self.cookies_seen: list[str | None] = []
+        self.peers: set[object] = set()
+        self.app = web.Application()
+        self.app.router.add_get("/login", self.login)
+        self.app.router.add_get("/whoami", self.whoami)
+        self.app.router.add_get("/gzip", self.gzipped)
+        self.app.router.add_put("/echo", self.echo)
+
+    def _seen(self, request: web.Request) -> None:
+        self.cookies_seen.append(request.headers.get("Cookie"))
+        self.peers.add(request.transport.get_extra_info("peername") if request.transport else None)
+
+    async def login(self, request: web.Request) -> web.Response:
+        self._seen(request)
+        response = web.json_response({"ok": True})
+        response.set_cookie("session", "vendor-session-token", path="/")
+        return response
+
+    async def whoami(self, request: web.Request) -> web.Response:
+        self._seen(request)
+        return web.json_response({"ok": True})
+
+    async def gzipped(self, request: web.Request) -> web.Response:
+        self._seen(request)
+        body = gzip.compress(b'{"compressed": true}')
+        return web.Response(
+            body=body, headers={"Content-Encoding": "gzip", "Content-Type": "application/json"}
+        )
+
+    async def echo(self, request: web.Request) -> web.Response:
+        self._seen(request)
+        return web.Response(body=await request.read(), content_type="application/json")
+
+
+@contextlib.asynccontextmanager
+async def serving() -> AsyncIterator[tuple[str, Server]]:
+    server = Server()
+    runner = web.AppRunner(server.app)
+    await runner.setup()
+    port = free_port()
+    site = web.TCPSite(runner, "127.0.0.1", port)
+    await site.start()
+    try:
+        yield f"http://127.0.0.1:{port}", server
+    finally:
+        await runner.cleanup()
+
+
+def system(url: str) -> SystemSettings:
+    return SystemSettings(base_url=url, api_key_env="UNUSED_KEY", proxy="")
+
+
+async def test_a_vendor_cookie_is_never_sent_back() -> None:
+    async with serving() as (url, server):
+        client = http_client(system(url))
+        try:
+            first = await send(client, "hookstream", "GET", f"{url}/login", lambda _: None)
+            assert "session=vendor-session-token" in first.headers["set-cookie"]
+            await send(client, "hookstream", "GET", f"{url}/whoami", lambda _: None)
+        finally:
+            await client.aclose()
+    assert server.cookies_seen == [None, None]
+    assert len(client.cookies) == 0
+
+
+async def test_bodies_are_read_whole_decoded_and_the_connection_is_reused() -> None:
+    async with serving() as (url, server):
+        client = http_client(system(url))
+        try:
+            zipped = await send(client, "hookstream", "GET", f"{url}/gzip", lambda _: None)
+            assert zipped.json() == {"compressed": True}
+            payload = b'{"status": "resolved", "note": "' + b"x" * 200_000 + b'"}'
+            for _ in range(5):
+                echoed = await send(
+                    client,
+                    "hookstream",
+                    "PUT",
+                    f"{url}/echo",
+                    lambda _: None,
+                    content=payload,
+                    headers={"Content-Type": "application/json"},
+                )
+                assert echoed.content == payload
+        finally:
+            await client.aclose()
+    # six sequential calls, one keep-alive connection: each body was read to its end
+    # and the connection went back to the pool
+    assert len(server.peers) == 1
+
+
+async def test_a_refused_connection_is_a_transient_error_naming_it() -> None:
+    url = f"http://127.0.0.1:{free_port()}"  # nothing listens there
+    client = http_client(system(url))
+    try:
+        with pytest.raises(TransientError, match="connection refused"):
+            await send(client, "hookstream", "GET", f"{url}/whoami", lambda _: None)
+    finally:
+        await client.aclose()
+
+
+async def test_the_client_refuses_a_cookie_jar() -> None:
+    client = http_client(system("http://127.0.0.1:9"))
+    try:
+        with pytest.raises(ValueError, match="no cookies"):
+            client.cookies = {"session": "x"}
+    finally:
+        await client.aclose()
