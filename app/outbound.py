@@ -16,12 +16,23 @@ writes), so the client's own CPU per call is a large share of the gateway's
   anyway (``client.request`` does), so ``PooledTransport`` reads it whole in aiohttp,
   returns the connection to the pool at once, and gives httpx the bytes.
 
+- **The client's layers for features no adapter uses.** ``VendorClient.request`` with
+  an absolute URL and only headers, content and params (all ``adapters/_http.send``
+  passes) builds the request and hands it to the transport itself: no auth flow, no
+  redirect loop, no cookie merging, no response stream to wrap (with an event hook
+  registered, the whole way is taken). The
+  client's default headers and timeouts still apply, errors still carry their request,
+  and anything else goes through ``httpx.AsyncClient.request`` unchanged.
+
 The rest is ``httpx-aiohttp``'s transport as it is: its exception mapping (the error
 families in ``adapters/_http.py`` rely on it), timeouts, proxy and TLS settings.
 """
 
 from __future__ import annotations
 
+import time
+from collections.abc import Mapping
+from datetime import timedelta
 from typing import Any
 
 import aiohttp
@@ -42,13 +53,71 @@ class NoCookies(httpx.Cookies):
 
 
 class VendorClient(httpx.AsyncClient):
-    """``httpx.AsyncClient`` without a cookie jar (see the module's docstring)."""
+    """``httpx.AsyncClient`` without a cookie jar, and with a short way through
+    ``request`` for what the adapters send (see the module's docstring)."""
 
-    def __init__(self, **kwargs: Any) -> None:
+    def __init__(self, *, transport: httpx.AsyncBaseTransport, **kwargs: Any) -> None:
         if kwargs.get("cookies"):
             raise ValueError("VendorClient keeps no cookies")
-        super().__init__(**kwargs)
+        if kwargs.get("auth") or kwargs.get("follow_redirects"):
+            raise ValueError("VendorClient takes no auth or redirects")
+        super().__init__(transport=transport, **kwargs)
         self._cookies = NoCookies()
+        self._pooled = transport
+
+    async def request(  # type: ignore[override]
+        self,
+        method: str,
+        url: httpx.URL | str,
+        *,
+        headers: Mapping[str, str] | None = None,
+        content: bytes | None = None,
+        params: Mapping[str, Any] | None = None,
+        **kwargs: Any,
+    ) -> httpx.Response:
+        """``httpx.AsyncClient.request``; the short way when the URL is absolute,
+        nothing but headers, content (bytes) and params is given, and no event hook is
+        registered."""
+        if (
+            kwargs
+            or self.event_hooks["request"]
+            or self.event_hooks["response"]
+            or not isinstance(url, str)
+            or not url.startswith(("http://", "https://"))
+            or not isinstance(content, bytes | None)
+        ):
+            return await super().request(
+                method, url, headers=headers, content=content, params=params, **kwargs
+            )
+        if self.is_closed:
+            raise RuntimeError("Cannot send a request, as the client has been closed.")
+        merged = dict(self.headers)  # the client's defaults (lower-case names) ...
+        if headers:  # ... under the call's own
+            merged.update((name.lower(), value) for name, value in headers.items())
+        request = httpx.Request(
+            method,
+            url,
+            params=params,
+            headers=merged,
+            content=content,
+            extensions={"timeout": self.timeout.as_dict()},
+        )
+        started = time.perf_counter()
+        try:
+            response = await self._pooled.handle_async_request(request)
+        except httpx.RequestError as exc:
+            exc.request = request
+            raise
+        try:
+            response.content  # noqa: B018 - read already (PooledTransport reads bodies whole)
+        except httpx.ResponseNotRead:
+            try:
+                await response.aread()
+            finally:
+                await response.aclose()
+        response.request = request
+        response.elapsed = timedelta(seconds=time.perf_counter() - started)
+        return response
 
     @property
     def cookies(self) -> httpx.Cookies:

@@ -5,6 +5,7 @@ the error families."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import gzip
 from collections.abc import AsyncIterator
@@ -25,11 +26,14 @@ class Server:
     def __init__(self) -> None:
         self.cookies_seen: list[str | None] = []
         self.peers: set[object] = set()
+        self.release = asyncio.Event()
         self.app = web.Application()
         self.app.router.add_get("/login", self.login)
         self.app.router.add_get("/whoami", self.whoami)
         self.app.router.add_get("/gzip", self.gzipped)
         self.app.router.add_put("/echo", self.echo)
+        self.app.router.add_get("/inspect", self.inspect)
+        self.app.router.add_get("/hang", self.hang)
 
     def _seen(self, request: web.Request) -> None:
         self.cookies_seen.append(request.headers.get("Cookie"))
@@ -56,6 +60,20 @@ class Server:
         self._seen(request)
         return web.Response(body=await request.read(), content_type="application/json")
 
+    async def inspect(self, request: web.Request) -> web.Response:
+        self._seen(request)
+        return web.json_response(
+            {
+                "query": request.query_string,
+                "headers": {k.lower(): v for k, v in request.headers.items()},
+            }
+        )
+
+    async def hang(self, request: web.Request) -> web.Response:
+        self._seen(request)
+        await self.release.wait()  # a vendor that does not answer until the test ends
+        return web.json_response({"late": True})
+
 
 @contextlib.asynccontextmanager
 async def serving() -> AsyncIterator[tuple[str, Server]]:
@@ -68,6 +86,7 @@ async def serving() -> AsyncIterator[tuple[str, Server]]:
     try:
         yield f"http://127.0.0.1:{port}", server
     finally:
+        server.release.set()
         await runner.cleanup()
 
 
@@ -130,3 +149,39 @@ async def test_the_client_refuses_a_cookie_jar() -> None:
             client.cookies = {"session": "x"}
     finally:
         await client.aclose()
+
+
+async def test_params_and_headers_reach_the_vendor_with_the_clients_defaults() -> None:
+    async with serving() as (url, _server):
+        client = http_client(system(url))
+        try:
+            response = await send(
+                client,
+                "hookstream",
+                "GET",
+                f"{url}/inspect",
+                lambda _: None,
+                headers={"X-API-Key": "key-1", "Accept": "application/json"},
+                params={"status": "all", "offset": 200},
+            )
+        finally:
+            await client.aclose()
+    seen = response.json()
+    assert seen["query"] == "status=all&offset=200"
+    headers = seen["headers"]
+    assert headers["x-api-key"] == "key-1"
+    assert headers["accept"] == "application/json"  # the call's own, over the default
+    assert headers["user-agent"].startswith("python-httpx/")  # the client's default
+    assert response.request.url.params["offset"] == "200"
+    assert response.elapsed.total_seconds() >= 0
+
+
+async def test_a_vendor_that_never_answers_times_out_as_a_transient_error() -> None:
+    async with serving() as (url, _server):
+        settings = SystemSettings(base_url=url, api_key_env="UNUSED_KEY", proxy="", timeout_s=0.3)
+        client = http_client(settings)
+        try:
+            with pytest.raises(TransientError, match="timeout"):
+                await send(client, "hookstream", "GET", f"{url}/hang", lambda _: None)
+        finally:
+            await client.aclose()

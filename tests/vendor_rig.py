@@ -18,6 +18,7 @@ import msgspec
 
 from adapters import adapter_class
 from adapters.base import Adapter
+from app.outbound import PooledTransport, VendorClient
 from app.serving import serve_asgi
 from tests.contract.kit import VendorKit
 from tests.contract.kits import KITS
@@ -126,7 +127,8 @@ async def serve_vendor(
         )
         async with (
             serve_asgi(sim.app) as url,
-            httpx.AsyncClient(timeout=client_timeout) as client,
+            # the client the gateway gives every adapter (app.gateway.http_client)
+            VendorClient(timeout=client_timeout, transport=PooledTransport()) as client,
             httpx.AsyncClient(base_url=url, timeout=10.0) as control,
             httpx.AsyncClient(base_url=url, timeout=10.0, headers=kit.api_headers()) as api,
         ):
