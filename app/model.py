@@ -288,6 +288,8 @@ def utcnow() -> datetime:
 
 def as_utc(value: datetime) -> datetime:
     """``value`` as an aware UTC datetime (naive values are taken to be UTC)."""
+    if value.tzinfo is UTC:  # the usual case, and far cheaper than astimezone
+        return value
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)

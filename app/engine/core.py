@@ -204,15 +204,15 @@ class Engine(OperatorChanges):
         written back at the end."""
         batch = Batch(tx, self.clock())
         observations = [(self._clamped(obj, batch.now), event_id) for obj, event_id in observations]
-        known = await tx.links_for(obj.ref for obj, _ in observations)
-        await batch.load({link.work_item_id for link in known.values()})
+        known = await tx.items_of_objects(obj.ref for obj, _ in observations)
+        await batch.load(set(known.values()))
         outcomes = []
         for obj, event_id in observations:
             link = batch.link_for(obj.ref)
             if link is None and obj.ref in known:
                 # linked, but the link moved to another item meanwhile: follow it
-                moved = await tx.links_for([obj.ref])
-                await batch.load({link.work_item_id for link in moved.values()})
+                moved = await tx.items_of_objects([obj.ref])
+                await batch.load(set(moved.values()))
                 link = batch.link_for(obj.ref)
                 if link is None:
                     outcomes.append(Outcome("ignored"))

@@ -2,9 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 import msgspec
 import sqlalchemy as sa
@@ -22,6 +22,7 @@ from app.store.records import FinishedWrite, Link, encode_known, link_of
 from app.store.statements import (
     CLAIM_LINKS,
     FINISH_WRITE,
+    ITEMS_OF_OBJECTS,
     LINKS_BY_ID,
     LINKS_OF_ITEMS,
     LINKS_OF_ITEMS_LOCKED,
@@ -31,6 +32,8 @@ from app.store.statements import (
     RECORD_SEEN,
     created_values,
 )
+
+T = TypeVar("T")
 
 
 class LinkQueries(TxBase):
@@ -149,22 +152,28 @@ class LinkQueries(TxBase):
         """The links of several vendor objects (``link_for`` for each, in one query per
         system); objects with no link are left out."""
         refs = list(refs)
-        wanted: dict[str, set[str]] = {}
-        for ref in refs:
-            wanted.setdefault(ref.system, set()).add(ref.external_id)
         by_object: dict[tuple[str, str], list[Link]] = {}
-        for system, ids in wanted.items():
-            rows = await self._run(LINKS_OF_OBJECTS, {"b_system": system, "b_ids": sorted(ids)})
+        for system, ids in _ids_by_system(refs).items():
+            rows = await self._run(LINKS_OF_OBJECTS, {"b_system": system, "b_ids": ids})
             for row in rows:
                 link = link_of(row)
                 by_object.setdefault((system, link.external_id or ""), []).append(link)
-        out: dict[ObjectRef, Link] = {}
-        for ref in refs:
-            for link in by_object.get((ref.system, ref.external_id), ()):
-                if not ref.scope or link.scope == ref.scope:
-                    out[ref] = link
-                    break
-        return out
+        return _match(refs, by_object, lambda link: link.scope)
+
+    async def items_of_objects(self, refs: Iterable[ObjectRef]) -> dict[ObjectRef, str]:
+        """The work item each of several vendor objects is linked to (as ``links_for``
+        finds their links, without reading the rest of each link); objects with no link
+        are left out."""
+        refs = list(refs)
+        by_object: dict[tuple[str, str], list[tuple[str | None, str]]] = {}
+        for system, ids in _ids_by_system(refs).items():
+            rows = await self._run(ITEMS_OF_OBJECTS, {"b_system": system, "b_ids": ids})
+            for row in rows:
+                by_object.setdefault((system, row.external_id), []).append(
+                    (row.scope, row.work_item_id)
+                )
+        found = _match(refs, by_object, lambda pair: pair[0])
+        return {ref: item_id for ref, (_, item_id) in found.items()}
 
     async def links_of_items(self, item_ids: Iterable[str], *, lock: bool = False) -> list[Link]:
         """The links of these items; with ``lock`` (PostgreSQL) their rows stay locked
@@ -430,3 +439,27 @@ class LinkQueries(TxBase):
                 await self._run(sa.select(sa.func.count()).where(t.links.c.dead.is_(True)))
             ).scalar_one()
         )
+
+
+def _ids_by_system(refs: Iterable[ObjectRef]) -> dict[str, list[str]]:
+    wanted: dict[str, set[str]] = {}
+    for ref in refs:
+        wanted.setdefault(ref.system, set()).add(ref.external_id)
+    return {system: sorted(ids) for system, ids in wanted.items()}
+
+
+def _match(
+    refs: Iterable[ObjectRef],
+    by_object: Mapping[tuple[str, str], Sequence[T]],
+    scope_of: Callable[[T], str | None],
+) -> dict[ObjectRef, T]:
+    """Each ref's row among the rows found for its (system, external id), the first in
+    id order whose scope is the ref's; a ref with an empty scope (a webhook hint that
+    names only the id) takes the first in any scope."""
+    out: dict[ObjectRef, T] = {}
+    for ref in refs:
+        for row in by_object.get((ref.system, ref.external_id), ()):
+            if not ref.scope or scope_of(row) == ref.scope:
+                out[ref] = row
+                break
+    return out

@@ -144,6 +144,12 @@ LINKS_OF_OBJECTS = (
     .where(t.links.c.system == sa.bindparam("b_system"), t.links.c.external_id.in_(IDS))
     .order_by(t.links.c.id)
 )
+#: Which items objects are linked to: ``LINKS_OF_OBJECTS`` without the rest of the row.
+ITEMS_OF_OBJECTS = (
+    sa.select(t.links.c.scope, t.links.c.external_id, t.links.c.work_item_id)
+    .where(t.links.c.system == sa.bindparam("b_system"), t.links.c.external_id.in_(IDS))
+    .order_by(t.links.c.id)
+)
 
 
 def created_values(link: Link, obj: VendorObject, now: datetime) -> dict[str, Any]:
