@@ -46,6 +46,7 @@ from app.store import FinishedWrite, HistoryEntry, Link, Store, Tx, WriteAttempt
 
 if TYPE_CHECKING:
     from app.engine import Engine
+    from app.engine.batch import Batch
 
 log = logging.getLogger("syncgate.dispatcher")
 
@@ -56,6 +57,19 @@ def capped_delay(seconds: float, cap: float) -> float:
     if math.isnan(seconds):
         return 0.0
     return min(max(seconds, 0.0), cap)
+
+
+def unchanged(known: VendorObject | None, fresh: VendorObject) -> bool:
+    """Whether a read shows the object as the link last saw it: same vendor time, same
+    canonical fields, same native and unmapped values (a vendor change of any of them,
+    or of its time alone, is not "unchanged")."""
+    return (
+        known is not None
+        and fresh.updated_at == known.updated_at
+        and fresh.fields == known.fields
+        and fresh.native == known.native
+        and fresh.unmapped == known.unmapped
+    )
 
 
 class Attempt(msgspec.Struct, kw_only=True):
@@ -388,7 +402,7 @@ class Dispatcher:
         known = link.known
         read_at: float | None = None
         if self._refreshes(link.system):
-            refreshed = await self._refresh(adapter, link)
+            refreshed = await self._refresh(adapter, link, item)
             if refreshed is None:
                 return  # the link was moved or removed meanwhile: nothing to write here
             link, item, known, read_at = refreshed
@@ -413,16 +427,23 @@ class Dispatcher:
         return self.engine is not None and settings is not None and settings.refresh_before_write
 
     async def _refresh(
-        self, adapter: Adapter, link: Link
+        self, adapter: Adapter, link: Link, item: WorkItem
     ) -> tuple[Link, WorkItem, VendorObject, float] | None:
-        """Read the object, hand it to the engine like any observation (a change made
-        there since we last saw it is applied or loses by the conflict policy, and
-        either way is in the history), then re-read the link and its item. The reads
-        that finish together are folded in together, in one transaction (``_fold``)."""
+        """Read the object. When it is what the link last saw of it (no change there
+        since), the write goes ahead as claimed. Otherwise the read is handed to the
+        engine like any observation (a change made there since we last saw it is applied
+        or loses by the conflict policy, and either way is in the history), then the
+        link and its item are read again. The reads that finish together are folded in
+        together, in one transaction (``_fold``)."""
         assert link.ref is not None
         fresh = await adapter.get(link.ref)
         read_at = time.perf_counter()
         self.metrics.refresh_reads.labels(link.system).inc()
+        if unchanged(link.known, fresh):
+            # Nothing for the engine: applying it would change nothing but when the link
+            # last synced. Should the item have moved on since the claim, the write
+            # records an older version and the link stays dirty, as for any write.
+            return link, item, fresh, read_at
         current = await self._folding.submit((link, fresh))
         if current is None:
             return None
@@ -439,10 +460,18 @@ class Dispatcher:
         assert self.engine is not None
         out: list[tuple[Link, WorkItem] | Exception | None] = []
 
-        async def reread(tx: Tx, _outcomes: object) -> None:
+        async def reread(tx: Tx, _outcomes: object, batch: Batch) -> None:
+            # The transaction holds (and on PostgreSQL has locked) the items of the
+            # objects read and all their links, as it just wrote them: a link is read
+            # from the database only when it is not among them (removed, or moved to an
+            # item no object read is linked to).
             out.clear()
-            links = await tx.links_by_id(link.id for link, _ in reads)
-            items = await tx.items_by_id(link.work_item_id for link in links.values())
+            links = {link.id: batch.links[link.id] for link, _ in reads if link.id in batch.links}
+            items = dict(batch.items)
+            if len(links) < len(reads):
+                links |= await tx.links_by_id(link.id for link, _ in reads if link.id not in links)
+                wanted = {link.work_item_id for link in links.values()} - items.keys()
+                items |= await tx.items_by_id(wanted)
             for link, _ in reads:
                 current = links.get(link.id)
                 item = None if current is None else items.get(current.work_item_id)

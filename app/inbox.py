@@ -20,6 +20,7 @@ import msgspec
 
 from adapters.base import Adapter, lower_headers
 from app.engine import Engine, Outcome
+from app.engine.batch import Batch
 from app.errors import NotFound, RateLimited, VendorError, WebhookError
 from app.loops import Grouped, IngestFirst, work_until_stopped
 from app.metrics import Metrics
@@ -190,7 +191,7 @@ class InboxWorker:
 
         unapplied = len(finished)
 
-        async def finish(tx: Tx, outcomes: list[Outcome]) -> None:
+        async def finish(tx: Tx, outcomes: list[Outcome], _batch: Batch) -> None:
             del finished[unapplied:]  # the engine may run its transaction again
             now = self.clock()
             for event, first, last, notes, poll in owned:

@@ -17,7 +17,15 @@ from app.config.schema import (
 )
 from app.model import Priority, Status
 from app.store import Store
-from tests.rig import ALL_OPEN, ALL_RESOLVED, DEFAULT_FIELDS, linked, running_rig, statuses
+from tests.rig import (
+    ALL_OPEN,
+    ALL_RESOLVED,
+    DEFAULT_FIELDS,
+    Rig,
+    linked,
+    running_rig,
+    statuses,
+)
 
 
 async def test_new_issue_creates_and_links_objects_everywhere(store: Store) -> None:
@@ -348,28 +356,69 @@ async def test_an_unmapped_value_does_not_start_a_work_item(store: Store) -> Non
         assert len(await rig.objects("inboxops")) == 1
 
 
+def counting_refreshes(rig: Rig) -> list[list[str]]:
+    """The systems of the reads before writes the engine is handed, one list per engine
+    transaction (filled as the dispatcher runs)."""
+    engine = rig.gateway.engine
+    observe_many = engine.observe_many
+    batches: list[list[str]] = []
+
+    async def counting(observations, **kwargs):  # type: ignore[no-untyped-def]
+        events = [event_id or "" for _, event_id in observations]
+        if any(e.startswith("refresh-") for e in events):
+            batches.append(sorted(obj.ref.system for obj, _ in observations))
+        return await observe_many(observations, **kwargs)
+
+    engine.observe_many = counting  # type: ignore[method-assign]
+    return batches
+
+
 async def test_the_reads_before_one_changes_writes_are_folded_in_one_transaction(
     store: Store,
 ) -> None:
     async with running_rig(store) as rig:
         _, ids = await linked(rig)
-        engine = rig.gateway.engine
-        observe_many = engine.observe_many
-        refresh_batches: list[list[str]] = []
+        refresh_batches = counting_refreshes(rig)
+        before = await rig.write_counts()
+        # a person resolves the issue, and the three other objects too, in their tools:
+        # the gateway hears of the issue first; each read finds its object changed
+        await rig.human("hookstream", ids["hookstream"], status="resolved")
+        await rig.human("devhelm", ids["devhelm"], status="RESOLVED")
+        await rig.human("inboxops", ids["inboxops"], status="resolved")
+        await rig.human("incidentio", ids["incidentio"], status="completed")
+        await rig.poll("hookstream")
+        await rig.gateway.dispatcher.run_once()
+        # the three reads ran together and made one engine transaction, which found
+        # every object resolved already: nothing left to write
+        assert refresh_batches == [["devhelm", "inboxops", "incidentio"]]
+        assert await rig.writes_since(before) == {
+            "hookstream": 0,
+            "devhelm": 0,
+            "inboxops": 0,
+            "incidentio": 0,
+        }
+        assert await statuses(rig, ids) == ALL_RESOLVED
 
-        async def counting(observations, **kwargs):  # type: ignore[no-untyped-def]
-            events = [event_id or "" for _, event_id in observations]
-            if any(e.startswith("refresh-") for e in events):
-                refresh_batches.append(sorted(obj.ref.system for obj, _ in observations))
-            return await observe_many(observations, **kwargs)
 
-        engine.observe_many = counting  # type: ignore[method-assign]
+async def test_a_read_that_finds_the_object_as_last_seen_writes_without_the_engine(
+    store: Store,
+) -> None:
+    async with running_rig(store) as rig:
+        _, ids = await linked(rig)
+        refresh_batches = counting_refreshes(rig)
+        reads = rig.gateway.metrics.refresh_reads
+        reads_before = {s: reads.labels(s)._value.get() for s in ("devhelm", "inboxops")}
         before = await rig.write_counts()
         await rig.human("hookstream", ids["hookstream"], status="resolved")
         await rig.poll("hookstream")
         await rig.gateway.dispatcher.run_once()
-        # the three writes ran together: their three reads made one engine transaction
-        assert refresh_batches == [["devhelm", "inboxops", "incidentio"]]
+        # each object was read before its write, found as the gateway last saw it, and
+        # written at once: no engine transaction for the reads
+        assert refresh_batches == []
+        assert {s: reads.labels(s)._value.get() - n for s, n in reads_before.items()} == {
+            "devhelm": 1,
+            "inboxops": 1,
+        }
         assert await rig.writes_since(before) == {
             "hookstream": 0,
             "devhelm": 1,
@@ -392,6 +441,8 @@ async def test_a_read_that_cannot_be_folded_in_fails_only_its_own_write(store: S
 
         engine.observe_many = failing_for_devhelm  # type: ignore[method-assign]
         before = await rig.write_counts()
+        # DevHelm's incident changed there too: its read must go to the engine, and fails
+        await rig.human("devhelm", ids["devhelm"], status="MONITORING")
         await rig.human("hookstream", ids["hookstream"], status="resolved")
         await rig.poll("hookstream")
         await rig.gateway.dispatcher.run_once()

@@ -164,19 +164,22 @@ class Engine(OperatorChanges):
         self,
         observations: Sequence[tuple[VendorObject, str | None]],
         *,
-        also: Callable[[Tx, list[Outcome]], Awaitable[None]] | None = None,
+        also: Callable[[Tx, list[Outcome], Batch], Awaitable[None]] | None = None,
         backfill: bool = False,
     ) -> list[Outcome]:
         """Apply observations in order, in one transaction, exactly as if each had been
-        applied on its own: (object, event id) each. ``also(tx, outcomes)`` runs in the
-        same transaction (the inbox marks its events done there). With ``backfill`` the
-        objects are inside a backfill window: creation rules apply whatever their age."""
+        applied on its own: (object, event id) each. ``also(tx, outcomes, batch)`` runs in the
+        same transaction, after the changes are written (the inbox marks its events done
+        there; the dispatcher takes the links and items it needs from ``batch``, the
+        state the transaction holds). With ``backfill`` the objects are inside a
+        backfill window: creation rules apply whatever their age."""
 
         async def run() -> list[Outcome]:
             async with self.store.tx() as tx:
-                outcomes = await self.apply(tx, observations, backfill=backfill)
+                batch = Batch(tx, self.clock())
+                outcomes = await self._apply(batch, observations, backfill=backfill)
                 if also is not None:
-                    await also(tx, outcomes)
+                    await also(tx, outcomes, batch)
             return outcomes
 
         for attempt in range(3):
@@ -202,7 +205,16 @@ class Engine(OperatorChanges):
         """Apply observations inside ``tx``: the state they touch is read in a few
         queries (items locked), changed in memory one observation after the other, and
         written back at the end."""
-        batch = Batch(tx, self.clock())
+        return await self._apply(Batch(tx, self.clock()), observations, backfill=backfill)
+
+    async def _apply(
+        self,
+        batch: Batch,
+        observations: Sequence[tuple[VendorObject, str | None]],
+        *,
+        backfill: bool = False,
+    ) -> list[Outcome]:
+        tx = batch.tx
         observations = [(self._clamped(obj, batch.now), event_id) for obj, event_id in observations]
         known = await tx.items_of_objects(obj.ref for obj, _ in observations)
         await batch.load(set(known.values()))
