@@ -37,6 +37,7 @@ from typing import Any
 
 import aiohttp
 import httpx
+import yarl
 from aiohttp import BasicAuth, ClientTimeout
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import map_aiohttp_exceptions
@@ -152,7 +153,9 @@ class PooledTransport(AiohttpTransport):
             data = request.content or None  # every adapter's body is built in memory
             async with self.client.request(
                 method=request.method,
-                url=str(request.url),
+                # the URL exactly as httpx encoded it: yarl would otherwise requote the
+                # query (DevHelm's sort=updatedAt%2Cdesc went out as updatedAt,desc)
+                url=yarl.URL(str(request.url), encoded=True),
                 headers=request.headers.multi_items(),
                 data=data,
                 allow_redirects=False,
