@@ -163,6 +163,7 @@ class Gateway:
         self.store = store
         self.clock = clock
         self.metrics = Metrics()
+        self.metrics.count_transactions(lambda: store.committed)
         self.run_pollers = run_pollers
         self.config_path: str | None = None
         self._own_clients: list[httpx.AsyncClient] = []

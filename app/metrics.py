@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterable
 from importlib import metadata
 
 from prometheus_client import (
@@ -15,6 +16,8 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 
 class Metrics:
@@ -125,8 +128,26 @@ class Metrics:
             "syncgate_polls", "Polls by outcome", ["system", "outcome"], registry=r
         )
 
+    def count_transactions(self, committed: Callable[[], int]) -> None:
+        """Expose ``syncgate_db_transactions_total``: the database transactions this
+        process committed, read from ``committed`` at each scrape (the store counts
+        them; nothing is done per transaction here)."""
+        self.registry.register(_Committed(committed))
+
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class _Committed(Collector):
+    def __init__(self, committed: Callable[[], int]) -> None:
+        self._committed = committed
+
+    def collect(self) -> Iterable[Metric]:
+        yield CounterMetricFamily(
+            "syncgate_db_transactions",
+            "Database transactions committed by this process",
+            value=self._committed(),
+        )
 
 
 def _version() -> str:

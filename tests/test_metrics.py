@@ -53,3 +53,19 @@ async def test_metrics_show_what_an_operator_alerts_on(store: Store) -> None:
         )
         == 1
     )
+
+
+async def test_metrics_count_the_database_transactions_the_process_committed(
+    store: Store,
+) -> None:
+    async with admin(store) as (rig, client):
+        item_id, _links = await fan_out(rig)
+        async with httpx.AsyncClient(base_url=rig.gateway_url) as plain:
+            before = value((await plain.get("/metrics")).text, "syncgate_db_transactions_total")
+            committed = rig.gateway.store.committed
+            ok(await client.patch(f"/admin/work-items/{item_id}", json={"status": "resolved"}))
+            await rig.gateway.dispatcher.run_until_idle()
+            after = value((await plain.get("/metrics")).text, "syncgate_db_transactions_total")
+    # the change (one transaction), the claim and the recording of its writes at least
+    assert after - before >= 3
+    assert after - before == rig.gateway.store.committed - committed

@@ -90,6 +90,8 @@ class Store:
         self.dialect = engine.dialect.name
         self._turn = asyncio.Lock()
         self._checkpointer: WalCheckpointer | None = None
+        #: Transactions committed through ``tx`` (``syncgate_db_transactions_total``).
+        self.committed = 0
 
     @classmethod
     def connect(cls, url: str, *, pool_size: int = 10) -> Store:
@@ -130,6 +132,7 @@ class Store:
         else:
             async with self.engine.begin() as aconn:
                 yield Tx(aconn, self.dialect)
+        self.committed += 1
 
     async def retrying(
         self, work: Callable[[], Awaitable[T]], *, what: str, attempts: int = 4
