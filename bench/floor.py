@@ -9,7 +9,12 @@ then make the three writes in parallel (hookstream PATCH, DevHelm PUT, incident.
 with one pooled aiohttp ClientSession. No canonical model, no links, no retries, no
 history, no read before write, no logging: every real tool costs more than this.
 
-    python -m bench.floor --port P --db F --map map.json
+With ``--reads`` it first reads each object (one GET on the same URL, body read) before
+writing it, as the gateway does by default (``refresh_before_write``): the floor of a
+tool that keeps the guarantee that a person's newer edit is seen before it is
+overwritten (the floor does nothing with what it reads).
+
+    python -m bench.floor --port P --db F --map map.json [--reads]
     (BASELINE_SECRET, BASELINE_<SYSTEM>_URL / _KEY, BASELINE_STATUS_PAGE in the env)
 """
 
@@ -64,7 +69,8 @@ def verify(key: bytes, headers: Any, body: bytes) -> bool:
 
 
 class Floor:
-    def __init__(self, db_path: str, mapping: dict[str, Any]) -> None:
+    def __init__(self, db_path: str, mapping: dict[str, Any], *, reads: bool = False) -> None:
+        self.reads = reads
         secret = os.environ["BASELINE_SECRET"]
         self.key = base64.b64decode(secret.removeprefix("whsec_"))
         self.mapping = mapping
@@ -162,9 +168,11 @@ class Floor:
 
     async def _send(self, method: str, system: str, path: str, body: bytes) -> None:
         assert self.session is not None
-        async with self.session.request(
-            method, self.urls[system] + path, data=body, headers=self.headers[system]
-        ) as r:
+        url = self.urls[system] + path
+        if self.reads:
+            async with self.session.get(url, headers=self.headers[system]) as r:
+                await r.read()
+        async with self.session.request(method, url, data=body, headers=self.headers[system]) as r:
             await r.read()
 
 
@@ -173,10 +181,11 @@ def main() -> None:
     parser.add_argument("--port", type=int, required=True)
     parser.add_argument("--db", required=True)
     parser.add_argument("--map", required=True)
+    parser.add_argument("--reads", action="store_true", help="GET each object before its write")
     args = parser.parse_args()
     with open(args.map) as f:
         mapping = json.load(f)
-    floor = Floor(args.db, mapping)
+    floor = Floor(args.db, mapping, reads=args.reads)
     app = web.Application()
     app.router.add_get("/healthz", floor.healthz)
     app.router.add_post("/webhooks/inboxops", floor.webhook)

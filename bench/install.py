@@ -18,6 +18,7 @@ import shutil
 import subprocess
 import tempfile
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -168,6 +169,14 @@ class Installation:
 
     async def write_count(self) -> int:
         return sum(len(v) for v in (await self.writes()).values())
+
+    async def read_count(self) -> int:
+        """Successful reads of one object (GET) logged by the written simulators."""
+        count = 0
+        for s in WRITE_SYSTEMS:
+            reqs = (await self.sim(s, "GET", "/_sim/requests"))["requests"]
+            count += sum(1 for r in reqs if r["method"] == "GET" and 200 <= r["status"] < 300)
+        return count
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -361,8 +370,11 @@ async def start_baseline(workdir: Path, items: list[Item]) -> Installation:
     return await start_plain("baseline", workdir, items)
 
 
-async def start_floor(workdir: Path, items: list[Item]) -> Installation:
-    """Simulators holding copies of the same objects + the floor app (bench/floor.py)."""
+async def start_floor(workdir: Path, items: list[Item], *, reads: bool = False) -> Installation:
+    """Simulators holding copies of the same objects + the floor app (bench/floor.py);
+    with ``reads``, the floor reads each object before writing it (``--reads``)."""
+    if reads:
+        return await start_plain("floor", workdir, items, name="floor-reads", args=["--reads"])
     return await start_plain("floor", workdir, items)
 
 
@@ -420,12 +432,20 @@ async def clone_items(inst: Installation, items: list[Item]) -> list[Item]:
 
 
 async def start_plain(
-    kind: str, workdir: Path, items: list[Item], *, red_js: Path | None = None
+    kind: str,
+    workdir: Path,
+    items: list[Item],
+    *,
+    red_js: Path | None = None,
+    name: str | None = None,
+    args: Sequence[str] = (),
 ) -> Installation:
     """Four fresh simulators holding copies of ``items``' objects, and one of the
     comparison systems (``baseline``, ``floor``, ``nodered``) given the id mapping
-    (InboxOps ticket id -> the three objects) in a JSON file."""
-    inst = Installation(kind=kind, db_url="", workdir=workdir)
+    (InboxOps ticket id -> the three objects) in a JSON file. ``name`` (default: the
+    kind) names its files; ``args`` go to a Python system's command line."""
+    name = name or kind
+    inst = Installation(kind=name, db_url="", workdir=workdir)
     inst.control = httpx.AsyncClient(timeout=60.0)
     await start_sims(inst, 0)
     inst.items = await clone_items(inst, items)
@@ -438,7 +458,7 @@ async def start_plain(
         }
         for it in inst.items
     }
-    map_file = workdir / f"{kind}-map.json"
+    map_file = workdir / f"{name}-map.json"
     map_file.write_text(json.dumps(mapping))
     port = free_port()
     env = base_env()
@@ -482,11 +502,12 @@ async def start_plain(
             "--port",
             str(port),
             "--db",
-            str(workdir / f"{kind}.db"),
+            str(workdir / f"{name}.db"),
             "--map",
             str(map_file),
+            *args,
         ]
-    inst.server = Proc(kind, argv, env, workdir, role="sut")
+    inst.server = Proc(name, argv, env, workdir, role="sut")
     inst.url = f"http://127.0.0.1:{port}"
     await wait_http(inst.url + "/healthz", inst.server, 60)
     return inst

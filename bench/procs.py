@@ -49,6 +49,25 @@ def rss_mb(pid: int) -> float:
     return 0.0
 
 
+def involuntary_switches(pid: int) -> int:
+    """How many times the kernel took the CPU from ``pid`` (all its threads) while it
+    could still run (``nonvoluntary_ctxt_switches`` in /proc/<pid>/task/*/status)."""
+    total = 0
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return 0
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/status") as f:
+                for line in f:
+                    if line.startswith("nonvoluntary_ctxt_switches:"):
+                        total += int(line.split()[1])
+        except (OSError, ValueError):
+            continue
+    return total
+
+
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds used by ``pid`` (from /proc/<pid>/stat)."""
     try:

@@ -163,6 +163,8 @@ async def phase_ingest(inst: Installation, cursor: Cursor, conc: int, n: int) ->
     cpu1 = cpu_s(inst.pid)
     writes = await inst.write_count()
     res["writes"] = writes
+    if inst.kind != "gateway":  # the gateway's reads are in its own metrics
+        res["reads"] = await inst.read_count()
     res["cpu_ms_per_change"] = (cpu1 - cpu0) * 1000 / max(1, res["accepted"])
     res["rss_mb"] = rss_mb(inst.pid)
     return res
@@ -664,6 +666,13 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         results["floor"] = await comparison(
             "floor", lambda its: start_floor(wd, its), items, p, rep
         )
+        results["floor_reads"] = await comparison(
+            "floor, reads before writes",
+            lambda its: start_floor(wd, its, reads=True),
+            items,
+            p,
+            rep,
+        )
         if args.no_nodered:
             results["nodered"] = {"skipped": "--no-nodered"}
         else:
@@ -938,6 +947,7 @@ SIDE = (
     ("baseline", "baseline (uvicorn + httpx)"),
     ("nodered", "Node-RED"),
     ("floor", "floor (aiohttp)"),
+    ("floor_reads", "floor (aiohttp), reads before writes"),
 )
 
 
@@ -966,6 +976,8 @@ def side_by_side(r: dict[str, Any]) -> dict[str, Any]:
         "cpu_ms_per_change_c32": cpu,
         "gateway_vs_nodered": _ratio(g, cpu["nodered"]),
         "gateway_vs_floor": _ratio(g, cpu["floor"]),
+        "gateway_vs_floor_reads": _ratio(g, cpu["floor_reads"]),
+        "floor_reads_vs_nodered": _ratio(cpu["floor_reads"], cpu["nodered"]),
         "gateway_vs_baseline": _ratio(g, cpu["baseline"]),
         "norefresh_vs_nodered": _ratio(cpu["gateway_sqlite_norefresh"], cpu["nodered"]),
         "norefresh_vs_floor": _ratio(cpu["gateway_sqlite_norefresh"], cpu["floor"]),
@@ -1040,6 +1052,12 @@ def side_table(r: dict[str, Any]) -> str:
         f"   (the reads before writes cost x {_f(sb['refresh_cost'], '.2f')})"
     )
     lines.append(
+        "gateway CPU per change (sqlite, c=32) against the floor that also reads before"
+        f" writing  x {_f(sb['gateway_vs_floor_reads'], '.2f')}"
+        f"   (that floor: {_f(cpu['floor_reads'], '.2f', ' ms')},"
+        f" x Node-RED {_f(sb['floor_reads_vs_nodered'], '.2f')})"
+    )
+    lines.append(
         f"gateway CPU per change (postgres, c=32)  {_f(cpu['gateway_postgres'], '.2f', ' ms')}"
         f"  x sqlite  {_f(sb['postgres_vs_sqlite'], '.2f')}"
         f"   target <= 1.30: {_verdict(sb['postgres_vs_sqlite'], 1.3)}"
@@ -1066,6 +1084,14 @@ def scaleout_lines(so: dict[str, Any]) -> list[str]:
         f"  2 processes {_f(two.get('cpu_ms_per_change', float('nan')), '.2f', ' ms')}"
         f"  x {_f(ratio, '.3f')} ({_f((ratio - 1) * 100, '+.1f', ' %')})"
         f"   target within 15 %: {_verdict(abs(ratio - 1), 0.15)}"
+    )
+    out.append(
+        "scale-out database transactions per change  1 process"
+        f" {_f(one.get('transactions_per_change', float('nan')), '.2f')}"
+        f"  2 processes {_f(two.get('transactions_per_change', float('nan')), '.2f')}"
+        "   involuntary context switches per change  1 process"
+        f" {_f(one.get('involuntary_switches_per_change', float('nan')), '.2f')}"
+        f"  2 processes {_f(two.get('involuntary_switches_per_change', float('nan')), '.2f')}"
     )
     k = so.get("kill9")
     if isinstance(k, dict):

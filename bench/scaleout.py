@@ -1,10 +1,13 @@
 """Scale-out on PostgreSQL: one and two ``syncgate serve`` processes sharing one database
 under the same load, and a ``kill -9`` of one of the two mid-run.
 
-1. One process: ``n`` changes at c = 32; CPU per change = the process's own CPU.
+1. One process: ``n`` changes at c = 32; CPU per change = the process's own CPU; also
+   the database transactions it committed per change (``syncgate_db_transactions_total``)
+   and how often per change the kernel took the CPU from it while it could still run.
 2. A second process (same config, same database, its own port and worker id) started;
    the same ``n`` changes at c = 32 shared out between the two URLs (as a load balancer
-   would); CPU per change = both processes' CPU together. Target: within 15 % of (1).
+   would); CPU per change = both processes' CPU together (and their transactions and
+   involuntary context switches together). Target: within 15 % of (1).
 3. Vendors slowed (50 ms a request, so writes are in flight), ``n`` changes at c = 32 to
    both processes and, at the same time, ``k`` new hookstream issues (each fanned out
    into three new objects by whichever process claims it). When half the changes are
@@ -30,7 +33,7 @@ from typing import Any
 
 from bench.install import WRITE_SYSTEMS, Installation, create_items, start_gateway_process
 from bench.load import Cursor, closed_loop
-from bench.procs import Proc, cpu_s, rss_mb
+from bench.procs import Proc, cpu_s, involuntary_switches, rss_mb
 
 LEASE_S = 6.0
 
@@ -47,16 +50,37 @@ async def ingest_cpu(
     n: int,
     waiter: Any,
 ) -> dict[str, Any]:
+    """``n`` changes at c = 32 spread over ``urls``; the processes' CPU, database
+    transactions (``syncgate_db_transactions_total``) and involuntary context switches
+    (the kernel taking the CPU from a process that could still run: time slicing), per
+    change."""
     await inst.clear_requests()
+    bases = [url.split("/webhooks/", 1)[0] for url in urls]
+    tx0 = sum([await transactions(inst, base) for base in bases])
+    switches0 = sum(involuntary_switches(p.pid) for p in procs)
     cpu0 = sum(cpu_s(p.pid) for p in procs)
     res = await closed_loop(inst, cursor, 32, n, deadline_s=120, urls=urls)
     await _quiet(inst, 300, waiter)
     cpu1 = sum(cpu_s(p.pid) for p in procs)
+    switches1 = sum(involuntary_switches(p.pid) for p in procs)
+    tx1 = sum([await transactions(inst, base) for base in bases])
+    accepted = max(1, res["accepted"])
     res["writes"] = await inst.write_count()
     res["processes"] = len(procs)
-    res["cpu_ms_per_change"] = (cpu1 - cpu0) * 1000 / max(1, res["accepted"])
+    res["cpu_ms_per_change"] = (cpu1 - cpu0) * 1000 / accepted
+    res["transactions_per_change"] = (tx1 - tx0) / accepted
+    res["involuntary_switches_per_change"] = (switches1 - switches0) / accepted
     res["rss_mb"] = [rss_mb(p.pid) for p in procs]
     return res
+
+
+async def transactions(inst: Installation, base_url: str) -> float:
+    """A gateway process's ``syncgate_db_transactions_total``."""
+    assert inst.control is not None
+    for line in (await inst.control.get(f"{base_url}/metrics")).text.splitlines():
+        if line.startswith("syncgate_db_transactions_total "):
+            return float(line.split()[1])
+    raise RuntimeError(f"no syncgate_db_transactions_total at {base_url}/metrics")
 
 
 async def objects(inst: Installation) -> dict[str, list[dict[str, Any]]]:
@@ -206,5 +230,9 @@ def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
         "cpu_ms_per_change": statistics.median(r["cpu_ms_per_change"] for r in runs),
         "rate": statistics.median(r["rate"] for r in runs),
         "p99_ms": statistics.median(r["p99_ms"] for r in runs),
+        "transactions_per_change": statistics.median(r["transactions_per_change"] for r in runs),
+        "involuntary_switches_per_change": statistics.median(
+            r["involuntary_switches_per_change"] for r in runs
+        ),
         "errors": sum(r["errors"] for r in runs),
     }

@@ -42,6 +42,8 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
         "cost/change",
         "side by side",
         "floor (aiohttp)",
+        "floor (aiohttp), reads before writes",
+        "against the floor that also reads before writing",
     ):
         assert figure in proc.stdout, figure
     cpu_line = next(
@@ -60,6 +62,7 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
         "gateway_sqlite_norefresh",
         "baseline",
         "floor",
+        "floor_reads",
         "nodered",
         "scale_sqlite",
         "gateway_postgres",
@@ -84,7 +87,7 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
     # the side by side: every system took every change and made its three writes (each
     # change flips a different item in quick mode, so nothing may coalesce)
     # (the comparison systems neither retry nor coalesce: exactly three each)
-    compared = ["baseline", "floor"]
+    compared = ["baseline", "floor", "floor_reads"]
     if "skipped" in results["nodered"]:
         assert "Node-RED" in proc.stdout and "skipped" in proc.stdout
     else:
@@ -96,6 +99,9 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
                 assert run["cpu_ms_per_change"] > 0, (name, c)
                 if name in compared:
                     assert run["writes"] == 3 * run["accepted"], (name, c, run)
+                    # one read before each write for the floor that reads, none otherwise
+                    reads = 3 * run["accepted"] if name == "floor_reads" else 0
+                    assert run["reads"] == reads, (name, c, run)
                 else:
                     assert 0 < run["writes"] <= 3 * run["accepted"], (name, c, run)
 
@@ -103,6 +109,10 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
     # made no object twice
     so = results["scaleout_postgres"]
     if "skipped" not in so:
+        # the database work per change is counted in each process (its own metric)
+        for phase in ("one", "two"):
+            assert so[phase]["transactions_per_change"] > 0, so[phase]
+        assert "scale-out database transactions per change" in proc.stdout
         assert so["kill9"]["lost"] == 0
         assert so["kill9"]["duplicate_objects"] == 0
         assert so["kill9"]["missing_objects"] == 0
