@@ -57,7 +57,7 @@ class VendorClient(httpx.AsyncClient):
     """``httpx.AsyncClient`` without a cookie jar, and with a short way through
     ``request`` for what the adapters send (see the module's docstring)."""
 
-    def __init__(self, *, transport: httpx.AsyncBaseTransport, **kwargs: Any) -> None:
+    def __init__(self, *, transport: PooledTransport, **kwargs: Any) -> None:
         if kwargs.get("cookies"):
             raise ValueError("VendorClient keeps no cookies")
         if kwargs.get("auth") or kwargs.get("follow_redirects"):
@@ -109,14 +109,8 @@ class VendorClient(httpx.AsyncClient):
         except httpx.RequestError as exc:
             exc.request = request
             raise
-        try:
-            response.content  # noqa: B018 - read already (PooledTransport reads bodies whole)
-        except httpx.ResponseNotRead:
-            try:
-                await response.aread()
-            finally:
-                await response.aclose()
-        response.request = request
+        # the body is read already (PooledTransport reads it whole), and the response
+        # carries its request
         response.elapsed = timedelta(seconds=time.perf_counter() - started)
         return response
 
