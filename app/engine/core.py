@@ -195,18 +195,6 @@ class Engine(OperatorChanges):
             self.on_change()
         return outcomes
 
-    async def apply(
-        self,
-        tx: Tx,
-        observations: Sequence[tuple[VendorObject, str | None]],
-        *,
-        backfill: bool = False,
-    ) -> list[Outcome]:
-        """Apply observations inside ``tx``: the state they touch is read in a few
-        queries (items locked), changed in memory one observation after the other, and
-        written back at the end."""
-        return await self._apply(Batch(tx, self.clock()), observations, backfill=backfill)
-
     async def _apply(
         self,
         batch: Batch,
@@ -214,6 +202,9 @@ class Engine(OperatorChanges):
         *,
         backfill: bool = False,
     ) -> list[Outcome]:
+        """Apply observations inside ``batch``'s transaction: the state they touch is
+        read in a few queries (items locked), changed in memory one observation after
+        the other, and written back at the end."""
         tx = batch.tx
         observations = [(self._clamped(obj, batch.now), event_id) for obj, event_id in observations]
         known = await tx.items_of_objects(obj.ref for obj, _ in observations)
