@@ -196,15 +196,9 @@ class LinkQueries(TxBase):
         """Give up this worker's claims on links whose outcomes could not be recorded:
         they are due again at ``due`` instead of waiting for their leases to lapse;
         returns how many it still held."""
-        ids = sorted(set(link_ids))
-        if not ids:
-            return 0
-        result = await self._run(
-            sa.update(t.links)
-            .where(t.links.c.id.in_(ids), t.links.c.claimed_by == worker)
-            .values(claimed_by=None, claimed_until=None, next_attempt_at=due)
+        return await self._own_claims(
+            link_ids, worker, claimed_by=None, claimed_until=None, next_attempt_at=due
         )
-        return int(result.rowcount)
 
     async def record_seen_many(
         self, seen: Iterable[tuple[int, VendorObject]], now: datetime
@@ -253,13 +247,18 @@ class LinkQueries(TxBase):
     async def renew_claims(self, link_ids: Iterable[int], *, worker: str, until: datetime) -> int:
         """Extend this worker's claims on links whose writes are still in flight; returns
         how many it still held."""
+        return await self._own_claims(link_ids, worker, claimed_until=until)
+
+    async def _own_claims(self, link_ids: Iterable[int], worker: str, **values: Any) -> int:
+        """Set ``values`` on those of these links ``worker`` still holds; returns how
+        many it held."""
         ids = sorted(set(link_ids))
         if not ids:
             return 0
         result = await self._run(
             sa.update(t.links)
             .where(t.links.c.id.in_(ids), t.links.c.claimed_by == worker)
-            .values(claimed_until=until)
+            .values(**values)
         )
         return int(result.rowcount)
 
