@@ -155,28 +155,23 @@ class Installation:
         for s in WRITE_SYSTEMS:
             await self.sim(s, "DELETE", "/_sim/requests")
 
+    async def requests(self) -> dict[str, list[dict[str, Any]]]:
+        """The requests each written simulator logged."""
+        return {s: (await self.sim(s, "GET", "/_sim/requests"))["requests"] for s in WRITE_SYSTEMS}
+
     async def writes(self) -> dict[str, list[dict[str, Any]]]:
         """Successful write requests logged by each written simulator."""
-        out = {}
-        for s in WRITE_SYSTEMS:
-            reqs = (await self.sim(s, "GET", "/_sim/requests"))["requests"]
-            out[s] = [
-                r
-                for r in reqs
-                if r["method"] in ("PUT", "PATCH", "POST") and 200 <= r["status"] < 300
-            ]
-        return out
+        return {s: [r for r in reqs if is_write(r)] for s, reqs in (await self.requests()).items()}
 
     async def write_count(self) -> int:
         return sum(len(v) for v in (await self.writes()).values())
 
-    async def read_count(self) -> int:
-        """Successful reads of one object (GET) logged by the written simulators."""
-        count = 0
-        for s in WRITE_SYSTEMS:
-            reqs = (await self.sim(s, "GET", "/_sim/requests"))["requests"]
-            count += sum(1 for r in reqs if r["method"] == "GET" and 200 <= r["status"] < 300)
-        return count
+    async def write_and_read_count(self) -> tuple[int, int]:
+        """Successful writes, and successful reads of one object (GET), logged by the
+        written simulators (one fetch of their logs)."""
+        logged = [r for reqs in (await self.requests()).values() for r in reqs]
+        reads = sum(1 for r in logged if r["method"] == "GET" and 200 <= r["status"] < 300)
+        return sum(1 for r in logged if is_write(r)), reads
 
     async def stop(self) -> None:
         if self.server is not None:
@@ -187,6 +182,11 @@ class Installation:
             await self.control.aclose()
         if self.db is not None:
             await self.db.close()
+
+
+def is_write(request: dict[str, Any]) -> bool:
+    """A successful write in a simulator's request log."""
+    return request["method"] in ("PUT", "PATCH", "POST") and 200 <= request["status"] < 300
 
 
 async def start_sims(inst: Installation, gateway_port: int) -> None:

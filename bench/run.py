@@ -161,10 +161,10 @@ async def phase_ingest(inst: Installation, cursor: Cursor, conc: int, n: int) ->
     res = await closed_loop(inst, cursor, conc, n, deadline_s=120)
     await wait_quiet(inst, 3 * res["accepted"], 180)
     cpu1 = cpu_s(inst.pid)
-    writes = await inst.write_count()
+    writes, reads = await inst.write_and_read_count()
     res["writes"] = writes
     if inst.kind != "gateway":  # the gateway's reads are in its own metrics
-        res["reads"] = await inst.read_count()
+        res["reads"] = reads
     res["cpu_ms_per_change"] = (cpu1 - cpu0) * 1000 / max(1, res["accepted"])
     res["rss_mb"] = rss_mb(inst.pid)
     return res
