@@ -150,6 +150,28 @@ def test_simulate_refuses_an_unknown_behaviour_in_one_line() -> None:
     ]
 
 
+def test_a_simulator_starts_without_loading_the_gateway() -> None:
+    """``syncgate simulate`` (four per demo, test and benchmark installation) and
+    ``--help`` load the command line and the simulators only: not the engine, the store
+    or SQLAlchemy, which are most of a gateway's start-up time."""
+    code = (
+        "import sys; from app.cli import build_parser; from adapters import simulator_class;"
+        " build_parser(); simulator_class('inboxops');"
+        " print(sorted(m for m in sys.modules if m.split('.')[0] == 'sqlalchemy'"
+        " or m.startswith(('app.engine', 'app.store', 'app.backfill'))))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        cwd=ROOT,
+        env=clean_env(),
+        capture_output=True,
+        text=True,
+        timeout=COMMAND_TIMEOUT_S,
+        check=True,
+    )
+    assert done.stdout.strip() == "[]"
+
+
 def test_version_init_and_a_port_in_use(tmp_path: Path) -> None:
     env = clean_env()
 

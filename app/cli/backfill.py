@@ -14,11 +14,10 @@ from __future__ import annotations
 import asyncio
 import shutil
 import sys
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
-from app.backfill import Plan, PlanLine, parse_since
-from app.errors import Invalid, VendorError
-from app.model import utcnow
+if TYPE_CHECKING:  # the engine is imported when the command runs, not by every command
+    from app.backfill import Plan, PlanLine
 
 EXIT_FAILED = 1
 EXIT_USAGE = 2
@@ -54,6 +53,10 @@ class Bar:
 
 def run(settings: Any, secrets: Any, url: str, args: Any) -> int:
     """The command, once the config is loaded; returns the exit status."""
+    from app.backfill import parse_since
+    from app.errors import Invalid
+    from app.model import utcnow
+
     try:
         since = None if args.since is None else parse_since(args.since, utcnow())
     except Invalid as exc:
@@ -76,6 +79,7 @@ async def _run(
 ) -> int:
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
+    from app.errors import Invalid, VendorError
     from app.gateway import Gateway
     from app.store import Store
 
