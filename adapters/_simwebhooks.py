@@ -27,6 +27,10 @@ HeaderSigner = Callable[[bytes, int], dict[str, str]]
 SVIX_SCHEDULE: tuple[float, ...] = (0.0, 5.0, 300.0, 1800.0, 7200.0, 18000.0, 36000.0, 36000.0)
 #: How long a sender waits for the receiver's answer (Svix: 15 s).
 WEBHOOK_TIMEOUT_S = 15.0
+#: Each delivery opens its own connection, as a vendor's sender fleet does; one client
+#: (made once per event loop: a client costs tens of milliseconds, its TLS context) is
+#: shared by them all.
+SENDER_LIMITS = httpx.Limits(max_keepalive_connections=0)
 
 
 class DeliveryRecord(msgspec.Struct):
@@ -56,6 +60,8 @@ class WebhookSender:
     _webhook_client: httpx.AsyncClient | None
     deliveries: list[DeliveryRecord]
     _pending: set[asyncio.Task[None]]
+    #: The sender's own client when none was given, with the loop it was made on.
+    _sender: tuple[asyncio.AbstractEventLoop, httpx.AsyncClient] | None = None
 
     @property
     def webhook_attempts(self) -> int:
@@ -81,38 +87,43 @@ class WebhookSender:
         self._pending.add(task)
         task.add_done_callback(self._pending.discard)
 
+    def _client(self) -> httpx.AsyncClient:
+        if self._webhook_client is not None:
+            return self._webhook_client
+        loop = asyncio.get_running_loop()
+        if self._sender is None or self._sender[0] is not loop:
+            client = httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_S, limits=SENDER_LIMITS)
+            self._sender = (loop, client)
+        return self._sender[1]
+
     async def _deliver(self, record: DeliveryRecord, body: bytes, sign: HeaderSigner) -> None:
-        client = self._webhook_client or httpx.AsyncClient(timeout=WEBHOOK_TIMEOUT_S)
-        try:
-            for attempt, delay in enumerate(self.webhook_schedule, start=1):
-                if attempt > 1:
-                    record.delays.append(delay)
-                    await asyncio.sleep(delay * self.webhook_time_scale)
-                record.attempts = attempt
-                # The wall clock, not the simulated one: receivers check it against theirs.
-                ts = int(time.time())
-                record.timestamps.append(ts)
-                try:
-                    signature = sign(body, ts)
-                except Exception as exc:  # noqa: BLE001 - a secret that cannot sign (set at runtime)
-                    record.error = f"cannot sign: {type(exc).__name__}: {exc}"
-                    record.gave_up = True
+        client = self._client()
+        for attempt, delay in enumerate(self.webhook_schedule, start=1):
+            if attempt > 1:
+                record.delays.append(delay)
+                await asyncio.sleep(delay * self.webhook_time_scale)
+            record.attempts = attempt
+            # The wall clock, not the simulated one: receivers check it against theirs.
+            ts = int(time.time())
+            record.timestamps.append(ts)
+            try:
+                signature = sign(body, ts)
+            except Exception as exc:  # noqa: BLE001 - a secret that cannot sign (set at runtime)
+                record.error = f"cannot sign: {type(exc).__name__}: {exc}"
+                record.gave_up = True
+                return
+            headers = {"content-type": "application/json", **signature}
+            try:
+                response = await client.post(record.url, content=body, headers=headers)
+                record.status = response.status_code
+                record.error = None
+                if 200 <= response.status_code < 300:
+                    record.delivered = True
                     return
-                headers = {"content-type": "application/json", **signature}
-                try:
-                    response = await client.post(record.url, content=body, headers=headers)
-                    record.status = response.status_code
-                    record.error = None
-                    if 200 <= response.status_code < 300:
-                        record.delivered = True
-                        return
-                except httpx.HTTPError as exc:
-                    record.status = None
-                    record.error = f"{type(exc).__name__}: {exc}"
-            record.gave_up = True
-        finally:
-            if self._webhook_client is None:
-                await client.aclose()
+            except httpx.HTTPError as exc:
+                record.status = None
+                record.error = f"{type(exc).__name__}: {exc}"
+        record.gave_up = True
 
     async def flush(self) -> None:
         """Wait for every pending delivery (including retries) to finish."""
@@ -125,3 +136,8 @@ class WebhookSender:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self._sender is not None:
+            loop, client = self._sender
+            self._sender = None
+            if loop is asyncio.get_running_loop():
+                await client.aclose()
