@@ -131,6 +131,7 @@ class Installation:
     env: dict[str, str] = field(default_factory=dict)
     config: Path | None = None
     log_level: str = "info"
+    owns_sims: bool = True  # False: the simulators are shared (see start_comparison_sims)
 
     @property
     def pid(self) -> int:
@@ -176,7 +177,7 @@ class Installation:
     async def stop(self) -> None:
         if self.server is not None:
             self.server.stop()
-        for p in self.sims.values():
+        for p in self.sims.values() if self.owns_sims else ():
             p.stop()
         if self.control is not None:
             await self.control.aclose()
@@ -365,23 +366,33 @@ async def load_items(inst: Installation, rows: list[tuple[str, str, str | None]]
         )
 
 
-async def start_baseline(workdir: Path, items: list[Item]) -> Installation:
-    """Simulators holding copies of the same objects + the baseline app."""
-    return await start_plain("baseline", workdir, items)
+async def start_comparison_sims(workdir: Path, items: list[Item]) -> Installation:
+    """Four fresh simulators holding copies of ``items``' objects, shared by the comparison
+    systems in turn (``start_plain(kind, workdir, sims)``): each system finds the objects as the
+    one before left them, as it would find them in the vendors. Stop it last."""
+    inst = Installation(kind="comparison", db_url="", workdir=workdir)
+    inst.control = httpx.AsyncClient(timeout=60.0)
+    await start_sims(inst, 0)
+    inst.items = await clone_items(inst, items)
+    return inst
 
 
-async def start_floor(workdir: Path, items: list[Item], *, reads: bool = False) -> Installation:
-    """Simulators holding copies of the same objects + the floor app (bench/floor.py);
-    with ``reads``, the floor reads each object before writing it (``--reads``)."""
+async def start_baseline(workdir: Path, sims: Installation) -> Installation:
+    """The plain-httpx baseline (bench/baseline.py) on the shared simulators."""
+    return await start_plain("baseline", workdir, sims)
+
+
+async def start_floor(workdir: Path, sims: Installation, *, reads: bool = False) -> Installation:
+    """The floor (bench/floor.py) on the shared simulators; ``reads``: the floor that reads
+    each object before writing it."""
     if reads:
-        return await start_plain("floor", workdir, items, name="floor-reads", args=["--reads"])
-    return await start_plain("floor", workdir, items)
+        return await start_plain("floor", workdir, sims, name="floor-reads", args=["--reads"])
+    return await start_plain("floor", workdir, sims)
 
 
-async def start_nodered(workdir: Path, items: list[Item], red_js: Path) -> Installation:
-    """Simulators holding copies of the same objects + Node-RED running
-    bench/nodered/flows.json."""
-    return await start_plain("nodered", workdir, items, red_js=red_js)
+async def start_nodered(workdir: Path, sims: Installation, red_js: Path) -> Installation:
+    """Node-RED running bench/nodered/flows.json on the shared simulators."""
+    return await start_plain("nodered", workdir, sims, red_js=red_js)
 
 
 async def clone_items(inst: Installation, items: list[Item]) -> list[Item]:
@@ -434,21 +445,20 @@ async def clone_items(inst: Installation, items: list[Item]) -> list[Item]:
 async def start_plain(
     kind: str,
     workdir: Path,
-    items: list[Item],
+    sims: Installation,
     *,
     red_js: Path | None = None,
     name: str | None = None,
     args: Sequence[str] = (),
 ) -> Installation:
-    """Four fresh simulators holding copies of ``items``' objects, and one of the
-    comparison systems (``baseline``, ``floor``, ``nodered``) given the id mapping
-    (InboxOps ticket id -> the three objects) in a JSON file. ``name`` (default: the
-    kind) names its files; ``args`` go to a Python system's command line."""
+    """One of the comparison systems (``baseline``, ``floor``, ``nodered``) on the shared
+    simulators ``sims``, given the id mapping (InboxOps ticket id -> the three objects) in
+    a JSON file. ``name`` (default: the kind) names its files; ``args`` go to a Python
+    system's command line. Stopping it leaves the simulators running."""
     name = name or kind
-    inst = Installation(kind=name, db_url="", workdir=workdir)
+    inst = Installation(kind=name, db_url="", workdir=workdir, owns_sims=False)
     inst.control = httpx.AsyncClient(timeout=60.0)
-    await start_sims(inst, 0)
-    inst.items = await clone_items(inst, items)
+    inst.sims, inst.sim_urls, inst.items = sims.sims, sims.sim_urls, sims.items
     mapping = {
         it.ticket["id"]: {
             "hookstream": it.hookstream,

@@ -30,6 +30,7 @@ from bench.install import (
     create_items,
     ensure_nodered,
     start_baseline,
+    start_comparison_sims,
     start_floor,
     start_gateway,
     start_nodered,
@@ -536,13 +537,11 @@ def fresh_pg_db(url: str, name: str) -> str:
     )  # type: ignore[return-value]
 
 
-async def comparison(
-    name: str, starter: Any, items: list[Any], p: dict[str, Any], rep: int
-) -> dict[str, Any]:
-    """One comparison system (baseline, floor, Node-RED) on its own simulators holding
-    copies of the gateway's objects: ingest at c = 1, 32, 128 with CPU per change and RSS."""
+async def comparison(name: str, starter: Any, p: dict[str, Any], rep: int) -> dict[str, Any]:
+    """One comparison system (floor, Node-RED) on the shared simulators holding copies of
+    the gateway's objects: ingest at c = 1, 32, 128 with CPU per change and RSS."""
     log(f"{name}: starting")
-    inst = await starter(items)
+    inst = await starter()
     try:
         out = await run_suite(
             inst,
@@ -585,6 +584,58 @@ async def run_scaleout(args: argparse.Namespace, p: dict[str, Any], wd: Path) ->
         raise
     finally:
         await inst.stop()
+
+
+async def compare_others(
+    args: argparse.Namespace,
+    p: dict[str, Any],
+    wd: Path,
+    sims: Installation,
+    results: dict[str, Any],
+    lats: tuple[float, ...],
+    compare_only: bool,
+) -> None:
+    """The baseline (every figure but the backlog), then the side by side: the floor, the
+    floor that reads, Node-RED; each on the shared simulators ``sims``."""
+    rep = p["repeat"]
+    log("baseline: starting")
+    base = await start_baseline(wd, sims)
+    try:
+        results["baseline"] = await run_suite(
+            base,
+            p,
+            concs=(1, 32, 128),
+            sustained=not compare_only,
+            propagation=() if compare_only else lats,
+            backlog=False,
+            repeat=rep,
+        )
+    finally:
+        await base.stop()
+
+    # side by side: the floor, the floor that reads, Node-RED
+    results["floor"] = await comparison("floor", lambda: start_floor(wd, sims), p, rep)
+    results["floor_reads"] = await comparison(
+        "floor, reads before writes",
+        lambda: start_floor(wd, sims, reads=True),
+        p,
+        rep,
+    )
+    if args.no_nodered:
+        results["nodered"] = {"skipped": "--no-nodered"}
+    else:
+        red_js, version = ensure_nodered(log)
+        if red_js is None:
+            log(f"Node-RED skipped: {version}")
+            results["nodered"] = {"skipped": version}
+        else:
+            results["nodered"] = await comparison(
+                f"Node-RED {version}",
+                lambda: start_nodered(wd, sims, red_js),
+                p,
+                rep,
+            )
+            results["nodered"]["version"] = version
 
 
 async def main_async(args: argparse.Namespace) -> dict[str, Any]:
@@ -646,49 +697,14 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         await inst.stop()
         results["gateway_sqlite"] = gw
 
-        # 6. the baseline, same objects, same load
-        log("baseline: starting")
-        base = await start_baseline(wd, items)
+        # the baseline, the floor and Node-RED, one after another on one set of
+        # simulators holding copies of the gateway's objects, with the same load
+        log("comparison simulators: starting")
+        sims = await start_comparison_sims(wd, items)
         try:
-            results["baseline"] = await run_suite(
-                base,
-                p,
-                concs=concs,
-                sustained=not compare_only,
-                propagation=() if compare_only else lats,
-                backlog=False,
-                repeat=rep,
-            )
+            await compare_others(args, p, wd, sims, results, lats, compare_only)
         finally:
-            await base.stop()
-
-        # side by side: the floor, Node-RED, the gateway without reads before writes
-        results["floor"] = await comparison(
-            "floor", lambda its: start_floor(wd, its), items, p, rep
-        )
-        results["floor_reads"] = await comparison(
-            "floor, reads before writes",
-            lambda its: start_floor(wd, its, reads=True),
-            items,
-            p,
-            rep,
-        )
-        if args.no_nodered:
-            results["nodered"] = {"skipped": "--no-nodered"}
-        else:
-            red_js, version = ensure_nodered(log)
-            if red_js is None:
-                log(f"Node-RED skipped: {version}")
-                results["nodered"] = {"skipped": version}
-            else:
-                results["nodered"] = await comparison(
-                    f"Node-RED {version}",
-                    lambda its: start_nodered(wd, its, red_js),
-                    items,
-                    p,
-                    rep,
-                )
-                results["nodered"]["version"] = version
+            await sims.stop()
         nr, inst = await gateway_scenario(
             "gateway-sqlite-norefresh",
             f"sqlite+aiosqlite:///{wd}/gateway-norefresh.db",
