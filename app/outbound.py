@@ -23,6 +23,10 @@ writes), so the client's own CPU per call is a large share of the gateway's
   registered, the whole way is taken). The
   client's default headers and timeouts still apply, errors still carry their request,
   and anything else goes through ``httpx.AsyncClient.request`` unchanged.
+- **Parsing the same URL again.** A write goes to the URL its read before came from,
+  and the next change of an object to the same two. A URL without params is parsed
+  once (``_target``: httpx's ``URL`` and the ``yarl.URL`` aiohttp is given, kept for
+  the last ``URL_CACHE`` URLs) instead of twice per call.
 
 The rest is ``httpx-aiohttp``'s transport as it is: its exception mapping (the error
 families in ``adapters/_http.py`` rely on it), timeouts, proxy and TLS settings.
@@ -30,6 +34,7 @@ families in ``adapters/_http.py`` rely on it), timeouts, proxy and TLS settings.
 
 from __future__ import annotations
 
+import functools
 import time
 from collections.abc import Mapping
 from datetime import timedelta
@@ -41,6 +46,20 @@ import yarl
 from aiohttp import BasicAuth, ClientTimeout
 from httpx_aiohttp import AiohttpTransport
 from httpx_aiohttp.transport import map_aiohttp_exceptions
+
+#: How many distinct URLs keep their parsed form (a few hundred bytes each).
+URL_CACHE = 4096
+#: The request extension that carries the URL aiohttp is given (``_target``).
+AIOHTTP_URL = "syncgate.aiohttp_url"
+
+
+@functools.lru_cache(maxsize=URL_CACHE)
+def _target(url: str) -> tuple[httpx.URL, yarl.URL]:
+    """``url`` parsed by httpx, and the same URL for aiohttp exactly as httpx encoded it
+    (yarl would otherwise requote the query: DevHelm's ``sort=updatedAt%2Cdesc`` went
+    out as ``updatedAt,desc``)."""
+    parsed = httpx.URL(url)
+    return parsed, yarl.URL(str(parsed), encoded=True)
 
 
 class NoCookies(httpx.Cookies):
@@ -95,14 +114,16 @@ class VendorClient(httpx.AsyncClient):
         merged = dict(self.headers)  # the client's defaults (lower-case names) ...
         if headers:  # ... under the call's own
             merged.update((name.lower(), value) for name, value in headers.items())
-        request = httpx.Request(
-            method,
-            url,
-            params=params,
-            headers=merged,
-            content=content,
-            extensions={"timeout": self.timeout.as_dict()},
-        )
+        extensions: dict[str, Any] = {"timeout": self.timeout.as_dict()}
+        if params is None:
+            parsed, extensions[AIOHTTP_URL] = _target(url)
+            request = httpx.Request(
+                method, parsed, headers=merged, content=content, extensions=extensions
+            )
+        else:
+            request = httpx.Request(
+                method, url, params=params, headers=merged, content=content, extensions=extensions
+            )
         started = time.perf_counter()
         try:
             response = await self._pooled.handle_async_request(request)
@@ -147,9 +168,8 @@ class PooledTransport(AiohttpTransport):
             data = request.content or None  # every adapter's body is built in memory
             async with self.client.request(
                 method=request.method,
-                # the URL exactly as httpx encoded it: yarl would otherwise requote the
-                # query (DevHelm's sort=updatedAt%2Cdesc went out as updatedAt,desc)
-                url=yarl.URL(str(request.url), encoded=True),
+                # the URL exactly as httpx encoded it (see _target)
+                url=request.extensions.get(AIOHTTP_URL) or yarl.URL(str(request.url), encoded=True),
                 headers=request.headers.multi_items(),
                 data=data,
                 allow_redirects=False,

@@ -177,6 +177,24 @@ async def test_params_and_headers_reach_the_vendor_with_the_clients_defaults() -
     assert response.elapsed.total_seconds() >= 0
 
 
+async def test_a_url_given_whole_goes_out_as_written_every_time() -> None:
+    """A URL with its query already in it (no params) is parsed once and reused: the
+    second call to it, like the first, sends exactly what the adapter wrote."""
+    async with serving() as (url, _server):
+        client = http_client(system(url))
+        target = f"{url}/inspect?sort=updatedAt%2Cdesc&q=caf%C3%A9+au+lait"
+        try:
+            first, second = [
+                await send(client, "devhelm", "GET", target, lambda _: None) for _ in range(2)
+            ]
+        finally:
+            await client.aclose()
+    for response in (first, second):
+        assert response.json()["query"] == "sort=updatedAt%2Cdesc&q=caf%C3%A9+au+lait"
+        assert str(response.request.url) == target
+        assert response.request.url.params["q"] == "café au lait"
+
+
 async def test_a_vendor_that_never_answers_times_out_as_a_transient_error() -> None:
     async with serving() as (url, _server):
         settings = SystemSettings(base_url=url, api_key_env="UNUSED_KEY", proxy="", timeout_s=0.3)
