@@ -27,6 +27,10 @@ writes), so the client's own CPU per call is a large share of the gateway's
   and the next change of an object to the same two. A URL without params is parsed
   once (``_target``: httpx's ``URL`` and the ``yarl.URL`` aiohttp is given, kept for
   the last ``URL_CACHE`` URLs) instead of twice per call.
+- **Merging the same headers again.** An adapter sends the same few headers (its key,
+  ``Accept``) on every call. The client's defaults under those are merged and
+  normalised once per distinct set (``_merged``); httpx copies the result into each
+  request.
 
 The rest is ``httpx-aiohttp``'s transport as it is: its exception mapping (the error
 families in ``adapters/_http.py`` rely on it), timeouts, proxy and TLS settings.
@@ -60,6 +64,17 @@ def _target(url: str) -> tuple[httpx.URL, yarl.URL]:
     out as ``updatedAt,desc``)."""
     parsed = httpx.URL(url)
     return parsed, yarl.URL(str(parsed), encoded=True)
+
+
+@functools.lru_cache(maxsize=256)
+def _merged(
+    defaults: tuple[tuple[bytes, bytes], ...], own: tuple[tuple[str, str], ...]
+) -> httpx.Headers:
+    """The client's default headers (``raw``) under a call's own. Never changed once
+    made: ``httpx.Request`` copies it."""
+    merged = httpx.Headers(list(defaults))
+    merged.update(dict(own))
+    return merged
 
 
 class NoCookies(httpx.Cookies):
@@ -111,9 +126,7 @@ class VendorClient(httpx.AsyncClient):
             )
         if self.is_closed:
             raise RuntimeError("Cannot send a request, as the client has been closed.")
-        merged = dict(self.headers)  # the client's defaults (lower-case names) ...
-        if headers:  # ... under the call's own
-            merged.update((name.lower(), value) for name, value in headers.items())
+        merged = _merged(tuple(self.headers.raw), tuple(headers.items()) if headers else ())
         extensions: dict[str, Any] = {"timeout": self.timeout.as_dict()}
         if params is None:
             parsed, extensions[AIOHTTP_URL] = _target(url)
