@@ -29,7 +29,7 @@ import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime, timedelta
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, TypeVar
 
 import msgspec
 
@@ -70,6 +70,24 @@ def unchanged(known: VendorObject | None, fresh: VendorObject) -> bool:
         and fresh.native == known.native
         and fresh.unmapped == known.unmapped
     )
+
+
+#: While deliveries keep coming, at most this many finished writes are recorded in one
+#: transaction (a few milliseconds holding the loop; ``IngestFirst``).
+RECORD_WHILE_BUSY = 4 * IngestFirst.SMALL_ROUND
+
+T = TypeVar("T")
+
+
+def finished_writes(first: T, done: asyncio.Queue[T], *, busy: bool) -> list[T]:
+    """``first`` and the writes that finished with it, to be recorded together: all of
+    them, or at most ``RECORD_WHILE_BUSY`` while deliveries keep coming (the rest wait
+    for the next transaction)."""
+    batch = [first]
+    limit = RECORD_WHILE_BUSY if busy else None
+    while not done.empty() and (limit is None or len(batch) < limit):
+        batch.append(done.get_nowait())
+    return batch
 
 
 class Attempt(msgspec.Struct, kw_only=True):
@@ -216,11 +234,10 @@ class Dispatcher:
                 log.exception("renewing claims failed")
 
     async def _record_from(self, done: asyncio.Queue[Attempt]) -> None:
-        """Record finished writes, as many per transaction as have finished meanwhile."""
+        """Record finished writes, as many per transaction as have finished meanwhile
+        (``finished_writes``)."""
         while True:
-            batch = [await done.get()]
-            while not done.empty():
-                batch.append(done.get_nowait())
+            batch = finished_writes(await done.get(), done, busy=self.ingest.busy)
             try:
                 with contextlib.suppress(Exception):  # logged by _record, claims released
                     await self._record(batch)

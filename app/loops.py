@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -20,16 +22,27 @@ class IngestFirst:
     Under a burst, a delivery would otherwise wait behind whole batches of processing,
     and its sender (which times out and redelivers) behind it. So the receivers count
     the deliveries in progress, and a background loop about to start a round of work
-    first waits until there are none, or ``max_defer_s`` at most, and then does a small
+    first waits until ingest is quiet, or ``max_defer_s`` at most, and then does a small
     round (``SMALL_ROUND``): processing never stops, it runs in short steps between
-    deliveries while they keep coming."""
+    deliveries while they keep coming.
 
-    #: How much a round takes on while deliveries keep coming (events or writes).
-    SMALL_ROUND = 8
+    Ingest is quiet when no delivery is in progress and none ended in the last
+    ``RECENT_S``. Counting only the deliveries in progress is not enough: while a round
+    of background work holds the loop, the next deliveries wait unread in their sockets
+    and none is in progress, so a loop that looked then would take a full round each
+    time, holding the loop for tens of milliseconds in the middle of the burst."""
+
+    #: How much a round takes on while deliveries keep coming (events or writes): a
+    #: transaction of a few milliseconds.
+    SMALL_ROUND = 4
+    #: How long after a delivery ingest still counts as busy (between two deliveries of a
+    #: burst the receivers are idle for less than this).
+    RECENT_S = 0.002
 
     def __init__(self, max_defer_s: float = 0.05) -> None:
         self.max_defer_s = max_defer_s
         self.active = 0
+        self._last = -math.inf  # when the last delivery ended (time.monotonic)
         self._idle = asyncio.Event()
         self._idle.set()
 
@@ -39,19 +52,33 @@ class IngestFirst:
 
     def leave(self) -> None:
         self.active -= 1
+        self._last = time.monotonic()
         if self.active <= 0:
             self.active = 0
             self._idle.set()
 
+    @property
+    def busy(self) -> bool:
+        """A delivery is in progress, or one ended less than ``RECENT_S`` ago."""
+        return self.active > 0 or time.monotonic() - self._last < self.RECENT_S
+
     async def give_way(self) -> bool:
-        """Return when no delivery is in progress (True), or after ``max_defer_s`` with
-        deliveries still coming (False: do a small round, then give way again)."""
-        if not self.active:
+        """Return when ingest is quiet (True), or after ``max_defer_s`` with deliveries
+        still coming (False: do a small round, then give way again)."""
+        if not self.busy:
             return True
-        try:
-            await asyncio.wait_for(self._idle.wait(), self.max_defer_s)
-        except TimeoutError:
-            return False
+        deadline = time.monotonic() + self.max_defer_s
+        while self.busy:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                return False
+            if self.active:
+                try:
+                    await asyncio.wait_for(self._idle.wait(), remaining)
+                except TimeoutError:
+                    return False
+            else:  # the last delivery just ended: quiet once RECENT_S has passed
+                await asyncio.sleep(min(remaining, self.RECENT_S))
         return True
 
 

@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import time
 
+from app.dispatcher import RECORD_WHILE_BUSY, finished_writes
 from app.loops import Grouped, IngestFirst
 
 
@@ -28,6 +30,54 @@ async def test_the_wait_is_bounded_while_deliveries_keep_coming() -> None:
     assert await gate.give_way() is False  # the caller does a small round anyway
     gate.leave()
     assert gate.active == 0 and await gate.give_way() is True
+
+
+async def test_a_delivery_that_just_ended_still_counts_as_ingest_busy() -> None:
+    """Between two deliveries of a burst no delivery is in progress for an instant; a
+    background loop looking then must still see the burst (or it takes a full round in
+    the middle of it)."""
+    gate = IngestFirst(max_defer_s=30.0)
+    assert not gate.busy
+    gate.enter()
+    gate.leave()
+    assert gate.busy and gate.active == 0
+    started = time.monotonic()
+    assert await gate.give_way() is True  # quiet once RECENT_S has passed
+    assert time.monotonic() - started >= IngestFirst.RECENT_S
+    assert not gate.busy
+
+
+async def test_deliveries_one_after_another_keep_background_rounds_small() -> None:
+    """Deliveries that never overlap but keep coming: the background loop is not let
+    through in a gap between two of them; after ``max_defer_s`` it does a small round."""
+    gate = IngestFirst(max_defer_s=0.05)
+    stop = asyncio.Event()
+
+    async def burst() -> None:  # one delivery after another, each ending before the next
+        while not stop.is_set():
+            gate.enter()
+            await asyncio.sleep(0)
+            gate.leave()
+            await asyncio.sleep(0)
+
+    sender = asyncio.ensure_future(burst())
+    try:
+        await asyncio.sleep(0)
+        assert await gate.give_way() is False
+    finally:
+        stop.set()
+        await sender
+
+
+def test_finished_writes_are_recorded_in_short_transactions_while_deliveries_come() -> None:
+    done: asyncio.Queue[int] = asyncio.Queue()
+    for n in range(1, 41):
+        done.put_nowait(n)
+    busy = finished_writes(0, done, busy=True)
+    assert busy == list(range(RECORD_WHILE_BUSY))  # the first and the next ones, in order
+    quiet = finished_writes(-1, done, busy=False)
+    assert quiet == [-1, *range(RECORD_WHILE_BUSY, 41)]  # the rest, all at once
+    assert done.empty()
 
 
 async def test_pieces_submitted_together_are_done_in_one_batch() -> None:
