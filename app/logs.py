@@ -4,15 +4,25 @@ credentials are masked anyway as a last line of defence."""
 
 from __future__ import annotations
 
-import json
+import functools
 import logging
 import re
 import sys
 from datetime import UTC, datetime
 from typing import Any
 
+import msgspec
+
 _STANDARD = set(logging.LogRecord("", 0, "", 0, "", (), None).__dict__) | {"message", "asctime"}
 _SECRETISH = re.compile(r"(secret|token|password|api_key|authorization)", re.IGNORECASE)
+#: Anything JSON has no type for (an exception, a path, ...) is logged as its ``str``.
+_ENCODER = msgspec.json.Encoder(enc_hook=str)
+
+
+@functools.lru_cache(maxsize=1024)
+def _masked(key: str) -> bool:
+    """Whether a value logged under ``key`` is masked (the keys are a small fixed set)."""
+    return _SECRETISH.search(key) is not None
 
 
 class JsonFormatter(logging.Formatter):
@@ -26,10 +36,10 @@ class JsonFormatter(logging.Formatter):
         for key, value in record.__dict__.items():
             if key in _STANDARD or key.startswith("_"):
                 continue
-            entry[key] = "***" if _SECRETISH.search(key) else value
+            entry[key] = "***" if _masked(key) else value
         if record.exc_info:
             entry["exception"] = self.formatException(record.exc_info)
-        return json.dumps(entry, default=str)
+        return _ENCODER.encode(entry).decode()
 
 
 def configure(level: str = "INFO", stream: Any = None) -> None:
