@@ -51,22 +51,21 @@ async def test_deliveries_one_after_another_keep_background_rounds_small() -> No
     """Deliveries that never overlap but keep coming: the background loop is not let
     through in a gap between two of them; after ``max_defer_s`` it does a small round."""
     gate = IngestFirst(max_defer_s=0.05)
-    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    burst = True
 
-    async def burst() -> None:  # one delivery after another, each ending before the next
-        while not stop.is_set():
-            gate.enter()
-            await asyncio.sleep(0)
-            gate.leave()
-            await asyncio.sleep(0)
+    def delivery() -> None:  # one per turn of the loop, each ending before the next
+        gate.enter()
+        gate.leave()
+        if burst:
+            loop.call_soon(delivery)
 
-    sender = asyncio.ensure_future(burst())
+    delivery()
     try:
-        await asyncio.sleep(0)
+        assert gate.active == 0  # between two deliveries, as a background loop sees it
         assert await gate.give_way() is False
     finally:
-        stop.set()
-        await sender
+        burst = False
 
 
 def test_finished_writes_are_recorded_in_short_transactions_while_deliveries_come() -> None:
