@@ -128,15 +128,12 @@ class VendorClient(httpx.AsyncClient):
             raise RuntimeError("Cannot send a request, as the client has been closed.")
         merged = _merged(tuple(self.headers.raw), tuple(headers.items()) if headers else ())
         extensions: dict[str, Any] = {"timeout": self.timeout.as_dict()}
-        if params is None:
-            parsed, extensions[AIOHTTP_URL] = _target(url)
-            request = httpx.Request(
-                method, parsed, headers=merged, content=content, extensions=extensions
-            )
-        else:
-            request = httpx.Request(
-                method, url, params=params, headers=merged, content=content, extensions=extensions
-            )
+        target: httpx.URL | str = url
+        if params is None:  # parsed once per URL (see _target)
+            target, extensions[AIOHTTP_URL] = _target(url)
+        request = httpx.Request(
+            method, target, params=params, headers=merged, content=content, extensions=extensions
+        )
         started = time.perf_counter()
         try:
             response = await self._pooled.handle_async_request(request)
