@@ -14,7 +14,8 @@ run prints and writes (``bench/results/soak-<db>.json``):
 - acknowledged changes missing: acknowledged deliveries not in the inbox, and vendor
   objects that do not hold their item's last acknowledged status (must be 0);
 - duplicate vendor objects (must be 0), and creates missing;
-- dead letters; the share of vendor write attempts that failed;
+- events of any system not done at the end (failed: given up; must be none), dead
+  letters; the share of vendor write attempts that failed;
 - RSS and open file descriptors at the start and end of each gateway process;
 - the p99 acknowledgement latency per window over time.
 
@@ -349,7 +350,13 @@ async def _check(
     timed_out = await inst.db.fetch(
         "SELECT count(*) FROM write_attempts WHERE error LIKE '%timeout: %'"
     )
+    # every acknowledged event of any system ends done: a failed one is a change given up
+    undone = await inst.db.fetch(
+        "SELECT system, state, count(*) FROM events WHERE state != 'done' "
+        "GROUP BY system, state ORDER BY system, state"
+    )
     return {
+        "events_not_done": {f"{r[0]} {r[1]}": int(r[2]) for r in undone},
         "inbox_events": int(stored[0]),
         "inbox_events_done": int(stored[1] or 0),
         "objects_not_holding_last_change": not_held,
@@ -372,7 +379,11 @@ async def _unfinished_fan_outs(
     title) in DevHelm, InboxOps or incident.io: which ones, and what the gateway's database
     holds for it (its links, their state and last error), to tell a lost create from one
     still under way."""
-    delivered = {d["body"]["issue"]["id"] for d in deliveries if d["delivered"]}
+    assert inst.db is not None
+    delivered: dict[str, list[str]] = {}
+    for d in deliveries:
+        if d["delivered"]:
+            delivered.setdefault(d["body"]["issue"]["id"], []).append(d["id"])
     titles = {s: {_title(s, o) for o in objs[s]} for s in ("devhelm", "inboxops", "incidentio")}
     out = []
     for issue in objs["hookstream"]:
@@ -385,12 +396,18 @@ async def _unfinished_fan_outs(
             "l.next_attempt_at FROM links l WHERE l.work_item_id IN (SELECT work_item_id "
             f"FROM links WHERE system = 'hookstream' AND external_id = '{issue['id']}')"
         )
+        ids = ", ".join(f"'{d}'" for d in delivered[issue["id"]])
+        events = await inst.db.fetch(
+            "SELECT delivery_id, state, attempts, outcome FROM events "
+            f"WHERE system = 'hookstream' AND delivery_id IN ({ids})"
+        )
         out.append(
             {
                 "issue": issue["id"],
                 "title": title,
                 "lacking": lacking,
                 "links": [[str(v) for v in row] for row in rows],
+                "events": [[str(v) for v in row] for row in events],
             }
         )
     return out
@@ -410,9 +427,11 @@ def report(r: dict[str, Any]) -> str:
         f"creates missing: {r['missing_creates']} (issue notifications not acknowledged, "
         f"so not expected yet: {r['issue_notifications_not_acknowledged']})",
         *(
-            f"    {u['issue']} {u['title']!r} lacks {', '.join(u['lacking'])}; links: {u['links']}"
+            f"    {u['issue']} {u['title']!r} lacks {', '.join(u['lacking'])}; links: "
+            f"{u['links']}; its notification's events: {u.get('events')}"
             for u in r.get("unfinished_fan_outs", [])
         ),
+        f"  events not done at the end (must be none): {r.get('events_not_done') or 'none'}",
         f"  dead letters: {r['dead_letters']}; vendor calls under load {r['vendor_calls']}, "
         f"failed {failed / max(1, r['vendor_calls']):.1%} ({r['vendor_calls_failed']} answered "
         f"5xx or 429, {r['vendor_calls_timed_out']} timed out; {r['faults_queued']} faults "
@@ -457,7 +476,11 @@ async def main(args: argparse.Namespace) -> int:
         print(f"  (written to {out.relative_to(ROOT)})", flush=True)
         missing = max(0, result["acknowledged"] - result["inbox_events"])
         bad = (
-            missing + result["objects_not_holding_last_change"] + result["duplicate_vendor_objects"]
+            missing
+            + result["objects_not_holding_last_change"]
+            + result["duplicate_vendor_objects"]
+            + result["missing_creates"]
+            + sum(result["events_not_done"].values())
         )
         failed = failed or bad > 0
     return 1 if failed else 0
