@@ -13,7 +13,7 @@ run prints and writes (``bench/results/soak-<db>.json``):
 - changes offered and acknowledged;
 - acknowledged changes missing: acknowledged deliveries not in the inbox, and vendor
   objects that do not hold their item's last acknowledged status (must be 0);
-- duplicate vendor objects (must be 0), and creates missing;
+- duplicate vendor objects and creates missing (each must be 0);
 - events of any system not done at the end (failed: given up; must be none), dead
   letters; the share of vendor write attempts that failed;
 - RSS and open file descriptors at the start and end of each gateway process;
@@ -413,8 +413,24 @@ async def _unfinished_fan_outs(
     return out
 
 
+def missing_changes(r: dict[str, Any]) -> int:
+    """Acknowledged changes missing at the end: not in the inbox, or not held by a vendor."""
+    return max(0, r["acknowledged"] - r["inbox_events"]) + r["objects_not_holding_last_change"]
+
+
+def problems(r: dict[str, Any]) -> int:
+    """What fails the run: changes missing, duplicate objects, creates missing, events
+    not done (each must be 0)."""
+    return (
+        missing_changes(r)
+        + r["duplicate_vendor_objects"]
+        + r["missing_creates"]
+        + sum(r["events_not_done"].values())
+    )
+
+
 def report(r: dict[str, Any]) -> str:
-    missing = max(0, r["acknowledged"] - r["inbox_events"]) + r["objects_not_holding_last_change"]
+    missing = missing_changes(r)
     failed = r["vendor_calls_failed"] + r["vendor_calls_timed_out"]
     lines = [
         f"soak on {r['database']}: {r['minutes']:g} min at {r['rate_per_s']:g} changes/s, "
@@ -428,7 +444,7 @@ def report(r: dict[str, Any]) -> str:
         f"so not expected yet: {r['issue_notifications_not_acknowledged']})",
         *(
             f"    {u['issue']} {u['title']!r} lacks {', '.join(u['lacking'])}; links: "
-            f"{u['links']}; its notification's events: {u.get('events')}"
+            f"{u['links']}; its notification's events: {u['events']}"
             for u in r.get("unfinished_fan_outs", [])
         ),
         f"  events not done at the end (must be none): {r.get('events_not_done') or 'none'}",
@@ -474,15 +490,7 @@ async def main(args: argparse.Namespace) -> int:
         out.write_text(json.dumps(result, indent=2))
         print(report(result), flush=True)
         print(f"  (written to {out.relative_to(ROOT)})", flush=True)
-        missing = max(0, result["acknowledged"] - result["inbox_events"])
-        bad = (
-            missing
-            + result["objects_not_holding_last_change"]
-            + result["duplicate_vendor_objects"]
-            + result["missing_creates"]
-            + sum(result["events_not_done"].values())
-        )
-        failed = failed or bad > 0
+        failed = failed or problems(result) > 0
     return 1 if failed else 0
 
 
