@@ -24,7 +24,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import math
 import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
@@ -40,7 +39,7 @@ from app.errors import FatalError, RateLimited, RetriableError, StateConflict, V
 from app.loops import Grouped, IngestFirst, wait_any
 from app.metrics import Metrics
 from app.model import Fields, VendorObject, WorkItem, utcnow
-from app.retry import backoff_delay
+from app.retry import backoff_delay, capped_delay
 from app.rules import Rules
 from app.store import FinishedWrite, HistoryEntry, Link, Store, Tx, WriteAttempt
 
@@ -49,14 +48,6 @@ if TYPE_CHECKING:
     from app.engine.batch import Batch
 
 log = logging.getLogger("syncgate.dispatcher")
-
-
-def capped_delay(seconds: float, cap: float) -> float:
-    """A vendor-given delay made safe to wait for: at most ``cap``, at least 0, and 0 for
-    something that is not a number."""
-    if math.isnan(seconds):
-        return 0.0
-    return min(max(seconds, 0.0), cap)
 
 
 def unchanged(known: VendorObject | None, fresh: VendorObject) -> bool:

@@ -21,11 +21,18 @@ import msgspec
 from adapters.base import Adapter, lower_headers
 from app.engine import Engine, Outcome
 from app.engine.batch import Batch
-from app.errors import NotFound, RateLimited, VendorError, WebhookError
+from app.errors import (
+    Missing,
+    NotFound,
+    RateLimited,
+    StateConflict,
+    VendorError,
+    WebhookError,
+)
 from app.loops import Grouped, IngestFirst, work_until_stopped
 from app.metrics import Metrics
 from app.model import ObjectRef, VendorObject, utcnow
-from app.retry import backoff_delay
+from app.retry import backoff_delay, capped_delay
 from app.store import Event, NewEvent, Store, Tx
 
 log = logging.getLogger("syncgate.inbox")
@@ -93,7 +100,18 @@ class EventWriter:
         return list(ids)
 
 
+#: Tries of an event before it is given up when its processing crashed (a poison event
+#: must not come back forever). Every claim counts, by a process killed while it held the
+#: event too.
 MAX_EVENT_ATTEMPTS = 8
+#: How long an event whose hinted objects cannot be fetched (the vendor down, slow or
+#: rate-limiting) keeps being retried, from its arrival; it is given up once it is this
+#: old and has had ``MAX_EVENT_ATTEMPTS`` tries. The fetch reads the object as it is
+#: then, so a late one is as good as an early one, while what the event stands for (often
+#: a new object, whose work item and creates depend on it) is lost when it is given up.
+EVENT_RETRY_WINDOW = timedelta(hours=24)
+#: Longest wait between two tries of such an event.
+EVENT_BACKOFF_MAX_S = 300.0
 
 
 class InboxWorker:
@@ -149,6 +167,23 @@ class InboxWorker:
     async def run_until_idle(self) -> None:
         while await self.run_once():
             pass
+
+    async def retry_failed(self, event_id: int) -> Event:
+        """Process a failed (given up) event again, from its first try; returns it as it
+        is now. ``Missing`` for no such event, ``StateConflict`` for one not failed."""
+        async with self.store.tx() as tx:
+            event = await tx.get_event(event_id)
+            if event is None:
+                raise Missing(f"no event {event_id}")
+            if event.state != "failed":
+                raise StateConflict(
+                    f"event {event_id} is {event.state}: only a failed event can be retried"
+                )
+            await tx.requeue_event(event_id, outcome="retried by admin")
+            event = await tx.get_event(event_id)
+        assert event is not None
+        self.wake.set()
+        return event
 
     async def run(self, stop: asyncio.Event, idle_s: float = 1.0) -> None:
         await work_until_stopped(self.run_once, wake=self.wake, stop=stop, idle_s=idle_s, log=log)
@@ -209,8 +244,12 @@ class InboxWorker:
                 ((event.id, state, outcome) for event, state, outcome in finished), now=now
             )
             for event, exc in retries:
-                delay = exc.retry_after if isinstance(exc, RateLimited) else None
-                await self._retry(tx, event, str(exc), now, delay_s=delay)
+                delay = (
+                    capped_delay(exc.retry_after, EVENT_BACKOFF_MAX_S)
+                    if isinstance(exc, RateLimited)
+                    else None
+                )
+                await self._retry(tx, event, str(exc), now, delay_s=delay, vendor=True)
 
         await self.engine.observe_many(observations, also=finish)
         for system in sorted({event.system for event, *_, poll in owned if poll}):
@@ -239,11 +278,24 @@ class InboxWorker:
         return out
 
     async def _retry(
-        self, tx: Tx, event: Event, reason: str, now: datetime, *, delay_s: float | None = None
+        self,
+        tx: Tx,
+        event: Event,
+        reason: str,
+        now: datetime,
+        *,
+        delay_s: float | None = None,
+        vendor: bool = False,
     ) -> None:
-        """Try the event again later (after ``delay_s``, else a backoff); give up after
-        ``MAX_EVENT_ATTEMPTS`` (a poison event must not come back forever)."""
-        if event.attempts >= MAX_EVENT_ATTEMPTS:
+        """Try the event again later (after ``delay_s``, else a backoff). Give up on it
+        after ``MAX_EVENT_ATTEMPTS`` tries when its processing crashed (a poison event
+        must not come back forever); when the vendor failed (``vendor``), only once it is
+        also ``EVENT_RETRY_WINDOW`` old: an outage of a few minutes must not cost a
+        change. (An event retried by an admin gets its tries again.)"""
+        give_up = event.attempts >= MAX_EVENT_ATTEMPTS
+        if vendor:
+            give_up = give_up and now - event.received_at >= EVENT_RETRY_WINDOW
+        if give_up:
             outcome = f"gave up after {event.attempts} attempts: {reason}"
             await tx.finish_event(event.id, state="failed", outcome=outcome, now=now)
             self.metrics.events_processed.labels(event.system, "failed").inc()
@@ -253,7 +305,7 @@ class InboxWorker:
             )
             return
         if delay_s is None:
-            delay_s = backoff_delay(event.attempts, base_s=1.0, max_s=300.0)
+            delay_s = backoff_delay(event.attempts, base_s=1.0, max_s=EVENT_BACKOFF_MAX_S)
         await tx.retry_event_later(
             event.id, outcome=f"retrying: {reason}", at=now + timedelta(seconds=delay_s)
         )

@@ -24,12 +24,12 @@ import msgspec
 from adapters.base import Adapter
 from app.alerts import Alerter
 from app.config.schema import SystemSettings
-from app.dispatcher import capped_delay
 from app.engine import Engine
 from app.errors import RateLimited, VendorError
 from app.loops import wait_any
 from app.metrics import Metrics
 from app.model import utcnow
+from app.retry import capped_delay
 from app.store import Store
 
 log = logging.getLogger("syncgate.pollers")

@@ -1,7 +1,8 @@
-"""When to try a failed write again: a pure function, tested as one."""
+"""When to try a failed call again: pure functions, tested as such."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Callable
 
@@ -23,3 +24,11 @@ def backoff_delay(
         raise ValueError("attempt is 1-based")
     nominal = min(max_s, base_s * 2.0 ** (attempt - 1))
     return nominal / 2 + rand() * nominal / 2
+
+
+def capped_delay(seconds: float, cap: float) -> float:
+    """A vendor-given delay made safe to wait for: at most ``cap``, at least 0, and 0 for
+    something that is not a number."""
+    if math.isnan(seconds):
+        return 0.0
+    return min(max(seconds, 0.0), cap)

@@ -164,10 +164,13 @@ class GatewayProcess:
 
 @contextlib.asynccontextmanager
 async def simulators(
-    webhook_url: str, systems: tuple[str, ...] = ("devhelm", "inboxops", "incidentio")
+    webhook_url: str,
+    systems: tuple[str, ...] = ("devhelm", "inboxops", "incidentio"),
+    webhooks: tuple[str, ...] = WEBHOOK_SYSTEMS,
 ) -> AsyncIterator[tuple[dict[str, Any], dict[str, httpx.AsyncClient]]]:
     """The simulators of ``systems`` on loopback, each with a control client (its base
-    URL is the simulator's); InboxOps and incident.io send webhooks to the gateway."""
+    URL is the simulator's); those in ``webhooks`` (by default InboxOps and incident.io)
+    send webhooks to the gateway."""
     sims: dict[str, Any] = {}
     control: dict[str, httpx.AsyncClient] = {}
     async with contextlib.AsyncExitStack() as stack:
@@ -177,9 +180,7 @@ async def simulators(
                 options=SimOptions(
                     webhook_time_scale=WEBHOOK_TIME_SCALE,
                     api_key=kit.api_key,
-                    webhook_url=(
-                        f"{webhook_url}/webhooks/{name}" if name in WEBHOOK_SYSTEMS else None
-                    ),
+                    webhook_url=(f"{webhook_url}/webhooks/{name}" if name in webhooks else None),
                     webhook_secret=kit.webhook_secret,
                 )
             )

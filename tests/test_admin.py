@@ -36,6 +36,7 @@ ROUTES = [
     ("POST", "/admin/outbox/discard-dead"),
     ("GET", "/admin/events"),
     ("GET", "/admin/events/rejected"),
+    ("POST", "/admin/events/1/retry"),
     ("GET", "/admin/systems"),
     ("POST", "/admin/systems/hookstream/pause"),
     ("POST", "/admin/systems/hookstream/resume"),
@@ -96,6 +97,7 @@ async def test_the_openapi_document_describes_the_admin_api(store: Store) -> Non
             .replace("/work-items/x", "/work-items/{item_id}")
             .replace("/links/1", "/links/{link_id}")
             .replace("/outbox/1", "/outbox/{link_id}")
+            .replace("/events/1", "/events/{event_id}")
             .replace("/systems/hookstream", "/systems/{name}")
         )
         operation = paths[template][method.lower()]

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 
 from app import tables
 from app.model import ObjectRef, utcnow
-from app.store import HistoryEntry, Store
+from app.store import HistoryEntry, NewEvent, Store
 from tests.admin_support import KEY, fan_out, fault, ok
 from tests.rig import Rig, running_rig
 
@@ -236,6 +236,43 @@ async def test_systems_pause_and_resume_and_events_list(store: Store) -> None:
             assert not (await tx.system_state("devhelm")).paused
         events = await client.get("/events")
         assert events.status_code == 200 and "data-event=" in events.text
+
+
+async def test_a_failed_event_is_retried_from_the_events_page(store: Store) -> None:
+    async with console(store) as (rig, client):
+        async with rig.gateway.store.tx() as tx:
+            (event_id,) = await tx.record_events(
+                [
+                    NewEvent(
+                        system="hookstream",
+                        delivery_id="evt_given_up",
+                        source="webhook",
+                        event_type="issue_opened",
+                        body=b"not json",
+                        state="failed",
+                        outcome="gave up after 8 attempts: hookstream unreachable",
+                    )
+                ],
+                now=utcnow(),
+            )
+        assert event_id is not None
+        assert (await sign_in(client)).status_code == 303
+        page = await client.get("/events", params={"state": "failed"})
+        assert f'action="/ui/events/{event_id}/retry"' in page.text
+        done = await post_form(
+            client, "/events?state=failed", f"/events/{event_id}/retry", {"back": "/ui/events"}
+        )
+        assert f"Processing hookstream event {event_id} again" in flash(await follow(client, done))
+        async with rig.gateway.store.tx() as tx:
+            (event,) = await tx.list_events(system="hookstream")
+        assert (event.state, event.attempts, event.outcome) == ("pending", 0, "retried by admin")
+        await rig.gateway.worker.run_until_idle()  # processed again: this body is unreadable
+        async with rig.gateway.store.tx() as tx:
+            (event,) = await tx.list_events(system="hookstream")
+        assert event.state == "failed" and event.attempts == 1
+        assert (event.outcome or "").startswith("unreadable")
+        refused = await post_form(client, "/events", f"/events/{event_id + 1}/retry")
+        assert "Retry refused" in flash(await follow(client, refused))
 
 
 def test_an_object_links_to_the_vendor_ui_when_its_system_has_a_ui_url() -> None:

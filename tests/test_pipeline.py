@@ -17,8 +17,10 @@ import httpx
 import msgspec
 
 from adapters import signing
+from app.inbox import EVENT_BACKOFF_MAX_S, EVENT_RETRY_WINDOW, MAX_EVENT_ATTEMPTS
 from app.model import VendorObject, utcnow
-from app.store import Store
+from app.store import Event, Store
+from tests.admin_support import KEY
 from tests.contract.kits import KITS
 from tests.rig import ALL_RESOLVED, Rig, linked, running_rig, statuses
 
@@ -190,6 +192,101 @@ async def test_a_hint_makes_the_object_be_fetched_at_once(store: Store) -> None:
         async with rig.gateway.store.tx() as tx:
             polls = await tx.list_events(source="poll")
         assert polls == [], "no poll was needed"
+
+
+async def hookstream_events(rig: Rig) -> list[Event]:
+    async with rig.gateway.store.tx() as tx:
+        return await tx.list_events(system="hookstream", source="webhook")
+
+
+async def test_a_hinted_fetch_is_retried_through_an_outage_longer_than_the_crash_limit(
+    store: Store,
+) -> None:
+    """hookstream down for more tries than a crashing event gets: its issue notification
+    is kept and retried, and the work item and its three creates are made once it is up."""
+    async with running_rig(store, serve_gateway=True, webhooks=True) as rig:
+        clock = FakeClock()
+        use_clock(rig, clock)
+        outage = MAX_EVENT_ATTEMPTS + 4
+        await rig.control["hookstream"].post(
+            "/_sim/faults", json={"status": 503, "count": outage, "methods": ["GET"]}
+        )
+        issue = await rig.open_issue()
+        await rig.flush_webhooks()
+        for _ in range(outage):
+            await rig.gateway.worker.run_until_idle()
+            (event,) = await hookstream_events(rig)
+            assert event.state == "pending", event.outcome
+            clock.advance(EVENT_BACKOFF_MAX_S)  # the retry is due
+        await rig.gateway.worker.run_until_idle()
+        (event,) = await hookstream_events(rig)
+        assert event.state == "done"
+        assert event.attempts == outage + 1
+        await rig.gateway.dispatcher.run_until_idle()
+        item = await rig.only_item()
+        links = await rig.links(item.id)
+        assert links["hookstream"].external_id == issue
+        assert all(links[s].external_id for s in ("devhelm", "inboxops", "incidentio"))
+
+
+async def test_a_hinted_fetch_is_given_up_after_the_retry_window_and_an_admin_can_retry_it(
+    store: Store,
+) -> None:
+    async with (
+        running_rig(store, serve_gateway=True, webhooks=True) as rig,
+        httpx.AsyncClient(base_url=rig.gateway_url, headers={"X-Admin-Key": KEY}) as admin,
+    ):
+        clock = FakeClock()
+        use_clock(rig, clock)
+        # a vendor asking for an absurd wait is tried again after the longest backoff
+        await rig.control["hookstream"].post(
+            "/_sim/faults", json={"status": 429, "retry_after": 1e12, "methods": ["GET"]}
+        )
+        await rig.control["hookstream"].post(
+            "/_sim/faults", json={"status": 500, "count": 1000, "methods": ["GET"]}
+        )
+        await rig.open_issue()
+        await rig.flush_webhooks()
+        await rig.gateway.worker.run_until_idle()
+        (event,) = await hookstream_events(rig)
+        assert event.state == "pending" and "HTTP 429" in (event.outcome or ""), event.outcome
+        # more tries than a crashing event gets, within the window: still retried
+        for tries in range(2, MAX_EVENT_ATTEMPTS + 3):
+            clock.advance(EVENT_BACKOFF_MAX_S)
+            await rig.gateway.worker.run_until_idle()
+            (event,) = await hookstream_events(rig)
+            assert event.state == "pending" and event.attempts == tries
+        clock.advance(EVENT_RETRY_WINDOW.total_seconds())
+        await rig.gateway.worker.run_until_idle()
+        (event,) = await hookstream_events(rig)
+        assert event.state == "failed"
+        assert (event.outcome or "").startswith(f"gave up after {MAX_EVENT_ATTEMPTS + 3} attempts")
+        async with rig.gateway.store.tx() as tx:
+            _items, total = await tx.search_items()
+        assert total == 0, "no work item from an event given up"
+
+        # hookstream is back; an admin retries the event
+        await rig.control["hookstream"].delete("/_sim/faults")
+        problem = await admin.post("/admin/events/777777/retry")
+        assert problem.status_code == 404 and "777777" in problem.json()["detail"]
+        problem = await admin.post("/admin/events/%C2%B9/retry")
+        assert problem.status_code == 400 and "event_id" in problem.json()["detail"]
+        retried = await admin.post(f"/admin/events/{event.id}/retry")
+        assert retried.status_code == 200, retried.text
+        body = retried.json()
+        assert (body["state"], body["attempts"], body["outcome"]) == (
+            "pending",
+            0,
+            "retried by admin",
+        )
+        await rig.gateway.worker.run_until_idle()
+        (event,) = await hookstream_events(rig)
+        assert event.state == "done"
+        again = await admin.post(f"/admin/events/{event.id}/retry")
+        assert again.status_code == 409 and "done" in again.json()["detail"]
+        await rig.gateway.dispatcher.run_until_idle()
+        links = await rig.links((await rig.only_item()).id)
+        assert all(links[s].external_id for s in ("devhelm", "inboxops", "incidentio"))
 
 
 async def test_a_devhelm_platform_event_polls_a_webhook_only_system(store: Store) -> None:

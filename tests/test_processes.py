@@ -14,9 +14,13 @@ from typing import Any
 
 import pytest
 
+from adapters.inboxops.simulator import SUPPORT_INBOX_ID
+from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
+from app.inbox import MAX_EVENT_ATTEMPTS
 from app.store import Store
 from tests.blackbox import (
     GatewayProcess,
+    admin_client,
     eventually,
     free_port,
     sim_objects,
@@ -24,6 +28,8 @@ from tests.blackbox import (
     write_config,
 )
 from tests.conftest import open_store
+from tests.contract.kits import KITS
+from tests.rig import STATUS_PAGE_ID
 
 pytestmark = pytest.mark.slow
 
@@ -93,6 +99,68 @@ async def test_kill_9_mid_burst_loses_no_acknowledged_webhook_and_writes_nothing
         assert max(incidents.values()) == 1 and max(follow_ups.values()) == 1
         creates = [r for r in sims["devhelm"].kit.writes() if r.method == "POST"]
         assert len(creates) == sum(incidents.values()), "a create was sent twice"
+
+
+async def test_an_issue_notification_outlives_more_failed_fetches_than_a_crash_is_given(
+    tmp_path: Path,
+) -> None:
+    """hookstream answers the gateway's reads of an issue 429 a dozen times in a row (more
+    tries than an event whose processing crashes gets): the issue notification is kept,
+    and its work item and three creates are made once the reads succeed."""
+    port = free_port()
+    systems = ("hookstream", "devhelm", "inboxops", "incidentio")
+    async with simulators(f"http://127.0.0.1:{port}", systems, webhooks=("hookstream",)) as (
+        sims,
+        control,
+    ):
+        config = tmp_path / "config.yaml"
+        write_config(
+            config,
+            f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
+            {n: str(c.base_url) for n, c in control.items()},
+            create_rules=[
+                {
+                    "name": "issue-fans-out",
+                    "system": "hookstream",
+                    "create_in": [
+                        {"system": "devhelm", "scope": STATUS_PAGE_ID},
+                        {"system": "inboxops", "params": {"inbox_id": SUPPORT_INBOX_ID}},
+                        {"system": "incidentio", "scope": DEFAULT_INCIDENT_ID},
+                    ],
+                }
+            ],
+        )
+        gateway = GatewayProcess(config, port, "gw", tmp_path / "gateway.log")
+        try:
+            await gateway.ready()
+            reads = MAX_EVENT_ATTEMPTS + 4
+            fault = {"status": 429, "retry_after": 0, "count": reads, "methods": ["GET"]}
+            assert (await control["hookstream"].post("/_sim/faults", json=fault)).is_success
+            issue = await KITS["hookstream"].seed(control["hookstream"])
+            await sims["hookstream"].kit.flush()
+            (delivery,) = sims["hookstream"].kit.deliveries
+            assert delivery.delivered, "the notification was acknowledged"
+
+            async with admin_client(f"http://127.0.0.1:{port}") as admin:
+
+                async def fanned_out() -> bool:
+                    found = await admin.get(
+                        "/lookup", params={"system": "hookstream", "external_id": issue.external_id}
+                    )
+                    if found.status_code == 404:  # no work item yet
+                        return False
+                    links = found.json()["links"]
+                    return len(links) == len(systems) and all(ln["external_id"] for ln in links)
+
+                await eventually(fanned_out, timeout_s=60, what="the issue's three creates")
+                events = (await admin.get("/events", params={"system": "hookstream"})).json()
+            (event,) = events["events"]
+            assert event["state"] == "done" and event["attempts"] == reads + 1, event
+            assert issue.external_id in event["outcome"]
+        finally:
+            await gateway.stop()
+        for system in systems[1:]:  # one object each, not one per try
+            assert len(await sim_objects(control[system])) == 1, system
 
 
 @pytest.mark.postgres

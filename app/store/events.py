@@ -109,6 +109,20 @@ class EventQueries(TxBase):
             .values(outcome=outcome, claimed_until=at)
         )
 
+    async def get_event(self, event_id: int) -> Event | None:
+        rows = (await self._run(sa.select(t.events).where(t.events.c.id == event_id))).all()
+        return event_of(rows[0]) if rows else None
+
+    async def requeue_event(self, event_id: int, *, outcome: str) -> None:
+        """Make an event pending and due now, with no attempts counted."""
+        await self._run(
+            sa.update(t.events)
+            .where(t.events.c.id == event_id)
+            .values(
+                state="pending", attempts=0, claimed_until=None, processed_at=None, outcome=outcome
+            )
+        )
+
     async def list_events(
         self,
         *,

@@ -31,6 +31,7 @@ from app.http.admin.outbox import (
     list_outbox,
     list_rejections,
     retry_dead,
+    retry_event,
     retry_write,
 )
 from app.http.admin.systems import list_systems, pause_system, resume_system
@@ -53,6 +54,7 @@ ADMIN_ROUTES = [
     retry_write,
     discard_write,
     list_events,
+    retry_event,
     list_rejections,
     list_systems,
     pause_system,

@@ -11,16 +11,19 @@ from litestar.openapi.spec import Example
 from litestar.params import QueryParameter
 
 from app.http.admin.common import (
+    EventId,
     Limit,
     LinkId,
     Offset,
     SystemFilter,
     audit,
     check_system,
+    parse_event_id,
     parse_link_id,
 )
 from app.http.admin.models import (
     CountResult,
+    EventOut,
     EventPage,
     EventSource,
     EventState,
@@ -176,6 +179,25 @@ async def list_events(
         limit,
         offset,
     )
+
+
+@post(
+    "/events/{event_id:str}/retry",
+    summary="Process a failed event again",
+    tags=["events"],
+    description="An event the inbox gave up on (state failed: its vendor could not be read"
+    " for a day, or its processing kept crashing) is made pending and due now, with its"
+    " tries counted from zero. 409 for an event that is not failed.",
+    responses=errors(400, 404, 409),
+    status_code=200,
+)
+async def retry_event(request: Request[Any, Any, Any], event_id: EventId) -> EventOut:
+    gateway = gateway_of(request)
+    eid = parse_event_id(event_id)
+    event = await gateway.worker.retry_failed(eid)
+    audit("event retried", system=event.system, event_id=eid)
+    adapter = gateway.adapters.get(event.system)
+    return event_out(event, adapter.stored_headers if adapter is not None else frozenset())
 
 
 @get(

@@ -53,6 +53,7 @@ UI_ROUTES = [
     operations.pause_system,
     operations.resume_system,
     operations.events_page,
+    operations.retry_event,
     onboarding.onboarding_page,
     onboarding.onboarding_run,
 ]

@@ -1,6 +1,6 @@
 """The outbox (writes pending, failed and dead: retry, discard, in bulk per system after a
-preview), the systems (pause, resume) and the event log: the dispatcher's, the gateway's
-and the store's calls the admin API makes."""
+preview), the systems (pause, resume) and the event log (retry a failed event): the
+dispatcher's, the gateway's, the inbox's and the store's calls the admin API makes."""
 
 from __future__ import annotations
 
@@ -24,6 +24,7 @@ EVENT_SOURCES = ("webhook", "poll")
 
 LinkPath = Annotated[int, PathParameter(description="Link id")]
 SystemPath = Annotated[str, PathParameter(description="System name")]
+EventPath = Annotated[int, PathParameter(description="Event id")]
 
 
 def _page(raw: str | None) -> int:
@@ -211,3 +212,16 @@ async def events_page(request: Request[Any, Any, Any]) -> Template:
         "title": "Events",
     }
     return render(request, "events.html", context, fragment="events_live.html")
+
+
+@post("/events/{event_id:int}/retry", include_in_schema=False)
+async def retry_event(request: Request[Any, Any, Any], event_id: EventPath) -> Redirect:
+    gateway = gateway_of(request)
+    form = await form_of(request)
+
+    async def run() -> str:
+        event = await gateway.worker.retry_failed(event_id)
+        audit("event retried", via="console", system=event.system, event_id=event_id)
+        return f"Processing {event.system} event {event_id} again."
+
+    return await act(form.get("back", "") or f"{PATH}/events", run, failed="Retry refused")
