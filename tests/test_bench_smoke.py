@@ -83,6 +83,16 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
         assert gw["propagation"][lat]["incomplete"] == 0
     assert gw["backlog"]["writes_after_return"] == 3 * gw["items"]
     assert results["machine"]["nproc"] >= 1
+    # propagation without the reads before writes (the target's setting), every change
+    # complete; the scale figure is taken in turns with a small installation's runs
+    assert results["gateway_sqlite_norefresh"]["propagation"]["20"]["incomplete"] == 0
+    assert "propagation sqlite, refresh_before_write off, vendor 20 ms p50" in proc.stdout
+    sc = results["scale_sqlite"]
+    assert sc["filler_items"] > 0 and sc["reference"]["filler_items"] == 0
+    for installation in (sc, sc["reference"]):
+        (run,) = installation["ingest"]["32"]["runs"]
+        assert run["errors"] == 0 and 0 < run["writes"] <= 3 * run["accepted"]
+    assert sc["propagation"]["0"]["incomplete"] == 0
 
     # the side by side: every system took every change and made its three writes (each
     # change flips a different item in quick mode, so nothing may coalesce)
