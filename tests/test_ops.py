@@ -187,6 +187,10 @@ async def test_pause_resume_retry_and_json_output(
         assert systems["devhelm"]["paused"] is True and systems["inboxops"]["paused"] is False
         assert await cli("resume", "devhelm", *url) == 0
         assert "devhelm resumed" in capsys.readouterr().out
+        # resuming requests a DevHelm poll: let it end, or its transaction may hold the
+        # item's links (PostgreSQL row locks) when the writes below are claimed, and a
+        # claim skips locked links (the running dispatcher claims them a moment later)
+        await asyncio.gather(*rig.gateway.pollers.pending_requests())
         await fault(rig, "devhelm", status=422, count=1, methods=["PUT"])
         ok(await client.patch(f"/admin/work-items/{item_id}", json={"status": "resolved"}))
         await rig.gateway.dispatcher.run_until_idle()  # the DevHelm write is dead-lettered
