@@ -172,16 +172,14 @@ class InboxWorker:
         """Process a failed (given up) event again, from its first try; returns it as it
         is now. ``Missing`` for no such event, ``StateConflict`` for one not failed."""
         async with self.store.tx() as tx:
-            event = await tx.get_event(event_id)
-            if event is None:
-                raise Missing(f"no event {event_id}")
-            if event.state != "failed":
+            event = await tx.requeue_failed_event(event_id, outcome="retried by admin")
+            if event is None:  # refused: read it to say why
+                found = await tx.get_event(event_id)
+                if found is None:
+                    raise Missing(f"no event {event_id}")
                 raise StateConflict(
-                    f"event {event_id} is {event.state}: only a failed event can be retried"
+                    f"event {event_id} is {found.state}: only a failed event can be retried"
                 )
-            await tx.requeue_event(event_id, outcome="retried by admin")
-            event = await tx.get_event(event_id)
-        assert event is not None
         self.wake.set()
         return event
 

@@ -12,10 +12,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 
-from adapters.inboxops.simulator import SUPPORT_INBOX_ID
-from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
 from app.inbox import MAX_EVENT_ATTEMPTS
 from app.store import Store
 from tests.blackbox import (
@@ -29,7 +28,7 @@ from tests.blackbox import (
 )
 from tests.conftest import open_store
 from tests.contract.kits import KITS
-from tests.rig import STATUS_PAGE_ID
+from tests.rig import FAN_OUT, SYSTEMS
 
 pytestmark = pytest.mark.slow
 
@@ -108,7 +107,7 @@ async def test_an_issue_notification_outlives_more_failed_fetches_than_a_crash_i
     tries than an event whose processing crashes gets): the issue notification is kept,
     and its work item and three creates are made once the reads succeed."""
     port = free_port()
-    systems = ("hookstream", "devhelm", "inboxops", "incidentio")
+    systems = SYSTEMS
     async with simulators(f"http://127.0.0.1:{port}", systems, webhooks=("hookstream",)) as (
         sims,
         control,
@@ -118,17 +117,7 @@ async def test_an_issue_notification_outlives_more_failed_fetches_than_a_crash_i
             config,
             f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
             {n: str(c.base_url) for n, c in control.items()},
-            create_rules=[
-                {
-                    "name": "issue-fans-out",
-                    "system": "hookstream",
-                    "create_in": [
-                        {"system": "devhelm", "scope": STATUS_PAGE_ID},
-                        {"system": "inboxops", "params": {"inbox_id": SUPPORT_INBOX_ID}},
-                        {"system": "incidentio", "scope": DEFAULT_INCIDENT_ID},
-                    ],
-                }
-            ],
+            create_rules=[msgspec.to_builtins(FAN_OUT)],  # the in-process rig's rule
         )
         gateway = GatewayProcess(config, port, "gw", tmp_path / "gateway.log")
         try:

@@ -113,15 +113,24 @@ class EventQueries(TxBase):
         rows = (await self._run(sa.select(t.events).where(t.events.c.id == event_id))).all()
         return event_of(rows[0]) if rows else None
 
-    async def requeue_event(self, event_id: int, *, outcome: str) -> None:
-        """Make an event pending and due now, with no attempts counted."""
-        await self._run(
-            sa.update(t.events)
-            .where(t.events.c.id == event_id)
-            .values(
-                state="pending", attempts=0, claimed_until=None, processed_at=None, outcome=outcome
+    async def requeue_failed_event(self, event_id: int, *, outcome: str) -> Event | None:
+        """Make a failed event pending and due now, with no attempts counted; returns it
+        as it is now, or None when there is no such event or it is not failed."""
+        rows = (
+            await self._run(
+                sa.update(t.events)
+                .where(t.events.c.id == event_id, t.events.c.state == "failed")
+                .values(
+                    state="pending",
+                    attempts=0,
+                    claimed_until=None,
+                    processed_at=None,
+                    outcome=outcome,
+                )
+                .returning(*t.events.c)
             )
-        )
+        ).all()
+        return event_of(rows[0]) if rows else None
 
     async def list_events(
         self,

@@ -103,20 +103,11 @@ def check_system(gateway: Gateway, system: str | None, *, status: int = 422) -> 
         )
 
 
-def parse_row_id(raw: str, what: str) -> int:
-    """A row id from the path (``what``: link, event): 400 with the reason if it is not one."""
+def parse_link_id(raw: str) -> int:
     # ASCII digits only: str.isdigit() also accepts "¹" or "①", which int() refuses
     if not (raw.isascii() and raw.isdigit()) or len(raw) > 18:
-        raise AdminError(400, f"Bad {what} id", f"a {what} id is a positive integer, got {raw!r}")
+        raise AdminError(400, "Bad link id", f"a link id is a positive integer, got {raw!r}")
     return int(raw)
-
-
-def parse_link_id(raw: str) -> int:
-    return parse_row_id(raw, "link")
-
-
-def parse_event_id(raw: str) -> int:
-    return parse_row_id(raw, "event")
 
 
 def audit(message: str, **extra: Any) -> None:
