@@ -11,19 +11,30 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from sqlalchemy.sql.base import Executable
 
 from app import tables as t
+from app.store.direct import Direct
 
 
 class TxBase:
     """One database transaction: a connection, and how to run a statement on it."""
 
-    def __init__(self, conn: AsyncConnection | Connection, dialect: str) -> None:
+    def __init__(
+        self, conn: AsyncConnection | Connection, dialect: str, direct: Direct | None = None
+    ) -> None:
         self.conn = conn
         self.dialect = dialect
+        self._direct = direct
+        self._raw: Any = None
 
     async def _run(self, statement: Executable, params: Any = None) -> CursorResult[Any]:
-        """Run one statement: directly on SQLite's in-process connection, awaited on an
-        asyncio driver's."""
+        """Run one statement: directly on SQLite's in-process connection (a hot statement
+        straight on its driver, ``app/store/direct.py``), awaited on an asyncio driver's."""
         if isinstance(self.conn, Connection):
+            if self._direct is not None:
+                if self._raw is None:
+                    self._raw = self.conn.connection.driver_connection
+                result = self._direct.run(self._raw, statement, params)
+                if result is not None:
+                    return result  # type: ignore[return-value]
             return self.conn.execute(statement, params)
         return await self.conn.execute(statement, params)
 

@@ -22,6 +22,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
 from app.model import utcnow
+from app.store.direct import Direct
 from app.store.records import NewEvent
 from app.store.tx import Tx
 
@@ -90,6 +91,8 @@ class Store:
         self.dialect = engine.dialect.name
         self._turn = asyncio.Lock()
         self._checkpointer: WalCheckpointer | None = None
+        #: SQLite's hot statements, run straight on its driver (``app/store/direct.py``)
+        self._direct = Direct(engine.dialect) if isinstance(engine, Engine) else None
         #: Transactions committed through ``tx`` (``syncgate_db_transactions_total``).
         self.committed = 0
 
@@ -128,7 +131,7 @@ class Store:
         if isinstance(self.engine, Engine):
             async with self._turn:
                 with self.engine.begin() as conn:
-                    yield Tx(conn, self.dialect)
+                    yield Tx(conn, self.dialect, self._direct)
         else:
             async with self.engine.begin() as aconn:
                 yield Tx(aconn, self.dialect)

@@ -18,7 +18,7 @@ from app.model import (
 )
 from app.store.base import TxBase
 from app.store.records import HistoryEntry, WriteAttempt, aware_or_none, item_of, item_values
-from app.store.statements import ITEMS, ITEMS_LOCKED, SAVE_ITEM
+from app.store.statements import INSERT_ATTEMPTS, INSERT_HISTORY, ITEMS, ITEMS_LOCKED, SAVE_ITEM
 
 #: From this many candidates on, a search (SQLite) walks the items newest first instead
 #: of reading every candidate (bench/console.py: a word in a fifth of the items).
@@ -199,7 +199,7 @@ class ItemQueries(TxBase):
 
     async def add_history(self, entries: Sequence[HistoryEntry]) -> None:
         if entries:
-            await self._run(sa.insert(t.history), [msgspec.structs.asdict(e) for e in entries])
+            await self._run(INSERT_HISTORY, [msgspec.structs.asdict(e) for e in entries])
 
     async def history_of(self, item_id: str, limit: int = 500) -> list[HistoryEntry]:
         rows = await self._run(
@@ -218,9 +218,7 @@ class ItemQueries(TxBase):
 
     async def add_attempts(self, attempts: Sequence[WriteAttempt]) -> None:
         if attempts:
-            await self._run(
-                sa.insert(t.write_attempts), [msgspec.structs.asdict(a) for a in attempts]
-            )
+            await self._run(INSERT_ATTEMPTS, [msgspec.structs.asdict(a) for a in attempts])
 
     async def attempts_of(self, link_id: int) -> list[WriteAttempt]:
         rows = await self._run(

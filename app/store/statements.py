@@ -14,6 +14,7 @@ from app import tables as t
 from app.model import (
     VendorObject,
 )
+from app.store.direct import hot
 from app.store.records import Link, encode_known
 from app.tables import TZ
 
@@ -173,3 +174,25 @@ RECORD_EVENT = {
 FINISH_EVENT = (
     sa.update(t.events).where(t.events.c.id == sa.bindparam("b_id")).values(claimed_until=None)
 )
+INSERT_HISTORY = sa.insert(t.history)
+INSERT_ATTEMPTS = sa.insert(t.write_attempts)
+
+# What runs for every change, straight on SQLite's driver (``app/store/direct.py``).
+for _statement in (
+    SAVE_ITEM,
+    RECORD_SEEN,
+    MARK_DIRTY[True],
+    FINISH_WRITE,
+    CLAIM_LINKS[False],
+    CLAIM_EVENTS[False],
+    ITEMS,
+    LINKS_BY_ID,
+    LINKS_OF_ITEMS,
+    LINKS_OF_OBJECTS,
+    ITEMS_OF_OBJECTS,
+    RECORD_EVENT[False],
+    FINISH_EVENT,
+    INSERT_HISTORY,
+    INSERT_ATTEMPTS,
+):
+    hot(_statement)

@@ -1,0 +1,394 @@
+"""SQLite's hot statements run straight on the driver (``app/store/direct.py``) exactly
+as SQLAlchemy runs them: each one, with the parameters the store gives it, is run both
+ways inside a transaction that is then rolled back, and the rows it answers and what it
+leaves in every table must be the same."""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from app import tables
+from app.model import CreateTarget, Fields, ObjectRef, Status, VendorObject, WorkItem
+from app.store import HistoryEntry, NewEvent, Store, Tx
+from app.store import statements as s
+from app.store.direct import _HOT, Direct, DirectResult
+from tests.conftest import open_store
+
+NOW = datetime(2026, 12, 3, 9, 0, 0, 123456, tzinfo=UTC)
+LATER = NOW + timedelta(minutes=5)
+ITEM_IDS = ["a" * 32, "b" * 32, "c" * 32]
+
+
+def _obj(system: str, external_id: str, scope: str = "") -> VendorObject:
+    return VendorObject(
+        ref=ObjectRef(system, scope, external_id),
+        updated_at=NOW - timedelta(seconds=30),
+        fields=Fields(title="Disk full", status=Status.OPEN),
+        native={"status": "open"},
+    )
+
+
+@pytest.fixture
+async def seeded(tmp_path: Path) -> AsyncIterator[Store]:
+    """A SQLite store with items, links in every state a claim tells apart (seen,
+    to be created, dirty and due, dirty and claimed by another, of a paused system),
+    events pending and done."""
+    store = await open_store("sqlite", tmp_path)
+    async with store.tx() as tx:
+        await tx.insert_items(
+            [
+                WorkItem(id=i, title=f"Item {n}", labels=["db"], created_at=NOW, updated_at=NOW)
+                for n, i in enumerate(ITEM_IDS)
+            ]
+        )
+        a, b, c = ITEM_IDS
+        await tx.insert_link(
+            work_item_id=a, system="hookstream", scope="", now=NOW, seen=_obj("hookstream", "h1")
+        )
+        await tx.insert_link(
+            work_item_id=a,
+            system="devhelm",
+            scope="page",
+            now=NOW,
+            create_target=CreateTarget(scope="page", params={"notify_subscribers": False}),
+            dirty=True,
+        )
+        await tx.insert_link(
+            work_item_id=b,
+            system="inboxops",
+            scope="",
+            now=NOW,
+            seen=_obj("inboxops", "t1"),
+            version=2,
+            dirty=True,
+        )
+        claimed = await tx.insert_link(
+            work_item_id=b,
+            system="hookstream",
+            scope="",
+            now=NOW,
+            seen=_obj("hookstream", "h2"),
+            dirty=True,
+        )
+        await tx.insert_link(
+            work_item_id=c,
+            system="incidentio",
+            scope="inc",
+            now=NOW,
+            seen=_obj("incidentio", "f1", "inc"),
+            dirty=True,
+        )
+        await tx._run(
+            sa.update(tables.links)
+            .where(tables.links.c.id == claimed)
+            .values(claimed_by="other", claimed_until=LATER)
+        )
+        await tx.connect_systems(["hookstream", "devhelm", "inboxops", "incidentio"], NOW)
+        await tx.set_system("incidentio", paused=True)
+        await tx.record_events(
+            [
+                NewEvent(
+                    system="inboxops",
+                    delivery_id=f"d{n}",
+                    source="webhook",
+                    event_type="ticket.updated",
+                    body=b'{"n": %d}' % n,
+                )
+                for n in range(3)
+            ]
+            + [
+                NewEvent(
+                    system="devhelm",
+                    delivery_id="done",
+                    source="poll",
+                    event_type="poll",
+                    body=b"{}",
+                    state="done",
+                    outcome="ok",
+                )
+            ],
+            now=NOW,
+        )
+    yield store
+    await store.close()
+
+
+def _written(version: int, **extra: Any) -> dict[str, Any]:
+    return {"b_id": 3, "b_claimed_by": "", "b_version": version, "b_again": LATER} | extra
+
+
+#: Each hot statement with the parameter shapes the store gives it, edge cases included.
+CASES: list[tuple[str, Any, Any]] = [
+    (
+        "save item",
+        s.SAVE_ITEM,
+        [
+            {
+                "b_id": ITEM_IDS[0],
+                "title": "Renamed",
+                "status": "resolved",
+                "version": 2,
+                "updated_at": LATER,
+                "labels": ["db", "disk"],
+                "stamps": {"status": {"at": "x"}},
+                "snoozed_until": None,
+            },
+            {
+                "b_id": ITEM_IDS[1],
+                "title": "Other",
+                "status": "open",
+                "version": 3,
+                "updated_at": LATER,
+                "labels": [],
+                "stamps": {},
+                "snoozed_until": LATER,
+            },
+        ],
+    ),
+    (
+        "record seen",
+        s.RECORD_SEEN,
+        [
+            {
+                "b_id": 1,
+                "known_state": {"fields": {"title": "x"}},
+                "vendor_updated_at": LATER,
+                "last_synced_at": LATER,
+            },
+        ],
+    ),
+    ("mark dirty", s.MARK_DIRTY[True], [{"b_id": 1, "b_version": 4}, {"b_id": 3, "b_version": 1}]),
+    ("finish writes, synced", s.FINISH_WRITE, [_written(2), _written(1, b_id=4)]),
+    (
+        "finish writes, written",
+        s.FINISH_WRITE,
+        [
+            _written(
+                2,
+                external_id="t1",
+                scope="",
+                known_state={"fields": {}},
+                vendor_updated_at=LATER,
+                last_synced_at=LATER,
+                create_target=None,
+            ),
+        ],
+    ),
+    (
+        "claim links",
+        s.CLAIM_LINKS[False],
+        {
+            "b_now": NOW,
+            "b_until": LATER,
+            "b_worker": "w1",
+            "b_limit": 10,
+            "b_busy": [],
+        },
+    ),
+    (
+        "claim links, some busy",
+        s.CLAIM_LINKS[False],
+        {
+            "b_now": NOW,
+            "b_until": LATER,
+            "b_worker": "w1",
+            "b_limit": 10,
+            "b_busy": [2, 9],
+        },
+    ),
+    (
+        "claim links, after the other's lease",
+        s.CLAIM_LINKS[False],
+        {
+            "b_now": LATER + timedelta(seconds=1),
+            "b_until": LATER + timedelta(minutes=1),
+            "b_worker": "w1",
+            "b_limit": 1,
+            "b_busy": [3],
+        },
+    ),
+    ("claim events", s.CLAIM_EVENTS[False], {"b_now": NOW, "b_until": LATER, "b_limit": 2}),
+    ("items", s.ITEMS, {"b_ids": [ITEM_IDS[2], ITEM_IDS[0], "missing"]}),
+    ("items, none", s.ITEMS, {"b_ids": []}),
+    ("links by id", s.LINKS_BY_ID, {"b_ids": [5, 2, 1]}),
+    ("links of items", s.LINKS_OF_ITEMS, {"b_ids": ITEM_IDS[:2]}),
+    ("links of objects", s.LINKS_OF_OBJECTS, {"b_system": "hookstream", "b_ids": ["h2", "h1"]}),
+    ("items of objects", s.ITEMS_OF_OBJECTS, {"b_system": "inboxops", "b_ids": ["t1", "t9"]}),
+    (
+        "record events, a duplicate and a default",
+        s.RECORD_EVENT[False],
+        [
+            {
+                "system": "inboxops",
+                "delivery_id": "d1",
+                "source": "webhook",
+                "body": b"{}",
+                "received_at": NOW,
+            },
+            {
+                "system": "inboxops",
+                "delivery_id": "d7",
+                "source": "webhook",
+                "body": b"{}",
+                "received_at": NOW,
+            },
+            {
+                "system": "hookstream",
+                "delivery_id": "d1",
+                "source": "webhook",
+                "body": b"{}",
+                "received_at": NOW,
+            },
+        ],
+    ),
+    (
+        "record events, all columns",
+        s.RECORD_EVENT[False],
+        [
+            {
+                "system": "hookstream",
+                "delivery_id": "d8",
+                "source": "webhook",
+                "event_type": "x",
+                "body": b"\x00\xff",
+                "headers": {"webhook-id": "d8"},
+                "state": "pending",
+                "outcome": None,
+                "attempts": 0,
+                "received_at": NOW,
+                "processed_at": None,
+            },
+        ],
+    ),
+    (
+        "finish events",
+        s.FINISH_EVENT,
+        [
+            {"b_id": 1, "state": "done", "outcome": "ok", "processed_at": LATER},
+            {"b_id": 2, "state": "failed", "outcome": "boom", "processed_at": LATER},
+        ],
+    ),
+    (
+        "history",
+        s.INSERT_HISTORY,
+        [
+            {
+                "work_item_id": ITEM_IDS[0],
+                "kind": "field",
+                "at": LATER,
+                "field": "status",
+                "old_value": "open",
+                "new_value": "resolved",
+                "system": "inboxops",
+                "event_id": "d1",
+                "detail": None,
+            },
+            {
+                "work_item_id": ITEM_IDS[0],
+                "kind": "note",
+                "at": LATER,
+                "field": None,
+                "old_value": None,
+                "new_value": {"a": [1, 2]},
+                "system": None,
+                "event_id": None,
+                "detail": "ünïcode",
+            },
+        ],
+    ),
+    (
+        "attempts",
+        s.INSERT_ATTEMPTS,
+        [
+            {
+                "link_id": 1,
+                "work_item_id": ITEM_IDS[0],
+                "system": "hookstream",
+                "action": "update",
+                "attempt": 1,
+                "outcome": "ok",
+                "status_code": 200,
+                "error": None,
+                "duration_ms": 12.5,
+                "payload": {"status": "resolved"},
+                "worker": "w1",
+                "at": LATER,
+            },
+        ],
+    ),
+]
+
+
+def _dump(raw: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
+    return {
+        table.name: raw.execute(f"SELECT * FROM {table.name} ORDER BY rowid").fetchall()
+        for table in tables.metadata.sorted_tables
+    }
+
+
+async def _run_once(store: Store, statement: Any, params: Any, direct: Direct | None) -> Any:
+    """Run ``statement`` in a transaction that is rolled back: what it answered and what
+    it left in the tables."""
+    async with store._turn:
+        with store.engine.connect() as conn:
+            transaction = conn.begin()
+            try:
+                tx = Tx(conn, store.dialect, direct)
+                result = await tx._run(statement, params)
+                if direct is not None:
+                    assert isinstance(result, DirectResult), "SQLAlchemy ran a hot statement"
+                rows = [dict(r._mapping) for r in result] if result.returns_rows else None
+                count = None if result.returns_rows else result.rowcount
+                return rows, count, _dump(conn.connection.driver_connection)
+            finally:
+                transaction.rollback()
+
+
+@pytest.mark.parametrize(("name", "statement", "params"), CASES, ids=[c[0] for c in CASES])
+async def test_a_hot_statement_runs_on_the_driver_as_through_sqlalchemy(
+    seeded: Store, name: str, statement: Any, params: Any
+) -> None:
+    assert seeded._direct is not None
+    rows, count, tables_after = await _run_once(seeded, statement, params, None)
+    direct_rows, direct_count, direct_tables = await _run_once(
+        seeded, statement, params, seeded._direct
+    )
+    if rows is not None and statement not in (s.ITEMS, s.LINKS_BY_ID, s.LINKS_OF_ITEMS):
+        # UPDATE/INSERT ... RETURNING promise no order; the store sorts what it needs
+        rows, direct_rows = sorted(rows, key=repr), sorted(direct_rows, key=repr)
+    assert direct_rows == rows
+    assert direct_count == count
+    assert direct_tables == tables_after
+    if not name.endswith("none"):
+        # the case is not vacuous: the statement answered rows or changed the tables
+        untouched = await _run_once(seeded, sa.select(1), None, None)
+        assert rows or tables_after != untouched[2]
+
+
+def test_every_hot_statement_has_a_case() -> None:
+    assert {id(statement) for _, statement, _ in CASES} == _HOT
+
+
+async def test_an_error_on_the_driver_is_sqlalchemys_error(seeded: Store) -> None:
+    """A constraint broken straight on the driver raises what SQLAlchemy would have
+    raised (the store turns IntegrityError into AlreadyLinked), and the transaction is
+    rolled back as a whole."""
+    attempt = dict(CASES[-1][2][0], work_item_id=None)  # NOT NULL
+
+    async def history_then_a_bad_attempt() -> None:
+        async with seeded.tx() as tx:
+            await tx.add_history([HistoryEntry(work_item_id=ITEM_IDS[0], kind="note", at=NOW)])
+            await tx._run(s.INSERT_ATTEMPTS, [attempt])
+
+    with pytest.raises(sa.exc.IntegrityError):
+        await history_then_a_bad_attempt()
+    async with seeded.tx() as tx:
+        assert await tx.history_of(ITEM_IDS[0]) == []
+        assert await tx.attempts_of(1) == []
