@@ -27,7 +27,6 @@ from sqlalchemy.engine import Dialect
 #: as long as the process, so an id is never reused by another statement).
 _HOT: set[int] = set()
 
-_MISSING = object()
 _POSTCOMPILE = re.compile(r"__\[POSTCOMPILE_(\w+)\]")
 
 
@@ -58,12 +57,13 @@ class Direct:
         else:
             rows = [params or {}]
         key = (sid, tuple(rows[0]), many)
-        prepared = self._prepared.get(key, _MISSING)
-        if prepared is _MISSING:
+        try:
+            prepared = self._prepared[key]
+        except KeyError:
             prepared = self._prepared[key] = Prepared.of(statement, self.dialect, rows[0], many)
         if prepared is None:
             return None
-        return prepared.run(raw, rows)  # type: ignore[union-attr]
+        return prepared.run(raw, rows)
 
 
 class Prepared:
