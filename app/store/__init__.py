@@ -10,7 +10,8 @@ the driver's error.
 ``Store`` (``database.py``) owns the engine; ``Tx`` (``tx.py``) wraps one transaction and
 offers the operations, grouped by concern: work items and history (``items.py``), links
 and the outbox (``links.py``), events and systems (``events.py``). The records they hand
-out are in ``records.py``; the prebuilt statements in ``statements.py``.
+out are in ``records.py``; the prebuilt statements in ``statements.py``. On SQLite the
+hot ones run straight on the driver (``direct.py``).
 """
 
 from app.store.database import Store, WalCheckpointer, normalize_url

@@ -93,6 +93,8 @@ class Store:
         self._checkpointer: WalCheckpointer | None = None
         #: SQLite's hot statements, run straight on its driver (``app/store/direct.py``)
         self._direct = Direct(engine.dialect) if isinstance(engine, Engine) else None
+        #: SQLite's one connection, kept open between transactions (``tx``)
+        self._conn: sa.Connection | None = None
         #: Transactions committed through ``tx`` (``syncgate_db_transactions_total``).
         self.committed = 0
 
@@ -121,6 +123,9 @@ class Store:
             await asyncio.to_thread(self._checkpointer.stop)
         if isinstance(self.engine, Engine):
             async with self._turn:
+                if self._conn is not None:
+                    self._conn.close()
+                    self._conn = None
                 self.engine.dispose()
         else:
             await self.engine.dispose()
@@ -130,7 +135,12 @@ class Store:
         """A transaction: committed when the block ends, rolled back on an exception."""
         if isinstance(self.engine, Engine):
             async with self._turn:
-                with self.engine.begin() as conn:
+                # one connection for every transaction: checking one out of the pool and
+                # back costs more than most of SQLite's transactions take
+                conn = self._conn
+                if conn is None or conn.closed or conn.invalidated:
+                    conn = self._conn = self.engine.connect()
+                with conn.begin():
                     yield Tx(conn, self.dialect, self._direct)
         else:
             async with self.engine.begin() as aconn:
