@@ -18,7 +18,7 @@ from app import tables
 from app.model import CreateTarget, Fields, ObjectRef, Status, VendorObject, WorkItem
 from app.store import HistoryEntry, NewEvent, Store, Tx
 from app.store import statements as s
-from app.store.direct import _HOT, Direct, DirectResult
+from app.store.direct import _HOT, Direct, DirectResult, Prepared
 from tests.conftest import open_store
 
 NOW = datetime(2026, 12, 3, 9, 0, 0, 123456, tzinfo=UTC)
@@ -392,3 +392,20 @@ async def test_an_error_on_the_driver_is_sqlalchemys_error(seeded: Store) -> Non
     async with seeded.tx() as tx:
         assert await tx.history_of(ITEM_IDS[0]) == []
         assert await tx.attempts_of(1) == []
+
+
+async def test_a_statement_that_cannot_be_prepared_is_left_to_sqlalchemy(
+    seeded: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An SQLAlchemy whose internals moved must not break the store: the statement runs
+    through SQLAlchemy, as before the driver path, and the log says why."""
+
+    def moved(*_: Any, **__: Any) -> None:
+        raise AttributeError("'SQLCompiler' object has no attribute 'positiontup'")
+
+    monkeypatch.setattr(Prepared, "of", moved)
+    async with seeded.tx() as tx:
+        result = await tx._run(s.LINKS_OF_ITEMS, {"b_ids": ITEM_IDS[:1]})
+        assert not isinstance(result, DirectResult)
+        assert [row.system for row in result] == ["hookstream", "devhelm"]
+    assert "left to SQLAlchemy" in caplog.text

@@ -14,6 +14,7 @@ PostgreSQL is untouched: asyncpg's path is the driver's own.
 
 from __future__ import annotations
 
+import logging
 import re
 import sqlite3
 from collections import namedtuple
@@ -22,6 +23,8 @@ from typing import Any
 
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
+
+log = logging.getLogger("syncgate.store")
 
 #: The ids of the statements registered with ``hot`` (module-level constants: they live
 #: as long as the process, so an id is never reused by another statement).
@@ -60,10 +63,21 @@ class Direct:
         try:
             prepared = self._prepared[key]
         except KeyError:
-            prepared = self._prepared[key] = Prepared.of(statement, self.dialect, rows[0], many)
+            prepared = self._prepared[key] = self._prepare(statement, rows[0], many)
         if prepared is None:
             return None
         return prepared.run(raw, rows)
+
+    def _prepare(self, statement: Any, params: dict[str, Any], many: bool) -> Prepared | None:
+        try:
+            return Prepared.of(statement, self.dialect, params, many)
+        except Exception:  # an SQLAlchemy whose internals moved: its own path, as before
+            log.warning(
+                "a hot statement is left to SQLAlchemy: it could not be prepared for the "
+                "driver (a newer SQLAlchemy?)",
+                exc_info=True,
+            )
+            return None
 
 
 class Prepared:
