@@ -80,32 +80,36 @@ class Direct:
             return None
 
 
+#: Where a positional value comes from: a parameter; a parameter that is a list (an
+#: expanding ``IN``); a constant, processed already; a column default computed per row.
+PARAM, LIST, CONSTANT, DEFAULT = range(4)
+
+Processor = Callable[[Any], Any] | None
+
+
 class Prepared:
     """One statement compiled for one set of parameter names: its SQL, how each
     positional value is found and processed, and how result rows are built."""
 
-    __slots__ = ("_binds", "_expanding", "_many", "_processors", "_row", "_segments", "_sql")
+    __slots__ = ("_binds", "_lists", "_many", "_processors", "_row", "_segments", "_sql")
 
     def __init__(
         self,
         sql: str,
-        # (parameter name or None, constant, processor, flag): a named parameter, its
-        # flag set when it is an expanding list; or (None, value, None, False), a constant
-        # already processed; or (None, column default, processor, True), a default
-        # computed for each row
-        binds: list[tuple[str | None, Any, Callable[[Any], Any] | None, bool]],
+        binds: list[tuple[int, Any, Processor]],
         many: bool,
         row: type | None,
         processors: list[tuple[int, Callable[[Any], Any]]],
     ) -> None:
         self._sql = sql
+        # (kind, parameter name / constant / column default, processor) per position
         self._binds = binds
         self._many = many
         self._row = row
         self._processors = processors
-        self._expanding = any(name is not None and expanding for name, _, _, expanding in binds)
-        # the SQL around each expanding parameter's list, when there is one
-        self._segments = _POSTCOMPILE.split(sql)[::2] if self._expanding else []
+        self._lists = any(kind == LIST for kind, _, _ in binds)
+        # the SQL around each list's placeholder, when there is one
+        self._segments = _POSTCOMPILE.split(sql)[::2] if self._lists else []
 
     @classmethod
     def of(
@@ -124,26 +128,26 @@ class Prepared:
             # a callable default is wrapped by SQLAlchemy to take the execution context;
             # the ones this schema has (sqlmodel's default_factory) ignore it
             defaults[column.key] = default
-        binds: list[tuple[str | None, Any, Callable[[Any], Any] | None, bool]] = []
+        binds: list[tuple[int, Any, Processor]] = []
         for name in compiled.positiontup:
             bind = compiled.binds[name]
             processor = bind.type._cached_bind_processor(dialect)
             if name in params:
-                binds.append((name, None, processor, bool(bind.expanding)))
+                binds.append((LIST if bind.expanding else PARAM, name, processor))
             elif name in defaults:
                 default = defaults[name]
-                if default.is_scalar:
-                    value = default.arg
-                    binds.append((None, processor(value) if processor else value, None, False))
+                if default.is_callable:
+                    binds.append((DEFAULT, default, processor))
                 else:
-                    binds.append((None, default, processor, True))  # computed per row
+                    value = default.arg
+                    binds.append((CONSTANT, processor(value) if processor else value, None))
             elif bind.callable is not None or bind.expanding:
-                return None
+                return None  # a value computed by a callable, or a list nobody gave
             elif bind.required:
-                binds.append((name, None, processor, False))  # KeyError when missing
+                binds.append((PARAM, name, processor))  # KeyError when it is missing
             else:
                 value = bind.value
-                binds.append((None, processor(value) if processor else value, None, False))
+                binds.append((CONSTANT, processor(value) if processor else value, None))
         columns = compiled._result_columns
         row: type | None = None
         processors: list[tuple[int, Callable[[Any], Any]]] = []
@@ -155,50 +159,50 @@ class Prepared:
                 return None
             row = type("Row", (base,), {"__slots__": (), "_mapping": property(_mapping)})
             for i, c in enumerate(columns):
-                processor = c.type._cached_result_processor(dialect, None)
-                if processor is not None:
-                    processors.append((i, processor))
+                result_processor = c.type._cached_result_processor(dialect, None)
+                if result_processor is not None:
+                    processors.append((i, result_processor))
         return cls(compiled.string, binds, many, row, processors)
 
-    def _values(self, params: dict[str, Any]) -> tuple[str, list[Any]]:
+    def _values(self, params: dict[str, Any]) -> list[Any]:
+        """The positional values for one row of parameters (lists spread out)."""
         values: list[Any] = []
-        sql = self._sql
-        if self._expanding:
-            pieces = [self._segments[0]]
-            segment = 1
-        for name, constant, processor, expanding in self._binds:
-            if name is None:
-                if expanding:  # here: a callable default, computed per row
-                    value = constant.arg(None)
-                    values.append(processor(value) if processor else value)
-                else:
-                    values.append(constant)
+        for kind, what, processor in self._binds:
+            if kind == CONSTANT:
+                values.append(what)
                 continue
-            value = params[name]
-            if expanding:
-                items = [processor(v) for v in value] if processor else list(value)
-                values.extend(items)
-                pieces.append(", ".join("?" * len(items)))
-                pieces.append(self._segments[segment])
-                segment += 1
-            else:
-                values.append(processor(value) if processor else value)
-        if self._expanding:
-            sql = "".join(pieces)
-        return sql, values
+            if kind == LIST:
+                items = params[what]
+                values.extend([processor(v) for v in items] if processor else items)
+                continue
+            value = params[what] if kind == PARAM else what.arg(None)
+            values.append(processor(value) if processor else value)
+        return values
+
+    def _sql_for(self, params: dict[str, Any]) -> str:
+        """The SQL for one row of parameters: a placeholder per item of each list."""
+        if not self._lists:
+            return self._sql
+        segments = iter(self._segments)
+        pieces = [next(segments)]
+        for kind, what, _ in self._binds:
+            if kind == LIST:
+                pieces.append(", ".join("?" * len(params[what])))
+                pieces.append(next(segments))
+        return "".join(pieces)
 
     def run(self, raw: sqlite3.Connection, rows: list[dict[str, Any]]) -> DirectResult:
         sql = self._sql
         values: Any = None
         try:
-            if self._many and self._row is None and not self._expanding:
-                values = [self._values(p)[1] for p in rows]
+            if self._many and self._row is None and not self._lists:
+                values = [self._values(p) for p in rows]
                 cursor = raw.executemany(sql, values)
                 return DirectResult((), cursor.rowcount, False)
             fetched: list[Any] = []
             count = 0
             for p in rows:
-                sql, values = self._values(p)
+                sql, values = self._sql_for(p), self._values(p)
                 cursor = raw.execute(sql, values)
                 if self._row is not None:
                     fetched.extend(cursor.fetchall())
@@ -230,8 +234,8 @@ def _mapping(row: Any) -> dict[str, Any]:
 
 
 class DirectResult:
-    """The part of SQLAlchemy's ``CursorResult`` the store uses, over rows already
-    fetched."""
+    """What the store uses of SQLAlchemy's ``CursorResult`` for the hot statements (it
+    iterates their rows), over rows already fetched."""
 
     __slots__ = ("_rows", "returns_rows", "rowcount")
 
@@ -242,20 +246,3 @@ class DirectResult:
 
     def __iter__(self) -> Iterator[Any]:
         return iter(self._rows)
-
-    def all(self) -> list[Any]:
-        return list(self._rows)
-
-    def first(self) -> Any:
-        return self._rows[0] if self._rows else None
-
-    def scalar(self) -> Any:
-        return self._rows[0][0] if self._rows else None
-
-    def scalars(self) -> _Scalars:
-        return _Scalars([r[0] for r in self._rows])
-
-
-class _Scalars(list[Any]):
-    def all(self) -> list[Any]:
-        return list(self)
