@@ -14,7 +14,9 @@ writes), so the client's own CPU per call is a large share of the gateway's
 - **Streaming.** ``httpx-aiohttp``'s transport hands httpx a stream that httpx then
   reads chunk by chunk through three wrappers. The adapters read every body whole
   anyway (``client.request`` does), so ``PooledTransport`` reads it whole in aiohttp,
-  returns the connection to the pool at once, and gives httpx the bytes.
+  returns the connection to the pool at once, and gives httpx the bytes, taken as the
+  response's content as they are when they are not encoded (``read_whole``) instead of
+  through httpx's decoders and chunker.
 
 - **The client's layers for features no adapter uses.** ``VendorClient.request`` with
   an absolute URL and only headers, content and params (all ``adapters/_http.send``
@@ -201,10 +203,26 @@ class PooledTransport(AiohttpTransport):
         extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
         if response.reason:
             extensions["reason_phrase"] = response.reason.encode()
-        return httpx.Response(
+        out = httpx.Response(
             status_code=response.status,
             headers=response.raw_headers,
-            content=body,
+            stream=httpx.ByteStream(body),
             request=request,
             extensions=extensions,
         )
+        return read_whole(out, body)
+
+
+def read_whole(response: httpx.Response, body: bytes) -> httpx.Response:
+    """``response.read()`` for a body already in memory: with no ``Content-Encoding``
+    (what vendor APIs send) httpx's decoders would hand back ``body`` itself, so it is
+    taken as the content at once, in the state ``read`` leaves a response in; an encoded
+    body goes through ``read``."""
+    if "content-encoding" in response.headers:
+        response.read()
+        return response
+    response._content = body
+    response._num_bytes_downloaded = len(body)
+    response.is_stream_consumed = True
+    response.is_closed = True
+    return response

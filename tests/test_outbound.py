@@ -10,6 +10,7 @@ import contextlib
 import gzip
 from collections.abc import AsyncIterator
 
+import httpx
 import pytest
 from aiohttp import web
 
@@ -17,6 +18,7 @@ from adapters._http import send
 from app.config.schema import SystemSettings
 from app.errors import TransientError
 from app.gateway import http_client
+from app.outbound import read_whole
 from tests.blackbox import free_port
 
 
@@ -130,6 +132,31 @@ async def test_bodies_are_read_whole_decoded_and_the_connection_is_reused() -> N
     # six sequential calls, one keep-alive connection: each body was read to its end
     # and the connection went back to the pool
     assert len(server.peers) == 1
+
+
+@pytest.mark.parametrize(
+    ("headers", "body"),
+    [
+        ([(b"Content-Type", b"application/json")], b'{"id": "iss_1", "n": [1, 2]}'),
+        ([], b""),
+        ([(b"Content-Encoding", b"gzip")], gzip.compress(b'{"zipped": true}')),
+    ],
+)
+def test_a_body_read_whole_leaves_the_response_as_httpx_reading_it_would(
+    headers: list[tuple[bytes, bytes]], body: bytes
+) -> None:
+    request = httpx.Request("GET", "http://vendor.test/x")
+    read = httpx.Response(200, headers=headers, stream=httpx.ByteStream(body), request=request)
+    read.read()
+    taken = read_whole(
+        httpx.Response(200, headers=headers, stream=httpx.ByteStream(body), request=request), body
+    )
+    assert taken.content == read.content
+    assert taken.text == read.text
+    assert list(taken.iter_bytes()) == list(read.iter_bytes())
+    assert (taken.is_closed, taken.is_stream_consumed) == (read.is_closed, read.is_stream_consumed)
+    assert taken.num_bytes_downloaded == read.num_bytes_downloaded
+    assert taken.headers.multi_items() == read.headers.multi_items()
 
 
 async def test_a_refused_connection_is_a_transient_error_naming_it() -> None:
