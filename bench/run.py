@@ -23,7 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import load, scaleout
+from bench import load, paired, scaleout
 from bench.install import (
     WRITE_SYSTEMS,
     Installation,
@@ -61,6 +61,8 @@ FULL = {
     "backlog": 100_000,
     "scale_items": 1_000_000,
     "repeat": 3,
+    # rounds of the gateway, the floor and Node-RED taking turns (bench/paired.py)
+    "paired_rounds": 5,
 }
 QUICK = {
     # as many items as changes in one ingest run: every change flips a different item, so
@@ -75,6 +77,7 @@ QUICK = {
     "backlog": 600,
     "scale_items": 20_000,
     "repeat": 1,
+    "paired_rounds": 2,
 }
 
 
@@ -646,6 +649,18 @@ async def run_scaleout(args: argparse.Namespace, p: dict[str, Any], wd: Path) ->
         await inst.stop()
 
 
+async def run_paired(args: argparse.Namespace, p: dict[str, Any], wd: Path) -> dict[str, Any]:
+    """The gateway, the floor and Node-RED taking turns at c = 32 (bench/paired.py)."""
+    red_js = None
+    if not args.no_nodered:
+        red_js, version = ensure_nodered(log)
+        if red_js is None:
+            log(f"in turns: Node-RED left out: {version}")
+    return await paired.paired(
+        p, wd, red_js=red_js, ingest=phase_ingest, waiter=wait_quiet, log=log
+    )
+
+
 async def compare_others(
     args: argparse.Namespace,
     p: dict[str, Any],
@@ -725,6 +740,9 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             return results
         if args.only == "scaleout":
             results["scaleout_postgres"] = await run_scaleout(args, p, wd)
+            return results
+        if args.only == "paired":
+            results["paired"] = await run_paired(args, p, wd)
             return results
         if args.only == "propagation":
             # the gateway on SQLite with the reads before writes on, then off
@@ -810,6 +828,11 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 if not url
                 else "--no-postgres"
             }
+
+        # the CPU ratios again, the gateway, the floor and Node-RED taking turns
+        results["paired"] = (
+            {"skipped": "--no-paired"} if args.no_paired else await run_paired(args, p, wd)
+        )
 
         # scale-out: 1 and 2 processes on PostgreSQL, kill -9 of one of 2
         if not compare_only:
@@ -1147,6 +1170,8 @@ def side_table(r: dict[str, Any]) -> str:
         f"gateway ingest p99 (sqlite, c=32)  {_f(sb['ingest_p99_c32_ms'], '.1f', ' ms')}"
         f"   target < 25 ms: {_verdict(sb['ingest_p99_c32_ms'], 25.0 - 1e-9)}"
     )
+    if isinstance(r.get("paired"), dict):
+        lines.append(paired.paired_line(r["paired"]))
     so = r.get("scaleout_postgres")
     if isinstance(so, dict):
         lines.extend(scaleout_lines(so))
@@ -1202,6 +1227,8 @@ def table(r: dict[str, Any]) -> str:
         lines.append(f"postgres: skipped ({r['gateway_postgres']['skipped']})")
     if any(isinstance(r.get(key), dict) and r[key].get("ingest") for key, _ in SIDE):
         lines.append(side_table(r))
+    elif isinstance(r.get("paired"), dict):
+        lines += ["", paired.paired_line(r["paired"])]
     lines.append("")
     lines.append(
         f"total {r.get('seconds', 0):.0f} s, mode {r.get('mode')}, "
@@ -1245,6 +1272,11 @@ def main(argv: list[str] | None = None) -> int:
         "--no-scaleout", action="store_true", help="leave out the 1 vs 2 process PostgreSQL run"
     )
     ap.add_argument(
+        "--no-paired",
+        action="store_true",
+        help="leave out the rounds of the gateway, the floor and Node-RED taking turns",
+    )
+    ap.add_argument(
         "--no-pin",
         action="store_true",
         help="do not pin the load (CPU 0) and the system under test (CPU 1)",
@@ -1257,12 +1289,13 @@ def main(argv: list[str] | None = None) -> int:
     )
     ap.add_argument(
         "--only",
-        choices=("all", "scale", "compare", "scaleout", "propagation"),
+        choices=("all", "scale", "compare", "scaleout", "propagation", "paired"),
         default="all",
         help="scale: only the big-table installation, its runs in turns with a small one's;"
         " compare: only the side by side (ingest at c = 1, 32, 128 of every system);"
         " scaleout: only the 1 vs 2 PostgreSQL processes and the kill -9; propagation:"
-        " only propagation (0 and 20 ms) on SQLite, with the reads before writes on and off",
+        " only propagation (0 and 20 ms) on SQLite, with the reads before writes on and off;"
+        " paired: only the gateway, the floor and Node-RED taking turns at c = 32",
     )
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, dbs)")
     args = ap.parse_args(argv)

@@ -115,6 +115,26 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
                 else:
                     assert 0 < run["writes"] <= 3 * run["accepted"], (name, c, run)
 
+    # the CPU ratios taken in turns: every round measured every system up, each turn's
+    # changes all accepted and written three times, and the line reports both ratios
+    turns = results["paired"]
+    expected = {"gateway", "floor"} | ({"nodered"} if "nodered" in compared else set())
+    assert len(turns["rounds"]) == 2
+    for figures in turns["rounds"]:
+        assert set(figures) == expected and all(v > 0 for v in figures.values()), figures
+    assert {run["system"] for run in turns["runs"]} == expected
+    for run in turns["runs"]:
+        assert run["errors"] == 0 and run["accepted"] == turns["changes_per_turn"], run
+        if run["system"] == "gateway":
+            assert 0 < run["writes"] <= 3 * run["accepted"], run
+        else:
+            assert run["writes"] == 3 * run["accepted"], run
+    turns_line = next(ln for ln in proc.stdout.splitlines() if "in turns with the others" in ln)
+    assert "x floor" in turns_line and "medians of the rounds' ratios" in turns_line
+    if "nodered" in expected:
+        assert turns["gateway_vs_nodered"]["min"] <= turns["gateway_vs_nodered"]["median"]
+        assert "x Node-RED  n/a" not in turns_line
+
     # scale-out, when PostgreSQL is there: the kill -9 lost nothing acknowledged and
     # made no object twice
     so = results["scaleout_postgres"]
