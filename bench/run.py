@@ -62,7 +62,7 @@ FULL = {
     "scale_items": 1_000_000,
     "repeat": 3,
     # rounds of the gateway, the floor and Node-RED taking turns (bench/paired.py)
-    "paired_rounds": 5,
+    "paired_rounds": 9,
 }
 QUICK = {
     # as many items as changes in one ingest run: every change flips a different item, so

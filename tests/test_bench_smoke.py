@@ -131,6 +131,8 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
             assert run["writes"] == 3 * run["accepted"], run
     turns_line = next(ln for ln in proc.stdout.splitlines() if "in turns with the others" in ln)
     assert "x floor" in turns_line and "medians of the rounds' ratios" in turns_line
+    assert turns["gateway_p99_ms"]["min"] <= turns["gateway_p99_ms"]["max"]
+    assert "gateway ingest p99 (sqlite, c=32) in turns with the others" in proc.stdout
     if "nodered" in expected:
         assert turns["gateway_vs_nodered"]["min"] <= turns["gateway_vs_nodered"]["median"]
         assert "x Node-RED  n/a" not in turns_line
