@@ -190,10 +190,12 @@ def format_top(top: list[dict[str, Any]], n: int = 15) -> str:
 
 def project_top(stacks: Counter[tuple[str, ...]]) -> list[dict[str, Any]]:
     """The project's own functions (app/, adapters/) by total share: where its code is on
-    the stack, whatever library the leaf is in (entry frames, on 95 % of the stacks or
-    more, left out)."""
+    the stack, whatever library the leaf is in. The entry frames (on 95 % or more of the
+    event loop's stacks: the CLI's ``main``, ``serving.run``) are left out, however much
+    a helper thread such as the WAL checkpoint takes besides."""
     stacks = active(stacks)
     total = sum(stacks.values()) or 1
+    loop = sum(n for s, n in stacks.items() if any(f.startswith("Runner.run ") for f in s))
     anywhere: Counter[str] = Counter()
     own: Counter[str] = Counter()
     for stack, n in stacks.items():
@@ -210,7 +212,7 @@ def project_top(stacks: Counter[tuple[str, ...]]) -> list[dict[str, Any]]:
             "self_samples": own[f],
         }
         for f, n in anywhere.most_common()
-        if n < 0.95 * total
+        if n < 0.95 * (loop or total)
     ]
 
 
