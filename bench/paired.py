@@ -1,22 +1,24 @@
-"""The CPU ratios taken in turns: the gateway, the floor and Node-RED all up at once,
-each taking ``n`` changes at c = 32 in turn, round after round.
+"""The CPU ratios taken in turns: the gateway, the floor, the floor that reads before
+writing and Node-RED all up at once, each taking ``n`` changes at c = 32 in turn, round
+after round.
 
 The side by side measures each system in a phase of its own, minutes apart. On a shared
 VM the speed of a CPU second drifts by up to 2x over minutes (docs/benchmarks.md,
 "Caveats"), so a ratio of two such figures can meet a target in one run and miss it in
-the next. Here the three systems run one after another within each round (the order
-turning from round to round), so a drift falls on all three alike, and every round gives
-its own ratios. The line printed is the median of the rounds' ratios, with the lowest
+the next. Here the systems run one after another within each round (the order turning
+from round to round), so a drift falls on all of them alike, and every round gives its
+own ratios. The line printed is the median of the rounds' ratios, with the lowest
 and highest: the figure to hold against the targets (at most 0.7 x Node-RED and 2 x the
 floor).
 
-The gateway (SQLite, reads before writes on) runs on its own simulators; the floor and
+The gateway (SQLite, reads before writes on) runs on its own simulators; the floors and
 Node-RED share a second set, holding copies of the gateway's objects, as in the side by
 side. Only the system taking its turn is loaded; the others sit idle, pinned with it.
 """
 
 from __future__ import annotations
 
+import math
 import statistics
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -33,7 +35,14 @@ from bench.install import (
 from bench.load import Cursor, closed_loop
 
 #: The systems taking turns, by their key in the results.
-SYSTEMS = ("gateway", "floor", "nodered")
+SYSTEMS = ("gateway", "floor", "floor_reads", "nodered")
+#: The ratios reported: (numerator, denominator).
+RATIOS = (
+    ("gateway", "nodered"),
+    ("gateway", "floor"),
+    ("gateway", "floor_reads"),
+    ("floor_reads", "nodered"),
+)
 
 
 def spread(values: list[float]) -> dict[str, float]:
@@ -42,12 +51,12 @@ def spread(values: list[float]) -> dict[str, float]:
 
 
 def ratios(rounds: list[dict[str, float]]) -> dict[str, Any]:
-    """Each round's gateway / Node-RED and gateway / floor CPU per change, summed up."""
+    """Each round's ``RATIOS`` of CPU per change, summed up."""
     out: dict[str, Any] = {}
-    for other in ("nodered", "floor"):
-        per_round = [r["gateway"] / r[other] for r in rounds if r.get(other)]
+    for one, other in RATIOS:
+        per_round = [r[one] / r[other] for r in rounds if r.get(one) and r.get(other)]
         if per_round:
-            out[f"gateway_vs_{other}"] = spread(per_round) | {"rounds": per_round}
+            out[f"{one}_vs_{other}"] = spread(per_round) | {"rounds": per_round}
     for name in SYSTEMS:
         figures = [r[name] for r in rounds if r.get(name)]
         if figures:
@@ -86,9 +95,10 @@ async def paired(
             wd, f"sqlite+aiosqlite:///{wd}/paired.db", label="paired-gateway"
         )
         await create_items(insts["gateway"], p["items"])
-        log("in turns: starting the comparison simulators, the floor and Node-RED")
+        log("in turns: starting the comparison simulators, the floors and Node-RED")
         sims = await start_comparison_sims(wd, insts["gateway"].items)
         insts["floor"] = await start_floor(wd, sims)
+        insts["floor_reads"] = await start_floor(wd, sims, reads=True)
         if red_js is not None:
             insts["nodered"] = await start_nodered(wd, sims, red_js)
         cursors = {name: Cursor(inst.items) for name, inst in insts.items()}
@@ -137,6 +147,8 @@ def paired_line(d: dict[str, Any]) -> str:
 
     nr, nr_verdict = ratio("gateway_vs_nodered", 0.7)
     fl, fl_verdict = ratio("gateway_vs_floor", 2.0)
+    fr, _ = ratio("gateway_vs_floor_reads", math.inf)
+    fr_nr, _ = ratio("floor_reads_vs_nodered", math.inf)
     gw = d.get("gateway_cpu_ms", {}).get("median", float("nan"))
     rounds = len(d.get("rounds", []))
     p99 = d.get("gateway_p99_ms", {})
@@ -151,6 +163,8 @@ def paired_line(d: dict[str, Any]) -> str:
         f"  {gw:.2f} ms  x Node-RED  {nr}  x floor  {fl}"
         f"   medians of the rounds' ratios (lowest-highest); targets <= 0.70 x Node-RED:"
         f" {nr_verdict}, <= 2.00 x floor: {fl_verdict}\n"
+        f"in turns, against the floor that also reads before writing: the gateway x {fr},"
+        f" that floor x Node-RED {fr_nr}\n"
         f"gateway ingest p99 (sqlite, c=32) in turns with the others, {rounds} rounds"
         f"  {p99_text}"
     )

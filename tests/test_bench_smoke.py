@@ -118,7 +118,8 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
     # the CPU ratios taken in turns: every round measured every system up, each turn's
     # changes all accepted and written three times, and the line reports both ratios
     turns = results["paired"]
-    expected = {"gateway", "floor"} | ({"nodered"} if "nodered" in compared else set())
+    expected = {"gateway", "floor", "floor_reads"}
+    expected |= {"nodered"} if "nodered" in compared else set()
     assert len(turns["rounds"]) == 2
     for figures in turns["rounds"]:
         assert set(figures) == expected and all(v > 0 for v in figures.values()), figures
@@ -129,8 +130,11 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
             assert 0 < run["writes"] <= 3 * run["accepted"], run
         else:
             assert run["writes"] == 3 * run["accepted"], run
+            reads = 3 * run["accepted"] if run["system"] == "floor_reads" else 0
+            assert run["reads"] == reads, run
     turns_line = next(ln for ln in proc.stdout.splitlines() if "in turns with the others" in ln)
     assert "x floor" in turns_line and "medians of the rounds' ratios" in turns_line
+    assert "against the floor that also reads before writing: the gateway x" in proc.stdout
     assert turns["gateway_p99_ms"]["min"] <= turns["gateway_p99_ms"]["max"]
     assert "gateway ingest p99 (sqlite, c=32) in turns with the others" in proc.stdout
     if "nodered" in expected:
