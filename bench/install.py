@@ -232,8 +232,9 @@ async def start_gateway(
     refresh: bool = True,
     lease_s: float = 60.0,
 ) -> tuple[Installation, float]:
-    """Simulators + migrated database (+ filler rows) + ``syncgate serve``. Returns the
-    installation and the seconds spent loading filler rows."""
+    """Simulators + ``syncgate serve``, which migrates the database (with filler rows,
+    ``syncgate migrate`` first, then the rows). Returns the installation and the seconds
+    spent loading filler rows."""
     inst = Installation(kind="gateway", db_url=db_url, workdir=workdir)
     inst.control = httpx.AsyncClient(timeout=60.0)
     port = free_port()
@@ -246,6 +247,18 @@ async def start_gateway(
         env[f"SYNCGATE_{name.upper()}_WEBHOOK_SECRET"] = SECRETS[name]
     cfg = workdir / f"{label}.yaml"
     cfg.write_text(gateway_config(inst.sim_urls, db_url, refresh=refresh, lease_s=lease_s))
+    inst.db = DB(db_url)
+    filler_s = 0.0
+    if filler_items:  # they need the schema first; else `syncgate serve` migrates at start
+        await _migrate(cfg, env)
+        filler_s = await inst.db.load_filler(filler_items)
+    inst.env, inst.config, inst.log_level = env, cfg, log_level
+    inst.server, inst.url = await start_gateway_process(inst, label, port)
+    return inst, filler_s
+
+
+async def _migrate(cfg: Path, env: dict[str, str]) -> None:
+    """``syncgate migrate``: the schema, for filler rows loaded before the gateway starts."""
     migrate = await asyncio.create_subprocess_exec(
         PY,
         "-m",
@@ -260,13 +273,6 @@ async def start_gateway(
     _, err = await migrate.communicate()
     if migrate.returncode != 0:
         raise RuntimeError(f"migrate failed: {err.decode()[-2000:]}")
-    inst.db = DB(db_url)
-    filler_s = 0.0
-    if filler_items:
-        filler_s = await inst.db.load_filler(filler_items)
-    inst.env, inst.config, inst.log_level = env, cfg, log_level
-    inst.server, inst.url = await start_gateway_process(inst, label, port)
-    return inst, filler_s
 
 
 async def start_gateway_process(
