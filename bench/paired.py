@@ -18,7 +18,6 @@ side. Only the system taking its turn is loaded; the others sit idle, pinned wit
 
 from __future__ import annotations
 
-import math
 import statistics
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -32,7 +31,7 @@ from bench.install import (
     start_gateway,
     start_nodered,
 )
-from bench.load import Cursor, closed_loop
+from bench.load import Cursor
 
 #: The systems taking turns, by their key in the results.
 SYSTEMS = ("gateway", "floor", "floor_reads", "nodered")
@@ -80,12 +79,13 @@ async def paired(
     *,
     red_js: Path | None,
     ingest: Callable[[Installation, Cursor, int, int], Awaitable[dict[str, Any]]],
-    waiter: Callable[[Installation, int | None, float], Awaitable[float]],
+    warm_up: Callable[[Installation, Cursor, dict[str, Any]], Awaitable[None]],
     log: Callable[[str], None],
 ) -> dict[str, Any]:
     """``p["paired_rounds"]`` rounds of ``p["ingest_n"][32]`` changes at c = 32 for each
-    system; ``red_js``: Node-RED's entry point (None: Node-RED left out). ``ingest`` is
-    the harness's c = 32 phase (CPU per change once the system is quiet again)."""
+    system; ``red_js``: Node-RED's entry point (None: Node-RED left out). ``ingest`` and
+    ``warm_up`` are the harness's own (``bench/run.py``): the c = 32 phase (CPU per
+    change once the system is quiet again) and the warm-up every system gets."""
     rounds_n, n = p["paired_rounds"], p["ingest_n"][32]
     insts: dict[str, Installation] = {}
     sims: Installation | None = None
@@ -102,10 +102,8 @@ async def paired(
         if red_js is not None:
             insts["nodered"] = await start_nodered(wd, sims, red_js)
         cursors = {name: Cursor(inst.items) for name, inst in insts.items()}
-        warm = min(p["items"], p.get("warmup_n", 200))
         for name, inst in insts.items():
-            res = await closed_loop(inst, cursors[name], 8, warm, deadline_s=120)
-            await waiter(inst, 3 * res["accepted"], 180)
+            await warm_up(inst, cursors[name], p)
         names = list(insts)
         rounds: list[dict[str, float]] = []
         runs: list[dict[str, Any]] = []
@@ -138,33 +136,29 @@ def paired_line(d: dict[str, Any]) -> str:
     if "skipped" in d:
         return f"gateway CPU per change in turns with the others: skipped ({d['skipped']})"
 
-    def ratio(key: str, target: float) -> tuple[str, str]:
+    def figure(key: str, fmt: str = ".2f", unit: str = "") -> str:
         s = d.get(key)
-        if not s:
-            return "n/a", "n/a"
-        text = f"{s['median']:.2f} ({s['min']:.2f}-{s['max']:.2f})"
-        return text, "met" if s["median"] <= target else "MISSED"
+        return f"{s['median']:{fmt}}{unit} ({s['min']:{fmt}}-{s['max']:{fmt}})" if s else "n/a"
 
-    nr, nr_verdict = ratio("gateway_vs_nodered", 0.7)
-    fl, fl_verdict = ratio("gateway_vs_floor", 2.0)
-    fr, _ = ratio("gateway_vs_floor_reads", math.inf)
-    fr_nr, _ = ratio("floor_reads_vs_nodered", math.inf)
+    def verdict(key: str, met: Callable[[float], bool]) -> str:
+        s = d.get(key)
+        return "n/a" if not s else "met" if met(s["median"]) else "MISSED"
+
     gw = d.get("gateway_cpu_ms", {}).get("median", float("nan"))
     rounds = len(d.get("rounds", []))
-    p99 = d.get("gateway_p99_ms", {})
-    p99_text = (
-        f"{p99['median']:.1f} ms ({p99['min']:.1f}-{p99['max']:.1f})   target < 25 ms:"
-        f" {'met' if p99['median'] < 25.0 else 'MISSED'}"
-        if p99
-        else "n/a"
-    )
+    p99 = "n/a"
+    if d.get("gateway_p99_ms"):
+        p99 = f"{figure('gateway_p99_ms', '.1f', ' ms')}   target < 25 ms:"
+        p99 += f" {verdict('gateway_p99_ms', lambda v: v < 25.0)}"
     return (
         f"gateway CPU per change (sqlite, c=32) in turns with the others, {rounds} rounds"
-        f"  {gw:.2f} ms  x Node-RED  {nr}  x floor  {fl}"
+        f"  {gw:.2f} ms  x Node-RED  {figure('gateway_vs_nodered')}"
+        f"  x floor  {figure('gateway_vs_floor')}"
         f"   medians of the rounds' ratios (lowest-highest); targets <= 0.70 x Node-RED:"
-        f" {nr_verdict}, <= 2.00 x floor: {fl_verdict}\n"
-        f"in turns, against the floor that also reads before writing: the gateway x {fr},"
-        f" that floor x Node-RED {fr_nr}\n"
-        f"gateway ingest p99 (sqlite, c=32) in turns with the others, {rounds} rounds"
-        f"  {p99_text}"
+        f" {verdict('gateway_vs_nodered', lambda v: v <= 0.7)},"
+        f" <= 2.00 x floor: {verdict('gateway_vs_floor', lambda v: v <= 2.0)}\n"
+        f"in turns, against the floor that also reads before writing: the gateway x"
+        f" {figure('gateway_vs_floor_reads')},"
+        f" that floor x Node-RED {figure('floor_reads_vs_nodered')}\n"
+        f"gateway ingest p99 (sqlite, c=32) in turns with the others, {rounds} rounds  {p99}"
     )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import math
 import os
@@ -61,7 +62,7 @@ FULL = {
     "backlog": 100_000,
     "scale_items": 1_000_000,
     "repeat": 3,
-    # rounds of the gateway, the floor and Node-RED taking turns (bench/paired.py)
+    # rounds of the gateway, the two floors and Node-RED taking turns (bench/paired.py)
     "paired_rounds": 9,
 }
 QUICK = {
@@ -408,6 +409,16 @@ def med(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(vals) if vals else float("nan")
 
 
+async def warm_up(inst: Installation, cursor: Cursor, p: dict[str, Any]) -> None:
+    """Not measured: every system starts with the same few changes behind it (imports
+    done, connections open, Node-RED's JIT warm), not only the gateway, whose fan-out of
+    the work items already exercised it."""
+    warm = min(len(inst.items), p.get("warmup_n", 200))
+    log(f"  {inst.kind}: warm-up, {warm} changes at c=8")
+    res = await closed_loop(inst, cursor, 8, warm, deadline_s=120)
+    await wait_quiet(inst, 3 * res["accepted"], 180)
+
+
 async def run_suite(
     inst: Installation,
     p: dict[str, Any],
@@ -421,13 +432,7 @@ async def run_suite(
 ) -> dict[str, Any]:
     cursor = Cursor(inst.items)
     out: dict[str, Any] = {"ingest": {}, "propagation": {}}
-    # warm-up, not measured: every system starts with the same few changes behind it
-    # (imports done, connections open, Node-RED's JIT warm), not only the gateway, whose
-    # fan-out of the work items already exercised it
-    warm = min(len(inst.items), p.get("warmup_n", 200))
-    log(f"  {inst.kind}: warm-up, {warm} changes at c=8")
-    res = await closed_loop(inst, cursor, 8, warm, deadline_s=120)
-    await wait_quiet(inst, 3 * res["accepted"], 180)
+    await warm_up(inst, cursor, p)
     for c in concs:
         runs = []
         for r in range(repeat):
@@ -650,15 +655,21 @@ async def run_scaleout(args: argparse.Namespace, p: dict[str, Any], wd: Path) ->
 
 
 async def run_paired(args: argparse.Namespace, p: dict[str, Any], wd: Path) -> dict[str, Any]:
-    """The gateway, the floor and Node-RED taking turns at c = 32 (bench/paired.py)."""
+    """The gateway, the floor, the floor that reads and Node-RED taking turns at c = 32
+    (bench/paired.py)."""
     red_js = None
     if not args.no_nodered:
-        red_js, version = ensure_nodered(log)
+        red_js, version = nodered()
         if red_js is None:
             log(f"in turns: Node-RED left out: {version}")
-    return await paired.paired(
-        p, wd, red_js=red_js, ingest=phase_ingest, waiter=wait_quiet, log=log
-    )
+    return await paired.paired(p, wd, red_js=red_js, ingest=phase_ingest, warm_up=warm_up, log=log)
+
+
+@functools.cache
+def nodered() -> tuple[Path | None, str]:
+    """Node-RED's ``red.js`` and version (installed on first use), or None and why not:
+    looked up once per run, for the side by side and the turns alike."""
+    return ensure_nodered(log)
 
 
 async def compare_others(
@@ -699,7 +710,7 @@ async def compare_others(
     if args.no_nodered:
         results["nodered"] = {"skipped": "--no-nodered"}
     else:
-        red_js, version = ensure_nodered(log)
+        red_js, version = nodered()
         if red_js is None:
             log(f"Node-RED skipped: {version}")
             results["nodered"] = {"skipped": version}
@@ -829,7 +840,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 else "--no-postgres"
             }
 
-        # the CPU ratios again, the gateway, the floor and Node-RED taking turns
+        # the CPU ratios again, the gateway, the two floors and Node-RED taking turns
         results["paired"] = (
             {"skipped": "--no-paired"} if args.no_paired else await run_paired(args, p, wd)
         )
@@ -1274,7 +1285,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--no-paired",
         action="store_true",
-        help="leave out the rounds of the gateway, the floor and Node-RED taking turns",
+        help="leave out the rounds of the gateway, the floors and Node-RED taking turns",
     )
     ap.add_argument(
         "--no-pin",
@@ -1295,7 +1306,7 @@ def main(argv: list[str] | None = None) -> int:
         " compare: only the side by side (ingest at c = 1, 32, 128 of every system);"
         " scaleout: only the 1 vs 2 PostgreSQL processes and the kill -9; propagation:"
         " only propagation (0 and 20 ms) on SQLite, with the reads before writes on and off;"
-        " paired: only the gateway, the floor and Node-RED taking turns at c = 32",
+        " paired: only the gateway, the floors and Node-RED taking turns at c = 32",
     )
     ap.add_argument("--keep", action="store_true", help="keep the work directory (logs, dbs)")
     args = ap.parse_args(argv)

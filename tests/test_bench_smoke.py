@@ -135,10 +135,10 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
     turns_line = next(ln for ln in proc.stdout.splitlines() if "in turns with the others" in ln)
     assert "x floor" in turns_line and "medians of the rounds' ratios" in turns_line
     assert "against the floor that also reads before writing: the gateway x" in proc.stdout
-    assert turns["gateway_p99_ms"]["min"] <= turns["gateway_p99_ms"]["max"]
+    assert turns["gateway_p99_ms"]["min"] > 0
     assert "gateway ingest p99 (sqlite, c=32) in turns with the others" in proc.stdout
     if "nodered" in expected:
-        assert turns["gateway_vs_nodered"]["min"] <= turns["gateway_vs_nodered"]["median"]
+        assert turns["gateway_vs_nodered"]["min"] > 0
         assert "x Node-RED  n/a" not in turns_line
 
     # scale-out, when PostgreSQL is there: the kill -9 lost nothing acknowledged and
