@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -15,6 +16,38 @@ from app.store import Store
 
 POSTGRES_ENV = "SYNCGATE_TEST_POSTGRES_URL"
 _migrated: set[str] = set()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under pytest-xdist each worker gets a PostgreSQL database of its own beside the one
+    scripts/pg.sh made (``syncgate_test_gw0``, ...), created empty at the worker's start:
+    the tests empty their tables, so two workers must never share one."""
+    del config
+    worker = os.environ.get("PYTEST_XDIST_WORKER")
+    base = os.environ.get(POSTGRES_ENV)
+    if worker and base:
+        os.environ[POSTGRES_ENV] = asyncio.run(_worker_database(base, worker))
+
+
+async def _worker_database(base: str, worker: str) -> str:
+    import asyncpg
+    from sqlalchemy.engine import make_url
+
+    url = make_url(base)
+    name = f"{url.database}_{worker}"
+    conn = await asyncpg.connect(
+        host=url.host,
+        port=url.port,
+        user=url.username,
+        password=url.password,
+        database=url.database,
+    )
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return url.set(database=name).render_as_string(hide_password=False)
 
 
 def postgres_url() -> str:
