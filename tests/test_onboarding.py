@@ -15,6 +15,7 @@ from typing import Any
 
 import asyncpg
 import httpx
+import pytest
 
 from adapters.inboxops.simulator_rules import SUPPORT_INBOX_ID
 from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
@@ -33,6 +34,8 @@ from tests.blackbox import (
 from tests.cli_support import syncgate
 from tests.conftest import open_store, postgres_url
 from tests.rig import STATUS_PAGE_ID
+
+pytestmark = pytest.mark.slow
 
 SYSTEMS = ("hookstream", "devhelm", "inboxops", "incidentio")
 
