@@ -1,7 +1,7 @@
 """Direct access to the gateway's database for the harness: queue depth, the link table
 of the benchmark's work items, and bulk loading of filler rows for the scale figures
-(``executemany`` on SQLite, ``COPY`` on PostgreSQL). Never used while measuring a
-request path: only to observe and to prepare."""
+(``executemany`` on SQLite, ``COPY`` on PostgreSQL), and new empty PostgreSQL
+databases. Never used while measuring a request path: only to observe and to prepare."""
 
 from __future__ import annotations
 
@@ -16,6 +16,24 @@ from typing import Any
 from sqlalchemy.engine import make_url
 
 SYSTEMS4 = ("hookstream", "devhelm", "inboxops", "incidentio")
+
+
+async def fresh_pg_database(url: str, name: str) -> str:
+    """A new, empty PostgreSQL database ``name`` beside the one ``url`` names (dropped
+    first if it exists, sessions and all); returns ``url`` pointing at it. Used by the
+    harness for its installations and by the test suite for each pytest-xdist worker."""
+    import asyncpg
+
+    u = make_url(url)
+    conn = await asyncpg.connect(
+        host=u.host, port=u.port, user=u.username, password=u.password, database=u.database
+    )
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    return u.set(database=name).render_as_string(hide_password=False)
 
 
 def _sqlite_ts(dt: datetime) -> str:

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from bench import load, paired, scaleout
+from bench.db import fresh_pg_database
 from bench.install import (
     WRITE_SYSTEMS,
     Installation,
@@ -581,30 +582,6 @@ def pg_url() -> str | None:
     return url
 
 
-def fresh_pg_db(url: str, name: str) -> str:
-    """A new empty database beside the one in ``url`` (dropped first if it exists)."""
-    from sqlalchemy.engine import make_url
-
-    u = make_url(url)
-
-    async def make() -> None:
-        import asyncpg
-
-        conn = await asyncpg.connect(
-            host=u.host, port=u.port, user=u.username, password=u.password, database=u.database
-        )
-        try:
-            await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-            await conn.execute(f'CREATE DATABASE "{name}"')
-        finally:
-            await conn.close()
-
-    asyncio.get_event_loop_policy()
-    return make, u.set(database=name, drivername="postgresql+asyncpg").render_as_string(
-        hide_password=False
-    )  # type: ignore[return-value]
-
-
 async def comparison(name: str, starter: Any, p: dict[str, Any], rep: int) -> dict[str, Any]:
     """One comparison system (floor, Node-RED) on the shared simulators holding copies of
     the gateway's objects: ingest at c = 1, 32, 128 with CPU per change and RSS."""
@@ -640,8 +617,7 @@ async def run_scaleout(args: argparse.Namespace, p: dict[str, Any], wd: Path) ->
         )
         log(f"scale-out skipped: {why}")
         return {"skipped": why}
-    make, db = fresh_pg_db(url, "syncgate_bench_scaleout")
-    await make()
+    db = await fresh_pg_database(url, "syncgate_bench_scaleout")
     log("gateway-postgres scale-out: starting")
     inst, _ = await start_gateway(wd, db, label="gateway-postgres-1", lease_s=scaleout.LEASE_S)
     try:
@@ -818,8 +794,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
         # 1. ingest on PostgreSQL
         url = pg_url()
         if url and not args.no_postgres:
-            make, db = fresh_pg_db(url, "syncgate_bench")
-            await make()
+            db = await fresh_pg_database(url, "syncgate_bench")
             pg, inst = await gateway_scenario(
                 "gateway-postgres",
                 db,

@@ -40,11 +40,12 @@ from typing import Any
 import httpx
 
 from adapters import adapter_class
+from bench.db import fresh_pg_database
 from bench.install import WRITE_SYSTEMS, Installation, create_items, start_gateway, workdir
 from bench.install import start_gateway_process as restart_gateway
 from bench.load import Cursor, Sender, build_change, closed_loop, open_loop, pct
 from bench.procs import ROOT, rss_mb, stop_all
-from bench.run import RESULTS, fresh_pg_db, pg_url, wait_quiet
+from bench.run import RESULTS, pg_url, wait_quiet
 from bench.scaleout import _title, objects
 
 #: One in three injected faults of each kind.
@@ -482,8 +483,7 @@ async def main(args: argparse.Namespace) -> int:
                 log("postgres: no SYNCGATE_TEST_POSTGRES_URL (source scripts/pg.sh): skipped")
                 failed = True
                 continue
-            make, url = fresh_pg_db(base, "syncgate_soak")  # type: ignore[misc]
-            await make()
+            url = await fresh_pg_database(base, "syncgate_soak")
         result = await soak(kind, url, args, wd)
         RESULTS.mkdir(parents=True, exist_ok=True)
         out = RESULTS / f"soak-{kind}.json"

@@ -10,9 +10,11 @@ from pathlib import Path
 import httpx
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.engine import make_url
 
 from app import tables
 from app.store import Store
+from bench.db import fresh_pg_database
 
 POSTGRES_ENV = "SYNCGATE_TEST_POSTGRES_URL"
 _migrated: set[str] = set()
@@ -26,28 +28,8 @@ def pytest_configure(config: pytest.Config) -> None:
     worker = os.environ.get("PYTEST_XDIST_WORKER")
     base = os.environ.get(POSTGRES_ENV)
     if worker and base:
-        os.environ[POSTGRES_ENV] = asyncio.run(_worker_database(base, worker))
-
-
-async def _worker_database(base: str, worker: str) -> str:
-    import asyncpg
-    from sqlalchemy.engine import make_url
-
-    url = make_url(base)
-    name = f"{url.database}_{worker}"
-    conn = await asyncpg.connect(
-        host=url.host,
-        port=url.port,
-        user=url.username,
-        password=url.password,
-        database=url.database,
-    )
-    try:
-        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        await conn.execute(f'CREATE DATABASE "{name}"')
-    finally:
-        await conn.close()
-    return url.set(database=name).render_as_string(hide_password=False)
+        name = f"{make_url(base).database}_{worker}"
+        os.environ[POSTGRES_ENV] = asyncio.run(fresh_pg_database(base, name))
 
 
 def postgres_url() -> str:
