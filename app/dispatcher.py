@@ -22,6 +22,7 @@ dead-lettered with their reason, visible and retryable through the admin API.
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import time
@@ -61,6 +62,17 @@ def unchanged(known: VendorObject | None, fresh: VendorObject) -> bool:
         and fresh.native == known.native
         and fresh.unmapped == known.unmapped
     )
+
+
+def claim_room(free: int, share: int, flying: Mapping[str, int]) -> tuple[int, list[str]]:
+    """How many links the next claim may take, and the systems it leaves out, so that no
+    system ever has more than ``share`` of the worker's writes in flight (``flying``:
+    writes in flight per system). The systems at their share are left out; and since
+    one claim could go to a single system, it takes no more than the least room any
+    other system has left."""
+    full = sorted(system for system, n in flying.items() if n >= share)
+    room = min((share - n for n in flying.values() if n < share), default=share)
+    return min(free, room), full
 
 
 #: While deliveries keep coming, at most this many finished writes are recorded in one
@@ -133,6 +145,9 @@ class Dispatcher:
         #: Links whose writes this process has in flight: their claims are renewed until
         #: the outcome is recorded, and they are never claimed a second time meanwhile.
         self.in_flight: set[int] = set()
+        #: The same writes counted per system (``claim_room``: no system takes more than
+        #: its share of them, so a vendor that hangs cannot hold them all).
+        self.flying: collections.Counter[str] = collections.Counter()
         #: Reads before writes, folded in by the engine in batches.
         self._folding: Grouped[tuple[Link, VendorObject], tuple[Link, WorkItem] | None] = Grouped(
             self._fold
@@ -185,8 +200,9 @@ class Dispatcher:
                 self.wake.clear()
                 if not await self.ingest.give_way():
                     free = min(free, IngestFirst.SMALL_ROUND)
+                limit, full = claim_room(free, self.settings.per_system, self.flying)
                 try:
-                    claimed = await self._claim(free)
+                    claimed = await self._claim(limit, full=full)
                 except Exception:
                     log.exception("claiming writes failed")
                     await wait_any(stop, seconds=idle_s)
@@ -195,7 +211,7 @@ class Dispatcher:
                     task = loop.create_task(write(link, item))
                     in_flight.add(task)
                     task.add_done_callback(finished)
-                if len(claimed) < free:
+                if len(claimed) < limit:  # nothing more is due now
                     await wait_any(self.wake, stop, seconds=idle_s)
         finally:
             if in_flight:
@@ -297,8 +313,11 @@ class Dispatcher:
 
     # -- claiming --------------------------------------------------------------------------
 
-    async def _claim(self, limit: int) -> list[tuple[Link, WorkItem | None]]:
-        """Claim up to ``limit`` due links of systems not held back, with their items.
+    async def _claim(
+        self, limit: int, *, full: Sequence[str] = ()
+    ) -> list[tuple[Link, WorkItem | None]]:
+        """Claim up to ``limit`` due links of systems not held back (nor ``full``: at
+        their share of writes in flight), with their items.
 
         In the same transaction: a create about to be tried for the first time records
         the fields it will send (its intent, kept with the idempotency key), and a link
@@ -312,6 +331,7 @@ class Dispatcher:
                 lease=timedelta(seconds=self.settings.lease_s),
                 limit=limit,
                 busy=self.in_flight,
+                full=full,
             )
             items = await tx.items_by_id(link.work_item_id for link in links)
             for link in links:
@@ -333,6 +353,7 @@ class Dispatcher:
                     )
                     await tx.save_create_intent(link.id, link.create_payload)
         self.in_flight.update(link.id for link in links)
+        self.flying.update(link.system for link in links)
         return [(link, items.get(link.work_item_id)) for link in links]
 
     def _create_fields(self, system: str, item: WorkItem) -> Fields:
@@ -518,7 +539,10 @@ class Dispatcher:
             raise
         finally:
             # recorded or released: no longer ours to renew
-            self.in_flight.difference_update(a.link.id for a in attempts)
+            for a in attempts:
+                if a.link.id in self.in_flight:
+                    self.in_flight.discard(a.link.id)
+                    self.flying[a.link.system] -= 1
 
     async def _release(self, link_ids: list[int]) -> None:
         due = self.clock() + timedelta(seconds=self.settings.backoff_base_s)

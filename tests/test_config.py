@@ -968,6 +968,18 @@ create_rules:
         assert secret not in repr(dumped)
 
 
+def test_a_systems_share_of_writes_is_half_by_default_and_checked(tmp_path: Path) -> None:
+    settings = load_config(write(tmp_path, MINIMAL + "dispatcher: {concurrency: 9}\n"), KNOWN)
+    assert settings.dispatcher.per_system == 4
+    one = load_config(write(tmp_path, MINIMAL + "dispatcher: {concurrency: 1}\n"), KNOWN)
+    assert one.dispatcher.per_system == 1
+    more = "dispatcher: {concurrency: 8, system_concurrency: 20}\n"
+    assert load_config(write(tmp_path, MINIMAL + more), KNOWN).dispatcher.per_system == 8
+    (issue,) = issues_of(write(tmp_path, MINIMAL + "dispatcher:\n  system_concurrency: 0\n"))
+    assert (issue.line, issue.key) == (10, "dispatcher.system_concurrency")
+    assert "must be at least 1, got 0" in issue.message
+
+
 def test_an_empty_section_means_its_defaults(tmp_path: Path) -> None:
     path = write(
         tmp_path,

@@ -91,6 +91,32 @@ async def test_claim_is_one_writer_per_link_and_lease_lapses(store: Store) -> No
     assert (first[0].create_claims, later[0].create_claims) == (1, 2)
 
 
+async def test_a_claim_leaves_out_the_systems_it_is_told_are_full(store: Store) -> None:
+    now = utcnow()
+    async with store.tx() as tx:
+        await tx.insert_item(_item())
+        ids = {
+            system: await tx.insert_link(
+                work_item_id="a" * 32,
+                system=system,
+                scope="sp",
+                now=now,
+                create_target=CreateTarget(scope="sp"),
+                dirty=True,
+            )
+            for system in ("devhelm", "incidentio", "hookstream")
+        }
+    lease = timedelta(seconds=30)
+    async with store.tx() as tx:
+        claimed = await tx.claim_due_links(
+            worker="w", now=now, lease=lease, limit=10, full=["devhelm", "hookstream"]
+        )
+    assert [link.id for link in claimed] == [ids["incidentio"]]
+    async with store.tx() as tx:  # no longer full: its links are claimed as before
+        claimed = await tx.claim_due_links(worker="w", now=now, lease=lease, limit=10)
+    assert sorted(link.id for link in claimed) == sorted([ids["devhelm"], ids["hookstream"]])
+
+
 async def test_finish_write_keeps_link_dirty_when_the_item_moved_on(store: Store) -> None:
     now = utcnow()
     async with store.tx() as tx:
@@ -239,7 +265,14 @@ async def test_sqlite_plans_use_the_lookup_and_outbox_indexes(tmp_path: Path) ->
         claim = _plan(
             tx.conn,
             statements.CLAIM_LINKS[False],
-            {"b_now": now, "b_until": now, "b_worker": "w", "b_limit": 5, "b_busy": [3, 7]},
+            {
+                "b_now": now,
+                "b_until": now,
+                "b_worker": "w",
+                "b_limit": 5,
+                "b_busy": [3, 7],
+                "b_full": ["devhelm"],
+            },
         )
         lookup = _plan(
             tx.conn, statements.LINKS_OF_OBJECTS, {"b_system": "inboxops", "b_ids": ["x1"]}

@@ -190,6 +190,7 @@ CASES: list[tuple[str, Any, Any]] = [
             "b_worker": "w1",
             "b_limit": 10,
             "b_busy": [],
+            "b_full": [],
         },
     ),
     (
@@ -201,6 +202,19 @@ CASES: list[tuple[str, Any, Any]] = [
             "b_worker": "w1",
             "b_limit": 10,
             "b_busy": [2, 9],
+            "b_full": [],
+        },
+    ),
+    (
+        "claim links, two systems full",
+        s.CLAIM_LINKS[False],
+        {
+            "b_now": NOW,
+            "b_until": LATER,
+            "b_worker": "w1",
+            "b_limit": 10,
+            "b_busy": [],
+            "b_full": ["devhelm", "hookstream"],
         },
     ),
     (
@@ -212,6 +226,7 @@ CASES: list[tuple[str, Any, Any]] = [
             "b_worker": "w1",
             "b_limit": 1,
             "b_busy": [3],
+            "b_full": [],
         },
     ),
     ("claim events", s.CLAIM_EVENTS[False], {"b_now": NOW, "b_until": LATER, "b_limit": 2}),

@@ -418,6 +418,7 @@ class Checker:
         self.number(dispatcher, "backoff_base_s", "dispatcher", gt=0)
         self.number(dispatcher, "backoff_max_s", "dispatcher", gt=0)
         self.number(dispatcher, "concurrency", "dispatcher", ge=1)
+        self.number(dispatcher, "system_concurrency", "dispatcher", ge=1)
         self.number(dispatcher, "lease_s", "dispatcher", gt=0)
         self.number(dispatcher, "max_defer_s", "dispatcher", gt=0)
         base, top = dispatcher.get("backoff_base_s"), dispatcher.get("backoff_max_s")

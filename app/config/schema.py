@@ -189,10 +189,21 @@ class DispatcherSettings(Base, frozen=True):
     backoff_max_s: float = 300.0
     #: Writes in flight at once across all systems.
     concurrency: int = 64
+    #: Writes in flight at once to one system; None: half of ``concurrency`` (at least
+    #: one). A vendor that hangs holds at most this many, and the others keep flowing.
+    system_concurrency: int | None = None
     #: A claimed write not finished within this is released to other workers.
     lease_s: float = 60.0
     #: The longest a 429's Retry-After may hold a system's writes back.
     max_defer_s: float = 900.0
+
+    @property
+    def per_system(self) -> int:
+        """Writes in flight at once to one system (``system_concurrency``, by default
+        half of ``concurrency``), never more than ``concurrency``."""
+        if self.system_concurrency is None:
+            return max(1, self.concurrency // 2)
+        return min(self.system_concurrency, self.concurrency)
 
 
 class AlertSettings(Base, frozen=True):

@@ -289,17 +289,21 @@ class LinkQueries(TxBase):
         lease: timedelta,
         limit: int,
         busy: Iterable[int] = (),
+        full: Iterable[str] = (),
     ) -> list[Link]:
         """Claim up to ``limit`` dirty links that are due, one writer per link: a claim is
         a lease that lapses, so a crashed worker's links are picked up again. Links of
         systems that are paused or deferred by a 429 wait, and so do the ``busy`` ones
-        (the worker's writes in flight): a link is never claimed only to be dropped."""
+        (the worker's writes in flight) and those of the ``full`` systems (the worker
+        has its share of writes to them in flight): a link is never claimed only to be
+        dropped."""
         params = {
             "b_now": now,
             "b_until": now + lease,
             "b_worker": worker,
             "b_limit": limit,
             "b_busy": sorted(set(busy)),
+            "b_full": sorted(set(full)),
         }
         statement = CLAIM_LINKS[self.postgres]
         rows = await self._run(statement, params)

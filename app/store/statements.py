@@ -65,7 +65,8 @@ def held_systems_query(now: Any) -> sa.Select[Any]:
 
 def claim_links_query(postgres: bool) -> Any:
     """Claim due dirty links of systems not held back (parameters b_now, b_until,
-    b_worker, b_limit, and b_busy: the ids of links to leave alone)."""
+    b_worker, b_limit; b_busy: the ids of links to leave alone; b_full: the systems to
+    leave alone, those at their share of the worker's writes in flight)."""
     now = sa.bindparam("b_now", type_=TZ)
     due = (
         sa.select(t.links.c.id)
@@ -77,6 +78,7 @@ def claim_links_query(postgres: bool) -> Any:
             # never a link whose write this worker still has in flight (its outcome may
             # be committed already, but not yet known to the worker)
             t.links.c.id.not_in(sa.bindparam("b_busy", expanding=True)),
+            t.links.c.system.not_in(sa.bindparam("b_full", expanding=True)),
         )
         .order_by(t.links.c.id)  # ix_links_pending: no sort, whatever the backlog
         .limit(sa.bindparam("b_limit", type_=sa.Integer))

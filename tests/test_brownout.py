@@ -1,0 +1,89 @@
+"""A vendor that hangs (a brownout: calls that never answer until the gateway's timeout)
+holds at most ``dispatcher.system_concurrency`` of the dispatcher's writes; the other
+systems keep flowing. A real ``syncgate serve``, the simulators over loopback, the hang
+injected through ``/_sim/faults``; the tests wait on conditions with deadlines."""
+
+from __future__ import annotations
+
+from collections import Counter
+from pathlib import Path
+
+import pytest
+
+from tests.blackbox import (
+    GatewayProcess,
+    admin_client,
+    eventually,
+    free_port,
+    settled,
+    sim_objects,
+    simulators,
+    write_config,
+)
+
+pytestmark = pytest.mark.slow
+
+#: The gateway gives up on a DevHelm call after this (config ``timeout_s``): longer than
+#: the deadline below, so a follow-up waiting behind a hung create cannot make it.
+DEVHELM_TIMEOUT_S = 15
+FOLLOW_UPS_DEADLINE_S = 10
+TICKETS = 24
+
+
+async def test_a_hanging_vendor_holds_its_share_of_writes_and_the_others_keep_flowing(
+    tmp_path: Path,
+) -> None:
+    port = free_port()
+    async with simulators(f"http://127.0.0.1:{port}") as (_sims, control):
+        urls = {n: str(c.base_url) for n, c in control.items()}
+        config = tmp_path / "config.yaml"
+        write_config(
+            config,
+            f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
+            urls,
+            # six writes in flight, three at most to one system (the default: half)
+            dispatcher={"concurrency": 6},
+            systems={"devhelm": {"timeout_s": DEVHELM_TIMEOUT_S}},
+        )
+        # every DevHelm create hangs until the simulator's fault times out
+        response = await control["devhelm"].post(
+            "/_sim/faults",
+            json={"timeout_s": DEVHELM_TIMEOUT_S + 5, "count": 10_000, "methods": ["POST"]},
+        )
+        assert response.status_code < 300, response.text
+        gateway = GatewayProcess(config, port, "brownout", tmp_path / "gateway.log")
+        try:
+            await gateway.ready()
+            subjects = [f"Checkout fails for customer {n}" for n in range(TICKETS)]
+            for subject in subjects:
+                response = await control["inboxops"].post("/_sim/seed", json={"subject": subject})
+                assert response.status_code == 201
+
+            async def follow_ups() -> Counter[str]:
+                return Counter(str(o["title"]) for o in await sim_objects(control["incidentio"]))
+
+            async def every_follow_up_made() -> bool:
+                made = await follow_ups()
+                return all(made[s] >= 1 for s in subjects)
+
+            # DevHelm holds its three writes for 15 s each; incident.io's 24 creates go
+            # through the other three slots meanwhile
+            await eventually(
+                every_follow_up_made,
+                timeout_s=FOLLOW_UPS_DEADLINE_S,
+                what="every follow-up created while DevHelm hangs",
+            )
+            assert not await sim_objects(control["devhelm"]), "DevHelm's creates all hang"
+
+            # DevHelm recovers: every incident is made, once
+            response = await control["devhelm"].delete("/_sim/faults")
+            assert response.status_code < 300
+            async with admin_client(gateway.url) as admin:
+                await eventually(
+                    lambda: settled(admin), timeout_s=90, what="DevHelm's backlog drained"
+                )
+            incidents = Counter(str(o["title"]) for o in await sim_objects(control["devhelm"]))
+            assert incidents == Counter(subjects)
+            assert (await follow_ups()) == Counter(subjects)
+        finally:
+            await gateway.stop()
