@@ -15,6 +15,7 @@ import collections
 import logging
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from typing import NamedTuple
 
 import msgspec
 
@@ -31,7 +32,7 @@ from app.errors import (
 )
 from app.loops import Grouped, IngestFirst, work_until_stopped
 from app.metrics import Metrics
-from app.model import ObjectRef, VendorObject, utcnow
+from app.model import ObjectRef, VendorObject, WebhookEvent, utcnow
 from app.retry import backoff_delay, capped_delay
 from app.store import Event, NewEvent, Store, Tx
 
@@ -100,6 +101,21 @@ class EventWriter:
         return list(ids)
 
 
+class Parsed(NamedTuple):
+    """A stored event as its system's adapter reads it."""
+
+    event: Event
+    adapter: Adapter
+    webhook: WebhookEvent
+
+
+#: An event finished without being applied: (event, state, outcome).
+Finished = tuple[Event, str, str]
+
+#: Batches of events that name objects to fetch (hints), processed apart at once; a
+#: further batch of them waits for one to finish.
+MAX_APART = 4
+
 #: Tries of an event before it is given up when its processing crashed (a poison event
 #: must not come back forever). Every claim counts, by a process killed while it held the
 #: event too.
@@ -138,35 +154,68 @@ class InboxWorker:
         self.clock = clock
         self.wake = asyncio.Event()
         self.ingest = ingest or IngestFirst()
+        #: The tasks processing events apart (those with hints: ``run_once``).
+        self._apart: set[asyncio.Task[None]] = set()
 
     async def run_once(self) -> int:
         """Claim a batch of pending events and process it; returns how many were claimed.
 
-        The batch is applied in one engine transaction that also marks its events done.
-        Should that transaction fail, each event is retried on its own, so one bad event
+        The events that carry what they report are applied at once, in one engine
+        transaction that also marks them done. Those that name objects to fetch first
+        (hints) are processed apart, in a task of their own (``MAX_APART`` at once), so
+        that a vendor slow to answer those reads holds up no other event. Should a
+        transaction fail, each of its events is retried on its own, so one bad event
         cannot hold up the others."""
         limit = self.batch if await self.ingest.give_way() else IngestFirst.SMALL_ROUND
         async with self.store.tx() as tx:
             events = await tx.claim_events(now=self.clock(), lease=self.lease, limit=limit)
         if not events:
             return 0
-        try:
-            await self._process(events)
-        except Exception:
-            if len(events) == 1:
-                await self._crashed(events[0])
-            else:
-                log.warning("inbox batch failed; processing its events one by one", exc_info=True)
-                for event in events:
-                    try:
-                        await self._process([event])
-                    except Exception:  # noqa: BLE001 - logged and retried by _crashed
-                        await self._crashed(event)
+        readable, unreadable = self._parse(events)
+        hinted = [p for p in readable if p.webhook.hints]
+        if hinted:
+            if len(self._apart) < MAX_APART:
+                task = asyncio.get_running_loop().create_task(self._settle(hinted, []))
+                self._apart.add(task)
+                task.add_done_callback(self._finished_apart)
+            else:  # every lane is busy: this one waits here (back-pressure)
+                await self._settle(hinted, [])
+        plain = [p for p in readable if not p.webhook.hints]
+        if plain or unreadable:
+            await self._settle(plain, unreadable)
         return len(events)
 
     async def run_until_idle(self) -> None:
-        while await self.run_once():
-            pass
+        """Process until no event is pending, those processed apart included."""
+        while True:
+            claimed = await self.run_once()
+            if self._apart:
+                await asyncio.wait(set(self._apart))
+            elif not claimed:
+                return
+
+    def _finished_apart(self, task: asyncio.Task[None]) -> None:
+        self._apart.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # not even retrying later could be recorded: the events' leases lapse, and
+            # they are claimed again then
+            log.error("processing events apart failed", exc_info=task.exception())
+
+    async def _settle(self, parsed: list[Parsed], unreadable: list[Finished]) -> None:
+        """Process ``parsed`` and finish ``unreadable`` in one transaction; should it
+        fail, each event on its own (``_crashed`` when that fails too)."""
+        try:
+            await self._process(parsed, unreadable)
+        except Exception:
+            if len(parsed) + len(unreadable) == 1:
+                await self._crashed(parsed[0].event if parsed else unreadable[0][0])
+                return
+            log.warning("inbox batch failed; processing its events one by one", exc_info=True)
+            for one, alone in [([p], []) for p in parsed] + [([], [u]) for u in unreadable]:
+                try:
+                    await self._process(one, alone)
+                except Exception:  # noqa: BLE001 - logged and retried by _crashed
+                    await self._crashed(one[0].event if one else alone[0][0])
 
     async def retry_failed(self, event_id: int) -> Event:
         """Process a failed (given up) event again, from its first try; returns it as it
@@ -184,25 +233,37 @@ class InboxWorker:
         return event
 
     async def run(self, stop: asyncio.Event, idle_s: float = 1.0) -> None:
-        await work_until_stopped(self.run_once, wake=self.wake, stop=stop, idle_s=idle_s, log=log)
+        try:
+            await work_until_stopped(
+                self.run_once, wake=self.wake, stop=stop, idle_s=idle_s, log=log
+            )
+        finally:  # the events processed apart finish too (their reads time out at worst)
+            if self._apart:
+                await asyncio.wait(set(self._apart))
 
-    async def _process(self, events: list[Event]) -> None:
-        observations: list[tuple[VendorObject, str | None]] = []
-        owned: list[tuple[Event, int, int, list[str], bool]] = []  # event, span, notes, poll
-        finished: list[tuple[Event, str, str]] = []
-        retries: list[tuple[Event, VendorError]] = []
-        parsed = []
+    def _parse(self, events: list[Event]) -> tuple[list[Parsed], list[Finished]]:
+        """Each event read by its system's adapter; those that cannot be (no such system,
+        or an unreadable payload) as finished ``failed``, with the reason."""
+        parsed: list[Parsed] = []
+        unreadable: list[Finished] = []
         for event in events:
             adapter = self.adapters.get(event.system)
             if adapter is None:
-                finished.append((event, "failed", f"system {event.system!r} is not configured"))
+                unreadable.append((event, "failed", f"system {event.system!r} is not configured"))
                 continue
             try:
                 webhook = adapter.parse_webhook(lower_headers(event.headers), event.body)
             except WebhookError as exc:
-                finished.append((event, "failed", f"unreadable: {exc.reason}"))
+                unreadable.append((event, "failed", f"unreadable: {exc.reason}"))
                 continue
-            parsed.append((event, adapter, webhook))
+            parsed.append(Parsed(event, adapter, webhook))
+        return parsed, unreadable
+
+    async def _process(self, parsed: list[Parsed], unreadable: list[Finished]) -> None:
+        observations: list[tuple[VendorObject, str | None]] = []
+        owned: list[tuple[Event, int, int, list[str], bool]] = []  # event, span, notes, poll
+        finished: list[Finished] = list(unreadable)
+        retries: list[tuple[Event, VendorError]] = []
         # hints name objects to fetch: all fetched at once, before the transaction
         fetched = await asyncio.gather(
             *(self._fetch(adapter, webhook.hints) for _, adapter, webhook in parsed)

@@ -20,6 +20,8 @@ from tests.blackbox import (
     simulators,
     write_config,
 )
+from tests.contract.kits import KITS
+from tests.rig import SYSTEMS
 
 pytestmark = pytest.mark.slow
 
@@ -85,5 +87,47 @@ async def test_a_hanging_vendor_holds_its_share_of_writes_and_the_others_keep_fl
             incidents = Counter(str(o["title"]) for o in await sim_objects(control["devhelm"]))
             assert incidents == Counter(subjects)
             assert (await follow_ups()) == Counter(subjects)
+        finally:
+            await gateway.stop()
+
+
+async def test_a_notification_whose_fetch_hangs_holds_up_no_other_event(tmp_path: Path) -> None:
+    """hookstream's issue notifications name the issue to read; its reads hang. The
+    InboxOps tickets that arrive after them are applied and fanned out meanwhile: the
+    inbox does not wait on one vendor's reads to apply another's events."""
+    port = free_port()
+    async with simulators(
+        f"http://127.0.0.1:{port}", SYSTEMS, webhooks=("hookstream", "inboxops", "incidentio")
+    ) as (sims, control):
+        config = tmp_path / "config.yaml"
+        write_config(
+            config,
+            f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
+            {n: str(c.base_url) for n, c in control.items()},
+            systems={"hookstream": {"timeout_s": DEVHELM_TIMEOUT_S}},
+        )
+        gateway = GatewayProcess(config, port, "brownout", tmp_path / "gateway.log")
+        try:
+            await gateway.ready()
+            fault = {"timeout_s": DEVHELM_TIMEOUT_S + 5, "count": 10_000, "methods": ["GET"]}
+            assert (await control["hookstream"].post("/_sim/faults", json=fault)).is_success
+            for n in range(3):  # three notifications whose issues cannot be read
+                await KITS["hookstream"].seed(control["hookstream"], n)
+            await sims["hookstream"].kit.flush()
+            assert all(d.delivered for d in sims["hookstream"].kit.deliveries)
+            subjects = [f"Checkout fails for customer {n}" for n in range(TICKETS)]
+            for subject in subjects:
+                response = await control["inboxops"].post("/_sim/seed", json={"subject": subject})
+                assert response.status_code == 201
+
+            async def every_ticket_fanned_out() -> bool:
+                made = Counter(str(o["title"]) for o in await sim_objects(control["incidentio"]))
+                return all(made[s] >= 1 for s in subjects)
+
+            await eventually(
+                every_ticket_fanned_out,
+                timeout_s=FOLLOW_UPS_DEADLINE_S,
+                what="every ticket fanned out while hookstream's reads hang",
+            )
         finally:
             await gateway.stop()
