@@ -25,9 +25,9 @@ from tests.rig import SYSTEMS
 
 pytestmark = pytest.mark.slow
 
-#: The gateway gives up on a DevHelm call after this (config ``timeout_s``): longer than
-#: the deadline below, so a follow-up waiting behind a hung create cannot make it.
-DEVHELM_TIMEOUT_S = 15
+#: The gateway gives up on a call to the hanging vendor after this (its ``timeout_s``):
+#: longer than the deadline below, so what waits behind a hung call cannot make it.
+VENDOR_TIMEOUT_S = 15
 FOLLOW_UPS_DEADLINE_S = 10
 TICKETS = 24
 
@@ -45,12 +45,12 @@ async def test_a_hanging_vendor_holds_its_share_of_writes_and_the_others_keep_fl
             urls,
             # six writes in flight, three at most to one system (the default: half)
             dispatcher={"concurrency": 6},
-            systems={"devhelm": {"timeout_s": DEVHELM_TIMEOUT_S}},
+            systems={"devhelm": {"timeout_s": VENDOR_TIMEOUT_S}},
         )
         # every DevHelm create hangs until the simulator's fault times out
         response = await control["devhelm"].post(
             "/_sim/faults",
-            json={"timeout_s": DEVHELM_TIMEOUT_S + 5, "count": 10_000, "methods": ["POST"]},
+            json={"timeout_s": VENDOR_TIMEOUT_S + 5, "count": 10_000, "methods": ["POST"]},
         )
         assert response.status_code < 300, response.text
         gateway = GatewayProcess(config, port, "brownout", tmp_path / "gateway.log")
@@ -104,12 +104,12 @@ async def test_a_notification_whose_fetch_hangs_holds_up_no_other_event(tmp_path
             config,
             f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
             {n: str(c.base_url) for n, c in control.items()},
-            systems={"hookstream": {"timeout_s": DEVHELM_TIMEOUT_S}},
+            systems={"hookstream": {"timeout_s": VENDOR_TIMEOUT_S}},
         )
         gateway = GatewayProcess(config, port, "brownout", tmp_path / "gateway.log")
         try:
             await gateway.ready()
-            fault = {"timeout_s": DEVHELM_TIMEOUT_S + 5, "count": 10_000, "methods": ["GET"]}
+            fault = {"timeout_s": VENDOR_TIMEOUT_S + 5, "count": 10_000, "methods": ["GET"]}
             assert (await control["hookstream"].post("/_sim/faults", json=fault)).is_success
             for n in range(3):  # three notifications whose issues cannot be read
                 await KITS["hookstream"].seed(control["hookstream"], n)
