@@ -112,8 +112,8 @@ class Parsed(NamedTuple):
 #: An event finished without being applied: (event, state, outcome).
 Finished = tuple[Event, str, str]
 
-#: Batches of events that name objects to fetch (hints), processed apart at once; a
-#: further batch of them waits for one to finish.
+#: Batches of one system's events that name objects to fetch (hints), processed apart
+#: at once; while that many run, none of that system's events is claimed.
 MAX_APART = 4
 
 #: Tries of an event before it is given up when its processing crashed (a poison event
@@ -154,32 +154,39 @@ class InboxWorker:
         self.clock = clock
         self.wake = asyncio.Event()
         self.ingest = ingest or IngestFirst()
-        #: The tasks processing events apart (those with hints: ``run_once``).
-        self._apart: set[asyncio.Task[None]] = set()
+        #: The tasks processing events apart (those with hints: ``run_once``), each with
+        #: its system, and how many each system has running.
+        self._apart: dict[asyncio.Task[None], str] = {}
+        self._lanes: collections.Counter[str] = collections.Counter()
 
     async def run_once(self) -> int:
         """Claim a batch of pending events and process it; returns how many were claimed.
 
         The events that carry what they report are applied at once, in one engine
         transaction that also marks them done. Those that name objects to fetch first
-        (hints) are processed apart, in a task of their own (``MAX_APART`` at once), so
-        that a vendor slow to answer those reads holds up no other event. Should a
-        transaction fail, each of its events is retried on its own, so one bad event
-        cannot hold up the others."""
+        (hints) are processed apart, one task per system, so that a vendor slow to
+        answer those reads holds up no other system's events; a system with
+        ``MAX_APART`` such tasks running gets no more events claimed until one ends.
+        Should a transaction fail, each of its events is retried on its own, so one bad
+        event cannot hold up the others."""
         limit = self.batch if await self.ingest.give_way() else IngestFirst.SMALL_ROUND
+        full = [system for system, n in self._lanes.items() if n >= MAX_APART]
         async with self.store.tx() as tx:
-            events = await tx.claim_events(now=self.clock(), lease=self.lease, limit=limit)
+            events = await tx.claim_events(
+                now=self.clock(), lease=self.lease, limit=limit, full=full
+            )
         if not events:
             return 0
         readable, unreadable = self._parse(events)
-        hinted = [p for p in readable if p.webhook.hints]
-        if hinted:
-            if len(self._apart) < MAX_APART:
-                task = asyncio.get_running_loop().create_task(self._settle(hinted, []))
-                self._apart.add(task)
-                task.add_done_callback(self._finished_apart)
-            else:  # every lane is busy: this one waits here (back-pressure)
-                await self._settle(hinted, [])
+        hinted: dict[str, list[Parsed]] = {}
+        for p in readable:
+            if p.webhook.hints:
+                hinted.setdefault(p.event.system, []).append(p)
+        for system, batch in hinted.items():
+            task = asyncio.get_running_loop().create_task(self._settle(batch, []))
+            self._apart[task] = system
+            self._lanes[system] += 1
+            task.add_done_callback(self._finished_apart)
         plain = [p for p in readable if not p.webhook.hints]
         if plain or unreadable:
             await self._settle(plain, unreadable)
@@ -195,7 +202,8 @@ class InboxWorker:
                 return
 
     def _finished_apart(self, task: asyncio.Task[None]) -> None:
-        self._apart.discard(task)
+        self._lanes[self._apart.pop(task)] -= 1
+        self.wake.set()  # that system's events may be claimed again
         if not task.cancelled() and task.exception() is not None:
             # not even retrying later could be recorded: the events' leases lapse, and
             # they are claimed again then

@@ -12,7 +12,7 @@ from sqlalchemy.engine import Connection
 
 from app.errors import AlreadyLinked
 from app.model import CreateTarget, Fields, ObjectRef, Status, VendorObject, WorkItem, utcnow
-from app.store import HistoryEntry, Store
+from app.store import HistoryEntry, NewEvent, Store
 from tests.conftest import open_store
 
 
@@ -115,6 +115,31 @@ async def test_a_claim_leaves_out_the_systems_it_is_told_are_full(store: Store) 
     async with store.tx() as tx:  # no longer full: its links are claimed as before
         claimed = await tx.claim_due_links(worker="w", now=now, lease=lease, limit=10)
     assert sorted(link.id for link in claimed) == sorted([ids["devhelm"], ids["hookstream"]])
+
+
+async def test_an_event_claim_leaves_out_the_systems_it_is_told_are_full(store: Store) -> None:
+    now = utcnow()
+    lease = timedelta(seconds=30)
+    async with store.tx() as tx:
+        await tx.record_events(
+            [
+                NewEvent(
+                    system=system,
+                    delivery_id=f"d-{system}",
+                    source="webhook",
+                    event_type="x",
+                    body=b"{}",
+                )
+                for system in ("hookstream", "inboxops")
+            ],
+            now=now,
+        )
+    async with store.tx() as tx:
+        claimed = await tx.claim_events(now=now, lease=lease, limit=10, full=["hookstream"])
+    assert [event.system for event in claimed] == ["inboxops"]
+    async with store.tx() as tx:  # left pending, unclaimed: claimed once no longer full
+        claimed = await tx.claim_events(now=now, lease=lease, limit=10)
+    assert [(event.system, event.attempts) for event in claimed] == [("hookstream", 1)]
 
 
 async def test_finish_write_keeps_link_dirty_when_the_item_moved_on(store: Store) -> None:

@@ -229,7 +229,16 @@ CASES: list[tuple[str, Any, Any]] = [
             "b_full": [],
         },
     ),
-    ("claim events", s.CLAIM_EVENTS[False], {"b_now": NOW, "b_until": LATER, "b_limit": 2}),
+    (
+        "claim events",
+        s.CLAIM_EVENTS[False],
+        {"b_now": NOW, "b_until": LATER, "b_limit": 2, "b_full": []},
+    ),
+    (
+        "claim events, one system full",
+        s.CLAIM_EVENTS[False],
+        {"b_now": NOW, "b_until": LATER, "b_limit": 5, "b_full": ["devhelm"]},
+    ),
     ("items", s.ITEMS, {"b_ids": [ITEM_IDS[2], ITEM_IDS[0], "missing"]}),
     ("items, none", s.ITEMS, {"b_ids": []}),
     ("links by id", s.LINKS_BY_ID, {"b_ids": [5, 2, 1]}),

@@ -81,11 +81,18 @@ class EventQueries(TxBase):
             out.append(stored.pop((e.system, e.delivery_id), None))
         return out
 
-    async def claim_events(self, *, now: datetime, lease: timedelta, limit: int) -> list[Event]:
-        """Claim pending events that are due, oldest first (a lease, like links)."""
-        rows = await self._run(
-            CLAIM_EVENTS[self.postgres], {"b_now": now, "b_until": now + lease, "b_limit": limit}
-        )
+    async def claim_events(
+        self, *, now: datetime, lease: timedelta, limit: int, full: Iterable[str] = ()
+    ) -> list[Event]:
+        """Claim pending events that are due, oldest first (a lease, like links), but
+        none of the ``full`` systems (they wait, unclaimed)."""
+        params = {
+            "b_now": now,
+            "b_until": now + lease,
+            "b_limit": limit,
+            "b_full": sorted(set(full)),
+        }
+        rows = await self._run(CLAIM_EVENTS[self.postgres], params)
         return sorted((event_of(r) for r in rows), key=lambda e: e.id)
 
     async def finish_event(self, event_id: int, *, state: str, outcome: str, now: datetime) -> None:

@@ -107,11 +107,13 @@ def claim_links_query(postgres: bool) -> Any:
 
 
 def claim_events_query(postgres: bool) -> Any:
-    """Claim due pending events (parameters b_now, b_until, b_limit)."""
+    """Claim due pending events (parameters b_now, b_until, b_limit; b_full: the systems
+    whose events to leave alone)."""
     due = (
         sa.select(t.events.c.id)
         .where(
             t.events.c.state == "pending",
+            t.events.c.system.not_in(sa.bindparam("b_full", expanding=True)),
             sa.or_(
                 t.events.c.claimed_until.is_(None),
                 t.events.c.claimed_until < sa.bindparam("b_now", type_=TZ),
