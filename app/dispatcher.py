@@ -64,17 +64,6 @@ def unchanged(known: VendorObject | None, fresh: VendorObject) -> bool:
     )
 
 
-def claim_room(free: int, share: int, flying: Mapping[str, int]) -> tuple[int, list[str]]:
-    """How many links the next claim may take, and the systems it leaves out, so that no
-    system ever has more than ``share`` of the worker's writes in flight (``flying``:
-    writes in flight per system). The systems at their share are left out; and since
-    one claim could go to a single system, it takes no more than the least room any
-    other system has left."""
-    full = sorted(system for system, n in flying.items() if n >= share)
-    room = min((share - n for n in flying.values() if n < share), default=share)
-    return min(free, room), full
-
-
 #: While deliveries keep coming, at most this many finished writes are recorded in one
 #: transaction (a few milliseconds holding the loop; ``IngestFirst``).
 RECORD_WHILE_BUSY = 4 * IngestFirst.SMALL_ROUND
@@ -145,8 +134,8 @@ class Dispatcher:
         #: Links whose writes this process has in flight: their claims are renewed until
         #: the outcome is recorded, and they are never claimed a second time meanwhile.
         self.in_flight: set[int] = set()
-        #: The same writes counted per system (``claim_room``: no system takes more than
-        #: its share of them, so a vendor that hangs cannot hold them all).
+        #: The same writes counted per system: a system with its share of them
+        #: (``per_system``) gets no more claimed until one is recorded.
         self.flying: collections.Counter[str] = collections.Counter()
         #: Reads before writes, folded in by the engine in batches.
         self._folding: Grouped[tuple[Link, VendorObject], tuple[Link, WorkItem] | None] = Grouped(
@@ -183,8 +172,28 @@ class Dispatcher:
         recorder = loop.create_task(self._record_from(done), name="dispatcher-recorder")
         renewer = loop.create_task(self._renew_claims(stop), name="dispatcher-renewer")
 
+        # No system has more than its share of the calls in progress: a write past it
+        # waits for its system's lane, without taking one of the ``concurrency`` slots,
+        # so a vendor whose calls hang cannot hold every slot while the others wait.
+        share = self.settings.per_system
+        lanes: collections.defaultdict[str, asyncio.Semaphore] = collections.defaultdict(
+            lambda: asyncio.Semaphore(share)
+        )
+        queued = 0  # writes waiting for their system's lane
+
         async def write(link: Link, item: WorkItem | None) -> None:
-            await done.put(await self._attempt(link, item))
+            nonlocal queued
+            lane = lanes[link.system]
+            waits = lane.locked()
+            queued += waits
+            try:
+                await lane.acquire()
+            finally:
+                queued -= waits
+            try:
+                await done.put(await self._attempt(link, item))
+            finally:
+                lane.release()
 
         def finished(task: asyncio.Task[None]) -> None:
             in_flight.discard(task)
@@ -192,7 +201,7 @@ class Dispatcher:
 
         try:
             while not stop.is_set():
-                free = self.settings.concurrency - len(in_flight)
+                free = self.settings.concurrency - (len(in_flight) - queued)
                 if free <= 0:
                     room.clear()
                     await wait_any(room, stop, seconds=idle_s)
@@ -200,9 +209,10 @@ class Dispatcher:
                 self.wake.clear()
                 if not await self.ingest.give_way():
                     free = min(free, IngestFirst.SMALL_ROUND)
-                limit, full = claim_room(free, self.settings.per_system, self.flying)
+                # a system with its share claimed already gets no more for now
+                full = [system for system, n in self.flying.items() if n >= share]
                 try:
-                    claimed = await self._claim(limit, full=full)
+                    claimed = await self._claim(free, full=full)
                 except Exception:
                     log.exception("claiming writes failed")
                     await wait_any(stop, seconds=idle_s)
@@ -211,7 +221,7 @@ class Dispatcher:
                     task = loop.create_task(write(link, item))
                     in_flight.add(task)
                     task.add_done_callback(finished)
-                if len(claimed) < limit:  # nothing more is due now
+                if len(claimed) < free:  # nothing more is due now
                     await wait_any(self.wake, stop, seconds=idle_s)
         finally:
             if in_flight:

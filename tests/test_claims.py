@@ -5,13 +5,12 @@ not left to timing. The lease here is 10 s; nothing below may wait for it."""
 from __future__ import annotations
 
 import asyncio
-import random
 from collections.abc import Sequence
 from typing import Any
 
 import pytest
 
-from app.dispatcher import Attempt, Dispatcher, claim_room
+from app.dispatcher import Attempt, Dispatcher
 from app.store import Store
 from app.store.database import transient
 from tests.blackbox import eventually
@@ -145,27 +144,6 @@ async def test_recording_that_fails_for_good_releases_the_claims(
             return await statuses(rig, (await linked_ids(rig))[1]) == ALL_OPEN
 
         await eventually(written_again, timeout_s=2, what="the released writes sent again")
-
-
-def test_a_claim_never_takes_a_system_past_its_share() -> None:
-    """``claim_room``: however the claimed links fall among the systems it does not leave
-    out, none ends with more than its share of writes in flight."""
-    assert claim_room(10, 4, {}) == (4, [])
-    assert claim_room(3, 4, {}) == (3, [])
-    assert claim_room(10, 4, {"devhelm": 4, "incidentio": 1}) == (3, ["devhelm"])
-    assert claim_room(10, 4, {"devhelm": 0, "hookstream": 6}) == (4, ["hookstream"])
-    rng = random.Random(15)
-    systems = ("devhelm", "hookstream", "inboxops", "incidentio")
-    for _ in range(2000):
-        share = rng.randint(1, 8)
-        flying = {s: rng.randint(0, share + 2) for s in systems if rng.random() < 0.7}
-        free = rng.randint(1, 16)
-        limit, full = claim_room(free, share, flying)
-        assert 1 <= limit <= free
-        assert full == sorted(s for s, n in flying.items() if n >= share)
-        for system in systems:  # all of the claim to any one system left in
-            if system not in full:
-                assert flying.get(system, 0) + limit <= share
 
 
 def test_transient_errors_are_told_apart() -> None:
