@@ -17,6 +17,7 @@ run prints and writes (``bench/results/soak-<db>.json``):
 - events of any system not done at the end (failed: given up; must be none), dead
   letters; the share of vendor write attempts that failed;
 - RSS and open file descriptors at the start and end of each gateway process;
+- SQLite's write-ahead log at each window (must stay under ``WAL_MAX_MB``);
 - the p99 acknowledgement latency per window over time.
 
 PostgreSQL needs ``SYNCGATE_TEST_POSTGRES_URL`` (``source scripts/pg.sh``); a fresh
@@ -66,6 +67,20 @@ def log(msg: str) -> None:
 
 def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
+
+
+#: The write-ahead log may pass the gateway's limit (``WAL_TRUNCATE_FRAMES``, 64 MiB) by
+#: what a second of writes adds before it is emptied; a soak that sees it over this fails.
+WAL_MAX_MB = 256.0
+
+
+def wal_mb(db_url: str) -> float | None:
+    """The size of SQLite's write-ahead log now (None on PostgreSQL; 0 when there is
+    none, as after a clean stop)."""
+    if not db_url.startswith("sqlite"):
+        return None
+    wal = Path(f"{db_url.split(':///', 1)[1]}-wal")
+    return round(wal.stat().st_size / 1e6, 1) if wal.exists() else 0.0
 
 
 async def drained(inst: Installation, deadline_s: float) -> float:
@@ -240,6 +255,7 @@ async def soak(kind: str, db_url: str, args: argparse.Namespace, wd: Path) -> di
                 "rss_mb": round(rss_mb(inst.pid), 1),
                 "fds": open_fds(inst.pid),
                 "backlog": dirty + pending,
+                "wal_mb": wal_mb(db_url),
             }
             windows.append(row)
             log(f"{kind}: {row}")
@@ -421,12 +437,15 @@ def missing_changes(r: dict[str, Any]) -> int:
 
 def problems(r: dict[str, Any]) -> int:
     """What fails the run: changes missing, duplicate objects, creates missing, events
-    not done (each must be 0)."""
+    not done (each must be 0), and SQLite's write-ahead log over ``WAL_MAX_MB`` in a
+    window (its disk must stay bounded)."""
+    wal = [w["wal_mb"] for w in r.get("windows", []) if w.get("wal_mb") is not None]
     return (
         missing_changes(r)
         + r["duplicate_vendor_objects"]
         + r["missing_creates"]
         + sum(r["events_not_done"].values())
+        + sum(mb > WAL_MAX_MB for mb in wal)
     )
 
 
@@ -461,11 +480,17 @@ def report(r: dict[str, Any]) -> str:
             f"  gateway process {n}: RSS {p['rss_mb_start']:.0f} -> "
             f"{p.get('rss_mb_end', 0):.0f} MB, fds {p['fds_start']} -> {p.get('fds_end')}"
         )
-    lines.append("  t_s  offered  acked  p99_ms  rss_mb  fds  backlog")
+    wal = [w["wal_mb"] for w in r["windows"] if w.get("wal_mb") is not None]
+    if wal:
+        lines.append(
+            f"  write-ahead log: at most {max(wal)} MB in a window (must stay under {WAL_MAX_MB:g})"
+        )
+    lines.append("  t_s  offered  acked  p99_ms  rss_mb  fds  backlog  wal_mb")
     for w in r["windows"]:
+        log_mb = "-" if w.get("wal_mb") is None else w["wal_mb"]
         lines.append(
             f"  {w['t_s']:>4} {w['offered']:>8} {w['acknowledged']:>6} {w['p99_ms']:>7} "
-            f"{w['rss_mb']:>7} {w['fds']:>4} {w['backlog']:>8}"
+            f"{w['rss_mb']:>7} {w['fds']:>4} {w['backlog']:>8} {log_mb:>7}"
         )
     return "\n".join(lines)
 

@@ -39,3 +39,9 @@ def test_a_clean_run_has_no_problems() -> None:
 def test_each_kind_of_loss_fails_the_run(key: str, value: Any) -> None:
     result = clean() | {key: value}
     assert problems(result) > 0
+
+
+def test_a_write_ahead_log_over_its_bound_fails_the_run() -> None:
+    window = {"t_s": 60, "wal_mb": 70.0}
+    assert problems(clean() | {"windows": [window, {"t_s": 120, "wal_mb": None}]}) == 0
+    assert problems(clean() | {"windows": [window, {"t_s": 120, "wal_mb": 12_236.1}]}) == 1
