@@ -155,9 +155,8 @@ class InboxWorker:
         self.wake = asyncio.Event()
         self.ingest = ingest or IngestFirst()
         #: The tasks processing events apart (those with hints: ``run_once``), each with
-        #: its system, and how many each system has running.
+        #: its system.
         self._apart: dict[asyncio.Task[None], str] = {}
-        self._lanes: collections.Counter[str] = collections.Counter()
 
     async def run_once(self) -> int:
         """Claim a batch of pending events and process it; returns how many were claimed.
@@ -170,7 +169,8 @@ class InboxWorker:
         Should a transaction fail, each of its events is retried on its own, so one bad
         event cannot hold up the others."""
         limit = self.batch if await self.ingest.give_way() else IngestFirst.SMALL_ROUND
-        full = [system for system, n in self._lanes.items() if n >= MAX_APART]
+        running = collections.Counter(self._apart.values())
+        full = [system for system, n in running.items() if n >= MAX_APART]
         async with self.store.tx() as tx:
             events = await tx.claim_events(
                 now=self.clock(), lease=self.lease, limit=limit, full=full
@@ -185,7 +185,6 @@ class InboxWorker:
         for system, batch in hinted.items():
             task = asyncio.get_running_loop().create_task(self._settle(batch, []))
             self._apart[task] = system
-            self._lanes[system] += 1
             task.add_done_callback(self._finished_apart)
         plain = [p for p in readable if not p.webhook.hints]
         if plain or unreadable:
@@ -202,7 +201,7 @@ class InboxWorker:
                 return
 
     def _finished_apart(self, task: asyncio.Task[None]) -> None:
-        self._lanes[self._apart.pop(task)] -= 1
+        del self._apart[task]
         self.wake.set()  # that system's events may be claimed again
         if not task.cancelled() and task.exception() is not None:
             # not even retrying later could be recorded: the events' leases lapse, and
