@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench.soak import problems
+from bench.soak import _pump_once, problems
 
 
 def clean() -> dict[str, Any]:
@@ -45,3 +45,50 @@ def test_a_write_ahead_log_over_its_bound_fails_the_run() -> None:
     window = {"t_s": 60, "wal_mb": 70.0}
     assert problems(clean() | {"windows": [window, {"t_s": 120, "wal_mb": None}]}) == 0
     assert problems(clean() | {"windows": [window, {"t_s": 120, "wal_mb": 12_236.1}]}) == 1
+
+
+class FaultQueue:
+    """The part of a simulator the fault pump talks to: its request log and its queue
+    of faults, each met by the next call."""
+
+    def __init__(self) -> None:
+        self.log: list[dict[str, int]] = []
+        self.faults: list[dict[str, Any]] = []
+
+    def calls(self, n: int) -> int:
+        """``n`` calls to the vendor; returns how many met a fault."""
+        met = min(n, len(self.faults))
+        del self.faults[:met]
+        self.log += [{"status": 500}] * met + [{"status": 200}] * (n - met)
+        return met
+
+    async def sim(self, system: str, method: str, path: str, **kw: Any) -> Any:
+        if (method, path) == ("GET", "/_sim/requests"):
+            return {"requests": list(self.log)}
+        if (method, path) == ("DELETE", "/_sim/requests"):
+            self.log.clear()
+        elif (method, path) == ("DELETE", "/_sim/faults"):
+            self.faults.clear()
+        elif (method, path) == ("POST", "/_sim/faults"):
+            self.faults.append(kw["json"])
+        return None
+
+
+async def test_a_gateway_held_back_meets_only_its_share_of_faults() -> None:
+    """A busy second queues faults for a tenth of its calls; when the gateway then makes
+    few calls (held back by a 429 or hanging calls), those few must not all meet the
+    faults queued for the many: that pile once failed nearly every DevHelm call for
+    minutes and dead-lettered a write."""
+    sim = FaultQueue()
+    out = {"faults_queued": 0, "vendor_calls": 0, "vendor_calls_failed": 0}
+    carry = {"devhelm": 0.0}
+    met = []
+    for calls in (200, 5, 5, 5, 5, 5, 5, 5, 5):
+        met.append(sim.calls(calls))
+        await _pump_once(sim, "devhelm", 0.1, out, carry, 0)  # type: ignore[arg-type]
+    assert met[0] == 0
+    # the first slow second meets what the busy one queued; the slow seconds after it
+    # meet at most their own share (half a fault a second here)
+    assert sum(met[2:]) <= 4
+    assert out["vendor_calls"] == 240
+    assert out["faults_queued"] == 20 + 4
