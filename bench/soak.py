@@ -65,8 +65,9 @@ def open_fds(pid: int) -> int:
     return len(os.listdir(f"/proc/{pid}/fd"))
 
 
-#: The write-ahead log may pass the gateway's limit (``WAL_TRUNCATE_FRAMES``, 64 MiB) by
-#: what a second of writes adds before it is emptied; a soak that sees it over this fails.
+#: The write-ahead log may pass the gateway's limit (``sqlite_wal_limit_mb``, 64 MiB by
+#: default) by what a second of writes adds before it is emptied; a soak that sees it
+#: over this fails.
 WAL_MAX_MB = 256.0
 
 

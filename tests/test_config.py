@@ -980,6 +980,15 @@ def test_a_systems_share_of_writes_is_half_by_default_and_checked(tmp_path: Path
     assert "must be at least 1, got 0" in issue.message
 
 
+def test_the_sqlite_log_limit_is_64_mb_by_default_and_checked(tmp_path: Path) -> None:
+    assert load_config(write(tmp_path, MINIMAL), KNOWN).sqlite_wal_limit_mb == 64
+    two = load_config(write(tmp_path, MINIMAL + "sqlite_wal_limit_mb: 2\n"), KNOWN)
+    assert two.sqlite_wal_limit_mb == 2
+    (issue,) = issues_of(write(tmp_path, MINIMAL + "sqlite_wal_limit_mb: 0.5\n"))
+    assert (issue.line, issue.key) == (9, "sqlite_wal_limit_mb")
+    assert "must be at least 1, got 0.5" in issue.message
+
+
 def test_an_empty_section_means_its_defaults(tmp_path: Path) -> None:
     path = write(
         tmp_path,

@@ -83,7 +83,7 @@ async def _run(
     from app.gateway import Gateway
     from app.store import Store
 
-    store = Store.connect(url)
+    store = Store.connect(url, wal_limit_mb=settings.sqlite_wal_limit_mb)
     gateway = None
     try:
         if not dry_run:

@@ -229,7 +229,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return _cannot_listen("serve", host, port, exc)
 
     async def run() -> None:
-        store = Store.connect(url)
+        store = Store.connect(url, wal_limit_mb=settings.sqlite_wal_limit_mb)
         await store.migrate()
         gateway = Gateway(settings, secrets, store, worker_id=args.worker_id)
         gateway.config_path = _config_path(args)

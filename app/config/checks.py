@@ -403,6 +403,7 @@ class Checker:
         url = data.get("database_url")
         if isinstance(url, str) and "://" not in url:
             self.issue("database_url", f"expected a SQLAlchemy URL (dialect://...), got {url!r}")
+        self.number(data, "sqlite_wal_limit_mb", "", ge=1)
         server = _mapping(data.get("server"))
         if server.get("host") == "":
             self.issue("server.host", "must not be empty")

@@ -76,6 +76,13 @@ _JSON_CODEC: dict[str, Any] = {
 }
 
 
+#: The size of SQLite's write-ahead log past which it is emptied, by default (the
+#: ``sqlite_wal_limit_mb`` setting); a frame is a page.
+WAL_LIMIT_MB = 64.0
+#: SQLite's default page, the one the gateway's databases are made with.
+SQLITE_PAGE_BYTES = 4096
+
+
 class Store:
     """The database: connections, transactions and migrations.
 
@@ -99,7 +106,10 @@ class Store:
         self.committed = 0
 
     @classmethod
-    def connect(cls, url: str, *, pool_size: int = 10) -> Store:
+    def connect(cls, url: str, *, pool_size: int = 10, wal_limit_mb: float = WAL_LIMIT_MB) -> Store:
+        """A store on ``url``. On SQLite, ``wal_limit_mb`` is the size past which the
+        write-ahead log is emptied (``WalCheckpointer``); PostgreSQL uses ``pool_size``
+        connections (and as many again at peaks)."""
         url = normalize_url(url)
         parsed = make_url(url)
         if parsed.drivername.startswith("sqlite"):
@@ -110,7 +120,8 @@ class Store:
             sa_event.listen(engine, "begin", _sqlite_on_begin)
             store = cls(engine)
             if parsed.database and parsed.database != ":memory:":
-                store._checkpointer = WalCheckpointer(parsed.database)
+                frames = max(1, int(wal_limit_mb * 1024 * 1024) // SQLITE_PAGE_BYTES)
+                store._checkpointer = WalCheckpointer(parsed.database, truncate_frames=frames)
             return store
         return cls(
             create_async_engine(
@@ -229,11 +240,6 @@ class _RolledBack(Exception):
     """Ends the readiness probe's transaction without committing it."""
 
 
-#: Frames (pages) in the write-ahead log beyond which the checkpointer truncates it:
-#: 64 MiB at SQLite's default 4 KiB page.
-WAL_TRUNCATE_FRAMES = 16_384
-
-
 class WalCheckpointer:
     """Copies SQLite's write-ahead log back into the database file from a thread of its
     own, on its own connection, every ``every_s`` (a PASSIVE checkpoint never blocks the
@@ -252,7 +258,10 @@ class WalCheckpointer:
     checkpoints have copied nearly all of the log already."""
 
     def __init__(
-        self, path: str, every_s: float = 1.0, truncate_frames: int = WAL_TRUNCATE_FRAMES
+        self,
+        path: str,
+        every_s: float = 1.0,
+        truncate_frames: int = int(WAL_LIMIT_MB * 1024 * 1024) // SQLITE_PAGE_BYTES,
     ) -> None:
         self.path = path
         self.every_s = every_s
