@@ -310,12 +310,11 @@ class InboxWorker:
                 ((event.id, state, outcome) for event, state, outcome in finished), now=now
             )
             for event, exc in retries:
-                delay = (
-                    capped_delay(exc.retry_after, EVENT_BACKOFF_MAX_S)
-                    if isinstance(exc, RateLimited)
-                    else None
-                )
-                await self._retry(tx, event, str(exc), now, delay_s=delay, vendor=True)
+                if isinstance(exc, RateLimited):
+                    delay = capped_delay(exc.retry_after, EVENT_BACKOFF_MAX_S)
+                    await self._retry(tx, event, str(exc), now, delay_s=delay, asked_to_wait=True)
+                else:
+                    await self._retry(tx, event, str(exc), now, vendor=True)
 
         await self.engine.observe_many(observations, also=finish)
         for system in sorted({event.system for event, *_, poll in owned if poll}):
@@ -352,15 +351,21 @@ class InboxWorker:
         *,
         delay_s: float | None = None,
         vendor: bool = False,
+        asked_to_wait: bool = False,
     ) -> None:
         """Try the event again later (after ``delay_s``, else a backoff). Give up on it
         after ``MAX_EVENT_ATTEMPTS`` tries when its processing crashed (a poison event
         must not come back forever); when the vendor failed (``vendor``), only once it is
         also ``EVENT_RETRY_WINDOW`` old: an outage of a few minutes must not cost a
-        change. (An event retried by an admin gets its tries again.)"""
+        change. A vendor that asked to wait (``asked_to_wait``: a 429, retried after its
+        ``Retry-After``) has not failed the try, so it is not counted and does not
+        lengthen the backoffs after it; only the window ends such an event. (An event
+        retried by an admin gets its tries again.)"""
         give_up = event.attempts >= MAX_EVENT_ATTEMPTS
         if vendor:
             give_up = give_up and now - event.received_at >= EVENT_RETRY_WINDOW
+        if asked_to_wait:
+            give_up = now - event.received_at >= EVENT_RETRY_WINDOW
         if give_up:
             outcome = f"gave up after {event.attempts} attempts: {reason}"
             await tx.finish_event(event.id, state="failed", outcome=outcome, now=now)
@@ -373,7 +378,10 @@ class InboxWorker:
         if delay_s is None:
             delay_s = backoff_delay(event.attempts, base_s=1.0, max_s=EVENT_BACKOFF_MAX_S)
         await tx.retry_event_later(
-            event.id, outcome=f"retrying: {reason}", at=now + timedelta(seconds=delay_s)
+            event.id,
+            outcome=f"retrying: {reason}",
+            at=now + timedelta(seconds=delay_s),
+            count_attempt=not asked_to_wait,
         )
 
     async def _crashed(self, event: Event) -> None:

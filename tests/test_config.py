@@ -508,8 +508,8 @@ def test_unknown_top_level_key_lists_the_allowed_ones(tmp_path: Path) -> None:
     assert (issue.line, issue.key) == (1, "databse_url")
     assert issue.message == (
         "unknown key 'databse_url'; did you mean 'database_url'? (allowed: database_url, "
-        "sqlite_wal_limit_mb, server, admin, dispatcher, history, systems, create_rules, link_rules, fields, identities,"
-        " alerts)"
+        "sqlite_wal_limit_mb, server, admin, dispatcher, history, systems, create_rules, "
+        "link_rules, fields, identities, alerts)"
     )
 
 
@@ -897,8 +897,9 @@ def test_check_config_lists_every_issue(tmp_path: Path) -> None:
     assert code == 1
     assert text.splitlines() == [
         f"{path}:2: systems.hookstream.page_size: must be between 1 and 1000, got 0",
-        f"{path}:3: colour: unknown key 'colour' (allowed: database_url, sqlite_wal_limit_mb, server, admin, "
-        "dispatcher, history, systems, create_rules, link_rules, fields, identities, alerts)",
+        f"{path}:3: colour: unknown key 'colour' (allowed: database_url, sqlite_wal_limit_mb, "
+        "server, admin, dispatcher, history, systems, create_rules, link_rules, fields, "
+        "identities, alerts)",
     ]
 
 

@@ -229,6 +229,68 @@ async def test_a_hinted_fetch_is_retried_through_an_outage_longer_than_the_crash
         assert all(links[s].external_id for s in ("devhelm", "inboxops", "incidentio"))
 
 
+async def test_a_hinted_fetch_answered_429_waits_its_retry_after_without_lengthening_backoffs(
+    store: Store,
+) -> None:
+    """A 429 asks to wait: the notification is tried again after its ``Retry-After``, and
+    the 429s are not counted, so the backoff after a real failure that follows them is
+    the first one's, not one grown by every 429 before it (which once held notifications
+    for minutes after an outage ended)."""
+    async with running_rig(store, serve_gateway=True, webhooks=True) as rig:
+        clock = FakeClock()
+        use_clock(rig, clock)
+        waits = 6
+        await rig.control["hookstream"].post(
+            "/_sim/faults",
+            json={"status": 429, "retry_after": 5, "count": waits, "methods": ["GET"]},
+        )
+        await rig.control["hookstream"].post(
+            "/_sim/faults", json={"status": 500, "count": 1, "methods": ["GET"]}
+        )
+        await rig.open_issue()
+        await rig.flush_webhooks()
+        for _ in range(waits):
+            await rig.gateway.worker.run_until_idle()
+            (event,) = await hookstream_events(rig)
+            assert (event.state, event.attempts) == ("pending", 0), event.outcome
+            assert "HTTP 429" in (event.outcome or "")
+            clock.advance(4)
+            await rig.gateway.worker.run_until_idle()  # not due before its Retry-After
+            assert (await hookstream_events(rig))[0].outcome == event.outcome
+            clock.advance(1)
+        await rig.gateway.worker.run_until_idle()  # the 500: the first real failure
+        (event,) = await hookstream_events(rig)
+        assert (event.state, event.attempts) == ("pending", 1)
+        assert "HTTP 500" in (event.outcome or "")
+        clock.advance(1)  # the first backoff (0.5 to 1 s), not the seventh (32 to 64 s)
+        await rig.gateway.worker.run_until_idle()
+        (event,) = await hookstream_events(rig)
+        assert event.state == "done", event.outcome
+
+
+async def test_a_hinted_fetch_answered_429_for_ever_is_given_up_after_the_retry_window(
+    store: Store,
+) -> None:
+    async with running_rig(store, serve_gateway=True, webhooks=True) as rig:
+        clock = FakeClock()
+        use_clock(rig, clock)
+        await rig.control["hookstream"].post(
+            "/_sim/faults",
+            json={"status": 429, "retry_after": 60, "count": 1000, "methods": ["GET"]},
+        )
+        await rig.open_issue()
+        await rig.flush_webhooks()
+        await rig.gateway.worker.run_until_idle()
+        clock.advance(EVENT_RETRY_WINDOW.total_seconds() - 60)
+        await rig.gateway.worker.run_until_idle()
+        (event,) = await hookstream_events(rig)
+        assert (event.state, event.attempts) == ("pending", 0)
+        clock.advance(60)
+        await rig.gateway.worker.run_until_idle()
+        (event,) = await hookstream_events(rig)
+        assert event.state == "failed" and "HTTP 429" in (event.outcome or ""), event.outcome
+
+
 async def test_a_hinted_fetch_is_given_up_after_the_retry_window_and_an_admin_can_retry_it(
     store: Store,
 ) -> None:
@@ -250,8 +312,9 @@ async def test_a_hinted_fetch_is_given_up_after_the_retry_window_and_an_admin_ca
         await rig.gateway.worker.run_until_idle()
         (event,) = await hookstream_events(rig)
         assert event.state == "pending" and "HTTP 429" in (event.outcome or ""), event.outcome
+        assert event.attempts == 0, "a 429 is the vendor asking to wait, not a failed try"
         # more tries than a crashing event gets, within the window: still retried
-        for tries in range(2, MAX_EVENT_ATTEMPTS + 3):
+        for tries in range(1, MAX_EVENT_ATTEMPTS + 2):
             clock.advance(EVENT_BACKOFF_MAX_S)
             await rig.gateway.worker.run_until_idle()
             (event,) = await hookstream_events(rig)
@@ -260,7 +323,7 @@ async def test_a_hinted_fetch_is_given_up_after_the_retry_window_and_an_admin_ca
         await rig.gateway.worker.run_until_idle()
         (event,) = await hookstream_events(rig)
         assert event.state == "failed"
-        assert (event.outcome or "").startswith(f"gave up after {MAX_EVENT_ATTEMPTS + 3} attempts")
+        assert (event.outcome or "").startswith(f"gave up after {MAX_EVENT_ATTEMPTS + 2} attempts")
         async with rig.gateway.store.tx() as tx:
             _items, total = await tx.search_items()
         assert total == 0, "no work item from an event given up"

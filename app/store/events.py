@@ -109,11 +109,16 @@ class EventQueries(TxBase):
         if rows:
             await self._run(FINISH_EVENT, rows)
 
-    async def retry_event_later(self, event_id: int, *, outcome: str, at: datetime) -> None:
+    async def retry_event_later(
+        self, event_id: int, *, outcome: str, at: datetime, count_attempt: bool = True
+    ) -> None:
+        """Make a claimed event due again at ``at``. Its claim counted a try; without
+        ``count_attempt`` (the vendor asked to wait: a 429) that try is taken back."""
+        attempts = t.events.c.attempts - (0 if count_attempt else 1)
         await self._run(
             sa.update(t.events)
             .where(t.events.c.id == event_id)
-            .values(outcome=outcome, claimed_until=at)
+            .values(outcome=outcome, claimed_until=at, attempts=attempts)
         )
 
     async def get_event(self, event_id: int) -> Event | None:
