@@ -14,7 +14,8 @@ run prints and writes (``bench/results/soak-<db>.json``):
 - acknowledged changes missing: acknowledged deliveries not in the inbox, and vendor
   objects that do not hold their item's last acknowledged status (must be 0);
 - duplicate vendor objects and creates missing (each must be 0);
-- events of any system not done at the end (failed: given up; must be none), dead
+- events of any system not done at the end (failed: given up; must be none), events
+  tried more than once (per system, and the most tries one took), dead
   letters; the share of vendor write attempts that failed;
 - RSS and open file descriptors at the start and end of each gateway process;
 - SQLite's write-ahead log at each window (must stay under ``WAL_MAX_MB``);
@@ -366,8 +367,15 @@ async def _check(
         "SELECT system, state, count(*) FROM events WHERE state != 'done' "
         "GROUP BY system, state ORDER BY system, state"
     )
+    # events tried more than once (a hinted fetch that failed): how many, and the most
+    # tries one took (each failure lengthens its backoff, and so the drain)
+    retried = await inst.db.fetch(
+        "SELECT system, count(*), max(attempts) FROM events WHERE attempts > 1 "
+        "GROUP BY system ORDER BY system"
+    )
     return {
         "events_not_done": {f"{r[0]} {r[1]}": int(r[2]) for r in undone},
+        "events_retried": {r[0]: {"events": int(r[1]), "most_tries": int(r[2])} for r in retried},
         "inbox_events": int(stored[0]),
         "inbox_events_done": int(stored[1] or 0),
         "objects_not_holding_last_change": not_held,
@@ -462,6 +470,14 @@ def report(r: dict[str, Any]) -> str:
             for u in r.get("unfinished_fan_outs", [])
         ),
         f"  events not done at the end (must be none): {r.get('events_not_done') or 'none'}",
+        "  events tried more than once: "
+        + (
+            ", ".join(
+                f"{system} {v['events']} (at most {v['most_tries']} tries)"
+                for system, v in r.get("events_retried", {}).items()
+            )
+            or "none"
+        ),
         f"  dead letters: {r['dead_letters']}; vendor calls under load {r['vendor_calls']}, "
         f"failed {failed / max(1, r['vendor_calls']):.1%} ({r['vendor_calls_failed']} answered "
         f"5xx or 429, {r['vendor_calls_timed_out']} timed out; {r['faults_queued']} faults "
