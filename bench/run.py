@@ -416,6 +416,9 @@ async def warm_up(inst: Installation, cursor: Cursor, p: dict[str, Any]) -> None
     the work items already exercised it."""
     warm = min(len(inst.items), p.get("warmup_n", 200))
     log(f"  {inst.kind}: warm-up, {warm} changes at c=8")
+    # the logs hold the previous system's writes: counted, they would end the wait at
+    # once and the warm-up's late writes would land in the first measured run
+    await inst.clear_requests()
     res = await closed_loop(inst, cursor, 8, warm, deadline_s=120)
     await wait_quiet(inst, 3 * res["accepted"], 180)
 
