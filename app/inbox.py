@@ -183,7 +183,7 @@ class InboxWorker:
             if p.webhook.hints:
                 hinted.setdefault(p.event.system, []).append(p)
         for system, batch in hinted.items():
-            task = asyncio.get_running_loop().create_task(self._settle(batch, []))
+            task = asyncio.get_running_loop().create_task(self._settle_apart(system, batch))
             self._apart[task] = system
             task.add_done_callback(self._finished_apart)
         plain = [p for p in readable if not p.webhook.hints]
@@ -207,6 +207,22 @@ class InboxWorker:
             # not even retrying later could be recorded: the events' leases lapse, and
             # they are claimed again then
             log.error("processing events apart failed", exc_info=task.exception())
+
+    async def _settle_apart(self, system: str, batch: list[Parsed]) -> None:
+        """Process events that name objects to fetch, unless their system asked to wait
+        (a 429 met by a write defers the whole system until its ``Retry-After``):
+        then they are due again when it ends, the try not counted. A rate-limited vendor
+        gets no reads either, and a read sent into the wait would likely fail a try."""
+        async with self.store.tx() as tx:
+            until = (await tx.system_state(system)).deferred_until
+            now = self.clock()
+            if until is not None and until > now:
+                reason = f"{system} asked to wait (429) until {until.isoformat()}"
+                delay = (until - now).total_seconds()
+                for p in batch:
+                    await self._retry(tx, p.event, reason, now, delay_s=delay, asked_to_wait=True)
+                return
+        await self._settle(batch, [])
 
     async def _settle(self, parsed: list[Parsed], unreadable: list[Finished]) -> None:
         """Process ``parsed`` and finish ``unreadable`` in one transaction; should it

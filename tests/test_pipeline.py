@@ -268,6 +268,37 @@ async def test_a_hinted_fetch_answered_429_waits_its_retry_after_without_lengthe
         assert event.state == "done", event.outcome
 
 
+async def test_a_hinted_fetch_waits_out_its_systems_429_deferral_without_a_call(
+    store: Store,
+) -> None:
+    """A 429 met by a write defers the whole system: an issue notification claimed in
+    that wait is not fetched (a rate-limited vendor gets no reads either, and a read sent
+    into the wait would likely fail a try); it is due again when the wait ends, the try
+    not counted, and is fetched then."""
+    async with running_rig(store, serve_gateway=True, webhooks=True) as rig:
+        clock = FakeClock()
+        use_clock(rig, clock)
+        async with rig.gateway.store.tx() as tx:
+            await tx.set_system("hookstream", deferred_until=clock() + timedelta(seconds=30))
+        await rig.open_issue()
+        await rig.flush_webhooks()
+        await rig.control["hookstream"].delete("/_sim/requests")
+        await rig.gateway.worker.run_until_idle()
+        (event,) = await hookstream_events(rig)
+        assert (event.state, event.attempts) == ("pending", 0), event.outcome
+        assert "asked to wait (429)" in (event.outcome or "")
+        logged = (await rig.control["hookstream"].get("/_sim/requests")).json()["requests"]
+        assert logged == [], logged
+        clock.advance(29)
+        await rig.gateway.worker.run_until_idle()  # not due before the wait ends
+        assert (await hookstream_events(rig))[0].outcome == event.outcome
+        clock.advance(2)
+        await rig.gateway.worker.run_until_idle()
+        (event,) = await hookstream_events(rig)
+        assert event.state == "done", event.outcome
+        assert event.attempts == 1
+
+
 async def test_a_hinted_fetch_answered_429_for_ever_is_given_up_after_the_retry_window(
     store: Store,
 ) -> None:
