@@ -4,7 +4,6 @@ lands after the warm-up returned would be counted in the first measured run."""
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 import pytest
@@ -14,8 +13,9 @@ from bench import run
 
 class AckFirst:
     """A comparison system (no gateway database) that acknowledges each change at once
-    and makes its three writes a moment later; the shared simulators' logs already hold
-    the writes of the system measured before it."""
+    and makes its three writes later: they land when its simulators' logs are read the
+    second time after the change was accepted. The logs already hold the writes of the
+    system measured before it."""
 
     kind = "floor"
     server = None
@@ -24,20 +24,20 @@ class AckFirst:
     def __init__(self, earlier_writes: int) -> None:
         self.items = list(range(50))
         self.log = earlier_writes
-        self.tasks: list[asyncio.Task[None]] = []
+        self.pending: list[int] = []  # per change accepted: reads of the log it waits for
 
     async def clear_requests(self) -> None:
         self.log = 0
 
     async def write_count(self) -> int:
-        return self.log
+        count = self.log
+        self.pending = [reads - 1 for reads in self.pending]
+        self.log += 3 * sum(reads == 0 for reads in self.pending)
+        self.pending = [reads for reads in self.pending if reads > 0]
+        return count
 
     def accept(self, n: int) -> None:
-        async def write_later() -> None:
-            await asyncio.sleep(0.4)
-            self.log += 3
-
-        self.tasks += [asyncio.create_task(write_later()) for _ in range(n)]
+        self.pending += [2] * n
 
 
 async def test_the_warm_up_waits_for_its_own_writes(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -50,6 +50,5 @@ async def test_the_warm_up_waits_for_its_own_writes(monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(run, "closed_loop", closed_loop)
     monkeypatch.setattr(run, "log", lambda *a: None)
     await run.warm_up(inst, run.Cursor(inst.items), {"warmup_n": 20})  # type: ignore[arg-type]
-    late = sum(not t.done() for t in inst.tasks)
-    await asyncio.gather(*inst.tasks)
+    late = len(inst.pending)
     assert late == 0, f"{late} warm-up changes still had writes to make"
