@@ -9,6 +9,7 @@ import json
 import os
 import signal
 from collections import Counter
+from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +17,7 @@ import msgspec
 import pytest
 
 from app.inbox import MAX_EVENT_ATTEMPTS
+from app.model import ObjectRef
 from app.store import Store
 from tests.blackbox import (
     GatewayProcess,
@@ -151,6 +153,94 @@ async def test_an_issue_notification_outlives_more_failed_fetches_than_a_crash_i
             await gateway.stop()
         for system in systems[1:]:  # one object each, not one per try
             assert len(await sim_objects(control[system])) == 1, system
+
+
+async def test_a_429_on_a_write_holds_back_the_reads_of_the_same_vendor_until_retry_after(
+    tmp_path: Path,
+) -> None:
+    """hookstream answers a write 429 with ``Retry-After``; an issue notification that
+    arrives meanwhile names an issue to read. The gateway sends hookstream nothing, that
+    read included, until the wait is over, and then makes the issue's work item."""
+    port = free_port()
+    wait_s = 4.0
+    async with simulators(
+        f"http://127.0.0.1:{port}", SYSTEMS, webhooks=("hookstream", "inboxops")
+    ) as (sims, control):
+        config = tmp_path / "config.yaml"
+        write_config(
+            config,
+            f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
+            {n: str(c.base_url) for n, c in control.items()},
+            create_rules=[msgspec.to_builtins(FAN_OUT)],
+        )
+        gateway = GatewayProcess(config, port, "gw", tmp_path / "gateway.log")
+        hookstream = sims["hookstream"].kit
+        try:
+            await gateway.ready()
+            async with admin_client(gateway.url) as admin:
+
+                async def ticket_of(issue_id: str) -> str | None:
+                    found = await admin.get(
+                        "/lookup", params={"system": "hookstream", "external_id": issue_id}
+                    )
+                    if found.status_code == 404:
+                        return None
+                    ids = [ln["external_id"] for ln in found.json()["links"]]
+                    systems = [ln["system"] for ln in found.json()["links"]]
+                    ticket = dict(zip(systems, ids, strict=True)).get("inboxops")
+                    return ticket if ticket and all(ids) else None
+
+                first = await KITS["hookstream"].seed(control["hookstream"], 0)
+                await eventually(
+                    lambda: _is_some(ticket_of(first.external_id)),
+                    timeout_s=30,
+                    what="the first issue's ticket",
+                )
+                ticket = await ticket_of(first.external_id)
+                assert ticket is not None
+                fault = {"status": 429, "retry_after": wait_s, "count": 1, "methods": ["PATCH"]}
+                assert (await control["hookstream"].post("/_sim/faults", json=fault)).is_success
+                # a person resolves the ticket: the gateway resolves the issue, and is told
+                # to wait
+                await KITS["inboxops"].human_change(
+                    control["inboxops"], ObjectRef("inboxops", "", ticket)
+                )
+
+                def told_to_wait() -> list[float]:
+                    return [r.at for r in hookstream.requests if r.status == 429]
+
+                async def was_told_to_wait() -> bool:
+                    return bool(told_to_wait())
+
+                await eventually(was_told_to_wait, timeout_s=30, what="the write's 429")
+                (told_at,) = told_to_wait()
+                # the next issue's notification arrives during the wait
+                second = await KITS["hookstream"].seed(control["hookstream"], 1)
+                await hookstream.flush()
+                assert all(d.delivered for d in hookstream.deliveries)
+                await eventually(
+                    lambda: _is_some(ticket_of(second.external_id)),
+                    timeout_s=30,
+                    what="the second issue's work item, after the wait",
+                )
+            after = [r for r in hookstream.requests if r.at > told_at]
+            assert after, "the issue was read, and the resolve sent again"
+            early = [
+                f"{r.method} {r.path} {r.at - told_at:.2f} s after"
+                for r in after
+                if r.at < told_at + wait_s
+            ]
+            assert not early, f"called during the {wait_s} s hookstream asked for: {early}"
+            reads = [r for r in after if r.path == f"/v1/issues/{second.external_id}"]
+            assert reads and all(r.status == 200 for r in reads), reads
+            resolved = [r for r in after if r.method == "PATCH" and r.status == 200]
+            assert [r.body for r in resolved] == [{"status": "resolved"}]
+        finally:
+            await gateway.stop()
+
+
+async def _is_some(value: Awaitable[str | None]) -> bool:
+    return await value is not None
 
 
 @pytest.mark.postgres
