@@ -98,7 +98,48 @@ async def drained(inst: Installation, deadline_s: float) -> float:
     raise RuntimeError(f"the gateway did not drain within {deadline_s:.0f} s")
 
 
-async def fault_pump(inst: Installation, share: float, stop: asyncio.Event) -> dict[str, int]:
+class FetchTally:
+    """How the reads of the issues ``open_issues`` opened (the notifications' fetches)
+    fared against hookstream's other calls, from the request logs ``fault_pump`` reads:
+    to tell the gateway's doing from the harness's when the fetches fail more often than
+    the average call. A call counts as failed when answered 429 or 5xx, or still hanging
+    when the log is read (an injected hang). ``by_position`` counts the calls and failures
+    by their place among the calls that came after the second's faults were queued."""
+
+    POSITIONS = 4  # the 1st, 2nd, 3rd, and 4th or later
+
+    def __init__(self) -> None:
+        self.opened: set[str] = set()
+        self.fetches = [0, 0]  # calls, failed
+        self.others = [0, 0]
+        self.by_position = [[0, 0] for _ in range(self.POSITIONS)]
+        self.queued_at = 0.0
+
+    def add(self, calls: list[dict[str, Any]]) -> None:
+        after = 0
+        for call in sorted(calls, key=lambda c: c["at"]):
+            failed = call["status"] in (0, 429) or call["status"] >= 500
+            issue = call["path"].removeprefix("/v1/issues/")
+            kind = self.fetches if call["method"] == "GET" and issue in self.opened else self.others
+            kind[0] += 1
+            kind[1] += failed
+            if self.queued_at and call["at"] >= self.queued_at:
+                place = self.by_position[min(after, self.POSITIONS - 1)]
+                place[0] += 1
+                place[1] += failed
+                after += 1
+
+    def summary(self) -> dict[str, Any]:
+        return {
+            "notification_fetches": self.fetches,
+            "other_calls": self.others,
+            "by_position_after_faults_queued": self.by_position,
+        }
+
+
+async def fault_pump(
+    inst: Installation, share: float, stop: asyncio.Event, tally: FetchTally | None = None
+) -> dict[str, Any]:
     """Every second, reads (and clears) each written simulator's request log, and queues
     faults for ``share`` of the calls it made in that second, kinds taking turns, in
     place of any not met yet: at most one second's share waits, so a gateway held back
@@ -107,7 +148,7 @@ async def fault_pump(inst: Installation, share: float, stop: asyncio.Event) -> d
     dead-lettered a write). Returns the faults queued, and the calls made and answered
     5xx or 429 while it ran (a call that hangs is logged before it is answered:
     timeouts are counted from the gateway's write attempts)."""
-    out = {"faults_queued": 0, "vendor_calls": 0, "vendor_calls_failed": 0}
+    out: dict[str, Any] = {"faults_queued": 0, "vendor_calls": 0, "vendor_calls_failed": 0}
     kind = 0
     carry = dict.fromkeys(WRITE_SYSTEMS, 0.0)
     while not stop.is_set():
@@ -115,11 +156,13 @@ async def fault_pump(inst: Installation, share: float, stop: asyncio.Event) -> d
             await asyncio.wait_for(stop.wait(), 1.0)
         for system in WRITE_SYSTEMS:
             try:
-                kind += await _pump_once(inst, system, share, out, carry, kind)
+                kind += await _pump_once(inst, system, share, out, carry, kind, tally)
             except httpx.TransportError as exc:  # the harness's own call: skip this second
                 log(f"fault pump: {system}: {type(exc).__name__}; skipped a second")
     for system in WRITE_SYSTEMS:
         await inst.sim(system, "DELETE", "/_sim/faults")
+    if tally is not None:
+        out["hookstream_calls"] = tally.summary()
     return out
 
 
@@ -127,13 +170,16 @@ async def _pump_once(
     inst: Installation,
     system: str,
     share: float,
-    out: dict[str, int],
+    out: dict[str, Any],
     carry: dict[str, float],
     kind: int,
+    tally: FetchTally | None = None,
 ) -> int:
     """One second of ``fault_pump`` for one simulator; returns the faults it queued."""
     calls = (await inst.sim(system, "GET", "/_sim/requests"))["requests"]
     await inst.sim(system, "DELETE", "/_sim/requests")
+    if tally is not None and system == "hookstream":
+        tally.add(calls)
     out["vendor_calls"] += len(calls)
     out["vendor_calls_failed"] += sum(c["status"] == 429 or c["status"] >= 500 for c in calls)
     carry[system] += len(calls) * share
@@ -144,14 +190,18 @@ async def _pump_once(
         fault = FAULTS[(kind + n) % len(FAULTS)]
         await inst.sim(system, "POST", "/_sim/faults", json={**fault, "count": 1})
         out["faults_queued"] += 1
+    if tally is not None and system == "hookstream":
+        tally.queued_at = time.time()
     return count
 
 
-async def open_issues(inst: Installation, every_s: float, stop: asyncio.Event) -> int:
+async def open_issues(
+    inst: Installation, every_s: float, stop: asyncio.Event, tally: FetchTally | None = None
+) -> int:
     """A new hookstream issue every ``every_s`` (each fans out to three creates)."""
     n = 0
     while not stop.is_set():
-        await inst.sim(
+        opened = await inst.sim(
             "hookstream",
             "POST",
             "/_sim/seed",
@@ -161,6 +211,8 @@ async def open_issues(inst: Installation, every_s: float, stop: asyncio.Event) -
                 "error_type": "timeout",
             },
         )
+        if tally is not None:
+            tally.opened.add(opened["issue"]["id"])
         n += 1
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(stop.wait(), every_s)
@@ -225,8 +277,9 @@ async def soak(kind: str, db_url: str, args: argparse.Namespace, wd: Path) -> di
         windows: list[dict[str, Any]] = []
         offered = acknowledged = 0
         stop = asyncio.Event()
-        pump = asyncio.create_task(fault_pump(inst, args.fail, stop))
-        issues = asyncio.create_task(open_issues(inst, args.issue_every, stop))
+        tally = FetchTally()
+        pump = asyncio.create_task(fault_pump(inst, args.fail, stop, tally))
+        issues = asyncio.create_task(open_issues(inst, args.issue_every, stop, tally))
         start = time.monotonic()
         while (elapsed := time.monotonic() - start) < seconds - 0.5:
             span = min(window, seconds - elapsed)
@@ -451,6 +504,26 @@ def problems(r: dict[str, Any]) -> int:
     )
 
 
+def _hookstream_lines(calls: dict[str, Any] | None) -> list[str]:
+    """``FetchTally``'s figures: the notifications' fetches against hookstream's other
+    calls, and the calls' failures by their place after each second's faults."""
+    if not calls:
+        return []
+
+    def share(pair: list[int]) -> str:
+        return f"{pair[1]} of {pair[0]} failed ({pair[1] / max(1, pair[0]):.1%})"
+
+    places = ", ".join(
+        f"{'4th+' if n == 3 else ('1st', '2nd', '3rd')[n]} {share(pair)}"
+        for n, pair in enumerate(calls["by_position_after_faults_queued"])
+    )
+    return [
+        f"  hookstream: notification fetches {share(calls['notification_fetches'])}; "
+        f"its other calls {share(calls['other_calls'])}",
+        f"  hookstream calls by place after a second's faults were queued: {places}",
+    ]
+
+
 def report(r: dict[str, Any]) -> str:
     missing = missing_changes(r)
     failed = r["vendor_calls_failed"] + r["vendor_calls_timed_out"]
@@ -483,6 +556,7 @@ def report(r: dict[str, Any]) -> str:
         f"5xx or 429, {r['vendor_calls_timed_out']} timed out; {r['faults_queued']} faults "
         f"injected); write attempts {r['write_attempts']}, {r['write_attempts_failed_share']:.1%} "
         "failed",
+        *_hookstream_lines(r.get("hookstream_calls")),
         f"  drained {r['drain_s']} s after the load",
     ]
     for n, p in enumerate(r["processes"], 1):

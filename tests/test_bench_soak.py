@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bench.soak import _pump_once, problems
+from bench.soak import FetchTally, _pump_once, problems
 
 
 def clean() -> dict[str, Any]:
@@ -92,3 +92,25 @@ async def test_a_gateway_held_back_meets_only_its_share_of_faults() -> None:
     assert sum(met[2:]) <= 4
     assert out["vendor_calls"] == 240
     assert out["faults_queued"] == 20 + 4
+
+
+def test_the_tally_tells_the_notifications_fetches_from_other_calls_and_counts_places() -> None:
+    tally = FetchTally()
+    tally.opened.add("iss_new")
+    tally.queued_at = 10.0
+
+    def call(method: str, issue: str, status: int, at: float) -> dict[str, Any]:
+        return {"method": method, "path": f"/v1/issues/{issue}", "status": status, "at": at}
+
+    tally.add(
+        [
+            call("GET", "iss_new", 0, 10.2),  # hanging when the log was read: failed
+            call("PATCH", "iss_new", 200, 9.5),  # before the faults were queued
+            call("GET", "iss_old", 200, 10.1),  # a read before a write
+            call("GET", "iss_new", 429, 10.3),
+        ]
+    )
+    summary = tally.summary()
+    assert summary["notification_fetches"] == [2, 2]
+    assert summary["other_calls"] == [2, 0]
+    assert summary["by_position_after_faults_queued"] == [[1, 0], [1, 1], [1, 1], [0, 0]]
