@@ -3,8 +3,9 @@ surface), over its ``SimKit``:
 
     GET    /_sim/requests            the request log (vendor routes only)
     DELETE /_sim/requests            clear it
-    POST   /_sim/faults              {"status": 500, "count": 1, "retry_after": null,
-                                      "timeout_s": null, "methods": null, "path_prefix": null}
+    POST   /_sim/faults              {"status": 500, "count": 1, "chance": 1.0,
+                                      "retry_after": null, "timeout_s": null,
+                                      "methods": null, "path_prefix": null, "after": false}
     DELETE /_sim/faults              drop pending faults
     PUT    /_sim/latency             {"ms": 20}
     PUT    /_sim/rate-limit          {"rpm": 100}   (null: unlimited)

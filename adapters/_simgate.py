@@ -15,9 +15,10 @@ import asyncio
 import collections
 import itertools
 import math
+import random
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -34,6 +35,9 @@ ErrorRenderer = Callable[[int, str, str], tuple[bytes, str]]
 RateLimitHeaders = Callable[[int, int, float], dict[str, str]]
 """(limit, remaining, seconds until the window resets) -> the vendor's rate-limit headers."""
 
+#: Draws for the faults met by chance (not for anything secret).
+_CHANCE = random.Random()
+
 REDACTED = "[redacted]"
 WRITE_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
 
@@ -42,10 +46,13 @@ class Fault(msgspec.Struct, forbid_unknown_fields=True):
     """The next ``count`` matching calls fail: with ``status`` (and ``Retry-After`` when
     ``retry_after`` is set), or by hanging ``timeout_s`` seconds before a 504. With
     ``after`` the call is carried out first and only its answer is lost (the case
-    idempotent creates exist for)."""
+    idempotent creates exist for). With a ``chance`` below 1, each matching call meets
+    the fault with that probability, drawn afresh per call, until ``count`` have: a
+    failure rate independent of when calls come (the soak's faults)."""
 
     status: int = 500
     count: int = 1
+    chance: Annotated[float, msgspec.Meta(gt=0.0, le=1.0)] = 1.0
     retry_after: float | None = None
     timeout_s: float | None = None
     methods: list[str] | None = None
@@ -144,7 +151,9 @@ class RequestGate:
 
     def _take_fault(self, method: str, path: str) -> Fault | None:
         for fault in self.faults:
-            if fault.matches(method, path):
+            if fault.matches(method, path) and (
+                fault.chance >= 1.0 or _CHANCE.random() < fault.chance
+            ):
                 fault.count -= 1
                 if fault.count <= 0:
                     self.faults.remove(fault)

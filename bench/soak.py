@@ -5,7 +5,8 @@ serve`` as real processes): work items made by the shipped fan-out rule, then si
 InboxOps changes offered at half the sustainable rate measured first (``--rate`` sets
 it), new hookstream issues opened throughout (so creates run under faults and restarts),
 ``--fail`` (10 %) of the vendor calls failing (500, 429 with Retry-After, and calls that
-hang past the gateway's timeout, injected through ``/_sim/faults``), and ``--kills`` (2)
+hang past the gateway's timeout, injected through ``/_sim/faults`` and met by each call
+with that chance), and ``--kills`` (2)
 kill -9 restarts of the gateway spread over the run. At the end: the faults stop, every
 work item gets one last change (re-sent until acknowledged), the gateway drains, and the
 run prints and writes (``bench/results/soak-<db>.json``):
@@ -50,7 +51,7 @@ from bench.procs import ROOT, rss_mb, stop_all
 from bench.run import RESULTS, pg_url, wait_quiet
 from bench.scaleout import _title, objects
 
-#: One in three injected faults of each kind.
+#: The kinds of fault injected, each as likely as the others.
 FAULTS = (
     {"status": 500},
     {"status": 429, "retry_after": 1},
@@ -101,98 +102,85 @@ async def drained(inst: Installation, deadline_s: float) -> float:
 class FetchTally:
     """How the reads of the issues ``open_issues`` opened (the notifications' fetches)
     fared against hookstream's other calls, from the request logs ``fault_pump`` reads:
-    to tell the gateway's doing from the harness's when the fetches fail more often than
-    the average call. A call counts as failed when answered 429 or 5xx, or still hanging
-    when the log is read (an injected hang). ``by_position`` counts the calls and failures
-    by their place among the calls that came after the second's faults were queued."""
-
-    POSITIONS = 4  # the 1st, 2nd, 3rd, and 4th or later
+    the faults meet every call with the same chance, so a share of failed fetches well
+    above the other calls' would be the gateway's doing. A call counts as failed when
+    answered 429 or 5xx, or still hanging when the log is read (an injected hang)."""
 
     def __init__(self) -> None:
         self.opened: set[str] = set()
         self.fetches = [0, 0]  # calls, failed
         self.others = [0, 0]
-        self.by_position = [[0, 0] for _ in range(self.POSITIONS)]
-        self.queued_at = 0.0
 
     def add(self, calls: list[dict[str, Any]]) -> None:
-        after = 0
-        for call in sorted(calls, key=lambda c: c["at"]):
-            failed = call["status"] in (0, 429) or call["status"] >= 500
+        for call in calls:
             issue = call["path"].removeprefix("/v1/issues/")
             kind = self.fetches if call["method"] == "GET" and issue in self.opened else self.others
             kind[0] += 1
-            kind[1] += failed
-            if self.queued_at and call["at"] >= self.queued_at:
-                place = self.by_position[min(after, self.POSITIONS - 1)]
-                place[0] += 1
-                place[1] += failed
-                after += 1
+            kind[1] += _met_fault(call)
 
     def summary(self) -> dict[str, Any]:
-        return {
-            "notification_fetches": self.fetches,
-            "other_calls": self.others,
-            "by_position_after_faults_queued": self.by_position,
-        }
+        return {"notification_fetches": self.fetches, "other_calls": self.others}
+
+
+def _met_fault(call: dict[str, Any]) -> bool:
+    """Whether a logged call failed: answered 429 or 5xx, or still hanging (status 0)."""
+    return call["status"] in (0, 429) or call["status"] >= 500
+
+
+def armed_faults(share: float) -> list[dict[str, Any]]:
+    """The faults ``fault_pump`` queues on each written simulator: the kinds of
+    ``FAULTS``, each met by a call with the same chance, so that a call meets one of them
+    with the chance ``share`` whenever it comes (the faults are tried in turn and a call
+    meets at most one: 1 - (1 - p) ** kinds = share)."""
+    p = 1.0 - (1.0 - share) ** (1.0 / len(FAULTS))
+    return [{**fault, "chance": p, "count": 1_000_000_000} for fault in FAULTS]
 
 
 async def fault_pump(
     inst: Installation, share: float, stop: asyncio.Event, tally: FetchTally | None = None
 ) -> dict[str, Any]:
-    """Every second, reads (and clears) each written simulator's request log, and queues
-    faults for ``share`` of the calls it made in that second, kinds taking turns, in
-    place of any not met yet: at most one second's share waits, so a gateway held back
-    (429s, hanging calls, a restart) and making few calls does not meet a pile of faults
-    queued for many (that pile once failed nearly every DevHelm call for minutes and
-    dead-lettered a write). Returns the faults queued, and the calls made and answered
-    5xx or 429 while it ran (a call that hangs is logged before it is answered:
-    timeouts are counted from the gateway's write attempts)."""
-    out: dict[str, Any] = {"faults_queued": 0, "vendor_calls": 0, "vendor_calls_failed": 0}
-    kind = 0
-    carry = dict.fromkeys(WRITE_SYSTEMS, 0.0)
-    while not stop.is_set():
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), 1.0)
-        for system in WRITE_SYSTEMS:
-            try:
-                kind += await _pump_once(inst, system, share, out, carry, kind, tally)
-            except httpx.TransportError as exc:  # the harness's own call: skip this second
-                log(f"fault pump: {system}: {type(exc).__name__}; skipped a second")
+    """Makes ``share`` of the vendor calls fail until ``stop``: each written simulator
+    gets ``armed_faults``, met by chance call by call, so a gateway held back (429s,
+    hanging calls, a restart) and making few calls meets the same share as a busy one,
+    and a call made just after a quiet spell no more than any other. (Faults queued each
+    second for a share of the second before were met by the first calls after: the
+    notifications' fetches, often first after a quiet spell, failed two times in three.)
+    Every second it reads and clears each simulator's request log. Returns the calls
+    made while it ran and those answered 5xx or 429 (a call that hangs is logged before
+    it is answered: timeouts are counted from the gateway's write attempts), and the
+    calls that met a fault; with ``tally``, hookstream's calls go to it."""
+    out: dict[str, Any] = {"faults_met": 0, "vendor_calls": 0, "vendor_calls_failed": 0}
     for system in WRITE_SYSTEMS:
-        await inst.sim(system, "DELETE", "/_sim/faults")
+        for fault in armed_faults(share):
+            await inst.sim(system, "POST", "/_sim/faults", json=fault)
+    try:
+        while not stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), 1.0)
+            for system in WRITE_SYSTEMS:
+                try:
+                    await _count_calls(inst, system, out, tally)
+                except httpx.TransportError as exc:  # the harness's own call: next second
+                    log(f"fault pump: {system}: {type(exc).__name__}; skipped a second")
+    finally:
+        for system in WRITE_SYSTEMS:
+            await inst.sim(system, "DELETE", "/_sim/faults")
     if tally is not None:
         out["hookstream_calls"] = tally.summary()
     return out
 
 
-async def _pump_once(
-    inst: Installation,
-    system: str,
-    share: float,
-    out: dict[str, Any],
-    carry: dict[str, float],
-    kind: int,
-    tally: FetchTally | None = None,
-) -> int:
-    """One second of ``fault_pump`` for one simulator; returns the faults it queued."""
+async def _count_calls(
+    inst: Installation, system: str, out: dict[str, Any], tally: FetchTally | None = None
+) -> None:
+    """One second of ``fault_pump`` for one simulator: its calls counted, its log cleared."""
     calls = (await inst.sim(system, "GET", "/_sim/requests"))["requests"]
     await inst.sim(system, "DELETE", "/_sim/requests")
-    if tally is not None and system == "hookstream":
-        tally.add(calls)
     out["vendor_calls"] += len(calls)
     out["vendor_calls_failed"] += sum(c["status"] == 429 or c["status"] >= 500 for c in calls)
-    carry[system] += len(calls) * share
-    count, carry[system] = int(carry[system]), carry[system] - int(carry[system])
-    # what the calls of the second before did not meet is dropped
-    await inst.sim(system, "DELETE", "/_sim/faults")
-    for n in range(count):
-        fault = FAULTS[(kind + n) % len(FAULTS)]
-        await inst.sim(system, "POST", "/_sim/faults", json={**fault, "count": 1})
-        out["faults_queued"] += 1
+    out["faults_met"] += sum(_met_fault(c) for c in calls)
     if tally is not None and system == "hookstream":
-        tally.queued_at = time.time()
-    return count
+        tally.add(calls)
 
 
 async def open_issues(
@@ -506,21 +494,16 @@ def problems(r: dict[str, Any]) -> int:
 
 def _hookstream_lines(calls: dict[str, Any] | None) -> list[str]:
     """``FetchTally``'s figures: the notifications' fetches against hookstream's other
-    calls, and the calls' failures by their place after each second's faults."""
+    calls."""
     if not calls:
         return []
 
     def share(pair: list[int]) -> str:
         return f"{pair[1]} of {pair[0]} failed ({pair[1] / max(1, pair[0]):.1%})"
 
-    places = ", ".join(
-        f"{'4th+' if n == 3 else ('1st', '2nd', '3rd')[n]} {share(pair)}"
-        for n, pair in enumerate(calls["by_position_after_faults_queued"])
-    )
     return [
         f"  hookstream: notification fetches {share(calls['notification_fetches'])}; "
-        f"its other calls {share(calls['other_calls'])}",
-        f"  hookstream calls by place after a second's faults were queued: {places}",
+        f"its other calls {share(calls['other_calls'])}"
     ]
 
 
@@ -553,9 +536,9 @@ def report(r: dict[str, Any]) -> str:
         ),
         f"  dead letters: {r['dead_letters']}; vendor calls under load {r['vendor_calls']}, "
         f"failed {failed / max(1, r['vendor_calls']):.1%} ({r['vendor_calls_failed']} answered "
-        f"5xx or 429, {r['vendor_calls_timed_out']} timed out; {r['faults_queued']} faults "
-        f"injected); write attempts {r['write_attempts']}, {r['write_attempts_failed_share']:.1%} "
-        "failed",
+        f"5xx or 429, {r['vendor_calls_timed_out']} timed out; {r['faults_met']} met an "
+        f"injected fault); write attempts {r['write_attempts']}, "
+        f"{r['write_attempts_failed_share']:.1%} failed",
         *_hookstream_lines(r.get("hookstream_calls")),
         f"  drained {r['drain_s']} s after the load",
     ]

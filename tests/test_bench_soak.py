@@ -3,11 +3,14 @@ The soak itself runs for minutes and is not part of CI (docs/reliability.md)."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
 
-from bench.soak import FetchTally, _pump_once, problems
+from bench.install import WRITE_SYSTEMS
+from bench.soak import FAULTS, FetchTally, armed_faults, fault_pump, problems
+from tests.blackbox import eventually
 
 
 def clean() -> dict[str, Any]:
@@ -47,70 +50,76 @@ def test_a_write_ahead_log_over_its_bound_fails_the_run() -> None:
     assert problems(clean() | {"windows": [window, {"t_s": 120, "wal_mb": 12_236.1}]}) == 1
 
 
-class FaultQueue:
-    """The part of a simulator the fault pump talks to: its request log and its queue
-    of faults, each met by the next call."""
+class Logs:
+    """The part of the simulators the fault pump talks to: their request logs and the
+    faults queued on each."""
 
     def __init__(self) -> None:
-        self.log: list[dict[str, int]] = []
-        self.faults: list[dict[str, Any]] = []
-
-    def calls(self, n: int) -> int:
-        """``n`` calls to the vendor; returns how many met a fault."""
-        met = min(n, len(self.faults))
-        del self.faults[:met]
-        self.log += [{"status": 500}] * met + [{"status": 200}] * (n - met)
-        return met
+        self.log: dict[str, list[dict[str, Any]]] = {s: [] for s in WRITE_SYSTEMS}
+        self.faults: dict[str, list[dict[str, Any]]] = {s: [] for s in WRITE_SYSTEMS}
 
     async def sim(self, system: str, method: str, path: str, **kw: Any) -> Any:
         if (method, path) == ("GET", "/_sim/requests"):
-            return {"requests": list(self.log)}
+            return {"requests": list(self.log[system])}
         if (method, path) == ("DELETE", "/_sim/requests"):
-            self.log.clear()
+            self.log[system].clear()
         elif (method, path) == ("DELETE", "/_sim/faults"):
-            self.faults.clear()
+            self.faults[system].clear()
         elif (method, path) == ("POST", "/_sim/faults"):
-            self.faults.append(kw["json"])
+            self.faults[system].append(kw["json"])
         return None
 
 
-async def test_a_gateway_held_back_meets_only_its_share_of_faults() -> None:
-    """A busy second queues faults for a tenth of its calls; when the gateway then makes
-    few calls (held back by a 429 or hanging calls), those few must not all meet the
-    faults queued for the many: that pile once failed nearly every DevHelm call for
-    minutes and dead-lettered a write."""
-    sim = FaultQueue()
-    out = {"faults_queued": 0, "vendor_calls": 0, "vendor_calls_failed": 0}
-    carry = {"devhelm": 0.0}
-    met = []
-    for calls in (200, 5, 5, 5, 5, 5, 5, 5, 5):
-        met.append(sim.calls(calls))
-        await _pump_once(sim, "devhelm", 0.1, out, carry, 0)  # type: ignore[arg-type]
-    assert met[0] == 0
-    # the first slow second meets what the busy one queued; the slow seconds after it
-    # meet at most their own share (half a fault a second here)
-    assert sum(met[2:]) <= 4
-    assert out["vendor_calls"] == 240
-    assert out["faults_queued"] == 20 + 4
+@pytest.mark.parametrize("share", [0.1, 0.3])
+def test_the_armed_faults_fail_a_call_with_the_share_asked_for(share: float) -> None:
+    """Each kind once, each met by chance; tried in turn, a call meets at most one, so
+    the chance of meeting one is 1 - (1 - p) ** kinds."""
+    faults = armed_faults(share)
+    assert [{k: v for k, v in f.items() if k not in ("chance", "count")} for f in faults] == [
+        *FAULTS
+    ]
+    (p,) = {f["chance"] for f in faults}
+    assert 1 - (1 - p) ** len(faults) == pytest.approx(share)
+    assert all(f["count"] >= 1_000_000 for f in faults)
 
 
-def test_the_tally_tells_the_notifications_fetches_from_other_calls_and_counts_places() -> None:
+async def test_the_pump_arms_every_simulator_counts_the_calls_and_disarms_at_the_end() -> None:
+    logs = Logs()
+    stop = asyncio.Event()
     tally = FetchTally()
     tally.opened.add("iss_new")
-    tally.queued_at = 10.0
+    pump = asyncio.create_task(fault_pump(logs, 0.1, stop, tally))  # type: ignore[arg-type]
 
-    def call(method: str, issue: str, status: int, at: float) -> dict[str, Any]:
-        return {"method": method, "path": f"/v1/issues/{issue}", "status": status, "at": at}
+    async def armed() -> bool:
+        return all(len(f) == len(FAULTS) for f in logs.faults.values())
+
+    await eventually(armed, timeout_s=5, what="the faults queued")
+    logs.log["hookstream"] += [
+        {"method": "GET", "path": "/v1/issues/iss_new", "status": 0},  # hanging
+        {"method": "PATCH", "path": "/v1/issues/iss_old", "status": 200},
+    ]
+    logs.log["devhelm"] += [{"method": "PUT", "path": "/x", "status": 429}]
+    stop.set()
+    out = await pump
+    assert not any(logs.faults.values()), "the faults are dropped when the pump stops"
+    assert (out["vendor_calls"], out["vendor_calls_failed"], out["faults_met"]) == (3, 1, 2)
+    assert out["hookstream_calls"] == {"notification_fetches": [1, 1], "other_calls": [1, 0]}
+
+
+def test_the_tally_tells_the_notifications_fetches_from_other_calls() -> None:
+    tally = FetchTally()
+    tally.opened.add("iss_new")
+
+    def call(method: str, issue: str, status: int) -> dict[str, Any]:
+        return {"method": method, "path": f"/v1/issues/{issue}", "status": status}
 
     tally.add(
         [
-            call("GET", "iss_new", 0, 10.2),  # hanging when the log was read: failed
-            call("PATCH", "iss_new", 200, 9.5),  # before the faults were queued
-            call("GET", "iss_old", 200, 10.1),  # a read before a write
-            call("GET", "iss_new", 429, 10.3),
+            call("GET", "iss_new", 0),  # hanging when the log was read: failed
+            call("PATCH", "iss_new", 200),  # not a read
+            call("GET", "iss_old", 503),  # a read before a write
+            call("GET", "iss_new", 429),
+            call("GET", "iss_new", 200),
         ]
     )
-    summary = tally.summary()
-    assert summary["notification_fetches"] == [2, 2]
-    assert summary["other_calls"] == [2, 0]
-    assert summary["by_position_after_faults_queued"] == [[1, 0], [1, 1], [1, 1], [0, 0]]
+    assert tally.summary() == {"notification_fetches": [3, 2], "other_calls": [2, 1]}

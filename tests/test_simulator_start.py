@@ -214,6 +214,8 @@ async def test_a_secret_set_at_runtime_that_cannot_sign_is_recorded_on_the_deliv
     ("method", "path", "body"),
     [
         ("POST", "/_sim/faults", b'{"bogus": 1}'),
+        ("POST", "/_sim/faults", b'{"chance": 0}'),
+        ("POST", "/_sim/faults", b'{"chance": 1.5}'),
         ("PUT", "/_sim/latency", b'{"ms": "slow"}'),
         ("PUT", "/_sim/webhook", b"not json"),
         ("PUT", "/_sim/behaviour", b"[1]"),
@@ -225,3 +227,17 @@ async def test_a_control_body_that_does_not_fit_is_a_400(
     async with api(vendor, None) as client:
         response = await client.request(method, path, content=body)
     assert response.status_code == 400, response.text
+
+
+async def test_a_fault_with_a_chance_fails_about_that_share_of_calls_spread_over_them() -> None:
+    """400 calls against a fault of 1,000 at a chance of one in four: about 100 fail
+    (the binomial's standard deviation is 8.7, so the bounds are 4.6 of them away), and
+    they are spread over the calls, not the first ones in a row."""
+    async with api("hookstream", None) as client:
+        fault = {"status": 503, "count": 1000, "chance": 0.25, "methods": ["GET"]}
+        assert (await client.post("/_sim/faults", json=fault)).status_code == 201
+        statuses = [(await client.get("/v1/issues")).status_code for _ in range(400)]
+    assert set(statuses) == {200, 503}
+    failed = statuses.count(503)
+    assert 60 <= failed <= 140, failed
+    assert 0 < statuses[:200].count(503) < failed, "the failures come in one block"
