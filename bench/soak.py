@@ -509,7 +509,7 @@ def _hookstream_lines(calls: dict[str, Any] | None) -> list[str]:
 
 def report(r: dict[str, Any]) -> str:
     missing = missing_changes(r)
-    failed = r["vendor_calls_failed"] + r["vendor_calls_timed_out"]
+    met = r.get("faults_met", r["vendor_calls_failed"] + r["vendor_calls_timed_out"])
     lines = [
         f"soak on {r['database']}: {r['minutes']:g} min at {r['rate_per_s']:g} changes/s, "
         f"{r['kills']} kill -9, {r['new_issues']} new issues (fan-out creates)",
@@ -535,10 +535,10 @@ def report(r: dict[str, Any]) -> str:
             or "none"
         ),
         f"  dead letters: {r['dead_letters']}; vendor calls under load {r['vendor_calls']}, "
-        f"failed {failed / max(1, r['vendor_calls']):.1%} ({r['vendor_calls_failed']} answered "
-        f"5xx or 429, {r['vendor_calls_timed_out']} timed out; {r['faults_met']} met an "
-        f"injected fault); write attempts {r['write_attempts']}, "
-        f"{r['write_attempts_failed_share']:.1%} failed",
+        f"{met / max(1, r['vendor_calls']):.1%} failed ({r['vendor_calls_failed']} answered "
+        f"5xx or 429, {met - r['vendor_calls_failed']} hung); write attempts "
+        f"{r['write_attempts']}, {r['write_attempts_failed_share']:.1%} failed "
+        f"({r['vendor_calls_timed_out']} timed out)",
         *_hookstream_lines(r.get("hookstream_calls")),
         f"  drained {r['drain_s']} s after the load",
     ]
