@@ -162,6 +162,21 @@ class GatewayProcess:
         self.log.close()
 
 
+def sqlite_gateway(
+    tmp_path: Path,
+    control: Mapping[str, httpx.AsyncClient],
+    port: int,
+    worker: str = "gw",
+    **config: Any,
+) -> GatewayProcess:
+    """A ``syncgate serve`` on ``port`` over a new SQLite file in ``tmp_path``, for the
+    simulators of ``control`` (``write_config`` with ``config``); ``ready`` waits for it."""
+    path = tmp_path / "config.yaml"
+    urls = {name: str(client.base_url) for name, client in control.items()}
+    write_config(path, f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}", urls, **config)
+    return GatewayProcess(path, port, worker, tmp_path / "gateway.log")
+
+
 @contextlib.asynccontextmanager
 async def simulators(
     webhook_url: str,

@@ -11,14 +11,13 @@ from pathlib import Path
 import pytest
 
 from tests.blackbox import (
-    GatewayProcess,
     admin_client,
     eventually,
     free_port,
     settled,
     sim_objects,
     simulators,
-    write_config,
+    sqlite_gateway,
 )
 from tests.contract.kits import KITS
 from tests.rig import SYSTEMS
@@ -37,23 +36,21 @@ async def test_a_hanging_vendor_holds_its_share_of_writes_and_the_others_keep_fl
 ) -> None:
     port = free_port()
     async with simulators(f"http://127.0.0.1:{port}") as (_sims, control):
-        urls = {n: str(c.base_url) for n, c in control.items()}
-        config = tmp_path / "config.yaml"
-        write_config(
-            config,
-            f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
-            urls,
-            # six writes in flight, three at most to one system (the default: half)
-            dispatcher={"concurrency": 6},
-            systems={"devhelm": {"timeout_s": VENDOR_TIMEOUT_S}},
-        )
         # every DevHelm create hangs until the simulator's fault times out
         response = await control["devhelm"].post(
             "/_sim/faults",
             json={"timeout_s": VENDOR_TIMEOUT_S + 5, "count": 10_000, "methods": ["POST"]},
         )
         assert response.status_code < 300, response.text
-        gateway = GatewayProcess(config, port, "brownout", tmp_path / "gateway.log")
+        gateway = sqlite_gateway(
+            tmp_path,
+            control,
+            port,
+            "brownout",
+            # six writes in flight, three at most to one system (the default: half)
+            dispatcher={"concurrency": 6},
+            systems={"devhelm": {"timeout_s": VENDOR_TIMEOUT_S}},
+        )
         try:
             await gateway.ready()
             subjects = [f"Checkout fails for customer {n}" for n in range(TICKETS)]
@@ -99,14 +96,13 @@ async def test_a_notification_whose_fetch_hangs_holds_up_no_other_event(tmp_path
     async with simulators(
         f"http://127.0.0.1:{port}", SYSTEMS, webhooks=("hookstream", "inboxops", "incidentio")
     ) as (sims, control):
-        config = tmp_path / "config.yaml"
-        write_config(
-            config,
-            f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
-            {n: str(c.base_url) for n, c in control.items()},
+        gateway = sqlite_gateway(
+            tmp_path,
+            control,
+            port,
+            "brownout",
             systems={"hookstream": {"timeout_s": VENDOR_TIMEOUT_S}},
         )
-        gateway = GatewayProcess(config, port, "brownout", tmp_path / "gateway.log")
         try:
             await gateway.ready()
             fault = {"timeout_s": VENDOR_TIMEOUT_S + 5, "count": 10_000, "methods": ["GET"]}

@@ -26,6 +26,7 @@ from tests.blackbox import (
     free_port,
     sim_objects,
     simulators,
+    sqlite_gateway,
     write_config,
 )
 from tests.conftest import open_store
@@ -115,14 +116,10 @@ async def test_an_issue_notification_outlives_more_failed_fetches_than_a_crash_i
         sims,
         control,
     ):
-        config = tmp_path / "config.yaml"
-        write_config(
-            config,
-            f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
-            {n: str(c.base_url) for n, c in control.items()},
-            create_rules=[msgspec.to_builtins(FAN_OUT)],  # the in-process rig's rule
+        # the in-process rig's rule
+        gateway = sqlite_gateway(
+            tmp_path, control, port, create_rules=[msgspec.to_builtins(FAN_OUT)]
         )
-        gateway = GatewayProcess(config, port, "gw", tmp_path / "gateway.log")
         try:
             await gateway.ready()
             reads = MAX_EVENT_ATTEMPTS + 4
@@ -166,14 +163,9 @@ async def test_a_429_on_a_write_holds_back_the_reads_of_the_same_vendor_until_re
     async with simulators(
         f"http://127.0.0.1:{port}", SYSTEMS, webhooks=("hookstream", "inboxops")
     ) as (sims, control):
-        config = tmp_path / "config.yaml"
-        write_config(
-            config,
-            f"sqlite+aiosqlite:///{tmp_path / 'gateway.db'}",
-            {n: str(c.base_url) for n, c in control.items()},
-            create_rules=[msgspec.to_builtins(FAN_OUT)],
+        gateway = sqlite_gateway(
+            tmp_path, control, port, create_rules=[msgspec.to_builtins(FAN_OUT)]
         )
-        gateway = GatewayProcess(config, port, "gw", tmp_path / "gateway.log")
         hookstream = sims["hookstream"].kit
         try:
             await gateway.ready()
