@@ -122,9 +122,14 @@ class FetchTally:
         return {"notification_fetches": self.fetches, "other_calls": self.others}
 
 
+def _answered_failure(call: dict[str, Any]) -> bool:
+    """Whether a logged call was answered 429 or 5xx."""
+    return call["status"] == 429 or call["status"] >= 500
+
+
 def _met_fault(call: dict[str, Any]) -> bool:
     """Whether a logged call failed: answered 429 or 5xx, or still hanging (status 0)."""
-    return call["status"] in (0, 429) or call["status"] >= 500
+    return call["status"] == 0 or _answered_failure(call)
 
 
 def armed_faults(share: float) -> list[dict[str, Any]]:
@@ -177,7 +182,7 @@ async def _count_calls(
     calls = (await inst.sim(system, "GET", "/_sim/requests"))["requests"]
     await inst.sim(system, "DELETE", "/_sim/requests")
     out["vendor_calls"] += len(calls)
-    out["vendor_calls_failed"] += sum(c["status"] == 429 or c["status"] >= 500 for c in calls)
+    out["vendor_calls_failed"] += sum(_answered_failure(c) for c in calls)
     out["faults_met"] += sum(_met_fault(c) for c in calls)
     if tally is not None and system == "hookstream":
         tally.add(calls)
