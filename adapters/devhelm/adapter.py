@@ -19,8 +19,11 @@ attempt started (less a clock-skew margin), and returns it instead of making a s
 one. The marker alone decides: the title may have changed between an attempt whose answer
 was lost and the retry. Lists are read newest first (``sort=createdAt,desc``) and the
 search stops at the first page that reaches older incidents, if that page is in order;
-list rows come without their timeline, so only the candidates are fetched one by one. A
-retry costs one list page and a read per incident made since the first attempt.
+list rows come without their timeline, so only the candidates are fetched one by one. The
+adapter remembers the marker of every timeline it has read (the initial update is never
+edited), so a retry costs one list page and a read per incident made since the first
+attempt that no earlier look-up read: a look-up cut short by a failed call is carried on,
+not restarted, by the next attempt.
 
 Writes send ``notifySubscribers`` from ``CreateTarget.params["notify_subscribers"]``
 (default False: a mirrored incident should not email the page's subscribers). ``update``
@@ -43,7 +46,13 @@ from msgspec import UNSET
 
 from adapters import signing
 from adapters._http import convert, decode, send
-from adapters.base import CREATE_SEARCH_SKEW, Adapter, AdapterOptions, refuse_deep_json
+from adapters.base import (
+    CREATE_SEARCH_SKEW,
+    Adapter,
+    AdapterOptions,
+    AdapterSettings,
+    refuse_deep_json,
+)
 from adapters.devhelm import wire
 from app.errors import (
     MalformedPayload,
@@ -95,6 +104,10 @@ def read_error(body: Any) -> str | None:
 #: The marker line ``idempotency_marker`` makes, read back (the key is group 1).
 MARKER_LINE = re.compile(r"^<!-- syncgate:(\S+) -->$")
 
+#: How many incidents' initial markers an adapter keeps, so that a retried create reads
+#: each timeline once however often its look-up is cut short (about 100 bytes each).
+REMEMBERED_MARKERS = 10_000
+
 
 def idempotency_marker(key: str) -> str:
     """The line ``create`` appends to the initial update body to find a retried create."""
@@ -111,6 +124,12 @@ class DevHelmAdapter(Adapter):
     Options: ClassVar[type[DevHelmOptions]] = DevHelmOptions
     stored_headers = frozenset({"x-devhelm-delivery"})
     options: DevHelmOptions
+
+    def __init__(self, settings: AdapterSettings, client: httpx.AsyncClient) -> None:
+        super().__init__(settings, client)
+        #: incident id -> the key of its initial update's marker (None: no marker), for
+        #: every timeline read; oldest first, at most ``REMEMBERED_MARKERS``.
+        self._initial_markers: dict[str, str | None] = {}
 
     @classmethod
     def default_value_maps(cls) -> dict[str, ValueMap]:
@@ -297,43 +316,55 @@ class DevHelmAdapter(Adapter):
     async def _find_created(self, scope: str, key: str, since: datetime) -> VendorObject | None:
         """The incident an earlier attempt with ``key`` made, found by its marker line
         among the incidents created since ``since`` (see the module docstring)."""
-        marker = idempotency_marker(key)
         floor = as_utc(since) - CREATE_SEARCH_SKEW
         async for rows in self._pages(scope, "createdAt,desc"):
             created = [as_utc(self._incident(row).created_at) for row in rows]
             for row, at in zip(rows, created, strict=True):
                 if at < floor:
                     continue
+                incident_id = str(row.get("id"))
+                if self._initial_markers.get(incident_id, key) != key:
+                    continue  # its timeline was read before, with another marker or none
                 if row.get("updates") is None:  # list rows carry no timeline: read it
-                    response = await self._call("GET", self._url(scope, str(row.get("id"))))
+                    response = await self._call("GET", self._url(scope, incident_id))
                     row = decode(self.system, response, wire.SingleIncident).data
-                if self._has_marker(row, marker):
+                if self._remembered_marker(incident_id, row) == key:
                     return self._object(row)
             in_order = all(a >= b for a, b in pairwise(created))
             if in_order and created and created[-1] < floor:
                 return None  # newest first: every later page is older still
         return None
 
+    def _remembered_marker(self, incident_id: str, raw: dict[str, Any]) -> str | None:
+        """The marker key of an incident's initial update, kept for later look-ups once
+        the timeline has been read: the initial update is never edited."""
+        if not raw.get("updates"):
+            return None  # no timeline read yet: nothing to remember
+        found = self._marker_of(raw)
+        if len(self._initial_markers) >= REMEMBERED_MARKERS:
+            del self._initial_markers[next(iter(self._initial_markers))]  # the oldest
+        self._initial_markers[incident_id] = found
+        return found
+
     def marker_key(self, obj: VendorObject) -> str | None:
-        updates = obj.raw.get("updates")
-        if not updates:
+        return self._marker_of(obj.raw)
+
+    def _marker_of(self, raw: dict[str, Any]) -> str | None:
+        """The key in the marker line of an incident's initial update, if it has one."""
+        if not raw.get("updates"):
             return None
-        incident = self._incident(obj.raw)
+        incident = self._incident(raw)
         initial = min(incident.updates or (), key=lambda u: u.created_at)
         found = MARKER_LINE.search(initial.body.rstrip().rsplit("\n", 1)[-1])
         return None if found is None else found.group(1)
 
     async def read_marker(self, obj: VendorObject) -> str | None:
-        if obj.raw.get("updates") is None:  # a list row without its timeline: read it
+        incident_id = obj.ref.external_id
+        if obj.raw.get("updates") is None:  # a list row without its timeline
+            if incident_id in self._initial_markers:
+                return self._initial_markers[incident_id]
             obj = await self.get(obj.ref)
-        return self.marker_key(obj)
-
-    def _has_marker(self, raw: dict[str, Any], marker: str) -> bool:
-        incident = self._incident(raw)
-        if not incident.updates:
-            return False
-        initial = min(incident.updates, key=lambda u: u.created_at)
-        return initial.body.rstrip().endswith(marker)
+        return self._remembered_marker(incident_id, obj.raw)
 
     async def update(
         self, ref: ObjectRef, changes: Fields, current: VendorObject | None = None

@@ -523,6 +523,50 @@ async def test_a_retried_create_reads_only_incidents_made_since_the_first_attemp
     assert len([r for r in gets if r["path"] == INCIDENTS]) == 1, "one list page, not thirty"
 
 
+async def test_retries_whose_look_up_fails_midway_never_read_a_timeline_twice(
+    rig: VendorRig,
+) -> None:
+    """Under faults a retried create's look-up can fail after some reads. Each retry
+    must go on from where the last one stopped: a timeline read once is not read again
+    (an initial update is never edited), so retries converge however many incidents
+    were made since. Reading them all on every attempt made each attempt need dozens of
+    calls, and at a 10 % failure rate per call the create was dead-lettered."""
+    started = utcnow()
+    await rig.control.post(
+        "/_sim/faults", json={"status": 502, "count": 1, "methods": ["POST"], "after": True}
+    )
+    target = CreateTarget(scope=PAGE)
+    with pytest.raises(TransientError):  # made, but the answer was lost
+        await rig.adapter.create(target, Fields(title="Checkout down"), "wi-1:link-1")
+    others = [await seed(rig, n) for n in range(12)]  # made by people since
+    await rig.control.delete("/_sim/requests")
+    # newest first: each attempt's look-up fails at the next incident not yet read
+    for other in reversed(others):
+        await rig.control.post(
+            "/_sim/faults",
+            json={
+                "status": 503,
+                "count": 1,
+                "methods": ["GET"],
+                "path_prefix": f"{INCIDENTS}/{other}",
+            },
+        )
+        with pytest.raises(TransientError):
+            await rig.adapter.create(
+                target, Fields(title="Checkout down"), "wi-1:link-1", earlier_since=started
+            )
+    again = await rig.adapter.create(
+        target, Fields(title="Checkout down"), "wi-1:link-1", earlier_since=started
+    )
+    incidents = (await rig.control.get("/_sim/objects")).json()["objects"]
+    assert len(incidents) == 13, "no second incident was created"
+    (ours,) = [i for i in incidents if i["title"] == "Checkout down"]
+    assert again.ref.external_id == ours["id"]
+    reads = [r["path"] for r in await rig.requests("GET") if r["status"] == 200]
+    timelines = [path for path in reads if path != INCIDENTS]
+    assert sorted(timelines) == sorted(f"{INCIDENTS}/{i}" for i in [*others, ours["id"]])
+
+
 # -- webhooks ----------------------------------------------------------------------------------
 
 
