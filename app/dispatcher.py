@@ -36,7 +36,14 @@ import msgspec
 from adapters.base import Adapter
 from app.alerts import Alerter
 from app.config.schema import Direction, DispatcherSettings
-from app.errors import FatalError, RateLimited, RetriableError, StateConflict, VendorError
+from app.errors import (
+    FatalError,
+    RateLimited,
+    RetriableError,
+    StateConflict,
+    VendorError,
+    detached,
+)
 from app.loops import Grouped, IngestFirst, wait_any
 from app.metrics import Metrics
 from app.model import Fields, VendorObject, WorkItem, utcnow
@@ -401,7 +408,7 @@ class Dispatcher:
             else:
                 await self._update(adapter, link, item, result)
         except VendorError as exc:
-            result.error = exc
+            result.error = detached(exc)  # kept past this frame, which its traceback holds
         except Exception as exc:
             log.exception("write crashed", extra={"system": link.system, "link_id": link.id})
             result.crash = f"internal error: {type(exc).__name__}: {exc}"

@@ -28,6 +28,29 @@ pollers only ever see these families.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TypeVar
+
+E = TypeVar("E", bound=BaseException)
+
+
+def detached(exc: E) -> E:
+    """``exc`` with its traceback, and those of its causes and contexts, dropped: for an
+    error kept after the frame that caught it. A traceback holds every frame it passed
+    through, and those frames hold their locals: if one of them is what keeps the error
+    (``result.error = exc``), the two form a reference cycle that only the garbage
+    collector's full passes free, and the gateway runs them rarely (``GC_THRESHOLDS`` in
+    app/cli/main.py). The message, type and attributes are what is kept, and all the
+    callers use."""
+    pending: list[BaseException] = [exc]
+    seen: set[int] = set()
+    while pending:
+        current = pending.pop()
+        if id(current) in seen:
+            continue
+        seen.add(id(current))
+        current.__traceback__ = None
+        pending.extend(e for e in (current.__cause__, current.__context__) if e is not None)
+    return exc
 
 
 class SyncgateError(Exception):

@@ -9,6 +9,7 @@ that the tests move, so a Retry-After or a backoff is observed without waiting f
 from __future__ import annotations
 
 import asyncio
+import gc
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import datetime, timedelta
@@ -17,6 +18,7 @@ import httpx
 import msgspec
 
 from adapters import signing
+from app.errors import VendorError
 from app.inbox import EVENT_BACKOFF_MAX_S, EVENT_RETRY_WINDOW, MAX_EVENT_ATTEMPTS
 from app.model import VendorObject, utcnow
 from app.store import Event, Store
@@ -583,3 +585,44 @@ async def test_a_retried_create_after_a_lost_answer_is_not_duplicated(store: Sto
             assert len(await rig.objects(system)) == 1, system
         item = await rig.only_item()
         assert all(link.external_id for link in (await rig.links(item.id)).values())
+
+
+async def test_a_failed_write_leaves_no_garbage_for_the_collector(store: Store) -> None:
+    """A failed write's error outlives the attempt (it is recorded in a batch later). Kept
+    with its traceback it held the attempt's own frame, which held the attempt: a
+    reference cycle, freed only by the collector. The gateway runs the collector's
+    later passes rarely (app.cli.main.GC_THRESHOLDS), so under vendor timeouts these
+    cycles piled up by the thousand (docs/reliability.md, point 9). A failed write,
+    an answered 503 or a timeout, must leave no error in a cycle."""
+    gc.collect()
+    gc.disable()  # the cycles made from here on stay until the collection below
+    try:
+        async with running_rig(store) as rig:
+            clock = FakeClock()
+            use_clock(rig, clock)
+            item_id, ids = await linked(rig)
+            await rig.control["devhelm"].post(
+                "/_sim/faults", json={"status": 503, "count": 1, "methods": ["PUT"]}
+            )
+            await rig.control["incidentio"].post(
+                "/_sim/faults", json={"timeout_s": 3, "count": 1, "methods": ["PUT"]}
+            )
+            await rig.human("hookstream", ids["hookstream"], status="resolved")
+            await rig.poll("hookstream")
+            await rig.gateway.dispatcher.run_until_idle()
+            links = await rig.links(item_id)
+            async with rig.gateway.store.tx() as tx:
+                failed = [
+                    (await tx.attempts_of(links[s].id))[-1] for s in ("devhelm", "incidentio")
+                ]
+        # the gateway is stopped: what is left of its errors is left in cycles
+        gc.set_debug(gc.DEBUG_SAVEALL)  # keep what the collector finds, to look at
+        gc.collect()
+        in_cycles = [o for o in gc.garbage if isinstance(o, VendorError)]
+    finally:
+        gc.set_debug(0)
+        gc.garbage.clear()
+        gc.enable()
+    assert links["devhelm"].attempts == links["incidentio"].attempts == 1, "both failed"
+    assert failed[0].status_code == 503 and "timeout" in (failed[1].error or "")
+    assert in_cycles == [], "a failed write's error was left in a reference cycle"
