@@ -447,20 +447,28 @@ async def test_poll_requests_coalesce_while_one_is_in_flight(store: Store) -> No
 # -- delivery failures ---------------------------------------------------------------------
 
 
+async def resolve_against_a_503_and_a_timeout(
+    rig: Rig, ids: dict[str, str], *, devhelm_503s: int
+) -> None:
+    """A person resolves the hookstream issue; DevHelm answers the next ``devhelm_503s``
+    PUTs 503 and incident.io's next PUT hangs past the timeout; one dispatch round."""
+    await rig.control["devhelm"].post(
+        "/_sim/faults", json={"status": 503, "count": devhelm_503s, "methods": ["PUT"]}
+    )
+    await rig.control["incidentio"].post(
+        "/_sim/faults", json={"timeout_s": 3, "count": 1, "methods": ["PUT"]}
+    )
+    await rig.human("hookstream", ids["hookstream"], status="resolved")
+    await rig.poll("hookstream")
+    await rig.gateway.dispatcher.run_until_idle()
+
+
 async def test_transient_failures_and_timeouts_are_retried_with_backoff(store: Store) -> None:
     async with running_rig(store) as rig:
         clock = FakeClock()
         use_clock(rig, clock)
         item_id, ids = await linked(rig)
-        await rig.control["devhelm"].post(
-            "/_sim/faults", json={"status": 503, "count": 2, "methods": ["PUT"]}
-        )
-        await rig.control["incidentio"].post(
-            "/_sim/faults", json={"timeout_s": 3, "count": 1, "methods": ["PUT"]}
-        )
-        await rig.human("hookstream", ids["hookstream"], status="resolved")
-        await rig.poll("hookstream")
-        await rig.gateway.dispatcher.run_until_idle()
+        await resolve_against_a_503_and_a_timeout(rig, ids, devhelm_503s=2)
         assert (await rig.object("inboxops", ids["inboxops"]))["status"] == "resolved"
         assert (await rig.object("devhelm", ids["devhelm"]))["status"] != "RESOLVED"
         for _ in range(4):  # each retry comes due after its backoff
@@ -601,15 +609,7 @@ async def test_a_failed_write_leaves_no_garbage_for_the_collector(store: Store) 
             clock = FakeClock()
             use_clock(rig, clock)
             item_id, ids = await linked(rig)
-            await rig.control["devhelm"].post(
-                "/_sim/faults", json={"status": 503, "count": 1, "methods": ["PUT"]}
-            )
-            await rig.control["incidentio"].post(
-                "/_sim/faults", json={"timeout_s": 3, "count": 1, "methods": ["PUT"]}
-            )
-            await rig.human("hookstream", ids["hookstream"], status="resolved")
-            await rig.poll("hookstream")
-            await rig.gateway.dispatcher.run_until_idle()
+            await resolve_against_a_503_and_a_timeout(rig, ids, devhelm_503s=1)
             links = await rig.links(item_id)
             async with rig.gateway.store.tx() as tx:
                 failed = [
