@@ -105,7 +105,7 @@ def read_error(body: Any) -> str | None:
 MARKER_LINE = re.compile(r"^<!-- syncgate:(\S+) -->$")
 
 #: How many incidents' initial markers an adapter keeps, so that a retried create reads
-#: each timeline once however often its look-up is cut short (about 100 bytes each).
+#: each timeline once however often its look-up is cut short (about 2 MB when full).
 REMEMBERED_MARKERS = 10_000
 
 
