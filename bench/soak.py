@@ -18,7 +18,8 @@ run prints and writes (``bench/results/soak-<db>.json``):
 - events of any system not done at the end (failed: given up; must be none), events
   tried more than once (per system, and the most tries one took), dead
   letters; the share of vendor write attempts that failed;
-- RSS and open file descriptors at the start and end of each gateway process;
+- RSS and open file descriptors at the start and end of each gateway process, and the
+  most RSS in a window (must stay under ``RSS_MAX_MB``, the benchmark's target);
 - SQLite's write-ahead log at each window (must stay under ``WAL_MAX_MB``);
 - the p99 acknowledgement latency per window over time.
 
@@ -71,6 +72,11 @@ def open_fds(pid: int) -> int:
 #: default) by what a second of writes adds before it is emptied; a soak that sees it
 #: over this fails.
 WAL_MAX_MB = 256.0
+
+#: The gateway's memory target (docs/benchmarks.md: RSS < 150 MB), held through the soak
+#: too: a process over it in any window fails the run. Vendor calls that hang past the
+#: timeout once grew it without bound (docs/reliability.md, point 9).
+RSS_MAX_MB = 150.0
 
 
 def wal_mb(db_url: str) -> float | None:
@@ -485,15 +491,17 @@ def missing_changes(r: dict[str, Any]) -> int:
 
 def problems(r: dict[str, Any]) -> int:
     """What fails the run: changes missing, duplicate objects, creates missing, events
-    not done (each must be 0), and SQLite's write-ahead log over ``WAL_MAX_MB`` in a
-    window (its disk must stay bounded)."""
-    wal = [w["wal_mb"] for w in r.get("windows", []) if w.get("wal_mb") is not None]
+    not done (each must be 0), SQLite's write-ahead log over ``WAL_MAX_MB`` in a window
+    (its disk must stay bounded), and the gateway over ``RSS_MAX_MB`` in a window."""
+    windows = r.get("windows", [])
+    wal = [w["wal_mb"] for w in windows if w.get("wal_mb") is not None]
     return (
         missing_changes(r)
         + r["duplicate_vendor_objects"]
         + r["missing_creates"]
         + sum(r["events_not_done"].values())
         + sum(mb > WAL_MAX_MB for mb in wal)
+        + sum(w["rss_mb"] > RSS_MAX_MB for w in windows if "rss_mb" in w)
     )
 
 
@@ -551,6 +559,11 @@ def report(r: dict[str, Any]) -> str:
         lines.append(
             f"  gateway process {n}: RSS {p['rss_mb_start']:.0f} -> "
             f"{p.get('rss_mb_end', 0):.0f} MB, fds {p['fds_start']} -> {p.get('fds_end')}"
+        )
+    if r["windows"]:
+        lines.append(
+            f"  gateway RSS: at most {max(w['rss_mb'] for w in r['windows'])} MB in a window"
+            f" (must stay under {RSS_MAX_MB:g})"
         )
     wal = [w["wal_mb"] for w in r["windows"] if w.get("wal_mb") is not None]
     if wal:

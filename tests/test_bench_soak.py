@@ -50,6 +50,13 @@ def test_a_write_ahead_log_over_its_bound_fails_the_run() -> None:
     assert problems(clean() | {"windows": [window, {"t_s": 120, "wal_mb": 12_236.1}]}) == 1
 
 
+def test_a_gateway_over_the_memory_target_fails_the_run() -> None:
+    flat = [{"t_s": 120, "rss_mb": 125.6}, {"t_s": 240, "rss_mb": 131.9}]
+    assert problems(clean() | {"windows": flat}) == 0
+    grown = [*flat, {"t_s": 360, "rss_mb": 169.1}, {"t_s": 480, "rss_mb": 185.0}]
+    assert problems(clean() | {"windows": grown}) == 2
+
+
 class Logs:
     """The part of the simulators the fault pump talks to: their request logs and the
     faults queued on each."""
