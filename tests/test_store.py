@@ -473,3 +473,66 @@ async def test_the_write_ahead_log_stays_bounded_under_writes_that_never_pause(
     written = path.stat().st_size  # about what went through the log
     assert written > 15_000_000
     assert peak < written / 3, (peak, written)
+
+
+async def test_postgres_runs_a_bulk_read_as_one_statement_whatever_its_lists_length(
+    tmp_path: Path,
+) -> None:
+    """On PostgreSQL a list parameter is one array, so a statement's text does not depend
+    on how many values its list holds: asyncpg prepares it once per connection, instead
+    of once per length (a claim's list of writes in flight takes every length from 0 to
+    ``concurrency``). The rows are the same as the lists', and ``busy`` links stay out of
+    a claim, whatever the length, empty included."""
+    import sqlalchemy as sa
+
+    store = await open_store("postgres", tmp_path)
+    texts: list[str] = []
+
+    def seen(conn: Any, cursor: Any, statement: str, *args: Any) -> None:
+        texts.append(statement)
+
+    ids = [f"{n:032x}" for n in range(6)]
+    now = utcnow()
+    try:
+        async with store.tx() as tx:
+            link_ids = []
+            for n, item_id in enumerate(ids):
+                await tx.insert_item(_item(item_id))
+                link_ids.append(
+                    await tx.insert_link(
+                        work_item_id=item_id,
+                        system="inboxops",
+                        scope="",
+                        now=now,
+                        seen=_obj(f"x{n}"),
+                        dirty=True,
+                    )
+                )
+        sa.event.listen(store.engine.sync_engine, "before_cursor_execute", seen)
+        for size in (1, 2, 5):
+            async with store.tx() as tx:
+                items = await tx.items_by_id(ids[:size])
+                links = await tx.links_by_id(link_ids[:size])
+                of_items = await tx.links_of_items(ids[:size], lock=True)
+            assert sorted(items) == ids[:size]
+            assert sorted(links) == link_ids[:size]
+            assert sorted(link.id for link in of_items) == link_ids[:size]
+        claims = []
+        for k, busy in enumerate(([], link_ids[:1], link_ids[:4])):
+            async with store.tx() as tx:  # each claim's lease over by the next's
+                claimed = await tx.claim_due_links(
+                    worker="w",
+                    now=now + timedelta(seconds=k),
+                    lease=timedelta(0),
+                    limit=10,
+                    busy=busy,
+                    full=["x"],
+                )
+            claims.append(sorted(link.id for link in claimed))
+        assert claims == [link_ids, link_ids[1:], link_ids[4:]]
+    finally:
+        sa.event.remove(store.engine.sync_engine, "before_cursor_execute", seen)
+        await store.close()
+    # items, links, links of items and the claim, three lengths each: one text each
+    reads = {text for text in texts if text.lstrip().startswith(("SELECT", "UPDATE"))}
+    assert len(reads) == 4, sorted(reads)

@@ -7,6 +7,7 @@ from datetime import datetime
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects.postgresql import ARRAY
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -56,6 +57,20 @@ FINISH_WRITE = (
 )
 
 
+def one_of(column: Any, name: str, postgres: bool, *, negate: bool = False) -> Any:
+    """``column IN :name`` (``NOT IN`` with ``negate``) for a list bound when the statement
+    runs. On SQLite the list expands into one parameter per value. On PostgreSQL it is one
+    array parameter (``= ANY``, ``<> ALL``), so the statement's text is the same whatever
+    the list's length: asyncpg prepares it once per connection, not once per length (a
+    claim's list of links in flight takes any length from 0 to ``concurrency``), and
+    SQLAlchemy has no parameters to expand into the text at each run."""
+    if postgres:
+        values = sa.bindparam(name, type_=ARRAY(column.type))
+        return column != sa.all_(values) if negate else column == sa.any_(values)
+    values = sa.bindparam(name, expanding=True)
+    return column.not_in(values) if negate else column.in_(values)
+
+
 def held_systems_query(now: Any) -> sa.Select[Any]:
     """Systems whose writes wait: paused, or deferred by a 429."""
     return sa.select(t.systems.c.system).where(
@@ -77,8 +92,8 @@ def claim_links_query(postgres: bool) -> Any:
             sa.or_(t.links.c.claimed_until.is_(None), t.links.c.claimed_until < now),
             # never a link whose write this worker still has in flight (its outcome may
             # be committed already, but not yet known to the worker)
-            t.links.c.id.not_in(sa.bindparam("b_busy", expanding=True)),
-            t.links.c.system.not_in(sa.bindparam("b_full", expanding=True)),
+            one_of(t.links.c.id, "b_busy", postgres, negate=True),
+            one_of(t.links.c.system, "b_full", postgres, negate=True),
         )
         .order_by(t.links.c.id)  # ix_links_pending: no sort, whatever the backlog
         .limit(sa.bindparam("b_limit", type_=sa.Integer))
@@ -113,7 +128,7 @@ def claim_events_query(postgres: bool) -> Any:
         sa.select(t.events.c.id)
         .where(
             t.events.c.state == "pending",
-            t.events.c.system.not_in(sa.bindparam("b_full", expanding=True)),
+            one_of(t.events.c.system, "b_full", postgres, negate=True),
             sa.or_(
                 t.events.c.claimed_until.is_(None),
                 t.events.c.claimed_until < sa.bindparam("b_now", type_=TZ),
@@ -135,26 +150,56 @@ def claim_events_query(postgres: bool) -> Any:
 # The claims and bulk reads of the hot paths, built once (their parameters are bound).
 CLAIM_LINKS = {postgres: claim_links_query(postgres) for postgres in (True, False)}
 CLAIM_EVENTS = {postgres: claim_events_query(postgres) for postgres in (True, False)}
-IDS: Any = sa.bindparam("b_ids", expanding=True)
-ITEMS = sa.select(t.work_items).where(t.work_items.c.id.in_(IDS)).order_by(t.work_items.c.id)
-ITEMS_LOCKED = ITEMS.with_for_update()
-LINKS_BY_ID = sa.select(t.links).where(t.links.c.id.in_(IDS)).order_by(t.links.c.id)
-LOCK_LINKS = (
-    sa.select(t.links.c.id).where(t.links.c.id.in_(IDS)).order_by(t.links.c.id).with_for_update()
-)
-LINKS_OF_ITEMS = sa.select(t.links).where(t.links.c.work_item_id.in_(IDS)).order_by(t.links.c.id)
-LINKS_OF_ITEMS_LOCKED = LINKS_OF_ITEMS.with_for_update()
-LINKS_OF_OBJECTS = (
-    sa.select(t.links)
-    .where(t.links.c.system == sa.bindparam("b_system"), t.links.c.external_id.in_(IDS))
-    .order_by(t.links.c.id)
-)
-#: Which items objects are linked to: ``LINKS_OF_OBJECTS`` without the rest of the row.
-ITEMS_OF_OBJECTS = (
-    sa.select(t.links.c.scope, t.links.c.external_id, t.links.c.work_item_id)
-    .where(t.links.c.system == sa.bindparam("b_system"), t.links.c.external_id.in_(IDS))
-    .order_by(t.links.c.id)
-)
+
+
+def bulk_reads(postgres: bool) -> dict[str, Any]:
+    """The reads of many rows by id (parameter b_ids, a list; b_system for objects)."""
+    item_ids = one_of(t.work_items.c.id, "b_ids", postgres)
+    link_ids = one_of(t.links.c.id, "b_ids", postgres)
+    of_system = t.links.c.system == sa.bindparam("b_system")
+    external_ids = one_of(t.links.c.external_id, "b_ids", postgres)
+    items = sa.select(t.work_items).where(item_ids).order_by(t.work_items.c.id)
+    links_of_items = (
+        sa.select(t.links)
+        .where(one_of(t.links.c.work_item_id, "b_ids", postgres))
+        .order_by(t.links.c.id)
+    )
+    return {
+        "ITEMS": items,
+        "ITEMS_LOCKED": items.with_for_update(),
+        "LINKS_BY_ID": sa.select(t.links).where(link_ids).order_by(t.links.c.id),
+        "LOCK_LINKS": sa.select(t.links.c.id)
+        .where(link_ids)
+        .order_by(t.links.c.id)
+        .with_for_update(),
+        "LINKS_OF_ITEMS": links_of_items,
+        "LINKS_OF_ITEMS_LOCKED": links_of_items.with_for_update(),
+        "LINKS_OF_OBJECTS": sa.select(t.links)
+        .where(of_system, external_ids)
+        .order_by(t.links.c.id),
+        # which items objects are linked to: LINKS_OF_OBJECTS without the rest of the row
+        "ITEMS_OF_OBJECTS": sa.select(
+            t.links.c.scope, t.links.c.external_id, t.links.c.work_item_id
+        )
+        .where(of_system, external_ids)
+        .order_by(t.links.c.id),
+    }
+
+
+_READS = bulk_reads(postgres=False)
+ITEMS = _READS["ITEMS"]
+ITEMS_LOCKED = _READS["ITEMS_LOCKED"]
+LINKS_BY_ID = _READS["LINKS_BY_ID"]
+LOCK_LINKS = _READS["LOCK_LINKS"]
+LINKS_OF_ITEMS = _READS["LINKS_OF_ITEMS"]
+LINKS_OF_ITEMS_LOCKED = _READS["LINKS_OF_ITEMS_LOCKED"]
+LINKS_OF_OBJECTS = _READS["LINKS_OF_OBJECTS"]
+ITEMS_OF_OBJECTS = _READS["ITEMS_OF_OBJECTS"]
+#: What the statements above run as on PostgreSQL (``TxBase._run`` swaps them): their
+#: lists bound as arrays (``one_of``).
+ON_POSTGRES: dict[Any, Any] = {
+    _READS[name]: statement for name, statement in bulk_reads(postgres=True).items()
+}
 
 
 def created_values(link: Link, obj: VendorObject, now: datetime) -> dict[str, Any]:
