@@ -59,6 +59,28 @@ async def open_store(kind: str, tmp_path: Path) -> Store:
     return store
 
 
+async def cut_connections(url: str) -> int:
+    """End every other session on the PostgreSQL database of ``url`` (as a server restart
+    or a firewall would); returns how many."""
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    from app.store.database import normalize_url
+
+    killer = create_async_engine(normalize_url(url), poolclass=NullPool)
+    try:
+        async with killer.connect() as conn:
+            rows = await conn.execute(
+                sa.text(
+                    "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                    "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                )
+            )
+            return len(rows.all())
+    finally:
+        await killer.dispose()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Mark every test run on PostgreSQL ``postgres``, so ``-m "not postgres"`` runs the
     suite without a server."""

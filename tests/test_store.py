@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 from app.errors import AlreadyLinked
 from app.model import CreateTarget, Fields, ObjectRef, Status, VendorObject, WorkItem, utcnow
 from app.store import HistoryEntry, NewEvent, Store
-from tests.conftest import open_store
+from tests.conftest import cut_connections, open_store
 
 
 def _item(item_id: str = "a" * 32) -> WorkItem:
@@ -536,3 +536,53 @@ async def test_postgres_runs_a_bulk_read_as_one_statement_whatever_its_lists_len
     # items, links, links of items and the claim, three lengths each: one text each
     reads = {text for text in texts if text.lstrip().startswith(("SELECT", "UPDATE"))}
     assert len(reads) == 4, sorted(reads)
+
+
+@pytest.mark.postgres
+async def test_a_connection_cut_while_idle_in_the_pool_is_replaced_unseen(
+    tmp_path: Path,
+) -> None:
+    """A pooled connection idle for longer than ``ping_idle_s`` is checked before a
+    transaction takes it: one the server closed meanwhile is replaced, and the
+    transaction never sees it."""
+    from tests.conftest import postgres_url
+
+    await (await open_store("postgres", tmp_path)).close()  # migrated and empty
+    store = Store.connect(postgres_url(), ping_idle_s=0.0)
+    try:
+        async with store.tx() as tx:
+            await tx.insert_item(_item())
+        assert await cut_connections(postgres_url()) >= 1
+        async with store.tx() as tx:
+            assert await tx.get_item("a" * 32) is not None
+    finally:
+        await store.close()
+
+
+@pytest.mark.postgres
+async def test_a_connection_cut_while_in_use_fails_one_transaction_then_the_pool_is_new(
+    tmp_path: Path,
+) -> None:
+    """A connection given back less than ``ping_idle_s`` ago is taken unchecked (under
+    load that is every connection, and a check would cost three round trips per
+    transaction). One the server closed fails the transaction that takes it, as one
+    lost in the middle of a transaction would; the pool then replaces its connections,
+    so the next transaction works."""
+    import sqlalchemy as sa
+
+    from tests.conftest import postgres_url
+
+    await (await open_store("postgres", tmp_path)).close()
+    store = Store.connect(postgres_url(), ping_idle_s=3600.0)
+    try:
+        async with store.tx() as tx:
+            await tx.insert_item(_item())
+        assert await cut_connections(postgres_url()) >= 1
+        with pytest.raises(sa.exc.DBAPIError) as lost:
+            async with store.tx() as tx:
+                await tx.get_item("a" * 32)
+        assert lost.value.connection_invalidated
+        async with store.tx() as tx:
+            assert await tx.get_item("a" * 32) is not None
+    finally:
+        await store.close()
