@@ -148,6 +148,9 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
         # the database work per change is counted in each process (its own metric)
         for phase in ("one", "two"):
             assert so[phase]["transactions_per_change"] > 0, so[phase]
+            # neither configuration is measured cold: the second process started just
+            # before its runs and took part in a warm-up of its own first
+            assert so["warmed_up"][phase] > 0, so["warmed_up"]
         assert "scale-out database transactions per change" in proc.stdout
         assert so["kill9"]["lost"] == 0
         assert so["kill9"]["duplicate_objects"] == 0
