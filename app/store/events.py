@@ -13,7 +13,14 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from app import tables as t
 from app.store.base import TxBase
 from app.store.records import Event, NewEvent, SystemState, aware_or_none, event_of
-from app.store.statements import CLAIM_EVENTS, FINISH_EVENT, RECORD_EVENT, held_systems_query
+from app.store.statements import (
+    CLAIM_EVENTS,
+    FINISH_EVENT,
+    RECORD_EVENT,
+    SET_SYSTEM,
+    SYSTEM_STATE,
+    held_systems_query,
+)
 
 
 class EventQueries(TxBase):
@@ -173,7 +180,7 @@ class EventQueries(TxBase):
     # -- systems ---------------------------------------------------------------------------
 
     async def system_state(self, system: str) -> SystemState:
-        row = (await self._run(sa.select(t.systems).where(t.systems.c.system == system))).first()
+        row = (await self._run(SYSTEM_STATE, {"b_system": system})).first()
         if row is None:
             return SystemState(system=system)
         m = row._mapping
@@ -214,9 +221,8 @@ class EventQueries(TxBase):
         return {r.system: aware_or_none(r.connected_at) or now for r in rows}
 
     async def set_system(self, system: str, **values: Any) -> None:
-        updated = await self._run(
-            sa.update(t.systems).where(t.systems.c.system == system).values(**values)
-        )
+        # the statement is built once: the columns to set are the parameters' names
+        updated = await self._run(SET_SYSTEM, {"b_system": system, **values})
         if updated.rowcount == 0:
             await self._run(sa.insert(t.systems).values(system=system, **values))
 

@@ -220,6 +220,9 @@ RECORD_EVENT = {
     .returning(t.events.c.id, t.events.c.system, t.events.c.delivery_id)
     for postgres in (True, False)
 }
+#: A system's row (``systems``), read and set by every poll.
+SYSTEM_STATE = sa.select(t.systems).where(t.systems.c.system == sa.bindparam("b_system"))
+SET_SYSTEM = sa.update(t.systems).where(t.systems.c.system == sa.bindparam("b_system"))
 FINISH_EVENT = (
     sa.update(t.events).where(t.events.c.id == sa.bindparam("b_id")).values(claimed_until=None)
 )
