@@ -234,3 +234,71 @@ async def measure_idle_cpu(gateway: GatewayProcess, seconds: float) -> float:
     started = time.monotonic()
     await asyncio.sleep(seconds)
     return (gateway.cpu_seconds() - before) * seconds / (time.monotonic() - started)
+
+
+async def seed_fanned_out(
+    control: dict[str, httpx.AsyncClient], admin: httpx.AsyncClient, subjects: list[str]
+) -> list[str]:
+    """One InboxOps ticket per subject, each fanned out by the gateway to a DevHelm
+    incident and an incident.io follow-up (waited for, with the gateway settled);
+    returns the tickets' ids."""
+    tickets = []
+    for subject in subjects:
+        response = await control["inboxops"].post("/_sim/seed", json={"subject": subject})
+        assert response.status_code == 201, response.text
+        tickets.append(str(response.json()["data"]["id"]))
+
+    async def created() -> bool:
+        if not await settled(admin):
+            return False
+        for name in ("devhelm", "incidentio"):
+            if len(await sim_objects(control[name])) < len(subjects):
+                return False
+        return True
+
+    await eventually(created, timeout_s=90, what="every ticket fanned out")
+    return tickets
+
+
+async def retitle(
+    control: dict[str, httpx.AsyncClient], tickets: list[str], subjects: list[str]
+) -> None:
+    """Each ticket's subject edited in InboxOps (its webhook goes out on its own), eight
+    edits at a time: the simulator's own server is not under test."""
+    edits = asyncio.Semaphore(8)
+
+    async def edit(ticket: str, subject: str) -> None:
+        async with edits:
+            response = await control["inboxops"].patch(
+                f"/_sim/objects/{ticket}", json={"subject": subject}
+            )
+        assert response.status_code == 200, response.text
+
+    await asyncio.gather(*(edit(t, s) for t, s in zip(tickets, subjects, strict=True)))
+
+
+@contextlib.asynccontextmanager
+async def gateway_on_postgres(
+    tmp_path: Path, worker: str, **config: Any
+) -> AsyncIterator[
+    tuple[dict[str, Any], dict[str, httpx.AsyncClient], GatewayProcess, httpx.AsyncClient]
+]:
+    """A real ``syncgate serve`` on the test PostgreSQL database (migrated and emptied)
+    with the simulators, ``config`` in its config file; yields the simulators, their
+    control clients, the gateway and an admin client."""
+    from tests.conftest import open_store, postgres_url
+
+    await (await open_store("postgres", tmp_path)).close()
+    port = free_port()
+    async with simulators(f"http://127.0.0.1:{port}") as (sims, control):
+        path = tmp_path / "config.yaml"
+        urls = {n: str(c.base_url) for n, c in control.items()}
+        write_config(path, postgres_url(), urls, **config)
+        gateway = GatewayProcess(path, port, worker, tmp_path / "gateway.log")
+        admin = admin_client(gateway.url)
+        try:
+            await gateway.ready()
+            yield sims, control, gateway, admin
+        finally:
+            await admin.aclose()
+            await gateway.stop()
