@@ -300,7 +300,9 @@ async def test_sqlite_plans_use_the_lookup_and_outbox_indexes(tmp_path: Path) ->
             },
         )
         lookup = _plan(
-            tx.conn, statements.LINKS_OF_OBJECTS, {"b_system": "inboxops", "b_ids": ["x1"]}
+            tx.conn,
+            statements.READS[False].links_of_objects,
+            {"b_system": "inboxops", "b_ids": ["x1"]},
         )
     await store.close()
     assert "USING INDEX ix_links_pending" in claim, claim

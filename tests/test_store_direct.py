@@ -239,12 +239,20 @@ CASES: list[tuple[str, Any, Any]] = [
         s.CLAIM_EVENTS[False],
         {"b_now": NOW, "b_until": LATER, "b_limit": 5, "b_full": ["devhelm"]},
     ),
-    ("items", s.ITEMS, {"b_ids": [ITEM_IDS[2], ITEM_IDS[0], "missing"]}),
-    ("items, none", s.ITEMS, {"b_ids": []}),
-    ("links by id", s.LINKS_BY_ID, {"b_ids": [5, 2, 1]}),
-    ("links of items", s.LINKS_OF_ITEMS, {"b_ids": ITEM_IDS[:2]}),
-    ("links of objects", s.LINKS_OF_OBJECTS, {"b_system": "hookstream", "b_ids": ["h2", "h1"]}),
-    ("items of objects", s.ITEMS_OF_OBJECTS, {"b_system": "inboxops", "b_ids": ["t1", "t9"]}),
+    ("items", s.READS[False].items, {"b_ids": [ITEM_IDS[2], ITEM_IDS[0], "missing"]}),
+    ("items, none", s.READS[False].items, {"b_ids": []}),
+    ("links by id", s.READS[False].links_by_id, {"b_ids": [5, 2, 1]}),
+    ("links of items", s.READS[False].links_of_items, {"b_ids": ITEM_IDS[:2]}),
+    (
+        "links of objects",
+        s.READS[False].links_of_objects,
+        {"b_system": "hookstream", "b_ids": ["h2", "h1"]},
+    ),
+    (
+        "items of objects",
+        s.READS[False].items_of_objects,
+        {"b_system": "inboxops", "b_ids": ["t1", "t9"]},
+    ),
     (
         "record events, a duplicate and a default",
         s.RECORD_EVENT[False],
@@ -384,7 +392,11 @@ async def test_a_hot_statement_runs_on_the_driver_as_through_sqlalchemy(
     direct_rows, direct_count, direct_tables = await _run_once(
         seeded, statement, params, seeded._direct
     )
-    if rows is not None and statement not in (s.ITEMS, s.LINKS_BY_ID, s.LINKS_OF_ITEMS):
+    if rows is not None and statement not in (
+        s.READS[False].items,
+        s.READS[False].links_by_id,
+        s.READS[False].links_of_items,
+    ):
         # UPDATE/INSERT ... RETURNING promise no order; the store sorts what it needs
         rows, direct_rows = sorted(rows, key=repr), sorted(direct_rows, key=repr)
     assert direct_rows == rows
@@ -429,7 +441,7 @@ async def test_a_statement_that_cannot_be_prepared_is_left_to_sqlalchemy(
 
     monkeypatch.setattr(Prepared, "of", moved)
     async with seeded.tx() as tx:
-        result = await tx._run(s.LINKS_OF_ITEMS, {"b_ids": ITEM_IDS[:1]})
+        result = await tx._run(s.READS[False].links_of_items, {"b_ids": ITEM_IDS[:1]})
         assert not isinstance(result, DirectResult)
         assert [row.system for row in result] == ["hookstream", "devhelm"]
     assert "left to SQLAlchemy" in caplog.text

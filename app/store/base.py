@@ -12,7 +12,6 @@ from sqlalchemy.sql.base import Executable
 
 from app import tables as t
 from app.store.direct import Direct
-from app.store.statements import ON_POSTGRES
 
 
 class TxBase:
@@ -28,8 +27,7 @@ class TxBase:
 
     async def _run(self, statement: Executable, params: Any = None) -> CursorResult[Any]:
         """Run one statement: directly on SQLite's in-process connection (a hot statement
-        straight on its driver, ``app/store/direct.py``), awaited on an asyncio driver's
-        (PostgreSQL's; a bulk read in its form with array parameters, ``ON_POSTGRES``)."""
+        straight on its driver, ``app/store/direct.py``), awaited on an asyncio driver's."""
         if isinstance(self.conn, Connection):
             if self._direct is not None:
                 if self._raw is None:
@@ -38,8 +36,7 @@ class TxBase:
                 if result is not None:
                     return result  # type: ignore[return-value]
             return self.conn.execute(statement, params)
-        swapped: Executable = ON_POSTGRES.get(statement, statement)
-        return await self.conn.execute(swapped, params)
+        return await self.conn.execute(statement, params)
 
     @property
     def postgres(self) -> bool:

@@ -18,7 +18,7 @@ from app.model import (
 )
 from app.store.base import TxBase
 from app.store.records import HistoryEntry, WriteAttempt, aware_or_none, item_of, item_values
-from app.store.statements import INSERT_ATTEMPTS, INSERT_HISTORY, ITEMS, ITEMS_LOCKED, SAVE_ITEM
+from app.store.statements import INSERT_ATTEMPTS, INSERT_HISTORY, READS, SAVE_ITEM
 
 #: From this many candidates on, a search (SQLite) walks the items newest first instead
 #: of reading every candidate (bench/console.py: a word in a fifth of the items).
@@ -67,7 +67,8 @@ class ItemQueries(TxBase):
         ids = sorted(set(item_ids))
         if not ids:
             return {}
-        query = ITEMS_LOCKED if lock and self.postgres else ITEMS
+        reads = READS[self.postgres]
+        query = reads.items_locked if lock and self.postgres else reads.items
         return {row.id: item_of(row) for row in await self._run(query, {"b_ids": ids})}
 
     async def save_items(self, items: Iterable[WorkItem]) -> None:

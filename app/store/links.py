@@ -22,13 +22,8 @@ from app.store.records import FinishedWrite, Link, encode_known, link_of
 from app.store.statements import (
     CLAIM_LINKS,
     FINISH_WRITE,
-    ITEMS_OF_OBJECTS,
-    LINKS_BY_ID,
-    LINKS_OF_ITEMS,
-    LINKS_OF_ITEMS_LOCKED,
-    LINKS_OF_OBJECTS,
-    LOCK_LINKS,
     MARK_DIRTY,
+    READS,
     RECORD_SEEN,
     created_values,
 )
@@ -55,7 +50,10 @@ class LinkQueries(TxBase):
         ids = sorted(set(link_ids))
         if not ids:
             return {}
-        return {row.id: link_of(row) for row in await self._run(LINKS_BY_ID, {"b_ids": ids})}
+        return {
+            row.id: link_of(row)
+            for row in await self._run(READS[self.postgres].links_by_id, {"b_ids": ids})
+        }
 
     async def require_link(self, link_id: int) -> Link:
         """The link; raises ``Missing`` when there is none."""
@@ -154,7 +152,9 @@ class LinkQueries(TxBase):
         refs = list(refs)
         by_object: dict[tuple[str, str], list[Link]] = {}
         for system, ids in _ids_by_system(refs).items():
-            rows = await self._run(LINKS_OF_OBJECTS, {"b_system": system, "b_ids": ids})
+            rows = await self._run(
+                READS[self.postgres].links_of_objects, {"b_system": system, "b_ids": ids}
+            )
             for row in rows:
                 link = link_of(row)
                 by_object.setdefault((system, link.external_id or ""), []).append(link)
@@ -167,7 +167,9 @@ class LinkQueries(TxBase):
         refs = list(refs)
         by_object: dict[tuple[str, str], list[tuple[str | None, str]]] = {}
         for system, ids in _ids_by_system(refs).items():
-            rows = await self._run(ITEMS_OF_OBJECTS, {"b_system": system, "b_ids": ids})
+            rows = await self._run(
+                READS[self.postgres].items_of_objects, {"b_system": system, "b_ids": ids}
+            )
             for row in rows:
                 by_object.setdefault((system, row.external_id), []).append(
                     (row.scope, row.work_item_id)
@@ -181,7 +183,8 @@ class LinkQueries(TxBase):
         ids = sorted(set(item_ids))
         if not ids:
             return []
-        query = LINKS_OF_ITEMS_LOCKED if lock and self.postgres else LINKS_OF_ITEMS
+        reads = READS[self.postgres]
+        query = reads.links_of_items_locked if lock and self.postgres else reads.links_of_items
         return [link_of(r) for r in await self._run(query, {"b_ids": ids})]
 
     async def lock_links(self, link_ids: Iterable[int]) -> None:
@@ -190,7 +193,7 @@ class LinkQueries(TxBase):
         that takes its locks in the same order (the engine's: items, then links)."""
         ids = sorted(set(link_ids))
         if ids and self.postgres:
-            await self._run(LOCK_LINKS, {"b_ids": ids})
+            await self._run(READS[True].lock_links, {"b_ids": ids})
 
     async def release_claims(self, link_ids: Iterable[int], *, worker: str, due: datetime) -> int:
         """Give up this worker's claims on links whose outcomes could not be recorded:

@@ -4,7 +4,7 @@ bound parameter; the others are the columns they set)."""
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.dialects.postgresql import ARRAY
@@ -152,8 +152,22 @@ CLAIM_LINKS = {postgres: claim_links_query(postgres) for postgres in (True, Fals
 CLAIM_EVENTS = {postgres: claim_events_query(postgres) for postgres in (True, False)}
 
 
-def bulk_reads(postgres: bool) -> dict[str, Any]:
-    """The reads of many rows by id (parameter b_ids, a list; b_system for objects)."""
+class BulkReads(NamedTuple):
+    """The reads of many rows by id (parameter b_ids, a list; b_system for objects), in
+    one dialect's form (``READS``). The ``_locked`` ones are for PostgreSQL's row locks."""
+
+    items: Any
+    items_locked: Any
+    links_by_id: Any
+    lock_links: Any
+    links_of_items: Any
+    links_of_items_locked: Any
+    links_of_objects: Any
+    #: which items objects are linked to: ``links_of_objects`` without the rest of the row
+    items_of_objects: Any
+
+
+def bulk_reads(postgres: bool) -> BulkReads:
     item_ids = one_of(t.work_items.c.id, "b_ids", postgres)
     link_ids = one_of(t.links.c.id, "b_ids", postgres)
     of_system = t.links.c.system == sa.bindparam("b_system")
@@ -164,42 +178,22 @@ def bulk_reads(postgres: bool) -> dict[str, Any]:
         .where(one_of(t.links.c.work_item_id, "b_ids", postgres))
         .order_by(t.links.c.id)
     )
-    return {
-        "ITEMS": items,
-        "ITEMS_LOCKED": items.with_for_update(),
-        "LINKS_BY_ID": sa.select(t.links).where(link_ids).order_by(t.links.c.id),
-        "LOCK_LINKS": sa.select(t.links.c.id)
-        .where(link_ids)
-        .order_by(t.links.c.id)
-        .with_for_update(),
-        "LINKS_OF_ITEMS": links_of_items,
-        "LINKS_OF_ITEMS_LOCKED": links_of_items.with_for_update(),
-        "LINKS_OF_OBJECTS": sa.select(t.links)
+    return BulkReads(
+        items=items,
+        items_locked=items.with_for_update(),
+        links_by_id=sa.select(t.links).where(link_ids).order_by(t.links.c.id),
+        lock_links=sa.select(t.links.c.id).where(link_ids).order_by(t.links.c.id).with_for_update(),
+        links_of_items=links_of_items,
+        links_of_items_locked=links_of_items.with_for_update(),
+        links_of_objects=sa.select(t.links).where(of_system, external_ids).order_by(t.links.c.id),
+        items_of_objects=sa.select(t.links.c.scope, t.links.c.external_id, t.links.c.work_item_id)
         .where(of_system, external_ids)
         .order_by(t.links.c.id),
-        # which items objects are linked to: LINKS_OF_OBJECTS without the rest of the row
-        "ITEMS_OF_OBJECTS": sa.select(
-            t.links.c.scope, t.links.c.external_id, t.links.c.work_item_id
-        )
-        .where(of_system, external_ids)
-        .order_by(t.links.c.id),
-    }
+    )
 
 
-_READS = bulk_reads(postgres=False)
-ITEMS = _READS["ITEMS"]
-ITEMS_LOCKED = _READS["ITEMS_LOCKED"]
-LINKS_BY_ID = _READS["LINKS_BY_ID"]
-LOCK_LINKS = _READS["LOCK_LINKS"]
-LINKS_OF_ITEMS = _READS["LINKS_OF_ITEMS"]
-LINKS_OF_ITEMS_LOCKED = _READS["LINKS_OF_ITEMS_LOCKED"]
-LINKS_OF_OBJECTS = _READS["LINKS_OF_OBJECTS"]
-ITEMS_OF_OBJECTS = _READS["ITEMS_OF_OBJECTS"]
-#: What the statements above run as on PostgreSQL (``TxBase._run`` swaps them): their
-#: lists bound as arrays (``one_of``).
-ON_POSTGRES: dict[Any, Any] = {
-    _READS[name]: statement for name, statement in bulk_reads(postgres=True).items()
-}
+#: The bulk reads, by dialect (True: PostgreSQL), chosen like the claims.
+READS = {postgres: bulk_reads(postgres) for postgres in (True, False)}
 
 
 def created_values(link: Link, obj: VendorObject, now: datetime) -> dict[str, Any]:
@@ -237,11 +231,11 @@ for _statement in (
     FINISH_WRITE,
     CLAIM_LINKS[False],
     CLAIM_EVENTS[False],
-    ITEMS,
-    LINKS_BY_ID,
-    LINKS_OF_ITEMS,
-    LINKS_OF_OBJECTS,
-    ITEMS_OF_OBJECTS,
+    READS[False].items,
+    READS[False].links_by_id,
+    READS[False].links_of_items,
+    READS[False].links_of_objects,
+    READS[False].items_of_objects,
     RECORD_EVENT[False],
     FINISH_EVENT,
     INSERT_HISTORY,
