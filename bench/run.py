@@ -410,17 +410,21 @@ def med(runs: list[dict[str, Any]], key: str) -> float:
     return statistics.median(vals) if vals else float("nan")
 
 
-async def warm_up(inst: Installation, cursor: Cursor, p: dict[str, Any]) -> None:
+async def warm_up(
+    inst: Installation, cursor: Cursor, p: dict[str, Any], urls: list[str] | None = None
+) -> int:
     """Not measured: every system starts with the same few changes behind it (imports
     done, connections open, Node-RED's JIT warm), not only the gateway, whose fan-out of
-    the work items already exercised it."""
+    the work items already exercised it. ``urls``: the webhook URLs to spread them over
+    (every process of a scale-out). Returns how many were accepted."""
     warm = min(len(inst.items), p.get("warmup_n", 200))
     log(f"  {inst.kind}: warm-up, {warm} changes at c=8")
     # the logs hold the previous system's writes: counted, they would end the wait at
     # once and the warm-up's late writes would land in the first measured run
     await inst.clear_requests()
-    res = await closed_loop(inst, cursor, 8, warm, deadline_s=120)
+    res = await closed_loop(inst, cursor, 8, warm, deadline_s=120, urls=urls)
     await wait_quiet(inst, 3 * res["accepted"], 180)
+    return int(res["accepted"])
 
 
 async def run_suite(
@@ -624,7 +628,7 @@ async def run_scaleout(args: argparse.Namespace, p: dict[str, Any], wd: Path) ->
     log("gateway-postgres scale-out: starting")
     inst, _ = await start_gateway(wd, db, label="gateway-postgres-1", lease_s=scaleout.LEASE_S)
     try:
-        return await scaleout.scaleout(inst, p, wait_quiet, log)
+        return await scaleout.scaleout(inst, p, wait_quiet, log, warm_up)
     except BaseException:
         if inst.server is not None:
             log(f"scale-out log tail:\n{inst.server.tail(30)}")

@@ -193,19 +193,14 @@ async def kill9_run(
     }
 
 
-async def warm_up(inst: Installation, cursor: Cursor, urls: list[str], n: int, waiter: Any) -> int:
-    """Not measured: ``n`` changes at c = 8 spread over ``urls``, so that no process is
-    measured cold (its connections opened, statements prepared, caches filled). The
-    second process starts just before its runs; without this its first changes were
-    counted in them, the first process's were not. Returns how many were accepted."""
-    await inst.clear_requests()
-    res = await closed_loop(inst, cursor, 8, n, deadline_s=120, urls=urls)
-    await waiter(inst, 3 * res["accepted"], 180)
-    return int(res["accepted"])
-
-
-async def scaleout(inst: Installation, p: dict[str, Any], waiter: Any, log: Any) -> dict[str, Any]:
-    """Runs on a started PostgreSQL gateway installation (``lease_s=LEASE_S``)."""
+async def scaleout(
+    inst: Installation, p: dict[str, Any], waiter: Any, log: Any, warm_up: Any
+) -> dict[str, Any]:
+    """Runs on a started PostgreSQL gateway installation (``lease_s=LEASE_S``).
+    ``waiter`` and ``warm_up`` are the harness's own (``bench/run.py``). Each
+    configuration is warmed up before it is measured: the second process starts just
+    before its runs, and its first changes (connections opened, statements prepared,
+    caches filled) would otherwise be counted in them."""
     assert inst.server is not None
     created = await create_items(inst, p["items"])
     log(f"scale-out: {len(inst.items)} work items in {created:.1f}s")
@@ -214,12 +209,9 @@ async def scaleout(inst: Installation, p: dict[str, Any], waiter: Any, log: Any)
     out: dict[str, Any] = {"items": len(inst.items), "changes_per_run": n, "lease_s": LEASE_S}
     one_runs, two_runs = [], []
     second: Proc | None = None
-    warm = min(len(inst.items), p.get("warmup_n", 200))
     out["warmed_up"] = {}
     try:
-        log(f"  scale-out: warm-up, {warm} changes at c=8")
-        urls = [inst.webhook_url()]
-        out["warmed_up"]["one"] = await warm_up(inst, cursor, urls, warm, waiter)
+        out["warmed_up"]["one"] = await warm_up(inst, cursor, p, [inst.webhook_url()])
         for r in range(p["repeat"]):
             log(f"  scale-out: 1 process, c=32, run {r + 1}/{p['repeat']}")
             one_runs.append(
@@ -227,8 +219,7 @@ async def scaleout(inst: Installation, p: dict[str, Any], waiter: Any, log: Any)
             )
         second, url2 = await start_gateway_process(inst, "gateway-postgres-2")
         urls = [inst.webhook_url(), f"{url2}/webhooks/inboxops"]
-        log(f"  scale-out: warm-up of 2 processes, {warm} changes at c=8")
-        out["warmed_up"]["two"] = await warm_up(inst, cursor, urls, warm, waiter)
+        out["warmed_up"]["two"] = await warm_up(inst, cursor, p, urls)
         for r in range(p["repeat"]):
             log(f"  scale-out: 2 processes, c=32, run {r + 1}/{p['repeat']}")
             two_runs.append(await ingest_cpu(inst, [inst.server, second], urls, cursor, n, waiter))
