@@ -6,7 +6,9 @@ A real ``syncgate serve`` on PostgreSQL gets a burst of signed InboxOps changes;
 through, every session on its database is ended from outside. Transactions on the cut
 connections fail (a webhook caught in one is answered 5xx, and the vendor's sender
 retries it); the pool then replaces its connections. Every change must still reach
-DevHelm and incident.io, each ticket's objects exactly once."""
+DevHelm and incident.io, each ticket's objects exactly once. Then the sessions are ended
+again while the gateway is idle (as a nightly restart would), and one more round of
+changes must reach them too."""
 
 from __future__ import annotations
 
@@ -41,15 +43,20 @@ async def test_connections_cut_mid_burst_lose_no_change_and_write_nothing_twice(
         tickets = await seed_fanned_out(
             control, admin, [f"Cut ticket {n} v0" for n in range(TICKETS)]
         )
+
+        async def all_delivered() -> None:
+            """Every webhook InboxOps sent got a 2xx in the end (its sender retries)."""
+            await sims["inboxops"].kit.flush()
+            undelivered = [d for d in sims["inboxops"].kit.deliveries if not d.delivered]
+            assert not undelivered, undelivered[:3]
+
         cut = 0
         for version in range(1, ROUNDS + 1):
             await retitle(control, tickets, [f"Cut ticket {n} v{version}" for n in range(TICKETS)])
             if version == ROUNDS // 2:  # the webhooks of this round still on their way
                 cut = await cut_connections(database)
         assert cut >= 1, "the gateway held no connection to cut"
-        await sims["inboxops"].kit.flush()
-        undelivered = [d for d in sims["inboxops"].kit.deliveries if not d.delivered]
-        assert not undelivered, undelivered[:3]
+        await all_delivered()
         final = {f"Cut ticket {n} v{ROUNDS}" for n in range(TICKETS)}
 
         async def propagated() -> bool:
@@ -62,6 +69,14 @@ async def test_connections_cut_mid_burst_lose_no_change_and_write_nothing_twice(
             return True
 
         await eventually(propagated, timeout_s=60, what="every change propagated")
+
+        # idle now (settled): cut again, then one more round
+        assert await cut_connections(database) >= 1, "the gateway held no connection to cut"
+        last = ROUNDS + 1
+        await retitle(control, tickets, [f"Cut ticket {n} v{last}" for n in range(TICKETS)])
+        await all_delivered()
+        final = {f"Cut ticket {n} v{last}" for n in range(TICKETS)}
+        await eventually(propagated, timeout_s=60, what="the round after the idle cut propagated")
         for name in ("devhelm", "incidentio"):
             assert len(await sim_objects(control[name])) == TICKETS, name
         assert gateway.proc.poll() is None, "the gateway exited"
