@@ -94,7 +94,7 @@ class EventWriter:
         return await self._grouped.submit(event)
 
     async def _write(self, batch: list[NewEvent]) -> list[int | Exception | None]:
-        async with self.store.tx() as tx:
+        async with self.store.tx(one_statement=True) as tx:
             ids = await tx.record_events(batch, now=utcnow())
         if self.on_stored is not None and any(i is not None for i in ids):
             self.on_stored()
@@ -171,7 +171,7 @@ class InboxWorker:
         limit = self.batch if await self.ingest.give_way() else IngestFirst.SMALL_ROUND
         running = collections.Counter(self._apart.values())
         full = [system for system, n in running.items() if n >= MAX_APART]
-        async with self.store.tx() as tx:
+        async with self.store.tx(one_statement=True) as tx:
             events = await tx.claim_events(
                 now=self.clock(), lease=self.lease, limit=limit, full=full
             )

@@ -39,7 +39,7 @@ class UnavailableStore:
     """A database that refuses every transaction."""
 
     @contextlib.asynccontextmanager
-    async def tx(self) -> AsyncIterator[Any]:
+    async def tx(self, *, one_statement: bool = False) -> AsyncIterator[Any]:
         raise ConnectionRefusedError("database is unreachable")
         yield  # an async generator, never reached
 

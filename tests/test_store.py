@@ -142,6 +142,59 @@ async def test_an_event_claim_leaves_out_the_systems_it_is_told_are_full(store: 
     assert [(event.system, event.attempts) for event in claimed] == [("hookstream", 1)]
 
 
+def _delivery(delivery_id: str) -> NewEvent:
+    return NewEvent(
+        system="inboxops", delivery_id=delivery_id, source="webhook", event_type="x", body=b"{}"
+    )
+
+
+async def test_a_transaction_of_one_statement_refuses_a_second(store: Store) -> None:
+    """``tx(one_statement=True)`` runs one statement: a second raises before it runs. On
+    PostgreSQL the first committed on its own (autocommit), as its docstring says; on
+    SQLite the transaction is an ordinary one and the error rolls it back."""
+    now = utcnow()
+
+    async def two_statements() -> None:
+        async with store.tx(one_statement=True) as tx:
+            assert await tx.record_events([_delivery("d1")], now=now) != [None]
+            await tx.claim_events(now=now, lease=timedelta(seconds=30), limit=10)
+
+    with pytest.raises(RuntimeError, match="second statement"):
+        await two_statements()
+    async with store.tx() as tx:
+        assert await tx.pending_events() == (1 if store.dialect == "postgresql" else 0)
+    async with store.tx(one_statement=True) as tx:  # a duplicate delivery, as in any tx
+        ids = await tx.record_events([_delivery("d1"), _delivery("d2")], now=now)
+    stored = [event_id is not None for event_id in ids]
+    assert stored == ([False, True] if store.dialect == "postgresql" else [True, True])
+
+
+async def test_postgres_commits_a_transaction_of_one_statement_on_its_own(
+    tmp_path: Path,
+) -> None:
+    """On PostgreSQL a transaction of one statement is sent without BEGIN and COMMIT: the
+    statement is committed as soon as it has run, visible to another connection while
+    the block is still open (it would not be inside a transaction)."""
+    store = await open_store("postgres", tmp_path)
+    now = utcnow()
+    try:
+        async with store.tx(one_statement=True) as tx:
+            (event_id,) = await tx.record_events([_delivery("d1")], now=now)
+            assert event_id is not None
+            async with store.tx() as other:  # another pooled connection
+                assert await other.get_event(event_id) is not None
+        async with store.tx(one_statement=True) as tx:
+            (claimed,) = await tx.claim_events(now=now, lease=timedelta(seconds=30), limit=10)
+            async with store.tx() as other:  # the claim too: not claimable again
+                assert (
+                    await other.claim_events(now=now, lease=timedelta(seconds=30), limit=10) == []
+                )
+        assert claimed.id == event_id
+        assert store.committed == 4
+    finally:
+        await store.close()
+
+
 async def test_finish_write_keeps_link_dirty_when_the_item_moved_on(store: Store) -> None:
     now = utcnow()
     async with store.tx() as tx:

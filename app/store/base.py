@@ -18,16 +18,27 @@ class TxBase:
     """One database transaction: a connection, and how to run a statement on it."""
 
     def __init__(
-        self, conn: AsyncConnection | Connection, dialect: str, direct: Direct | None = None
+        self,
+        conn: AsyncConnection | Connection,
+        dialect: str,
+        direct: Direct | None = None,
+        *,
+        one_statement: bool = False,
     ) -> None:
         self.conn = conn
         self.dialect = dialect
         self._direct = direct
         self._raw: Any = None
+        #: Statements this transaction may still run (``Store.tx(one_statement=True)``: 1)
+        self._left = 1 if one_statement else -1
 
     async def _run(self, statement: Executable, params: Any = None) -> CursorResult[Any]:
         """Run one statement: directly on SQLite's in-process connection (a hot statement
         straight on its driver, ``app/store/direct.py``), awaited on an asyncio driver's."""
+        if self._left >= 0:
+            if self._left == 0:
+                raise RuntimeError("a second statement in a transaction of one statement")
+            self._left = 0
         if isinstance(self.conn, Connection):
             if self._direct is not None:
                 if self._raw is None:

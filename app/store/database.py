@@ -141,6 +141,12 @@ class Store:
         self._direct = Direct(engine.dialect) if isinstance(engine, Engine) else None
         #: SQLite's one connection, kept open between transactions (``tx``)
         self._conn: sa.Connection | None = None
+        #: PostgreSQL's pool in autocommit mode, for transactions of one statement
+        self._autocommit = (
+            engine.execution_options(isolation_level="AUTOCOMMIT")
+            if isinstance(engine, AsyncEngine)
+            else None
+        )
         #: Transactions committed through ``tx`` (``syncgate_db_transactions_total``).
         self.committed = 0
 
@@ -189,9 +195,20 @@ class Store:
             await self.engine.dispose()
 
     @contextlib.asynccontextmanager
-    async def tx(self) -> AsyncIterator[Tx]:
-        """A transaction: committed when the block ends, rolled back on an exception."""
-        if isinstance(self.engine, Engine):
+    async def tx(self, *, one_statement: bool = False) -> AsyncIterator[Tx]:
+        """A transaction: committed when the block ends, rolled back on an exception.
+
+        ``one_statement``: the block runs exactly one statement, a transaction by itself.
+        On PostgreSQL it then runs in autocommit mode: the server wraps the statement in
+        its own transaction, so there is no BEGIN and no COMMIT to send, two round trips
+        and about 200 us of this process's CPU less (a claim, a group commit of
+        webhooks). The statement is committed as soon as it has run: nothing after it in
+        the block can undo it, and a second statement raises (it would not be atomic
+        with the first). On SQLite it is an ordinary transaction."""
+        if one_statement and self._autocommit is not None:
+            async with self._autocommit.connect() as aconn:
+                yield Tx(aconn, self.dialect, one_statement=True)
+        elif isinstance(self.engine, Engine):
             async with self._turn:
                 # one connection for every transaction: checking one out of the pool and
                 # back costs more than most of SQLite's transactions take
@@ -199,13 +216,13 @@ class Store:
                 if conn is None or conn.closed or conn.invalidated:
                     conn = self._conn = self.engine.connect()
                 with conn.begin():
-                    yield Tx(conn, self.dialect, self._direct)
+                    yield Tx(conn, self.dialect, self._direct, one_statement=one_statement)
                 raw = conn.connection.driver_connection
                 if self._checkpointer is not None and isinstance(raw, sqlite3.Connection):
                     self._checkpointer.truncate_if_due(raw)
         else:
             async with self.engine.begin() as aconn:
-                yield Tx(aconn, self.dialect)
+                yield Tx(aconn, self.dialect, one_statement=one_statement)
         self.committed += 1
 
     async def retrying(
