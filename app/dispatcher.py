@@ -74,8 +74,45 @@ def unchanged(known: VendorObject | None, fresh: VendorObject) -> bool:
 #: While deliveries keep coming, at most this many finished writes are recorded in one
 #: transaction (a few milliseconds holding the loop; ``IngestFirst``).
 RECORD_WHILE_BUSY = 4 * IngestFirst.SMALL_ROUND
+#: How many finished writes the recorder waits for, while others run (``GATHER_S``).
+RECORD_GATHER = RECORD_WHILE_BUSY
+
+#: Under load the dispatcher works in batches, not a transaction per write. With slow
+#: vendors (a real API answers in tens to hundreds of milliseconds) the writes in flight
+#: finish one by one; claiming a link into each slot as it frees, and recording each
+#: outcome as it comes, cost a claim and a recording transaction per write: four times
+#: the transactions per change of a fast vendor (docs/benchmarks.md, "Slow vendors").
+#: So, while other writes are still running, the recorder waits up to ``GATHER_S`` for
+#: ``RECORD_GATHER`` finished writes (not when nothing else is in flight: a lone change
+#: is recorded at once), and with more links due than slots (the last claim took all it
+#: asked for) the dispatcher claims ``1 / CLAIM_SHARE`` of its ``concurrency`` ahead:
+#: they wait for slots, and it claims again once that many have started.
+GATHER_S = 0.01
+CLAIM_SHARE = 4
 
 T = TypeVar("T")
+
+
+async def await_finished(
+    done: asyncio.Queue[T],
+    *,
+    want: int,
+    arrived: asyncio.Event,
+    running: Callable[[], int],
+    within_s: float,
+) -> None:
+    """Return once ``done`` holds ``want`` finished writes, no write is running
+    (``running()``), or ``within_s`` has passed. ``arrived`` is set whenever a write
+    finishes."""
+    deadline = time.monotonic() + within_s
+    while running() > 0:
+        arrived.clear()  # before looking: a write finishing after the look sets it
+        if done.qsize() >= want:
+            return
+        left = deadline - time.monotonic()
+        if left <= 0:
+            return
+        await wait_any(arrived, seconds=left)
 
 
 def finished_writes(first: T, done: asyncio.Queue[T], *, busy: bool) -> list[T]:
@@ -144,10 +181,43 @@ class Dispatcher:
         #: The same writes counted per system: a system with its share of them
         #: (``per_system``) gets no more claimed until one is recorded.
         self.flying: collections.Counter[str] = collections.Counter()
+        #: Systems that reached their share: none of their links is claimed until a batch
+        #: of their writes (``1 / CLAIM_SHARE`` of the share) is recorded (``_full``).
+        self._held: set[str] = set()
+        #: Engine changes so far (``changed``), and their count when each write in flight
+        #: was claimed: recorded after a later change, a write may leave its link dirty
+        #: again (the item moved on while it was in flight), to be claimed once more.
+        self.changes = 0
+        self._claimed_at: dict[int, int] = {}
         #: Reads before writes, folded in by the engine in batches.
         self._folding: Grouped[tuple[Link, VendorObject], tuple[Link, WorkItem] | None] = Grouped(
             self._fold
         )
+
+    def changed(self) -> None:
+        """The engine made links dirty (its ``on_change``): claim them."""
+        self.changes += 1
+        self.wake.set()
+
+    @property
+    def _system_batch(self) -> int:
+        return max(1, self.settings.per_system // CLAIM_SHARE)
+
+    def _full(self) -> list[str]:
+        """The systems to leave out of the next claim: each that reached its share of
+        writes in flight, until a batch of them is recorded (not one at a time: with a
+        slow vendor that would be a claim per write)."""
+        share = self.settings.per_system
+        for system, n in self.flying.items():
+            if n >= share:
+                self._held.add(system)
+            elif n <= share - self._system_batch:
+                self._held.discard(system)
+        return sorted(self._held)
+
+    def _room_for_held(self) -> bool:
+        share = self.settings.per_system
+        return any(self.flying[system] <= share - self._system_batch for system in self._held)
 
     # -- loops -----------------------------------------------------------------------------
 
@@ -171,12 +241,19 @@ class Dispatcher:
         """Work until ``stop`` is set: keep up to ``concurrency`` writes in flight,
         claiming as soon as there is room and something is due (woken when links become
         dirty or a recorded write left its link dirty; every ``idle_s`` for backoffs
-        coming due). On stop, the writes in flight finish and are recorded."""
+        coming due). On stop, the writes in flight finish and are recorded.
+
+        With more links due than slots, it claims a batch ahead (``CLAIM_SHARE``): those
+        links wait for a slot, claimed, and the next claim comes once a batch of them
+        has started, so no slot waits for a claim and no claim is made for one slot."""
         loop = asyncio.get_running_loop()
         done: asyncio.Queue[Attempt] = asyncio.Queue()
         in_flight: set[asyncio.Task[None]] = set()
         room = asyncio.Event()
-        recorder = loop.create_task(self._record_from(done), name="dispatcher-recorder")
+        arrived = asyncio.Event()  # a write finished
+        recorder = loop.create_task(
+            self._record_from(done, arrived, lambda: len(in_flight)), name="dispatcher-recorder"
+        )
         renewer = loop.create_task(self._renew_claims(stop), name="dispatcher-renewer")
 
         # No system has more than its share of the calls in progress: a write past it
@@ -186,6 +263,7 @@ class Dispatcher:
         lanes: collections.defaultdict[str, asyncio.Semaphore] = collections.defaultdict(
             lambda: asyncio.Semaphore(share)
         )
+        slots = asyncio.Semaphore(self.settings.concurrency)
         queued = 0  # writes waiting for their system's lane
 
         async def write(link: Link, item: WorkItem | None) -> None:
@@ -198,18 +276,27 @@ class Dispatcher:
             finally:
                 queued -= waits
             try:
-                await done.put(await self._attempt(link, item))
+                async with slots:
+                    await done.put(await self._attempt(link, item))
+                arrived.set()
             finally:
                 lane.release()
 
         def finished(task: asyncio.Task[None]) -> None:
             in_flight.discard(task)
             room.set()
+            arrived.set()  # one fewer running: the recorder need not wait for it
 
+        batch = max(1, self.settings.concurrency // CLAIM_SHARE)
+        # writes claimed, not counting those waiting for their lane: every slot, and a
+        # batch waiting for one
+        capacity = self.settings.concurrency + batch
+        more_due = False  # the last claim took all it asked for: links are waiting
         try:
             while not stop.is_set():
-                free = self.settings.concurrency - (len(in_flight) - queued)
-                if free <= 0:
+                free = capacity - (len(in_flight) - queued)
+                if free <= 0 or (more_due and free < batch):
+                    # every slot is busy: the next claim when a batch has left the wait
                     room.clear()
                     await wait_any(room, stop, seconds=idle_s)
                     continue
@@ -217,7 +304,7 @@ class Dispatcher:
                 if not await self.ingest.give_way():
                     free = min(free, IngestFirst.SMALL_ROUND)
                 # a system with its share claimed already gets no more for now
-                full = [system for system, n in self.flying.items() if n >= share]
+                full = self._full()
                 try:
                     claimed = await self._claim(free, full=full)
                 except Exception:
@@ -228,7 +315,8 @@ class Dispatcher:
                     task = loop.create_task(write(link, item))
                     in_flight.add(task)
                     task.add_done_callback(finished)
-                if len(claimed) < free:  # nothing more is due now
+                more_due = len(claimed) >= free
+                if not more_due:  # nothing more is due now
                     await wait_any(self.wake, stop, seconds=idle_s)
         finally:
             if in_flight:
@@ -257,19 +345,30 @@ class Dispatcher:
             except Exception:
                 log.exception("renewing claims failed")
 
-    async def _record_from(self, done: asyncio.Queue[Attempt]) -> None:
+    async def _record_from(
+        self, done: asyncio.Queue[Attempt], arrived: asyncio.Event, running: Callable[[], int]
+    ) -> None:
         """Record finished writes, as many per transaction as have finished meanwhile
-        (``finished_writes``)."""
+        (``finished_writes``), waiting a little for more while others are still running
+        (``await_finished``)."""
         while True:
-            batch = finished_writes(await done.get(), done, busy=self.ingest.busy)
+            first = await done.get()
+            await await_finished(
+                done, want=RECORD_GATHER - 1, arrived=arrived, running=running, within_s=GATHER_S
+            )
+            batch = finished_writes(first, done, busy=self.ingest.busy)
+            claimed_at = min(self._claimed_at.get(a.link.id, -1) for a in batch)
             try:
                 with contextlib.suppress(Exception):  # logged by _record, claims released
                     await self._record(batch)
             finally:
                 for _ in batch:
                     done.task_done()
-            # a link changed again while its write was in flight is dirty once more
-            self.wake.set()
+            # claim again if a link may be dirty once more (its item changed while its
+            # write was in flight) or a held system has room for a batch; not after every
+            # record: with nothing to claim, that is an empty claim per record
+            if claimed_at < self.changes or self._room_for_held():
+                self.wake.set()
 
     # -- an operator's retries and discards -------------------------------------------------
 
@@ -341,6 +440,9 @@ class Dispatcher:
         whose target version is ahead of its item (bookkeeping from another item) is
         brought back to the item's version, so that it cannot stay dirty forever."""
         now = self.clock()
+        # before the claim: an engine change committed after the claim's read counts as
+        # later than it (``changed`` is called after the engine's commit)
+        stamp = self.changes
         async with self.store.tx() as tx:
             links = await tx.claim_due_links(
                 worker=self.worker_id,
@@ -371,6 +473,7 @@ class Dispatcher:
                     await tx.save_create_intent(link.id, link.create_payload)
         self.in_flight.update(link.id for link in links)
         self.flying.update(link.system for link in links)
+        self._claimed_at.update((link.id, stamp) for link in links)
         return [(link, items.get(link.work_item_id)) for link in links]
 
     def _create_fields(self, system: str, item: WorkItem) -> Fields:
@@ -560,6 +663,7 @@ class Dispatcher:
                 if a.link.id in self.in_flight:
                     self.in_flight.discard(a.link.id)
                     self.flying[a.link.system] -= 1
+                self._claimed_at.pop(a.link.id, None)
 
     async def _release(self, link_ids: list[int]) -> None:
         due = self.clock() + timedelta(seconds=self.settings.backoff_base_s)

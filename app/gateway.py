@@ -193,7 +193,7 @@ class Gateway:
             engine=self.engine,
             alerter=self.alerter,
         )
-        self.engine.on_change = self.dispatcher.wake.set
+        self.engine.on_change = self.dispatcher.changed
         enabled = {n: s for n, s in settings.systems.items() if n in self.adapters}
         self.pollers = Pollers(
             store,
