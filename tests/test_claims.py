@@ -154,3 +154,69 @@ def test_transient_errors_are_told_apart() -> None:
     unique = type("E", (Exception,), {"sqlstate": "23505"})()
     assert transient(unique) is None
     assert transient(RuntimeError("boom")) is None
+
+
+async def test_a_link_dirty_again_while_its_write_was_in_flight_is_claimed_at_once(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A recorded write wakes the claim loop only when its link may be dirty again: an
+    engine change since it was claimed. Here the item changes back while its three
+    writes are held in flight; once they are recorded, the loop must claim the links
+    again at once, not at its idle poll (an hour here)."""
+    async with running_rig(store) as rig:
+        _item_id, ids = await linked(rig)
+        dispatcher = rig.gateway.dispatcher
+        gate = asyncio.Event()
+        held: list[str] = []
+        attempt = dispatcher._attempt
+
+        async def held_attempt(link: Any, item: Any) -> Attempt:
+            held.append(link.system)
+            await gate.wait()
+            return await attempt(link, item)
+
+        monkeypatch.setattr(dispatcher, "_attempt", held_attempt)
+        stop = asyncio.Event()
+        loop = asyncio.create_task(dispatcher.run(stop, idle_s=3600))
+        try:
+            await rig.human("hookstream", ids["hookstream"], status="resolved")
+            await rig.poll("hookstream")
+
+            async def three_in_flight() -> bool:
+                return len(held) == 3
+
+            await eventually(three_in_flight, timeout_s=10, what="the three writes in flight")
+            await rig.human("hookstream", ids["hookstream"], status="open")
+            await rig.poll("hookstream")  # the three links dirty again, their writes held
+            gate.set()
+
+            async def all_open() -> bool:
+                return await statuses(rig, ids) == ALL_OPEN
+
+            await eventually(all_open, timeout_s=10, what="the second change written")
+            assert len(held) == 6  # resolved, then open again: each link written twice
+        finally:
+            stop.set()
+            await loop
+
+
+async def test_a_system_at_its_share_gets_more_claims_only_a_batch_at_a_time(
+    store: Store,
+) -> None:
+    """A system that reached its share of writes in flight is left out of claims until
+    a quarter of its share is recorded: with a slow vendor, claiming one link as each
+    write is recorded would be a claim per write."""
+    async with running_rig(store) as rig:
+        dispatcher = rig.gateway.dispatcher
+        share = dispatcher.settings.per_system
+        batch = max(1, share // 4)
+        dispatcher.flying["devhelm"] = share
+        dispatcher.flying["inboxops"] = share - 1
+        assert dispatcher._full() == ["devhelm"]
+        dispatcher.flying["devhelm"] = share - batch + 1  # recorded: fewer than a batch
+        assert dispatcher._full() == ["devhelm"]
+        assert not dispatcher._room_for_held()
+        dispatcher.flying["devhelm"] = share - batch  # a batch recorded
+        assert dispatcher._room_for_held()
+        assert dispatcher._full() == []
+        assert not dispatcher._room_for_held()

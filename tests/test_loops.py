@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from app.dispatcher import RECORD_WHILE_BUSY, finished_writes
+from app.dispatcher import RECORD_WHILE_BUSY, await_finished, finished_writes
 from app.loops import Grouped, IngestFirst
 
 
@@ -77,6 +77,45 @@ def test_finished_writes_are_recorded_in_short_transactions_while_deliveries_com
     quiet = finished_writes(-1, done, busy=False)
     assert quiet == [-1, *range(RECORD_WHILE_BUSY, 41)]  # the rest, all at once
     assert done.empty()
+
+
+async def test_the_recorder_waits_for_more_finished_writes_only_while_others_run() -> None:
+    done: asyncio.Queue[int] = asyncio.Queue()
+    arrived = asyncio.Event()
+    running = 3
+
+    def still_running() -> int:
+        return running
+
+    async def finish(n: int) -> None:
+        nonlocal running
+        done.put_nowait(n)
+        running -= 1
+        arrived.set()
+
+    # enough arrive: it returns as soon as they have, long before its hour is up
+    waiting = asyncio.ensure_future(
+        await_finished(done, want=2, arrived=arrived, running=still_running, within_s=3600)
+    )
+    await finish(1)
+    await asyncio.sleep(0)
+    assert not waiting.done()
+    await finish(2)
+    await asyncio.wait_for(waiting, timeout=5)
+    assert done.qsize() == 2
+    # nothing else running: no wait at all, whatever is wanted
+    running = 0
+    await asyncio.wait_for(
+        await_finished(done, want=10, arrived=arrived, running=still_running, within_s=3600),
+        timeout=5,
+    )
+    # others running but slow: it gives up after within_s with what it has
+    running = 1
+    await asyncio.wait_for(
+        await_finished(done, want=10, arrived=arrived, running=still_running, within_s=0.01),
+        timeout=5,
+    )
+    assert done.qsize() == 2
 
 
 async def test_pieces_submitted_together_are_done_in_one_batch() -> None:
