@@ -163,10 +163,16 @@ def slope(points: list[tuple[float, float]]) -> float:
 
 async def phase_ingest(inst: Installation, cursor: Cursor, conc: int, n: int) -> dict[str, Any]:
     await inst.clear_requests()
+    gateway = inst.kind == "gateway"
+    base = inst.webhook_url().split("/webhooks/", 1)[0]
+    tx0 = await scaleout.transactions(inst, base) if gateway else 0.0
     cpu0 = cpu_s(inst.pid)
     res = await closed_loop(inst, cursor, conc, n, deadline_s=120)
-    await wait_quiet(inst, 3 * res["accepted"], 180)
+    res["drain_s"] = await wait_quiet(inst, 3 * res["accepted"], 180)
     cpu1 = cpu_s(inst.pid)
+    if gateway:  # the database transactions it committed (syncgate_db_transactions_total)
+        tx = await scaleout.transactions(inst, base) - tx0
+        res["transactions_per_change"] = tx / max(1, res["accepted"])
     writes, reads = await inst.write_and_read_count()
     res["writes"] = writes
     if inst.kind != "gateway":  # the gateway's reads are in its own metrics
@@ -174,6 +180,25 @@ async def phase_ingest(inst: Installation, cursor: Cursor, conc: int, n: int) ->
     res["cpu_ms_per_change"] = (cpu1 - cpu0) * 1000 / max(1, res["accepted"])
     res["rss_mb"] = rss_mb(inst.pid)
     return res
+
+
+#: The vendors' latency in the slow-vendor phase: a real API answers in tens to hundreds
+#: of milliseconds, so the writes in flight finish one by one.
+SLOW_VENDOR_MS = 50.0
+
+
+async def phase_slow(
+    inst: Installation, cursor: Cursor, latency_ms: float, n: int
+) -> dict[str, Any]:
+    """``phase_ingest`` at c = 32 with every vendor answering in ``latency_ms``: what the
+    gateway's bookkeeping costs when its writes finish one by one (docs/benchmarks.md,
+    "Slow vendors")."""
+    await inst.set_latency(latency_ms)
+    try:
+        res = await phase_ingest(inst, cursor, 32, n)
+    finally:
+        await inst.set_latency(0)
+    return {**res, "latency_ms": latency_ms}
 
 
 async def phase_sustained(
@@ -437,6 +462,7 @@ async def run_suite(
     backlog: bool,
     repeat: int,
     profile: Path | None = None,
+    slow: bool = False,
 ) -> dict[str, Any]:
     cursor = Cursor(inst.items)
     out: dict[str, Any] = {"ingest": {}, "propagation": {}}
@@ -449,8 +475,22 @@ async def run_suite(
         out["ingest"][str(c)] = {
             "runs": runs,
             **{
-                k: med(runs, k) for k in ("rate", "p50_ms", "p99_ms", "cpu_ms_per_change", "errors")
+                k: med(runs, k)
+                for k in ("rate", "p50_ms", "p99_ms", "cpu_ms_per_change", "errors", "drain_s")
             },
+        }
+        if "transactions_per_change" in runs[0]:
+            out["ingest"][str(c)]["transactions_per_change"] = med(runs, "transactions_per_change")
+    if slow:
+        runs = []
+        for r in range(repeat):
+            log(f"  {inst.kind}: vendors at {SLOW_VENDOR_MS:g} ms, c=32 run {r + 1}/{repeat}")
+            runs.append(await phase_slow(inst, cursor, SLOW_VENDOR_MS, p["ingest_n"][32]))
+        keys = ("cpu_ms_per_change", "transactions_per_change", "drain_s", "p99_ms", "errors")
+        out["slow"] = {
+            "runs": runs,
+            "latency_ms": SLOW_VENDOR_MS,
+            **{k: med(runs, k) for k in keys},
         }
     for lat in propagation:
         runs = []
@@ -768,6 +808,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
             backlog=not (args.no_backlog or compare_only),
             repeat=rep,
             profile=wd / "profile" if args.profile else None,
+            slow=not compare_only,
         )
         items = inst.items
         await inst.stop()
@@ -812,6 +853,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 propagation=() if compare_only else (0.0,),
                 backlog=False,
                 repeat=rep,
+                slow=not compare_only,
             )
             await inst.stop()
             results["gateway_postgres"] = pg
@@ -925,6 +967,32 @@ def rows(r: dict[str, Any]) -> list[tuple[str, float, str, float | None, str]]:
                     "ms",
                 )
             )
+    for db, d in (("sqlite", g), ("postgres", pg)):
+        fast, slow = d.get("ingest", {}).get("32", {}), d.get("slow")
+        if "transactions_per_change" in fast:
+            tx = fast["transactions_per_change"]
+            out.append((f"transactions per change {db} c=32", tx, "", None, ""))
+        if slow:
+            lat = f"vendors at {slow['latency_ms']:g} ms"
+            out.append(
+                (
+                    f"gateway CPU per change {db} c=32, {lat}",
+                    slow["cpu_ms_per_change"],
+                    "",
+                    None,
+                    "ms",
+                )
+            )
+            out.append(
+                (
+                    f"transactions per change {db} c=32, {lat}",
+                    slow["transactions_per_change"],
+                    "",
+                    None,
+                    "",
+                )
+            )
+            out.append((f"drain {db} c=32, {lat}", slow["drain_s"], "", None, "s"))
     for db, d in (("sqlite", g), ("postgres", pg)):
         s = d.get("sustained")
         if s:

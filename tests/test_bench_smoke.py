@@ -83,6 +83,14 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
         assert gw["propagation"][lat]["incomplete"] == 0
     assert gw["backlog"]["writes_after_return"] == 3 * gw["items"]
     assert results["machine"]["nproc"] >= 1
+    # with every vendor slow, each change is written all the same, and the database
+    # transactions per change are counted there and at full speed
+    assert gw["slow"]["latency_ms"] > 0
+    for run in gw["slow"]["runs"]:
+        assert run["errors"] == 0 and 0 < run["writes"] <= 3 * run["accepted"], run
+        assert run["transactions_per_change"] > 0, run
+    assert gw["ingest"]["32"]["transactions_per_change"] > 0
+    assert "transactions per change sqlite c=32, vendors at 50 ms" in proc.stdout
     # propagation without the reads before writes (the target's setting), every change
     # complete; the scale figure is taken in turns with a small installation's runs
     assert results["gateway_sqlite_norefresh"]["propagation"]["20"]["incomplete"] == 0
