@@ -80,8 +80,19 @@ def test_finished_writes_are_recorded_in_short_transactions_while_deliveries_com
 
 
 async def test_the_recorder_waits_for_more_finished_writes_only_while_others_run() -> None:
+    class Arrived(asyncio.Event):
+        """``await_finished``'s event, telling when it is cleared (the waiter looks)."""
+
+        def __init__(self) -> None:
+            super().__init__()
+            self.looked = asyncio.Event()
+
+        def clear(self) -> None:
+            super().clear()
+            self.looked.set()
+
     done: asyncio.Queue[int] = asyncio.Queue()
-    arrived = asyncio.Event()
+    arrived = Arrived()
     running = 3
 
     def still_running() -> int:
@@ -98,7 +109,8 @@ async def test_the_recorder_waits_for_more_finished_writes_only_while_others_run
         await_finished(done, want=2, arrived=arrived, running=still_running, within_s=3600)
     )
     await finish(1)
-    await asyncio.sleep(0)
+    arrived.looked.clear()
+    await arrived.looked.wait()  # it woke, saw one of the two, and waits again
     assert not waiting.done()
     await finish(2)
     await asyncio.wait_for(waiting, timeout=5)
