@@ -200,24 +200,27 @@ class Dispatcher:
         self.wake.set()
 
     @property
-    def _system_batch(self) -> int:
-        return max(1, self.settings.per_system // CLAIM_SHARE)
+    def _held_until(self) -> int:
+        """A held system is claimed for again once its writes in flight are down to
+        this: its share less a batch (``1 / CLAIM_SHARE`` of it)."""
+        share = self.settings.per_system
+        return share - max(1, share // CLAIM_SHARE)
 
     def _full(self) -> list[str]:
         """The systems to leave out of the next claim: each that reached its share of
         writes in flight, until a batch of them is recorded (not one at a time: with a
         slow vendor that would be a claim per write)."""
-        share = self.settings.per_system
+        share, until = self.settings.per_system, self._held_until
         for system, n in self.flying.items():
             if n >= share:
                 self._held.add(system)
-            elif n <= share - self._system_batch:
+            elif n <= until:
                 self._held.discard(system)
         return sorted(self._held)
 
     def _room_for_held(self) -> bool:
-        share = self.settings.per_system
-        return any(self.flying[system] <= share - self._system_batch for system in self._held)
+        until = self._held_until
+        return any(self.flying[system] <= until for system in self._held)
 
     # -- loops -----------------------------------------------------------------------------
 
@@ -278,14 +281,13 @@ class Dispatcher:
             try:
                 async with slots:
                     await done.put(await self._attempt(link, item))
-                arrived.set()
             finally:
                 lane.release()
 
         def finished(task: asyncio.Task[None]) -> None:
             in_flight.discard(task)
             room.set()
-            arrived.set()  # one fewer running: the recorder need not wait for it
+            arrived.set()  # a write finished: the recorder counts it, and one fewer runs
 
         batch = max(1, self.settings.concurrency // CLAIM_SHARE)
         # writes claimed, not counting those waiting for their lane: every slot, and a

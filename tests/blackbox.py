@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -302,3 +303,17 @@ async def gateway_on_postgres(
         finally:
             await admin.aclose()
             await gateway.stop()
+
+
+def metric_value(text: str, name: str, **labels: str) -> float:
+    """The sample ``name{labels}`` of a Prometheus text page (labels in any order)."""
+    for line in text.splitlines():
+        if not line.startswith(name):
+            continue
+        match = re.match(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$", line)
+        if match is None or match[1] != name:
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', match[2] or ""))
+        if all(found.get(k) == v for k, v in labels.items()):
+            return float(match[3])
+    raise AssertionError(f"no sample {name}{labels} in /metrics")

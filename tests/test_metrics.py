@@ -3,26 +3,11 @@ the inbox backlog, propagation latency, and rejection reasons in one label style
 
 from __future__ import annotations
 
-import re
-
 import httpx
 
 from app.store import Store
 from tests.admin_support import admin, fan_out, fault, ok
-
-
-def value(text: str, name: str, **labels: str) -> float:
-    """The sample ``name{labels}`` of a Prometheus text page (labels in any order)."""
-    for line in text.splitlines():
-        if not line.startswith(name):
-            continue
-        match = re.match(r"^([a-z_]+)(?:\{(.*)\})? (\S+)$", line)
-        if match is None or match[1] != name:
-            continue
-        found = dict(re.findall(r'(\w+)="([^"]*)"', match[2] or ""))
-        if all(found.get(k) == v for k, v in labels.items()):
-            return float(match[3])
-    raise AssertionError(f"no sample {name}{labels} in /metrics")
+from tests.blackbox import metric_value as value
 
 
 async def test_metrics_show_what_an_operator_alerts_on(store: Store) -> None:

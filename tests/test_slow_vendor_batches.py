@@ -14,12 +14,12 @@ from pathlib import Path
 
 import httpx
 import pytest
-from prometheus_client.parser import text_string_to_metric_families
 
 from tests.blackbox import (
     admin_client,
     eventually,
     free_port,
+    metric_value,
     retitle,
     seed_fanned_out,
     settled,
@@ -39,10 +39,7 @@ CONCURRENCY = 16
 async def transactions(gateway_url: str) -> float:
     async with httpx.AsyncClient(base_url=gateway_url) as plain:
         text = (await plain.get("/metrics")).text
-    for family in text_string_to_metric_families(text):
-        if family.name == "syncgate_db_transactions":
-            return float(family.samples[0].value)
-    raise AssertionError("no syncgate_db_transactions_total in /metrics")
+    return metric_value(text, "syncgate_db_transactions_total")
 
 
 async def test_slow_vendors_cost_a_few_transactions_per_batch_not_two_per_write(
