@@ -29,16 +29,17 @@ class TxBase:
         self.dialect = dialect
         self._direct = direct
         self._raw: Any = None
-        #: Statements this transaction may still run (``Store.tx(one_statement=True)``: 1)
-        self._left = 1 if one_statement else -1
+        #: ``Store.tx(one_statement=True)``: a second statement raises
+        self._one_statement = one_statement
+        self._ran = False
 
     async def _run(self, statement: Executable, params: Any = None) -> CursorResult[Any]:
         """Run one statement: directly on SQLite's in-process connection (a hot statement
         straight on its driver, ``app/store/direct.py``), awaited on an asyncio driver's."""
-        if self._left >= 0:
-            if self._left == 0:
+        if self._one_statement:
+            if self._ran:
                 raise RuntimeError("a second statement in a transaction of one statement")
-            self._left = 0
+            self._ran = True
         if isinstance(self.conn, Connection):
             if self._direct is not None:
                 if self._raw is None:

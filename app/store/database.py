@@ -221,8 +221,8 @@ class Store:
                 if self._checkpointer is not None and isinstance(raw, sqlite3.Connection):
                     self._checkpointer.truncate_if_due(raw)
         else:
-            async with self.engine.begin() as aconn:
-                yield Tx(aconn, self.dialect, one_statement=one_statement)
+            async with self.engine.begin() as aconn:  # one_statement went to autocommit
+                yield Tx(aconn, self.dialect)
         self.committed += 1
 
     async def retrying(
