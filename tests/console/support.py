@@ -197,6 +197,8 @@ class Console:
         self.driver = driver
         self.url = url
         self.screenshots = screenshots
+        #: The ``#flash`` element ``flash`` last read (its page's element reference).
+        self._flash_read: str | None = None
 
     def open(self, path: str) -> None:
         self.driver.get(f"{self.url}/ui{path}")
@@ -221,7 +223,23 @@ class Console:
             return ""
 
     def flash(self) -> str:
-        return self.until(lambda _: self.text_of("#flash"), "a message after the action")
+        """The message the last action left. The page a message was read on stays in
+        view until the action's response replaces it, so a message is taken only from
+        an element other than the one read last time (each page load makes new ones)."""
+
+        def new_message(_: WebDriver) -> str:
+            found = self.all("#flash")
+            if not found or found[0].id == self._flash_read:
+                return ""
+            try:
+                text = found[0].text
+            except Exception:  # noqa: BLE001 - its page went away between find and read
+                return ""
+            if text:
+                self._flash_read = found[0].id
+            return text
+
+        return self.until(new_message, "a message after the action")
 
     def sign_in(self, key: str = ADMIN_KEY) -> None:
         self.open("/login")
