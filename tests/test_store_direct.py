@@ -5,20 +5,22 @@ leaves in every table must be the same."""
 
 from __future__ import annotations
 
+import random
 import sqlite3
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, date, datetime, timedelta, timezone
 from pathlib import Path
 from typing import Any
 
 import pytest
 import sqlalchemy as sa
+from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
 
 from app import tables
 from app.model import CreateTarget, Fields, ObjectRef, Status, VendorObject, WorkItem
 from app.store import HistoryEntry, NewEvent, Store, Tx
 from app.store import statements as s
-from app.store.direct import _HOT, Direct, DirectResult, Prepared
+from app.store.direct import _HOT, Direct, DirectResult, Prepared, _faster
 from tests.conftest import open_store
 
 NOW = datetime(2026, 12, 3, 9, 0, 0, 123456, tzinfo=UTC)
@@ -166,6 +168,12 @@ CASES: list[tuple[str, Any, Any]] = [
     ),
     ("mark dirty", s.MARK_DIRTY[True], [{"b_id": 1, "b_version": 4}, {"b_id": 3, "b_version": 1}]),
     ("finish writes, synced", s.FINISH_WRITE, [_written(2), _written(1, b_id=4)]),
+    (
+        # an update: the object's identity is left as it is (statements.created_values)
+        "finish writes, updated",
+        s.FINISH_WRITE,
+        [_written(2, known_state={"fields": {}}, vendor_updated_at=LATER, last_synced_at=LATER)],
+    ),
     (
         "finish writes, written",
         s.FINISH_WRITE,
@@ -445,3 +453,41 @@ async def test_a_statement_that_cannot_be_prepared_is_left_to_sqlalchemy(
         assert not isinstance(result, DirectResult)
         assert [row.system for row in result] == ["hookstream", "devhelm"]
     assert "left to SQLAlchemy" in caplog.text
+
+
+def test_a_datetime_is_written_as_sqlalchemy_writes_it() -> None:
+    """The driver path's DATETIME text is SQLAlchemy's, character for character, for
+    every kind of value a column takes: the claims compare these texts in SQL, so one
+    spelled differently (no microseconds, a time zone) would sort wrongly."""
+    dialect = sqlite_dialect()
+    theirs = tables.TZ._cached_bind_processor(dialect)
+    ours = _faster(tables.TZ, dialect, theirs)
+    assert ours is not theirs
+    rng = random.Random(15)
+    values: list[Any] = [
+        None,
+        date(2026, 12, 5),
+        datetime(1, 1, 1),
+        datetime(999, 12, 31, 23, 59, 59),
+        NOW,
+        NOW.replace(microsecond=0),
+        datetime(9999, 12, 31, 23, 59, 59, 999_999, tzinfo=timezone(timedelta(hours=-5))),
+    ]
+    values += [
+        datetime(
+            rng.randint(1, 9999),
+            rng.randint(1, 12),
+            rng.randint(1, 28),
+            rng.randint(0, 23),
+            rng.randint(0, 59),
+            rng.randint(0, 59),
+            rng.choice([0, rng.randint(0, 999_999)]),
+            tzinfo=rng.choice([None, UTC]),
+        )
+        for _ in range(2_000)
+    ]
+    assert [ours(v) for v in values] == [theirs(v) for v in values]
+    # another type keeps its own processor
+    assert _faster(sa.Integer(), dialect, None) is None
+    json_processor = sa.JSON()._cached_bind_processor(dialect)
+    assert _faster(sa.JSON(), dialect, json_processor) is json_processor

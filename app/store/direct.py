@@ -19,9 +19,11 @@ import re
 import sqlite3
 from collections import namedtuple
 from collections.abc import Callable, Iterator, Sequence
+from datetime import datetime
 from typing import Any
 
 from sqlalchemy import exc as sa_exc
+from sqlalchemy.dialects.sqlite import DATETIME as SQLITE_DATETIME
 from sqlalchemy.engine import Dialect
 
 log = logging.getLogger("syncgate.store")
@@ -131,7 +133,7 @@ class Prepared:
         binds: list[tuple[int, Any, Processor]] = []
         for name in compiled.positiontup:
             bind = compiled.binds[name]
-            processor = bind.type._cached_bind_processor(dialect)
+            processor = _faster(bind.type, dialect, bind.type._cached_bind_processor(dialect))
             if name in params:
                 binds.append((LIST if bind.expanding else PARAM, name, processor))
             elif name in defaults:
@@ -227,6 +229,34 @@ class Prepared:
                 values[i] = processor(values[i])
             out.append(make(values))
         return out
+
+
+#: SQLAlchemy's SQLite DATETIME text, which a ``datetime``'s ISO form with a space and
+#: microseconds spells the same in its first 26 characters (year to microsecond, the
+#: year padded to four digits; the time zone, which SQLAlchemy leaves out, after them)
+_DATETIME_TEXT = SQLITE_DATETIME()._storage_format  # type: ignore[attr-defined]
+_DATETIME_CHARS = len("2026-12-05 03:31:02.000000")
+
+
+def _faster(type_: Any, dialect: Dialect, processor: Processor) -> Processor:
+    """``processor``, or one that writes the same value faster: SQLAlchemy's SQLite
+    DATETIME builds its text with a dict and ``%`` formatting, about 2 % of the gateway's
+    CPU per change; ``datetime.isoformat`` is C. Anything not a plain ``datetime`` (None,
+    a date, a subclass) goes to SQLAlchemy's processor."""
+    if processor is None:
+        return None
+    impl = type_.dialect_impl(dialect)
+    if not isinstance(impl, SQLITE_DATETIME) or impl._storage_format != _DATETIME_TEXT:  # type: ignore[attr-defined]
+        return processor
+    fallback = processor
+    chars = _DATETIME_CHARS
+
+    def datetime_text(value: Any) -> Any:
+        if type(value) is datetime:
+            return value.isoformat(" ", "microseconds")[:chars]
+        return fallback(value)
+
+    return datetime_text
 
 
 def _mapping(row: Any) -> dict[str, Any]:

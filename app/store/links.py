@@ -327,8 +327,8 @@ class LinkQueries(TxBase):
     async def finish_writes(self, finished: Sequence[FinishedWrite], *, now: datetime) -> None:
         """``finish_write`` for several links, in two statements at most. A link whose
         claim was lost (its lease lapsed and another writer took it) is left alone."""
-        synced = []
-        written = []
+        # one executemany per set of columns (the rows of one statement share them)
+        by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for f in finished:
             row: dict[str, Any] = {
                 "b_id": f.link.id,
@@ -336,14 +336,11 @@ class LinkQueries(TxBase):
                 "b_version": f.version,
                 "b_again": f.again or now,
             }
-            if f.obj is None:
-                synced.append(row)
-            else:
-                written.append(row | created_values(f.link, f.obj, now))
-        if synced:
-            await self._run(FINISH_WRITE, synced)
-        if written:
-            await self._run(FINISH_WRITE, written)
+            if f.obj is not None:
+                row |= created_values(f.link, f.obj, now)
+            by_columns.setdefault(tuple(row), []).append(row)
+        for rows in by_columns.values():
+            await self._run(FINISH_WRITE, rows)
 
     async def record_created(self, link: Link, obj: VendorObject, now: datetime) -> None:
         """Link the object a create made, although the write is not finished (a call

@@ -197,15 +197,25 @@ READS = {postgres: bulk_reads(postgres) for postgres in (True, False)}
 
 
 def created_values(link: Link, obj: VendorObject, now: datetime) -> dict[str, Any]:
-    """The columns that record the object a write returned."""
-    return {
-        "external_id": obj.ref.external_id,
-        "scope": obj.ref.scope or link.scope,
+    """The columns that record the object a write returned.
+
+    The object's identity (``external_id``, ``scope``) and ``create_target`` are set only
+    when they change, which is after a create: SQLite rewrites the entries of every index
+    on a column an UPDATE sets, changed or not, and an update of a known object would
+    otherwise rewrite two unique-index entries per write (about a sixth of the pages the
+    write-ahead log took per change, docs/benchmarks.md)."""
+    values: dict[str, Any] = {
         "known_state": encode_known(obj),
         "vendor_updated_at": obj.updated_at,
         "last_synced_at": now,
-        "create_target": None,
     }
+    scope = obj.ref.scope or link.scope
+    if obj.ref.external_id != link.external_id or scope != link.scope:
+        values["external_id"] = obj.ref.external_id
+        values["scope"] = scope
+    if link.create_target is not None:
+        values["create_target"] = None
+    return values
 
 
 RECORD_EVENT = {
