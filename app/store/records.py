@@ -106,20 +106,19 @@ class Event(msgspec.Struct, kw_only=True):
 
 
 def event_of(row: Any) -> Event:
-    m = row._mapping
     return Event(
-        id=m["id"],
-        system=m["system"],
-        delivery_id=m["delivery_id"],
-        source=m["source"],
-        event_type=m["event_type"],
-        body=bytes(m["body"]),
-        headers=dict(m["headers"] or {}),
-        state=m["state"],
-        outcome=m["outcome"],
-        attempts=m["attempts"],
-        received_at=aware_or_none(m["received_at"]),  # type: ignore[arg-type]
-        processed_at=aware_or_none(m["processed_at"]),
+        id=row.id,
+        system=row.system,
+        delivery_id=row.delivery_id,
+        source=row.source,
+        event_type=row.event_type,
+        body=bytes(row.body),
+        headers=dict(row.headers or {}),
+        state=row.state,
+        outcome=row.outcome,
+        attempts=row.attempts,
+        received_at=aware_or_none(row.received_at),  # type: ignore[arg-type]
+        processed_at=aware_or_none(row.processed_at),
     )
 
 
@@ -185,49 +184,47 @@ def encode_known(obj: VendorObject) -> dict[str, Any]:
 
 
 def link_of(row: Any) -> Link:
-    m = row._mapping
-    target = m["create_target"]
+    target = row.create_target
     return Link(
-        id=m["id"],
-        work_item_id=m["work_item_id"],
-        system=m["system"],
-        scope=m["scope"],
-        external_id=m["external_id"],
-        known=known_of(m["known_state"]),
-        vendor_updated_at=aware_or_none(m["vendor_updated_at"]),
-        last_synced_at=aware_or_none(m["last_synced_at"]),
+        id=row.id,
+        work_item_id=row.work_item_id,
+        system=row.system,
+        scope=row.scope,
+        external_id=row.external_id,
+        known=known_of(row.known_state),
+        vendor_updated_at=aware_or_none(row.vendor_updated_at),
+        last_synced_at=aware_or_none(row.last_synced_at),
         create_target=None if target is None else msgspec.convert(target, CreateTarget),
-        idempotency_key=m["idempotency_key"],
-        dirty=bool(m["dirty"]),
-        dirty_version=m["dirty_version"],
-        synced_version=m["synced_version"],
-        next_attempt_at=aware_or_none(m["next_attempt_at"]),
-        attempts=m["attempts"],
-        last_error=m["last_error"],
-        dead=bool(m["dead"]),
-        dead_reason=m["dead_reason"],
-        claimed_by=m["claimed_by"],
-        create_claims=m["create_claims"],
-        create_started_at=aware_or_none(m["create_started_at"]),
-        create_payload=m["create_payload"],
+        idempotency_key=row.idempotency_key,
+        dirty=bool(row.dirty),
+        dirty_version=row.dirty_version,
+        synced_version=row.synced_version,
+        next_attempt_at=aware_or_none(row.next_attempt_at),
+        attempts=row.attempts,
+        last_error=row.last_error,
+        dead=bool(row.dead),
+        dead_reason=row.dead_reason,
+        claimed_by=row.claimed_by,
+        create_claims=row.create_claims,
+        create_started_at=aware_or_none(row.create_started_at),
+        create_payload=row.create_payload,
     )
 
 
 def item_of(row: Any) -> WorkItem:
-    m = row._mapping
     return WorkItem(
-        id=m["id"],
-        title=m["title"],
-        description=m["description"],
-        status=Status(m["status"]),
-        priority=Priority(m["priority"]),
-        snoozed_until=aware_or_none(m["snoozed_until"]),
-        assignee=m["assignee"],
-        labels=list(m["labels"] or []),
-        created_at=aware_or_none(m["created_at"]),  # type: ignore[arg-type]
-        updated_at=aware_or_none(m["updated_at"]),  # type: ignore[arg-type]
-        version=m["version"],
-        stamps={k: msgspec.convert(v, FieldStamp) for k, v in (m["stamps"] or {}).items()},
+        id=row.id,
+        title=row.title,
+        description=row.description,
+        status=Status(row.status),
+        priority=Priority(row.priority),
+        snoozed_until=aware_or_none(row.snoozed_until),
+        assignee=row.assignee,
+        labels=list(row.labels or []),
+        created_at=aware_or_none(row.created_at),  # type: ignore[arg-type]
+        updated_at=aware_or_none(row.updated_at),  # type: ignore[arg-type]
+        version=row.version,
+        stamps={k: msgspec.convert(v, FieldStamp) for k, v in (row.stamps or {}).items()},
     )
 
 
