@@ -234,7 +234,7 @@ class Prepared:
 #: SQLAlchemy's SQLite DATETIME text, which a ``datetime``'s ISO form with a space and
 #: microseconds spells the same in its first 26 characters (year to microsecond, the
 #: year padded to four digits; the time zone, which SQLAlchemy leaves out, after them)
-_DATETIME_TEXT = SQLITE_DATETIME()._storage_format  # type: ignore[attr-defined]
+_DATETIME_TEXT = SQLITE_DATETIME()._storage_format  # type: ignore[no-untyped-call]
 _DATETIME_CHARS = len("2026-12-05 03:31:02.000000")
 
 
@@ -246,7 +246,7 @@ def _faster(type_: Any, dialect: Dialect, processor: Processor) -> Processor:
     if processor is None:
         return None
     impl = type_.dialect_impl(dialect)
-    if not isinstance(impl, SQLITE_DATETIME) or impl._storage_format != _DATETIME_TEXT:  # type: ignore[attr-defined]
+    if not isinstance(impl, SQLITE_DATETIME) or impl._storage_format != _DATETIME_TEXT:
         return processor
     fallback = processor
     chars = _DATETIME_CHARS
