@@ -102,8 +102,8 @@ async def await_finished(
     within_s: float,
 ) -> None:
     """Return once ``done`` holds ``want`` finished writes, no write is running
-    (``running()``), or ``within_s`` has passed. ``arrived`` is set whenever a write
-    finishes."""
+    (``running()``), or ``within_s`` has passed. ``arrived`` is set when a write finishes
+    that makes one of the first two true (it may be set more often)."""
     deadline = time.monotonic() + within_s
     while running() > 0:
         arrived.clear()  # before looking: a write finishing after the look sets it
@@ -285,9 +285,15 @@ class Dispatcher:
                 lane.release()
 
         def finished(task: asyncio.Task[None]) -> None:
+            # Wake the claim loop and the recorder only when they would act, not for every
+            # write: with slow vendors the writes finish one by one, and a wake that finds
+            # too little to do is a round of the event loop and a wait set up again, for
+            # each write, in each of the two.
             in_flight.discard(task)
-            room.set()
-            arrived.set()  # a write finished: the recorder counts it, and one fewer runs
+            if capacity - (len(in_flight) - queued) >= (batch if more_due else 1):
+                room.set()  # the claim loop's condition for a claim (below)
+            if not in_flight or done.qsize() >= RECORD_GATHER - 1:
+                arrived.set()  # the recorder's (await_finished)
 
         batch = max(1, self.settings.concurrency // CLAIM_SHARE)
         # writes claimed, not counting those waiting for their lane: every slot, and a

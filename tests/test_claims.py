@@ -10,6 +10,7 @@ from typing import Any
 
 import pytest
 
+from app.config.schema import DispatcherSettings
 from app.dispatcher import Attempt, Dispatcher
 from app.store import Store
 from app.store.database import transient
@@ -220,3 +221,79 @@ async def test_a_system_at_its_share_gets_more_claims_only_a_batch_at_a_time(
         assert dispatcher._room_for_held()
         assert dispatcher._full() == []
         assert not dispatcher._room_for_held()
+
+
+async def test_with_every_slot_busy_a_batch_of_finished_writes_brings_the_next_claim(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A finished write wakes the claim loop only when a claim would follow: with links
+    still due, once a batch of slots (a quarter of concurrency) is free again. Twelve
+    writes due, room for ten (eight slots and a batch of two claimed ahead), every write
+    held: when two finish, the last two must be claimed at once, not at the loop's idle
+    poll (an hour here)."""
+    settings = DispatcherSettings(
+        max_attempts=4, backoff_base_s=0.05, backoff_max_s=0.2, lease_s=10, concurrency=8
+    )
+    async with running_rig(store, dispatcher=settings) as rig:
+        for n in range(4):
+            await rig.open_issue(n)
+        await rig.settle()
+        dispatcher = rig.gateway.dispatcher
+        claimed: list[int] = []
+        claim = dispatcher._claim
+
+        async def counted_claim(limit: int, **kwargs: Any) -> Any:
+            links = await claim(limit, **kwargs)
+            claimed.extend(link.id for link, _ in links)
+            return links
+
+        gates: list[asyncio.Event] = []
+        released = asyncio.Event()  # every write from now on goes through at once
+        attempt = dispatcher._attempt
+
+        async def held_attempt(link: Any, item: Any) -> Attempt:
+            gate = asyncio.Event()
+            gates.append(gate)
+            if not released.is_set():
+                await gate.wait()
+            return await attempt(link, item)
+
+        def release_all() -> None:
+            released.set()
+            for gate in gates:
+                gate.set()
+
+        monkeypatch.setattr(dispatcher, "_claim", counted_claim)
+        monkeypatch.setattr(dispatcher, "_attempt", held_attempt)
+        for issue in await rig.objects("hookstream"):
+            await rig.human("hookstream", issue["id"], status="resolved")
+        await rig.poll("hookstream")  # twelve links dirty: three per item
+        stop = asyncio.Event()
+        loop = asyncio.create_task(dispatcher.run(stop, idle_s=3600))
+        try:
+
+            async def eight_held() -> bool:
+                return len(gates) == 8
+
+            await eventually(eight_held, timeout_s=10, what="every slot busy")
+            assert len(claimed) == 10  # eight slots and a batch waiting for one
+            gates[0].set()
+            gates[1].set()
+
+            async def all_claimed() -> bool:
+                return len(claimed) == 12
+
+            await eventually(all_claimed, timeout_s=10, what="the last two claimed")
+            release_all()
+
+            async def all_resolved() -> bool:
+                objects = [*await rig.objects("devhelm"), *await rig.objects("incidentio")]
+                return len(objects) == 8 and all(
+                    o["status"] in ("RESOLVED", "completed") for o in objects
+                )
+
+            await eventually(all_resolved, timeout_s=10, what="every write made")
+        finally:
+            release_all()
+            stop.set()
+            await loop
