@@ -27,6 +27,7 @@ from typing import Any
 from bench import load, paired, scaleout
 from bench.db import fresh_pg_database
 from bench.install import (
+    SECRETS,
     WRITE_SYSTEMS,
     Installation,
     create_items,
@@ -199,6 +200,55 @@ async def phase_slow(
     finally:
         await inst.set_latency(0)
     return {**res, "latency_ms": latency_ms}
+
+
+#: The written simulators whose webhooks the echo phase turns on. incident.io sends one for
+#: every change to a follow-up, the gateway's own writes included; DevHelm's platform
+#: webhooks never cover status-page incidents (on, to show that none come).
+ECHO_SYSTEMS = ("devhelm", "incidentio")
+
+
+async def phase_echo(inst: Installation, cursor: Cursor, n: int) -> dict[str, Any]:
+    """``phase_ingest`` at c = 32 with the simulators' webhooks on: each of the gateway's
+    writes to incident.io comes back as a signed webhook, as it does from the real
+    vendor, and is stored and applied (found unchanged). The CPU and transactions
+    per change count those echoes, delivered and drained before the phase ends
+    (docs/benchmarks.md, "Echoes of the gateway's own writes")."""
+    port = inst.webhook_url().split("/webhooks/", 1)[0].rsplit(":", 1)[1]
+
+    async def echoes(on: bool) -> None:
+        for s in ECHO_SYSTEMS:
+            url = f"http://127.0.0.1:{port}/webhooks/{s}" if on else None
+            await inst.sim(s, "PUT", "/_sim/webhook", json={"url": url, "secret": SECRETS[s]})
+
+    async def delivered() -> int:  # waits for every pending delivery first
+        total = 0
+        for s in ECHO_SYSTEMS:
+            total += (await inst.sim(s, "POST", "/_sim/webhooks/flush"))["deliveries"]
+        return total
+
+    await inst.clear_requests()
+    base = inst.webhook_url().split("/webhooks/", 1)[0]
+    sent0 = await delivered()
+    await echoes(True)
+    try:
+        tx0 = await scaleout.transactions(inst, base)
+        cpu0 = cpu_s(inst.pid)
+        res = await closed_loop(inst, cursor, 32, n, deadline_s=120)
+        await wait_quiet(inst, 3 * res["accepted"], 180)
+        sent = await delivered() - sent0
+        res["drain_s"] = await wait_quiet(inst, None, 180)
+        cpu1 = cpu_s(inst.pid)
+        tx = await scaleout.transactions(inst, base) - tx0
+    finally:
+        await echoes(False)
+    accepted = max(1, res["accepted"])
+    res["writes"], reads = await inst.write_and_read_count()
+    res["reads_per_change"] = reads / accepted
+    res["echoes_per_change"] = sent / accepted
+    res["transactions_per_change"] = tx / accepted
+    res["cpu_ms_per_change"] = (cpu1 - cpu0) * 1000 / accepted
+    return res
 
 
 async def phase_sustained(
@@ -492,6 +542,12 @@ async def run_suite(
             "latency_ms": SLOW_VENDOR_MS,
             **{k: med(runs, k) for k in keys},
         }
+        runs = []
+        for r in range(repeat):
+            log(f"  {inst.kind}: the vendors' webhooks on, c=32 run {r + 1}/{repeat}")
+            runs.append(await phase_echo(inst, cursor, p["ingest_n"][32]))
+        keys = ("cpu_ms_per_change", "transactions_per_change", "echoes_per_change", "errors")
+        out["echo"] = {"runs": runs, **{k: med(runs, k) for k in keys}}
     for lat in propagation:
         runs = []
         for r in range(repeat):
@@ -993,6 +1049,28 @@ def rows(r: dict[str, Any]) -> list[tuple[str, float, str, float | None, str]]:
                 )
             )
             out.append((f"drain {db} c=32, {lat}", slow["drain_s"], "", None, "s"))
+        echo = d.get("echo")
+        if echo:
+            on = "the vendors' webhooks on"
+            out.append(
+                (
+                    f"gateway CPU per change {db} c=32, {on}",
+                    echo["cpu_ms_per_change"],
+                    "",
+                    None,
+                    "ms",
+                )
+            )
+            out.append(
+                (
+                    f"transactions per change {db} c=32, {on}",
+                    echo["transactions_per_change"],
+                    "",
+                    None,
+                    "",
+                )
+            )
+            out.append((f"echoes per change {db} c=32", echo["echoes_per_change"], "", None, ""))
     for db, d in (("sqlite", g), ("postgres", pg)):
         s = d.get("sustained")
         if s:

@@ -91,6 +91,12 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
         assert run["transactions_per_change"] > 0, run
     assert gw["ingest"]["32"]["transactions_per_change"] > 0
     assert "transactions per change sqlite c=32, vendors at 50 ms" in proc.stdout
+    # with the simulators' webhooks on, the gateway's own writes come back to it, are
+    # counted, and every change is still written
+    for run in gw["echo"]["runs"]:
+        assert run["errors"] == 0 and 0 < run["writes"] <= 3 * run["accepted"], run
+        assert run["echoes_per_change"] > 0 and run["transactions_per_change"] > 0, run
+    assert "echoes per change sqlite c=32" in proc.stdout
     # propagation without the reads before writes (the target's setting), every change
     # complete; the scale figure is taken in turns with a small installation's runs
     assert results["gateway_sqlite_norefresh"]["propagation"]["20"]["incomplete"] == 0
