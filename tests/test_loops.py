@@ -6,7 +6,7 @@ import asyncio
 import time
 
 from app.dispatcher import RECORD_WHILE_BUSY, await_finished, finished_writes
-from app.loops import Grouped, IngestFirst, wait_any
+from app.loops import Grouped, IngestFirst
 
 
 async def test_background_waits_while_a_delivery_is_in_progress() -> None:
@@ -178,61 +178,3 @@ async def test_a_failed_piece_fails_only_its_submitter_and_a_failed_batch_all() 
     assert isinstance(results[1], ValueError)
     failed = await asyncio.gather(grouped.submit(0), grouped.submit(5), return_exceptions=True)
     assert all(isinstance(r, RuntimeError) for r in failed)
-
-
-async def test_wait_any_returns_when_any_event_is_set_and_leaves_no_waiter() -> None:
-    first, second = asyncio.Event(), asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.call_soon(second.set)
-    started = loop.time()
-    await wait_any(first, second, seconds=3600)
-    assert loop.time() - started < 60  # woken by the event, not by the hour
-    assert not first._waiters and not second._waiters
-    # set already: at once, with nothing put among the waiters
-    await wait_any(first, second, seconds=3600)
-    assert not second._waiters
-
-
-async def test_wait_any_returns_after_its_time_when_nothing_is_set() -> None:
-    events = [asyncio.Event(), asyncio.Event()]
-    loop = asyncio.get_running_loop()
-    started = loop.time()
-    await wait_any(*events, seconds=0.02)
-    assert loop.time() - started >= 0.015  # the loop's clock: its timers' own
-    assert not any(e.is_set() for e in events)
-    assert not any(e._waiters for e in events)
-
-
-async def test_a_cancelled_wait_any_leaves_no_waiter_and_a_later_set_harms_nothing() -> None:
-    wake, stop = asyncio.Event(), asyncio.Event()
-    waiting = asyncio.ensure_future(wait_any(wake, stop, seconds=3600))
-    await asyncio.wait([waiting], timeout=0)  # it is waiting now
-    assert len(wake._waiters) == 1
-    waiting.cancel()
-    done, _ = await asyncio.wait([waiting], timeout=1)
-    assert waiting in done and waiting.cancelled()
-    assert not wake._waiters and not stop._waiters
-    wake.set()  # nothing left to resolve
-
-
-class _Flag:
-    """An event-like object without the standard library Event's waiters."""
-
-    def __init__(self) -> None:
-        self._inner = asyncio.Event()
-
-    def is_set(self) -> bool:
-        return self._inner.is_set()
-
-    def set(self) -> None:
-        self._inner.set()
-
-    async def wait(self) -> bool:
-        return await self._inner.wait()
-
-
-async def test_wait_any_waits_on_another_kind_of_event_with_tasks() -> None:
-    flag, stop = _Flag(), asyncio.Event()
-    asyncio.get_running_loop().call_soon(flag.set)
-    await wait_any(flag, stop, seconds=3600)  # type: ignore[arg-type]
-    assert flag.is_set() and not stop.is_set()
