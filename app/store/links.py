@@ -325,8 +325,9 @@ class LinkQueries(TxBase):
         await self.finish_writes([FinishedWrite(link=link, obj=obj, version=version)], now=now)
 
     async def finish_writes(self, finished: Sequence[FinishedWrite], *, now: datetime) -> None:
-        """``finish_write`` for several links, in two statements at most. A link whose
-        claim was lost (its lease lapsed and another writer took it) is left alone."""
+        """``finish_write`` for several links, in one statement per set of columns set
+        (a few at most: no call, an update, a create). A link whose claim was lost (its
+        lease lapsed and another writer took it) is left alone."""
         # one executemany per set of columns (the rows of one statement share them)
         by_columns: dict[tuple[str, ...], list[dict[str, Any]]] = {}
         for f in finished:
