@@ -6,8 +6,9 @@ from __future__ import annotations
 
 import asyncio
 
+from app.config.schema import CreateIn, CreateRule
 from app.store import Store
-from tests.rig import ALL_OPEN, linked, running_rig, statuses
+from tests.rig import ALL_OPEN, FAN_OUT, STATUS_PAGE_ID, linked, running_rig, statuses
 
 
 async def test_a_change_during_an_in_flight_write_is_written_after_it(store: Store) -> None:
@@ -31,3 +32,42 @@ async def test_a_change_during_an_in_flight_write_is_written_after_it(store: Sto
         # no poll may repair it: the dispatcher alone must know to write again
         await dispatcher.run_until_idle()
         assert await statuses(rig, ids) == ALL_OPEN
+
+
+async def test_the_webhook_of_an_object_the_gateway_created_before_its_record_starts_nothing(
+    store: Store,
+) -> None:
+    """InboxOps announces a new ticket with a webhook at the moment it answers the create,
+    so the webhook can be processed before the create is recorded (the recorder gathers
+    finished writes for up to 10 ms). With a creation rule on InboxOps as well, the
+    ticket looked like a new object: a second work item started from it, linked to it, and
+    the create's record then failed on the taken object at every try. The ticket carries
+    Syncgate's marker, which names the link: the engine must leave it to that link."""
+    ticket_rule = CreateRule(
+        name="ticket-fans-out",
+        system="inboxops",
+        create_in=[CreateIn(system="devhelm", scope=STATUS_PAGE_ID)],
+    )
+    async with running_rig(store, create_rules=[FAN_OUT, ticket_rule]) as rig:
+        await rig.open_issue()
+        await rig.poll("hookstream")
+        await rig.gateway.worker.run_until_idle()  # the item and its three links to create
+        dispatcher = rig.gateway.dispatcher
+        claimed = await dispatcher._claim(10)
+        assert {link.system for link, _ in claimed} == {"devhelm", "inboxops", "incidentio"}
+        attempts = await asyncio.gather(
+            *(dispatcher._attempt(link, item) for link, item in claimed)
+        )
+        (made,) = [a for a in attempts if a.link.system == "inboxops"]
+        assert made.obj is not None and made.action == "create"
+        # the ticket as its webhook shows it, processed before the creates are recorded
+        ticket = await rig.gateway.adapters["inboxops"].get(made.obj.ref)
+        outcome = await rig.gateway.engine.observe(ticket)
+        assert outcome.kind == "ignored"
+        await dispatcher._record(attempts)
+        async with store.tx() as tx:
+            links = await tx.links_by_id(a.link.id for a in attempts)
+            _, items = await tx.search_items()
+        assert items == 1  # no second work item from the ticket
+        assert links[made.link.id].external_id == made.obj.ref.external_id
+        assert all(link.state == "synced" for link in links.values())

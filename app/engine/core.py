@@ -509,9 +509,38 @@ class Engine(OperatorChanges):
         )
         return Outcome("linked", item.id, (), tuple(dirty))
 
+    async def _created_by_us(self, batch: Batch, obj: VendorObject, event_id: str | None) -> bool:
+        """Whether ``obj`` is an object this gateway created for one of its links (its
+        marker names the link) that is not linked to it yet: the create's answer is
+        being recorded, and the vendor's webhook about the new object (InboxOps's
+        ``ticket.created``) arrived first. It must not start a work item of its own: with
+        a creation rule on its system that would be a second item, and the link's record
+        would then find the object taken. The record links it, or a retried create finds
+        it by its marker."""
+        reader = self.readers.get(obj.ref.system)
+        key = reader.marker_key(obj) if reader is not None else None
+        if key is None:
+            return False
+        link = await batch.tx.link_by_key(key)
+        if link is None or link.system != obj.ref.system:
+            return False
+        log.info(
+            "an object this gateway created, not a new work item",
+            extra={
+                "system": obj.ref.system,
+                "event_id": event_id,
+                "external_id": obj.ref.external_id,
+                "link_id": link.id,
+                "work_item_id": link.work_item_id,
+            },
+        )
+        return True
+
     async def _create_from(
         self, batch: Batch, obj: VendorObject, event_id: str | None, *, backfill: bool = False
     ) -> Outcome:
+        if await self._created_by_us(batch, obj, event_id):
+            return Outcome("ignored")
         match = await find_match(batch.tx, self.rules, obj, batch.now)
         if match.kind == "ambiguous":
             return self._ambiguous(batch, obj, match, event_id)

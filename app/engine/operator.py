@@ -22,9 +22,12 @@ log = logging.getLogger("syncgate.engine")
 
 
 class Reader(Protocol):
-    """Reads one vendor object (an adapter is one): what ``fetch`` and ``resync`` need."""
+    """Reads one vendor object (an adapter is one): what ``fetch`` and ``resync`` need,
+    and the marker Syncgate left on an object it created (``marker_key``)."""
 
     async def get(self, ref: ObjectRef) -> VendorObject: ...
+
+    def marker_key(self, obj: VendorObject) -> str | None: ...
 
 
 class ResyncOutcome(msgspec.Struct, frozen=True):

@@ -55,6 +55,13 @@ class LinkQueries(TxBase):
             for row in await self._run(READS[self.postgres].links_by_id, {"b_ids": ids})
         }
 
+    async def link_by_key(self, idempotency_key: str) -> Link | None:
+        """The link whose create carries ``idempotency_key`` (its marker), if any."""
+        row = (
+            await self._run(sa.select(t.links).where(t.links.c.idempotency_key == idempotency_key))
+        ).first()
+        return None if row is None else link_of(row)
+
     async def require_link(self, link_id: int) -> Link:
         """The link; raises ``Missing`` when there is none."""
         link = await self.get_link(link_id)
