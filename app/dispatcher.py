@@ -76,6 +76,8 @@ def unchanged(known: VendorObject | None, fresh: VendorObject) -> bool:
 RECORD_WHILE_BUSY = 4 * IngestFirst.SMALL_ROUND
 #: How many finished writes the recorder waits for, while others run (``GATHER_S``).
 RECORD_GATHER = RECORD_WHILE_BUSY
+#: ... besides the first, which it has taken already when it starts to wait.
+RECORD_WANT = RECORD_GATHER - 1
 
 #: Under load the dispatcher works in batches, not a transaction per write. With slow
 #: vendors (a real API answers in tens to hundreds of milliseconds) the writes in flight
@@ -290,10 +292,18 @@ class Dispatcher:
             # too little to do is a round of the event loop and a wait set up again, for
             # each write, in each of the two.
             in_flight.discard(task)
-            if capacity - (len(in_flight) - queued) >= (batch if more_due else 1):
-                room.set()  # the claim loop's condition for a claim (below)
-            if not in_flight or done.qsize() >= RECORD_GATHER - 1:
+            if free() >= wanted():
+                room.set()  # the claim loop's own condition for a claim
+            if not in_flight or done.qsize() >= RECORD_WANT:
                 arrived.set()  # the recorder's (await_finished)
+
+        def free() -> int:
+            """Links that may be claimed now (those waiting for their lane not counted)."""
+            return capacity - (len(in_flight) - queued)
+
+        def wanted() -> int:
+            """The room a claim waits for: a batch while links are waiting, else one."""
+            return batch if more_due else 1
 
         batch = max(1, self.settings.concurrency // CLAIM_SHARE)
         # writes claimed, not counting those waiting for their lane: every slot, and a
@@ -302,19 +312,19 @@ class Dispatcher:
         more_due = False  # the last claim took all it asked for: links are waiting
         try:
             while not stop.is_set():
-                free = capacity - (len(in_flight) - queued)
-                if free <= 0 or (more_due and free < batch):
+                room_now = free()
+                if room_now < wanted():
                     # every slot is busy: the next claim when a batch has left the wait
                     room.clear()
                     await wait_any(room, stop, seconds=idle_s)
                     continue
                 self.wake.clear()
                 if not await self.ingest.give_way():
-                    free = min(free, IngestFirst.SMALL_ROUND)
+                    room_now = min(room_now, IngestFirst.SMALL_ROUND)
                 # a system with its share claimed already gets no more for now
                 full = self._full()
                 try:
-                    claimed = await self._claim(free, full=full)
+                    claimed = await self._claim(room_now, full=full)
                 except Exception:
                     log.exception("claiming writes failed")
                     await wait_any(stop, seconds=idle_s)
@@ -323,7 +333,7 @@ class Dispatcher:
                     task = loop.create_task(write(link, item))
                     in_flight.add(task)
                     task.add_done_callback(finished)
-                more_due = len(claimed) >= free
+                more_due = len(claimed) >= room_now
                 if not more_due:  # nothing more is due now
                     await wait_any(self.wake, stop, seconds=idle_s)
         finally:
@@ -362,7 +372,7 @@ class Dispatcher:
         while True:
             first = await done.get()
             await await_finished(
-                done, want=RECORD_GATHER - 1, arrived=arrived, running=running, within_s=GATHER_S
+                done, want=RECORD_WANT, arrived=arrived, running=running, within_s=GATHER_S
             )
             batch = finished_writes(first, done, busy=self.ingest.busy)
             claimed_at = min(self._claimed_at.get(a.link.id, -1) for a in batch)

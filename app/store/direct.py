@@ -248,13 +248,13 @@ def _faster(type_: Any, dialect: Dialect, processor: Processor) -> Processor:
     impl = type_.dialect_impl(dialect)
     if not isinstance(impl, SQLITE_DATETIME) or impl._storage_format != _DATETIME_TEXT:
         return processor
-    fallback = processor
+    sqlalchemys = processor
     chars = _DATETIME_CHARS
 
     def datetime_text(value: Any) -> Any:
         if type(value) is datetime:
             return value.isoformat(" ", "microseconds")[:chars]
-        return fallback(value)
+        return sqlalchemys(value)
 
     return datetime_text
 
