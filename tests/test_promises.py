@@ -108,6 +108,12 @@ class Installation:
         return list(self.sims[system].kit.requests)
 
 
+async def items(inst: Installation) -> list[dict[str, Any]]:
+    response = await inst.admin.get("/work-items", params={"limit": 50})
+    assert response.status_code == 200, response.text
+    return list(response.json()["items"])
+
+
 def external_id(detail: dict[str, Any], system: str) -> str:
     (link,) = [link for link in detail["links"] if link["system"] == system]
     return str(link["external_id"])
@@ -543,3 +549,71 @@ async def test_a_create_retried_after_a_title_change_replays_the_first_body(
         assert [t["subject"] for t in tickets] == ["Queue stuck in eu-west"]
         posts = [r for r in inst.requests("inboxops") if r.method == "POST"]
         assert len(posts) == 2 and posts[0].body == posts[1].body, "the retry sent another body"
+
+
+# -- a created object announced before its create is recorded starts nothing ----------------
+
+
+async def test_a_ticket_announced_before_its_create_is_recorded_starts_no_work_item(
+    tmp_path: Path,
+) -> None:
+    """InboxOps sends ``ticket.created`` as it makes the ticket. Here the create's answer
+    is lost (a 502 after the ticket is made) and the retries are held back until that
+    webhook has been handled, so the gateway sees the ticket while its create is still
+    unrecorded. A creation rule on InboxOps would start a second work item from it (and
+    a DevHelm incident for that item); the ticket's Syncgate marker names the gateway's
+    own pending link, so it is left to that link: one item, one ticket, no incident."""
+    rules = [
+        {
+            "name": "follow-up-fans-out",
+            "system": "incidentio",
+            "create_in": [{"system": "inboxops", "params": {"inbox_id": SUPPORT_INBOX_ID}}],
+        },
+        {
+            "name": "ticket-fans-out",
+            "system": "inboxops",
+            "create_in": [{"system": "devhelm", "scope": STATUS_PAGE_ID}],
+        },
+    ]
+    async with installation(
+        tmp_path, create_rules=rules, dispatcher={"backoff_base_s": 0.2, "backoff_max_s": 0.5}
+    ) as inst:
+        inboxops = inst.control["inboxops"]
+        lost = {"status": 502, "count": 1, "methods": ["POST"], "after": True}
+        held = {"status": 503, "count": 10_000, "methods": ["POST"]}
+        for fault in (lost, held):
+            response = await inboxops.post("/_sim/faults", json=fault)
+            assert response.status_code == 201, response.text
+        seeded = await inst.control["incidentio"].post(
+            "/_sim/seed", json={"incident_id": DEFAULT_INCIDENT_ID, "title": "Queue stuck"}
+        )
+        assert seeded.status_code == 201, seeded.text
+        follow_up = seeded.json()["id"]
+
+        async def announced_and_handled() -> bool:
+            page = await inst.admin.get(
+                "/events", params={"system": "inboxops", "source": "webhook", "state": "done"}
+            )
+            assert page.status_code == 200, page.text
+            return any(e["event_type"] == "ticket.created" for e in page.json()["events"])
+
+        await eventually(
+            announced_and_handled, timeout_s=30, what="ticket.created handled by the gateway"
+        )
+        (ticket,) = await sim_objects(inboxops)
+        detail = await inst.item_of("incidentio", follow_up)
+        assert detail is not None
+        (pending,) = [link for link in detail["links"] if link["system"] == "inboxops"]
+        assert pending["external_id"] is None, "the create was recorded before the webhook"
+        assert len(await items(inst)) == 1, "a second work item started from the ticket"
+
+        released = await inboxops.delete("/_sim/faults")
+        assert released.status_code == 204, released.text
+        await inst.settle()
+        assert [t["id"] for t in await sim_objects(inboxops)] == [ticket["id"]]
+        (item,) = await items(inst)
+        assert await sim_objects(inst.control["devhelm"]) == [], "an incident for a second item"
+        detail = await inst.item_of("inboxops", ticket["id"])
+        assert detail is not None and detail["item"]["id"] == item["id"]
+        assert {link["state"] for link in detail["links"]} == {"synced"}
+        assert (await inst.admin.get("/systems")).json()["dead_letters"] == 0
