@@ -112,8 +112,11 @@ async def test_an_unexpected_error_is_a_logged_500_with_a_request_id(
         caplog.clear()
         with caplog.at_level(logging.ERROR, logger="syncgate.http"):
             fine = await client.get("/admin/systems")
+            others = [await client.get("/admin/systems") for _ in range(50)]
         assert fine.status_code == 200 and fine.headers["x-request-id"]
         assert not caplog.records
+        ids = {r.headers["x-request-id"] for r in [fine, *others]}
+        assert len(ids) == 51 and all(len(rid) == 16 for rid in ids), "request ids repeat"
 
 
 @SQLITE

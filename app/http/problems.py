@@ -10,8 +10,8 @@ exception by the handler that answers it (with the traceback), any other 5xx by
 from __future__ import annotations
 
 import logging
+import random
 import re
-import secrets
 from typing import Annotated, Any
 
 import msgspec
@@ -41,6 +41,9 @@ log = logging.getLogger("syncgate.http")
 PROBLEM_MEDIA_TYPE = "application/problem+json"
 REQUEST_ID_HEADER = "x-request-id"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
+#: Request ids need to be unique, not secret: the Mersenne Twister (seeded from the OS's
+#: randomness) makes one without a system call, as ``secrets.token_hex`` makes for each.
+_IDS = random.Random()
 
 
 class ConfigIssueOut(msgspec.Struct):
@@ -96,7 +99,7 @@ def request_id_of(scope: Scope) -> str:
                 text = value.decode("latin-1")
                 rid = text if _SANE_REQUEST_ID.fullmatch(text) else None
                 break
-        rid = rid or secrets.token_hex(8)
+        rid = rid or f"{_IDS.getrandbits(64):016x}"
         state["request_id"] = rid
     return str(rid)
 
