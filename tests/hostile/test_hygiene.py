@@ -119,3 +119,21 @@ async def test_a_deep_event_stored_before_the_limit_renders_as_text(tmp_path: Pa
         (event,) = [e for e in listing.json()["events"] if e["delivery_id"] == "old-deep"]
         assert event["body"] == body.decode()
         assert event["headers"] == {}  # stored before the allow-list: not shown either
+
+
+def test_the_depth_check_counts_only_structure() -> None:
+    """Brackets inside strings (escaped quotes included) do not nest; few openers in all
+    answer at once, and the answer is the same as the full count's."""
+    limit = 4
+    cases = {
+        b'{"a": [1, {"b": [2]}]}': False,  # depth 4
+        b'{"a": [1, {"b": [[2]]}]}': True,  # depth 5
+        b'{"a": "[[[[[[{{{{{{"}': False,  # ten openers, all in a string
+        b'{"a": "\\"[[[[[[", "b": 1}': False,  # an escaped quote keeps the string open
+        b'{"a": "\\\\", "b": [[[[1]]]]}': True,  # an escaped backslash ends the string
+        b"[[[[]]]]": False,
+        b"[[[[[]]]]]": True,
+        b"[]" * 100: False,  # many openers, none deep
+    }
+    for text, deep in cases.items():
+        assert json_too_deep(text, limit) is deep, text
