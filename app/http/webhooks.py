@@ -117,7 +117,12 @@ async def _receive(gateway: Gateway, system: str, request: Request[Any, Any, Any
         rejections.rejected(request, "unknown", "unknown_system", 404, detail, named=system)
         return problem_response(404, "Unknown system", detail)
     too_large = f"body is over the {limit}-byte limit"
-    declared = request.headers.get("content-length")
+    # read from the ASGI scope itself: litestar's Headers would be built only to be
+    # copied into this dict
+    headers = {
+        k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]
+    }
+    declared = headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
         metrics.webhooks_rejected.labels(system, "too_large").inc()
         rejections.rejected(request, system, "too_large", 413, too_large)
@@ -127,7 +132,6 @@ async def _receive(gateway: Gateway, system: str, request: Request[Any, Any, Any
         metrics.webhooks_rejected.labels(system, "too_large").inc()
         rejections.rejected(request, system, "too_large", 413, too_large)
         return problem_response(413, "Payload too large", too_large)
-    headers = {k.lower(): v for k, v in request.headers.items()}
     try:
         adapter.verify_webhook(headers, body, utcnow())
         event = adapter.parse_webhook(headers, body)
