@@ -4,7 +4,6 @@ credentials are masked anyway as a last line of defence."""
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import re
@@ -43,46 +42,6 @@ class JsonFormatter(logging.Formatter):
         return _ENCODER.encode(entry).decode()
 
 
-class TurnHandler(logging.StreamHandler):  # type: ignore[type-arg]
-    """A ``StreamHandler`` that writes the lines logged in one turn of the event loop
-    with one write, at the end of the turn: the recorder logs a line for each of the
-    writes it records together, and a write and a flush each cost a system call. A line
-    logged outside a running loop (start-up, the CLI's commands, another thread) is
-    written at once, after any lines still waiting. At exit the logging module flushes
-    every handler; a kill -9 loses at most the lines of the turn it interrupts."""
-
-    def __init__(self, stream: Any = None) -> None:
-        super().__init__(stream)
-        self._lines: list[str] = []
-        #: the loop whose next turn writes the waiting lines (another loop, or a closed
-        #: one, gets a flush of its own)
-        self._flushing_on: asyncio.AbstractEventLoop | None = None
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            self._lines.append(self.format(record))
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                self.flush()
-                return
-            if self._flushing_on is not loop:
-                self._flushing_on = loop
-                loop.call_soon(self.flush)
-        except RecursionError:
-            raise
-        except Exception:  # noqa: BLE001 - a handler never raises: handleError reports it
-            self.handleError(record)
-
-    def flush(self) -> None:
-        with self.lock:  # type: ignore[union-attr]  # made by Handler.__init__
-            self._flushing_on = None
-            if self._lines:
-                lines, self._lines = self._lines, []
-                self.stream.write(self.terminator.join(lines) + self.terminator)
-            super().flush()
-
-
 def configure(level: str = "INFO", stream: Any = None) -> None:
     """Send every ``syncgate.*`` log line to ``stream`` (stderr) as one JSON object, and
     uvicorn's own (warnings and errors: startup failures, protocol errors) the same way."""
@@ -94,7 +53,7 @@ def configure(level: str = "INFO", stream: Any = None) -> None:
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
-    handler = TurnHandler(stream or sys.stderr)
+    handler = logging.StreamHandler(stream or sys.stderr)
     handler.setFormatter(JsonFormatter())
     root = logging.getLogger("syncgate")
     root.handlers[:] = [handler]

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import io
 import json
 import logging
@@ -75,84 +74,3 @@ def test_the_http_servers_own_warnings_are_json_lines_too() -> None:
     record = json.loads(lines[0])
     assert record["level"] == "warning" and record["logger"] == "uvicorn.error"
     assert record["message"] == "Invalid HTTP request received."
-
-
-class Writes(io.StringIO):
-    """A stream that counts its writes."""
-
-    def __init__(self) -> None:
-        super().__init__()
-        self.writes = 0
-
-    def write(self, text: str) -> int:
-        self.writes += 1
-        return super().write(text)
-
-
-async def one_turn() -> None:
-    """Let the loop run the callbacks scheduled so far (its ready queue is first in,
-    first out: a callback scheduled now runs after them)."""
-    loop = asyncio.get_running_loop()
-    turned = loop.create_future()
-    loop.call_soon(turned.set_result, None)
-    await turned
-
-
-async def test_the_lines_of_one_loop_turn_are_written_together_after_it() -> None:
-    """A recorded batch logs a line per write: the lines of one turn of the event loop go
-    out in one write, in order, once the turn is over; a line logged in another thread
-    goes out at once."""
-    stream = Writes()
-    logs.configure("INFO", stream)
-    log = logging.getLogger("syncgate.test")
-    try:
-        for n in range(16):
-            log.info("wrote", extra={"n": n})
-        assert stream.getvalue() == "", "written before the turn ended"
-        await one_turn()
-        assert stream.writes == 1
-        assert [json.loads(line)["n"] for line in stream.getvalue().splitlines()] == [*range(16)]
-        log.info("next turn")
-        await one_turn()
-        assert stream.writes == 2 and stream.getvalue().endswith('"next turn"}\n')
-        await asyncio.to_thread(log.warning, "from a thread")
-        assert stream.writes == 3 and "from a thread" in stream.getvalue()
-    finally:
-        reset()
-
-
-def test_lines_left_by_a_loop_that_stopped_go_out_with_the_next() -> None:
-    """A loop stopped before the turn's end leaves its lines waiting: they go out with
-    the next line, from another loop or from outside any loop, and at exit (the logging
-    module flushes every handler)."""
-    stream = Writes()
-    logs.configure("INFO", stream)
-    log = logging.getLogger("syncgate.test")
-
-    def log_and_stop(loop: asyncio.AbstractEventLoop, message: str) -> None:
-        log.info(message)
-        loop.stop()  # the loop ends with this turn: the scheduled flush never runs
-
-    def a_loop_that_stops(message: str) -> None:
-        loop = asyncio.new_event_loop()
-        try:
-            loop.call_soon(log_and_stop, loop, message)
-            loop.run_forever()
-        finally:
-            loop.close()
-
-    try:
-        log.info("before any loop")
-        assert stream.writes == 1, "a line outside a loop waited"
-        a_loop_that_stops("first loop")
-        assert "first loop" not in stream.getvalue()
-        a_loop_that_stops("second loop")  # its own flush is scheduled, on its own loop
-        assert "first loop" not in stream.getvalue()
-        log.info("after the loops")
-        lines = [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
-        assert lines == ["before any loop", "first loop", "second loop", "after the loops"]
-        a_loop_that_stops("left at exit")
-        logging.getLogger("syncgate").handlers[0].flush()  # what logging.shutdown does
-        assert stream.getvalue().endswith('"left at exit"}\n')
-    finally:
-        reset()
