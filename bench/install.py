@@ -28,7 +28,7 @@ import httpx
 from adapters.inboxops.simulator import SUPPORT_INBOX_ID
 from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
 from bench.db import DB
-from bench.procs import PY, Proc, base_env, free_port, wait_http
+from bench.procs import PY, ROOT, Proc, base_env, free_port, wait_http
 
 STATUS_PAGE_ID = "5d1e7c52-1f43-4c6e-9a51-7f3f0d2b9a10"
 WRITE_SYSTEMS = ("hookstream", "devhelm", "incidentio")
@@ -132,6 +132,8 @@ class Installation:
     config: Path | None = None
     log_level: str = "info"
     owns_sims: bool = True  # False: the simulators are shared (see start_comparison_sims)
+    #: the tree whose gateway code runs (this one, or a revision's worktree: bench/ab.py)
+    root: Path = ROOT
 
     @property
     def pid(self) -> int:
@@ -231,15 +233,17 @@ async def start_gateway(
     label: str = "gateway",
     refresh: bool = True,
     lease_s: float = 60.0,
+    root: Path = ROOT,
 ) -> tuple[Installation, float]:
     """Simulators + ``syncgate serve``, which migrates the database (with filler rows,
     ``syncgate migrate`` first, then the rows). Returns the installation and the seconds
-    spent loading filler rows."""
-    inst = Installation(kind="gateway", db_url=db_url, workdir=workdir)
+    spent loading filler rows. ``root``: the tree the gateway's code comes from (the
+    simulators always come from this one)."""
+    inst = Installation(kind="gateway", db_url=db_url, workdir=workdir, root=root)
     inst.control = httpx.AsyncClient(timeout=60.0)
     port = free_port()
     await start_sims(inst, port)
-    env = base_env()
+    env = base_env(root)
     env["SYNCGATE_DATABASE_URL"] = db_url
     env["SYNCGATE_ADMIN_KEY"] = "bench-admin-key"
     for name in SYSTEMS:
@@ -250,14 +254,14 @@ async def start_gateway(
     inst.db = DB(db_url)
     filler_s = 0.0
     if filler_items:  # they need the schema first; else `syncgate serve` migrates at start
-        await _migrate(cfg, env)
+        await _migrate(cfg, env, root)
         filler_s = await inst.db.load_filler(filler_items)
     inst.env, inst.config, inst.log_level = env, cfg, log_level
     inst.server, inst.url = await start_gateway_process(inst, label, port)
     return inst, filler_s
 
 
-async def _migrate(cfg: Path, env: dict[str, str]) -> None:
+async def _migrate(cfg: Path, env: dict[str, str], root: Path) -> None:
     """``syncgate migrate``: the schema, for filler rows loaded before the gateway starts."""
     migrate = await asyncio.create_subprocess_exec(
         PY,
@@ -267,6 +271,7 @@ async def _migrate(cfg: Path, env: dict[str, str]) -> None:
         "--config",
         str(cfg),
         env=env,
+        cwd=root,
         stdout=asyncio.subprocess.DEVNULL,
         stderr=asyncio.subprocess.PIPE,
     )
@@ -301,6 +306,7 @@ async def start_gateway_process(
         inst.env,
         inst.workdir,
         role="sut",
+        cwd=inst.root,
     )
     url = f"http://127.0.0.1:{port}"
     await wait_http(url + "/healthz", proc, 60)

@@ -133,16 +133,18 @@ class Proc:
         log_dir: Path,
         *,
         role: str = "load",
+        cwd: Path = ROOT,
     ) -> None:
         """``role``: ``sut`` (the system under test: its own CPU) or ``load`` (simulators
-        and helpers: the load generator's CPU). See ``pin_harness``."""
+        and helpers: the load generator's CPU). See ``pin_harness``. ``cwd``: the tree
+        whose code runs (``python -m`` imports from it; bench/ab.py runs another's)."""
         self.name = name
         self.log = log_dir / f"{name}.log"
         self._log_file = open(self.log, "wb")  # noqa: SIM115 - closed in stop()
         cpus = PINNING.get(role)
         self.popen = subprocess.Popen(
             pinned_argv(argv, cpus),
-            cwd=ROOT,
+            cwd=cwd,
             env=env,
             stdout=self._log_file,
             stderr=subprocess.STDOUT,
@@ -200,9 +202,9 @@ async def wait_http(url: str, proc: Proc, deadline_s: float = 30.0) -> None:
     raise RuntimeError(f"{proc.name} did not answer at {url} within {deadline_s}s:\n{proc.tail()}")
 
 
-def base_env() -> dict[str, str]:
+def base_env(root: Path = ROOT) -> dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(ROOT) + (
+    env["PYTHONPATH"] = str(root) + (
         os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
     )
     env.setdefault("PYTHONUNBUFFERED", "1")
