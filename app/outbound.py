@@ -33,6 +33,12 @@ writes), so the client's own CPU per call is a large share of the gateway's
   ``Accept``) on every call. The client's defaults under those are merged and
   normalised once per distinct set (``_merged``); httpx copies the result into each
   request.
+- **Working out the framing headers.** ``httpx.Request`` given ``content`` encodes it
+  into a stream, looks for a multipart boundary, then adds ``Host`` and
+  ``Content-Length`` one lookup at a time and builds the headers twice. ``_request``
+  hands it the body's stream and the headers it would end with (the same names, values
+  and order: tests/test_outbound.py compares them for every method and body kind),
+  through httpx's public constructor: about 3.4 us a request instead of 9.6.
 
 The rest is ``httpx-aiohttp``'s transport as it is: its exception mapping (the error
 families in ``adapters/_http.py`` rely on it), timeouts, proxy and TLS settings.
@@ -68,15 +74,45 @@ def _target(url: str) -> tuple[httpx.URL, yarl.URL]:
     return parsed, yarl.URL(str(parsed), encoded=True)
 
 
+#: The headers that frame a body: a call that sets one itself is built by httpx alone.
+_FRAMING = ("host", "content-length", "transfer-encoding")
+#: The methods httpx gives ``Content-Length: 0`` when they carry no body.
+_BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+
+
 @functools.lru_cache(maxsize=256)
 def _merged(
     defaults: tuple[tuple[bytes, bytes], ...], own: tuple[tuple[str, str], ...]
-) -> httpx.Headers:
-    """The client's default headers (``raw``) under a call's own. Never changed once
-    made: ``httpx.Request`` copies it."""
+) -> tuple[httpx.Headers, bool]:
+    """The client's default headers (``raw``) under a call's own, and whether they set a
+    framing header themselves. Never changed once made: ``httpx.Request`` copies it."""
     merged = httpx.Headers(list(defaults))
     merged.update(dict(own))
-    return merged
+    return merged, any(name in merged for name in _FRAMING)
+
+
+def _request(
+    method: str,
+    url: httpx.URL,
+    headers: httpx.Headers,
+    content: bytes | None,
+    extensions: dict[str, Any],
+) -> httpx.Request:
+    """``httpx.Request(method, url, headers=headers, content=content, extensions=...)``,
+    for an absolute URL and headers without a framing header: the request it would
+    build, given the body's stream and the headers it would add, where it would add
+    them, so that it has none of them to work out."""
+    if content:  # httpx: the body's length, added after the call's headers
+        raw = [(b"Host", url.netloc), *headers.raw, (b"Content-Length", b"%d" % len(content))]
+    elif method.upper() in _BODY_METHODS:  # httpx: a length of 0, added with Host
+        raw = [(b"Host", url.netloc), (b"Content-Length", b"0"), *headers.raw]
+    else:
+        raw = [(b"Host", url.netloc), *headers.raw]
+    request = httpx.Request(
+        method, url, headers=raw, stream=httpx.ByteStream(content or b""), extensions=extensions
+    )
+    request.read()  # as httpx reads a body given as bytes: ``request.content`` is set
+    return request
 
 
 class NoCookies(httpx.Cookies):
@@ -128,14 +164,15 @@ class VendorClient(httpx.AsyncClient):
             )
         if self.is_closed:
             raise RuntimeError("Cannot send a request, as the client has been closed.")
-        merged = _merged(tuple(self.headers.raw), tuple(headers.items()) if headers else ())
+        merged, framed = _merged(tuple(self.headers.raw), tuple(headers.items()) if headers else ())
         extensions: dict[str, Any] = {"timeout": self.timeout.as_dict()}
-        target: httpx.URL | str = url
-        if params is None:  # parsed once per URL (see _target)
+        if params is None and not framed:  # parsed once per URL (see _target)
             target, extensions[AIOHTTP_URL] = _target(url)
-        request = httpx.Request(
-            method, target, params=params, headers=merged, content=content, extensions=extensions
-        )
+            request = _request(method, target, merged, content, extensions)
+        else:
+            request = httpx.Request(
+                method, url, params=params, headers=merged, content=content, extensions=extensions
+            )
         started = time.perf_counter()
         try:
             response = await self._pooled.handle_async_request(request)

@@ -18,7 +18,7 @@ from adapters._http import send
 from app.config.schema import SystemSettings
 from app.errors import TransientError
 from app.gateway import http_client
-from app.outbound import read_whole
+from app.outbound import _merged, _request, _target, read_whole
 from tests.blackbox import free_port
 
 
@@ -232,3 +232,41 @@ async def test_a_vendor_that_never_answers_times_out_as_a_transient_error() -> N
                 await send(client, "hookstream", "GET", f"{url}/hang", lambda _: None)
         finally:
             await client.aclose()
+
+
+@pytest.mark.parametrize("method", ["GET", "DELETE", "POST", "PUT", "PATCH", "patch"])
+@pytest.mark.parametrize("content", [None, b"", b'{"status": "resolved"}'])
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.1:8081/api/v1/tickets/7",
+        "https://api.example.com/v2/follow_ups?page_size=25&after=01J",
+        "http://example.com:80/x",
+    ],
+)
+def test_a_request_built_the_short_way_is_the_one_httpx_builds(
+    method: str, content: bytes | None, url: str
+) -> None:
+    """``_request`` hands httpx the framing it would work out itself: the request must be
+    the same in every part a transport or an error reads (an httpx upgrade that changes
+    its framing fails here)."""
+    defaults = tuple(httpx.AsyncClient().headers.raw)
+    headers, framed = _merged(defaults, (("authorization", "Bearer k"), ("accept", "x/y")))
+    assert not framed
+    target, _ = _target(url)
+    ours = _request(method, target, headers, content, {"timeout": {"read": 10.0}})
+    theirs = httpx.Request(
+        method, target, headers=headers, content=content, extensions={"timeout": {"read": 10.0}}
+    )
+    assert ours.method == theirs.method
+    assert ours.url == theirs.url
+    assert ours.headers.raw == theirs.headers.raw
+    assert ours.content == theirs.content
+    assert b"".join(ours.stream) == b"".join(theirs.stream)  # type: ignore[arg-type]
+    assert ours.extensions == theirs.extensions
+
+
+def test_a_call_that_frames_its_own_body_is_built_by_httpx() -> None:
+    defaults = tuple(httpx.AsyncClient().headers.raw)
+    for own in (("Host", "vendor.example"), ("Content-Length", "3"), ("transfer-encoding", "x")):
+        assert _merged(defaults, (own,))[1], own
