@@ -38,10 +38,9 @@ from pathlib import Path
 from typing import Any
 
 from bench.install import Installation, create_items, start_gateway
-from bench.load import Cursor, closed_loop
-from bench.procs import ROOT, cpu_s, pin_harness
-from bench.run import wait_quiet
-from bench.scaleout import transactions
+from bench.load import Cursor
+from bench.procs import ROOT, pin_harness
+from bench.run import phase_ingest
 
 CONCURRENCY = 32
 WARM_UP = 300
@@ -113,23 +112,20 @@ def summary_line(s: dict[str, Any], labels: dict[str, str]) -> str:
 
 
 async def turn(inst: Installation, cursor: Cursor, changes: int) -> tuple[float, float]:
-    """One turn: CPU milliseconds and transactions per change."""
-    assert inst.server is not None
-    tx0, cpu0 = await transactions(inst, inst.url), cpu_s(inst.pid)
-    out = await closed_loop(inst, cursor, CONCURRENCY, changes, deadline_s=600)
-    await wait_quiet(inst, None, 600)
-    accepted = out["accepted"]
-    if accepted == 0:
+    """One turn, ``bench.run``'s ingest phase: CPU milliseconds and transactions per
+    change, every write made."""
+    out = await phase_ingest(inst, cursor, CONCURRENCY, changes)
+    if out["accepted"] == 0:
         raise RuntimeError("no change was accepted")
-    cpu_ms = (cpu_s(inst.pid) - cpu0) * 1000 / accepted
-    return cpu_ms, (await transactions(inst, inst.url) - tx0) / accepted
+    return out["cpu_ms_per_change"], out["transactions_per_change"]
 
 
 async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     log(pin_harness(True))
     labels = {"A": args.a, "B": args.b}
     with contextlib.ExitStack() as trees:
-        insts: dict[str, tuple[Installation, Cursor]] = {}
+        insts: dict[str, Installation] = {}
+        cursors: dict[str, Cursor] = {}
         try:
             for name, rev in labels.items():
                 root = trees.enter_context(worktree(rev, work / f"tree-{name}"))
@@ -138,18 +134,18 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 inst, _ = await start_gateway(
                     wd, f"sqlite+aiosqlite:///{wd}/gateway.db", label=f"gateway-{name}", root=root
                 )
-                insts[name] = (inst, Cursor([]))
+                insts[name] = inst
                 await create_items(inst, args.items)
-                insts[name] = (inst, Cursor(inst.items))
+                cursors[name] = Cursor(inst.items)
                 await inst.set_latency(args.latency_ms)
                 log(f"{name}: {rev} at {root}, {args.items} work items")
-            for inst, cursor in insts.values():
-                await turn(inst, cursor, WARM_UP)
+            for name, inst in insts.items():
+                await turn(inst, cursors[name], WARM_UP)
             cpu: dict[str, list[float]] = {"A": [], "B": []}
             tx: dict[str, list[float]] = {"A": [], "B": []}
             for r in range(args.rounds):
                 for name in ("A", "B") if r % 2 == 0 else ("B", "A"):
-                    ms, per = await turn(*insts[name], args.changes)
+                    ms, per = await turn(insts[name], cursors[name], args.changes)
                     cpu[name].append(ms)
                     tx[name].append(per)
                 print(
@@ -159,7 +155,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                     flush=True,
                 )
         finally:
-            for inst, _ in insts.values():
+            for inst in insts.values():
                 await inst.stop()
     result = {
         "a": args.a,
