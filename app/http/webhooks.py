@@ -117,8 +117,9 @@ async def _receive(gateway: Gateway, system: str, request: Request[Any, Any, Any
         rejections.rejected(request, "unknown", "unknown_system", 404, detail, named=system)
         return problem_response(404, "Unknown system", detail)
     too_large = f"body is over the {limit}-byte limit"
-    # read from the ASGI scope itself: litestar's Headers would be built only to be
-    # copied into this dict
+    # straight from the ASGI scope, lower-cased and decoded once, as the adapters read
+    # them (litestar builds its own Headers anyway, for the body's length: this saves
+    # only the copy of them)
     headers = {
         k.decode("latin-1").lower(): v.decode("latin-1") for k, v in request.scope["headers"]
     }
