@@ -18,7 +18,7 @@ from adapters._http import send
 from app.config.schema import SystemSettings
 from app.errors import TransientError
 from app.gateway import http_client
-from app.outbound import _merged, _request, _target, read_whole
+from app.outbound import AIOHTTP_HEADERS, _merged, _request, _response, _target, read_whole
 from tests.blackbox import free_port
 
 
@@ -251,22 +251,71 @@ def test_a_request_built_the_short_way_is_the_one_httpx_builds(
     the same in every part a transport or an error reads (an httpx upgrade that changes
     its framing fails here)."""
     defaults = tuple(httpx.AsyncClient().headers.raw)
-    headers, framed = _merged(defaults, (("authorization", "Bearer k"), ("accept", "x/y")))
-    assert not framed
+    merged = _merged(defaults, (("authorization", "Bearer k"), ("accept", "x/y")))
+    assert not merged.framed
     target, _ = _target(url)
-    ours = _request(method, target, headers, content, {"timeout": {"read": 10.0}})
+    ours = _request(method, target, merged, content, {"timeout": {"read": 10.0}})
     theirs = httpx.Request(
-        method, target, headers=headers, content=content, extensions={"timeout": {"read": 10.0}}
+        method,
+        target,
+        headers=merged.headers,
+        content=content,
+        extensions={"timeout": {"read": 10.0}},
     )
     assert ours.method == theirs.method
     assert ours.url == theirs.url
     assert ours.headers.raw == theirs.headers.raw
+    assert ours.headers.multi_items() == theirs.headers.multi_items()
+    assert ours.headers.encoding == theirs.headers.encoding
     assert ours.content == theirs.content
     assert b"".join(ours.stream) == b"".join(theirs.stream)  # type: ignore[arg-type]
+    # what aiohttp is given is what httpx-aiohttp would give it: the headers' str pairs
+    assert ours.extensions.pop(AIOHTTP_HEADERS) == theirs.headers.multi_items()
     assert ours.extensions == theirs.extensions
+
+
+@pytest.mark.parametrize("reason", ["OK", "", None])
+@pytest.mark.parametrize(
+    ("raw", "body"),
+    [
+        (
+            [(b"Content-Type", b"application/json"), (b"X-RateLimit-Remaining", b"7")],
+            b'{"id": "iss_1"}',
+        ),
+        ([(b"Set-Cookie", b"a=1"), (b"set-cookie", b"b=2"), (b"X-Note", "caf\xe9".encode())], b""),
+        ([(b"Content-Encoding", b"gzip")], gzip.compress(b'{"zipped": true}', mtime=0)),
+    ],
+    ids=["json", "repeated-and-latin1", "gzip"],
+)
+def test_a_response_built_the_short_way_is_the_one_httpx_aiohttp_builds(
+    raw: list[tuple[bytes, bytes]], body: bytes, reason: str | None
+) -> None:
+    request = httpx.Request("GET", "http://vendor.test/x")
+    extensions = {"http_version": b"HTTP/1.1"}
+    if reason:
+        extensions["reason_phrase"] = reason.encode()
+    theirs = httpx.Response(
+        201, headers=raw, stream=httpx.ByteStream(body), request=request, extensions=extensions
+    )
+    theirs.read()
+    encoded = any(name.lower() == b"content-encoding" for name, _ in raw)
+    ours = _response(request, 201, reason, raw, body, encoded=encoded)
+    assert ours.status_code == theirs.status_code
+    assert ours.headers.raw == theirs.headers.raw
+    assert ours.headers.multi_items() == theirs.headers.multi_items()
+    assert ours.headers.encoding == theirs.headers.encoding
+    assert ours.headers.get_list("set-cookie") == theirs.headers.get_list("set-cookie")
+    assert ours.content == theirs.content
+    assert ours.extensions == theirs.extensions
+    assert ours.reason_phrase == theirs.reason_phrase
+    assert ours.request is theirs.request
+    assert (ours.is_closed, ours.is_stream_consumed) == (
+        theirs.is_closed,
+        theirs.is_stream_consumed,
+    )
 
 
 def test_a_call_that_frames_its_own_body_is_built_by_httpx() -> None:
     defaults = tuple(httpx.AsyncClient().headers.raw)
     for own in (("Host", "vendor.example"), ("Content-Length", "3"), ("transfer-encoding", "x")):
-        assert _merged(defaults, (own,))[1], own
+        assert _merged(defaults, (own,)).framed, own
