@@ -4,13 +4,16 @@ in paths, and every 5xx logged with a request id the client is given too. In pro
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
+import os
 from pathlib import Path
 
 import httpx
 import pytest
 
+from app.http.problems import request_id_of
 from app.store import Store
 from tests.admin_support import admin, fan_out, problem
 from tests.blackbox import ADMIN_KEY, GatewayProcess, free_port, write_config
@@ -119,6 +122,24 @@ async def test_an_unexpected_error_is_a_logged_500_with_a_request_id(
         assert len(ids) == 51 and all(len(rid) == 16 for rid in ids), "request ids repeat"
 
 
+def test_a_forked_process_makes_request_ids_of_its_own() -> None:
+    """A pre-forking server's workers start from the parent's generator: each must seed
+    its own, or parent and child hand out the same ids, one after another."""
+    read_end, write_end = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: its next id, then out at once
+        try:
+            os.write(write_end, request_id_of({}).encode())
+        finally:
+            os._exit(0)
+    os.close(write_end)
+    ours = request_id_of({})
+    with os.fdopen(read_end, "rb") as pipe:
+        theirs = pipe.read().decode()
+    os.waitpid(pid, 0)
+    assert len(theirs) == 16 and theirs != ours
+
+
 @SQLITE
 async def test_a_5xx_without_an_exception_is_logged_once_with_its_request_id(
     store: Store, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
@@ -143,19 +164,30 @@ async def test_a_served_gateway_checks_the_key_first_and_logs_a_5xx_with_its_id(
     tmp_path: Path,
 ) -> None:
     """A real ``syncgate serve``: wrong methods and unknown admin paths are 401 without
-    the key; a vendor that cannot be reached gives a 502 whose request id is in the log."""
+    the key; a vendor that cannot be reached gives a 502 whose request id is in the log;
+    two gateways (as behind one load balancer, logging to one place) never hand out the
+    same request id."""
     closed = free_port()  # nothing listens there: the vendor is down
-    config = tmp_path / "config.yaml"
-    write_config(
-        config,
-        f"sqlite:///{tmp_path / 'gateway.db'}",
-        {"inboxops": f"http://127.0.0.1:{closed}"},
-        create_rules=[],
-    )
-    port = free_port()
-    gateway = GatewayProcess(config, port, "hygiene", tmp_path / "gateway.log")
+    gateways = []
+    for name in ("hygiene", "hygiene-2"):
+        config = tmp_path / f"{name}.yaml"
+        write_config(
+            config,
+            f"sqlite:///{tmp_path / name}.db",
+            {"inboxops": f"http://127.0.0.1:{closed}"},
+            create_rules=[],
+        )
+        gateways.append(GatewayProcess(config, free_port(), name, tmp_path / f"{name}.log"))
+    gateway, other = gateways
     try:
-        await gateway.ready()
+        await asyncio.gather(gateway.ready(), other.ready())
+        async with httpx.AsyncClient(timeout=30) as client:
+            answers = await asyncio.gather(
+                *(client.get(f"{g.url}/healthz") for g in gateways for _ in range(40))
+            )
+        assert all(a.status_code == 200 for a in answers), answers
+        ids = [a.headers["x-request-id"] for a in answers]
+        assert len(set(ids)) == len(ids), "two gateways handed out the same request id"
         async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
             for method, path in [*WRONG_METHODS, ("GET", "/admin/nothing-here")]:
                 response = await client.request(method, path)
@@ -173,7 +205,7 @@ async def test_a_served_gateway_checks_the_key_first_and_logs_a_5xx_with_its_id(
         rid = failed.headers["x-request-id"]
         assert failed.json()["request_id"] == rid
     finally:
-        await gateway.stop()
+        await asyncio.gather(*(g.stop() for g in gateways))
     lines = [
         json.loads(line)
         for line in gateway.log_path.read_text().splitlines()

@@ -10,6 +10,7 @@ exception by the handler that answers it (with the traceback), any other 5xx by
 from __future__ import annotations
 
 import logging
+import os
 import random
 import re
 from typing import Annotated, Any
@@ -43,7 +44,10 @@ REQUEST_ID_HEADER = "x-request-id"
 _SANE_REQUEST_ID = re.compile(r"[A-Za-z0-9._:-]{1,64}")
 #: Request ids need to be unique, not secret: the Mersenne Twister (seeded from the OS's
 #: randomness) makes one without a system call, as ``secrets.token_hex`` makes for each.
+#: A process forked from this one (a pre-forking server) seeds its own again, as the
+#: ``random`` module does for its shared generator: otherwise both would make the same ids.
 _IDS = random.Random()
+os.register_at_fork(after_in_child=_IDS.seed)
 
 
 class ConfigIssueOut(msgspec.Struct):
