@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 import httpx
 import pytest
 from aiohttp import web
+from httpx_aiohttp import AiohttpTransport
 
 from adapters._http import send
 from app.config.schema import SystemSettings
@@ -319,3 +320,80 @@ def test_a_call_that_frames_its_own_body_is_built_by_httpx() -> None:
     defaults = tuple(httpx.AsyncClient().headers.raw)
     for own in (("Host", "vendor.example"), ("Content-Length", "3"), ("transfer-encoding", "x")):
         assert _merged(defaults, (own,)).framed, own
+
+
+class WireRecorder:
+    """A bare HTTP/1.1 server on loopback that keeps each request's bytes as they came on
+    the wire (head and body) and answers 200 with a small JSON body."""
+
+    def __init__(self) -> None:
+        self.requests: list[bytes] = []
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            while head := await reader.readuntil(b"\r\n\r\n"):
+                length = 0
+                for line in head.split(b"\r\n")[1:]:
+                    name, _, value = line.partition(b":")
+                    if name.strip().lower() == b"content-length":
+                        length = int(value)
+                body = await reader.readexactly(length)
+                self.requests.append(head + body)
+                answer = b'{"ok": true}'
+                writer.write(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+                    b"Content-Length: %d\r\n\r\n%s" % (len(answer), answer)
+                )
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+
+@pytest.mark.parametrize(
+    ("method", "kwargs"),
+    [
+        ("GET", {}),
+        ("GET", {"params": {"status": "all", "sort": "updatedAt,desc"}}),
+        ("PUT", {"content": b'{"status": "resolved"}'}),
+        ("PATCH", {"content": b'{"title": "caf\xc3\xa9"}'}),
+        ("POST", {"content": b""}),
+        ("DELETE", {}),
+    ],
+    ids=["get", "get-params", "put", "patch-utf8", "post-empty", "delete"],
+)
+async def test_the_bytes_on_the_wire_are_the_ones_httpx_aiohttp_sends(
+    method: str, kwargs: dict[str, object]
+) -> None:
+    """The gateway's client builds requests and their headers its own way
+    (``app/outbound.py``): what reaches the vendor must be, byte for byte, what stock
+    httpx on httpx-aiohttp's transport sends for the same call, but for a query, which
+    goes out as httpx encoded it."""
+    recorder = WireRecorder()
+    server = await asyncio.start_server(recorder.handle, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    url = f"http://127.0.0.1:{port}/api/v1/tickets/7"
+    headers = {"Authorization": "Bearer k-1", "Accept": "application/json"}
+    ours = http_client(system(f"http://127.0.0.1:{port}"))
+    stock = httpx.AsyncClient(timeout=httpx.Timeout(10.0), transport=AiohttpTransport())
+    try:
+        for client in (ours, stock):
+            response = await client.request(method, url, headers=headers, **kwargs)  # type: ignore[arg-type]
+            assert response.status_code == 200 and response.json() == {"ok": True}
+    finally:
+        await ours.aclose()
+        await stock.aclose()
+        server.close()
+        await server.wait_closed()
+    sent, expected = recorder.requests
+    line, _, rest = sent.partition(b"\r\n")
+    stock_line, _, stock_rest = expected.partition(b"\r\n")
+    assert rest == stock_rest  # every header, in order, and the body
+    # the target exactly as httpx encodes it; stock httpx-aiohttp lets yarl requote the
+    # query (``%2C`` went out as ``,``: app/outbound.py, ``_target``), so only there
+    # may the two lines differ
+    target = httpx.URL(url, params=kwargs.get("params")).raw_path  # type: ignore[arg-type]
+    assert line == b"%s %s HTTP/1.1" % (method.encode(), target)
+    if "params" not in kwargs:
+        assert line == stock_line
