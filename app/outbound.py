@@ -105,6 +105,7 @@ def _client_timeout(
 _FRAMING = ("host", "content-length", "transfer-encoding")
 #: The methods httpx gives ``Content-Length: 0`` when they carry no body.
 _BODY_METHODS = frozenset({"POST", "PUT", "PATCH"})
+#: That header, as the (name, lower-cased name, value) triple ``_headers`` takes.
 _NO_LENGTH = (b"Content-Length", b"content-length", b"0")
 
 
