@@ -1,10 +1,13 @@
 """Two revisions of the gateway, taken in turns: what one change costs each.
 
     python -m bench.ab A B [--rounds 8] [--changes 1500] [--latency-ms 0] [--items 1000]
+                           [--db sqlite|postgres]
 
 ``A`` and ``B`` are git revisions (a commit, a branch, ``HEAD~1``), or ``.`` for this tree
 as it is, uncommitted changes included. Each revision gets a worktree of its own (removed
-at the end) and an installation of its own on SQLite: the simulators and the load
+at the end) and an installation of its own, on SQLite or (``--db postgres``, with
+``SYNCGATE_TEST_POSTGRES_URL`` set, as ``source scripts/pg.sh`` does) on a fresh
+PostgreSQL database of its own beside that one: the simulators and the load
 generator come from this tree, the gateway from the revision's, run by this Python (the
 revisions' dependencies must be what is installed here). The harness takes the first
 CPU, the gateways the second, as ``bench.run`` pins them.
@@ -37,10 +40,11 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from bench.db import fresh_pg_database
 from bench.install import Installation, create_items, start_gateway
 from bench.load import Cursor
 from bench.procs import ROOT, pin_harness
-from bench.run import phase_ingest
+from bench.run import pg_url, phase_ingest
 
 CONCURRENCY = 32
 WARM_UP = 300
@@ -120,6 +124,16 @@ async def turn(inst: Installation, cursor: Cursor, changes: int) -> tuple[float,
     return out["cpu_ms_per_change"], out["transactions_per_change"]
 
 
+async def database(kind: str, name: str, wd: Path) -> str:
+    """The database URL of installation ``name``: a SQLite file in its work directory,
+    or a fresh PostgreSQL database of its own (``syncgate_ab_a``, ``syncgate_ab_b``)."""
+    if kind == "sqlite":
+        return f"sqlite+aiosqlite:///{wd}/gateway.db"
+    url = pg_url()
+    assert url is not None  # checked before anything started (main)
+    return await fresh_pg_database(url, f"syncgate_ab_{name.lower()}")
+
+
 async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     log(pin_harness(True))
     labels = {"A": args.a, "B": args.b}
@@ -132,13 +146,13 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 wd = work / f"run-{name}"
                 wd.mkdir()
                 inst, _ = await start_gateway(
-                    wd, f"sqlite+aiosqlite:///{wd}/gateway.db", label=f"gateway-{name}", root=root
+                    wd, await database(args.db, name, wd), label=f"gateway-{name}", root=root
                 )
                 insts[name] = inst
                 await create_items(inst, args.items)
                 cursors[name] = Cursor(inst.items)
                 await inst.set_latency(args.latency_ms)
-                log(f"{name}: {rev} at {root}, {args.items} work items")
+                log(f"{name}: {rev} at {root}, {args.items} work items on {args.db}")
             for name, inst in insts.items():
                 await turn(inst, cursors[name], WARM_UP)
             cpu: dict[str, list[float]] = {"A": [], "B": []}
@@ -160,6 +174,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     result = {
         "a": args.a,
         "b": args.b,
+        "db": args.db,
         "latency_ms": args.latency_ms,
         "changes_per_turn": args.changes,
         "cpu_ms": cpu,
@@ -179,9 +194,20 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--latency-ms", type=float, default=0.0, help="vendor latency (0)")
     parser.add_argument("--items", type=int, default=1000, help="work items (1000)")
     parser.add_argument("--json", type=Path, help="also write the figures here")
+    parser.add_argument(
+        "--db",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="the gateways' database (default sqlite); postgres needs"
+        " SYNCGATE_TEST_POSTGRES_URL (source scripts/pg.sh)",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.changes < 1 or args.items < 1:
         parser.error("--rounds, --changes and --items must be at least 1")
+    if args.db == "postgres" and not pg_url():
+        parser.error(
+            "--db postgres needs SYNCGATE_TEST_POSTGRES_URL: run `source scripts/pg.sh` first"
+        )
     for rev in (args.a, args.b):
         check_revision(rev)
     work = Path(tempfile.mkdtemp(prefix="syncgate-ab-"))

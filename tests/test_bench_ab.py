@@ -4,6 +4,7 @@ median and range, and the worktrees it made are gone at the end."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -52,9 +53,32 @@ def test_a_name_that_is_no_commit_is_refused_before_anything_starts() -> None:
     assert worktrees() == before
 
 
+def test_postgres_without_a_server_is_refused_before_anything_starts() -> None:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SYNCGATE_TEST_POSTGRES_URL", "SYNCGATE_BENCH_POSTGRES_URL")
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "bench.ab", "HEAD", ".", "--db", "postgres"],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert done.returncode == 2
+    assert "--db postgres needs SYNCGATE_TEST_POSTGRES_URL" in done.stderr
+    assert "CPU pinning" not in done.stderr, "an installation was started"
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-def test_two_revisions_take_turns_and_leave_no_worktree(tmp_path: Path) -> None:
+@pytest.mark.parametrize("db", ["sqlite", "postgres"])
+def test_two_revisions_take_turns_and_leave_no_worktree(tmp_path: Path, db: str) -> None:
+    if db == "postgres":
+        assert os.environ.get("SYNCGATE_TEST_POSTGRES_URL"), "run the suite with scripts/test"
     before = worktrees()
     out = tmp_path / "ab.json"
     done = subprocess.run(
@@ -72,6 +96,8 @@ def test_two_revisions_take_turns_and_leave_no_worktree(tmp_path: Path) -> None:
             "20",
             "--json",
             str(out),
+            "--db",
+            db,
         ],
         cwd=ROOT,
         capture_output=True,
@@ -87,4 +113,5 @@ def test_two_revisions_take_turns_and_leave_no_worktree(tmp_path: Path) -> None:
     assert len(result["cpu_ms"]["A"]) == len(result["cpu_ms"]["B"]) == 2
     assert all(ms > 0 for ms in result["cpu_ms"]["A"] + result["cpu_ms"]["B"])
     assert "A: HEAD at " in done.stderr and "/tree-A" in done.stderr
+    assert f"work items on {db}" in done.stderr and result["db"] == db
     assert worktrees() == before, "a worktree was left behind"
