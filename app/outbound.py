@@ -146,23 +146,17 @@ def _request(
     them, so that it has none of them to work out. The same headers, as
     ``httpx-aiohttp`` would give them to aiohttp (``multi_items()``: lower-cased names),
     go in ``extensions[AIOHTTP_HEADERS]``."""
-    netloc = url.netloc
-    host = netloc.decode("ascii")  # httpx's netloc is IDNA-encoded: ASCII only
-    if content:  # httpx: the body's length, added after the call's headers
-        length = b"%d" % len(content)
-        items = [
-            (b"Host", b"host", netloc),
-            *merged.headers._list,
-            (b"Content-Length", b"content-length", length),
-        ]
-        pairs = [("host", host), *merged.pairs, ("content-length", length.decode())]
-    elif method.upper() in _BODY_METHODS:  # httpx: a length of 0, added with Host
-        items = [(b"Host", b"host", netloc), _NO_LENGTH, *merged.headers._list]
-        pairs = [("host", host), ("content-length", "0"), *merged.pairs]
+    host = (b"Host", b"host", url.netloc)
+    # httpx adds Host first, then the body's length after the call's headers, or a
+    # length of 0 with Host for a body method sent without one
+    if content:
+        front, back = [host], [(b"Content-Length", b"content-length", b"%d" % len(content))]
+    elif method.upper() in _BODY_METHODS:
+        front, back = [host, _NO_LENGTH], []
     else:
-        items = [(b"Host", b"host", netloc), *merged.headers._list]
-        pairs = [("host", host), *merged.pairs]
-    extensions[AIOHTTP_HEADERS] = pairs
+        front, back = [host], []
+    items = [*front, *merged.headers._list, *back]
+    extensions[AIOHTTP_HEADERS] = [*_ascii_pairs(front), *merged.pairs, *_ascii_pairs(back)]
     request = httpx.Request(
         method,
         url,
@@ -173,6 +167,12 @@ def _request(
     # what ``request.read()`` sets from the stream, as httpx reads a body given as bytes
     request._content = content or b""
     return request
+
+
+def _ascii_pairs(items: list[tuple[bytes, bytes, bytes]]) -> list[tuple[str, str]]:
+    """``multi_items()`` of headers httpx frames a request with (Host, whose netloc is
+    IDNA-encoded, and Content-Length): ASCII only."""
+    return [(lower.decode("ascii"), value.decode("ascii")) for _, lower, value in items]
 
 
 class NoCookies(httpx.Cookies):
@@ -310,14 +310,7 @@ class PooledTransport(AiohttpTransport):
             # httpx-aiohttp's mapping to httpx's errors, entered only on the way out
             with map_aiohttp_exceptions():
                 raise
-        return _response(
-            request,
-            response.status,
-            response.reason,
-            response.raw_headers,
-            body,
-            encoded="Content-Encoding" in response.headers,
-        )
+        return _response(request, response.status, response.reason, response.raw_headers, body)
 
 
 def _response(
@@ -326,33 +319,30 @@ def _response(
     reason: str | None,
     raw_headers: Iterable[tuple[bytes, bytes]],
     body: bytes,
-    *,
-    encoded: bool,
 ) -> httpx.Response:
     """The response ``httpx-aiohttp`` builds from aiohttp's, read (``read_whole``), with
     its headers taken as they are (``_headers``). tests/test_outbound.py compares the two."""
     extensions: dict[str, Any] = {"http_version": b"HTTP/1.1"}
     if reason:
         extensions["reason_phrase"] = reason.encode()
+    items = [(name, name.lower(), value) for name, value in raw_headers]
     response = httpx.Response(
         status_code=status,
-        headers=_headers([(name, name.lower(), value) for name, value in raw_headers]),
+        headers=_headers(items),
         stream=httpx.ByteStream(body),
         request=request,
         extensions=extensions,
     )
+    encoded = any(lower == b"content-encoding" for _, lower, _ in items)
     return read_whole(response, body, encoded=encoded)
 
 
-def read_whole(
-    response: httpx.Response, body: bytes, *, encoded: bool | None = None
-) -> httpx.Response:
+def read_whole(response: httpx.Response, body: bytes, *, encoded: bool) -> httpx.Response:
     """``response.read()`` for a body already in memory: with no ``Content-Encoding``
     (what vendor APIs send) httpx's decoders would hand back ``body`` itself, so it is
     taken as the content at once, in the state ``read`` leaves a response in; an encoded
-    body goes through ``read``. ``encoded`` says whether it has a ``Content-Encoding``,
-    when the caller knows (``None``: look)."""
-    if encoded if encoded is not None else "content-encoding" in response.headers:
+    body (``encoded``: it has a ``Content-Encoding``) goes through ``read``."""
+    if encoded:
         response.read()
         return response
     response._content = body
