@@ -37,16 +37,24 @@ def worktrees() -> list[str]:
     return [line for line in out.splitlines() if line.startswith("worktree ")]
 
 
-def test_a_name_that_is_no_commit_is_refused_before_anything_starts() -> None:
-    before = worktrees()
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.ab", "HEAD", "no-such-revision-here"],
+def bench_ab(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 60
+) -> subprocess.CompletedProcess[str]:
+    """``python -m bench.ab ARGS`` from the repository, its output captured."""
+    return subprocess.run(
+        [sys.executable, "-m", "bench.ab", *args],
         cwd=ROOT,
+        env=env,
         capture_output=True,
         text=True,
-        timeout=60,
+        timeout=timeout,
         check=False,
     )
+
+
+def test_a_name_that_is_no_commit_is_refused_before_anything_starts() -> None:
+    before = worktrees()
+    done = bench_ab("HEAD", "no-such-revision-here")
     assert done.returncode != 0
     assert "'no-such-revision-here' is not a commit" in done.stderr
     assert "CPU pinning" not in done.stderr, "an installation was started"
@@ -59,15 +67,7 @@ def test_postgres_without_a_server_is_refused_before_anything_starts() -> None:
         for k, v in os.environ.items()
         if k not in ("SYNCGATE_TEST_POSTGRES_URL", "SYNCGATE_BENCH_POSTGRES_URL")
     }
-    done = subprocess.run(
-        [sys.executable, "-m", "bench.ab", "HEAD", ".", "--db", "postgres"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
+    done = bench_ab("HEAD", ".", "--db", "postgres", env=env)
     assert done.returncode == 2
     assert "--db postgres needs SYNCGATE_TEST_POSTGRES_URL" in done.stderr
     assert "CPU pinning" not in done.stderr, "an installation was started"
@@ -81,29 +81,20 @@ def test_two_revisions_take_turns_and_leave_no_worktree(tmp_path: Path, db: str)
         assert os.environ.get("SYNCGATE_TEST_POSTGRES_URL"), "run the suite with scripts/test"
     before = worktrees()
     out = tmp_path / "ab.json"
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "bench.ab",
-            "HEAD",
-            ".",
-            "--rounds",
-            "2",
-            "--changes",
-            "60",
-            "--items",
-            "20",
-            "--json",
-            str(out),
-            "--db",
-            db,
-        ],
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
+    done = bench_ab(
+        "HEAD",
+        ".",
+        "--rounds",
+        "2",
+        "--changes",
+        "60",
+        "--items",
+        "20",
+        "--json",
+        str(out),
+        "--db",
+        db,
         timeout=280,
-        check=False,
     )
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr[-4000:]}"
     lines = done.stdout.splitlines()
