@@ -230,7 +230,7 @@ class Settings(Base, frozen=True):
 
     #: SQLAlchemy URL; ``SYNCGATE_DATABASE_URL`` overrides it.
     database_url: str = "sqlite:///var/syncgate.db"
-    #: SQLite only: the write-ahead log is emptied once past this many MiB.
+    #: SQLite only: the write-ahead log is started over once past this many MiB.
     sqlite_wal_limit_mb: float = 64.0
     server: ServerSettings = msgspec.field(default_factory=ServerSettings)
     admin: AdminSettings = msgspec.field(default_factory=AdminSettings)
