@@ -165,6 +165,7 @@ class Proc:
     def stop(self, timeout: float = 15.0) -> None:
         _LIVE.discard(self)
         if self.alive():
+            self.popen.send_signal(signal.SIGCONT)  # a paused process would not see SIGTERM
             self.popen.send_signal(signal.SIGTERM)
             try:
                 self.popen.wait(timeout)
@@ -173,6 +174,13 @@ class Proc:
                 self.popen.wait(5)
         if not self._log_file.closed:
             self._log_file.close()
+
+    def pause(self) -> None:
+        """SIGSTOP: the process keeps everything it holds and runs nothing."""
+        self.popen.send_signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self.popen.send_signal(signal.SIGCONT)
 
     def kill9(self) -> None:
         """SIGKILL, as a crash would."""

@@ -67,6 +67,8 @@ FULL = {
     "repeat": 3,
     # rounds of the gateway, the two floors and Node-RED taking turns (bench/paired.py)
     "paired_rounds": 9,
+    # rounds of one and two PostgreSQL processes taking turns (bench/scaleout.py)
+    "scaleout_rounds": 10,
 }
 QUICK = {
     # as many items as changes in one ingest run: every change flips a different item, so
@@ -82,6 +84,7 @@ QUICK = {
     "scale_items": 20_000,
     "repeat": 1,
     "paired_rounds": 2,
+    "scaleout_rounds": 1,
 }
 
 
@@ -1325,13 +1328,19 @@ def scaleout_lines(so: dict[str, Any]) -> list[str]:
         return [f"scale-out (postgres): skipped ({so['skipped']})"]
     out = []
     one, two = so.get("one", {}), so.get("two", {})
-    ratio = _ratio(two.get("cpu_ms_per_change", float("nan")), one.get("cpu_ms_per_change", 0))
+    turns = so.get("in_turns", {})
+    ratio = turns.get("median", float("nan"))
     out.append(
         f"scale-out total CPU per change (postgres, c=32)  1 process"
         f" {_f(one.get('cpu_ms_per_change', float('nan')), '.2f', ' ms')}"
         f"  2 processes {_f(two.get('cpu_ms_per_change', float('nan')), '.2f', ' ms')}"
-        f"  x {_f(ratio, '.3f')} ({_f((ratio - 1) * 100, '+.1f', ' %')})"
+        f"  x {_f(ratio, '.3f')} ({_f((ratio - 1) * 100, '+.1f', ' %')}; rounds"
+        f" {_f(turns.get('min', float('nan')), '.3f')}-{_f(turns.get('max', float('nan')), '.3f')})"
         f"   target within 15 %: {_verdict(abs(ratio - 1), 0.15)}"
+    )
+    out.append(
+        f"  (taken in turns: {so.get('rounds', 'n/a')} rounds of one run each, the median"
+        " of the rounds' ratios; the CPU figures are medians of the runs)"
     )
     out.append(
         "scale-out database transactions per change  1 process"
@@ -1369,8 +1378,11 @@ def table(r: dict[str, Any]) -> str:
         lines.append(f"postgres: skipped ({r['gateway_postgres']['skipped']})")
     if any(isinstance(r.get(key), dict) and r[key].get("ingest") for key, _ in SIDE):
         lines.append(side_table(r))
-    elif isinstance(r.get("paired"), dict):
-        lines += ["", paired.paired_line(r["paired"])]
+    else:
+        if isinstance(r.get("paired"), dict):
+            lines += ["", paired.paired_line(r["paired"])]
+        if isinstance(r.get("scaleout_postgres"), dict):  # --only scaleout
+            lines += ["", *scaleout_lines(r["scaleout_postgres"])]
     lines.append("")
     lines.append(
         f"total {r.get('seconds', 0):.0f} s, mode {r.get('mode')}, "

@@ -8,6 +8,10 @@ under the same load, and a ``kill -9`` of one of the two mid-run.
    the same ``n`` changes at c = 32 shared out between the two URLs (as a load balancer
    would); CPU per change = both processes' CPU together (and their transactions and
    involuntary context switches together). Target: within 15 % of (1).
+
+   (1) and (2) take turns, ``scaleout_rounds`` rounds of one run each; the figure is
+   the median of the rounds' ratios (2) / (1), as for the CPU ratios of
+   ``bench/paired.py``. For (1) the second process is paused (SIGSTOP).
 3. Vendors slowed (50 ms a request, so writes are in flight), ``n`` changes at c = 32 to
    both processes and, at the same time, ``k`` new hookstream issues (each fanned out
    into three new objects by whichever process claims it). When half the changes are
@@ -193,43 +197,97 @@ async def kill9_run(
     }
 
 
+async def open_transactions(inst: Installation) -> int:
+    """Sessions of the installation's PostgreSQL database other than this one that are
+    inside a statement or a transaction."""
+    assert inst.db is not None
+    rows = await inst.db.fetch(
+        "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()"
+        " AND pid <> pg_backend_pid() AND state IS NOT NULL AND state <> 'idle'"
+    )
+    return int(rows[0][0])
+
+
+async def paused(inst: Installation, proc: Proc, tries: int = 100) -> None:
+    """Pause ``proc`` (SIGSTOP) at a moment it holds no transaction open, so the other
+    process never waits for a lock it holds: paused inside one, it is let go on and
+    paused again a moment later. Called while the installation is quiet: nothing is
+    claimed, and only an idle round's claim can be in flight."""
+    for _ in range(tries):
+        proc.pause()
+        if not await open_transactions(inst):
+            return
+        proc.resume()
+        await asyncio.sleep(0.02)
+    raise RuntimeError(f"{proc.name}: never without an open transaction in {tries} tries")
+
+
 async def scaleout(
     inst: Installation, p: dict[str, Any], waiter: Any, log: Any, warm_up: Any
 ) -> dict[str, Any]:
     """Runs on a started PostgreSQL gateway installation (``lease_s=LEASE_S``).
-    ``waiter`` and ``warm_up`` are the harness's own (``bench/run.py``). Each
-    configuration is warmed up before it is measured: the second process starts just
-    before its runs, and its first changes (connections opened, statements prepared,
-    caches filled) would otherwise be counted in them."""
+    ``waiter`` and ``warm_up`` are the harness's own (``bench/run.py``).
+
+    One and two processes take turns, round after round (``scaleout_rounds``; the order
+    within a round alternates), and the figure held against the target is the median of
+    the rounds' ratios: this VM's speed drifts by up to 2x within a run, so runs of one
+    configuration and then runs of the other measured the drift as much as the second
+    process. The second process is started and warmed up once (connections opened,
+    statements prepared, caches filled, as the first's are) and paused (SIGSTOP, at a
+    moment it holds no transaction) for each one-process run: it takes no part in it
+    and spends no CPU."""
     assert inst.server is not None
     created = await create_items(inst, p["items"])
     log(f"scale-out: {len(inst.items)} work items in {created:.1f}s")
     cursor = Cursor(inst.items)
     n = min(p["ingest_n"][32], len(inst.items))
-    out: dict[str, Any] = {"items": len(inst.items), "changes_per_run": n, "lease_s": LEASE_S}
-    one_runs, two_runs = [], []
-    second: Proc | None = None
-    out["warmed_up"] = {}
+    rounds = p.get("scaleout_rounds", p["repeat"])
+    out: dict[str, Any] = {
+        "items": len(inst.items),
+        "changes_per_run": n,
+        "lease_s": LEASE_S,
+        "rounds": rounds,
+    }
+    one_url = [inst.webhook_url()]
+    out["warmed_up"] = {"one": await warm_up(inst, cursor, p, one_url)}
+    second, url2 = await start_gateway_process(inst, "gateway-postgres-2")
     try:
-        out["warmed_up"]["one"] = await warm_up(inst, cursor, p, [inst.webhook_url()])
-        for r in range(p["repeat"]):
-            log(f"  scale-out: 1 process, c=32, run {r + 1}/{p['repeat']}")
-            one_runs.append(
-                await ingest_cpu(inst, [inst.server], [inst.webhook_url()], cursor, n, waiter)
-            )
-        second, url2 = await start_gateway_process(inst, "gateway-postgres-2")
-        urls = [inst.webhook_url(), f"{url2}/webhooks/inboxops"]
+        urls = [*one_url, f"{url2}/webhooks/inboxops"]
         out["warmed_up"]["two"] = await warm_up(inst, cursor, p, urls)
-        for r in range(p["repeat"]):
-            log(f"  scale-out: 2 processes, c=32, run {r + 1}/{p['repeat']}")
+        one_runs: list[dict[str, Any]] = []
+        two_runs: list[dict[str, Any]] = []
+
+        async def one() -> None:
+            await paused(inst, second)
+            try:
+                one_runs.append(await ingest_cpu(inst, [inst.server], one_url, cursor, n, waiter))
+            finally:
+                second.resume()
+
+        async def two() -> None:
             two_runs.append(await ingest_cpu(inst, [inst.server, second], urls, cursor, n, waiter))
+
+        for r in range(rounds):
+            for configuration in (one, two) if r % 2 == 0 else (two, one):
+                log(
+                    f"  scale-out: round {r + 1}/{rounds},"
+                    f" {'1 process' if configuration is one else '2 processes'}, c=32"
+                )
+                await configuration()
         out["one"] = _median(one_runs)
         out["two"] = _median(two_runs)
+        pairs = zip(one_runs, two_runs, strict=True)
+        ratios = [b["cpu_ms_per_change"] / a["cpu_ms_per_change"] for a, b in pairs]
+        out["in_turns"] = {
+            "ratios": ratios,
+            "median": statistics.median(ratios),
+            "min": min(ratios),
+            "max": max(ratios),
+        }
         log(f"  scale-out: kill -9 of one of 2 processes mid-run ({n} changes)")
         out["kill9"] = await kill9_run(inst, second, list(urls), cursor, n, max(10, n // 8), waiter)
     finally:
-        if second is not None:
-            second.stop()
+        second.stop()
     return out
 
 

@@ -166,6 +166,15 @@ def test_quick_benchmark_runs_and_reports(tmp_path: Path) -> None:
             # before its runs and took part in a warm-up of its own first
             assert so["warmed_up"][phase] > 0, so["warmed_up"]
         assert "scale-out database transactions per change" in proc.stdout
+        # one and two processes took turns, a ratio per round (the second process
+        # paused, not stopped, for the one-process runs)
+        so_turns = so["in_turns"]
+        assert len(so_turns["ratios"]) == so["rounds"] >= 1
+        assert so_turns["min"] <= so_turns["median"] <= so_turns["max"]
+        assert so_turns["min"] > 0
+        assert [r["processes"] for r in so["one"]["runs"]] == [1] * so["rounds"]
+        assert [r["processes"] for r in so["two"]["runs"]] == [2] * so["rounds"]
+        assert "taken in turns:" in proc.stdout
         assert so["kill9"]["lost"] == 0
         assert so["kill9"]["duplicate_objects"] == 0
         assert so["kill9"]["missing_objects"] == 0
