@@ -81,14 +81,6 @@ _JSON_CODEC: dict[str, Any] = {
 #: The size of SQLite's write-ahead log past which it is started over, by default (the
 #: ``sqlite_wal_limit_mb`` setting); a frame is a page.
 WAL_LIMIT_MB = 64.0
-#: SQLite's page cache for the gateway's connection, in KiB (SQLite's default is 2 MiB).
-#: The pages a change touches at random (its links, its item, their index entries) are
-#: read again from the file, a system call and a copy each, once they have left the
-#: cache. For 1,000 work items those pages take about 7 MB (the links 3.5, the history's
-#: index by item 2.1, the items 0.5), which 2 MiB cannot hold and 32 MiB holds for
-#: about 5,000 (0.94-0.98 x the CPU per change at 1,000 items, docs/benchmarks.md
-#: "Changes" 27). The cache grows only as pages are read, up to this size.
-SQLITE_CACHE_KIB = 32 * 1024
 #: SQLite's default page, the one the gateway's databases are made with.
 SQLITE_PAGE_BYTES = 4096
 #: A pooled PostgreSQL connection unused for longer than this (seconds) is checked before
@@ -390,7 +382,6 @@ def _sqlite_on_connect(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
     cursor.execute("PRAGMA journal_mode=WAL")
     cursor.execute("PRAGMA synchronous=NORMAL")
-    cursor.execute(f"PRAGMA cache_size=-{SQLITE_CACHE_KIB}")
     # checkpoints run in WalCheckpointer's thread, not in a commit on the event loop
     cursor.execute("PRAGMA wal_autocheckpoint=0")
     cursor.execute("PRAGMA busy_timeout=10000")
