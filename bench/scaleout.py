@@ -241,7 +241,7 @@ async def scaleout(
     log(f"scale-out: {len(inst.items)} work items in {created:.1f}s")
     cursor = Cursor(inst.items)
     n = min(p["ingest_n"][32], len(inst.items))
-    rounds = p.get("scaleout_rounds", p["repeat"])
+    rounds = p["scaleout_rounds"]
     out: dict[str, Any] = {
         "items": len(inst.items),
         "changes_per_run": n,
