@@ -17,6 +17,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import random
 import socket
 import time
 from collections.abc import AsyncIterator, Coroutine
@@ -54,6 +55,45 @@ def bind_socket(host: str = "127.0.0.1", port: int = 0) -> socket.socket:
     sock.listen(2048)
     sock.setblocking(False)
     return sock
+
+
+#: Where ``spare_port`` looks when the kernel's ephemeral range cannot be read.
+_EPHEMERAL_LOW = 32768
+_SPARE_LOW = 10000
+
+
+def _ephemeral_low() -> int:
+    try:
+        with open("/proc/sys/net/ipv4/ip_local_port_range") as f:
+            return int(f.read().split()[0])
+    except (OSError, ValueError, IndexError):
+        return _EPHEMERAL_LOW
+
+
+def spare_port(host: str = "127.0.0.1") -> int:
+    """A port on ``host`` that nothing listens on, for a process that is started later
+    and binds it itself (the tests and benchmarks start ``syncgate serve`` on a port the
+    simulators must know first).
+
+    Taken at random from below the kernel's ephemeral range: a port from port 0 is
+    ephemeral, and any outgoing connection may get it as its local port before the
+    process it was meant for binds it (a parallel test suite makes thousands). Ports
+    below the range are only ever taken by a bind."""
+    low = _ephemeral_low()
+    if low <= _SPARE_LOW + 1000:  # a range that leaves no room below it: the kernel's
+        sock = bind_socket(host)
+        port = int(sock.getsockname()[1])
+        sock.close()
+        return port
+    rng = random.SystemRandom()
+    while True:
+        port = rng.randrange(_SPARE_LOW, low)
+        try:
+            sock = bind_socket(host, port)
+        except OSError:
+            continue
+        sock.close()
+        return port
 
 
 @contextlib.asynccontextmanager

@@ -9,13 +9,14 @@ import contextlib
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
 from pathlib import Path
 
 import httpx
+
+from app.serving import spare_port
 
 ROOT = Path(__file__).resolve().parent.parent
 PY = sys.executable
@@ -26,12 +27,10 @@ _HANDED_OUT: set[int] = set()
 
 
 def free_port() -> int:
-    """A free loopback port, never one this process handed out before (the kernel may
-    offer a just-closed port again before the process it was meant for has bound it)."""
+    """A free loopback port (``spare_port``: never one an outgoing connection can take),
+    never one this process handed out before (a process may not have bound it yet)."""
     while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
+        port = spare_port()
         if port not in _HANDED_OUT:
             _HANDED_OUT.add(port)
             return port

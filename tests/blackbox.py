@@ -21,7 +21,8 @@ import yaml
 
 from adapters._simkit import SimOptions
 from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
-from app.serving import bind_socket, serve_asgi
+from app.serving import serve_asgi
+from app.serving import spare_port as free_port
 from tests.contract.kit import WEBHOOK_TIME_SCALE
 from tests.contract.kits import KITS
 from tests.rig import STATUS_PAGE_ID
@@ -41,13 +42,6 @@ async def eventually(
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting for: {what}")
         await asyncio.sleep(POLL_INTERVAL_S)
-
-
-def free_port() -> int:
-    sock = bind_socket()
-    port = int(sock.getsockname()[1])
-    sock.close()
-    return port
 
 
 def _merge(base: dict[str, Any], extra: Mapping[str, Any]) -> dict[str, Any]:
@@ -139,7 +133,11 @@ class GatewayProcess:
     async def ready(self) -> None:
         assert self.proc.stdout is not None
         line = await asyncio.wait_for(asyncio.to_thread(self.proc.stdout.readline), 60)
-        assert b"serving on" in line, line
+        if b"serving on" not in line:
+            code = await asyncio.to_thread(self.proc.wait, 10) if not line else None
+            self.log.flush()
+            tail = self.log_path.read_text(errors="replace")[-4000:]
+            raise AssertionError(f"gateway not serving ({line!r}, exit {code}); its log:\n{tail}")
 
     def kill9(self) -> None:
         self.proc.send_signal(signal.SIGKILL)

@@ -7,7 +7,6 @@ import contextlib
 import os
 import queue
 import re
-import socket
 import subprocess
 import sys
 import threading
@@ -41,12 +40,6 @@ def syncgate(*args: str, env: dict[str, str] | None = None) -> subprocess.Comple
         timeout=COMMAND_TIMEOUT_S,
         check=False,
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 class Lines:

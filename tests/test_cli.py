@@ -16,12 +16,11 @@ import httpx
 import pytest
 
 from app import tables
-from app.serving import bind_socket
+from app.serving import bind_socket, spare_port
 from tests.cli_support import (
     COMMAND_TIMEOUT_S,
     ROOT,
     clean_env,
-    free_port,
     simulator,
     syncgate,
 )
@@ -87,7 +86,7 @@ VENDOR_APIS = {
 def test_simulate_serves_the_vendor_api_behind_its_api_key(vendor: str) -> None:
     key = f"cli-test-key-{vendor}"
     header, prefix, path = VENDOR_APIS[vendor]
-    port = free_port()
+    port = spare_port()
     with simulator(vendor, port, key) as (url, proc):
         assert url == f"http://127.0.0.1:{port}"
         with httpx.Client(base_url=url, timeout=10.0) as client:
@@ -107,7 +106,7 @@ def test_simulate_serves_the_vendor_api_behind_its_api_key(vendor: str) -> None:
 
 
 def test_simulate_plays_the_behaviour_it_is_given() -> None:
-    port = free_port()
+    port = spare_port()
     with (
         simulator(
             "incidentio",
@@ -206,6 +205,18 @@ def test_version_init_and_a_port_in_use(tmp_path: Path) -> None:
             assert line.endswith("(another process uses it: pick another --port)"), line
     finally:
         busy.close()
+
+
+def test_a_spare_port_is_free_and_out_of_reach_of_outgoing_connections() -> None:
+    """The tests start ``syncgate serve`` on a port picked beforehand: it must be one no
+    outgoing connection can take as its local port before the gateway binds it (one
+    did, and the gateway could not listen), so one from below the ephemeral range."""
+    low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    ports = {spare_port() for _ in range(20)}
+    assert len(ports) > 1  # picked at random, not one fixed port
+    for port in ports:
+        assert port < low, (port, low)
+        bind_socket(port=port).close()  # and nothing listens there
 
 
 def test_an_invalid_config_is_exit_1_for_every_command(tmp_path: Path) -> None:
