@@ -215,7 +215,7 @@ class Gateway:
             lease_s=settings.dispatcher.lease_s,
             ingest=self.ingest,
         )
-        self.events = EventWriter(store, on_stored=self.worker.wake.set)
+        self.events = EventWriter(store, inbox=self.worker)
         self.backfill = Backfill(store, self.engine, self.adapters, clock=clock)
         self.rejections = Rejections()
         self._stop = asyncio.Event()

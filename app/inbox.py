@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
 from typing import NamedTuple
@@ -75,18 +76,18 @@ class EventWriter:
     """Stores received deliveries, all those that arrived while the previous commit ran
     in one transaction (group commit, ``Grouped``). Each delivery's sender is answered
     only after the commit that stored it; a failed commit fails every delivery in it
-    (they get a 5xx and the vendor sends them again)."""
+    (they get a 5xx and the vendor sends them again).
+
+    With an ``inbox`` (this process's worker), the deliveries it has room for are stored
+    already claimed for it and handed to it in memory after the commit
+    (``InboxWorker.hand_over``): no claim transaction of their own. The others are stored
+    unclaimed, and the worker is woken to claim them."""
 
     def __init__(
-        self,
-        store: Store,
-        *,
-        max_batch: int = 512,
-        on_stored: Callable[[], None] | None = None,
+        self, store: Store, *, max_batch: int = 512, inbox: InboxWorker | None = None
     ) -> None:
         self.store = store
-        #: Called after a commit stored new events (wakes the inbox worker).
-        self.on_stored = on_stored
+        self.inbox = inbox
         self._grouped: Grouped[NewEvent, int | None] = Grouped(self._write, max_batch=max_batch)
 
     async def store_event(self, event: NewEvent) -> int | None:
@@ -94,11 +95,49 @@ class EventWriter:
         return await self._grouped.submit(event)
 
     async def _write(self, batch: list[NewEvent]) -> list[int | Exception | None]:
+        now = utcnow()
+        inbox = self.inbox
+        room = inbox.handover_room() if inbox is not None else 0
+        if room:
+            assert inbox is not None
+            until = now + inbox.lease
+            batch = [
+                msgspec.structs.replace(e, claimed_until=until)
+                if i < room and e.state == "pending"
+                else e
+                for i, e in enumerate(batch)
+            ]
         async with self.store.tx(one_statement=True) as tx:
-            ids = await tx.record_events(batch, now=utcnow())
-        if self.on_stored is not None and any(i is not None for i in ids):
-            self.on_stored()
+            ids = await tx.record_events(batch, now=now)
+        if inbox is not None:
+            handed = [
+                stored_event(event_id, e, now)
+                for e, event_id in zip(batch, ids, strict=True)
+                if event_id is not None and e.claimed_until is not None
+            ]
+            if handed:
+                inbox.hand_over(handed)
+            if len(handed) < sum(i is not None for i in ids):
+                inbox.claim_soon()  # some were stored unclaimed
         return list(ids)
+
+
+def stored_event(event_id: int, new: NewEvent, now: datetime) -> Event:
+    """The event ``new`` as stored at ``now`` with id ``event_id``, claimed once."""
+    return Event(
+        id=event_id,
+        system=new.system,
+        delivery_id=new.delivery_id,
+        source=new.source,
+        event_type=new.event_type,
+        body=new.body,
+        headers=new.headers,
+        state=new.state,
+        outcome=new.outcome,
+        attempts=1,
+        received_at=now,
+        processed_at=None,
+    )
 
 
 class Parsed(NamedTuple):
@@ -115,6 +154,16 @@ Finished = tuple[Event, str, str]
 #: Batches of one system's events that name objects to fetch (hints), processed apart
 #: at once; while that many run, none of that system's events is claimed.
 MAX_APART = 4
+
+#: At most this many events handed over by the receiver wait in memory for the worker
+#: (``InboxWorker.hand_over``); past it, deliveries are stored unclaimed and claimed from
+#: the table.
+HANDOVER_MAX = 256
+#: The worker claims from the table (retries come due, deliveries past ``HANDOVER_MAX``,
+#: another process's lapsed claims) when told there is something to claim
+#: (``claim_soon``), and otherwise this often: while events are handed over too, so that
+#: none waits behind a stream of them, and when idle.
+TABLE_CLAIM_EVERY_S = 1.0
 
 #: Tries of an event before it is given up when its processing crashed (a poison event
 #: must not come back forever). Every claim counts, by a process killed while it held the
@@ -157,9 +206,48 @@ class InboxWorker:
         #: The tasks processing events apart (those with hints: ``run_once``), each with
         #: its system.
         self._apart: dict[asyncio.Task[None], str] = {}
+        #: Events the receiver stored claimed for this worker (``hand_over``), oldest
+        #: first; taken only while ``run`` works (``_taking``).
+        self._handed: collections.deque[Event] = collections.deque()
+        self._taking = False
+        self._table_claim_at = 0.0  # when the table is next claimed from (monotonic)
+        self._table_wanted = True  # something to claim there: no need to wait for then
+
+    def handover_room(self) -> int:
+        """How many more received events may be handed over (none unless ``run`` works:
+        a handed event waits for this worker, or for its claim to lapse)."""
+        return HANDOVER_MAX - len(self._handed) if self._taking else 0
+
+    def hand_over(self, events: list[Event]) -> None:
+        """Take events stored already claimed for this worker (``EventWriter``)."""
+        self._handed.extend(events)
+        self.wake.set()
+
+    def claim_soon(self) -> None:
+        """Events may be due in the table: claim from it in the next round."""
+        self._table_wanted = True
+        self.wake.set()
+
+    def _take_handed(self, limit: int) -> list[Event]:
+        """Up to ``limit`` handed events, oldest first. One held for half its lease or
+        more is dropped: its claim lapses soon and another worker may take it then (it
+        lapses and is claimed again here too, so nothing is lost)."""
+        stale = self.clock() - self.lease / 2
+        out: list[Event] = []
+        while self._handed and len(out) < limit:
+            event = self._handed.popleft()
+            if event.received_at > stale:
+                out.append(event)
+        return out
 
     async def run_once(self) -> int:
-        """Claim a batch of pending events and process it; returns how many were claimed.
+        """Take a batch of pending events and process it; returns how many were taken.
+        The batch is claimed from the table when there may be events to claim there
+        (``claim_soon``: some were stored unclaimed, a failed one retried; or the last
+        claim took all it asked for) and at least every ``TABLE_CLAIM_EVERY_S`` (retries
+        come due, another process's claims lapse), even while a stream of handed events
+        keeps the worker busy; otherwise it is the events the receiver handed over
+        (``hand_over``), which need no claim of their own.
 
         The events that carry what they report are applied at once, in one engine
         transaction that also marks them done. Those that name objects to fetch first
@@ -171,10 +259,16 @@ class InboxWorker:
         limit = self.batch if await self.ingest.give_way() else IngestFirst.SMALL_ROUND
         running = collections.Counter(self._apart.values())
         full = [system for system, n in running.items() if n >= MAX_APART]
-        async with self.store.tx(one_statement=True) as tx:
-            events = await tx.claim_events(
-                now=self.clock(), lease=self.lease, limit=limit, full=full
-            )
+        events: list[Event] = []
+        if self._table_wanted or time.monotonic() >= self._table_claim_at:
+            self._table_wanted = False
+            self._table_claim_at = time.monotonic() + TABLE_CLAIM_EVERY_S
+            async with self.store.tx(one_statement=True) as tx:
+                events = await tx.claim_events(
+                    now=self.clock(), lease=self.lease, limit=limit, full=full
+                )
+            self._table_wanted = len(events) >= limit  # more may be waiting there
+        events = events or self._take_handed(limit)
         if not events:
             return 0
         readable, unreadable = self._parse(events)
@@ -182,6 +276,11 @@ class InboxWorker:
         for p in readable:
             if p.webhook.hints:
                 hinted.setdefault(p.event.system, []).append(p)
+        # a system at MAX_APART is never claimed from the table, but its events may have
+        # been handed over: given back, to be claimed once it has room
+        if back := [p.event.id for system in full for p in hinted.pop(system, [])]:
+            async with self.store.tx() as tx:
+                await tx.release_events(back)
         for system, batch in hinted.items():
             task = asyncio.get_running_loop().create_task(self._settle_apart(system, batch))
             self._apart[task] = system
@@ -194,6 +293,7 @@ class InboxWorker:
     async def run_until_idle(self) -> None:
         """Process until no event is pending, those processed apart included."""
         while True:
+            self._table_wanted = True
             claimed = await self.run_once()
             if self._apart:
                 await asyncio.wait(set(self._apart))
@@ -202,7 +302,7 @@ class InboxWorker:
 
     def _finished_apart(self, task: asyncio.Task[None]) -> None:
         del self._apart[task]
-        self.wake.set()  # that system's events may be claimed again
+        self.claim_soon()  # that system's events may be claimed again
         if not task.cancelled() and task.exception() is not None:
             # not even retrying later could be recorded: the events' leases lapse, and
             # they are claimed again then
@@ -252,17 +352,34 @@ class InboxWorker:
                 raise StateConflict(
                     f"event {event_id} is {found.state}: only a failed event can be retried"
                 )
-        self.wake.set()
+        self.claim_soon()
         return event
 
     async def run(self, stop: asyncio.Event, idle_s: float = 1.0) -> None:
+        self._taking = True
         try:
             await work_until_stopped(
                 self.run_once, wake=self.wake, stop=stop, idle_s=idle_s, log=log
             )
-        finally:  # the events processed apart finish too (their reads time out at worst)
+        finally:
+            self._taking = False
+            await self._give_back_handed()
+            # the events processed apart finish too (their reads time out at worst)
             if self._apart:
                 await asyncio.wait(set(self._apart))
+
+    async def _give_back_handed(self) -> None:
+        """On stop: the handed events not taken yet are made due again at once, for
+        whichever process runs next (else they would wait for their claims to lapse)."""
+        back = [event.id for event in self._handed]
+        self._handed.clear()
+        if not back:
+            return
+        try:
+            async with self.store.tx() as tx:
+                await tx.release_events(back)
+        except Exception:  # their claims lapse instead
+            log.warning("could not give back %d handed events", len(back), exc_info=True)
 
     def _parse(self, events: list[Event]) -> tuple[list[Parsed], list[Finished]]:
         """Each event read by its system's adapter; those that cannot be (no such system,

@@ -76,7 +76,8 @@ class EventQueries(TxBase):
                     "headers": e.headers,
                     "state": e.state,
                     "outcome": e.outcome,
-                    "attempts": 0,
+                    "attempts": 0 if e.claimed_until is None else 1,
+                    "claimed_until": e.claimed_until,
                     "received_at": now,
                     "processed_at": now if e.state != "pending" else None,
                 },
@@ -101,6 +102,15 @@ class EventQueries(TxBase):
         }
         rows = await self._run(CLAIM_EVENTS[self.postgres], params)
         return sorted((event_of(r) for r in rows), key=lambda e: e.id)
+
+    async def release_events(self, event_ids: Sequence[int]) -> None:
+        """Give back claimed events unprocessed: due now, their claim's try not counted."""
+        if event_ids:
+            await self._run(
+                sa.update(t.events)
+                .where(t.events.c.id.in_(event_ids), t.events.c.state == "pending")
+                .values(claimed_until=None, attempts=t.events.c.attempts - 1)
+            )
 
     async def finish_event(self, event_id: int, *, state: str, outcome: str, now: datetime) -> None:
         await self.finish_events([(event_id, state, outcome)], now=now)

@@ -75,6 +75,10 @@ class NewEvent(msgspec.Struct, kw_only=True):
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     state: str = "pending"
     outcome: str | None = None
+    #: Stored already claimed until then (its first try counted): the receiver hands it
+    #: to this process's inbox worker in memory (``InboxWorker.hand_over``), not through
+    #: a claim of its own. None: stored unclaimed.
+    claimed_until: datetime | None = None
 
 
 class FinishedWrite(msgspec.Struct, kw_only=True):
