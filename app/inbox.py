@@ -13,9 +13,9 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-import time
 from collections.abc import Callable, Mapping
 from datetime import datetime, timedelta
+from time import monotonic
 from typing import NamedTuple
 
 import msgspec
@@ -260,9 +260,9 @@ class InboxWorker:
         running = collections.Counter(self._apart.values())
         full = [system for system, n in running.items() if n >= MAX_APART]
         events: list[Event] = []
-        if self._table_wanted or time.monotonic() >= self._table_claim_at:
+        if self._table_wanted or monotonic() >= self._table_claim_at:
             self._table_wanted = False
-            self._table_claim_at = time.monotonic() + TABLE_CLAIM_EVERY_S
+            self._table_claim_at = monotonic() + TABLE_CLAIM_EVERY_S
             async with self.store.tx(one_statement=True) as tx:
                 events = await tx.claim_events(
                     now=self.clock(), lease=self.lease, limit=limit, full=full
