@@ -531,8 +531,6 @@ class Dispatcher:
         launch, room = self._launch, self._room()
         if launch is None or room < 1:
             return None
-        if self.ingest.busy:
-            room = min(room, IngestFirst.SMALL_ROUND)
         stamp = self.changes + 1  # this change is seen: it is in the same transaction
         claimed = await self._claim_with(tx, room, self._full())
 
