@@ -193,7 +193,7 @@ class Dispatcher:
         self._claimed_at: dict[int, int] = {}
         #: While ``run`` works: start claimed writes (``claim_in``), and how many links
         #: it has room to claim now.
-        self._launch: Callable[[list[tuple[Link, WorkItem | None]], bool], None] | None = None
+        self._launch: Callable[[list[tuple[Link, WorkItem | None]]], None] | None = None
         self._room: Callable[[], int] = lambda: 0
         #: Reads before writes, folded in by the engine in batches.
         self._folding: Grouped[tuple[Link, VendorObject], tuple[Link, WorkItem] | None] = Grouped(
@@ -311,16 +311,12 @@ class Dispatcher:
 
         more_due = False  # the last claim took all it asked for: links are waiting
 
-        def launch(claimed: list[tuple[Link, WorkItem | None]], more: bool) -> None:
-            """Start the writes of ``claimed``; ``more``: the claim took all it asked for."""
-            nonlocal more_due
+        def launch(claimed: list[tuple[Link, WorkItem | None]]) -> None:
+            """Start the writes of ``claimed``."""
             for link, item in claimed:
                 task = loop.create_task(write(link, item))
                 in_flight.add(task)
                 task.add_done_callback(finished)
-            more_due = more
-            if more:
-                self.wake.set()
 
         batch = max(1, self.settings.concurrency // CLAIM_SHARE)
         # writes claimed, not counting those waiting for their lane: every slot, and a
@@ -346,7 +342,8 @@ class Dispatcher:
                     log.exception("claiming writes failed")
                     await wait_any(stop, seconds=idle_s)
                     continue
-                launch(claimed, len(claimed) >= room_now)
+                launch(claimed)
+                more_due = len(claimed) >= room_now
                 if not more_due:  # nothing more is due now
                     await wait_any(self.wake, stop, seconds=idle_s)
         finally:
@@ -492,8 +489,15 @@ class Dispatcher:
             full=full,
         )
         items = await tx.items_by_id(link.work_item_id for link in links)
-        for link in links:
-            item = items.get(link.work_item_id)
+        claimed = [(link, items.get(link.work_item_id)) for link in links]
+        await self._prepare(tx, claimed)
+        return claimed
+
+    async def _prepare(self, tx: Tx, claimed: list[tuple[Link, WorkItem | None]]) -> None:
+        """What a claim does besides the lease, in its transaction: a create about to be
+        tried for the first time records the fields it will send, and a link whose
+        target version is ahead of its item is brought back to the item's version."""
+        for link, item in claimed:
             if item is None:
                 continue
             if link.dirty_version > item.version:
@@ -510,7 +514,6 @@ class Dispatcher:
                     ).as_dict()
                 )
                 await tx.save_create_intent(link.id, link.create_payload)
-        return [(link, items.get(link.work_item_id)) for link in links]
 
     def _hold(self, claimed: list[tuple[Link, WorkItem | None]], stamp: int) -> None:
         """Count committed claims as this process's writes in flight (their claims renewed,
@@ -519,27 +522,53 @@ class Dispatcher:
         self.flying.update(link.system for link, _ in claimed)
         self._claimed_at.update((link.id, stamp) for link, _ in claimed)
 
-    async def claim_in(self, tx: Tx) -> Callable[[], None] | None:
+    async def claim_in(
+        self, tx: Tx, link_ids: list[int], batch: Batch
+    ) -> Callable[[], None] | None:
         """The engine's ``claim_in``: called last in a transaction of observations that
-        made links dirty. While ``run`` works and has room, claims the due links (those
-        just made dirty among them) in that same transaction, instead of a transaction
-        of its own once woken; returns what to do after the commit (count the change,
-        start the writes), or None: the engine then calls ``changed`` as for any change.
+        made the links ``link_ids`` dirty. While ``run`` works and has room, claims those
+        of them that are claimable in that same transaction (the links and items as the
+        transaction holds them, in ``batch``), instead of a transaction of its own once
+        woken; returns what to do after the commit (count the change, start the writes),
+        or None: the engine then calls ``changed`` as for any change.
 
         On PostgreSQL the claim loop may be claiming at the same moment: both fill the
         room they saw, and the writes past ``concurrency`` wait for a slot, claimed."""
         launch, room = self._launch, self._room()
         if launch is None or room < 1:
             return None
+        wanted = [i for i in link_ids if i in batch.links][:room]
         stamp = self.changes + 1  # this change is seen: it is in the same transaction
-        claimed = await self._claim_with(tx, room, self._full())
+        taken = await tx.claim_links_by_id(
+            wanted,
+            worker=self.worker_id,
+            now=self.clock(),
+            lease=timedelta(seconds=self.settings.lease_s),
+            busy=self.in_flight,
+            full=self._full(),
+        )
+        claimed: list[tuple[Link, WorkItem | None]] = []
+        for link_id in wanted:
+            if link_id in taken:
+                create_claims, started = taken[link_id]
+                link = msgspec.structs.replace(
+                    batch.links[link_id],
+                    claimed_by=self.worker_id,
+                    create_claims=create_claims,
+                    create_started_at=started,
+                )
+                claimed.append((link, batch.items.get(link.work_item_id)))
+        await self._prepare(tx, claimed)
+        more = len(wanted) < len(link_ids)  # left for the claim loop
 
         def after() -> None:
             self.changes += 1
             if self._launch is not launch:  # run ended meanwhile: the claims lapse
                 return
             self._hold(claimed, stamp)
-            launch(claimed, len(claimed) >= room)
+            launch(claimed)
+            if more:
+                self.wake.set()
 
         return after
 

@@ -215,6 +215,15 @@ async def test_a_429_on_a_write_holds_back_the_reads_of_the_same_vendor_until_re
                     timeout_s=30,
                     what="the second issue's work item, after the wait",
                 )
+
+                async def resolved_again() -> bool:
+                    return any(
+                        r.at > told_at and r.method == "PATCH" and r.status == 200
+                        for r in hookstream.requests
+                    )
+
+                # due again once the wait is over: claimed at the claim loop's next round
+                await eventually(resolved_again, timeout_s=10, what="the resolve sent again")
             after = [r for r in hookstream.requests if r.at > told_at]
             assert after, "the issue was read, and the resolve sent again"
             early = [

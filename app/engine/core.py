@@ -137,10 +137,13 @@ class Engine(OperatorChanges):
         self.clock = clock
         #: Called after a transaction left links dirty (wakes the dispatcher).
         self.on_change = on_change
-        #: Called last in a transaction of observations that left links dirty (the
-        #: dispatcher claims them there: ``Dispatcher.claim_in``); what it returns is
-        #: called after the commit instead of ``on_change`` (None: ``on_change`` is).
-        self.claim_in: Callable[[Tx], Awaitable[Callable[[], None] | None]] | None = None
+        #: Called last in a transaction of observations that left links dirty, with their
+        #: ids and the transaction's state (the dispatcher claims them there:
+        #: ``Dispatcher.claim_in``); what it returns is called after the commit instead
+        #: of ``on_change`` (None: ``on_change`` is).
+        self.claim_in: (
+            Callable[[Tx, list[int], Batch], Awaitable[Callable[[], None] | None]] | None
+        ) = None
         #: When each system was first connected (``connect``); creation rules apply only
         #: to objects created since, outside a backfill.
         self.connected: dict[str, datetime] = {}
@@ -185,8 +188,9 @@ class Engine(OperatorChanges):
                 outcomes = await self._apply(batch, observations, backfill=backfill)
                 if also is not None:
                     await also(tx, outcomes, batch)
-                if self.claim_in is not None and any(o.dirty_links for o in outcomes):
-                    after = await self.claim_in(tx)
+                dirty = sorted({link_id for o in outcomes for link_id in o.dirty_links})
+                if self.claim_in is not None and dirty:
+                    after = await self.claim_in(tx, dirty, batch)
             return outcomes, after
 
         for attempt in range(3):
