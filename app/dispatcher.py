@@ -191,10 +191,6 @@ class Dispatcher:
         #: again (the item moved on while it was in flight), to be claimed once more.
         self.changes = 0
         self._claimed_at: dict[int, int] = {}
-        #: While ``run`` works: start claimed writes (``claim_in``), and how many links
-        #: it has room to claim now.
-        self._launch: Callable[[list[tuple[Link, WorkItem | None]]], None] | None = None
-        self._room: Callable[[], int] = lambda: 0
         #: Reads before writes, folded in by the engine in batches.
         self._folding: Grouped[tuple[Link, VendorObject], tuple[Link, WorkItem] | None] = Grouped(
             self._fold
@@ -309,20 +305,11 @@ class Dispatcher:
             """The room a claim waits for: a batch while links are waiting, else one."""
             return batch if more_due else 1
 
-        more_due = False  # the last claim took all it asked for: links are waiting
-
-        def launch(claimed: list[tuple[Link, WorkItem | None]]) -> None:
-            """Start the writes of ``claimed``."""
-            for link, item in claimed:
-                task = loop.create_task(write(link, item))
-                in_flight.add(task)
-                task.add_done_callback(finished)
-
         batch = max(1, self.settings.concurrency // CLAIM_SHARE)
         # writes claimed, not counting those waiting for their lane: every slot, and a
         # batch waiting for one
         capacity = self.settings.concurrency + batch
-        self._launch, self._room = launch, free
+        more_due = False  # the last claim took all it asked for: links are waiting
         try:
             while not stop.is_set():
                 room_now = free()
@@ -342,12 +329,14 @@ class Dispatcher:
                     log.exception("claiming writes failed")
                     await wait_any(stop, seconds=idle_s)
                     continue
-                launch(claimed)
+                for link, item in claimed:
+                    task = loop.create_task(write(link, item))
+                    in_flight.add(task)
+                    task.add_done_callback(finished)
                 more_due = len(claimed) >= room_now
                 if not more_due:  # nothing more is due now
                     await wait_any(self.wake, stop, seconds=idle_s)
         finally:
-            self._launch, self._room = None, lambda: 0
             if in_flight:
                 await asyncio.wait(set(in_flight))
             await done.join()
@@ -468,109 +457,42 @@ class Dispatcher:
         the fields it will send (its intent, kept with the idempotency key), and a link
         whose target version is ahead of its item (bookkeeping from another item) is
         brought back to the item's version, so that it cannot stay dirty forever."""
+        now = self.clock()
         # before the claim: an engine change committed after the claim's read counts as
         # later than it (``changed`` is called after the engine's commit)
         stamp = self.changes
         async with self.store.tx() as tx:
-            claimed = await self._claim_with(tx, limit, full)
-        self._hold(claimed, stamp)
-        return claimed
-
-    async def _claim_with(
-        self, tx: Tx, limit: int, full: Sequence[str]
-    ) -> list[tuple[Link, WorkItem | None]]:
-        """``_claim``'s statements, in ``tx``."""
-        links = await tx.claim_due_links(
-            worker=self.worker_id,
-            now=self.clock(),
-            lease=timedelta(seconds=self.settings.lease_s),
-            limit=limit,
-            busy=self.in_flight,
-            full=full,
-        )
-        items = await tx.items_by_id(link.work_item_id for link in links)
-        claimed = [(link, items.get(link.work_item_id)) for link in links]
-        await self._prepare(tx, claimed)
-        return claimed
-
-    async def _prepare(self, tx: Tx, claimed: list[tuple[Link, WorkItem | None]]) -> None:
-        """What a claim does besides the lease, in its transaction: a create about to be
-        tried for the first time records the fields it will send, and a link whose
-        target version is ahead of its item is brought back to the item's version."""
-        for link, item in claimed:
-            if item is None:
-                continue
-            if link.dirty_version > item.version:
-                log.warning(
-                    "link target version ahead of its item: repaired",
-                    extra={"link_id": link.id, "work_item_id": item.id},
-                )
-                await tx.repair_dirty_version(link.id, item.version)
-                link.dirty_version = item.version
-            if link.external_id is None and link.create_payload is None:
-                link.create_payload = msgspec.to_builtins(
-                    self.rules.to_vendor(
-                        link.system, self._create_fields(link.system, item)
-                    ).as_dict()
-                )
-                await tx.save_create_intent(link.id, link.create_payload)
-
-    def _hold(self, claimed: list[tuple[Link, WorkItem | None]], stamp: int) -> None:
-        """Count committed claims as this process's writes in flight (their claims renewed,
-        never claimed again meanwhile), each with the engine changes it has seen."""
-        self.in_flight.update(link.id for link, _ in claimed)
-        self.flying.update(link.system for link, _ in claimed)
-        self._claimed_at.update((link.id, stamp) for link, _ in claimed)
-
-    async def claim_in(
-        self, tx: Tx, link_ids: list[int], batch: Batch
-    ) -> Callable[[], None] | None:
-        """The engine's ``claim_in``: called last in a transaction of observations that
-        made the links ``link_ids`` dirty. While ``run`` works and has room, claims those
-        of them that are claimable in that same transaction (the links and items as the
-        transaction holds them, in ``batch``), instead of a transaction of its own once
-        woken; returns what to do after the commit (count the change, start the writes),
-        or None: the engine then calls ``changed`` as for any change.
-
-        On PostgreSQL the claim loop may be claiming at the same moment: both fill the
-        room they saw, and the writes past ``concurrency`` wait for a slot, claimed."""
-        launch, room = self._launch, self._room()
-        if launch is None or room < 1:
-            return None
-        wanted = [i for i in link_ids if i in batch.links][:room]
-        stamp = self.changes + 1  # this change is seen: it is in the same transaction
-        taken = await tx.claim_links_by_id(
-            wanted,
-            worker=self.worker_id,
-            now=self.clock(),
-            lease=timedelta(seconds=self.settings.lease_s),
-            busy=self.in_flight,
-            full=self._full(),
-        )
-        claimed: list[tuple[Link, WorkItem | None]] = []
-        for link_id in wanted:
-            if link_id in taken:
-                create_claims, started = taken[link_id]
-                link = msgspec.structs.replace(
-                    batch.links[link_id],
-                    claimed_by=self.worker_id,
-                    create_claims=create_claims,
-                    create_started_at=started,
-                )
-                claimed.append((link, batch.items.get(link.work_item_id)))
-        await self._prepare(tx, claimed)
-        more = len(wanted) < len(link_ids)  # left for the claim loop
-
-        def after() -> None:
-            self.changes += 1
-            if self._launch is not launch:  # run ended meanwhile: the claims lapse
-                return
-            self._hold(claimed, stamp)
-            launch(claimed)
-            if more:
-                self.wake.set()
-
-        return after
+            links = await tx.claim_due_links(
+                worker=self.worker_id,
+                now=now,
+                lease=timedelta(seconds=self.settings.lease_s),
+                limit=limit,
+                busy=self.in_flight,
+                full=full,
+            )
+            items = await tx.items_by_id(link.work_item_id for link in links)
+            for link in links:
+                item = items.get(link.work_item_id)
+                if item is None:
+                    continue
+                if link.dirty_version > item.version:
+                    log.warning(
+                        "link target version ahead of its item: repaired",
+                        extra={"link_id": link.id, "work_item_id": item.id},
+                    )
+                    await tx.repair_dirty_version(link.id, item.version)
+                    link.dirty_version = item.version
+                if link.external_id is None and link.create_payload is None:
+                    link.create_payload = msgspec.to_builtins(
+                        self.rules.to_vendor(
+                            link.system, self._create_fields(link.system, item)
+                        ).as_dict()
+                    )
+                    await tx.save_create_intent(link.id, link.create_payload)
+        self.in_flight.update(link.id for link in links)
+        self.flying.update(link.system for link in links)
+        self._claimed_at.update((link.id, stamp) for link in links)
+        return [(link, items.get(link.work_item_id)) for link in links]
 
     def _create_fields(self, system: str, item: WorkItem) -> Fields:
         """What a create in ``system`` carries: the fields written there, the title

@@ -194,7 +194,6 @@ class Gateway:
             alerter=self.alerter,
         )
         self.engine.on_change = self.dispatcher.changed
-        self.engine.claim_in = self.dispatcher.claim_in
         enabled = {n: s for n, s in settings.systems.items() if n in self.adapters}
         self.pollers = Pollers(
             store,

@@ -238,42 +238,6 @@ CASES: list[tuple[str, Any, Any]] = [
         },
     ),
     (
-        "claim links by id",
-        s.CLAIM_LINKS_BY_ID[False],
-        {
-            "b_ids": [1, 2, 3, 4, 5],
-            "b_now": NOW,
-            "b_until": LATER,
-            "b_worker": "w1",
-            "b_busy": [],
-            "b_full": [],
-        },
-    ),
-    (
-        "claim links by id, some busy, one system full",
-        s.CLAIM_LINKS_BY_ID[False],
-        {
-            "b_ids": [1, 2, 3, 4, 5],
-            "b_now": NOW,
-            "b_until": LATER,
-            "b_worker": "w1",
-            "b_busy": [2],
-            "b_full": ["devhelm"],
-        },
-    ),
-    (
-        "claim links by id, none",
-        s.CLAIM_LINKS_BY_ID[False],
-        {
-            "b_ids": [],
-            "b_now": NOW,
-            "b_until": LATER,
-            "b_worker": "w1",
-            "b_busy": [],
-            "b_full": [],
-        },
-    ),
-    (
         "claim events",
         s.CLAIM_EVENTS[False],
         {"b_now": NOW, "b_until": LATER, "b_limit": 2, "b_full": []},

@@ -137,13 +137,6 @@ class Engine(OperatorChanges):
         self.clock = clock
         #: Called after a transaction left links dirty (wakes the dispatcher).
         self.on_change = on_change
-        #: Called last in a transaction of observations that left links dirty, with their
-        #: ids and the transaction's state (the dispatcher claims them there:
-        #: ``Dispatcher.claim_in``); what it returns is called after the commit instead
-        #: of ``on_change`` (None: ``on_change`` is).
-        self.claim_in: (
-            Callable[[Tx, list[int], Batch], Awaitable[Callable[[], None] | None]] | None
-        ) = None
         #: When each system was first connected (``connect``); creation rules apply only
         #: to objects created since, outside a backfill.
         self.connected: dict[str, datetime] = {}
@@ -181,30 +174,24 @@ class Engine(OperatorChanges):
         state the transaction holds). With ``backfill`` the objects are inside a
         backfill window: creation rules apply whatever their age."""
 
-        async def run() -> tuple[list[Outcome], Callable[[], None] | None]:
-            after = None
+        async def run() -> list[Outcome]:
             async with self.store.tx() as tx:
                 batch = Batch(tx, self.clock())
                 outcomes = await self._apply(batch, observations, backfill=backfill)
                 if also is not None:
                     await also(tx, outcomes, batch)
-                dirty = sorted({link_id for o in outcomes for link_id in o.dirty_links})
-                if self.claim_in is not None and dirty:
-                    after = await self.claim_in(tx, dirty, batch)
-            return outcomes, after
+            return outcomes
 
         for attempt in range(3):
             try:
                 # a deadlock or serialization failure: the same transaction again
-                outcomes, after = await self.store.retrying(run, what="applying observations")
+                outcomes = await self.store.retrying(run, what="applying observations")
                 break
             except AlreadyLinked:
                 # Another process linked the same new object first: look again.
                 if attempt == 2:
                     raise
-        if after is not None:
-            after()
-        elif self.on_change is not None and any(o.dirty_links for o in outcomes):
+        if self.on_change is not None and any(o.dirty_links for o in outcomes):
             self.on_change()
         return outcomes
 

@@ -18,10 +18,9 @@ from app.model import (
     VendorObject,
 )
 from app.store.base import TxBase
-from app.store.records import FinishedWrite, Link, aware_or_none, encode_known, link_of
+from app.store.records import FinishedWrite, Link, encode_known, link_of
 from app.store.statements import (
     CLAIM_LINKS,
-    CLAIM_LINKS_BY_ID,
     FINISH_WRITE,
     MARK_DIRTY,
     READS,
@@ -319,31 +318,6 @@ class LinkQueries(TxBase):
         statement = CLAIM_LINKS[self.postgres]
         rows = await self._run(statement, params)
         return sorted((link_of(r) for r in rows), key=lambda link: link.id)
-
-    async def claim_links_by_id(
-        self,
-        ids: Iterable[int],
-        *,
-        worker: str,
-        now: datetime,
-        lease: timedelta,
-        busy: Iterable[int] = (),
-        full: Iterable[str] = (),
-    ) -> dict[int, tuple[int, datetime | None]]:
-        """Claim those of the links ``ids`` that ``claim_due_links`` would claim, in a
-        transaction that holds them already; for each claimed, its ``create_claims`` and
-        ``create_started_at`` as the claim left them (the rest of the row is what the
-        transaction knows)."""
-        params = {
-            "b_ids": sorted(set(ids)),
-            "b_now": now,
-            "b_until": now + lease,
-            "b_worker": worker,
-            "b_busy": sorted(set(busy)),
-            "b_full": sorted(set(full)),
-        }
-        rows = await self._run(CLAIM_LINKS_BY_ID[self.postgres], params)
-        return {int(r.id): (int(r.create_claims), aware_or_none(r.create_started_at)) for r in rows}
 
     async def finish_write(
         self,

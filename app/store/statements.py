@@ -78,38 +78,6 @@ def held_systems_query(now: Any) -> sa.Select[Any]:
     )
 
 
-def _claimable(postgres: bool, now: Any) -> list[Any]:
-    """What makes a link claimable now: dirty, live, due, claimed by nobody, not in
-    ``b_busy`` (the worker's writes in flight: their outcome may be committed already,
-    but not yet known to the worker), of a system neither in ``b_full`` nor held back."""
-    return [
-        t.links.c.dirty.is_(True),
-        t.links.c.dead.is_(False),
-        sa.or_(t.links.c.next_attempt_at.is_(None), t.links.c.next_attempt_at <= now),
-        sa.or_(t.links.c.claimed_until.is_(None), t.links.c.claimed_until < now),
-        one_of(t.links.c.id, "b_busy", postgres, negate=True),
-        one_of(t.links.c.system, "b_full", postgres, negate=True),
-        t.links.c.system.not_in(held_systems_query(now)),
-    ]
-
-
-def _claim_values(now: Any) -> dict[str, Any]:
-    """A claim: the worker's lease, and a create's claims counted from its first."""
-    return {
-        "claimed_by": sa.bindparam("b_worker"),
-        "claimed_until": sa.bindparam("b_until", type_=TZ),
-        "create_claims": t.links.c.create_claims
-        + sa.case((t.links.c.external_id.is_(None), 1), else_=0),
-        "create_started_at": sa.case(
-            (
-                t.links.c.external_id.is_(None),
-                sa.func.coalesce(t.links.c.create_started_at, now),
-            ),
-            else_=t.links.c.create_started_at,
-        ),
-    }
-
-
 def claim_links_query(postgres: bool) -> Any:
     """Claim due dirty links of systems not held back (parameters b_now, b_until,
     b_worker, b_limit; b_busy: the ids of links to leave alone; b_full: the systems to
@@ -117,30 +85,39 @@ def claim_links_query(postgres: bool) -> Any:
     now = sa.bindparam("b_now", type_=TZ)
     due = (
         sa.select(t.links.c.id)
-        .where(*_claimable(postgres, now))
+        .where(
+            t.links.c.dirty.is_(True),
+            t.links.c.dead.is_(False),
+            sa.or_(t.links.c.next_attempt_at.is_(None), t.links.c.next_attempt_at <= now),
+            sa.or_(t.links.c.claimed_until.is_(None), t.links.c.claimed_until < now),
+            # never a link whose write this worker still has in flight (its outcome may
+            # be committed already, but not yet known to the worker)
+            one_of(t.links.c.id, "b_busy", postgres, negate=True),
+            one_of(t.links.c.system, "b_full", postgres, negate=True),
+        )
         .order_by(t.links.c.id)  # ix_links_pending: no sort, whatever the backlog
         .limit(sa.bindparam("b_limit", type_=sa.Integer))
     )
+    due = due.where(t.links.c.system.not_in(held_systems_query(now)))
     if postgres:
         due = due.with_for_update(skip_locked=True)
     return (
         sa.update(t.links)
         .where(t.links.c.id.in_(due.scalar_subquery()))
-        .values(**_claim_values(now))
+        .values(
+            claimed_by=sa.bindparam("b_worker"),
+            claimed_until=sa.bindparam("b_until", type_=TZ),
+            create_claims=t.links.c.create_claims
+            + sa.case((t.links.c.external_id.is_(None), 1), else_=0),
+            create_started_at=sa.case(
+                (
+                    t.links.c.external_id.is_(None),
+                    sa.func.coalesce(t.links.c.create_started_at, now),
+                ),
+                else_=t.links.c.create_started_at,
+            ),
+        )
         .returning(*t.links.c)
-    )
-
-
-def claim_links_by_id_query(postgres: bool) -> Any:
-    """Claim those of the links ``b_ids`` that are claimable (``_claimable``; the other
-    parameters as ``claim_links_query``'s), in a transaction that holds them already (it
-    made them dirty): their ids, and what the claim changed of them."""
-    now = sa.bindparam("b_now", type_=TZ)
-    return (
-        sa.update(t.links)
-        .where(one_of(t.links.c.id, "b_ids", postgres), *_claimable(postgres, now))
-        .values(**_claim_values(now))
-        .returning(t.links.c.id, t.links.c.create_claims, t.links.c.create_started_at)
     )
 
 
@@ -172,7 +149,6 @@ def claim_events_query(postgres: bool) -> Any:
 
 # The claims and bulk reads of the hot paths, built once (their parameters are bound).
 CLAIM_LINKS = {postgres: claim_links_query(postgres) for postgres in (True, False)}
-CLAIM_LINKS_BY_ID = {postgres: claim_links_by_id_query(postgres) for postgres in (True, False)}
 CLAIM_EVENTS = {postgres: claim_events_query(postgres) for postgres in (True, False)}
 
 
@@ -264,7 +240,6 @@ for _statement in (
     MARK_DIRTY[True],
     FINISH_WRITE,
     CLAIM_LINKS[False],
-    CLAIM_LINKS_BY_ID[False],
     CLAIM_EVENTS[False],
     READS[False].items,
     READS[False].links_by_id,
