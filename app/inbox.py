@@ -124,20 +124,9 @@ class EventWriter:
 
 def stored_event(event_id: int, new: NewEvent, now: datetime) -> Event:
     """The event ``new`` as stored at ``now`` with id ``event_id``, claimed once."""
-    return Event(
-        id=event_id,
-        system=new.system,
-        delivery_id=new.delivery_id,
-        source=new.source,
-        event_type=new.event_type,
-        body=new.body,
-        headers=new.headers,
-        state=new.state,
-        outcome=new.outcome,
-        attempts=1,
-        received_at=now,
-        processed_at=None,
-    )
+    fields = msgspec.structs.asdict(new)
+    del fields["claimed_until"]  # not part of an Event: the worker counts from now
+    return Event(id=event_id, **fields, attempts=1, received_at=now, processed_at=None)
 
 
 class Parsed(NamedTuple):
