@@ -85,7 +85,11 @@ async def test_slow_vendors_cost_a_few_transactions_per_batch_not_two_per_write(
                     response = await admin.post(f"/systems/{name}/resume")
                     assert response.status_code < 300, response.text
 
+                looks = 0
+
                 async def every_edit_written() -> bool:
+                    nonlocal looks
+                    looks += 1  # a transaction of the gateway's own (GET /systems)
                     if not await settled(admin):
                         return False
                     for name in WRITTEN:
@@ -95,11 +99,15 @@ async def test_slow_vendors_cost_a_few_transactions_per_batch_not_two_per_write(
                     return True
 
                 await eventually(every_edit_written, timeout_s=90, what="every edit written")
-                spent = await transactions(gateway.url) - before
+                # the dispatcher's work alone: not the test's own looks, whose number
+                # grows with the time the writes take on a loaded machine
+                spent = await transactions(gateway.url) - before - looks
         finally:
             await gateway.stop()
     writes = TICKETS * len(WRITTEN)
     # A claim into each slot as it freed and a record as writes finished made 0.73-0.77
     # transactions per write here (commit fee3148); a claim per quarter of the slots
-    # and a record per 10 ms of finishes make 0.43-0.46.
-    assert spent / writes < 0.6, f"{spent:.0f} transactions for {writes} writes"
+    # and a record per 10 ms of finishes make 0.43-0.49. Both figures counted the test's
+    # own looks too, about 0.11 a write (14-15 of them) when the machine is idle and more
+    # when it is loaded (78 in all once in CI); without them: 0.37-0.40.
+    assert spent / writes < 0.5, f"{spent:.0f} transactions for {writes} writes"
