@@ -98,8 +98,7 @@ class EventWriter:
         now = utcnow()
         inbox = self.inbox
         room = inbox.handover_room() if inbox is not None else 0
-        if room:
-            assert inbox is not None
+        if inbox is not None and room:
             until = now + inbox.lease
             batch = [
                 msgspec.structs.replace(e, claimed_until=until)
