@@ -828,7 +828,9 @@ class Dispatcher:
             if a.changed_at is not None:
                 lag = (self.clock() - a.changed_at).total_seconds()
                 self.metrics.propagation.labels(link.system).observe(max(0.0, lag))
-            log.info(
+            # the write is in the database (its attempt, the item's history): a line
+            # each is for debugging, not for the default log (docs/operations.md)
+            log.debug(
                 "wrote",
                 extra={
                     "work_item_id": link.work_item_id,

@@ -442,7 +442,7 @@ class InboxWorker:
             self.request_poll(system)
         for event, state, outcome in finished:
             self.metrics.events_processed.labels(event.system, state).inc()
-            log.info(
+            log.debug(  # the event row keeps its outcome; see "wrote" in app/dispatcher.py
                 "event processed",
                 extra={"system": event.system, "event_id": event.delivery_id, "outcome": outcome},
             )

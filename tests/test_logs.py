@@ -24,7 +24,7 @@ def reset() -> None:
 @pytest.mark.parametrize("db_kind", ["sqlite"])
 async def test_a_sync_logs_json_with_context_and_no_secret(store: Store) -> None:
     stream = io.StringIO()
-    logs.configure("INFO", stream)
+    logs.configure("DEBUG", stream)
     try:
         async with running_rig(store, serve_gateway=True, webhooks=True) as rig:
             _, ids = await linked(rig)
@@ -43,6 +43,26 @@ async def test_a_sync_logs_json_with_context_and_no_secret(store: Store) -> None
     for kit in KITS.values():
         assert kit.api_key not in text
         assert kit.webhook_secret not in text
+
+
+@pytest.mark.parametrize("db_kind", ["sqlite"])
+async def test_at_info_a_write_and_a_processed_event_log_no_line_of_their_own(
+    store: Store,
+) -> None:
+    """The default level keeps what an operator acts on (README, "Logs"): the item
+    created is there, the writes and the events processed (kept in the database) are not."""
+    stream = io.StringIO()
+    logs.configure("INFO", stream)
+    try:
+        async with running_rig(store, serve_gateway=True, webhooks=True) as rig:
+            _, ids = await linked(rig)
+            await rig.human("inboxops", ids["inboxops"], status="resolved")
+            await rig.settle()
+    finally:
+        reset()
+    messages = [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
+    assert "work item created" in messages
+    assert "wrote" not in messages and "event processed" not in messages
 
 
 def test_values_under_secret_looking_keys_are_masked() -> None:
