@@ -116,6 +116,14 @@ class Item:
     status: str = "open"
 
 
+def control_client() -> httpx.AsyncClient:
+    """The harness's client to the gateways and simulators. It drops an idle connection
+    after 1 s: the servers close theirs after 5 s (``server.keep_alive_s``), and a
+    request sent on a connection in the instant the server closes it fails with
+    "Server disconnected" (httpx's own default is also 5 s)."""
+    return httpx.AsyncClient(timeout=60.0, limits=httpx.Limits(keepalive_expiry=1.0))
+
+
 @dataclass
 class Installation:
     kind: str  # gateway | baseline | floor | nodered
@@ -240,7 +248,7 @@ async def start_gateway(
     spent loading filler rows. ``root``: the tree the gateway's code comes from (the
     simulators always come from this one)."""
     inst = Installation(kind="gateway", db_url=db_url, workdir=workdir, root=root)
-    inst.control = httpx.AsyncClient(timeout=60.0)
+    inst.control = control_client()
     port = free_port()
     await start_sims(inst, port)
     env = base_env(root)
@@ -383,7 +391,7 @@ async def start_comparison_sims(workdir: Path, items: list[Item]) -> Installatio
     systems in turn (``start_plain(kind, workdir, sims)``): each system finds the objects as the
     one before left them, as it would find them in the vendors. Stop it last."""
     inst = Installation(kind="comparison", db_url="", workdir=workdir)
-    inst.control = httpx.AsyncClient(timeout=60.0)
+    inst.control = control_client()
     await start_sims(inst, 0)
     inst.items = await clone_items(inst, items)
     return inst
@@ -469,7 +477,7 @@ async def start_plain(
     system's command line. Stopping it leaves the simulators running."""
     name = name or kind
     inst = Installation(kind=name, db_url="", workdir=workdir, owns_sims=False)
-    inst.control = httpx.AsyncClient(timeout=60.0)
+    inst.control = control_client()
     inst.sims, inst.sim_urls, inst.items = sims.sims, sims.sim_urls, sims.items
     mapping = {
         it.ticket["id"]: {
