@@ -352,6 +352,7 @@ class Gateway:
     async def stop(self) -> None:
         """Graceful stop: loops finish the round in flight (writes complete and are
         recorded), then connections close. Anything not started stays in the database."""
+        log.info("gateway stopping")  # a round in flight may take a while to finish
         self._stop.set()
         if self._tasks:
             _done, pending = await asyncio.wait(self._tasks, timeout=30)

@@ -15,6 +15,7 @@ from typing import Any
 
 import msgspec
 import pytest
+import sqlalchemy as sa
 
 from app.inbox import MAX_EVENT_ATTEMPTS
 from app.model import ObjectRef
@@ -24,12 +25,13 @@ from tests.blackbox import (
     admin_client,
     eventually,
     free_port,
+    seed_fanned_out,
     sim_objects,
     simulators,
     sqlite_gateway,
     write_config,
 )
-from tests.conftest import open_store
+from tests.conftest import open_store, postgres_url
 from tests.contract.kits import KITS
 from tests.rig import FAN_OUT, SYSTEMS
 
@@ -341,3 +343,89 @@ async def test_sigterm_finishes_in_flight_work_and_leaves_no_claim(tmp_path: Pat
         assert len(created) == recorded_creates
         assert attempts == [] or all(a.outcome != "ok" for a in attempts)
         assert "ReadTimeout" not in (tmp_path / "gateway.log").read_text()
+
+
+@pytest.mark.postgres
+async def test_a_stop_gives_back_the_received_events_it_had_not_taken_yet(
+    tmp_path: Path,
+) -> None:
+    """The receiver stores a delivery already claimed for its inbox worker and hands it
+    over in memory. Deliveries handed over and not taken yet when the gateway stops are
+    made due again at once, not left claimed until their lease (here 120 s) lapses: the
+    next process takes them straight away. The worker is held in a round by another
+    session's lock on the work item (a slow database), so deliveries wait for it."""
+    store = await open_store("postgres", tmp_path)  # migrated and empty
+    port = free_port()
+    async with simulators(f"http://127.0.0.1:{port}") as (sims, control):
+        urls = {n: str(c.base_url) for n, c in control.items()}
+        config = tmp_path / "config.yaml"
+        write_config(config, postgres_url(), urls, dispatcher={"lease_s": 120})
+        first = GatewayProcess(config, port, "first", tmp_path / "first.log")
+        second: GatewayProcess | None = None
+        admin = admin_client(first.url)
+
+        async def events(where: str) -> list[Any]:
+            async with store.engine.connect() as conn:
+                query = f"SELECT claimed_until FROM events WHERE {where}"
+                return list((await conn.execute(sa.text(query))).all())
+
+        async def waiting_for_a_lock() -> bool:
+            async with store.engine.connect() as conn:
+                query = (
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+                return bool((await conn.execute(sa.text(query))).scalar())
+
+        async def logged_stopping() -> bool:
+            return '"message":"gateway stopping"' in first.log_path.read_text()
+
+        subjects = [f"Printer on fire, take {n}" for n in range(1, 9)]
+        try:
+            await first.ready()
+            (ticket,) = await seed_fanned_out(control, admin, ["Printer on fire"])
+
+            async def edit(subject: str) -> None:
+                response = await control["inboxops"].patch(
+                    f"/_sim/objects/{ticket}", json={"subject": subject}
+                )
+                assert response.status_code == 200, response.text
+                await sims["inboxops"].kit.flush()
+
+            async with store.engine.connect() as lock:
+                await lock.execute(sa.text("SELECT id FROM work_items FOR UPDATE"))
+                await edit(subjects[0])  # its round waits for the item's lock
+                await eventually(waiting_for_a_lock, timeout_s=30, what="the round blocked")
+                for subject in subjects[1:]:
+                    await edit(subject)
+
+                async def all_stored() -> bool:
+                    return len(await events("state = 'pending'")) == len(subjects)
+
+                await eventually(all_stored, timeout_s=30, what="every delivery stored")
+                first.proc.send_signal(signal.SIGTERM)
+                await eventually(logged_stopping, timeout_s=30, what="the stop begun")
+                await lock.commit()  # the round in flight ends; then the worker stops
+            await first.stop()
+            assert first.proc.returncode in (0, -signal.SIGTERM)
+            left = await events("state = 'pending'")
+            assert len(left) == len(subjects) - 1, "the round in flight took one delivery"
+            assert all(claimed_until is None for (claimed_until,) in left), left
+
+            second = GatewayProcess(config, free_port(), "second", tmp_path / "second.log")
+            await second.ready()
+
+            async def drained_in_order() -> bool:
+                incidents = await sim_objects(control["devhelm"])
+                return not await events("state = 'pending'") and [
+                    i["title"] for i in incidents
+                ] == [subjects[-1]]
+
+            # well within the 120 s the claims would otherwise hold them
+            await eventually(drained_in_order, timeout_s=30, what="the second process done")
+        finally:
+            await admin.aclose()
+            await first.stop()
+            if second is not None:
+                await second.stop()
+            await store.close()
