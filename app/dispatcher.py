@@ -725,18 +725,6 @@ class Dispatcher:
                     outcome = await self._failed(tx, a, a.error, now, history, deferrals)
                 else:
                     outcome = "ok" if a.called else "noop"
-                    if a.called:
-                        assert a.obj is not None
-                        history.append(
-                            HistoryEntry(
-                                work_item_id=a.link.work_item_id,
-                                kind="write",
-                                system=a.link.system,
-                                new_value=a.payload,
-                                detail=f"{a.action} {a.obj.ref.external_id} (version {a.version})",
-                                at=now,
-                            )
-                        )
                 outcomes.append(outcome)
                 if a.called:
                     attempt_rows.append(
@@ -753,6 +741,13 @@ class Dispatcher:
                             payload=a.payload,
                             worker=self.worker_id,
                             at=now,
+                            # what the item's history shows of a write (write_entry)
+                            external_id=(
+                                a.obj.ref.external_id
+                                if outcome == "ok" and a.obj is not None
+                                else None
+                            ),
+                            version=a.version if outcome == "ok" else None,
                         )
                     )
             await tx.add_attempts(attempt_rows)

@@ -132,7 +132,9 @@ class WriteAttemptRow(SQLModel, table=True):
 
     id: int | None = Field(default=None, primary_key=True)
     link_id: int = Field(index=True)
-    work_item_id: str = Field(max_length=32)
+    #: The item the write was made for (the link may have moved since); its history
+    #: reads its writes from here (docs/architecture.md, "History").
+    work_item_id: str = Field(max_length=32, index=True)
     system: str = Field(max_length=64)
     #: create | update
     action: str = Field(max_length=16)
@@ -146,6 +148,10 @@ class WriteAttemptRow(SQLModel, table=True):
     #: The gateway process that made the call.
     worker: str | None = Field(default=None, max_length=100)
     at: datetime = Field(sa_type=TZ, index=True)
+    #: A successful write's object and the item version it holds (NULL for failed
+    #: attempts, and for those from before migration 0008, whose history rows stand).
+    external_id: str | None = Field(default=None, max_length=200)
+    version: int | None = None
 
 
 class EventRow(SQLModel, table=True):

@@ -186,6 +186,15 @@ async def test_an_edit_made_while_a_write_waits_is_folded_in_not_overwritten(
         assert detail is not None
         assert history_of(detail, "change", "inboxops") == ["resolved"]
         assert history_of(detail, "change", "devhelm") == ["monitoring"]
+        # each object's create is in the history once, read from its write attempt
+        creates = [
+            h["detail"].split(" (version")[0]
+            for h in detail["history"]
+            if h["kind"] == "write" and h["detail"].startswith("create ")
+        ]
+        assert sorted(creates) == sorted(
+            f"create {external_id(detail, system)}" for system in ("devhelm", "incidentio")
+        ), detail["history"]
         tickets = {t["id"]: t for t in await sim_objects(inst.control["inboxops"])}
         assert tickets[ticket]["status"] == "in_progress"  # canonical monitoring
 

@@ -13,7 +13,7 @@ from sqlalchemy.engine import Connection
 
 from app.errors import AlreadyLinked
 from app.model import CreateTarget, Fields, ObjectRef, Status, VendorObject, WorkItem, utcnow
-from app.store import HistoryEntry, NewEvent, Store
+from app.store import HistoryEntry, NewEvent, Store, WriteAttempt
 from tests.conftest import cut_connections, open_store
 
 
@@ -277,6 +277,130 @@ async def test_history_kept_and_pruned(store: Store) -> None:
         assert await tx.prune(utcnow() - timedelta(days=90)) == 1
         (left,) = await tx.history_of("i")
     assert left.field == "title" and left.old_value == "a"
+
+
+def _attempt(
+    item_id: str, at: Any, outcome: str = "ok", version: int | None = 1, link_id: int = 7
+) -> WriteAttempt:
+    ok = outcome == "ok"
+    return WriteAttempt(
+        link_id=link_id,
+        work_item_id=item_id,
+        system="devhelm",
+        action="update",
+        attempt=1,
+        outcome=outcome,
+        status_code=None if ok else 503,
+        error=None if ok else "devhelm: unavailable (HTTP 503)",
+        duration_ms=3.0,
+        payload={"status": "resolved"},
+        worker="w",
+        at=at,
+        external_id="inc-1" if ok else None,
+        version=version if ok else None,
+    )
+
+
+def _change(item_id: str, at: Any, value: str) -> HistoryEntry:
+    return HistoryEntry(work_item_id=item_id, kind="change", field="title", new_value=value, at=at)
+
+
+async def test_an_items_history_places_its_writes_among_its_rows_by_time(store: Store) -> None:
+    """A write is recorded once, as its write attempt; the item's history shows each
+    successful one as a ``write`` entry where it happened among the history's rows
+    (a row and a write at the same instant: the row first), and no failed one."""
+    t0 = utcnow() - timedelta(minutes=10)
+    at = [t0 + timedelta(seconds=s) for s in range(6)]
+    async with store.tx() as tx:
+        await tx.add_history([_change("i", at[0], "a"), _change("i", at[2], "b")])
+        await tx.add_history([_change("i", at[4], "c"), _change("other", at[1], "x")])
+        await tx.add_attempts(
+            [
+                _attempt("i", at[1], version=1),
+                _attempt("i", at[3], outcome="retry"),
+                _attempt("i", at[4], version=3),
+                _attempt("i", at[5], version=4),
+                _attempt("other", at[2], version=9),
+            ]
+        )
+    async with store.tx() as tx:
+        oldest = await tx.history_of("i")
+        newest = await tx.recent_history("i", limit=3)
+        first = await tx.history_of("i", limit=2)
+        attempts = await tx.attempts_of(7)
+
+    def shown(entries: list[HistoryEntry]) -> list[str]:
+        return [str(e.new_value if e.kind == "change" else e.detail) for e in entries]
+
+    assert shown(oldest) == [
+        "a",
+        "update inc-1 (version 1)",
+        "b",
+        "c",
+        "update inc-1 (version 3)",
+        "update inc-1 (version 4)",
+    ]
+    assert [e.at for e in oldest] == [at[0], at[1], at[2], at[4], at[4], at[5]]
+    assert oldest[1].kind == "write" and oldest[1].system == "devhelm"
+    assert oldest[1].new_value == {"status": "resolved"}
+    assert shown(newest) == shown(oldest)[-3:]
+    assert shown(first) == shown(oldest)[:2]
+    assert len(attempts) == 5 and attempts[1].outcome == "retry"  # the link's own record
+
+
+async def test_the_history_of_writes_from_before_migration_0008_is_shown_once(
+    tmp_path: Path,
+) -> None:
+    """A database made before writes were read from the attempts holds each write twice:
+    its attempt (without ``external_id`` and ``version``) and a history row. After the
+    upgrade the history row stands for it, once; writes made after come from the
+    attempts."""
+    from alembic import command
+    from alembic.config import Config
+
+    from app import tables
+    from app.store.database import MIGRATIONS
+
+    store = Store.connect(f"sqlite:///{tmp_path / 'old.db'}")
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    before = utcnow() - timedelta(minutes=5)
+    with store.engine.begin() as conn:  # type: ignore[attr-defined]
+        config.attributes["connection"] = conn
+        command.upgrade(config, "0007")
+        conn.execute(
+            tables.history.insert().values(
+                work_item_id="i",
+                kind="write",
+                system="devhelm",
+                new_value={"status": "resolved"},
+                detail="update inc-1 (version 1)",
+                at=before,
+            )
+        )
+        conn.execute(
+            tables.write_attempts.insert().values(
+                link_id=7,
+                work_item_id="i",
+                system="devhelm",
+                action="update",
+                attempt=1,
+                outcome="ok",
+                duration_ms=3.0,
+                payload={"status": "resolved"},
+                worker="w",
+                at=before,
+            )
+        )
+    try:
+        await store.migrate()
+        async with store.tx() as tx:
+            await tx.add_attempts([_attempt("i", utcnow(), version=2)])
+        async with store.tx() as tx:
+            details = [e.detail for e in await tx.history_of("i")]
+    finally:
+        await store.close()
+    assert details == ["update inc-1 (version 1)", "update inc-1 (version 2)"]
 
 
 async def test_system_state_defaults_and_deferral(store: Store) -> None:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+import heapq
+import itertools
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -23,6 +25,26 @@ from app.store.statements import INSERT_ATTEMPTS, INSERT_HISTORY, READS, SAVE_IT
 #: From this many candidates on, a search (SQLite) walks the items newest first instead
 #: of reading every candidate (bench/console.py: a word in a fifth of the items).
 SEARCH_CANDIDATES = 2000
+
+
+def history_entry(row: Mapping[Any, Any]) -> HistoryEntry:
+    """A history row as an entry."""
+    return HistoryEntry(
+        **{k: v for k, v in row.items() if k not in ("id", "at")},
+        at=aware_or_none(row["at"]),  # type: ignore[arg-type]
+    )
+
+
+def write_entry(row: Mapping[Any, Any]) -> HistoryEntry:
+    """A successful write attempt as its work item's history shows it."""
+    return HistoryEntry(
+        work_item_id=row["work_item_id"],
+        kind="write",
+        system=row["system"],
+        new_value=row["payload"],
+        detail=f"{row['action']} {row['external_id']} (version {row['version']})",
+        at=aware_or_none(row["at"]),  # type: ignore[arg-type]
+    )
 
 
 class ItemQueries(TxBase):
@@ -203,19 +225,36 @@ class ItemQueries(TxBase):
             await self._run(INSERT_HISTORY, [msgspec.structs.asdict(e) for e in entries])
 
     async def history_of(self, item_id: str, limit: int = 500) -> list[HistoryEntry]:
+        """The oldest ``limit`` history entries of an item, oldest first."""
+        return await self._history(item_id, limit, newest=False)
+
+    async def _history(self, item_id: str, limit: int, *, newest: bool) -> list[HistoryEntry]:
+        """An item's history: its history rows, in the order they were recorded, and its
+        successful writes, read from the write attempts (a write is not copied into the
+        history table, migration 0008), placed among them by time (a row and a write at
+        the same instant: the row first). The ``limit`` oldest, or newest, oldest
+        first."""
+        h, w = t.history.c, t.write_attempts.c
         rows = await self._run(
             sa.select(t.history)
-            .where(t.history.c.work_item_id == item_id)
-            .order_by(t.history.c.id)
+            .where(h.work_item_id == item_id)
+            .order_by(h.id.desc() if newest else h.id)
             .limit(limit)
         )
-        return [
-            HistoryEntry(
-                **{k: v for k, v in r._mapping.items() if k not in ("id", "at")},
-                at=aware_or_none(r._mapping["at"]),  # type: ignore[arg-type]
-            )
-            for r in rows
-        ]
+        writes = await self._run(
+            sa.select(t.write_attempts)
+            .where(w.work_item_id == item_id, w.outcome == "ok", w.version.is_not(None))
+            .order_by(*((w.at.desc(), w.id.desc()) if newest else (w.at, w.id)))
+            .limit(limit)
+        )
+        entries = [(0, history_entry(r._mapping)) for r in rows]
+        made = [(1, write_entry(r._mapping)) for r in writes]
+        # each list keeps its own order (merge compares only their heads)
+        merged = heapq.merge(entries, made, key=lambda e: (e[1].at, e[0]), reverse=newest)
+        out = [entry for _, entry in itertools.islice(merged, limit)]
+        if newest:
+            out.reverse()
+        return out
 
     async def add_attempts(self, attempts: Sequence[WriteAttempt]) -> None:
         if attempts:
@@ -291,18 +330,4 @@ class ItemQueries(TxBase):
 
     async def recent_history(self, item_id: str, limit: int = 100) -> list[HistoryEntry]:
         """The newest ``limit`` history entries of an item, oldest first."""
-        rows = await self._run(
-            sa.select(t.history)
-            .where(t.history.c.work_item_id == item_id)
-            .order_by(t.history.c.id.desc())
-            .limit(limit)
-        )
-        entries = [
-            HistoryEntry(
-                **{k: v for k, v in r._mapping.items() if k not in ("id", "at")},
-                at=aware_or_none(r._mapping["at"]),  # type: ignore[arg-type]
-            )
-            for r in rows
-        ]
-        entries.reverse()
-        return entries
+        return await self._history(item_id, limit, newest=True)

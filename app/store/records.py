@@ -155,6 +155,9 @@ class WriteAttempt(msgspec.Struct, kw_only=True):
     payload: Any
     worker: str
     at: datetime
+    #: set for a successful write: the object written and the item version it holds
+    external_id: str | None = None
+    version: int | None = None
 
 
 class HistoryEntry(msgspec.Struct, kw_only=True):
