@@ -11,6 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, TextIO
 
+import msgspec
+
 SYSTEMS = ("hookstream", "devhelm", "inboxops", "incidentio")
 
 
@@ -120,7 +122,7 @@ class Demo:
         # watcher cursors
         self._requests = dict.fromkeys(SYSTEMS, 0)
         self._deliveries = dict.fromkeys(SYSTEMS, 0)
-        self._history = 0
+        self._history: set[bytes] = set()  # the history entries shown
         self._link_errors: dict[str, tuple[Any, ...]] = {}
 
     # -- reading state ---------------------------------------------------------------------
@@ -228,11 +230,16 @@ class Demo:
         async with self.gateway.store.tx() as tx:
             history = await tx.history_of(self.linked.item_id, limit=10_000)
         events = []
-        for entry in history[self._history :]:
+        for entry in history:
+            # by content, not position: a write is placed among the rows by its time,
+            # so an entry may come in before the last one shown
+            key = msgspec.json.encode(entry)
+            if key in self._history:
+                continue
+            self._history.add(key)
             text = _history_line(entry)
             if text:
                 events.append((entry.at.timestamp(), text))
-        self._history = len(history)
         return events
 
     async def _link_changes(self) -> list[tuple[float, str]]:
