@@ -915,6 +915,8 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
                 propagation=() if compare_only else (0.0,),
                 backlog=False,
                 repeat=rep,
+                # its sustained phase, which the full mode runs
+                profile=wd / "profile-postgres" if args.profile else None,
                 slow=not compare_only,
             )
             await inst.stop()
@@ -1389,21 +1391,23 @@ def table(r: dict[str, Any]) -> str:
         f"{r['machine']['nproc']} cores, Python {r['machine']['python']}, "
         f"commit {r['machine'].get('commit', '')}; {r.get('pinning', '')}"
     )
-    prof = r.get("gateway_sqlite", {}).get("profile")
-    if isinstance(prof, dict):
+    for key, db in (("gateway_sqlite", "SQLite"), ("gateway_postgres", "PostgreSQL")):
+        prof = r.get(key, {}).get("profile")
+        if not isinstance(prof, dict):
+            continue
         lines.append("")
         if "top" in prof:
             from bench.profile import format_top
 
             lines.append(
-                f"profile of the gateway (SQLite) through the sustained phase,"
+                f"profile of the gateway ({db}) through the sustained phase,"
                 f" {prof['samples']} samples: {prof['svg']}"
             )
             lines.append(format_top(prof["top"], 15))
             lines.append("the project's functions (app/, adapters/) by total:")
             lines.append(format_top(prof.get("project_top", []), 15))
         else:
-            lines.append(f"profile: skipped ({prof.get('skipped')})")
+            lines.append(f"profile ({db}): skipped ({prof.get('skipped')})")
     if r.get("workdir"):
         lines.append(f"work directory kept: {r['workdir']}")
     return "\n".join(lines)
@@ -1438,8 +1442,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--profile",
         action="store_true",
-        help="py-spy the gateway through the sustained phase: flame graph SVG and top"
-        " functions in the work directory (kept)",
+        help="py-spy the gateway through the sustained phase (on SQLite; on PostgreSQL too"
+        " in the full mode): flame graph SVG and top functions in the work directory (kept)",
     )
     ap.add_argument(
         "--only",
