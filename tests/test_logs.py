@@ -21,10 +21,10 @@ def reset() -> None:
     logger.setLevel(logging.NOTSET)
 
 
-@pytest.mark.parametrize("db_kind", ["sqlite"])
-async def test_a_sync_logs_json_with_context_and_no_secret(store: Store) -> None:
+async def logged_sync(store: Store, level: str) -> str:
+    """What the gateway logs at ``level`` while a ticket is linked, then resolved."""
     stream = io.StringIO()
-    logs.configure("DEBUG", stream)
+    logs.configure(level, stream)
     try:
         async with running_rig(store, serve_gateway=True, webhooks=True) as rig:
             _, ids = await linked(rig)
@@ -32,14 +32,19 @@ async def test_a_sync_logs_json_with_context_and_no_secret(store: Store) -> None
             await rig.settle()
     finally:
         reset()
-    lines = [json.loads(line) for line in stream.getvalue().splitlines()]
+    return stream.getvalue()
+
+
+@pytest.mark.parametrize("db_kind", ["sqlite"])
+async def test_a_sync_logs_json_with_context_and_no_secret(store: Store) -> None:
+    text = await logged_sync(store, "DEBUG")
+    lines = [json.loads(line) for line in text.splitlines()]
     assert lines, "the sync logged nothing"
     writes = [entry for entry in lines if entry["message"] == "wrote"]
     assert {entry["system"] for entry in writes} >= {"devhelm", "inboxops", "incidentio"}
     assert all(entry["work_item_id"] for entry in writes)
     processed = [entry for entry in lines if entry["message"] == "event processed"]
     assert processed and all(entry["event_id"] for entry in processed)
-    text = stream.getvalue()
     for kit in KITS.values():
         assert kit.api_key not in text
         assert kit.webhook_secret not in text
@@ -51,16 +56,8 @@ async def test_at_info_a_write_and_a_processed_event_log_no_line_of_their_own(
 ) -> None:
     """The default level keeps what an operator acts on (README, "Logs"): the item
     created is there, the writes and the events processed (kept in the database) are not."""
-    stream = io.StringIO()
-    logs.configure("INFO", stream)
-    try:
-        async with running_rig(store, serve_gateway=True, webhooks=True) as rig:
-            _, ids = await linked(rig)
-            await rig.human("inboxops", ids["inboxops"], status="resolved")
-            await rig.settle()
-    finally:
-        reset()
-    messages = [json.loads(line)["message"] for line in stream.getvalue().splitlines()]
+    text = await logged_sync(store, "INFO")
+    messages = [json.loads(line)["message"] for line in text.splitlines()]
     assert "work item created" in messages
     assert "wrote" not in messages and "event processed" not in messages
 
