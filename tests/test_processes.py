@@ -310,6 +310,11 @@ async def test_sigterm_finishes_in_flight_work_and_leaves_no_claim(tmp_path: Pat
         log_lines = (tmp_path / "gateway.log").read_text().splitlines()
         logged = [json.loads(line) for line in log_lines if line.startswith("{")]
         assert any(entry["message"] == "gateway stopped" for entry in logged)
+        # at the default level (README, "Logs") the items created have a line each, the
+        # writes and the events processed none (they are in the database)
+        messages = {entry["message"] for entry in logged}
+        assert "work item created" in messages
+        assert not messages & {"wrote", "event processed"}, messages
         store = Store.connect(f"sqlite:///{db}")
         try:
             async with store.tx() as tx:
