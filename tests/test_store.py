@@ -355,19 +355,12 @@ async def test_the_history_of_writes_from_before_migration_0008_is_shown_once(
     its attempt (without ``external_id`` and ``version``) and a history row. After the
     upgrade the history row stands for it, once; writes made after come from the
     attempts."""
-    from alembic import command
-    from alembic.config import Config
-
     from app import tables
-    from app.store.database import MIGRATIONS
 
     store = Store.connect(f"sqlite:///{tmp_path / 'old.db'}")
-    config = Config()
-    config.set_main_option("script_location", MIGRATIONS)
+    await store.migrate("0007")
     before = utcnow() - timedelta(minutes=5)
     with store.engine.begin() as conn:  # type: ignore[attr-defined]
-        config.attributes["connection"] = conn
-        command.upgrade(config, "0007")
         conn.execute(
             tables.history.insert().values(
                 work_item_id="i",

@@ -249,8 +249,9 @@ class Store:
                 await asyncio.sleep(random.uniform(0.005, 0.02) * attempt)
         raise AssertionError("unreachable")
 
-    async def migrate(self) -> None:
-        """Bring the schema to the newest migration (alembic upgrade head)."""
+    async def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to the newest migration (alembic upgrade head), or to
+        ``revision`` (a test building a database as an older version left it)."""
         from alembic import command
         from alembic.config import Config
 
@@ -259,7 +260,7 @@ class Store:
 
         def upgrade(sync_conn: Any) -> None:
             config.attributes["connection"] = sync_conn
-            command.upgrade(config, "head")
+            command.upgrade(config, revision)
 
         if isinstance(self.engine, Engine):
             async with self._turn:
