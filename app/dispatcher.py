@@ -173,6 +173,11 @@ class Dispatcher:
         self.adapters = adapters
         self.settings = settings
         self.metrics = metrics or Metrics()
+        #: ``syncgate_dispatch_transactions_total`` by kind, counted as each commits
+        self._committed = {
+            kind: self.metrics.dispatch_transactions.labels(kind)
+            for kind in ("claim", "record", "renew", "release")
+        }
         self.clock = clock
         self.worker_id = worker_id or f"dispatcher-{uuid.uuid4().hex[:12]}"
         self.wake = asyncio.Event()
@@ -360,6 +365,7 @@ class Dispatcher:
                     await tx.renew_claims(
                         self.in_flight, worker=self.worker_id, until=self.clock() + lease
                     )
+                self._committed["renew"].inc()
             except Exception:
                 log.exception("renewing claims failed")
 
@@ -489,6 +495,7 @@ class Dispatcher:
                         ).as_dict()
                     )
                     await tx.save_create_intent(link.id, link.create_payload)
+        self._committed["claim"].inc()
         self.in_flight.update(link.id for link in links)
         self.flying.update(link.system for link in links)
         self._claimed_at.update((link.id, stamp) for link in links)
@@ -688,6 +695,7 @@ class Dispatcher:
         try:
             async with self.store.tx() as tx:
                 await tx.release_claims(link_ids, worker=self.worker_id, due=due)
+            self._committed["release"].inc()
         except Exception:
             log.exception("releasing claims failed; they lapse with their leases")
 
@@ -752,6 +760,7 @@ class Dispatcher:
                     )
             await tx.add_attempts(attempt_rows)
             await tx.add_history(history)
+        self._committed["record"].inc()
         if self.alerter is not None:  # after the commit: a transaction run again says it once
             for system, delay, reason in deferrals:
                 self.alerter.deferred(system, delay, reason)

@@ -109,6 +109,13 @@ class Metrics:
             registry=r,
             buckets=(0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1),
         )
+        self.dispatch_transactions = Counter(
+            "syncgate_dispatch_transactions",
+            "Transactions of the dispatcher: claims of due writes, recordings of finished"
+            " ones, renewals and releases of claims",
+            ["kind"],
+            registry=r,
+        )
         self.retries = Counter(
             "syncgate_write_retries", "Writes scheduled for another attempt", ["system"], registry=r
         )

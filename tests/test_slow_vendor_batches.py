@@ -37,9 +37,15 @@ CONCURRENCY = 16
 
 
 async def transactions(gateway_url: str) -> float:
+    """The dispatcher's claims and recordings so far: its own transactions, not the
+    resumes, polls and looks around them (whose number grows with the time the writes
+    take on a loaded machine)."""
     async with httpx.AsyncClient(base_url=gateway_url) as plain:
         text = (await plain.get("/metrics")).text
-    return metric_value(text, "syncgate_db_transactions_total")
+    return sum(
+        metric_value(text, "syncgate_dispatch_transactions_total", kind=kind)
+        for kind in ("claim", "record")
+    )
 
 
 async def test_slow_vendors_cost_a_few_transactions_per_batch_not_two_per_write(
@@ -85,11 +91,7 @@ async def test_slow_vendors_cost_a_few_transactions_per_batch_not_two_per_write(
                     response = await admin.post(f"/systems/{name}/resume")
                     assert response.status_code < 300, response.text
 
-                looks = 0
-
                 async def every_edit_written() -> bool:
-                    nonlocal looks
-                    looks += 1  # a transaction of the gateway's own (GET /systems)
                     if not await settled(admin):
                         return False
                     for name in WRITTEN:
@@ -99,15 +101,15 @@ async def test_slow_vendors_cost_a_few_transactions_per_batch_not_two_per_write(
                     return True
 
                 await eventually(every_edit_written, timeout_s=90, what="every edit written")
-                # the dispatcher's work alone: not the test's own looks, whose number
-                # grows with the time the writes take on a loaded machine
-                spent = await transactions(gateway.url) - before - looks
+                spent = await transactions(gateway.url) - before
         finally:
             await gateway.stop()
     writes = TICKETS * len(WRITTEN)
     # A claim into each slot as it freed and a record as writes finished made 0.73-0.77
-    # transactions per write here (commit fee3148); a claim per quarter of the slots
-    # and a record per 10 ms of finishes make 0.43-0.49. Both figures counted the test's
-    # own looks too, about 0.11 a write (14-15 of them) when the machine is idle and more
-    # when it is loaded (78 in all once in CI); without them: 0.37-0.40.
-    assert spent / writes < 0.5, f"{spent:.0f} transactions for {writes} writes"
+    # transactions per write here (commit fee3148), counting every transaction of the
+    # process; a claim per quarter of the slots and a record per 10 ms of finishes make
+    # 0.43-0.49 counted so, up to 0.51 on a loaded machine (the polls, resumes and looks
+    # around the writes). The dispatcher's own claims and records alone: 0.23-0.32, idle
+    # or with both cores busy; with a claim per slot and no wait to gather finished
+    # writes (CLAIM_SHARE 1000, GATHER_S 0), 0.52-0.69.
+    assert spent / writes < 0.45, f"{spent:.0f} transactions for {writes} writes"
