@@ -1,7 +1,8 @@
-"""SQLite's hot statements run straight on the driver (``app/store/direct.py``) exactly
-as SQLAlchemy runs them: each one, with the parameters the store gives it, is run both
-ways inside a transaction that is then rolled back, and the rows it answers and what it
-leaves in every table must be the same."""
+"""The hot statements run straight on the driver (``app/store/direct.py``: SQLite's
+``sqlite3``, PostgreSQL's asyncpg) exactly as SQLAlchemy runs them: each one, with the
+parameters the store gives it, is run both ways inside a transaction that is then
+rolled back, and the rows it answers and what it leaves in every table must be the
+same."""
 
 from __future__ import annotations
 
@@ -15,13 +16,14 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 from sqlalchemy.dialects.sqlite import dialect as sqlite_dialect
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from app import tables
 from app.model import CreateTarget, Fields, ObjectRef, Status, VendorObject, WorkItem
 from app.store import HistoryEntry, NewEvent, Store, Tx
 from app.store import statements as s
 from app.store.direct import _HOT, Direct, DirectResult, Prepared, _faster
-from tests.conftest import open_store
+from tests.conftest import cut_connections, open_store, postgres_url
 
 NOW = datetime(2026, 12, 3, 9, 0, 0, 123456, tzinfo=UTC)
 LATER = NOW + timedelta(minutes=5)
@@ -38,11 +40,11 @@ def _obj(system: str, external_id: str, scope: str = "") -> VendorObject:
 
 
 @pytest.fixture
-async def seeded(tmp_path: Path) -> AsyncIterator[Store]:
-    """A SQLite store with items, links in every state a claim tells apart (seen,
+async def seeded(db_kind: str, tmp_path: Path) -> AsyncIterator[Store]:
+    """A store with items, links in every state a claim tells apart (seen,
     to be created, dirty and due, dirty and claimed by another, of a paused system),
     events pending and done."""
-    store = await open_store("sqlite", tmp_path)
+    store = await open_store(db_kind, tmp_path)
     async with store.tx() as tx:
         await tx.insert_items(
             [
@@ -122,11 +124,23 @@ async def seeded(tmp_path: Path) -> AsyncIterator[Store]:
     await store.close()
 
 
+def read(name: str) -> dict[bool, Any]:
+    """A bulk read in each dialect's form."""
+    return both(getattr(s.READS[False], name), getattr(s.READS[True], name))
+
+
 def _written(version: int, **extra: Any) -> dict[str, Any]:
     return {"b_id": 3, "b_claimed_by": "", "b_version": version, "b_again": LATER} | extra
 
 
-#: Each hot statement with the parameter shapes the store gives it, edge cases included.
+def both(sqlite: Any, postgres: Any) -> dict[bool, Any]:
+    """A statement in each dialect's form (True: PostgreSQL)."""
+    return {False: sqlite, True: postgres}
+
+
+#: Each hot statement with the parameter shapes the store gives it, edge cases included:
+#: one statement for both dialects, or its form per dialect (``both``; a dialect left
+#: out runs it through SQLAlchemy).
 CASES: list[tuple[str, Any, Any]] = [
     (
         "save item",
@@ -166,7 +180,11 @@ CASES: list[tuple[str, Any, Any]] = [
             },
         ],
     ),
-    ("mark dirty", s.MARK_DIRTY[True], [{"b_id": 1, "b_version": 4}, {"b_id": 3, "b_version": 1}]),
+    (
+        "mark dirty",
+        both(s.MARK_DIRTY[True], s.MARK_DIRTY[False]),
+        [{"b_id": 1, "b_version": 4}, {"b_id": 3, "b_version": 1}],
+    ),
     ("finish writes, synced", s.FINISH_WRITE, [_written(2), _written(1, b_id=4)]),
     (
         # an update: the object's identity is left as it is (statements.created_values)
@@ -191,7 +209,7 @@ CASES: list[tuple[str, Any, Any]] = [
     ),
     (
         "claim links",
-        s.CLAIM_LINKS[False],
+        both(s.CLAIM_LINKS[False], s.CLAIM_LINKS[True]),
         {
             "b_now": NOW,
             "b_until": LATER,
@@ -203,7 +221,7 @@ CASES: list[tuple[str, Any, Any]] = [
     ),
     (
         "claim links, some busy",
-        s.CLAIM_LINKS[False],
+        both(s.CLAIM_LINKS[False], s.CLAIM_LINKS[True]),
         {
             "b_now": NOW,
             "b_until": LATER,
@@ -215,7 +233,7 @@ CASES: list[tuple[str, Any, Any]] = [
     ),
     (
         "claim links, two systems full",
-        s.CLAIM_LINKS[False],
+        both(s.CLAIM_LINKS[False], s.CLAIM_LINKS[True]),
         {
             "b_now": NOW,
             "b_until": LATER,
@@ -227,7 +245,7 @@ CASES: list[tuple[str, Any, Any]] = [
     ),
     (
         "claim links, after the other's lease",
-        s.CLAIM_LINKS[False],
+        both(s.CLAIM_LINKS[False], s.CLAIM_LINKS[True]),
         {
             "b_now": LATER + timedelta(seconds=1),
             "b_until": LATER + timedelta(minutes=1),
@@ -239,31 +257,38 @@ CASES: list[tuple[str, Any, Any]] = [
     ),
     (
         "claim events",
-        s.CLAIM_EVENTS[False],
+        both(s.CLAIM_EVENTS[False], s.CLAIM_EVENTS[True]),
         {"b_now": NOW, "b_until": LATER, "b_limit": 2, "b_full": []},
     ),
     (
         "claim events, one system full",
-        s.CLAIM_EVENTS[False],
+        both(s.CLAIM_EVENTS[False], s.CLAIM_EVENTS[True]),
         {"b_now": NOW, "b_until": LATER, "b_limit": 5, "b_full": ["devhelm"]},
     ),
-    ("items", s.READS[False].items, {"b_ids": [ITEM_IDS[2], ITEM_IDS[0], "missing"]}),
-    ("items, none", s.READS[False].items, {"b_ids": []}),
-    ("links by id", s.READS[False].links_by_id, {"b_ids": [5, 2, 1]}),
-    ("links of items", s.READS[False].links_of_items, {"b_ids": ITEM_IDS[:2]}),
+    ("items", read("items"), {"b_ids": [ITEM_IDS[2], ITEM_IDS[0], "missing"]}),
+    ("items, none", read("items"), {"b_ids": []}),
+    ("items, locked", {True: s.READS[True].items_locked}, {"b_ids": ITEM_IDS[:2]}),
+    ("links by id", read("links_by_id"), {"b_ids": [5, 2, 1]}),
+    ("links, locked", {True: s.READS[True].lock_links}, {"b_ids": [5, 2, 1]}),
+    ("links of items", read("links_of_items"), {"b_ids": ITEM_IDS[:2]}),
+    (
+        "links of items, locked",
+        {True: s.READS[True].links_of_items_locked},
+        {"b_ids": ITEM_IDS[:2]},
+    ),
     (
         "links of objects",
-        s.READS[False].links_of_objects,
+        read("links_of_objects"),
         {"b_system": "hookstream", "b_ids": ["h2", "h1"]},
     ),
     (
         "items of objects",
-        s.READS[False].items_of_objects,
+        read("items_of_objects"),
         {"b_system": "inboxops", "b_ids": ["t1", "t9"]},
     ),
     (
         "record events, a duplicate and a default",
-        s.RECORD_EVENT[False],
+        {False: s.RECORD_EVENT[False]},
         [
             {
                 "system": "inboxops",
@@ -290,7 +315,7 @@ CASES: list[tuple[str, Any, Any]] = [
     ),
     (
         "record events, all columns",
-        s.RECORD_EVENT[False],
+        {False: s.RECORD_EVENT[False]},
         [
             {
                 "system": "hookstream",
@@ -381,6 +406,11 @@ CASES: list[tuple[str, Any, Any]] = [
 ]
 
 
+def _statement(case: Any, postgres: bool) -> Any:
+    """A case's statement in one dialect's form (None: the dialect has no case of it)."""
+    return case.get(postgres) if isinstance(case, dict) else case
+
+
 def _dump(raw: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
     return {
         table.name: raw.execute(f"SELECT * FROM {table.name} ORDER BY rowid").fetchall()
@@ -388,42 +418,86 @@ def _dump(raw: sqlite3.Connection) -> dict[str, list[tuple[Any, ...]]]:
     }
 
 
+async def _dump_postgres(conn: AsyncConnection) -> dict[str, list[tuple[Any, ...]]]:
+    dumped = {}
+    for table in tables.metadata.sorted_tables:
+        rows = await conn.execute(sa.text(f"SELECT * FROM {table.name}"))
+        dumped[table.name] = sorted((tuple(r) for r in rows), key=repr)
+    return dumped
+
+
 async def _run_once(store: Store, statement: Any, params: Any, direct: Direct | None) -> Any:
     """Run ``statement`` in a transaction that is rolled back: what it answered and what
     it left in the tables."""
+
+    def answered(result: Any) -> tuple[Any, Any]:
+        if direct is not None:
+            assert isinstance(result, DirectResult), "SQLAlchemy ran a hot statement"
+        # (a single-row INSERT through SQLAlchemy on PostgreSQL returns its new id for
+        # itself, answering no rows where the driver path answers none)
+        rows = [dict(r._mapping) for r in result] if result.returns_rows else None
+        return rows or None, None if result.returns_rows else result.rowcount
+
+    if isinstance(store.engine, AsyncEngine):
+        async with store.engine.connect() as aconn:
+            # a rollback leaves a sequence where it went: put them back, so that both runs
+            # give a new row the same id
+            sequences = (
+                await aconn.execute(
+                    sa.text(
+                        "SELECT sequencename, coalesce(last_value, 1), last_value IS NOT NULL"
+                        " FROM pg_sequences WHERE schemaname = current_schema()"
+                    )
+                )
+            ).all()
+            await aconn.commit()
+            transaction = await aconn.begin()
+            try:
+                tx = Tx(aconn, store.dialect, direct)
+                rows, count = answered(await tx._run(statement, params))
+                return rows, count, await _dump_postgres(aconn)
+            finally:
+                await transaction.rollback()
+                for name, value, called in sequences:
+                    await aconn.execute(
+                        sa.text("SELECT setval(:name, :value, :called)"),
+                        {"name": name, "value": value, "called": called},
+                    )
+                await aconn.commit()
     async with store._turn:
         with store.engine.connect() as conn:
             transaction = conn.begin()
             try:
                 tx = Tx(conn, store.dialect, direct)
-                result = await tx._run(statement, params)
-                if direct is not None:
-                    assert isinstance(result, DirectResult), "SQLAlchemy ran a hot statement"
-                rows = [dict(r._mapping) for r in result] if result.returns_rows else None
-                count = None if result.returns_rows else result.rowcount
+                rows, count = answered(await tx._run(statement, params))
                 return rows, count, _dump(conn.connection.driver_connection)
             finally:
                 transaction.rollback()
 
 
-@pytest.mark.parametrize(("name", "statement", "params"), CASES, ids=[c[0] for c in CASES])
+RUNS = [
+    pytest.param(db_kind, statement, params, id=f"{db_kind}-{name}")
+    for db_kind in ("sqlite", "postgres")
+    for name, case, params in CASES
+    if (statement := _statement(case, db_kind == "postgres")) is not None
+]
+
+
+@pytest.mark.parametrize(("db_kind", "statement", "params"), RUNS)
 async def test_a_hot_statement_runs_on_the_driver_as_through_sqlalchemy(
-    seeded: Store, name: str, statement: Any, params: Any
+    seeded: Store, statement: Any, params: Any, request: pytest.FixtureRequest
 ) -> None:
-    assert seeded._direct is not None
     rows, count, tables_after = await _run_once(seeded, statement, params, None)
     direct_rows, direct_count, direct_tables = await _run_once(
         seeded, statement, params, seeded._direct
     )
-    if rows is not None and statement not in (
-        s.READS[False].items,
-        s.READS[False].links_by_id,
-        s.READS[False].links_of_items,
-    ):
+    name = request.node.callspec.id.split("-", 1)[1]
+    if rows is not None and name.startswith(("claim", "record events")):
         # UPDATE/INSERT ... RETURNING promise no order; the store sorts what it needs
         rows, direct_rows = sorted(rows, key=repr), sorted(direct_rows, key=repr)
     assert direct_rows == rows
-    assert direct_count == count
+    if count is not None:  # not a statement answering rows (through SQLAlchemy)
+        assert direct_count == count
     assert direct_tables == tables_after
     if not name.endswith("none"):
         # the case is not vacuous: the statement answered rows or changed the tables
@@ -432,7 +506,9 @@ async def test_a_hot_statement_runs_on_the_driver_as_through_sqlalchemy(
 
 
 def test_every_hot_statement_has_a_case() -> None:
-    assert {id(statement) for _, statement, _ in CASES} == _HOT
+    assert {id(_statement(case, pg)) for _, case, _ in CASES for pg in (False, True)} - {
+        id(None)
+    } == _HOT
 
 
 async def test_an_error_on_the_driver_is_sqlalchemys_error(seeded: Store) -> None:
@@ -446,8 +522,9 @@ async def test_an_error_on_the_driver_is_sqlalchemys_error(seeded: Store) -> Non
             await tx.add_history([HistoryEntry(work_item_id=ITEM_IDS[0], kind="note", at=NOW)])
             await tx._run(s.INSERT_ATTEMPTS, [attempt])
 
-    with pytest.raises(sa.exc.IntegrityError):
+    with pytest.raises(sa.exc.IntegrityError) as raised:
         await history_then_a_bad_attempt()
+    assert isinstance(raised.value.orig, seeded.engine.dialect.loaded_dbapi.IntegrityError)
     async with seeded.tx() as tx:
         assert await tx.history_of(ITEM_IDS[0]) == []
         assert await tx.attempts_of(1) == []
@@ -464,7 +541,7 @@ async def test_a_statement_that_cannot_be_prepared_is_left_to_sqlalchemy(
 
     monkeypatch.setattr(Prepared, "of", moved)
     async with seeded.tx() as tx:
-        result = await tx._run(s.READS[False].links_of_items, {"b_ids": ITEM_IDS[:1]})
+        result = await tx._run(s.READS[tx.postgres].links_of_items, {"b_ids": ITEM_IDS[:1]})
         assert not isinstance(result, DirectResult)
         assert [row.system for row in result] == ["hookstream", "devhelm"]
     assert "left to SQLAlchemy" in caplog.text
@@ -506,3 +583,28 @@ def test_a_datetime_is_written_as_sqlalchemy_writes_it() -> None:
     assert _faster(sa.Integer(), dialect, None) is None
     json_processor = sa.JSON()._cached_bind_processor(dialect)
     assert _faster(sa.JSON(), dialect, json_processor) is json_processor
+
+
+@pytest.mark.postgres
+async def test_a_connection_lost_under_a_hot_statement_fails_one_transaction_only(
+    tmp_path: Path,
+) -> None:
+    """A pooled connection the server closed, taken unchecked, fails the transaction whose
+    first statement is a hot one, with the error SQLAlchemy raises for a lost connection;
+    the pool then replaces its connections, so the next transaction works (as through
+    SQLAlchemy: ``tests/test_store.py``). Had the dead connection gone back to the pool,
+    the next transaction would fail too."""
+    await (await open_store("postgres", tmp_path)).close()  # migrated and empty
+    store = Store.connect(postgres_url(), ping_idle_s=3600.0)
+    try:
+        async with store.tx() as tx:
+            await tx.insert_items([WorkItem(id=ITEM_IDS[0], created_at=NOW, updated_at=NOW)])
+        assert await cut_connections(postgres_url()) >= 1
+        with pytest.raises(sa.exc.DBAPIError) as lost:
+            async with store.tx() as tx:
+                await tx.items_by_id(ITEM_IDS)
+        assert lost.value.connection_invalidated
+        async with store.tx() as tx:
+            assert list(await tx.items_by_id(ITEM_IDS)) == ITEM_IDS[:1]
+    finally:
+        await store.close()

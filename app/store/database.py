@@ -137,8 +137,8 @@ class Store:
         self.dialect = engine.dialect.name
         self._turn = asyncio.Lock()
         self._checkpointer: WalCheckpointer | None = None
-        #: SQLite's hot statements, run straight on its driver (``app/store/direct.py``)
-        self._direct = Direct(engine.dialect) if isinstance(engine, Engine) else None
+        #: The hot statements, run straight on the driver (``app/store/direct.py``)
+        self._direct = Direct(engine.dialect)
         #: SQLite's one connection, kept open between transactions (``tx``)
         self._conn: sa.Connection | None = None
         #: PostgreSQL's pool in autocommit mode, for transactions of one statement
@@ -207,7 +207,7 @@ class Store:
         with the first). On SQLite it is an ordinary transaction."""
         if one_statement and self._autocommit is not None:
             async with self._autocommit.connect() as aconn:
-                yield Tx(aconn, self.dialect, one_statement=True)
+                yield Tx(aconn, self.dialect, self._direct, one_statement=True)
         elif isinstance(self.engine, Engine):
             async with self._turn:
                 # one connection for every transaction: checking one out of the pool and
@@ -222,7 +222,7 @@ class Store:
                     self._checkpointer.restart_if_due(raw)
         else:
             async with self.engine.begin() as aconn:  # one_statement went to autocommit
-                yield Tx(aconn, self.dialect)
+                yield Tx(aconn, self.dialect, self._direct)
         self.committed += 1
 
     async def retrying(

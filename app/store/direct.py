@@ -1,15 +1,17 @@
-"""The hot statements on SQLite, run straight on the driver.
+"""The hot statements, run straight on the driver (SQLite's ``sqlite3``, PostgreSQL's
+asyncpg).
 
 SQLAlchemy's execution path (cache key, execution context, parameter processing, result
 metadata, row objects) costs about twice what SQLite takes to run the statements of the
-hot paths (docs/benchmarks.md, "Profile at 33f2e67"). A statement registered with
-``hot`` is compiled once per shape by SQLAlchemy itself, with the dialect's own type
-processors for parameters and result columns, and then run on the ``sqlite3``
-connection directly: the same SQL, the same values, the same transaction. Anything this
-module cannot reproduce exactly (a default computed by SQL, a bind computed by a
-callable, duplicate result names) is left to SQLAlchemy: ``Direct.run`` answers None.
-
-PostgreSQL is untouched: asyncpg's path is the driver's own.
+hot paths (docs/benchmarks.md, "Profile at 33f2e67"), and on PostgreSQL about 100 us a
+statement on top of asyncpg's own work ("The gateway on PostgreSQL"). A statement
+registered with ``hot`` is compiled once per shape by SQLAlchemy itself, with the
+dialect's own type processors for parameters and result columns, and then run on the
+driver's connection directly: the same SQL, the same values, the same transaction.
+Anything this module cannot reproduce exactly (a default computed by SQL, a bind
+computed by a callable, duplicate result names; on PostgreSQL, an expanding list or a
+``RETURNING`` over many rows, which SQLAlchemy batches into one statement) is left to
+SQLAlchemy: ``Direct.find`` answers None.
 """
 
 from __future__ import annotations
@@ -36,21 +38,30 @@ _POSTCOMPILE = re.compile(r"__\[POSTCOMPILE_(\w+)\]")
 
 
 def hot(statement: Any) -> Any:
-    """Mark ``statement`` (built once, at import) to run straight on SQLite's driver."""
+    """Mark ``statement`` (built once, at import) to run straight on the driver."""
     _HOT.add(id(statement))
     return statement
 
 
 class Direct:
-    """The prepared forms of the hot statements for one SQLite engine's dialect."""
+    """The prepared forms of the hot statements for one engine's dialect."""
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
         self._prepared: dict[tuple[int, tuple[str, ...], bool], Prepared | None] = {}
 
     def run(self, raw: sqlite3.Connection, statement: Any, params: Any) -> DirectResult | None:
-        """Run ``statement`` on ``raw``, or answer None when it is not a hot statement or
-        its shape is one SQLAlchemy must run."""
+        """Run ``statement`` on SQLite's ``raw``, or answer None when it is not a hot
+        statement or its shape is one SQLAlchemy must run."""
+        found = self.find(statement, params)
+        if found is None:
+            return None
+        prepared, rows = found
+        return prepared.run(raw, rows)
+
+    def find(self, statement: Any, params: Any) -> tuple[Prepared, list[dict[str, Any]]] | None:
+        """``statement`` prepared for ``params`` (and them as a list of rows), or None
+        when it is not a hot statement or its shape is one SQLAlchemy must run."""
         sid = id(statement)
         if sid not in _HOT:
             return None
@@ -68,7 +79,7 @@ class Direct:
             prepared = self._prepared[key] = self._prepare(statement, rows[0], many)
         if prepared is None:
             return None
-        return prepared.run(raw, rows)
+        return prepared, rows
 
     def _prepare(self, statement: Any, params: dict[str, Any], many: bool) -> Prepared | None:
         try:
@@ -121,6 +132,13 @@ class Prepared:
             dialect=dialect, column_keys=sorted(params), for_executemany=many
         )
         if compiled.positiontup is None:
+            return None
+        if dialect.name == "postgresql" and (
+            (many and compiled._result_columns)
+            or any(compiled.binds[name].expanding for name in compiled.positiontup)
+        ):
+            # SQLAlchemy runs these as one statement (insertmanyvalues) or expands the
+            # list into the text; asyncpg has neither
             return None
         defaults: dict[str, Any] = {}
         for column in (*compiled.insert_prefetch, *compiled.update_prefetch):
@@ -215,6 +233,32 @@ class Prepared:
             ) from error
         return DirectResult(self._build(fetched), count, self._row is not None)
 
+    async def run_asyncpg(self, adapted: Any, rows: list[dict[str, Any]]) -> DirectResult:
+        """Run on ``adapted``, SQLAlchemy's adapter of an asyncpg connection, as its
+        cursor does: in the transaction it begins on the first statement (begun here when
+        this is the first), its errors translated to the DBAPI's and then SQLAlchemy's
+        (an ``IntegrityError`` is one, as through SQLAlchemy)."""
+        conn = adapted._connection
+        sql = self._sql
+        values: Any = None
+        try:
+            async with adapted._execute_mutex:
+                if adapted._transaction is None:  # not in autocommit mode: BEGIN
+                    await adapted._start_transaction()
+                if len(rows) > 1:  # one row is one statement, as SQLAlchemy runs it
+                    values = [self._values(p) for p in rows]
+                    await conn.executemany(sql, values)
+                    return DirectResult((), -1, False)  # asyncpg counts no rows here
+                values = self._values(rows[0])
+                if self._row is not None:
+                    fetched = await conn.fetch(sql, *values)
+                    return DirectResult(self._build(fetched), len(fetched), True)
+                status = await conn.execute(sql, *values)
+        except Exception as error:
+            raise _translated(adapted, sql, values, error, many=self._many) from error
+        counted = _STATUS_COUNT.match(status or "")
+        return DirectResult((), int(counted[1]) if counted else -1, False)
+
     def _build(self, fetched: list[Any]) -> Sequence[Any]:
         if self._row is None:
             return ()
@@ -257,6 +301,26 @@ def _faster(type_: Any, dialect: Dialect, processor: Processor) -> Processor:
         return sqlalchemys(value)
 
     return datetime_text
+
+
+#: The rows a command touched, from its status (as SQLAlchemy's asyncpg cursor reads it)
+_STATUS_COUNT = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
+
+
+def _translated(adapted: Any, sql: str, values: Any, error: Exception, *, many: bool) -> Exception:
+    """``error`` from asyncpg as SQLAlchemy would raise it: the adapter's translation
+    to its DBAPI's error (which also forgets a transaction its closed connection lost),
+    then SQLAlchemy's wrapper of that (``sqlalchemy.exc.IntegrityError`` and the like).
+    An error that is not the database's the adapter raises as it is."""
+    dbapi = adapted.dbapi
+    try:
+        adapted._handle_exception(error)
+    except dbapi.Error as translated:
+        wrapped: Exception = sa_exc.DBAPIError.instance(
+            sql, values, translated, dbapi.Error, ismulti=many
+        )
+        return wrapped
+    return error  # the adapter always raises
 
 
 def _mapping(row: Any) -> dict[str, Any]:

@@ -233,19 +233,22 @@ FINISH_EVENT = (
 INSERT_HISTORY = sa.insert(t.history)
 INSERT_ATTEMPTS = sa.insert(t.write_attempts)
 
-# What runs for every change, straight on SQLite's driver (``app/store/direct.py``).
+# What runs for every change, straight on the driver (``app/store/direct.py``): on
+# SQLite, and on PostgreSQL with its row-locking forms (the events' insert, a RETURNING
+# over many rows, stays with SQLAlchemy there: it makes it one statement).
 for _statement in (
     SAVE_ITEM,
     RECORD_SEEN,
-    MARK_DIRTY[True],
+    *MARK_DIRTY.values(),
     FINISH_WRITE,
-    CLAIM_LINKS[False],
-    CLAIM_EVENTS[False],
+    *CLAIM_LINKS.values(),
+    *CLAIM_EVENTS.values(),
     READS[False].items,
     READS[False].links_by_id,
     READS[False].links_of_items,
     READS[False].links_of_objects,
     READS[False].items_of_objects,
+    *READS[True],
     RECORD_EVENT[False],
     FINISH_EVENT,
     INSERT_HISTORY,
