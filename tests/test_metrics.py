@@ -54,3 +54,23 @@ async def test_metrics_count_the_database_transactions_the_process_committed(
     # the change (one transaction), the claim and the recording of its writes at least
     assert after - before >= 3
     assert after - before == rig.gateway.store.committed - committed
+
+
+def test_a_kept_child_counts_as_prometheus_client_counts() -> None:
+    """The counters and histograms keep each labelled child after its first lookup
+    (``app/metrics.py``): by position or by name, one series, counted once per call."""
+    from app.metrics import Metrics
+
+    metrics = Metrics()
+    first = metrics.writes.labels("devhelm", "update", "ok")
+    assert metrics.writes.labels("devhelm", "update", "ok") is first
+    first.inc()
+    metrics.writes.labels(system="devhelm", action="update", outcome="ok").inc()
+    metrics.writes.labels("devhelm", "update", "dead").inc(3)
+    metrics.write_latency.labels("devhelm").observe(0.02)
+    metrics.write_latency.labels("devhelm").observe(0.2)
+    text = metrics.render().decode()
+    assert value(text, "syncgate_writes_total", system="devhelm", outcome="ok") == 2
+    assert value(text, "syncgate_writes_total", system="devhelm", outcome="dead") == 3
+    assert value(text, "syncgate_write_seconds_count", system="devhelm") == 2
+    assert value(text, "syncgate_write_seconds_bucket", system="devhelm", le="0.025") == 1
