@@ -608,3 +608,27 @@ async def test_a_connection_lost_under_a_hot_statement_fails_one_transaction_onl
             assert list(await tx.items_by_id(ITEM_IDS)) == ITEM_IDS[:1]
     finally:
         await store.close()
+
+
+@pytest.mark.postgres
+async def test_an_asyncpg_adapter_that_moved_leaves_the_statements_to_sqlalchemy(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The asyncpg path drives parts of SQLAlchemy's adapter (its transaction, its lock,
+    its error translation). An SQLAlchemy whose adapter lacks one must not break the
+    store: every statement runs through SQLAlchemy, and the log says why, once."""
+    from app.store import direct
+
+    monkeypatch.setattr(direct, "_ADAPTER_PARTS", (*direct._ADAPTER_PARTS, "_moved_away"))
+    store = await open_store("postgres", tmp_path)
+    try:
+        for _ in range(2):
+            async with store.tx() as tx:
+                await tx.insert_items([WorkItem(id=ITEM_IDS[0], created_at=NOW, updated_at=NOW)])
+                result = await tx._run(s.READS[True].items, {"b_ids": ITEM_IDS})
+                assert not isinstance(result, DirectResult)
+                assert [row.id for row in result] == ITEM_IDS[:1]
+                await tx._run(sa.delete(tables.work_items))
+    finally:
+        await store.close()
+    assert caplog.text.count("left to SQLAlchemy") == 1

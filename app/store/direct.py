@@ -49,6 +49,21 @@ class Direct:
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
         self._prepared: dict[tuple[int, tuple[str, ...], bool], Prepared | None] = {}
+        #: whether SQLAlchemy's asyncpg adapter has what ``Prepared.run_asyncpg`` uses
+        #: (None: not looked at yet); an SQLAlchemy whose adapter moved runs them all
+        self.adapter_fits: bool | None = None
+
+    def fits(self, adapted: Any) -> bool:
+        """Whether ``adapted`` (SQLAlchemy's adapter of an asyncpg connection) has the
+        parts ``Prepared.run_asyncpg`` drives; looked at once, logged when not."""
+        if self.adapter_fits is None:
+            self.adapter_fits = all(hasattr(adapted, name) for name in _ADAPTER_PARTS)
+            if not self.adapter_fits:
+                log.warning(
+                    "the hot statements are left to SQLAlchemy: its asyncpg adapter lacks"
+                    " what the driver path uses (a newer SQLAlchemy?)"
+                )
+        return self.adapter_fits
 
     def run(self, raw: sqlite3.Connection, statement: Any, params: Any) -> DirectResult | None:
         """Run ``statement`` on SQLite's ``raw``, or answer None when it is not a hot
@@ -302,6 +317,16 @@ def _faster(type_: Any, dialect: Dialect, processor: Processor) -> Processor:
 
     return datetime_text
 
+
+#: What ``Prepared.run_asyncpg`` uses of SQLAlchemy's asyncpg adapter
+_ADAPTER_PARTS = (
+    "_connection",
+    "_execute_mutex",
+    "_transaction",
+    "_start_transaction",
+    "_handle_exception",
+    "dbapi",
+)
 
 #: The rows a command touched, from its status (as SQLAlchemy's asyncpg cursor reads it)
 _STATUS_COUNT = re.compile(r"(?:SELECT|UPDATE|DELETE|INSERT \d+) (\d+)")
