@@ -234,8 +234,9 @@ INSERT_HISTORY = sa.insert(t.history)
 INSERT_ATTEMPTS = sa.insert(t.write_attempts)
 
 # What runs for every change, straight on the driver (``app/store/direct.py``): on
-# SQLite, and on PostgreSQL with its row-locking forms (the events' insert, a RETURNING
-# over many rows, stays with SQLAlchemy there: it makes it one statement).
+# SQLite, and on PostgreSQL with its row-locking forms (there the events' insert of
+# several deliveries, a RETURNING over many rows, stays with SQLAlchemy, which makes it
+# one statement; one delivery's goes straight to asyncpg).
 for _statement in (
     SAVE_ITEM,
     RECORD_SEEN,
@@ -249,7 +250,7 @@ for _statement in (
     READS[False].links_of_objects,
     READS[False].items_of_objects,
     *READS[True],
-    RECORD_EVENT[False],
+    *RECORD_EVENT.values(),
     FINISH_EVENT,
     INSERT_HISTORY,
     INSERT_ATTEMPTS,
