@@ -314,39 +314,6 @@ CASES: list[tuple[str, Any, Any]] = [
         ],
     ),
     (
-        "record events, one, as the store gives it",
-        both(s.RECORD_EVENT[False], s.RECORD_EVENT[True]),
-        [
-            {
-                "system": "inboxops",
-                "delivery_id": "d7",
-                "source": "webhook",
-                "event_type": "ticket.updated",
-                "body": b"{}",
-                "headers": {"webhook-id": "d7"},
-                "state": "pending",
-                "outcome": None,
-                "attempts": 1,
-                "claimed_until": LATER,  # handed to the inbox worker
-                "received_at": NOW,
-                "processed_at": None,
-            },
-        ],
-    ),
-    (
-        "record events, one already stored: none",
-        both(s.RECORD_EVENT[False], s.RECORD_EVENT[True]),
-        [
-            {
-                "system": "inboxops",
-                "delivery_id": "d1",
-                "source": "webhook",
-                "body": b"{}",
-                "received_at": NOW,
-            },
-        ],
-    ),
-    (
         "record events, all columns",
         {False: s.RECORD_EVENT[False]},
         [
@@ -509,21 +476,22 @@ async def _run_once(store: Store, statement: Any, params: Any, direct: Direct | 
 
 
 RUNS = [
-    pytest.param(db_kind, name, statement, params, id=f"{db_kind}-{name}")
+    pytest.param(db_kind, statement, params, id=f"{db_kind}-{name}")
     for db_kind in ("sqlite", "postgres")
     for name, case, params in CASES
     if (statement := _statement(case, db_kind == "postgres")) is not None
 ]
 
 
-@pytest.mark.parametrize(("db_kind", "name", "statement", "params"), RUNS)
+@pytest.mark.parametrize(("db_kind", "statement", "params"), RUNS)
 async def test_a_hot_statement_runs_on_the_driver_as_through_sqlalchemy(
-    seeded: Store, name: str, statement: Any, params: Any
+    seeded: Store, statement: Any, params: Any, request: pytest.FixtureRequest
 ) -> None:
     rows, count, tables_after = await _run_once(seeded, statement, params, None)
     direct_rows, direct_count, direct_tables = await _run_once(
         seeded, statement, params, seeded._direct
     )
+    name = request.node.callspec.id.split("-", 1)[1]
     if rows is not None and name.startswith(("claim", "record events")):
         # UPDATE/INSERT ... RETURNING promise no order; the store sorts what it needs
         rows, direct_rows = sorted(rows, key=repr), sorted(direct_rows, key=repr)
@@ -615,41 +583,6 @@ def test_a_datetime_is_written_as_sqlalchemy_writes_it() -> None:
     assert _faster(sa.Integer(), dialect, None) is None
     json_processor = sa.JSON()._cached_bind_processor(dialect)
     assert _faster(sa.JSON(), dialect, json_processor) is json_processor
-
-
-@pytest.mark.postgres
-async def test_several_deliveries_are_one_statement_through_sqlalchemy_on_postgres(
-    tmp_path: Path,
-) -> None:
-    """PostgreSQL's insert of several deliveries answers its new rows from one statement
-    (SQLAlchemy's insertmanyvalues), which asyncpg's executemany cannot: it is left to
-    SQLAlchemy, and a duplicate among them is answered by no row, as with one."""
-    store = await open_store("postgres", tmp_path)
-    try:
-        assert store._direct is not None
-        rows = [
-            {"system": "inboxops", "delivery_id": d, "source": "webhook", "body": b"{}"}
-            for d in ("d1", "d2", "d1")
-        ]
-        assert store._direct.find(s.RECORD_EVENT[True], rows) is None
-        assert store._direct.find(s.RECORD_EVENT[True], rows[:1]) is not None
-        async with store.tx() as tx:
-            stored = await tx.record_events(
-                [
-                    NewEvent(
-                        system="inboxops",
-                        delivery_id=d,
-                        source="webhook",
-                        event_type="ticket.updated",
-                        body=b"{}",
-                    )
-                    for d in ("d1", "d2", "d1")
-                ],
-                now=NOW,
-            )
-        assert stored[0] is not None and stored[1] is not None and stored[2] is None
-    finally:
-        await store.close()
 
 
 @pytest.mark.postgres

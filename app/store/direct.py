@@ -10,7 +10,7 @@ dialect's own type processors for parameters and result columns, and then run on
 driver's connection directly: the same SQL, the same values, the same transaction.
 Anything this module cannot reproduce exactly (a default computed by SQL, a bind
 computed by a callable, duplicate result names; on PostgreSQL, an expanding list or a
-``RETURNING`` over several rows, which SQLAlchemy batches into one statement) is left to
+``RETURNING`` over many rows, which SQLAlchemy batches into one statement) is left to
 SQLAlchemy: ``Direct.find`` answers None.
 """
 
@@ -92,7 +92,7 @@ class Direct:
             prepared = self._prepared[key]
         except KeyError:
             prepared = self._prepared[key] = self._prepare(statement, rows[0], many)
-        if prepared is None or (prepared.one_row_only and len(rows) > 1):
+        if prepared is None:
             return None
         return prepared, rows
 
@@ -119,16 +119,7 @@ class Prepared:
     """One statement compiled for one set of parameter names: its SQL, how each
     positional value is found and processed, and how result rows are built."""
 
-    __slots__ = (
-        "_binds",
-        "_lists",
-        "_many",
-        "_processors",
-        "_row",
-        "_segments",
-        "_sql",
-        "one_row_only",
-    )
+    __slots__ = ("_binds", "_lists", "_many", "_processors", "_row", "_segments", "_sql")
 
     def __init__(
         self,
@@ -137,12 +128,8 @@ class Prepared:
         many: bool,
         row: type | None,
         processors: list[tuple[int, Callable[[Any], Any]]],
-        *,
-        one_row_only: bool = False,
     ) -> None:
         self._sql = sql
-        #: runs straight on the driver for one row of parameters only (``Direct.find``)
-        self.one_row_only = one_row_only
         # (kind, parameter name / constant / column default, processor) per position
         self._binds = binds
         self._many = many
@@ -161,12 +148,13 @@ class Prepared:
         )
         if compiled.positiontup is None:
             return None
-        postgres = dialect.name == "postgresql"
-        if postgres and any(compiled.binds[name].expanding for name in compiled.positiontup):
-            return None  # SQLAlchemy expands the list into the text; asyncpg cannot
-        # RETURNING over many rows: SQLAlchemy makes them one statement (insertmanyvalues),
-        # asyncpg's executemany answers no rows; one row is one statement either way
-        one_row_only = postgres and many and bool(compiled._result_columns)
+        if dialect.name == "postgresql" and (
+            (many and compiled._result_columns)
+            or any(compiled.binds[name].expanding for name in compiled.positiontup)
+        ):
+            # SQLAlchemy runs these as one statement (insertmanyvalues) or expands the
+            # list into the text; asyncpg has neither
+            return None
         defaults: dict[str, Any] = {}
         for column in (*compiled.insert_prefetch, *compiled.update_prefetch):
             default = column.default
@@ -209,7 +197,7 @@ class Prepared:
                 result_processor = c.type._cached_result_processor(dialect, None)
                 if result_processor is not None:
                     processors.append((i, result_processor))
-        return cls(compiled.string, binds, many, row, processors, one_row_only=one_row_only)
+        return cls(compiled.string, binds, many, row, processors)
 
     def _values(self, params: dict[str, Any]) -> list[Any]:
         """The positional values for one row of parameters (lists spread out)."""

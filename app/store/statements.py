@@ -234,9 +234,8 @@ INSERT_HISTORY = sa.insert(t.history)
 INSERT_ATTEMPTS = sa.insert(t.write_attempts)
 
 # What runs for every change, straight on the driver (``app/store/direct.py``): on
-# SQLite, and on PostgreSQL with its row-locking forms (there the events' insert of
-# several deliveries, a RETURNING over many rows, stays with SQLAlchemy, which makes it
-# one statement; one delivery's goes straight to asyncpg).
+# SQLite, and on PostgreSQL with its row-locking forms (the events' insert, a RETURNING
+# over many rows, stays with SQLAlchemy there: it makes it one statement).
 for _statement in (
     SAVE_ITEM,
     RECORD_SEEN,
@@ -250,7 +249,7 @@ for _statement in (
     READS[False].links_of_objects,
     READS[False].items_of_objects,
     *READS[True],
-    *RECORD_EVENT.values(),
+    RECORD_EVENT[False],
     FINISH_EVENT,
     INSERT_HISTORY,
     INSERT_ATTEMPTS,
