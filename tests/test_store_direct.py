@@ -476,22 +476,21 @@ async def _run_once(store: Store, statement: Any, params: Any, direct: Direct | 
 
 
 RUNS = [
-    pytest.param(db_kind, statement, params, id=f"{db_kind}-{name}")
+    pytest.param(db_kind, name, statement, params, id=f"{db_kind}-{name}")
     for db_kind in ("sqlite", "postgres")
     for name, case, params in CASES
     if (statement := _statement(case, db_kind == "postgres")) is not None
 ]
 
 
-@pytest.mark.parametrize(("db_kind", "statement", "params"), RUNS)
+@pytest.mark.parametrize(("db_kind", "name", "statement", "params"), RUNS)
 async def test_a_hot_statement_runs_on_the_driver_as_through_sqlalchemy(
-    seeded: Store, statement: Any, params: Any, request: pytest.FixtureRequest
+    seeded: Store, name: str, statement: Any, params: Any
 ) -> None:
     rows, count, tables_after = await _run_once(seeded, statement, params, None)
     direct_rows, direct_count, direct_tables = await _run_once(
         seeded, statement, params, seeded._direct
     )
-    name = request.node.callspec.id.split("-", 1)[1]
     if rows is not None and name.startswith(("claim", "record events")):
         # UPDATE/INSERT ... RETURNING promise no order; the store sorts what it needs
         rows, direct_rows = sorted(rows, key=repr), sorted(direct_rows, key=repr)
