@@ -346,6 +346,68 @@ async def test_relink_writes_the_new_item_and_leaves_the_gateway_idle(tmp_path: 
         assert cpu < 0.3, f"an idle gateway used {cpu:.2f} s of CPU in 2 s"
 
 
+async def test_a_write_in_flight_when_its_object_is_relinked_stays_in_its_items_history(
+    tmp_path: Path,
+) -> None:
+    """Item A is renamed, and its incident.io follow-up is relinked to item B while the
+    write carrying A's new title is in flight (incident.io answers in 1.5 s; its update
+    reads the follow-up first, and the relink comes once that read is answered). The
+    write stays in A's history, the item it was made for, not in B's; the follow-up then
+    takes B's title, and that write is B's."""
+    async with installation(tmp_path) as inst:
+        ticket = await inst.open_ticket("Item A")
+        detail = await inst.linked(ticket)
+        item_a = detail["item"]["id"]
+        (follow_up,) = [link for link in detail["links"] if link["system"] == "incidentio"]
+        created = await inst.admin.post("/work-items", json={"title": "Item B"})
+        assert created.status_code == 201, created.text
+        item_b = created.json()["item"]["id"]
+        await inst.settle()
+        await inst.control["incidentio"].put("/_sim/latency", json={"ms": 1500})
+        path = f"/follow_ups/{follow_up['external_id']}"
+
+        def calls(method: str) -> int:
+            """The follow-up's calls of ``method`` answered so far."""
+            return sum(
+                r.method == method and r.path.endswith(path) for r in inst.requests("incidentio")
+            )
+
+        reads, writes = calls("GET"), calls("PUT")
+        renamed = await inst.admin.patch(f"/work-items/{item_a}", json={"title": "Item A renamed"})
+        assert renamed.status_code == 200, renamed.text
+
+        async def follow_up_read() -> bool:
+            return calls("GET") > reads
+
+        await eventually(follow_up_read, timeout_s=30, what="the follow-up read before its write")
+        moved = await inst.admin.post(
+            f"/links/{follow_up['id']}/relink", json={"work_item_id": item_b}
+        )
+        assert moved.status_code == 200, moved.text
+        assert calls("PUT") == writes, "the write was answered before the relink"
+
+        async def follow_up_holds_b() -> bool:
+            objects = {o["id"]: o for o in await sim_objects(inst.control["incidentio"])}
+            return bool(objects[follow_up["external_id"]]["title"] == "Item B")
+
+        await eventually(follow_up_holds_b, timeout_s=30, what="the follow-up to hold item B")
+        await inst.settle()
+
+        async def writes_to_follow_up(item_id: str) -> list[str]:
+            response = await inst.admin.get(f"/work-items/{item_id}")
+            assert response.status_code == 200, response.text
+            return [
+                msgspec.json.encode(h["new_value"]).decode()
+                for h in response.json()["history"]
+                if h["kind"] == "write" and h["system"] == "incidentio"
+            ]
+
+        in_a, in_b = await writes_to_follow_up(item_a), await writes_to_follow_up(item_b)
+        assert any("Item A renamed" in w for w in in_a), in_a
+        assert not any("Item A renamed" in w for w in in_b), in_b
+        assert any("Item B" in w for w in in_b), in_b
+
+
 # -- 5. a timestamp from the future ---------------------------------------------------------
 
 
