@@ -1,13 +1,15 @@
 """Two revisions of the gateway, taken in turns: what one change costs each.
 
     python -m bench.ab A B [--rounds 8] [--changes 1500] [--latency-ms 0] [--items 1000]
-                           [--db sqlite|postgres]
+                           [--db sqlite|postgres] [--db-b sqlite|postgres]
 
 ``A`` and ``B`` are git revisions (a commit, a branch, ``HEAD~1``), or ``.`` for this tree
 as it is, uncommitted changes included. Each revision gets a worktree of its own (removed
 at the end) and an installation of its own, on SQLite or (``--db postgres``, with
 ``SYNCGATE_TEST_POSTGRES_URL`` set, as ``source scripts/pg.sh`` does) on a fresh
-PostgreSQL database of its own beside that one: the simulators and the load
+PostgreSQL database of its own beside that one (``--db-b`` puts B on another database
+than A: ``python -m bench.ab HEAD HEAD --db-b postgres`` is what PostgreSQL costs
+against SQLite, taken in turns): the simulators and the load
 generator come from this tree, the gateway from the revision's, run by this Python (the
 revisions' dependencies must be what is installed here). The harness takes the first
 CPU, the gateways the second, as ``bench.run`` pins them.
@@ -137,6 +139,7 @@ async def database(kind: str, name: str, wd: Path) -> str:
 async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
     log(pin_harness(True))
     labels = {"A": args.a, "B": args.b}
+    databases = {"A": args.db, "B": args.db_b or args.db}
     with contextlib.ExitStack() as trees:
         insts: dict[str, Installation] = {}
         cursors: dict[str, Cursor] = {}
@@ -146,13 +149,16 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
                 wd = work / f"run-{name}"
                 wd.mkdir()
                 inst, _ = await start_gateway(
-                    wd, await database(args.db, name, wd), label=f"gateway-{name}", root=root
+                    wd,
+                    await database(databases[name], name, wd),
+                    label=f"gateway-{name}",
+                    root=root,
                 )
                 insts[name] = inst
                 await create_items(inst, args.items)
                 cursors[name] = Cursor(inst.items)
                 await inst.set_latency(args.latency_ms)
-                log(f"{name}: {rev} at {root}, {args.items} work items on {args.db}")
+                log(f"{name}: {rev} at {root}, {args.items} work items on {databases[name]}")
             for name, inst in insts.items():
                 await turn(inst, cursors[name], WARM_UP)
             cpu: dict[str, list[float]] = {"A": [], "B": []}
@@ -175,6 +181,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "a": args.a,
         "b": args.b,
         "db": args.db,
+        "db_b": databases["B"],
         "latency_ms": args.latency_ms,
         "changes_per_turn": args.changes,
         "cpu_ms": cpu,
@@ -201,13 +208,20 @@ def main(argv: Sequence[str] | None = None) -> int:
         help="the gateways' database (default sqlite); postgres needs"
         " SYNCGATE_TEST_POSTGRES_URL (source scripts/pg.sh)",
     )
+    parser.add_argument(
+        "--db-b",
+        choices=("sqlite", "postgres"),
+        help="B's database, when it is not A's (--db)",
+    )
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.changes < 1 or args.items < 1:
         parser.error("--rounds, --changes and --items must be at least 1")
-    if args.db == "postgres" and not pg_url():
-        parser.error(
-            "--db postgres needs SYNCGATE_TEST_POSTGRES_URL: run `source scripts/pg.sh` first"
-        )
+    for option, db in (("--db", args.db), ("--db-b", args.db_b)):
+        if db == "postgres" and not pg_url():
+            parser.error(
+                f"{option} postgres needs SYNCGATE_TEST_POSTGRES_URL:"
+                " run `source scripts/pg.sh` first"
+            )
     for rev in (args.a, args.b):
         check_revision(rev)
     work = Path(tempfile.mkdtemp(prefix="syncgate-ab-"))

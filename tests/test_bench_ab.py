@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -71,13 +72,20 @@ def test_postgres_without_a_server_is_refused_before_anything_starts() -> None:
     assert done.returncode == 2
     assert "--db postgres needs SYNCGATE_TEST_POSTGRES_URL" in done.stderr
     assert "CPU pinning" not in done.stderr, "an installation was started"
+    done = bench_ab("HEAD", "HEAD", "--db-b", "postgres", env=env)
+    assert done.returncode == 2
+    assert "--db-b postgres needs SYNCGATE_TEST_POSTGRES_URL" in done.stderr
 
 
 @pytest.mark.slow
 @pytest.mark.timeout(300)
-@pytest.mark.parametrize("db", ["sqlite", "postgres"])
-def test_two_revisions_take_turns_and_leave_no_worktree(tmp_path: Path, db: str) -> None:
-    if db == "postgres":
+@pytest.mark.parametrize(
+    ("db", "db_b"), [("sqlite", "sqlite"), ("postgres", "postgres"), ("sqlite", "postgres")]
+)
+def test_two_revisions_take_turns_and_leave_no_worktree(tmp_path: Path, db: str, db_b: str) -> None:
+    """Also one revision on two databases (``--db-b``): what PostgreSQL costs against
+    SQLite, in turns."""
+    if "postgres" in (db, db_b):
         assert os.environ.get("SYNCGATE_TEST_POSTGRES_URL"), "run the suite with scripts/test"
     before = worktrees()
     out = tmp_path / "ab.json"
@@ -94,6 +102,8 @@ def test_two_revisions_take_turns_and_leave_no_worktree(tmp_path: Path, db: str)
         str(out),
         "--db",
         db,
+        "--db-b",
+        db_b,
         timeout=280,
     )
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr[-4000:]}"
@@ -104,5 +114,7 @@ def test_two_revisions_take_turns_and_leave_no_worktree(tmp_path: Path, db: str)
     assert len(result["cpu_ms"]["A"]) == len(result["cpu_ms"]["B"]) == 2
     assert all(ms > 0 for ms in result["cpu_ms"]["A"] + result["cpu_ms"]["B"])
     assert "A: HEAD at " in done.stderr and "/tree-A" in done.stderr
-    assert f"work items on {db}" in done.stderr and result["db"] == db
+    on = dict(re.findall(r"([AB]): \S+ at .*, 20 work items on (\w+)", done.stderr))
+    assert on == {"A": db, "B": db_b}, done.stderr[-2000:]
+    assert (result["db"], result["db_b"]) == (db, db_b)
     assert worktrees() == before, "a worktree was left behind"
