@@ -50,13 +50,10 @@ class TxBase:
                 if result is not None:
                     return result  # type: ignore[return-value]
             return self.conn.execute(statement, params)
-        if self._direct is not None and self._direct.adapter_fits is not False:
+        if self._direct is not None:
             found = self._direct.find(statement, params)
             if found is not None:
-                if self._raw is None:
-                    self._raw = (await self.conn.get_raw_connection()).dbapi_connection
-                if self._direct.fits(self._raw):
-                    return await self._run_direct(*found)  # type: ignore[return-value]
+                return await self._run_direct(*found)  # type: ignore[return-value]
         return await self.conn.execute(statement, params)
 
     async def _run_direct(self, prepared: Prepared, rows: list[dict[str, Any]]) -> DirectResult:
@@ -64,6 +61,8 @@ class TxBase:
         connection and the pool's older ones are invalidated, as SQLAlchemy does on its
         own path: the pool then opens new ones instead of handing these out again."""
         assert isinstance(self.conn, AsyncConnection)
+        if self._raw is None:
+            self._raw = (await self.conn.get_raw_connection()).dbapi_connection
         try:
             return await prepared.run_asyncpg(self._raw, rows)
         except sa_exc.DBAPIError as error:

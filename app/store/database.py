@@ -138,7 +138,7 @@ class Store:
         self._turn = asyncio.Lock()
         self._checkpointer: WalCheckpointer | None = None
         #: The hot statements, run straight on the driver (``app/store/direct.py``)
-        self._direct = Direct(engine.dialect)
+        self._direct = Direct.of(engine.dialect)
         #: SQLite's one connection, kept open between transactions (``tx``)
         self._conn: sa.Connection | None = None
         #: PostgreSQL's pool in autocommit mode, for transactions of one statement

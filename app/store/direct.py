@@ -49,21 +49,25 @@ class Direct:
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
         self._prepared: dict[tuple[int, tuple[str, ...], bool], Prepared | None] = {}
-        #: whether SQLAlchemy's asyncpg adapter has what ``Prepared.run_asyncpg`` uses
-        #: (None: not looked at yet); an SQLAlchemy whose adapter moved runs them all
-        self.adapter_fits: bool | None = None
 
-    def fits(self, adapted: Any) -> bool:
-        """Whether ``adapted`` (SQLAlchemy's adapter of an asyncpg connection) has the
-        parts ``Prepared.run_asyncpg`` drives; looked at once, logged when not."""
-        if self.adapter_fits is None:
-            self.adapter_fits = all(hasattr(adapted, name) for name in _ADAPTER_PARTS)
-            if not self.adapter_fits:
+    @classmethod
+    def of(cls, dialect: Dialect) -> Direct | None:
+        """The driver path for ``dialect``; None on PostgreSQL when SQLAlchemy's asyncpg
+        adapter lacks a part ``Prepared.run_asyncpg`` drives (a newer SQLAlchemy): then
+        every statement runs through SQLAlchemy, and the log says why."""
+        if dialect.name == "postgresql":
+            from sqlalchemy.dialects.postgresql import asyncpg
+
+            adapter = getattr(asyncpg, "AsyncAdapt_asyncpg_connection", None)
+            if dialect.driver != "asyncpg" or not all(
+                hasattr(adapter, name) for name in _ADAPTER_PARTS
+            ):
                 log.warning(
                     "the hot statements are left to SQLAlchemy: its asyncpg adapter lacks"
                     " what the driver path uses (a newer SQLAlchemy?)"
                 )
-        return self.adapter_fits
+                return None
+        return cls(dialect)
 
     def run(self, raw: sqlite3.Connection, statement: Any, params: Any) -> DirectResult | None:
         """Run ``statement`` on SQLite's ``raw``, or answer None when it is not a hot
