@@ -117,10 +117,12 @@ def summary_line(s: dict[str, Any], labels: dict[str, str]) -> str:
     )
 
 
-async def turn(inst: Installation, cursor: Cursor, changes: int) -> tuple[float, float]:
-    """One turn, ``bench.run``'s ingest phase: CPU milliseconds and transactions per
-    change, every write made."""
-    out = await phase_ingest(inst, cursor, CONCURRENCY, changes)
+async def turn(
+    inst: Installation, cursor: Cursor, changes: int, rate: float | None = None
+) -> tuple[float, float]:
+    """One turn, ``bench.run``'s ingest phase (at c = 32, or offered at ``rate`` changes
+    a second): CPU milliseconds and transactions per change, every write made."""
+    out = await phase_ingest(inst, cursor, CONCURRENCY, changes, rate=rate)
     if out["accepted"] == 0:
         raise RuntimeError("no change was accepted")
     return out["cpu_ms_per_change"], out["transactions_per_change"]
@@ -165,7 +167,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
             tx: dict[str, list[float]] = {"A": [], "B": []}
             for r in range(args.rounds):
                 for name in ("A", "B") if r % 2 == 0 else ("B", "A"):
-                    ms, per = await turn(insts[name], cursors[name], args.changes)
+                    ms, per = await turn(insts[name], cursors[name], args.changes, args.rate)
                     cpu[name].append(ms)
                     tx[name].append(per)
                 print(
@@ -184,6 +186,7 @@ async def run(args: argparse.Namespace, work: Path) -> dict[str, Any]:
         "db_b": databases["B"],
         "latency_ms": args.latency_ms,
         "changes_per_turn": args.changes,
+        "rate": args.rate,
         "cpu_ms": cpu,
         "transactions_per_change": tx,
         **summary(cpu),
@@ -200,6 +203,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--changes", type=int, default=1500, help="changes a turn (1500)")
     parser.add_argument("--latency-ms", type=float, default=0.0, help="vendor latency (0)")
     parser.add_argument("--items", type=int, default=1000, help="work items (1000)")
+    parser.add_argument(
+        "--rate",
+        type=float,
+        help="offer the changes at this many a second, one at a time, instead of 32 in"
+        " flight: what a change costs at a steady rate",
+    )
     parser.add_argument("--json", type=Path, help="also write the figures here")
     parser.add_argument(
         "--db",
@@ -216,6 +225,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.rounds < 1 or args.changes < 1 or args.items < 1:
         parser.error("--rounds, --changes and --items must be at least 1")
+    if args.rate is not None and not args.rate > 0:
+        parser.error("--rate must be above 0")
     for option, db in (("--db", args.db), ("--db-b", args.db_b)):
         if db == "postgres" and not pg_url():
             parser.error(

@@ -173,15 +173,20 @@ async def phase_ingest(
     n: int,
     *,
     settle: Callable[[], Awaitable[None]] | None = None,
+    rate: float | None = None,
 ) -> dict[str, Any]:
-    """``n`` changes at ``conc`` in flight, drained; ``settle`` runs after the drain and
-    before the CPU is read (work the load set off elsewhere, counted in)."""
+    """``n`` changes at ``conc`` in flight (or, with ``rate``, offered at that many a
+    second, one at a time), drained; ``settle`` runs after the drain and before the CPU
+    is read (work the load set off elsewhere, counted in)."""
     await inst.clear_requests()
     gateway = inst.kind == "gateway"
     base = inst.webhook_url().split("/webhooks/", 1)[0]
     tx0 = await scaleout.transactions(inst, base) if gateway else 0.0
     cpu0 = cpu_s(inst.pid)
-    res = await closed_loop(inst, cursor, conc, n, deadline_s=120)
+    if rate is None:
+        res = await closed_loop(inst, cursor, conc, n, deadline_s=120)
+    else:
+        res = await open_loop(inst, cursor, rate, n / rate)
     res["drain_s"] = await wait_quiet(inst, 3 * res["accepted"], 180)
     if settle is not None:
         await settle()

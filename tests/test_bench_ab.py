@@ -77,14 +77,23 @@ def test_postgres_without_a_server_is_refused_before_anything_starts() -> None:
     assert "--db-b postgres needs SYNCGATE_TEST_POSTGRES_URL" in done.stderr
 
 
+def test_a_rate_that_is_not_above_zero_is_refused() -> None:
+    done = bench_ab("HEAD", ".", "--rate", "0")
+    assert done.returncode == 2
+    assert "--rate must be above 0" in done.stderr
+
+
 @pytest.mark.slow
 @pytest.mark.timeout(300)
 @pytest.mark.parametrize(
-    ("db", "db_b"), [("sqlite", "sqlite"), ("postgres", "postgres"), ("sqlite", "postgres")]
+    ("db", "db_b", "rate"),
+    [("sqlite", "sqlite", None), ("postgres", "postgres", None), ("sqlite", "postgres", 40.0)],
 )
-def test_two_revisions_take_turns_and_leave_no_worktree(tmp_path: Path, db: str, db_b: str) -> None:
+def test_two_revisions_take_turns_and_leave_no_worktree(
+    tmp_path: Path, db: str, db_b: str, rate: float | None
+) -> None:
     """Also one revision on two databases (``--db-b``): what PostgreSQL costs against
-    SQLite, in turns."""
+    SQLite, in turns; and changes offered at a steady rate (``--rate``)."""
     if "postgres" in (db, db_b):
         assert os.environ.get("SYNCGATE_TEST_POSTGRES_URL"), "run the suite with scripts/test"
     before = worktrees()
@@ -104,6 +113,7 @@ def test_two_revisions_take_turns_and_leave_no_worktree(tmp_path: Path, db: str,
         db,
         "--db-b",
         db_b,
+        *(("--rate", str(rate)) if rate else ()),
         timeout=280,
     )
     assert done.returncode == 0, f"stdout:\n{done.stdout}\nstderr:\n{done.stderr[-4000:]}"
@@ -116,5 +126,5 @@ def test_two_revisions_take_turns_and_leave_no_worktree(tmp_path: Path, db: str,
     assert "A: HEAD at " in done.stderr and "/tree-A" in done.stderr
     on = dict(re.findall(r"([AB]): \S+ at .*, 20 work items on (\w+)", done.stderr))
     assert on == {"A": db, "B": db_b}, done.stderr[-2000:]
-    assert (result["db"], result["db_b"]) == (db, db_b)
+    assert (result["db"], result["db_b"], result["rate"]) == (db, db_b, rate)
     assert worktrees() == before, "a worktree was left behind"
