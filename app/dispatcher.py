@@ -36,6 +36,7 @@ import msgspec
 from adapters.base import Adapter
 from app.alerts import Alerter
 from app.config.schema import Direction, DispatcherSettings
+from app.engine.batch import Batch, Taken
 from app.errors import (
     FatalError,
     RateLimited,
@@ -53,7 +54,6 @@ from app.store import FinishedWrite, HistoryEntry, Link, Store, Tx, WriteAttempt
 
 if TYPE_CHECKING:
     from app.engine import Engine
-    from app.engine.batch import Batch
 
 log = logging.getLogger("syncgate.dispatcher")
 
@@ -178,6 +178,10 @@ class Dispatcher:
             kind: self.metrics.dispatch_transactions.labels(kind)
             for kind in ("claim", "record", "renew", "release")
         }
+        #: ``syncgate_dispatch_claimed_total`` by how the links were claimed
+        self._claimed_how = {
+            how: self.metrics.dispatch_claimed.labels(how) for how in ("claim", "handed")
+        }
         self.clock = clock
         self.worker_id = worker_id or f"dispatcher-{uuid.uuid4().hex[:12]}"
         self.wake = asyncio.Event()
@@ -196,15 +200,63 @@ class Dispatcher:
         #: again (the item moved on while it was in flight), to be claimed once more.
         self.changes = 0
         self._claimed_at: dict[int, int] = {}
+        #: While ``run`` works: how many more links it has room to claim now, and how
+        #: links claimed for it are started (``take``, ``changed``).
+        self._free: Callable[[], int] | None = None
+        self._start: Callable[[Sequence[tuple[Link, WorkItem | None]]], None] | None = None
+        #: Claims handed over after ``run`` stopped, being given back.
+        self._releasing: set[asyncio.Task[None]] = set()
         #: Reads before writes, folded in by the engine in batches.
         self._folding: Grouped[tuple[Link, VendorObject], tuple[Link, WorkItem] | None] = Grouped(
             self._fold
         )
 
-    def changed(self) -> None:
-        """The engine made links dirty (its ``on_change``): claim them."""
+    def changed(self, taken: Taken | None = None) -> None:
+        """The engine made links dirty (its ``on_change``): write those it claimed for
+        this process in its transaction (``take``), and claim the rest."""
         self.changes += 1
-        self.wake.set()
+        if taken is not None and taken.pairs:
+            if self._start is not None:
+                self._took([link for link, _ in taken.pairs], self.changes)
+                self._claimed_how["handed"].inc(len(taken.pairs))
+                self._start(taken.pairs)
+            else:  # the dispatcher stopped since the take: the claims go back at once
+                task = asyncio.get_running_loop().create_task(
+                    self._release([link.id for link, _ in taken.pairs])
+                )
+                self._releasing.add(task)
+                task.add_done_callback(self._releasing.discard)
+        if taken is None or taken.left:
+            self.wake.set()
+
+    async def take(self, tx: Tx, batch: Batch, dirty: Sequence[int]) -> Taken | None:
+        """In an engine transaction that made links dirty (``dirty``, all loaded in
+        ``batch``; ``Engine.take``): claim for this process those of them it has room to
+        write now, as its own claim would (``claim_due_links``, among these links only),
+        so that no claim transaction of the dispatcher's follows each change. None while
+        the dispatcher is not running."""
+        if self._free is None:
+            return None
+        wanted = [link_id for link_id in dirty if link_id not in self.in_flight]
+        room = self._free()
+        full = set(self._full())
+        among = [
+            link_id
+            for link_id in wanted
+            if link_id in batch.links and batch.links[link_id].system not in full
+        ]
+        if room <= 0 or not among:
+            return Taken([], len(wanted))
+        links = await tx.claim_due_links(
+            worker=self.worker_id,
+            now=batch.now,
+            lease=timedelta(seconds=self.settings.lease_s),
+            limit=room,
+            among=among,
+        )
+        items = {link.work_item_id: batch.items[link.work_item_id] for link in links}
+        await self._prepare(tx, links, items)
+        return Taken([(link, items[link.work_item_id]) for link in links], len(wanted) - len(links))
 
     @property
     def _held_until(self) -> int:
@@ -310,11 +362,19 @@ class Dispatcher:
             """The room a claim waits for: a batch while links are waiting, else one."""
             return batch if more_due else 1
 
+        def start(pairs: Sequence[tuple[Link, WorkItem | None]]) -> None:
+            """Write claimed links (claimed here, or in an engine transaction: ``take``)."""
+            for link, item in pairs:
+                task = loop.create_task(write(link, item))
+                in_flight.add(task)
+                task.add_done_callback(finished)
+
         batch = max(1, self.settings.concurrency // CLAIM_SHARE)
         # writes claimed, not counting those waiting for their lane: every slot, and a
         # batch waiting for one
         capacity = self.settings.concurrency + batch
         more_due = False  # the last claim took all it asked for: links are waiting
+        self._start, self._free = start, free
         try:
             while not stop.is_set():
                 room_now = free()
@@ -334,16 +394,16 @@ class Dispatcher:
                     log.exception("claiming writes failed")
                     await wait_any(stop, seconds=idle_s)
                     continue
-                for link, item in claimed:
-                    task = loop.create_task(write(link, item))
-                    in_flight.add(task)
-                    task.add_done_callback(finished)
+                start(claimed)
                 more_due = len(claimed) >= room_now
                 if not more_due:  # nothing more is due now
                     await wait_any(self.wake, stop, seconds=idle_s)
         finally:
-            if in_flight:
+            # the engine's takes claim no more; those handed over meanwhile still start
+            self._free = None
+            while in_flight:
                 await asyncio.wait(set(in_flight))
+            self._start = None
             await done.join()
             for task in (recorder, renewer):
                 task.cancel()
@@ -457,12 +517,8 @@ class Dispatcher:
         self, limit: int, *, full: Sequence[str] = ()
     ) -> list[tuple[Link, WorkItem | None]]:
         """Claim up to ``limit`` due links of systems not held back (nor ``full``: at
-        their share of writes in flight), with their items.
-
-        In the same transaction: a create about to be tried for the first time records
-        the fields it will send (its intent, kept with the idempotency key), and a link
-        whose target version is ahead of its item (bookkeeping from another item) is
-        brought back to the item's version, so that it cannot stay dirty forever."""
+        their share of writes in flight), with their items, and prepare them
+        (``_prepare``) in the same transaction."""
         now = self.clock()
         # before the claim: an engine change committed after the claim's read counts as
         # later than it (``changed`` is called after the engine's commit)
@@ -477,29 +533,41 @@ class Dispatcher:
                 full=full,
             )
             items = await tx.items_by_id(link.work_item_id for link in links)
-            for link in links:
-                item = items.get(link.work_item_id)
-                if item is None:
-                    continue
-                if link.dirty_version > item.version:
-                    log.warning(
-                        "link target version ahead of its item: repaired",
-                        extra={"link_id": link.id, "work_item_id": item.id},
-                    )
-                    await tx.repair_dirty_version(link.id, item.version)
-                    link.dirty_version = item.version
-                if link.external_id is None and link.create_payload is None:
-                    link.create_payload = msgspec.to_builtins(
-                        self.rules.to_vendor(
-                            link.system, self._create_fields(link.system, item)
-                        ).as_dict()
-                    )
-                    await tx.save_create_intent(link.id, link.create_payload)
+            await self._prepare(tx, links, items)
         self._committed["claim"].inc()
+        self._claimed_how["claim"].inc(len(links))
+        self._took(links, stamp)
+        return [(link, items.get(link.work_item_id)) for link in links]
+
+    async def _prepare(self, tx: Tx, links: list[Link], items: Mapping[str, WorkItem]) -> None:
+        """In the transaction that claimed ``links``: a create about to be tried for the
+        first time records the fields it will send (its intent, kept with the
+        idempotency key), and a link whose target version is ahead of its item
+        (bookkeeping from another item) is brought back to the item's version, so that
+        it cannot stay dirty forever."""
+        for link in links:
+            item = items.get(link.work_item_id)
+            if item is None:
+                continue
+            if link.dirty_version > item.version:
+                log.warning(
+                    "link target version ahead of its item: repaired",
+                    extra={"link_id": link.id, "work_item_id": item.id},
+                )
+                await tx.repair_dirty_version(link.id, item.version)
+                link.dirty_version = item.version
+            if link.external_id is None and link.create_payload is None:
+                fields = self.rules.to_vendor(link.system, self._create_fields(link.system, item))
+                link.create_payload = msgspec.to_builtins(fields.as_dict())
+                await tx.save_create_intent(link.id, link.create_payload)
+
+    def _took(self, links: list[Link], stamp: int) -> None:
+        """Claimed (committed): in flight until recorded; ``stamp``, the engine changes
+        the claim has seen (those counted before it read the links, or, for a take, up
+        to the change it was made in)."""
         self.in_flight.update(link.id for link in links)
         self.flying.update(link.system for link in links)
         self._claimed_at.update((link.id, stamp) for link in links)
-        return [(link, items.get(link.work_item_id)) for link in links]
 
     def _create_fields(self, system: str, item: WorkItem) -> Fields:
         """What a create in ``system`` carries: the fields written there, the title

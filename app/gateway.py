@@ -194,6 +194,8 @@ class Gateway:
             alerter=self.alerter,
         )
         self.engine.on_change = self.dispatcher.changed
+        # the links an engine transaction makes dirty are claimed in it for this process
+        self.engine.take = self.dispatcher.take
         enabled = {n: s for n, s in settings.systems.items() if n in self.adapters}
         self.pollers = Pollers(
             store,

@@ -146,6 +146,13 @@ class Metrics:
             ["kind"],
             registry=r,
         )
+        self.dispatch_claimed = Counter(
+            "syncgate_dispatch_claimed",
+            "Writes claimed for this process: by the dispatcher's own claim (claim), or in"
+            " the engine transaction that made them due (handed)",
+            ["how"],
+            registry=r,
+        )
         self.retries = Counter(
             "syncgate_write_retries", "Writes scheduled for another attempt", ["system"], registry=r
         )

@@ -256,6 +256,19 @@ CASES: list[tuple[str, Any, Any]] = [
         },
     ),
     (
+        "claim these links (an engine transaction's)",
+        both(s.CLAIM_THESE_LINKS[False], s.CLAIM_THESE_LINKS[True]),
+        {
+            "b_now": NOW,
+            "b_until": LATER,
+            "b_worker": "w1",
+            "b_limit": 10,
+            "b_busy": [],
+            "b_full": ["hookstream"],
+            "b_ids": [1, 2, 3, 9],
+        },
+    ),
+    (
         "claim events",
         both(s.CLAIM_EVENTS[False], s.CLAIM_EVENTS[True]),
         {"b_now": NOW, "b_until": LATER, "b_limit": 2, "b_full": []},

@@ -22,6 +22,16 @@ class Outcome(msgspec.Struct, frozen=True):
     dirty_links: tuple[int, ...] = ()
 
 
+class Taken(msgspec.Struct):
+    """What a dispatcher claimed of an engine transaction's dirty links, in that
+    transaction (``Engine.take``): the links with their items, handed to it after the
+    commit; ``left``: how many of the dirty links it did not take (another writer has
+    them, they wait for a retry or a paused system, or it had no room for them)."""
+
+    pairs: list[tuple[Link, WorkItem]]
+    left: int
+
+
 class Batch:
     """The state one engine transaction works on: the work items it touches (locked) and
     all their links, changed in memory observation by observation, and the writes that

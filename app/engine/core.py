@@ -36,7 +36,7 @@ from typing import Any
 import msgspec
 
 from app.config.schema import CreateRule
-from app.engine.batch import Batch, Outcome
+from app.engine.batch import Batch, Outcome, Taken
 from app.engine.matching import Match, find_match
 from app.engine.operator import OperatorChanges, Reader
 from app.errors import AlreadyLinked, Missing
@@ -129,14 +129,20 @@ class Engine(OperatorChanges):
         *,
         readers: Mapping[str, Reader] | None = None,
         clock: Callable[[], datetime] = utcnow,
-        on_change: Callable[[], None] | None = None,
+        on_change: Callable[[Taken | None], None] | None = None,
     ) -> None:
         self.store = store
         self.rules = rules
         self.readers: Mapping[str, Reader] = readers if readers is not None else {}
         self.clock = clock
-        #: Called after a transaction left links dirty (wakes the dispatcher).
+        #: Called after a transaction left links dirty (wakes the dispatcher), with what
+        #: ``take`` claimed of them in it (None: nothing was offered).
         self.on_change = on_change
+        #: Called in a transaction that leaves links dirty (their ids: those it marked, and
+        #: those it created), once its changes are written: claims, for this process's
+        #: dispatcher, those it will write
+        #: (``Dispatcher.take``), so that it needs no claim transaction of its own.
+        self.take: Callable[[Tx, Batch, list[int]], Awaitable[Taken | None]] | None = None
         #: When each system was first connected (``connect``); creation rules apply only
         #: to objects created since, outside a backfill.
         self.connected: dict[str, datetime] = {}
@@ -174,12 +180,19 @@ class Engine(OperatorChanges):
         state the transaction holds). With ``backfill`` the objects are inside a
         backfill window: creation rules apply whatever their age."""
 
+        taken: Taken | None = None
+
         async def run() -> list[Outcome]:
+            nonlocal taken
             async with self.store.tx() as tx:
                 batch = Batch(tx, self.clock())
                 outcomes = await self._apply(batch, observations, backfill=backfill)
                 if also is not None:
                     await also(tx, outcomes, batch)
+                taken = None  # what an earlier try of this transaction took is undone
+                dirty = set(batch.dirty).union(*(o.dirty_links for o in outcomes))
+                if dirty and self.take is not None:
+                    taken = await self.take(tx, batch, sorted(dirty))
             return outcomes
 
         for attempt in range(3):
@@ -192,7 +205,7 @@ class Engine(OperatorChanges):
                 if attempt == 2:
                     raise
         if self.on_change is not None and any(o.dirty_links for o in outcomes):
-            self.on_change()
+            self.on_change(taken)
         return outcomes
 
     async def _apply(
@@ -277,7 +290,7 @@ class Engine(OperatorChanges):
             batch.mark_dirty(dirty, item.version)
             await batch.flush()
         if dirty and self.on_change is not None:
-            self.on_change()
+            self.on_change(None)
         return Outcome("changed", item.id, tuple(changed), tuple(dirty))
 
     def _observe(

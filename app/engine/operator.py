@@ -12,7 +12,7 @@ from typing import Protocol
 
 import msgspec
 
-from app.engine.batch import Outcome
+from app.engine.batch import Outcome, Taken
 from app.errors import AlreadyLinked, Invalid, NotFound
 from app.model import Fields, ObjectRef, VendorObject, WorkItem
 from app.rules import Rules
@@ -60,13 +60,13 @@ class OperatorChanges:
     rules: Rules
     readers: Mapping[str, Reader]
     clock: Callable[[], datetime]
-    on_change: Callable[[], None] | None
+    on_change: Callable[[Taken | None], None] | None
     #: ``Engine.observe``: re-read objects are observed like any other.
     observe: Callable[..., Awaitable[Outcome]]
 
     def _woken(self) -> None:
         if self.on_change is not None:
-            self.on_change()
+            self.on_change(None)
 
     async def fetch(self, ref: ObjectRef) -> VendorObject:
         """The object as its vendor holds it now. Raises ``Invalid`` for a system that is

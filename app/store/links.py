@@ -21,6 +21,7 @@ from app.store.base import TxBase
 from app.store.records import FinishedWrite, Link, encode_known, link_of
 from app.store.statements import (
     CLAIM_LINKS,
+    CLAIM_THESE_LINKS,
     FINISH_WRITE,
     MARK_DIRTY,
     READS,
@@ -300,13 +301,15 @@ class LinkQueries(TxBase):
         limit: int,
         busy: Iterable[int] = (),
         full: Iterable[str] = (),
+        among: Iterable[int] | None = None,
     ) -> list[Link]:
         """Claim up to ``limit`` dirty links that are due, one writer per link: a claim is
         a lease that lapses, so a crashed worker's links are picked up again. Links of
         systems that are paused or deferred by a 429 wait, and so do the ``busy`` ones
         (the worker's writes in flight) and those of the ``full`` systems (the worker
         has its share of writes to them in flight): a link is never claimed only to be
-        dropped."""
+        dropped. With ``among``, only those of these links (an engine transaction's
+        own dirty links, claimed in it: ``Dispatcher.take``)."""
         params = {
             "b_now": now,
             "b_until": now + lease,
@@ -315,7 +318,11 @@ class LinkQueries(TxBase):
             "b_busy": sorted(set(busy)),
             "b_full": sorted(set(full)),
         }
-        statement = CLAIM_LINKS[self.postgres]
+        if among is not None:
+            params["b_ids"] = sorted(set(among))
+            statement = CLAIM_THESE_LINKS[self.postgres]
+        else:
+            statement = CLAIM_LINKS[self.postgres]
         rows = await self._run(statement, params)
         return sorted((link_of(r) for r in rows), key=lambda link: link.id)
 

@@ -78,10 +78,11 @@ def held_systems_query(now: Any) -> sa.Select[Any]:
     )
 
 
-def claim_links_query(postgres: bool) -> Any:
+def claim_links_query(postgres: bool, *, among: bool = False) -> Any:
     """Claim due dirty links of systems not held back (parameters b_now, b_until,
     b_worker, b_limit; b_busy: the ids of links to leave alone; b_full: the systems to
-    leave alone, those at their share of the worker's writes in flight)."""
+    leave alone, those at their share of the worker's writes in flight). With ``among``,
+    only links whose ids are in b_ids (those an engine transaction just made dirty)."""
     now = sa.bindparam("b_now", type_=TZ)
     due = (
         sa.select(t.links.c.id)
@@ -98,6 +99,8 @@ def claim_links_query(postgres: bool) -> Any:
         .order_by(t.links.c.id)  # ix_links_pending: no sort, whatever the backlog
         .limit(sa.bindparam("b_limit", type_=sa.Integer))
     )
+    if among:
+        due = due.where(one_of(t.links.c.id, "b_ids", postgres))
     due = due.where(t.links.c.system.not_in(held_systems_query(now)))
     if postgres:
         due = due.with_for_update(skip_locked=True)
@@ -149,6 +152,9 @@ def claim_events_query(postgres: bool) -> Any:
 
 # The claims and bulk reads of the hot paths, built once (their parameters are bound).
 CLAIM_LINKS = {postgres: claim_links_query(postgres) for postgres in (True, False)}
+CLAIM_THESE_LINKS = {
+    postgres: claim_links_query(postgres, among=True) for postgres in (True, False)
+}
 CLAIM_EVENTS = {postgres: claim_events_query(postgres) for postgres in (True, False)}
 
 
@@ -242,6 +248,7 @@ for _statement in (
     *MARK_DIRTY.values(),
     FINISH_WRITE,
     *CLAIM_LINKS.values(),
+    *CLAIM_THESE_LINKS.values(),
     *CLAIM_EVENTS.values(),
     READS[False].items,
     READS[False].links_by_id,

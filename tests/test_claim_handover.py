@@ -1,0 +1,308 @@
+"""The links an engine transaction makes dirty are claimed in it for this process's
+dispatcher and handed over in memory after the commit (``Engine.take``,
+``Dispatcher.take``, ``Dispatcher.changed``): a change at a steady rate costs no claim
+transaction of its own (docs/benchmarks.md, "Changes" 32).
+
+What the dispatcher's own claim would leave alone, the take leaves alone too: links
+whose write is in flight here or with another writer, links of a paused or deferred
+system, links of a system at its share of writes, and links beyond the dispatcher's
+room; those wake the claim loop, which claims them as before. A transaction that does
+not commit hands nothing over, and a take that lands after the dispatcher stopped gives
+its claims back. On a real store (SQLite and PostgreSQL), and with a real ``syncgate
+serve``."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from datetime import timedelta
+from pathlib import Path
+
+import httpx
+import pytest
+import sqlalchemy as sa
+
+from app import tables as t
+from app.dispatcher import Dispatcher
+from app.engine.batch import Batch, Taken
+from app.model import ObjectRef, WorkItem, utcnow
+from app.store import Link, Store, Tx
+from tests.blackbox import (
+    admin_client,
+    eventually,
+    free_port,
+    metric_value,
+    seed_fanned_out,
+    settled,
+    sim_objects,
+    simulators,
+    sqlite_gateway,
+)
+from tests.rig import ALL_RESOLVED, Rig, linked, running_rig, statuses
+
+WRITTEN = ("devhelm", "inboxops", "incidentio")  # a hookstream change is written to these
+
+
+class Started(list[tuple[Link, WorkItem | None]]):
+    """What the dispatcher's ``run`` would have started writing (``Dispatcher._start``)."""
+
+    def __call__(self, pairs: Sequence[tuple[Link, WorkItem | None]]) -> None:
+        self.extend(pairs)
+
+
+def working(dispatcher: Dispatcher, room: int = 10) -> Started:
+    """The dispatcher as its ``run`` leaves it while it works, with ``room`` for more
+    writes; returns what it is handed to start."""
+    started = Started()
+    dispatcher._free = lambda: room
+    dispatcher._start = started
+    dispatcher.wake.clear()
+    return started
+
+
+async def resolve(rig: Rig, ids: dict[str, str]) -> None:
+    """A person resolves the hookstream issue; the gateway polls and sees it."""
+    await rig.human("hookstream", ids["hookstream"], status="resolved")
+    await rig.poll("hookstream")
+
+
+async def claimed_by(store: Store, ids: dict[str, str]) -> dict[str, str | None]:
+    """Who holds the claim on each written system's link."""
+    async with store.tx() as tx:
+        rows = (
+            await tx._run(
+                sa.select(t.links.c.system, t.links.c.claimed_by).where(
+                    t.links.c.system.in_(WRITTEN)
+                )
+            )
+        ).all()
+    return {row.system: row.claimed_by for row in rows}
+
+
+async def write(dispatcher: Dispatcher, started: Started) -> None:
+    """Write the links handed over and record the outcomes, as ``run`` would."""
+    attempts = await asyncio.gather(*(dispatcher._attempt(link, item) for link, item in started))
+    await dispatcher._record(list(attempts))
+
+
+def claimed(dispatcher: Dispatcher, how: str) -> float:
+    return dispatcher.metrics.dispatch_claimed.labels(how)._value.get()
+
+
+async def test_the_links_a_change_makes_dirty_are_claimed_in_its_transaction(
+    store: Store,
+) -> None:
+    async with running_rig(store) as rig:
+        _item_id, ids = await linked(rig)
+        dispatcher = rig.gateway.dispatcher
+        started = working(dispatcher)
+        by_claim = claimed(dispatcher, "claim")
+
+        await resolve(rig, ids)
+
+        assert sorted(link.system for link, _ in started) == list(WRITTEN)
+        assert await claimed_by(store, ids) == dict.fromkeys(WRITTEN, dispatcher.worker_id)
+        assert dispatcher.in_flight == {link.id for link, _ in started}
+        assert not dispatcher.wake.is_set()  # nothing left for the claim loop
+        assert claimed(dispatcher, "handed") == 3
+        assert claimed(dispatcher, "claim") == by_claim
+        for _link, item in started:
+            assert item is not None and item.status == "resolved"
+        # handed over, they are written and recorded like any claimed link
+        await write(dispatcher, started)
+        assert await statuses(rig, ids) == ALL_RESOLVED
+        assert await claimed_by(store, ids) == dict.fromkeys(WRITTEN)
+        assert dispatcher.in_flight == set()
+
+
+async def test_a_create_handed_over_records_its_intent_in_the_same_transaction(
+    store: Store,
+) -> None:
+    async with running_rig(store) as rig:
+        dispatcher = rig.gateway.dispatcher
+        started = working(dispatcher)
+        await rig.open_issue()
+        await rig.poll("hookstream")  # the issue is new: three links to create
+
+        assert sorted(link.system for link, _ in started) == list(WRITTEN)
+        async with store.tx() as tx:
+            links = await tx.links_by_id(link.id for link, _ in started)
+        for link, _ in started:
+            stored = links[link.id]
+            assert stored.external_id is None
+            assert (
+                stored.create_payload is not None and stored.create_payload == link.create_payload
+            )
+            assert stored.create_claims == 1 and stored.create_started_at is not None
+        await write(dispatcher, started)
+        for system in WRITTEN:
+            assert len(await rig.objects(system)) == 1
+
+
+async def test_what_the_claim_would_leave_alone_the_take_leaves_to_it(store: Store) -> None:
+    async with running_rig(store) as rig:
+        _item_id, ids = await linked(rig)
+        dispatcher = rig.gateway.dispatcher
+        async with store.tx() as tx:
+            links = {link.system: link for link in await tx.links_of(_item_id)}
+            # incident.io's write is another process's, for a while yet
+            await tx._run(
+                sa.update(t.links)
+                .where(t.links.c.id == links["incidentio"].id)
+                .values(claimed_by="elsewhere", claimed_until=utcnow() + timedelta(minutes=5))
+            )
+            await tx.set_system("inboxops", paused=True)  # InboxOps' writes wait
+        started = working(dispatcher)
+        dispatcher.in_flight.add(links["devhelm"].id)  # DevHelm's is in flight here
+
+        await resolve(rig, ids)
+
+        assert started == []
+        assert dispatcher.wake.is_set()  # the claim loop is told
+        assert await claimed_by(store, ids) == {
+            "devhelm": None,
+            "inboxops": None,
+            "incidentio": "elsewhere",
+        }
+        assert claimed(dispatcher, "handed") == 0
+
+
+async def test_a_system_at_its_share_and_a_dispatcher_without_room_are_respected(
+    store: Store,
+) -> None:
+    async with running_rig(store) as rig:
+        _item_id, ids = await linked(rig)
+        dispatcher = rig.gateway.dispatcher
+        started = working(dispatcher, room=1)
+        dispatcher.flying["devhelm"] = dispatcher.settings.per_system  # DevHelm's share is out
+
+        await resolve(rig, ids)
+
+        # one of the other two, in id order, as the claim would take them
+        assert [link.system for link, _ in started] == ["inboxops"]
+        assert dispatcher.wake.is_set()
+        assert await claimed_by(store, ids) == {
+            "devhelm": None,
+            "inboxops": dispatcher.worker_id,
+            "incidentio": None,
+        }
+
+
+async def test_a_dispatcher_that_is_not_running_takes_nothing(store: Store) -> None:
+    async with running_rig(store) as rig:
+        _item_id, ids = await linked(rig)
+        dispatcher = rig.gateway.dispatcher
+        dispatcher.wake.clear()
+
+        await resolve(rig, ids)
+
+        assert dispatcher.wake.is_set()
+        assert await claimed_by(store, ids) == dict.fromkeys(WRITTEN)
+        assert claimed(dispatcher, "handed") == 0
+        await dispatcher.run_until_idle()
+        assert await statuses(rig, ids) == ALL_RESOLVED
+
+
+async def test_a_take_in_a_transaction_that_does_not_commit_hands_nothing_over(
+    store: Store,
+) -> None:
+    async with running_rig(store) as rig:
+        _item_id, ids = await linked(rig)
+        dispatcher = rig.gateway.dispatcher
+        engine = rig.gateway.engine
+        started = working(dispatcher)
+        await rig.human("hookstream", ids["hookstream"], status="resolved")
+        issue = await rig.gateway.adapters["hookstream"].get(
+            ObjectRef("hookstream", "", ids["hookstream"])
+        )
+        taken: list[Taken | None] = []
+
+        async def take_then_fail(tx: Tx, batch: Batch, dirty: list[int]) -> Taken | None:
+            taken.append(await dispatcher.take(tx, batch, dirty))
+            raise RuntimeError("the transaction fails after the take")
+
+        engine.take = take_then_fail
+        with pytest.raises(RuntimeError):
+            await engine.observe_many([(issue, None)])
+
+        assert taken and taken[0] is not None and len(taken[0].pairs) == 3  # it did claim
+        assert started == [] and dispatcher.in_flight == set()
+        assert await claimed_by(store, ids) == dict.fromkeys(WRITTEN)  # rolled back
+
+
+async def test_a_take_handed_over_after_the_dispatcher_stopped_gives_its_claims_back(
+    store: Store,
+) -> None:
+    async with running_rig(store) as rig:
+        _item_id, ids = await linked(rig)
+        dispatcher = rig.gateway.dispatcher
+        working(dispatcher)
+        dispatcher._start = None  # ``run`` ended between the take and the commit
+
+        await resolve(rig, ids)
+        releasing = set(dispatcher._releasing)
+        assert releasing
+        await asyncio.gather(*releasing)
+
+        assert await claimed_by(store, ids) == dict.fromkeys(WRITTEN)
+        assert dispatcher.in_flight == set()
+        async with store.tx() as tx:
+            links = await tx.links_of(_item_id)
+        assert all(link.dirty for link in links if link.system in WRITTEN)
+        dispatcher._free = None
+        async with store.tx() as tx:  # due again after the release's short backoff
+            await tx._run(sa.update(t.links).values(next_attempt_at=None))
+        await dispatcher.run_until_idle()
+        assert await statuses(rig, ids) == ALL_RESOLVED
+
+
+# -- a real gateway -----------------------------------------------------------------------
+
+
+async def claimed_total(gateway_url: str) -> dict[str, float]:
+    async with httpx.AsyncClient(base_url=gateway_url) as plain:
+        text = (await plain.get("/metrics")).text
+    return {
+        how: metric_value(text, "syncgate_dispatch_claimed_total", how=how)
+        for how in ("claim", "handed")
+    }
+
+
+@pytest.mark.slow
+async def test_changes_one_at_a_time_are_written_with_no_claim_of_their_own(
+    tmp_path: Path,
+) -> None:
+    """A real ``syncgate serve`` on SQLite; InboxOps tickets fanned out to DevHelm and
+    incident.io are edited one at a time, each edit written before the next. Every
+    write is claimed in the transaction that applied its edit: the dispatcher's own
+    claims, which it still runs when idle, find none of them."""
+    edits = 12
+    port = free_port()
+    async with simulators(f"http://127.0.0.1:{port}") as (_sims, control):
+        gateway = sqlite_gateway(tmp_path, control, port, "handover")
+        try:
+            await gateway.ready()
+            async with admin_client(gateway.url) as admin:
+                subjects = [f"Refunds stuck for customer {n}" for n in range(3)]
+                tickets = await seed_fanned_out(control, admin, subjects)
+                before = await claimed_total(gateway.url)
+                for n in range(edits):
+                    ticket, subject = tickets[n % 3], f"{subjects[n % 3]} (edit {n})"
+                    response = await control["inboxops"].patch(
+                        f"/_sim/objects/{ticket}", json={"subject": subject}
+                    )
+                    assert response.status_code == 200, response.text
+
+                    async def written(subject: str = subject) -> bool:
+                        for name in ("devhelm", "incidentio"):
+                            titles = {str(o["title"]) for o in await sim_objects(control[name])}
+                            if subject not in titles:
+                                return False
+                        return await settled(admin)
+
+                    await eventually(written, timeout_s=30, what=f"edit {n} written")
+                after = await claimed_total(gateway.url)
+        finally:
+            await gateway.stop()
+    assert after["handed"] - before["handed"] == 2 * edits
+    assert after["claim"] - before["claim"] == 0
