@@ -140,8 +140,8 @@ class Engine(OperatorChanges):
         self.on_change = on_change
         #: Called in a transaction that leaves links dirty (their ids: those it marked, and
         #: those it created), once its changes are written: claims, for this process's
-        #: dispatcher, those it will write
-        #: (``Dispatcher.take``), so that it needs no claim transaction of its own.
+        #: dispatcher, those it will write (``Dispatcher.take``), so that it needs no
+        #: claim transaction of its own.
         self.take: Callable[[Tx, Batch, list[int]], Awaitable[Taken | None]] | None = None
         #: When each system was first connected (``connect``); creation rules apply only
         #: to objects created since, outside a backfill.
@@ -204,7 +204,10 @@ class Engine(OperatorChanges):
                 # Another process linked the same new object first: look again.
                 if attempt == 2:
                     raise
-        if self.on_change is not None and any(o.dirty_links for o in outcomes):
+        # what was taken is handed over even should no outcome name its links
+        if self.on_change is not None and (
+            taken is not None or any(o.dirty_links for o in outcomes)
+        ):
             self.on_change(taken)
         return outcomes
 
