@@ -259,9 +259,13 @@ class Dispatcher:
             limit=room,
             among=among,
         )
-        items = {link.work_item_id: batch.items[link.work_item_id] for link in links}
+        item_ids = {link.work_item_id for link in links}
+        items = {i: batch.items[i] for i in item_ids & batch.items.keys()}
+        if missing := item_ids - items.keys():  # moved to an item the batch did not load
+            items |= await tx.items_by_id(missing)
         await self._prepare(tx, links, items)
-        return Taken([(link, items[link.work_item_id]) for link in links], len(wanted) - len(links))
+        pairs = [(link, items.get(link.work_item_id)) for link in links]
+        return Taken(pairs, len(wanted) - len(links))
 
     @property
     def _take_below(self) -> int:

@@ -213,6 +213,28 @@ async def test_a_dispatcher_with_a_batch_in_flight_leaves_the_links_to_its_claim
         assert sorted(link.system for link, _ in started) == ["devhelm", "inboxops"]
 
 
+async def test_a_link_whose_item_the_transaction_did_not_load_is_handed_with_it(
+    store: Store,
+) -> None:
+    """A link moved to an item its transaction never loaded: the take reads the item
+    rather than failing the transaction."""
+    async with running_rig(store) as rig:
+        item_id, _ids = await linked(rig)
+        dispatcher = rig.gateway.dispatcher
+        working(dispatcher)
+        async with store.tx() as tx:
+            batch = Batch(tx, utcnow())
+            await batch.load({item_id})
+            dirty = sorted(link.id for link in batch.links_of(item_id) if link.system in WRITTEN)
+            batch.mark_dirty(dirty, batch.items[item_id].version)
+            await batch.flush()
+            batch.items.clear()  # as if the links had moved to an item not loaded
+            taken = await dispatcher.take(tx, batch, dirty)
+        assert taken is not None and taken.left == 0
+        assert [link.id for link, _ in taken.pairs] == dirty
+        assert {item.id for _, item in taken.pairs if item is not None} == {item_id}
+
+
 async def test_a_dispatcher_that_is_not_running_takes_nothing(store: Store) -> None:
     async with running_rig(store) as rig:
         _item_id, ids = await linked(rig)

@@ -28,7 +28,8 @@ class Taken(msgspec.Struct):
     commit; ``left``: how many of the dirty links it did not take (another writer has
     them, they wait for a retry or a paused system, or it had no room for them)."""
 
-    pairs: list[tuple[Link, WorkItem]]
+    #: (a link's item is None only if it was deleted meanwhile, as a claim would find)
+    pairs: list[tuple[Link, WorkItem | None]]
     left: int
 
 
