@@ -235,12 +235,14 @@ class Dispatcher:
         write now, as its own claim would (``claim_due_links``, among these links only),
         so that no claim transaction of the dispatcher's follows each change.
 
-        None while the dispatcher is not running, and while it has a batch of writes
-        in flight already (``CLAIM_SHARE``): under load its own claims take links in
-        batches, after giving way to deliveries, and changes that arrive meanwhile
-        coalesce into fewer writes; taken in every engine transaction instead, they cost
-        1.16 x the CPU per change at c = 32 (docs/benchmarks.md, "Changes" 32)."""
-        if self._free is None or len(self.in_flight) >= self._take_below:
+        None while the dispatcher is not running, while deliveries are coming
+        (``IngestFirst.busy``), and while it has a batch of writes in flight already
+        (``CLAIM_SHARE``): under load its own claims take links in batches, after giving
+        way to deliveries, and changes that arrive meanwhile coalesce into fewer writes.
+        Taken in every engine transaction instead, they cost 1.16 x the CPU per change
+        at c = 32, and taken with deliveries coming, writes started in the middle of a
+        burst doubled its ingest p99 (docs/benchmarks.md, "Changes" 32)."""
+        if self._free is None or self.ingest.busy or len(self.in_flight) >= self._take_below:
             return None
         wanted = [link_id for link_id in dirty if link_id not in self.in_flight]
         room = self._free()
