@@ -6,8 +6,10 @@ transaction of its own (docs/benchmarks.md, "Changes" 32).
 What the dispatcher's own claim would leave alone, the take leaves alone too: links
 whose write is in flight here or with another writer, links of a paused or deferred
 system, links of a system at its share of writes, and links beyond the dispatcher's
-room; those wake the claim loop, which claims them as before. A transaction that does
-not commit hands nothing over, and a take that lands after the dispatcher stopped gives
+room; those wake the claim loop, which claims them as before. Under load (a claim
+batch in flight, a webhook delivery in progress) the take leaves every link to the
+claim loop, whose batches give way to deliveries. A transaction that does not commit
+hands nothing over, and a take that lands after the dispatcher stopped gives
 its claims back. On a real store (SQLite and PostgreSQL), and with a real ``syncgate
 serve``."""
 
@@ -67,12 +69,13 @@ async def resolve(rig: Rig, ids: dict[str, str]) -> None:
 
 
 async def claimed_by(store: Store, ids: dict[str, str]) -> dict[str, str | None]:
-    """Who holds the claim on each written system's link."""
+    """Who holds the claim on the link of each written system's object (``ids``)."""
     async with store.tx() as tx:
         rows = (
             await tx._run(
                 sa.select(t.links.c.system, t.links.c.claimed_by).where(
-                    t.links.c.system.in_(WRITTEN)
+                    t.links.c.system.in_(WRITTEN),
+                    t.links.c.external_id.in_([ids[system] for system in WRITTEN]),
                 )
             )
         ).all()
