@@ -16,9 +16,11 @@ serve``."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import contextlib
+from collections.abc import AsyncIterator, Sequence
 from datetime import timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import httpx
 import pytest
@@ -62,6 +64,25 @@ def working(dispatcher: Dispatcher, room: int = 10) -> Started:
     return started
 
 
+class Setup(NamedTuple):
+    rig: Rig
+    item_id: str
+    #: the external id of each system's object
+    ids: dict[str, str]
+    dispatcher: Dispatcher
+    started: Started
+
+
+@contextlib.asynccontextmanager
+async def linked_and_working(store: Store, room: int = 10) -> AsyncIterator[Setup]:
+    """A hookstream issue linked to its three objects (``linked``), and the gateway's
+    dispatcher as ``working`` leaves it."""
+    async with running_rig(store) as rig:
+        item_id, ids = await linked(rig)
+        dispatcher = rig.gateway.dispatcher
+        yield Setup(rig, item_id, ids, dispatcher, working(dispatcher, room))
+
+
 async def resolve(rig: Rig, ids: dict[str, str]) -> None:
     """A person resolves the hookstream issue; the gateway polls and sees it."""
     await rig.human("hookstream", ids["hookstream"], status="resolved")
@@ -95,10 +116,7 @@ def claimed(dispatcher: Dispatcher, how: str) -> float:
 async def test_the_links_a_change_makes_dirty_are_claimed_in_its_transaction(
     store: Store,
 ) -> None:
-    async with running_rig(store) as rig:
-        _item_id, ids = await linked(rig)
-        dispatcher = rig.gateway.dispatcher
-        started = working(dispatcher)
+    async with linked_and_working(store) as (rig, _item_id, ids, dispatcher, started):
         by_claim = claimed(dispatcher, "claim")
 
         await resolve(rig, ids)
@@ -143,11 +161,9 @@ async def test_a_create_handed_over_records_its_intent_in_the_same_transaction(
 
 
 async def test_what_the_claim_would_leave_alone_the_take_leaves_to_it(store: Store) -> None:
-    async with running_rig(store) as rig:
-        _item_id, ids = await linked(rig)
-        dispatcher = rig.gateway.dispatcher
+    async with linked_and_working(store) as (rig, item_id, ids, dispatcher, started):
         async with store.tx() as tx:
-            links = {link.system: link for link in await tx.links_of(_item_id)}
+            links = {link.system: link for link in await tx.links_of(item_id)}
             # incident.io's write is another process's, for a while yet
             await tx._run(
                 sa.update(t.links)
@@ -155,7 +171,6 @@ async def test_what_the_claim_would_leave_alone_the_take_leaves_to_it(store: Sto
                 .values(claimed_by="elsewhere", claimed_until=utcnow() + timedelta(minutes=5))
             )
             await tx.set_system("inboxops", paused=True)  # InboxOps' writes wait
-        started = working(dispatcher)
         dispatcher.in_flight.add(links["devhelm"].id)  # DevHelm's is in flight here
 
         await resolve(rig, ids)
@@ -173,10 +188,7 @@ async def test_what_the_claim_would_leave_alone_the_take_leaves_to_it(store: Sto
 async def test_a_system_at_its_share_and_a_dispatcher_without_room_are_respected(
     store: Store,
 ) -> None:
-    async with running_rig(store) as rig:
-        _item_id, ids = await linked(rig)
-        dispatcher = rig.gateway.dispatcher
-        started = working(dispatcher, room=1)
+    async with linked_and_working(store, room=1) as (rig, _item_id, ids, dispatcher, started):
         dispatcher.flying["devhelm"] = dispatcher.settings.per_system  # DevHelm's share is out
 
         await resolve(rig, ids)
@@ -196,10 +208,7 @@ async def test_a_dispatcher_with_a_batch_in_flight_leaves_the_links_to_its_claim
 ) -> None:
     """Under load the claim loop takes links in batches, after giving way to deliveries;
     a take in every engine transaction cost more (docs/benchmarks.md, "Changes" 32)."""
-    async with running_rig(store) as rig:
-        _item_id, ids = await linked(rig)
-        dispatcher = rig.gateway.dispatcher
-        started = working(dispatcher)
+    async with linked_and_working(store) as (rig, _item_id, ids, dispatcher, started):
         elsewhere = range(10**6, 10**6 + dispatcher._take_below)  # other items' writes
         dispatcher.in_flight.update(elsewhere)
 
@@ -221,10 +230,7 @@ async def test_while_deliveries_are_coming_the_links_are_left_to_the_claim_loop(
 ) -> None:
     """It gives way to them first; writes started in the middle of a burst doubled its
     ingest p99 (docs/benchmarks.md, "Changes" 32)."""
-    async with running_rig(store) as rig:
-        _item_id, ids = await linked(rig)
-        dispatcher = rig.gateway.dispatcher
-        started = working(dispatcher)
+    async with linked_and_working(store) as (rig, _item_id, ids, dispatcher, started):
         dispatcher.ingest.enter()  # a delivery in progress
         try:
             await resolve(rig, ids)
@@ -241,10 +247,7 @@ async def test_a_link_whose_item_the_transaction_did_not_load_is_handed_with_it(
 ) -> None:
     """A link moved to an item its transaction never loaded: the take reads the item
     rather than failing the transaction."""
-    async with running_rig(store) as rig:
-        item_id, _ids = await linked(rig)
-        dispatcher = rig.gateway.dispatcher
-        working(dispatcher)
+    async with linked_and_working(store) as (_rig, item_id, _ids, dispatcher, _started):
         async with store.tx() as tx:
             batch = Batch(tx, utcnow())
             await batch.load({item_id})
@@ -276,11 +279,8 @@ async def test_a_dispatcher_that_is_not_running_takes_nothing(store: Store) -> N
 async def test_a_take_in_a_transaction_that_does_not_commit_hands_nothing_over(
     store: Store,
 ) -> None:
-    async with running_rig(store) as rig:
-        _item_id, ids = await linked(rig)
-        dispatcher = rig.gateway.dispatcher
+    async with linked_and_working(store) as (rig, _item_id, ids, dispatcher, started):
         engine = rig.gateway.engine
-        started = working(dispatcher)
         await rig.human("hookstream", ids["hookstream"], status="resolved")
         issue = await rig.gateway.adapters["hookstream"].get(
             ObjectRef("hookstream", "", ids["hookstream"])
@@ -303,10 +303,7 @@ async def test_a_take_in_a_transaction_that_does_not_commit_hands_nothing_over(
 async def test_a_take_handed_over_after_the_dispatcher_stopped_gives_its_claims_back(
     store: Store,
 ) -> None:
-    async with running_rig(store) as rig:
-        _item_id, ids = await linked(rig)
-        dispatcher = rig.gateway.dispatcher
-        working(dispatcher)
+    async with linked_and_working(store) as (rig, item_id, ids, dispatcher, _started):
         dispatcher._start = None  # ``run`` ended between the take and the commit
 
         await resolve(rig, ids)
@@ -317,7 +314,7 @@ async def test_a_take_handed_over_after_the_dispatcher_stopped_gives_its_claims_
         assert await claimed_by(store, ids) == dict.fromkeys(WRITTEN)
         assert dispatcher.in_flight == set()
         async with store.tx() as tx:
-            links = await tx.links_of(_item_id)
+            links = await tx.links_of(item_id)
         assert all(link.dirty for link in links if link.system in WRITTEN)
         dispatcher._free = None
         async with store.tx() as tx:  # due again after the release's short backoff
