@@ -246,13 +246,15 @@ class Dispatcher:
             return None
         wanted = [link_id for link_id in dirty if link_id not in self.in_flight]
         room = self._free()
+        if room <= 0:
+            return Taken([], len(wanted))
         full = set(self._full())
         among = [
             link_id
             for link_id in wanted
             if link_id in batch.links and batch.links[link_id].system not in full
         ]
-        if room <= 0 or not among:
+        if not among:
             return Taken([], len(wanted))
         links = await tx.claim_due_links(
             worker=self.worker_id,

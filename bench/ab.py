@@ -1,7 +1,7 @@
 """Two revisions of the gateway, taken in turns: what one change costs each.
 
     python -m bench.ab A B [--rounds 8] [--changes 1500] [--latency-ms 0] [--items 1000]
-                           [--db sqlite|postgres] [--db-b sqlite|postgres]
+                           [--db sqlite|postgres] [--db-b sqlite|postgres] [--rate R]
 
 ``A`` and ``B`` are git revisions (a commit, a branch, ``HEAD~1``), or ``.`` for this tree
 as it is, uncommitted changes included. Each revision gets a worktree of its own (removed

@@ -190,9 +190,10 @@ class Engine(OperatorChanges):
                 if also is not None:
                     await also(tx, outcomes, batch)
                 taken = None  # what an earlier try of this transaction took is undone
-                dirty = set(batch.dirty).union(*(o.dirty_links for o in outcomes))
-                if dirty and self.take is not None:
-                    taken = await self.take(tx, batch, sorted(dirty))
+                if self.take is not None:
+                    dirty = set(batch.dirty).union(*(o.dirty_links for o in outcomes))
+                    if dirty:
+                        taken = await self.take(tx, batch, sorted(dirty))
             return outcomes
 
         for attempt in range(3):
