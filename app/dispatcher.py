@@ -919,7 +919,7 @@ class Dispatcher:
                 lag = (self.clock() - a.changed_at).total_seconds()
                 self.metrics.propagation.labels(link.system).observe(max(0.0, lag))
             # the write is in the database (its attempt, the item's history): a line
-            # each is for debugging, not for the default log (README, "Logs")
+            # each is for debugging, not for the default log (README, "Running it")
             log.debug(
                 "wrote",
                 extra={
