@@ -430,8 +430,8 @@ async def test_under_a_burst_of_deliveries_the_claim_loop_claims_most_writes(
             await gateway.stop()
     claim = after["claim"] - before["claim"]
     handed = after["handed"] - before["handed"]
-    # a change's writes coalesce with the next change of the same ticket, so there are at
-    # most two writes a change, and at least one per ticket and written system
+    # a change is written at most once to each of the two systems (fewer where a ticket's
+    # changes coalesce), and each ticket's last change to both
     assert 2 * tickets_n <= claim + handed <= 2 * tickets_n * bursts
     assert handed < (claim + handed) * 3 / 4, f"{handed} of {claim + handed} writes handed over"
 
