@@ -337,6 +337,44 @@ async def claimed_total(gateway_url: str) -> dict[str, float]:
     }
 
 
+class Fanned(NamedTuple):
+    url: str
+    control: dict[str, httpx.AsyncClient]
+    admin: httpx.AsyncClient
+    #: the InboxOps tickets' ids, one per subject
+    tickets: list[str]
+
+
+@contextlib.asynccontextmanager
+async def fanned_out_gateway(
+    tmp_path: Path, subjects: list[str], *, quiet: str
+) -> AsyncIterator[Fanned]:
+    """A real ``syncgate serve`` on SQLite, and an InboxOps ticket per subject fanned out
+    by it to DevHelm and incident.io; then the simulator ``quiet`` sends no webhooks."""
+    port = free_port()
+    async with simulators(f"http://127.0.0.1:{port}") as (_sims, control):
+        gateway = sqlite_gateway(tmp_path, control, port, "handover")
+        try:
+            await gateway.ready()
+            async with admin_client(gateway.url) as admin:
+                tickets = await seed_fanned_out(control, admin, subjects)
+                response = await control[quiet].put("/_sim/webhook", json={"url": None})
+                assert response.status_code < 300, response.text
+                yield Fanned(gateway.url, control, admin, tickets)
+        finally:
+            await gateway.stop()
+
+
+async def written(gw: Fanned, subjects: set[str]) -> bool:
+    """Every subject is the title of a DevHelm incident and of an incident.io follow-up,
+    and the gateway has nothing left to do."""
+    for name in ("devhelm", "incidentio"):
+        titles = {str(o["title"]) for o in await sim_objects(gw.control[name])}
+        if not subjects <= titles:
+            return False
+    return await settled(gw.admin)
+
+
 @pytest.mark.slow
 async def test_changes_one_at_a_time_are_written_with_no_claim_of_their_own(
     tmp_path: Path,
@@ -346,37 +384,23 @@ async def test_changes_one_at_a_time_are_written_with_no_claim_of_their_own(
     write is claimed in the transaction that applied its edit: the dispatcher's own
     claims, which it still runs when idle, find none of them."""
     edits = 12
-    port = free_port()
-    async with simulators(f"http://127.0.0.1:{port}") as (_sims, control):
-        gateway = sqlite_gateway(tmp_path, control, port, "handover")
-        try:
-            await gateway.ready()
-            async with admin_client(gateway.url) as admin:
-                subjects = [f"Refunds stuck for customer {n}" for n in range(3)]
-                tickets = await seed_fanned_out(control, admin, subjects)
-                # no echo of a write arrives while the next edit is applied: a delivery
-                # in progress leaves the links to the claim loop (IngestFirst)
-                response = await control["incidentio"].put("/_sim/webhook", json={"url": None})
-                assert response.status_code < 300, response.text
-                before = await claimed_total(gateway.url)
-                for n in range(edits):
-                    ticket, subject = tickets[n % 3], f"{subjects[n % 3]} (edit {n})"
-                    response = await control["inboxops"].patch(
-                        f"/_sim/objects/{ticket}", json={"subject": subject}
-                    )
-                    assert response.status_code == 200, response.text
-
-                    async def written(subject: str = subject) -> bool:
-                        for name in ("devhelm", "incidentio"):
-                            titles = {str(o["title"]) for o in await sim_objects(control[name])}
-                            if subject not in titles:
-                                return False
-                        return await settled(admin)
-
-                    await eventually(written, timeout_s=30, what=f"edit {n} written")
-                after = await claimed_total(gateway.url)
-        finally:
-            await gateway.stop()
+    subjects = [f"Refunds stuck for customer {n}" for n in range(3)]
+    # no echo of a write arrives while the next edit is applied: a delivery in progress
+    # leaves the links to the claim loop (IngestFirst)
+    async with fanned_out_gateway(tmp_path, subjects, quiet="incidentio") as gw:
+        before = await claimed_total(gw.url)
+        for n in range(edits):
+            ticket, subject = gw.tickets[n % 3], f"{subjects[n % 3]} (edit {n})"
+            response = await gw.control["inboxops"].patch(
+                f"/_sim/objects/{ticket}", json={"subject": subject}
+            )
+            assert response.status_code == 200, response.text
+            await eventually(
+                lambda subject=subject: written(gw, {subject}),
+                timeout_s=30,
+                what=f"edit {n} written",
+            )
+        after = await claimed_total(gw.url)
     assert after["handed"] - before["handed"] == 2 * edits
     assert after["claim"] - before["claim"] == 0
 
@@ -397,37 +421,19 @@ async def test_under_a_burst_of_deliveries_the_claim_loop_claims_most_writes(
     take's two limits removed, 24-60 % with either one removed (each limit alone
     is checked in process above)."""
     tickets_n, bursts, in_flight = 48, 8, 32
-    port = free_port()
-    async with simulators(f"http://127.0.0.1:{port}") as (_sims, control):
-        gateway = sqlite_gateway(tmp_path, control, port, "burst")
-        try:
-            await gateway.ready()
-            async with admin_client(gateway.url) as admin:
-                subjects = [f"Burst ticket {n}" for n in range(tickets_n)]
-                tickets = await seed_fanned_out(control, admin, subjects)
-                # the deliveries come from here, so that 32 are always in flight; each is
-                # what InboxOps would send for an edit made in it first
-                response = await control["inboxops"].put("/_sim/webhook", json={"url": None})
-                assert response.status_code < 300, response.text
-                before = await claimed_total(gateway.url)
-                deliveries = []  # every edit made first, then their deliveries at once
-                for burst in range(bursts):
-                    deliveries += await edited(control, tickets, f"burst {burst}")
-                async with httpx.AsyncClient(base_url=gateway.url, timeout=30) as client:
-                    await deliver_all(client, deliveries, in_flight)
-                final = {f"Burst ticket {n} (burst {bursts - 1})" for n in range(tickets_n)}
-
-                async def written() -> bool:
-                    for name in ("devhelm", "incidentio"):
-                        titles = {str(o["title"]) for o in await sim_objects(control[name])}
-                        if not final <= titles:
-                            return False
-                    return await settled(admin)
-
-                await eventually(written, timeout_s=60, what="every burst written")
-                after = await claimed_total(gateway.url)
-        finally:
-            await gateway.stop()
+    subjects = [f"Burst ticket {n}" for n in range(tickets_n)]
+    # the deliveries come from here, so that 32 are always in flight; each is what
+    # InboxOps would send for an edit made in it first
+    async with fanned_out_gateway(tmp_path, subjects, quiet="inboxops") as gw:
+        before = await claimed_total(gw.url)
+        deliveries = []  # every edit made first, then their deliveries at once
+        for burst in range(bursts):
+            deliveries += await edited(gw.control, gw.tickets, f"burst {burst}")
+        async with httpx.AsyncClient(base_url=gw.url, timeout=30) as client:
+            await deliver_all(client, deliveries, in_flight)
+        final = {f"Burst ticket {n} (burst {bursts - 1})" for n in range(tickets_n)}
+        await eventually(lambda: written(gw, final), timeout_s=60, what="every burst written")
+        after = await claimed_total(gw.url)
     claim = after["claim"] - before["claim"]
     handed = after["handed"] - before["handed"]
     # a change is written at most once to each of the two systems (fewer where a ticket's
