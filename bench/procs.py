@@ -69,12 +69,17 @@ def involuntary_switches(pid: int) -> int:
 
 def cpu_s(pid: int) -> float:
     """User + system CPU seconds used by ``pid`` (from /proc/<pid>/stat)."""
+    return sum(cpu_split_s(pid))
+
+
+def cpu_split_s(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds used by ``pid`` (from /proc/<pid>/stat)."""
     try:
         with open(f"/proc/{pid}/stat") as f:
             fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
+        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
     except (OSError, IndexError, ValueError):
-        return 0.0
+        return 0.0, 0.0
 
 
 # -- CPU pinning -----------------------------------------------------------------------

@@ -39,10 +39,15 @@ def py_spy() -> str | None:
 class Profiler:
     """``py-spy record`` attached to ``pid`` between ``start()`` and ``stop()``."""
 
-    def __init__(self, pid: int, out_dir: Path, rate: int = 100) -> None:
+    def __init__(
+        self, pid: int, out_dir: Path, rate: int = 100, *, nonblocking: bool = False
+    ) -> None:
+        """``nonblocking``: py-spy reads the process without pausing it for each sample
+        (less cost to the process, a stack now and then torn)."""
         self.pid = pid
         self.dir = out_dir
         self.rate = rate
+        self.nonblocking = nonblocking
         self.proc: subprocess.Popen[bytes] | None = None
         self.note = ""
 
@@ -69,6 +74,7 @@ class Profiler:
             "--function",
             "--output",
             str(self.collapsed),
+            *(["--nonblocking"] if self.nonblocking else []),
         ]
         self._log = open(self.dir / "py-spy.log", "wb")  # noqa: SIM115 - closed in stop()
         # py-spy runs beside the load generator, not on the gateway's CPU
@@ -181,6 +187,49 @@ def summarise(stacks: Counter[tuple[str, ...]]) -> list[dict[str, Any]]:
     ]
 
 
+# The parts of "Where the rest goes" (docs/benchmarks.md): a stack counts in the first
+# part any of its frames names (below the event loop's ``Runner.run``); a stack in none
+# is the event loop's own C code when its leaf is the loop, else "the rest".
+PARTS = (
+    ("the WAL checkpoint", ("WalCheckpointer",)),
+    ("logging", ("logging/__init__", "(app/logs.py")),
+    ("metrics", ("prometheus_client/", "(app/metrics.py")),
+    (
+        "SQL: the driver (SQLite, asyncpg)",
+        (
+            "Prepared.run (",
+            "do_commit",
+            "_sqlite_on_begin",
+            "do_execute (",
+            "do_executemany",
+            "(asyncpg/",
+        ),
+    ),
+    ("SQL: SQLAlchemy's and the store's Python", ("(app/store/", "(sqlalchemy/")),
+    ("the vendor calls", ("(app/outbound.py", "(aiohttp/", "(httpx/", "(adapters/_http.py")),
+    ("receiving webhooks", ("(uvicorn/", "(litestar/", "(app/http/", "(app/serving.py")),
+)
+
+
+def parts(stacks: Counter[tuple[str, ...]]) -> Counter[str]:
+    """Active samples by part (``PARTS``), each sample counted once."""
+    out: Counter[str] = Counter()
+    for stack, n in active(stacks).items():
+        st = list(stack)
+        loop = next((i for i, f in enumerate(st) if f.startswith("Runner.run ")), None)
+        if loop is not None:
+            st = st[loop + 1 :]
+        for name, keys in PARTS:
+            if any(k in f for f in st for k in keys):
+                out[name] += n
+                break
+        else:
+            leaf = st[-1] if st else "Runner.run (asyncio/runners.py)"
+            looping = "runners.py" in leaf or "base_events.py" in leaf
+            out["the event loop itself" if looping else "the rest"] += n
+    return out
+
+
 def format_top(top: list[dict[str, Any]], n: int = 15) -> str:
     lines = [f"{'self %':>7} {'total %':>8}  function"]
     for row in top[:n]:
@@ -275,6 +324,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     stacks = read_collapsed(Path(args[0]))
     print(format_top(summarise(stacks), 15))
+    by_part = parts(stacks)
+    total = sum(by_part.values()) or 1
+    print("\nby part (each sample counted once, in the first part it falls in)")
+    for name, n in by_part.most_common():
+        print(f"{100.0 * n / total:7.1f} %  {name}")
     print("\nthe project's functions (app/, adapters/) by total")
     print(format_top(project_top(stacks), 15))
     return 0

@@ -735,7 +735,8 @@ async def run_scaleout(args: argparse.Namespace, p: dict[str, Any], wd: Path) ->
     log("gateway-postgres scale-out: starting")
     inst, _ = await start_gateway(wd, db, label="gateway-postgres-1", lease_s=scaleout.LEASE_S)
     try:
-        return await scaleout.scaleout(inst, p, wait_quiet, log, warm_up)
+        profile = wd / "profile-scaleout" if args.profile else None
+        return await scaleout.scaleout(inst, p, wait_quiet, log, warm_up, profile)
     except BaseException:
         if inst.server is not None:
             log(f"scale-out log tail:\n{inst.server.tail(30)}")
@@ -1357,6 +1358,27 @@ def scaleout_lines(so: dict[str, Any]) -> list[str]:
         f" {_f(one.get('involuntary_switches_per_change', float('nan')), '.2f')}"
         f"  2 processes {_f(two.get('involuntary_switches_per_change', float('nan')), '.2f')}"
     )
+    out.append(
+        "scale-out user / system CPU per change  1 process"
+        f" {_f(one.get('user_ms_per_change', float('nan')), '.2f')}"
+        f" / {_f(one.get('system_ms_per_change', float('nan')), '.2f', ' ms')}"
+        f"  2 processes {_f(two.get('user_ms_per_change', float('nan')), '.2f')}"
+        f" / {_f(two.get('system_ms_per_change', float('nan')), '.2f', ' ms')}"
+    )
+    prof = so.get("profile")
+    if isinstance(prof, dict):
+        out.append(
+            "scale-out CPU per change by part (each process's CPU split by its py-spy"
+            f" samples' shares, {prof['one']['samples']} and {prof['two']['samples']};"
+            " the mean of the runs; with --profile every run is sampled, which costs the"
+            " processes some CPU of their own)"
+        )
+        names = list(prof["two"]["parts"])
+        names += [n for n in prof["one"]["parts"] if n not in names]
+        for name in names:
+            a = prof["one"]["parts"].get(name, 0.0)
+            b = prof["two"]["parts"].get(name, 0.0)
+            out.append(f"  {name:<44} 1 process {a:6.3f} ms  2 processes {b:6.3f} ms  {b - a:+.3f}")
     k = so.get("kill9")
     if isinstance(k, dict):
         ok = k.get("lost", 1) == 0 and k.get("duplicate_objects", 1) == 0

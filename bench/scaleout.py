@@ -33,11 +33,13 @@ import asyncio
 import statistics
 import time
 from collections import Counter
+from pathlib import Path
 from typing import Any
 
 from bench.install import WRITE_SYSTEMS, Installation, create_items, start_gateway_process
 from bench.load import Cursor, closed_loop
-from bench.procs import Proc, cpu_s, involuntary_switches, rss_mb
+from bench.procs import Proc, cpu_split_s, involuntary_switches, rss_mb
+from bench.profile import Profiler, parts, read_collapsed
 
 LEASE_S = 6.0
 
@@ -53,25 +55,45 @@ async def ingest_cpu(
     cursor: Cursor,
     n: int,
     waiter: Any,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
-    """``n`` changes at c = 32 spread over ``urls``; the processes' CPU, database
-    transactions (``syncgate_db_transactions_total``) and involuntary context switches
-    (the kernel taking the CPU from a process that could still run: time slicing), per
-    change."""
+    """``n`` changes at c = 32 spread over ``urls``; the processes' CPU (user and
+    system apart too), database transactions (``syncgate_db_transactions_total``) and
+    involuntary context switches (the kernel taking the CPU from a process that could
+    still run: time slicing), per change. With ``profile``, py-spy samples each process
+    through the run (without pausing it) into ``profile/<process index>/``."""
     await inst.clear_requests()
     bases = [url.split("/webhooks/", 1)[0] for url in urls]
+    profilers = [
+        Profiler(p.pid, profile / str(i), nonblocking=True) for i, p in enumerate(procs) if profile
+    ]
+    for profiler in profilers:
+        profiler.start()
     tx0 = sum([await transactions(inst, base) for base in bases])
     switches0 = sum(involuntary_switches(p.pid) for p in procs)
-    cpu0 = sum(cpu_s(p.pid) for p in procs)
-    res = await closed_loop(inst, cursor, 32, n, deadline_s=120, urls=urls)
-    await _quiet(inst, 300, waiter)
-    cpu1 = sum(cpu_s(p.pid) for p in procs)
+    cpu0 = [cpu_split_s(p.pid) for p in procs]
+    try:
+        res = await closed_loop(inst, cursor, 32, n, deadline_s=120, urls=urls)
+        await _quiet(inst, 300, waiter)
+    finally:
+        cpu1 = [cpu_split_s(p.pid) for p in procs]
+        for profiler in profilers:
+            profiler.stop()
     switches1 = sum(involuntary_switches(p.pid) for p in procs)
     tx1 = sum([await transactions(inst, base) for base in bases])
     accepted = max(1, res["accepted"])
     res["writes"] = await inst.write_count()
     res["processes"] = len(procs)
-    res["cpu_ms_per_change"] = (cpu1 - cpu0) * 1000 / accepted
+    user = sum(b[0] - a[0] for a, b in zip(cpu0, cpu1, strict=True))
+    system = sum(b[1] - a[1] for a, b in zip(cpu0, cpu1, strict=True))
+    res["cpu_ms_per_change"] = (user + system) * 1000 / accepted
+    res["user_ms_per_change"] = user * 1000 / accepted
+    res["system_ms_per_change"] = system * 1000 / accepted
+    res["cpu_ms_per_change_by_process"] = [
+        (sum(b) - sum(a)) * 1000 / accepted for a, b in zip(cpu0, cpu1, strict=True)
+    ]
+    if profile:
+        res["profile"] = str(profile)
     res["transactions_per_change"] = (tx1 - tx0) / accepted
     res["involuntary_switches_per_change"] = (switches1 - switches0) / accepted
     res["rss_mb"] = [rss_mb(p.pid) for p in procs]
@@ -223,7 +245,12 @@ async def paused(inst: Installation, proc: Proc, tries: int = 100) -> None:
 
 
 async def scaleout(
-    inst: Installation, p: dict[str, Any], waiter: Any, log: Any, warm_up: Any
+    inst: Installation,
+    p: dict[str, Any],
+    waiter: Any,
+    log: Any,
+    warm_up: Any,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     """Runs on a started PostgreSQL gateway installation (``lease_s=LEASE_S``).
     ``waiter`` and ``warm_up`` are the harness's own (``bench/run.py``).
@@ -235,7 +262,13 @@ async def scaleout(
     process. The second process is started and warmed up once (connections opened,
     statements prepared, caches filled, as the first's are) and paused (SIGSTOP, at a
     moment it holds no transaction) for each one-process run: it takes no part in it
-    and spends no CPU."""
+    and spends no CPU.
+
+    With ``profile``, py-spy samples the processes through every measured run, and
+    ``out["profile"]`` splits each configuration's CPU per change by part (``by_part``),
+    so what a second process adds can be read part by part. py-spy's sampling costs the
+    processes some CPU of their own: the ratios of such a run are not the benchmark's
+    figure."""
     assert inst.server is not None
     created = await create_items(inst, p["items"])
     log(f"scale-out: {len(inst.items)} work items in {created:.1f}s")
@@ -257,15 +290,26 @@ async def scaleout(
         one_runs: list[dict[str, Any]] = []
         two_runs: list[dict[str, Any]] = []
 
+        def where(name: str, runs: list[dict[str, Any]]) -> Path | None:
+            return profile / f"{name}-{len(runs) + 1}" if profile else None
+
         async def one() -> None:
             await paused(inst, second)
             try:
-                one_runs.append(await ingest_cpu(inst, [inst.server], one_url, cursor, n, waiter))
+                one_runs.append(
+                    await ingest_cpu(
+                        inst, [inst.server], one_url, cursor, n, waiter, where("one", one_runs)
+                    )
+                )
             finally:
                 second.resume()
 
         async def two() -> None:
-            two_runs.append(await ingest_cpu(inst, [inst.server, second], urls, cursor, n, waiter))
+            two_runs.append(
+                await ingest_cpu(
+                    inst, [inst.server, second], urls, cursor, n, waiter, where("two", two_runs)
+                )
+            )
 
         for r in range(rounds):
             for configuration in (one, two) if r % 2 == 0 else (two, one):
@@ -284,6 +328,11 @@ async def scaleout(
             "min": min(ratios),
             "max": max(ratios),
         }
+        if profile:
+            out["profile"] = {
+                "one": by_part(one_runs),
+                "two": by_part(two_runs),
+            }
         log(f"  scale-out: kill -9 of one of 2 processes mid-run ({n} changes)")
         out["kill9"] = await kill9_run(inst, second, list(urls), cursor, n, max(10, n // 8), waiter)
     finally:
@@ -291,10 +340,33 @@ async def scaleout(
     return out
 
 
+def by_part(runs: list[dict[str, Any]]) -> dict[str, Any]:
+    """The runs' CPU per change by part: each process's own CPU per change split by the
+    shares of its py-spy samples (``bench.profile.parts``), the processes added, the
+    mean over the runs.
+
+    py-spy counts a thread as active while it is runnable, so on a shared core a
+    process's samples include its waits for the other to give the core up, wherever it
+    was when it lost the core; with two processes on one core that weighs the parts a
+    process is preempted in a little more than what they cost."""
+    total: Counter[str] = Counter()
+    samples = 0
+    for run in runs:
+        for i, cpu_ms in enumerate(run["cpu_ms_per_change_by_process"]):
+            counted = parts(read_collapsed(Path(run["profile"]) / str(i) / "gateway.collapsed"))
+            n = sum(counted.values())
+            samples += n
+            for name, k in counted.items():
+                total[name] += cpu_ms * k / (n or 1) / len(runs)
+    return {"samples": samples, "parts": {name: ms for name, ms in total.most_common()}}
+
+
 def _median(runs: list[dict[str, Any]]) -> dict[str, Any]:
     return {
         "runs": runs,
         "cpu_ms_per_change": statistics.median(r["cpu_ms_per_change"] for r in runs),
+        "user_ms_per_change": statistics.median(r["user_ms_per_change"] for r in runs),
+        "system_ms_per_change": statistics.median(r["system_ms_per_change"] for r in runs),
         "rate": statistics.median(r["rate"] for r in runs),
         "p99_ms": statistics.median(r["p99_ms"] for r in runs),
         "transactions_per_change": statistics.median(r["transactions_per_change"] for r in runs),
