@@ -76,6 +76,11 @@ class Adapter(abc.ABC):
     writable: ClassVar[frozenset[str]]
     #: Whether ``create`` is supported (hookstream creates issues itself).
     can_create: ClassVar[bool] = True
+    #: The longest text the vendor holds, per field, in UTF-16 code units (DevHelm: a
+    #: title of 500). A longer canonical value is written cut to fit (``fit``), and an
+    #: object that holds the cut value already holds it (``differs_in_meaning``): no
+    #: write is refused for its length, and the cut never comes back as a change.
+    max_lengths: ClassVar[Mapping[str, int]] = {}
     #: The options this adapter reads (``systems.<name>.options`` in config.yaml).
     Options: ClassVar[type[AdapterOptions]] = AdapterOptions
     #: The request headers kept with a stored webhook delivery (lower-case): those
@@ -127,7 +132,7 @@ class Adapter(abc.ABC):
     def differs(self, obj: VendorObject | None, target: Fields) -> Fields:
         """The fields of ``target`` that ``obj`` does not already hold *in meaning*,
         through this adapter's value maps (``differs_in_meaning``)."""
-        return differs_in_meaning(self.value_maps, obj, target)
+        return differs_in_meaning(self.value_maps, obj, target, self.max_lengths)
 
     # -- reads -----------------------------------------------------------------------------
 
@@ -202,15 +207,19 @@ class Adapter(abc.ABC):
 
 
 def differs_in_meaning(
-    value_maps: Mapping[str, ValueMap], obj: VendorObject | None, target: Fields
+    value_maps: Mapping[str, ValueMap],
+    obj: VendorObject | None,
+    target: Fields,
+    max_lengths: Mapping[str, int] | None = None,
 ) -> Fields:
     """The fields of ``target`` that ``obj`` does not already hold *in meaning*.
 
     Mapped enums compare through the system's value map (``ValueMap.holds``: DevHelm
-    MONITORING already means canonical ``acknowledged``); other fields compare by value.
-    With no ``obj`` (not yet created) every field differs. The one implementation: the
-    adapters use it through ``Adapter.differs``, the engine and the dispatcher through
-    ``Rules.differs``.
+    MONITORING already means canonical ``acknowledged``); a text longer than the system
+    holds (``max_lengths``) compares as it is written there, cut to fit (``fit``); other
+    fields compare by value. With no ``obj`` (not yet created) every field differs. The
+    one implementation: the adapters use it through ``Adapter.differs``, the engine and
+    the dispatcher through ``Rules.differs``.
     """
     if obj is None:
         return target
@@ -219,9 +228,37 @@ def differs_in_meaning(
         if name in MAPPED_FIELDS and name in value_maps:
             if not value_maps[name].holds(obj.native.get(name), str(value)):
                 out[name] = value
+        elif max_lengths and name in max_lengths and isinstance(value, str):
+            if getattr(obj.fields, name) != fit(value, max_lengths[name]):
+                out[name] = value
         elif getattr(obj.fields, name) != value:
             out[name] = value
     return Fields(**out)
+
+
+#: What ends a text cut to fit a vendor's limit (one UTF-16 code unit).
+CUT = "\u2026"
+
+
+def utf16_length(text: str) -> int:
+    """``text``'s length in UTF-16 code units: what a limit in "characters" counts in a
+    JVM or JavaScript service, and never less than its code points."""
+    return len(text) + sum(1 for c in text if ord(c) > 0xFFFF)
+
+
+def fit(text: str, limit: int) -> str:
+    """``text``, or when it is longer than ``limit`` UTF-16 code units (and so possibly
+    longer than ``limit`` characters under either reading of a vendor's "characters"), its
+    start cut on a character boundary and ended with ``CUT``, ``limit`` units at most."""
+    if utf16_length(text) <= limit:
+        return text
+    room = limit - utf16_length(CUT)
+    kept = 0
+    for i, c in enumerate(text):
+        kept += 2 if ord(c) > 0xFFFF else 1
+        if kept > room:
+            return text[:i] + CUT
+    return text  # not reached: the text is longer than the room
 
 
 def refuse_deep_json(body: bytes, vendor: str) -> None:

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import msgspec
 from msgspec import UNSET
 
-from adapters.base import differs_in_meaning
+from adapters.base import differs_in_meaning, fit
 from app.config.schema import Conflict, CreateRule, Direction, LinkKey, LinkRule, Settings
 from app.errors import Invalid
 from app.model import FIELD_NAMES, Fields, IdentityMap, Priority, ValueMap, VendorObject
@@ -37,6 +37,9 @@ class Caps(Protocol):
 
     @property
     def writable(self) -> frozenset[str]: ...
+
+    @property
+    def max_lengths(self) -> Mapping[str, int]: ...
 
 
 class Rules:
@@ -60,8 +63,11 @@ class Rules:
         }
         self._in: dict[str, frozenset[str]] = {}
         self._out: dict[str, frozenset[str]] = {}
+        #: per system, the longest text it holds per field (``Adapter.max_lengths``)
+        self._max_lengths: dict[str, Mapping[str, int]] = {}
         for system in self.systems:
             cap = caps[system]
+            self._max_lengths[system] = cap.max_lengths
             ins, outs = set(), set()
             for name in FIELD_NAMES:
                 direction = self.direction(system, name)
@@ -101,10 +107,11 @@ class Rules:
         The assignee compares through the identity map: it differs when the object does
         not hold the person's user id in ``system``, and never when the person has none
         there (an unmapped person is not written; ``assignee_unwritable``)."""
+        limits = self._max_lengths.get(system)
         if target.assignee is UNSET:
-            return differs_in_meaning(self.value_maps(system), obj, target)
+            return differs_in_meaning(self.value_maps(system), obj, target, limits)
         rest = Fields(**{k: v for k, v in target.items() if k != "assignee"})
-        out = differs_in_meaning(self.value_maps(system), obj, rest)
+        out = differs_in_meaning(self.value_maps(system), obj, rest, limits)
         wanted = self.identities.user_id(target.assignee, system)
         if wanted is UNSET or (obj is not None and obj.fields.assignee == wanted):
             return out
@@ -139,13 +146,21 @@ class Rules:
 
     def to_vendor(self, system: str, fields: Fields) -> Fields:
         """Canonical fields as ``system``'s adapter takes them: the assignee as that
-        system's user id, left out where the person has none."""
-        if fields.assignee is UNSET:
+        system's user id, left out where the person has none; a text longer than the
+        system holds cut to fit (``adapters.base.fit``)."""
+        limits = self._max_lengths.get(system)
+        too_long = {
+            name: fit(value, limits[name])
+            for name, value in fields.items()
+            if limits and name in limits and isinstance(value, str)
+        }
+        if fields.assignee is UNSET and not too_long:
             return fields
-        values = {k: v for k, v in fields.items() if k != "assignee"}
-        user_id = self.identities.user_id(fields.assignee, system)
-        if user_id is not UNSET:
-            values["assignee"] = user_id
+        values = {k: v for k, v in fields.items() if k != "assignee"} | too_long
+        if fields.assignee is not UNSET:
+            user_id = self.identities.user_id(fields.assignee, system)
+            if user_id is not UNSET:
+                values["assignee"] = user_id
         return Fields(**values)
 
     def in_fields(self, system: str) -> frozenset[str]:

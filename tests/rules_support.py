@@ -3,7 +3,8 @@ unit tests (no adapters, no simulators)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
@@ -27,6 +28,7 @@ SYSTEMS = ("tracker", "pages", "desk")
 class Caps:
     readable: frozenset[str]
     writable: frozenset[str]
+    max_lengths: Mapping[str, int] = field(default_factory=dict)
 
 
 CAPS = {

@@ -21,6 +21,7 @@ import httpx
 import msgspec
 import pytest
 
+from adapters.base import fit
 from adapters.devhelm.simulator import iso
 from adapters.inboxops.simulator import SUPPORT_INBOX_ID
 from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
@@ -688,3 +689,58 @@ async def test_a_ticket_announced_before_its_create_is_recorded_starts_no_work_i
         assert detail is not None and detail["item"]["id"] == item["id"]
         assert {link["state"] for link in detail["links"]} == {"synced"}
         assert (await inst.admin.get("/systems")).json()["dead_letters"] == 0
+
+
+# -- a title longer than DevHelm holds is written cut, and the cut is no change ---------------
+
+
+async def test_a_title_longer_than_devhelm_holds_is_cut_there_and_whole_elsewhere(
+    tmp_path: Path,
+) -> None:
+    """DevHelm holds a title of 500 characters. A ticket whose subject is longer still
+    fans out: the incident gets the title cut to fit, the follow-up the whole title, and
+    nothing is dead or written again. An edit past the cut reaches the follow-up and
+    writes nothing to DevHelm; a person's edit of the incident's title comes back whole."""
+    whole = "Refunds failing for EU customers: " + "card declined, " * 60
+    async with installation(tmp_path, systems={"devhelm": {"poll_interval_s": 0.2}}) as inst:
+        ticket = await inst.open_ticket(whole)
+        detail = await inst.linked(ticket)
+        await inst.settle()
+        incident = external_id(detail, "devhelm")
+        follow_up = external_id(detail, "incidentio")
+        titles = {o["id"]: o["title"] for o in await sim_objects(inst.control["devhelm"])}
+        assert titles[incident] == fit(whole, 500) and len(titles[incident]) == 500
+        follow_ups = {o["id"]: o for o in await sim_objects(inst.control["incidentio"])}
+        assert follow_ups[follow_up]["title"] == whole
+        assert (await inst.admin.get("/systems")).json()["dead_letters"] == 0
+        writes = [r for r in inst.requests("devhelm") if r.method in ("POST", "PUT")]
+        assert len(writes) == 1, "the cut title was written again"
+
+        tail_edit = whole + "and Apple Pay."
+        edited = await inst.control["inboxops"].patch(
+            f"/_sim/objects/{ticket}", json={"subject": tail_edit}
+        )
+        assert edited.status_code == 200, edited.text
+
+        async def follow_up_titled(title: str) -> bool:
+            objects = {o["id"]: o for o in await sim_objects(inst.control["incidentio"])}
+            return bool(objects[follow_up]["title"] == title)
+
+        await eventually(
+            lambda: follow_up_titled(tail_edit), timeout_s=30, what="the edit on the follow-up"
+        )
+        await inst.settle()
+        assert [r for r in inst.requests("devhelm") if r.method in ("POST", "PUT")] == writes
+
+        changed = await inst.control["devhelm"].patch(
+            f"/_sim/objects/{incident}", json={"title": "Refunds failing"}
+        )
+        assert changed.status_code == 200, changed.text
+
+        async def retitled_everywhere() -> bool:
+            tickets = {t["id"]: t for t in await sim_objects(inst.control["inboxops"])}
+            return tickets[ticket]["subject"] == "Refunds failing" and await follow_up_titled(
+                "Refunds failing"
+            )
+
+        await eventually(retitled_everywhere, timeout_s=30, what="the incident's new title")

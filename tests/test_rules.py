@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from adapters.base import CUT, fit, utf16_length
 from app.config.schema import (
     Conflict,
     CreateIn,
@@ -19,7 +20,7 @@ from app.config.schema import (
 )
 from app.model import Fields, Priority, Status, ValueMap, VendorObject
 from app.rules import Rules
-from tests.rules_support import MAPS, T0, rules, vendor
+from tests.rules_support import CAPS, MAPS, T0, Caps, rules, settings, vendor
 
 # -- directions ----------------------------------------------------------------------------
 
@@ -222,6 +223,39 @@ def test_the_maps_the_rules_are_built_with_decide() -> None:
     override = ValueMap(inbound={}, outbound={"acknowledged": ["IDENTIFIED"]})
     maps = {**MAPS, "pages": {**MAPS["pages"], "status": MAPS["pages"]["status"].merged(override)}}
     assert rules(maps).differs("pages", obj, target) == target
+
+
+def test_fit_cuts_to_a_limit_in_utf16_units_on_a_character_boundary() -> None:
+    assert fit("a" * 500, 500) == "a" * 500
+    assert fit("a" * 501, 500) == "a" * 499 + CUT
+    # an emoji is one character and two UTF-16 units: 250 fill 500 units
+    assert fit("\U0001f642" * 250, 500) == "\U0001f642" * 250
+    assert fit("\U0001f642" * 251, 500) == "\U0001f642" * 249 + CUT
+    # never half of one: 249 after the "a" fill 499 units, the cut takes the last
+    assert fit("a" + "\U0001f642" * 300, 500) == "a" + "\U0001f642" * 249 + CUT
+    for text in ("x" * 900, "\U0001f642" * 900, "\u00e9\U0001f642" * 300):
+        assert utf16_length(fit(text, 500)) <= 500
+        assert len(fit(text, 500)) <= 500
+
+
+def test_a_text_longer_than_a_system_holds_is_written_cut_and_the_cut_holds_it() -> None:
+    """DevHelm holds a title of 500 characters at most: a longer canonical title is
+    written cut to fit, an object holding the cut holds the title (so the cut neither
+    makes the link dirty again nor comes back as a change), and only a change within
+    what fits is one there. Other systems get and compare the whole title."""
+    pages = CAPS["pages"]
+    caps = {**CAPS, "pages": Caps(pages.readable, pages.writable, max_lengths={"title": 10})}
+    r = Rules(settings(), caps, MAPS)
+    whole = "Disk full on db-1"
+    assert r.to_vendor("pages", Fields(title=whole)) == Fields(title="Disk full" + CUT)
+    assert r.to_vendor("pages", Fields(title="Disk full")) == Fields(title="Disk full")
+    assert r.to_vendor("desk", Fields(title=whole)) == Fields(title=whole)
+    held = vendor("pages", "P-1", T0, title="Disk full" + CUT)
+    assert r.differs("pages", held, Fields(title=whole)).is_empty()
+    assert r.differs("pages", held, Fields(title="Disk full on db-2")).is_empty()
+    assert r.differs("pages", held, Fields(title="Disk is full")) == Fields(title="Disk is full")
+    desk = vendor("desk", "D-1", T0, title="Disk full" + CUT, status="new")
+    assert r.differs("desk", desk, Fields(title=whole)) == Fields(title=whole)
 
 
 def test_other_fields_compare_by_value_and_a_missing_object_lacks_everything() -> None:

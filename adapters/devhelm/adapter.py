@@ -51,6 +51,7 @@ from adapters.base import (
     Adapter,
     AdapterOptions,
     AdapterSettings,
+    fit,
     refuse_deep_json,
 )
 from adapters.devhelm import wire
@@ -121,6 +122,8 @@ class DevHelmAdapter(Adapter):
     readable: ClassVar[frozenset[str]] = frozenset({"title", "status", "priority"})
     writable: ClassVar[frozenset[str]] = frozenset({"title", "status", "priority"})
     can_create: ClassVar[bool] = True
+    #: the create and update schemas' ``title``: ``maxLength: 500``
+    max_lengths: ClassVar[Mapping[str, int]] = {"title": 500}
     Options: ClassVar[type[DevHelmOptions]] = DevHelmOptions
     stored_headers = frozenset({"x-devhelm-delivery"})
     options: DevHelmOptions
@@ -304,7 +307,7 @@ class DevHelmAdapter(Adapter):
         text = fields.description if isinstance(fields.description, str) else ""
         priority = fields.priority if fields.priority is not UNSET else Priority.NORMAL
         request = wire.CreateIncidentRequest(
-            title=fields.title,
+            title=fit(fields.title, self.max_lengths["title"]),
             impact=self._vendor_value("priority", priority),
             body=f"{text or fields.title}\n\n{idempotency_marker(idempotency_key)}",
             notify_subscribers=bool(target.params.get("notify_subscribers", False)),
@@ -372,7 +375,7 @@ class DevHelmAdapter(Adapter):
         wanted = changes.only(self.writable)
         request = wire.UpdateIncidentRequest()
         if wanted.title is not UNSET:
-            request.title = wanted.title
+            request.title = fit(wanted.title, self.max_lengths["title"])
         if wanted.status is not UNSET:
             request.status = self._vendor_value("status", wanted.status)
         if wanted.priority is not UNSET:

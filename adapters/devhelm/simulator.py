@@ -54,6 +54,9 @@ documents leave open:
                 403 (the authentication page says raw calls need it; the API-keys page
                 says it defaults to the key's org)
     org_id      "1" (default): the key's organization; another id in the header is 403
+    length      characters (default) | utf16: a ``maxLength`` (a title's 500) counts
+                UTF-16 code units, as a JVM service's ``@Size`` does, so an emoji counts
+                two (the API reference says "chars")
 
 Control routes (no auth):
 
@@ -130,6 +133,10 @@ BEHAVIOURS = {
         doc="whether x-phelm-org-id may be left out (the key's own org applies)",
     ),
     "org_id": Behaviour(default=ORG_ID, doc="the organization the API key belongs to"),
+    "length": Behaviour(
+        choices=("characters", "utf16"),
+        doc="what a maxLength counts (utf16: UTF-16 code units, as a JVM service's @Size)",
+    ),
 }
 
 #: The id of the request being answered, shared by the X-Request-Id header and error bodies.

@@ -100,11 +100,12 @@ class Rule:
     not_blank: bool = False
     pattern: re.Pattern[str] | None = None
 
-    def check(self, name: str, value: Any) -> list[dict[str, Any]]:
+    def check(self, name: str, value: Any, *, utf16: bool = False) -> list[dict[str, Any]]:
+        """``utf16``: a ``max_length`` counts UTF-16 code units (behaviour ``length``)."""
         if self.kind in ("string", "enum", "uuid", "datetime") and not isinstance(value, str):
             return [entry("INVALID_TYPE", name, "must be a string")]
         if self.kind == "string":
-            return self._check_string(name, value)
+            return self._check_string(name, value, utf16=utf16)
         if self.kind == "enum" and value not in self.choices:
             return [entry("INVALID_ENUM", name, f"must be one of {', '.join(self.choices)}")]
         if self.kind == "bool" and not isinstance(value, bool):
@@ -121,13 +122,14 @@ class Rule:
         if self.kind == "object" and not isinstance(value, dict):
             return [entry("INVALID_TYPE", name, "must be an object")]
         if self.kind == "components":
-            return check_list(name, value, AFFECTED_COMPONENT_RULES)
+            return check_list(name, value, AFFECTED_COMPONENT_RULES, utf16=utf16)
         if self.kind == "page_components":
-            return check_list(name, value, PAGE_COMPONENT_RULES)
+            return check_list(name, value, PAGE_COMPONENT_RULES, utf16=utf16)
         return []
 
-    def _check_string(self, name: str, value: str) -> list[dict[str, Any]]:
-        if self.max_length is not None and len(value) > self.max_length:
+    def _check_string(self, name: str, value: str, *, utf16: bool) -> list[dict[str, Any]]:
+        length = len(value.encode("utf-16-le")) // 2 if utf16 else len(value)
+        if self.max_length is not None and length > self.max_length:
             return [entry("TOO_LONG", name, f"must be at most {self.max_length} characters")]
         if self.not_blank and not value.strip():
             return [entry("BLANK", name, "must not be blank")]
@@ -136,16 +138,20 @@ class Rule:
         return []
 
 
-def check_list(name: str, value: Any, rules: dict[str, Rule]) -> list[dict[str, Any]]:
+def check_list(
+    name: str, value: Any, rules: dict[str, Rule], *, utf16: bool = False
+) -> list[dict[str, Any]]:
     if not isinstance(value, list):
         return [entry("INVALID_TYPE", name, "must be an array")]
     errors: list[dict[str, Any]] = []
     for i, item in enumerate(value):
-        errors.extend(check_object(item, rules, prefix=f"{name}[{i}]."))
+        errors.extend(check_object(item, rules, prefix=f"{name}[{i}].", utf16=utf16))
     return errors
 
 
-def check_object(body: Any, rules: dict[str, Rule], prefix: str = "") -> list[dict[str, Any]]:
+def check_object(
+    body: Any, rules: dict[str, Rule], prefix: str = "", *, utf16: bool = False
+) -> list[dict[str, Any]]:
     if not isinstance(body, dict):
         return [entry("INVALID_TYPE", prefix.rstrip(".") or None, "must be a JSON object")]
     errors = [
@@ -157,13 +163,14 @@ def check_object(body: Any, rules: dict[str, Rule], prefix: str = "") -> list[di
             if rule.required:
                 errors.append(entry("REQUIRED", prefix + name, "must not be null"))
             continue
-        errors.extend(rule.check(prefix + name, value))
+        errors.extend(rule.check(prefix + name, value, utf16=utf16))
     return errors
 
 
-def validated(body: Any, rules: dict[str, Rule]) -> dict[str, Any]:
-    """The body's non-null fields, or a 400 naming every problem found."""
-    errors = check_object(body, rules)
+def validated(body: Any, rules: dict[str, Rule], *, utf16: bool = False) -> dict[str, Any]:
+    """The body's non-null fields, or a 400 naming every problem found. ``utf16``: a
+    ``max_length`` counts UTF-16 code units, not characters (behaviour ``length``)."""
+    errors = check_object(body, rules, utf16=utf16)
     if errors:
         raise invalid(errors)
     return {k: v for k, v in body.items() if v is not None}

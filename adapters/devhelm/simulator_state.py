@@ -79,6 +79,11 @@ class DevHelmState:
 
     # -- state helpers ---------------------------------------------------------------------
 
+    @property
+    def utf16(self) -> bool:
+        """Whether a ``maxLength`` counts UTF-16 code units (behaviour ``length``)."""
+        return bool(self.kit.behaviour["length"] == "utf16")
+
     def _page(self, page_id: str) -> StatusPage:
         if not is_uuid(page_id):
             raise Rejection(400, "BAD_REQUEST", f"Invalid UUID for path variable id: {page_id}")
@@ -264,7 +269,7 @@ class DevHelmState:
 
     def create_incident(self, page_id: str, body: Any) -> Outcome:
         page = self._page(page_id)
-        values = validated(body, CREATE_RULES)
+        values = validated(body, CREATE_RULES, utf16=self.utf16)
         check_schedule(values)
         incident = self._new_incident(
             page,
@@ -281,7 +286,7 @@ class DevHelmState:
 
     def update_incident(self, page_id: str, incident_id: str, body: Any) -> Outcome:
         incident = self._incident(page_id, incident_id)
-        self._apply(incident, validated(body, UPDATE_RULES))
+        self._apply(incident, validated(body, UPDATE_RULES, utf16=self.utf16))
         return 200, {"data": incident}
 
     def delete_incident(self, page_id: str, incident_id: str) -> Outcome:
@@ -291,7 +296,7 @@ class DevHelmState:
 
     def post_update(self, page_id: str, incident_id: str, body: Any) -> Outcome:
         incident = self._incident(page_id, incident_id)
-        values = validated(body, TIMELINE_RULES)
+        values = validated(body, TIMELINE_RULES, utf16=self.utf16)
         now = iso(self.kit.now())
         if "affectedComponents" in values:
             page = self.pages[page_id]
@@ -309,7 +314,7 @@ class DevHelmState:
 
     def publish(self, page_id: str, incident_id: str, body: Any) -> Outcome:
         incident = self._incident(page_id, incident_id)
-        values = validated(body, PUBLISH_RULES)
+        values = validated(body, PUBLISH_RULES, utf16=self.utf16)
         if incident["publishedAt"] is not None:
             raise Rejection(409, "CONFLICT", "Incident is already published")
         if values.get("status") == "RESOLVED":
@@ -341,7 +346,7 @@ class DevHelmState:
     # -- control operations ----------------------------------------------------------------
 
     def create_page(self, body: Any) -> Outcome:
-        values = validated(body, PAGE_RULES)
+        values = validated(body, PAGE_RULES, utf16=self.utf16)
         return 201, self._add_page(values).as_json()
 
     def _add_page(self, values: dict[str, Any]) -> StatusPage:
@@ -373,7 +378,7 @@ class DevHelmState:
         return 200, {"data": [p.as_json() for p in self.pages.values()]}
 
     def seed(self, body: Any) -> Outcome:
-        values = validated(body, SEED_RULES)
+        values = validated(body, SEED_RULES, utf16=self.utf16)
         page_id = values["statusPageId"]
         page = self.pages.get(page_id) or self._add_page(
             {"id": page_id, "name": f"Status page {page_id[:8]}"}
@@ -397,7 +402,7 @@ class DevHelmState:
         incident = self.incidents.get(incident_id)
         if incident is None:
             raise Rejection(404, "NOT_FOUND", "Status page incident not found")
-        values = validated(body, HUMAN_RULES)
+        values = validated(body, HUMAN_RULES, utf16=self.utf16)
         text = values.pop("body", None)
         self._apply(incident, values)
         if text is not None:
@@ -409,7 +414,7 @@ class DevHelmState:
         return 200, {"data": incident}
 
     def platform_event(self, body: Any) -> Outcome:
-        values = validated(body, EVENT_RULES)
+        values = validated(body, EVENT_RULES, utf16=self.utf16)
         event_id, delivery_id = self.send_platform_event(values["type"], values.get("data", {}))
         return 202, {"id": event_id, "deliveryId": delivery_id}
 

@@ -12,11 +12,12 @@ from datetime import timedelta
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 
 from adapters import simulator_class
 from adapters._simkit import SVIX_SCHEDULE, Behaviour
-from adapters.base import lower_headers
+from adapters.base import fit, lower_headers
 from app.errors import (
     AuthError,
     NotFound,
@@ -25,7 +26,7 @@ from app.errors import (
     SignatureInvalid,
     TransientError,
 )
-from app.model import CreateTarget, ObjectRef, utcnow
+from app.model import CreateTarget, Fields, ObjectRef, utcnow
 from app.serving import bind_socket, serve_asgi
 from tests.contract.kits import KITS
 from tests.vendor_rig import VendorRig, serve_vendor
@@ -130,6 +131,28 @@ async def test_create_get_update_round_trip(creatable: VendorRig) -> None:
     assert adapter.differs(fetched, kit.create_fields.only(adapter.writable)).is_empty()
     updated = await adapter.update(created.ref, kit.update_fields, current=fetched)
     assert adapter.differs(updated, kit.update_fields).is_empty()
+
+
+async def test_a_title_longer_than_the_vendor_holds_is_written_and_held(
+    creatable: VendorRig,
+) -> None:
+    """DevHelm holds a title of 500 "chars" (under behaviour ``length=utf16`` UTF-16
+    units, an emoji two); the other vendors document no limit. A longer title is written
+    cut to fit where there is a limit, never refused, and the object holds it in
+    meaning: its link is not dirty again."""
+    kit, adapter = creatable.kit, creatable.adapter
+    assert kit.create_target is not None
+    first = "Refunds failing " + "\U0001f642" * 300 + " for EU customers"
+    fields = msgspec.structs.replace(kit.create_fields, title=first)
+    created = await adapter.create(kit.create_target, fields, "wi-2:link-3")
+    assert adapter.differs(created, Fields(title=first)).is_empty()
+    second = "Payments failing " + "\u00e9" * 600
+    updated = await adapter.update(created.ref, Fields(title=second), current=created)
+    assert adapter.differs(updated, Fields(title=second)).is_empty()
+    fetched = await adapter.get(created.ref)
+    assert adapter.differs(fetched, Fields(title=second)).is_empty()
+    limit = adapter.max_lengths.get("title")
+    assert fetched.fields.title == (second if limit is None else fit(second, limit))
 
 
 async def test_retried_create_never_duplicates(creatable: VendorRig) -> None:
