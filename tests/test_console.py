@@ -406,6 +406,9 @@ async def test_onboarding_plans_without_changing_anything_then_carries_the_plan_
 
         bad = await client.get("/onboarding", params={"plan": "1", "since": "last tuesday"})
         assert bad.status_code == 422 and "neither a duration" in bad.text
+        for since in ("99999999d", "0001-01-01T00:00:00+05:00"):
+            far = await client.get("/onboarding", params={"plan": "1", "since": since})
+            assert far.status_code == 422 and "since: " in far.text, far.text[:500]
         unknown = await client.get("/onboarding", params={"plan": "1", "systems": "jira"})
         assert unknown.status_code == 422 and "no enabled system named" in unknown.text
 
@@ -418,6 +421,10 @@ async def test_onboarding_plans_without_changing_anything_then_carries_the_plan_
             "/onboarding/run", data={"_csrf_token": token(plan), **data, "confirm": ""}
         )
         assert unconfirmed.status_code == 400 and "confirm" in unconfirmed.text
+        far = await client.post(
+            "/onboarding/run", data={"_csrf_token": token(plan), **data, "since": "99999999d"}
+        )
+        assert far.status_code == 422 and "before the year 1" in far.text, far.text[:500]
         assert await _rows(store) == before
 
         done = await client.post("/onboarding/run", data={"_csrf_token": token(plan), **data})

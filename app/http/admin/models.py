@@ -14,7 +14,7 @@ from msgspec import UNSET, Meta, UnsetType
 from app.engine import ResyncOutcome
 from app.errors import Invalid
 from app.inbox import kept_headers
-from app.model import MAX_JSON_DEPTH, Priority, Status, WorkItem, as_utc, json_too_deep
+from app.model import MAX_JSON_DEPTH, Priority, Status, WorkItem, given_utc, json_too_deep
 from app.store import Event, HistoryEntry, Link, Tx
 
 log = logging.getLogger("syncgate.admin")
@@ -68,12 +68,14 @@ Timestamp = Annotated[
 ]
 
 
-def timestamp(text: str) -> datetime:
-    """A ``Timestamp`` as a datetime; ``Invalid`` (422) for a date that does not exist."""
+def timestamp(text: str, name: str = "snoozed_until") -> datetime:
+    """A ``Timestamp`` as a UTC datetime (the store keeps UTC); ``Invalid`` (422) for a
+    date that does not exist, or one out of range in UTC."""
     try:
-        return as_utc(msgspec.convert(text, datetime))  # the store keeps UTC
+        moment = msgspec.convert(text, datetime)
     except msgspec.ValidationError as exc:
         raise Invalid(f"not a date and time: {text!r} ({exc})") from None
+    return given_utc(moment, name)
 
 
 PageLimit = Annotated[int, doc("The page size asked for", 50)]
