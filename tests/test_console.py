@@ -191,6 +191,24 @@ async def test_pages_show_an_item_its_objects_and_an_action_goes_through_the_eng
         assert missing.status_code == 404 and "no work item" in missing.text
 
 
+def notice(page: httpx.Response) -> str:
+    found = re.search(r'<p class="flash error" role="alert">([^<]*)<', page.text)
+    return found.group(1) if found else ""
+
+
+async def test_the_work_items_list_says_what_it_could_not_use(store: Store) -> None:
+    async with console(store) as (rig, client):
+        item_id, _ = await fan_out(rig)
+        assert (await sign_in(client)).status_code == 303
+        for q in ("a\x00b", "a\x00"):  # the index's path and the scan's
+            listing = await client.get("/items", params={"q": q})
+            assert listing.status_code == 200, listing.text[:500]
+            assert notice(listing).endswith(
+                "NUL character (\\x00), which cannot be searched for: not searched"
+            ), notice(listing)
+            assert item_id in listing.text  # the list, not searched
+
+
 async def test_outbox_retries_a_dead_write_and_bulk_actions_show_a_preview(store: Store) -> None:
     async with console(store) as (rig, client):
         item_id, links = await fan_out(rig)

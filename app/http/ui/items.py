@@ -20,7 +20,7 @@ from app.http.problems import AdminError
 from app.http.ui.common import PAGE_SIZE, act, audit_link, form_of, render
 from app.http.ui.session import PATH
 from app.model import Fields, ObjectRef, Priority, Status
-from app.store import Link
+from app.store import Link, unsearchable
 
 STATUSES = [s.value for s in Status]
 PRIORITIES = [p.value for p in Priority]
@@ -59,6 +59,8 @@ async def items_page(request: Request[Any, Any, Any]) -> Template:
         notice, query["status"] = f"unknown status {query['status']!r}: not filtered", ""
     if query["system"] and query["system"] not in gateway.settings.systems:
         notice, query["system"] = f"unknown system {query['system']!r}: not filtered", ""
+    if reason := unsearchable(query["q"]):
+        notice, query["q"] = f"{reason}: not searched", ""
     after = _after(params.get("after"))
     async with gateway.store.tx() as tx:
         items = await tx.page_items(
