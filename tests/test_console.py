@@ -5,6 +5,7 @@ suite (tests/console/) drives the same pages in Chromium against real processes.
 from __future__ import annotations
 
 import contextlib
+import html
 import re
 from collections.abc import AsyncIterator
 from typing import Any
@@ -207,6 +208,36 @@ async def test_the_work_items_list_says_what_it_could_not_use(store: Store) -> N
                 "NUL character (\\x00), which cannot be searched for: not searched"
             ), notice(listing)
             assert item_id in listing.text  # the list, not searched
+
+
+async def test_the_change_form_refuses_what_the_admin_api_refuses(store: Store) -> None:
+    """A title the API refuses was taken by the console and queued a write per vendor that
+    DevHelm then dead-lettered; the form now reads its values by the API body's rules."""
+    async with console(store) as (rig, client):
+        item_id, _ = await fan_out(rig)
+        assert (await sign_in(client)).status_code == 303
+        api = httpx.AsyncClient(base_url=rig.gateway_url, headers={"X-Admin-Key": KEY})
+        async with api:
+            long_title = {"title": "T" * 5000}
+            refused = await api.patch(f"/admin/work-items/{item_id}", json=long_title)
+            assert refused.status_code == 400 and "title" in refused.text, refused.text
+        for form, rule in (
+            (long_title, "title: Expected `str` of length <= "),
+            ({"status": "bogus"}, "status: Invalid enum value 'bogus'"),
+            ({"priority": "meh"}, "priority: Invalid enum value 'meh'"),
+        ):
+            answer = await post_form(client, f"/items/{item_id}", f"/items/{item_id}/change", form)
+            said = html.unescape(flash(await follow(client, answer)))
+            assert said.startswith("Change refused: Invalid request (422): "), said
+            assert rule in said, said
+        async with rig.gateway.store.tx() as tx:
+            assert (await tx.require_item(item_id)).title != long_title["title"]
+        assert not [link for link in (await rig.links(item_id)).values() if link.dirty]
+
+        done = await post_form(
+            client, f"/items/{item_id}", f"/items/{item_id}/change", {"title": "T" * 400}
+        )
+        assert flash(await follow(client, done)).startswith("Changed title"), done.text
 
 
 async def test_outbox_retries_a_dead_write_and_bulk_actions_show_a_preview(store: Store) -> None:

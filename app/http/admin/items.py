@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from litestar import Request, get, patch, post
 from litestar.openapi.spec import Example
 from litestar.params import JSONBody, QueryParameter
-from msgspec import UNSET
 
 from app.errors import Invalid, Missing
 from app.http.admin.common import ItemId, Limit, Offset, SystemFilter, audit, check_system
@@ -21,11 +20,11 @@ from app.http.admin.models import (
     ResyncResult,
     WorkItemDetail,
     WorkItemPage,
+    change_values,
     item_detail,
     item_out,
     link_out,
     resync_entry,
-    timestamp,
 )
 from app.http.context import gateway_of
 from app.http.problems import AdminError, errors
@@ -139,15 +138,9 @@ async def change_work_item(
     request: Request[Any, Any, Any], item_id: ItemId, data: JSONBody[ChangeWorkItemIn]
 ) -> ChangeResult:
     gateway = gateway_of(request)
-    values = {
-        name: getattr(data, name)
-        for name in ChangeWorkItemIn.__struct_fields__
-        if getattr(data, name) is not UNSET
-    }
+    values = change_values(data)
     if not values:
         raise Invalid("nothing to change: the body names no field")
-    if isinstance(values.get("snoozed_until"), str):
-        values["snoozed_until"] = timestamp(values["snoozed_until"])
     outcome = await gateway.engine.change(item_id, Fields(**values), source="admin")
     if outcome.changed:
         audit(

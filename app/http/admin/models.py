@@ -372,6 +372,29 @@ class ChangeWorkItemIn(msgspec.Struct, forbid_unknown_fields=True):
     ] = UNSET
 
 
+def form_change(values: dict[str, Any]) -> ChangeWorkItemIn:
+    """A change given by a form (the console's) read by the body's own rules, so that the
+    console takes exactly what ``PATCH /admin/work-items`` takes (the title's length, a
+    known status or priority): ``Invalid`` naming the field and the rule it breaks."""
+    try:
+        return msgspec.convert(values, ChangeWorkItemIn)
+    except msgspec.ValidationError as exc:
+        rule, _, field = str(exc).rpartition(" - at `$.")
+        raise Invalid(f"{field.rstrip('`')}: {rule}" if rule else str(exc)) from None
+
+
+def change_values(data: ChangeWorkItemIn) -> dict[str, Any]:
+    """The fields a change names, as ``Fields`` takes them (``snoozed_until`` in UTC)."""
+    values = {
+        name: getattr(data, name)
+        for name in ChangeWorkItemIn.__struct_fields__
+        if getattr(data, name) is not UNSET
+    }
+    if isinstance(values.get("snoozed_until"), str):
+        values["snoozed_until"] = timestamp(values["snoozed_until"])
+    return values
+
+
 class RelinkIn(msgspec.Struct, forbid_unknown_fields=True):
     """The work item a link moves to."""
 

@@ -14,7 +14,7 @@ from litestar.response import Redirect, Template
 from app.errors import Invalid, StateConflict
 from app.gateway import Gateway
 from app.http.admin.common import audit, check_system
-from app.http.admin.models import item_detail
+from app.http.admin.models import change_values, form_change, item_detail
 from app.http.context import gateway_of
 from app.http.problems import AdminError
 from app.http.ui.common import PAGE_SIZE, act, audit_link, form_of, render
@@ -141,19 +141,13 @@ async def change_item(request: Request[Any, Any, Any], item_id: ItemPath) -> Red
     form = await form_of(request)
 
     async def run() -> str:
-        # the whole form, as PATCH /admin/work-items takes it: the engine leaves alone
-        # what already holds the value
-        values: dict[str, Any] = {}
-        if form.get("title"):
-            values["title"] = form["title"]
-        for name, kind in (("status", Status), ("priority", Priority)):
-            if form.get(name):
-                try:
-                    values[name] = kind(form[name])
-                except ValueError:
-                    raise Invalid(f"unknown {name} {form[name]!r}") from None
+        # the whole form, as PATCH /admin/work-items takes it (what is filled in, read by
+        # that body's own rules: nothing the API refuses); the engine leaves alone what
+        # already holds the value
+        given: dict[str, Any] = {n: form[n] for n in ("title", "status", "priority") if form.get(n)}
         if "assignee" in form:
-            values["assignee"] = form["assignee"] or None
+            given["assignee"] = form["assignee"] or None
+        values = change_values(form_change(given))
         if not values:
             raise Invalid("nothing to change: the form names no field")
         outcome = await gateway.engine.change(item_id, Fields(**values), source="console")
