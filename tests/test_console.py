@@ -208,6 +208,31 @@ async def test_the_work_items_list_says_what_it_could_not_use(store: Store) -> N
                 "NUL character (\\x00), which cannot be searched for: not searched"
             ), notice(listing)
             assert item_id in listing.text  # the list, not searched
+        for after, said in (
+            ("nonsense", "after: 'nonsense' is not <time>~<item id>: the newest page shown"),
+            ("0001-01-01T00:00:00+05:00~x", "is out of range"),
+        ):
+            listing = await client.get("/items", params={"after": after})
+            assert listing.status_code == 200 and said in html.unescape(notice(listing))
+            assert item_id in listing.text  # the newest page
+
+
+async def test_the_outbox_and_the_events_say_what_they_could_not_use(store: Store) -> None:
+    """A bad page number, or a filter value that is not one of the list's, is named in a
+    notice, and the first page, unfiltered, is shown (as the work items' list does)."""
+    async with console(store) as (_, client):
+        assert (await sign_in(client)).status_code == 303
+        for page in ("/outbox", "/events"):
+            for number in ("-1", "abc", "0", "\u00b9", "9" * 5000, "100000"):
+                shown = await client.get(page, params={"page": number})
+                assert shown.status_code == 200, (page, number, shown.text[:300])
+                assert "is not a page number (1-99999): the first page shown" in notice(shown)
+            assert notice(await client.get(page, params={"page": "2"})) == ""
+            assert notice(await client.get(page)) == ""
+            shown = await client.get(page, params={"system": "jira", "state": "lost"})
+            said = html.unescape(notice(shown))
+            assert "unknown system 'jira': not filtered" in said, said
+            assert "unknown state 'lost': not filtered" in said, said
 
 
 async def test_the_change_form_refuses_what_the_admin_api_refuses(store: Store) -> None:

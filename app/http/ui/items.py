@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -19,7 +19,7 @@ from app.http.context import gateway_of
 from app.http.problems import AdminError
 from app.http.ui.common import PAGE_SIZE, act, audit_link, form_of, render
 from app.http.ui.session import PATH
-from app.model import Fields, ObjectRef, Priority, Status
+from app.model import Fields, ObjectRef, Priority, Status, given_utc
 from app.store import Link, unsearchable
 
 STATUSES = [s.value for s in Status]
@@ -61,7 +61,10 @@ async def items_page(request: Request[Any, Any, Any]) -> Template:
         notice, query["system"] = f"unknown system {query['system']!r}: not filtered", ""
     if reason := unsearchable(query["q"]):
         notice, query["q"] = f"{reason}: not searched", ""
-    after = _after(params.get("after"))
+    try:
+        after = _after(params.get("after"))
+    except Invalid as exc:
+        notice, after = f"{exc.message}: the newest page shown", None
     async with gateway.store.tx() as tx:
         items = await tx.page_items(
             status=query["status"] or None,
@@ -97,15 +100,16 @@ async def items_page(request: Request[Any, Any, Any]) -> Template:
 
 
 def _after(raw: str | None) -> tuple[datetime, str] | None:
-    """The keyset of the page before: ``<updated_at ISO>~<item id>``."""
-    if not raw or "~" not in raw:
+    """The keyset of the page before: ``<updated_at ISO>~<item id>`` (None: the first
+    page); ``Invalid`` for anything else."""
+    if not raw:
         return None
     at, _, item_id = raw.rpartition("~")
     try:
         when = datetime.fromisoformat(at)
     except ValueError:
-        return None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)), item_id
+        raise Invalid(f"after: {raw!r} is not <time>~<item id>") from None
+    return given_utc(when, "after"), item_id
 
 
 @get("/items/{item_id:str}", include_in_schema=False)
