@@ -268,3 +268,22 @@ async def test_times_out_of_range_are_refused_with_a_reason(store: Store) -> Non
             problem(planned, 422, "since", "before the year 1")
         async with rig.gateway.store.tx() as tx:
             assert (await tx.require_item(item_id)).snoozed_until is None
+
+
+@SQLITE
+async def test_health_answers_head_as_it_answers_get(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some monitors probe with HEAD: the same status as GET, and no body."""
+    async with admin(store) as (rig, client):
+        for path in ("/healthz", "/readyz"):
+            answer = await client.head(path, headers={"X-Admin-Key": ""})
+            assert (answer.status_code, answer.content) == (200, b""), path
+
+        async def refuses() -> bool:
+            return False
+
+        monkeypatch.setattr(rig.gateway.store, "can_store_event", refuses)
+        assert (await client.get("/readyz")).status_code == 503
+        assert (await client.head("/readyz")).status_code == 503
+        assert (await client.head("/healthz")).status_code == 200
