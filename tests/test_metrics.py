@@ -28,6 +28,8 @@ async def test_metrics_show_what_an_operator_alerts_on(store: Store) -> None:
     assert value(text, "syncgate_system_paused", system="devhelm") == 1
     assert value(text, "syncgate_system_paused", system="inboxops") == 0
     assert value(text, "syncgate_dead_letters_current", system="inboxops") == 1
+    assert value(text, "syncgate_dead_letters_total", system="inboxops") == 1
+    assert value(text, "syncgate_dead_letters_total", system="devhelm") == 0
     assert value(text, "syncgate_dead_letters_current", system="devhelm") == 0
     assert value(text, "syncgate_system_deferred_until_seconds", system="devhelm") == 0
     assert value(text, "syncgate_inbox_backlog") == 0
@@ -38,6 +40,24 @@ async def test_metrics_show_what_an_operator_alerts_on(store: Store) -> None:
         )
         == 1
     )
+
+
+async def test_the_per_system_counters_are_there_at_zero_before_anything_happens(
+    store: Store,
+) -> None:
+    """An alert rule on a counter needs its series from the start: a labelled counter
+    shows none until its labels are used, so each configured system's is made at 0."""
+    async with admin(store) as (rig, _), httpx.AsyncClient(base_url=rig.gateway_url) as plain:
+        text = (await plain.get("/metrics")).text
+        for system in rig.gateway.adapters:
+            for name in (
+                "syncgate_dead_letters_total",
+                "syncgate_write_retries_total",
+                "syncgate_webhooks_received_total",
+                "syncgate_webhooks_duplicate_total",
+                "syncgate_refresh_reads_total",
+            ):
+                assert value(text, name, system=system) == 0, (name, system)
 
 
 async def test_metrics_count_the_database_transactions_the_process_committed(

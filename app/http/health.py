@@ -65,6 +65,7 @@ async def metrics(request: Request[Any, Any, Any]) -> bytes:
         dead = await tx.dead_by_system()
         states = {system: await tx.system_state(system) for system in gateway.adapters}
         m.inbox_backlog.set(await tx.pending_events())
+    m.show_systems(states)
     for system, state in states.items():
         m.queue_depth.labels(system).set(depth.get(system, 0))
         m.dead_letters_now.labels(system).set(dead.get(system, 0))
