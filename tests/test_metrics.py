@@ -3,8 +3,13 @@ the inbox backlog, propagation latency, and rejection reasons in one label style
 
 from __future__ import annotations
 
-import httpx
+import re
+from pathlib import Path
 
+import httpx
+from prometheus_client.metrics_core import Metric
+
+from app.metrics import Metrics
 from app.store import Store
 from tests.admin_support import admin, fan_out, fault, ok
 from tests.blackbox import metric_value as value
@@ -94,3 +99,35 @@ def test_a_kept_child_counts_as_prometheus_client_counts() -> None:
     assert value(text, "syncgate_writes_total", system="devhelm", outcome="dead") == 3
     assert value(text, "syncgate_write_seconds_count", system="devhelm") == 2
     assert value(text, "syncgate_write_seconds_bucket", system="devhelm", le="0.025") == 1
+
+
+ROOT = Path(__file__).resolve().parents[1]
+#: Names in the docs that start like a metric and are not one.
+NOT_METRICS = {"syncgate_marker", "syncgate_session", "syncgate_csrf"}
+
+
+def _exposed(family: Metric) -> set[str]:
+    """The names a family is scraped by (a counter's ``_total``, a histogram's parts)."""
+    if family.type == "counter":
+        return {f"{family.name}_total"}
+    if family.type == "histogram":
+        return {family.name, *(f"{family.name}_{part}" for part in ("bucket", "sum", "count"))}
+    if family.type == "info":
+        return {f"{family.name}_info"}
+    return {family.name}
+
+
+def test_the_docs_name_the_metrics_as_they_are_scraped() -> None:
+    """A counter is scraped as ``<name>_total`` (docs/admin-api.md named
+    ``syncgate_webhooks_rejected``); every metric is in docs/operations.md's table."""
+    metrics = Metrics()
+    metrics.count_transactions(lambda: 0)
+    families = [f for f in metrics.registry.collect() if f.name.startswith("syncgate_")]
+    exposed = set().union(*(_exposed(f) for f in families))
+    docs = [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]
+    for doc in docs:
+        named = set(re.findall(r"\bsyncgate_[a-z_]+", doc.read_text(encoding="utf-8")))
+        assert named - NOT_METRICS <= exposed, (doc.name, sorted(named - NOT_METRICS - exposed))
+    table = (ROOT / "docs" / "operations.md").read_text(encoding="utf-8")
+    for family in families:
+        assert _exposed(family) & set(re.findall(r"`(syncgate_[a-z_]+)`", table)), family.name
