@@ -32,7 +32,7 @@ from adapters.base import Adapter
 from app.engine import Engine, origin_item_id
 from app.engine.matching import Candidates, find_match
 from app.errors import AlreadyLinked, Invalid, Missing
-from app.model import Fields, ObjectRef, VendorObject, as_utc, utcnow
+from app.model import Fields, ObjectRef, VendorObject, given_utc, utcnow
 from app.store import Store
 
 log = logging.getLogger("syncgate.backfill")
@@ -46,18 +46,22 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 
 def parse_since(text: str, now: datetime) -> datetime:
     """``30d``, ``12h``, ``45m``, ``90s``, ``2w`` before ``now``, or an ISO 8601 time (a
-    date alone is midnight UTC; no offset is UTC). Raises ``Invalid`` otherwise."""
+    date alone is midnight UTC; no offset is UTC). Raises ``Invalid`` otherwise, and for
+    a moment before the year 1 or after 9999 (``99999999d``)."""
     value = text.strip()
     found = _DURATION.match(value.lower())
     if found is not None:
-        return now - timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+        try:  # int() refuses more than 4,300 digits; timedelta and the subtraction overflow
+            return now - timedelta(**{_UNITS[found.group(2)]: int(found.group(1))})
+        except (OverflowError, ValueError):
+            raise Invalid(f"since: {text!r} reaches back before the year 1") from None
     try:
         moment = datetime.fromisoformat(value.replace("Z", "+00:00"))
     except ValueError:
         raise Invalid(
             f"since: {text!r} is neither a duration (30d, 12h, 45m) nor an ISO 8601 time"
         ) from None
-    return as_utc(moment)
+    return given_utc(moment, "since")
 
 
 def item_of_marker(key: str | None) -> str | None:

@@ -172,6 +172,23 @@ class Metrics:
             "syncgate_polls", "Polls by outcome", ["system", "outcome"], registry=r
         )
 
+    def show_systems(self, systems: Iterable[str]) -> None:
+        """Every counter labelled by the system alone gets a sample for each of
+        ``systems``, at 0 until its first increment: a labelled counter shows no series
+        before its labels are used, and an alert rule on ``syncgate_dead_letters_total``
+        needs the series from the start. Called at each scrape with the systems
+        configured then (a reload may add one)."""
+        counters = (
+            self.webhooks_received,
+            self.webhooks_duplicate,
+            self.retries,
+            self.dead_letters,
+            self.refresh_reads,
+        )
+        for system in systems:
+            for counter in counters:
+                counter.labels(system)
+
     def count_transactions(self, committed: Callable[[], int]) -> None:
         """Expose ``syncgate_db_transactions_total``: the database transactions this
         process committed, read from ``committed`` at each scrape (the store counts

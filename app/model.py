@@ -14,6 +14,8 @@ from typing import Any
 import msgspec
 from msgspec import UNSET, UnsetType
 
+from app.errors import Invalid
+
 
 class Status(enum.StrEnum):
     """Canonical status; every vendor status maps onto one of these (docs/field-maps.md)."""
@@ -293,6 +295,20 @@ def as_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         return value.replace(tzinfo=UTC)
     return value.astimezone(UTC)
+
+
+def given_utc(value: datetime, name: str) -> datetime:
+    """``as_utc`` for a time given from outside (a request body, a query, a form, the
+    command line): ``Invalid`` when its UTC time falls outside the years 1-9999 a datetime
+    holds (``0001-01-01T00:00:00+05:00``), not an ``OverflowError``. ``name`` names the
+    input in the reason."""
+    try:
+        return as_utc(value)
+    except OverflowError:
+        raise Invalid(
+            f"{name}: {value.isoformat()} is out of range (in UTC it is before the year 1"
+            " or after 9999)"
+        ) from None
 
 
 # -- JSON nesting ---------------------------------------------------------------------------

@@ -158,6 +158,8 @@ async def test_list_search_and_page_work_items(store: Store) -> None:
         problem(await client.get("/admin/work-items", params={"offset": -1}), 400, "offset")
         problem(await client.get("/admin/work-items", params={"limit": "many"}), 400, "limit")
         problem(await client.get("/admin/work-items", params={"system": "jira"}), 422, "jira")
+        for text in ("a\x00b", "a\x00"):  # the index's path and the scan's
+            problem(await client.get("/admin/work-items", params={"text": text}), 400, "NUL")
 
 
 async def test_one_work_item_and_lookup_by_vendor_id(store: Store) -> None:

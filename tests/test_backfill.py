@@ -41,6 +41,21 @@ def test_anything_else_is_refused_with_both_forms_named(text: str) -> None:
         parse_since(text, NOW)
 
 
+@pytest.mark.parametrize(
+    ("text", "reason"),
+    [
+        ("99999999d", "reaches back before the year 1"),
+        ("999999999999w", "reaches back before the year 1"),
+        ("9" * 5000 + "d", "reaches back before the year 1"),
+        ("0001-01-01T00:00:00+05:00", "out of range"),
+        ("9999-12-31T23:00:00-05:00", "out of range"),
+    ],
+)
+def test_a_moment_out_of_range_is_refused_with_a_reason(text: str, reason: str) -> None:
+    with pytest.raises(Invalid, match=rf"^since: .*{reason}"):
+        parse_since(text, NOW)
+
+
 def test_only_syncgate_keys_name_a_work_item() -> None:
     item = "0123456789abcdef" * 2
     assert item_of_marker(f"syncgate-{item}-42") == item

@@ -245,3 +245,45 @@ async def test_what_schemathesis_found_stays_fixed(store: Store) -> None:
         assert changed.json()["item"]["snoozed_until"] == "2026-12-24T08:00:00Z"
         # a body with a field no schema names is refused, as the document now says
         problem(await client.patch(path, json={"title": "t", "colour": "red"}), 400, "colour")
+
+
+#: Times that parse but are out of range in UTC, and durations reaching back before the
+#: year 1: each was an OverflowError (a 500) before it was refused with a reason.
+OUT_OF_RANGE = ["0001-01-01T00:00:00+05:00", "9999-12-31T23:00:00-05:00"]
+TOO_LONG_AGO = ["99999999d", "999999999999w", "9" * 5000 + "d"]
+
+
+@SQLITE
+async def test_times_out_of_range_are_refused_with_a_reason(store: Store) -> None:
+    async with admin(store) as (rig, client):
+        item_id, _ = await fan_out(rig)
+        for when in OUT_OF_RANGE:
+            patched = await client.patch(
+                f"/admin/work-items/{item_id}", json={"snoozed_until": when}
+            )
+            problem(patched, 422, "snoozed_until", "out of range")
+            problem(await client.post("/admin/backfill", json={"since": when}), 422, "since")
+        for since in TOO_LONG_AGO:
+            planned = await client.post("/admin/backfill", json={"since": since})
+            problem(planned, 422, "since", "before the year 1")
+        async with rig.gateway.store.tx() as tx:
+            assert (await tx.require_item(item_id)).snoozed_until is None
+
+
+@SQLITE
+async def test_health_answers_head_as_it_answers_get(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Some monitors probe with HEAD: the same status as GET, and no body."""
+    async with admin(store) as (rig, client):
+        for path in ("/healthz", "/readyz"):
+            answer = await client.head(path, headers={"X-Admin-Key": ""})
+            assert (answer.status_code, answer.content) == (200, b""), path
+
+        async def refuses() -> bool:
+            return False
+
+        monkeypatch.setattr(rig.gateway.store, "can_store_event", refuses)
+        assert (await client.get("/readyz")).status_code == 503
+        assert (await client.head("/readyz")).status_code == 503
+        assert (await client.head("/healthz")).status_code == 200

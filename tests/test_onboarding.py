@@ -522,6 +522,13 @@ def test_backfill_refuses_a_wrong_command_line_and_an_unmigrated_database_in_one
             "nor an ISO 8601 time"
         ],
     )
+    assert backfill("--since", "99999999d", "--dry-run") == (
+        2,
+        ["syncgate backfill: --since: '99999999d' reaches back before the year 1"],
+    )
+    code, err = backfill("--since", "0001-01-01T00:00:00+05:00", "--dry-run")
+    assert code == 2 and err[0].startswith("syncgate backfill: --since: ")
+    assert err[0].endswith("is out of range (in UTC it is before the year 1 or after 9999)")
     code, err = backfill("--system", "jira", "--dry-run")
     assert code == 2 and len(err) == 1, err
     assert "--system 'jira' is not a configured system (configured: " in err[0]

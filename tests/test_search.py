@@ -17,8 +17,9 @@ import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, make_url
 
 from app import tables as t
+from app.errors import Invalid
 from app.model import WorkItem, utcnow
-from app.store import Store
+from app.store import Store, unsearchable
 from app.store import items as store_items
 from app.store.tx import Tx
 from tests.conftest import postgres_url
@@ -144,6 +145,20 @@ async def test_search_finds_exactly_what_the_scan_finds(
         # must not add what LIKE leaves out
         assert found["café"] == [ids[3]] and found["CAFÉ"] == [ids[4]]
         assert found["ошибка"] == [] and found["überweisung"] == []
+
+
+async def test_a_nul_is_refused_before_any_sql_on_either_database(store: Store) -> None:
+    """PostgreSQL takes no NUL in a text parameter and SQLite's FTS5 ends a MATCH phrase
+    at one ("unterminated string"): refused with a reason, on the index's path (three
+    characters or more) and the scan's, by both kinds of search."""
+    await _fill(store)
+    for text in ("a\x00b", "a\x00", "\x00", "checkout\x00"):
+        async with store.tx() as tx:
+            with pytest.raises(Invalid, match="NUL"):
+                await tx.page_items(text=text)
+            with pytest.raises(Invalid, match="NUL"):
+                await tx.search_items(text=text)
+    assert unsearchable("a\x00b") and unsearchable('a"b""\x01\t') is None
 
 
 async def test_search_follows_changes_and_deletes(store: Store) -> None:

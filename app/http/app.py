@@ -17,7 +17,7 @@ from app.gateway import Gateway
 from app.http.admin import admin_router
 from app.http.admin.common import is_admin_path, refusal
 from app.http.context import SyncgateRequest
-from app.http.health import healthz, metrics, readyz
+from app.http.health import healthz, healthz_head, metrics, readyz, readyz_head
 from app.http.openapi import StrictBodies, asset_routers, openapi_config
 from app.http.problems import (
     log_server_errors,
@@ -46,7 +46,9 @@ def create_app(gateway: Gateway, *, manage_lifecycle: bool = True) -> Litestar:
         route_handlers=[
             receive_webhook,
             healthz,
+            healthz_head,
             readyz,
+            readyz_head,
             metrics,
             admin_router(),
             *asset_routers(),

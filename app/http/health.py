@@ -5,8 +5,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from litestar import Request, Response, get
+from litestar import Request, Response, get, head
 
+from app.gateway import Gateway
 from app.http.context import gateway_of
 
 
@@ -15,25 +16,44 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
+@head(
+    "/healthz",
+    summary="Liveness without a body, for monitors that send HEAD",
+    sync_to_thread=False,
+)
+def healthz_head() -> None:
+    return None
+
+
+async def _readiness(gateway: Gateway) -> tuple[bool, dict[str, Any]]:
+    database = await gateway.store.ping()
+    writable = database and await gateway.store.can_store_event()
+    ready = writable and bool(gateway.adapters)
+    return ready, {
+        "status": "ready" if ready else "not ready",
+        "database": database,
+        "writable": writable,
+        "systems": sorted(gateway.adapters),
+    }
+
+
 @get(
     "/readyz",
     summary="Readiness: a webhook could be stored now, and systems are configured",
     description="`writable`: a probe event was written in a transaction then rolled back.",
 )
 async def readyz(request: Request[Any, Any, Any]) -> Response[dict[str, Any]]:
-    gateway = gateway_of(request)
-    database = await gateway.store.ping()
-    writable = database and await gateway.store.can_store_event()
-    ready = writable and bool(gateway.adapters)
-    return Response(
-        {
-            "status": "ready" if ready else "not ready",
-            "database": database,
-            "writable": writable,
-            "systems": sorted(gateway.adapters),
-        },
-        status_code=200 if ready else 503,
-    )
+    ready, body = await _readiness(gateway_of(request))
+    return Response(body, status_code=200 if ready else 503)
+
+
+@head(
+    "/readyz",
+    summary="Readiness without a body, for monitors that send HEAD: 200 or 503 as GET",
+)
+async def readyz_head(request: Request[Any, Any, Any]) -> Response[None]:
+    ready, _ = await _readiness(gateway_of(request))
+    return Response(None, status_code=200 if ready else 503)
 
 
 @get("/metrics", summary="Prometheus metrics", media_type="text/plain; version=0.0.4")
@@ -45,6 +65,7 @@ async def metrics(request: Request[Any, Any, Any]) -> bytes:
         dead = await tx.dead_by_system()
         states = {system: await tx.system_state(system) for system in gateway.adapters}
         m.inbox_backlog.set(await tx.pending_events())
+    m.show_systems(states)
     for system, state in states.items():
         m.queue_depth.labels(system).set(depth.get(system, 0))
         m.dead_letters_now.labels(system).set(dead.get(system, 0))

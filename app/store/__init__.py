@@ -15,6 +15,7 @@ hot ones run straight on the driver (``direct.py``).
 """
 
 from app.store.database import Store, WalCheckpointer, normalize_url
+from app.store.items import unsearchable
 from app.store.records import (
     Event,
     FinishedWrite,
@@ -38,4 +39,5 @@ __all__ = [
     "WalCheckpointer",
     "WriteAttempt",
     "normalize_url",
+    "unsearchable",
 ]

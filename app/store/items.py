@@ -13,7 +13,7 @@ import sqlalchemy as sa
 from sqlalchemy.exc import IntegrityError
 
 from app import tables as t
-from app.errors import AlreadyLinked, Missing
+from app.errors import AlreadyLinked, Invalid, Missing
 from app.model import (
     WorkItem,
     as_utc,
@@ -25,6 +25,16 @@ from app.store.statements import INSERT_ATTEMPTS, INSERT_HISTORY, READS, SAVE_IT
 #: From this many candidates on, a search (SQLite) walks the items newest first instead
 #: of reading every candidate (bench/console.py: a word in a fifth of the items).
 SEARCH_CANDIDATES = 2000
+
+
+def unsearchable(text: str) -> str | None:
+    """Why ``text`` cannot be searched for, or None. A NUL character: PostgreSQL takes
+    none in a text parameter, and SQLite's FTS5 ends a MATCH phrase at it ("unterminated
+    string"). Any other character is searched for as it is (an FTS5 phrase doubles
+    ``"``). The admin API and the console refuse such text before it comes here."""
+    if "\x00" in text:
+        return "the search text contains a NUL character (\\x00), which cannot be searched for"
+    return None
 
 
 def history_entry(row: Mapping[Any, Any]) -> HistoryEntry:
@@ -176,6 +186,9 @@ class ItemQueries(TxBase):
         help; with ``SEARCH_CANDIDATES`` or more candidates the text is common, and the
         walk newest first (``updated_at``'s index) fills a page sooner than reading and
         sorting every candidate: the LIKE alone then."""
+        reason = unsearchable(text)
+        if reason is not None:
+            raise Invalid(reason)
         items = t.work_items
         exact = self._matches(text, items.c.title, items.c.description)
         if self.postgres:

@@ -8,7 +8,6 @@ from typing import Annotated, Any
 from litestar import Request, get, patch, post
 from litestar.openapi.spec import Example
 from litestar.params import JSONBody, QueryParameter
-from msgspec import UNSET
 
 from app.errors import Invalid, Missing
 from app.http.admin.common import ItemId, Limit, Offset, SystemFilter, audit, check_system
@@ -21,15 +20,16 @@ from app.http.admin.models import (
     ResyncResult,
     WorkItemDetail,
     WorkItemPage,
+    change_values,
     item_detail,
     item_out,
     link_out,
     resync_entry,
-    timestamp,
 )
 from app.http.context import gateway_of
-from app.http.problems import errors
+from app.http.problems import AdminError, errors
 from app.model import Fields, ObjectRef, Status
+from app.store import unsearchable
 
 log = logging.getLogger("syncgate.admin")
 
@@ -63,6 +63,9 @@ async def list_work_items(
 ) -> WorkItemPage:
     gateway = gateway_of(request)
     check_system(gateway, system)
+    reason = None if text is None else unsearchable(text)
+    if reason is not None:
+        raise AdminError(400, "Bad request", f"text: {reason}")
     async with gateway.store.tx() as tx:
         items, total = await tx.search_items(
             status=None if status is None else str(status),
@@ -135,15 +138,9 @@ async def change_work_item(
     request: Request[Any, Any, Any], item_id: ItemId, data: JSONBody[ChangeWorkItemIn]
 ) -> ChangeResult:
     gateway = gateway_of(request)
-    values = {
-        name: getattr(data, name)
-        for name in ChangeWorkItemIn.__struct_fields__
-        if getattr(data, name) is not UNSET
-    }
+    values = change_values(data)
     if not values:
         raise Invalid("nothing to change: the body names no field")
-    if isinstance(values.get("snoozed_until"), str):
-        values["snoozed_until"] = timestamp(values["snoozed_until"])
     outcome = await gateway.engine.change(item_id, Fields(**values), source="admin")
     if outcome.changed:
         audit(

@@ -14,7 +14,7 @@ from msgspec import UNSET, Meta, UnsetType
 from app.engine import ResyncOutcome
 from app.errors import Invalid
 from app.inbox import kept_headers
-from app.model import MAX_JSON_DEPTH, Priority, Status, WorkItem, as_utc, json_too_deep
+from app.model import MAX_JSON_DEPTH, Priority, Status, WorkItem, given_utc, json_too_deep
 from app.store import Event, HistoryEntry, Link, Tx
 
 log = logging.getLogger("syncgate.admin")
@@ -68,12 +68,14 @@ Timestamp = Annotated[
 ]
 
 
-def timestamp(text: str) -> datetime:
-    """A ``Timestamp`` as a datetime; ``Invalid`` (422) for a date that does not exist."""
+def timestamp(text: str, name: str = "snoozed_until") -> datetime:
+    """A ``Timestamp`` as a UTC datetime (the store keeps UTC); ``Invalid`` (422) for a
+    date that does not exist, or one out of range in UTC."""
     try:
-        return as_utc(msgspec.convert(text, datetime))  # the store keeps UTC
+        moment = msgspec.convert(text, datetime)
     except msgspec.ValidationError as exc:
         raise Invalid(f"not a date and time: {text!r} ({exc})") from None
+    return given_utc(moment, name)
 
 
 PageLimit = Annotated[int, doc("The page size asked for", 50)]
@@ -368,6 +370,29 @@ class ChangeWorkItemIn(msgspec.Struct, forbid_unknown_fields=True):
     assignee: Annotated[
         str | UnsetType | None, doc("Who works on it; null clears it", "dana@example.com")
     ] = UNSET
+
+
+def form_change(values: dict[str, Any]) -> ChangeWorkItemIn:
+    """A change given by a form (the console's) read by the body's own rules, so that the
+    console takes exactly what ``PATCH /admin/work-items`` takes (the title's length, a
+    known status or priority): ``Invalid`` naming the field and the rule it breaks."""
+    try:
+        return msgspec.convert(values, ChangeWorkItemIn)
+    except msgspec.ValidationError as exc:
+        rule, _, field = str(exc).rpartition(" - at `$.")
+        raise Invalid(f"{field.rstrip('`')}: {rule}" if rule else str(exc)) from None
+
+
+def change_values(data: ChangeWorkItemIn) -> dict[str, Any]:
+    """The fields a change names, as ``Fields`` takes them (``snoozed_until`` in UTC)."""
+    values = {
+        name: getattr(data, name)
+        for name in ChangeWorkItemIn.__struct_fields__
+        if getattr(data, name) is not UNSET
+    }
+    if isinstance(values.get("snoozed_until"), str):
+        values["snoozed_until"] = timestamp(values["snoozed_until"])
+    return values
 
 
 class RelinkIn(msgspec.Struct, forbid_unknown_fields=True):

@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
@@ -14,13 +14,13 @@ from litestar.response import Redirect, Template
 from app.errors import Invalid, StateConflict
 from app.gateway import Gateway
 from app.http.admin.common import audit, check_system
-from app.http.admin.models import item_detail
+from app.http.admin.models import change_values, form_change, item_detail
 from app.http.context import gateway_of
 from app.http.problems import AdminError
 from app.http.ui.common import PAGE_SIZE, act, audit_link, form_of, render
 from app.http.ui.session import PATH
-from app.model import Fields, ObjectRef, Priority, Status
-from app.store import Link
+from app.model import Fields, ObjectRef, Priority, Status, given_utc
+from app.store import Link, unsearchable
 
 STATUSES = [s.value for s in Status]
 PRIORITIES = [p.value for p in Priority]
@@ -59,7 +59,12 @@ async def items_page(request: Request[Any, Any, Any]) -> Template:
         notice, query["status"] = f"unknown status {query['status']!r}: not filtered", ""
     if query["system"] and query["system"] not in gateway.settings.systems:
         notice, query["system"] = f"unknown system {query['system']!r}: not filtered", ""
-    after = _after(params.get("after"))
+    if reason := unsearchable(query["q"]):
+        notice, query["q"] = f"{reason}: not searched", ""
+    try:
+        after = _after(params.get("after"))
+    except Invalid as exc:
+        notice, after = f"{exc.message}: the newest page shown", None
     async with gateway.store.tx() as tx:
         items = await tx.page_items(
             status=query["status"] or None,
@@ -95,15 +100,16 @@ async def items_page(request: Request[Any, Any, Any]) -> Template:
 
 
 def _after(raw: str | None) -> tuple[datetime, str] | None:
-    """The keyset of the page before: ``<updated_at ISO>~<item id>``."""
-    if not raw or "~" not in raw:
+    """The keyset of the page before: ``<updated_at ISO>~<item id>`` (None: the first
+    page); ``Invalid`` for anything else."""
+    if not raw:
         return None
     at, _, item_id = raw.rpartition("~")
     try:
         when = datetime.fromisoformat(at)
     except ValueError:
-        return None
-    return (when if when.tzinfo else when.replace(tzinfo=UTC)), item_id
+        raise Invalid(f"after: {raw!r} is not <time>~<item id>") from None
+    return given_utc(when, "after"), item_id
 
 
 @get("/items/{item_id:str}", include_in_schema=False)
@@ -139,19 +145,13 @@ async def change_item(request: Request[Any, Any, Any], item_id: ItemPath) -> Red
     form = await form_of(request)
 
     async def run() -> str:
-        # the whole form, as PATCH /admin/work-items takes it: the engine leaves alone
-        # what already holds the value
-        values: dict[str, Any] = {}
-        if form.get("title"):
-            values["title"] = form["title"]
-        for name, kind in (("status", Status), ("priority", Priority)):
-            if form.get(name):
-                try:
-                    values[name] = kind(form[name])
-                except ValueError:
-                    raise Invalid(f"unknown {name} {form[name]!r}") from None
+        # the whole form, as PATCH /admin/work-items takes it (what is filled in, read by
+        # that body's own rules: nothing the API refuses); the engine leaves alone what
+        # already holds the value
+        given: dict[str, Any] = {n: form[n] for n in ("title", "status", "priority") if form.get(n)}
         if "assignee" in form:
-            values["assignee"] = form["assignee"] or None
+            given["assignee"] = form["assignee"] or None
+        values = change_values(form_change(given))
         if not values:
             raise Invalid("nothing to change: the form names no field")
         outcome = await gateway.engine.change(item_id, Fields(**values), source="console")

@@ -27,12 +27,37 @@ SystemPath = Annotated[str, PathParameter(description="System name")]
 EventPath = Annotated[int, PathParameter(description="Event id")]
 
 
-def _page(raw: str | None) -> int:
-    return int(raw) if raw and raw.isdigit() and 0 < int(raw) < 100_000 else 1
+#: The last page a list goes to.
+LAST_PAGE = 99_999
 
 
-def _choice(raw: str | None, allowed: tuple[str, ...] | list[str], default: str = "") -> str:
-    return raw if raw is not None and raw in allowed else default
+def _page(raw: str | None, notices: list[str]) -> int:
+    """The page asked for; the first, with a notice, for one that is not a page number
+    (ASCII digits only: ``isdigit`` also takes "¹", which ``int`` refuses)."""
+    if not raw:
+        return 1
+    if raw.isascii() and raw.isdigit() and len(raw) <= len(str(LAST_PAGE)) and int(raw) > 0:
+        return int(raw)
+    shown = raw if len(raw) <= 20 else raw[:20] + "..."
+    notices.append(f"page {shown!r} is not a page number (1-{LAST_PAGE}): the first page shown")
+    return 1
+
+
+def _choice(
+    raw: str | None,
+    allowed: tuple[str, ...] | list[str],
+    notices: list[str],
+    name: str,
+    default: str = "",
+) -> str:
+    """The value asked for, or ``default``, with a notice for one that is not allowed
+    (as the work items' list says of an unknown status or system)."""
+    if not raw:
+        return default
+    if raw in allowed:
+        return raw
+    notices.append(f"unknown {name} {raw!r}: not filtered")
+    return default
 
 
 # -- outbox -----------------------------------------------------------------------------------
@@ -43,11 +68,12 @@ async def outbox_page(request: Request[Any, Any, Any]) -> Template:
     gateway = gateway_of(request)
     systems = sorted(gateway.settings.systems)
     params = request.query_params
+    notices: list[str] = []
     query = {
-        "state": _choice(params.get("state"), OUTBOX_STATES, "dead"),
-        "system": _choice(params.get("system"), systems),
+        "state": _choice(params.get("state"), OUTBOX_STATES, notices, "state", "dead"),
+        "system": _choice(params.get("system"), systems, notices, "system"),
     }
-    page = _page(params.get("page"))
+    page = _page(params.get("page"), notices)
     async with gateway.store.tx() as tx:
         links = await tx.outbox(
             query["state"],
@@ -67,6 +93,7 @@ async def outbox_page(request: Request[Any, Any, Any]) -> Template:
         "depth": depth,
         "page": page,
         "pages": page_links(query, page, len(links) > PAGE_SIZE),
+        "notice": "; ".join(notices),
         "title": "Outbox",
     }
     return render(request, "outbox.html", context, fragment="outbox_live.html")
@@ -107,7 +134,7 @@ async def bulk_preview(request: Request[Any, Any, Any]) -> Template:
     """How many dead writes of a system a bulk retry or discard would touch, and the
     button that does it."""
     gateway = gateway_of(request)
-    action = _choice(request.query_params.get("action"), ("retry", "discard"), "retry")
+    action = "discard" if request.query_params.get("action") == "discard" else "retry"
     system = request.query_params.get("system", "")
     if system not in gateway.settings.systems:
         raise Missing(f"no system named {system!r}")
@@ -186,12 +213,13 @@ async def events_page(request: Request[Any, Any, Any]) -> Template:
     gateway = gateway_of(request)
     systems = sorted(gateway.settings.systems)
     params = request.query_params
+    notices: list[str] = []
     query = {
-        "system": _choice(params.get("system"), systems),
-        "state": _choice(params.get("state"), EVENT_STATES),
-        "source": _choice(params.get("source"), EVENT_SOURCES),
+        "system": _choice(params.get("system"), systems, notices, "system"),
+        "state": _choice(params.get("state"), EVENT_STATES, notices, "state"),
+        "source": _choice(params.get("source"), EVENT_SOURCES, notices, "source"),
     }
-    page = _page(params.get("page"))
+    page = _page(params.get("page"), notices)
     async with gateway.store.tx() as tx:
         events = await tx.list_events(
             system=query["system"] or None,
@@ -209,6 +237,7 @@ async def events_page(request: Request[Any, Any, Any]) -> Template:
         "sources": EVENT_SOURCES,
         "page": page,
         "pages": page_links(query, page, len(events) > PAGE_SIZE),
+        "notice": "; ".join(notices),
         "title": "Events",
     }
     return render(request, "events.html", context, fragment="events_live.html")
