@@ -205,6 +205,14 @@ class ObjectRef(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     external_id: str
 
 
+def without_nul(fields: Fields) -> Fields:
+    """``fields`` with every NUL character taken out of their texts."""
+    return msgspec.structs.replace(
+        fields,
+        **{k: v.replace("\x00", "") for k, v in fields.items() if isinstance(v, str)},
+    )
+
+
 class VendorObject(msgspec.Struct, frozen=True):
     """A vendor object as an adapter read it, already mapped to canonical fields.
 
@@ -226,6 +234,16 @@ class VendorObject(msgspec.Struct, frozen=True):
     raw: dict[str, Any] = msgspec.field(default_factory=dict)
     whole: bool = False
     created_at: datetime | None = None
+
+    def __post_init__(self) -> None:
+        # A vendor's text may hold a NUL (JSON "\u0000"), which no PostgreSQL text
+        # column takes: read without it, it means the same and is stored on both
+        # databases, and the object still holds its text (no write to take it out).
+        f = self.fields
+        for text in (f.title, f.description, f.assignee):
+            if type(text) is str and "\x00" in text:
+                msgspec.structs.force_setattr(self, "fields", without_nul(f))
+                return
 
 
 class CreateTarget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

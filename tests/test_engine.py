@@ -141,6 +141,23 @@ async def test_a_new_object_matching_a_rule_starts_an_item_with_links_to_create(
     assert (created.kind, created.system, created.event_id) == ("created", "tracker", "e-1")
 
 
+async def test_a_nul_in_a_vendors_text_is_read_without_it_on_either_database(
+    store: Store,
+) -> None:
+    """PostgreSQL takes no NUL in a text column: a vendor's title or description holding
+    one (JSON "\\u0000") is read without it, so the item is stored on both databases, and
+    the object holds its text: nothing is written back to take the NUL out."""
+    engine, _ = make_engine(store)
+    observed = issue(title="Disk\x00 full", description="the\x00 disk")
+    assert (observed.fields.title, observed.fields.description) == ("Disk full", "the disk")
+    outcome = await engine.observe(observed, event_id="e-1")
+    assert outcome.kind == "created" and outcome.work_item_id is not None
+    item = await item_of(store, outcome.work_item_id)
+    assert (item.title, item.description) == ("Disk full", "the disk")
+    links = await links_of(store, item.id)
+    assert not links["tracker"].dirty and links["tracker"].known == observed
+
+
 async def test_creation_rules_act_only_on_objects_made_since_the_connection(
     store: Store,
 ) -> None:

@@ -287,3 +287,27 @@ async def test_health_answers_head_as_it_answers_get(
         assert (await client.get("/readyz")).status_code == 503
         assert (await client.head("/readyz")).status_code == 503
         assert (await client.head("/healthz")).status_code == 200
+
+
+async def test_a_nul_in_the_input_is_refused_before_it_reaches_the_database(
+    store: Store,
+) -> None:
+    """PostgreSQL takes no NUL in a text: anywhere in an admin request's query or body
+    it is a 400 naming it, never a 500 from the database; a backslash spelled before
+    ``u0000`` is text, not a NUL."""
+    async with admin(store) as (rig, client):
+        item_id, _ = await fan_out(rig)
+        path = f"/admin/work-items/{item_id}"
+        for body in ({"title": "Disk\u0000full"}, {"description": "a\u0000b"}):
+            problem(await client.patch(path, json=body), 400, "NUL")
+        created = await client.post("/admin/work-items", json={"title": "Disk\u0000full"})
+        problem(created, 400, "NUL")
+        looked_up = await client.get(
+            "/admin/lookup", params={"system": "inboxops", "external_id": "T\u00001"}
+        )
+        problem(looked_up, 400, "NUL", "query")
+        text = await client.patch(path, json={"description": "C:\\u0000 is text"})
+        assert text.status_code == 200, text.text
+        async with rig.gateway.store.tx() as tx:
+            item = await tx.require_item(item_id)
+        assert item.description == "C:\\u0000 is text" and "\x00" not in item.title

@@ -30,7 +30,9 @@ from tests.blackbox import (
     admin_client,
     eventually,
     free_port,
+    gateway_on_postgres,
     measure_idle_cpu,
+    seed_fanned_out,
     settled,
     sim_objects,
     simulators,
@@ -744,3 +746,19 @@ async def test_a_title_longer_than_devhelm_holds_is_cut_there_and_whole_elsewher
             )
 
         await eventually(retitled_everywhere, timeout_s=30, what="the incident's new title")
+
+
+# -- a NUL in a vendor's text is read without it, on PostgreSQL too ----------------------------
+
+
+@pytest.mark.postgres
+async def test_a_ticket_with_a_nul_in_its_subject_fans_out_on_postgresql(tmp_path: Path) -> None:
+    """JSON may spell a NUL ("\\u0000") and no PostgreSQL text takes one: the ticket's
+    subject is read without it, and the incident and the follow-up are made, with no
+    event failed."""
+    async with gateway_on_postgres(tmp_path, "nul") as (_, control, _gateway, admin):
+        await seed_fanned_out(control, admin, ["Refunds\u0000 failing"])
+        for name in ("devhelm", "incidentio"):
+            assert [o["title"] for o in await sim_objects(control[name])] == ["Refunds failing"]
+        failed = await admin.get("/events", params={"state": "failed"})
+        assert failed.status_code == 200 and failed.json()["events"] == [], failed.text

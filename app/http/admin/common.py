@@ -7,6 +7,7 @@ import hmac
 import logging
 from typing import Annotated, Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.openapi.spec import Example
 from litestar.params import PathParameter, QueryParameter
@@ -83,11 +84,62 @@ def repeated_query(request: Request[Any, Any, Any]) -> Response[Problem] | None:
     )
 
 
+def _holds_nul(value: Any) -> bool:
+    if isinstance(value, str):
+        return "\x00" in value
+    if isinstance(value, dict):
+        return any(_holds_nul(k) or _holds_nul(v) for k, v in value.items())
+    if isinstance(value, list):
+        return any(_holds_nul(v) for v in value)
+    return False
+
+
+async def nul_input(
+    request: Request[Any, Any, Any], *, query: bool = True
+) -> Response[Problem] | None:
+    """A 400 for a NUL character anywhere in the path, the query (unless ``query`` is
+    false: the console's pages name a filter they cannot use in a notice) or a JSON or
+    form body: no PostgreSQL text takes one, so it would end in a database error (a 500)
+    wherever it reached a statement. Vendors' texts are read without theirs
+    (``VendorObject``)."""
+    where = None
+    if "\x00" in request.url.path:
+        where = "the path"
+    elif query and any(
+        _holds_nul(k) or _holds_nul(v) for k, v in request.query_params.multi_items()
+    ):
+        where = "the query"
+    elif request.method in ("POST", "PUT", "PATCH"):
+        body = await request.body()
+        form = request.headers.get("content-type", "").startswith(
+            "application/x-www-form-urlencoded"
+        )
+        if form and b"%00" in body:
+            where = "the body"
+        elif not form and b"\\u0000" in body.lower():
+            try:
+                where = "the body" if _holds_nul(msgspec.json.decode(body)) else None
+            except msgspec.DecodeError:
+                where = None  # not JSON: the handler says so
+    if where is None:
+        return None
+    return problem_response(
+        400,
+        "Bad request",
+        f"{where} holds a NUL character (\\u0000 or %00), which cannot be stored: leave it out",
+    )
+
+
 async def authorize(request: Request[Any, Any, Any]) -> Response[Any] | None:
     """Runs before every /admin handler (and before its input is parsed): the key first,
-    then OPTIONS and repeated query parameters. Unknown admin paths and methods are
-    refused the same way first (``app/http/app.py``)."""
-    return refusal(request) or options_answer(request) or repeated_query(request)
+    then OPTIONS, repeated query parameters and NUL characters. Unknown admin paths and
+    methods are refused the same way first (``app/http/app.py``)."""
+    return (
+        refusal(request)
+        or options_answer(request)
+        or repeated_query(request)
+        or await nul_input(request)
+    )
 
 
 # -- helpers ----------------------------------------------------------------------------------

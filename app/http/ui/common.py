@@ -15,7 +15,7 @@ from litestar.datastructures import Cookie
 from litestar.response import Redirect, Template
 
 from app.errors import SyncgateError
-from app.http.admin.common import audit
+from app.http.admin.common import audit, nul_input
 from app.http.context import gateway_of
 from app.http.problems import problem_of
 from app.http.ui.session import COOKIE, PATH, valid_session
@@ -36,9 +36,10 @@ def signed_in(request: Request[Any, Any, Any]) -> bool:
 
 async def require_session(request: Request[Any, Any, Any]) -> Response[Any] | None:
     """Runs before every console handler not marked ``public``: no valid session, no
-    page (a browser is sent to the sign-in form; htmx is told to go there)."""
+    page (a browser is sent to the sign-in form; htmx is told to go there). Then, on
+    every handler, a NUL character in the path or a form is refused (``nul_input``)."""
     if request.route_handler.opt.get("public") or signed_in(request):
-        return None
+        return await nul_input(request, query=False)
     target = request.url.path
     if request.url.query:
         target += "?" + request.url.query
