@@ -511,6 +511,11 @@ async def test_discard_and_bulk_retry_of_dead_letters(store: Store) -> None:
         await rig.gateway.dispatcher.run_until_idle()
         other = await client.post("/admin/outbox/discard-dead", params={"system": "devhelm"})
         assert ok(other)["count"] == 0  # not devhelm's
+        # a misspelt filter is refused, not read as no filter (which would discard all)
+        typo = await client.post("/admin/outbox/discard-dead", params={"sytem": "devhelm"})
+        problem(typo, 400, "unknown query parameter: sytem", "takes: system")
+        problem(await client.get("/admin/outbox", params={"stat": "dead"}), 400, "stat")
+        assert len(ok(await client.get("/admin/outbox", params={"state": "dead"}))["entries"]) == 1
         assert ok(await client.post("/admin/outbox/discard-dead"))["count"] == 1
         assert ok(await client.get("/admin/outbox", params={"state": "dead"}))["entries"] == []
         await rig.gateway.dispatcher.run_until_idle()

@@ -10,7 +10,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Request, Response
 from litestar.openapi.spec import Example
-from litestar.params import PathParameter, QueryParameter
+from litestar.params import BodyKwarg, ParameterKwarg, PathParameter, QueryParameter
 
 from app.gateway import Gateway
 from app.http.context import gateway_of
@@ -130,14 +130,55 @@ async def nul_input(
     )
 
 
+#: Handler parameters that are never read from the query.
+_NOT_QUERY = frozenset(
+    {"request", "data", "state", "headers", "cookies", "query", "scope", "body", "socket"}
+)
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def _query_names(handler: Any) -> frozenset[str]:
+    """The query parameters ``handler`` declares, by the names they are given as."""
+    names = _QUERY_NAMES.get(id(handler))
+    if names is None:
+        found = set()
+        for name, field in handler.parsed_fn_signature.parameters.items():
+            kwarg = field.kwarg_definition
+            if name in _NOT_QUERY or isinstance(kwarg, PathParameter | BodyKwarg):
+                continue
+            if isinstance(kwarg, ParameterKwarg):
+                if kwarg.header or kwarg.cookie:
+                    continue
+                name = kwarg.query or kwarg.name or name
+            found.add(name)
+        names = _QUERY_NAMES[id(handler)] = frozenset(found)
+    return names
+
+
+def unknown_query(request: Request[Any, Any, Any]) -> Response[Problem] | None:
+    """A query parameter the route does not take is refused, not ignored: a misspelt
+    filter (``discard-dead?sytem=devhelm``) would otherwise act on everything."""
+    names = _query_names(request.route_handler) - set(request.path_params)
+    unknown = sorted({k for k in request.query_params if k not in names})
+    if not unknown:
+        return None
+    takes = ", ".join(sorted(names)) or "none"
+    return problem_response(
+        400,
+        "Bad request",
+        f"unknown query parameter: {', '.join(unknown)} (this route takes: {takes})",
+    )
+
+
 async def authorize(request: Request[Any, Any, Any]) -> Response[Any] | None:
     """Runs before every /admin handler (and before its input is parsed): the key first,
-    then OPTIONS, repeated query parameters and NUL characters. Unknown admin paths and
+    then OPTIONS, repeated or unknown query parameters and NUL characters. Unknown admin paths and
     methods are refused the same way first (``app/http/app.py``)."""
     return (
         refusal(request)
         or options_answer(request)
         or repeated_query(request)
+        or unknown_query(request)
         or await nul_input(request)
     )
 
