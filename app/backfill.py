@@ -46,8 +46,9 @@ _UNITS = {"s": "seconds", "m": "minutes", "h": "hours", "d": "days", "w": "weeks
 
 def parse_since(text: str, now: datetime) -> datetime:
     """``30d``, ``12h``, ``45m``, ``90s``, ``2w`` before ``now``, or an ISO 8601 time (a
-    date alone is midnight UTC; no offset is UTC). Raises ``Invalid`` otherwise, and for
-    a moment before the year 1 or after 9999 (``99999999d``)."""
+    date alone is midnight UTC; no offset is UTC). Raises ``Invalid`` otherwise, for a
+    moment before the year 1 or after 9999 (``99999999d``), and for one after ``now``
+    (nothing was made since then: a plan of nothing would look like a finished one)."""
     value = text.strip()
     found = _DURATION.match(value.lower())
     if found is not None:
@@ -61,7 +62,13 @@ def parse_since(text: str, now: datetime) -> datetime:
         raise Invalid(
             f"since: {text!r} is neither a duration (30d, 12h, 45m) nor an ISO 8601 time"
         ) from None
-    return given_utc(moment, "since")
+    since = given_utc(moment, "since")
+    if since > now:
+        raise Invalid(
+            f"since: {text!r} is in the future (now is {now.isoformat(timespec='seconds')}):"
+            " a backfill looks back from now"
+        )
+    return since
 
 
 def item_of_marker(key: str | None) -> str | None:

@@ -49,6 +49,8 @@ def test_anything_else_is_refused_with_both_forms_named(text: str) -> None:
         ("9" * 5000 + "d", "reaches back before the year 1"),
         ("0001-01-01T00:00:00+05:00", "out of range"),
         ("9999-12-31T23:00:00-05:00", "out of range"),
+        ("2999-01-01", "is in the future"),
+        ("2026-12-02T10:00:01Z", "is in the future"),
     ],
 )
 def test_a_moment_out_of_range_is_refused_with_a_reason(text: str, reason: str) -> None:
