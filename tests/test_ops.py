@@ -260,3 +260,17 @@ async def test_an_answer_without_what_the_command_reads_is_one_line(
             (line,) = capsys.readouterr().err.splitlines()
             assert line.startswith(f"syncgate: the gateway at {url} answered "), line
             assert "without '" in line and "Syncgate gateway" in line, line
+
+
+@pytest.mark.parametrize("timeout", ["-1", "0", "nan", "inf", "soon"])
+def test_a_timeout_that_is_not_a_positive_number_is_a_usage_error(
+    timeout: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--timeout -1`` ended in a ValueError traceback, and ``--timeout 0`` in a
+    misleading 'cannot reach the gateway (Operation now in progress)'."""
+    with pytest.raises(SystemExit) as exc:
+        main(["status", "--timeout", timeout])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("syncgate status: error: argument --timeout:"), err
+    assert "seconds" in err and repr(timeout) in err, err
