@@ -231,3 +231,17 @@ def test_an_invalid_config_is_exit_1_for_every_command(tmp_path: Path) -> None:
         done = syncgate(*command, env=clean_env())
         assert done.returncode == 1, (command, done.stderr)
         assert "cannot read" in done.stderr and "Traceback" not in done.stderr, done.stderr
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["serve"], ["simulate", "hookstream", "--api-key", "k"], ["demo"]],
+    ids=["serve", "simulate", "demo"],
+)
+@pytest.mark.parametrize("port", ["99999", "-5", "http"])
+def test_a_port_out_of_range_is_a_usage_error(command: list[str], port: str) -> None:
+    """``--port 99999`` ended in an OverflowError traceback from the bind."""
+    done = syncgate(*command, "--port", port)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "error: argument --port:" in done.stderr.splitlines()[-1], done.stderr

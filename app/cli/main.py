@@ -99,6 +99,18 @@ def _cannot_listen(command: str, host: str, port: int, exc: OSError) -> int:
     return EXIT_FAILED
 
 
+def _port(value: str) -> int:
+    """A TCP port for ``--port``: 1-65535, or 0 for any free one (the port bound is
+    printed)."""
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535 (0: any free port), got {port}")
+    return port
+
+
 def packaged_config() -> Traversable:
     """The default config.yaml shipped inside the package (what ``syncgate init`` writes)."""
     return resources.files("app") / "defaults" / "config.yaml"
@@ -281,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="serve a strict simulator of one vendor's API")
     p.add_argument("vendor", choices=sorted(VENDORS))
-    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--port", type=_port, required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--api-key", required=True, help="the API key clients must send")
     p.add_argument("--webhook-url", default=None, help="where to send signed webhooks")
@@ -314,7 +326,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the gateway (webhooks, pollers, dispatcher, admin API)")
     p.add_argument("--config", help="config file (default: $SYNCGATE_CONFIG or config.yaml)")
-    p.add_argument("--port", type=int, default=None, help="override server.port")
+    p.add_argument("--port", type=_port, default=None, help="override server.port")
     p.add_argument("--host", default=None, help="override server.host")
     p.add_argument("--worker-id", default=None, help="name of this process in claims")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -338,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="play a narrated sync scenario: four simulators and the gateway, on loopback"
     )
     p.add_argument("--config", default=None, help="config file (default: the shipped config.yaml)")
-    p.add_argument("--port", type=int, default=None, help="gateway port (default: server.port)")
+    p.add_argument("--port", type=_port, default=None, help="gateway port (default: server.port)")
     p.add_argument(
         "--database", default=None, help="keep the SQLite database here (default: a temporary one)"
     )
