@@ -245,3 +245,20 @@ def test_a_port_out_of_range_is_a_usage_error(command: list[str], port: str) -> 
     assert done.returncode == 2, done.stderr
     assert "Traceback" not in done.stderr, done.stderr
     assert "error: argument --port:" in done.stderr.splitlines()[-1], done.stderr
+
+
+def test_init_where_it_cannot_write_says_why_in_one_line(tmp_path: Path) -> None:
+    """A missing directory or a directory as the path ended in a traceback."""
+    (tmp_path / "d").mkdir()
+    for args, reason in (
+        ([str(tmp_path / "nowhere" / "x.yaml")], "No such file or directory"),
+        (
+            [str(tmp_path / "d"), "--force"],
+            f"is a directory; give the file to write, such as {tmp_path / 'd' / 'config.yaml'}",
+        ),
+        ([str(tmp_path / "d")], "is a directory"),
+    ):
+        done = syncgate("init", *args)
+        assert done.returncode == 1, done.stderr
+        (line,) = done.stderr.splitlines()
+        assert line.startswith("syncgate init: ") and reason in line, line

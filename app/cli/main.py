@@ -121,10 +121,21 @@ def _cmd_init(args: argparse.Namespace) -> int:
     from app.gateway import known_systems
 
     target = Path(args.path)
+    if target.is_dir():
+        print(
+            f"syncgate init: {target} is a directory; give the file to write, such as"
+            f" {target / DEFAULT_CONFIG}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     if target.exists() and not args.force:
         print(f"syncgate init: {target} exists; --force overwrites it", file=sys.stderr)
-        return 1
-    target.write_bytes(packaged_config().read_bytes())
+        return EXIT_FAILED
+    try:
+        target.write_bytes(packaged_config().read_bytes())
+    except OSError as exc:
+        print(f"syncgate init: cannot write {target}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
     settings = load_config(target, known_systems())
     names = [settings.admin.api_key_env]
     for system in settings.systems.values():
