@@ -789,6 +789,28 @@ def test_yaml_syntax_error_reports_the_line(tmp_path: Path) -> None:
     assert issue.message.startswith("YAML syntax error: ")
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "".join(f"{'  ' * n}k{n}:\n" for n in range(1000)),
+        "fields: " + "[" * 1000 + "]" * 1000 + "\n",
+        "fields: {a: " + "{a: " * 1000 + "1" + "}" * 1001 + "\n",
+    ],
+    ids=["block", "flow sequence", "flow mapping"],
+)
+def test_yaml_nested_too_deeply_is_a_config_error(tmp_path: Path, text: str) -> None:
+    """PyYAML's parser recurses once per level: 1000 levels ended in a RecursionError
+    traceback (300 are reported as unknown keys)."""
+    path = tmp_path / "deep.yaml"
+    path.write_text(text, encoding="utf-8")
+    [issue] = issues_of(path)
+    assert (issue.file, issue.key) == (str(path), "(yaml)")
+    assert issue.line is not None and 1 <= issue.line <= text.count("\n")
+    assert issue.message.startswith("nested too deeply to read"), issue.message
+    code, report = check_config(path, KNOWN, {})
+    assert code == 1 and report.startswith(f"{path}:") and "nested too deeply" in report
+
+
 def test_unclosed_bracket_names_where_it_started(tmp_path: Path) -> None:
     path = write(tmp_path, "a: [1, 2\nb: 3\n")
     [issue] = issues_of(path)

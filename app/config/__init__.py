@@ -92,10 +92,15 @@ def _load(
         line = exc.object[: exc.start].count(b"\n") + 1
         raise ConfigError([ConfigIssue(file, line, "(file)", "not UTF-8 text")]) from None
 
+    loader = yaml.SafeLoader(text)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = loader.get_single_node()  # what yaml.compose does, keeping the loader
     except yaml.YAMLError as exc:
         raise ConfigError([syntax_issue(file, text, exc)]) from None
+    except RecursionError:  # PyYAML's parser recurses once per level (a few hundred)
+        raise ConfigError([_too_deep(file, loader.line + 1)]) from None
+    finally:
+        loader.dispose()
 
     # An adapter's options are free-form in the schema; each known system's must fit its
     # adapter's ``Options`` struct, checked by the same walk so problems carry their line.
@@ -103,12 +108,15 @@ def _load(
         f"systems.{name}.options": mi.type_info(caps.options) for name, caps in known.items()
     }
     reader = Reader(file, types=options)
-    if root is None:  # empty file, or only comments: every key takes its default
-        data: Any = {}
-    else:
-        data = reader.walk(root, mi.type_info(Settings), "", root.start_mark.line + 1)
-    if isinstance(data, dict):
-        Checker(file, reader.lines, known, reader.issues).run(data)
+    try:
+        if root is None:  # empty file, or only comments: every key takes its default
+            data: Any = {}
+        else:
+            data = reader.walk(root, mi.type_info(Settings), "", root.start_mark.line + 1)
+        if isinstance(data, dict):
+            Checker(file, reader.lines, known, reader.issues).run(data)
+    except RecursionError:  # pragma: no cover - the parser above gives up first
+        raise ConfigError([_too_deep(file, None)]) from None
     if reader.issues:
         raise ConfigError(sorted(reader.issues, key=lambda i: i.line or 0))
     try:
@@ -116,3 +124,12 @@ def _load(
     except msgspec.ValidationError as exc:  # pragma: no cover - the walk mirrors the schema
         raise ConfigError([ConfigIssue(file, None, "(schema)", str(exc))]) from None
     return settings, reader.lines
+
+
+def _too_deep(file: str, line: int | None) -> ConfigIssue:
+    return ConfigIssue(
+        file,
+        line,
+        "(yaml)",
+        "nested too deeply to read (hundreds of levels); no setting nests more than a few",
+    )
