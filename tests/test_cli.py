@@ -231,6 +231,8 @@ def test_an_invalid_config_is_exit_1_for_every_command(tmp_path: Path) -> None:
         done = syncgate(*command, env=clean_env())
         assert done.returncode == 1, (command, done.stderr)
         assert "cannot read" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    serve = syncgate("serve", "--config", missing, "--port", "0")
+    assert serve.stderr.splitlines()[0] == "syncgate: invalid configuration (1 problem):"
 
 
 @pytest.mark.parametrize(

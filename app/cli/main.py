@@ -163,7 +163,11 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
         settings = load_config(path, known_systems())
         secrets = resolve_environment(settings, os.environ)
     except ConfigError as exc:
-        print(f"syncgate: invalid configuration ({len(exc.issues)} problems):", file=sys.stderr)
+        count = len(exc.issues)
+        print(
+            f"syncgate: invalid configuration ({count} problem{'' if count == 1 else 's'}):",
+            file=sys.stderr,
+        )
         for issue in exc.issues:
             print(f"  {issue}", file=sys.stderr)
         raise SystemExit(EXIT_FAILED) from None
