@@ -264,3 +264,17 @@ def test_init_where_it_cannot_write_says_why_in_one_line(tmp_path: Path) -> None
         assert done.returncode == 1, done.stderr
         (line,) = done.stderr.splitlines()
         assert line.startswith("syncgate init: ") and reason in line, line
+
+
+def test_migrate_reads_an_empty_database_url_variable_as_serve_does(tmp_path: Path) -> None:
+    """An empty SYNCGATE_DATABASE_URL is ignored by serve and backfill (the config's
+    database_url applies); migrate took it for a URL and ended in a traceback."""
+    db = tmp_path / "from-the-config.db"
+    config = tmp_path / "config.yaml"
+    shipped = (ROOT / "config.yaml").read_text()
+    line = 'database_url: "sqlite:///var/syncgate.db"'
+    assert line in shipped
+    config.write_text(shipped.replace(line, f'database_url: "sqlite:///{db}"'))
+    done = syncgate("migrate", "--config", str(config), env=clean_env(SYNCGATE_DATABASE_URL=""))
+    assert done.returncode == 0, done.stderr
+    assert "up to date" in done.stdout and db.exists()

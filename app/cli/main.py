@@ -184,12 +184,12 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from app.config import database_url, load_config
+    from app.config import database_url, env_database_url, load_config
     from app.errors import ConfigError
     from app.gateway import known_systems
     from app.store import Store
 
-    url = os.environ.get("SYNCGATE_DATABASE_URL")
+    url = env_database_url(os.environ)  # as serve and backfill read it: empty is unset
     if url is None:
         path = _config_path(args)
         try:

@@ -36,6 +36,7 @@ from app.config.secrets import (
     ResolvedSecrets,
     SystemSecrets,
     database_url,
+    env_database_url,
     resolve_environment,
 )
 from app.errors import ConfigError, ConfigIssue
@@ -50,6 +51,7 @@ __all__ = [
     "check_config",
     "database_url",
     "dump_effective",
+    "env_database_url",
     "load_config",
     "resolve_environment",
 ]

@@ -17,6 +17,7 @@ __all__ = [
     "ResolvedSecrets",
     "SystemSecrets",
     "database_url",
+    "env_database_url",
     "missing_env",
     "resolve_environment",
 ]
@@ -109,6 +110,12 @@ def resolve_environment(settings: Settings, environ: Mapping[str, str]) -> Resol
     )
 
 
+def env_database_url(environ: Mapping[str, str]) -> str | None:
+    """``SYNCGATE_DATABASE_URL``, or None when it is unset or empty (an empty value is
+    ignored: the config's ``database_url`` applies)."""
+    return environ.get(DATABASE_URL_ENV) or None
+
+
 def database_url(settings: Settings, environ: Mapping[str, str]) -> str:
     """``SYNCGATE_DATABASE_URL`` if set (and not empty), else the file's ``database_url``."""
-    return environ.get(DATABASE_URL_ENV) or settings.database_url
+    return env_database_url(environ) or settings.database_url
