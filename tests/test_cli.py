@@ -278,3 +278,27 @@ def test_migrate_reads_an_empty_database_url_variable_as_serve_does(tmp_path: Pa
     done = syncgate("migrate", "--config", str(config), env=clean_env(SYNCGATE_DATABASE_URL=""))
     assert done.returncode == 0, done.stderr
     assert "up to date" in done.stdout and db.exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("garbage", "not a database URL"),
+        ("mysql://sg:Sup3r@db/sg", "'mysql' is not supported"),
+        ("sqlite:///", "an in-memory SQLite database"),
+    ],
+)
+def test_a_database_url_variable_naming_no_usable_database_is_one_line(
+    url: str, problem: str
+) -> None:
+    """A URL Syncgate cannot use in SYNCGATE_DATABASE_URL ended serve and migrate in a
+    traceback (ArgumentError, ModuleNotFoundError), and 'sqlite:///' migrated a database
+    in memory and said it was up to date."""
+    env = clean_env(SYNCGATE_DATABASE_URL=url)
+    for command in (["serve", "--port", "0"], ["migrate"], ["backfill", "--dry-run"]):
+        done = syncgate(*command, "--config", "config.yaml", env=env)
+        assert done.returncode == 1, (command, done.stdout, done.stderr)
+        (line,) = done.stderr.splitlines()
+        assert line.startswith(f"syncgate {command[0]}: SYNCGATE_DATABASE_URL: {problem}"), line
+        assert "up to date" not in done.stdout
+        assert "Sup3r" not in done.stderr + done.stdout

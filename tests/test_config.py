@@ -885,6 +885,45 @@ def test_database_url_precedence(tmp_path: Path) -> None:
     assert database_url(Settings(), {}) == "sqlite:///var/syncgate.db"
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mysql://sg:Sup3r@db/sg", "'mysql' is not supported: Syncgate runs on SQLite or"),
+        ("oracle+cx_oracle://db", "'oracle+cx_oracle' is not supported"),
+        ("not a url", "not a database URL (expected sqlite:///PATH or postgresql://"),
+        ("sqlite://", "an in-memory SQLite database is lost when the process ends"),
+        ("sqlite:///:memory:", "an in-memory SQLite database"),
+        ("sqlite:///file:x?mode=memory&uri=true", "an in-memory SQLite database"),
+    ],
+)
+def test_database_url_must_name_a_sqlite_file_or_postgresql(
+    tmp_path: Path, url: str, problem: str
+) -> None:
+    """Only the ``dialect://`` shape was checked: a MySQL URL passed check-config, and
+    serve then ended in a ModuleNotFoundError; an in-memory SQLite database passed too."""
+    path = write(tmp_path, f"# the state\ndatabase_url: {url!r}\n")
+    [issue] = issues_of(path)
+    assert (issue.line, issue.key) == (2, "database_url"), issue
+    assert issue.message.startswith(problem), issue.message
+    assert "Sup3r" not in issue.message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///var/syncgate.db",
+        "sqlite+aiosqlite:///x.db",
+        "sqlite+pysqlite:////var/lib/syncgate/syncgate.db",
+        "postgresql://sg:pw@db/sg",
+        "postgres://db/sg",
+        "postgresql+asyncpg://db/sg",
+        "postgresql+psycopg2://db/sg",
+    ],
+)
+def test_every_spelling_of_sqlite_and_postgresql_is_accepted(tmp_path: Path, url: str) -> None:
+    assert load_config(write(tmp_path, f"database_url: {url!r}\n"), KNOWN).database_url == url
+
+
 # -- check-config ---------------------------------------------------------------------------
 
 

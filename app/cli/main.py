@@ -152,12 +152,26 @@ def _config_path(args: argparse.Namespace) -> str:
     return str(args.config or os.environ.get("SYNCGATE_CONFIG") or DEFAULT_CONFIG)
 
 
+def _env_database_url(command: str) -> str | None:
+    """``SYNCGATE_DATABASE_URL`` (None: unset or empty, the config's applies); one that
+    names no database Syncgate can use is refused in one line, exit 1."""
+    from app.config import DATABASE_URL_ENV, database_url_problem, env_database_url
+
+    url = env_database_url(os.environ)
+    problem = None if url is None else database_url_problem(url)
+    if problem is not None:
+        print(f"syncgate {command}: {DATABASE_URL_ENV}: {problem}", file=sys.stderr)
+        raise SystemExit(EXIT_FAILED)
+    return url
+
+
 def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """Settings, secrets and database URL; a ConfigError is printed and exits 1."""
     from app.config import database_url, load_config, resolve_environment
     from app.errors import ConfigError
     from app.gateway import known_systems
 
+    _env_database_url(args.command)
     path = _config_path(args)
     try:
         settings = load_config(path, known_systems())
@@ -184,12 +198,12 @@ def _cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def _cmd_migrate(args: argparse.Namespace) -> int:
-    from app.config import database_url, env_database_url, load_config
+    from app.config import database_url, load_config
     from app.errors import ConfigError
     from app.gateway import known_systems
     from app.store import Store
 
-    url = env_database_url(os.environ)  # as serve and backfill read it: empty is unset
+    url = _env_database_url("migrate")  # as serve and backfill read it: empty is unset
     if url is None:
         path = _config_path(args)
         try:

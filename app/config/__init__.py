@@ -36,6 +36,7 @@ from app.config.secrets import (
     ResolvedSecrets,
     SystemSecrets,
     database_url,
+    database_url_problem,
     env_database_url,
     resolve_environment,
 )
@@ -50,6 +51,7 @@ __all__ = [
     "SystemSecrets",
     "check_config",
     "database_url",
+    "database_url_problem",
     "dump_effective",
     "env_database_url",
     "load_config",

@@ -23,6 +23,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from app.config.secrets import POSTGRESQL_DRIVERS, SQLITE_DRIVERS
 from app.model import utcnow
 from app.store.direct import Direct
 from app.store.records import NewEvent
@@ -60,9 +61,9 @@ def normalize_url(url: str) -> str:
     """Pick the driver: ``sqlite:`` -> the in-process sqlite3 module (``sqlite+aiosqlite:``
     is accepted as a spelling of the same), ``postgresql:`` -> asyncpg."""
     parsed = make_url(url)
-    if parsed.drivername in ("sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"):
+    if parsed.drivername in SQLITE_DRIVERS:
         parsed = parsed.set(drivername="sqlite+pysqlite")
-    elif parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+    elif parsed.drivername in POSTGRESQL_DRIVERS:
         parsed = parsed.set(drivername="postgresql+asyncpg")
     return parsed.render_as_string(hide_password=False)
 
