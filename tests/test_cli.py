@@ -302,3 +302,40 @@ def test_a_database_url_variable_naming_no_usable_database_is_one_line(
         assert line.startswith(f"syncgate {command[0]}: SYNCGATE_DATABASE_URL: {problem}"), line
         assert "up to date" not in done.stdout
         assert "Sup3r" not in done.stderr + done.stdout
+
+
+def serving_env(**extra: str) -> dict[str, str]:
+    """A clean environment with every variable the shipped config.yaml reads."""
+    secret = "whsec_" + base64.b64encode(bytes(range(32))).decode()
+    env = clean_env(**extra)
+    for vendor in ("HOOKSTREAM", "DEVHELM", "INBOXOPS", "INCIDENTIO"):
+        env[f"SYNCGATE_{vendor}_API_KEY"] = "key"
+        env[f"SYNCGATE_{vendor}_WEBHOOK_SECRET"] = secret
+    return env
+
+
+def test_a_database_that_cannot_be_used_stops_serve_and_migrate_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """A database refusing connections, or an SQLite file that cannot be made, ended serve
+    and migrate in a traceback; the line names the database, never its password."""
+    closed = bind_socket()
+    port = closed.getsockname()[1]
+    closed.close()
+    (tmp_path / "a-file").write_text("")
+    cases = {
+        f"postgresql://sg:Sup3r@127.0.0.1:{port}/sg": (
+            f"cannot connect to postgresql://sg:***@127.0.0.1:{port}/sg (Connection refused)"
+        ),
+        f"sqlite:///{tmp_path}/a-file/gateway.db": (  # its directory is a file
+            f"cannot open sqlite:///{tmp_path}/a-file/gateway.db (File exists)"
+        ),
+    }
+    for url, problem in cases.items():
+        env = serving_env(SYNCGATE_DATABASE_URL=url)
+        for command in (["serve", "--port", "0"], ["migrate"]):
+            done = syncgate(*command, "--config", "config.yaml", env=env)
+            assert done.returncode == 1, (command, done.stderr)
+            (line,) = done.stderr.splitlines()
+            assert line == f"syncgate {command[0]}: database: {problem}", line
+            assert "Sup3r" not in done.stdout

@@ -14,7 +14,7 @@ out are in ``records.py``; the prebuilt statements in ``statements.py``. On SQLi
 hot ones run straight on the driver (``direct.py``).
 """
 
-from app.store.database import Store, WalCheckpointer, normalize_url
+from app.store.database import Store, WalCheckpointer, failure_reason, normalize_url
 from app.store.records import (
     Event,
     FinishedWrite,
@@ -37,5 +37,6 @@ __all__ = [
     "Tx",
     "WalCheckpointer",
     "WriteAttempt",
+    "failure_reason",
     "normalize_url",
 ]
