@@ -289,12 +289,11 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
 
     from app import logs
     from app.gateway import Gateway
     from app.http.app import create_app
-    from app.serving import ConnectionLimits, bind_socket, server_config
+    from app.serving import ConnectionLimits, Server, bind_socket, server_config
     from app.serving import run as run_loop
 
     logs.configure(args.log_level.upper())
@@ -336,7 +335,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         # otherwise walk it all and stall the loop for tens of milliseconds.
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
-        await uvicorn.Server(config).serve(sockets=[sock])
+        await Server(config).serve(sockets=[sock])  # a stop on SIGTERM exits 0
 
     try:
         run_loop(run())
