@@ -339,3 +339,17 @@ def test_a_database_that_cannot_be_used_stops_serve_and_migrate_in_one_line(
             (line,) = done.stderr.splitlines()
             assert line == f"syncgate {command[0]}: database: {problem}", line
             assert "Sup3r" not in done.stdout
+
+
+def test_serve_refuses_a_config_that_enables_no_system(tmp_path: Path) -> None:
+    """serve started with an empty config and never became ready (/readyz 503)."""
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    for command in (["serve", "--port", "0"], ["backfill", "--dry-run"]):
+        done = syncgate(*command, "--config", str(empty))
+        assert done.returncode == 1, (command, done.stdout, done.stderr)
+        assert done.stderr.splitlines() == [
+            "syncgate: invalid configuration (1 problem):",
+            f"  {empty}: systems: no system is configured: add at least one (hookstream,"
+            " devhelm, inboxops, incidentio); syncgate init writes a commented example",
+        ]

@@ -964,6 +964,39 @@ def test_check_config_lists_every_issue(tmp_path: Path) -> None:
     ]
 
 
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("", None, "no system is configured: add at least one (hookstream, devhelm,"),
+        ("# nothing yet\n", None, "no system is configured"),
+        ("systems: null\n", 1, "no system is configured"),
+        ("history:\n  retention_days: 3\nsystems: {}\n", 3, "no system is configured"),
+        (
+            "systems:\n  hookstream:\n    enabled: false\n    base_url: http://h\n"
+            "    api_key_env: HS_KEY\n",
+            1,
+            "every system is disabled (enabled: false): enable at least one",
+        ),
+    ],
+    ids=["empty", "comments", "null", "empty mapping", "all disabled"],
+)
+def test_a_config_that_enables_no_system_is_refused_to_serve(
+    tmp_path: Path, text: str, line: int | None, message: str
+) -> None:
+    """An empty config passed check-config ('OK (0 systems, 0 creation rules)') and serve
+    then never became ready. It is still read where no system is needed (migrate)."""
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    code, report = check_config(path, KNOWN, {})
+    assert code == 1, report
+    where = f"{path}:{line}" if line is not None else str(path)
+    assert report.startswith(f"{where}: systems: {message}"), report
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, KNOWN, to_serve=True)
+    assert [i.key for i in exc.value.issues] == ["systems"]
+    load_config(path, KNOWN)
+
+
 def test_check_config_counts(tmp_path: Path) -> None:
     code, text = check_config(write(tmp_path, MINIMAL), KNOWN, {"HS_KEY": "1", "IO_KEY": "1"})
     assert code == 0

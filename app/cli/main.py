@@ -178,7 +178,7 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
     _env_database_url(args.command)
     path = _config_path(args)
     try:
-        settings = load_config(path, known_systems())
+        settings = load_config(path, known_systems(), to_serve=True)
         secrets = resolve_environment(settings, os.environ)
     except ConfigError as exc:
         count = len(exc.issues)

@@ -59,9 +59,13 @@ __all__ = [
 ]
 
 
-def load_config(path: str | os.PathLike[str], known: Mapping[str, SystemCaps]) -> Settings:
-    """Read, validate and cross-check ``path``; raise ``ConfigError`` with every problem."""
-    settings, _ = _load(path, known)
+def load_config(
+    path: str | os.PathLike[str], known: Mapping[str, SystemCaps], *, to_serve: bool = False
+) -> Settings:
+    """Read, validate and cross-check ``path``; raise ``ConfigError`` with every problem.
+    ``to_serve``: a config to serve (or backfill) from, which must enable a system (one
+    that enables none is still read, by ``migrate`` for its ``database_url``)."""
+    settings, _ = _load(path, known, to_serve=to_serve)
     return settings
 
 
@@ -72,17 +76,18 @@ def check_config(
 
     0 and ``"<file>: OK (4 systems, 1 creation rule)"`` plus a warning line per unset
     environment variable (check-config runs before deploy, where they may not be set);
-    1 and one ``file:line: key: message`` line per problem.
+    1 and one ``file:line: key: message`` line per problem. The file is checked as
+    ``serve`` reads it: it must enable a system.
     """
     try:
-        settings, lines = _load(path, known)
+        settings, lines = _load(path, known, to_serve=True)
     except ConfigError as exc:
         return 1, "\n".join(str(issue) for issue in exc.issues)
     return 0, ok_report(os.fspath(path), settings, lines, environ)
 
 
 def _load(
-    path: str | os.PathLike[str], known: Mapping[str, SystemCaps]
+    path: str | os.PathLike[str], known: Mapping[str, SystemCaps], *, to_serve: bool = False
 ) -> tuple[Settings, dict[str, int]]:
     """``Settings`` and the line of every key path (for later messages, e.g. env warnings)."""
     file = os.fspath(path)
@@ -119,6 +124,8 @@ def _load(
             data = reader.walk(root, mi.type_info(Settings), "", root.start_mark.line + 1)
         if isinstance(data, dict):
             Checker(file, reader.lines, known, reader.issues).run(data)
+            if to_serve:
+                reader.issues.extend(_nothing_to_serve(file, reader.lines, known, data))
     except RecursionError:  # pragma: no cover - the parser above gives up first
         raise ConfigError([_too_deep(file, None)]) from None
     if reader.issues:
@@ -137,3 +144,35 @@ def _too_deep(file: str, line: int | None) -> ConfigIssue:
         "(yaml)",
         "nested too deeply to read (hundreds of levels); no setting nests more than a few",
     )
+
+
+def _nothing_to_serve(
+    file: str, lines: Mapping[str, int], known: Mapping[str, SystemCaps], data: dict[str, Any]
+) -> list[ConfigIssue]:
+    """The issue of a config that enables no system (a gateway that syncs nothing and is
+    never ready), or none."""
+    systems = data.get("systems", {})  # an empty file has no key at all
+    if not isinstance(systems, dict):
+        return []  # reported by the walk
+    line = lines.get("systems")
+    if not systems:
+        names = ", ".join(known) or "none known"
+        return [
+            ConfigIssue(
+                file,
+                line,
+                "systems",
+                f"no system is configured: add at least one ({names});"
+                " syncgate init writes a commented example",
+            )
+        ]
+    if all(isinstance(s, dict) and s.get("enabled") is False for s in systems.values()):
+        return [
+            ConfigIssue(
+                file,
+                line,
+                "systems",
+                "every system is disabled (enabled: false): enable at least one",
+            )
+        ]
+    return []
