@@ -231,3 +231,125 @@ def test_an_invalid_config_is_exit_1_for_every_command(tmp_path: Path) -> None:
         done = syncgate(*command, env=clean_env())
         assert done.returncode == 1, (command, done.stderr)
         assert "cannot read" in done.stderr and "Traceback" not in done.stderr, done.stderr
+    serve = syncgate("serve", "--config", missing, "--port", "0")
+    assert serve.stderr.splitlines()[0] == "syncgate: invalid configuration (1 problem):"
+
+
+@pytest.mark.parametrize(
+    "command",
+    [["serve"], ["simulate", "hookstream", "--api-key", "k"], ["demo"]],
+    ids=["serve", "simulate", "demo"],
+)
+@pytest.mark.parametrize("port", ["99999", "-5", "http"])
+def test_a_port_out_of_range_is_a_usage_error(command: list[str], port: str) -> None:
+    """``--port 99999`` ended in an OverflowError traceback from the bind."""
+    done = syncgate(*command, "--port", port)
+    assert done.returncode == 2, done.stderr
+    assert "Traceback" not in done.stderr, done.stderr
+    assert "error: argument --port:" in done.stderr.splitlines()[-1], done.stderr
+
+
+def test_init_where_it_cannot_write_says_why_in_one_line(tmp_path: Path) -> None:
+    """A missing directory or a directory as the path ended in a traceback."""
+    (tmp_path / "d").mkdir()
+    for args, reason in (
+        ([str(tmp_path / "nowhere" / "x.yaml")], "No such file or directory"),
+        (
+            [str(tmp_path / "d"), "--force"],
+            f"is a directory; give the file to write, such as {tmp_path / 'd' / 'config.yaml'}",
+        ),
+        ([str(tmp_path / "d")], "is a directory"),
+    ):
+        done = syncgate("init", *args)
+        assert done.returncode == 1, done.stderr
+        (line,) = done.stderr.splitlines()
+        assert line.startswith("syncgate init: ") and reason in line, line
+
+
+def test_migrate_reads_an_empty_database_url_variable_as_serve_does(tmp_path: Path) -> None:
+    """An empty SYNCGATE_DATABASE_URL is ignored by serve and backfill (the config's
+    database_url applies); migrate took it for a URL and ended in a traceback."""
+    db = tmp_path / "from-the-config.db"
+    config = tmp_path / "config.yaml"
+    shipped = (ROOT / "config.yaml").read_text()
+    line = 'database_url: "sqlite:///var/syncgate.db"'
+    assert line in shipped
+    config.write_text(shipped.replace(line, f'database_url: "sqlite:///{db}"'))
+    done = syncgate("migrate", "--config", str(config), env=clean_env(SYNCGATE_DATABASE_URL=""))
+    assert done.returncode == 0, done.stderr
+    assert "up to date" in done.stdout and db.exists()
+
+
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("garbage", "not a database URL"),
+        ("mysql://sg:Sup3r@db/sg", "'mysql' is not supported"),
+        ("sqlite:///", "an in-memory SQLite database"),
+    ],
+)
+def test_a_database_url_variable_naming_no_usable_database_is_one_line(
+    url: str, problem: str
+) -> None:
+    """A URL Syncgate cannot use in SYNCGATE_DATABASE_URL ended serve and migrate in a
+    traceback (ArgumentError, ModuleNotFoundError), and 'sqlite:///' migrated a database
+    in memory and said it was up to date."""
+    env = clean_env(SYNCGATE_DATABASE_URL=url)
+    for command in (["serve", "--port", "0"], ["migrate"], ["backfill", "--dry-run"]):
+        done = syncgate(*command, "--config", "config.yaml", env=env)
+        assert done.returncode == 1, (command, done.stdout, done.stderr)
+        (line,) = done.stderr.splitlines()
+        assert line.startswith(f"syncgate {command[0]}: SYNCGATE_DATABASE_URL: {problem}"), line
+        assert "up to date" not in done.stdout
+        assert "Sup3r" not in done.stderr + done.stdout
+
+
+def serving_env(**extra: str) -> dict[str, str]:
+    """A clean environment with every variable the shipped config.yaml reads."""
+    secret = "whsec_" + base64.b64encode(bytes(range(32))).decode()
+    env = clean_env(**extra)
+    for vendor in ("HOOKSTREAM", "DEVHELM", "INBOXOPS", "INCIDENTIO"):
+        env[f"SYNCGATE_{vendor}_API_KEY"] = "key"
+        env[f"SYNCGATE_{vendor}_WEBHOOK_SECRET"] = secret
+    return env
+
+
+def test_a_database_that_cannot_be_used_stops_serve_and_migrate_in_one_line(
+    tmp_path: Path,
+) -> None:
+    """A database refusing connections, or an SQLite file that cannot be made, ended serve
+    and migrate in a traceback; the line names the database, never its password."""
+    closed = bind_socket()
+    port = closed.getsockname()[1]
+    closed.close()
+    (tmp_path / "a-file").write_text("")
+    cases = {
+        f"postgresql://sg:Sup3r@127.0.0.1:{port}/sg": (
+            f"cannot connect to postgresql://sg:***@127.0.0.1:{port}/sg (Connection refused)"
+        ),
+        f"sqlite:///{tmp_path}/a-file/gateway.db": (  # its directory is a file
+            f"cannot open sqlite:///{tmp_path}/a-file/gateway.db (File exists)"
+        ),
+    }
+    for url, problem in cases.items():
+        env = serving_env(SYNCGATE_DATABASE_URL=url)
+        for command in (["serve", "--port", "0"], ["migrate"]):
+            done = syncgate(*command, "--config", "config.yaml", env=env)
+            assert done.returncode == 1, (command, done.stderr)
+            (line,) = done.stderr.splitlines()
+            assert line == f"syncgate {command[0]}: database: {problem}", line
+            assert "Sup3r" not in done.stdout
+
+
+def test_serve_refuses_a_config_that_enables_no_system(tmp_path: Path) -> None:
+    """serve started with an empty config and never became ready (/readyz 503)."""
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("# nothing yet\n")
+    for command in (["serve", "--port", "0"], ["backfill", "--dry-run"]):
+        done = syncgate(*command, "--config", str(empty))
+        assert done.returncode == 1, (command, done.stdout, done.stderr)
+        assert done.stderr.splitlines() == [
+            "syncgate: invalid configuration (1 problem):",
+            f"  {empty}: systems: no system is configured: add at least one (hookstream,"
+            " devhelm, inboxops, incidentio); syncgate init writes a commented example",
+        ]

@@ -789,6 +789,28 @@ def test_yaml_syntax_error_reports_the_line(tmp_path: Path) -> None:
     assert issue.message.startswith("YAML syntax error: ")
 
 
+@pytest.mark.parametrize(
+    "text",
+    [
+        "".join(f"{'  ' * n}k{n}:\n" for n in range(1000)),
+        "fields: " + "[" * 1000 + "]" * 1000 + "\n",
+        "fields: {a: " + "{a: " * 1000 + "1" + "}" * 1001 + "\n",
+    ],
+    ids=["block", "flow sequence", "flow mapping"],
+)
+def test_yaml_nested_too_deeply_is_a_config_error(tmp_path: Path, text: str) -> None:
+    """PyYAML's parser recurses once per level: 1000 levels ended in a RecursionError
+    traceback (300 are reported as unknown keys)."""
+    path = tmp_path / "deep.yaml"
+    path.write_text(text, encoding="utf-8")
+    [issue] = issues_of(path)
+    assert (issue.file, issue.key) == (str(path), "(yaml)")
+    assert issue.line is not None and 1 <= issue.line <= text.count("\n")
+    assert issue.message.startswith("nested too deeply to read"), issue.message
+    code, report = check_config(path, KNOWN, {})
+    assert code == 1 and report.startswith(f"{path}:") and "nested too deeply" in report
+
+
 def test_unclosed_bracket_names_where_it_started(tmp_path: Path) -> None:
     path = write(tmp_path, "a: [1, 2\nb: 3\n")
     [issue] = issues_of(path)
@@ -863,6 +885,45 @@ def test_database_url_precedence(tmp_path: Path) -> None:
     assert database_url(Settings(), {}) == "sqlite:///var/syncgate.db"
 
 
+@pytest.mark.parametrize(
+    ("url", "problem"),
+    [
+        ("mysql://sg:Sup3r@db/sg", "'mysql' is not supported: Syncgate runs on SQLite or"),
+        ("oracle+cx_oracle://db", "'oracle+cx_oracle' is not supported"),
+        ("not a url", "not a database URL (expected sqlite:///PATH or postgresql://"),
+        ("sqlite://", "an in-memory SQLite database is lost when the process ends"),
+        ("sqlite:///:memory:", "an in-memory SQLite database"),
+        ("sqlite:///file:x?mode=memory&uri=true", "an in-memory SQLite database"),
+    ],
+)
+def test_database_url_must_name_a_sqlite_file_or_postgresql(
+    tmp_path: Path, url: str, problem: str
+) -> None:
+    """Only the ``dialect://`` shape was checked: a MySQL URL passed check-config, and
+    serve then ended in a ModuleNotFoundError; an in-memory SQLite database passed too."""
+    path = write(tmp_path, f"# the state\ndatabase_url: {url!r}\n")
+    [issue] = issues_of(path)
+    assert (issue.line, issue.key) == (2, "database_url"), issue
+    assert issue.message.startswith(problem), issue.message
+    assert "Sup3r" not in issue.message
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "sqlite:///var/syncgate.db",
+        "sqlite+aiosqlite:///x.db",
+        "sqlite+pysqlite:////var/lib/syncgate/syncgate.db",
+        "postgresql://sg:pw@db/sg",
+        "postgres://db/sg",
+        "postgresql+asyncpg://db/sg",
+        "postgresql+psycopg2://db/sg",
+    ],
+)
+def test_every_spelling_of_sqlite_and_postgresql_is_accepted(tmp_path: Path, url: str) -> None:
+    assert load_config(write(tmp_path, f"database_url: {url!r}\n"), KNOWN).database_url == url
+
+
 # -- check-config ---------------------------------------------------------------------------
 
 
@@ -901,6 +962,39 @@ def test_check_config_lists_every_issue(tmp_path: Path) -> None:
         "server, admin, dispatcher, history, systems, create_rules, link_rules, fields, "
         "identities, alerts)",
     ]
+
+
+@pytest.mark.parametrize(
+    ("text", "line", "message"),
+    [
+        ("", None, "no system is configured: add at least one (hookstream, devhelm,"),
+        ("# nothing yet\n", None, "no system is configured"),
+        ("systems: null\n", 1, "no system is configured"),
+        ("history:\n  retention_days: 3\nsystems: {}\n", 3, "no system is configured"),
+        (
+            "systems:\n  hookstream:\n    enabled: false\n    base_url: http://h\n"
+            "    api_key_env: HS_KEY\n",
+            1,
+            "every system is disabled (enabled: false): enable at least one",
+        ),
+    ],
+    ids=["empty", "comments", "null", "empty mapping", "all disabled"],
+)
+def test_a_config_that_enables_no_system_is_refused_to_serve(
+    tmp_path: Path, text: str, line: int | None, message: str
+) -> None:
+    """An empty config passed check-config ('OK (0 systems, 0 creation rules)') and serve
+    then never became ready. It is still read where no system is needed (migrate)."""
+    path = tmp_path / "config.yaml"
+    path.write_text(text, encoding="utf-8")
+    code, report = check_config(path, KNOWN, {})
+    assert code == 1, report
+    where = f"{path}:{line}" if line is not None else str(path)
+    assert report.startswith(f"{where}: systems: {message}"), report
+    with pytest.raises(ConfigError) as exc:
+        load_config(path, KNOWN, to_serve=True)
+    assert [i.key for i in exc.value.issues] == ["systems"]
+    load_config(path, KNOWN)
 
 
 def test_check_config_counts(tmp_path: Path) -> None:

@@ -5,11 +5,13 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
+from typing import Any
 
 import pytest
 
 from app.cli import main
-from app.serving import bind_socket
+from app.serving import bind_socket, serve_asgi
 from app.store import Store
 from tests.admin_support import KEY, admin, fan_out, fault, ok
 from tests.blackbox import eventually
@@ -205,3 +207,70 @@ async def test_pause_resume_retry_and_json_output(
         await eventually(retried_write_done, timeout_s=30, what="the retried write done")
         assert await cli("retry", str(links["devhelm"]["id"]), *url) == 1  # nothing pending now
         assert "(409)" in capsys.readouterr().err
+
+
+async def test_each_argument_stays_one_segment_of_the_path(
+    store: Store, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """An argument is escaped into one segment of the admin API's path: pasted in as it
+    was, ``pause 'devhelm/../hookstream/resume#'`` resumed hookstream, and
+    ``item ../systems`` read /admin/systems and ended in a KeyError."""
+    async with admin(store) as (rig, client):
+        url = ("--url", rig.gateway_url)
+        ok(await client.post("/admin/systems/hookstream/pause"))
+        assert await cli("pause", "devhelm/../hookstream/resume#", *url) == 1
+        assert "(404)" in capsys.readouterr().err
+        systems = ok(await client.get("/admin/systems"))["systems"]
+        assert {s["name"]: s["paused"] for s in systems}["hookstream"] is True
+        for ref in ("../systems", "..", ".", "a?b#c%2F"):
+            assert await cli("item", ref, *url) == 1, ref
+            (line,) = capsys.readouterr().err.splitlines()
+            assert re.match(r"syncgate: GET /admin/work-items/\S+ failed \((400|404)\)", line)
+        assert await cli("retry", "../../systems/devhelm/pause", *url) == 1
+        assert "(404)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["item", ""], ["pause", " "], ["resume", ""], ["retry", ""], ["link", "", "inboxops", "x"]],
+)
+def test_an_empty_reference_is_a_usage_error(
+    argv: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as exc:
+        main(argv)
+    assert exc.value.code == 2
+    assert "must not be empty" in capsys.readouterr().err
+
+
+async def test_an_answer_without_what_the_command_reads_is_one_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Something else than a Syncgate gateway at --url (or another version of it): what
+    its answer lacks is named, not a KeyError."""
+
+    async def app(scope: dict[str, Any], receive: Any, send: Any) -> None:
+        assert scope["type"] == "http"
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b'{"systems": []}'})
+
+    async with serve_asgi(app, lifespan="off") as url:
+        for argv in (["item", "7"], ["pause", "devhelm"], ["status"]):
+            assert await cli(*argv, "--url", url) == 1, argv
+            (line,) = capsys.readouterr().err.splitlines()
+            assert line.startswith(f"syncgate: the gateway at {url} answered "), line
+            assert "without '" in line and "Syncgate gateway" in line, line
+
+
+@pytest.mark.parametrize("timeout", ["-1", "0", "nan", "inf", "soon"])
+def test_a_timeout_that_is_not_a_positive_number_is_a_usage_error(
+    timeout: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """``--timeout -1`` ended in a ValueError traceback, and ``--timeout 0`` in a
+    misleading 'cannot reach the gateway (Operation now in progress)'."""
+    with pytest.raises(SystemExit) as exc:
+        main(["status", "--timeout", timeout])
+    assert exc.value.code == 2
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("syncgate status: error: argument --timeout:"), err
+    assert "seconds" in err and repr(timeout) in err, err

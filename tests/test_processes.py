@@ -305,8 +305,8 @@ async def test_sigterm_finishes_in_flight_work_and_leaves_no_claim(tmp_path: Pat
 
         await eventually(writes_in_flight, timeout_s=30, what="a write in flight")
         await gateway.stop()  # SIGTERM
-        # uvicorn re-raises the signal after its graceful shutdown, hence -SIGTERM
-        assert gateway.proc.returncode in (0, -signal.SIGTERM)
+        # a clean stop is exit 0 (uvicorn's raising the signal again made it -SIGTERM)
+        assert gateway.proc.returncode == 0
         log_lines = (tmp_path / "gateway.log").read_text().splitlines()
         logged = [json.loads(line) for line in log_lines if line.startswith("{")]
         assert any(entry["message"] == "gateway stopped" for entry in logged)
@@ -412,7 +412,7 @@ async def test_a_stop_gives_back_the_received_events_it_had_not_taken_yet(
                 await eventually(logged_stopping, timeout_s=30, what="the stop begun")
                 await lock.commit()  # the round in flight ends; then the worker stops
             await first.stop()
-            assert first.proc.returncode in (0, -signal.SIGTERM)
+            assert first.proc.returncode == 0
             left = await events("state = 'pending'")
             assert len(left) == len(subjects) - 1, "the round in flight took one delivery"
             assert all(claimed_until is None for (claimed_until,) in left), left

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import errno
 import gc
 import json
@@ -16,9 +17,12 @@ from collections.abc import Callable, Sequence
 from importlib import metadata, resources
 from importlib.resources.abc import Traversable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from adapters import VENDORS
+
+if TYPE_CHECKING:
+    from app.store import Store
 
 #: The garbage collector's thresholds while serving (Python's are 700, 10, 10). Nearly
 #: everything a change allocates is freed by reference counting, but at 700 the young
@@ -99,6 +103,18 @@ def _cannot_listen(command: str, host: str, port: int, exc: OSError) -> int:
     return EXIT_FAILED
 
 
+def _port(value: str) -> int:
+    """A TCP port for ``--port``: 1-65535, or 0 for any free one (the port bound is
+    printed)."""
+    try:
+        port = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {value!r}") from None
+    if not 0 <= port <= 65535:
+        raise argparse.ArgumentTypeError(f"must be 0-65535 (0: any free port), got {port}")
+    return port
+
+
 def packaged_config() -> Traversable:
     """The default config.yaml shipped inside the package (what ``syncgate init`` writes)."""
     return resources.files("app") / "defaults" / "config.yaml"
@@ -109,10 +125,21 @@ def _cmd_init(args: argparse.Namespace) -> int:
     from app.gateway import known_systems
 
     target = Path(args.path)
+    if target.is_dir():
+        print(
+            f"syncgate init: {target} is a directory; give the file to write, such as"
+            f" {target / DEFAULT_CONFIG}",
+            file=sys.stderr,
+        )
+        return EXIT_FAILED
     if target.exists() and not args.force:
         print(f"syncgate init: {target} exists; --force overwrites it", file=sys.stderr)
-        return 1
-    target.write_bytes(packaged_config().read_bytes())
+        return EXIT_FAILED
+    try:
+        target.write_bytes(packaged_config().read_bytes())
+    except OSError as exc:
+        print(f"syncgate init: cannot write {target}: {exc.strerror or exc}", file=sys.stderr)
+        return EXIT_FAILED
     settings = load_config(target, known_systems())
     names = [settings.admin.api_key_env]
     for system in settings.systems.values():
@@ -129,22 +156,75 @@ def _config_path(args: argparse.Namespace) -> str:
     return str(args.config or os.environ.get("SYNCGATE_CONFIG") or DEFAULT_CONFIG)
 
 
+def _env_database_url(command: str) -> str | None:
+    """``SYNCGATE_DATABASE_URL`` (None: unset or empty, the config's applies); one that
+    names no database Syncgate can use is refused in one line, exit 1."""
+    from app.config import DATABASE_URL_ENV, database_url_problem, env_database_url
+
+    url = env_database_url(os.environ)
+    problem = None if url is None else database_url_problem(url)
+    if problem is not None:
+        print(f"syncgate {command}: {DATABASE_URL_ENV}: {problem}", file=sys.stderr)
+        raise SystemExit(EXIT_FAILED)
+    return url
+
+
 def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """Settings, secrets and database URL; a ConfigError is printed and exits 1."""
     from app.config import database_url, load_config, resolve_environment
     from app.errors import ConfigError
     from app.gateway import known_systems
 
+    _env_database_url(args.command)
     path = _config_path(args)
     try:
-        settings = load_config(path, known_systems())
+        settings = load_config(path, known_systems(), to_serve=True)
         secrets = resolve_environment(settings, os.environ)
     except ConfigError as exc:
-        print(f"syncgate: invalid configuration ({len(exc.issues)} problems):", file=sys.stderr)
+        count = len(exc.issues)
+        print(
+            f"syncgate: invalid configuration ({count} problem{'' if count == 1 else 's'}):",
+            file=sys.stderr,
+        )
         for issue in exc.issues:
             print(f"  {issue}", file=sys.stderr)
         raise SystemExit(EXIT_FAILED) from None
     return settings, secrets, database_url(settings, os.environ)
+
+
+class _DatabaseUnusable(Exception):
+    """The database cannot be used; the message is the line to print."""
+
+
+async def _migrated_store(command: str, url: str, **options: Any) -> Store:
+    """A ``Store`` on ``url`` with its schema up to date. A database that cannot be used
+    (refused, no such file, a wrong password, ...) raises ``_DatabaseUnusable`` with one
+    line that names it, its password masked."""
+    from sqlalchemy.engine import make_url
+
+    from app.config.report import mask_database_url
+    from app.store import Store, failure_reason
+
+    shown = mask_database_url(url)
+    what = f"cannot open {shown}" if url.startswith("sqlite") else f"cannot connect to {shown}"
+    store = None
+    try:
+        store = Store.connect(url, **options)
+        await store.reach()
+        what = f"cannot bring the schema of {shown} up to date"
+        await store.migrate()
+    except Exception as exc:
+        reason = failure_reason(exc)
+        if reason is None:
+            raise
+        if store is not None:
+            with contextlib.suppress(Exception):
+                await store.close()
+        password = make_url(url).password
+        if password:
+            reason = reason.replace(str(password), "***")
+        raise _DatabaseUnusable(f"syncgate {command}: database: {what} ({reason})") from None
+    return store
 
 
 def _cmd_check_config(args: argparse.Namespace) -> int:
@@ -160,9 +240,8 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     from app.config import database_url, load_config
     from app.errors import ConfigError
     from app.gateway import known_systems
-    from app.store import Store
 
-    url = os.environ.get("SYNCGATE_DATABASE_URL")
+    url = _env_database_url("migrate")  # as serve and backfill read it: empty is unset
     if url is None:
         path = _config_path(args)
         try:
@@ -187,14 +266,15 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     migration_log.setLevel(logging.INFO)
 
     async def run() -> None:
-        store = Store.connect(url)
-        try:
-            await store.migrate()
-        finally:
-            await store.close()
+        store = await _migrated_store("migrate", url)
+        await store.close()
 
     print("bringing the database schema up to date", flush=True)
-    asyncio.run(run())
+    try:
+        asyncio.run(run())
+    except _DatabaseUnusable as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_FAILED
     print("database schema is up to date")
     return 0
 
@@ -209,14 +289,12 @@ def _cmd_backfill(args: argparse.Namespace) -> int:
 
 
 def _cmd_serve(args: argparse.Namespace) -> int:
-    import uvicorn
 
     from app import logs
     from app.gateway import Gateway
     from app.http.app import create_app
-    from app.serving import ConnectionLimits, bind_socket, server_config
+    from app.serving import ConnectionLimits, Server, bind_socket, server_config
     from app.serving import run as run_loop
-    from app.store import Store
 
     logs.configure(args.log_level.upper())
     settings, secrets, url = _load(args)
@@ -229,8 +307,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return _cannot_listen("serve", host, port, exc)
 
     async def run() -> None:
-        store = Store.connect(url, wal_limit_mb=settings.sqlite_wal_limit_mb)
-        await store.migrate()
+        store = await _migrated_store("serve", url, wal_limit_mb=settings.sqlite_wal_limit_mb)
         gateway = Gateway(settings, secrets, store, worker_id=args.worker_id)
         gateway.config_path = _config_path(args)
         # connected before it says it serves: whatever is made from then on is new
@@ -258,9 +335,13 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         # otherwise walk it all and stall the loop for tens of milliseconds.
         gc.freeze()
         gc.set_threshold(*GC_THRESHOLDS)
-        await uvicorn.Server(config).serve(sockets=[sock])
+        await Server(config).serve(sockets=[sock])  # a stop on SIGTERM exits 0
 
-    run_loop(run())
+    try:
+        run_loop(run())
+    except _DatabaseUnusable as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_FAILED
     return 0
 
 
@@ -281,7 +362,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="serve a strict simulator of one vendor's API")
     p.add_argument("vendor", choices=sorted(VENDORS))
-    p.add_argument("--port", type=int, required=True)
+    p.add_argument("--port", type=_port, required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--api-key", required=True, help="the API key clients must send")
     p.add_argument("--webhook-url", default=None, help="where to send signed webhooks")
@@ -314,7 +395,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the gateway (webhooks, pollers, dispatcher, admin API)")
     p.add_argument("--config", help="config file (default: $SYNCGATE_CONFIG or config.yaml)")
-    p.add_argument("--port", type=int, default=None, help="override server.port")
+    p.add_argument("--port", type=_port, default=None, help="override server.port")
     p.add_argument("--host", default=None, help="override server.host")
     p.add_argument("--worker-id", default=None, help="name of this process in claims")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -338,7 +419,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="play a narrated sync scenario: four simulators and the gateway, on loopback"
     )
     p.add_argument("--config", default=None, help="config file (default: the shipped config.yaml)")
-    p.add_argument("--port", type=int, default=None, help="gateway port (default: server.port)")
+    p.add_argument("--port", type=_port, default=None, help="gateway port (default: server.port)")
     p.add_argument(
         "--database", default=None, help="keep the SQLite database here (default: a temporary one)"
     )

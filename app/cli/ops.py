@@ -12,7 +12,8 @@
 
 The gateway is ``--url`` (default ``$SYNCGATE_URL`` or http://127.0.0.1:8080); the admin key
 is read from ``$SYNCGATE_ADMIN_KEY`` only (never from the command line, where ``ps`` would
-show it). Errors go to stderr with exit status 1.
+show it). Errors go to stderr with exit status 1; a command line the command refuses (an
+empty reference) with exit status 2. Every argument is sent as one segment of a path.
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
+from urllib.parse import quote
 
 import httpx
 
@@ -47,7 +49,9 @@ class AdminClient:
     def close(self) -> None:
         self.http.close()
 
-    def call(self, method: str, path: str, **kwargs: Any) -> Any:
+    def call(self, method: str, path: str, *, expect: Sequence[str] = (), **kwargs: Any) -> Any:
+        """The answer to ``method path``, decoded; ``expect``: the keys it must have (an
+        answer without them is not from a Syncgate gateway of this version)."""
         try:
             response = self.http.request(method, path, **kwargs)
         except httpx.TimeoutException:
@@ -63,8 +67,26 @@ class AdminClient:
         if response.status_code >= 400:
             raise OpsError(f"{method} {path} failed ({response.status_code}): {_detail(response)}")
         if response.status_code == 204 or not response.content:
-            return None
-        return response.json()
+            body = None
+        else:
+            try:
+                body = response.json()
+            except ValueError:
+                body = None
+        missing = [key for key in expect if not isinstance(body, dict) or key not in body]
+        if missing:
+            raise OpsError(
+                f"the gateway at {self.url} answered {method} {path} without {missing[0]!r};"
+                f" is --url a Syncgate gateway of this version?"
+            )
+        return body
+
+
+def segment(value: object) -> str:
+    """``value`` as one segment of a URL's path: every character that could end it or
+    climb out of it (``/``, ``?``, ``#``, ``%``, a ``.`` or ``..``) is escaped."""
+    text = quote(str(value), safe="")
+    return text.replace(".", "%2E") if text in (".", "..") else text
 
 
 def _detail(response: httpx.Response) -> str:
@@ -122,7 +144,9 @@ def _json(args: argparse.Namespace, data: Any) -> bool:
 
 
 def cmd_status(client: AdminClient, args: argparse.Namespace) -> int:
-    data = client.call("GET", "/admin/systems")
+    data = client.call(
+        "GET", "/admin/systems", expect=("systems", "queue_depth", "dead_letters", "pending_events")
+    )
     if _json(args, data):
         return 0
     rows = [
@@ -168,7 +192,10 @@ def _all_dead(client: AdminClient) -> list[dict[str, Any]]:
     offset = 0
     while True:
         page = client.call(
-            "GET", "/admin/outbox", params={"state": "dead", "limit": 500, "offset": offset}
+            "GET",
+            "/admin/outbox",
+            params={"state": "dead", "limit": 500, "offset": offset},
+            expect=("entries",),
         )
         entries.extend(page["entries"])
         if len(page["entries"]) < 500:
@@ -210,7 +237,7 @@ def cmd_dead_letters(client: AdminClient, args: argparse.Namespace) -> int:
     for n, entry in enumerate(dead, 1):
         what = f"link {entry['link_id']} ({entry['system']} {entry['external_id'] or 'create'})"
         try:
-            client.call("POST", f"/admin/outbox/{entry['link_id']}/{path}")
+            client.call("POST", f"/admin/outbox/{segment(entry['link_id'])}/{path}")
         except OpsError as exc:
             if "(409)" not in str(exc) and "(404)" not in str(exc):
                 raise
@@ -225,7 +252,12 @@ def cmd_dead_letters(client: AdminClient, args: argparse.Namespace) -> int:
 
 def cmd_link(client: AdminClient, args: argparse.Namespace) -> int:
     body = {"system": args.system, "external_id": args.external_id, "scope": args.scope}
-    link = client.call("POST", f"/admin/work-items/{args.work_item_id}/links", json=body)
+    link = client.call(
+        "POST",
+        f"/admin/work-items/{segment(args.work_item_id)}/links",
+        json=body,
+        expect=("system", "external_id", "work_item_id", "id", "state"),
+    )
     if _json(args, link):
         return 0
     print(
@@ -235,6 +267,10 @@ def cmd_link(client: AdminClient, args: argparse.Namespace) -> int:
     return 0
 
 
+#: What an answer about one work item holds (``syncgate item``).
+ITEM_KEYS = ("item", "links", "history")
+
+
 def cmd_item(client: AdminClient, args: argparse.Namespace) -> int:
     ref: str = args.ref
     system, sep, external_id = ref.partition(":")
@@ -242,9 +278,14 @@ def cmd_item(client: AdminClient, args: argparse.Namespace) -> int:
         params = {"system": system, "external_id": external_id}
         if args.scope:
             params["scope"] = args.scope
-        detail = client.call("GET", "/admin/lookup", params=params)
+        detail = client.call("GET", "/admin/lookup", params=params, expect=ITEM_KEYS)
     else:
-        detail = client.call("GET", f"/admin/work-items/{ref}", params={"history": args.history})
+        detail = client.call(
+            "GET",
+            f"/admin/work-items/{segment(ref)}",
+            params={"history": args.history},
+            expect=ITEM_KEYS,
+        )
     if _json(args, detail):
         return 0
     item = detail["item"]
@@ -284,7 +325,11 @@ def cmd_item(client: AdminClient, args: argparse.Namespace) -> int:
 
 def cmd_pause(client: AdminClient, args: argparse.Namespace) -> int:
     verb = "pause" if args.command == "pause" else "resume"
-    status = client.call("POST", f"/admin/systems/{args.system}/{verb}")
+    status = client.call(
+        "POST",
+        f"/admin/systems/{segment(args.system)}/{verb}",
+        expect=("name", "paused", "queue_depth"),
+    )
     if _json(args, status):
         return 0
     what = "paused: no polls, its writes wait" if status["paused"] else "resumed"
@@ -293,7 +338,11 @@ def cmd_pause(client: AdminClient, args: argparse.Namespace) -> int:
 
 
 def cmd_retry(client: AdminClient, args: argparse.Namespace) -> int:
-    entry = client.call("POST", f"/admin/outbox/{args.link_id}/retry")
+    entry = client.call(
+        "POST",
+        f"/admin/outbox/{segment(args.link_id)}/retry",
+        expect=("external_id", "link_id", "system"),
+    )
     if _json(args, entry):
         return 0
     target = entry["external_id"] or "(to be created)"
@@ -326,6 +375,25 @@ def _run(
     return run
 
 
+def _reference(value: str) -> str:
+    """An argument that names something on the gateway: not empty (an empty one would
+    name the collection instead)."""
+    if not value.strip():
+        raise argparse.ArgumentTypeError("must not be empty")
+    return value
+
+
+def _seconds(value: str) -> float:
+    """A positive, finite number of seconds (``--timeout``)."""
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
+    if not 0 < seconds < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {value!r}")
+    return seconds
+
+
 def register(sub: Any) -> None:
     """Add the operator subcommands to the ``syncgate`` parser."""
     common = argparse.ArgumentParser(add_help=False)
@@ -334,7 +402,7 @@ def register(sub: Any) -> None:
         default=os.environ.get(URL_ENV) or DEFAULT_URL,
         help=f"the gateway (default: ${URL_ENV} or {DEFAULT_URL}); key from ${KEY_ENV}",
     )
-    common.add_argument("--timeout", type=float, default=30.0, help="seconds per request")
+    common.add_argument("--timeout", type=_seconds, default=30.0, help="seconds per request")
     common.add_argument(
         "-o",
         "--output",
@@ -355,14 +423,14 @@ def register(sub: Any) -> None:
     p = sub.add_parser(
         "link", parents=[common], help="link an existing vendor object to a work item"
     )
-    p.add_argument("work_item_id")
-    p.add_argument("system")
-    p.add_argument("external_id")
+    p.add_argument("work_item_id", type=_reference)
+    p.add_argument("system", type=_reference)
+    p.add_argument("external_id", type=_reference)
     p.add_argument("--scope", default="", help="DevHelm status page id / incident.io incident id")
     p.set_defaults(func=_run(cmd_link))
 
     p = sub.add_parser("item", parents=[common], help="show a work item, its links and history")
-    p.add_argument("ref", metavar="ID|SYSTEM:EXTERNAL_ID")
+    p.add_argument("ref", metavar="ID|SYSTEM:EXTERNAL_ID", type=_reference)
     p.add_argument("--scope", default="", help="scope of SYSTEM:EXTERNAL_ID (optional)")
     p.add_argument("--history", type=int, default=20, help="history entries to show")
     p.set_defaults(func=_run(cmd_item))
@@ -372,9 +440,9 @@ def register(sub: Any) -> None:
         ("resume", "resume a paused system"),
     ):
         p = sub.add_parser(verb, parents=[common], help=text)
-        p.add_argument("system")
+        p.add_argument("system", type=_reference)
         p.set_defaults(func=_run(cmd_pause))
 
     p = sub.add_parser("retry", parents=[common], help="retry one write now (dead or failed)")
-    p.add_argument("link_id")
+    p.add_argument("link_id", type=_reference)
     p.set_defaults(func=_run(cmd_retry))

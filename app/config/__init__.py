@@ -36,6 +36,8 @@ from app.config.secrets import (
     ResolvedSecrets,
     SystemSecrets,
     database_url,
+    database_url_problem,
+    env_database_url,
     resolve_environment,
 )
 from app.errors import ConfigError, ConfigIssue
@@ -49,15 +51,21 @@ __all__ = [
     "SystemSecrets",
     "check_config",
     "database_url",
+    "database_url_problem",
     "dump_effective",
+    "env_database_url",
     "load_config",
     "resolve_environment",
 ]
 
 
-def load_config(path: str | os.PathLike[str], known: Mapping[str, SystemCaps]) -> Settings:
-    """Read, validate and cross-check ``path``; raise ``ConfigError`` with every problem."""
-    settings, _ = _load(path, known)
+def load_config(
+    path: str | os.PathLike[str], known: Mapping[str, SystemCaps], *, to_serve: bool = False
+) -> Settings:
+    """Read, validate and cross-check ``path``; raise ``ConfigError`` with every problem.
+    ``to_serve``: a config to serve (or backfill) from, which must enable a system (one
+    that enables none is still read, by ``migrate`` for its ``database_url``)."""
+    settings, _ = _load(path, known, to_serve=to_serve)
     return settings
 
 
@@ -68,17 +76,18 @@ def check_config(
 
     0 and ``"<file>: OK (4 systems, 1 creation rule)"`` plus a warning line per unset
     environment variable (check-config runs before deploy, where they may not be set);
-    1 and one ``file:line: key: message`` line per problem.
+    1 and one ``file:line: key: message`` line per problem. The file is checked as
+    ``serve`` reads it: it must enable a system.
     """
     try:
-        settings, lines = _load(path, known)
+        settings, lines = _load(path, known, to_serve=True)
     except ConfigError as exc:
         return 1, "\n".join(str(issue) for issue in exc.issues)
     return 0, ok_report(os.fspath(path), settings, lines, environ)
 
 
 def _load(
-    path: str | os.PathLike[str], known: Mapping[str, SystemCaps]
+    path: str | os.PathLike[str], known: Mapping[str, SystemCaps], *, to_serve: bool = False
 ) -> tuple[Settings, dict[str, int]]:
     """``Settings`` and the line of every key path (for later messages, e.g. env warnings)."""
     file = os.fspath(path)
@@ -92,10 +101,15 @@ def _load(
         line = exc.object[: exc.start].count(b"\n") + 1
         raise ConfigError([ConfigIssue(file, line, "(file)", "not UTF-8 text")]) from None
 
+    loader = yaml.SafeLoader(text)
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = loader.get_single_node()  # what yaml.compose does, keeping the loader
     except yaml.YAMLError as exc:
         raise ConfigError([syntax_issue(file, text, exc)]) from None
+    except RecursionError:  # PyYAML's parser recurses once per level (a few hundred)
+        raise ConfigError([_too_deep(file, loader.line + 1)]) from None
+    finally:
+        loader.dispose()
 
     # An adapter's options are free-form in the schema; each known system's must fit its
     # adapter's ``Options`` struct, checked by the same walk so problems carry their line.
@@ -103,12 +117,17 @@ def _load(
         f"systems.{name}.options": mi.type_info(caps.options) for name, caps in known.items()
     }
     reader = Reader(file, types=options)
-    if root is None:  # empty file, or only comments: every key takes its default
-        data: Any = {}
-    else:
-        data = reader.walk(root, mi.type_info(Settings), "", root.start_mark.line + 1)
-    if isinstance(data, dict):
-        Checker(file, reader.lines, known, reader.issues).run(data)
+    try:
+        if root is None:  # empty file, or only comments: every key takes its default
+            data: Any = {}
+        else:
+            data = reader.walk(root, mi.type_info(Settings), "", root.start_mark.line + 1)
+        if isinstance(data, dict):
+            Checker(file, reader.lines, known, reader.issues).run(data)
+            if to_serve:
+                reader.issues.extend(_nothing_to_serve(file, reader.lines, known, data))
+    except RecursionError:  # pragma: no cover - the parser above gives up first
+        raise ConfigError([_too_deep(file, None)]) from None
     if reader.issues:
         raise ConfigError(sorted(reader.issues, key=lambda i: i.line or 0))
     try:
@@ -116,3 +135,44 @@ def _load(
     except msgspec.ValidationError as exc:  # pragma: no cover - the walk mirrors the schema
         raise ConfigError([ConfigIssue(file, None, "(schema)", str(exc))]) from None
     return settings, reader.lines
+
+
+def _too_deep(file: str, line: int | None) -> ConfigIssue:
+    return ConfigIssue(
+        file,
+        line,
+        "(yaml)",
+        "nested too deeply to read (hundreds of levels); no setting nests more than a few",
+    )
+
+
+def _nothing_to_serve(
+    file: str, lines: Mapping[str, int], known: Mapping[str, SystemCaps], data: dict[str, Any]
+) -> list[ConfigIssue]:
+    """The issue of a config that enables no system (a gateway that syncs nothing and is
+    never ready), or none."""
+    systems = data.get("systems", {})  # an empty file has no key at all
+    if not isinstance(systems, dict):
+        return []  # reported by the walk
+    line = lines.get("systems")
+    if not systems:
+        names = ", ".join(known) or "none known"
+        return [
+            ConfigIssue(
+                file,
+                line,
+                "systems",
+                f"no system is configured: add at least one ({names});"
+                " syncgate init writes a commented example",
+            )
+        ]
+    if all(isinstance(s, dict) and s.get("enabled") is False for s in systems.values()):
+        return [
+            ConfigIssue(
+                file,
+                line,
+                "systems",
+                "every system is disabled (enabled: false): enable at least one",
+            )
+        ]
+    return []

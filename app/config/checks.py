@@ -12,6 +12,7 @@ import msgspec
 
 from app.config.reader import join_key
 from app.config.schema import Direction
+from app.config.secrets import database_url_problem
 from app.errors import ConfigIssue
 from app.model import FIELD_NAMES, Priority, Status
 
@@ -401,8 +402,8 @@ class Checker:
 
     def check_sections(self, data: Mapping[str, Any]) -> None:
         url = data.get("database_url")
-        if isinstance(url, str) and "://" not in url:
-            self.issue("database_url", f"expected a SQLAlchemy URL (dialect://...), got {url!r}")
+        if isinstance(url, str) and (problem := database_url_problem(url)):
+            self.issue("database_url", problem)
         self.number(data, "sqlite_wal_limit_mb", "", ge=1)
         server = _mapping(data.get("server"))
         if server.get("host") == "":

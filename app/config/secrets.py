@@ -6,6 +6,8 @@ from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import msgspec
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from app.config.schema import Settings
 from app.errors import ConfigError, ConfigIssue
@@ -13,10 +15,14 @@ from app.errors import ConfigError, ConfigIssue
 __all__ = [
     "DATABASE_URL_ENV",
     "MASK",
+    "POSTGRESQL_DRIVERS",
+    "SQLITE_DRIVERS",
     "Missing",
     "ResolvedSecrets",
     "SystemSecrets",
     "database_url",
+    "database_url_problem",
+    "env_database_url",
     "missing_env",
     "resolve_environment",
 ]
@@ -25,6 +31,12 @@ __all__ = [
 DATABASE_URL_ENV = "SYNCGATE_DATABASE_URL"
 #: What is shown in place of a secret.
 MASK = "***"
+
+#: The spellings of a database URL's dialect Syncgate runs on: SQLite (in process, on the
+#: sqlite3 module) and PostgreSQL (on asyncpg); ``Store.connect`` picks the driver.
+SQLITE_DRIVERS = ("sqlite", "sqlite+pysqlite", "sqlite+aiosqlite")
+POSTGRESQL_DRIVERS = ("postgresql", "postgres", "postgresql+asyncpg", "postgresql+psycopg2")
+_EXAMPLES = "sqlite:///PATH or postgresql://USER:PASSWORD@HOST/DB"
 
 
 class SystemSecrets(msgspec.Struct, frozen=True):
@@ -109,6 +121,34 @@ def resolve_environment(settings: Settings, environ: Mapping[str, str]) -> Resol
     )
 
 
+def env_database_url(environ: Mapping[str, str]) -> str | None:
+    """``SYNCGATE_DATABASE_URL``, or None when it is unset or empty (an empty value is
+    ignored: the config's ``database_url`` applies)."""
+    return environ.get(DATABASE_URL_ENV) or None
+
+
 def database_url(settings: Settings, environ: Mapping[str, str]) -> str:
     """``SYNCGATE_DATABASE_URL`` if set (and not empty), else the file's ``database_url``."""
-    return environ.get(DATABASE_URL_ENV) or settings.database_url
+    return env_database_url(environ) or settings.database_url
+
+
+def database_url_problem(url: str) -> str | None:
+    """Why ``url`` names no database Syncgate can keep its state in (None: it can). The
+    URL is not repeated: it may hold a password."""
+    try:
+        parsed = make_url(url)
+    except (ArgumentError, ValueError):
+        return f"not a database URL (expected {_EXAMPLES})"
+    driver = parsed.drivername
+    if driver not in SQLITE_DRIVERS + POSTGRESQL_DRIVERS:
+        return f"{driver!r} is not supported: Syncgate runs on SQLite or PostgreSQL ({_EXAMPLES})"
+    if driver in SQLITE_DRIVERS and (
+        parsed.database in (None, "", ":memory:")
+        or parsed.database.startswith("file::memory:")
+        or parsed.query.get("mode") == "memory"
+    ):
+        return (
+            "an in-memory SQLite database is lost when the process ends, and no other"
+            " process sees it: give a file, such as sqlite:///var/syncgate.db"
+        )
+    return None

@@ -14,7 +14,7 @@ out are in ``records.py``; the prebuilt statements in ``statements.py``. On SQLi
 hot ones run straight on the driver (``direct.py``).
 """
 
-from app.store.database import Store, WalCheckpointer, normalize_url
+from app.store.database import Store, WalCheckpointer, failure_reason, normalize_url
 from app.store.items import unsearchable
 from app.store.records import (
     Event,
@@ -38,6 +38,7 @@ __all__ = [
     "Tx",
     "WalCheckpointer",
     "WriteAttempt",
+    "failure_reason",
     "normalize_url",
     "unsearchable",
 ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import os
 import random
 import sqlite3
 import threading
@@ -23,6 +24,7 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import StaticPool
 
+from app.config.secrets import POSTGRESQL_DRIVERS, SQLITE_DRIVERS
 from app.model import utcnow
 from app.store.direct import Direct
 from app.store.records import NewEvent
@@ -52,6 +54,27 @@ def transient(exc: BaseException) -> str | None:
     return None
 
 
+def failure_reason(exc: BaseException) -> str | None:
+    """Why a database could not be used, in one line, when ``exc`` says the database is
+    at fault (refused, unreachable, no such file, a wrong password, a schema this
+    version does not know); None for anything else."""
+    from alembic.util.exc import CommandError
+    from asyncpg import InterfaceError, PostgresError  # type: ignore[import-untyped]
+
+    if isinstance(exc, sa_exc.DBAPIError) and exc.orig is not None:
+        exc = exc.orig
+    elif not isinstance(
+        exc, OSError | sa_exc.SQLAlchemyError | CommandError | PostgresError | InterfaceError
+    ):
+        return None
+    if isinstance(exc, OSError) and exc.errno is not None and exc.errno > 0:
+        return os.strerror(exc.errno)  # asyncio's strerror names the address instead
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror  # a name that does not resolve
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 #: Where alembic finds the migrations (``app/migrations``).
 MIGRATIONS = str(Path(__file__).resolve().parents[1] / "migrations")
 
@@ -60,9 +83,9 @@ def normalize_url(url: str) -> str:
     """Pick the driver: ``sqlite:`` -> the in-process sqlite3 module (``sqlite+aiosqlite:``
     is accepted as a spelling of the same), ``postgresql:`` -> asyncpg."""
     parsed = make_url(url)
-    if parsed.drivername in ("sqlite", "sqlite+pysqlite", "sqlite+aiosqlite"):
+    if parsed.drivername in SQLITE_DRIVERS:
         parsed = parsed.set(drivername="sqlite+pysqlite")
-    elif parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg2"):
+    elif parsed.drivername in POSTGRESQL_DRIVERS:
         parsed = parsed.set(drivername="postgresql+asyncpg")
     return parsed.render_as_string(hide_password=False)
 
@@ -271,6 +294,16 @@ class Store:
             # several processes may start at once: one migrates, the others wait
             await aconn.execute(sa.text("SELECT pg_advisory_xact_lock(7243190)"))
             await aconn.run_sync(upgrade)
+
+    async def reach(self) -> None:
+        """Open a connection and give it back: raises what connecting raises (a refused
+        connection, a wrong password, a file that cannot be opened)."""
+        if isinstance(self.engine, Engine):
+            async with self._turn:
+                self.engine.connect().close()
+            return
+        async with self.engine.connect():
+            pass
 
     async def ping(self) -> bool:
         try:
