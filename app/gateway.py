@@ -300,7 +300,7 @@ class Gateway:
         if self.config_path is None:
             raise StateConflict("the gateway was not started from a config file")
         try:
-            settings = load_config(self.config_path, known_systems())
+            settings = load_config(self.config_path, known_systems(), to_serve=True)
             secrets = resolve_environment(settings, os.environ)
         except ConfigError as exc:
             log.warning(

@@ -671,6 +671,14 @@ async def test_config_view_masks_and_reload_refuses_an_invalid_file(
         assert next(i for i in issues if i["key"] == "dispatcher.max_attempts")["line"] == 2
         assert ok(await client.get("/admin/config"))["config"] == view["config"]
 
+        # a file emptied by mistake would stop every system: refused, as serve refuses it
+        empty = tmp_path / "empty.yaml"
+        empty.write_text("", encoding="utf-8")
+        rig.gateway.config_path = str(empty)
+        body = problem(await client.post("/admin/config/reload"), 422)
+        assert [i["key"] for i in body["issues"]] == ["systems"]
+        assert ok(await client.get("/admin/config"))["config"] == view["config"]
+
         # a valid file whose secrets are missing from the environment is refused too
         good = tmp_path / "good.yaml"
         write_config(rig, good, max_attempts=2)
