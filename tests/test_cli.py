@@ -317,8 +317,9 @@ def serving_env(**extra: str) -> dict[str, str]:
 def test_a_database_that_cannot_be_used_stops_serve_and_migrate_in_one_line(
     tmp_path: Path,
 ) -> None:
-    """A database refusing connections, or an SQLite file that cannot be made, ended serve
-    and migrate in a traceback; the line names the database, never its password."""
+    """A database refusing connections, or an SQLite file that cannot be made, ended serve,
+    migrate and backfill in a traceback; the line names the database, never its
+    password."""
     closed = bind_socket()
     port = closed.getsockname()[1]
     closed.close()
@@ -333,7 +334,12 @@ def test_a_database_that_cannot_be_used_stops_serve_and_migrate_in_one_line(
     }
     for url, problem in cases.items():
         env = serving_env(SYNCGATE_DATABASE_URL=url)
-        for command in (["serve", "--port", "0"], ["migrate"]):
+        for command in (
+            ["serve", "--port", "0"],
+            ["migrate"],
+            ["backfill", "--since", "1d"],
+            ["backfill", "--since", "1d", "--dry-run"],
+        ):
             done = syncgate(*command, "--config", "config.yaml", env=env)
             assert done.returncode == 1, (command, done.stderr)
             (line,) = done.stderr.splitlines()

@@ -79,16 +79,20 @@ async def _run(
 ) -> int:
     from sqlalchemy.exc import OperationalError, ProgrammingError
 
+    from app.cli.database import DatabaseUnusable, usable_store
     from app.errors import Invalid, VendorError
     from app.gateway import Gateway
-    from app.store import Store
 
-    store = Store.connect(url, wal_limit_mb=settings.sqlite_wal_limit_mb)
+    try:  # a dry run writes nothing, not even a schema: it must be there already
+        store = await usable_store(
+            "backfill", url, migrate=not dry_run, wal_limit_mb=settings.sqlite_wal_limit_mb
+        )
+    except DatabaseUnusable as exc:
+        print(exc, file=sys.stderr)
+        return EXIT_FAILED
     gateway = None
     try:
-        if not dry_run:
-            await store.migrate()
-        else:  # a dry run writes nothing, not even a schema: it must be there already
+        if dry_run:
             async with store.tx() as tx:
                 await tx.system_state("-")
         gateway = Gateway(settings, secrets, store, run_pollers=False)

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import errno
 import gc
 import json
@@ -20,9 +19,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters import VENDORS
+from app.cli.database import DatabaseUnusable, usable_store
 
 if TYPE_CHECKING:
-    from app.store import Store
+    pass
 
 #: The garbage collector's thresholds while serving (Python's are 700, 10, 10). Nearly
 #: everything a change allocates is freed by reference counting, but at 700 the young
@@ -192,41 +192,6 @@ def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
     return settings, secrets, database_url(settings, os.environ)
 
 
-class _DatabaseUnusable(Exception):
-    """The database cannot be used; the message is the line to print."""
-
-
-async def _migrated_store(command: str, url: str, **options: Any) -> Store:
-    """A ``Store`` on ``url`` with its schema up to date. A database that cannot be used
-    (refused, no such file, a wrong password, ...) raises ``_DatabaseUnusable`` with one
-    line that names it, its password masked."""
-    from sqlalchemy.engine import make_url
-
-    from app.config.report import mask_database_url
-    from app.store import Store, failure_reason
-
-    shown = mask_database_url(url)
-    what = f"cannot open {shown}" if url.startswith("sqlite") else f"cannot connect to {shown}"
-    store = None
-    try:
-        store = Store.connect(url, **options)
-        await store.reach()
-        what = f"cannot bring the schema of {shown} up to date"
-        await store.migrate()
-    except Exception as exc:
-        reason = failure_reason(exc)
-        if reason is None:
-            raise
-        if store is not None:
-            with contextlib.suppress(Exception):
-                await store.close()
-        password = make_url(url).password
-        if password:
-            reason = reason.replace(str(password), "***")
-        raise _DatabaseUnusable(f"syncgate {command}: database: {what} ({reason})") from None
-    return store
-
-
 def _cmd_check_config(args: argparse.Namespace) -> int:
     from app.config import check_config
     from app.gateway import known_systems
@@ -266,13 +231,13 @@ def _cmd_migrate(args: argparse.Namespace) -> int:
     migration_log.setLevel(logging.INFO)
 
     async def run() -> None:
-        store = await _migrated_store("migrate", url)
+        store = await usable_store("migrate", url)
         await store.close()
 
     print("bringing the database schema up to date", flush=True)
     try:
         asyncio.run(run())
-    except _DatabaseUnusable as exc:
+    except DatabaseUnusable as exc:
         print(exc, file=sys.stderr)
         return EXIT_FAILED
     print("database schema is up to date")
@@ -307,7 +272,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         return _cannot_listen("serve", host, port, exc)
 
     async def run() -> None:
-        store = await _migrated_store("serve", url, wal_limit_mb=settings.sqlite_wal_limit_mb)
+        store = await usable_store("serve", url, wal_limit_mb=settings.sqlite_wal_limit_mb)
         gateway = Gateway(settings, secrets, store, worker_id=args.worker_id)
         gateway.config_path = _config_path(args)
         # connected before it says it serves: whatever is made from then on is new
@@ -339,7 +304,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
 
     try:
         run_loop(run())
-    except _DatabaseUnusable as exc:
+    except DatabaseUnusable as exc:
         print(exc, file=sys.stderr)
         return EXIT_FAILED
     return 0
