@@ -876,6 +876,26 @@ def test_resolve_environment_names_key_and_variable_never_a_value(tmp_path: Path
     assert secrets.admin_key is None
 
 
+def test_an_alert_url_that_is_not_http_is_refused_without_showing_it(tmp_path: Path) -> None:
+    """Alerts are posted to the URL: one that is not http(s) would fail at the first
+    alert, long after the start, so the start refuses it."""
+    path = write(tmp_path, MINIMAL + "alerts:\n  url_env: SG_ALERT_URL\n")
+    settings = load_config(path, KNOWN)
+    env = {"HS_KEY": "k", "IO_KEY": "k", "IO_SECRET_NEW": "s", "IO_SECRET_OLD": "s"}
+    for wrong in ("not-a-url", "ftp://alerts.example/hook", "https://"):
+        with pytest.raises(ConfigError) as caught:
+            resolve_environment(settings, {**env, "SG_ALERT_URL": wrong})
+        assert [(i.key, i.message) for i in caught.value.issues] == [
+            (
+                "alerts.url_env",
+                "environment variable SG_ALERT_URL is not an http(s) URL (alerts are posted to it)",
+            )
+        ]
+        assert wrong not in str(caught.value)
+    url = "https://alerts.example/hook?token=t0ken"
+    assert resolve_environment(settings, {**env, "SG_ALERT_URL": url}).alert_url == url
+
+
 def test_database_url_precedence(tmp_path: Path) -> None:
     settings = load_config(write(tmp_path, 'database_url: "sqlite+aiosqlite:///file.db"\n'), KNOWN)
     assert database_url(settings, {}) == "sqlite+aiosqlite:///file.db"

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from urllib.parse import urlsplit
 
 import msgspec
 from sqlalchemy.engine import make_url
@@ -96,16 +97,24 @@ def resolve_environment(settings: Settings, environ: Mapping[str, str]) -> Resol
     Raises ``ConfigError`` naming the config key and the variable for each one that is
     unset or empty. Disabled systems are skipped; the admin key is optional.
     """
-    missing = list(missing_env(settings, environ))
-    if missing:
-        raise ConfigError(
-            [
+    issues = [
+        ConfigIssue("<environment>", None, m.key, f"environment variable {m.env} is not set")
+        for m in missing_env(settings, environ)
+    ]
+    if settings.alerts is not None and environ.get(settings.alerts.url_env):
+        alert_url = urlsplit(environ[settings.alerts.url_env])
+        if alert_url.scheme not in ("http", "https") or not alert_url.hostname:
+            issues.append(
                 ConfigIssue(
-                    "<environment>", None, m.key, f"environment variable {m.env} is not set"
+                    "<environment>",
+                    None,
+                    "alerts.url_env",
+                    f"environment variable {settings.alerts.url_env} is not an http(s) URL"
+                    " (alerts are posted to it)",
                 )
-                for m in missing
-            ]
-        )
+            )
+    if issues:
+        raise ConfigError(issues)
     systems = {
         name: SystemSecrets(
             api_key=environ[system.api_key_env],
