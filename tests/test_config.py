@@ -826,7 +826,12 @@ def test_root_must_be_a_mapping(tmp_path: Path) -> None:
 def test_missing_file(tmp_path: Path) -> None:
     [issue] = issues_of(tmp_path / "absent.yaml")
     assert (issue.line, issue.key) == (None, "(file)")
-    assert issue.message.startswith("cannot read: ")
+    assert issue.message == (
+        f"cannot read: No such file or directory (syncgate init {tmp_path / 'absent.yaml'}"
+        " writes a commented one to start from)"
+    )
+    [issue] = issues_of(tmp_path)  # a directory: no hint to write it
+    assert issue.message.startswith("cannot read: ") and "init" not in issue.message
 
 
 # -- environment ----------------------------------------------------------------------------

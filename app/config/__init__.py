@@ -94,8 +94,13 @@ def _load(
     try:
         text = Path(file).read_text(encoding="utf-8")
     except OSError as exc:
+        hint = (
+            f" (syncgate init {file} writes a commented one to start from)"
+            if isinstance(exc, FileNotFoundError)
+            else ""
+        )
         raise ConfigError(
-            [ConfigIssue(file, None, "(file)", f"cannot read: {exc.strerror or exc}")]
+            [ConfigIssue(file, None, "(file)", f"cannot read: {exc.strerror or exc}{hint}")]
         ) from None
     except UnicodeDecodeError as exc:
         line = exc.object[: exc.start].count(b"\n") + 1
