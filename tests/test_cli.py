@@ -249,6 +249,23 @@ def test_a_port_out_of_range_is_a_usage_error(command: list[str], port: str) -> 
     assert "error: argument --port:" in done.stderr.splitlines()[-1], done.stderr
 
 
+@pytest.mark.parametrize(
+    ("option", "value"),
+    [
+        ("--rpm", "-5"),
+        ("--rpm", "0"),
+        ("--rpm", "many"),
+        ("--latency-ms", "-1"),
+        ("--latency-ms", "inf"),
+    ],
+)
+def test_a_simulator_limit_out_of_range_is_a_usage_error(option: str, value: str) -> None:
+    """``simulate --rpm -5`` started a simulator that refused every call with 429."""
+    done = syncgate("simulate", "hookstream", "--port", "0", "--api-key", "k", option, value)
+    assert done.returncode == 2, done.stderr
+    assert f"error: argument {option}:" in done.stderr.splitlines()[-1], done.stderr
+
+
 def test_init_where_it_cannot_write_says_why_in_one_line(tmp_path: Path) -> None:
     """A missing directory or a directory as the path ended in a traceback."""
     (tmp_path / "d").mkdir()

@@ -115,6 +115,28 @@ def _port(value: str) -> int:
     return port
 
 
+def _rpm(value: str) -> int:
+    """``simulate --rpm``: a number of requests a minute, 1 or more."""
+    try:
+        rpm = int(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
+    if rpm < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more requests a minute, got {rpm}")
+    return rpm
+
+
+def _latency(value: str) -> float:
+    """``simulate --latency-ms``: 0 or more milliseconds."""
+    try:
+        ms = float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
+    if not 0 <= ms < float("inf"):
+        raise argparse.ArgumentTypeError(f"must be 0 or more milliseconds, got {value}")
+    return ms
+
+
 def packaged_config() -> Traversable:
     """The default config.yaml shipped inside the package (what ``syncgate init`` writes)."""
     return resources.files("app") / "defaults" / "config.yaml"
@@ -332,8 +354,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--api-key", required=True, help="the API key clients must send")
     p.add_argument("--webhook-url", default=None, help="where to send signed webhooks")
     p.add_argument("--webhook-secret", default=None, help="secret to sign webhooks with")
-    p.add_argument("--latency-ms", type=float, default=0.0, help="added to every API call")
-    p.add_argument("--rpm", type=int, default=None, help="requests per minute before 429")
+    p.add_argument("--latency-ms", type=_latency, default=0.0, help="added to every API call")
+    p.add_argument("--rpm", type=_rpm, default=None, help="requests per minute before 429")
     p.add_argument(
         "--webhook-time-scale",
         type=float,
