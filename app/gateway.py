@@ -23,7 +23,7 @@ from adapters import VENDORS, adapter_class
 from adapters.base import Adapter, AdapterSettings
 from app.alerts import Alerter
 from app.backfill import Backfill
-from app.config import ResolvedSecrets, SystemCaps, load_config, resolve_environment
+from app.config import ResolvedSecrets, SystemCaps, load_to_serve
 from app.config.schema import Settings, SystemSettings
 from app.dispatcher import Dispatcher
 from app.engine import Engine
@@ -300,8 +300,7 @@ class Gateway:
         if self.config_path is None:
             raise StateConflict("the gateway was not started from a config file")
         try:
-            settings = load_config(self.config_path, known_systems(), to_serve=True)
-            secrets = resolve_environment(settings, os.environ)
+            settings, secrets = load_to_serve(self.config_path, known_systems(), os.environ)
         except ConfigError as exc:
             log.warning(
                 "config reload refused", extra={"path": self.config_path, "issues": len(exc.issues)}

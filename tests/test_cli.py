@@ -364,6 +364,26 @@ def test_a_database_that_cannot_be_used_stops_serve_and_migrate_in_one_line(
             assert "Sup3r" not in done.stdout
 
 
+def test_an_unset_variable_is_reported_at_the_line_that_names_it() -> None:
+    """serve and backfill said ``<environment>: ...``: no file, no line to go to."""
+    env = serving_env()
+    del env["SYNCGATE_DEVHELM_API_KEY"]
+    env["SYNCGATE_INBOXOPS_WEBHOOK_SECRET"] = ""
+    lines = (ROOT / "config.yaml").read_text().splitlines()
+    key_line = next(i for i, t in enumerate(lines, 1) if "SYNCGATE_DEVHELM_API_KEY" in t)
+    secret_line = next(i for i, t in enumerate(lines, 1) if "SYNCGATE_INBOXOPS_WEBHOOK_SECRET" in t)
+    for command in (["serve", "--port", "0"], ["backfill", "--since", "1d", "--dry-run"]):
+        done = syncgate(*command, "--config", "config.yaml", env=env)
+        assert done.returncode == 1, (command, done.stderr)
+        assert done.stderr.splitlines() == [
+            "syncgate: invalid configuration (2 problems):",
+            f"  config.yaml:{key_line}: systems.devhelm.api_key_env: environment variable"
+            " SYNCGATE_DEVHELM_API_KEY is not set",
+            f"  config.yaml:{secret_line}: systems.inboxops.webhook_secret_envs[0]: environment"
+            " variable SYNCGATE_INBOXOPS_WEBHOOK_SECRET is not set",
+        ], command
+
+
 def test_serve_refuses_a_config_that_enables_no_system(tmp_path: Path) -> None:
     """serve started with an empty config and never became ready (/readyz 503)."""
     empty = tmp_path / "empty.yaml"

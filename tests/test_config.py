@@ -901,6 +901,22 @@ def test_an_alert_url_that_is_not_http_is_refused_without_showing_it(tmp_path: P
     assert resolve_environment(settings, {**env, "SG_ALERT_URL": url}).alert_url == url
 
 
+def test_an_unset_variable_whose_key_is_left_at_its_default_is_warned_at_its_section(
+    tmp_path: Path,
+) -> None:
+    """``alerts: {min_interval_s: 60}`` reads SYNCGATE_ALERT_URL, the default of
+    ``alerts.url_env``, which is not in the file: its warning had no line."""
+    path = write(tmp_path, MINIMAL + "alerts:\n  min_interval_s: 60\n")
+    env = {"HS_KEY": "k", "IO_KEY": "k", "IO_SECRET_NEW": "s", "IO_SECRET_OLD": "s"}
+    code, report = check_config(path, KNOWN, env)
+    assert code == 0, report
+    alerts_line = path.read_text().splitlines().index("alerts:") + 1
+    assert (
+        f"{path}:{alerts_line}: alerts.url_env: warning: environment variable"
+        " SYNCGATE_ALERT_URL is not set" in report.splitlines()
+    ), report
+
+
 def test_database_url_precedence(tmp_path: Path) -> None:
     settings = load_config(write(tmp_path, 'database_url: "sqlite+aiosqlite:///file.db"\n'), KNOWN)
     assert database_url(settings, {}) == "sqlite+aiosqlite:///file.db"

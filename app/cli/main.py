@@ -193,15 +193,14 @@ def _env_database_url(command: str) -> str | None:
 
 def _load(args: argparse.Namespace) -> tuple[Any, Any, str]:
     """Settings, secrets and database URL; a ConfigError is printed and exits 1."""
-    from app.config import database_url, load_config, resolve_environment
+    from app.config import database_url, load_to_serve
     from app.errors import ConfigError
     from app.gateway import known_systems
 
     _env_database_url(args.command)
     path = _config_path(args)
     try:
-        settings = load_config(path, known_systems(), to_serve=True)
-        secrets = resolve_environment(settings, os.environ)
+        settings, secrets = load_to_serve(path, known_systems(), os.environ)
     except ConfigError as exc:
         count = len(exc.issues)
         print(

@@ -29,10 +29,11 @@ import yaml
 
 from app.config.checks import CONFLICT_POLICIES, SCOPED_CREATE, Checker, SystemCaps
 from app.config.reader import Reader, syntax_issue
-from app.config.report import dump_effective, ok_report
+from app.config.report import dump_effective, line_of, ok_report
 from app.config.schema import Settings
 from app.config.secrets import (
     DATABASE_URL_ENV,
+    ENVIRONMENT,
     ResolvedSecrets,
     SystemSecrets,
     database_url,
@@ -55,6 +56,7 @@ __all__ = [
     "dump_effective",
     "env_database_url",
     "load_config",
+    "load_to_serve",
     "resolve_environment",
 ]
 
@@ -67,6 +69,27 @@ def load_config(
     that enables none is still read, by ``migrate`` for its ``database_url``)."""
     settings, _ = _load(path, known, to_serve=to_serve)
     return settings
+
+
+def load_to_serve(
+    path: str | os.PathLike[str], known: Mapping[str, SystemCaps], environ: Mapping[str, str]
+) -> tuple[Settings, ResolvedSecrets]:
+    """``load_config(to_serve=True)`` and ``resolve_environment``: what serve and a reload
+    start from. A variable the environment lacks is reported at the file and line of the
+    key that names it (or of its section, when the key is left at its default)."""
+    file = os.fspath(path)
+    settings, lines = _load(path, known, to_serve=True)
+    try:
+        return settings, resolve_environment(settings, environ)
+    except ConfigError as exc:
+        raise ConfigError(
+            [
+                ConfigIssue(file, line_of(lines, i.key), i.key, i.message)
+                if i.file == ENVIRONMENT
+                else i
+                for i in exc.issues
+            ]
+        ) from None
 
 
 def check_config(

@@ -44,8 +44,19 @@ def ok_report(
             )
         )
     for key, message in warnings:
-        out.append(str(ConfigIssue(file, lines.get(key), key, f"warning: {message}")))
+        out.append(str(ConfigIssue(file, line_of(lines, key), key, f"warning: {message}")))
     return "\n".join(out)
+
+
+def line_of(lines: Mapping[str, int], key: str) -> int | None:
+    """The line of ``key`` (``systems.x.webhook_secret_envs[1]``), or of the nearest
+    section above it that the file has (a key left at its default is not in the file)."""
+    while key:
+        if key in lines:
+            return lines[key]
+        cut = max(key.rfind("."), key.rfind("["))
+        key = key[:cut] if cut > 0 else ""
+    return None
 
 
 def _plural(n: int, word: str) -> str:

@@ -69,6 +69,11 @@ class ResolvedSecrets(msgspec.Struct, frozen=True):
     __str__ = __repr__
 
 
+#: The file of a problem found in the environment rather than in the config file
+#: (``load_to_serve`` puts it at the line of the key that names the variable).
+ENVIRONMENT = "<environment>"
+
+
 @dataclass(frozen=True, slots=True)
 class Missing:
     """An environment variable that the config names and the environment lacks."""
@@ -98,7 +103,7 @@ def resolve_environment(settings: Settings, environ: Mapping[str, str]) -> Resol
     unset or empty. Disabled systems are skipped; the admin key is optional.
     """
     issues = [
-        ConfigIssue("<environment>", None, m.key, f"environment variable {m.env} is not set")
+        ConfigIssue(ENVIRONMENT, None, m.key, f"environment variable {m.env} is not set")
         for m in missing_env(settings, environ)
     ]
     if settings.alerts is not None and environ.get(settings.alerts.url_env):
@@ -106,7 +111,7 @@ def resolve_environment(settings: Settings, environ: Mapping[str, str]) -> Resol
         if alert_url.scheme not in ("http", "https") or not alert_url.hostname:
             issues.append(
                 ConfigIssue(
-                    "<environment>",
+                    ENVIRONMENT,
                     None,
                     "alerts.url_env",
                     f"environment variable {settings.alerts.url_env} is not an http(s) URL"
