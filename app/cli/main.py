@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from adapters import VENDORS
+from app.cli.args import LATENCY_MS, PORT, RPM
 from app.cli.database import DatabaseUnusable, usable_store
 
 if TYPE_CHECKING:
@@ -101,40 +102,6 @@ def _cannot_listen(command: str, host: str, port: int, exc: OSError) -> int:
         f"syncgate {command}: cannot listen on {host}:{port}: {exc.strerror}{hint}", file=sys.stderr
     )
     return EXIT_FAILED
-
-
-def _port(value: str) -> int:
-    """A TCP port for ``--port``: 1-65535, or 0 for any free one (the port bound is
-    printed)."""
-    try:
-        port = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a port number, got {value!r}") from None
-    if not 0 <= port <= 65535:
-        raise argparse.ArgumentTypeError(f"must be 0-65535 (0: any free port), got {port}")
-    return port
-
-
-def _rpm(value: str) -> int:
-    """``simulate --rpm``: a number of requests a minute, 1 or more."""
-    try:
-        rpm = int(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a whole number, got {value!r}") from None
-    if rpm < 1:
-        raise argparse.ArgumentTypeError(f"must be 1 or more requests a minute, got {rpm}")
-    return rpm
-
-
-def _latency(value: str) -> float:
-    """``simulate --latency-ms``: 0 or more milliseconds."""
-    try:
-        ms = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number, got {value!r}") from None
-    if not 0 <= ms < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be 0 or more milliseconds, got {value}")
-    return ms
 
 
 def packaged_config() -> Traversable:
@@ -348,13 +315,13 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("simulate", help="serve a strict simulator of one vendor's API")
     p.add_argument("vendor", choices=sorted(VENDORS))
-    p.add_argument("--port", type=_port, required=True)
+    p.add_argument("--port", type=PORT, required=True)
     p.add_argument("--host", default="127.0.0.1")
     p.add_argument("--api-key", required=True, help="the API key clients must send")
     p.add_argument("--webhook-url", default=None, help="where to send signed webhooks")
     p.add_argument("--webhook-secret", default=None, help="secret to sign webhooks with")
-    p.add_argument("--latency-ms", type=_latency, default=0.0, help="added to every API call")
-    p.add_argument("--rpm", type=_rpm, default=None, help="requests per minute before 429")
+    p.add_argument("--latency-ms", type=LATENCY_MS, default=0.0, help="added to every API call")
+    p.add_argument("--rpm", type=RPM, default=None, help="requests per minute before 429")
     p.add_argument(
         "--webhook-time-scale",
         type=float,
@@ -381,7 +348,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("serve", help="run the gateway (webhooks, pollers, dispatcher, admin API)")
     p.add_argument("--config", help="config file (default: $SYNCGATE_CONFIG or config.yaml)")
-    p.add_argument("--port", type=_port, default=None, help="override server.port")
+    p.add_argument("--port", type=PORT, default=None, help="override server.port")
     p.add_argument("--host", default=None, help="override server.host")
     p.add_argument("--worker-id", default=None, help="name of this process in claims")
     p.add_argument("--log-level", default="info", choices=["debug", "info", "warning", "error"])
@@ -405,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
         "demo", help="play a narrated sync scenario: four simulators and the gateway, on loopback"
     )
     p.add_argument("--config", default=None, help="config file (default: the shipped config.yaml)")
-    p.add_argument("--port", type=_port, default=None, help="gateway port (default: server.port)")
+    p.add_argument("--port", type=PORT, default=None, help="gateway port (default: server.port)")
     p.add_argument(
         "--database", default=None, help="keep the SQLite database here (default: a temporary one)"
     )

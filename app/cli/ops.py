@@ -28,6 +28,8 @@ from urllib.parse import quote
 
 import httpx
 
+from app.cli.args import SECONDS
+
 DEFAULT_URL = "http://127.0.0.1:8080"
 URL_ENV = "SYNCGATE_URL"
 KEY_ENV = "SYNCGATE_ADMIN_KEY"
@@ -383,17 +385,6 @@ def _reference(value: str) -> str:
     return value
 
 
-def _seconds(value: str) -> float:
-    """A positive, finite number of seconds (``--timeout``)."""
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {value!r}") from None
-    if not 0 < seconds < float("inf"):
-        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {value!r}")
-    return seconds
-
-
 def register(sub: Any) -> None:
     """Add the operator subcommands to the ``syncgate`` parser."""
     common = argparse.ArgumentParser(add_help=False)
@@ -402,7 +393,7 @@ def register(sub: Any) -> None:
         default=os.environ.get(URL_ENV) or DEFAULT_URL,
         help=f"the gateway (default: ${URL_ENV} or {DEFAULT_URL}); key from ${KEY_ENV}",
     )
-    common.add_argument("--timeout", type=_seconds, default=30.0, help="seconds per request")
+    common.add_argument("--timeout", type=SECONDS, default=30.0, help="seconds per request")
     common.add_argument(
         "-o",
         "--output",
