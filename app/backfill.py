@@ -32,7 +32,7 @@ from adapters.base import Adapter
 from app.engine import Engine, origin_item_id
 from app.engine.matching import Candidates, find_match
 from app.errors import AlreadyLinked, Invalid, Missing
-from app.model import Fields, ObjectRef, VendorObject, given_utc, utcnow
+from app.model import Fields, FieldStamp, ObjectRef, VendorObject, given_utc, utcnow
 from app.store import Store
 
 log = logging.getLogger("syncgate.backfill")
@@ -353,21 +353,27 @@ class Backfill:
                 link = await tx.link_for(step.obj.ref)
             if link is not None and link.work_item_id == item_id:
                 return "linked"  # the origin, linked when its item was restored
-            await self.engine.link(item_id, [step.obj], source="backfill")
+            await self.engine.link(item_id, [step.obj], source="backfill", fold_in=True)
             return "linked"
         source = step.origin or step.obj
         inbound = self.engine.rules.in_fields(source.ref.system)
         fields = Fields(**{k: v for k, v in source.fields.items() if k in inbound})
-        if step.origin is None or step.origin.ref == step.obj.ref:
-            objects = [step.obj]
-        else:
-            objects = [step.origin, step.obj]
-        linked: list[VendorObject] = []
+        # who set each field, as of when: what the item's other objects hold is weighed
+        # against it by the conflict policy as each is linked (a person's edit there while
+        # the database was gone wins if it is newer), never just overwritten
+        stamp = FieldStamp(source.ref.system, source.updated_at)
         async with self.store.tx() as tx:
-            for obj in objects:
-                if await tx.link_for(obj.ref) is None:
-                    linked.append(obj)
-        await self.engine.create_item(fields, linked, source="backfill", item_id=item_id)
+            first = [source] if await tx.link_for(source.ref) is None else []
+            other = step.obj.ref != source.ref and await tx.link_for(step.obj.ref) is None
+        await self.engine.create_item(
+            fields,
+            first,
+            source="backfill",
+            item_id=item_id,
+            stamps={name: stamp for name, _ in fields.items()},
+        )
+        if other:
+            await self.engine.link(item_id, [step.obj], source="backfill", fold_in=True)
         restored.add(item_id)
         return "restored"
 

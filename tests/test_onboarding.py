@@ -368,7 +368,19 @@ async def test_backfill_plans_without_changing_anything_then_does_exactly_the_pl
             assert code == 0, err
             assert out.splitlines()[-1] == "done: 0 link, 0 create, 6 skip", out
             assert len(await items(admin)) == 1
+            made = {
+                link["system"]: link["external_id"]
+                for link in (await lookup(admin, "hookstream", open_issue) or {})["links"]
+            }
         await day.stop()
+
+        # while the gateway is down a person resolves the ticket: the restore must not
+        # undo it, the others follow it
+        resolved = await day.control["inboxops"].patch(
+            f"/_sim/objects/{made['inboxops']}", json={"status": "resolved", "priority": "low"}
+        )
+        assert resolved.status_code == 200, resolved.text
+        after_run = await day.vendor_objects()
 
         # the database is lost: a gateway on an empty one creates nothing, and a backfill
         # relinks everything Syncgate made by its markers, with no new vendor object
@@ -389,7 +401,25 @@ async def test_backfill_plans_without_changing_anything_then_does_exactly_the_pl
             detail = await lookup(admin, "hookstream", open_issue)
             assert detail is not None
             assert {link["system"] for link in detail["links"]} == set(SYSTEMS)
-            assert await day.vendor_objects() == after_run
+            # the person's resolve won (it is newer than what the item was restored from)
+            # and reached the other tools; no object was made
+            assert (detail["item"]["status"], detail["item"]["priority"]) == ("resolved", "low")
+            assert any(
+                h["kind"] == "change" and h["system"] == "inboxops" and h["field"] == "status"
+                for h in detail["history"]
+            ), detail["history"]
+            now = await day.vendor_objects()
+            assert created_counts(after_run, now) == dict.fromkeys(SYSTEMS, 0)
+            held = {
+                name: {o["id"]: o for o in objects}[made[name]]["status"]
+                for name, objects in now.items()
+                if name != "hookstream"
+            }
+            assert held == {
+                "inboxops": "resolved",
+                "devhelm": "RESOLVED",
+                "incidentio": "completed",
+            }, held
             code, out, err = await day.backfill("--since", "30d", "--dry-run")
             assert out.splitlines()[-2] == "0 link, 0 create, 6 skip", out
 

@@ -14,7 +14,7 @@ import msgspec
 
 from app.engine.batch import Outcome, Taken
 from app.errors import AlreadyLinked, Invalid, NotFound
-from app.model import Fields, ObjectRef, VendorObject, WorkItem
+from app.model import Fields, FieldStamp, ObjectRef, VendorObject, WorkItem
 from app.rules import Rules
 from app.store import HistoryEntry, Link, Store, Tx
 
@@ -63,6 +63,8 @@ class OperatorChanges:
     on_change: Callable[[Taken | None], None] | None
     #: ``Engine.observe``: re-read objects are observed like any other.
     observe: Callable[..., Awaitable[Outcome]]
+    #: ``Engine.observe_many``: objects folded into the item they are linked to.
+    observe_many: Callable[..., Awaitable[list[Outcome]]]
 
     def _woken(self) -> None:
         if self.on_change is not None:
@@ -90,17 +92,24 @@ class OperatorChanges:
         *,
         source: str = "admin",
         item_id: str | None = None,
+        stamps: Mapping[str, FieldStamp] | None = None,
     ) -> str:
         """A new work item holding ``fields``, linked to ``objects`` (each then written to
         hold the item's state, where it differs); returns its id. ``item_id`` restores an
-        item under the id its markers name (a backfill)."""
+        item under the id its markers name (a backfill), ``stamps`` who set its fields
+        and as of when (the object it is restored from), so that the conflict policy
+        weighs what the item's other objects hold against them (``link(fold_in=True)``)."""
         refs = [obj.ref for obj in objects]
         if len(set(refs)) != len(refs):
             raise Invalid("the same vendor object is listed twice")
         fields = self.rules.operator_fields(fields)
         now = self.clock()
         item = WorkItem(
-            id=item_id or uuid.uuid4().hex, created_at=now, updated_at=now, **fields.as_dict()
+            id=item_id or uuid.uuid4().hex,
+            created_at=now,
+            updated_at=now,
+            stamps=dict(stamps or {}),
+            **fields.as_dict(),
         )
         try:
             async with self.store.tx() as tx:
@@ -129,15 +138,29 @@ class OperatorChanges:
         return item.id
 
     async def link(
-        self, item_id: str, objects: Sequence[VendorObject], *, source: str = "admin"
+        self,
+        item_id: str,
+        objects: Sequence[VendorObject],
+        *,
+        source: str = "admin",
+        fold_in: bool = False,
     ) -> list[int]:
-        """Link ``objects`` to the item; each is then written to hold its state."""
+        """Link ``objects`` to the item; each is then written to hold its state. With
+        ``fold_in`` (a backfill restoring an item lost with the database) each is first
+        observed as holding changes the item has not seen, oldest first, so what a person
+        changed there wins or loses by the conflict policy (in the history either way)
+        instead of being overwritten."""
         try:
             async with self.store.tx() as tx:
                 item = await tx.require_item(item_id, lock=True)
-                ids = await self._insert_links(tx, item, objects, source, self.clock())
+                ids = await self._insert_links(
+                    tx, item, objects, source, self.clock(), unseen=fold_in
+                )
         except AlreadyLinked as exc:
             raise await self._owner_of([o.ref for o in objects], exc) from None
+        if fold_in:
+            oldest_first = sorted(objects, key=lambda o: o.updated_at)
+            await self.observe_many([(obj, source) for obj in oldest_first])
         self._woken()
         return ids
 
@@ -148,7 +171,11 @@ class OperatorChanges:
         objects: Sequence[VendorObject],
         source: str,
         now: datetime,
+        *,
+        unseen: bool = False,
     ) -> list[int]:
+        """``unseen``: the links know the objects' ids, not their state, and are not
+        marked dirty: the caller observes the objects next (``link(fold_in=True)``)."""
         ids = []
         for obj in objects:
             existing = await tx.link_for(obj.ref)
@@ -162,10 +189,12 @@ class OperatorChanges:
                     now=now,
                     seen=obj,
                     version=item.version,
+                    unseen=unseen,
                 )
             )
         await tx.add_history([_linked_entry(item.id, obj.ref, source, now) for obj in objects])
-        await tx.mark_dirty(ids, item.version)
+        if not unseen:
+            await tx.mark_dirty(ids, item.version)
         return ids
 
     async def _owner_of(self, refs: Sequence[ObjectRef], exc: AlreadyLinked) -> AlreadyLinked:

@@ -87,9 +87,12 @@ class LinkQueries(TxBase):
         create_target: CreateTarget | None = None,
         version: int = 1,
         dirty: bool = False,
+        unseen: bool = False,
     ) -> int:
         """Add a link: either to an object we have seen (``seen``), or to one still to be
-        created (``create_target``; it is dirty until created)."""
+        created (``create_target``; it is dirty until created). ``unseen``: to ``seen``'s
+        id only, its state not taken as known, so that observing it next counts every
+        field it holds as a change there (a backfill restoring a lost item)."""
         values: dict[str, Any] = {
             "work_item_id": work_item_id,
             "system": system,
@@ -101,7 +104,9 @@ class LinkQueries(TxBase):
             "attempts": 0,
             "dead": False,
         }
-        if seen is not None:
+        if seen is not None and unseen:
+            values["external_id"] = seen.ref.external_id
+        elif seen is not None:
             values |= {
                 "external_id": seen.ref.external_id,
                 "known_state": encode_known(seen),
