@@ -621,6 +621,8 @@ class Dispatcher:
                 await self._create(adapter, link, item, result)
             else:
                 await self._update(adapter, link, item, result)
+            if result.obj is not None:  # a vendor clock far ahead: kept as observed
+                result.obj = self.rules.clamped(result.obj, self.clock())
         except VendorError as exc:
             result.error = detached(exc)  # kept past this frame, which its traceback holds
         except Exception as exc:

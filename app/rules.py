@@ -10,6 +10,7 @@ and the dispatcher ask it questions and never read the raw settings or an adapte
 from __future__ import annotations
 
 import functools
+import logging
 import re
 from collections.abc import Mapping
 from datetime import datetime, timedelta
@@ -22,6 +23,9 @@ from adapters.base import differs_in_meaning, fit
 from app.config.schema import Conflict, CreateRule, Direction, LinkKey, LinkRule, Settings
 from app.errors import Invalid
 from app.model import FIELD_NAMES, Fields, IdentityMap, Priority, ValueMap, VendorObject
+
+#: the engine's logger: a clamp is what the engine does to what it keeps
+log = logging.getLogger("syncgate.engine")
 
 PRIORITY_ORDER = {p: i for i, p in enumerate(Priority)}
 
@@ -143,6 +147,26 @@ class Rules:
         return "assignee" in self.out_fields(system) and (
             self.identities.user_id(canonical, system) is UNSET
         )
+
+    def clamped(self, obj: VendorObject, now: datetime) -> VendorObject:
+        """``obj`` with its vendor time brought back to ``now`` when it lies further in
+        the future than the system's ``max_clock_skew_s``: a time far ahead would make
+        every later real change of the object look older, and be dropped. Every object
+        the gateway keeps goes through it: observations (the engine) and what a write
+        returned (the dispatcher)."""
+        settings = self.settings.systems.get(obj.ref.system)
+        skew = timedelta(seconds=settings.max_clock_skew_s if settings is not None else 300.0)
+        if obj.updated_at <= now + skew:
+            return obj
+        log.warning(
+            "vendor time in the future: clamped to now",
+            extra={
+                "system": obj.ref.system,
+                "external_id": obj.ref.external_id,
+                "vendor_updated_at": obj.updated_at.isoformat(),
+            },
+        )
+        return msgspec.structs.replace(obj, updated_at=now)
 
     def to_vendor(self, system: str, fields: Fields) -> Fields:
         """Canonical fields as ``system``'s adapter takes them: the assignee as that

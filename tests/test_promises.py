@@ -762,3 +762,39 @@ async def test_a_ticket_with_a_nul_in_its_subject_fans_out_on_postgresql(tmp_pat
             assert [o["title"] for o in await sim_objects(control[name])] == ["Refunds failing"]
         failed = await admin.get("/events", params={"state": "failed"})
         assert failed.status_code == 200 and failed.json()["events"] == [], failed.text
+
+
+# -- a vendor clock far ahead does not freeze the object after the gateway writes to it ------
+
+
+async def test_an_edit_after_a_write_to_a_tool_whose_clock_runs_ahead_is_applied(
+    tmp_path: Path,
+) -> None:
+    """InboxOps's clock runs 30 minutes ahead: the ticket the gateway writes comes back
+    stamped in the future. Kept as the vendor said, that time made every later change of
+    the ticket (clamped to now when observed) look older than what the link had seen,
+    and dropped, until the wall clock caught up."""
+    async with installation(tmp_path) as inst:
+        ticket = await inst.open_ticket("Clock ahead")
+        detail = await inst.linked(ticket)
+        ahead = await inst.control["inboxops"].post("/_sim/clock", json={"advance_s": 1800})
+        assert ahead.status_code == 201, ahead.text
+        item = f"/work-items/{detail['item']['id']}"
+        changed = await inst.admin.patch(item, json={"status": "acknowledged"})
+        assert changed.status_code == 200, changed.text
+
+        async def ticket_status(status: str) -> bool:
+            tickets = {t["id"]: t for t in await sim_objects(inst.control["inboxops"])}
+            return bool(tickets[ticket]["status"] == status)
+
+        await eventually(
+            lambda: ticket_status("in_progress"), timeout_s=30, what="the write to the ticket"
+        )
+        await inst.settle()
+        edited = await inst.control["inboxops"].patch(
+            f"/_sim/objects/{ticket}", json={"status": "resolved"}
+        )
+        assert edited.status_code == 200, edited.text
+        await eventually(
+            lambda: _resolved_everywhere(inst, ticket), timeout_s=30, what="the edit applied"
+        )

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any
 
 import msgspec
@@ -223,7 +223,9 @@ class Engine(OperatorChanges):
         read in a few queries (items locked), changed in memory one observation after
         the other, and written back at the end."""
         tx = batch.tx
-        observations = [(self._clamped(obj, batch.now), event_id) for obj, event_id in observations]
+        observations = [
+            (self.rules.clamped(obj, batch.now), event_id) for obj, event_id in observations
+        ]
         known = await tx.items_of_objects(obj.ref for obj, _ in observations)
         await batch.load(set(known.values()))
         outcomes = []
@@ -244,24 +246,6 @@ class Engine(OperatorChanges):
             outcomes.append(outcome)
         await batch.flush()
         return outcomes
-
-    def _clamped(self, obj: VendorObject, now: datetime) -> VendorObject:
-        """``obj`` with its vendor time brought back to ``now`` when it lies further in
-        the future than the system's ``max_clock_skew_s``: a time far ahead would make
-        every later real change of the object look older, and be dropped."""
-        settings = self.rules.settings.systems.get(obj.ref.system)
-        skew = timedelta(seconds=settings.max_clock_skew_s if settings is not None else 300.0)
-        if obj.updated_at <= now + skew:
-            return obj
-        log.warning(
-            "vendor time in the future: clamped to now",
-            extra={
-                "system": obj.ref.system,
-                "external_id": obj.ref.external_id,
-                "vendor_updated_at": obj.updated_at.isoformat(),
-            },
-        )
-        return msgspec.structs.replace(obj, updated_at=now)
 
     async def change(
         self, item_id: str, fields: Fields, *, source: str = "admin", event_id: str | None = None
