@@ -356,11 +356,14 @@ class Backfill:
             await self.engine.link(item_id, [step.obj], source="backfill", fold_in=True)
             return "linked"
         source = step.origin or step.obj
-        inbound = self.engine.rules.in_fields(source.ref.system)
-        fields = Fields(**{k: v for k, v in source.fields.items() if k in inbound})
+        taken, provisional = self.engine.rules.start_fields(source.ref.system, source.fields)
+        fields = Fields(
+            **{k: v for k, v in provisional.items() if k != "assignee"}, **taken.as_dict()
+        )
         # who set each field, as of when: what the item's other objects hold is weighed
         # against it by the conflict policy as each is linked (a person's edit there while
-        # the database was gone wins if it is newer), never just overwritten
+        # the database was gone wins if it is newer), never just overwritten; the fields
+        # the source only receives are provisional, unstamped (``Rules.start_fields``)
         stamp = FieldStamp(source.ref.system, source.updated_at)
         async with self.store.tx() as tx:
             first = [source] if await tx.link_for(source.ref) is None else []
@@ -370,7 +373,7 @@ class Backfill:
             first,
             source="backfill",
             item_id=item_id,
-            stamps={name: stamp for name, _ in fields.items()},
+            stamps={name: stamp for name, _ in taken.items()},
         )
         if other:
             await self.engine.link(item_id, [step.obj], source="backfill", fold_in=True)

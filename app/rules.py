@@ -187,6 +187,24 @@ class Rules:
                 values["assignee"] = user_id
         return Fields(**values)
 
+    def start_fields(self, system: str, fields: Fields) -> tuple[Fields, Fields]:
+        """What a work item started from ``system``'s object takes from its ``fields``:
+        the fields ``system`` may set, and, provisionally, those it only receives
+        (``out``, such as a title another system owns; not an assignee, which is a user
+        of ``system``'s own directory). An item started by a ticket whose
+        subject hookstream owns still needs a title: without one, every create it fans
+        out is refused and the ticket's own subject would be written blank. The
+        provisional ones carry no stamp, so the owner's first value replaces them."""
+        inbound = self.in_fields(system)
+        outbound = self.out_fields(system)
+        taken = {k: v for k, v in fields.items() if k in inbound}
+        provisional = {
+            k: v
+            for k, v in fields.items()
+            if k in outbound and k not in inbound and k != "assignee"  # a user id there
+        }
+        return Fields(**taken), Fields(**provisional)
+
     def in_fields(self, system: str) -> frozenset[str]:
         """Fields whose changes in ``system`` may change the canonical item."""
         return self._in.get(system, frozenset())

@@ -798,3 +798,39 @@ async def test_an_edit_after_a_write_to_a_tool_whose_clock_runs_ahead_is_applied
         await eventually(
             lambda: _resolved_everywhere(inst, ticket), timeout_s=30, what="the edit applied"
         )
+
+
+# -- an item started by a system that does not own the title still has one ------------------
+
+
+async def test_a_ticket_whose_title_another_tool_owns_still_fans_out_with_its_subject(
+    tmp_path: Path,
+) -> None:
+    """incident.io owns the title, and a new InboxOps ticket starts the item: the item
+    took only what InboxOps may set, so it had no title, every create was refused, and
+    the gateway tried to write the ticket's subject blank. It now starts from the
+    subject, provisionally: the owner's first title replaces it everywhere."""
+    async with installation(tmp_path, fields={"title": {"owner": "incidentio"}}) as inst:
+        ticket = await inst.open_ticket("Checkout broken for EU cards")
+        detail = await inst.linked(ticket)
+        await inst.settle()
+        assert detail["item"]["title"] == "Checkout broken for EU cards"
+        for name in ("devhelm", "incidentio"):
+            titles = [o["title"] for o in await sim_objects(inst.control[name])]
+            assert titles == ["Checkout broken for EU cards"], (name, titles)
+        tickets = await sim_objects(inst.control["inboxops"])
+        assert [t["subject"] for t in tickets] == ["Checkout broken for EU cards"]
+        assert (await inst.admin.get("/systems")).json()["dead_letters"] == 0
+
+        follow_up = external_id(detail, "incidentio")
+        renamed = await inst.control["incidentio"].patch(
+            f"/_sim/objects/{follow_up}", json={"title": "EU card checkout failing"}
+        )
+        assert renamed.status_code == 200, renamed.text
+
+        async def retitled() -> bool:
+            subjects = [t["subject"] for t in await sim_objects(inst.control["inboxops"])]
+            titles = [o["title"] for o in await sim_objects(inst.control["devhelm"])]
+            return subjects == titles == ["EU card checkout failing"]
+
+        await eventually(retitled, timeout_s=30, what="the owner's title everywhere")

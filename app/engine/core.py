@@ -582,7 +582,8 @@ class Engine(OperatorChanges):
             )
             return Outcome("ignored")
         now = batch.now
-        values = {name: value for name, value in obj.fields.items() if name in inbound}
+        taken, provisional = self.rules.start_fields(system, obj.fields)
+        values = taken.as_dict()
         if "assignee" in values:
             values["assignee"] = self.rules.assignee_in(system, values["assignee"])
         item_id = origin_item_id(obj.ref)
@@ -593,6 +594,7 @@ class Engine(OperatorChanges):
             created_at=now,
             updated_at=now,
             stamps={name: FieldStamp(system, obj.updated_at) for name in values},
+            **provisional.as_dict(),
             **values,
         )
         tx = batch.tx
