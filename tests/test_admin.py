@@ -366,12 +366,23 @@ async def test_link_relink_and_unlink(store: Store) -> None:
             "external_id",
         )
 
-        # relink the ticket to the first item: it then holds that item's state
+        # a write to the ticket for "Other" dies (a 422 there)
+        await fault(rig, "inboxops", status=422, count=1, methods=["PUT", "PATCH"])
+        ok(await client.patch(f"/admin/work-items/{other}", json={"title": "Other, renamed"}))
+        await rig.gateway.dispatcher.run_until_idle()
+        dead = ok(await client.get("/admin/outbox", params={"state": "dead"}))["entries"]
+        assert [e["link_id"] for e in dead] == [link["id"]]
+
+        # relink the ticket to the first item: it then holds that item's state (the dead
+        # write was the other item's: it goes with the move)
         moved = ok(
             await client.post(f"/admin/links/{link['id']}/relink", json={"work_item_id": item_id})
         )
         assert moved["work_item_id"] == item_id
+        relinked = ok(await client.get(f"/admin/work-items/{item_id}"))["links"]
+        assert [x["state"] for x in relinked if x["id"] == link["id"]] == ["pending"]
         await rig.gateway.dispatcher.run_until_idle()
+        assert ok(await client.get("/admin/outbox", params={"state": "dead"}))["entries"] == []
         title = ok(await client.get(f"/admin/work-items/{item_id}"))["item"]["title"]
         assert (await rig.object("inboxops", ticket))["subject"] == title
         assert len(ok(await client.get(f"/admin/work-items/{item_id}"))["links"]) == 5

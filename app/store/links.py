@@ -246,13 +246,18 @@ class LinkQueries(TxBase):
     async def move_link(self, link_id: int, work_item_id: str, version: int) -> None:
         """Move a link to another work item, at that item's ``version``: the version
         bookkeeping starts afresh (the old item's versions mean nothing to the new one),
-        and a live link is marked to receive the new item's state."""
+        and the link is marked to receive the new item's state. A dead write to an object
+        that exists was the old item's: it is given up with the move, and the new item's
+        state is written. A dead create stays dead: its recorded body was the old item's."""
+        has_object = t.links.c.external_id.is_not(None)
         await self._run(
             sa.update(t.links)
             .where(t.links.c.id == link_id)
             .values(
                 work_item_id=work_item_id,
-                dirty=sa.not_(t.links.c.dead),
+                dead=sa.and_(t.links.c.dead, sa.not_(has_object)),
+                dead_reason=sa.case((has_object, None), else_=t.links.c.dead_reason),
+                dirty=sa.or_(has_object, sa.not_(t.links.c.dead)),
                 dirty_version=version,
                 synced_version=0,
                 attempts=0,
