@@ -834,3 +834,26 @@ async def test_a_ticket_whose_title_another_tool_owns_still_fans_out_with_its_su
             return subjects == titles == ["EU card checkout failing"]
 
         await eventually(retitled, timeout_s=30, what="the owner's title everywhere")
+        await inst.settle()
+
+        # a person retitles the ticket: InboxOps may not set the title, so the subject is
+        # written back, and the history keeps the edit that was not taken
+        edited = await inst.control["inboxops"].patch(
+            f"/_sim/objects/{ticket}", json={"subject": "Typo fixed in the ticket"}
+        )
+        assert edited.status_code == 200, edited.text
+
+        async def written_back_and_recorded() -> bool:
+            subjects = [t["subject"] for t in await sim_objects(inst.control["inboxops"])]
+            found = await inst.item_of("inboxops", ticket)
+            assert found is not None
+            noted = [
+                (h["field"], h["old_value"], h["new_value"])
+                for h in found["history"]
+                if h["kind"] == "not_synced" and h["system"] == "inboxops"
+            ]
+            return subjects == ["EU card checkout failing"] and noted == [
+                ("title", "EU card checkout failing", "Typo fixed in the ticket")
+            ]
+
+        await eventually(written_back_and_recorded, timeout_s=30, what="written back, noted")

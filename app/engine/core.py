@@ -296,6 +296,7 @@ class Engine(OperatorChanges):
         changed: dict[str, Any] = {}
         for name, value in obj.fields.items():
             if name not in self.rules.in_fields(system):
+                self._note_not_synced(batch, item, link, obj, name, event_id)
                 continue
             if not vendor_changed(link.known, obj, name):
                 continue
@@ -350,6 +351,40 @@ class Engine(OperatorChanges):
             item.id,
             tuple(changed),
             tuple(dirty),
+        )
+
+    def _note_not_synced(
+        self,
+        batch: Batch,
+        item: WorkItem,
+        link: Link,
+        obj: VendorObject,
+        name: str,
+        event_id: str | None,
+    ) -> None:
+        """A person changed a field ``obj``'s system may not set (``out``: another system
+        owns it): the change is not taken and the object is written back, so the history
+        keeps what was there (``not_synced``), an audit trail of that edit too."""
+        if link.known is None or name not in self.rules.out_fields(obj.ref.system):
+            return
+        if not vendor_changed(link.known, obj, name):
+            return
+        current = getattr(item, name)
+        if self.rules.differs(obj.ref.system, obj, Fields(**{name: current})).is_empty():
+            return
+        batch.history.append(
+            HistoryEntry(
+                work_item_id=item.id,
+                kind="not_synced",
+                field=name,
+                old_value=_jsonable(current),
+                new_value=_jsonable(getattr(obj.fields, name)),
+                system=obj.ref.system,
+                event_id=event_id,
+                detail=f"{obj.ref.system} may not set {name} (fields.{name} in config.yaml):"
+                " its value is written back",
+                at=batch.now,
+            )
         )
 
     @staticmethod
