@@ -22,12 +22,22 @@ from msgspec import UNSET
 from adapters.base import differs_in_meaning, fit
 from app.config.schema import Conflict, CreateRule, Direction, LinkKey, LinkRule, Settings
 from app.errors import Invalid
-from app.model import FIELD_NAMES, Fields, IdentityMap, Priority, ValueMap, VendorObject
+from app.model import (
+    FIELD_NAMES,
+    Fields,
+    IdentityMap,
+    ObjectRef,
+    Priority,
+    ValueMap,
+    VendorObject,
+)
 
 #: the engine's logger: a clamp is what the engine does to what it keeps
 log = logging.getLogger("syncgate.engine")
 
 PRIORITY_ORDER = {p: i for i, p in enumerate(Priority)}
+#: How many objects ``Rules.clamped`` remembers having warned of (then it starts afresh).
+CLAMPED_REMEMBERED = 4096
 
 #: Fields not synced unless ``fields:`` in the config names them.
 UNSHARED_BY_DEFAULT = frozenset({"assignee"})
@@ -67,6 +77,8 @@ class Rules:
         }
         self._in: dict[str, frozenset[str]] = {}
         self._out: dict[str, frozenset[str]] = {}
+        #: the objects whose vendor time ``clamped`` warned of, and that time
+        self._clamped_seen: dict[ObjectRef, datetime] = {}
         #: per system, the longest text it holds per field (``Adapter.max_lengths``)
         self._max_lengths: dict[str, Mapping[str, int]] = {}
         for system in self.systems:
@@ -158,6 +170,12 @@ class Rules:
         skew = timedelta(seconds=settings.max_clock_skew_s if settings is not None else 300.0)
         if obj.updated_at <= now + skew:
             return obj
+        # each poll reads such an object again: one warning per object and vendor time
+        if self._clamped_seen.get(obj.ref) == obj.updated_at:
+            return msgspec.structs.replace(obj, updated_at=now)
+        if len(self._clamped_seen) >= CLAMPED_REMEMBERED:
+            self._clamped_seen.clear()
+        self._clamped_seen[obj.ref] = obj.updated_at
         log.warning(
             "vendor time in the future: clamped to now",
             extra={

@@ -5,6 +5,7 @@ links and history. The made-up systems and their value maps are those of
 
 from __future__ import annotations
 
+import logging
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -317,11 +318,17 @@ async def test_an_unmapped_value_starts_no_item(store: Store) -> None:
         assert (await tx.search_items())[1] == 0
 
 
-async def test_a_vendor_time_in_the_future_is_clamped(store: Store) -> None:
+async def test_a_vendor_time_in_the_future_is_clamped(
+    store: Store, caplog: pytest.LogCaptureFixture
+) -> None:
     engine, clock = make_engine(store, max_clock_skew_s=300)
     item_id = await synced(store, engine, clock)
     now = clock.now
-    await engine.observe(incident(now + timedelta(days=1), status="MONITORING"))
+    with caplog.at_level(logging.WARNING, logger="syncgate.engine"):
+        for _ in range(3):  # read again by every poll: warned of once
+            await engine.observe(incident(now + timedelta(days=1), status="MONITORING"))
+    warned = [r for r in caplog.records if r.getMessage().startswith("vendor time in the future")]
+    assert len(warned) == 1
     pages = (await links_of(store, item_id))["pages"]
     assert pages.vendor_updated_at == now
     assert (await item_of(store, item_id)).stamps["status"] == FieldStamp("pages", now)
