@@ -12,6 +12,7 @@ import msgspec
 import pytest
 import yaml
 
+from app.model import ObjectRef
 from app.store import Store
 from tests.admin_support import KEY, admin, fan_out, fault, ok, problem, set_environment
 from tests.contract.kits import KITS
@@ -531,6 +532,30 @@ async def test_discard_and_bulk_retry_of_dead_letters(store: Store) -> None:
         assert ok(await client.get("/admin/outbox", params={"state": "dead"}))["entries"] == []
         await rig.gateway.dispatcher.run_until_idle()
         assert (await rig.object("inboxops", ticket))["status"] == "in_progress"
+
+
+async def test_a_dead_create_retried_sends_the_item_as_it_is_now(store: Store) -> None:
+    """The body of a create is kept from its first attempt (a retry after a lost answer
+    must send the same one). A create the vendor refused stayed dead for good: every
+    retry sent the refused body again, whatever the operator fixed on the item."""
+    async with admin(store) as (rig, client):
+        await fault(rig, "devhelm", status=422, count=1, methods=["POST"])
+        issue = await rig.open_issue()
+        await rig.settle()
+        async with rig.gateway.store.tx() as tx:
+            link = await tx.link_for(ObjectRef("hookstream", "", issue))
+        assert link is not None
+        item_id = link.work_item_id
+        created = (await rig.links(item_id))["devhelm"]
+        assert created.dead and created.external_id is None
+
+        ok(await client.patch(f"/admin/work-items/{item_id}", json={"title": "Fixed title"}))
+        ok(await client.post(f"/admin/outbox/{created.id}/retry"))
+        await rig.gateway.dispatcher.run_until_idle()
+        posts = [r for r in rig.sims["devhelm"].kit.requests if r.method == "POST"]
+        assert [r.status for r in posts][-1] == 201
+        assert posts[-1].body["title"] == "Fixed title"
+        assert not (await rig.links(item_id))["devhelm"].dead
 
 
 async def test_failed_write_retry_now_and_pending_discard(store: Store) -> None:

@@ -407,14 +407,25 @@ class LinkQueries(TxBase):
 
     async def revive(self, link_id: int | None = None, *, system: str | None = None) -> int:
         """Retry dead-lettered writes (one, all, or all of one system): they become due
-        now."""
+        now. A dead create's recorded body is dropped, so the retry sends the item as it
+        is now: an operator who fixed what the vendor refused (an empty title) is not
+        sent the refused body again. Its key stays, and with it the look-up of an
+        earlier attempt's object (``Adapter.create``'s ``earlier_since``)."""
         query = sa.update(t.links).where(t.links.c.dead.is_(True))
         if link_id is not None:
             query = query.where(t.links.c.id == link_id)
         if system is not None:
             query = query.where(self.link_system == system)
+        creating = t.links.c.external_id.is_(None)
         result = await self._run(
-            query.values(dead=False, dead_reason=None, attempts=0, next_attempt_at=None, dirty=True)
+            query.values(
+                dead=False,
+                dead_reason=None,
+                attempts=0,
+                next_attempt_at=None,
+                dirty=True,
+                create_payload=sa.case((creating, None), else_=t.links.c.create_payload),
+            )
         )
         return int(result.rowcount)
 
