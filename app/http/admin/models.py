@@ -131,8 +131,8 @@ class HistoryOut(msgspec.Struct):
     kind: Annotated[
         str,
         doc(
-            "change, conflict_lost, unmapped, created, linked, unlinked, write,"
-            " write_discarded or dead_letter",
+            "change, conflict_lost, not_synced, unmapped, created, linked, unlinked,"
+            " write, write_discarded, dead_letter or ambiguous_match",
             "change",
         ),
     ]
