@@ -857,3 +857,33 @@ async def test_a_ticket_whose_title_another_tool_owns_still_fans_out_with_its_su
             ]
 
         await eventually(written_back_and_recorded, timeout_s=30, what="written back, noted")
+
+
+# -- the admin API's guards, on a real serve -------------------------------------------------
+
+
+async def test_a_misspelt_filter_or_a_nul_is_refused_by_a_served_gateway(tmp_path: Path) -> None:
+    """A bulk action with a misspelt filter (``?sytem=``) was read as no filter, and a
+    NUL in a query ended in a database error: each is a 400 naming it, and the dead
+    letter the typo would have discarded stays."""
+    async with installation(tmp_path) as inst:
+        ticket = await inst.open_ticket("Guards")
+        detail = await inst.linked(ticket)
+        fault = {"status": 422, "count": 1, "methods": ["PUT", "PATCH"]}
+        added = await inst.control["devhelm"].post("/_sim/faults", json=fault)
+        assert added.status_code == 201, added.text
+        item = f"/work-items/{detail['item']['id']}"
+        assert (await inst.admin.patch(item, json={"status": "acknowledged"})).status_code == 200
+
+        async def one_dead() -> bool:
+            return bool((await inst.admin.get("/systems")).json()["dead_letters"] == 1)
+
+        await eventually(one_dead, timeout_s=30, what="the DevHelm write dead")
+        typo = await inst.admin.post("/outbox/discard-dead", params={"sytem": "devhelm"})
+        assert typo.status_code == 400, typo.text
+        assert "unknown query parameter: sytem" in typo.json()["detail"]
+        nul = await inst.admin.get(
+            "/lookup", params={"system": "inboxops", "external_id": "T\x001"}
+        )
+        assert nul.status_code == 400 and "NUL" in nul.json()["detail"], nul.text
+        assert await one_dead()
