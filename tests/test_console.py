@@ -98,6 +98,22 @@ async def test_sign_in_sets_a_strict_httponly_session_and_sign_out_ends_it(
         assert late.headers["location"] == "/ui/login?next=%2Fui%2Fsystems%3Fx%3D1"
 
 
+async def test_every_page_answers_head_as_it_answers_get(store: Store) -> None:
+    """Monitors and link checkers probe with HEAD: the status GET would get, no body."""
+    async with console(store) as (_, client):
+        login = await client.head("/login")
+        assert (login.status_code, login.content) == (200, b"")
+        assert login.headers["content-type"].startswith("text/html")
+        signed_out = await client.head("/items")
+        assert signed_out.status_code == 303
+        assert signed_out.headers["location"] == "/ui/login?next=%2Fui%2Fitems"
+        await sign_in(client)
+        for page in ("/items", "/outbox", "/systems", "/events", "/onboarding"):
+            answer = await client.head(page)
+            assert (answer.status_code, answer.content) == (200, b""), page
+        assert (await client.head("/items/no-such-item")).status_code == 404
+
+
 async def test_a_wrong_key_and_a_forged_session_are_refused(store: Store) -> None:
     async with console(store) as (_, client):
         answer = await sign_in(client, "not-the-key")

@@ -5,11 +5,11 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from litestar import Request, get, post
+from litestar import Request, post
 from litestar.response import Redirect, Template
 
 from app.http.context import gateway_of
-from app.http.ui.common import back_to, form_of, render, signed_in
+from app.http.ui.common import back_to, form_of, page, render, signed_in
 from app.http.ui.session import COOKIE, LIFETIME_S, PATH, key_matches, new_session, session_cookie
 
 log = logging.getLogger("syncgate.console")
@@ -21,12 +21,12 @@ def _next(raw: str | None) -> str:
     return f"{PATH}/items"
 
 
-@get("/", opt={"public": True}, include_in_schema=False)
+@page("/", opt={"public": True})
 async def home(request: Request[Any, Any, Any]) -> Redirect:
     return Redirect(f"{PATH}/items" if signed_in(request) else f"{PATH}/login", status_code=303)
 
 
-@get("/login", opt={"public": True}, include_in_schema=False)
+@page("/login", opt={"public": True})
 async def login_form(request: Request[Any, Any, Any]) -> Template:
     gateway = gateway_of(request)
     return render(

@@ -10,7 +10,7 @@ from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import quote, unquote, urlencode, urlsplit
 
-from litestar import Request, Response
+from litestar import HttpMethod, Request, Response, route
 from litestar.datastructures import Cookie
 from litestar.response import Redirect, Template
 
@@ -30,6 +30,14 @@ REFRESH_S = 2
 PAGE_SIZE = 50
 
 
+def page(path: str, **kwargs: Any) -> Any:
+    """A console page: answers GET, and HEAD the same without the body (monitors and
+    link checkers probe pages with HEAD), and is left out of the API schema."""
+    return route(
+        path, http_method=[HttpMethod.GET, HttpMethod.HEAD], include_in_schema=False, **kwargs
+    )
+
+
 def signed_in(request: Request[Any, Any, Any]) -> bool:
     return valid_session(gateway_of(request).secrets.admin_key, request.cookies.get(COOKIE))
 
@@ -43,7 +51,10 @@ async def require_session(request: Request[Any, Any, Any]) -> Response[Any] | No
     target = request.url.path
     if request.url.query:
         target += "?" + request.url.query
-    if request.method != "GET":  # a form posted after the session ended: back to its page
+    if request.method not in (
+        "GET",
+        "HEAD",
+    ):  # a form posted after the session ended: back to its page
         referer = urlsplit(request.headers.get("referer", ""))
         target = f"{PATH}/items"
         if referer.path.startswith(f"{PATH}/"):

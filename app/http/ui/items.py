@@ -7,7 +7,7 @@ from datetime import datetime
 from typing import Annotated, Any
 from urllib.parse import urlencode
 
-from litestar import Request, get, post
+from litestar import Request, post
 from litestar.params import PathParameter
 from litestar.response import Redirect, Template
 
@@ -17,7 +17,7 @@ from app.http.admin.common import audit, check_system
 from app.http.admin.models import change_values, form_change, item_detail
 from app.http.context import gateway_of
 from app.http.problems import AdminError
-from app.http.ui.common import PAGE_SIZE, act, audit_link, form_of, render
+from app.http.ui.common import PAGE_SIZE, act, audit_link, form_of, page, render
 from app.http.ui.session import PATH
 from app.model import Fields, ObjectRef, Priority, Status, given_utc
 from app.store import Link, unsearchable
@@ -45,7 +45,7 @@ def badge(link: Link) -> dict[str, Any]:
     return {"system": link.system, "status": vendor_status, "state": link.state}
 
 
-@get("/items", include_in_schema=False)
+@page("/items")
 async def items_page(request: Request[Any, Any, Any]) -> Template:
     gateway = gateway_of(request)
     params = request.query_params
@@ -112,7 +112,7 @@ def _after(raw: str | None) -> tuple[datetime, str] | None:
     return given_utc(when, "after"), item_id
 
 
-@get("/items/{item_id:str}", include_in_schema=False)
+@page("/items/{item_id:str}")
 async def item_page(request: Request[Any, Any, Any], item_id: ItemPath) -> Template:
     gateway = gateway_of(request)
     async with gateway.store.tx() as tx:

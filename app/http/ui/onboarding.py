@@ -8,7 +8,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from litestar import Request, get, post
+from litestar import Request, post
 from litestar.response import Template
 
 from app.backfill import Plan, PlanLine, parse_since
@@ -16,7 +16,7 @@ from app.errors import SyncgateError
 from app.http.admin.common import audit
 from app.http.context import gateway_of
 from app.http.problems import problem_of
-from app.http.ui.common import form_of, render
+from app.http.ui.common import form_of, page, render
 from app.model import ObjectRef
 
 
@@ -49,7 +49,7 @@ def _since(raw: str, now: datetime) -> datetime | None:
     return None if not raw else parse_since(raw, now)
 
 
-@get("/onboarding", include_in_schema=False)
+@page("/onboarding")
 async def onboarding_page(request: Request[Any, Any, Any]) -> Template:
     """The form; with ``plan=1`` also the dry-run plan of what it names (nothing changes)."""
     gateway = gateway_of(request)

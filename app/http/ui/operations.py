@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from litestar import Request, get, post
+from litestar import Request, post
 from litestar.params import PathParameter
 from litestar.response import Redirect, Template
 
@@ -15,7 +15,7 @@ from app.http.admin.common import audit
 from app.http.admin.models import outbox_entry
 from app.http.admin.systems import system_status
 from app.http.context import gateway_of
-from app.http.ui.common import PAGE_SIZE, act, audit_link, form_of, page_links, render
+from app.http.ui.common import PAGE_SIZE, act, audit_link, form_of, page, page_links, render
 from app.http.ui.session import PATH
 
 OUTBOX_STATES = ("pending", "failed", "dead")
@@ -63,7 +63,7 @@ def _choice(
 # -- outbox -----------------------------------------------------------------------------------
 
 
-@get("/outbox", include_in_schema=False)
+@page("/outbox")
 async def outbox_page(request: Request[Any, Any, Any]) -> Template:
     gateway = gateway_of(request)
     systems = sorted(gateway.settings.systems)
@@ -129,7 +129,7 @@ async def discard_write(request: Request[Any, Any, Any], link_id: LinkPath) -> R
     return await act(_outbox_url(form), run, failed="Discard refused")
 
 
-@get("/outbox/bulk", include_in_schema=False)
+@page("/outbox/bulk")
 async def bulk_preview(request: Request[Any, Any, Any]) -> Template:
     """How many dead writes of a system a bulk retry or discard would touch, and the
     button that does it."""
@@ -170,7 +170,7 @@ async def bulk_run(request: Request[Any, Any, Any]) -> Redirect:
 # -- systems ----------------------------------------------------------------------------------
 
 
-@get("/systems", include_in_schema=False)
+@page("/systems")
 async def systems_page(request: Request[Any, Any, Any]) -> Template:
     gateway = gateway_of(request)
     async with gateway.store.tx() as tx:
@@ -208,7 +208,7 @@ async def resume_system(request: Request[Any, Any, Any], name: SystemPath) -> Re
 # -- events -----------------------------------------------------------------------------------
 
 
-@get("/events", include_in_schema=False)
+@page("/events")
 async def events_page(request: Request[Any, Any, Any]) -> Template:
     gateway = gateway_of(request)
     systems = sorted(gateway.settings.systems)
