@@ -12,6 +12,7 @@ from urllib.parse import quote, unquote, urlencode, urlsplit
 
 from litestar import HttpMethod, Request, Response, route
 from litestar.datastructures import Cookie
+from litestar.handlers import HTTPRouteHandler
 from litestar.response import Redirect, Template
 
 from app.errors import SyncgateError
@@ -30,7 +31,7 @@ REFRESH_S = 2
 PAGE_SIZE = 50
 
 
-def page(path: str, **kwargs: Any) -> Any:
+def page(path: str, **kwargs: Any) -> HTTPRouteHandler:
     """A console page: answers GET, and HEAD the same without the body (monitors and
     link checkers probe pages with HEAD), and is left out of the API schema."""
     return route(
