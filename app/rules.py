@@ -293,11 +293,13 @@ class LinkKeyOf(msgspec.Struct, frozen=True):
 
 def key_of(raw: Mapping[str, Any], key: LinkKey) -> str | None:
     """The value at ``key.path`` in a vendor object's JSON, as text (a string, number or
-    boolean), through ``key.regex``'s group when there is one; None when there is none."""
+    boolean), through ``key.regex``'s group when there is one; None when there is none.
+    A NUL in it is left out, as in the texts a ``VendorObject`` holds: no PostgreSQL text
+    column (the ``match_keys`` index) takes one."""
     value = _lookup(raw, key.path)
     if value is None or isinstance(value, Mapping | list):
         return None
-    text = str(value).strip()
+    text = str(value).replace("\x00", "").strip()
     if key.regex is not None:
         found = _compiled(key.regex).search(text)
         text = (found.group(1) or "").strip() if found is not None else ""

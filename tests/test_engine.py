@@ -485,6 +485,20 @@ async def test_a_link_rule_links_an_unlinked_object_instead_of_creating_one(
     assert (later.kind, later.work_item_id) == ("linked", outcome.work_item_id)
 
 
+async def test_a_nul_in_a_link_rules_field_is_read_without_it_on_either_database(
+    store: Store,
+) -> None:
+    """A link rule reads the vendor's raw JSON, where a NUL (JSON "\\u0000") is left as
+    sent: its key is read without it, as the texts are, so the key is indexed on
+    PostgreSQL (no text column takes a NUL) and matches the same key spelled without."""
+    engine, _ = make_engine(store, link_rules=[BY_SERVICE])
+    assert (await engine.observe(customer_ticket("D-7", "[d\x00b] slow"))).kind == "ignored"
+    outcome = await engine.observe(tracked("T-7", "db\x00"))
+    assert outcome.kind == "created" and outcome.work_item_id is not None
+    links = await links_of(store, outcome.work_item_id)
+    assert links["desk"].external_id == "D-7"
+
+
 async def test_an_ambiguous_match_links_nothing_creates_nothing_and_is_reported_once(
     store: Store,
 ) -> None:
