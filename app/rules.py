@@ -249,13 +249,14 @@ class Rules:
         if stamp_at is None or stamp_system is None:
             return True
         policy = self.conflict(name)
-        if policy.policy == "prefer" and policy.prefer is not None:
+        if policy.policy == "prefer" and policy.prefer is not None and stamp_system != system:
+            # Another system's change made within the window after the preferred
+            # system's loses to it, whichever arrives first; outside it, the later wins.
+            window = timedelta(seconds=policy.window_s)
             if system == policy.prefer:
-                return True
-            if stamp_system == policy.prefer and at <= stamp_at + timedelta(
-                seconds=policy.window_s
-            ):
-                return False
+                return stamp_at <= at + window
+            if stamp_system == policy.prefer:
+                return at > stamp_at + window
         if stamp_system == system:
             return at >= stamp_at
         return at > stamp_at

@@ -225,6 +225,37 @@ async def test_an_older_unseen_edit_loses_but_is_in_the_history(tmp_path: Path) 
         assert history_of(detail, "conflict_lost", "devhelm") == ["monitoring"]
 
 
+async def test_the_preferred_tools_change_loses_to_an_edit_made_after_its_window(
+    tmp_path: Path,
+) -> None:
+    """Status prefers DevHelm within 60 s. A person sets the incident to MONITORING; two
+    minutes later (InboxOps's clock) another resolves the ticket, and the gateway learns
+    of the incident's change only after it, reading before it writes. Made outside the
+    window, the preferred change loses: the resolve is not undone anywhere."""
+    prefer = {"conflict": {"policy": "prefer", "prefer": "devhelm", "window_s": 60}}
+    async with installation(tmp_path, fields={"status": prefer}) as inst:
+        ticket = await inst.open_ticket("Preferred but late")
+        detail = await inst.linked(ticket)
+        incident = external_id(detail, "devhelm")
+        await inst.control["devhelm"].patch(
+            f"/_sim/objects/{incident}", json={"status": "MONITORING"}
+        )
+        later = await inst.control["inboxops"].post("/_sim/clock", json={"advance_s": 120})
+        assert later.status_code == 201, later.text
+        await inst.control["inboxops"].patch(f"/_sim/objects/{ticket}", json={"status": "resolved"})
+        await eventually(
+            lambda: _status_is(inst, "devhelm", incident, "RESOLVED"),
+            timeout_s=30,
+            what="the incident resolved",
+        )
+        await inst.settle()
+        assert await _status_is(inst, "inboxops", ticket, "resolved")
+        detail = await inst.item_of("inboxops", ticket)
+        assert detail is not None
+        assert detail["item"]["status"] == "resolved"
+        assert history_of(detail, "conflict_lost", "devhelm") == ["monitoring"]
+
+
 async def _status_is(inst: Installation, system: str, object_id: str, status: str) -> bool:
     objects = {o["id"]: o for o in await sim_objects(inst.control[system])}
     return bool(objects[object_id]["status"] == status)

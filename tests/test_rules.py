@@ -101,8 +101,12 @@ def test_a_same_system_tie_is_that_system_s_newer_state() -> None:
 def test_prefer_the_preferred_system_wins_and_others_lose_inside_its_window() -> None:
     prefer = Conflict(policy="prefer", prefer="pages", window_s=60)
     r = rules(fields={"status": FieldRule(conflict=prefer)})
-    # the preferred system wins even with an older time
-    assert wins(r, "pages", T0 - timedelta(minutes=10), "desk")
+    # the preferred system wins with an older time, over a change made inside its window
+    assert wins(r, "pages", T0 - timedelta(seconds=60), "desk")
+    assert wins(r, "pages", T0 + timedelta(seconds=1), "desk")
+    # but not over a change made after its window: a late arrival undoes no later edit
+    assert not wins(r, "pages", T0 - timedelta(seconds=61), "desk")
+    assert not wins(r, "pages", T0 - timedelta(minutes=10), "desk")
     # another system's later change inside the window of the preferred change loses
     assert not wins(r, "desk", T0 + timedelta(seconds=30), "pages")
     assert not wins(r, "desk", T0 + timedelta(seconds=60), "pages")
