@@ -380,6 +380,73 @@ async def test_relink_writes_the_new_item_and_leaves_the_gateway_idle(tmp_path: 
         assert cpu < 0.3, f"an idle gateway used {cpu:.2f} s of CPU in 2 s"
 
 
+async def test_a_dead_write_relinked_to_another_item_is_written_with_that_item(
+    tmp_path: Path,
+) -> None:
+    """The write of item B's new title to its follow-up dies (a 422 there); the operator
+    then moves the follow-up to item A. The dead write was B's and goes with the move:
+    the follow-up takes A's title, and no dead letter is left."""
+    async with installation(tmp_path) as inst:
+        first = await inst.linked(await inst.open_ticket("Item A"))
+        second = await inst.linked(await inst.open_ticket("Item B"))
+        (follow_up,) = [link for link in second["links"] if link["system"] == "incidentio"]
+        fault = {"status": 422, "count": 1, "methods": ["PUT", "PATCH"]}
+        assert (await inst.control["incidentio"].post("/_sim/faults", json=fault)).is_success
+        item_b = second["item"]["id"]
+        renamed = await inst.admin.patch(f"/work-items/{item_b}", json={"title": "B renamed"})
+        assert renamed.status_code == 200, renamed.text
+
+        async def dead() -> bool:
+            answer = await inst.admin.get("/outbox", params={"state": "dead"})
+            return [e["link_id"] for e in answer.json()["entries"]] == [follow_up["id"]]
+
+        await eventually(dead, timeout_s=30, what="the follow-up's write dead")
+        moved = await inst.admin.post(
+            f"/links/{follow_up['id']}/relink", json={"work_item_id": first["item"]["id"]}
+        )
+        assert moved.status_code == 200, moved.text
+
+        async def follow_up_holds_a() -> bool:
+            objects = {o["id"]: o for o in await sim_objects(inst.control["incidentio"])}
+            return bool(objects[follow_up["external_id"]]["title"] == "Item A")
+
+        await eventually(follow_up_holds_a, timeout_s=30, what="the follow-up to hold item A")
+        await inst.settle()
+        assert (await inst.admin.get("/systems")).json()["dead_letters"] == 0
+
+
+async def test_a_dead_create_retried_by_the_operator_sends_the_item_as_it_is_now(
+    tmp_path: Path,
+) -> None:
+    """DevHelm refuses the incident's create (a 422). The operator fixes the item's title
+    and retries the dead letter: the create carries the fixed title, not the refused
+    body, and makes one incident."""
+    async with installation(tmp_path) as inst:
+        fault = {"status": 422, "count": 1, "methods": ["POST"]}
+        assert (await inst.control["devhelm"].post("/_sim/faults", json=fault)).is_success
+        ticket = await inst.open_ticket("Refused title")
+        dead: list[dict[str, Any]] = []
+
+        async def create_dead() -> bool:
+            answer = await inst.admin.get("/outbox", params={"state": "dead"})
+            dead[:] = answer.json()["entries"]
+            return len(dead) == 1
+
+        await eventually(create_dead, timeout_s=30, what="the incident's create dead")
+        item_id = dead[0]["work_item_id"]
+        fixed = await inst.admin.patch(f"/work-items/{item_id}", json={"title": "Fixed title"})
+        assert fixed.status_code == 200, fixed.text
+        retried = await inst.admin.post(f"/outbox/{dead[0]['link_id']}/retry")
+        assert retried.status_code == 200, retried.text
+        await inst.linked(ticket)
+        await inst.settle()
+        posts = [r for r in inst.requests("devhelm") if r.method == "POST"]
+        assert [r.status for r in posts] == [422, 201]
+        assert posts[-1].body["title"] == "Fixed title"
+        incidents = await sim_objects(inst.control["devhelm"])
+        assert [i["title"] for i in incidents] == ["Fixed title"]
+
+
 async def test_a_write_in_flight_when_its_object_is_relinked_stays_in_its_items_history(
     tmp_path: Path,
 ) -> None:
