@@ -384,6 +384,26 @@ def test_an_unset_variable_is_reported_at_the_line_that_names_it() -> None:
         ], command
 
 
+def test_serve_refuses_an_alert_url_that_is_not_http_without_showing_it(tmp_path: Path) -> None:
+    """A URL that is not http(s) would fail at the first alert, long after the start."""
+    config = tmp_path / "config.yaml"
+    config.write_text(
+        (ROOT / "config.yaml").read_text() + "alerts:\n  url_env: SYNCGATE_ALERT_URL\n"
+    )
+    line = len(config.read_text().splitlines())
+    done = syncgate(
+        "serve", "--port", "0", "--config", str(config),
+        env=serving_env(SYNCGATE_ALERT_URL="ftp://hooks.example/s3cr3t"),
+    )  # fmt: skip
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.splitlines() == [
+        "syncgate: invalid configuration (1 problem):",
+        f"  {config}:{line}: alerts.url_env: environment variable SYNCGATE_ALERT_URL is not"
+        " an http(s) URL (alerts are posted to it)",
+    ]
+    assert "s3cr3t" not in done.stdout + done.stderr
+
+
 def test_serve_refuses_a_config_that_enables_no_system(tmp_path: Path) -> None:
     """serve started with an empty config and never became ready (/readyz 503)."""
     empty = tmp_path / "empty.yaml"

@@ -32,6 +32,7 @@ from tests.blackbox import (
     free_port,
     gateway_on_postgres,
     measure_idle_cpu,
+    metric_value,
     seed_fanned_out,
     settled,
     sim_objects,
@@ -985,3 +986,20 @@ async def test_a_misspelt_filter_or_a_nul_is_refused_by_a_served_gateway(tmp_pat
         )
         assert nul.status_code == 400 and "NUL" in nul.json()["detail"], nul.text
         assert await one_dead()
+
+
+async def test_a_served_gateway_answers_probes_from_its_start(tmp_path: Path) -> None:
+    """A monitor probes with HEAD, and an alert on dead letters needs the series before
+    the first one: HEAD answers as GET without a body, and every per-system counter is
+    scraped at 0 for each configured system before anything happened."""
+    async with (
+        installation(tmp_path) as inst,
+        httpx.AsyncClient(base_url=inst.gateway.url) as client,
+    ):
+        for path in ("/healthz", "/readyz", "/ui/login"):
+            answer = await client.head(path)
+            assert (answer.status_code, answer.content) == (200, b""), path
+        scraped = (await client.get("/metrics")).text
+        for system in inst.control:
+            for counter in ("syncgate_dead_letters_total", "syncgate_write_retries_total"):
+                assert metric_value(scraped, counter, system=system) == 0, (counter, system)
