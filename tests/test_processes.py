@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from app.inbox import MAX_EVENT_ATTEMPTS
 from app.model import ObjectRef
 from app.store import Store
+from tests import blackbox
 from tests.blackbox import (
     GatewayProcess,
     admin_client,
@@ -433,4 +434,94 @@ async def test_a_stop_gives_back_the_received_events_it_had_not_taken_yet(
             await first.stop()
             if second is not None:
                 await second.stop()
+            await store.close()
+
+
+@pytest.mark.postgres
+async def test_a_reopen_while_a_stale_resolve_is_in_flight_survives_its_echo(
+    tmp_path: Path,
+) -> None:
+    """Two processes on one PostgreSQL. A person completes an incident.io follow-up; the
+    resolve goes out to the InboxOps ticket, slowly (InboxOps answers in 2 s). While it is
+    in flight the person reopens the follow-up, and the gateway applies the reopen. The
+    resolve then lands (its answer lost: a 500 after the change), newer by InboxOps's
+    clock than the reopen, and InboxOps announces it to the other process. That echo of
+    the gateway's own stale write looked like a person resolving the ticket after the
+    reopen: it won, and the reopen was overwritten in every tool."""
+    store = await open_store("postgres", tmp_path)  # migrated and empty
+    ports = [free_port(), free_port()]
+    async with simulators(f"http://127.0.0.1:{ports[0]}") as (sims, control):
+        urls = {n: str(c.base_url) for n, c in control.items()}
+        config = tmp_path / "config.yaml"
+        write_config(config, postgres_url(), urls)
+        gateways = [
+            GatewayProcess(config, port, f"gw{i}", tmp_path / f"gw{i}.log")
+            for i, port in enumerate(ports)
+        ]
+        admin = admin_client(gateways[0].url)
+        try:
+            await asyncio.gather(*(g.ready() for g in gateways))
+            await seed_fanned_out(control, admin, ["Invoices render blank"])
+            (follow_up,) = await sim_objects(control["incidentio"])
+            # the other tool's webhooks go to the other process
+            await control["incidentio"].put(
+                "/_sim/webhook", json={"url": f"{gateways[1].url}/webhooks/incidentio"}
+            )
+            async with store.tx() as tx:
+                (item,), _ = await tx.search_items(limit=1)
+            await control["inboxops"].put("/_sim/latency", json={"ms": 2000})
+            lost = {"status": 500, "count": 1, "methods": ["PATCH"], "after": True}
+            assert (await control["inboxops"].post("/_sim/faults", json=lost)).is_success
+
+            async def person(status: str) -> None:
+                response = await control["incidentio"].patch(
+                    f"/_sim/objects/{follow_up['id']}", json={"status": status}
+                )
+                assert response.status_code == 200, response.text
+
+            async def item_status() -> str:
+                response = await admin.get(f"/work-items/{item.id}")
+                return str(response.json()["item"]["status"])
+
+            async def resolve_in_flight() -> bool:
+                requests = sims["inboxops"].kit.requests
+                return any(r.method == "PATCH" and r.status == 0 for r in requests)
+
+            await person("completed")
+            await eventually(resolve_in_flight, timeout_s=20, what="the resolve in flight")
+
+            async def reopened() -> bool:
+                return await item_status() == "open"
+
+            await person("outstanding")
+            await eventually(reopened, timeout_s=10, what="the reopen applied")
+            assert await resolve_in_flight(), "the resolve landed before the reopen was applied"
+            await control["inboxops"].put("/_sim/latency", json={"ms": 0})
+
+            async def converged() -> bool:
+                await sims["inboxops"].kit.flush()
+                await sims["incidentio"].kit.flush()
+                if not await blackbox.settled(admin):
+                    return False
+                objects = {
+                    "inboxops": await sim_objects(control["inboxops"]),
+                    "incidentio": await sim_objects(control["incidentio"]),
+                }
+                return {name: [o["status"] for o in objs] for name, objs in objects.items()} in (
+                    {"inboxops": ["open"], "incidentio": ["outstanding"]},
+                    {"inboxops": ["resolved"], "incidentio": ["completed"]},
+                )
+
+            await eventually(converged, timeout_s=30, what="every tool settled")
+            assert await item_status() == "open", "the reopen was overwritten"
+            assert [o["status"] for o in await sim_objects(control["incidentio"])] == [
+                "outstanding"
+            ]
+            history = (await admin.get(f"/work-items/{item.id}")).json()["history"]
+            changes = [(h["system"], h["new_value"]) for h in history if h["kind"] == "change"]
+            assert changes[-2:] == [("incidentio", "resolved"), ("incidentio", "open")], changes
+        finally:
+            await admin.aclose()
+            for g in gateways:
+                await g.stop()
             await store.close()
