@@ -525,3 +525,69 @@ async def test_a_reopen_while_a_stale_resolve_is_in_flight_survives_its_echo(
             for g in gateways:
                 await g.stop()
             await store.close()
+
+
+@pytest.mark.postgres
+async def test_three_processes_polling_one_vendor_start_one_item_and_one_object_each(
+    tmp_path: Path,
+) -> None:
+    """Three processes on one PostgreSQL each poll InboxOps (no webhooks), so every new
+    ticket, and each person's edit of one, is seen by all three at about the same time:
+    one work item per ticket, one incident and one follow-up per item, the last edit in
+    every tool, and a bounded number of writes (no loop between the processes)."""
+    store = await open_store("postgres", tmp_path)  # migrated and empty
+    ports = [free_port() for _ in range(3)]
+    async with simulators(f"http://127.0.0.1:{ports[0]}", webhooks=()) as (sims, control):
+        urls = {n: str(c.base_url) for n, c in control.items()}
+        config = tmp_path / "config.yaml"
+        write_config(
+            config,
+            postgres_url(),
+            urls,
+            systems={"inboxops": {"poll_interval_s": 0.05, "poll_overlap_s": 5}},
+        )
+        gateways = [
+            GatewayProcess(config, port, f"gw{i}", tmp_path / f"gw{i}.log")
+            for i, port in enumerate(ports)
+        ]
+        admin = admin_client(gateways[0].url)
+        subjects = [f"Login loop on device {n}" for n in range(12)]
+        try:
+            await asyncio.gather(*(g.ready() for g in gateways))
+            tickets = []
+            for subject in subjects:
+                response = await control["inboxops"].post("/_sim/seed", json={"subject": subject})
+                assert response.status_code == 201, response.text
+                tickets.append(str(response.json()["data"]["id"]))
+            edited = [f"{s} (edited)" for s in subjects]
+            for ticket, subject in zip(tickets, edited, strict=True):
+                response = await control["inboxops"].patch(
+                    f"/_sim/objects/{ticket}", json={"subject": subject}
+                )
+                assert response.status_code == 200, response.text
+
+            async def converged() -> bool:
+                if not await blackbox.settled(admin):
+                    return False
+                for name in ("devhelm", "incidentio"):
+                    titles_there = sorted(o["title"] for o in await sim_objects(control[name]))
+                    if titles_there != sorted(edited):
+                        return False
+                return True
+
+            await eventually(converged, timeout_s=45, what="every ticket fanned out, edited")
+            async with store.tx() as tx:
+                _, items = await tx.search_items(limit=1)
+            assert items == len(subjects)
+        finally:
+            await admin.aclose()
+            for g in gateways:
+                await g.stop()
+            await store.close()
+        for name in ("devhelm", "incidentio"):
+            writes = sims[name].kit.writes()
+            posts = [r for r in writes if r.method == "POST"]
+            assert len(posts) == len(subjects), f"{name}: {len(posts)} creates"
+            # a create, perhaps the edit after it: never a loop between the processes
+            assert len(writes) <= 2 * len(subjects) + 2, f"{name}: {len(writes)} writes"
+        assert sims["inboxops"].kit.writes() == []
