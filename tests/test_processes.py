@@ -591,3 +591,77 @@ async def test_three_processes_polling_one_vendor_start_one_item_and_one_object_
             # a create, perhaps the edit after it: never a loop between the processes
             assert len(writes) <= 2 * len(subjects) + 2, f"{name}: {len(writes)} writes"
         assert sims["inboxops"].kit.writes() == []
+
+
+@pytest.mark.postgres
+async def test_kill_9_with_creates_in_flight_leaves_the_survivor_one_object_per_link(
+    tmp_path: Path,
+) -> None:
+    """Two processes on one PostgreSQL, the vendors slow (1.5 s an answer). One is killed
+    with creates on their way to DevHelm and incident.io: the vendors make the objects,
+    but no answer is recorded. The survivor takes the links over once their leases lapse,
+    finds the objects the dead process made, and creates each object once; a process
+    started again afterwards changes nothing."""
+    store = await open_store("postgres", tmp_path)  # migrated and empty
+    ports = [free_port(), free_port()]
+    async with simulators(f"http://127.0.0.1:{ports[0]}") as (sims, control):
+        urls = {n: str(c.base_url) for n, c in control.items()}
+        config = tmp_path / "config.yaml"
+        write_config(config, postgres_url(), urls)
+        gateways = [
+            GatewayProcess(config, port, f"gw{i}", tmp_path / f"gw{i}.log")
+            for i, port in enumerate(ports)
+        ]
+        admin = admin_client(gateways[1].url)
+        subjects = [f"Export times out, shard {n}" for n in range(8)]
+        try:
+            await asyncio.gather(*(g.ready() for g in gateways))
+            for name in ("devhelm", "incidentio"):
+                await control[name].put("/_sim/latency", json={"ms": 1500})
+            for subject in subjects:  # the webhooks go to the first process
+                response = await control["inboxops"].post("/_sim/seed", json={"subject": subject})
+                assert response.status_code == 201, response.text
+
+            async def creates_in_flight_from_the_first() -> bool:
+                async with store.engine.connect() as conn:
+                    query = (
+                        "SELECT count(*) FROM links WHERE claimed_by LIKE 'gw0%'"
+                        " AND external_id IS NULL"
+                    )
+                    claimed = (await conn.execute(sa.text(query))).scalar()
+                pending = [r for r in sims["devhelm"].kit.requests if r.method == "POST"]
+                return bool(claimed) and any(r.status == 0 for r in pending)
+
+            await eventually(
+                creates_in_flight_from_the_first, timeout_s=20, what="creates in flight"
+            )
+            gateways[0].kill9()
+            for name in ("devhelm", "incidentio"):
+                await control[name].put("/_sim/latency", json={"ms": 0})
+
+            async def fanned_out() -> bool:
+                if not await blackbox.settled(admin):
+                    return False
+                for name in ("devhelm", "incidentio"):
+                    if len(await sim_objects(control[name])) < len(subjects):
+                        return False
+                return True
+
+            await eventually(fanned_out, timeout_s=40, what="the survivor done")
+            restarted = GatewayProcess(config, free_port(), "gw0-again", tmp_path / "again.log")
+            gateways.append(restarted)
+            await restarted.ready()
+            await eventually(fanned_out, timeout_s=20, what="the restart settled")
+            async with store.tx() as tx:
+                dead = await tx.dead_count()
+            assert dead == 0
+            async with store.engine.connect() as conn:  # creates taken over: tried twice
+                query = "SELECT count(*) FROM links WHERE create_claims > 1"
+                assert (await conn.execute(sa.text(query))).scalar()
+        finally:
+            await admin.aclose()
+            for g in gateways:
+                await g.stop()
+            await store.close()
+        assert titles(await sim_objects(control["devhelm"])) == Counter(subjects)
+        assert titles(await sim_objects(control["incidentio"])) == Counter(subjects)
