@@ -596,7 +596,7 @@ class Dispatcher:
         person's edit, and it must not win over a change the item took since
         (``Engine._observe``). The state is noted in the transaction that claims the
         write (or that folds in the read before it), so every process sees it before
-        the call; a recorded answer clears it."""
+        the call; a finished write (answered, or needing no call) clears it."""
         if link.external_id is None:
             return None  # a create: the object is unknown to the engine until recorded
         target = item.fields().only(self.rules.out_fields(link.system))

@@ -95,7 +95,7 @@ class LinkRow(SQLModel, table=True):
     create_payload: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
     #: The states (canonical fields) a write is sending the object, or sent without its
     #: answer being recorded: seen on the object, they are the gateway's own write
-    #: coming back, not a person's edit (``Engine._observe``). A recorded answer clears it.
+    #: coming back, not a person's edit (``Engine._observe``). A finished write clears it.
     unconfirmed: list[dict[str, Any]] | None = Field(default=None, sa_type=sa.JSON)
     # -- outbox ---------------------------------------------------------------------------
     dirty: bool = Field(default=False)

@@ -53,6 +53,9 @@ FINISH_WRITE = (
         claimed_by=None,
         claimed_until=None,
         last_error=None,
+        # finished: the vendor answered the write, or the read before it showed the object
+        # holding the item's state already; nothing sent is left unconfirmed
+        unconfirmed=sa.null(),
     )
 )
 
@@ -214,8 +217,6 @@ def created_values(link: Link, obj: VendorObject, now: datetime) -> dict[str, An
         "known_state": encode_known(obj),
         "vendor_updated_at": obj.updated_at,
         "last_synced_at": now,
-        # the vendor answered: what it holds is known, nothing sent is left unconfirmed
-        "unconfirmed": None,
     }
     scope = obj.ref.scope or link.scope
     if obj.ref.external_id != link.external_id or scope != link.scope:

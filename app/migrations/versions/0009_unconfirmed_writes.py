@@ -8,7 +8,7 @@ Create Date: 2026-12-06
 is sending, or sent without its answer being recorded (in flight, its answer lost, its
 process killed). A change the engine then sees on the object to one of those values is
 the gateway's own write coming back, not a person's edit: it must not win over a change
-the item took since that write was claimed. A recorded answer clears it.
+the item took since that write was claimed. A finished write clears it.
 """
 
 from __future__ import annotations
