@@ -92,6 +92,10 @@ RECORD_WANT = RECORD_GATHER - 1
 GATHER_S = 0.01
 CLAIM_SHARE = 4
 
+#: The unconfirmed states kept per link (``Dispatcher._sending``): the newest, should a
+#: vendor keep failing while the item keeps changing.
+UNCONFIRMED_KEPT = 4
+
 T = TypeVar("T")
 
 
@@ -562,11 +566,15 @@ class Dispatcher:
         first time records the fields it will send (its intent, kept with the
         idempotency key), and a link whose target version is ahead of its item
         (bookkeeping from another item) is brought back to the item's version, so that
-        it cannot stay dirty forever."""
+        it cannot stay dirty forever. An update notes the state it will send among the
+        link's unconfirmed ones (``_sending``)."""
+        sending: dict[int, list[dict[str, object]]] = {}
         for link in links:
             item = items.get(link.work_item_id)
             if item is None:
                 continue
+            if (states := self._sending(link, item)) is not None:
+                sending[link.id] = states
             if link.dirty_version > item.version:
                 log.warning(
                     "link target version ahead of its item: repaired",
@@ -578,6 +586,29 @@ class Dispatcher:
                 fields = self.rules.to_vendor(link.system, self._create_fields(link.system, item))
                 link.create_payload = msgspec.to_builtins(fields.as_dict())
                 await tx.save_create_intent(link.id, link.create_payload)
+        await tx.save_unconfirmed(sending)
+
+    def _sending(self, link: Link, item: WorkItem) -> list[dict[str, object]] | None:
+        """The link's unconfirmed states with the one an update to ``item`` will send
+        added (None: no update, or nothing new to note). Until a write's answer is
+        recorded, the object may show what it sent at any moment (in flight, its answer
+        lost, its process killed): seen there, that is the gateway's own write, not a
+        person's edit, and it must not win over a change the item took since
+        (``Engine._observe``). The state is noted in the transaction that claims the
+        write (or that folds in the read before it), so every process sees it before
+        the call; a finished write (answered, or needing no call) clears it."""
+        if link.external_id is None:
+            return None  # a create: the object is unknown to the engine until recorded
+        target = item.fields().only(self.rules.out_fields(link.system))
+        if self.rules.differs(link.system, link.known, target).is_empty():
+            return None  # no call will be made
+        state = msgspec.to_builtins(target.as_dict())
+        states = list(link.unconfirmed or [])
+        if state in states:
+            return None
+        states = [*states, state][-UNCONFIRMED_KEPT:]
+        link.unconfirmed = states
+        return states
 
     def _took(self, links: list[Link], stamp: int) -> None:
         """Claimed (committed): in flight until recorded; ``stamp``, the engine changes
@@ -734,6 +765,7 @@ class Dispatcher:
                 links |= await tx.links_by_id(link.id for link, _ in reads if link.id not in links)
                 wanted = {link.work_item_id for link in links.values()} - items.keys()
                 items |= await tx.items_by_id(wanted)
+            sending: dict[int, list[dict[str, object]]] = {}
             for link, _ in reads:
                 current = links.get(link.id)
                 item = None if current is None else items.get(current.work_item_id)
@@ -741,6 +773,10 @@ class Dispatcher:
                     out.append(None)
                 else:
                     out.append((current, item))
+                    # the item may have moved on since the claim: the write sends it now
+                    if (states := self._sending(current, item)) is not None:
+                        sending[current.id] = states
+            await tx.save_unconfirmed(sending)
 
         observations = [(fresh, f"refresh-{link.id}") for link, fresh in reads]
         try:

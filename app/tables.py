@@ -93,6 +93,10 @@ class LinkRow(SQLModel, table=True):
     #: The fields the first create attempt sent, kept with the idempotency key: every
     #: retry sends the same body (InboxOps answers 409 to a key reused with another body).
     create_payload: dict[str, Any] | None = Field(default=None, sa_type=sa.JSON)
+    #: The states (canonical fields) a write is sending the object, or sent without its
+    #: answer being recorded: seen on the object, they are the gateway's own write
+    #: coming back, not a person's edit (``Engine._observe``). A finished write clears it.
+    unconfirmed: list[dict[str, Any]] | None = Field(default=None, sa_type=sa.JSON)
     # -- outbox ---------------------------------------------------------------------------
     dirty: bool = Field(default=False)
     #: The work item version the object must reach.

@@ -20,6 +20,7 @@ import sqlalchemy as sa
 from app.inbox import MAX_EVENT_ATTEMPTS
 from app.model import ObjectRef
 from app.store import Store
+from tests import blackbox
 from tests.blackbox import (
     GatewayProcess,
     admin_client,
@@ -434,3 +435,233 @@ async def test_a_stop_gives_back_the_received_events_it_had_not_taken_yet(
             if second is not None:
                 await second.stop()
             await store.close()
+
+
+@pytest.mark.postgres
+async def test_a_reopen_while_a_stale_resolve_is_in_flight_survives_its_echo(
+    tmp_path: Path,
+) -> None:
+    """Two processes on one PostgreSQL. A person completes an incident.io follow-up; the
+    resolve goes out to the InboxOps ticket, slowly (InboxOps answers in 2 s). While it is
+    in flight the person reopens the follow-up, and the gateway applies the reopen. The
+    resolve then lands (its answer lost: a 500 after the change), newer by InboxOps's
+    clock than the reopen, and InboxOps announces it to the other process. That echo of
+    the gateway's own stale write looked like a person resolving the ticket after the
+    reopen: it won, and the reopen was overwritten in every tool."""
+    store = await open_store("postgres", tmp_path)  # migrated and empty
+    ports = [free_port(), free_port()]
+    async with simulators(f"http://127.0.0.1:{ports[0]}") as (sims, control):
+        urls = {n: str(c.base_url) for n, c in control.items()}
+        config = tmp_path / "config.yaml"
+        write_config(config, postgres_url(), urls)
+        gateways = [
+            GatewayProcess(config, port, f"gw{i}", tmp_path / f"gw{i}.log")
+            for i, port in enumerate(ports)
+        ]
+        admin = admin_client(gateways[0].url)
+        try:
+            await asyncio.gather(*(g.ready() for g in gateways))
+            await seed_fanned_out(control, admin, ["Invoices render blank"])
+            (follow_up,) = await sim_objects(control["incidentio"])
+            # the other tool's webhooks go to the other process
+            await control["incidentio"].put(
+                "/_sim/webhook", json={"url": f"{gateways[1].url}/webhooks/incidentio"}
+            )
+            async with store.tx() as tx:
+                (item,), _ = await tx.search_items(limit=1)
+            await control["inboxops"].put("/_sim/latency", json={"ms": 2000})
+            lost = {"status": 500, "count": 1, "methods": ["PATCH"], "after": True}
+            assert (await control["inboxops"].post("/_sim/faults", json=lost)).is_success
+
+            async def person(status: str) -> None:
+                response = await control["incidentio"].patch(
+                    f"/_sim/objects/{follow_up['id']}", json={"status": status}
+                )
+                assert response.status_code == 200, response.text
+
+            async def item_status() -> str:
+                response = await admin.get(f"/work-items/{item.id}")
+                return str(response.json()["item"]["status"])
+
+            async def resolve_in_flight() -> bool:
+                requests = sims["inboxops"].kit.requests
+                return any(r.method == "PATCH" and r.status == 0 for r in requests)
+
+            await person("completed")
+            await eventually(resolve_in_flight, timeout_s=20, what="the resolve in flight")
+
+            async def reopened() -> bool:
+                return await item_status() == "open"
+
+            await person("outstanding")
+            await eventually(reopened, timeout_s=10, what="the reopen applied")
+            assert await resolve_in_flight(), "the resolve landed before the reopen was applied"
+            await control["inboxops"].put("/_sim/latency", json={"ms": 0})
+
+            async def converged() -> bool:
+                await sims["inboxops"].kit.flush()
+                await sims["incidentio"].kit.flush()
+                if not await blackbox.settled(admin):
+                    return False
+                objects = {
+                    "inboxops": await sim_objects(control["inboxops"]),
+                    "incidentio": await sim_objects(control["incidentio"]),
+                }
+                return {name: [o["status"] for o in objs] for name, objs in objects.items()} in (
+                    {"inboxops": ["open"], "incidentio": ["outstanding"]},
+                    {"inboxops": ["resolved"], "incidentio": ["completed"]},
+                )
+
+            await eventually(converged, timeout_s=30, what="every tool settled")
+            assert await item_status() == "open", "the reopen was overwritten"
+            assert [o["status"] for o in await sim_objects(control["incidentio"])] == [
+                "outstanding"
+            ]
+            history = (await admin.get(f"/work-items/{item.id}")).json()["history"]
+            changes = [(h["system"], h["new_value"]) for h in history if h["kind"] == "change"]
+            assert changes[-2:] == [("incidentio", "resolved"), ("incidentio", "open")], changes
+        finally:
+            await admin.aclose()
+            for g in gateways:
+                await g.stop()
+            await store.close()
+
+
+@pytest.mark.postgres
+async def test_three_processes_polling_one_vendor_start_one_item_and_one_object_each(
+    tmp_path: Path,
+) -> None:
+    """Three processes on one PostgreSQL each poll InboxOps (no webhooks), so every new
+    ticket, and each person's edit of one, is seen by all three at about the same time:
+    one work item per ticket, one incident and one follow-up per item, the last edit in
+    every tool, and a bounded number of writes (no loop between the processes)."""
+    store = await open_store("postgres", tmp_path)  # migrated and empty
+    ports = [free_port() for _ in range(3)]
+    async with simulators(f"http://127.0.0.1:{ports[0]}", webhooks=()) as (sims, control):
+        urls = {n: str(c.base_url) for n, c in control.items()}
+        config = tmp_path / "config.yaml"
+        write_config(
+            config,
+            postgres_url(),
+            urls,
+            systems={"inboxops": {"poll_interval_s": 0.05, "poll_overlap_s": 5}},
+        )
+        gateways = [
+            GatewayProcess(config, port, f"gw{i}", tmp_path / f"gw{i}.log")
+            for i, port in enumerate(ports)
+        ]
+        admin = admin_client(gateways[0].url)
+        subjects = [f"Login loop on device {n}" for n in range(12)]
+        try:
+            await asyncio.gather(*(g.ready() for g in gateways))
+            tickets = []
+            for subject in subjects:
+                response = await control["inboxops"].post("/_sim/seed", json={"subject": subject})
+                assert response.status_code == 201, response.text
+                tickets.append(str(response.json()["data"]["id"]))
+            edited = [f"{s} (edited)" for s in subjects]
+            for ticket, subject in zip(tickets, edited, strict=True):
+                response = await control["inboxops"].patch(
+                    f"/_sim/objects/{ticket}", json={"subject": subject}
+                )
+                assert response.status_code == 200, response.text
+
+            async def converged() -> bool:
+                if not await blackbox.settled(admin):
+                    return False
+                for name in ("devhelm", "incidentio"):
+                    titles_there = sorted(o["title"] for o in await sim_objects(control[name]))
+                    if titles_there != sorted(edited):
+                        return False
+                return True
+
+            await eventually(converged, timeout_s=45, what="every ticket fanned out, edited")
+            async with store.tx() as tx:
+                _, items = await tx.search_items(limit=1)
+            assert items == len(subjects)
+        finally:
+            await admin.aclose()
+            for g in gateways:
+                await g.stop()
+            await store.close()
+        for name in ("devhelm", "incidentio"):
+            writes = sims[name].kit.writes()
+            posts = [r for r in writes if r.method == "POST"]
+            assert len(posts) == len(subjects), f"{name}: {len(posts)} creates"
+            # a create, perhaps the edit after it: never a loop between the processes
+            assert len(writes) <= 2 * len(subjects) + 2, f"{name}: {len(writes)} writes"
+        assert sims["inboxops"].kit.writes() == []
+
+
+@pytest.mark.postgres
+async def test_kill_9_with_creates_in_flight_leaves_the_survivor_one_object_per_link(
+    tmp_path: Path,
+) -> None:
+    """Two processes on one PostgreSQL, the vendors slow (1.5 s an answer). One is killed
+    with creates on their way to DevHelm and incident.io: the vendors make the objects,
+    but no answer is recorded. The survivor takes the links over once their leases lapse,
+    finds the objects the dead process made, and creates each object once; a process
+    started again afterwards changes nothing."""
+    store = await open_store("postgres", tmp_path)  # migrated and empty
+    ports = [free_port(), free_port()]
+    async with simulators(f"http://127.0.0.1:{ports[0]}") as (sims, control):
+        urls = {n: str(c.base_url) for n, c in control.items()}
+        config = tmp_path / "config.yaml"
+        write_config(config, postgres_url(), urls)
+        gateways = [
+            GatewayProcess(config, port, f"gw{i}", tmp_path / f"gw{i}.log")
+            for i, port in enumerate(ports)
+        ]
+        admin = admin_client(gateways[1].url)
+        subjects = [f"Export times out, shard {n}" for n in range(8)]
+        try:
+            await asyncio.gather(*(g.ready() for g in gateways))
+            for name in ("devhelm", "incidentio"):
+                await control[name].put("/_sim/latency", json={"ms": 1500})
+            for subject in subjects:  # the webhooks go to the first process
+                response = await control["inboxops"].post("/_sim/seed", json={"subject": subject})
+                assert response.status_code == 201, response.text
+
+            async def creates_in_flight_from_the_first() -> bool:
+                async with store.engine.connect() as conn:
+                    query = (
+                        "SELECT count(*) FROM links WHERE claimed_by LIKE 'gw0%'"
+                        " AND external_id IS NULL"
+                    )
+                    claimed = (await conn.execute(sa.text(query))).scalar()
+                pending = [r for r in sims["devhelm"].kit.requests if r.method == "POST"]
+                return bool(claimed) and any(r.status == 0 for r in pending)
+
+            await eventually(
+                creates_in_flight_from_the_first, timeout_s=20, what="creates in flight"
+            )
+            gateways[0].kill9()
+            for name in ("devhelm", "incidentio"):
+                await control[name].put("/_sim/latency", json={"ms": 0})
+
+            async def fanned_out() -> bool:
+                if not await blackbox.settled(admin):
+                    return False
+                for name in ("devhelm", "incidentio"):
+                    if len(await sim_objects(control[name])) < len(subjects):
+                        return False
+                return True
+
+            await eventually(fanned_out, timeout_s=40, what="the survivor done")
+            restarted = GatewayProcess(config, free_port(), "gw0-again", tmp_path / "again.log")
+            gateways.append(restarted)
+            await restarted.ready()
+            await eventually(fanned_out, timeout_s=20, what="the restart settled")
+            async with store.tx() as tx:
+                dead = await tx.dead_count()
+            assert dead == 0
+            async with store.engine.connect() as conn:  # creates taken over: tried twice
+                query = "SELECT count(*) FROM links WHERE create_claims > 1"
+                assert (await conn.execute(sa.text(query))).scalar()
+        finally:
+            await admin.aclose()
+            for g in gateways:
+                await g.stop()
+            await store.close()
+        assert titles(await sim_objects(control["devhelm"])) == Counter(subjects)
+        assert titles(await sim_objects(control["incidentio"])) == Counter(subjects)

@@ -71,3 +71,33 @@ async def test_the_webhook_of_an_object_the_gateway_created_before_its_record_st
         assert items == 1  # no second work item from the ticket
         assert links[made.link.id].external_id == made.obj.ref.external_id
         assert all(link.state == "synced" for link in links.values())
+
+
+async def test_the_echo_of_a_stale_write_seen_before_its_record_overwrites_no_edit(
+    store: Store,
+) -> None:
+    """A write of an older state is in flight when a person changes the item elsewhere;
+    the write lands (newer, by the vendor's clock, than the person's edit) and its echo
+    (a webhook, a poll, another process's read) is seen before the write is recorded.
+    The link still says the object holds the state before the write, so the echo looked
+    like a person's change in that tool, newer than the edit: it won, and the edit was
+    overwritten everywhere."""
+    async with running_rig(store) as rig:
+        _item_id, ids = await linked(rig)
+        dispatcher = rig.gateway.dispatcher
+        await rig.human("hookstream", ids["hookstream"], status="resolved")
+        await rig.poll("hookstream")
+        claimed = await dispatcher._claim(10)
+        assert {link.system for link, _ in claimed} == {"devhelm", "inboxops", "incidentio"}
+        # the person reopens the issue after the claim and before the writes land
+        await rig.human("hookstream", ids["hookstream"], status="open")
+        await rig.poll("hookstream")
+        attempts = await asyncio.gather(
+            *(dispatcher._attempt(link, item) for link, item in claimed)
+        )
+        assert all(a.obj is not None for a in attempts)
+        # the ticket's echo of the stale write, seen before the write is recorded
+        await rig.poll("inboxops")
+        await dispatcher._record(attempts)
+        await rig.settle()
+        assert await statuses(rig, ids) == ALL_OPEN

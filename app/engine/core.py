@@ -307,6 +307,11 @@ class Engine(OperatorChanges):
                     continue
             elif self.rules.differs(system, obj, Fields(**{name: current})).is_empty():
                 continue  # same meaning (a many-to-one map, or our own echo)
+            if self._own_write(link, obj, name, value):
+                # what a write claimed before the item's last change sent, seen before
+                # its answer was recorded: not a person's edit, and not newer than the
+                # change (the link stays dirty, and the object gets the item's state)
+                continue
             stamp = item.stamps.get(name)
             if not self.rules.incoming_wins(
                 name,
@@ -352,6 +357,25 @@ class Engine(OperatorChanges):
             tuple(changed),
             tuple(dirty),
         )
+
+    def _own_write(self, link: Link, obj: VendorObject, name: str, value: Any) -> bool:
+        """Whether ``value`` (the field ``name`` of ``obj``, an assignee read as a person)
+        is what a write of the gateway sent the object, or is sending, with no answer
+        recorded yet (``Link.unconfirmed``): the object showing it is that write coming
+        back (a webhook, a poll, another process's read before its own write), which the
+        link cannot know as it does not know the write landed. Judged as a person's
+        change, dated by the vendor at the moment the write landed, it beat every change
+        the item took since the write was claimed, and overwrote it everywhere."""
+        for state in link.unconfirmed or ():
+            if name not in state:
+                continue
+            sent = state[name]
+            if name == "assignee":
+                if value == sent:
+                    return True
+            elif self.rules.differs(obj.ref.system, obj, Fields.from_dict({name: sent})).is_empty():
+                return True
+        return False
 
     def _note_not_synced(
         self,

@@ -291,6 +291,18 @@ class LinkQueries(TxBase):
             .values(create_payload=payload)
         )
 
+    async def save_unconfirmed(self, states: Mapping[int, list[dict[str, Any]]]) -> None:
+        """Keep, per link, the states its writes are sending or sent without an answer
+        recorded (``Link.unconfirmed``), in one statement."""
+        if not states:
+            return
+        await self._run(
+            sa.update(t.links)
+            .where(t.links.c.id == sa.bindparam("b_id"))
+            .values(unconfirmed=sa.bindparam("b_unconfirmed", type_=sa.JSON)),
+            [{"b_id": i, "b_unconfirmed": v} for i, v in sorted(states.items())],
+        )
+
     async def repair_dirty_version(self, link_id: int, version: int) -> None:
         """Bring a link's target version back to its item's (it can only be ahead after
         bookkeeping from another item; the write made now renders the item as it is)."""

@@ -47,6 +47,9 @@ class Link(msgspec.Struct, kw_only=True):
     create_started_at: datetime | None = None
     #: The fields the first create attempt sent (kept with the idempotency key).
     create_payload: dict[str, Any] | None = None
+    #: The states a write is sending the object, or sent with no answer recorded yet
+    #: (canonical fields, as builtins; ``Dispatcher._prepare``): their echo is no edit.
+    unconfirmed: list[dict[str, Any]] | None = None
 
     @property
     def state(self) -> str:
@@ -215,6 +218,7 @@ def link_of(row: Any) -> Link:
         create_claims=row.create_claims,
         create_started_at=aware_or_none(row.create_started_at),
         create_payload=row.create_payload,
+        unconfirmed=row.unconfirmed or None,
     )
 
 

@@ -53,6 +53,9 @@ FINISH_WRITE = (
         claimed_by=None,
         claimed_until=None,
         last_error=None,
+        # finished: the vendor answered the write, or the read before it showed the object
+        # holding the item's state already; nothing sent is left unconfirmed
+        unconfirmed=sa.null(),
     )
 )
 
