@@ -101,3 +101,24 @@ async def test_the_echo_of_a_stale_write_seen_before_its_record_overwrites_no_ed
         await dispatcher._record(attempts)
         await rig.settle()
         assert await statuses(rig, ids) == ALL_OPEN
+
+
+async def test_a_dead_write_leaves_no_echo_to_hide_a_later_edit_of_its_value(
+    store: Store,
+) -> None:
+    """The vendor refused the write of a resolve: it is dead, and never landed. Once the
+    item is reopened elsewhere, a person resolving the ticket by hand is a person's edit,
+    not that write's echo: it wins, and the other tools are resolved."""
+    async with running_rig(store) as rig:
+        item_id, ids = await linked(rig)
+        refused = {"status": 422, "count": 1, "methods": ["PUT", "PATCH"]}
+        assert (await rig.control["inboxops"].post("/_sim/faults", json=refused)).is_success
+        await rig.human("hookstream", ids["hookstream"], status="resolved")
+        await rig.settle()
+        assert (await rig.links(item_id))["inboxops"].dead
+        await rig.human("hookstream", ids["hookstream"], status="open")
+        await rig.settle()
+        await rig.human("inboxops", ids["inboxops"], status="resolved")
+        await rig.settle()
+        assert (await rig.only_item()).status.value == "resolved"
+        assert (await rig.object("devhelm", ids["devhelm"]))["status"] == "RESOLVED"

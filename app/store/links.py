@@ -404,6 +404,11 @@ class LinkQueries(TxBase):
         )
 
     async def dead_letter(self, link: Link, reason: str) -> None:
+        """Give the link's write up. What it was sending is no longer unconfirmed: the
+        vendor refused it, or it was tried again after one that may have landed, each
+        try reading the object first (``refresh_before_write``, the default), so its echo
+        was seen then and is known. A person setting that value later, while the item
+        holds another, is a person's edit, not the write's echo (``Engine._own_write``)."""
         await self._run(
             sa.update(t.links)
             .where(t.links.c.id == link.id)
@@ -414,6 +419,7 @@ class LinkQueries(TxBase):
                 attempts=t.links.c.attempts + 1,
                 claimed_by=None,
                 claimed_until=None,
+                unconfirmed=sa.null(),
             )
         )
 
