@@ -296,12 +296,9 @@ class LinkQueries(TxBase):
         recorded (``Link.unconfirmed``), in one statement."""
         if not states:
             return
-        await self._run(
-            sa.update(t.links)
-            .where(t.links.c.id == sa.bindparam("b_id"))
-            .values(unconfirmed=sa.bindparam("b_unconfirmed", type_=sa.JSON)),
-            [{"b_id": i, "b_unconfirmed": v} for i, v in sorted(states.items())],
-        )
+        # RECORD_SEEN is a hot ``UPDATE links ... WHERE id = :b_id``: run on the driver
+        rows = [{"b_id": i, "unconfirmed": v} for i, v in sorted(states.items())]
+        await self._run(RECORD_SEEN, rows)
 
     async def repair_dirty_version(self, link_id: int, version: int) -> None:
         """Bring a link's target version back to its item's (it can only be ahead after
