@@ -240,8 +240,10 @@ class Gateway:
 
     def reload(self, settings: Settings, secrets: ResolvedSecrets) -> None:
         """Swap in a new, already validated configuration: rules, maps, credentials and
-        adapter options take effect at once. Systems added or removed and poll intervals
-        take effect at the next restart (the loops are started per system)."""
+        adapter options take effect at once, and so does ``enabled`` (a disabled system's
+        writes wait in its queue, its poll loop skips its polls). The polls of a system
+        added or first enabled, and poll intervals, take effect at the next restart (the
+        loops are started per system)."""
         adapters = self._build_adapters(settings, secrets)
         self.identities.configure(
             configured_people(settings),

@@ -746,6 +746,47 @@ async def test_a_valid_config_reload_is_applied(
         ] == "RESOLVED"
 
 
+async def test_a_reload_disabling_a_system_stops_its_polls_and_holds_its_writes(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A system disabled by a reload: its poll loop (started with the gateway) crashed
+    with a KeyError traceback at every interval; it skips the poll now. A change of a
+    linked item waits in its queue (it was not marked) and goes out once it is enabled
+    again, as does a write the reload caught between its claim and its call."""
+    async with admin(store) as (rig, client):
+        item_id, links = await fan_out(rig)
+        path = tmp_path / "config.yaml"
+        write_config(rig, path)
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data["systems"]["devhelm"]["enabled"] = False
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        set_environment(monkeypatch)
+        rig.gateway.config_path = str(path)
+        ok(await client.post("/admin/config/reload"))
+        assert (await rig.gateway.pollers.poll("devhelm")).error == "disabled"
+
+        ok(await client.patch(f"/admin/work-items/{item_id}", json={"status": "resolved"}))
+        await rig.gateway.dispatcher.run_until_idle()
+        incident = links["devhelm"]["external_id"]
+        assert (await rig.object("devhelm", incident))["status"] == "INVESTIGATING"
+        systems = {s["name"]: s for s in ok(await client.get("/admin/systems"))["systems"]}
+        assert systems["devhelm"]["queue_depth"] == 1 and systems["devhelm"]["dead_letters"] == 0
+
+        # a write claimed before the reload disabled its system waits, uncounted
+        dispatcher = rig.gateway.dispatcher
+        async with rig.gateway.store.tx() as tx:
+            (link,) = [x for x in await tx.links_of(item_id) if x.system == "devhelm"]
+        attempt = await dispatcher._attempt(link, None)
+        assert attempt.held and attempt.error is None
+
+        data["systems"]["devhelm"]["enabled"] = True
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        ok(await client.post("/admin/config/reload"))
+        await dispatcher.run_until_idle()
+        assert (await rig.object("devhelm", incident))["status"] == "RESOLVED"
+        assert ok(await client.get("/admin/systems"))["dead_letters"] == 0
+
+
 # -- metrics ----------------------------------------------------------------------------------
 
 

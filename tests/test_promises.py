@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+import yaml
 
 from adapters.base import fit
 from adapters.devhelm.simulator import iso
@@ -887,3 +888,97 @@ async def test_a_misspelt_filter_or_a_nul_is_refused_by_a_served_gateway(tmp_pat
         )
         assert nul.status_code == 400 and "NUL" in nul.json()["detail"], nul.text
         assert await one_dead()
+
+
+# -- a system disabled and enabled again -----------------------------------------------------
+
+
+def set_enabled(config: Path, system: str, enabled: bool) -> None:
+    data = yaml.safe_load(config.read_text())
+    data["systems"][system]["enabled"] = enabled
+    config.write_text(yaml.safe_dump(data))
+
+
+async def system_row(inst: Installation, system: str) -> dict[str, Any]:
+    systems = (await inst.admin.get("/systems")).json()["systems"]
+    (row,) = [s for s in systems if s["name"] == system]
+    return dict(row)
+
+
+async def test_a_system_disabled_keeps_its_writes_and_gets_them_once_enabled_again(
+    tmp_path: Path,
+) -> None:
+    """An operator disables a failing system (``enabled: false``, by a reload and by a
+    restart) and enables it again later. Its write waiting for a retry was
+    dead-lettered at once ("system 'devhelm' is not configured"), and a change made
+    while it was disabled never reached it after: its object stayed behind. Both wait
+    in its queue now and go out once it is enabled again."""
+    async with installation(tmp_path) as inst:
+        ticket = await inst.open_ticket("Checkout down")
+        detail = await inst.linked(ticket)
+        incident = external_id(detail, "devhelm")
+        follow_up = external_id(detail, "incidentio")
+        failing = {"status": 500, "count": 1000, "methods": ["PUT", "PATCH"]}
+        assert (await inst.control["devhelm"].post("/_sim/faults", json=failing)).is_success
+
+        async def titled(system: str, object_id: str, title: str) -> bool:
+            objects = await sim_objects(inst.control[system])
+            return any(o["id"] == object_id and o["title"] == title for o in objects)
+
+        async def retrying() -> bool:
+            page = await inst.admin.get("/outbox", params={"state": "failed"})
+            return any(e["system"] == "devhelm" for e in page.json()["entries"])
+
+        await inst.control["inboxops"].patch(f"/_sim/objects/{ticket}", json={"subject": "two"})
+        await eventually(retrying, timeout_s=30, what="the DevHelm write failing, to retry")
+
+        # disabled by a reload, with its write waiting for a retry
+        set_enabled(inst.config, "devhelm", False)
+        assert (await inst.admin.post("/config/reload")).status_code == 200
+        assert (await inst.control["devhelm"].delete("/_sim/faults")).status_code == 204
+
+        async def retry_due() -> bool:
+            page = await inst.admin.get("/outbox", params={"state": "failed"})
+            (entry,) = page.json()["entries"]
+            return datetime.fromisoformat(entry["next_attempt_at"]) < datetime.now(UTC)
+
+        await eventually(retry_due, timeout_s=30, what="the DevHelm retry due")
+        await inst.control["inboxops"].patch(f"/_sim/objects/{ticket}", json={"subject": "three"})
+        await eventually(
+            lambda: titled("incidentio", follow_up, "three"), timeout_s=30, what="incident.io"
+        )
+        # a resync wakes the dispatcher for a claim of every due write
+        resync = await inst.admin.post(f"/work-items/{detail['item']['id']}/resync")
+        assert resync.status_code == 200, resync.text
+
+        async def others_written() -> bool:
+            rows = [await system_row(inst, name) for name in ("inboxops", "incidentio")]
+            return all(row["queue_depth"] == 0 for row in rows)
+
+        await eventually(others_written, timeout_s=30, what="the resync's writes done")
+        devhelm = await system_row(inst, "devhelm")
+        assert (devhelm["enabled"], devhelm["dead_letters"]) == (False, 0), devhelm
+        assert devhelm["queue_depth"] == 1, devhelm
+
+        set_enabled(inst.config, "devhelm", True)
+        assert (await inst.admin.post("/config/reload")).status_code == 200
+        await eventually(
+            lambda: titled("devhelm", incident, "three"), timeout_s=30, what="DevHelm caught up"
+        )
+
+        # disabled by a restart: a change made meanwhile goes out at the restart enabling it
+        set_enabled(inst.config, "devhelm", False)
+        await inst.restart("disabled")
+        await inst.control["inboxops"].patch(f"/_sim/objects/{ticket}", json={"subject": "four"})
+        await eventually(
+            lambda: titled("incidentio", follow_up, "four"), timeout_s=30, what="incident.io"
+        )
+        assert (await system_row(inst, "devhelm"))["queue_depth"] == 1
+        set_enabled(inst.config, "devhelm", True)
+        await inst.restart("enabled")
+        await eventually(
+            lambda: titled("devhelm", incident, "four"), timeout_s=30, what="DevHelm caught up"
+        )
+        await inst.settle()
+        assert (await inst.admin.get("/systems")).json()["dead_letters"] == 0
+        assert "Traceback" not in inst.gateway.log_path.read_text()

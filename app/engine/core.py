@@ -457,7 +457,15 @@ class Engine(OperatorChanges):
         canonical = item.fields()
         out: list[int] = []
         for link in links:
-            if link.dead or not self.rules.enabled(link.system):
+            if link.dead:
+                continue
+            if not self.rules.enabled(link.system):
+                # a system the config disables cannot be compared with (no value maps):
+                # its link waits, dirty, for the system to be enabled again, when the
+                # write finds out what its object lacks (the dispatcher claims no write
+                # for a disabled system); a system no longer configured is left alone
+                if force and link.system in self.rules.settings.systems:
+                    out.append(link.id)
                 continue
             fields = self.rules.out_fields(link.system)
             if not fields:
