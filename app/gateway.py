@@ -222,6 +222,9 @@ class Gateway:
         self.rejections = Rejections()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        #: the users ``_name_assignees`` last ran for, and its runs in flight
+        self._named: Mapping[str, str] = {}
+        self._naming: set[asyncio.Task[None]] = set()
 
     def _build_adapters(self, settings: Settings, secrets: ResolvedSecrets) -> dict[str, Adapter]:
         adapters: dict[str, Adapter] = {}
@@ -250,7 +253,8 @@ class Gateway:
             systems=settings.systems,
             assignable=with_assignees(settings),
         )
-        rules = compile_rules(settings, adapters, self.identities.map())
+        identities = self.identities.map()
+        rules = compile_rules(settings, adapters, identities)
         self.settings = settings
         self.secrets = secrets
         # the parts share these objects: update them in place
@@ -262,12 +266,41 @@ class Gateway:
         self.dispatcher.settings = settings.dispatcher
         self.alerter.settings = settings.alerts
         self.alerter.url = secrets.alert_url
+        self._name_assignees(identities)  # the file's people may have changed
         log.info("configuration reloaded", extra={"systems": sorted(adapters)})
 
     def _new_identities(self, identities: IdentityMap) -> None:
         """The people changed (the API, or another process): the rules the engine and
-        the dispatcher share carry assignees through the new map from now on."""
+        the dispatcher share carry assignees through the new map from now on, and the
+        work items assigned to a user the map now names take the person's email."""
         self.rules.identities = identities
+        self._name_assignees(identities)
+
+    def _name_assignees(self, identities: IdentityMap) -> None:
+        """Start ``Engine.name_assignees`` for the users ``identities`` names, unless
+        they are the ones it ran for last (the map is announced at every refresh)."""
+        named = identities.named_users()
+        if named == self._named or not named:
+            self._named = named
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not running yet: ``start`` runs it
+            return
+        self._named = named
+        task = loop.create_task(self._run_naming(named), name="name-assignees")
+        self._naming.add(task)
+        task.add_done_callback(self._naming.discard)
+
+    async def _run_naming(self, named: Mapping[str, str]) -> None:
+        try:
+            renamed = await self.engine.name_assignees(named)
+        except Exception:  # the next change of the map (or start) tries again
+            self._named = {}
+            log.exception("naming assignees through the identity map failed")
+            return
+        if renamed:
+            log.info("assignees named through the identity map", extra={"items": len(renamed)})
 
     async def _identities_loop(self) -> None:
         """Pick up people another process added or removed."""
@@ -365,6 +398,8 @@ class Gateway:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._tasks = []
+        if self._naming:
+            await asyncio.wait(set(self._naming), timeout=30)
         await self.pollers.close()  # one-off polls that hints started
         await self.alerter.close()
         for client in self._own_clients:
