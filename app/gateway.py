@@ -97,6 +97,12 @@ def http_client(system: SystemSettings) -> httpx.AsyncClient:
     )
 
 
+def client_settings(system: SystemSettings) -> tuple[object, ...]:
+    """What ``http_client`` makes a system's client of: a reload that changes it needs a
+    new client."""
+    return (system.timeout_s, system.max_connections, proxy_for(system, os.environ))
+
+
 def proxy_for(system: SystemSettings, environ: Mapping[str, str]) -> str | None:
     """The proxy a vendor's API is reached through: the system's ``proxy`` if set
     (``""``: none), else ``HTTPS_PROXY`` / ``HTTP_PROXY`` for its URL's scheme, unless
@@ -167,6 +173,8 @@ class Gateway:
         self.run_pollers = run_pollers
         self.config_path: str | None = None
         self._own_clients: list[httpx.AsyncClient] = []
+        #: what each system's own client was made of (``client_settings``)
+        self._client_of: dict[str, tuple[object, ...]] = {}
         self._clients: dict[str, httpx.AsyncClient] = dict(clients or {})
         self.adapters: dict[str, Adapter] = self._build_adapters(settings, secrets)
         self.identities = Identities(
@@ -227,15 +235,22 @@ class Gateway:
         self._naming: set[asyncio.Task[None]] = set()
 
     def _build_adapters(self, settings: Settings, secrets: ResolvedSecrets) -> dict[str, Adapter]:
+        """An adapter per enabled system. A system's HTTP client is made once, and again
+        when a reload changes what it is made of (``timeout_s``, ``max_connections``,
+        ``proxy``): the old one serves the calls still in flight and is closed at stop."""
         adapters: dict[str, Adapter] = {}
         for name, system in settings.systems.items():
             if not system.enabled:
                 continue
             client = self._clients.get(name)
-            if client is None:
+            made_of = client_settings(system)
+            if client is None or (
+                client in self._own_clients and self._client_of.get(name) != made_of
+            ):
                 client = http_client(system)
                 self._clients[name] = client
                 self._own_clients.append(client)
+                self._client_of[name] = made_of
             adapters[name] = adapter_class(name)(
                 adapter_settings(system, secrets.systems[name]), client
             )
@@ -243,7 +258,8 @@ class Gateway:
 
     def reload(self, settings: Settings, secrets: ResolvedSecrets) -> None:
         """Swap in a new, already validated configuration: rules, maps, credentials and
-        adapter options take effect at once, and so does ``enabled`` (a disabled system's
+        adapter options take effect at once, and so do a system's client settings
+        (``_build_adapters``) and ``enabled`` (a disabled system's
         writes wait in its queue, its poll loop skips its polls). The polls of a system
         added or first enabled, and poll intervals, take effect at the next restart (the
         loops are started per system)."""
