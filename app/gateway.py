@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import msgspec
 
 from adapters import VENDORS, adapter_class
 from adapters.base import Adapter, AdapterSettings
@@ -97,6 +98,11 @@ def http_client(system: SystemSettings) -> httpx.AsyncClient:
     )
 
 
+#: Top-level settings a running gateway keeps until it restarts (its database, its
+#: listening socket and the server limits it was started with).
+RESTART_ONLY = ("database_url", "sqlite_wal_limit_mb", "server")
+
+
 def client_settings(system: SystemSettings) -> tuple[object, ...]:
     """What ``http_client`` makes a system's client of: a reload that changes it needs a
     new client."""
@@ -165,6 +171,10 @@ class Gateway:
         run_pollers: bool = True,
     ) -> None:
         self.settings = settings
+        #: The file's settings at start: a reload says which restart-only keys differ.
+        self.started_from = settings
+        #: What the last reload changed that takes effect only at the next restart.
+        self.restart_needed: list[str] = []
         self.secrets = secrets
         self.store = store
         self.clock = clock
@@ -256,6 +266,28 @@ class Gateway:
             )
         return adapters
 
+    def serving(self, *, database_url: str, host: str, port: int) -> None:
+        """What ``syncgate serve`` runs on, whatever the file says (``SYNCGATE_DATABASE_URL``,
+        ``--host``, ``--port``): the running configuration ``/admin/config`` shows."""
+        server = msgspec.structs.replace(self.settings.server, host=host, port=port)
+        self.settings = msgspec.structs.replace(
+            self.settings, database_url=database_url, server=server
+        )
+
+    def waiting_for_restart(self, settings: Settings) -> list[str]:
+        """The keys of a file's ``settings`` that differ from the file the gateway
+        started from and take effect only at a restart."""
+        keys = [k for k in RESTART_ONLY if getattr(settings, k) != getattr(self.started_from, k)]
+        for name, system in sorted(settings.systems.items()):
+            before = self.started_from.systems.get(name)
+            if system.enabled and (before is None or not before.enabled):
+                if system.poll_interval_s == 0:
+                    continue
+                keys.append(f"systems.{name} (its polls)")
+            elif before is not None and system.poll_interval_s != before.poll_interval_s:
+                keys.append(f"systems.{name}.poll_interval_s")
+        return keys
+
     def reload(self, settings: Settings, secrets: ResolvedSecrets) -> None:
         """Swap in a new, already validated configuration: rules, maps, credentials and
         adapter options take effect at once, and so do a system's client settings
@@ -263,6 +295,11 @@ class Gateway:
         writes wait in its queue, its poll loop skips its polls). The polls of a system
         added or first enabled, and poll intervals, take effect at the next restart (the
         loops are started per system)."""
+        waiting = self.waiting_for_restart(settings)
+        # what is set at start stays as it runs until the next restart
+        settings = msgspec.structs.replace(
+            settings, **{key: getattr(self.settings, key) for key in RESTART_ONLY}
+        )
         adapters = self._build_adapters(settings, secrets)
         self.identities.configure(
             configured_people(settings),
@@ -283,7 +320,12 @@ class Gateway:
         self.alerter.settings = settings.alerts
         self.alerter.url = secrets.alert_url
         self._name_assignees(identities)  # the file's people may have changed
+        self.restart_needed = waiting
         log.info("configuration reloaded", extra={"systems": sorted(adapters)})
+        if waiting:
+            log.warning(
+                "config reload: these take effect at the next restart", extra={"keys": waiting}
+            )
 
     def _new_identities(self, identities: IdentityMap) -> None:
         """The people changed (the API, or another process): the rules the engine and

@@ -734,7 +734,12 @@ async def test_a_valid_config_reload_is_applied(
         set_environment(monkeypatch)
         rig.gateway.config_path = str(good)
         result = ok(await client.post("/admin/config/reload"))
-        assert result == {"reloaded": True, "path": str(good), "systems": sorted(SYSTEMS)}
+        assert result == {
+            "reloaded": True,
+            "path": str(good),
+            "systems": sorted(SYSTEMS),
+            "restart_needed": [],
+        }
         view = ok(await client.get("/admin/config"))
         assert view["path"] == str(good) and view["config"]["dispatcher"]["max_attempts"] == 2
         assert rig.gateway.dispatcher.settings.max_attempts == 2

@@ -982,3 +982,36 @@ async def test_a_system_disabled_keeps_its_writes_and_gets_them_once_enabled_aga
         await inst.settle()
         assert (await inst.admin.get("/systems")).json()["dead_letters"] == 0
         assert "Traceback" not in inst.gateway.log_path.read_text()
+
+
+async def test_the_config_view_shows_what_runs_and_a_reload_names_what_waits_for_a_restart(
+    tmp_path: Path,
+) -> None:
+    """/admin/config showed the file's database_url and server.port, not the database
+    and port the gateway runs on (SYNCGATE_DATABASE_URL, --port), and after a reload
+    whatever the file said: another database, another port, as if they were in use.
+    The view shows what runs; a reload keeps those and names the keys that wait."""
+    async with installation(tmp_path) as inst:
+        port = int(inst.gateway.url.rsplit(":", 1)[1])
+        running = (await inst.admin.get("/config")).json()["config"]
+        assert running["server"]["port"] == port
+        assert running["database_url"] == f"sqlite:///{tmp_path / 'gateway.db'}"
+
+        data = yaml.safe_load(inst.config.read_text())
+        data["database_url"] = f"sqlite:///{tmp_path / 'other.db'}"
+        data["server"] = {"port": port + 1}
+        data["systems"]["devhelm"]["poll_interval_s"] = 5
+        data["dispatcher"]["max_attempts"] = 3
+        inst.config.write_text(yaml.safe_dump(data))
+        reloaded = await inst.admin.post("/config/reload")
+        assert reloaded.status_code == 200, reloaded.text
+        assert reloaded.json()["restart_needed"] == [
+            "database_url",
+            "server",
+            "systems.devhelm.poll_interval_s",
+        ]
+        view = (await inst.admin.get("/config")).json()["config"]
+        assert view["database_url"] == running["database_url"]
+        assert view["server"] == running["server"]
+        assert view["dispatcher"]["max_attempts"] == 3  # applied at once
+        assert "take effect at the next restart" in inst.gateway.log_path.read_text()

@@ -46,4 +46,4 @@ async def reload_config(request: Request[Any, Any, Any]) -> ReloadResult:
     gateway.reload_from_file()
     assert gateway.config_path is not None
     audit("config reloaded", path=gateway.config_path, systems=sorted(gateway.adapters))
-    return ReloadResult(True, gateway.config_path, sorted(gateway.adapters))
+    return ReloadResult(True, gateway.config_path, sorted(gateway.adapters), gateway.restart_needed)
