@@ -1015,3 +1015,25 @@ async def test_the_config_view_shows_what_runs_and_a_reload_names_what_waits_for
         assert view["server"] == running["server"]
         assert view["dispatcher"]["max_attempts"] == 3  # applied at once
         assert "take effect at the next restart" in inst.gateway.log_path.read_text()
+
+
+async def test_a_system_first_enabled_by_a_reload_acts_on_its_first_new_object(
+    tmp_path: Path,
+) -> None:
+    """InboxOps, disabled at start and never connected, enabled by a reload: its
+    connection moment was recorded only when its first webhook was handled, after the
+    ticket that webhook was about had been made, so that ticket counted as history and
+    never fanned out. The reload records the moment; what is made after it is new."""
+    async with installation(tmp_path, systems={"inboxops": {"enabled": False}}) as inst:
+        old = await inst.open_ticket("Made while InboxOps was off")
+        set_enabled(inst.config, "inboxops", True)
+        reloaded = await inst.admin.post("/config/reload")
+        assert reloaded.status_code == 200, reloaded.text
+        ticket = await inst.open_ticket("Checkout down")
+        await inst.linked(ticket)
+        # the old ticket's webhook, refused while InboxOps was off, is delivered again
+        # now (the simulator retries): history, it starts nothing
+        await inst.sims["inboxops"].kit.flush()
+        await inst.settle()
+        assert await inst.item_of("inboxops", old) is None
+        assert len(await items(inst)) == 1
