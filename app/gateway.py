@@ -101,6 +101,8 @@ def http_client(system: SystemSettings) -> httpx.AsyncClient:
 #: Top-level settings a running gateway keeps until it restarts (its database, its
 #: listening socket and the server limits it was started with).
 RESTART_ONLY = ("database_url", "sqlite_wal_limit_mb", "server")
+#: The dispatcher's slots and per-system lanes are made when it starts.
+DISPATCHER_RESTART_ONLY = ("concurrency", "system_concurrency")
 
 
 def client_settings(system: SystemSettings) -> tuple[object, ...]:
@@ -278,6 +280,11 @@ class Gateway:
         """The keys of a file's ``settings`` that differ from the file the gateway
         started from and take effect only at a restart."""
         keys = [k for k in RESTART_ONLY if getattr(settings, k) != getattr(self.started_from, k)]
+        keys += [
+            f"dispatcher.{k}"
+            for k in DISPATCHER_RESTART_ONLY
+            if getattr(settings.dispatcher, k) != getattr(self.started_from.dispatcher, k)
+        ]
         for name, system in sorted(settings.systems.items()):
             before = self.started_from.systems.get(name)
             if system.enabled and (before is None or not before.enabled):
@@ -297,8 +304,14 @@ class Gateway:
         loops are started per system)."""
         waiting = self.waiting_for_restart(settings)
         # what is set at start stays as it runs until the next restart
+        dispatcher = msgspec.structs.replace(
+            settings.dispatcher,
+            **{key: getattr(self.settings.dispatcher, key) for key in DISPATCHER_RESTART_ONLY},
+        )
         settings = msgspec.structs.replace(
-            settings, **{key: getattr(self.settings, key) for key in RESTART_ONLY}
+            settings,
+            dispatcher=dispatcher,
+            **{key: getattr(self.settings, key) for key in RESTART_ONLY},
         )
         adapters = self._build_adapters(settings, secrets)
         self.identities.configure(

@@ -1002,18 +1002,21 @@ async def test_the_config_view_shows_what_runs_and_a_reload_names_what_waits_for
         data["server"] = {"port": port + 1}
         data["systems"]["devhelm"]["poll_interval_s"] = 5
         data["dispatcher"]["max_attempts"] = 3
+        data["dispatcher"]["concurrency"] = 4
         inst.config.write_text(yaml.safe_dump(data))
         reloaded = await inst.admin.post("/config/reload")
         assert reloaded.status_code == 200, reloaded.text
         assert reloaded.json()["restart_needed"] == [
             "database_url",
             "server",
+            "dispatcher.concurrency",
             "systems.devhelm.poll_interval_s",
         ]
         view = (await inst.admin.get("/config")).json()["config"]
         assert view["database_url"] == running["database_url"]
         assert view["server"] == running["server"]
         assert view["dispatcher"]["max_attempts"] == 3  # applied at once
+        assert view["dispatcher"]["concurrency"] == running["dispatcher"]["concurrency"]
         assert "take effect at the next restart" in inst.gateway.log_path.read_text()
 
 
