@@ -434,13 +434,16 @@ class Gateway:
         ]
         if self.run_pollers:
             self._tasks.append(loop.create_task(self.pollers.run(self._stop), name="pollers"))
-        if self.settings.history.retention_days > 0:
-            self._tasks.append(loop.create_task(self._prune_loop(), name="prune"))
+        # always: a reload may set a retention the start did not have
+        self._tasks.append(loop.create_task(self._prune_loop(), name="prune"))
         log.info("gateway started", extra={"systems": sorted(self.adapters)})
 
     async def prune(self) -> int:
-        """Delete history, write attempts and finished events past the retention."""
+        """Delete history, write attempts and finished events past the retention (none
+        with ``retention_days: 0``, which keeps everything, also when a reload set it)."""
         days = self.settings.history.retention_days
+        if days <= 0:
+            return 0
         async with self.store.tx() as tx:
             removed = await tx.prune(self.clock() - timedelta(days=days))
         if removed:

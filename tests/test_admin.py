@@ -792,6 +792,28 @@ async def test_a_reload_disabling_a_system_stops_its_polls_and_holds_its_writes(
         assert ok(await client.get("/admin/systems"))["dead_letters"] == 0
 
 
+async def test_a_reload_to_keep_history_forever_prunes_nothing(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``history.retention_days: 0`` keeps everything; set by a reload on a gateway that
+    started with a retention, the hourly prune still ran and took it as a retention of
+    no time at all: every history entry, write attempt and finished event was deleted."""
+    async with admin(store) as (rig, client):
+        item_id, _links = await fan_out(rig)
+        before = ok(await client.get(f"/admin/work-items/{item_id}"))["history"]
+        assert before
+        path = tmp_path / "config.yaml"
+        write_config(rig, path)
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data["history"] = {"retention_days": 0}
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        set_environment(monkeypatch)
+        rig.gateway.config_path = str(path)
+        ok(await client.post("/admin/config/reload"))
+        assert await rig.gateway.prune() == 0
+        assert ok(await client.get(f"/admin/work-items/{item_id}"))["history"] == before
+
+
 # -- metrics ----------------------------------------------------------------------------------
 
 
