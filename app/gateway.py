@@ -406,7 +406,9 @@ class Gateway:
         if self.config_path is None:
             raise StateConflict("the gateway was not started from a config file")
         try:
-            settings, secrets = load_to_serve(self.config_path, known_systems(), os.environ)
+            settings, secrets = load_to_serve(
+                self.config_path, known_systems(), os.environ, admin_key_needed=True
+            )
         except ConfigError as exc:
             log.warning(
                 "config reload refused", extra={"path": self.config_path, "issues": len(exc.issues)}

@@ -814,6 +814,35 @@ async def test_a_reload_to_keep_history_forever_prunes_nothing(
         assert ok(await client.get(f"/admin/work-items/{item_id}"))["history"] == before
 
 
+async def test_a_reload_that_would_close_the_admin_api_is_refused(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload of a file whose admin.api_key_env names an unset variable (a typo) was
+    applied: the admin API closed (401 'admin API is closed') and could not be reloaded
+    back, the console with it, until a restart. It is refused, at the key's line."""
+    async with admin(store) as (rig, client):
+        path = tmp_path / "config.yaml"
+        write_config(rig, path)
+        text = path.read_text(encoding="utf-8")
+        assert "api_key_env: SYNCGATE_ADMIN_KEY" in text
+        path.write_text(text.replace("SYNCGATE_ADMIN_KEY", "SYNCGATE_ADMN_KEY"), encoding="utf-8")
+        set_environment(monkeypatch)
+        rig.gateway.config_path = str(path)
+        body = problem(await client.post("/admin/config/reload"), 422)
+        (issue,) = body["issues"]
+        lines = path.read_text(encoding="utf-8").splitlines()
+        assert issue["key"] == "admin.api_key_env"
+        assert "SYNCGATE_ADMN_KEY" in lines[issue["line"] - 1]
+        assert "would close the admin API" in issue["message"]
+        assert ok(await client.get("/admin/systems"))  # still open
+        # a rotation to another variable that is set goes through
+        monkeypatch.setenv("SYNCGATE_ADMN_KEY", "a-new-admin-key-0123456789")
+        ok(await client.post("/admin/config/reload"))
+        assert (await client.get("/admin/systems")).status_code == 401
+        headers = {"X-Admin-Key": "a-new-admin-key-0123456789"}
+        assert (await client.get("/admin/systems", headers=headers)).status_code == 200
+
+
 # -- metrics ----------------------------------------------------------------------------------
 
 
