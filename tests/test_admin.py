@@ -784,12 +784,35 @@ async def test_a_reload_disabling_a_system_stops_its_polls_and_holds_its_writes(
         attempt = await dispatcher._attempt(link, None)
         assert attempt.held and attempt.error is None
 
+        # a delivery stored (and acknowledged) before the reload waits too: it failed as
+        # "system 'devhelm' is not configured", never to be applied
+        async with rig.gateway.store.tx() as tx:
+            event_id = await tx.record_event(
+                system="devhelm",
+                delivery_id="before-the-reload",
+                source="webhook",
+                event_type="incident.updated",
+                body=b"{}",
+                now=rig.gateway.clock(),
+            )
+        assert event_id is not None
+        await rig.gateway.worker.run_until_idle()
+        async with rig.gateway.store.tx() as tx:
+            event = await tx.get_event(event_id)
+        assert event is not None and (event.state, event.outcome) == ("pending", None)
+
         data["systems"]["devhelm"]["enabled"] = True
         path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
         ok(await client.post("/admin/config/reload"))
         await dispatcher.run_until_idle()
         assert (await rig.object("devhelm", incident))["status"] == "RESOLVED"
         assert ok(await client.get("/admin/systems"))["dead_letters"] == 0
+        await rig.gateway.worker.run_until_idle()
+        async with rig.gateway.store.tx() as tx:
+            event = await tx.get_event(event_id)
+        # read by DevHelm's adapter now (this body is no DevHelm event)
+        assert event is not None and event.state == "failed", event
+        assert event.outcome is not None and event.outcome.startswith("unreadable"), event
 
 
 async def test_a_reload_to_keep_history_forever_prunes_nothing(
