@@ -1040,3 +1040,39 @@ async def test_a_system_first_enabled_by_a_reload_acts_on_its_first_new_object(
         await inst.settle()
         assert await inst.item_of("inboxops", old) is None
         assert len(await items(inst)) == 1
+
+
+async def test_a_link_whose_object_is_being_created_is_not_unlinked_from_under_it(
+    tmp_path: Path,
+) -> None:
+    """An unlink answered 204 while the link's DevHelm create was in flight: the create
+    landed all the same, and a public incident was left belonging to nothing, the item's
+    history saying 'unlinked devhelm None'. It is refused (409) until the create is
+    recorded; then the unlink names the incident it leaves."""
+    async with installation(tmp_path) as inst:
+        slow = await inst.control["devhelm"].put("/_sim/latency", json={"ms": 1500})
+        assert slow.status_code == 200, slow.text
+        ticket = await inst.open_ticket("Checkout down")
+
+        async def creating() -> bool:
+            return any(r.method == "POST" for r in inst.requests("devhelm"))
+
+        await eventually(creating, timeout_s=30, what="the DevHelm create in flight")
+        detail = await inst.item_of("inboxops", ticket)
+        assert detail is not None
+        (link,) = [link for link in detail["links"] if link["system"] == "devhelm"]
+        assert link["external_id"] is None
+        refused = await inst.admin.delete(f"/links/{link['id']}")
+        assert refused.status_code == 409, refused.text
+        assert "being created" in refused.json()["detail"]
+
+        detail = await inst.linked(ticket)  # the create recorded
+        incident = external_id(detail, "devhelm")
+        assert (await inst.admin.delete(f"/links/{link['id']}")).status_code == 204
+        detail = await inst.item_of("inboxops", ticket)
+        assert detail is not None
+        assert "devhelm" not in {link["system"] for link in detail["links"]}
+        assert any(
+            h["kind"] == "unlinked" and incident in (h["detail"] or "") for h in detail["history"]
+        )
+        assert [o["id"] for o in await sim_objects(inst.control["devhelm"])] == [incident]
