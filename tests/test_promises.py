@@ -1076,3 +1076,38 @@ async def test_a_link_whose_object_is_being_created_is_not_unlinked_from_under_i
             h["kind"] == "unlinked" and incident in (h["detail"] or "") for h in detail["history"]
         )
         assert [o["id"] for o in await sim_objects(inst.control["devhelm"])] == [incident]
+
+
+async def test_a_link_relinked_while_its_object_is_created_gets_the_new_items_state(
+    tmp_path: Path,
+) -> None:
+    """A DevHelm link moved to another work item (B, version 1) while its create for the
+    first item (version 1) was in flight: the create's record took 'version 1' for B's,
+    the link said synced, and the incident kept the first item's title for good."""
+    async with installation(tmp_path) as inst:
+        created = await inst.admin.post("/work-items", json={"title": "Item B"})
+        assert created.status_code == 201, created.text
+        item_b = created.json()["item"]["id"]
+        slow = await inst.control["devhelm"].put("/_sim/latency", json={"ms": 1500})
+        assert slow.status_code == 200, slow.text
+        ticket = await inst.open_ticket("Checkout down")
+
+        async def creating() -> bool:
+            return any(r.method == "POST" for r in inst.requests("devhelm"))
+
+        await eventually(creating, timeout_s=30, what="the DevHelm create in flight")
+        detail = await inst.item_of("inboxops", ticket)
+        assert detail is not None
+        (link,) = [link for link in detail["links"] if link["system"] == "devhelm"]
+        moved = await inst.admin.post(f"/links/{link['id']}/relink", json={"work_item_id": item_b})
+        assert moved.status_code == 200, moved.text
+        assert (await inst.control["devhelm"].put("/_sim/latency", json={"ms": 0})).is_success
+
+        async def holds_item_b() -> bool:
+            objects = await sim_objects(inst.control["devhelm"])
+            return [o["title"] for o in objects] == ["Item B"]
+
+        await eventually(holds_item_b, timeout_s=30, what="the incident written with item B")
+        await inst.settle()
+        b = (await inst.admin.get(f"/work-items/{item_b}")).json()
+        assert [(x["system"], x["state"]) for x in b["links"]] == [("devhelm", "synced")]

@@ -372,6 +372,7 @@ class LinkQueries(TxBase):
             row: dict[str, Any] = {
                 "b_id": f.link.id,
                 "b_claimed_by": f.link.claimed_by or "",
+                "b_item": f.link.work_item_id,
                 "b_version": f.version,
                 "b_again": f.again or now,
             }
