@@ -149,6 +149,8 @@ class Attempt(msgspec.Struct, kw_only=True):
     crash: str | None = None
     #: False: no call was needed (the object already holds the state, or none could be made).
     called: bool = True
+    #: The system was disabled between the claim and the write: not tried, it waits.
+    held: bool = False
     #: When the item reached the state written (its last canonical change).
     changed_at: datetime | None = None
 
@@ -252,7 +254,7 @@ class Dispatcher:
         room = self._free()
         if room <= 0:
             return Taken([], len(wanted))
-        full = set(self._full())
+        full = set(self._left_out())
         among = [
             link_id
             for link_id in wanted
@@ -298,6 +300,15 @@ class Dispatcher:
             elif n <= until:
                 self._held.discard(system)
         return sorted(self._held)
+
+    def _left_out(self) -> list[str]:
+        """The systems the next claim leaves alone: those at their share of writes in
+        flight (``_full``) and those the config disables (``enabled: false``), whose
+        writes wait in the outbox until the system is enabled again."""
+        return sorted(set(self._full()) | self._disabled())
+
+    def _disabled(self) -> set[str]:
+        return {name for name, s in self.rules.settings.systems.items() if not s.enabled}
 
     def _room_for_held(self) -> bool:
         until = self._held_until
@@ -409,7 +420,7 @@ class Dispatcher:
                 if not await self.ingest.give_way():
                     room_now = min(room_now, IngestFirst.SMALL_ROUND)
                 # a system with its share claimed already gets no more for now
-                full = self._full()
+                full = self._left_out()
                 try:
                     claimed = await self._claim(room_now, full=full)
                 except Exception:
@@ -639,6 +650,9 @@ class Dispatcher:
             link=link, action="create" if creating else "update", version=0, called=False
         )
         if adapter is None:
+            if link.system in self._disabled():  # disabled by a reload since the claim
+                result.held, result.called = True, False
+                return result
             result.error = FatalError(link.system, f"system {link.system!r} is not configured")
             return result
         if item is None:  # the item was deleted under us
@@ -840,13 +854,22 @@ class Dispatcher:
                     link=a.link, obj=a.obj, version=a.version, again=None if a.called else settle
                 )
                 for a in attempts
-                if a.error is None and a.crash is None
+                if a.error is None and a.crash is None and not a.held
             ]
             await tx.finish_writes(finished, now=now)
             attempt_rows = []
             history: list[HistoryEntry] = []
             for a in attempts:
-                if a.crash is not None:
+                if a.held:  # waits, uncounted, until its system is enabled again
+                    outcome = "held"
+                    await tx.retry_link_later(
+                        a.link,
+                        error=f"system {a.link.system!r} is disabled (enabled: false): the write"
+                        " waits until it is enabled again",
+                        at=now,
+                        count_attempt=False,
+                    )
+                elif a.crash is not None:
                     outcome = "crash"
                     await tx.retry_link_later(
                         a.link,
@@ -950,6 +973,8 @@ class Dispatcher:
 
     def _count_and_log(self, a: Attempt, outcome: str) -> None:
         link = a.link
+        if outcome == "held":  # no write was made
+            return
         self.metrics.writes.labels(link.system, a.action, outcome).inc()
         if outcome == "ok":
             self.metrics.write_latency.labels(link.system).observe(a.duration_s)

@@ -18,6 +18,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+import msgspec
 
 from adapters import VENDORS, adapter_class
 from adapters.base import Adapter, AdapterSettings
@@ -97,6 +98,19 @@ def http_client(system: SystemSettings) -> httpx.AsyncClient:
     )
 
 
+#: Top-level settings a running gateway keeps until it restarts (its database, its
+#: listening socket and the server limits it was started with).
+RESTART_ONLY = ("database_url", "sqlite_wal_limit_mb", "server")
+#: The dispatcher's slots and per-system lanes are made when it starts.
+DISPATCHER_RESTART_ONLY = ("concurrency", "system_concurrency")
+
+
+def client_settings(system: SystemSettings) -> tuple[object, ...]:
+    """What ``http_client`` makes a system's client of: a reload that changes it needs a
+    new client."""
+    return (system.timeout_s, system.max_connections, proxy_for(system, os.environ))
+
+
 def proxy_for(system: SystemSettings, environ: Mapping[str, str]) -> str | None:
     """The proxy a vendor's API is reached through: the system's ``proxy`` if set
     (``""``: none), else ``HTTPS_PROXY`` / ``HTTP_PROXY`` for its URL's scheme, unless
@@ -159,6 +173,10 @@ class Gateway:
         run_pollers: bool = True,
     ) -> None:
         self.settings = settings
+        #: The file's settings at start: a reload says which restart-only keys differ.
+        self.started_from = settings
+        #: What the last reload changed that takes effect only at the next restart.
+        self.restart_needed: list[str] = []
         self.secrets = secrets
         self.store = store
         self.clock = clock
@@ -167,6 +185,8 @@ class Gateway:
         self.run_pollers = run_pollers
         self.config_path: str | None = None
         self._own_clients: list[httpx.AsyncClient] = []
+        #: what each system's own client was made of (``client_settings``)
+        self._client_of: dict[str, tuple[object, ...]] = {}
         self._clients: dict[str, httpx.AsyncClient] = dict(clients or {})
         self.adapters: dict[str, Adapter] = self._build_adapters(settings, secrets)
         self.identities = Identities(
@@ -216,39 +236,96 @@ class Gateway:
             clock=clock,
             lease_s=settings.dispatcher.lease_s,
             ingest=self.ingest,
+            disabled=self._disabled,
         )
         self.events = EventWriter(store, inbox=self.worker)
         self.backfill = Backfill(store, self.engine, self.adapters, clock=clock)
         self.rejections = Rejections()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        #: the users ``_name_assignees`` last ran for, and its runs in flight
+        self._named: Mapping[str, str] = {}
+        self._naming: set[asyncio.Task[None]] = set()
+
+    def _disabled(self) -> set[str]:
+        """The configured systems the config disables (``enabled: false``)."""
+        return {name for name, s in self.settings.systems.items() if not s.enabled}
 
     def _build_adapters(self, settings: Settings, secrets: ResolvedSecrets) -> dict[str, Adapter]:
+        """An adapter per enabled system. A system's HTTP client is made once, and again
+        when a reload changes what it is made of (``timeout_s``, ``max_connections``,
+        ``proxy``): the old one serves the calls still in flight and is closed at stop."""
         adapters: dict[str, Adapter] = {}
         for name, system in settings.systems.items():
             if not system.enabled:
                 continue
             client = self._clients.get(name)
-            if client is None:
+            made_of = client_settings(system)
+            if client is None or (
+                client in self._own_clients and self._client_of.get(name) != made_of
+            ):
                 client = http_client(system)
                 self._clients[name] = client
                 self._own_clients.append(client)
+                self._client_of[name] = made_of
             adapters[name] = adapter_class(name)(
                 adapter_settings(system, secrets.systems[name]), client
             )
         return adapters
 
+    def serving(self, *, database_url: str, host: str, port: int) -> None:
+        """What ``syncgate serve`` runs on, whatever the file says (``SYNCGATE_DATABASE_URL``,
+        ``--host``, ``--port``): the running configuration ``/admin/config`` shows."""
+        server = msgspec.structs.replace(self.settings.server, host=host, port=port)
+        self.settings = msgspec.structs.replace(
+            self.settings, database_url=database_url, server=server
+        )
+
+    def waiting_for_restart(self, settings: Settings) -> list[str]:
+        """The keys of a file's ``settings`` that differ from the file the gateway
+        started from and take effect only at a restart."""
+        keys = [k for k in RESTART_ONLY if getattr(settings, k) != getattr(self.started_from, k)]
+        keys += [
+            f"dispatcher.{k}"
+            for k in DISPATCHER_RESTART_ONLY
+            if getattr(settings.dispatcher, k) != getattr(self.started_from.dispatcher, k)
+        ]
+        for name, system in sorted(settings.systems.items()):
+            before = self.started_from.systems.get(name)
+            if system.enabled and (before is None or not before.enabled):
+                if system.poll_interval_s == 0:
+                    continue
+                keys.append(f"systems.{name} (its polls)")
+            elif before is not None and system.poll_interval_s != before.poll_interval_s:
+                keys.append(f"systems.{name}.poll_interval_s")
+        return keys
+
     def reload(self, settings: Settings, secrets: ResolvedSecrets) -> None:
         """Swap in a new, already validated configuration: rules, maps, credentials and
-        adapter options take effect at once. Systems added or removed and poll intervals
-        take effect at the next restart (the loops are started per system)."""
+        adapter options take effect at once, and so do a system's client settings
+        (``_build_adapters``) and ``enabled`` (a disabled system's
+        writes wait in its queue, its poll loop skips its polls). The polls of a system
+        added or first enabled, and poll intervals, take effect at the next restart (the
+        loops are started per system)."""
+        waiting = self.waiting_for_restart(settings)
+        # what is set at start stays as it runs until the next restart
+        dispatcher = msgspec.structs.replace(
+            settings.dispatcher,
+            **{key: getattr(self.settings.dispatcher, key) for key in DISPATCHER_RESTART_ONLY},
+        )
+        settings = msgspec.structs.replace(
+            settings,
+            dispatcher=dispatcher,
+            **{key: getattr(self.settings, key) for key in RESTART_ONLY},
+        )
         adapters = self._build_adapters(settings, secrets)
         self.identities.configure(
             configured_people(settings),
             systems=settings.systems,
             assignable=with_assignees(settings),
         )
-        rules = compile_rules(settings, adapters, self.identities.map())
+        identities = self.identities.map()
+        rules = compile_rules(settings, adapters, identities)
         self.settings = settings
         self.secrets = secrets
         # the parts share these objects: update them in place
@@ -260,12 +337,46 @@ class Gateway:
         self.dispatcher.settings = settings.dispatcher
         self.alerter.settings = settings.alerts
         self.alerter.url = secrets.alert_url
+        self._name_assignees(identities)  # the file's people may have changed
+        self.restart_needed = waiting
         log.info("configuration reloaded", extra={"systems": sorted(adapters)})
+        if waiting:
+            log.warning(
+                "config reload: these take effect at the next restart", extra={"keys": waiting}
+            )
 
     def _new_identities(self, identities: IdentityMap) -> None:
         """The people changed (the API, or another process): the rules the engine and
-        the dispatcher share carry assignees through the new map from now on."""
+        the dispatcher share carry assignees through the new map from now on, and the
+        work items assigned to a user the map now names take the person's email."""
         self.rules.identities = identities
+        self._name_assignees(identities)
+
+    def _name_assignees(self, identities: IdentityMap) -> None:
+        """Start ``Engine.name_assignees`` for the users ``identities`` names, unless
+        they are the ones it ran for last (the map is announced at every refresh)."""
+        named = identities.named_users()
+        if named == self._named or not named:
+            self._named = named
+            return
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:  # not running yet: ``start`` runs it
+            return
+        self._named = named
+        task = loop.create_task(self._run_naming(named), name="name-assignees")
+        self._naming.add(task)
+        task.add_done_callback(self._naming.discard)
+
+    async def _run_naming(self, named: Mapping[str, str]) -> None:
+        try:
+            renamed = await self.engine.name_assignees(named)
+        except Exception:  # the next change of the map (or start) tries again
+            self._named = {}
+            log.exception("naming assignees through the identity map failed")
+            return
+        if renamed:
+            log.info("assignees named through the identity map", extra={"items": len(renamed)})
 
     async def _identities_loop(self) -> None:
         """Pick up people another process added or removed."""
@@ -300,7 +411,9 @@ class Gateway:
         if self.config_path is None:
             raise StateConflict("the gateway was not started from a config file")
         try:
-            settings, secrets = load_to_serve(self.config_path, known_systems(), os.environ)
+            settings, secrets = load_to_serve(
+                self.config_path, known_systems(), os.environ, admin_key_needed=True
+            )
         except ConfigError as exc:
             log.warning(
                 "config reload refused", extra={"path": self.config_path, "issues": len(exc.issues)}
@@ -328,13 +441,16 @@ class Gateway:
         ]
         if self.run_pollers:
             self._tasks.append(loop.create_task(self.pollers.run(self._stop), name="pollers"))
-        if self.settings.history.retention_days > 0:
-            self._tasks.append(loop.create_task(self._prune_loop(), name="prune"))
+        # always: a reload may set a retention the start did not have
+        self._tasks.append(loop.create_task(self._prune_loop(), name="prune"))
         log.info("gateway started", extra={"systems": sorted(self.adapters)})
 
     async def prune(self) -> int:
-        """Delete history, write attempts and finished events past the retention."""
+        """Delete history, write attempts and finished events past the retention (none
+        with ``retention_days: 0``, which keeps everything, also when a reload set it)."""
         days = self.settings.history.retention_days
+        if days <= 0:
+            return 0
         async with self.store.tx() as tx:
             removed = await tx.prune(self.clock() - timedelta(days=days))
         if removed:
@@ -363,6 +479,8 @@ class Gateway:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
         self._tasks = []
+        if self._naming:
+            await asyncio.wait(set(self._naming), timeout=30)
         await self.pollers.close()  # one-off polls that hints started
         await self.alerter.close()
         for client in self._own_clients:

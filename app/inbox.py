@@ -13,7 +13,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Collection, Mapping
 from datetime import datetime, timedelta
 from time import monotonic
 from typing import NamedTuple
@@ -180,10 +180,14 @@ class InboxWorker:
         batch: int = 16,
         clock: Callable[[], datetime] = utcnow,
         ingest: IngestFirst | None = None,
+        disabled: Callable[[], Collection[str]] = frozenset,
     ) -> None:
         self.store = store
         self.engine = engine
         self.adapters = adapters
+        #: The systems the config disables now: their events wait, pending, until they
+        #: are enabled again (stored before the disabling, acknowledged to the vendor).
+        self.disabled = disabled
         self.request_poll = request_poll
         self.metrics = metrics
         self.lease = timedelta(seconds=lease_s)
@@ -246,7 +250,8 @@ class InboxWorker:
         event cannot hold up the others."""
         limit = self.batch if await self.ingest.give_way() else IngestFirst.SMALL_ROUND
         running = collections.Counter(self._apart.values())
-        full = [system for system, n in running.items() if n >= MAX_APART]
+        held = set(self.disabled())
+        full = sorted({system for system, n in running.items() if n >= MAX_APART} | held)
         events: list[Event] = []
         if self._table_wanted or monotonic() >= self._table_claim_at:
             self._table_wanted = False
@@ -259,6 +264,11 @@ class InboxWorker:
         events = events or self._take_handed(limit)
         if not events:
             return 0
+        if waiting := [e.id for e in events if e.system in held and e.system not in self.adapters]:
+            # handed over before a reload disabled their system: given back, to wait
+            async with self.store.tx() as tx:
+                await tx.release_events(waiting)
+            events = [e for e in events if e.id not in set(waiting)]
         readable, unreadable = self._parse(events)
         hinted: dict[str, list[Parsed]] = {}
         for p in readable:

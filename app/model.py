@@ -172,6 +172,11 @@ class IdentityMap:
             return None
         return self._owner.get((system, user_id), f"{system}:{user_id}")
 
+    def named_users(self) -> dict[str, str]:
+        """Every mapped user as ``<system>:<id>`` (how a work item names a user nobody
+        was mapped to), and the email of the person they belong to."""
+        return {f"{system}:{user_id}": email for (system, user_id), email in self._owner.items()}
+
     def email_of(self, canonical: str) -> str | None:
         """The person a canonical assignee names, if the map knows them."""
         if canonical.lower() in self._people:

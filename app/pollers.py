@@ -142,9 +142,12 @@ class Pollers:
 
     async def poll(self, system: str) -> PollResult:
         """One incremental poll of ``system``; errors are recorded, not raised."""
-        adapter = self.adapters[system]
-        settings = self.systems[system]
         result = PollResult(system)
+        adapter = self.adapters.get(system)
+        if adapter is None:  # disabled by a config reload since its loop started
+            result.error = "disabled"
+            return result
+        settings = self.systems[system]
         async with self.store.tx() as tx:
             state = await tx.system_state(system)
         if state.paused:

@@ -734,7 +734,12 @@ async def test_a_valid_config_reload_is_applied(
         set_environment(monkeypatch)
         rig.gateway.config_path = str(good)
         result = ok(await client.post("/admin/config/reload"))
-        assert result == {"reloaded": True, "path": str(good), "systems": sorted(SYSTEMS)}
+        assert result == {
+            "reloaded": True,
+            "path": str(good),
+            "systems": sorted(SYSTEMS),
+            "restart_needed": [],
+        }
         view = ok(await client.get("/admin/config"))
         assert view["path"] == str(good) and view["config"]["dispatcher"]["max_attempts"] == 2
         assert rig.gateway.dispatcher.settings.max_attempts == 2
@@ -744,6 +749,121 @@ async def test_a_valid_config_reload_is_applied(
         assert (await rig.object("devhelm", links["devhelm"]["external_id"]))[
             "status"
         ] == "RESOLVED"
+
+
+async def test_a_reload_disabling_a_system_stops_its_polls_and_holds_its_writes(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A system disabled by a reload: its poll loop (started with the gateway) crashed
+    with a KeyError traceback at every interval; it skips the poll now. A change of a
+    linked item waits in its queue (it was not marked) and goes out once it is enabled
+    again, as does a write the reload caught between its claim and its call."""
+    async with admin(store) as (rig, client):
+        item_id, links = await fan_out(rig)
+        path = tmp_path / "config.yaml"
+        write_config(rig, path)
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data["systems"]["devhelm"]["enabled"] = False
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        set_environment(monkeypatch)
+        rig.gateway.config_path = str(path)
+        ok(await client.post("/admin/config/reload"))
+        assert (await rig.gateway.pollers.poll("devhelm")).error == "disabled"
+
+        ok(await client.patch(f"/admin/work-items/{item_id}", json={"status": "resolved"}))
+        await rig.gateway.dispatcher.run_until_idle()
+        incident = links["devhelm"]["external_id"]
+        assert (await rig.object("devhelm", incident))["status"] == "INVESTIGATING"
+        systems = {s["name"]: s for s in ok(await client.get("/admin/systems"))["systems"]}
+        assert systems["devhelm"]["queue_depth"] == 1 and systems["devhelm"]["dead_letters"] == 0
+
+        # a write claimed before the reload disabled its system waits, uncounted
+        dispatcher = rig.gateway.dispatcher
+        async with rig.gateway.store.tx() as tx:
+            (link,) = [x for x in await tx.links_of(item_id) if x.system == "devhelm"]
+        attempt = await dispatcher._attempt(link, None)
+        assert attempt.held and attempt.error is None
+
+        # a delivery stored (and acknowledged) before the reload waits too: it failed as
+        # "system 'devhelm' is not configured", never to be applied
+        async with rig.gateway.store.tx() as tx:
+            event_id = await tx.record_event(
+                system="devhelm",
+                delivery_id="before-the-reload",
+                source="webhook",
+                event_type="incident.updated",
+                body=b"{}",
+                now=rig.gateway.clock(),
+            )
+        assert event_id is not None
+        await rig.gateway.worker.run_until_idle()
+        async with rig.gateway.store.tx() as tx:
+            event = await tx.get_event(event_id)
+        assert event is not None and (event.state, event.outcome) == ("pending", None)
+
+        data["systems"]["devhelm"]["enabled"] = True
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        ok(await client.post("/admin/config/reload"))
+        await dispatcher.run_until_idle()
+        assert (await rig.object("devhelm", incident))["status"] == "RESOLVED"
+        assert ok(await client.get("/admin/systems"))["dead_letters"] == 0
+        await rig.gateway.worker.run_until_idle()
+        async with rig.gateway.store.tx() as tx:
+            event = await tx.get_event(event_id)
+        # read by DevHelm's adapter now (this body is no DevHelm event)
+        assert event is not None and event.state == "failed", event
+        assert event.outcome is not None and event.outcome.startswith("unreadable"), event
+
+
+async def test_a_reload_to_keep_history_forever_prunes_nothing(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """``history.retention_days: 0`` keeps everything; set by a reload on a gateway that
+    started with a retention, the hourly prune still ran and took it as a retention of
+    no time at all: every history entry, write attempt and finished event was deleted."""
+    async with admin(store) as (rig, client):
+        item_id, _links = await fan_out(rig)
+        before = ok(await client.get(f"/admin/work-items/{item_id}"))["history"]
+        assert before
+        path = tmp_path / "config.yaml"
+        write_config(rig, path)
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data["history"] = {"retention_days": 0}
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        set_environment(monkeypatch)
+        rig.gateway.config_path = str(path)
+        ok(await client.post("/admin/config/reload"))
+        assert await rig.gateway.prune() == 0
+        assert ok(await client.get(f"/admin/work-items/{item_id}"))["history"] == before
+
+
+async def test_a_reload_that_would_close_the_admin_api_is_refused(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A reload of a file whose admin.api_key_env names an unset variable (a typo) was
+    applied: the admin API closed (401 'admin API is closed') and could not be reloaded
+    back, the console with it, until a restart. It is refused, at the key's line."""
+    async with admin(store) as (rig, client):
+        path = tmp_path / "config.yaml"
+        write_config(rig, path)
+        text = path.read_text(encoding="utf-8")
+        assert "api_key_env: SYNCGATE_ADMIN_KEY" in text
+        path.write_text(text.replace("SYNCGATE_ADMIN_KEY", "SYNCGATE_ADMN_KEY"), encoding="utf-8")
+        set_environment(monkeypatch)
+        rig.gateway.config_path = str(path)
+        body = problem(await client.post("/admin/config/reload"), 422)
+        (issue,) = body["issues"]
+        lines = path.read_text(encoding="utf-8").splitlines()
+        assert issue["key"] == "admin.api_key_env"
+        assert "SYNCGATE_ADMN_KEY" in lines[issue["line"] - 1]
+        assert "would close the admin API" in issue["message"]
+        assert ok(await client.get("/admin/systems"))  # still open
+        # a rotation to another variable that is set goes through
+        monkeypatch.setenv("SYNCGATE_ADMN_KEY", "a-new-admin-key-0123456789")
+        ok(await client.post("/admin/config/reload"))
+        assert (await client.get("/admin/systems")).status_code == 401
+        headers = {"X-Admin-Key": "a-new-admin-key-0123456789"}
+        assert (await client.get("/admin/systems", headers=headers)).status_code == 200
 
 
 # -- metrics ----------------------------------------------------------------------------------

@@ -17,6 +17,7 @@ import pytest
 
 from app import tables
 from app.serving import bind_socket, spare_port
+from app.store.database import newest_revision
 from tests.cli_support import (
     COMMAND_TIMEOUT_S,
     ROOT,
@@ -362,6 +363,33 @@ def test_a_database_that_cannot_be_used_stops_serve_and_migrate_in_one_line(
             (line,) = done.stderr.splitlines()
             assert line == f"syncgate {command[0]}: database: {problem}", line
             assert "Sup3r" not in done.stdout
+
+
+def test_a_database_a_newer_syncgate_migrated_is_named_so_and_left_alone(
+    tmp_path: Path,
+) -> None:
+    """serve and migrate on a database whose schema a newer version brought further said
+    only alembic's "Can't locate revision identified by '0099'": the line says what
+    that means and what to do, and the database is not touched."""
+    db = tmp_path / "newer.db"
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        conn.execute("CREATE TABLE alembic_version (version_num VARCHAR(32) PRIMARY KEY)")
+        conn.execute("INSERT INTO alembic_version VALUES ('0099')")
+        conn.commit()
+    env = serving_env(SYNCGATE_DATABASE_URL=f"sqlite:///{db}")
+    for command in (["serve", "--port", "0"], ["migrate"]):
+        done = syncgate(*command, "--config", "config.yaml", env=env)
+        assert done.returncode == 1, (command, done.stderr)
+        (line,) = done.stderr.splitlines()
+        assert line == (
+            f"syncgate {command[0]}: database: cannot bring the schema of sqlite:///{db} up"
+            " to date (its schema is at revision '0099', newer than this Syncgate knows (up"
+            f" to {newest_revision()!r}): a newer Syncgate migrated it; run that version, or"
+            " restore the backup taken before the upgrade)"
+        ), line
+    with contextlib.closing(sqlite3.connect(db)) as conn:
+        tables_now = conn.execute("SELECT name FROM sqlite_master WHERE type='table'").fetchall()
+        assert tables_now == [("alembic_version",)]
 
 
 def test_an_unset_variable_is_reported_at_the_line_that_names_it() -> None:

@@ -230,6 +230,45 @@ async def test_a_new_item_with_an_unmapped_assignee_is_created_without_it_there(
     )
 
 
+async def test_a_user_mapped_later_becomes_the_person_and_goes_out_at_once(
+    store: Store,
+) -> None:
+    """The item held ``desk:d-carol`` for good once carol was mapped (an earlier audit's
+    finding): the canonical assignee is a person's email. Now it becomes hers, pages is
+    due at once, and the field keeps its stamp: a reassignment made in desk before the
+    mapping, heard after it, still wins."""
+    engine = Engine(store, rules([ADA]), clock=lambda: T0 + 10 * SECOND)
+    engine.connected = CONNECTED  # before the objects were made: they are new
+    item_id = await started(store, engine, None)
+    await engine.observe(ticket(T0 + 5 * SECOND, "d-carol"))
+    assert not (await links_of(store, item_id))["pages"].dirty
+    carol = Person(email="carol@example.com", ids={"desk": "d-carol", "pages": "p-carol"})
+    engine.rules.identities = IdentityMap([ADA, carol])
+    named = engine.rules.identities.named_users()
+    assert await engine.name_assignees(named) == [item_id]
+    async with store.tx() as tx:
+        item = await tx.require_item(item_id)
+        history = await tx.history_of(item_id)
+    assert item.assignee == "carol@example.com"
+    assert item.stamps["assignee"].system == "desk"  # the person's change, not the map's
+    assert (history[-1].kind, history[-1].system, history[-1].old_value) == (
+        "change",
+        "identities",
+        "desk:d-carol",
+    )
+    pages = (await links_of(store, item_id))["pages"]
+    assert pages.dirty and pages.dirty_version == item.version
+    target = engine.rules.differs("pages", pages.known, item.fields().only({"assignee"}))
+    assert engine.rules.to_vendor("pages", target) == Fields(assignee="p-carol")
+    assert await engine.name_assignees(named) == []  # nothing left to name
+
+    # ada took the ticket in desk before the mapping; the webhook arrives only now
+    outcome = await engine.observe(ticket(T0 + 7 * SECOND, "d-ada"))
+    assert outcome.changed == ("assignee",)
+    async with store.tx() as tx:
+        assert (await tx.require_item(item_id)).assignee == "ada@example.com"
+
+
 async def test_an_operator_may_assign_a_person_by_email(store: Store) -> None:
     engine = Engine(store, rules([ADA, BO]), clock=lambda: T0 + 3 * SECOND)
     engine.connected = CONNECTED  # before the objects were made: they are new

@@ -3,7 +3,8 @@ serve`` in a process of its own, the simulators on loopback, a person assigning 
 InboxOps ticket in InboxOps. A mapped agent reaches incident.io as that person's
 incident.io user (people from config.yaml and from the admin API alike); an agent nobody
 mapped is not written to incident.io, whose follow-up stays as it was, and the work
-item's history says so; once mapped, a resync writes them."""
+item's history says so; once mapped, the item names them by email and they are written
+at once."""
 
 from __future__ import annotations
 
@@ -151,8 +152,9 @@ async def test_an_inboxops_assignee_reaches_incidentio_as_the_same_person(
                 ]
                 assert ticket_now["assignee_id"] == CAROL_AGENT
 
-                # carol mapped later (an incident.io user of hers, through the API): a
-                # resync writes the assignment the item has held all along
+                # carol mapped later (an incident.io user of hers, through the API): the
+                # item's assignee becomes her email (it stayed inboxops:<agent> for good),
+                # and the assignment goes out at once
                 made = await control["incidentio"].post(
                     "/_sim/users", json={"name": "Carol", "email": "carol@example.com"}
                 )
@@ -162,10 +164,18 @@ async def test_an_inboxops_assignee_reaches_incidentio_as_the_same_person(
                     json={"ids": {"inboxops": CAROL_AGENT, "incidentio": carol_user}},
                 )
                 assert mapped.status_code == 201, mapped.text
-                resync = await admin.post(f"/work-items/{detail['item']['id']}/resync")
-                assert resync.status_code == 200, resync.text
                 await eventually(
                     lambda: assigned_to(carol_user), timeout_s=30, what="carol on the follow-up"
                 )
+                detail = await detail_of(admin, ticket)
+                assert detail is not None
+                assert detail["item"]["assignee"] == "carol@example.com"
+                (named,) = [h for h in detail["history"] if h["system"] == "identities"]
+                assert named["old_value"] == f"inboxops:{CAROL_AGENT}"
+                # InboxOps is not written: its ticket holds carol's agent already
+                (ticket_now,) = [
+                    t for t in await sim_objects(control["inboxops"]) if t["id"] == ticket
+                ]
+                assert ticket_now["assignee_id"] == CAROL_AGENT
             finally:
                 await gateway.stop()

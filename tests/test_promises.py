@@ -20,6 +20,7 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
+import yaml
 
 from adapters.base import fit
 from adapters.devhelm.simulator import iso
@@ -1003,3 +1004,226 @@ async def test_a_served_gateway_answers_probes_from_its_start(tmp_path: Path) ->
         for system in inst.control:
             for counter in ("syncgate_dead_letters_total", "syncgate_write_retries_total"):
                 assert metric_value(scraped, counter, system=system) == 0, (counter, system)
+
+
+# -- a system disabled and enabled again -----------------------------------------------------
+
+
+def set_enabled(config: Path, system: str, enabled: bool) -> None:
+    data = yaml.safe_load(config.read_text())
+    data["systems"][system]["enabled"] = enabled
+    config.write_text(yaml.safe_dump(data))
+
+
+async def system_row(inst: Installation, system: str) -> dict[str, Any]:
+    systems = (await inst.admin.get("/systems")).json()["systems"]
+    (row,) = [s for s in systems if s["name"] == system]
+    return dict(row)
+
+
+async def test_a_system_disabled_keeps_its_writes_and_gets_them_once_enabled_again(
+    tmp_path: Path,
+) -> None:
+    """An operator disables a failing system (``enabled: false``, by a reload and by a
+    restart) and enables it again later. Its write waiting for a retry was
+    dead-lettered at once ("system 'devhelm' is not configured"), and a change made
+    while it was disabled never reached it after: its object stayed behind. Both wait
+    in its queue now and go out once it is enabled again."""
+    async with installation(tmp_path) as inst:
+        ticket = await inst.open_ticket("Checkout down")
+        detail = await inst.linked(ticket)
+        incident = external_id(detail, "devhelm")
+        follow_up = external_id(detail, "incidentio")
+        failing = {"status": 500, "count": 1000, "methods": ["PUT", "PATCH"]}
+        assert (await inst.control["devhelm"].post("/_sim/faults", json=failing)).is_success
+
+        async def titled(system: str, object_id: str, title: str) -> bool:
+            objects = await sim_objects(inst.control[system])
+            return any(o["id"] == object_id and o["title"] == title for o in objects)
+
+        async def retrying() -> bool:
+            page = await inst.admin.get("/outbox", params={"state": "failed"})
+            return any(e["system"] == "devhelm" for e in page.json()["entries"])
+
+        await inst.control["inboxops"].patch(f"/_sim/objects/{ticket}", json={"subject": "two"})
+        await eventually(retrying, timeout_s=30, what="the DevHelm write failing, to retry")
+
+        # disabled by a reload, with its write waiting for a retry
+        set_enabled(inst.config, "devhelm", False)
+        assert (await inst.admin.post("/config/reload")).status_code == 200
+        assert (await inst.control["devhelm"].delete("/_sim/faults")).status_code == 204
+
+        async def retry_due() -> bool:
+            page = await inst.admin.get("/outbox", params={"state": "failed"})
+            (entry,) = page.json()["entries"]
+            return datetime.fromisoformat(entry["next_attempt_at"]) < datetime.now(UTC)
+
+        await eventually(retry_due, timeout_s=30, what="the DevHelm retry due")
+        await inst.control["inboxops"].patch(f"/_sim/objects/{ticket}", json={"subject": "three"})
+        await eventually(
+            lambda: titled("incidentio", follow_up, "three"), timeout_s=30, what="incident.io"
+        )
+        # a resync wakes the dispatcher for a claim of every due write
+        resync = await inst.admin.post(f"/work-items/{detail['item']['id']}/resync")
+        assert resync.status_code == 200, resync.text
+
+        async def others_written() -> bool:
+            rows = [await system_row(inst, name) for name in ("inboxops", "incidentio")]
+            return all(row["queue_depth"] == 0 for row in rows)
+
+        await eventually(others_written, timeout_s=30, what="the resync's writes done")
+        devhelm = await system_row(inst, "devhelm")
+        assert (devhelm["enabled"], devhelm["dead_letters"]) == (False, 0), devhelm
+        assert devhelm["queue_depth"] == 1, devhelm
+
+        set_enabled(inst.config, "devhelm", True)
+        assert (await inst.admin.post("/config/reload")).status_code == 200
+        await eventually(
+            lambda: titled("devhelm", incident, "three"), timeout_s=30, what="DevHelm caught up"
+        )
+
+        # disabled by a restart: a change made meanwhile goes out at the restart enabling it
+        set_enabled(inst.config, "devhelm", False)
+        await inst.restart("disabled")
+        await inst.control["inboxops"].patch(f"/_sim/objects/{ticket}", json={"subject": "four"})
+        await eventually(
+            lambda: titled("incidentio", follow_up, "four"), timeout_s=30, what="incident.io"
+        )
+        assert (await system_row(inst, "devhelm"))["queue_depth"] == 1
+        set_enabled(inst.config, "devhelm", True)
+        await inst.restart("enabled")
+        await eventually(
+            lambda: titled("devhelm", incident, "four"), timeout_s=30, what="DevHelm caught up"
+        )
+        await inst.settle()
+        assert (await inst.admin.get("/systems")).json()["dead_letters"] == 0
+        assert "Traceback" not in inst.gateway.log_path.read_text()
+
+
+async def test_the_config_view_shows_what_runs_and_a_reload_names_what_waits_for_a_restart(
+    tmp_path: Path,
+) -> None:
+    """/admin/config showed the file's database_url and server.port, not the database
+    and port the gateway runs on (SYNCGATE_DATABASE_URL, --port), and after a reload
+    whatever the file said: another database, another port, as if they were in use.
+    The view shows what runs; a reload keeps those and names the keys that wait."""
+    async with installation(tmp_path) as inst:
+        port = int(inst.gateway.url.rsplit(":", 1)[1])
+        running = (await inst.admin.get("/config")).json()["config"]
+        assert running["server"]["port"] == port
+        assert running["database_url"] == f"sqlite:///{tmp_path / 'gateway.db'}"
+
+        data = yaml.safe_load(inst.config.read_text())
+        data["database_url"] = f"sqlite:///{tmp_path / 'other.db'}"
+        data["server"] = {"port": port + 1}
+        data["systems"]["devhelm"]["poll_interval_s"] = 5
+        data["dispatcher"]["max_attempts"] = 3
+        data["dispatcher"]["concurrency"] = 4
+        inst.config.write_text(yaml.safe_dump(data))
+        reloaded = await inst.admin.post("/config/reload")
+        assert reloaded.status_code == 200, reloaded.text
+        assert reloaded.json()["restart_needed"] == [
+            "database_url",
+            "server",
+            "dispatcher.concurrency",
+            "systems.devhelm.poll_interval_s",
+        ]
+        view = (await inst.admin.get("/config")).json()["config"]
+        assert view["database_url"] == running["database_url"]
+        assert view["server"] == running["server"]
+        assert view["dispatcher"]["max_attempts"] == 3  # applied at once
+        assert view["dispatcher"]["concurrency"] == running["dispatcher"]["concurrency"]
+        assert "take effect at the next restart" in inst.gateway.log_path.read_text()
+
+
+async def test_a_system_first_enabled_by_a_reload_acts_on_its_first_new_object(
+    tmp_path: Path,
+) -> None:
+    """InboxOps, disabled at start and never connected, enabled by a reload: its
+    connection moment was recorded only when its first webhook was handled, after the
+    ticket that webhook was about had been made, so that ticket counted as history and
+    never fanned out. The reload records the moment; what is made after it is new."""
+    async with installation(tmp_path, systems={"inboxops": {"enabled": False}}) as inst:
+        old = await inst.open_ticket("Made while InboxOps was off")
+        set_enabled(inst.config, "inboxops", True)
+        reloaded = await inst.admin.post("/config/reload")
+        assert reloaded.status_code == 200, reloaded.text
+        ticket = await inst.open_ticket("Checkout down")
+        await inst.linked(ticket)
+        # the old ticket's webhook, refused while InboxOps was off, is delivered again
+        # now (the simulator retries): history, it starts nothing
+        await inst.sims["inboxops"].kit.flush()
+        await inst.settle()
+        assert await inst.item_of("inboxops", old) is None
+        assert len(await items(inst)) == 1
+
+
+async def test_a_link_whose_object_is_being_created_is_not_unlinked_from_under_it(
+    tmp_path: Path,
+) -> None:
+    """An unlink answered 204 while the link's DevHelm create was in flight: the create
+    landed all the same, and a public incident was left belonging to nothing, the item's
+    history saying 'unlinked devhelm None'. It is refused (409) until the create is
+    recorded; then the unlink names the incident it leaves."""
+    async with installation(tmp_path) as inst:
+        slow = await inst.control["devhelm"].put("/_sim/latency", json={"ms": 1500})
+        assert slow.status_code == 200, slow.text
+        ticket = await inst.open_ticket("Checkout down")
+
+        async def creating() -> bool:
+            return any(r.method == "POST" for r in inst.requests("devhelm"))
+
+        await eventually(creating, timeout_s=30, what="the DevHelm create in flight")
+        detail = await inst.item_of("inboxops", ticket)
+        assert detail is not None
+        (link,) = [link for link in detail["links"] if link["system"] == "devhelm"]
+        assert link["external_id"] is None
+        refused = await inst.admin.delete(f"/links/{link['id']}")
+        assert refused.status_code == 409, refused.text
+        assert "being created" in refused.json()["detail"]
+
+        detail = await inst.linked(ticket)  # the create recorded
+        incident = external_id(detail, "devhelm")
+        assert (await inst.admin.delete(f"/links/{link['id']}")).status_code == 204
+        detail = await inst.item_of("inboxops", ticket)
+        assert detail is not None
+        assert "devhelm" not in {link["system"] for link in detail["links"]}
+        assert any(
+            h["kind"] == "unlinked" and incident in (h["detail"] or "") for h in detail["history"]
+        )
+        assert [o["id"] for o in await sim_objects(inst.control["devhelm"])] == [incident]
+
+
+async def test_a_link_relinked_while_its_object_is_created_gets_the_new_items_state(
+    tmp_path: Path,
+) -> None:
+    """A DevHelm link moved to another work item (B, version 1) while its create for the
+    first item (version 1) was in flight: the create's record took 'version 1' for B's,
+    the link said synced, and the incident kept the first item's title for good."""
+    async with installation(tmp_path) as inst:
+        created = await inst.admin.post("/work-items", json={"title": "Item B"})
+        assert created.status_code == 201, created.text
+        item_b = created.json()["item"]["id"]
+        slow = await inst.control["devhelm"].put("/_sim/latency", json={"ms": 1500})
+        assert slow.status_code == 200, slow.text
+        ticket = await inst.open_ticket("Checkout down")
+
+        async def creating() -> bool:
+            return any(r.method == "POST" for r in inst.requests("devhelm"))
+
+        await eventually(creating, timeout_s=30, what="the DevHelm create in flight")
+        detail = await inst.item_of("inboxops", ticket)
+        assert detail is not None
+        (link,) = [link for link in detail["links"] if link["system"] == "devhelm"]
+        moved = await inst.admin.post(f"/links/{link['id']}/relink", json={"work_item_id": item_b})
+        assert moved.status_code == 200, moved.text
+        assert (await inst.control["devhelm"].put("/_sim/latency", json={"ms": 0})).is_success
+
+        async def holds_item_b() -> bool:
+            objects = await sim_objects(inst.control["devhelm"])
+            return [o["title"] for o in objects] == ["Item B"]
+
+        await eventually(holds_item_b, timeout_s=30, what="the incident written with item B")
+        await inst.settle()
+        b = (await inst.admin.get(f"/work-items/{item_b}")).json()
+        assert [(x["system"], x["state"]) for x in b["links"]] == [("devhelm", "synced")]

@@ -9,6 +9,7 @@ import contextlib
 from collections.abc import AsyncIterator
 
 import httpx
+import msgspec
 import pytest
 
 from adapters._http import send
@@ -17,8 +18,10 @@ from app.config.schema import SystemSettings
 from app.errors import TransientError
 from app.gateway import http_client, proxy_for
 from app.serving import serve_asgi
+from app.store import Store
 from tests.blackbox import free_port
 from tests.contract.kits import KITS
+from tests.rig import running_rig, secrets
 
 INCIDENTS = "/api/v1/status-pages/{page}/incidents"
 
@@ -118,3 +121,24 @@ async def test_a_refused_connection_is_reported_as_refused_not_as_a_timeout() ->
     finally:
         await client.aclose()
     assert "connection refused" in str(info.value) and "timeout" not in str(info.value)
+
+
+async def test_a_reload_that_sets_a_proxy_or_a_timeout_gives_the_system_a_new_client(
+    store: Store,
+) -> None:
+    """A reload answered 200 but kept each system's HTTP client as it was made at start:
+    a new ``proxy``, ``timeout_s`` or ``max_connections`` did nothing until a restart."""
+    async with running_rig(store) as rig, forward_proxy() as (proxy, seen):
+        gateway = rig.gateway
+        before = gateway.adapters["devhelm"].client
+        unchanged = gateway.adapters["inboxops"].client
+        devhelm = msgspec.structs.replace(
+            gateway.settings.systems["devhelm"], proxy=proxy, timeout_s=3.0
+        )
+        systems = {**gateway.settings.systems, "devhelm": devhelm}
+        gateway.reload(msgspec.structs.replace(gateway.settings, systems=systems), secrets())
+        client = gateway.adapters["devhelm"].client
+        assert client is not before and client.timeout == httpx.Timeout(3.0)
+        assert gateway.adapters["inboxops"].client is unchanged  # its settings are the same
+        await gateway.pollers.poll("devhelm")
+        assert seen and all(line.startswith("GET http://127.0.0.1:") for line in seen)

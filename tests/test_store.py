@@ -118,6 +118,30 @@ async def test_a_claim_leaves_out_the_systems_it_is_told_are_full(store: Store) 
     assert sorted(link.id for link in claimed) == sorted([ids["devhelm"], ids["hookstream"]])
 
 
+async def test_a_link_being_created_is_not_unlinked_until_its_claim_lapses(store: Store) -> None:
+    now = utcnow()
+    async with store.tx() as tx:
+        await tx.insert_item(_item())
+        link_id = await tx.insert_link(
+            work_item_id="a" * 32,
+            system="devhelm",
+            scope="sp",
+            now=now,
+            create_target=CreateTarget(scope="sp"),
+            dirty=True,
+        )
+    lease = timedelta(seconds=30)
+    async with store.tx() as tx:
+        (claimed,) = await tx.claim_due_links(worker="w", now=now, lease=lease, limit=10)
+    assert claimed.id == link_id
+    async with store.tx() as tx:
+        assert await tx.unlink(link_id, unless_creating_at=now) is False
+        assert await tx.get_link(link_id) is not None
+    async with store.tx() as tx:  # the claim lapsed: its writer died
+        assert await tx.unlink(link_id, unless_creating_at=now + 2 * lease) is True
+        assert await tx.get_link(link_id) is None
+
+
 async def test_an_event_claim_leaves_out_the_systems_it_is_told_are_full(store: Store) -> None:
     now = utcnow()
     lease = timedelta(seconds=30)

@@ -130,7 +130,14 @@ def read(name: str) -> dict[bool, Any]:
 
 
 def _written(version: int, **extra: Any) -> dict[str, Any]:
-    return {"b_id": 3, "b_claimed_by": "", "b_version": version, "b_again": LATER} | extra
+    # link 3 is on item b; a write for another item's version is one the link moved from
+    return {
+        "b_id": 3,
+        "b_claimed_by": "",
+        "b_item": ITEM_IDS[1],
+        "b_version": version,
+        "b_again": LATER,
+    } | extra
 
 
 def both(sqlite: Any, postgres: Any) -> dict[bool, Any]:
@@ -186,6 +193,7 @@ CASES: list[tuple[str, Any, Any]] = [
         [{"b_id": 1, "b_version": 4}, {"b_id": 3, "b_version": 1}],
     ),
     ("finish writes, synced", s.FINISH_WRITE, [_written(2), _written(1, b_id=4)]),
+    ("finish writes, link moved since", s.FINISH_WRITE, [_written(5, b_item=ITEM_IDS[0])]),
     (
         # an update: the object's identity is left as it is (statements.created_values)
         "finish writes, updated",

@@ -265,8 +265,9 @@ def _cmd_serve(args: argparse.Namespace) -> int:
         gateway.config_path = _config_path(args)
         # connected before it says it serves: whatever is made from then on is new
         await gateway.connect()
-        app = create_app(gateway)
         bound = sock.getsockname()[1]
+        gateway.serving(database_url=url, host=host, port=bound)
+        app = create_app(gateway)
         print(f"syncgate serving on http://{host}:{bound}", flush=True)
         server = settings.server
         limits = ConnectionLimits(

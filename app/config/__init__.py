@@ -72,15 +72,35 @@ def load_config(
 
 
 def load_to_serve(
-    path: str | os.PathLike[str], known: Mapping[str, SystemCaps], environ: Mapping[str, str]
+    path: str | os.PathLike[str],
+    known: Mapping[str, SystemCaps],
+    environ: Mapping[str, str],
+    *,
+    admin_key_needed: bool = False,
 ) -> tuple[Settings, ResolvedSecrets]:
     """``load_config(to_serve=True)`` and ``resolve_environment``: what serve and a reload
     start from. A variable the environment lacks is reported at the file and line of the
-    key that names it (or of its section, when the key is left at its default)."""
+    key that names it (or of its section, when the key is left at its default). With
+    ``admin_key_needed`` (a reload through the admin API), an unset admin key is one of
+    them: applied, it would close the API the reload came through."""
     file = os.fspath(path)
     settings, lines = _load(path, known, to_serve=True)
     try:
-        return settings, resolve_environment(settings, environ)
+        secrets = resolve_environment(settings, environ)
+        if admin_key_needed and secrets.admin_key is None:
+            env = settings.admin.api_key_env
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        ENVIRONMENT,
+                        None,
+                        "admin.api_key_env",
+                        f"environment variable {env} is not set: this reload would close the"
+                        " admin API it came through (set it, or restart to close the API)",
+                    )
+                ]
+            )
+        return settings, secrets
     except ConfigError as exc:
         raise ConfigError(
             [

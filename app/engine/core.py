@@ -281,6 +281,47 @@ class Engine(OperatorChanges):
             self.on_change(None)
         return Outcome("changed", item.id, tuple(changed), tuple(dirty))
 
+    async def name_assignees(self, named: Mapping[str, str]) -> list[str]:
+        """Work items assigned to a user nobody was mapped to (``<system>:<id>``) whom
+        the identity map now names (``named``: ``IdentityMap.named_users``) take the
+        person's email, the canonical assignee: the same person, so the field keeps its
+        stamp (a person's reassignment made before, and heard after, still wins over it)
+        and the history records who they are. Their links are marked, so the assignment
+        goes out at once to the systems it could not reach. Returns the items' ids."""
+        async with self.store.tx() as tx:
+            ids = await tx.items_assigned_to(named)
+            if not ids:
+                return []
+            batch = Batch(tx, self.clock())
+            await batch.load(set(ids))
+            dirty: list[int] = []
+            for item_id in sorted(batch.items):
+                item = batch.items[item_id]
+                email = named.get(item.assignee or "")
+                if email is None:  # reassigned since the read
+                    continue
+                batch.history.append(
+                    HistoryEntry(
+                        work_item_id=item.id,
+                        kind="change",
+                        field="assignee",
+                        old_value=item.assignee,
+                        new_value=email,
+                        system="identities",
+                        detail=f"the identity map names {item.assignee} {email}",
+                        at=batch.now,
+                    )
+                )
+                item.assignee = email
+                batch.bump(item)
+                marked = self._needing_write(item, batch.links_of(item.id), force=True)
+                batch.mark_dirty(marked, item.version)
+                dirty += marked
+            await batch.flush()
+        if dirty and self.on_change is not None:
+            self.on_change(None)
+        return sorted(batch.changed_items)
+
     def _observe(
         self, batch: Batch, link: Link, obj: VendorObject, event_id: str | None
     ) -> Outcome:
@@ -481,7 +522,15 @@ class Engine(OperatorChanges):
         canonical = item.fields()
         out: list[int] = []
         for link in links:
-            if link.dead or not self.rules.enabled(link.system):
+            if link.dead:
+                continue
+            if not self.rules.enabled(link.system):
+                # a system the config disables cannot be compared with (no value maps):
+                # its link waits, dirty, for the system to be enabled again, when the
+                # write finds out what its object lacks (the dispatcher claims no write
+                # for a disabled system); a system no longer configured is left alone
+                if force and link.system in self.rules.settings.systems:
+                    out.append(link.id)
                 continue
             fields = self.rules.out_fields(link.system)
             if not fields:

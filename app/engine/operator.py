@@ -13,7 +13,7 @@ from typing import Protocol
 import msgspec
 
 from app.engine.batch import Outcome, Taken
-from app.errors import AlreadyLinked, Invalid, NotFound
+from app.errors import AlreadyLinked, Invalid, NotFound, StateConflict
 from app.model import Fields, FieldStamp, ObjectRef, VendorObject, WorkItem
 from app.rules import Rules
 from app.store import HistoryEntry, Link, Store, Tx
@@ -209,10 +209,19 @@ class OperatorChanges:
         return AlreadyLinked("the object was linked concurrently")
 
     async def unlink(self, link_id: int, *, source: str = "admin") -> Link:
-        """Remove a link; the object itself is not touched. Returns the link removed."""
+        """Remove a link; the object itself is not touched. Returns the link removed.
+        Raises ``StateConflict`` while the link's object is being created: the create
+        would land all the same, and the object it made would belong to nothing."""
         async with self.store.tx() as tx:
             link = await tx.require_link(link_id)
-            await tx.unlink(link_id)
+            # one statement: a claim taken after the read is seen by the delete
+            if not await tx.unlink(link_id, unless_creating_at=self.clock()):
+                raise StateConflict(
+                    f"link {link_id}: its {link.system} object is being created (a write in"
+                    " flight); unlinked now, the object would still be made and belong to"
+                    " nothing: unlink it once the create is recorded (seconds; at most"
+                    " one lease if the process writing it died)"
+                )
             await tx.add_history(
                 [
                     HistoryEntry(

@@ -8,6 +8,7 @@ import contextlib
 import logging
 import os
 import random
+import re
 import sqlite3
 import threading
 import time
@@ -72,11 +73,28 @@ def failure_reason(exc: BaseException) -> str | None:
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror  # a name that does not resolve
     text = str(exc).strip()
+    unknown = re.match(r"Can't locate revision identified by '([^']*)'", text)
+    if isinstance(exc, CommandError) and unknown is not None:
+        return (
+            f"its schema is at revision {unknown[1]!r}, newer than this Syncgate knows"
+            f" (up to {newest_revision()!r}): a newer Syncgate migrated it; run that"
+            " version, or restore the backup taken before the upgrade"
+        )
     return text.splitlines()[0] if text else type(exc).__name__
 
 
 #: Where alembic finds the migrations (``app/migrations``).
 MIGRATIONS = str(Path(__file__).resolve().parents[1] / "migrations")
+
+
+def newest_revision() -> str:
+    """The newest schema revision this version's migrations bring a database to."""
+    from alembic.config import Config
+    from alembic.script import ScriptDirectory
+
+    config = Config()
+    config.set_main_option("script_location", MIGRATIONS)
+    return str(ScriptDirectory.from_config(config).get_current_head())
 
 
 def normalize_url(url: str) -> str:

@@ -103,6 +103,15 @@ class ItemQueries(TxBase):
         query = reads.items_locked if lock and self.postgres else reads.items
         return {row.id: item_of(row) for row in await self._run(query, {"b_ids": ids})}
 
+    async def items_assigned_to(self, assignees: Mapping[str, object]) -> list[str]:
+        """The ids of the work items whose assignee is one of ``assignees``, each a user
+        nobody was mapped to (``<system>:<id>``; an email holds no ``:``): one pass over
+        the items that hold such a user, however many ``assignees`` there are."""
+        query = sa.select(t.work_items.c.id, t.work_items.c.assignee).where(
+            t.work_items.c.assignee.contains(":", autoescape=True)
+        )
+        return sorted(row.id for row in await self._run(query) if row.assignee in assignees)
+
     async def save_items(self, items: Iterable[WorkItem]) -> None:
         rows = []
         for item in items:

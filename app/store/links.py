@@ -240,8 +240,22 @@ class LinkQueries(TxBase):
         if rows:
             await self._run(MARK_DIRTY[self.dialect == "sqlite"], rows)
 
-    async def unlink(self, link_id: int) -> None:
-        await self._run(sa.delete(t.links).where(t.links.c.id == link_id))
+    async def unlink(self, link_id: int, *, unless_creating_at: datetime | None = None) -> bool:
+        """Delete the link; with ``unless_creating_at``, not while its object is being
+        created (claimed, still to be created, its claim not lapsed at that moment).
+        Returns whether it was deleted."""
+        query = sa.delete(t.links).where(t.links.c.id == link_id)
+        if unless_creating_at is not None:
+            query = query.where(
+                sa.not_(
+                    sa.and_(
+                        t.links.c.external_id.is_(None),
+                        t.links.c.claimed_by.is_not(None),
+                        t.links.c.claimed_until > unless_creating_at,
+                    )
+                )
+            )
+        return bool((await self._run(query)).rowcount)
 
     async def move_link(self, link_id: int, work_item_id: str, version: int) -> None:
         """Move a link to another work item, at that item's ``version``: the version
@@ -367,6 +381,7 @@ class LinkQueries(TxBase):
             row: dict[str, Any] = {
                 "b_id": f.link.id,
                 "b_claimed_by": f.link.claimed_by or "",
+                "b_item": f.link.work_item_id,
                 "b_version": f.version,
                 "b_again": f.again or now,
             }

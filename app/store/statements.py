@@ -32,6 +32,11 @@ MARK_DIRTY = {
     )
     for sqlite in (True, False)
 }
+#: The link is still on the work item whose version the write carried: a link moved to
+#: another item meanwhile (a relink) holds none of the new item's versions, whatever
+#: their numbers, and stays dirty for it.
+_SAME_ITEM = t.links.c.work_item_id == sa.bindparam("b_item")
+_STILL_DIRTY = sa.or_(sa.not_(_SAME_ITEM), t.links.c.dirty_version > sa.bindparam("b_version"))
 FINISH_WRITE = (
     sa.update(t.links)
     .where(
@@ -39,15 +44,14 @@ FINISH_WRITE = (
         sa.func.coalesce(t.links.c.claimed_by, "") == sa.bindparam("b_claimed_by"),
     )
     .values(
-        synced_version=sa.bindparam("b_version"),
-        dirty=t.links.c.dirty_version > sa.bindparam("b_version"),
+        synced_version=sa.case(
+            (_SAME_ITEM, sa.bindparam("b_version")), else_=t.links.c.synced_version
+        ),
+        dirty=_STILL_DIRTY,
         attempts=0,
-        # still dirty (the item moved on meanwhile): due again at b_again
+        # still dirty (the item moved on meanwhile, or the link moved): due again at b_again
         next_attempt_at=sa.case(
-            (
-                t.links.c.dirty_version > sa.bindparam("b_version"),
-                sa.bindparam("b_again", type_=TZ),
-            ),
+            (_STILL_DIRTY, sa.bindparam("b_again", type_=TZ)),
             else_=None,
         ),
         claimed_by=None,

@@ -44,6 +44,9 @@ async def get_config(request: Request[Any, Any, Any]) -> ConfigView:
 async def reload_config(request: Request[Any, Any, Any]) -> ReloadResult:
     gateway = gateway_of(request)
     gateway.reload_from_file()
+    # a system enabled by the reload and never connected before is connected now: what
+    # it makes from now on is new, what it made before is history (kept once stored)
+    await gateway.connect()
     assert gateway.config_path is not None
     audit("config reloaded", path=gateway.config_path, systems=sorted(gateway.adapters))
-    return ReloadResult(True, gateway.config_path, sorted(gateway.adapters))
+    return ReloadResult(True, gateway.config_path, sorted(gateway.adapters), gateway.restart_needed)

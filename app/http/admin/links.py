@@ -30,7 +30,7 @@ log = logging.getLogger("syncgate.admin")
     tags=["links"],
     description="The object itself is not touched. If it matches a creation rule, its next"
     " observation starts a new work item.",
-    responses=errors(400, 404),
+    responses=errors(400, 404, 409),
 )
 async def delete_link(request: Request[Any, Any, Any], link_id: LinkId) -> None:
     gateway = gateway_of(request)

@@ -331,6 +331,14 @@ class ReloadResult(msgspec.Struct):
     reloaded: Annotated[bool, doc("Always true (a refused reload is a 422)", True)]
     path: Annotated[str, doc("The file read", "config.yaml")]
     systems: Annotated[list[str], doc("The systems now enabled", ["devhelm", "inboxops"])]
+    restart_needed: Annotated[
+        list[str],
+        doc(
+            "Keys the file changes that take effect only at the next restart (the"
+            " running configuration keeps them as they are)",
+            ["database_url", "systems.devhelm.poll_interval_s"],
+        ),
+    ] = msgspec.field(default_factory=list)
 
 
 # request bodies: unknown fields are refused
