@@ -899,3 +899,34 @@ async def test_refused_webhooks_are_listed_with_their_reason(store: Store) -> No
         assert "nosuch" in listed[0]["reason"] and listed[1]["reason"]
         async with rig.gateway.store.tx() as tx:
             assert await tx.list_events() == []  # nothing was stored
+
+
+async def test_a_removed_systems_dead_letters_can_still_be_listed_and_discarded(
+    store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Removed from the config, a system's writes still pending are dead-lettered when
+    claimed ("not configured"); filtering the outbox by its name answered 422 "Unknown
+    system", so they could only be discarded one by one or with every other system's.
+    A misspelt name is still refused."""
+    async with admin(store) as (rig, client):
+        item_id, links = await fan_out(rig)
+        path = tmp_path / "config.yaml"
+        write_config(rig, path)
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        del data["systems"]["devhelm"]
+        data["create_rules"] = []
+        path.write_text(yaml.safe_dump(data, sort_keys=False), encoding="utf-8")
+        set_environment(monkeypatch)
+        rig.gateway.config_path = str(path)
+        ok(await client.post("/admin/config/reload"))
+        async with rig.gateway.store.tx() as tx:
+            (link,) = [x for x in await tx.links_of(item_id) if x.system == "devhelm"]
+            await tx.dead_letter(link, "system 'devhelm' is not configured")
+        for filtered in ("/admin/outbox", "/admin/events"):
+            params = {"system": "devhelm", "state": "dead"} if filtered == "/admin/outbox" else {}
+            ok(await client.get(filtered, params=params or {"system": "devhelm"}))
+        dead = ok(await client.get("/admin/outbox", params={"state": "dead", "system": "devhelm"}))
+        assert [e["link_id"] for e in dead["entries"]] == [links["devhelm"]["id"]]
+        discarded = await client.post("/admin/outbox/discard-dead", params={"system": "devhelm"})
+        assert ok(discarded) == {"count": 1}
+        problem(await client.get("/admin/outbox", params={"system": "devhlm"}), 422, "devhlm")

@@ -12,6 +12,7 @@ from litestar import Request, Response
 from litestar.openapi.spec import Example
 from litestar.params import BodyKwarg, ParameterKwarg, PathParameter, QueryParameter
 
+from adapters import VENDORS
 from app.gateway import Gateway
 from app.http.context import gateway_of
 from app.http.problems import AdminError, Problem, problem_response
@@ -186,14 +187,17 @@ async def authorize(request: Request[Any, Any, Any]) -> Response[Any] | None:
 # -- helpers ----------------------------------------------------------------------------------
 
 
-def check_system(gateway: Gateway, system: str | None, *, status: int = 422) -> None:
+def check_system(
+    gateway: Gateway, system: str | None, *, status: int = 422, removed: bool = False
+) -> None:
     """A system named in a query or a body must be configured: else 422 (the request is
-    well-formed, it names nothing), or ``status``."""
-    if system is not None and system not in gateway.settings.systems:
-        known = ", ".join(sorted(gateway.settings.systems)) or "none"
-        raise AdminError(
-            status, "Unknown system", f"no system named {system!r} (configured: {known})"
-        )
+    well-formed, it names nothing), or ``status``. With ``removed``, a filter of what the
+    database keeps (outbox, events), any system Syncgate has an adapter for will do: one
+    removed from the config leaves its dead letters and events behind."""
+    if system is None or system in gateway.settings.systems or (removed and system in VENDORS):
+        return
+    known = ", ".join(sorted(gateway.settings.systems)) or "none"
+    raise AdminError(status, "Unknown system", f"no system named {system!r} (configured: {known})")
 
 
 def parse_link_id(raw: str) -> int:

@@ -64,7 +64,7 @@ async def list_outbox(
     offset: Offset = 0,
 ) -> OutboxPage:
     gateway = gateway_of(request)
-    check_system(gateway, system)
+    check_system(gateway, system, removed=True)
     async with gateway.store.tx() as tx:
         links = await tx.outbox(str(write_state), limit=limit, offset=offset, system=system)
         entries = [await outbox_entry(tx, link) for link in links]
@@ -80,7 +80,7 @@ async def list_outbox(
 )
 async def retry_dead(request: Request[Any, Any, Any], system: SystemFilter = None) -> CountResult:
     gateway = gateway_of(request)
-    check_system(gateway, system)
+    check_system(gateway, system, removed=True)
     count = await gateway.dispatcher.retry_dead(system)
     audit("dead letters retried", count=count, system=system)
     return CountResult(count)
@@ -95,7 +95,7 @@ async def retry_dead(request: Request[Any, Any, Any], system: SystemFilter = Non
 )
 async def discard_dead(request: Request[Any, Any, Any], system: SystemFilter = None) -> CountResult:
     gateway = gateway_of(request)
-    check_system(gateway, system)
+    check_system(gateway, system, removed=True)
     count = await gateway.dispatcher.discard_dead(system)
     audit("dead letters discarded", count=count, system=system)
     return CountResult(count)
@@ -160,7 +160,7 @@ async def list_events(
     offset: Offset = 0,
 ) -> EventPage:
     gateway = gateway_of(request)
-    check_system(gateway, system)
+    check_system(gateway, system, removed=True)
     async with gateway.store.tx() as tx:
         events = await tx.list_events(
             system=system,
