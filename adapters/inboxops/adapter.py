@@ -70,6 +70,8 @@ MAX_PER_PAGE = 100
 #: before the period; 24 h is the common choice).
 KEY_LIFETIME = timedelta(hours=24)
 TICKET_EVENTS = frozenset({"ticket.created", "ticket.updated"})
+#: The problem codes InboxOps documents for a 409 other than ``idempotency_conflict``.
+PROBLEM_CODES_409 = ("conflict",)
 HMAC_HEADER = "x-inboxops-signature"
 
 
@@ -83,8 +85,29 @@ def read_error(body: Any) -> str | None:
     # The seed page's ``code`` is the HTTP status (an int): not worth repeating.
     code = problem.code if isinstance(problem.code, str) else None
     text = problem.detail or problem.message or problem.error or problem.title
+    # The update page's shape names the fields only in ``details``; they are kept, as
+    # ``create`` looks for its marker field among them (vendors.md §3, "Error body").
+    named = [
+        f"{d['field']}: {d.get('message') or 'invalid'}"
+        for d in problem.details or ()
+        if isinstance(d, dict) and isinstance(d.get("field"), str)
+    ]
+    if named:
+        text = f"{text} ({'; '.join(named)})" if text else "; ".join(named)
     parts = [p for p in (code, text) if p]
     return ": ".join(parts) if parts else None
+
+
+def may_be_idempotency_conflict(exc: Rejected) -> bool:
+    """Whether a refused create may be InboxOps's ``idempotency_conflict``: a 409 that
+    says so, or one that names no problem code at all (the update page's error shape has
+    only the HTTP status as its ``code``, vendors.md §3). Only a 409 that plainly names
+    another code (``conflict``) is not."""
+    if exc.status != 409:
+        return False
+    if "idempotency_conflict" in exc.message:
+        return True
+    return not exc.message.startswith(tuple(f"{c}: " for c in PROBLEM_CODES_409))
 
 
 def read_retry_after(body: Any, now: float) -> float | None:
@@ -307,7 +330,7 @@ class InboxOpsAdapter(Adapter):
         try:
             created = await self._create_ticket(body, idempotency_key)
         except Rejected as exc:
-            if exc.status != 409 or "idempotency_conflict" not in str(exc):
+            if not may_be_idempotency_conflict(exc):
                 raise
             # The key was used with another body: a ticket was made by an earlier attempt
             # whose body differed. Find it rather than dead-letter it unlinked.
@@ -334,7 +357,7 @@ class InboxOpsAdapter(Adapter):
             if field is None or isinstance(body.custom_fields, UnsetType):
                 raise
             refused = exc.status == 400 and f"custom_fields.{field}" in str(exc)
-            conflict = exc.status == 409 and "idempotency_conflict" in str(exc)
+            conflict = may_be_idempotency_conflict(exc)
             if not (refused or conflict):
                 raise
             if refused:

@@ -72,6 +72,12 @@ Choices where vendors.md is silent (each is a documented decision for Syncgate):
   every change (API, UI, reminder). Without a secret, deliveries go out unsigned.
   Failed deliveries are retried on the Standard Webhooks (Svix) schedule: InboxOps
   documents no retry policy (an assumption).
+- Errors: the guide documents RFC 7807 Problems; the update endpoint's page shows
+  ``{"error", "message", "code": <HTTP status>, "details"?}`` and a 429 with
+  ``retryAfter``. Behaviour ``errors: problem`` (the default) answers Problems;
+  ``errors: legacy`` answers the page's shape, with no problem code (a 409 does not say
+  whether it is an idempotency conflict), a field named only in ``details[{field,
+  message}]``, and ``retryAfter`` (seconds) on the limiter's 429.
 - Problem ``instance`` is ``urn:inboxops:request:<request id>``. Statuses outside the
   documented list take the nearest documented code (other 4xx ``bad_request``, other 5xx
   ``service_unavailable``). No rate-limit headers are documented, so none are sent; the
@@ -88,6 +94,7 @@ workspace's state and the operations on it in ``adapters/inboxops/simulator_stat
 from __future__ import annotations
 
 import http
+import re
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -174,8 +181,48 @@ def render_problem(status: int, code: str, message: str) -> tuple[bytes, str]:
     return msgspec.json.encode(body), "application/problem+json"
 
 
+#: A Problem detail that names the field it is about: ``<field>: <message>``.
+_FIELD_DETAIL = re.compile(r"^([a-z_][a-z0-9_.]*): (.+)$", re.DOTALL)
+#: A body that did not decode: ``validation failed: <message> - at `$.<field>```.
+_DECODE_DETAIL = re.compile(r"^validation failed: (.+) - at `\$\.(.+)`$", re.DOTALL)
+_RETRY_IN_MESSAGE = re.compile(r"retry after (\d+(?:\.\d+)?)")
+#: The legacy shape's message for a body that names its fields in ``details``.
+LEGACY_INVALID = "Invalid request parameters"
+
+
+def render_legacy(status: int, code: str, message: str) -> tuple[bytes, str]:
+    """The update-endpoint page's error shape (behaviour ``errors: legacy``):
+    ``{"error": <HTTP phrase>, "message", "code": <HTTP status>, "details"?,
+    "retryAfter"?}``. It carries no problem code: an idempotency conflict is a 409 like
+    any other. A message naming a field goes into ``details[{field, message}]`` under a
+    generic message; a 429 from the limiter carries ``retryAfter`` (seconds)."""
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    body: dict[str, Any] = {"error": phrase, "message": message, "code": status}
+    named = _FIELD_DETAIL.match(message)
+    decoded = _DECODE_DETAIL.match(message)
+    if named is not None and decoded is None:
+        body["message"] = LEGACY_INVALID
+        body["details"] = [{"field": named.group(1), "message": named.group(2)}]
+    elif decoded is not None:
+        body["message"] = LEGACY_INVALID
+        body["details"] = [{"field": decoded.group(2), "message": decoded.group(1)}]
+    if status == 429:
+        found = _RETRY_IN_MESSAGE.search(message)
+        if found is not None:
+            body["retryAfter"] = float(found.group(1))
+    return msgspec.json.encode(body), "application/json"
+
+
 #: Readings of what the documents leave open (see the module docstring).
 BEHAVIOURS = {
+    "errors": Behaviour(
+        choices=("problem", "legacy"),
+        doc="RFC 7807 Problem Details (the guide), or the update page's "
+        "{error, message, code: <status>, details?, retryAfter?}",
+    ),
     "assignees": ASSIGNEES,
     "custom_fields": Behaviour(
         choices=("any", "defined"),
@@ -197,6 +244,8 @@ class InboxOpsSimulator(InboxOpsState, Simulator):
         return options
 
     def render_error(self, status: int, code: str, message: str) -> tuple[bytes, str]:
+        if self.kit.behaviour["errors"] == "legacy":
+            return render_legacy(status, code, message)
         return render_problem(status, code, message)
 
     def setup(self, seeded: list[str]) -> None:

@@ -64,13 +64,17 @@ class TicketPage(msgspec.Struct):
 
 class ProblemDetails(msgspec.Struct):
     """An error body: RFC 7807 (``code`` str, ``detail``) or the update page's
-    ``{error, message, code:int}``; every key optional so either shape decodes."""
+    ``{error, message, code:int, details?}``; every key optional so either shape
+    decodes."""
 
     code: str | int | None = None
     title: str | None = None
     detail: str | None = None
     message: str | None = None
     error: str | None = None
+    #: The update page's ``[{field, message}]``: which fields a 400 is about (read
+    #: leniently: entries of another shape are skipped).
+    details: list[Any] | None = None
 
 
 # ASSUMPTION: a webhook body is {"id", "type": "ticket.created"|"ticket.updated",

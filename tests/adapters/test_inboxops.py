@@ -149,6 +149,71 @@ async def test_injected_faults_use_inboxops_codes(rig: VendorRig) -> None:
     assert_problem(await rig.api.get("/api/v1/tickets"), 500, "internal_error")
 
 
+async def test_the_legacy_error_shape_of_the_update_page(rig: VendorRig) -> None:
+    """Behaviour ``errors: legacy``: the update page's ``{error, message, code: <status>,
+    details?}`` with no problem code; a field is named only in ``details``, and the
+    limiter's 429 carries ``retryAfter`` besides the header."""
+    await rig.control.put("/_sim/behaviour", json={"errors": "legacy"})
+    response = await rig.api.post("/api/v1/tickets", json={"subject": "x", "inbox_id": "nope"})
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert (body["error"], body["code"]) == ("Bad Request", 400)
+    assert body["details"] == [{"field": "inbox_id", "message": "Invalid UUID"}]
+    await rig.control.put("/_sim/rate-limit", json={"rpm": 1})
+    assert (await rig.api.get("/api/v1/tickets")).status_code == 200
+    limited = await rig.api.get("/api/v1/tickets")
+    assert limited.status_code == 429
+    assert set(limited.json()) == {"error", "message", "code", "retryAfter"}
+    assert limited.json()["retryAfter"] == float(limited.headers["retry-after"])
+
+
+async def test_under_the_legacy_error_shape_a_409_still_finds_the_ticket_made(
+    rig: VendorRig,
+) -> None:
+    """The legacy shape does not say that a 409 is an idempotency conflict: the adapter
+    takes any 409 on create that is not plainly another conflict as one, and finds the
+    ticket its earlier attempt made (by its marker) instead of dead-lettering it."""
+    await rig.control.put("/_sim/behaviour", json={"errors": "legacy"})
+    target = CreateTarget(params={"inbox_id": SUPPORT_INBOX_ID})
+    started = utcnow()
+    first = await rig.adapter.create(
+        target, Fields(title="Checkout down", priority=Priority.HIGH), "wi-6:link-6"
+    )
+    again = await rig.adapter.create(
+        target,
+        Fields(title="Checkout down", priority=Priority.URGENT),
+        "wi-6:link-6",
+        earlier_since=started,
+    )
+    assert again.ref == first.ref
+    assert len((await rig.control.get("/_sim/objects")).json()["objects"]) == 1
+
+
+async def test_under_the_legacy_error_shape_a_refused_marker_field_is_recognised(
+    rig: VendorRig,
+) -> None:
+    """The refusal of the marker field names it only in ``details``: the adapter still
+    sees it and makes the ticket without the marker rather than failing the create."""
+    await rig.control.put("/_sim/behaviour", json={"errors": "legacy", "custom_fields": "defined"})
+    target = CreateTarget(params={"inbox_id": SUPPORT_INBOX_ID})
+    created = await rig.adapter.create(target, Fields(title="No marker"), f"syncgate-{'f' * 32}-1")
+    assert rig.adapter.marker_key(created) is None
+    posts = (await rig.control.get("/_sim/requests")).json()["requests"]
+    assert [r["status"] for r in posts] == [400, 201]
+
+
+async def test_under_the_legacy_error_shape_a_429_body_delay_is_read(rig: VendorRig) -> None:
+    await rig.control.put("/_sim/behaviour", json={"errors": "legacy"})
+    ticket = await seed(rig)
+    await rig.control.put("/_sim/rate-limit", json={"rpm": 1})
+    ref = ObjectRef(SYSTEM, "", ticket["id"])
+    await rig.adapter.get(ref)
+    with pytest.raises(RateLimited) as info:
+        await rig.adapter.get(ref)
+    assert 0 < info.value.retry_after <= 60
+
+
 # -- reads: GET and the list envelope ----------------------------------------------------------
 
 
@@ -637,6 +702,15 @@ def test_unknown_webhook_scheme_is_refused_at_construction() -> None:
         (
             {"error": "Bad Request", "message": "Invalid email format", "code": 400},
             "Invalid email format",
+        ),
+        (
+            {
+                "error": "Bad Request",
+                "message": "Invalid request parameters",
+                "code": 400,
+                "details": [{"field": "custom_fields.plan", "message": "unknown"}, "junk"],
+            },
+            "Invalid request parameters (custom_fields.plan: unknown)",
         ),
         ({"error": "Forbidden"}, "Forbidden"),
         ([1, 2], None),
