@@ -57,6 +57,9 @@ documents leave open:
     length      characters (default) | utf16: a ``maxLength`` (a title's 500) counts
                 UTF-16 code units, as a JVM service's ``@Size`` does, so an emoji counts
                 two (the API reference says "chars")
+    signature_separator
+                colon (default) | dot: platform deliveries are signed over ``t:body``
+                (the current webhook page) or ``t.body`` (an older capture of it)
 
 Control routes (no auth):
 
@@ -80,9 +83,10 @@ Control routes (no auth):
                                   {"id": "evt_...", "deliveryId": ...}: one signed delivery
 
 Platform deliveries carry ``X-DevHelm-Event``, ``X-DevHelm-Delivery`` and
-``X-DevHelm-Signature: t=<unix>;v1=<hex HMAC-SHA256 of t:body>`` (unsigned when no secret
-is set); retries resend the same envelope ``id``. The common ``/_sim/`` routes of
-``adapters/_simkit.py`` are served too.
+``X-DevHelm-Signature: t=<unix>;v1=<hex HMAC-SHA256 of t:body>`` (``t.body`` under
+behaviour ``signature_separator: dot``; unsigned when no secret is set); retries resend
+the same envelope ``id``. The common ``/_sim/`` routes of ``adapters/_simkit.py`` are
+served too.
 
 Started with ``SimOptions.seed_config``, the simulator has an AUTOMATIC status page (no
 components) for every page id the config names: ``systems.devhelm.scopes`` and the
@@ -136,6 +140,10 @@ BEHAVIOURS = {
     "length": Behaviour(
         choices=("characters", "utf16"),
         doc="what a maxLength counts (utf16: UTF-16 code units, as a JVM service's @Size)",
+    ),
+    "signature_separator": Behaviour(
+        choices=("colon", "dot"),
+        doc="what joins t and the body in X-DevHelm-Signature (the docs say both)",
     ),
 }
 

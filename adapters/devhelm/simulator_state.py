@@ -434,7 +434,10 @@ class DevHelmState:
             headers = {"X-DevHelm-Event": event_type, "X-DevHelm-Delivery": delivery_id}
             secret = self.kit.webhook_secret  # read per attempt: it can be rotated meanwhile
             if secret:
-                headers["X-DevHelm-Signature"] = signing.devhelm_sign(secret, timestamp, body)
+                separator = ":" if self.kit.behaviour["signature_separator"] == "colon" else "."
+                headers["X-DevHelm-Signature"] = signing.devhelm_sign(
+                    secret, timestamp, body, separator=separator
+                )
             return headers
 
         self.kit.emit(event_type, msgspec.json.encode(envelope), sign, delivery_id)
