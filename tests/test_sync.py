@@ -356,6 +356,31 @@ async def test_an_unmapped_value_does_not_start_a_work_item(store: Store) -> Non
         assert len(await rig.objects("inboxops")) == 1
 
 
+async def test_a_hookstream_edit_read_before_a_write_wins_when_the_detail_has_no_time(
+    store: Store,
+) -> None:
+    """hookstream's guide shows the issue detail with no ``updated_at`` (vendors.md §1;
+    simulator behaviour ``issue_detail: guide``). A person acknowledges the issue after a
+    ticket was resolved but before the gateway writes that to the issue: the read before
+    the write must date the acknowledgement by its own time, so that, the later edit, it
+    wins. Dated by the issue's last failure, it lost to the ticket and was overwritten."""
+    async with running_rig(store) as rig:
+        _, ids = await linked(rig)
+        behaviour = await rig.control["hookstream"].put(
+            "/_sim/behaviour", json={"issue_detail": "guide"}
+        )
+        assert behaviour.status_code == 200, behaviour.text
+        await rig.human("inboxops", ids["inboxops"], status="resolved")
+        await rig.poll("inboxops")  # the issue is now due a write: resolved
+        await rig.human("hookstream", ids["hookstream"], status="acknowledged")
+        await rig.gateway.dispatcher.run_until_idle()
+        assert (await rig.object("hookstream", ids["hookstream"]))["status"] == "acknowledged"
+        await rig.settle()
+        assert (await rig.only_item()).status is Status.ACKNOWLEDGED
+        assert (await rig.object("hookstream", ids["hookstream"]))["status"] == "acknowledged"
+        assert (await rig.object("inboxops", ids["inboxops"]))["status"] == "in_progress"
+
+
 def counting_refreshes(rig: Rig) -> list[list[str]]:
     """The systems of the reads before writes the engine is handed, one list per engine
     transaction (filled as the dispatcher runs)."""

@@ -11,7 +11,8 @@ set), and a 429 from the limiter carries ``Retry-After``):
                                 -> {"issues": [...], "pagination": {total, limit, offset,
                                    has_more}}, oldest issue first; other parameters: 400
     GET   /v1/issues/summary    -> {"open": n, "acknowledged": n, "resolved": n}
-    GET   /v1/issues/{id}       -> {"issue": {...}} with ``recent_attempt_ids``
+    GET   /v1/issues/{id}       -> {"issue": {...}} with ``recent_attempt_ids`` (behaviour
+                                ``issue_detail: guide``: the guide's bare object instead)
     PATCH /v1/issues/{id}       {status?, snoozed_until?} (null unsnoozes) -> {"issue": {...}}
 
 Control routes (no auth), besides SimKit's common ``/_sim/`` surface:
@@ -48,6 +49,13 @@ documents leave open:
                               ``updated_at`` or only ``status`` and ``resolved_at``
     notification_signature    timestamped (default) | body: the destination scheme with
                               ``include_timestamp`` (``{ts}.{body}``), or over the body alone
+    issue_detail              reference (default) | guide: ``GET /v1/issues/{id}`` answers
+                              the API reference's ``{"issue": {...}}``, or the guide's bare
+                              object with only its fields (``id``, ``destination_id``,
+                              ``destination_name``, ``error_type``, ``message``, ``status``,
+                              ``occurrence_count``, ``first_seen_at``, ``last_seen_at``,
+                              ``recent_attempt_ids``): no change time at all. The list and
+                              PATCH keep the reference's shape
 
 ``SimOptions.seed_config`` is read (a bad file fails at start) but creates nothing: a
 Syncgate config names no hookstream container.
@@ -82,7 +90,25 @@ BEHAVIOURS = {
         choices=("timestamped", "body"),
         doc="sha256= over {ts}.{body} with X-hookstream-Timestamp, or over the body alone",
     ),
+    "issue_detail": Behaviour(
+        choices=("reference", "guide"),
+        doc="GET /v1/issues/{id} answers the reference's wrapped object, or the guide's "
+        "bare one (no title, updated_at, created_at or resolved_at)",
+    ),
 }
+#: The fields of the guide's (bare) issue detail.
+GUIDE_FIELDS = (
+    "id",
+    "destination_id",
+    "destination_name",
+    "error_type",
+    "message",
+    "status",
+    "occurrence_count",
+    "first_seen_at",
+    "last_seen_at",
+    "recent_attempt_ids",
+)
 LIST_STATUSES = (*STATUSES, "all")
 AUTO_RESOLVE_AFTER = timedelta(minutes=30)
 DEFAULT_LIMIT = 50
@@ -214,6 +240,14 @@ class HookstreamSimulator(Simulator):
         if detail:
             out["recent_attempt_ids"] = list(issue.recent_attempt_ids)
         return out
+
+    def guide_json(self, issue: SimIssue) -> dict[str, Any]:
+        """The issue detail as the guide shows it (behaviour ``issue_detail: guide``):
+        bare, with ``message`` for the last error, and no ``title``, ``updated_at``,
+        ``created_at``, ``resolved_at`` or ``snoozed_until``."""
+        full = self.to_json(issue, detail=True)
+        full["message"] = issue.last_error
+        return {name: full[name] for name in GUIDE_FIELDS}
 
     def _not_found(self) -> Response[bytes]:
         return self.kit.error(404, "not_found", "Issue not found")
@@ -404,6 +438,8 @@ class HookstreamSimulator(Simulator):
             issue = sim.issues.get(issue_id)
             if issue is None:
                 return sim._not_found()
+            if sim.kit.behaviour["issue_detail"] == "guide":
+                return json_response(sim.guide_json(issue))
             return json_response({"issue": sim.to_json(issue, detail=True)})
 
         @patch("/v1/issues/{issue_id:str}")
