@@ -70,6 +70,8 @@ MAX_PER_PAGE = 100
 #: before the period; 24 h is the common choice).
 KEY_LIFETIME = timedelta(hours=24)
 TICKET_EVENTS = frozenset({"ticket.created", "ticket.updated"})
+#: How many times one poll walks the list while tickets keep moving under it.
+MAX_WALKS = 3
 #: The problem codes InboxOps documents for a 409 other than ``idempotency_conflict``.
 PROBLEM_CODES_409 = ("conflict",)
 HMAC_HEADER = "x-inboxops-signature"
@@ -274,11 +276,43 @@ class InboxOpsAdapter(Adapter):
         if since is not None:
             # updated_after is exclusive; the interface promises changes at or after since.
             params["updated_after"] = _iso(since - timedelta(microseconds=1))
-        async for page in self._list(params):
-            yield page
+        # Pages are numbered, and a list sorted by updated_at reorders as tickets change
+        # (vendors.md §3 documents only page/per_page): a ticket changed mid-walk moves to
+        # the end, every ticket behind it moves up a place, and the one that crossed a
+        # page boundary is never read, while the poll's cursor moves past it. Tickets
+        # only ever join this filter (updated_after), so a walk that read fewer distinct
+        # tickets than its last page counts missed some: it is walked again (each
+        # ticket state is reported once). Walking by time instead would be unsafe
+        # should the list not honour sort=updated_at (the docs name only created_at).
+        reported: set[tuple[str, datetime]] = set()
+        for _ in range(MAX_WALKS):
+            seen: set[str] = set()
+            total = 0
+            async for objects, counted in self._pages(params):
+                total = counted  # the last page's count: tickets only join the filter
+                seen.update(o.ref.external_id for o in objects)
+                fresh = [o for o in objects if (o.ref.external_id, o.updated_at) not in reported]
+                reported.update((o.ref.external_id, o.updated_at) for o in fresh)
+                if fresh:
+                    yield fresh
+            if len(seen) >= total:
+                return
+        log.warning(
+            "InboxOps tickets kept moving while polled: some may be read only next time",
+            extra={"system": SYSTEM, "walks": MAX_WALKS},
+        )
 
     async def _list(self, params: Mapping[str, Any]) -> AsyncIterator[list[VendorObject]]:
         """Every page of ``GET /tickets`` with these filters."""
+        async for objects, _total in self._pages(params):
+            if objects:
+                yield objects
+
+    async def _pages(
+        self, params: Mapping[str, Any]
+    ) -> AsyncIterator[tuple[list[VendorObject], int]]:
+        """Every page of ``GET /tickets`` with these filters, with the ``meta.total``
+        it reports."""
         page = 1
         while True:
             response = await _http.send(
@@ -292,11 +326,13 @@ class InboxOpsAdapter(Adapter):
                 params={**params, "page": page},
             )
             listing = _http.decode(SYSTEM, response, wire.TicketPage)
-            if listing.data:
-                yield [
+            yield (
+                [
                     self.to_object(raw, f"$.data[{i}]", response)
                     for i, raw in enumerate(listing.data)
-                ]
+                ],
+                listing.meta.total,
+            )
             if not listing.data or page >= listing.meta.total_pages:
                 return
             page += 1

@@ -36,6 +36,10 @@ Choices where vendors.md is silent (each is a documented decision for Syncgate):
   1-based, ``per_page`` 1..100 (default 25); a page past the end is an empty ``data``.
 - ``sort`` takes ``created_at`` (documented) and ``updated_at`` (assumed), default
   ``created_at``; ``order`` asc|desc, default desc; ties break on ticket_number.
+  Behaviour ``sort_updated_at: ignored`` accepts ``sort=updated_at`` but sorts by
+  ``created_at``. The order is worked out afresh for every page, so a ticket that
+  changes while a client pages through ``sort=updated_at`` moves to the end and the
+  tickets behind it move up a place, as in any offset-paged list.
 - ``updated_after``/``created_after`` and ``..._before`` are exclusive bounds; ISO 8601,
   a value without offset is UTC. ``q``/``query`` is a case-insensitive subject substring
   (give one of the two). ``tag_ids`` is accepted but simulated tickets carry no tags, so it
@@ -224,6 +228,11 @@ BEHAVIOURS = {
         "{error, message, code: <status>, details?, retryAfter?}",
     ),
     "assignees": ASSIGNEES,
+    "sort_updated_at": Behaviour(
+        choices=("honoured", "ignored"),
+        doc="whether the list sorts by updated_at when asked (the docs name only "
+        "created_at); ignored: it sorts by created_at, in the order asked",
+    ),
     "custom_fields": Behaviour(
         choices=("any", "defined"),
         doc="whether a create may name a custom field key the workspace has not defined",

@@ -422,6 +422,8 @@ class InboxOpsState:
         checks.extend(_custom_field_check(name, wanted) for name, wanted in custom.items())
 
         sort = _one_of("sort", query.get("sort", "created_at"), SORTS)
+        if self.kit.behaviour["sort_updated_at"] == "ignored":
+            sort = "created_at"  # the docs name only created_at: the rest falls back
         order = _one_of("order", query.get("order", "desc"), ("asc", "desc"))
         page = _parse_int("page", query.get("page", "1"), 1)
         per_page = _parse_int(

@@ -238,6 +238,41 @@ async def test_get_include_adds_keys_and_rejects_unknown(rig: VendorRig) -> None
     assert_problem(bad, 400, "bad_request")
 
 
+@pytest.mark.parametrize("sort", ["honoured", "ignored"])
+async def test_a_ticket_changed_during_a_poll_makes_none_of_the_others_be_skipped(
+    rig: VendorRig, sort: str
+) -> None:
+    """The list is sorted by ``updated_at``: a ticket changed while a poll walks it moves
+    to the end, and every ticket behind it moves up one place. Walked by page number,
+    the ticket that moved up across a page boundary was never read, and the poll's
+    cursor moved past it (to the moved ticket's new time): its change was lost to
+    polling for good. The walk must see every ticket changed since ``since``, whether
+    the list honours ``sort=updated_at`` or not (behaviour ``sort_updated_at``)."""
+    await rig.control.put("/_sim/behaviour", json={"sort_updated_at": sort})
+    since = utcnow()
+    made = [await seed(rig, subject=f"T{n}") for n in range(5)]
+    # changed out of creation order (a walk by time would skip under "ignored")
+    bumped = await rig.control.patch(f"/_sim/objects/{made[1]['id']}", json={"priority": "high"})
+    assert bumped.status_code == 200, bumped.text
+    walk = rig.adapter.list_changed(since)
+    first = await anext(walk)  # page_size 2
+    assert first[0].ref.external_id == made[0]["id"]
+    moved = await rig.control.patch(f"/_sim/objects/{made[0]['id']}", json={"status": "waiting"})
+    assert moved.status_code == 200, moved.text  # a person's change: it moves to the end
+    rest = [o async for page in walk for o in page]
+    seen = {o.ref.external_id for o in [*first, *rest]}
+    assert seen == {t["id"] for t in made}, "a ticket changed since `since` was skipped"
+    # its new state, in this walk or the next poll's (from the newest time read)
+    newest = max(o.updated_at for o in [*first, *rest])
+    again = [o async for page in rig.adapter.list_changed(newest) for o in page]
+    assert [o.native for o in [*rest, *again] if o.ref.external_id == made[0]["id"]][-1] == {
+        "status": "waiting",
+        "priority": "normal",
+    }
+    states = [(o.ref.external_id, o.updated_at) for o in [*first, *rest]]
+    assert len(states) == len(set(states)), "a ticket state reported twice"
+
+
 async def test_list_envelope_and_pages(rig: VendorRig) -> None:
     made = [await seed(rig, subject=f"T{n}") for n in range(5)]
     first = (await rig.api.get("/api/v1/tickets", params={"per_page": 2})).json()
