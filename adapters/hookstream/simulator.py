@@ -4,7 +4,8 @@ signed ``issue_opened`` notification.
 Vendor routes (``X-API-Key: <key>``; errors are ``{"error", "status", "request_id"}``,
 validation is 400; ``RateLimit-Limit``/``-Remaining``/``-Reset`` headers on every
 authenticated response (the docs' example allowance of 1000 a minute unless a limit is
-set), and a 429 from the limiter carries ``Retry-After``):
+set), and a 429 from the limiter carries ``Retry-After`` unless behaviour ``retry_after``
+is ``absent``):
 
     GET   /v1/issues            ?status=open|acknowledged|resolved|all (default open)
                                 &destination_id=&limit=1..100 (default 50)&offset=>=0
@@ -49,6 +50,9 @@ documents leave open:
                               ``updated_at`` or only ``status`` and ``resolved_at``
     notification_signature    timestamped (default) | body: the destination scheme with
                               ``include_timestamp`` (``{ts}.{body}``), or over the body alone
+    retry_after               sent (default) | absent: whether a 429 (the limiter's or an
+                              injected one) carries ``Retry-After`` (unconfirmed), or only
+                              ``RateLimit-Reset`` (seconds until the window resets)
     issue_detail              reference (default) | guide: ``GET /v1/issues/{id}`` answers
                               the API reference's ``{"issue": {...}}``, or the guide's bare
                               object with only its fields (``id``, ``destination_id``,
@@ -75,6 +79,7 @@ from litestar.params import FromPath
 
 from adapters import signing
 from adapters._simbase import Simulator, json_response
+from adapters._simgate import ASGIApp
 from adapters._simkit import Behaviour, SimKit
 
 STATUSES = ("open", "acknowledged", "resolved")
@@ -89,6 +94,10 @@ BEHAVIOURS = {
     "notification_signature": Behaviour(
         choices=("timestamped", "body"),
         doc="sha256= over {ts}.{body} with X-hookstream-Timestamp, or over the body alone",
+    ),
+    "retry_after": Behaviour(
+        choices=("sent", "absent"),
+        doc="whether a 429 carries Retry-After (unconfirmed), or only RateLimit-Reset",
     ),
     "issue_detail": Behaviour(
         choices=("reference", "guide"),
@@ -248,6 +257,26 @@ class HookstreamSimulator(Simulator):
         full = self.to_json(issue, detail=True)
         full["message"] = issue.last_error
         return {name: full[name] for name in GUIDE_FIELDS}
+
+    def wrap(self, app: ASGIApp) -> ASGIApp:
+        """Under behaviour ``retry_after: absent`` a 429 loses its ``Retry-After``: the
+        client has only ``RateLimit-Reset`` (seconds) to go on."""
+        kit = self.kit
+
+        async def outer(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http" or kit.behaviour["retry_after"] == "sent":
+                await app(scope, receive, send)
+                return
+
+            async def without_retry_after(message: Any) -> None:
+                if message["type"] == "http.response.start" and message["status"] == 429:
+                    headers = [h for h in message.get("headers", []) if h[0] != b"retry-after"]
+                    message = {**message, "headers": headers}
+                await send(message)
+
+            await app(scope, receive, without_retry_after)
+
+        return outer
 
     def _not_found(self) -> Response[bytes]:
         return self.kit.error(404, "not_found", "Issue not found")
