@@ -489,13 +489,26 @@ class InboxOpsAdapter(Adapter):
             raise MalformedPayload(f"inboxops webhook body is not JSON: {exc}") from None
         try:
             event = msgspec.convert(payload, wire.WebhookEvent)
-            ticket = msgspec.convert(event.data, wire.Ticket)
         except msgspec.ValidationError as exc:
             raise UnreadablePayload(f"not an InboxOps ticket event: {exc}") from None
         if event.type not in TICKET_EVENTS:
             raise UnreadablePayload(f"unknown InboxOps event type {event.type!r}")
+        delivery_id = headers.get("webhook-id") or event.id
+        try:
+            ticket = msgspec.convert(event.data, wire.Ticket)
+        except msgspec.ValidationError as exc:
+            # The payload is undocumented (vendors.md §3, "Outbound webhooks"): a ``data``
+            # that names the ticket without carrying it is a hint to fetch it.
+            ticket_id = event.data.get("id")
+            if not isinstance(ticket_id, str) or not ticket_id:
+                raise UnreadablePayload(f"not an InboxOps ticket event: {exc}") from None
+            return WebhookEvent(
+                delivery_id=delivery_id,
+                event_type=event.type,
+                hints=[ObjectRef(SYSTEM, "", ticket_id)],
+            )
         return WebhookEvent(
-            delivery_id=headers.get("webhook-id") or event.id,
+            delivery_id=delivery_id,
             event_type=event.type,
             observations=[self._object(ticket, event.data)],
         )

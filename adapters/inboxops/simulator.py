@@ -73,9 +73,10 @@ Choices where vendors.md is silent (each is a documented decision for Syncgate):
 - Webhooks (format undocumented): Standard Webhooks signed with the ``whsec_`` secret,
   ``webhook-id`` equal to the body's ``id``; body ``{"id": "evt_<uuid>", "type":
   "ticket.created"|"ticket.updated", "created_at", "data": ticket}`` on every create and
-  every change (API, UI, reminder). Without a secret, deliveries go out unsigned.
-  Failed deliveries are retried on the Standard Webhooks (Svix) schedule: InboxOps
-  documents no retry policy (an assumption).
+  every change (API, UI, reminder); behaviour ``webhook_data: id`` sends only
+  ``"data": {"id"}`` (the payload is undocumented: a receiver must fetch the ticket).
+  Without a secret, deliveries go out unsigned. Failed deliveries are retried on the
+  Standard Webhooks (Svix) schedule: InboxOps documents no retry policy (an assumption).
 - Errors: the guide documents RFC 7807 Problems; the update endpoint's page shows
   ``{"error", "message", "code": <HTTP status>, "details"?}`` and a 429 with
   ``retryAfter``. Behaviour ``errors: problem`` (the default) answers Problems;
@@ -228,6 +229,10 @@ BEHAVIOURS = {
         "{error, message, code: <status>, details?, retryAfter?}",
     ),
     "assignees": ASSIGNEES,
+    "webhook_data": Behaviour(
+        choices=("ticket", "id"),
+        doc="whether a webhook's data is the whole ticket or only its id (undocumented)",
+    ),
     "sort_updated_at": Behaviour(
         choices=("honoured", "ignored"),
         doc="whether the list sorts by updated_at when asked (the docs name only "

@@ -225,7 +225,12 @@ class InboxOpsState:
                 "id": event_id,
                 "type": event_type,
                 "created_at": iso(self.kit.now()),
-                "data": ticket.to_json(),
+                # behaviour webhook_data: the whole ticket, or only its id
+                "data": (
+                    ticket.to_json()
+                    if self.kit.behaviour["webhook_data"] == "ticket"
+                    else {"id": ticket.id}
+                ),
             }
         )
 

@@ -679,9 +679,26 @@ def test_parse_webhook_refuses_what_inboxops_does_not_send() -> None:
         a.parse_webhook({}, msgspec.json.encode(unknown))
     with pytest.raises(UnreadablePayload):
         a.parse_webhook({}, msgspec.json.encode({"id": "evt_2", "type": "ticket.updated"}))
+    with pytest.raises(UnreadablePayload):  # names no ticket at all
+        a.parse_webhook({}, msgspec.json.encode({"id": "e", "type": "ticket.updated", "data": {}}))
     event = {"id": "evt_3", "type": "ticket.created", "data": ticket_json()}
     parsed = a.parse_webhook({}, msgspec.json.encode(event))
     assert parsed.delivery_id == "evt_3", "without webhook-id the body id is the delivery id"
+
+
+async def test_a_webhook_naming_only_the_ticket_is_a_hint_to_fetch_it(rig: VendorRig) -> None:
+    """Behaviour ``webhook_data: id``: the payload is undocumented, and may name the ticket
+    without carrying it. The delivery is a hint (the ticket is fetched), not refused."""
+    await rig.control.put("/_sim/behaviour", json={"webhook_data": "id"})
+    ticket = await seed(rig, subject="Hinted")
+    [request] = await rig.deliveries()
+    assert msgspec.json.decode(request.content)["data"] == {"id": ticket["id"]}
+    headers = lower_headers(request.headers.multi_items())
+    rig.adapter.verify_webhook(headers, request.content, utcnow())
+    event = rig.adapter.parse_webhook(headers, request.content)
+    assert (event.event_type, event.observations) == ("ticket.created", [])
+    assert event.hints == [ObjectRef(SYSTEM, "", ticket["id"])]
+    assert (await rig.adapter.get(event.hints[0])).fields.title == "Hinted"
 
 
 def test_hmac_scheme_verifies_x_inboxops_signature() -> None:
