@@ -363,8 +363,16 @@ class InboxOpsAdapter(Adapter):
             body.assignee_id = fields.assignee
         if isinstance(fields.description, str) and fields.description:
             body.initial_internal_note = wire.InternalNote(body_text=fields.description)
+        # A retry may come after the key expired (its lifetime is cut off in the docs,
+        # vendors.md §3 "Ticket endpoints"): the key alone would then make a second
+        # ticket, so a retry first looks for the one its marker names.
+        made = (
+            await self._find_marked(body, idempotency_key, earlier_since)
+            if earlier_since is not None
+            else None
+        )
         try:
-            created = await self._create_ticket(body, idempotency_key)
+            created = made or await self._create_ticket(body, idempotency_key)
         except Rejected as exc:
             if not may_be_idempotency_conflict(exc):
                 raise
@@ -408,6 +416,36 @@ class InboxOpsAdapter(Adapter):
                 if conflict:
                     raise exc from None  # not the unmarked attempt: look for the ticket
                 raise
+
+    async def _find_marked(
+        self, body: wire.CreateTicket, key: str, since: datetime
+    ) -> VendorObject | None:
+        """The ticket of the inbox an earlier attempt made, by the marker field holding
+        ``key``, among those created since that attempt started (less a skew margin);
+        None without a marker field, or when the workspace refuses the filter."""
+        field = self.options.marker_field
+        if field is None:
+            return None
+        params = {
+            "inbox_id": body.inbox_id,
+            "created_after": _iso(as_utc(since) - CREATE_SEARCH_SKEW),
+            f"custom_field_{field}": key,
+            "sort": "created_at",
+            "order": "asc",
+            "per_page": MAX_PER_PAGE,
+        }
+        try:
+            async for page in self._list(params):
+                for obj in page:
+                    custom = obj.raw.get("custom_fields")
+                    if isinstance(custom, Mapping) and custom.get(field) == key:
+                        return obj
+        except Rejected as exc:  # e.g. a field the workspace does not define: the key
+            log.info(  # still dedupes within its lifetime
+                "InboxOps refused the marker search",
+                extra={"system": SYSTEM, "field": field, "error": str(exc)},
+            )
+        return None
 
     async def _find_created(
         self, body: wire.CreateTicket, since: datetime | None, conflict: Rejected

@@ -51,7 +51,8 @@ Choices where vendors.md is silent (each is a documented decision for Syncgate):
 - ``Idempotency-Key`` (1..255 chars): the same key with an equal JSON body replays the
   stored 201 response (the ticket as it was created, not as it is now); a different body
   is 409 ``idempotency_conflict``. Only successful creates are stored; keys last 24 h of
-  simulator time.
+  simulator time (behaviour ``idempotency_ttl: 1h``: an hour; the docs are cut off before
+  the period).
 - ``PATCH`` takes a UUID only (a ticket_number is 404); ``status_id``/``priority_id`` win
   over ``status``/``priority``; ``assignee_id``, ``contact_id``, ``remind_at`` and
   ``remind_transition_status_id`` take ``null`` to clear; ids must be UUIDs. Any UUID
@@ -162,7 +163,9 @@ CODE_BY_STATUS: dict[int, str] = {
     503: "service_unavailable",
 }
 
-IDEMPOTENCY_TTL = timedelta(hours=24)
+#: How long an Idempotency-Key is kept, per behaviour ``idempotency_ttl`` (the docs' page
+#: is cut off before the period).
+IDEMPOTENCY_TTLS = {"24h": timedelta(hours=24), "1h": timedelta(hours=1)}
 
 
 def render_problem(status: int, code: str, message: str) -> tuple[bytes, str]:
@@ -229,6 +232,10 @@ BEHAVIOURS = {
         "{error, message, code: <status>, details?, retryAfter?}",
     ),
     "assignees": ASSIGNEES,
+    "idempotency_ttl": Behaviour(
+        choices=("24h", "1h"),
+        doc="how long an Idempotency-Key is kept (the docs are cut off before the period)",
+    ),
     "webhook_data": Behaviour(
         choices=("ticket", "id"),
         doc="whether a webhook's data is the whole ticket or only its id (undocumented)",
@@ -311,7 +318,9 @@ class InboxOpsSimulator(InboxOpsState, Simulator):
         response = msgspec.json.encode({"data": ticket.to_json()})
         if key is not None:
             self.idempotency[key] = StoredCreate(
-                body=msgspec.json.decode(raw), response=response, expires_at=now + IDEMPOTENCY_TTL
+                body=msgspec.json.decode(raw),
+                response=response,
+                expires_at=now + IDEMPOTENCY_TTLS[self.kit.behaviour["idempotency_ttl"]],
             )
         return Response(response, status_code=201, media_type="application/json")
 

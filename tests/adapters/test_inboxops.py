@@ -31,6 +31,7 @@ from app.errors import (
     RateLimited,
     Rejected,
     SignatureInvalid,
+    TransientError,
     UnreadablePayload,
 )
 from app.model import CreateTarget, Fields, ObjectRef, Priority, Status, utcnow
@@ -415,6 +416,29 @@ async def test_a_409_idempotency_conflict_finds_and_returns_the_ticket_made(rig:
     )
     assert again.ref == first.ref
     assert len((await rig.control.get("/_sim/objects")).json()["objects"]) == 2
+
+
+@pytest.mark.parametrize("ttl", ["24h", "1h"])
+async def test_a_create_retried_after_its_key_expired_finds_the_ticket_made(
+    rig: VendorRig, ttl: str
+) -> None:
+    """The first attempt's answer was lost, and the retry comes two hours later (an
+    outage): by then the Idempotency-Key may have expired (its lifetime is cut off in the
+    docs; behaviour ``idempotency_ttl``), and the key alone made a second ticket. A
+    retried create looks for its marker first."""
+    await rig.control.put("/_sim/behaviour", json={"idempotency_ttl": ttl})
+    target = CreateTarget(params={"inbox_id": SUPPORT_INBOX_ID})
+    key = f"syncgate-{'c' * 32}-4"
+    await rig.fault(status=502, count=1, methods=["POST"], after=True)
+    started = utcnow()
+    with pytest.raises(TransientError):
+        await rig.adapter.create(target, Fields(title="Queue stuck"), key)
+    await rig.control.post("/_sim/clock", json={"advance_s": 2 * 3600})
+    again = await rig.adapter.create(
+        target, Fields(title="Queue stuck"), key, earlier_since=started
+    )
+    tickets = (await rig.control.get("/_sim/objects")).json()["objects"]
+    assert [t["id"] for t in tickets] == [again.ref.external_id]
 
 
 async def test_adapter_create_sends_no_status_and_the_description_as_a_note(rig: VendorRig) -> None:
