@@ -356,6 +356,43 @@ async def test_an_unmapped_value_does_not_start_a_work_item(store: Store) -> Non
         assert len(await rig.objects("inboxops")) == 1
 
 
+@pytest.mark.parametrize("regroup", ["reopen", "new_issue"])
+async def test_a_failure_after_a_resolve_is_synced_whether_hookstream_reopens_or_opens_anew(
+    store: Store, regroup: str
+) -> None:
+    """vendors.md §1 leaves open whether a new failure reopens the resolved issue (same
+    fingerprint) or opens a new one (simulator behaviour ``regroup``). Reopened, the
+    work item reopens everywhere; a new issue starts a new work item, and the resolved
+    one stays resolved. Either way nothing is lost or made twice."""
+    async with running_rig(store) as rig:
+        behaviour = await rig.control["hookstream"].put(
+            "/_sim/behaviour", json={"regroup": regroup}
+        )
+        assert behaviour.status_code == 200, behaviour.text
+        _, ids = await linked(rig)
+        await rig.human("hookstream", ids["hookstream"], status="resolved")
+        await rig.settle()
+        assert await statuses(rig, ids) == ALL_RESOLVED
+        issue = await rig.object("hookstream", ids["hookstream"])
+        again = await rig.control["hookstream"].post(
+            "/_sim/failures",
+            json={"destination_id": issue["destination_id"], "error_type": issue["error_type"]},
+        )
+        assert again.status_code == (200 if regroup == "reopen" else 201), again.text
+        await rig.settle()
+        async with rig.gateway.store.tx() as tx:
+            _items, total = await tx.search_items()
+        if regroup == "reopen":
+            assert total == 1
+            assert await statuses(rig, ids) == ALL_OPEN
+        else:
+            assert total == 2
+            assert await statuses(rig, ids) == ALL_RESOLVED  # the old item stays resolved
+            assert len(await rig.objects("hookstream")) == 2
+            for system in ("devhelm", "inboxops", "incidentio"):
+                assert len(await rig.objects(system)) == 2, system
+
+
 async def test_a_hookstream_edit_read_before_a_write_wins_when_the_detail_has_no_time(
     store: Store,
 ) -> None:

@@ -34,7 +34,8 @@ Control routes (no auth), besides SimKit's common ``/_sim/`` surface:
 Behaviour: failures group by fingerprint (destination + error type). A failure matching
 an open or acknowledged issue bumps ``occurrence_count`` and ``last_seen_at``; one matching
 a resolved issue reopens it (status open, ``resolved_at`` null) rather than opening a
-second issue, the answer chosen for the docs' open question. An open or acknowledged
+second issue, the answer chosen for the docs' open question (behaviour ``regroup:
+new_issue`` plays the other answer). An open or acknowledged
 issue with no failure for 30 minutes resolves itself, checked on every request and after
 every ``POST /_sim/clock``. A newly opened issue sends the ``issue_opened`` notification
 (immediately; the 5-minute rule cron and the cooldown are not simulated) signed
@@ -50,6 +51,9 @@ documents leave open:
                               ``updated_at`` or only ``status`` and ``resolved_at``
     notification_signature    timestamped (default) | body: the destination scheme with
                               ``include_timestamp`` (``{ts}.{body}``), or over the body alone
+    regroup                   reopen (default) | new_issue: a failure matching a resolved
+                              issue reopens it, or opens a new issue (new id, a new
+                              ``issue_opened``) and leaves the resolved one alone
     retry_after               sent (default) | absent: whether a 429 (the limiter's or an
                               injected one) carries ``Retry-After`` (unconfirmed), or only
                               ``RateLimit-Reset`` (seconds until the window resets)
@@ -94,6 +98,10 @@ BEHAVIOURS = {
     "notification_signature": Behaviour(
         choices=("timestamped", "body"),
         doc="sha256= over {ts}.{body} with X-hookstream-Timestamp, or over the body alone",
+    ),
+    "regroup": Behaviour(
+        choices=("reopen", "new_issue"),
+        doc="whether a failure matching a resolved issue reopens it or opens a new issue",
     ),
     "retry_after": Behaviour(
         choices=("sent", "absent"),
@@ -348,7 +356,15 @@ class HookstreamSimulator(Simulator):
         fingerprint = hashlib.sha256(f"{destination_id}\n{error_type}".encode()).hexdigest()[:32]
         now = self.kit.now()
         attempt_id = body.get("last_attempt_id") or uuid.uuid4().hex
-        existing = next((i for i in self.issues.values() if i.fingerprint == fingerprint), None)
+        reopen = self.kit.behaviour["regroup"] == "reopen"
+        existing = next(
+            (
+                i
+                for i in self.issues.values()
+                if i.fingerprint == fingerprint and (reopen or i.status != "resolved")
+            ),
+            None,
+        )
         if existing is None:
             name = body.get("destination_name")
             issue = SimIssue(
