@@ -279,23 +279,26 @@ class InboxOpsAdapter(Adapter):
         # Pages are numbered, and a list sorted by updated_at reorders as tickets change
         # (vendors.md §3 documents only page/per_page): a ticket changed mid-walk moves to
         # the end, every ticket behind it moves up a place, and the one that crossed a
-        # page boundary is never read, while the poll's cursor moves past it. Tickets
-        # only ever join this filter (updated_after), so a walk that read fewer distinct
-        # tickets than its last page counts missed some: it is walked again (each
-        # ticket state is reported once). Walking by time instead would be unsafe
-        # should the list not honour sort=updated_at (the docs name only created_at).
+        # page boundary is never read, while the poll's cursor moves past it. A ticket
+        # can only move up past a boundary when one the walk has read moved to the end,
+        # where the walk reads it again (tickets only ever join an updated_after
+        # listing): so a walk that read a ticket twice may have skipped one, and is
+        # walked again (each ticket state is reported once). Walking by time instead
+        # would be unsafe should the list not honour sort=updated_at (the docs name only
+        # created_at), and meta.total is our assumption, so neither is relied on.
         reported: set[tuple[str, datetime]] = set()
         for _ in range(MAX_WALKS):
             seen: set[str] = set()
-            total = 0
-            async for objects, counted in self._pages(params):
-                total = counted  # the last page's count: tickets only join the filter
-                seen.update(o.ref.external_id for o in objects)
+            moved = False
+            async for objects in self._list(params):
+                ids = [o.ref.external_id for o in objects]
+                moved = moved or not seen.isdisjoint(ids)
+                seen.update(ids)
                 fresh = [o for o in objects if (o.ref.external_id, o.updated_at) not in reported]
                 reported.update((o.ref.external_id, o.updated_at) for o in fresh)
                 if fresh:
                     yield fresh
-            if len(seen) >= total:
+            if not moved:
                 return
         log.warning(
             "InboxOps tickets kept moving while polled: some may be read only next time",
@@ -304,15 +307,6 @@ class InboxOpsAdapter(Adapter):
 
     async def _list(self, params: Mapping[str, Any]) -> AsyncIterator[list[VendorObject]]:
         """Every page of ``GET /tickets`` with these filters."""
-        async for objects, _total in self._pages(params):
-            if objects:
-                yield objects
-
-    async def _pages(
-        self, params: Mapping[str, Any]
-    ) -> AsyncIterator[tuple[list[VendorObject], int]]:
-        """Every page of ``GET /tickets`` with these filters, with the ``meta.total``
-        it reports."""
         page = 1
         while True:
             response = await _http.send(
@@ -326,13 +320,11 @@ class InboxOpsAdapter(Adapter):
                 params={**params, "page": page},
             )
             listing = _http.decode(SYSTEM, response, wire.TicketPage)
-            yield (
-                [
+            if listing.data:
+                yield [
                     self.to_object(raw, f"$.data[{i}]", response)
                     for i, raw in enumerate(listing.data)
-                ],
-                listing.meta.total,
-            )
+                ]
             if not listing.data or page >= listing.meta.total_pages:
                 return
             page += 1
