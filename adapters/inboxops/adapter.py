@@ -70,6 +70,12 @@ MAX_PER_PAGE = 100
 #: before the period; 24 h is the common choice).
 KEY_LIFETIME = timedelta(hours=24)
 TICKET_EVENTS = frozenset({"ticket.created", "ticket.updated"})
+#: The ticket keys a webhook's ``data`` must carry to be read as it is (what the adapter
+#: reads: fields, creation time, the marker's custom fields); otherwise it is fetched.
+WHOLE_TICKET = frozenset(
+    {"id", "subject", "status", "priority", "updated_at", "created_at", "assignee_id"}
+    | {"custom_fields"}
+)
 #: How many times one poll walks the list while tickets keep moving under it.
 MAX_WALKS = 3
 #: The problem codes InboxOps documents for a 409 other than ``idempotency_conflict``.
@@ -193,7 +199,11 @@ class InboxOpsAdapter(Adapter):
         return self._object(ticket, raw)
 
     def _object(self, ticket: wire.Ticket, raw: dict[str, Any]) -> VendorObject:
-        values: dict[str, Any] = {"title": ticket.subject, "assignee": ticket.assignee_id}
+        values: dict[str, Any] = {"title": ticket.subject}
+        # A ticket without the key says nothing about its assignee (a webhook's payload is
+        # undocumented and may carry only some fields): only null unassigns.
+        if "assignee_id" in raw:
+            values["assignee"] = ticket.assignee_id
         native = {"status": ticket.status, "priority": ticket.priority}
         enums, unmapped = self.read_enums(native)
         values.update(enums)
@@ -524,14 +534,20 @@ class InboxOpsAdapter(Adapter):
         if event.type not in TICKET_EVENTS:
             raise UnreadablePayload(f"unknown InboxOps event type {event.type!r}")
         delivery_id = headers.get("webhook-id") or event.id
+        ticket: wire.Ticket | None = None
+        missing: set[str] = set(WHOLE_TICKET - event.data.keys())
         try:
             ticket = msgspec.convert(event.data, wire.Ticket)
         except msgspec.ValidationError as exc:
+            missing.add(str(exc))
+        if ticket is None or missing:
             # The payload is undocumented (vendors.md §3, "Outbound webhooks"): a ``data``
-            # that names the ticket without carrying it is a hint to fetch it.
+            # that names the ticket without carrying all of it is a hint to fetch it. Read
+            # as it is, a left-out assignee would unassign, a left-out created_at would
+            # make a new ticket old, and a left-out marker would hide the gateway's own.
             ticket_id = event.data.get("id")
             if not isinstance(ticket_id, str) or not ticket_id:
-                raise UnreadablePayload(f"not an InboxOps ticket event: {exc}") from None
+                raise UnreadablePayload(f"not an InboxOps ticket event: {sorted(missing)}")
             return WebhookEvent(
                 delivery_id=delivery_id,
                 event_type=event.type,

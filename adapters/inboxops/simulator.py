@@ -75,7 +75,9 @@ Choices where vendors.md is silent (each is a documented decision for Syncgate):
   ``webhook-id`` equal to the body's ``id``; body ``{"id": "evt_<uuid>", "type":
   "ticket.created"|"ticket.updated", "created_at", "data": ticket}`` on every create and
   every change (API, UI, reminder); behaviour ``webhook_data: id`` sends only
-  ``"data": {"id"}`` (the payload is undocumented: a receiver must fetch the ticket).
+  ``"data": {"id"}`` (the payload is undocumented: a receiver must fetch the ticket), and
+  ``webhook_data: partial`` only ``id``, ``ticket_number``, ``subject``, ``status``,
+  ``priority`` and ``updated_at`` (no assignee: absent is not unassigned).
   Without a secret, deliveries go out unsigned. Failed deliveries are retried on the
   Standard Webhooks (Svix) schedule: InboxOps documents no retry policy (an assumption).
 - Errors: the guide documents RFC 7807 Problems; the update endpoint's page shows
@@ -237,8 +239,9 @@ BEHAVIOURS = {
         doc="how long an Idempotency-Key is kept (the docs are cut off before the period)",
     ),
     "webhook_data": Behaviour(
-        choices=("ticket", "id"),
-        doc="whether a webhook's data is the whole ticket or only its id (undocumented)",
+        choices=("ticket", "id", "partial"),
+        doc="whether a webhook's data is the whole ticket, only its id, or some of its "
+        "fields (undocumented)",
     ),
     "sort_updated_at": Behaviour(
         choices=("honoured", "ignored"),

@@ -155,6 +155,20 @@ class StoredCreate(msgspec.Struct):
     expires_at: datetime
 
 
+#: The ticket fields a webhook carries under behaviour ``webhook_data: partial``.
+PARTIAL_FIELDS = ("id", "ticket_number", "subject", "status", "priority", "updated_at")
+
+
+def _webhook_data(ticket: dict[str, Any], reading: str) -> dict[str, Any]:
+    """A webhook's ``data`` under behaviour ``webhook_data``: the whole ticket, only its
+    id, or some of its fields (no assignee, custom fields or reminder)."""
+    if reading == "ticket":
+        return ticket
+    if reading == "id":
+        return {"id": ticket["id"]}
+    return {name: ticket[name] for name in PARTIAL_FIELDS}
+
+
 def iso(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -226,11 +240,7 @@ class InboxOpsState:
                 "type": event_type,
                 "created_at": iso(self.kit.now()),
                 # behaviour webhook_data: the whole ticket, or only its id
-                "data": (
-                    ticket.to_json()
-                    if self.kit.behaviour["webhook_data"] == "ticket"
-                    else {"id": ticket.id}
-                ),
+                "data": _webhook_data(ticket.to_json(), self.kit.behaviour["webhook_data"]),
             }
         )
 

@@ -78,8 +78,8 @@ class ProblemDetails(msgspec.Struct):
 
 
 # ASSUMPTION: a webhook body is {"id", "type": "ticket.created"|"ticket.updated",
-# "created_at", "data": ticket} (a "data" naming only the ticket's "id" is read as a hint
-# to fetch it), signed as Standard Webhooks (or, by option, a plain
+# "created_at", "data": ticket} (a "data" with the ticket's "id" but not all of the ticket
+# is read as a hint to fetch it), signed as Standard Webhooks (or, by option, a plain
 # X-InboxOps-Signature HMAC); InboxOps documents neither. If it differs, deliveries are
 # refused (401 signature, 422 unreadable) and the vendor retries them; polling
 # (updated_after) still catches every change.

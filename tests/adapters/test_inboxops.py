@@ -710,6 +710,30 @@ def test_parse_webhook_refuses_what_inboxops_does_not_send() -> None:
     assert parsed.delivery_id == "evt_3", "without webhook-id the body id is the delivery id"
 
 
+async def test_a_webhook_that_leaves_out_fields_is_a_hint_to_fetch_the_ticket(
+    rig: VendorRig,
+) -> None:
+    """Behaviour ``webhook_data: partial``: the payload is undocumented and may carry
+    only some of the ticket's fields. Read as it was, the missing ``assignee_id`` was
+    null (a person's assignment undone everywhere), the missing ``created_at`` made a
+    new ticket old and the missing custom fields hid the gateway's marker: the ticket
+    is fetched instead."""
+    await rig.control.put("/_sim/behaviour", json={"webhook_data": "partial"})
+    agent = "6f1d2c3b-4a5e-4f60-8a7b-9c0d1e2f3a4b"
+    ticket = await seed(rig, subject="Partial", assignee_id=agent)
+    [request] = await rig.deliveries()
+    assert "assignee_id" not in msgspec.json.decode(request.content)["data"]
+    headers = lower_headers(request.headers.multi_items())
+    event = rig.adapter.parse_webhook(headers, request.content)
+    assert event.observations == [], "a partial ticket was read as a whole one"
+    assert event.hints == [ObjectRef(SYSTEM, "", ticket["id"])]
+    fetched = await rig.adapter.get(event.hints[0])
+    assert (fetched.fields.assignee, fetched.created_at is not None) == (agent, True)
+    # a ticket read without the key says nothing about its assignee
+    partial = {k: v for k, v in ticket.items() if k != "assignee_id"}
+    assert rig.adapter.to_object(partial).fields.assignee is msgspec.UNSET
+
+
 async def test_a_webhook_naming_only_the_ticket_is_a_hint_to_fetch_it(rig: VendorRig) -> None:
     """Behaviour ``webhook_data: id``: the payload is undocumented, and may name the ticket
     without carrying it. The delivery is a hint (the ticket is fetched), not refused."""
