@@ -142,8 +142,11 @@ class HookstreamAdapter(Adapter):
         fields: dict[str, Any] = {
             "title": issue.title or self._guide_title(issue),
             "description": issue.last_error or issue.message or "",
-            "snoozed_until": as_utc(issue.snoozed_until) if issue.snoozed_until else None,
         }
+        # The guide's shape has no snoozed_until at all: absent is unknown, not unsnoozed.
+        if "snoozed_until" in raw:
+            snoozed = issue.snoozed_until
+            fields["snoozed_until"] = as_utc(snoozed) if snoozed else None
         if status is not None:
             fields["status"] = status
         # The guide's shape has no created_at; the first failure seen made the issue.
