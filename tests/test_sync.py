@@ -356,6 +356,38 @@ async def test_an_unmapped_value_does_not_start_a_work_item(store: Store) -> Non
         assert len(await rig.objects("inboxops")) == 1
 
 
+@pytest.mark.parametrize("reopen", ["allowed", "refused"])
+async def test_a_reopen_devhelm_refuses_is_dead_lettered_once_and_nothing_loops(
+    store: Store, reopen: str
+) -> None:
+    """vendors.md §2 (open question 4) leaves open whether a RESOLVED status-page
+    incident may go back to an active status (simulator behaviour ``reopen``). Allowed,
+    a reopen reaches DevHelm; refused (409), the DevHelm link is dead-lettered with
+    DevHelm's reason, the other tools reopen, and no write is tried again and again."""
+    async with running_rig(store) as rig:
+        behaviour = await rig.control["devhelm"].put("/_sim/behaviour", json={"reopen": reopen})
+        assert behaviour.status_code == 200, behaviour.text
+        item_id, ids = await linked(rig)
+        await rig.human("hookstream", ids["hookstream"], status="resolved")
+        await rig.settle()
+        assert await statuses(rig, ids) == ALL_RESOLVED
+        await rig.human("inboxops", ids["inboxops"], status="open")
+        await rig.settle()
+        links = await rig.links(item_id)
+        if reopen == "allowed":
+            assert await statuses(rig, ids) == ALL_OPEN
+            assert not links["devhelm"].dead
+        else:
+            assert await statuses(rig, ids) == {**ALL_OPEN, "devhelm": "RESOLVED"}
+            assert links["devhelm"].dead
+            assert "cannot be reopened" in (links["devhelm"].dead_reason or "")
+            before = await rig.write_counts()
+            for _ in range(3):
+                await rig.poll()
+                await rig.gateway.dispatcher.run_until_idle()
+            assert await rig.write_counts() == before, "a refused write was tried again"
+
+
 @pytest.mark.parametrize("regroup", ["reopen", "new_issue"])
 async def test_a_failure_after_a_resolve_is_synced_whether_hookstream_reopens_or_opens_anew(
     store: Store, regroup: str

@@ -34,7 +34,9 @@ Behaviour where DevHelm's documents leave a choice:
   .../updates`` is the customer-facing path. ``updatedAt`` moves only when something
   actually changed.
 - RESOLVED may go back to an active status (PUT or a timeline update); ``resolvedAt`` is
-  set on entering RESOLVED and cleared on leaving it.
+  set on entering RESOLVED and cleared on leaving it. Behaviour ``reopen: refused`` plays
+  the other reading: the API answers such a PUT or timeline update 409 ``CONFLICT`` (a
+  person in the UI still can).
 - ``scheduledFor``/``scheduledUntil`` on PUT are refused for unscheduled incidents;
   create with ``scheduled: true`` needs ``scheduledFor``.
 - Every vendor response carries ``X-Request-Id`` (equal to an error's ``requestId``);
@@ -57,6 +59,8 @@ documents leave open:
     length      characters (default) | utf16: a ``maxLength`` (a title's 500) counts
                 UTF-16 code units, as a JVM service's ``@Size`` does, so an emoji counts
                 two (the API reference says "chars")
+    reopen      allowed (default) | refused: a RESOLVED incident cannot be set active
+                again through the API (409)
     signature_separator
                 colon (default) | dot: platform deliveries are signed over ``t:body``
                 (the current webhook page) or ``t.body`` (an older capture of it)
@@ -140,6 +144,10 @@ BEHAVIOURS = {
     "length": Behaviour(
         choices=("characters", "utf16"),
         doc="what a maxLength counts (utf16: UTF-16 code units, as a JVM service's @Size)",
+    ),
+    "reopen": Behaviour(
+        choices=("allowed", "refused"),
+        doc="whether a RESOLVED incident may go back to an active status (open question 4)",
     ),
     "signature_separator": Behaviour(
         choices=("colon", "dot"),
