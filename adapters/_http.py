@@ -164,7 +164,7 @@ def raise_for_status(
         )
     if status in (401, 403):
         raise AuthError(system, message, status=status)
-    if status == 404:
+    if status in (404, 410):  # 410 Gone: a deleted object is as gone as an unknown one
         raise NotFound(system, message, status=status)
     if status in (408,) or status >= 500:
         raise TransientError(system, message, status=status)

@@ -3,7 +3,8 @@
 - Standard Webhooks / Svix (incident.io, InboxOps by default): headers ``webhook-id``,
   ``webhook-timestamp``, ``webhook-signature: v1,<base64> [v1,<base64> ...]`` over
   ``id.timestamp.body``; the HMAC itself comes from the ``standardwebhooks`` library.
-- DevHelm: ``X-DevHelm-Signature: t=<unix>;v1=<hex>`` over ``t + sep + body`` (sep ":").
+- DevHelm: ``X-DevHelm-Signature: t=<unix>;v1=<hex>`` over ``t + sep + body`` (sep ":"
+  or ".", the docs have said both; the verifier takes the ones it is given).
 - hookstream: ``X-hookstream-Signature: sha256=<hex>`` over the body, or over
   ``ts.body`` when ``X-hookstream-Timestamp`` is present.
 
@@ -126,8 +127,10 @@ def devhelm_verify(
     body: bytes,
     now: datetime,
     tolerance_s: float = 300.0,
-    separator: str = ":",
+    separators: Sequence[str] = (":",),
 ) -> None:
+    """Verify ``X-DevHelm-Signature``; the signed string is ``t + sep + body`` for any
+    one of ``separators`` (DevHelm's docs have said both ``:`` and ``.``)."""
     _require_secrets(secrets)
     if not header:
         raise SignatureInvalid("missing X-DevHelm-Signature header")
@@ -139,11 +142,12 @@ def devhelm_verify(
     if "t" not in parts or "v1" not in parts:
         raise SignatureInvalid("X-DevHelm-Signature must be t=<unix>;v1=<hex>")
     ts = _check_timestamp(parts["t"][0], now, tolerance_s)
-    message = str(ts).encode() + separator.encode() + body
-    for secret in secrets:
-        expected = _hmac_hex(secret, message)
-        if any(same_digest(expected, got) for got in parts["v1"]):
-            return
+    for separator in separators:
+        message = str(ts).encode() + separator.encode() + body
+        for secret in secrets:
+            expected = _hmac_hex(secret, message)
+            if any(same_digest(expected, got) for got in parts["v1"]):
+                return
     raise SignatureInvalid("X-DevHelm-Signature matches no configured secret")
 
 

@@ -6,7 +6,7 @@
     │   │   ├── RateLimited         ... not before ``retry_after`` seconds (429)
     │   │   └── TransientError      ... after a backoff (5xx, timeout, connection error)
     │   └── FatalError              retrying the same call cannot help
-    │       ├── NotFound            the object (or its scope) does not exist (404)
+    │       ├── NotFound            the object (or its scope) does not exist (404, 410)
     │       ├── AuthError           credentials missing, wrong or not allowed (401/403)
     │       └── Rejected            the vendor refused the payload (400/409/422), with its message
     ├── RequestError                an operator's request the services refuse, with the reason

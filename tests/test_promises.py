@@ -680,13 +680,15 @@ async def test_writes_that_landed_before_a_kill_are_not_sent_again(tmp_path: Pat
 # -- the InboxOps create body stays with its idempotency key ---------------------------------
 
 
+@pytest.mark.parametrize("marker_field", ["syncgate_marker", None])
 async def test_a_create_retried_after_a_title_change_replays_the_first_body(
-    tmp_path: Path,
+    tmp_path: Path, marker_field: str | None
 ) -> None:
     """The first InboxOps create is made but its answer is lost; the title changes before
-    the retry. The retry sends the first body again (InboxOps replays the ticket instead
-    of answering 409), and the new title follows as an update: one ticket, no dead
-    letter."""
+    the retry. With a marker field, the retry finds the ticket by its marker (the key
+    may have expired by then) and posts nothing; without one, it sends the first body
+    again (InboxOps replays the ticket instead of answering 409). The new title follows
+    as an update: one ticket, no dead letter."""
     rules = [
         {
             "name": "follow-up-fans-out",
@@ -695,7 +697,10 @@ async def test_a_create_retried_after_a_title_change_replays_the_first_body(
         }
     ]
     async with installation(
-        tmp_path, create_rules=rules, dispatcher={"backoff_base_s": 2, "backoff_max_s": 2}
+        tmp_path,
+        create_rules=rules,
+        dispatcher={"backoff_base_s": 2, "backoff_max_s": 2},
+        systems={"inboxops": {"options": {"marker_field": marker_field}}},
     ) as inst:
         await inst.control["inboxops"].post(
             "/_sim/faults", json={"status": 502, "count": 1, "methods": ["POST"], "after": True}
@@ -722,7 +727,17 @@ async def test_a_create_retried_after_a_title_change_replays_the_first_body(
         tickets = await sim_objects(inst.control["inboxops"])
         assert [t["subject"] for t in tickets] == ["Queue stuck in eu-west"]
         posts = [r for r in inst.requests("inboxops") if r.method == "POST"]
-        assert len(posts) == 2 and posts[0].body == posts[1].body, "the retry sent another body"
+        if marker_field is None:
+            assert len(posts) == 2, posts
+            assert posts[0].body == posts[1].body, "the retry sent another body"
+        else:
+            assert len(posts) == 1, "the retry posted again instead of finding its marker"
+            searches = [
+                r
+                for r in inst.requests("inboxops")
+                if r.method == "GET" and f"custom_field_{marker_field}=" in r.query
+            ]
+            assert searches, "the retry did not look for its marker"
 
 
 # -- a created object announced before its create is recorded starts nothing ----------------

@@ -356,6 +356,100 @@ async def test_an_unmapped_value_does_not_start_a_work_item(store: Store) -> Non
         assert len(await rig.objects("inboxops")) == 1
 
 
+@pytest.mark.parametrize("reopen", ["allowed", "refused"])
+async def test_a_reopen_devhelm_refuses_is_dead_lettered_once_and_nothing_loops(
+    store: Store, reopen: str
+) -> None:
+    """vendors.md §2 (open question 4) leaves open whether a RESOLVED status-page
+    incident may go back to an active status (simulator behaviour ``reopen``). Allowed,
+    a reopen reaches DevHelm; refused (409), the DevHelm link is dead-lettered with
+    DevHelm's reason, the other tools reopen, and no write is tried again and again."""
+    async with running_rig(store) as rig:
+        behaviour = await rig.control["devhelm"].put("/_sim/behaviour", json={"reopen": reopen})
+        assert behaviour.status_code == 200, behaviour.text
+        item_id, ids = await linked(rig)
+        await rig.human("hookstream", ids["hookstream"], status="resolved")
+        await rig.settle()
+        assert await statuses(rig, ids) == ALL_RESOLVED
+        await rig.human("inboxops", ids["inboxops"], status="open")
+        await rig.settle()
+        links = await rig.links(item_id)
+        if reopen == "allowed":
+            assert await statuses(rig, ids) == ALL_OPEN
+            assert not links["devhelm"].dead
+        else:
+            assert await statuses(rig, ids) == {**ALL_OPEN, "devhelm": "RESOLVED"}
+            assert links["devhelm"].dead
+            assert "cannot be reopened" in (links["devhelm"].dead_reason or "")
+            before = await rig.write_counts()
+            for _ in range(3):
+                await rig.poll()
+                await rig.gateway.dispatcher.run_until_idle()
+            assert await rig.write_counts() == before, "a refused write was tried again"
+
+
+@pytest.mark.parametrize("regroup", ["reopen", "new_issue"])
+async def test_a_failure_after_a_resolve_is_synced_whether_hookstream_reopens_or_opens_anew(
+    store: Store, regroup: str
+) -> None:
+    """vendors.md §1 leaves open whether a new failure reopens the resolved issue (same
+    fingerprint) or opens a new one (simulator behaviour ``regroup``). Reopened, the
+    work item reopens everywhere; a new issue starts a new work item, and the resolved
+    one stays resolved. Either way nothing is lost or made twice."""
+    async with running_rig(store) as rig:
+        behaviour = await rig.control["hookstream"].put(
+            "/_sim/behaviour", json={"regroup": regroup}
+        )
+        assert behaviour.status_code == 200, behaviour.text
+        _, ids = await linked(rig)
+        await rig.human("hookstream", ids["hookstream"], status="resolved")
+        await rig.settle()
+        assert await statuses(rig, ids) == ALL_RESOLVED
+        issue = await rig.object("hookstream", ids["hookstream"])
+        again = await rig.control["hookstream"].post(
+            "/_sim/failures",
+            json={"destination_id": issue["destination_id"], "error_type": issue["error_type"]},
+        )
+        assert again.status_code == (200 if regroup == "reopen" else 201), again.text
+        await rig.settle()
+        async with rig.gateway.store.tx() as tx:
+            _items, total = await tx.search_items()
+        if regroup == "reopen":
+            assert total == 1
+            assert await statuses(rig, ids) == ALL_OPEN
+        else:
+            assert total == 2
+            assert await statuses(rig, ids) == ALL_RESOLVED  # the old item stays resolved
+            assert len(await rig.objects("hookstream")) == 2
+            for system in ("devhelm", "inboxops", "incidentio"):
+                assert len(await rig.objects(system)) == 2, system
+
+
+async def test_a_hookstream_edit_read_before_a_write_wins_when_the_detail_has_no_time(
+    store: Store,
+) -> None:
+    """hookstream's guide shows the issue detail with no ``updated_at`` (vendors.md §1;
+    simulator behaviour ``issue_detail: guide``). A person acknowledges the issue after a
+    ticket was resolved but before the gateway writes that to the issue: the read before
+    the write must date the acknowledgement by its own time, so that, the later edit, it
+    wins. Dated by the issue's last failure, it lost to the ticket and was overwritten."""
+    async with running_rig(store) as rig:
+        _, ids = await linked(rig)
+        behaviour = await rig.control["hookstream"].put(
+            "/_sim/behaviour", json={"issue_detail": "guide"}
+        )
+        assert behaviour.status_code == 200, behaviour.text
+        await rig.human("inboxops", ids["inboxops"], status="resolved")
+        await rig.poll("inboxops")  # the issue is now due a write: resolved
+        await rig.human("hookstream", ids["hookstream"], status="acknowledged")
+        await rig.gateway.dispatcher.run_until_idle()
+        assert (await rig.object("hookstream", ids["hookstream"]))["status"] == "acknowledged"
+        await rig.settle()
+        assert (await rig.only_item()).status is Status.ACKNOWLEDGED
+        assert (await rig.object("hookstream", ids["hookstream"]))["status"] == "acknowledged"
+        assert (await rig.object("inboxops", ids["inboxops"]))["status"] == "in_progress"
+
+
 def counting_refreshes(rig: Rig) -> list[list[str]]:
     """The systems of the reads before writes the engine is handed, one list per engine
     transaction (filled as the dispatcher runs)."""

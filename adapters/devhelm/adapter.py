@@ -73,6 +73,8 @@ from app.model import (
 
 #: DevHelm's page size ceiling for incident lists (the SDK's own page size).
 MAX_PAGE_SIZE = 200
+#: The separators of DevHelm's signed string its docs have named (the current one first).
+SIGNATURE_SEPARATORS = (":", ".")
 
 
 class DevHelmOptions(AdapterOptions, frozen=True):
@@ -84,9 +86,11 @@ class DevHelmOptions(AdapterOptions, frozen=True):
     #: Also report draft incidents (``publishedAt`` null), which DevHelm's REVIEW and
     #: AUTOMATIC status pages create on their own.
     sync_drafts: bool = False
-    #: What joins ``t`` and the body in the signed string of ``X-DevHelm-Signature``
-    #: (DevHelm's docs have also said ``"."``).
-    signature_separator: Annotated[str, msgspec.Meta(min_length=1)] = ":"
+    #: What joins ``t`` and the body in the signed string of ``X-DevHelm-Signature``.
+    #: DevHelm's docs have said both ``":"`` (the current page) and ``"."`` (an older
+    #: capture; vendors.md §2, "Signing scheme"), so unset, either is accepted: both
+    #: need the secret, so accepting the two forgoes nothing. Set it to accept only one.
+    signature_separator: Annotated[str, msgspec.Meta(min_length=1)] | None = None
 
 
 def read_error(body: Any) -> str | None:
@@ -395,7 +399,9 @@ class DevHelmAdapter(Adapter):
             body,
             now,
             tolerance_s=self.settings.webhook_tolerance_s,
-            separator=self.options.signature_separator,
+            separators=SIGNATURE_SEPARATORS
+            if self.options.signature_separator is None
+            else (self.options.signature_separator,),
         )
 
     def parse_webhook(self, headers: Mapping[str, str], body: bytes) -> WebhookEvent:

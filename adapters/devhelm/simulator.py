@@ -34,7 +34,9 @@ Behaviour where DevHelm's documents leave a choice:
   .../updates`` is the customer-facing path. ``updatedAt`` moves only when something
   actually changed.
 - RESOLVED may go back to an active status (PUT or a timeline update); ``resolvedAt`` is
-  set on entering RESOLVED and cleared on leaving it.
+  set on entering RESOLVED and cleared on leaving it. Behaviour ``reopen: refused`` plays
+  the other reading: the API answers such a PUT or timeline update 409 ``CONFLICT`` (a
+  person in the UI still can).
 - ``scheduledFor``/``scheduledUntil`` on PUT are refused for unscheduled incidents;
   create with ``scheduled: true`` needs ``scheduledFor``.
 - Every vendor response carries ``X-Request-Id`` (equal to an error's ``requestId``);
@@ -57,6 +59,11 @@ documents leave open:
     length      characters (default) | utf16: a ``maxLength`` (a title's 500) counts
                 UTF-16 code units, as a JVM service's ``@Size`` does, so an emoji counts
                 two (the API reference says "chars")
+    reopen      allowed (default) | refused: a RESOLVED incident cannot be set active
+                again through the API (409)
+    signature_separator
+                colon (default) | dot: platform deliveries are signed over ``t:body``
+                (the current webhook page) or ``t.body`` (an older capture of it)
 
 Control routes (no auth):
 
@@ -80,9 +87,10 @@ Control routes (no auth):
                                   {"id": "evt_...", "deliveryId": ...}: one signed delivery
 
 Platform deliveries carry ``X-DevHelm-Event``, ``X-DevHelm-Delivery`` and
-``X-DevHelm-Signature: t=<unix>;v1=<hex HMAC-SHA256 of t:body>`` (unsigned when no secret
-is set); retries resend the same envelope ``id``. The common ``/_sim/`` routes of
-``adapters/_simkit.py`` are served too.
+``X-DevHelm-Signature: t=<unix>;v1=<hex HMAC-SHA256 of t:body>`` (``t.body`` under
+behaviour ``signature_separator: dot``; unsigned when no secret is set); retries resend
+the same envelope ``id``. The common ``/_sim/`` routes of ``adapters/_simkit.py`` are
+served too.
 
 Started with ``SimOptions.seed_config``, the simulator has an AUTOMATIC status page (no
 components) for every page id the config names: ``systems.devhelm.scopes`` and the
@@ -136,6 +144,14 @@ BEHAVIOURS = {
     "length": Behaviour(
         choices=("characters", "utf16"),
         doc="what a maxLength counts (utf16: UTF-16 code units, as a JVM service's @Size)",
+    ),
+    "reopen": Behaviour(
+        choices=("allowed", "refused"),
+        doc="whether a RESOLVED incident may go back to an active status (open question 4)",
+    ),
+    "signature_separator": Behaviour(
+        choices=("colon", "dot"),
+        doc="what joins t and the body in X-DevHelm-Signature (the docs say both)",
     ),
 }
 

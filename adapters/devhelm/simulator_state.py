@@ -284,9 +284,21 @@ class DevHelmState:
     def get_incident(self, page_id: str, incident_id: str) -> Outcome:
         return 200, {"data": self._incident(page_id, incident_id)}
 
+    def _check_reopen(self, incident: dict[str, Any], status: str | None) -> None:
+        """Behaviour ``reopen: refused``: a RESOLVED incident cannot go back to an active
+        status through the API (409, as for a publish of a published incident)."""
+        if (
+            self.kit.behaviour["reopen"] == "refused"
+            and incident["status"] == "RESOLVED"
+            and status not in (None, "RESOLVED")
+        ):
+            raise Rejection(409, "CONFLICT", "A resolved incident cannot be reopened")
+
     def update_incident(self, page_id: str, incident_id: str, body: Any) -> Outcome:
         incident = self._incident(page_id, incident_id)
-        self._apply(incident, validated(body, UPDATE_RULES, utf16=self.utf16))
+        values = validated(body, UPDATE_RULES, utf16=self.utf16)
+        self._check_reopen(incident, values.get("status"))
+        self._apply(incident, values)
         return 200, {"data": incident}
 
     def delete_incident(self, page_id: str, incident_id: str) -> Outcome:
@@ -297,6 +309,7 @@ class DevHelmState:
     def post_update(self, page_id: str, incident_id: str, body: Any) -> Outcome:
         incident = self._incident(page_id, incident_id)
         values = validated(body, TIMELINE_RULES, utf16=self.utf16)
+        self._check_reopen(incident, values.get("status"))
         now = iso(self.kit.now())
         if "affectedComponents" in values:
             page = self.pages[page_id]
@@ -434,7 +447,10 @@ class DevHelmState:
             headers = {"X-DevHelm-Event": event_type, "X-DevHelm-Delivery": delivery_id}
             secret = self.kit.webhook_secret  # read per attempt: it can be rotated meanwhile
             if secret:
-                headers["X-DevHelm-Signature"] = signing.devhelm_sign(secret, timestamp, body)
+                separator = ":" if self.kit.behaviour["signature_separator"] == "colon" else "."
+                headers["X-DevHelm-Signature"] = signing.devhelm_sign(
+                    secret, timestamp, body, separator=separator
+                )
             return headers
 
         self.kit.emit(event_type, msgspec.json.encode(envelope), sign, delivery_id)

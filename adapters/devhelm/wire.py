@@ -96,8 +96,9 @@ class ErrorResponse(msgspec.Struct, rename="camel"):
 
 # ASSUMPTION: platform events are {"id", "type", "apiVersion", "createdAt", "data"} with
 # "data" undocumented; Syncgate reads only id and type and polls. The signature is
-# t=<unix>;v1=<hex> over t + ":" + body (the separator is an option: the docs have also
-# said "."). A different scheme is refused (401); polling needs no webhook at all.
+# t=<unix>;v1=<hex> over t + ":" + body or t + "." + body (the docs have said both; the
+# option signature_separator narrows it to one). A different scheme is refused (401);
+# polling needs no webhook at all.
 class PlatformEvent(msgspec.Struct, rename="camel"):
     """A platform webhook delivery; the shape of ``data`` is not documented."""
 

@@ -21,6 +21,10 @@ a notification is only a hint to poll, and a replay of one makes one more poll).
 option ``require_timestamp`` (``HookstreamOptions``) is the stricter opt-in for a channel
 known to send the timestamp.
 
+Reads: an issue read (GET or PATCH) without ``updated_at`` (the guide's bare detail) is
+replaced by the issue's row in the list, which carries it (``_timed``): dated by its last
+failure, a person's later change would lose to the gateway's value before a write.
+
 ``settings.base_url`` is hookstream's origin (``https://hookstream.io``); the documented
 form with the ``/v1`` suffix is accepted as well.
 """
@@ -138,8 +142,11 @@ class HookstreamAdapter(Adapter):
         fields: dict[str, Any] = {
             "title": issue.title or self._guide_title(issue),
             "description": issue.last_error or issue.message or "",
-            "snoozed_until": as_utc(issue.snoozed_until) if issue.snoozed_until else None,
         }
+        # The guide's shape has no snoozed_until at all: absent is unknown, not unsnoozed.
+        if "snoozed_until" in raw:
+            snoozed = issue.snoozed_until
+            fields["snoozed_until"] = as_utc(snoozed) if snoozed else None
         if status is not None:
             fields["status"] = status
         # The guide's shape has no created_at; the first failure seen made the issue.
@@ -194,7 +201,39 @@ class HookstreamAdapter(Adapter):
             _error_message,
             headers=self._headers,
         )
-        return self._read_issue(response)
+        return await self._timed(self._read_issue(response))
+
+    async def _timed(self, obj: VendorObject) -> VendorObject:
+        """``obj``, or, when it is in the guide's shape with no ``updated_at``, the same
+        issue as the list shows it (vendors.md §1: the guide's detail has no change time;
+        the reference's object has one). The stand-in time of the guide's shape (the last
+        failure) is older than a person's later change: read before a write, such a
+        change would lose to the gateway's value and be overwritten. The list is filtered
+        by the issue's destination, so this reads a page or two. Should the list not
+        show the issue with a time either, the stand-in stays."""
+        if obj.raw.get("updated_at") is not None:
+            return obj
+        params: dict[str, Any] = {"status": "all", "limit": MAX_PAGE_SIZE, "offset": 0}
+        destination = obj.raw.get("destination_id")
+        if isinstance(destination, str) and destination:
+            params["destination_id"] = destination
+        while True:
+            response = await _http.send(
+                self.client,
+                self.system,
+                "GET",
+                self._issues_url,
+                _error_message,
+                headers=self._headers,
+                params=params,
+            )
+            page = _http.decode(self.system, response, wire.IssuePage)
+            for i, raw in enumerate(page.issues):
+                if raw.get("id") == obj.ref.external_id and raw.get("updated_at") is not None:
+                    return self.to_vendor_object(raw, f"$.issues[{i}]", response)
+            if not page.pagination.has_more or not page.issues:
+                return obj
+            params["offset"] += len(page.issues)
 
     async def list_changed(self, since: datetime | None) -> AsyncIterator[list[VendorObject]]:
         cutoff = as_utc(since) if since is not None else None
@@ -252,7 +291,7 @@ class HookstreamAdapter(Adapter):
             headers={**self._headers, "Content-Type": "application/json"},
             content=msgspec.json.encode(payload),
         )
-        return self._read_issue(response)
+        return await self._timed(self._read_issue(response))
 
     # -- webhooks --------------------------------------------------------------------------
 

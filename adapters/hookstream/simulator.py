@@ -4,14 +4,16 @@ signed ``issue_opened`` notification.
 Vendor routes (``X-API-Key: <key>``; errors are ``{"error", "status", "request_id"}``,
 validation is 400; ``RateLimit-Limit``/``-Remaining``/``-Reset`` headers on every
 authenticated response (the docs' example allowance of 1000 a minute unless a limit is
-set), and a 429 from the limiter carries ``Retry-After``):
+set), and a 429 from the limiter carries ``Retry-After`` unless behaviour ``retry_after``
+is ``absent``):
 
     GET   /v1/issues            ?status=open|acknowledged|resolved|all (default open)
                                 &destination_id=&limit=1..100 (default 50)&offset=>=0
                                 -> {"issues": [...], "pagination": {total, limit, offset,
                                    has_more}}, oldest issue first; other parameters: 400
     GET   /v1/issues/summary    -> {"open": n, "acknowledged": n, "resolved": n}
-    GET   /v1/issues/{id}       -> {"issue": {...}} with ``recent_attempt_ids``
+    GET   /v1/issues/{id}       -> {"issue": {...}} with ``recent_attempt_ids`` (behaviour
+                                ``issue_detail: guide``: the guide's bare object instead)
     PATCH /v1/issues/{id}       {status?, snoozed_until?} (null unsnoozes) -> {"issue": {...}}
 
 Control routes (no auth), besides SimKit's common ``/_sim/`` surface:
@@ -32,7 +34,8 @@ Control routes (no auth), besides SimKit's common ``/_sim/`` surface:
 Behaviour: failures group by fingerprint (destination + error type). A failure matching
 an open or acknowledged issue bumps ``occurrence_count`` and ``last_seen_at``; one matching
 a resolved issue reopens it (status open, ``resolved_at`` null) rather than opening a
-second issue, the answer chosen for the docs' open question. An open or acknowledged
+second issue, the answer chosen for the docs' open question (behaviour ``regroup:
+new_issue`` plays the other answer). An open or acknowledged
 issue with no failure for 30 minutes resolves itself, checked on every request and after
 every ``POST /_sim/clock``. A newly opened issue sends the ``issue_opened`` notification
 (immediately; the 5-minute rule cron and the cooldown are not simulated) signed
@@ -48,6 +51,19 @@ documents leave open:
                               ``updated_at`` or only ``status`` and ``resolved_at``
     notification_signature    timestamped (default) | body: the destination scheme with
                               ``include_timestamp`` (``{ts}.{body}``), or over the body alone
+    regroup                   reopen (default) | new_issue: a failure matching a resolved
+                              issue reopens it, or opens a new issue (new id, a new
+                              ``issue_opened``) and leaves the resolved one alone
+    retry_after               sent (default) | absent: whether a 429 (the limiter's or an
+                              injected one) carries ``Retry-After`` (unconfirmed), or only
+                              ``RateLimit-Reset`` (seconds until the window resets)
+    issue_detail              reference (default) | guide: ``GET /v1/issues/{id}`` answers
+                              the API reference's ``{"issue": {...}}``, or the guide's bare
+                              object with only its fields (``id``, ``destination_id``,
+                              ``destination_name``, ``error_type``, ``message``, ``status``,
+                              ``occurrence_count``, ``first_seen_at``, ``last_seen_at``,
+                              ``recent_attempt_ids``): no change time at all. The list and
+                              PATCH keep the reference's shape
 
 ``SimOptions.seed_config`` is read (a bad file fails at start) but creates nothing: a
 Syncgate config names no hookstream container.
@@ -67,6 +83,7 @@ from litestar.params import FromPath
 
 from adapters import signing
 from adapters._simbase import Simulator, json_response
+from adapters._simgate import ASGIApp
 from adapters._simkit import Behaviour, SimKit
 
 STATUSES = ("open", "acknowledged", "resolved")
@@ -82,7 +99,33 @@ BEHAVIOURS = {
         choices=("timestamped", "body"),
         doc="sha256= over {ts}.{body} with X-hookstream-Timestamp, or over the body alone",
     ),
+    "regroup": Behaviour(
+        choices=("reopen", "new_issue"),
+        doc="whether a failure matching a resolved issue reopens it or opens a new issue",
+    ),
+    "retry_after": Behaviour(
+        choices=("sent", "absent"),
+        doc="whether a 429 carries Retry-After (unconfirmed), or only RateLimit-Reset",
+    ),
+    "issue_detail": Behaviour(
+        choices=("reference", "guide"),
+        doc="GET /v1/issues/{id} answers the reference's wrapped object, or the guide's "
+        "bare one (no title, updated_at, created_at or resolved_at)",
+    ),
 }
+#: The fields of the guide's (bare) issue detail.
+GUIDE_FIELDS = (
+    "id",
+    "destination_id",
+    "destination_name",
+    "error_type",
+    "message",
+    "status",
+    "occurrence_count",
+    "first_seen_at",
+    "last_seen_at",
+    "recent_attempt_ids",
+)
 LIST_STATUSES = (*STATUSES, "all")
 AUTO_RESOLVE_AFTER = timedelta(minutes=30)
 DEFAULT_LIMIT = 50
@@ -215,6 +258,34 @@ class HookstreamSimulator(Simulator):
             out["recent_attempt_ids"] = list(issue.recent_attempt_ids)
         return out
 
+    def guide_json(self, issue: SimIssue) -> dict[str, Any]:
+        """The issue detail as the guide shows it (behaviour ``issue_detail: guide``):
+        bare, with ``message`` for the last error, and no ``title``, ``updated_at``,
+        ``created_at``, ``resolved_at`` or ``snoozed_until``."""
+        full = self.to_json(issue, detail=True)
+        full["message"] = issue.last_error
+        return {name: full[name] for name in GUIDE_FIELDS}
+
+    def wrap(self, app: ASGIApp) -> ASGIApp:
+        """Under behaviour ``retry_after: absent`` a 429 loses its ``Retry-After``: the
+        client has only ``RateLimit-Reset`` (seconds) to go on."""
+        kit = self.kit
+
+        async def outer(scope: Any, receive: Any, send: Any) -> None:
+            if scope["type"] != "http" or kit.behaviour["retry_after"] == "sent":
+                await app(scope, receive, send)
+                return
+
+            async def without_retry_after(message: Any) -> None:
+                if message["type"] == "http.response.start" and message["status"] == 429:
+                    headers = [h for h in message.get("headers", []) if h[0] != b"retry-after"]
+                    message = {**message, "headers": headers}
+                await send(message)
+
+            await app(scope, receive, without_retry_after)
+
+        return outer
+
     def _not_found(self) -> Response[bytes]:
         return self.kit.error(404, "not_found", "Issue not found")
 
@@ -285,7 +356,15 @@ class HookstreamSimulator(Simulator):
         fingerprint = hashlib.sha256(f"{destination_id}\n{error_type}".encode()).hexdigest()[:32]
         now = self.kit.now()
         attempt_id = body.get("last_attempt_id") or uuid.uuid4().hex
-        existing = next((i for i in self.issues.values() if i.fingerprint == fingerprint), None)
+        reopen = self.kit.behaviour["regroup"] == "reopen"
+        existing = next(
+            (
+                i
+                for i in self.issues.values()
+                if i.fingerprint == fingerprint and (reopen or i.status != "resolved")
+            ),
+            None,
+        )
         if existing is None:
             name = body.get("destination_name")
             issue = SimIssue(
@@ -404,6 +483,8 @@ class HookstreamSimulator(Simulator):
             issue = sim.issues.get(issue_id)
             if issue is None:
                 return sim._not_found()
+            if sim.kit.behaviour["issue_detail"] == "guide":
+                return json_response(sim.guide_json(issue))
             return json_response({"issue": sim.to_json(issue, detail=True)})
 
         @patch("/v1/issues/{issue_id:str}")

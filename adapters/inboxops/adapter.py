@@ -70,6 +70,16 @@ MAX_PER_PAGE = 100
 #: before the period; 24 h is the common choice).
 KEY_LIFETIME = timedelta(hours=24)
 TICKET_EVENTS = frozenset({"ticket.created", "ticket.updated"})
+#: The ticket keys a webhook's ``data`` must carry to be read as it is (what the adapter
+#: reads: fields, creation time, the marker's custom fields); otherwise it is fetched.
+WHOLE_TICKET = frozenset(
+    {"id", "subject", "status", "priority", "updated_at", "created_at", "assignee_id"}
+    | {"custom_fields"}
+)
+#: How many times one poll walks the list while tickets keep moving under it.
+MAX_WALKS = 3
+#: The problem codes InboxOps documents for a 409 other than ``idempotency_conflict``.
+PROBLEM_CODES_409 = ("conflict",)
 HMAC_HEADER = "x-inboxops-signature"
 
 
@@ -83,8 +93,29 @@ def read_error(body: Any) -> str | None:
     # The seed page's ``code`` is the HTTP status (an int): not worth repeating.
     code = problem.code if isinstance(problem.code, str) else None
     text = problem.detail or problem.message or problem.error or problem.title
+    # The update page's shape names the fields only in ``details``; they are kept, as
+    # ``create`` looks for its marker field among them (vendors.md §3, "Error body").
+    named = [
+        f"{d['field']}: {d.get('message') or 'invalid'}"
+        for d in problem.details or ()
+        if isinstance(d, dict) and isinstance(d.get("field"), str)
+    ]
+    if named:
+        text = f"{text} ({'; '.join(named)})" if text else "; ".join(named)
     parts = [p for p in (code, text) if p]
     return ": ".join(parts) if parts else None
+
+
+def may_be_idempotency_conflict(exc: Rejected) -> bool:
+    """Whether a refused create may be InboxOps's ``idempotency_conflict``: a 409 that
+    says so, or one that names no problem code at all (the update page's error shape has
+    only the HTTP status as its ``code``, vendors.md §3). Only a 409 that plainly names
+    another code (``conflict``) is not."""
+    if exc.status != 409:
+        return False
+    if "idempotency_conflict" in exc.message:
+        return True
+    return not exc.message.startswith(tuple(f"{c}: " for c in PROBLEM_CODES_409))
 
 
 def read_retry_after(body: Any, now: float) -> float | None:
@@ -168,7 +199,11 @@ class InboxOpsAdapter(Adapter):
         return self._object(ticket, raw)
 
     def _object(self, ticket: wire.Ticket, raw: dict[str, Any]) -> VendorObject:
-        values: dict[str, Any] = {"title": ticket.subject, "assignee": ticket.assignee_id}
+        values: dict[str, Any] = {"title": ticket.subject}
+        # A ticket without the key says nothing about its assignee (a webhook's payload is
+        # undocumented and may carry only some fields): only null unassigns.
+        if "assignee_id" in raw:
+            values["assignee"] = ticket.assignee_id
         native = {"status": ticket.status, "priority": ticket.priority}
         enums, unmapped = self.read_enums(native)
         values.update(enums)
@@ -251,8 +286,34 @@ class InboxOpsAdapter(Adapter):
         if since is not None:
             # updated_after is exclusive; the interface promises changes at or after since.
             params["updated_after"] = _iso(since - timedelta(microseconds=1))
-        async for page in self._list(params):
-            yield page
+        # Pages are numbered, and a list sorted by updated_at reorders as tickets change
+        # (vendors.md §3 documents only page/per_page): a ticket changed mid-walk moves to
+        # the end, every ticket behind it moves up a place, and the one that crossed a
+        # page boundary is never read, while the poll's cursor moves past it. A ticket
+        # can only move up past a boundary when one the walk has read moved to the end,
+        # where the walk reads it again (tickets only ever join an updated_after
+        # listing): so a walk that read a ticket twice may have skipped one, and is
+        # walked again (each ticket state is reported once). Walking by time instead
+        # would be unsafe should the list not honour sort=updated_at (the docs name only
+        # created_at), and meta.total is our assumption, so neither is relied on.
+        reported: set[tuple[str, datetime]] = set()
+        for _ in range(MAX_WALKS):
+            seen: set[str] = set()
+            moved = False
+            async for objects in self._list(params):
+                ids = [o.ref.external_id for o in objects]
+                moved = moved or not seen.isdisjoint(ids)
+                seen.update(ids)
+                fresh = [o for o in objects if (o.ref.external_id, o.updated_at) not in reported]
+                reported.update((o.ref.external_id, o.updated_at) for o in fresh)
+                if fresh:
+                    yield fresh
+            if not moved:
+                return
+        log.warning(
+            "InboxOps tickets kept moving while polled: some may be read only next time",
+            extra={"system": SYSTEM, "walks": MAX_WALKS},
+        )
 
     async def _list(self, params: Mapping[str, Any]) -> AsyncIterator[list[VendorObject]]:
         """Every page of ``GET /tickets`` with these filters."""
@@ -304,10 +365,18 @@ class InboxOpsAdapter(Adapter):
             body.assignee_id = fields.assignee
         if isinstance(fields.description, str) and fields.description:
             body.initial_internal_note = wire.InternalNote(body_text=fields.description)
+        # A retry may come after the key expired (its lifetime is cut off in the docs,
+        # vendors.md §3 "Ticket endpoints"): the key alone would then make a second
+        # ticket, so a retry first looks for the one its marker names.
+        made = (
+            await self._find_marked(body, idempotency_key, earlier_since)
+            if earlier_since is not None
+            else None
+        )
         try:
-            created = await self._create_ticket(body, idempotency_key)
+            created = made or await self._create_ticket(body, idempotency_key)
         except Rejected as exc:
-            if exc.status != 409 or "idempotency_conflict" not in str(exc):
+            if not may_be_idempotency_conflict(exc):
                 raise
             # The key was used with another body: a ticket was made by an earlier attempt
             # whose body differed. Find it rather than dead-letter it unlinked.
@@ -334,7 +403,7 @@ class InboxOpsAdapter(Adapter):
             if field is None or isinstance(body.custom_fields, UnsetType):
                 raise
             refused = exc.status == 400 and f"custom_fields.{field}" in str(exc)
-            conflict = exc.status == 409 and "idempotency_conflict" in str(exc)
+            conflict = may_be_idempotency_conflict(exc)
             if not (refused or conflict):
                 raise
             if refused:
@@ -349,6 +418,36 @@ class InboxOpsAdapter(Adapter):
                 if conflict:
                     raise exc from None  # not the unmarked attempt: look for the ticket
                 raise
+
+    async def _find_marked(
+        self, body: wire.CreateTicket, key: str, since: datetime
+    ) -> VendorObject | None:
+        """The ticket of the inbox an earlier attempt made, by the marker field holding
+        ``key``, among those created since that attempt started (less a skew margin);
+        None without a marker field, or when the workspace refuses the filter."""
+        field = self.options.marker_field
+        if field is None:
+            return None
+        params = {
+            "inbox_id": body.inbox_id,
+            "created_after": _iso(as_utc(since) - CREATE_SEARCH_SKEW),
+            f"custom_field_{field}": key,
+            "sort": "created_at",
+            "order": "asc",
+            "per_page": MAX_PER_PAGE,
+        }
+        try:
+            async for page in self._list(params):
+                for obj in page:
+                    custom = obj.raw.get("custom_fields")
+                    if isinstance(custom, Mapping) and custom.get(field) == key:
+                        return obj
+        except Rejected as exc:  # e.g. a field the workspace does not define: the key
+            log.info(  # still dedupes within its lifetime
+                "InboxOps refused the marker search",
+                extra={"system": SYSTEM, "field": field, "error": str(exc)},
+            )
+        return None
 
     async def _find_created(
         self, body: wire.CreateTicket, since: datetime | None, conflict: Rejected
@@ -430,13 +529,32 @@ class InboxOpsAdapter(Adapter):
             raise MalformedPayload(f"inboxops webhook body is not JSON: {exc}") from None
         try:
             event = msgspec.convert(payload, wire.WebhookEvent)
-            ticket = msgspec.convert(event.data, wire.Ticket)
         except msgspec.ValidationError as exc:
             raise UnreadablePayload(f"not an InboxOps ticket event: {exc}") from None
         if event.type not in TICKET_EVENTS:
             raise UnreadablePayload(f"unknown InboxOps event type {event.type!r}")
+        delivery_id = headers.get("webhook-id") or event.id
+        ticket: wire.Ticket | None = None
+        missing: set[str] = set(WHOLE_TICKET - event.data.keys())
+        try:
+            ticket = msgspec.convert(event.data, wire.Ticket)
+        except msgspec.ValidationError as exc:
+            missing.add(str(exc))
+        if ticket is None or missing:
+            # The payload is undocumented (vendors.md §3, "Outbound webhooks"): a ``data``
+            # that names the ticket without carrying all of it is a hint to fetch it. Read
+            # as it is, a left-out assignee would unassign, a left-out created_at would
+            # make a new ticket old, and a left-out marker would hide the gateway's own.
+            ticket_id = event.data.get("id")
+            if not isinstance(ticket_id, str) or not ticket_id:
+                raise UnreadablePayload(f"not an InboxOps ticket event: {sorted(missing)}")
+            return WebhookEvent(
+                delivery_id=delivery_id,
+                event_type=event.type,
+                hints=[ObjectRef(SYSTEM, "", ticket_id)],
+            )
         return WebhookEvent(
-            delivery_id=headers.get("webhook-id") or event.id,
+            delivery_id=delivery_id,
             event_type=event.type,
             observations=[self._object(ticket, event.data)],
         )

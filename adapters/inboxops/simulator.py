@@ -36,6 +36,10 @@ Choices where vendors.md is silent (each is a documented decision for Syncgate):
   1-based, ``per_page`` 1..100 (default 25); a page past the end is an empty ``data``.
 - ``sort`` takes ``created_at`` (documented) and ``updated_at`` (assumed), default
   ``created_at``; ``order`` asc|desc, default desc; ties break on ticket_number.
+  Behaviour ``sort_updated_at: ignored`` accepts ``sort=updated_at`` but sorts by
+  ``created_at``. The order is worked out afresh for every page, so a ticket that
+  changes while a client pages through ``sort=updated_at`` moves to the end and the
+  tickets behind it move up a place, as in any offset-paged list.
 - ``updated_after``/``created_after`` and ``..._before`` are exclusive bounds; ISO 8601,
   a value without offset is UTC. ``q``/``query`` is a case-insensitive subject substring
   (give one of the two). ``tag_ids`` is accepted but simulated tickets carry no tags, so it
@@ -47,7 +51,8 @@ Choices where vendors.md is silent (each is a documented decision for Syncgate):
 - ``Idempotency-Key`` (1..255 chars): the same key with an equal JSON body replays the
   stored 201 response (the ticket as it was created, not as it is now); a different body
   is 409 ``idempotency_conflict``. Only successful creates are stored; keys last 24 h of
-  simulator time.
+  simulator time (behaviour ``idempotency_ttl: 1h``: an hour; the docs are cut off before
+  the period).
 - ``PATCH`` takes a UUID only (a ticket_number is 404); ``status_id``/``priority_id`` win
   over ``status``/``priority``; ``assignee_id``, ``contact_id``, ``remind_at`` and
   ``remind_transition_status_id`` take ``null`` to clear; ids must be UUIDs. Any UUID
@@ -69,9 +74,18 @@ Choices where vendors.md is silent (each is a documented decision for Syncgate):
 - Webhooks (format undocumented): Standard Webhooks signed with the ``whsec_`` secret,
   ``webhook-id`` equal to the body's ``id``; body ``{"id": "evt_<uuid>", "type":
   "ticket.created"|"ticket.updated", "created_at", "data": ticket}`` on every create and
-  every change (API, UI, reminder). Without a secret, deliveries go out unsigned.
-  Failed deliveries are retried on the Standard Webhooks (Svix) schedule: InboxOps
-  documents no retry policy (an assumption).
+  every change (API, UI, reminder); behaviour ``webhook_data: id`` sends only
+  ``"data": {"id"}`` (the payload is undocumented: a receiver must fetch the ticket), and
+  ``webhook_data: partial`` only ``id``, ``ticket_number``, ``subject``, ``status``,
+  ``priority`` and ``updated_at`` (no assignee: absent is not unassigned).
+  Without a secret, deliveries go out unsigned. Failed deliveries are retried on the
+  Standard Webhooks (Svix) schedule: InboxOps documents no retry policy (an assumption).
+- Errors: the guide documents RFC 7807 Problems; the update endpoint's page shows
+  ``{"error", "message", "code": <HTTP status>, "details"?}`` and a 429 with
+  ``retryAfter``. Behaviour ``errors: problem`` (the default) answers Problems;
+  ``errors: legacy`` answers the page's shape, with no problem code (a 409 does not say
+  whether it is an idempotency conflict), a field named only in ``details[{field,
+  message}]``, and ``retryAfter`` (seconds) on the limiter's 429.
 - Problem ``instance`` is ``urn:inboxops:request:<request id>``. Statuses outside the
   documented list take the nearest documented code (other 4xx ``bad_request``, other 5xx
   ``service_unavailable``). No rate-limit headers are documented, so none are sent; the
@@ -88,6 +102,7 @@ workspace's state and the operations on it in ``adapters/inboxops/simulator_stat
 from __future__ import annotations
 
 import http
+import re
 import uuid
 from collections.abc import Callable
 from datetime import timedelta
@@ -150,7 +165,9 @@ CODE_BY_STATUS: dict[int, str] = {
     503: "service_unavailable",
 }
 
-IDEMPOTENCY_TTL = timedelta(hours=24)
+#: How long an Idempotency-Key is kept, per behaviour ``idempotency_ttl`` (the docs' page
+#: is cut off before the period).
+IDEMPOTENCY_TTLS = {"24h": timedelta(hours=24), "1h": timedelta(hours=1)}
 
 
 def render_problem(status: int, code: str, message: str) -> tuple[bytes, str]:
@@ -174,9 +191,63 @@ def render_problem(status: int, code: str, message: str) -> tuple[bytes, str]:
     return msgspec.json.encode(body), "application/problem+json"
 
 
+#: A Problem detail that names the field it is about: ``<field>: <message>``.
+_FIELD_DETAIL = re.compile(r"^([a-z_][a-z0-9_.]*): (.+)$", re.DOTALL)
+#: A body that did not decode: ``validation failed: <message> - at `$.<field>```.
+_DECODE_DETAIL = re.compile(r"^validation failed: (.+) - at `\$\.(.+)`$", re.DOTALL)
+_RETRY_IN_MESSAGE = re.compile(r"retry after (\d+(?:\.\d+)?)")
+#: The legacy shape's message for a body that names its fields in ``details``.
+LEGACY_INVALID = "Invalid request parameters"
+
+
+def render_legacy(status: int, code: str, message: str) -> tuple[bytes, str]:
+    """The update-endpoint page's error shape (behaviour ``errors: legacy``):
+    ``{"error": <HTTP phrase>, "message", "code": <HTTP status>, "details"?,
+    "retryAfter"?}``. It carries no problem code: an idempotency conflict is a 409 like
+    any other. A message naming a field goes into ``details[{field, message}]`` under a
+    generic message; a 429 from the limiter carries ``retryAfter`` (seconds)."""
+    try:
+        phrase = http.HTTPStatus(status).phrase
+    except ValueError:
+        phrase = "Error"
+    body: dict[str, Any] = {"error": phrase, "message": message, "code": status}
+    named = _FIELD_DETAIL.match(message)
+    decoded = _DECODE_DETAIL.match(message)
+    if named is not None and decoded is None:
+        body["message"] = LEGACY_INVALID
+        body["details"] = [{"field": named.group(1), "message": named.group(2)}]
+    elif decoded is not None:
+        body["message"] = LEGACY_INVALID
+        body["details"] = [{"field": decoded.group(2), "message": decoded.group(1)}]
+    if status == 429:
+        found = _RETRY_IN_MESSAGE.search(message)
+        if found is not None:
+            body["retryAfter"] = float(found.group(1))
+    return msgspec.json.encode(body), "application/json"
+
+
 #: Readings of what the documents leave open (see the module docstring).
 BEHAVIOURS = {
+    "errors": Behaviour(
+        choices=("problem", "legacy"),
+        doc="RFC 7807 Problem Details (the guide), or the update page's "
+        "{error, message, code: <status>, details?, retryAfter?}",
+    ),
     "assignees": ASSIGNEES,
+    "idempotency_ttl": Behaviour(
+        choices=("24h", "1h"),
+        doc="how long an Idempotency-Key is kept (the docs are cut off before the period)",
+    ),
+    "webhook_data": Behaviour(
+        choices=("ticket", "id", "partial"),
+        doc="whether a webhook's data is the whole ticket, only its id, or some of its "
+        "fields (undocumented)",
+    ),
+    "sort_updated_at": Behaviour(
+        choices=("honoured", "ignored"),
+        doc="whether the list sorts by updated_at when asked (the docs name only "
+        "created_at); ignored: it sorts by created_at, in the order asked",
+    ),
     "custom_fields": Behaviour(
         choices=("any", "defined"),
         doc="whether a create may name a custom field key the workspace has not defined",
@@ -197,6 +268,8 @@ class InboxOpsSimulator(InboxOpsState, Simulator):
         return options
 
     def render_error(self, status: int, code: str, message: str) -> tuple[bytes, str]:
+        if self.kit.behaviour["errors"] == "legacy":
+            return render_legacy(status, code, message)
         return render_problem(status, code, message)
 
     def setup(self, seeded: list[str]) -> None:
@@ -248,7 +321,9 @@ class InboxOpsSimulator(InboxOpsState, Simulator):
         response = msgspec.json.encode({"data": ticket.to_json()})
         if key is not None:
             self.idempotency[key] = StoredCreate(
-                body=msgspec.json.decode(raw), response=response, expires_at=now + IDEMPOTENCY_TTL
+                body=msgspec.json.decode(raw),
+                response=response,
+                expires_at=now + IDEMPOTENCY_TTLS[self.kit.behaviour["idempotency_ttl"]],
             )
         return Response(response, status_code=201, media_type="application/json")
 

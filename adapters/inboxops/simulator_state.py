@@ -155,6 +155,20 @@ class StoredCreate(msgspec.Struct):
     expires_at: datetime
 
 
+#: The ticket fields a webhook carries under behaviour ``webhook_data: partial``.
+PARTIAL_FIELDS = ("id", "ticket_number", "subject", "status", "priority", "updated_at")
+
+
+def _webhook_data(ticket: dict[str, Any], reading: str) -> dict[str, Any]:
+    """A webhook's ``data`` under behaviour ``webhook_data``: the whole ticket, only its
+    id, or some of its fields (no assignee, custom fields or reminder)."""
+    if reading == "ticket":
+        return ticket
+    if reading == "id":
+        return {"id": ticket["id"]}
+    return {name: ticket[name] for name in PARTIAL_FIELDS}
+
+
 def iso(value: datetime) -> str:
     return value.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
@@ -225,7 +239,8 @@ class InboxOpsState:
                 "id": event_id,
                 "type": event_type,
                 "created_at": iso(self.kit.now()),
-                "data": ticket.to_json(),
+                # behaviour webhook_data: the whole ticket, or only its id
+                "data": _webhook_data(ticket.to_json(), self.kit.behaviour["webhook_data"]),
             }
         )
 
@@ -422,6 +437,8 @@ class InboxOpsState:
         checks.extend(_custom_field_check(name, wanted) for name, wanted in custom.items())
 
         sort = _one_of("sort", query.get("sort", "created_at"), SORTS)
+        if self.kit.behaviour["sort_updated_at"] == "ignored":
+            sort = "created_at"  # the docs name only created_at: the rest falls back
         order = _one_of("order", query.get("order", "desc"), ("asc", "desc"))
         page = _parse_int("page", query.get("page", "1"), 1)
         per_page = _parse_int(

@@ -64,17 +64,22 @@ class TicketPage(msgspec.Struct):
 
 class ProblemDetails(msgspec.Struct):
     """An error body: RFC 7807 (``code`` str, ``detail``) or the update page's
-    ``{error, message, code:int}``; every key optional so either shape decodes."""
+    ``{error, message, code:int, details?}``; every key optional so either shape
+    decodes."""
 
     code: str | int | None = None
     title: str | None = None
     detail: str | None = None
     message: str | None = None
     error: str | None = None
+    #: The update page's ``[{field, message}]``: which fields a 400 is about (read
+    #: leniently: entries of another shape are skipped).
+    details: list[Any] | None = None
 
 
 # ASSUMPTION: a webhook body is {"id", "type": "ticket.created"|"ticket.updated",
-# "created_at", "data": ticket}, signed as Standard Webhooks (or, by option, a plain
+# "created_at", "data": ticket} (a "data" with the ticket's "id" but not all of the ticket
+# is read as a hint to fetch it), signed as Standard Webhooks (or, by option, a plain
 # X-InboxOps-Signature HMAC); InboxOps documents neither. If it differs, deliveries are
 # refused (401 signature, 422 unreadable) and the vendor retries them; polling
 # (updated_after) still catches every change.

@@ -71,7 +71,9 @@ Behaviour where the documents leave a choice (these are the simulator's answers)
 - A PUT that changes nothing leaves ``updated_at`` alone and sends no webhook.
 - DELETE is a soft delete: the follow-up turns ``deleted`` (GET and lists still show it, which
   is how a poller learns of it), an updated webhook goes out; PUT on it is a 422; a second
-  DELETE is a 204 that changes nothing.
+  DELETE is a 204 that changes nothing. Behaviour ``deleted: not_found`` (or ``gone``)
+  plays the other reading: a deleted follow-up is a 404 (or 410) to GET, PUT and DELETE
+  and is left out of lists (the updated webhook still goes out).
 - ``external_issue_reference_id`` is refused (422): the simulator has no issue trackers.
 - Webhooks go out for public incidents as ``public_incident.follow_up_{created,updated}_v2``
   carrying the V2 shape (no ``category``), for private ones as
@@ -87,6 +89,7 @@ Behaviour where the documents leave a choice (these are the simulator's answers)
 Behaviour options (``SimOptions.behaviour`` / ``PUT /_sim/behaviour``):
 
     put_omitted   keep (default) | clear
+    deleted       shown (default) | not_found | gone
 
 The request rules (body fields, query parameters, time filters) are in
 ``adapters/incidentio/simulator_rules.py``; the state and the operations on it in
@@ -174,6 +177,11 @@ BEHAVIOURS = {
         choices=("keep", "clear"),
         doc="what PUT does to an optional field it is not sent (open question 7)",
     ),
+    "deleted": Behaviour(
+        choices=("shown", "not_found", "gone"),
+        doc="what a deleted follow-up is: shown with status deleted, or a 404 / 410 "
+        "to GET, PUT and DELETE and left out of lists",
+    ),
 }
 
 ERROR_TYPES = {
@@ -185,6 +193,7 @@ ERROR_TYPES = {
     406: "not_acceptable",
     408: "request_timeout",
     409: "conflict",
+    410: "not_found",
     412: "precondition_failed",
     413: "payload_too_large",
     422: "validation_error",
@@ -308,6 +317,17 @@ class IncidentIoSimulator(IncidentIoState, Simulator):
     def _not_found(self, what: str) -> Response[bytes]:
         return self.kit.error(404, "not_found", f"{what} not found")
 
+    def _hidden(self, record: FollowUpRecord) -> bool:
+        """Whether the API no longer shows this follow-up (behaviour ``deleted``)."""
+        return record.status == "deleted" and self.kit.behaviour["deleted"] != "shown"
+
+    def _missing(self, record: FollowUpRecord | None) -> Response[bytes]:
+        """The answer for an unknown follow-up, or a deleted one the API hides: 404, or
+        410 under behaviour ``deleted: gone``."""
+        if record is not None and self.kit.behaviour["deleted"] == "gone":
+            return self.kit.error(410, "not_found", "follow-up has been deleted")
+        return self._not_found("follow-up")
+
     def rate_limit_headers(self, limit: int, remaining: int, reset_s: float) -> dict[str, str]:
         """incident.io's allowance headers: the binding limit, then each limit with its
         window (one, of a minute); ``X-RateLimit-Reset`` is a Unix time in seconds."""
@@ -354,15 +374,15 @@ class IncidentIoSimulator(IncidentIoState, Simulator):
         @get(item_paths)
         async def show(request: Request[Any, Any, Any]) -> Response[bytes]:
             record = sim.follow_ups.get(request.path_params["follow_up_id"])
-            if record is None:
-                return sim._not_found("follow-up")
+            if record is None or sim._hidden(record):
+                return sim._missing(record)
             return json_response({"follow_up": sim.render(record, api_version(request))})
 
         @put(item_paths)
         async def update(request: Request[Any, Any, Any]) -> Response[bytes]:
             record = sim.follow_ups.get(request.path_params["follow_up_id"])
-            if record is None:
-                return sim._not_found("follow-up")
+            if record is None or sim._hidden(record):
+                return sim._missing(record)
             try:
                 values = validate(parse_json(await request.body()), sim.update_rules())
                 if record.status == "deleted":
@@ -376,8 +396,8 @@ class IncidentIoSimulator(IncidentIoState, Simulator):
         @delete(item_paths, status_code=200)  # the 204 is set on the response: a 404 has a body
         async def remove(request: Request[Any, Any, Any]) -> Response[bytes]:
             record = sim.follow_ups.get(request.path_params["follow_up_id"])
-            if record is None:
-                return sim._not_found("follow-up")
+            if record is None or sim._hidden(record):
+                return sim._missing(record)
             if sim.apply(record, {"status": "deleted"}):
                 sim.notify(record, created=False)
             return Response(b"", status_code=204)

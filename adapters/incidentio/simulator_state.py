@@ -276,6 +276,8 @@ class IncidentIoState:
         for record in sorted(self.follow_ups.values(), key=lambda r: r.id):
             if self.incidents[record.incident_id].mode not in modes:
                 continue
+            if record.status == "deleted" and self.kit.behaviour["deleted"] != "shown":
+                continue  # behaviour deleted: the API no longer shows it
             if "incident_id" in query and record.incident_id != query["incident_id"]:
                 continue
             if "assignee_team_id" in query and record.assignee_team_id != query["assignee_team_id"]:

@@ -621,8 +621,17 @@ async def test_separator_option_and_runtime_secret_rotation(rig: VendorRig) -> N
     ts = int(utcnow().timestamp())
     signed = {"x-devhelm-signature": signing.devhelm_sign("s", ts, request.content, separator=".")}
     dotted.verify_webhook(signed, request.content, utcnow())
+    # unset, both separators the docs have named are accepted; set, only that one
+    rig.adapter_with(webhook_secrets=("s",)).verify_webhook(signed, request.content, utcnow())
+    colon = rig.adapter_with(webhook_secrets=("s",), options={"signature_separator": ":"})
     with pytest.raises(SignatureInvalid):
-        rig.adapter_with(webhook_secrets=("s",)).verify_webhook(signed, request.content, utcnow())
+        colon.verify_webhook(signed, request.content, utcnow())
+    with pytest.raises(SignatureInvalid):
+        dotted.verify_webhook(
+            {"x-devhelm-signature": signing.devhelm_sign("s", ts, request.content)},
+            request.content,
+            utcnow(),
+        )
 
 
 async def test_parse_webhook_refuses_what_devhelm_does_not_send(rig: VendorRig) -> None:

@@ -540,21 +540,44 @@ async def test_reads_the_guide_shape_bare_and_unwrapped() -> None:
 
     def vendor(request: httpx.Request) -> httpx.Response:
         assert request.headers["x-api-key"] == KIT.api_key
+        if request.url.path == "/v1/issues":  # the list, asked for the change time
+            assert request.url.params["destination_id"] == "dst_9"
+            assert request.url.params["status"] == "all"
+            pagination = {"total": 1, "limit": 100, "offset": 0, "has_more": False}
+            return httpx.Response(200, json={"issues": [guide], "pagination": pagination})
         assert request.url.path == f"/v1/issues/{guide['id']}"
         return httpx.Response(200, json=guide)
 
     async with httpx.AsyncClient(transport=httpx.MockTransport(vendor)) as client:
         adapter = HookstreamAdapter(KIT.settings("https://hookstream.io/v1"), client)
         obj = await adapter.get(ObjectRef("hookstream", "", str(guide["id"])))
+    # no snoozed_until in this shape: unknown, not unsnoozed
     assert obj.fields == Fields(
-        title="billing: http_4xx",
-        description="HTTP 410 Gone",
-        status=Status.ACKNOWLEDGED,
-        snoozed_until=None,
+        title="billing: http_4xx", description="HTTP 410 Gone", status=Status.ACKNOWLEDGED
     )
+    # no time in the list either: the last failure stands in
     assert obj.updated_at == datetime(2026, 3, 1, 9, 45, tzinfo=UTC)
     # the guide's shape has no created_at: the first failure seen made the issue
     assert obj.created_at == datetime(2026, 3, 1, 9, 0, tzinfo=UTC)
+
+
+async def test_under_the_guides_detail_a_read_is_as_recent_as_the_change_it_shows(
+    rig: VendorRig,
+) -> None:
+    """Behaviour ``issue_detail: guide``: ``GET /v1/issues/{id}`` answers the guide's bare
+    object, with no ``updated_at``. A person's change made after the last failure must
+    still read as a change at its own time, as the list reports it: read at the time of
+    the last failure, the refresh before a write took it for older than the gateway's
+    own value, and the conflict policy let the write overwrite the person's edit."""
+    await rig.control.put("/_sim/behaviour", json={"issue_detail": "guide"})
+    ref = ObjectRef(SYSTEM, "", await seed(rig, 0, last_error="HTTP 503"))
+    await rig.control.post("/_sim/clock", json={"advance_s": 60})
+    await rig.kit.human_change(rig.control, ref)  # resolved, a minute after the failure
+    [listed] = [o async for page in rig.adapter.list_changed(None) for o in page]
+    read = await rig.adapter.get(ref)
+    assert read.fields.status == Status.RESOLVED
+    assert read.updated_at == listed.updated_at
+    assert read.fields == listed.fields
 
 
 def test_the_creation_time_is_created_at_and_absent_when_no_time_says_it() -> None:

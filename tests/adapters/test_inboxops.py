@@ -31,6 +31,7 @@ from app.errors import (
     RateLimited,
     Rejected,
     SignatureInvalid,
+    TransientError,
     UnreadablePayload,
 )
 from app.model import CreateTarget, Fields, ObjectRef, Priority, Status, utcnow
@@ -149,6 +150,71 @@ async def test_injected_faults_use_inboxops_codes(rig: VendorRig) -> None:
     assert_problem(await rig.api.get("/api/v1/tickets"), 500, "internal_error")
 
 
+async def test_the_legacy_error_shape_of_the_update_page(rig: VendorRig) -> None:
+    """Behaviour ``errors: legacy``: the update page's ``{error, message, code: <status>,
+    details?}`` with no problem code; a field is named only in ``details``, and the
+    limiter's 429 carries ``retryAfter`` besides the header."""
+    await rig.control.put("/_sim/behaviour", json={"errors": "legacy"})
+    response = await rig.api.post("/api/v1/tickets", json={"subject": "x", "inbox_id": "nope"})
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/json"
+    body = response.json()
+    assert (body["error"], body["code"]) == ("Bad Request", 400)
+    assert body["details"] == [{"field": "inbox_id", "message": "Invalid UUID"}]
+    await rig.control.put("/_sim/rate-limit", json={"rpm": 1})
+    assert (await rig.api.get("/api/v1/tickets")).status_code == 200
+    limited = await rig.api.get("/api/v1/tickets")
+    assert limited.status_code == 429
+    assert set(limited.json()) == {"error", "message", "code", "retryAfter"}
+    assert limited.json()["retryAfter"] == float(limited.headers["retry-after"])
+
+
+async def test_under_the_legacy_error_shape_a_409_still_finds_the_ticket_made(
+    rig: VendorRig,
+) -> None:
+    """The legacy shape does not say that a 409 is an idempotency conflict: the adapter
+    takes any 409 on create that is not plainly another conflict as one, and finds the
+    ticket its earlier attempt made (by its marker) instead of dead-lettering it."""
+    await rig.control.put("/_sim/behaviour", json={"errors": "legacy"})
+    target = CreateTarget(params={"inbox_id": SUPPORT_INBOX_ID})
+    started = utcnow()
+    first = await rig.adapter.create(
+        target, Fields(title="Checkout down", priority=Priority.HIGH), "wi-6:link-6"
+    )
+    again = await rig.adapter.create(
+        target,
+        Fields(title="Checkout down", priority=Priority.URGENT),
+        "wi-6:link-6",
+        earlier_since=started,
+    )
+    assert again.ref == first.ref
+    assert len((await rig.control.get("/_sim/objects")).json()["objects"]) == 1
+
+
+async def test_under_the_legacy_error_shape_a_refused_marker_field_is_recognised(
+    rig: VendorRig,
+) -> None:
+    """The refusal of the marker field names it only in ``details``: the adapter still
+    sees it and makes the ticket without the marker rather than failing the create."""
+    await rig.control.put("/_sim/behaviour", json={"errors": "legacy", "custom_fields": "defined"})
+    target = CreateTarget(params={"inbox_id": SUPPORT_INBOX_ID})
+    created = await rig.adapter.create(target, Fields(title="No marker"), f"syncgate-{'f' * 32}-1")
+    assert rig.adapter.marker_key(created) is None
+    posts = (await rig.control.get("/_sim/requests")).json()["requests"]
+    assert [r["status"] for r in posts] == [400, 201]
+
+
+async def test_under_the_legacy_error_shape_a_429_body_delay_is_read(rig: VendorRig) -> None:
+    await rig.control.put("/_sim/behaviour", json={"errors": "legacy"})
+    ticket = await seed(rig)
+    await rig.control.put("/_sim/rate-limit", json={"rpm": 1})
+    ref = ObjectRef(SYSTEM, "", ticket["id"])
+    await rig.adapter.get(ref)
+    with pytest.raises(RateLimited) as info:
+        await rig.adapter.get(ref)
+    assert 0 < info.value.retry_after <= 60
+
+
 # -- reads: GET and the list envelope ----------------------------------------------------------
 
 
@@ -171,6 +237,41 @@ async def test_get_include_adds_keys_and_rejects_unknown(rig: VendorRig) -> None
     assert data["tags"] == []
     bad = await rig.api.get(f"/api/v1/tickets/{ticket['id']}", params={"include": "secrets"})
     assert_problem(bad, 400, "bad_request")
+
+
+@pytest.mark.parametrize("sort", ["honoured", "ignored"])
+async def test_a_ticket_changed_during_a_poll_makes_none_of_the_others_be_skipped(
+    rig: VendorRig, sort: str
+) -> None:
+    """The list is sorted by ``updated_at``: a ticket changed while a poll walks it moves
+    to the end, and every ticket behind it moves up one place. Walked by page number,
+    the ticket that moved up across a page boundary was never read, and the poll's
+    cursor moved past it (to the moved ticket's new time): its change was lost to
+    polling for good. The walk must see every ticket changed since ``since``, whether
+    the list honours ``sort=updated_at`` or not (behaviour ``sort_updated_at``)."""
+    await rig.control.put("/_sim/behaviour", json={"sort_updated_at": sort})
+    since = utcnow()
+    made = [await seed(rig, subject=f"T{n}") for n in range(5)]
+    # changed out of creation order (a walk by time would skip under "ignored")
+    bumped = await rig.control.patch(f"/_sim/objects/{made[1]['id']}", json={"priority": "high"})
+    assert bumped.status_code == 200, bumped.text
+    walk = rig.adapter.list_changed(since)
+    first = await anext(walk)  # page_size 2
+    assert first[0].ref.external_id == made[0]["id"]
+    moved = await rig.control.patch(f"/_sim/objects/{made[0]['id']}", json={"status": "waiting"})
+    assert moved.status_code == 200, moved.text  # a person's change: it moves to the end
+    rest = [o async for page in walk for o in page]
+    seen = {o.ref.external_id for o in [*first, *rest]}
+    assert seen == {t["id"] for t in made}, "a ticket changed since `since` was skipped"
+    # its new state, in this walk or the next poll's (from the newest time read)
+    newest = max(o.updated_at for o in [*first, *rest])
+    again = [o async for page in rig.adapter.list_changed(newest) for o in page]
+    assert [o.native for o in [*rest, *again] if o.ref.external_id == made[0]["id"]][-1] == {
+        "status": "waiting",
+        "priority": "normal",
+    }
+    states = [(o.ref.external_id, o.updated_at) for o in [*first, *rest]]
+    assert len(states) == len(set(states)), "a ticket state reported twice"
 
 
 async def test_list_envelope_and_pages(rig: VendorRig) -> None:
@@ -315,6 +416,29 @@ async def test_a_409_idempotency_conflict_finds_and_returns_the_ticket_made(rig:
     )
     assert again.ref == first.ref
     assert len((await rig.control.get("/_sim/objects")).json()["objects"]) == 2
+
+
+@pytest.mark.parametrize("ttl", ["24h", "1h"])
+async def test_a_create_retried_after_its_key_expired_finds_the_ticket_made(
+    rig: VendorRig, ttl: str
+) -> None:
+    """The first attempt's answer was lost, and the retry comes two hours later (an
+    outage): by then the Idempotency-Key may have expired (its lifetime is cut off in the
+    docs; behaviour ``idempotency_ttl``), and the key alone made a second ticket. A
+    retried create looks for its marker first."""
+    await rig.control.put("/_sim/behaviour", json={"idempotency_ttl": ttl})
+    target = CreateTarget(params={"inbox_id": SUPPORT_INBOX_ID})
+    key = f"syncgate-{'c' * 32}-4"
+    await rig.fault(status=502, count=1, methods=["POST"], after=True)
+    started = utcnow()
+    with pytest.raises(TransientError):
+        await rig.adapter.create(target, Fields(title="Queue stuck"), key)
+    await rig.control.post("/_sim/clock", json={"advance_s": 2 * 3600})
+    again = await rig.adapter.create(
+        target, Fields(title="Queue stuck"), key, earlier_since=started
+    )
+    tickets = (await rig.control.get("/_sim/objects")).json()["objects"]
+    assert [t["id"] for t in tickets] == [again.ref.external_id]
 
 
 async def test_adapter_create_sends_no_status_and_the_description_as_a_note(rig: VendorRig) -> None:
@@ -579,9 +703,50 @@ def test_parse_webhook_refuses_what_inboxops_does_not_send() -> None:
         a.parse_webhook({}, msgspec.json.encode(unknown))
     with pytest.raises(UnreadablePayload):
         a.parse_webhook({}, msgspec.json.encode({"id": "evt_2", "type": "ticket.updated"}))
+    with pytest.raises(UnreadablePayload):  # names no ticket at all
+        a.parse_webhook({}, msgspec.json.encode({"id": "e", "type": "ticket.updated", "data": {}}))
     event = {"id": "evt_3", "type": "ticket.created", "data": ticket_json()}
     parsed = a.parse_webhook({}, msgspec.json.encode(event))
     assert parsed.delivery_id == "evt_3", "without webhook-id the body id is the delivery id"
+
+
+async def test_a_webhook_that_leaves_out_fields_is_a_hint_to_fetch_the_ticket(
+    rig: VendorRig,
+) -> None:
+    """Behaviour ``webhook_data: partial``: the payload is undocumented and may carry
+    only some of the ticket's fields. Read as it was, the missing ``assignee_id`` was
+    null (a person's assignment undone everywhere), the missing ``created_at`` made a
+    new ticket old and the missing custom fields hid the gateway's marker: the ticket
+    is fetched instead."""
+    await rig.control.put("/_sim/behaviour", json={"webhook_data": "partial"})
+    agent = "6f1d2c3b-4a5e-4f60-8a7b-9c0d1e2f3a4b"
+    ticket = await seed(rig, subject="Partial", assignee_id=agent)
+    [request] = await rig.deliveries()
+    assert "assignee_id" not in msgspec.json.decode(request.content)["data"]
+    headers = lower_headers(request.headers.multi_items())
+    event = rig.adapter.parse_webhook(headers, request.content)
+    assert event.observations == [], "a partial ticket was read as a whole one"
+    assert event.hints == [ObjectRef(SYSTEM, "", ticket["id"])]
+    fetched = await rig.adapter.get(event.hints[0])
+    assert (fetched.fields.assignee, fetched.created_at is not None) == (agent, True)
+    # a ticket read without the key says nothing about its assignee
+    partial = {k: v for k, v in ticket.items() if k != "assignee_id"}
+    assert rig.adapter.to_object(partial).fields.assignee is msgspec.UNSET
+
+
+async def test_a_webhook_naming_only_the_ticket_is_a_hint_to_fetch_it(rig: VendorRig) -> None:
+    """Behaviour ``webhook_data: id``: the payload is undocumented, and may name the ticket
+    without carrying it. The delivery is a hint (the ticket is fetched), not refused."""
+    await rig.control.put("/_sim/behaviour", json={"webhook_data": "id"})
+    ticket = await seed(rig, subject="Hinted")
+    [request] = await rig.deliveries()
+    assert msgspec.json.decode(request.content)["data"] == {"id": ticket["id"]}
+    headers = lower_headers(request.headers.multi_items())
+    rig.adapter.verify_webhook(headers, request.content, utcnow())
+    event = rig.adapter.parse_webhook(headers, request.content)
+    assert (event.event_type, event.observations) == ("ticket.created", [])
+    assert event.hints == [ObjectRef(SYSTEM, "", ticket["id"])]
+    assert (await rig.adapter.get(event.hints[0])).fields.title == "Hinted"
 
 
 def test_hmac_scheme_verifies_x_inboxops_signature() -> None:
@@ -637,6 +802,15 @@ def test_unknown_webhook_scheme_is_refused_at_construction() -> None:
         (
             {"error": "Bad Request", "message": "Invalid email format", "code": 400},
             "Invalid email format",
+        ),
+        (
+            {
+                "error": "Bad Request",
+                "message": "Invalid request parameters",
+                "code": 400,
+                "details": [{"field": "custom_fields.plan", "message": "unknown"}, "junk"],
+            },
+            "Invalid request parameters (custom_fields.plan: unknown)",
         ),
         ({"error": "Forbidden"}, "Forbidden"),
         ([1, 2], None),

@@ -21,7 +21,14 @@ from adapters.incidentio.simulator import (
     TEAM_ID,
     USER_IDS,
 )
-from app.errors import ConfigError, MalformedPayload, RateLimited, Rejected, UnreadablePayload
+from app.errors import (
+    ConfigError,
+    MalformedPayload,
+    NotFound,
+    RateLimited,
+    Rejected,
+    UnreadablePayload,
+)
 from app.model import CreateTarget, Fields, ObjectRef, Priority, Status, utcnow
 from tests.contract.kit_incidentio import KIT
 from tests.vendor_rig import VendorRig
@@ -307,6 +314,32 @@ async def test_delete_is_soft_and_refuses_later_updates(rig: VendorRig) -> None:
         "public_incident.follow_up_created_v2",
         "public_incident.follow_up_updated_v2",
     ]
+
+
+@pytest.mark.parametrize(("reading", "status"), [("not_found", 404), ("gone", 410)])
+async def test_a_deleted_follow_up_the_api_hides_is_not_found_to_the_adapter(
+    rig: VendorRig, reading: str, status: int
+) -> None:
+    """Behaviour ``deleted``: whether the API still shows a deleted follow-up is not
+    documented (its status enum has ``deleted``; DELETE answers 204). Hidden, it is a 404
+    or a 410: both mean the object is gone (``NotFound``), never a refused payload,
+    which left a hint for it retried as a vendor failure."""
+    await rig.control.put("/_sim/behaviour", json={"deleted": reading})
+    private = await open_incident(rig, visibility="private")
+    follow_up = await seed(rig, private)
+    ref = ObjectRef(SYSTEM, private, follow_up["id"])
+    current = await rig.adapter.get(ref)
+    assert (await rig.api.delete(f"/v3/follow_ups/{follow_up['id']}")).status_code == 204
+    hidden = await rig.api.get(f"/v3/follow_ups/{follow_up['id']}")
+    assert_error(hidden, status, "not_found")
+    assert [o async for page in rig.adapter.list_changed(None) for o in page] == []
+    deliveries = await rig.deliveries()
+    headers = lower_headers(deliveries[-1].headers.multi_items())
+    [hint] = rig.adapter.parse_webhook(headers, deliveries[-1].content).hints
+    with pytest.raises(NotFound):
+        await rig.adapter.get(hint)
+    with pytest.raises(NotFound):
+        await rig.adapter.update(ref, Fields(status=Status.RESOLVED), current=current)
 
 
 async def test_v3_carries_category_and_webhooks_and_v2_do_not(rig: VendorRig) -> None:

@@ -64,6 +64,10 @@ class VendorKit:
         """The signature headers the simulator sends under ``behaviour``."""
         return self.signature_headers
 
+    def retry_after_under(self, behaviour: dict[str, Any]) -> bool:
+        """Whether a 429 carries ``Retry-After`` under ``behaviour``."""
+        return True
+
     def timestamped_under(self, behaviour: dict[str, Any]) -> bool:
         """Whether signatures carry a timestamp under ``behaviour``."""
         return self.timestamped

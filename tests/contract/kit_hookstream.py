@@ -41,6 +41,9 @@ class HookstreamKit(VendorKit):
             return self.signature_headers
         return ("x-hookstream-signature",)
 
+    def retry_after_under(self, behaviour: dict[str, Any]) -> bool:
+        return behaviour.get("retry_after", "sent") == "sent"
+
     def timestamped_under(self, behaviour: dict[str, Any]) -> bool:
         return behaviour.get("notification_signature", "timestamped") == "timestamped"
 
