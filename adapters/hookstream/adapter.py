@@ -213,31 +213,20 @@ class HookstreamAdapter(Adapter):
         show the issue with a time either, the stand-in stays."""
         if obj.raw.get("updated_at") is not None:
             return obj
-        params: dict[str, Any] = {"status": "all", "limit": MAX_PAGE_SIZE, "offset": 0}
+        params: dict[str, Any] = {"limit": MAX_PAGE_SIZE}
         destination = obj.raw.get("destination_id")
         if isinstance(destination, str) and destination:
             params["destination_id"] = destination
-        while True:
-            response = await _http.send(
-                self.client,
-                self.system,
-                "GET",
-                self._issues_url,
-                _error_message,
-                headers=self._headers,
-                params=params,
-            )
-            page = _http.decode(self.system, response, wire.IssuePage)
+        async for page, response in self._issue_pages(params):
             for i, raw in enumerate(page.issues):
                 if raw.get("id") == obj.ref.external_id and raw.get("updated_at") is not None:
                     return self.to_vendor_object(raw, f"$.issues[{i}]", response)
-            if not page.pagination.has_more or not page.issues:
-                return obj
-            params["offset"] += len(page.issues)
+        return obj
 
-    async def list_changed(self, since: datetime | None) -> AsyncIterator[list[VendorObject]]:
-        cutoff = as_utc(since) if since is not None else None
-        seen: set[str] = set()  # offsets shift if issues open mid-walk; list each once
+    async def _issue_pages(
+        self, params: dict[str, Any]
+    ) -> AsyncIterator[tuple[wire.IssuePage, httpx.Response]]:
+        """The issue list (every status, ``params`` added), one page at a time by offset."""
         offset = 0
         while True:
             response = await _http.send(
@@ -247,9 +236,18 @@ class HookstreamAdapter(Adapter):
                 self._issues_url,
                 _error_message,
                 headers=self._headers,
-                params={"status": "all", "limit": self._page_size, "offset": offset},
+                params={"status": "all", **params, "offset": offset},
             )
             page = _http.decode(self.system, response, wire.IssuePage)
+            yield page, response
+            if not page.pagination.has_more or not page.issues:
+                return
+            offset += len(page.issues)
+
+    async def list_changed(self, since: datetime | None) -> AsyncIterator[list[VendorObject]]:
+        cutoff = as_utc(since) if since is not None else None
+        seen: set[str] = set()  # offsets shift if issues open mid-walk; list each once
+        async for page, response in self._issue_pages({"limit": self._page_size}):
             objects = [
                 self.to_vendor_object(raw, f"$.issues[{i}]", response)
                 for i, raw in enumerate(page.issues)
@@ -262,9 +260,6 @@ class HookstreamAdapter(Adapter):
             seen.update(obj.ref.external_id for obj in objects)
             if fresh:
                 yield fresh
-            offset += len(page.issues)
-            if not page.pagination.has_more or not page.issues:
-                return
 
     async def create(
         self,
