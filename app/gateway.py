@@ -42,6 +42,11 @@ from app.store import Store
 log = logging.getLogger("syncgate.gateway")
 
 
+def vendor_names() -> frozenset[str]:
+    """The systems Syncgate has an adapter for, configured or not."""
+    return frozenset(VENDORS)
+
+
 def known_systems() -> dict[str, SystemCaps]:
     """What each registered vendor's adapter can do (for config validation)."""
     caps = {}

@@ -12,8 +12,7 @@ from litestar import Request, Response
 from litestar.openapi.spec import Example
 from litestar.params import BodyKwarg, ParameterKwarg, PathParameter, QueryParameter
 
-from adapters import VENDORS
-from app.gateway import Gateway
+from app.gateway import Gateway, vendor_names
 from app.http.context import gateway_of
 from app.http.problems import AdminError, Problem, problem_response
 
@@ -194,7 +193,9 @@ def check_system(
     well-formed, it names nothing), or ``status``. With ``removed``, a filter of what the
     database keeps (outbox, events), any system Syncgate has an adapter for will do: one
     removed from the config leaves its dead letters and events behind."""
-    if system is None or system in gateway.settings.systems or (removed and system in VENDORS):
+    if system is None or system in gateway.settings.systems:
+        return
+    if removed and system in vendor_names():
         return
     known = ", ".join(sorted(gateway.settings.systems)) or "none"
     raise AdminError(status, "Unknown system", f"no system named {system!r} (configured: {known})")
