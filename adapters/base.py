@@ -81,6 +81,11 @@ class Adapter(abc.ABC):
     #: object that holds the cut value already holds it (``differs_in_meaning``): no
     #: write is refused for its length, and the cut never comes back as a change.
     max_lengths: ClassVar[Mapping[str, int]] = {}
+    #: Text fields the vendor refuses empty or only whitespace (DevHelm and incident.io
+    #: titles, an InboxOps subject). A blank canonical value is not written there
+    #: (``Rules.outgoing``): sent, it was refused and the link dead-lettered, so no later
+    #: change reached the object.
+    blank_refused: ClassVar[frozenset[str]] = frozenset()
     #: The options this adapter reads (``systems.<name>.options`` in config.yaml).
     Options: ClassVar[type[AdapterOptions]] = AdapterOptions
     #: The request headers kept with a stored webhook delivery (lower-case): those

@@ -610,7 +610,7 @@ class Dispatcher:
         the call; a finished write (answered, or needing no call) clears it."""
         if link.external_id is None:
             return None  # a create: the object is unknown to the engine until recorded
-        target = item.fields().only(self.rules.out_fields(link.system))
+        target = self.rules.outgoing(link.system, item.fields())
         if self.rules.differs(link.system, link.known, target).is_empty():
             return None  # no call will be made
         state = msgspec.to_builtins(target.as_dict())
@@ -694,7 +694,7 @@ class Dispatcher:
         result.obj = await adapter.create(
             link.create_target, fields, link.idempotency_key, earlier_since=earlier
         )
-        target = item.fields().only(self.rules.out_fields(link.system))
+        target = self.rules.outgoing(link.system, item.fields())
         rest = self.rules.differs(link.system, result.obj, target)
         if not rest.is_empty():  # a field the create call could not carry, or a newer value
             result.obj = await adapter.update(
@@ -717,7 +717,7 @@ class Dispatcher:
             result.version = item.version
             result.changed_at = item.updated_at
         assert link.ref is not None
-        target = item.fields().only(self.rules.out_fields(link.system))
+        target = self.rules.outgoing(link.system, item.fields())
         changes = self.rules.differs(link.system, known, target)
         if changes.is_empty():
             return

@@ -262,6 +262,26 @@ def test_a_text_longer_than_a_system_holds_is_written_cut_and_the_cut_holds_it()
     assert r.differs("desk", desk, Fields(title=whole)) == Fields(title=whole)
 
 
+def test_a_blank_text_a_system_refuses_is_not_written_there_but_still_read() -> None:
+    """DevHelm refuses a blank title: a canonical title that is empty or only whitespace
+    (a ticket's subject blanked) is left out of what goes there, while a system that
+    holds it gets it, and a real title from that system still differs from it."""
+    pages = CAPS["pages"]
+    caps = {
+        **CAPS,
+        "pages": Caps(pages.readable, pages.writable, blank_refused=frozenset({"title"})),
+    }
+    r = Rules(settings(), caps, MAPS)
+    canonical = Fields(title="  \t", status=Status.OPEN)
+    assert r.outgoing("pages", canonical) == Fields(status=Status.OPEN)
+    assert r.outgoing("pages", Fields(title="")) == Fields()
+    assert r.outgoing("pages", Fields(title=" x ")) == Fields(title=" x ")
+    assert r.outgoing("desk", canonical) == canonical
+    assert r.outgoing("tracker", canonical) == Fields(status=Status.OPEN)  # never its title
+    held = vendor("pages", "P-1", T0, title="Disk full")
+    assert r.differs("pages", held, Fields(title="  \t")) == Fields(title="  \t")
+
+
 def test_other_fields_compare_by_value_and_a_missing_object_lacks_everything() -> None:
     r = rules()
     obj = vendor("desk", "D-1", T0, status="new", title="Disk full", assignee=None)

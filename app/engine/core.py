@@ -274,6 +274,7 @@ class Engine(OperatorChanges):
             batch.bump(item)
             if "assignee" in changed:
                 self._report_unwritable(batch, item, event_id)
+            self._report_blank(batch, item, changed, event_id)
             dirty = self._needing_write(item, batch.links_of(item.id), force=True)
             batch.mark_dirty(dirty, item.version)
             await batch.flush()
@@ -388,6 +389,7 @@ class Engine(OperatorChanges):
             batch.bump(item)
             if "assignee" in changed:
                 self._report_unwritable(batch, item, event_id)
+            self._report_blank(batch, item, changed, event_id, source=system)
         batch.saw(link, obj)
 
         dirty = self._needing_write(item, batch.links_of(item.id), force=bool(changed))
@@ -514,6 +516,47 @@ class Engine(OperatorChanges):
                 )
             )
 
+    def _report_blank(
+        self,
+        batch: Batch,
+        item: WorkItem,
+        changed: Iterable[str],
+        event_id: str | None,
+        *,
+        source: str | None = None,
+    ) -> None:
+        """A field the item just took is a blank text some linked system refuses (a
+        ticket's subject blanked: DevHelm and incident.io refuse a blank title): it is
+        not written there (``Rules.outgoing``), and the history says so, per system
+        (``source``, the system it came from, holds it already)."""
+        links = [
+            link for link in batch.links_of(item.id) if not link.dead and link.system != source
+        ]
+        for name in changed:
+            value = getattr(item, name)
+            for system in sorted({link.system for link in links}):
+                if name not in self.rules.out_fields(system):
+                    continue
+                if not self.rules.refuses_blank(system, name, value):
+                    continue
+                log.warning(
+                    "blank value not written",
+                    extra={"work_item_id": item.id, "system": system, "field": name},
+                )
+                batch.history.append(
+                    HistoryEntry(
+                        work_item_id=item.id,
+                        kind="unmapped",
+                        field=name,
+                        new_value=_jsonable(value),
+                        system=system,
+                        event_id=event_id,
+                        detail=f"{system} refuses a blank {name}: not written to {system},"
+                        " which keeps its own until the item's is not blank",
+                        at=batch.now,
+                    )
+                )
+
     def _needing_write(self, item: WorkItem, links: list[Link], *, force: bool) -> list[int]:
         """Links whose object does not hold the canonical state in meaning. When the item
         changed (``force``), also every link still to be created (so it is created with
@@ -539,7 +582,8 @@ class Engine(OperatorChanges):
                 if force:
                     out.append(link.id)
                 continue
-            if not self.rules.differs(link.system, link.known, canonical.only(fields)).is_empty():
+            outgoing = self.rules.outgoing(link.system, canonical)
+            if not self.rules.differs(link.system, link.known, outgoing).is_empty():
                 out.append(link.id)
         return out
 
