@@ -270,9 +270,16 @@ class Rules:
         at: datetime,
         stamp_system: str | None,
         stamp_at: datetime | None,
+        on_top: bool = False,
     ) -> bool:
         """Whether a change of ``name`` from ``system`` at vendor time ``at`` beats the
-        current value, last set by ``stamp_system`` at ``stamp_at``."""
+        current value, last set by ``stamp_system`` at ``stamp_at``. ``on_top``: the
+        object held the current value (in meaning) before the change, so the change was
+        made on top of it, and is the later one whatever the clocks say: its vendor time
+        is ``system``'s clock and the stamp another's, and a vendor clock running behind
+        made such an edit lose, and be reverted, for as long as it lagged. Only truly
+        concurrent changes (the object did not hold the current value yet) are settled
+        by time."""
         if stamp_at is None or stamp_system is None:
             return True
         policy = self.conflict(name)
@@ -281,9 +288,11 @@ class Rules:
             # system's loses to it, whichever arrives first; outside it, the later wins.
             window = timedelta(seconds=policy.window_s)
             if system == policy.prefer:
-                return stamp_at <= at + window
+                return on_top or stamp_at <= at + window
             if stamp_system == policy.prefer:
                 return at > stamp_at + window
+        if on_top:
+            return True
         if stamp_system == system:
             return at >= stamp_at
         return at > stamp_at

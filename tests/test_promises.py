@@ -915,6 +915,46 @@ async def test_an_edit_after_a_write_to_a_tool_whose_clock_runs_ahead_is_applied
         )
 
 
+async def test_an_edit_in_a_tool_whose_clock_runs_behind_wins_over_what_it_was_made_on(
+    tmp_path: Path,
+) -> None:
+    """InboxOps's clock runs half an hour behind (stands still, here, as a vendor clock
+    set back does). An operator acknowledges the item; the ticket gets it; then a person
+    resolves the ticket. The resolve was made on top of the acknowledge, yet its vendor
+    time is older than the acknowledge's, so last-writer judged it the loser: it was
+    reverted on the ticket and reached no other tool, for as long as the clock lagged."""
+    async with installation(tmp_path) as inst:
+        ticket = await inst.open_ticket("Clock behind")
+        detail = await inst.linked(ticket)
+        await inst.settle()
+        behind = await inst.control["inboxops"].post("/_sim/clock", json={"advance_s": -1800})
+        assert behind.status_code == 201, behind.text
+        item = f"/work-items/{detail['item']['id']}"
+        changed = await inst.admin.patch(item, json={"status": "acknowledged"})
+        assert changed.status_code == 200, changed.text
+
+        async def ticket_status(status: str) -> bool:
+            tickets = {t["id"]: t for t in await sim_objects(inst.control["inboxops"])}
+            return bool(tickets[ticket]["status"] == status)
+
+        await eventually(
+            lambda: ticket_status("in_progress"), timeout_s=30, what="the write to the ticket"
+        )
+        await inst.settle()
+        edited = await inst.control["inboxops"].patch(
+            f"/_sim/objects/{ticket}", json={"status": "resolved"}
+        )
+        assert edited.status_code == 200, edited.text
+        await eventually(
+            lambda: _resolved_everywhere(inst, ticket), timeout_s=30, what="the edit applied"
+        )
+        await inst.settle()
+        assert await ticket_status("resolved")
+        found = await inst.item_of("inboxops", ticket)
+        assert found is not None
+        assert history_of(found, "conflict_lost", "inboxops") == []
+
+
 # -- an item started by a system that does not own the title still has one ------------------
 
 

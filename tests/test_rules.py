@@ -119,6 +119,32 @@ def test_prefer_the_preferred_system_wins_and_others_lose_inside_its_window() ->
     assert wins(r, "desk", T0 + timedelta(seconds=30), "pages", name="priority")
 
 
+def test_a_change_made_on_top_of_the_held_value_wins_whatever_its_time() -> None:
+    """The object held the current value when it changed there: the change is the later
+    one, whatever the two clocks say, under last writer; under prefer the preferred
+    system's still wins, and another system's inside the preferred's window still loses."""
+    ago = T0 - timedelta(minutes=30)
+    last = rules(fields={"status": FieldRule(conflict=Conflict(policy="last_writer"))})
+    assert not last.incoming_wins(
+        "status", system="desk", at=ago, stamp_system="pages", stamp_at=T0
+    )
+    assert last.incoming_wins(
+        "status", system="desk", at=ago, stamp_system="pages", stamp_at=T0, on_top=True
+    )
+    prefer = rules(
+        fields={
+            "status": FieldRule(conflict=Conflict(policy="prefer", prefer="pages", window_s=60))
+        }
+    )
+    assert prefer.incoming_wins(
+        "status", system="pages", at=ago, stamp_system="desk", stamp_at=T0, on_top=True
+    )
+    inside = T0 + timedelta(seconds=30)
+    assert not prefer.incoming_wins(
+        "status", system="desk", at=inside, stamp_system="pages", stamp_at=T0, on_top=True
+    )
+
+
 # -- creation rules ------------------------------------------------------------------------
 
 ALERTS = CreateRule(

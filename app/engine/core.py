@@ -361,6 +361,7 @@ class Engine(OperatorChanges):
                 at=obj.updated_at,
                 stamp_system=stamp.system if stamp else None,
                 stamp_at=stamp.at if stamp else None,
+                on_top=self._held(link, name, current),
             ):
                 history.append(
                     HistoryEntry(
@@ -400,6 +401,20 @@ class Engine(OperatorChanges):
             tuple(changed),
             tuple(dirty),
         )
+
+    def _held(self, link: Link, name: str, current: Any) -> bool:
+        """Whether the object held the item's ``current`` value of ``name`` (in meaning)
+        when the link last saw it: a change seen there now was made on top of it."""
+        known = link.known
+        if known is None:
+            return False
+        if name == "assignee":
+            held = known.fields.assignee
+            return (
+                isinstance(held, str | None)
+                and self.rules.assignee_in(link.system, held) == current
+            )
+        return self.rules.differs(link.system, known, Fields(**{name: current})).is_empty()
 
     def _own_write(self, link: Link, obj: VendorObject, name: str, value: Any) -> bool:
         """Whether ``value`` (the field ``name`` of ``obj``, an assignee read as a person)
