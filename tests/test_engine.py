@@ -331,6 +331,23 @@ async def test_an_unmapped_value_is_reported_once_and_not_applied(store: Store) 
     ]
 
 
+async def test_an_object_holding_an_unmapped_value_is_written_only_once_the_item_changes(
+    store: Store,
+) -> None:
+    """The incident's POSTMORTEM has no canonical status: the link keeps the item's
+    status it was set against (``held``), so the incident is not written back to it, also
+    when it is read again; once the item's status changes, the incident gets it."""
+    engine, clock = make_engine(store)
+    item_id = await synced(store, engine, clock)
+    await engine.observe(incident(T0 + 10 * SECOND, status="POSTMORTEM"))
+    await engine.observe(incident(T0 + 11 * SECOND, status="POSTMORTEM", priority="CRITICAL"))
+    pages = (await links_of(store, item_id))["pages"]
+    assert pages.known is not None and pages.known.held == {"status": "open"}
+    assert "pages" not in dirty(await links_of(store, item_id))  # its priority went out
+    await engine.observe(ticket(T0 + 12 * SECOND, status="solved", priority="urgent"))
+    assert dirty(await links_of(store, item_id))["pages"] == 3
+
+
 async def test_an_unmapped_value_starts_no_item(store: Store) -> None:
     engine, _ = make_engine(store)
     odd = issue(status="triage")

@@ -391,7 +391,7 @@ class Engine(OperatorChanges):
             if "assignee" in changed:
                 self._report_unwritable(batch, item, event_id)
             self._report_blank(batch, item, changed, event_id, source=system)
-        batch.saw(link, obj)
+        batch.saw(link, self._hold(link, item, obj))
 
         dirty = self._needing_write(item, batch.links_of(item.id), force=bool(changed))
         batch.mark_dirty(dirty, item.version)
@@ -401,6 +401,23 @@ class Engine(OperatorChanges):
             tuple(changed),
             tuple(dirty),
         )
+
+    @staticmethod
+    def _hold(link: Link, item: WorkItem, obj: VendorObject) -> VendorObject:
+        """``obj`` as the link keeps it: each unmapped value with the canonical value it
+        was set against (``VendorObject.held``), kept from when it was first seen, so
+        that the object is not written back over a person's custom value until the item
+        takes another value of that field."""
+        if not obj.unmapped:
+            return obj if not obj.held else msgspec.structs.replace(obj, held={})
+        known = link.known
+        held = {}
+        for name, raw in obj.unmapped.items():
+            if known is not None and known.unmapped.get(name) == raw and name in known.held:
+                held[name] = known.held[name]
+            elif name in MAPPED_FIELDS:
+                held[name] = str(_jsonable(getattr(item, name)))
+        return msgspec.structs.replace(obj, held=held) if held != obj.held else obj
 
     def _held(self, link: Link, name: str, current: Any) -> bool:
         """Whether the object held the item's ``current`` value of ``name`` (in meaning)
