@@ -81,6 +81,11 @@ class Adapter(abc.ABC):
     #: object that holds the cut value already holds it (``differs_in_meaning``): no
     #: write is refused for its length, and the cut never comes back as a change.
     max_lengths: ClassVar[Mapping[str, int]] = {}
+    #: Text fields the vendor refuses empty or only whitespace (DevHelm and incident.io
+    #: titles, an InboxOps subject). A blank canonical value is not written there
+    #: (``Rules.outgoing``): sent, it was refused and the link dead-lettered, so no later
+    #: change reached the object.
+    blank_refused: ClassVar[frozenset[str]] = frozenset()
     #: The options this adapter reads (``systems.<name>.options`` in config.yaml).
     Options: ClassVar[type[AdapterOptions]] = AdapterOptions
     #: The request headers kept with a stored webhook delivery (lower-case): those
@@ -217,15 +222,18 @@ def differs_in_meaning(
     Mapped enums compare through the system's value map (``ValueMap.holds``: DevHelm
     MONITORING already means canonical ``acknowledged``); a text longer than the system
     holds (``max_lengths``) compares as it is written there, cut to fit (``fit``); other
-    fields compare by value. With no ``obj`` (not yet created) every field differs. The
-    one implementation: the adapters use it through ``Adapter.differs``, the engine and
-    the dispatcher through ``Rules.differs``.
+    fields compare by value. An enum the object holds unmapped holds the canonical value
+    it was set against (``VendorObject.held``). With no ``obj`` (not yet created) every
+    field differs. The one implementation: the adapters use it through
+    ``Adapter.differs``, the engine and the dispatcher through ``Rules.differs``.
     """
     if obj is None:
         return target
     out: dict[str, Any] = {}
     for name, value in target.items():
         if name in MAPPED_FIELDS and name in value_maps:
+            if name in obj.unmapped and obj.held.get(name) == str(value):
+                continue  # a custom value set against this one: left as it is
             if not value_maps[name].holds(obj.native.get(name), str(value)):
                 out[name] = value
         elif max_lengths and name in max_lengths and isinstance(value, str):

@@ -47,7 +47,7 @@ from app.errors import (
 )
 from app.loops import Grouped, IngestFirst, wait_any
 from app.metrics import Metrics
-from app.model import Fields, VendorObject, WorkItem, utcnow
+from app.model import Fields, VendorObject, WorkItem, keep_held, utcnow
 from app.retry import backoff_delay, capped_delay
 from app.rules import Rules
 from app.store import FinishedWrite, HistoryEntry, Link, Store, Tx, WriteAttempt
@@ -610,7 +610,7 @@ class Dispatcher:
         the call; a finished write (answered, or needing no call) clears it."""
         if link.external_id is None:
             return None  # a create: the object is unknown to the engine until recorded
-        target = item.fields().only(self.rules.out_fields(link.system))
+        target = self.rules.outgoing(link.system, item.fields())
         if self.rules.differs(link.system, link.known, target).is_empty():
             return None  # no call will be made
         state = msgspec.to_builtins(target.as_dict())
@@ -668,6 +668,8 @@ class Dispatcher:
                 await self._update(adapter, link, item, result)
             if result.obj is not None:  # a vendor clock far ahead: kept as observed
                 result.obj = self.rules.clamped(result.obj, self.clock())
+                # a custom value the write left alone is still held
+                result.obj = keep_held(result.link.known, result.obj)
         except VendorError as exc:
             result.error = detached(exc)  # kept past this frame, which its traceback holds
         except Exception as exc:
@@ -694,7 +696,7 @@ class Dispatcher:
         result.obj = await adapter.create(
             link.create_target, fields, link.idempotency_key, earlier_since=earlier
         )
-        target = item.fields().only(self.rules.out_fields(link.system))
+        target = self.rules.outgoing(link.system, item.fields())
         rest = self.rules.differs(link.system, result.obj, target)
         if not rest.is_empty():  # a field the create call could not carry, or a newer value
             result.obj = await adapter.update(
@@ -717,7 +719,7 @@ class Dispatcher:
             result.version = item.version
             result.changed_at = item.updated_at
         assert link.ref is not None
-        target = item.fields().only(self.rules.out_fields(link.system))
+        target = self.rules.outgoing(link.system, item.fields())
         changes = self.rules.differs(link.system, known, target)
         if changes.is_empty():
             return
@@ -750,11 +752,12 @@ class Dispatcher:
             # Nothing for the engine: applying it would change nothing but when the link
             # last synced. Should the item have moved on since the claim, the write
             # records an older version and the link stays dirty, as for any write.
-            return link, item, fresh, read_at
+            return link, item, keep_held(link.known, fresh), read_at
         current = await self._folding.submit((link, fresh))
         if current is None:
             return None
-        return current[0], current[1], fresh, read_at
+        # as the engine keeps it (an unmapped value with what it was set against)
+        return current[0], current[1], keep_held(current[0].known, fresh), read_at
 
     async def _fold(
         self, reads: list[tuple[Link, VendorObject]]

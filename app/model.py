@@ -229,6 +229,11 @@ class VendorObject(msgspec.Struct, frozen=True):
     write's answer), not a webhook's view of it, which may leave fields out.
     ``created_at`` is when the vendor made the object, None where it does not say: an
     object of unknown age is never taken for a new one (creation rules skip it).
+    ``held`` is the gateway's, never the vendor's: for each unmapped value of the
+    object as a link last knew it, the canonical value the work item had when that
+    value was first seen. The object is taken to hold that canonical value (a person's
+    custom value is not written over by the state it was set against), until the item
+    takes another (``differs_in_meaning``; set by the engine, ``Engine._hold``).
     """
 
     ref: ObjectRef
@@ -239,6 +244,7 @@ class VendorObject(msgspec.Struct, frozen=True):
     raw: dict[str, Any] = msgspec.field(default_factory=dict)
     whole: bool = False
     created_at: datetime | None = None
+    held: dict[str, str] = msgspec.field(default_factory=dict)
 
     def __post_init__(self) -> None:
         # A vendor's text may hold a NUL (JSON "\u0000"), which no PostgreSQL text
@@ -249,6 +255,19 @@ class VendorObject(msgspec.Struct, frozen=True):
             if type(text) is str and "\x00" in text:
                 msgspec.structs.force_setattr(self, "fields", without_nul(f))
                 return
+
+
+def keep_held(known: VendorObject | None, obj: VendorObject) -> VendorObject:
+    """``obj`` (a newer read of the object ``known`` was) with the ``held`` values of
+    ``known`` whose unmapped value it still shows."""
+    if known is None or not known.held:
+        return obj
+    held = {
+        name: value
+        for name, value in known.held.items()
+        if name in obj.unmapped and obj.unmapped[name] == known.unmapped.get(name)
+    }
+    return msgspec.structs.replace(obj, held=held) if held != obj.held else obj
 
 
 class CreateTarget(msgspec.Struct, frozen=True, forbid_unknown_fields=True):

@@ -55,6 +55,9 @@ class Caps(Protocol):
     @property
     def max_lengths(self) -> Mapping[str, int]: ...
 
+    @property
+    def blank_refused(self) -> frozenset[str]: ...
+
 
 class Rules:
     """``caps`` and ``value_maps`` are per enabled system; ``value_maps`` holds each
@@ -81,9 +84,12 @@ class Rules:
         self._clamped_seen: dict[ObjectRef, datetime] = {}
         #: per system, the longest text it holds per field (``Adapter.max_lengths``)
         self._max_lengths: dict[str, Mapping[str, int]] = {}
+        #: per system, the text fields it refuses blank (``Adapter.blank_refused``)
+        self._blank_refused: dict[str, frozenset[str]] = {}
         for system in self.systems:
             cap = caps[system]
             self._max_lengths[system] = cap.max_lengths
+            self._blank_refused[system] = cap.blank_refused
             ins, outs = set(), set()
             for name in FIELD_NAMES:
                 direction = self.direction(system, name)
@@ -223,6 +229,27 @@ class Rules:
         }
         return Fields(**taken), Fields(**provisional)
 
+    def outgoing(self, system: str, fields: Fields) -> Fields:
+        """The canonical ``fields`` written to ``system``: those it receives, less a
+        blank text it refuses (``refuses_blank``). Such a value stays the item's (a
+        person blanked a ticket's subject: that is the ticket's, and the item's, title),
+        and the objects that cannot hold it keep what they have; sent, it was refused,
+        the link dead-lettered, and no later change reached the object."""
+        out = fields.only(self.out_fields(system))
+        blank = [name for name, value in out.items() if self.refuses_blank(system, name, value)]
+        if not blank:
+            return out
+        return Fields(**{k: v for k, v in out.items() if k not in blank})
+
+    def refuses_blank(self, system: str, name: str, value: object) -> bool:
+        """Whether ``value`` is a blank text (empty or only whitespace) that ``system``
+        refuses for the field ``name``."""
+        return (
+            isinstance(value, str)
+            and not value.strip()
+            and name in self._blank_refused.get(system, frozenset())
+        )
+
     def in_fields(self, system: str) -> frozenset[str]:
         """Fields whose changes in ``system`` may change the canonical item."""
         return self._in.get(system, frozenset())
@@ -243,9 +270,16 @@ class Rules:
         at: datetime,
         stamp_system: str | None,
         stamp_at: datetime | None,
+        on_top: bool = False,
     ) -> bool:
         """Whether a change of ``name`` from ``system`` at vendor time ``at`` beats the
-        current value, last set by ``stamp_system`` at ``stamp_at``."""
+        current value, last set by ``stamp_system`` at ``stamp_at``. ``on_top``: the
+        object held the current value (in meaning) before the change, so the change was
+        made on top of it, and is the later one whatever the clocks say: its vendor time
+        is ``system``'s clock and the stamp another's, and a vendor clock running behind
+        made such an edit lose, and be reverted, for as long as it lagged. Only truly
+        concurrent changes (the object did not hold the current value yet) are settled
+        by time."""
         if stamp_at is None or stamp_system is None:
             return True
         policy = self.conflict(name)
@@ -254,9 +288,11 @@ class Rules:
             # system's loses to it, whichever arrives first; outside it, the later wins.
             window = timedelta(seconds=policy.window_s)
             if system == policy.prefer:
-                return stamp_at <= at + window
+                return on_top or stamp_at <= at + window
             if stamp_system == policy.prefer:
                 return at > stamp_at + window
+        if on_top:
+            return True
         if stamp_system == system:
             return at >= stamp_at
         return at > stamp_at

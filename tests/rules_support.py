@@ -29,6 +29,7 @@ class Caps:
     readable: frozenset[str]
     writable: frozenset[str]
     max_lengths: Mapping[str, int] = field(default_factory=dict)
+    blank_refused: frozenset[str] = frozenset()
 
 
 CAPS = {

@@ -293,6 +293,28 @@ async def test_a_losing_change_is_recorded_with_its_value(store: Store) -> None:
     assert pages.known.native["status"] == "MONITORING"
 
 
+async def test_a_change_made_on_top_of_the_items_value_wins_whatever_the_clocks_say(
+    store: Store,
+) -> None:
+    """desk's clock runs behind: the write of pages' MONITORING (made at T0+20s by pages'
+    clock) lands there stamped T0+2s, and a person's resolve on top of it is stamped
+    T0+3s. By time it lost and was reverted; made on an object that held the item's
+    value, it is the later change, and wins. A change made where the item's value had
+    not arrived yet is still settled by time (``test_a_losing_change_...``)."""
+    engine, clock = make_engine(store)
+    item_id = await synced(store, engine, clock)
+    await engine.observe(incident(T0 + 20 * SECOND, status="MONITORING"))
+    desk = (await links_of(store, item_id))["desk"]
+    await written(store, desk, ticket(T0 + 2 * SECOND, status="working"), 2, clock())
+    outcome = await engine.observe(ticket(T0 + 3 * SECOND, status="solved"))
+    assert (outcome.kind, outcome.changed) == ("changed", ("status",))
+    item = await item_of(store, item_id)
+    assert item.status == Status.RESOLVED
+    assert item.stamps["status"] == FieldStamp("desk", T0 + 3 * SECOND)
+    assert not [e for e in await history(store, item_id) if e.kind == "conflict_lost"]
+    assert dirty(await links_of(store, item_id)) == {"pages": 3, "tracker": 3}
+
+
 async def test_an_unmapped_value_is_reported_once_and_not_applied(store: Store) -> None:
     engine, clock = make_engine(store)
     item_id = await synced(store, engine, clock)
@@ -307,6 +329,23 @@ async def test_an_unmapped_value_is_reported_once_and_not_applied(store: Store) 
     assert [(e.field, e.new_value, e.system) for e in unmapped] == [
         ("status", "POSTMORTEM", "pages")
     ]
+
+
+async def test_an_object_holding_an_unmapped_value_is_written_only_once_the_item_changes(
+    store: Store,
+) -> None:
+    """The incident's POSTMORTEM has no canonical status: the link keeps the item's
+    status it was set against (``held``), so the incident is not written back to it, also
+    when it is read again; once the item's status changes, the incident gets it."""
+    engine, clock = make_engine(store)
+    item_id = await synced(store, engine, clock)
+    await engine.observe(incident(T0 + 10 * SECOND, status="POSTMORTEM"))
+    await engine.observe(incident(T0 + 11 * SECOND, status="POSTMORTEM", priority="CRITICAL"))
+    pages = (await links_of(store, item_id))["pages"]
+    assert pages.known is not None and pages.known.held == {"status": "open"}
+    assert "pages" not in dirty(await links_of(store, item_id))  # its priority went out
+    await engine.observe(ticket(T0 + 12 * SECOND, status="solved", priority="urgent"))
+    assert dirty(await links_of(store, item_id))["pages"] == 3
 
 
 async def test_an_unmapped_value_starts_no_item(store: Store) -> None:

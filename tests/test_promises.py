@@ -915,6 +915,46 @@ async def test_an_edit_after_a_write_to_a_tool_whose_clock_runs_ahead_is_applied
         )
 
 
+async def test_an_edit_in_a_tool_whose_clock_runs_behind_wins_over_what_it_was_made_on(
+    tmp_path: Path,
+) -> None:
+    """InboxOps's clock runs half an hour behind (stands still, here, as a vendor clock
+    set back does). An operator acknowledges the item; the ticket gets it; then a person
+    resolves the ticket. The resolve was made on top of the acknowledge, yet its vendor
+    time is older than the acknowledge's, so last-writer judged it the loser: it was
+    reverted on the ticket and reached no other tool, for as long as the clock lagged."""
+    async with installation(tmp_path) as inst:
+        ticket = await inst.open_ticket("Clock behind")
+        detail = await inst.linked(ticket)
+        await inst.settle()
+        behind = await inst.control["inboxops"].post("/_sim/clock", json={"advance_s": -1800})
+        assert behind.status_code == 201, behind.text
+        item = f"/work-items/{detail['item']['id']}"
+        changed = await inst.admin.patch(item, json={"status": "acknowledged"})
+        assert changed.status_code == 200, changed.text
+
+        async def ticket_status(status: str) -> bool:
+            tickets = {t["id"]: t for t in await sim_objects(inst.control["inboxops"])}
+            return bool(tickets[ticket]["status"] == status)
+
+        await eventually(
+            lambda: ticket_status("in_progress"), timeout_s=30, what="the write to the ticket"
+        )
+        await inst.settle()
+        edited = await inst.control["inboxops"].patch(
+            f"/_sim/objects/{ticket}", json={"status": "resolved"}
+        )
+        assert edited.status_code == 200, edited.text
+        await eventually(
+            lambda: _resolved_everywhere(inst, ticket), timeout_s=30, what="the edit applied"
+        )
+        await inst.settle()
+        assert await ticket_status("resolved")
+        found = await inst.item_of("inboxops", ticket)
+        assert found is not None
+        assert history_of(found, "conflict_lost", "inboxops") == []
+
+
 # -- an item started by a system that does not own the title still has one ------------------
 
 
@@ -972,6 +1012,73 @@ async def test_a_ticket_whose_title_another_tool_owns_still_fans_out_with_its_su
             ]
 
         await eventually(written_back_and_recorded, timeout_s=30, what="written back, noted")
+
+
+# -- a blank title is the ticket's, and refused nowhere ---------------------------------------
+
+
+async def test_a_blank_subject_is_not_written_where_refused_and_later_changes_still_flow(
+    tmp_path: Path,
+) -> None:
+    """A person blanks a ticket's subject (InboxOps takes whitespace): DevHelm and
+    incident.io refuse a blank title, so the write was refused, both links were
+    dead-lettered, and the ticket's later resolve reached neither tool. The blank title
+    is now the item's and the ticket's, reported and not written where it is refused;
+    the other fields still flow, and the next real subject reaches every tool."""
+    async with installation(tmp_path) as inst:
+        ticket = await inst.open_ticket("Payment page blank")
+        detail = await inst.linked(ticket)
+        await inst.settle()
+        blanked = await inst.control["inboxops"].patch(
+            f"/_sim/objects/{ticket}", json={"subject": "   "}
+        )
+        assert blanked.status_code == 200, blanked.text
+
+        async def taken() -> bool:
+            found = await inst.item_of("inboxops", ticket)
+            return found is not None and found["item"]["title"] == "   "
+
+        await eventually(taken, timeout_s=30, what="the blank title taken")
+        await inst.settle()
+        resolved = await inst.control["inboxops"].patch(
+            f"/_sim/objects/{ticket}", json={"status": "resolved"}
+        )
+        assert resolved.status_code == 200, resolved.text
+
+        async def resolved_in_both() -> bool:
+            incidents = await sim_objects(inst.control["devhelm"])
+            follow_ups = await sim_objects(inst.control["incidentio"])
+            return [(i["title"], i["status"]) for i in incidents] == [
+                ("Payment page blank", "RESOLVED")
+            ] and [(f["title"], f["status"]) for f in follow_ups] == [
+                ("Payment page blank", "completed")
+            ]
+
+        await eventually(resolved_in_both, timeout_s=30, what="the resolve in both tools")
+        await inst.settle()
+        assert (await inst.admin.get("/systems")).json()["dead_letters"] == 0
+        found = await inst.item_of("inboxops", ticket)
+        assert found is not None
+        refused = [
+            h["system"]
+            for h in found["history"]
+            if h["kind"] == "unmapped" and h["field"] == "title"
+        ]
+        assert sorted(refused) == ["devhelm", "incidentio"], refused
+        renamed = await inst.control["inboxops"].patch(
+            f"/_sim/objects/{ticket}", json={"subject": "Payment page shows nothing"}
+        )
+        assert renamed.status_code == 200, renamed.text
+
+        async def retitled() -> bool:
+            titles = [o["title"] for o in await sim_objects(inst.control["devhelm"])]
+            titles += [o["title"] for o in await sim_objects(inst.control["incidentio"])]
+            return titles == ["Payment page shows nothing"] * 2
+
+        await eventually(retitled, timeout_s=30, what="the next subject in both tools")
+        tickets = await sim_objects(inst.control["inboxops"])
+        assert [t["subject"] for t in tickets] == ["Payment page shows nothing"]
+        assert detail["item"]["id"] == (await inst.item_of("inboxops", ticket) or {})["item"]["id"]
 
 
 # -- the admin API's guards, on a real serve -------------------------------------------------

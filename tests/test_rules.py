@@ -119,6 +119,32 @@ def test_prefer_the_preferred_system_wins_and_others_lose_inside_its_window() ->
     assert wins(r, "desk", T0 + timedelta(seconds=30), "pages", name="priority")
 
 
+def test_a_change_made_on_top_of_the_held_value_wins_whatever_its_time() -> None:
+    """The object held the current value when it changed there: the change is the later
+    one, whatever the two clocks say, under last writer; under prefer the preferred
+    system's still wins, and another system's inside the preferred's window still loses."""
+    ago = T0 - timedelta(minutes=30)
+    last = rules(fields={"status": FieldRule(conflict=Conflict(policy="last_writer"))})
+    assert not last.incoming_wins(
+        "status", system="desk", at=ago, stamp_system="pages", stamp_at=T0
+    )
+    assert last.incoming_wins(
+        "status", system="desk", at=ago, stamp_system="pages", stamp_at=T0, on_top=True
+    )
+    prefer = rules(
+        fields={
+            "status": FieldRule(conflict=Conflict(policy="prefer", prefer="pages", window_s=60))
+        }
+    )
+    assert prefer.incoming_wins(
+        "status", system="pages", at=ago, stamp_system="desk", stamp_at=T0, on_top=True
+    )
+    inside = T0 + timedelta(seconds=30)
+    assert not prefer.incoming_wins(
+        "status", system="desk", at=inside, stamp_system="pages", stamp_at=T0, on_top=True
+    )
+
+
 # -- creation rules ------------------------------------------------------------------------
 
 ALERTS = CreateRule(
@@ -260,6 +286,26 @@ def test_a_text_longer_than_a_system_holds_is_written_cut_and_the_cut_holds_it()
     assert r.differs("pages", held, Fields(title="Disk is full")) == Fields(title="Disk is full")
     desk = vendor("desk", "D-1", T0, title="Disk full" + CUT, status="new")
     assert r.differs("desk", desk, Fields(title=whole)) == Fields(title=whole)
+
+
+def test_a_blank_text_a_system_refuses_is_not_written_there_but_still_read() -> None:
+    """DevHelm refuses a blank title: a canonical title that is empty or only whitespace
+    (a ticket's subject blanked) is left out of what goes there, while a system that
+    holds it gets it, and a real title from that system still differs from it."""
+    pages = CAPS["pages"]
+    caps = {
+        **CAPS,
+        "pages": Caps(pages.readable, pages.writable, blank_refused=frozenset({"title"})),
+    }
+    r = Rules(settings(), caps, MAPS)
+    canonical = Fields(title="  \t", status=Status.OPEN)
+    assert r.outgoing("pages", canonical) == Fields(status=Status.OPEN)
+    assert r.outgoing("pages", Fields(title="")) == Fields()
+    assert r.outgoing("pages", Fields(title=" x ")) == Fields(title=" x ")
+    assert r.outgoing("desk", canonical) == canonical
+    assert r.outgoing("tracker", canonical) == Fields(status=Status.OPEN)  # never its title
+    held = vendor("pages", "P-1", T0, title="Disk full")
+    assert r.differs("pages", held, Fields(title="  \t")) == Fields(title="  \t")
 
 
 def test_other_fields_compare_by_value_and_a_missing_object_lacks_everything() -> None:

@@ -15,7 +15,7 @@ from app.config.schema import (
     Match,
     ValueMapSettings,
 )
-from app.model import Priority, Status
+from app.model import Fields, Priority, Status
 from app.store import Store
 from tests.rig import (
     ALL_OPEN,
@@ -178,11 +178,60 @@ async def test_unmapped_vendor_status_is_reported_not_guessed(store: Store) -> N
             ("inboxops", "status", "waiting")
         ]
         after = await rig.write_counts()
-        assert {s: after[s] - before[s] for s in after if s != "inboxops"} == {
+        assert {s: after[s] - before[s] for s in after} == {
             "hookstream": 0,
             "devhelm": 0,
+            "inboxops": 0,  # the person's value is not written over
             "incidentio": 0,
         }
+        assert (await rig.object("inboxops", ids["inboxops"]))["status"] == "waiting"
+        assert not (await rig.links(item_id))["inboxops"].dead
+
+
+async def test_a_custom_value_is_not_written_over_until_the_item_changes(store: Store) -> None:
+    """InboxOps's map (replaced by the config) has no canonical value for ``waiting``: a
+    person's waiting ticket was reported, and then written back to the item's ``open`` at
+    once, over the person's choice (or, with no outbound map, dead-lettered). It is left
+    as it is, through writes of other fields, until the item's status changes."""
+    inbound = {
+        "open": "open",
+        "in_progress": "acknowledged",
+        "resolved": "resolved",
+        "closed": "closed",
+    }
+    outbound = {
+        "open": ["open"],
+        "acknowledged": ["in_progress"],
+        "monitoring": ["in_progress"],
+        "waiting": ["in_progress"],
+        "resolved": ["resolved"],
+        "closed": ["closed"],
+        "cancelled": ["closed"],
+    }
+    maps = {"inboxops": ValueMapSettings(inbound=inbound, outbound=outbound, replace=True)}
+    async with running_rig(store, status_maps=maps) as rig:
+        item_id, ids = await linked(rig)
+        before = await rig.write_counts()
+        await rig.human("inboxops", ids["inboxops"], status="waiting")
+        await rig.settle()
+        assert (await rig.only_item()).status is Status.OPEN
+        assert (await rig.object("inboxops", ids["inboxops"]))["status"] == "waiting"
+        assert await rig.writes_since(before) == dict.fromkeys(before, 0)
+        links = await rig.links(item_id)
+        assert not links["inboxops"].dirty and not links["inboxops"].dead
+
+        # another field goes out to the ticket: its custom status stays
+        await rig.gateway.engine.change(item_id, Fields(priority=Priority.URGENT))
+        await rig.settle()
+        ticket = await rig.object("inboxops", ids["inboxops"])
+        assert (ticket["priority"], ticket["status"]) == ("urgent", "waiting")
+
+        # the item's status changes: now the ticket takes it
+        await rig.human("devhelm", ids["devhelm"], status="RESOLVED")
+        await rig.poll("devhelm")
+        await rig.settle()
+        assert (await rig.object("inboxops", ids["inboxops"]))["status"] == "resolved"
+        assert (await rig.only_item()).status is Status.RESOLVED
 
 
 async def test_a_burst_coalesces_into_one_write_per_linked_object(store: Store) -> None:

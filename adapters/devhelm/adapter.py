@@ -128,6 +128,7 @@ class DevHelmAdapter(Adapter):
     can_create: ClassVar[bool] = True
     #: the create and update schemas' ``title``: ``maxLength: 500``
     max_lengths: ClassVar[Mapping[str, int]] = {"title": 500}
+    blank_refused: ClassVar[frozenset[str]] = frozenset({"title"})
     Options: ClassVar[type[DevHelmOptions]] = DevHelmOptions
     stored_headers = frozenset({"x-devhelm-delivery"})
     options: DevHelmOptions

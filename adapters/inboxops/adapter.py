@@ -149,6 +149,7 @@ class InboxOpsAdapter(Adapter):
     system: ClassVar[str] = SYSTEM
     readable: ClassVar[frozenset[str]] = frozenset({"title", "status", "priority", "assignee"})
     writable: ClassVar[frozenset[str]] = frozenset({"title", "status", "priority", "assignee"})
+    blank_refused: ClassVar[frozenset[str]] = frozenset({"title"})
     can_create: ClassVar[bool] = True
     Options: ClassVar[type[InboxOpsOptions]] = InboxOpsOptions
     stored_headers = frozenset({"webhook-id", "webhook-timestamp"})

@@ -165,6 +165,7 @@ class IncidentIoAdapter(Adapter):
     system: ClassVar[str] = SYSTEM
     readable: ClassVar[frozenset[str]] = frozenset({"title", "description", "status", "assignee"})
     writable: ClassVar[frozenset[str]] = frozenset({"title", "description", "status", "assignee"})
+    blank_refused: ClassVar[frozenset[str]] = frozenset({"title"})
     can_create: ClassVar[bool] = True
     Options: ClassVar[type[IncidentIoOptions]] = IncidentIoOptions
     stored_headers = frozenset({"webhook-id", "webhook-timestamp"})

@@ -274,6 +274,7 @@ class Engine(OperatorChanges):
             batch.bump(item)
             if "assignee" in changed:
                 self._report_unwritable(batch, item, event_id)
+            self._report_blank(batch, item, changed, event_id)
             dirty = self._needing_write(item, batch.links_of(item.id), force=True)
             batch.mark_dirty(dirty, item.version)
             await batch.flush()
@@ -360,6 +361,7 @@ class Engine(OperatorChanges):
                 at=obj.updated_at,
                 stamp_system=stamp.system if stamp else None,
                 stamp_at=stamp.at if stamp else None,
+                on_top=self._held(link, name, current),
             ):
                 history.append(
                     HistoryEntry(
@@ -388,7 +390,8 @@ class Engine(OperatorChanges):
             batch.bump(item)
             if "assignee" in changed:
                 self._report_unwritable(batch, item, event_id)
-        batch.saw(link, obj)
+            self._report_blank(batch, item, changed, event_id, source=system)
+        batch.saw(link, self._hold(link, item, obj))
 
         dirty = self._needing_write(item, batch.links_of(item.id), force=bool(changed))
         batch.mark_dirty(dirty, item.version)
@@ -398,6 +401,37 @@ class Engine(OperatorChanges):
             tuple(changed),
             tuple(dirty),
         )
+
+    @staticmethod
+    def _hold(link: Link, item: WorkItem, obj: VendorObject) -> VendorObject:
+        """``obj`` as the link keeps it: each unmapped value with the canonical value it
+        was set against (``VendorObject.held``), kept from when it was first seen, so
+        that the object is not written back over a person's custom value until the item
+        takes another value of that field."""
+        if not obj.unmapped:
+            return obj if not obj.held else msgspec.structs.replace(obj, held={})
+        known = link.known
+        held = {}
+        for name, raw in obj.unmapped.items():
+            if known is not None and known.unmapped.get(name) == raw and name in known.held:
+                held[name] = known.held[name]
+            elif name in MAPPED_FIELDS:
+                held[name] = str(_jsonable(getattr(item, name)))
+        return msgspec.structs.replace(obj, held=held) if held != obj.held else obj
+
+    def _held(self, link: Link, name: str, current: Any) -> bool:
+        """Whether the object held the item's ``current`` value of ``name`` (in meaning)
+        when the link last saw it: a change seen there now was made on top of it."""
+        known = link.known
+        if known is None:
+            return False
+        if name == "assignee":
+            held = known.fields.assignee
+            return (
+                isinstance(held, str | None)
+                and self.rules.assignee_in(link.system, held) == current
+            )
+        return self.rules.differs(link.system, known, Fields(**{name: current})).is_empty()
 
     def _own_write(self, link: Link, obj: VendorObject, name: str, value: Any) -> bool:
         """Whether ``value`` (the field ``name`` of ``obj``, an assignee read as a person)
@@ -514,6 +548,47 @@ class Engine(OperatorChanges):
                 )
             )
 
+    def _report_blank(
+        self,
+        batch: Batch,
+        item: WorkItem,
+        changed: Iterable[str],
+        event_id: str | None,
+        *,
+        source: str | None = None,
+    ) -> None:
+        """A field the item just took is a blank text some linked system refuses (a
+        ticket's subject blanked: DevHelm and incident.io refuse a blank title): it is
+        not written there (``Rules.outgoing``), and the history says so, per system
+        (``source``, the system it came from, holds it already)."""
+        links = [
+            link for link in batch.links_of(item.id) if not link.dead and link.system != source
+        ]
+        for name in changed:
+            value = getattr(item, name)
+            for system in sorted({link.system for link in links}):
+                if name not in self.rules.out_fields(system):
+                    continue
+                if not self.rules.refuses_blank(system, name, value):
+                    continue
+                log.warning(
+                    "blank value not written",
+                    extra={"work_item_id": item.id, "system": system, "field": name},
+                )
+                batch.history.append(
+                    HistoryEntry(
+                        work_item_id=item.id,
+                        kind="unmapped",
+                        field=name,
+                        new_value=_jsonable(value),
+                        system=system,
+                        event_id=event_id,
+                        detail=f"{system} refuses a blank {name}: not written to {system},"
+                        " which keeps its own until the item's is not blank",
+                        at=batch.now,
+                    )
+                )
+
     def _needing_write(self, item: WorkItem, links: list[Link], *, force: bool) -> list[int]:
         """Links whose object does not hold the canonical state in meaning. When the item
         changed (``force``), also every link still to be created (so it is created with
@@ -539,7 +614,8 @@ class Engine(OperatorChanges):
                 if force:
                     out.append(link.id)
                 continue
-            if not self.rules.differs(link.system, link.known, canonical.only(fields)).is_empty():
+            outgoing = self.rules.outgoing(link.system, canonical)
+            if not self.rules.differs(link.system, link.known, outgoing).is_empty():
                 out.append(link.id)
         return out
 

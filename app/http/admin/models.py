@@ -90,7 +90,7 @@ class WorkItemOut(msgspec.Struct):
     description: Annotated[str, doc("Longer text", "Deliveries to /checkout answer 503")]
     status: Annotated[Status, doc("Canonical status", "open")]
     priority: Annotated[Priority, doc("Canonical priority", "high")]
-    snoozed_until: Annotated[datetime | None, doc("Snoozed until then (InboxOps)", None)]
+    snoozed_until: Annotated[datetime | None, doc("Snoozed until then (hookstream)", None)]
     assignee: Annotated[str | None, doc("Who works on it, if anyone", "dana@example.com")]
     labels: Annotated[list[str], doc("Labels", ["payments"])]
     version: Annotated[int, doc("Bumped by every change", 3)]
