@@ -35,7 +35,7 @@ import msgspec
 
 from adapters.base import Adapter
 from app.alerts import Alerter
-from app.config.schema import Direction, DispatcherSettings
+from app.config.schema import DispatcherSettings
 from app.engine.batch import Batch, Taken
 from app.errors import (
     FatalError,
@@ -594,7 +594,9 @@ class Dispatcher:
                 await tx.repair_dirty_version(link.id, item.version)
                 link.dirty_version = item.version
             if link.external_id is None and link.create_payload is None:
-                fields = self.rules.to_vendor(link.system, self._create_fields(link.system, item))
+                fields = self.rules.to_vendor(
+                    link.system, self.rules.create_fields(link.system, item.fields())
+                )
                 link.create_payload = msgspec.to_builtins(fields.as_dict())
                 await tx.save_create_intent(link.id, link.create_payload)
         await tx.save_unconfirmed(sending)
@@ -628,16 +630,6 @@ class Dispatcher:
         self.in_flight.update(link.id for link in links)
         self.flying.update(link.system for link in links)
         self._claimed_at.update((link.id, stamp) for link in links)
-
-    def _create_fields(self, system: str, item: WorkItem) -> Fields:
-        """What a create in ``system`` carries: the fields written there, the title
-        (every vendor needs one, whatever the directions) and the description where it
-        may flow there (DevHelm puts it in the initial update, InboxOps in the initial
-        internal note, even though neither can change it later)."""
-        names = set(self.rules.out_fields(system)) | {"title"}
-        if self.rules.direction(system, "description") in (Direction.BOTH, Direction.OUT):
-            names.add("description")
-        return item.fields().only(names)
 
     # -- one write -------------------------------------------------------------------------
 
@@ -686,7 +678,9 @@ class Dispatcher:
         fields = (
             Fields.from_dict(link.create_payload)
             if link.create_payload is not None
-            else self.rules.to_vendor(link.system, self._create_fields(link.system, item))
+            else self.rules.to_vendor(
+                link.system, self.rules.create_fields(link.system, item.fields())
+            )
         )
         result.called = True
         result.attempt = link.attempts + 1

@@ -254,6 +254,16 @@ class Rules:
         """Fields whose changes in ``system`` may change the canonical item."""
         return self._in.get(system, frozenset())
 
+    def create_fields(self, system: str, fields: Fields) -> Fields:
+        """What a create in ``system`` carries of a work item's ``fields``: the fields
+        written there, the title (every vendor needs one, whatever the directions) and the
+        description where it may flow there (DevHelm puts it in the initial update,
+        InboxOps in the initial internal note, even though neither can change it later)."""
+        names = set(self.out_fields(system)) | {"title"}
+        if self.direction(system, "description") in (Direction.BOTH, Direction.OUT):
+            names.add("description")
+        return fields.only(names)
+
     def out_fields(self, system: str) -> frozenset[str]:
         """Fields written to ``system`` when the canonical item changes."""
         return self._out.get(system, frozenset())

@@ -26,7 +26,7 @@ from app.config import (
 )
 from app.config.schema import Direction, FieldRule, Settings
 from app.errors import ConfigError, ConfigIssue
-from app.model import Priority, Status
+from app.model import Fields, Priority, Status
 
 SHIPPED = Path(__file__).resolve().parent.parent / "config.yaml"
 
@@ -138,6 +138,20 @@ def test_shipped_config_loads() -> None:
     assert settings.fields["description"].owner == "hookstream"
     assert settings.fields["priority"].owner is None
     assert settings.fields["priority"].systems == {}
+
+
+def test_the_shipped_config_posts_no_error_text_on_the_public_status_page() -> None:
+    """hookstream's issue description is a destination's last error (it may name internal
+    hosts); a DevHelm incident is public: the shipped rules neither write it there nor
+    read it back; incident.io's follow-ups still get it."""
+    from app.rules import Rules
+
+    caps = {name: adapter_class(name) for name in VENDORS}
+    rules = Rules(load_config(SHIPPED, KNOWN), caps, {})
+    item = Fields(title="orders-webhook: http_5xx", description="connect to 10.0.3.7 refused")
+    assert rules.create_fields("devhelm", item).as_dict() == {"title": item.title}
+    assert "description" not in rules.in_fields("devhelm")
+    assert rules.create_fields("incidentio", item).description == item.description
 
 
 def test_shipped_examples_are_valid_when_uncommented(tmp_path: Path) -> None:
