@@ -346,8 +346,15 @@ class Engine(OperatorChanges):
                 value = self.rules.assignee_in(system, value)
                 if value == current:
                     continue
-            elif self.rules.differs(system, obj, Fields(**{name: current})).is_empty():
-                continue  # same meaning (a many-to-one map, or our own echo)
+            elif self.rules.differs(system, obj, Fields(**{name: current})).is_empty() and (
+                link.known is None or name not in MAPPED_FIELDS or value == current
+            ):
+                # same meaning. A value changed since last seen that still holds the
+                # item's (DevHelm MONITORING for acknowledged) but reads as another is a
+                # person's change all the same, unless it is our own write's echo
+                # (below): dropped, the item kept the older stamp, and a change made
+                # before it but heard of later overwrote it
+                continue
             if self._own_write(link, obj, name, value):
                 # what a write claimed before the item's last change sent, seen before
                 # its answer was recorded: not a person's edit, and not newer than the
@@ -413,6 +420,14 @@ class Engine(OperatorChanges):
             sent = state[name]
             if name == "assignee":
                 if value == sent:
+                    return True
+            elif name in MAPPED_FIELDS:
+                # what the write puts there is the value the map prefers for it: another
+                # one that also holds it (MONITORING for acknowledged) is not sent by
+                # any write, so it is a person's (the state notes every field, sent or not)
+                value_map = self.rules.value_maps(obj.ref.system).get(name)
+                preferred = value_map.to_vendor(sent) if value_map is not None else None
+                if value == sent or obj.native.get(name) == preferred:
                     return True
             elif self.rules.differs(obj.ref.system, obj, Fields.from_dict({name: sent})).is_empty():
                 return True
