@@ -1,15 +1,16 @@
 """The chaos check, a randomized black-box test of the no-lost-edit promise:
-``python -m bench.chaos [--seed N] [--rounds R] [--items K] [--kills] [--keep DIR]``.
+``python -m bench.chaos [--seed N] [--seeds K] [--rounds R] [--items I] [--kills]
+[--keep DIR] [--db sqlite|postgres]``.
 
-A real ``syncgate serve`` (SQLite) over the DevHelm, InboxOps and incident.io simulators
-on loopback (``tests/blackbox.py``); ``--items`` InboxOps tickets fanned out to the other
-two. Each round, for a few seconds: "people" edit random fields (status, priority,
-title, where the tool has them: docs/field-maps.md) of random objects in random tools at
-random moments, each simulator's latency is re-drawn (0-300 ms) every 250 ms, a share of
-the vendor calls fail (500, 429 with Retry-After, a hang past the gateway's timeout),
-and with ``--kills`` the gateway is killed (-9) at a random moment of every other
-round and started again. Then the chaos
-stops, the gateway settles, and the round is checked:
+A real ``syncgate serve`` (SQLite, or a fresh PostgreSQL database with ``--db
+postgres``) over the DevHelm, InboxOps and incident.io simulators on loopback
+(``tests/blackbox.py``); ``--items`` InboxOps tickets fanned out to the other two. Each
+round, for a few seconds: "people" edit random fields (status, priority, title, where
+the tool has them: docs/field-maps.md) of random objects in random tools at random
+moments, each simulator's latency is re-drawn (0-300 ms) every 250 ms, a share of the
+vendor calls fail (500, 429 with Retry-After, a hang past the gateway's timeout), and
+with ``--kills`` the gateway is killed (-9) at a random moment of every other round and
+started again. Then the chaos stops, the gateway settles, and the round is checked:
 
 - converged: every tool's object holds its work item's canonical value of each field
   (through the value maps: ``ValueMap.holds``);
@@ -39,6 +40,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import os
 import random
 import sys
 import tempfile
@@ -51,6 +53,7 @@ from typing import Any
 import httpx
 
 from adapters import adapter_class
+from bench.db import fresh_pg_database
 from tests.blackbox import (
     GatewayProcess,
     admin_client,
@@ -467,13 +470,16 @@ async def run(
     seconds: float = 4.0,
     kills: bool = False,
     workdir: Path | None = None,
+    database_url: str | None = None,
 ) -> list[str]:
-    """The chaos check; returns the problems found (empty: every check held)."""
+    """The chaos check; returns the problems found (empty: every check held). Without
+    ``database_url``, a new SQLite file in ``workdir``."""
     rng = random.Random(seed)
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chaos-")))
-        return await _run(rng, seed, rounds, items, edits, seconds, kills, workdir)
+        url = database_url or f"sqlite:///{workdir / 'gateway.db'}"
+        return await _run(rng, seed, rounds, items, edits, seconds, kills, workdir, url)
 
 
 async def _run(
@@ -485,6 +491,7 @@ async def _run(
     seconds: float,
     kills: bool,
     workdir: Path,
+    database_url: str,
 ) -> list[str]:
     port = free_port()
     async with simulators(f"http://127.0.0.1:{port}") as (sims, control):
@@ -494,7 +501,7 @@ async def _run(
             s: {"poll_interval_s": 1, "timeout_s": GATEWAY_TIMEOUT_S, "poll_overlap_s": 30}
             for s in SYSTEMS
         }
-        write_config(config, f"sqlite:///{workdir / 'gateway.db'}", urls, systems=polled)
+        write_config(config, database_url, urls, systems=polled)
         gateway = GatewayProcess(config, port, "chaos", workdir / "gateway.log")
         async with admin_client(gateway.url) as admin:
             world = World(sims, control, gateway, admin, config, workdir, [])
@@ -539,6 +546,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seconds", type=float, default=4.0, help="chaos per round")
     parser.add_argument("--kills", action="store_true", help="kill -9 + restart, odd rounds")
     parser.add_argument("--keep", type=Path, default=None, help="work directory to keep")
+    parser.add_argument(
+        "--db",
+        choices=("sqlite", "postgres"),
+        default="sqlite",
+        help="postgres: a fresh database beside SYNCGATE_TEST_POSTGRES_URL (scripts/pg.sh)",
+    )
     args = parser.parse_args(argv)
     failed = 0
     for seed in range(args.seed, args.seed + args.seeds):
@@ -546,8 +559,12 @@ def main(argv: list[str] | None = None) -> int:
         if args.keep is not None:
             workdir = args.keep / f"seed-{seed}"
             workdir.mkdir(parents=True, exist_ok=True)
+        url = None
+        if args.db == "postgres":
+            base = os.environ["SYNCGATE_TEST_POSTGRES_URL"]
+            url = asyncio.run(fresh_pg_database(base, f"chaos_{seed}"))
         problems = asyncio.run(
-            run(seed, args.rounds, args.items, args.edits, args.seconds, args.kills, workdir)
+            run(seed, args.rounds, args.items, args.edits, args.seconds, args.kills, workdir, url)
         )
         for p in problems:
             print(f"FAIL {p}")
