@@ -128,6 +128,19 @@ class World:
     edits: list[Edit] = field(default_factory=list)
     kills: int = 0
     writes_seen: int = 0
+    #: per simulator, (since, latency ms) as ``jitter`` set them: a vendor call logged at
+    #: ``at`` waits the latency in force then before it is handled
+    latency: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+
+    def handled_at(self, system: str, at: float) -> float:
+        """When a call logged at ``at`` reached the vendor's handler (give or take the
+        handler's own few milliseconds)."""
+        ms = 0.0
+        for since, value in self.latency.get(system, ()):
+            if since > at:
+                break
+            ms = value
+        return at + ms / 1000
 
 
 def maps() -> dict[str, dict[str, Any]]:
@@ -187,12 +200,15 @@ async def jitter(world: World, rng: random.Random, stop: asyncio.Event) -> None:
     try:
         while not stop.is_set():
             for system in SYSTEMS:
-                world.sims[system].kit.latency_ms = rng.uniform(0, MAX_LATENCY_MS)
+                ms = rng.uniform(0, MAX_LATENCY_MS)
+                world.sims[system].kit.latency_ms = ms
+                world.latency.setdefault(system, []).append((time.time(), ms))
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.25)
     finally:
         for system in SYSTEMS:
             world.sims[system].kit.latency_ms = 0.0
+            world.latency.setdefault(system, []).append((time.time(), 0.0))
 
 
 async def set_faults(world: World, on: bool) -> None:
@@ -255,8 +271,26 @@ def vendor_writes(world: World) -> int:
     )
 
 
+def polled_since(world: World, since: float) -> bool:
+    """Whether every simulator has answered a list call (a poll) that came after
+    ``since``: DevHelm tells of no change, and a poll may back off after failures."""
+    ids = {ext for objects in world.objects for ext in objects.values()}
+    for system in SYSTEMS:
+        if not any(
+            r.method == "GET"
+            and r.status == 200
+            and r.at > since
+            and not any(ext in r.path for ext in ids)
+            for r in world.sims[system].kit.requests
+        ):
+            return False
+    return True
+
+
 async def settle(world: World, timeout_s: float) -> None:
-    """Settled (nothing queued) and no vendor write for two seconds, twice in a row."""
+    """Every system polled since the chaos stopped, then nothing queued and no vendor
+    write for two seconds."""
+    since = time.time()
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout_s
     quiet_since: float | None = None
@@ -264,7 +298,7 @@ async def settle(world: World, timeout_s: float) -> None:
     while True:
         now = loop.time()
         current = vendor_writes(world)
-        if current != writes or not await settled(world.admin):
+        if current != writes or not polled_since(world, since) or not await settled(world.admin):
             quiet_since = None
             writes = current
         elif quiet_since is None:
@@ -280,14 +314,18 @@ def explained_by_window(world: World, edit: Edit, ext: str) -> bool:
     """Whether ``edit`` fell between a gateway read of its object and a write of it that
     landed after the edit: the documented window of ``refresh_before_write``."""
     requests = [r for r in world.sims[edit.system].kit.requests if ext in r.path]
-    last_get: float | None = None
+    read: float | None = None
     for r in requests:
+        handled = world.handled_at(edit.system, r.at)
         if r.method == "GET":
-            last_get = r.at
-        elif r.method in ("PUT", "PATCH") and 200 <= r.status < 300:
-            landed_by = r.at + MAX_LATENCY_MS / 1000 + 0.05
-            if last_get is not None and last_get <= edit.at <= landed_by and r.at >= last_get:
-                return True
+            read = handled
+        elif (
+            r.method in ("PUT", "PATCH")
+            and 200 <= r.status < 300
+            and read is not None
+            and read - 0.01 <= edit.at <= handled + 0.01  # the handler's own milliseconds
+        ):
+            return True
     return False
 
 
