@@ -223,7 +223,10 @@ async def test_an_echo_in_another_spelling_of_the_same_meaning_changes_nothing(
     assert dirty(links) == {"pages": 2, "tracker": 2}
     await written(store, links["tracker"], issue(T0 + 11 * SECOND, status="waiting"), 2, clock())
 
-    # the write to pages landed; its webhook arrives before the write is recorded
+    # the write to pages was claimed, noting the state it sends (as the dispatcher's
+    # claim does), and landed; its webhook arrives before the write is recorded
+    async with store.tx() as tx:
+        await tx.save_unconfirmed({links["pages"].id: [{"status": "waiting"}]})
     echo = incident(T0 + 12 * SECOND, status="IDENTIFIED")
     outcome = await engine.observe(echo)
     assert outcome.kind == "unchanged"
@@ -305,6 +308,7 @@ async def test_a_change_made_on_top_of_the_items_value_wins_whatever_the_clocks_
     item_id = await synced(store, engine, clock)
     await engine.observe(incident(T0 + 20 * SECOND, status="MONITORING"))
     desk = (await links_of(store, item_id))["desk"]
+    clock.now += SECOND  # the write lands after the item's change, by the gateway's clock
     await written(store, desk, ticket(T0 + 2 * SECOND, status="working"), 2, clock())
     outcome = await engine.observe(ticket(T0 + 3 * SECOND, status="solved"))
     assert (outcome.kind, outcome.changed) == ("changed", ("status",))
@@ -313,6 +317,32 @@ async def test_a_change_made_on_top_of_the_items_value_wins_whatever_the_clocks_
     assert item.stamps["status"] == FieldStamp("desk", T0 + 3 * SECOND)
     assert not [e for e in await history(store, item_id) if e.kind == "conflict_lost"]
     assert dirty(await links_of(store, item_id)) == {"pages": 3, "tracker": 3}
+
+
+async def test_a_change_to_another_value_that_still_holds_the_item_is_a_change(
+    store: Store,
+) -> None:
+    """pages MONITORING also holds canonical acknowledged, but reads as monitoring: moved
+    there from IDENTIFIED by a person, it is a change (stamped), even with a write of the
+    item's state unconfirmed (it would send IDENTIFIED, never MONITORING), and a change
+    made before it and heard of later loses to it."""
+    engine, clock = make_engine(store)
+    item_id = await synced(store, engine, clock)
+    await engine.observe(ticket(T0 + 10 * SECOND, status="working"))
+    pages = (await links_of(store, item_id))["pages"]
+    await written(store, pages, incident(T0 + 11 * SECOND, status="IDENTIFIED"), 2, clock())
+    async with store.tx() as tx:  # a write of the item's state claimed, not answered
+        await tx.save_unconfirmed({pages.id: [{"status": "acknowledged", "title": "Disk full"}]})
+    outcome = await engine.observe(incident(T0 + 30 * SECOND, status="MONITORING"))
+    assert (outcome.kind, outcome.changed) == ("changed", ("status",))
+    item = await item_of(store, item_id)
+    assert item.status == Status.MONITORING
+    assert item.stamps["status"] == FieldStamp("pages", T0 + 30 * SECOND)
+    outcome = await engine.observe(ticket(T0 + 20 * SECOND, status="solved"))
+    assert outcome.kind == "unchanged"
+    assert (await item_of(store, item_id)).status == Status.MONITORING
+    lost = (await history(store, item_id))[-1]
+    assert (lost.kind, lost.system, lost.new_value) == ("conflict_lost", "desk", "resolved")
 
 
 async def test_an_unmapped_value_is_reported_once_and_not_applied(store: Store) -> None:

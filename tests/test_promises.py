@@ -227,6 +227,59 @@ async def test_an_older_unseen_edit_loses_but_is_in_the_history(tmp_path: Path) 
         assert history_of(detail, "conflict_lost", "devhelm") == ["monitoring"]
 
 
+async def test_an_edit_to_a_value_that_still_holds_the_items_status_is_a_change(
+    tmp_path: Path,
+) -> None:
+    """The item is acknowledged (the incident IDENTIFIED) and a person moves the incident
+    to MONITORING, which DevHelm's map also counts as holding acknowledged. The engine
+    took the edit for "the same meaning" and dropped it: the item stayed acknowledged
+    with the old stamp, nothing in the history, so a follow-up completed before it but
+    heard of after it won and overwrote the incident with RESOLVED. Found by
+    bench/chaos.py (seeds 10 and 15). incident.io's webhooks are off while the follow-up
+    is completed, and the gateway reads each object when told to (a link resync), so the
+    order in which it hears of them is fixed."""
+    async with installation(tmp_path) as inst:
+        ticket = await inst.open_ticket("Many to one")
+        detail = await inst.linked(ticket)
+        incident = external_id(detail, "devhelm")
+        follow_up = external_id(detail, "incidentio")
+        links = {link["system"]: link["id"] for link in detail["links"]}
+        await inst.control["inboxops"].patch(
+            f"/_sim/objects/{ticket}", json={"status": "in_progress"}
+        )
+        await eventually(
+            lambda: _status_is(inst, "devhelm", incident, "IDENTIFIED"),
+            timeout_s=30,
+            what="the incident identified",
+        )
+        await inst.settle()
+        silent = await inst.control["incidentio"].put("/_sim/webhook", json={"url": None})
+        assert silent.is_success, silent.text
+        done = await inst.control["incidentio"].patch(
+            f"/_sim/objects/{follow_up}", json={"status": "completed"}
+        )
+        assert done.status_code == 200, done.text
+        ahead = await inst.control["devhelm"].post("/_sim/clock", json={"advance_s": 120})
+        assert ahead.status_code == 201, ahead.text
+        edit = await inst.control["devhelm"].patch(
+            f"/_sim/objects/{incident}", json={"status": "MONITORING"}
+        )
+        assert edit.status_code == 200, edit.text
+        for system in ("devhelm", "incidentio"):  # the later edit heard of first
+            read = await inst.admin.post(f"/links/{links[system]}/resync")
+            assert read.status_code == 200, read.text
+        await inst.settle()
+        assert await _status_is(inst, "devhelm", incident, "MONITORING"), (
+            "the person's later edit was overwritten"
+        )
+        assert await _status_is(inst, "incidentio", follow_up, "outstanding")
+        detail = await inst.item_of("inboxops", ticket)
+        assert detail is not None
+        assert detail["item"]["status"] == "monitoring"
+        assert history_of(detail, "change", "devhelm") == ["monitoring"]
+        assert history_of(detail, "conflict_lost", "incidentio") == ["resolved"]
+
+
 async def test_the_preferred_tools_change_loses_to_an_edit_made_after_its_window(
     tmp_path: Path,
 ) -> None:

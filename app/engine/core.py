@@ -347,8 +347,15 @@ class Engine(OperatorChanges):
                 value = self.rules.assignee_in(system, value)
                 if value == current:
                     continue
-            elif self.rules.differs(system, obj, Fields(**{name: current})).is_empty():
-                continue  # same meaning (a many-to-one map, or our own echo)
+            elif self.rules.differs(system, obj, Fields(**{name: current})).is_empty() and (
+                link.known is None or name not in MAPPED_FIELDS or value == current
+            ):
+                # same meaning. A value changed since last seen that still holds the
+                # item's (DevHelm MONITORING for acknowledged) but reads as another is a
+                # person's change all the same, unless it is our own write's echo
+                # (below): dropped, the item kept the older stamp, and a change made
+                # before it but heard of later overwrote it
+                continue
             if self._own_write(link, obj, name, value):
                 # what a write claimed before the item's last change sent, seen before
                 # its answer was recorded: not a person's edit, and not newer than the
@@ -361,7 +368,7 @@ class Engine(OperatorChanges):
                 at=obj.updated_at,
                 stamp_system=stamp.system if stamp else None,
                 stamp_at=stamp.at if stamp else None,
-                on_top=self._held(link, name, current),
+                on_top=self._held(link, item, name, current),
             ):
                 history.append(
                     HistoryEntry(
@@ -419,11 +426,17 @@ class Engine(OperatorChanges):
                 held[name] = str(_jsonable(getattr(item, name)))
         return msgspec.structs.replace(obj, held=held) if held != obj.held else obj
 
-    def _held(self, link: Link, name: str, current: Any) -> bool:
+    def _held(self, link: Link, item: WorkItem, name: str, current: Any) -> bool:
         """Whether the object held the item's ``current`` value of ``name`` (in meaning)
-        when the link last saw it: a change seen there now was made on top of it."""
+        when the link last saw it, and saw it after the item's last change (the gateway's
+        clock on both sides; in the same transaction is not after): a change seen there
+        now was made on top of it. Holding it in meaning alone is not enough: a coarser
+        map (a follow-up "outstanding" for acknowledged and for monitoring) holds values
+        that never reached the object, and a change made there before them is
+        concurrent, settled by time."""
         known = link.known
-        if known is None:
+        seen = link.last_synced_at
+        if known is None or seen is None or seen <= item.updated_at:
             return False
         if name == "assignee":
             held = known.fields.assignee
@@ -447,6 +460,14 @@ class Engine(OperatorChanges):
             sent = state[name]
             if name == "assignee":
                 if value == sent:
+                    return True
+            elif name in MAPPED_FIELDS:
+                # what the write puts there is the value the map prefers for it: another
+                # one that also holds it (MONITORING for acknowledged) is not sent by
+                # any write, so it is a person's (the state notes every field, sent or not)
+                value_map = self.rules.value_maps(obj.ref.system).get(name)
+                preferred = value_map.to_vendor(sent) if value_map is not None else None
+                if value == sent or obj.native.get(name) == preferred:
                     return True
             elif self.rules.differs(obj.ref.system, obj, Fields.from_dict({name: sent})).is_empty():
                 return True
