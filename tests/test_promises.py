@@ -932,31 +932,28 @@ async def test_a_ticket_with_a_nul_in_its_subject_fans_out_on_postgresql(tmp_pat
         assert failed.status_code == 200 and failed.json()["events"] == [], failed.text
 
 
-# -- a vendor clock far ahead does not freeze the object after the gateway writes to it ------
+# -- a vendor clock ahead or behind: a person's edit after the gateway's write is applied ---
 
 
-async def test_an_edit_after_a_write_to_a_tool_whose_clock_runs_ahead_is_applied(
-    tmp_path: Path,
+async def _resolve_after_the_gateways_acknowledge(
+    tmp_path: Path, subject: str, advance_s: float
 ) -> None:
-    """InboxOps's clock runs 30 minutes ahead: the ticket the gateway writes comes back
-    stamped in the future. Kept as the vendor said, that time made every later change of
-    the ticket (clamped to now when observed) look older than what the link had seen,
-    and dropped, until the wall clock caught up."""
+    """InboxOps's clock moved by ``advance_s``, an operator acknowledges the item, the
+    ticket gets it, then a person resolves the ticket: waits until every tool has the
+    resolve, and the gateway is settled."""
     async with installation(tmp_path) as inst:
-        ticket = await inst.open_ticket("Clock ahead")
+        ticket = await inst.open_ticket(subject)
         detail = await inst.linked(ticket)
-        ahead = await inst.control["inboxops"].post("/_sim/clock", json={"advance_s": 1800})
-        assert ahead.status_code == 201, ahead.text
+        await inst.settle()
+        moved = await inst.control["inboxops"].post("/_sim/clock", json={"advance_s": advance_s})
+        assert moved.status_code == 201, moved.text
         item = f"/work-items/{detail['item']['id']}"
         changed = await inst.admin.patch(item, json={"status": "acknowledged"})
         assert changed.status_code == 200, changed.text
-
-        async def ticket_status(status: str) -> bool:
-            tickets = {t["id"]: t for t in await sim_objects(inst.control["inboxops"])}
-            return bool(tickets[ticket]["status"] == status)
-
         await eventually(
-            lambda: ticket_status("in_progress"), timeout_s=30, what="the write to the ticket"
+            lambda: _status_is(inst, "inboxops", ticket, "in_progress"),
+            timeout_s=30,
+            what="the write to the ticket",
         )
         await inst.settle()
         edited = await inst.control["inboxops"].patch(
@@ -966,6 +963,21 @@ async def test_an_edit_after_a_write_to_a_tool_whose_clock_runs_ahead_is_applied
         await eventually(
             lambda: _resolved_everywhere(inst, ticket), timeout_s=30, what="the edit applied"
         )
+        await inst.settle()
+        assert await _status_is(inst, "inboxops", ticket, "resolved")
+        found = await inst.item_of("inboxops", ticket)
+        assert found is not None
+        assert history_of(found, "conflict_lost", "inboxops") == []
+
+
+async def test_an_edit_after_a_write_to_a_tool_whose_clock_runs_ahead_is_applied(
+    tmp_path: Path,
+) -> None:
+    """InboxOps's clock runs 30 minutes ahead: the ticket the gateway writes comes back
+    stamped in the future. Kept as the vendor said, that time made every later change of
+    the ticket (clamped to now when observed) look older than what the link had seen,
+    and dropped, until the wall clock caught up."""
+    await _resolve_after_the_gateways_acknowledge(tmp_path, "Clock ahead", 1800)
 
 
 async def test_an_edit_in_a_tool_whose_clock_runs_behind_wins_over_what_it_was_made_on(
@@ -976,36 +988,7 @@ async def test_an_edit_in_a_tool_whose_clock_runs_behind_wins_over_what_it_was_m
     resolves the ticket. The resolve was made on top of the acknowledge, yet its vendor
     time is older than the acknowledge's, so last-writer judged it the loser: it was
     reverted on the ticket and reached no other tool, for as long as the clock lagged."""
-    async with installation(tmp_path) as inst:
-        ticket = await inst.open_ticket("Clock behind")
-        detail = await inst.linked(ticket)
-        await inst.settle()
-        behind = await inst.control["inboxops"].post("/_sim/clock", json={"advance_s": -1800})
-        assert behind.status_code == 201, behind.text
-        item = f"/work-items/{detail['item']['id']}"
-        changed = await inst.admin.patch(item, json={"status": "acknowledged"})
-        assert changed.status_code == 200, changed.text
-
-        async def ticket_status(status: str) -> bool:
-            tickets = {t["id"]: t for t in await sim_objects(inst.control["inboxops"])}
-            return bool(tickets[ticket]["status"] == status)
-
-        await eventually(
-            lambda: ticket_status("in_progress"), timeout_s=30, what="the write to the ticket"
-        )
-        await inst.settle()
-        edited = await inst.control["inboxops"].patch(
-            f"/_sim/objects/{ticket}", json={"status": "resolved"}
-        )
-        assert edited.status_code == 200, edited.text
-        await eventually(
-            lambda: _resolved_everywhere(inst, ticket), timeout_s=30, what="the edit applied"
-        )
-        await inst.settle()
-        assert await ticket_status("resolved")
-        found = await inst.item_of("inboxops", ticket)
-        assert found is not None
-        assert history_of(found, "conflict_lost", "inboxops") == []
+    await _resolve_after_the_gateways_acknowledge(tmp_path, "Clock behind", -1800)
 
 
 # -- an item started by a system that does not own the title still has one ------------------
