@@ -613,9 +613,12 @@ class Dispatcher:
         if link.external_id is None:
             return None  # a create: the object is unknown to the engine until recorded
         target = self.rules.outgoing(link.system, item.fields())
-        if self.rules.differs(link.system, link.known, target).is_empty():
+        changes = self.rules.differs(link.system, link.known, target)
+        if changes.is_empty():
             return None  # no call will be made
-        state = msgspec.to_builtins(target.as_dict())
+        # only what the write changes: its echo shows the other fields as they were, and
+        # a person setting one of them back to its old value is no echo of this write
+        state = msgspec.to_builtins(changes.as_dict())
         states = list(link.unconfirmed or [])
         if state in states:
             return None

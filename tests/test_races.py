@@ -122,3 +122,20 @@ async def test_a_dead_write_leaves_no_echo_to_hide_a_later_edit_of_its_value(
         await rig.settle()
         assert (await rig.only_item()).status.value == "resolved"
         assert (await rig.object("devhelm", ids["devhelm"]))["status"] == "RESOLVED"
+
+
+async def test_a_claimed_write_notes_only_the_fields_it_changes(store: Store) -> None:
+    """The note of what a write sends (its echo is no edit) held every field the system
+    receives: a title-only write left the priority noted, and a person setting the
+    priority back to that value while the write went unrecorded (a kill -9) was taken
+    for the write's echo and overwritten. Found by bench/chaos.py (seed 13)."""
+    async with running_rig(store) as rig:
+        item_id, ids = await linked(rig)
+        await rig.human("hookstream", ids["hookstream"], status="resolved")
+        await rig.poll("hookstream")
+        claimed = await rig.gateway.dispatcher._claim(10)
+        assert {link.system for link, _ in claimed} == {"devhelm", "inboxops", "incidentio"}
+        async with rig.gateway.store.tx() as tx:
+            noted = {link.system: link.unconfirmed for link in await tx.links_of(item_id)}
+        for system in ("devhelm", "inboxops", "incidentio"):
+            assert noted[system] == [{"status": "resolved"}], (system, noted[system])
