@@ -305,10 +305,7 @@ class Dispatcher:
         """The systems the next claim leaves alone: those at their share of writes in
         flight (``_full``) and those the config disables (``enabled: false``), whose
         writes wait in the outbox until the system is enabled again."""
-        return sorted(set(self._full()) | self._disabled())
-
-    def _disabled(self) -> set[str]:
-        return {name for name, s in self.rules.settings.systems.items() if not s.enabled}
+        return sorted(set(self._full()) | self.rules.disabled)
 
     def _room_for_held(self) -> bool:
         until = self._held_until
@@ -645,7 +642,7 @@ class Dispatcher:
             link=link, action="create" if creating else "update", version=0, called=False
         )
         if adapter is None:
-            if link.system in self._disabled():  # disabled by a reload since the claim
+            if link.system in self.rules.disabled:  # disabled by a reload since the claim
                 result.held, result.called = True, False
                 return result
             result.error = FatalError(link.system, f"system {link.system!r} is not configured")

@@ -241,7 +241,7 @@ class Gateway:
             clock=clock,
             lease_s=settings.dispatcher.lease_s,
             ingest=self.ingest,
-            disabled=self._disabled,
+            disabled=lambda: self.rules.disabled,
         )
         self.events = EventWriter(store, inbox=self.worker)
         self.backfill = Backfill(store, self.engine, self.adapters, clock=clock)
@@ -251,10 +251,6 @@ class Gateway:
         #: the users ``_name_assignees`` last ran for, and its runs in flight
         self._named: Mapping[str, str] = {}
         self._naming: set[asyncio.Task[None]] = set()
-
-    def _disabled(self) -> set[str]:
-        """The configured systems the config disables (``enabled: false``)."""
-        return {name for name, s in self.settings.systems.items() if not s.enabled}
 
     def _build_adapters(self, settings: Settings, secrets: ResolvedSecrets) -> dict[str, Adapter]:
         """An adapter per enabled system. A system's HTTP client is made once, and again

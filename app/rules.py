@@ -75,6 +75,9 @@ class Rules:
         self.settings = settings
         self.identities = identities if identities is not None else IdentityMap()
         self.systems = [name for name, s in settings.systems.items() if s.enabled]
+        #: configured systems the config disables (``enabled: false``): their writes and
+        #: events wait until the system is enabled again
+        self.disabled = frozenset(name for name, s in settings.systems.items() if not s.enabled)
         self._value_maps: dict[str, dict[str, ValueMap]] = {
             system: dict(value_maps.get(system, {})) for system in self.systems
         }
