@@ -1385,3 +1385,40 @@ async def test_a_link_relinked_while_its_object_is_created_gets_the_new_items_st
         await inst.settle()
         b = (await inst.admin.get(f"/work-items/{item_b}")).json()
         assert [(x["system"], x["state"]) for x in b["links"]] == [("devhelm", "synced")]
+
+
+async def test_a_follow_up_completed_by_hand_after_the_gateways_refused_write_is_applied(
+    tmp_path: Path,
+) -> None:
+    """incident.io refuses the gateway's write of a resolve (the letter is dead); the item
+    is reopened; then a person completes the follow-up by hand. That is a person's edit,
+    not the dead write's echo: it resolves the item and reaches DevHelm."""
+    async with installation(tmp_path) as inst:
+        ticket = await inst.open_ticket("Done by hand")
+        detail = await inst.linked(ticket)
+        follow_up = external_id(detail, "incidentio")
+        incident = external_id(detail, "devhelm")
+        item = f"/work-items/{detail['item']['id']}"
+        refused = {"status": 422, "count": 1, "methods": ["PUT"]}
+        assert (await inst.control["incidentio"].post("/_sim/faults", json=refused)).is_success
+        assert (await inst.admin.patch(item, json={"status": "resolved"})).status_code == 200
+
+        async def one_dead() -> bool:
+            return bool((await inst.admin.get("/systems")).json()["dead_letters"] == 1)
+
+        await eventually(one_dead, timeout_s=30, what="the follow-up's write dead")
+        assert (await inst.admin.patch(item, json={"status": "open"})).status_code == 200
+        await eventually(
+            lambda: _status_is(inst, "devhelm", incident, "INVESTIGATING"),
+            timeout_s=30,
+            what="the incident reopened",
+        )
+        done = await inst.control["incidentio"].patch(
+            f"/_sim/objects/{follow_up}", json={"status": "completed"}
+        )
+        assert done.status_code == 200, done.text
+        await eventually(
+            lambda: _status_is(inst, "devhelm", incident, "RESOLVED"),
+            timeout_s=30,
+            what="the person's completion to reach DevHelm",
+        )
