@@ -1209,14 +1209,18 @@ async def test_a_system_disabled_keeps_its_writes_and_gets_them_once_enabled_aga
         # disabled by a reload, with its write waiting for a retry
         set_enabled(inst.config, "devhelm", False)
         assert (await inst.admin.post("/config/reload")).status_code == 200
-        assert (await inst.control["devhelm"].delete("/_sim/faults")).status_code == 204
 
+        # A retry claimed just before the reload may still be in flight (not `failed`);
+        # the faults stay on until it is back, so it cannot land before the wait ends.
         async def retry_due() -> bool:
             page = await inst.admin.get("/outbox", params={"state": "failed"})
-            (entry,) = page.json()["entries"]
-            return datetime.fromisoformat(entry["next_attempt_at"]) < datetime.now(UTC)
+            entries = [e for e in page.json()["entries"] if e["system"] == "devhelm"]
+            return len(entries) == 1 and (
+                datetime.fromisoformat(entries[0]["next_attempt_at"]) < datetime.now(UTC)
+            )
 
         await eventually(retry_due, timeout_s=30, what="the DevHelm retry due")
+        assert (await inst.control["devhelm"].delete("/_sim/faults")).status_code == 204
         await inst.control["inboxops"].patch(f"/_sim/objects/{ticket}", json={"subject": "three"})
         await eventually(
             lambda: titled("incidentio", follow_up, "three"), timeout_s=30, what="incident.io"
