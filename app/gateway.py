@@ -33,7 +33,7 @@ from app.identities import REFRESH_S, Identities
 from app.inbox import EventWriter, InboxWorker, Rejections
 from app.loops import IngestFirst
 from app.metrics import Metrics
-from app.model import IdentityMap, Person, ValueMap, utcnow
+from app.model import IdentityMap, Person, ValueMap, clock_offset, set_clock_offset, utcnow
 from app.outbound import PooledTransport, VendorClient
 from app.pollers import Pollers
 from app.rules import Rules
@@ -105,6 +105,11 @@ def http_client(system: SystemSettings) -> httpx.AsyncClient:
 
 #: Top-level settings a running gateway keeps until it restarts (its database, its
 #: listening socket and the server limits it was started with).
+#: How often each process reads the database server's clock again (``Gateway.sync_clock``),
+#: and the smallest correction it makes: below it is the round trip's noise.
+CLOCK_EVERY_S = 60.0
+CLOCK_STEP = timedelta(milliseconds=100)
+
 RESTART_ONLY = ("database_url", "sqlite_wal_limit_mb", "server")
 #: The dispatcher's slots and per-system lanes are made when it starts.
 DISPATCHER_RESTART_ONLY = ("concurrency", "system_concurrency")
@@ -248,6 +253,8 @@ class Gateway:
         self.rejections = Rejections()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        #: whether the clock is read from the database server (PostgreSQL: ``sync_clock``)
+        self._clock_synced = False
         #: the users ``_name_assignees`` last ran for, and its runs in flight
         self._named: Mapping[str, str] = {}
         self._naming: set[asyncio.Task[None]] = set()
@@ -428,9 +435,45 @@ class Gateway:
         polling starts there, and creation rules act only on objects created since."""
         return await self.engine.connect(self.adapters)
 
+    async def sync_clock(self) -> None:
+        """On PostgreSQL, read this process's time from the database server's clock
+        (``app.model.set_clock_offset``): leases, and the stamps that order changes, are
+        then taken on one clock by every process, whatever their hosts' clocks say. A
+        host clock a second or more off is logged; a correction under ``CLOCK_STEP``
+        (the round trip's noise) is not made."""
+        offset = await self.store.clock_offset()
+        if offset is None:
+            return
+        self.metrics.clock_offset.set(offset.total_seconds())
+        if abs(offset - clock_offset()) < CLOCK_STEP and self._clock_synced:
+            return
+        self._clock_synced = True
+        set_clock_offset(offset)
+        seconds = round(offset.total_seconds(), 3)
+        if abs(offset) >= timedelta(seconds=1):
+            log.warning(
+                "this host's clock differs from the database server's: "
+                "leases and stamps use the database's",
+                extra={"database_ahead_s": seconds},
+            )
+        else:
+            log.info("clock read from the database server", extra={"database_ahead_s": seconds})
+
+    async def _clock_loop(self, every_s: float = CLOCK_EVERY_S) -> None:
+        while not self._stop.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=every_s)
+            if self._stop.is_set():
+                return
+            try:
+                await self.sync_clock()
+            except Exception:  # the last offset stays; a database outage is logged elsewhere
+                log.warning("reading the database server's clock failed", exc_info=True)
+
     async def start(self) -> None:
-        """Connect the systems and read the stored people, then start the background loops
-        (dispatcher, inbox worker, pollers, identity refresh)."""
+        """Read the database's clock, connect the systems and read the stored people, then
+        start the background loops (dispatcher, inbox worker, pollers, identity refresh)."""
+        await self.sync_clock()
         await self.connect()
         self._stop.clear()
         await self.identities.load()
@@ -442,6 +485,8 @@ class Gateway:
         ]
         if self.run_pollers:
             self._tasks.append(loop.create_task(self.pollers.run(self._stop), name="pollers"))
+        if self._clock_synced:
+            self._tasks.append(loop.create_task(self._clock_loop(), name="clock"))
         # always: a reload may set a retention the start did not have
         self._tasks.append(loop.create_task(self._prune_loop(), name="prune"))
         log.info("gateway started", extra={"systems": sorted(self.adapters)})

@@ -75,6 +75,12 @@ class Metrics:
             ["system"],
             registry=r,
         )
+        self.clock_offset = Gauge(
+            "syncgate_database_clock_ahead_seconds",
+            "How far the database server's clock is ahead of this host's (PostgreSQL; the "
+            "gateway stamps and leases by the database's)",
+            registry=r,
+        )
         self.inbox_backlog = Gauge(
             "syncgate_inbox_backlog", "Stored webhook events not yet processed", registry=r
         )

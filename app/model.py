@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import enum
 from collections.abc import Iterable, Mapping
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -325,9 +325,26 @@ class WorkItem(msgspec.Struct, kw_only=True):
         return Fields(**{name: getattr(self, name) for name in FIELD_NAMES})
 
 
+#: What this process adds to its host's clock to read the database's (``set_clock_offset``;
+#: zero on SQLite): on PostgreSQL every process stamps and compares leases and changes on
+#: the one clock they share, whatever their hosts' clocks say.
+_clock_offset = timedelta(0)
+
+
 def utcnow() -> datetime:
-    """The current time, timezone-aware in UTC."""
-    return datetime.now(UTC)
+    """The current time, timezone-aware in UTC, by the database's clock."""
+    return datetime.now(UTC) + _clock_offset
+
+
+def clock_offset() -> timedelta:
+    """What ``utcnow`` adds to this host's clock."""
+    return _clock_offset
+
+
+def set_clock_offset(offset: timedelta) -> None:
+    """Make ``utcnow`` read this host's clock plus ``offset`` (``Gateway.sync_clock``)."""
+    global _clock_offset
+    _clock_offset = offset
 
 
 def as_utc(value: datetime) -> datetime:

@@ -108,7 +108,14 @@ def gateway_env(systems: tuple[str, ...] = tuple(KITS)) -> dict[str, str]:
 class GatewayProcess:
     """``syncgate serve`` in a process of its own, its log in ``log``."""
 
-    def __init__(self, config: Path, port: int, worker: str, log: Path) -> None:
+    def __init__(
+        self,
+        config: Path,
+        port: int,
+        worker: str,
+        log: Path,
+        env: Mapping[str, str] | None = None,
+    ) -> None:
         self.log_path = log
         self.log = log.open("ab")
         self.proc = subprocess.Popen(
@@ -126,7 +133,7 @@ class GatewayProcess:
             ],
             stdout=subprocess.PIPE,
             stderr=self.log,
-            env=gateway_env(),
+            env=gateway_env() | dict(env or {}),
         )
         self.url = f"http://127.0.0.1:{port}"
 

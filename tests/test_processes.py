@@ -13,6 +13,7 @@ from collections.abc import Awaitable
 from pathlib import Path
 from typing import Any
 
+import httpx
 import msgspec
 import pytest
 import sqlalchemy as sa
@@ -665,3 +666,82 @@ async def test_kill_9_with_creates_in_flight_leaves_the_survivor_one_object_per_
             await store.close()
         assert titles(await sim_objects(control["devhelm"])) == Counter(subjects)
         assert titles(await sim_objects(control["incidentio"])) == Counter(subjects)
+
+
+def faketime_env(ahead_s: float) -> dict[str, str]:
+    """The environment of a process whose host clock is ``ahead_s`` seconds ahead
+    (libfaketime: scripts/faketime.sh installs it and names it)."""
+    lib = os.environ.get("SYNCGATE_FAKETIME_LIB")
+    if not lib or not Path(lib).exists():
+        raise RuntimeError(
+            "SYNCGATE_FAKETIME_LIB names no libfaketime: run the suite with scripts/test, "
+            "which installs Debian's libfaketime, or source scripts/faketime.sh"
+        )
+    # the process's monotonic clock (its event loop's timers) is left alone
+    return {"LD_PRELOAD": lib, "FAKETIME": f"+{ahead_s}s", "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+
+
+@pytest.mark.postgres
+async def test_a_host_clock_far_ahead_takes_over_no_write_another_process_is_making(
+    tmp_path: Path,
+) -> None:
+    """Two processes on one PostgreSQL, the second on a host whose clock runs 30 s ahead
+    (more than the 3 s lease). The first is making a slow create on DevHelm, renewing
+    its lease. Stamped and compared with each host's clock, that lease had lapsed for
+    the second process from the moment it started: it claimed the create and made it
+    again, from its look-up for the first one's marker on (which found it here only
+    because the look-up was answered after the slow create; a create answered later
+    than the look-up made a second public incident). Both now read the time from the
+    database server's clock: the process ahead leaves the write alone, DevHelm gets one
+    call, and that process says in its log how far off its host is."""
+    store = await open_store("postgres", tmp_path)  # migrated and empty
+    ports = [free_port(), free_port()]
+    async with simulators(f"http://127.0.0.1:{ports[0]}") as (sims, control):
+        urls = {n: str(c.base_url) for n, c in control.items()}
+        config = tmp_path / "config.yaml"
+        write_config(config, postgres_url(), urls, dispatcher={"lease_s": 3})
+        honest = GatewayProcess(config, ports[0], "honest", tmp_path / "honest.log")
+        gateways = [honest]
+        admin = admin_client(honest.url)
+        try:
+            await honest.ready()
+            await control["devhelm"].put("/_sim/latency", json={"ms": 6000})
+            seeded = await control["inboxops"].post("/_sim/seed", json={"subject": "Slow"})
+            assert seeded.status_code == 201, seeded.text
+
+            def creating() -> list[Any]:
+                return [r for r in sims["devhelm"].kit.requests if r.method == "POST"]
+
+            async def on_its_way() -> bool:
+                return any(r.status == 0 for r in creating())
+
+            await eventually(
+                on_its_way, timeout_s=20, what="the honest process's create on its way"
+            )
+            ahead = GatewayProcess(
+                config, ports[1], "ahead", tmp_path / "ahead.log", env=faketime_env(30)
+            )
+            gateways.append(ahead)
+            await ahead.ready()
+
+            async def made() -> bool:
+                return bool(await sim_objects(control["devhelm"])) and await blackbox.settled(admin)
+
+            await eventually(made, timeout_s=30, what="the incident made")
+            # the process ahead has claimed (or not) by now: it claims due writes at start
+            async with httpx.AsyncClient(base_url=ahead.url) as plain:
+                ahead_metrics = (await plain.get("/metrics")).text
+            async with store.engine.connect() as conn:
+                query = "SELECT create_claims FROM links WHERE system = 'devhelm'"
+                assert (await conn.execute(sa.text(query))).scalars().all() == [1]
+        finally:
+            await admin.aclose()
+            for g in gateways:
+                await g.stop()
+            await store.close()
+        assert len(await sim_objects(control["devhelm"])) == 1
+        calls = [(r.method, r.path, r.status) for r in sims["devhelm"].kit.requests]
+        assert len(calls) == 1, calls  # the honest process's create, nothing else
+        assert blackbox.metric_value(ahead_metrics, "syncgate_database_clock_ahead_seconds") < -29
+        log = (tmp_path / "ahead.log").read_text()
+        assert "this host's clock differs from the database server's" in log

@@ -14,6 +14,7 @@ import threading
 import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -234,6 +235,24 @@ class Store:
                 self.engine.dispose()
         else:
             await self.engine.dispose()
+
+    async def clock_offset(self, samples: int = 3) -> timedelta | None:
+        """How far the database server's clock is ahead of this host's (PostgreSQL's
+        ``clock_timestamp()`` against the middle of the round trip that read it, the
+        shortest of ``samples``); None on SQLite, whose clock is this host's."""
+        if not isinstance(self.engine, AsyncEngine):
+            return None
+        best: tuple[float, timedelta] | None = None
+        async with self.engine.connect() as conn:
+            for _ in range(samples):
+                sent = time.time()
+                server = (await conn.execute(sa.text("SELECT clock_timestamp()"))).scalar_one()
+                back = time.time()
+                host = datetime.fromtimestamp((sent + back) / 2, UTC)
+                if best is None or back - sent < best[0]:
+                    best = (back - sent, server - host)
+        assert best is not None
+        return best[1]
 
     @contextlib.asynccontextmanager
     async def tx(self, *, one_statement: bool = False) -> AsyncIterator[Tx]:
