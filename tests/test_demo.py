@@ -186,5 +186,16 @@ async def test_keep_running_serves_until_stopped_and_prints_how_to_use_it() -> N
         assert items.status_code == 200 and items.json()["total"] >= 1, items.text
         refused = await client.get("/admin/work-items", headers={"X-Admin-Key": "wrong"})
         assert refused.status_code == 401
+        # the shipped config's description rule: hookstream's last error text (the
+        # scenario's failing destination) goes to the follow-up, never to DevHelm's
+        # public status page
+        held = {}
+        for system in ("devhelm", "incidentio"):
+            url = re.search(rf"^  {system}\s+(http://\S+)", text, flags=re.MULTILINE)
+            assert url, text
+            held[system] = (await client.get(f"{url[1]}/_sim/objects")).text
+        error = "orders.example.com/hooks"
+        assert error in held["incidentio"], held
+        assert error not in held["devhelm"], held["devhelm"]
     stop.set()
     assert await asyncio.wait_for(run, 30) == 0
