@@ -1262,6 +1262,52 @@ async def test_a_system_disabled_keeps_its_writes_and_gets_them_once_enabled_aga
         assert "Traceback" not in inst.gateway.log_path.read_text()
 
 
+async def test_a_removed_systems_writes_are_dead_letters_an_operator_can_filter_and_discard(
+    tmp_path: Path,
+) -> None:
+    """An operator removes DevHelm from the config while a write to it waits for a
+    retry. The write is dead-lettered ("not configured"), and the outbox filtered by
+    the removed system's name finds it and discards it: the filter answered 422
+    "Unknown system" before, so the dead letter could only be discarded with every other
+    system's. A misspelt name is still refused."""
+    async with installation(tmp_path) as inst:
+        ticket = await inst.open_ticket("Checkout down")
+        await inst.linked(ticket)
+        failing = {"status": 500, "count": 1000, "methods": ["PUT", "PATCH"]}
+        assert (await inst.control["devhelm"].post("/_sim/faults", json=failing)).is_success
+        await inst.control["inboxops"].patch(f"/_sim/objects/{ticket}", json={"subject": "two"})
+
+        async def retrying() -> bool:
+            page = await inst.admin.get("/outbox", params={"state": "failed"})
+            return any(e["system"] == "devhelm" for e in page.json()["entries"])
+
+        await eventually(retrying, timeout_s=30, what="the DevHelm write failing, to retry")
+        data = yaml.safe_load(inst.config.read_text())
+        del data["systems"]["devhelm"]
+        for rule in data["create_rules"]:
+            rule["create_in"] = [c for c in rule["create_in"] if c["system"] != "devhelm"]
+        inst.config.write_text(yaml.safe_dump(data))
+        assert (await inst.admin.post("/config/reload")).status_code == 200
+
+        async def dead() -> list[Any]:
+            page = await inst.admin.get("/outbox", params={"state": "dead", "system": "devhelm"})
+            assert page.status_code == 200, page.text
+            return list(page.json()["entries"])
+
+        async def dead_lettered() -> bool:
+            return len(await dead()) == 1
+
+        await eventually(dead_lettered, timeout_s=30, what="the removed system's dead letter")
+        (entry,) = await dead()
+        assert "not configured" in entry["dead_reason"], entry
+        misspelt = await inst.admin.get("/outbox", params={"state": "dead", "system": "devhlm"})
+        assert misspelt.status_code == 422 and "devhlm" in misspelt.text, misspelt.text
+        discarded = await inst.admin.post("/outbox/discard-dead", params={"system": "devhelm"})
+        assert discarded.status_code == 200 and discarded.json() == {"count": 1}, discarded.text
+        assert await dead() == []
+        assert (await inst.admin.get("/systems")).json()["dead_letters"] == 0
+
+
 async def test_the_config_view_shows_what_runs_and_a_reload_names_what_waits_for_a_restart(
     tmp_path: Path,
 ) -> None:
