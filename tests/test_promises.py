@@ -1117,6 +1117,62 @@ async def test_a_blank_subject_is_not_written_where_refused_and_later_changes_st
         assert detail["item"]["id"] == (await inst.item_of("inboxops", ticket) or {})["item"]["id"]
 
 
+async def test_a_ticket_opened_with_a_blank_subject_waits_for_a_title_then_fans_out(
+    tmp_path: Path,
+) -> None:
+    """A ticket opened with a blank subject starts a work item whose title is blank:
+    DevHelm and incident.io refuse a blank title, so the incident's and the follow-up's
+    creates were sent, refused and dead-lettered, although the ticket's next subject
+    would have fixed them. They now wait, with no call and no retry, saying why (the
+    links, the outbox, the history), across a restart, and go out, once each, as soon
+    as the ticket has a subject."""
+    async with installation(tmp_path) as inst:
+        ticket = await inst.open_ticket("   ")
+        waiting: dict[str, Any] = {}
+
+        async def both_waiting() -> bool:
+            found = await inst.item_of("inboxops", ticket)
+            if found is None:
+                return False
+            waiting.update(found)
+            states = {link["system"]: link["state"] for link in found["links"]}
+            return states == {"inboxops": "synced", "devhelm": "waiting", "incidentio": "waiting"}
+
+        await eventually(both_waiting, timeout_s=30, what="both creates waiting")
+        await inst.settle()
+        for link in waiting["links"]:
+            if link["system"] != "inboxops":
+                assert link["last_error"] == (
+                    f"waiting for a title: {link['system']} refuses a blank title; the create"
+                    " is made once the work item has one"
+                ), link
+        noted = sorted(h["system"] for h in waiting["history"] if h["kind"] == "waiting")
+        assert noted == ["devhelm", "incidentio"], waiting["history"]
+        outbox = await inst.admin.get("/outbox", params={"state": "waiting"})
+        assert outbox.status_code == 200, outbox.text
+        assert sorted(e["system"] for e in outbox.json()["entries"]) == ["devhelm", "incidentio"]
+        overview = (await inst.admin.get("/systems")).json()
+        assert overview["dead_letters"] == 0, overview
+        for system in ("devhelm", "incidentio"):
+            assert [r for r in inst.requests(system) if r.method == "POST"] == [], system
+            assert await sim_objects(inst.control[system]) == []
+
+        await inst.restart("second")  # nothing waiting is lost with the process
+        titled = await inst.control["inboxops"].patch(
+            f"/_sim/objects/{ticket}", json={"subject": "Checkout page blank"}
+        )
+        assert titled.status_code == 200, titled.text
+        detail = await inst.linked(ticket)
+        await inst.settle()
+        for system in ("devhelm", "incidentio"):
+            titles = [o["title"] for o in await sim_objects(inst.control[system])]
+            assert titles == ["Checkout page blank"], (system, titles)
+        assert (await inst.admin.get("/systems")).json()["dead_letters"] == 0
+        assert detail["item"]["id"] == waiting["item"]["id"]
+        noted = [h for h in detail["history"] if h["kind"] == "waiting"]
+        assert len(noted) == 2, noted  # said once per create, not at every change
+
+
 # -- the admin API's guards, on a real serve -------------------------------------------------
 
 

@@ -53,11 +53,13 @@ class Link(msgspec.Struct, kw_only=True):
 
     @property
     def state(self) -> str:
-        """``synced``, ``pending`` (not tried yet), ``failed`` (retrying) or ``dead``."""
+        """``synced``, ``pending`` (not tried yet), ``failed`` (retrying), ``dead``, or
+        ``waiting``: a create not tried until the item holds a value the system takes (a
+        title that is not blank), the reason in ``last_error``."""
         if self.dead:
             return "dead"
         if not self.dirty:
-            return "synced"
+            return "waiting" if self.external_id is None else "synced"
         return "failed" if self.attempts > 0 else "pending"
 
     @property

@@ -24,6 +24,7 @@ class OutboxState(StrEnum):
     PENDING = "pending"
     FAILED = "failed"
     DEAD = "dead"
+    WAITING = "waiting"
 
 
 class EventState(StrEnum):
@@ -107,7 +108,15 @@ class LinkOut(msgspec.Struct):
     system: SystemField
     scope: ScopeField
     external_id: ExternalIdField
-    state: Annotated[str, doc("Write state: synced, pending, failed or dead", "synced")]
+    state: Annotated[
+        str,
+        doc(
+            "Write state: synced, pending, failed, dead, or waiting (a create not tried"
+            " until the item holds a value the system takes, such as a title that is not"
+            " blank; last_error says why)",
+            "synced",
+        ),
+    ]
     known: Annotated[
         dict[str, Any] | None,
         doc(
@@ -166,7 +175,7 @@ class OutboxEntry(msgspec.Struct):
     scope: ScopeField
     external_id: ExternalIdField
     action: Annotated[str, doc("create (the object does not exist yet) or update", "update")]
-    state: Annotated[str, doc("pending, failed or dead", "dead")]
+    state: Annotated[str, doc("pending, failed, dead or waiting", "dead")]
     attempts: Annotated[int, doc("Attempts so far", 5)]
     next_attempt_at: Annotated[datetime | None, doc("When it is tried next", None)]
     last_error: Annotated[str | None, doc("The last error", "rejected: 422 invalid status")]
@@ -524,7 +533,11 @@ def event_out(event: Event, stored_headers: frozenset[str]) -> EventOut:
 async def item_detail(tx: Tx, item_id: str, history: int = 100) -> WorkItemDetail:
     item = await tx.require_item(item_id)
     links = await tx.links_of(item_id)
-    pending = [await outbox_entry(tx, link) for link in links if link.dirty or link.dead]
+    pending = [
+        await outbox_entry(tx, link)
+        for link in links
+        if link.dirty or link.dead or link.state == "waiting"
+    ]
     return WorkItemDetail(
         item=item_out(item),
         links=[link_out(link) for link in links],
