@@ -769,7 +769,8 @@ class Dispatcher:
         link and its item are read again. The reads that finish together are folded in
         together, in one transaction (``_fold``)."""
         assert link.ref is not None
-        fresh = await adapter.get(link.ref)
+        began = self.clock()
+        fresh = msgspec.structs.replace(await adapter.get(link.ref), read_at=began)
         read_at = time.perf_counter()
         self.metrics.refresh_reads.labels(link.system).inc()
         if unchanged(link.known, fresh):

@@ -991,6 +991,50 @@ async def test_an_edit_in_a_tool_whose_clock_runs_behind_wins_over_what_it_was_m
     await _resolve_after_the_gateways_acknowledge(tmp_path, "Clock behind", -1800)
 
 
+async def test_an_edit_after_a_vendor_clock_steps_back_is_applied(tmp_path: Path) -> None:
+    """InboxOps's clock is corrected back half an hour after the gateway wrote the ticket;
+    a person then resolves the ticket, which InboxOps dates before the gateway's write.
+    The engine took that for an older state arriving late and dropped it, with no
+    history entry: the resolve reached no other tool. The webhook's view cannot be dated,
+    so the ticket is read again before a write; a read begun after the gateway recorded
+    the ticket shows it as of then, so the change is the newer one, and is applied."""
+    async with installation(tmp_path) as inst:
+        ticket = await inst.open_ticket("Clock stepped back")
+        detail = await inst.linked(ticket)
+        await inst.settle()
+        item = f"/work-items/{detail['item']['id']}"
+        changed = await inst.admin.patch(item, json={"status": "acknowledged"})
+        assert changed.status_code == 200, changed.text
+        await eventually(
+            lambda: _status_is(inst, "inboxops", ticket, "in_progress"),
+            timeout_s=30,
+            what="the write to the ticket",
+        )
+        await inst.settle()
+        (written,) = [t for t in await sim_objects(inst.control["inboxops"]) if t["id"] == ticket]
+        moved = await inst.control["inboxops"].post(
+            "/_sim/clock", json={"advance_s": -1800, "step_back": True}
+        )
+        assert moved.status_code == 201, moved.text
+        edited = await inst.control["inboxops"].patch(
+            f"/_sim/objects/{ticket}", json={"status": "resolved"}
+        )
+        assert edited.status_code == 200, edited.text
+        (resolved,) = [t for t in await sim_objects(inst.control["inboxops"]) if t["id"] == ticket]
+        assert resolved["updated_at"] < written["updated_at"], (resolved, written)
+        await eventually(
+            lambda: _resolved_everywhere(inst, ticket), timeout_s=30, what="the edit applied"
+        )
+        await inst.settle()
+        assert await _status_is(inst, "inboxops", ticket, "resolved")
+        follow_up = external_id(detail, "incidentio")
+        assert await _status_is(inst, "incidentio", follow_up, "completed")
+        found = await inst.item_of("inboxops", ticket)
+        assert found is not None
+        assert history_of(found, "change", "inboxops") == ["resolved"]
+        assert history_of(found, "conflict_lost", "inboxops") == []
+
+
 # -- an item started by a system that does not own the title still has one ------------------
 
 

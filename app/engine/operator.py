@@ -298,7 +298,8 @@ class OperatorChanges:
         if reader is None:
             return done("system disabled")
         try:
-            obj = await reader.get(ref)
+            began = self.clock()
+            obj = msgspec.structs.replace(await reader.get(ref), read_at=began)
         except NotFound:
             return done("not_found")
         except Exception as exc:  # noqa: BLE001 - reported per link, the others go on

@@ -141,7 +141,9 @@ class HistoryOut(msgspec.Struct):
         str,
         doc(
             "change, conflict_lost, not_synced, unmapped, created, linked, unlinked,"
-            " write, write_discarded, dead_letter or ambiguous_match",
+            " write, write_discarded, dead_letter, ambiguous_match, waiting (a create not"
+            " tried until the item has a title) or stale (a change dated before what was seen"
+            " of the object, not applied)",
             "change",
         ),
     ]
