@@ -531,6 +531,7 @@ class Dispatcher:
                         work_item_id=link.work_item_id,
                         kind="write_discarded",
                         system=link.system,
+                        external_id=link.external_id,
                         event_id=source,
                         detail=f"{source} discarded the {link.state} write to {link.system}"
                         f" {link.external_id or '(not created)'}",
@@ -1000,6 +1001,7 @@ class Dispatcher:
                 work_item_id=link.work_item_id,
                 kind="dead_letter",
                 system=link.system,
+                external_id=link.external_id,
                 detail=reason,
                 at=now,
             )

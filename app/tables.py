@@ -129,6 +129,9 @@ class HistoryRow(SQLModel, table=True):
     event_id: str | None = Field(default=None, max_length=200)
     detail: str | None = Field(default=None, sa_type=sa.Text)
     at: datetime = Field(sa_type=TZ, index=True)
+    #: The object of ``system`` the entry is about (migration 0010); NULL where it is
+    #: about the system as a whole, or for entries recorded before.
+    external_id: str | None = Field(default=None, max_length=200)
 
 
 class WriteAttemptRow(SQLModel, table=True):

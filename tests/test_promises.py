@@ -27,6 +27,7 @@ from adapters.devhelm.simulator import iso
 from adapters.inboxops.simulator import SUPPORT_INBOX_ID
 from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
 from tests.blackbox import (
+    ADMIN_KEY,
     GatewayProcess,
     admin_client,
     eventually,
@@ -1215,6 +1216,68 @@ async def test_a_ticket_opened_with_a_blank_subject_waits_for_a_title_then_fans_
         assert detail["item"]["id"] == waiting["item"]["id"]
         noted = [h for h in detail["history"] if h["kind"] == "waiting"]
         assert len(noted) == 2, noted  # said once per create, not at every change
+
+
+# -- two objects of one system on one item: the history names which ------------------------
+
+
+async def test_the_history_names_which_of_two_tickets_on_one_item_an_entry_is_about(
+    tmp_path: Path,
+) -> None:
+    """An operator moves a duplicate ticket onto the first ticket's work item: the item
+    has two InboxOps tickets. A change seen on either was recorded as 'by inboxops' only,
+    and an operator could not tell which ticket it came from. Each entry now names its
+    object (``external_id``), in the admin API and on the console's timeline."""
+    async with installation(tmp_path) as inst:
+        first = await inst.open_ticket("Card declines")
+        detail = await inst.linked(first)
+        second = await inst.open_ticket("Card declines again")
+        other = await inst.linked(second)
+        await inst.settle()
+        item_id = detail["item"]["id"]
+        (moving,) = [link for link in other["links"] if link["system"] == "inboxops"]
+        moved = await inst.admin.post(
+            f"/links/{moving['id']}/relink", json={"work_item_id": item_id}
+        )
+        assert moved.status_code == 200, moved.text
+        await inst.settle()
+        edited = await inst.control["inboxops"].patch(
+            f"/_sim/objects/{second}", json={"priority": "urgent"}
+        )
+        assert edited.status_code == 200, edited.text
+        entries: list[dict[str, Any]] = []
+
+        async def recorded() -> bool:
+            found = await inst.admin.get(f"/work-items/{item_id}")
+            assert found.status_code == 200, found.text
+            entries[:] = found.json()["history"]
+            return any(
+                h["kind"] == "change" and h["field"] == "priority" and h["system"] == "inboxops"
+                for h in entries
+            )
+
+        await eventually(recorded, timeout_s=30, what="the second ticket's change recorded")
+        (change,) = [h for h in entries if h["kind"] == "change" and h["field"] == "priority"]
+        assert change["external_id"] == second, change
+        (linked,) = [h for h in entries if h["kind"] == "linked"]
+        assert (linked["system"], linked["external_id"]) == ("inboxops", second), linked
+        created = [h for h in entries if h["kind"] == "created"]
+        assert [h["external_id"] for h in created] == [first], created
+        writes = {h["external_id"] for h in entries if h["kind"] == "write"}
+        assert second in writes, entries  # the move wrote the item's state to it
+
+        async with httpx.AsyncClient(base_url=f"{inst.gateway.url}/ui") as ui:
+            form = await ui.get("/login")
+            token = form.text.split('name="_csrf_token" value="', 1)[1].split('"', 1)[0]
+            signed = await ui.post(
+                "/login", data={"key": ADMIN_KEY, "_csrf_token": token, "next": "/ui/items"}
+            )
+            assert signed.status_code == 303, signed.text
+            page = await ui.get(f"/items/{item_id}")
+            assert page.status_code == 200, page.text
+            timeline = page.text.split('id="history"', 1)[1]
+            assert f'by inboxops <code class="object">{second}</code>' in timeline
+            assert f'by inboxops <code class="object">{first}</code>' in timeline
 
 
 # -- the admin API's guards, on a real serve -------------------------------------------------

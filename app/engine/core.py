@@ -61,9 +61,16 @@ def _jsonable(value: Any) -> Any:
 
 
 def _set_field(
-    item: WorkItem, name: str, value: Any, stamp: FieldStamp, event_id: str | None, now: datetime
+    item: WorkItem,
+    name: str,
+    value: Any,
+    stamp: FieldStamp,
+    event_id: str | None,
+    now: datetime,
+    external_id: str | None = None,
 ) -> HistoryEntry:
-    """Set one canonical field, stamp who set it, and return its history entry."""
+    """Set one canonical field, stamp who set it, and return its history entry
+    (``external_id``: the object the change was seen on)."""
     entry = HistoryEntry(
         work_item_id=item.id,
         kind="change",
@@ -71,6 +78,7 @@ def _set_field(
         old_value=_jsonable(getattr(item, name)),
         new_value=_jsonable(value),
         system=stamp.system,
+        external_id=external_id,
         event_id=event_id,
         at=now,
     )
@@ -107,6 +115,7 @@ def _rule_linked(
         work_item_id=item_id,
         kind="linked",
         system=obj.ref.system,
+        external_id=obj.ref.external_id,
         event_id=event_id,
         detail=f"link rule {rule!r} linked {obj.ref.system} {obj.ref.external_id}",
         at=now,
@@ -387,6 +396,7 @@ class Engine(OperatorChanges):
                         old_value=_jsonable(current),
                         new_value=_jsonable(value),
                         system=system,
+                        external_id=obj.ref.external_id,
                         event_id=event_id,
                         detail=f"kept the value set by {stamp.system if stamp else '?'}"
                         f" at {stamp.at.isoformat() if stamp else '?'}",
@@ -402,7 +412,9 @@ class Engine(OperatorChanges):
         if changed:
             stamp = FieldStamp(system, obj.updated_at)
             for name, value in changed.items():
-                history.append(_set_field(item, name, value, stamp, event_id, now))
+                history.append(
+                    _set_field(item, name, value, stamp, event_id, now, obj.ref.external_id)
+                )
             batch.bump(item)
             if "assignee" in changed:
                 self._report_unwritable(batch, item, event_id)
@@ -478,6 +490,7 @@ class Engine(OperatorChanges):
                 work_item_id=item.id,
                 kind="stale",
                 system=system,
+                external_id=external,
                 event_id=event_id,
                 new_value=_jsonable(obj.fields.as_dict()),
                 detail=f"{system} {external} showed a change dated {obj.updated_at.isoformat()},"
@@ -580,6 +593,7 @@ class Engine(OperatorChanges):
                 old_value=_jsonable(current),
                 new_value=_jsonable(getattr(obj.fields, name)),
                 system=obj.ref.system,
+                external_id=obj.ref.external_id,
                 event_id=event_id,
                 detail=f"{obj.ref.system} may not set {name} (fields.{name} in config.yaml):"
                 " its value is written back",
@@ -618,6 +632,7 @@ class Engine(OperatorChanges):
                     field=name,
                     new_value=raw,
                     system=system,
+                    external_id=obj.ref.external_id,
                     event_id=event_id,
                     detail=f"{system} value {raw!r} has no canonical {name}; not applied",
                     at=batch.now,
@@ -754,6 +769,7 @@ class Engine(OperatorChanges):
                             work_item_id=candidate.removeprefix("work item "),
                             kind="ambiguous_match",
                             system=obj.ref.system,
+                            external_id=obj.ref.external_id,
                             event_id=event_id,
                             detail=f"{obj.ref.system} {obj.ref.external_id} matches several "
                             f"candidates ({listing}): not linked; link it by hand",
@@ -922,6 +938,7 @@ class Engine(OperatorChanges):
                 work_item_id=item.id,
                 kind="created",
                 system=system,
+                external_id=obj.ref.external_id,
                 event_id=event_id,
                 new_value=_jsonable(item.fields().as_dict()),
                 detail=f"rule {rule.name!r}: {system} {obj.ref.external_id}",

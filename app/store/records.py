@@ -175,6 +175,9 @@ class HistoryEntry(msgspec.Struct, kw_only=True):
     system: str | None = None
     event_id: str | None = None
     detail: str | None = None
+    #: The object of ``system`` the entry is about (an item may have several objects of
+    #: one system); None where it is about the system as a whole, or no object yet.
+    external_id: str | None = None
 
 
 def aware_or_none(value: Any) -> datetime | None:

@@ -154,6 +154,15 @@ class HistoryOut(msgspec.Struct):
     system: Annotated[str | None, doc("The system it came from or went to", "inboxops")]
     event_id: Annotated[str | None, doc("The event, poll or operator behind it", "admin")]
     detail: Annotated[str | None, doc("A sentence for people", None)]
+    external_id: Annotated[
+        str | None,
+        doc(
+            "The object of the system the entry is about, which tells apart two objects of"
+            " one system on the item (null: about the system as a whole, or recorded before"
+            " this field)",
+            "e41b5b65-0d63-49e0-b4d2-4831611c0292",
+        ),
+    ] = None
 
 
 class AttemptOut(msgspec.Struct):
@@ -474,6 +483,7 @@ def history_out(entry: HistoryEntry) -> HistoryOut:
         system=entry.system,
         event_id=entry.event_id,
         detail=entry.detail,
+        external_id=entry.external_id,
     )
 
 
