@@ -42,6 +42,9 @@ class RateLimitBody(msgspec.Struct, forbid_unknown_fields=True):
 
 class ClockBody(msgspec.Struct, forbid_unknown_fields=True):
     advance_s: float
+    #: A negative advance steps the clock back (times go backwards once), as a vendor
+    #: host whose clock is corrected does; by default the clock stands still instead.
+    step_back: bool = False
 
 
 class WebhookTarget(msgspec.Struct, forbid_unknown_fields=True):
@@ -89,7 +92,8 @@ def control_handlers(kit: SimKit) -> list[Any]:
 
     @post("/_sim/clock")
     async def advance_clock(request: Request[Any, Any, Any]) -> dict[str, Any]:
-        kit.advance(decode(await request.body(), ClockBody).advance_s)
+        body = decode(await request.body(), ClockBody)
+        kit.advance(body.advance_s, step_back=body.step_back)
         return {"now": kit.now().isoformat()}
 
     @put("/_sim/webhook")

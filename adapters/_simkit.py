@@ -252,8 +252,14 @@ class SimKit(RequestGate, WebhookSender):
         """Run ``callback`` after every clock advance (auto-resolve, reminders)."""
         self._timers.append(callback)
 
-    def advance(self, seconds: float) -> None:
+    def advance(self, seconds: float, *, step_back: bool = False) -> None:
+        """Move the clock by ``seconds``. Moved back, it stands still until the wall clock
+        catches up (times never repeat nor go backwards), unless ``step_back``: then the
+        next time is earlier than the last one given (a host's clock corrected back), and
+        times increase from there."""
         self._offset += timedelta(seconds=seconds)
+        if step_back:
+            self._last_now = datetime.fromtimestamp(0, tz=UTC)
         for callback in self._timers:
             callback()
 

@@ -151,6 +151,10 @@ class Attempt(msgspec.Struct, kw_only=True):
     called: bool = True
     #: The system was disabled between the claim and the write: not tried, it waits.
     held: bool = False
+    #: A create not tried: the system refuses the item's value of a field every create
+    #: carries (a blank title), so the create waits, not dirty, for the item to take
+    #: one (``Rules.create_waits_for``); the reason, for the link and the history.
+    waiting: str | None = None
     #: When the item reached the state written (its last canonical change).
     changed_at: datetime | None = None
 
@@ -527,6 +531,7 @@ class Dispatcher:
                         work_item_id=link.work_item_id,
                         kind="write_discarded",
                         system=link.system,
+                        external_id=link.external_id,
                         event_id=source,
                         detail=f"{source} discarded the {link.state} write to {link.system}"
                         f" {link.external_id or '(not created)'}",
@@ -594,6 +599,8 @@ class Dispatcher:
                 fields = self.rules.to_vendor(
                     link.system, self.rules.create_fields(link.system, item.fields())
                 )
+                if self.rules.create_waits_for(link.system, fields):
+                    continue  # not tried (``_attempt``): its body is the item's once it can be
                 link.create_payload = msgspec.to_builtins(fields.as_dict())
                 await tx.save_create_intent(link.id, link.create_payload)
         await tx.save_unconfirmed(sending)
@@ -653,6 +660,9 @@ class Dispatcher:
         result.version = item.version
         result.changed_at = item.updated_at
         started = time.perf_counter()
+        if creating and (reason := self._create_waits(link, item)) is not None:
+            result.waiting, result.called = reason, False
+            return result
         try:
             if creating:
                 await self._create(adapter, link, item, result)
@@ -669,6 +679,27 @@ class Dispatcher:
             result.crash = f"internal error: {type(exc).__name__}: {exc}"
         result.duration_s = time.perf_counter() - started
         return result
+
+    def _create_waits(self, link: Link, item: WorkItem) -> str | None:
+        """Why the create of ``link`` cannot be tried yet, or None: its body (the first
+        attempt's, else the item's now) holds a value the system refuses, a blank title
+        (every create carries one; DevHelm and incident.io refuse it blank). Sent, it was
+        refused and dead-lettered, though the item's next title would have fixed it; and
+        the gateway invents no title for a customer's status page. It waits, without a
+        call or a retry, and the item's next change (its title) makes it due."""
+        body = (
+            Fields.from_dict(link.create_payload)
+            if link.create_payload is not None
+            else self.rules.create_fields(link.system, item.fields())
+        )
+        waits = self.rules.create_waits_for(link.system, body)
+        if not waits:
+            return None
+        names = " and ".join(waits)
+        return (
+            f"waiting for a {names}: {link.system} refuses a blank {names}; the create is"
+            f" made once the work item has one"
+        )
 
     async def _create(self, adapter: Adapter, link: Link, item: WorkItem, result: Attempt) -> None:
         """Create the object with the fields the first attempt recorded (the same body
@@ -739,7 +770,8 @@ class Dispatcher:
         link and its item are read again. The reads that finish together are folded in
         together, in one transaction (``_fold``)."""
         assert link.ref is not None
-        fresh = await adapter.get(link.ref)
+        began = self.clock()
+        fresh = msgspec.structs.replace(await adapter.get(link.ref), read_at=began)
         read_at = time.perf_counter()
         self.metrics.refresh_reads.labels(link.system).inc()
         if unchanged(link.known, fresh):
@@ -851,7 +883,7 @@ class Dispatcher:
                     link=a.link, obj=a.obj, version=a.version, again=None if a.called else settle
                 )
                 for a in attempts
-                if a.error is None and a.crash is None and not a.held
+                if a.error is None and a.crash is None and not a.held and a.waiting is None
             ]
             await tx.finish_writes(finished, now=now)
             attempt_rows = []
@@ -866,6 +898,19 @@ class Dispatcher:
                         at=now,
                         count_attempt=False,
                     )
+                elif a.waiting is not None:
+                    outcome = "waiting"
+                    await tx.wait_to_create(a.link, version=a.version, reason=a.waiting, now=now)
+                    if a.link.last_error != a.waiting:  # once, not at every change of the item
+                        history.append(
+                            HistoryEntry(
+                                work_item_id=a.link.work_item_id,
+                                kind="waiting",
+                                system=a.link.system,
+                                detail=a.waiting,
+                                at=now,
+                            )
+                        )
                 elif a.crash is not None:
                     outcome = "crash"
                     await tx.retry_link_later(
@@ -956,6 +1001,7 @@ class Dispatcher:
                 work_item_id=link.work_item_id,
                 kind="dead_letter",
                 system=link.system,
+                external_id=link.external_id,
                 detail=reason,
                 at=now,
             )
@@ -971,6 +1017,16 @@ class Dispatcher:
     def _count_and_log(self, a: Attempt, outcome: str) -> None:
         link = a.link
         if outcome == "held":  # no write was made
+            return
+        if outcome == "waiting":  # no write was made; the link and the history say why
+            log.info(
+                "create waits",
+                extra={
+                    "work_item_id": link.work_item_id,
+                    "system": link.system,
+                    "link_id": link.id,
+                },
+            )
             return
         self.metrics.writes.labels(link.system, a.action, outcome).inc()
         if outcome == "ok":

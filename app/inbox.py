@@ -403,8 +403,9 @@ class InboxWorker:
         finished: list[Finished] = list(unreadable)
         retries: list[tuple[Event, VendorError]] = []
         # hints name objects to fetch: all fetched at once, before the transaction
+        began = self.clock()
         fetched = await asyncio.gather(
-            *(self._fetch(adapter, webhook.hints) for _, adapter, webhook in parsed)
+            *(self._fetch(adapter, webhook.hints, began) for _, adapter, webhook in parsed)
         )
         for (event, _, webhook), hinted in zip(parsed, fetched, strict=True):
             if isinstance(hinted, VendorError):
@@ -459,14 +460,15 @@ class InboxWorker:
 
     @staticmethod
     async def _fetch(
-        adapter: Adapter, refs: list[ObjectRef]
+        adapter: Adapter, refs: list[ObjectRef], began: datetime
     ) -> list[tuple[ObjectRef, VendorObject | None]] | VendorError:
         """The hinted objects as the vendor holds them now (None: the vendor does not
-        know it), or the error that stopped the fetch."""
+        know it), each read after ``began``, or the error that stopped the fetch."""
         out: list[tuple[ObjectRef, VendorObject | None]] = []
         for ref in refs:
             try:
-                out.append((ref, await adapter.get(ref)))
+                obj = await adapter.get(ref)
+                out.append((ref, msgspec.structs.replace(obj, read_at=began)))
             except NotFound:
                 out.append((ref, None))
             except VendorError as exc:

@@ -234,6 +234,11 @@ class VendorObject(msgspec.Struct, frozen=True):
     value was first seen. The object is taken to hold that canonical value (a person's
     custom value is not written over by the state it was set against), until the item
     takes another (``differs_in_meaning``; set by the engine, ``Engine._hold``).
+    ``read_at`` is the gateway's too: when (its clock) the read that returned the object
+    began (a poll, a fetch, the read before a write), None for a webhook's view. A read
+    begun after the link last recorded the object shows it as of then or later, so a
+    change it shows is newer than what was recorded whatever the vendor's time says (a
+    vendor clock stepped back: ``Engine._observe``). Not kept with the link.
     """
 
     ref: ObjectRef
@@ -245,6 +250,7 @@ class VendorObject(msgspec.Struct, frozen=True):
     whole: bool = False
     created_at: datetime | None = None
     held: dict[str, str] = msgspec.field(default_factory=dict)
+    read_at: datetime | None = None
 
     def __post_init__(self) -> None:
         # A vendor's text may hold a NUL (JSON "\u0000"), which no PostgreSQL text

@@ -160,10 +160,13 @@ class Pollers:
         newest = cursor
         poll_id = f"poll-{uuid.uuid4().hex[:16]}"
         try:
+            began = self.clock()  # the page's read began after it
             async for page in adapter.list_changed(since):
                 result.pages += 1
+                page = [msgspec.structs.replace(obj, read_at=began) for obj in page]
                 # one page, one transaction
                 outcomes = await self.engine.observe_many([(obj, poll_id) for obj in page])
+                began = self.clock()
                 for obj, outcome in zip(page, outcomes, strict=True):
                     result.objects += 1
                     if outcome.kind == "changed":

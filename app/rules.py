@@ -253,6 +253,13 @@ class Rules:
             and name in self._blank_refused.get(system, frozenset())
         )
 
+    def create_waits_for(self, system: str, fields: Fields) -> list[str]:
+        """The fields of a create's body ``fields`` that ``system`` refuses as they are
+        (a blank title: every vendor needs one, DevHelm and incident.io refuse a blank
+        one). Such a create waits, not tried, until the item's value is one the system
+        takes; sent, it was refused and dead-lettered."""
+        return [name for name, value in fields.items() if self.refuses_blank(system, name, value)]
+
     def in_fields(self, system: str) -> frozenset[str]:
         """Fields whose changes in ``system`` may change the canonical item."""
         return self._in.get(system, frozenset())

@@ -120,7 +120,7 @@ class HistoryRow(SQLModel, table=True):
     id: int | None = Field(default=None, primary_key=True)
     work_item_id: str = Field(index=True, max_length=32)
     #: change | conflict_lost | not_synced | unmapped | created | linked | unlinked | write |
-    #: dead_letter | ambiguous_match
+    #: dead_letter | ambiguous_match | waiting | stale
     kind: str = Field(max_length=32)
     field: str | None = Field(default=None, max_length=64)
     old_value: Any = Field(default=None, sa_type=sa.JSON, nullable=True)
@@ -129,6 +129,9 @@ class HistoryRow(SQLModel, table=True):
     event_id: str | None = Field(default=None, max_length=200)
     detail: str | None = Field(default=None, sa_type=sa.Text)
     at: datetime = Field(sa_type=TZ, index=True)
+    #: The object of ``system`` the entry is about (migration 0010); NULL where it is
+    #: about the system as a whole, or for entries recorded before.
+    external_id: str | None = Field(default=None, max_length=200)
 
 
 class WriteAttemptRow(SQLModel, table=True):

@@ -9,6 +9,7 @@ import logging
 from datetime import datetime, timedelta
 from typing import Any
 
+import msgspec
 import pytest
 
 from app.config.schema import CreateIn, CreateRule, FieldRule, LinkKey, LinkRule
@@ -251,6 +252,81 @@ async def test_a_stale_observation_is_dropped(store: Store) -> None:
     desk = (await links_of(store, item_id))["desk"]
     assert desk.vendor_updated_at == T0 + 10 * SECOND
     assert desk.known is not None and desk.known.native["status"] == "solved"
+
+
+async def test_a_change_read_after_the_last_record_but_dated_before_it_is_applied(
+    store: Store,
+) -> None:
+    """The desk's clock stepped back: a person's change made after the gateway recorded
+    the ticket is dated before it. A read begun after that record shows the ticket as of
+    then or later, so the change is the newer one: it is applied (dated just after what
+    was seen), not dropped as stale."""
+    engine, clock = make_engine(store)
+    item_id = await synced(store, engine, clock)
+    await engine.observe(ticket(T0 + 10 * SECOND, status="solved"))
+    clock.now += SECOND
+    read = msgspec.structs.replace(ticket(T0 + 5 * SECOND, status="working"), read_at=clock())
+    outcome = await engine.observe(read, event_id="poll-1")
+    assert (outcome.kind, outcome.changed) == ("changed", ("status",))
+    item = await item_of(store, item_id)
+    assert item.status == Status.ACKNOWLEDGED
+    after = T0 + 10 * SECOND + timedelta(microseconds=1)
+    assert item.stamps["status"] == FieldStamp("desk", after)
+    desk = (await links_of(store, item_id))["desk"]
+    assert desk.vendor_updated_at == after
+    assert desk.known is not None and desk.known.native["status"] == "working"
+    # a late copy of the solved ticket is older than that now, and changes nothing
+    outcome = await engine.observe(ticket(T0 + 10 * SECOND, status="solved"))
+    assert outcome.kind == "stale"
+    assert (await item_of(store, item_id)).status == Status.ACKNOWLEDGED
+
+
+@pytest.mark.parametrize("how", ["webhook", "read begun before the record"])
+async def test_a_change_dated_before_the_last_record_that_cannot_be_dated_is_read_again(
+    store: Store, how: str
+) -> None:
+    """A change dated before what was seen of the ticket, from a webhook (or a read begun
+    before the gateway recorded the ticket), is a late delivery or a stepped-back clock:
+    not applied, and the link is marked, so the ticket is read again before a write."""
+    engine, clock = make_engine(store)
+    item_id = await synced(store, engine, clock)
+    await engine.observe(ticket(T0 + 10 * SECOND, status="solved"))
+    links = await links_of(store, item_id)
+    assert not links["desk"].dirty
+    seen = ticket(T0 + 5 * SECOND, status="working")
+    if how != "webhook":
+        seen = msgspec.structs.replace(seen, read_at=clock() - SECOND)
+    clock.now += SECOND
+    outcome = await engine.observe(seen)
+    assert (outcome.kind, outcome.dirty_links) == ("stale", (links["desk"].id,))
+    assert (await item_of(store, item_id)).status == Status.RESOLVED
+    assert (await links_of(store, item_id))["desk"].dirty
+    assert [h.kind for h in await history(store, item_id)].count("stale") == 0
+
+
+async def test_an_older_change_not_read_again_is_in_the_history(store: Store) -> None:
+    """Without ``refresh_before_write`` no read will settle it: the change dated before
+    what was seen is not applied, and the history says so, with both times."""
+    base = settings(create_rules=[FAN_OUT], fields=FIELDS)
+    systems = dict(base.systems)
+    systems["desk"] = msgspec.structs.replace(systems["desk"], refresh_before_write=False)
+    clock = Clock()
+    engine = Engine(
+        store, Rules(msgspec.structs.replace(base, systems=systems), CAPS, MAPS), clock=clock
+    )
+    engine.connected = {system: T0 - timedelta(days=1) for system in SYSTEMS}
+    item_id = await synced(store, engine, clock)
+    await engine.observe(ticket(T0 + 10 * SECOND, status="solved"))
+    outcome = await engine.observe(ticket(T0 + 5 * SECOND, status="working"), event_id="e-9")
+    assert (outcome.kind, outcome.dirty_links) == ("stale", ())
+    (entry,) = [h for h in await history(store, item_id) if h.kind == "stale"]
+    assert (entry.system, entry.event_id) == ("desk", "e-9")
+    assert entry.detail is not None and "D-1 showed a change dated" in entry.detail
+    assert "clock stepped back" in entry.detail
+    # an older copy of what was seen is no change: nothing more
+    await engine.observe(ticket(T0 + 10 * SECOND, status="solved"))
+    await engine.observe(ticket(T0 + 6 * SECOND, status="solved"))
+    assert [h.kind for h in await history(store, item_id)].count("stale") == 1
 
 
 async def test_a_newer_vendor_change_wins_and_marks_the_other_links_dirty(store: Store) -> None:

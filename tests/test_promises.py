@@ -27,6 +27,7 @@ from adapters.devhelm.simulator import iso
 from adapters.inboxops.simulator import SUPPORT_INBOX_ID
 from adapters.incidentio.simulator import DEFAULT_INCIDENT_ID
 from tests.blackbox import (
+    ADMIN_KEY,
     GatewayProcess,
     admin_client,
     eventually,
@@ -991,6 +992,50 @@ async def test_an_edit_in_a_tool_whose_clock_runs_behind_wins_over_what_it_was_m
     await _resolve_after_the_gateways_acknowledge(tmp_path, "Clock behind", -1800)
 
 
+async def test_an_edit_after_a_vendor_clock_steps_back_is_applied(tmp_path: Path) -> None:
+    """InboxOps's clock is corrected back half an hour after the gateway wrote the ticket;
+    a person then resolves the ticket, which InboxOps dates before the gateway's write.
+    The engine took that for an older state arriving late and dropped it, with no
+    history entry: the resolve reached no other tool. The webhook's view cannot be dated,
+    so the ticket is read again before a write; a read begun after the gateway recorded
+    the ticket shows it as of then, so the change is the newer one, and is applied."""
+    async with installation(tmp_path) as inst:
+        ticket = await inst.open_ticket("Clock stepped back")
+        detail = await inst.linked(ticket)
+        await inst.settle()
+        item = f"/work-items/{detail['item']['id']}"
+        changed = await inst.admin.patch(item, json={"status": "acknowledged"})
+        assert changed.status_code == 200, changed.text
+        await eventually(
+            lambda: _status_is(inst, "inboxops", ticket, "in_progress"),
+            timeout_s=30,
+            what="the write to the ticket",
+        )
+        await inst.settle()
+        (written,) = [t for t in await sim_objects(inst.control["inboxops"]) if t["id"] == ticket]
+        moved = await inst.control["inboxops"].post(
+            "/_sim/clock", json={"advance_s": -1800, "step_back": True}
+        )
+        assert moved.status_code == 201, moved.text
+        edited = await inst.control["inboxops"].patch(
+            f"/_sim/objects/{ticket}", json={"status": "resolved"}
+        )
+        assert edited.status_code == 200, edited.text
+        (resolved,) = [t for t in await sim_objects(inst.control["inboxops"]) if t["id"] == ticket]
+        assert resolved["updated_at"] < written["updated_at"], (resolved, written)
+        await eventually(
+            lambda: _resolved_everywhere(inst, ticket), timeout_s=30, what="the edit applied"
+        )
+        await inst.settle()
+        assert await _status_is(inst, "inboxops", ticket, "resolved")
+        follow_up = external_id(detail, "incidentio")
+        assert await _status_is(inst, "incidentio", follow_up, "completed")
+        found = await inst.item_of("inboxops", ticket)
+        assert found is not None
+        assert history_of(found, "change", "inboxops") == ["resolved"]
+        assert history_of(found, "conflict_lost", "inboxops") == []
+
+
 # -- an item started by a system that does not own the title still has one ------------------
 
 
@@ -1115,6 +1160,124 @@ async def test_a_blank_subject_is_not_written_where_refused_and_later_changes_st
         tickets = await sim_objects(inst.control["inboxops"])
         assert [t["subject"] for t in tickets] == ["Payment page shows nothing"]
         assert detail["item"]["id"] == (await inst.item_of("inboxops", ticket) or {})["item"]["id"]
+
+
+async def test_a_ticket_opened_with_a_blank_subject_waits_for_a_title_then_fans_out(
+    tmp_path: Path,
+) -> None:
+    """A ticket opened with a blank subject starts a work item whose title is blank:
+    DevHelm and incident.io refuse a blank title, so the incident's and the follow-up's
+    creates were sent, refused and dead-lettered, although the ticket's next subject
+    would have fixed them. They now wait, with no call and no retry, saying why (the
+    links, the outbox, the history), across a restart, and go out, once each, as soon
+    as the ticket has a subject."""
+    async with installation(tmp_path) as inst:
+        ticket = await inst.open_ticket("   ")
+        waiting: dict[str, Any] = {}
+
+        async def both_waiting() -> bool:
+            found = await inst.item_of("inboxops", ticket)
+            if found is None:
+                return False
+            waiting.update(found)
+            states = {link["system"]: link["state"] for link in found["links"]}
+            return states == {"inboxops": "synced", "devhelm": "waiting", "incidentio": "waiting"}
+
+        await eventually(both_waiting, timeout_s=30, what="both creates waiting")
+        await inst.settle()
+        for link in waiting["links"]:
+            if link["system"] != "inboxops":
+                assert link["last_error"] == (
+                    f"waiting for a title: {link['system']} refuses a blank title; the create"
+                    " is made once the work item has one"
+                ), link
+        noted = sorted(h["system"] for h in waiting["history"] if h["kind"] == "waiting")
+        assert noted == ["devhelm", "incidentio"], waiting["history"]
+        outbox = await inst.admin.get("/outbox", params={"state": "waiting"})
+        assert outbox.status_code == 200, outbox.text
+        assert sorted(e["system"] for e in outbox.json()["entries"]) == ["devhelm", "incidentio"]
+        overview = (await inst.admin.get("/systems")).json()
+        assert overview["dead_letters"] == 0, overview
+        for system in ("devhelm", "incidentio"):
+            assert [r for r in inst.requests(system) if r.method == "POST"] == [], system
+            assert await sim_objects(inst.control[system]) == []
+
+        await inst.restart("second")  # nothing waiting is lost with the process
+        titled = await inst.control["inboxops"].patch(
+            f"/_sim/objects/{ticket}", json={"subject": "Checkout page blank"}
+        )
+        assert titled.status_code == 200, titled.text
+        detail = await inst.linked(ticket)
+        await inst.settle()
+        for system in ("devhelm", "incidentio"):
+            titles = [o["title"] for o in await sim_objects(inst.control[system])]
+            assert titles == ["Checkout page blank"], (system, titles)
+        assert (await inst.admin.get("/systems")).json()["dead_letters"] == 0
+        assert detail["item"]["id"] == waiting["item"]["id"]
+        noted = [h for h in detail["history"] if h["kind"] == "waiting"]
+        assert len(noted) == 2, noted  # said once per create, not at every change
+
+
+# -- two objects of one system on one item: the history names which ------------------------
+
+
+async def test_the_history_names_which_of_two_tickets_on_one_item_an_entry_is_about(
+    tmp_path: Path,
+) -> None:
+    """An operator moves a duplicate ticket onto the first ticket's work item: the item
+    has two InboxOps tickets. A change seen on either was recorded as 'by inboxops' only,
+    and an operator could not tell which ticket it came from. Each entry now names its
+    object (``external_id``), in the admin API and on the console's timeline."""
+    async with installation(tmp_path) as inst:
+        first = await inst.open_ticket("Card declines")
+        detail = await inst.linked(first)
+        second = await inst.open_ticket("Card declines again")
+        other = await inst.linked(second)
+        await inst.settle()
+        item_id = detail["item"]["id"]
+        (moving,) = [link for link in other["links"] if link["system"] == "inboxops"]
+        moved = await inst.admin.post(
+            f"/links/{moving['id']}/relink", json={"work_item_id": item_id}
+        )
+        assert moved.status_code == 200, moved.text
+        await inst.settle()
+        edited = await inst.control["inboxops"].patch(
+            f"/_sim/objects/{second}", json={"priority": "urgent"}
+        )
+        assert edited.status_code == 200, edited.text
+        entries: list[dict[str, Any]] = []
+
+        async def recorded() -> bool:
+            found = await inst.admin.get(f"/work-items/{item_id}")
+            assert found.status_code == 200, found.text
+            entries[:] = found.json()["history"]
+            return any(
+                h["kind"] == "change" and h["field"] == "priority" and h["system"] == "inboxops"
+                for h in entries
+            )
+
+        await eventually(recorded, timeout_s=30, what="the second ticket's change recorded")
+        (change,) = [h for h in entries if h["kind"] == "change" and h["field"] == "priority"]
+        assert change["external_id"] == second, change
+        (linked,) = [h for h in entries if h["kind"] == "linked"]
+        assert (linked["system"], linked["external_id"]) == ("inboxops", second), linked
+        created = [h for h in entries if h["kind"] == "created"]
+        assert [h["external_id"] for h in created] == [first], created
+        writes = {h["external_id"] for h in entries if h["kind"] == "write"}
+        assert second in writes, entries  # the move wrote the item's state to it
+
+        async with httpx.AsyncClient(base_url=f"{inst.gateway.url}/ui") as ui:
+            form = await ui.get("/login")
+            token = form.text.split('name="_csrf_token" value="', 1)[1].split('"', 1)[0]
+            signed = await ui.post(
+                "/login", data={"key": ADMIN_KEY, "_csrf_token": token, "next": "/ui/items"}
+            )
+            assert signed.status_code == 303, signed.text
+            page = await ui.get(f"/items/{item_id}")
+            assert page.status_code == 200, page.text
+            timeline = page.text.split('id="history"', 1)[1]
+            assert f'by inboxops <code class="object">{second}</code>' in timeline
+            assert f'by inboxops <code class="object">{first}</code>' in timeline
 
 
 # -- the admin API's guards, on a real serve -------------------------------------------------

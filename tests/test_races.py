@@ -7,6 +7,7 @@ from __future__ import annotations
 import asyncio
 
 from app.config.schema import CreateIn, CreateRule
+from app.model import Fields
 from app.store import Store
 from tests.rig import ALL_OPEN, FAN_OUT, STATUS_PAGE_ID, linked, running_rig, statuses
 
@@ -139,3 +140,49 @@ async def test_a_claimed_write_notes_only_the_fields_it_changes(store: Store) ->
             noted = {link.system: link.unconfirmed for link in await tx.links_of(item_id)}
         for system in ("devhelm", "inboxops", "incidentio"):
             assert noted[system] == [{"status": "resolved"}], (system, noted[system])
+
+
+async def test_a_create_waiting_for_a_title_goes_out_once_whenever_the_title_arrives(
+    store: Store,
+) -> None:
+    """A work item whose title is blank does not send its creates (every system it fans
+    out to refuses a blank title): they wait, uncalled. The title arrives while those
+    claims are still to be recorded, and then again while the creates it let out are in
+    flight: each object is made once, with the item's last title."""
+    async with running_rig(store) as rig:
+        await rig.open_issue()
+        await rig.poll("hookstream")
+        item = await rig.only_item()
+        engine, dispatcher = rig.gateway.engine, rig.gateway.dispatcher
+        await engine.change(item.id, Fields(title="   "))
+        claimed = await dispatcher._claim(10)
+        assert {link.system for link, _ in claimed} == {"devhelm", "inboxops", "incidentio"}
+        attempts = await asyncio.gather(*(dispatcher._attempt(link, it) for link, it in claimed))
+        assert all(a.waiting is not None and not a.called for a in attempts), attempts
+        await engine.change(item.id, Fields(title="Checkout down"))
+        await dispatcher._record(attempts)
+        links = await rig.links(item.id)
+        assert {
+            s: (link.state, link.external_id) for s, link in links.items() if s != "hookstream"
+        } == {s: ("pending", None) for s in ("devhelm", "inboxops", "incidentio")}
+        assert all(link.create_payload is None for s, link in links.items() if s != "hookstream")
+
+        claimed = await dispatcher._claim(10)
+        attempts = await asyncio.gather(*(dispatcher._attempt(link, it) for link, it in claimed))
+        assert {a.link.system for a in attempts if a.action == "create" and a.obj} == {
+            "devhelm",
+            "inboxops",
+            "incidentio",
+        }
+        await engine.change(item.id, Fields(title="Checkout down in the EU"))
+        await dispatcher._record(attempts)
+        await dispatcher.run_until_idle()
+        for system, name in (
+            ("devhelm", "title"),
+            ("inboxops", "subject"),
+            ("incidentio", "title"),
+        ):
+            made = [o[name] for o in await rig.objects(system)]
+            assert made == ["Checkout down in the EU"], (system, made)
+        links = await rig.links(item.id)
+        assert all(link.state == "synced" for link in links.values()), links

@@ -30,7 +30,7 @@ from __future__ import annotations
 import logging
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 import msgspec
@@ -61,9 +61,16 @@ def _jsonable(value: Any) -> Any:
 
 
 def _set_field(
-    item: WorkItem, name: str, value: Any, stamp: FieldStamp, event_id: str | None, now: datetime
+    item: WorkItem,
+    name: str,
+    value: Any,
+    stamp: FieldStamp,
+    event_id: str | None,
+    now: datetime,
+    external_id: str | None = None,
 ) -> HistoryEntry:
-    """Set one canonical field, stamp who set it, and return its history entry."""
+    """Set one canonical field, stamp who set it, and return its history entry
+    (``external_id``: the object the change was seen on)."""
     entry = HistoryEntry(
         work_item_id=item.id,
         kind="change",
@@ -71,6 +78,7 @@ def _set_field(
         old_value=_jsonable(getattr(item, name)),
         new_value=_jsonable(value),
         system=stamp.system,
+        external_id=external_id,
         event_id=event_id,
         at=now,
     )
@@ -92,6 +100,10 @@ def origin_item_id(ref: ObjectRef) -> str:
     return uuid.uuid5(ORIGIN_NAMESPACE, f"{ref.system}/{ref.scope}/{ref.external_id}").hex
 
 
+#: What ``Engine._stepped_back`` answers for a change it cannot date: the link is marked,
+#: so that the object is read again before a write.
+REREAD = VendorObject(ref=ObjectRef("", "", ""), updated_at=datetime.min, fields=Fields())
+
 #: The namespace of ``origin_item_id`` (fixed: changing it would orphan every marker).
 ORIGIN_NAMESPACE = uuid.UUID("6f1c4d2e-9a0b-5c3d-8e7f-112233445566")
 
@@ -103,6 +115,7 @@ def _rule_linked(
         work_item_id=item_id,
         kind="linked",
         system=obj.ref.system,
+        external_id=obj.ref.external_id,
         event_id=event_id,
         detail=f"link rule {rule!r} linked {obj.ref.system} {obj.ref.external_id}",
         at=now,
@@ -330,7 +343,12 @@ class Engine(OperatorChanges):
         if item is None:
             return Outcome("ignored")
         if link.vendor_updated_at is not None and obj.updated_at < link.vendor_updated_at:
-            return Outcome("stale", item.id)
+            later = self._stepped_back(batch, link, item, obj, event_id)
+            if later is None:
+                return Outcome("stale", item.id)
+            if later is REREAD:
+                return Outcome("stale", item.id, (), (link.id,))
+            obj = later
 
         system = obj.ref.system
         now = batch.now
@@ -378,6 +396,7 @@ class Engine(OperatorChanges):
                         old_value=_jsonable(current),
                         new_value=_jsonable(value),
                         system=system,
+                        external_id=obj.ref.external_id,
                         event_id=event_id,
                         detail=f"kept the value set by {stamp.system if stamp else '?'}"
                         f" at {stamp.at.isoformat() if stamp else '?'}",
@@ -393,7 +412,9 @@ class Engine(OperatorChanges):
         if changed:
             stamp = FieldStamp(system, obj.updated_at)
             for name, value in changed.items():
-                history.append(_set_field(item, name, value, stamp, event_id, now))
+                history.append(
+                    _set_field(item, name, value, stamp, event_id, now, obj.ref.external_id)
+                )
             batch.bump(item)
             if "assignee" in changed:
                 self._report_unwritable(batch, item, event_id)
@@ -408,6 +429,78 @@ class Engine(OperatorChanges):
             tuple(changed),
             tuple(dirty),
         )
+
+    def _stepped_back(
+        self, batch: Batch, link: Link, item: WorkItem, obj: VendorObject, event_id: str | None
+    ) -> VendorObject | None:
+        """``obj`` is dated before what the link already saw of the object. When it shows
+        the object as seen (an older copy: a late delivery, a poll's overlap), it is
+        dropped (None): nothing in it is lost. When it shows a change, either it is an
+        older state arriving late, or the vendor's clock stepped back and the change is
+        newer. Dropped as older, a person's edit was lost with no trace, and the next
+        write overwrote it:
+
+        - read after the link recorded what it saw (``VendorObject.read_at``, the
+          gateway's clock on both sides), it is the object as of then or later: the
+          vendor clock stepped back, and the change is the newer one. It is returned
+          dated just after what the link saw, and applied as any change;
+        - otherwise (a webhook's view, or a read begun before that record) the two cannot
+          be told apart from it. Where the object is read before each write
+          (``refresh_before_write``, the default), the link is marked (``REREAD``): that
+          read applies the change if it is the newer, and finds nothing new if it was a
+          late delivery. Where it is not, the change is not applied, and the history
+          says so (``stale``), with both times."""
+        known = link.known
+        if known is None or (
+            obj.fields == known.fields
+            and obj.native == known.native
+            and obj.unmapped == known.unmapped
+        ):
+            return None
+        system, external = obj.ref.system, obj.ref.external_id
+        seen_at = link.vendor_updated_at
+        assert seen_at is not None
+        if (
+            obj.read_at is not None
+            and link.last_synced_at is not None
+            and obj.read_at > link.last_synced_at
+        ):
+            log.warning(
+                "vendor clock stepped back: a change dated before the object's last time",
+                extra={
+                    "work_item_id": item.id,
+                    "system": system,
+                    "external_id": external,
+                    "event_id": event_id,
+                    "vendor_updated_at": obj.updated_at.isoformat(),
+                    "seen_updated_at": seen_at.isoformat(),
+                },
+            )
+            return msgspec.structs.replace(obj, updated_at=seen_at + timedelta(microseconds=1))
+        settings = self.rules.settings.systems.get(system)
+        if settings is not None and settings.refresh_before_write:
+            log.info(
+                "a change dated before the object's last time: read again before a write",
+                extra={"work_item_id": item.id, "system": system, "external_id": external},
+            )
+            batch.mark_dirty([link.id], item.version)
+            return REREAD
+        batch.history.append(
+            HistoryEntry(
+                work_item_id=item.id,
+                kind="stale",
+                system=system,
+                external_id=external,
+                event_id=event_id,
+                new_value=_jsonable(obj.fields.as_dict()),
+                detail=f"{system} {external} showed a change dated {obj.updated_at.isoformat()},"
+                f" before {seen_at.isoformat()} already seen there: not applied, as older (a"
+                f" late delivery, or {system}'s clock stepped back; refresh_before_write is"
+                " off, so it is not read again before a write)",
+                at=batch.now,
+            )
+        )
+        return None
 
     @staticmethod
     def _hold(link: Link, item: WorkItem, obj: VendorObject) -> VendorObject:
@@ -500,6 +593,7 @@ class Engine(OperatorChanges):
                 old_value=_jsonable(current),
                 new_value=_jsonable(getattr(obj.fields, name)),
                 system=obj.ref.system,
+                external_id=obj.ref.external_id,
                 event_id=event_id,
                 detail=f"{obj.ref.system} may not set {name} (fields.{name} in config.yaml):"
                 " its value is written back",
@@ -538,6 +632,7 @@ class Engine(OperatorChanges):
                     field=name,
                     new_value=raw,
                     system=system,
+                    external_id=obj.ref.external_id,
                     event_id=event_id,
                     detail=f"{system} value {raw!r} has no canonical {name}; not applied",
                     at=batch.now,
@@ -674,6 +769,7 @@ class Engine(OperatorChanges):
                             work_item_id=candidate.removeprefix("work item "),
                             kind="ambiguous_match",
                             system=obj.ref.system,
+                            external_id=obj.ref.external_id,
                             event_id=event_id,
                             detail=f"{obj.ref.system} {obj.ref.external_id} matches several "
                             f"candidates ({listing}): not linked; link it by hand",
@@ -842,6 +938,7 @@ class Engine(OperatorChanges):
                 work_item_id=item.id,
                 kind="created",
                 system=system,
+                external_id=obj.ref.external_id,
                 event_id=event_id,
                 new_value=_jsonable(item.fields().as_dict()),
                 detail=f"rule {rule.name!r}: {system} {obj.ref.external_id}",

@@ -47,6 +47,7 @@ def _linked_entry(item_id: str, ref: ObjectRef, source: str, now: datetime) -> H
         work_item_id=item_id,
         kind="linked",
         system=ref.system,
+        external_id=ref.external_id,
         event_id=source,
         detail=f"{source} linked {ref.system} {ref.external_id}{scope}",
         at=now,
@@ -228,6 +229,7 @@ class OperatorChanges:
                         work_item_id=link.work_item_id,
                         kind="unlinked",
                         system=link.system,
+                        external_id=link.external_id,
                         event_id=source,
                         detail=f"{source} unlinked {link.system} {link.external_id}",
                         at=self.clock(),
@@ -253,6 +255,7 @@ class OperatorChanges:
                         work_item_id=link.work_item_id,
                         kind="unlinked",
                         system=link.system,
+                        external_id=link.external_id,
                         event_id=source,
                         detail=f"{source} moved {what} to work item {target.id}",
                         at=now,
@@ -261,6 +264,7 @@ class OperatorChanges:
                         work_item_id=target.id,
                         kind="linked",
                         system=link.system,
+                        external_id=link.external_id,
                         event_id=source,
                         detail=f"{source} moved {what} from work item {link.work_item_id}",
                         at=now,
@@ -298,7 +302,8 @@ class OperatorChanges:
         if reader is None:
             return done("system disabled")
         try:
-            obj = await reader.get(ref)
+            began = self.clock()
+            obj = msgspec.structs.replace(await reader.get(ref), read_at=began)
         except NotFound:
             return done("not_found")
         except Exception as exc:  # noqa: BLE001 - reported per link, the others go on

@@ -51,6 +51,7 @@ def write_entry(row: Mapping[Any, Any]) -> HistoryEntry:
         work_item_id=row["work_item_id"],
         kind="write",
         system=row["system"],
+        external_id=row["external_id"],
         new_value=row["payload"],
         detail=f"{row['action']} {row['external_id']} (version {row['version']})",
         at=aware_or_none(row["at"]),  # type: ignore[arg-type]

@@ -400,6 +400,27 @@ class LinkQueries(TxBase):
             .values(**created_values(link, obj, now))
         )
 
+    async def wait_to_create(self, link: Link, *, version: int, reason: str, now: datetime) -> None:
+        """A create not tried because the item holds a value the system refuses (a blank
+        title): the link is left clean, with ``reason``, until the item changes (its next
+        change marks every link still to be created dirty). Should the item have moved
+        on while the link was claimed, it is due again at once. Its attempts are not
+        counted: nothing was sent."""
+        still_dirty = sa.or_(
+            t.links.c.work_item_id != link.work_item_id, t.links.c.dirty_version > version
+        )
+        await self._run(
+            sa.update(t.links)
+            .where(t.links.c.id == link.id, t.links.c.claimed_by == link.claimed_by)
+            .values(
+                dirty=still_dirty,
+                next_attempt_at=sa.case((still_dirty, now), else_=None),
+                last_error=reason,
+                claimed_by=None,
+                claimed_until=None,
+            )
+        )
+
     async def retry_link_later(
         self, link: Link, *, error: str, at: datetime, count_attempt: bool = True
     ) -> None:
@@ -476,12 +497,19 @@ class LinkQueries(TxBase):
         self, state: str, limit: int = 100, offset: int = 0, *, system: str | None = None
     ) -> list[Link]:
         """Links by outbox state: ``pending`` (dirty, not yet tried), ``failed`` (dirty,
-        retrying after errors), ``dead``; of one system, or of all."""
+        retrying after errors), ``dead``, ``waiting`` (a create not tried until the item
+        holds a value the system takes: ``Tx.wait_to_create``); of one system, or of all."""
         query = sa.select(t.links)
         if system is not None:
             query = query.where(self.link_system == system)
         if state == "dead":
             query = query.where(t.links.c.dead.is_(True))
+        elif state == "waiting":
+            query = query.where(
+                t.links.c.external_id.is_(None),
+                t.links.c.dirty.is_(False),
+                t.links.c.dead.is_(False),
+            )
         elif state == "failed":
             query = query.where(
                 t.links.c.dirty.is_(True), t.links.c.dead.is_(False), t.links.c.attempts > 0

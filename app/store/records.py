@@ -53,11 +53,13 @@ class Link(msgspec.Struct, kw_only=True):
 
     @property
     def state(self) -> str:
-        """``synced``, ``pending`` (not tried yet), ``failed`` (retrying) or ``dead``."""
+        """``synced``, ``pending`` (not tried yet), ``failed`` (retrying), ``dead``, or
+        ``waiting``: a create not tried until the item holds a value the system takes (a
+        title that is not blank), the reason in ``last_error``."""
         if self.dead:
             return "dead"
         if not self.dirty:
-            return "synced"
+            return "waiting" if self.external_id is None else "synced"
         return "failed" if self.attempts > 0 else "pending"
 
     @property
@@ -173,6 +175,9 @@ class HistoryEntry(msgspec.Struct, kw_only=True):
     system: str | None = None
     event_id: str | None = None
     detail: str | None = None
+    #: The object of ``system`` the entry is about (an item may have several objects of
+    #: one system); None where it is about the system as a whole, or no object yet.
+    external_id: str | None = None
 
 
 def aware_or_none(value: Any) -> datetime | None:
@@ -189,7 +194,7 @@ def known_of(value: dict[str, Any] | None) -> VendorObject | None:
 
 def encode_known(obj: VendorObject) -> dict[str, Any]:
     # raw vendor JSON is not kept in the mapping table: only what the sync needs
-    slim = msgspec.structs.replace(obj, raw={})
+    slim = msgspec.structs.replace(obj, raw={}, read_at=None)
     return msgspec.to_builtins(slim)  # type: ignore[no-any-return]
 
 

@@ -24,6 +24,7 @@ class OutboxState(StrEnum):
     PENDING = "pending"
     FAILED = "failed"
     DEAD = "dead"
+    WAITING = "waiting"
 
 
 class EventState(StrEnum):
@@ -107,7 +108,15 @@ class LinkOut(msgspec.Struct):
     system: SystemField
     scope: ScopeField
     external_id: ExternalIdField
-    state: Annotated[str, doc("Write state: synced, pending, failed or dead", "synced")]
+    state: Annotated[
+        str,
+        doc(
+            "Write state: synced, pending, failed, dead, or waiting (a create not tried"
+            " until the item holds a value the system takes, such as a title that is not"
+            " blank; last_error says why)",
+            "synced",
+        ),
+    ]
     known: Annotated[
         dict[str, Any] | None,
         doc(
@@ -132,7 +141,9 @@ class HistoryOut(msgspec.Struct):
         str,
         doc(
             "change, conflict_lost, not_synced, unmapped, created, linked, unlinked,"
-            " write, write_discarded, dead_letter or ambiguous_match",
+            " write, write_discarded, dead_letter, ambiguous_match, waiting (a create not"
+            " tried until the item has a title) or stale (a change dated before what was seen"
+            " of the object, not applied)",
             "change",
         ),
     ]
@@ -143,6 +154,15 @@ class HistoryOut(msgspec.Struct):
     system: Annotated[str | None, doc("The system it came from or went to", "inboxops")]
     event_id: Annotated[str | None, doc("The event, poll or operator behind it", "admin")]
     detail: Annotated[str | None, doc("A sentence for people", None)]
+    external_id: Annotated[
+        str | None,
+        doc(
+            "The object of the system the entry is about, which tells apart two objects of"
+            " one system on the item (null: about the system as a whole, or recorded before"
+            " this field)",
+            "e41b5b65-0d63-49e0-b4d2-4831611c0292",
+        ),
+    ] = None
 
 
 class AttemptOut(msgspec.Struct):
@@ -166,7 +186,7 @@ class OutboxEntry(msgspec.Struct):
     scope: ScopeField
     external_id: ExternalIdField
     action: Annotated[str, doc("create (the object does not exist yet) or update", "update")]
-    state: Annotated[str, doc("pending, failed or dead", "dead")]
+    state: Annotated[str, doc("pending, failed, dead or waiting", "dead")]
     attempts: Annotated[int, doc("Attempts so far", 5)]
     next_attempt_at: Annotated[datetime | None, doc("When it is tried next", None)]
     last_error: Annotated[str | None, doc("The last error", "rejected: 422 invalid status")]
@@ -463,6 +483,7 @@ def history_out(entry: HistoryEntry) -> HistoryOut:
         system=entry.system,
         event_id=entry.event_id,
         detail=entry.detail,
+        external_id=entry.external_id,
     )
 
 
@@ -524,7 +545,11 @@ def event_out(event: Event, stored_headers: frozenset[str]) -> EventOut:
 async def item_detail(tx: Tx, item_id: str, history: int = 100) -> WorkItemDetail:
     item = await tx.require_item(item_id)
     links = await tx.links_of(item_id)
-    pending = [await outbox_entry(tx, link) for link in links if link.dirty or link.dead]
+    pending = [
+        await outbox_entry(tx, link)
+        for link in links
+        if link.dirty or link.dead or link.state == "waiting"
+    ]
     return WorkItemDetail(
         item=item_out(item),
         links=[link_out(link) for link in links],

@@ -47,7 +47,7 @@ log = logging.getLogger("syncgate.admin")
 
 @get(
     "/outbox",
-    summary="Writes by state: pending, failed (retrying) or dead",
+    summary="Writes by state: pending, failed (retrying), dead or waiting (a create not tried yet)",
     tags=["outbox"],
     responses=errors(400, 422),
 )
@@ -56,7 +56,9 @@ async def list_outbox(
     write_state: Annotated[
         OutboxState,
         QueryParameter(
-            name="state", description="pending | failed | dead", examples=[Example(value="dead")]
+            name="state",
+            description="pending | failed | dead | waiting",
+            examples=[Example(value="dead")],
         ),
     ] = OutboxState.PENDING,
     system: SystemFilter = None,

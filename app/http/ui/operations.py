@@ -18,7 +18,7 @@ from app.http.context import gateway_of
 from app.http.ui.common import PAGE_SIZE, act, audit_link, form_of, page, page_links, render
 from app.http.ui.session import PATH
 
-OUTBOX_STATES = ("pending", "failed", "dead")
+OUTBOX_STATES = ("pending", "failed", "dead", "waiting")
 EVENT_STATES = ("pending", "done", "failed")
 EVENT_SOURCES = ("webhook", "poll")
 
