@@ -12,7 +12,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from datetime import datetime, timedelta
 from typing import Any
 from urllib.parse import urlsplit
@@ -108,6 +108,8 @@ def http_client(system: SystemSettings) -> httpx.AsyncClient:
 #: How often each process reads the database server's clock again (``Gateway.sync_clock``),
 #: and the smallest correction it makes: below it is the round trip's noise.
 CLOCK_EVERY_S = 60.0
+#: How often history past the retention is deleted.
+PRUNE_EVERY_S = 3600.0
 CLOCK_STEP = timedelta(milliseconds=100)
 
 RESTART_ONLY = ("database_url", "sqlite_wal_limit_mb", "server")
@@ -388,15 +390,29 @@ class Gateway:
 
     async def _identities_loop(self) -> None:
         """Pick up people another process added or removed."""
-        while not self._stop.is_set():
+        await self._every(REFRESH_S, self.identities.load, "reading identities failed")
+
+    async def _every(
+        self,
+        every_s: float,
+        work: Callable[[], Awaitable[object]],
+        failed: str,
+        *,
+        at_once: bool = False,
+    ) -> None:
+        """Run ``work`` every ``every_s`` seconds until the gateway stops (the first time
+        at once with ``at_once``). A failure is logged as ``failed`` and the loop goes
+        on: a background chore never stops the gateway."""
+        if not at_once:
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=REFRESH_S)
-            if self._stop.is_set():
-                return
+                await asyncio.wait_for(self._stop.wait(), timeout=every_s)
+        while not self._stop.is_set():
             try:
-                await self.identities.load()
-            except Exception:  # a failed refresh keeps the map it has
-                log.exception("reading identities failed")
+                await work()
+            except Exception:
+                log.exception(failed)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stop.wait(), timeout=every_s)
 
     async def set_paused(self, system: str, paused: bool) -> None:
         """Pause a system (no polls; its writes wait) or resume it: its waiting writes go
@@ -459,16 +475,11 @@ class Gateway:
         else:
             log.info("clock read from the database server", extra={"database_ahead_s": seconds})
 
-    async def _clock_loop(self, every_s: float = CLOCK_EVERY_S) -> None:
-        while not self._stop.is_set():
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=every_s)
-            if self._stop.is_set():
-                return
-            try:
-                await self.sync_clock()
-            except Exception:  # the last offset stays; a database outage is logged elsewhere
-                log.warning("reading the database server's clock failed", exc_info=True)
+    async def _clock_loop(self) -> None:
+        # the last offset stays while the database cannot be read
+        await self._every(
+            CLOCK_EVERY_S, self.sync_clock, "reading the database server's clock failed"
+        )
 
     async def start(self) -> None:
         """Read the database's clock, connect the systems and read the stored people, then
@@ -503,14 +514,8 @@ class Gateway:
             log.info("pruned history", extra={"rows": removed, "retention_days": days})
         return removed
 
-    async def _prune_loop(self, every_s: float = 3600.0) -> None:
-        while not self._stop.is_set():
-            try:
-                await self.prune()
-            except Exception:  # pruning must never stop the gateway
-                log.exception("pruning failed")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stop.wait(), timeout=every_s)
+    async def _prune_loop(self) -> None:
+        await self._every(PRUNE_EVERY_S, self.prune, "pruning failed", at_once=True)
 
     async def stop(self) -> None:
         """Graceful stop: loops finish the round in flight (writes complete and are

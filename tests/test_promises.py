@@ -936,6 +936,22 @@ async def test_a_ticket_with_a_nul_in_its_subject_fans_out_on_postgresql(tmp_pat
 # -- a vendor clock ahead or behind: a person's edit after the gateway's write is applied ---
 
 
+async def _acknowledge_through_the_gateway(
+    inst: Installation, detail: dict[str, Any], ticket: str
+) -> None:
+    """An operator acknowledges the item of ``detail``; waits until the ticket has it
+    and the gateway is settled."""
+    item = f"/work-items/{detail['item']['id']}"
+    changed = await inst.admin.patch(item, json={"status": "acknowledged"})
+    assert changed.status_code == 200, changed.text
+    await eventually(
+        lambda: _status_is(inst, "inboxops", ticket, "in_progress"),
+        timeout_s=30,
+        what="the write to the ticket",
+    )
+    await inst.settle()
+
+
 async def _resolve_after_the_gateways_acknowledge(
     tmp_path: Path, subject: str, advance_s: float
 ) -> None:
@@ -948,15 +964,7 @@ async def _resolve_after_the_gateways_acknowledge(
         await inst.settle()
         moved = await inst.control["inboxops"].post("/_sim/clock", json={"advance_s": advance_s})
         assert moved.status_code == 201, moved.text
-        item = f"/work-items/{detail['item']['id']}"
-        changed = await inst.admin.patch(item, json={"status": "acknowledged"})
-        assert changed.status_code == 200, changed.text
-        await eventually(
-            lambda: _status_is(inst, "inboxops", ticket, "in_progress"),
-            timeout_s=30,
-            what="the write to the ticket",
-        )
-        await inst.settle()
+        await _acknowledge_through_the_gateway(inst, detail, ticket)
         edited = await inst.control["inboxops"].patch(
             f"/_sim/objects/{ticket}", json={"status": "resolved"}
         )
@@ -1003,15 +1011,7 @@ async def test_an_edit_after_a_vendor_clock_steps_back_is_applied(tmp_path: Path
         ticket = await inst.open_ticket("Clock stepped back")
         detail = await inst.linked(ticket)
         await inst.settle()
-        item = f"/work-items/{detail['item']['id']}"
-        changed = await inst.admin.patch(item, json={"status": "acknowledged"})
-        assert changed.status_code == 200, changed.text
-        await eventually(
-            lambda: _status_is(inst, "inboxops", ticket, "in_progress"),
-            timeout_s=30,
-            what="the write to the ticket",
-        )
-        await inst.settle()
+        await _acknowledge_through_the_gateway(inst, detail, ticket)
         (written,) = [t for t in await sim_objects(inst.control["inboxops"]) if t["id"] == ticket]
         moved = await inst.control["inboxops"].post(
             "/_sim/clock", json={"advance_s": -1800, "step_back": True}
