@@ -141,6 +141,9 @@ async def test_link_and_show_an_item(store: Store, capsys: pytest.CaptureFixture
         assert shown.startswith(f"work item {item_id}")
         assert "Refunds stuck" in shown and ticket in shown
         assert "linked" in shown and "created" in shown  # history
+        # the history names the object each entry is about
+        (linked,) = [line for line in shown.splitlines() if line.split()[2:3] == ["linked"]]
+        assert linked.split()[3:5] == ["inboxops", ticket], linked  # after the date and time
         assert await cli("item", f"inboxops:{ticket}", *url) == 0
         assert capsys.readouterr().out == shown
 

@@ -316,12 +316,11 @@ def cmd_item(client: AdminClient, args: argparse.Namespace) -> int:
     history = detail["history"][-args.history :]
     if history:
         print()
-        print(
-            table(
-                ("AT", "KIND", "SYSTEM", "FIELD", "CHANGE"),
-                [(_when(h["at"]), h["kind"], h["system"], h["field"], _change(h)) for h in history],
-            )
-        )
+        rows = [
+            (_when(h["at"]), h["kind"], h["system"], h.get("external_id"), h["field"], _change(h))
+            for h in history
+        ]
+        print(table(("AT", "KIND", "SYSTEM", "OBJECT", "FIELD", "CHANGE"), rows))
     return 0
 
 
