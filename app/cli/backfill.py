@@ -104,6 +104,7 @@ async def _run(
             print(plan.summary())
             print("dry run: nothing was changed")
             return 0
+        await gateway.sync_clock()  # stamps on the clock the serving processes use
         await gateway.connect()
         bar = Bar(0, sys.stdout)
 
