@@ -216,6 +216,9 @@ class Dispatcher:
         self._start: Callable[[Sequence[tuple[Link, WorkItem | None]]], None] | None = None
         #: Claims handed over after ``run`` stopped, being given back.
         self._releasing: set[asyncio.Task[None]] = set()
+        #: Per link claimed: the unconfirmed states its claim (and the fold of its read)
+        #: added, taken back should its write fail before any call (``_record_outcomes``).
+        self._noted: dict[int, list[dict[str, object]]] = {}
         #: Reads before writes, folded in by the engine in batches.
         self._folding: Grouped[tuple[Link, VendorObject], tuple[Link, WorkItem] | None] = Grouped(
             self._fold
@@ -583,6 +586,7 @@ class Dispatcher:
         link's unconfirmed ones (``_sending``)."""
         sending: dict[int, list[dict[str, object]]] = {}
         for link in links:
+            self._noted[link.id] = []  # this claim's (a transaction run again starts over)
             item = items.get(link.work_item_id)
             if item is None:
                 continue
@@ -628,6 +632,7 @@ class Dispatcher:
             return None
         states = [*states, state][-UNCONFIRMED_KEPT:]
         link.unconfirmed = states
+        self._noted.setdefault(link.id, []).append(state)
         return states
 
     def _took(self, links: list[Link], stamp: int) -> None:
@@ -856,6 +861,7 @@ class Dispatcher:
                     self.in_flight.discard(a.link.id)
                     self.flying[a.link.system] -= 1
                 self._claimed_at.pop(a.link.id, None)
+                self._noted.pop(a.link.id, None)
 
     async def _release(self, link_ids: list[int]) -> None:
         due = self.clock() + timedelta(seconds=self.settings.backoff_base_s)
@@ -886,6 +892,7 @@ class Dispatcher:
                 if a.error is None and a.crash is None and not a.held and a.waiting is None
             ]
             await tx.finish_writes(finished, now=now)
+            await self._unnote_unsent(tx, attempts)
             attempt_rows = []
             history: list[HistoryEntry] = []
             for a in attempts:
@@ -955,6 +962,32 @@ class Dispatcher:
                 self.alerter.deferred(system, delay, reason)
         for a, outcome in zip(attempts, outcomes, strict=True):
             self._count_and_log(a, outcome)
+
+    async def _unnote_unsent(self, tx: Tx, attempts: Sequence[Attempt]) -> None:
+        """A write that failed before any call (its read before the write failed: a 429,
+        a 500, a timeout) sent nothing: the states its claim noted as unconfirmed are
+        taken back. Kept, one of them was read as the echo of a write that never went
+        out, and a person setting that value later (the item having moved on) was
+        dropped without a trace, and written over. States an earlier attempt noted stay:
+        that attempt may have sent them."""
+        unsent = {
+            a.link.id: added
+            for a in attempts
+            if a.error is not None and not a.called and not a.held
+            if (added := self._noted.get(a.link.id))
+        }
+        if not unsent:
+            return
+        links = await tx.links_by_id(unsent)
+        states: dict[int, list[dict[str, object]]] = {}
+        for link_id, added in unsent.items():
+            link = links.get(link_id)
+            if link is None or not link.unconfirmed:
+                continue
+            kept = [state for state in link.unconfirmed if state not in added]
+            if kept != link.unconfirmed:
+                states[link_id] = kept
+        await tx.save_unconfirmed(states)
 
     async def _failed(
         self,

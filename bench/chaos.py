@@ -1,6 +1,6 @@
 """The chaos check, a randomized black-box test of the no-lost-edit promise:
 ``python -m bench.chaos [--seed N] [--seeds K] [--rounds R] [--items I] [--kills]
-[--keep DIR] [--db sqlite|postgres]``.
+[--keep DIR] [--db sqlite|postgres] [--processes P]``.
 
 A real ``syncgate serve`` (SQLite, or a fresh PostgreSQL database with ``--db
 postgres``) over the DevHelm, InboxOps and incident.io simulators on loopback
@@ -30,6 +30,18 @@ started again. Then the chaos stops, the gateway settles, and the round is check
 - no duplicate vendor object, no dead letter, and the gateway idle once settled (no
   vendor write in a quiet window).
 
+With ``--processes P`` (above 1 only with ``--db postgres``: refused otherwise, before
+anything starts), P ``syncgate serve`` processes share the one database, as production
+scales out (docs/deployment.md), each polling every system on its own schedule. The
+webhooks are spread over them: every 250 ms, with the latency, InboxOps and incident.io
+each pick a process at random for their next deliveries (a delivery keeps its process for
+its retries), so both tools' changes arrive at every process, often the same object's at
+two. With ``--kills`` each kill round kills (-9) one process drawn at random and starts it
+again on its port; the others keep working and take over its claims once they lapse. The
+checks are the same as for one process. The processes' draws (which one is killed, where
+the webhooks go) come from a generator of their own, so one process plays the people's
+choices it always did.
+
 The seed fixes the people's choices, not the timing: a failure prints the seed, the
 round, the item's history and the edits, to investigate (docs/reliability.md, "Chaos").
 Exit status 1 when a check fails.
@@ -55,6 +67,7 @@ import httpx
 from adapters import adapter_class
 from bench.db import fresh_pg_database
 from tests.blackbox import (
+    WEBHOOK_SYSTEMS,
     GatewayProcess,
     admin_client,
     free_port,
@@ -92,6 +105,10 @@ UPDATED = {"devhelm": "updatedAt", "inboxops": "updated_at", "incidentio": "upda
 FAULT_CHANCE = 0.04
 FAULTS = ({"status": 500}, {"status": 429, "retry_after": 1}, {"timeout_s": 3.0})
 GATEWAY_TIMEOUT_S = 2.0
+NEEDS_POSTGRES = (
+    "--processes above 1 needs --db postgres: several gateway processes share one "
+    "PostgreSQL database (SQLite serves one process, docs/deployment.md)"
+)
 MAX_LATENCY_MS = 300.0
 
 
@@ -118,7 +135,7 @@ class Edit:
 class World:
     sims: dict[str, Any]
     control: dict[str, httpx.AsyncClient]
-    gateway: GatewayProcess
+    gateways: list[GatewayProcess]
     admin: httpx.AsyncClient
     config: Path
     workdir: Path
@@ -131,6 +148,10 @@ class World:
     #: per simulator, (since, latency ms) as ``jitter`` set them: a vendor call logged at
     #: ``at`` waits the latency in force then before it is handled
     latency: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    #: which process a kill round kills and which one each webhook goes to: apart from
+    #: ``rng``, so that one process draws the people's choices it always drew
+    routing: random.Random = field(default_factory=random.Random)
+    processes: int = 1
 
     def handled_at(self, system: str, at: float) -> float:
         """When a call logged at ``at`` reached the vendor's handler (give or take the
@@ -195,14 +216,25 @@ async def person_edit(world: World, rng: random.Random, rnd: int, n: int) -> Non
     )
 
 
+def route_webhooks(world: World) -> None:
+    """Each webhook-sending simulator's next deliveries sent to a process drawn at random
+    (with one process, always to it). A delivery keeps its process for its retries."""
+    for system in WEBHOOK_SYSTEMS:
+        gateway = world.routing.choice(world.gateways)
+        world.sims[system].kit.webhook_url = f"{gateway.url}/webhooks/{system}"
+
+
 async def jitter(world: World, rng: random.Random, stop: asyncio.Event) -> None:
-    """Each simulator's latency re-drawn every 250 ms until ``stop``."""
+    """Each simulator's latency re-drawn every 250 ms until ``stop``, and with several
+    processes, the process each simulator's webhooks go to."""
     try:
         while not stop.is_set():
             for system in SYSTEMS:
                 ms = rng.uniform(0, MAX_LATENCY_MS)
                 world.sims[system].kit.latency_ms = ms
                 world.latency.setdefault(system, []).append((time.time(), ms))
+            if len(world.gateways) > 1:
+                route_webhooks(world)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stop.wait(), 0.25)
     finally:
@@ -223,15 +255,26 @@ async def set_faults(world: World, on: bool) -> None:
                 assert response.status_code == 201, response.text
 
 
-async def restart(world: World) -> None:
-    port = int(world.gateway.url.rsplit(":", 1)[1])
-    world.gateway.kill9()
-    world.gateway.log.close()
+def start_gateway(world: World, index: int, port: int) -> GatewayProcess:
+    """Process ``index`` on ``port`` (its log ``gateway.log``, or ``gateway-<index>.log``
+    with several), named after it and the kills so far."""
+    several = world.processes > 1
+    log_name = f"gateway-{index}.log" if several else "gateway.log"
+    worker = f"chaos-p{index}-{world.kills}" if several else f"chaos-{world.kills}"
+    return GatewayProcess(world.config, port, worker, world.workdir / log_name)
+
+
+async def restart(world: World, rnd: int) -> None:
+    """kill -9 of one process (drawn at random among several), started again on its port."""
+    index = world.routing.randrange(len(world.gateways)) if len(world.gateways) > 1 else 0
+    victim = world.gateways[index]
+    log(f"round {rnd}: kill -9 of gateway process {index}")
+    port = int(victim.url.rsplit(":", 1)[1])
+    victim.kill9()
+    victim.log.close()
     world.kills += 1
-    world.gateway = GatewayProcess(
-        world.config, port, f"chaos-{world.kills}", world.workdir / "gateway.log"
-    )
-    await world.gateway.ready()
+    world.gateways[index] = start_gateway(world, index, port)
+    await world.gateways[index].ready()
 
 
 async def chaos_round(
@@ -247,19 +290,28 @@ async def chaos_round(
         for n, moment in enumerate(moments):
             if kill_at is not None and moment >= kill_at:
                 await asyncio.sleep(max(0.0, kill_at - (time.monotonic() - start)))
-                log(f"round {rnd}: kill -9 of the gateway")
-                await restart(world)
+                await restart(world, rnd)
                 kill_at = None
             await asyncio.sleep(max(0.0, moment - (time.monotonic() - start)))
             await person_edit(world, rng, rnd, n)
         await asyncio.sleep(max(0.0, seconds - (time.monotonic() - start)))
         if kill_at is not None:
-            log(f"round {rnd}: kill -9 of the gateway")
-            await restart(world)
+            await restart(world, rnd)
     finally:
         stop.set()
         await jitterer
         await set_faults(world, False)
+
+
+def delivered_to(world: World) -> list[int]:
+    """How many webhook deliveries each process acknowledged."""
+    counts = [0] * len(world.gateways)
+    for system in WEBHOOK_SYSTEMS:
+        for d in world.sims[system].kit.deliveries:
+            for index, gateway in enumerate(world.gateways):
+                if d.delivered and d.url.startswith(f"{gateway.url}/"):
+                    counts[index] += 1
+    return counts
 
 
 def vendor_writes(world: World) -> int:
@@ -492,6 +544,13 @@ async def check(world: World, rnd: int) -> list[str]:
             for h in detail["history"]:
                 if h["field"] in (fld, None):
                     problems.append(f"    history {h}")
+            for r in world.sims[last.system].kit.requests:  # the gateway's calls on it
+                if ids[last.system] in r.path and r.at >= min(e.at for e in edits) - 5:
+                    handled = world.handled_at(last.system, r.at)
+                    problems.append(
+                        f"    {last.system} {r.method} {r.path} logged {r.at:.3f} handled "
+                        f"{handled:.3f} -> {r.status} {r.body}"
+                    )
     before = vendor_writes(world)
     await asyncio.sleep(2.0)  # a measurement: the gateway is settled already
     if vendor_writes(world) != before:
@@ -509,15 +568,21 @@ async def run(
     kills: bool = False,
     workdir: Path | None = None,
     database_url: str | None = None,
+    processes: int = 1,
 ) -> list[str]:
     """The chaos check; returns the problems found (empty: every check held). Without
-    ``database_url``, a new SQLite file in ``workdir``."""
+    ``database_url``, a new SQLite file in ``workdir``. ``processes`` above 1 needs a
+    PostgreSQL ``database_url`` (SQLite serves one process)."""
+    if processes < 1:
+        raise ValueError("processes: at least 1")
+    if processes > 1 and (database_url is None or database_url.startswith("sqlite")):
+        raise ValueError(NEEDS_POSTGRES)
     rng = random.Random(seed)
     with contextlib.ExitStack() as stack:
         if workdir is None:
             workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="chaos-")))
         url = database_url or f"sqlite:///{workdir / 'gateway.db'}"
-        return await _run(rng, seed, rounds, items, edits, seconds, kills, workdir, url)
+        return await _run(rng, seed, rounds, items, edits, seconds, kills, workdir, url, processes)
 
 
 async def _run(
@@ -530,9 +595,10 @@ async def _run(
     kills: bool,
     workdir: Path,
     database_url: str,
+    processes: int,
 ) -> list[str]:
-    port = free_port()
-    async with simulators(f"http://127.0.0.1:{port}") as (sims, control):
+    ports = [free_port() for _ in range(processes)]
+    async with simulators(f"http://127.0.0.1:{ports[0]}") as (sims, control):
         config = workdir / "config.yaml"
         urls = {name: str(client.base_url) for name, client in control.items()}
         polled = {
@@ -540,11 +606,22 @@ async def _run(
             for s in SYSTEMS
         }
         write_config(config, database_url, urls, systems=polled)
-        gateway = GatewayProcess(config, port, "chaos", workdir / "gateway.log")
-        async with admin_client(gateway.url) as admin:
-            world = World(sims, control, gateway, admin, config, workdir, [])
+        async with admin_client(f"http://127.0.0.1:{ports[0]}") as admin:
+            world = World(sims, control, [], admin, config, workdir, [])
+            world.routing = random.Random(f"{seed} processes")
+            world.processes = processes
             try:
-                await gateway.ready()
+                if processes == 1:
+                    world.gateways.append(
+                        GatewayProcess(config, ports[0], "chaos", workdir / "gateway.log")
+                    )
+                    await world.gateways[0].ready()
+                else:
+                    # one at a time: the first migrates the new database
+                    for index, port in enumerate(ports):
+                        world.gateways.append(start_gateway(world, index, port))
+                        await world.gateways[index].ready()
+                    route_webhooks(world)
                 subjects = [f"chaos {seed} item {i}" for i in range(items)]
                 world.tickets = await seed_fanned_out(control, admin, subjects)
                 for ticket in world.tickets:
@@ -569,9 +646,12 @@ async def _run(
                     f"seed {seed}: {rounds} rounds, {len(world.edits)} edits, "
                     f"{world.kills} kills, {vendor_writes(world)} vendor writes"
                 )
+                if processes > 1:
+                    log(f"seed {seed}: webhooks delivered per process {delivered_to(world)}")
                 return problems
             finally:
-                await world.gateway.stop()
+                for gateway in world.gateways:
+                    await gateway.stop()
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -590,7 +670,17 @@ def main(argv: list[str] | None = None) -> int:
         default="sqlite",
         help="postgres: a fresh database beside SYNCGATE_TEST_POSTGRES_URL (scripts/pg.sh)",
     )
+    parser.add_argument(
+        "--processes",
+        type=int,
+        default=1,
+        help="syncgate serve processes on the one database (above 1: --db postgres)",
+    )
     args = parser.parse_args(argv)
+    if args.processes < 1:
+        parser.error("--processes: at least 1")
+    if args.processes > 1 and args.db != "postgres":
+        parser.error(NEEDS_POSTGRES)
     failed = 0
     for seed in range(args.seed, args.seed + args.seeds):
         workdir = None
@@ -602,7 +692,17 @@ def main(argv: list[str] | None = None) -> int:
             base = os.environ["SYNCGATE_TEST_POSTGRES_URL"]
             url = asyncio.run(fresh_pg_database(base, f"chaos_{seed}"))
         problems = asyncio.run(
-            run(seed, args.rounds, args.items, args.edits, args.seconds, args.kills, workdir, url)
+            run(
+                seed,
+                args.rounds,
+                args.items,
+                args.edits,
+                args.seconds,
+                args.kills,
+                workdir,
+                url,
+                args.processes,
+            )
         )
         for p in problems:
             print(f"FAIL {p}")

@@ -10,12 +10,15 @@ from typing import Any
 import pytest
 
 from bench.chaos import (
+    NEEDS_POSTGRES,
     Edit,
     explained_by_echo,
     explained_by_object_time,
     explained_by_revert,
+    main,
     run,
 )
+from tests.conftest import open_store, postgres_url
 
 T = 1_800_000_000.0
 
@@ -78,5 +81,36 @@ def test_the_checker_excuses_no_plain_lost_edit() -> None:
 async def test_a_short_chaos_run_finds_no_lost_edit(tmp_path: Path) -> None:
     problems = await run(
         seed=7, rounds=2, items=3, edits=10, seconds=3.0, kills=True, workdir=tmp_path
+    )
+    assert problems == []
+
+
+def test_several_processes_are_refused_without_postgres(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit) as refused:
+        main(["--processes", "2"])
+    assert refused.value.code == 2
+    assert NEEDS_POSTGRES in capsys.readouterr().err
+
+
+@pytest.mark.slow
+@pytest.mark.postgres
+async def test_a_short_two_process_chaos_run_on_postgres_finds_no_lost_edit(
+    tmp_path: Path,
+) -> None:
+    """Two ``syncgate serve`` processes on one PostgreSQL database, the webhooks spread
+    over both, one of them killed (-9) and started again."""
+    await (await open_store("postgres", tmp_path)).close()  # migrated and empty
+    problems = await run(
+        seed=100,
+        rounds=2,
+        items=3,
+        edits=10,
+        seconds=3.0,
+        kills=True,
+        workdir=tmp_path,
+        database_url=postgres_url(),
+        processes=2,
     )
     assert problems == []

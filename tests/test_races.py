@@ -186,3 +186,40 @@ async def test_a_create_waiting_for_a_title_goes_out_once_whenever_the_title_arr
             assert made == ["Checkout down in the EU"], (system, made)
         links = await rig.links(item.id)
         assert all(link.state == "synced" for link in links.values()), links
+
+
+async def test_a_write_whose_read_failed_leaves_no_echo_to_hide_a_later_edit_of_its_value(
+    store: Store,
+) -> None:
+    """A write's claim notes the state it will send (its echo is no edit); its read
+    before the write failed (DevHelm answered 500), so nothing was sent. The note stayed:
+    once the item was reopened elsewhere, a person resolving the incident by hand was
+    taken for that write's echo, dropped without a trace, and the incident written back.
+    Found by bench/chaos.py (three processes on PostgreSQL, seed 307: the read answered
+    429)."""
+    async with running_rig(store) as rig:
+        item_id, ids = await linked(rig)
+        dispatcher = rig.gateway.dispatcher
+        failing_read = {"status": 500, "count": 1, "methods": ["GET"]}
+        assert (await rig.control["devhelm"].post("/_sim/faults", json=failing_read)).is_success
+        await rig.human("hookstream", ids["hookstream"], status="resolved")
+        await rig.poll("hookstream")
+        claimed = await dispatcher._claim(10)
+        attempts = await asyncio.gather(
+            *(dispatcher._attempt(link, item) for link, item in claimed)
+        )
+        (devhelm,) = [a for a in attempts if a.link.system == "devhelm"]
+        assert devhelm.error is not None and not devhelm.called
+        await dispatcher._record(attempts)
+        # reopened in hookstream: DevHelm never left INVESTIGATING, which holds it
+        await rig.human("hookstream", ids["hookstream"], status="open")
+        await rig.poll("hookstream")
+        assert (await rig.only_item()).status.value == "open"
+        # a person resolves the incident: the write that would have sent RESOLVED never did
+        await rig.human("devhelm", ids["devhelm"], status="RESOLVED")
+        await rig.poll("devhelm")
+        assert (await rig.only_item()).status.value == "resolved"
+        await rig.settle()
+        assert (await rig.links(item_id))["devhelm"].unconfirmed in (None, [])
+        assert (await rig.object("inboxops", ids["inboxops"]))["status"] in ("resolved", "closed")
+        assert (await rig.object("devhelm", ids["devhelm"]))["status"] == "RESOLVED"
