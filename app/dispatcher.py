@@ -826,7 +826,15 @@ class Dispatcher:
                         sending[current.id] = states
             await tx.save_unconfirmed(sending)
 
-        observations = [(fresh, f"refresh-{link.id}") for link, fresh in reads]
+        # What this claim noted was not sent yet (the read comes first): a person may
+        # have set it, and it is no echo (``Engine._own_write``).
+        observations = [
+            (
+                msgspec.structs.replace(fresh, unsent=tuple(self._noted.get(link.id, ()))),
+                f"refresh-{link.id}",
+            )
+            for link, fresh in reads
+        ]
         try:
             await self.engine.observe_many(observations, also=reread)
         except Exception as exc:  # noqa: BLE001 - handed to the write it belongs to

@@ -239,6 +239,10 @@ class VendorObject(msgspec.Struct, frozen=True):
     begun after the link last recorded the object shows it as of then or later, so a
     change it shows is newer than what was recorded whatever the vendor's time says (a
     vendor clock stepped back: ``Engine._observe``). Not kept with the link.
+    ``unsent``, the gateway's as well: on the read before a write, the unconfirmed states
+    that write's own claim noted (``Dispatcher._noted``). The read comes before the call,
+    so the object cannot show one of them as that write's echo: a value of one is a
+    person's (``Engine._own_write``). Not kept with the link.
     """
 
     ref: ObjectRef
@@ -251,6 +255,7 @@ class VendorObject(msgspec.Struct, frozen=True):
     created_at: datetime | None = None
     held: dict[str, str] = msgspec.field(default_factory=dict)
     read_at: datetime | None = None
+    unsent: tuple[dict[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         # A vendor's text may hold a NUL (JSON "\u0000"), which no PostgreSQL text

@@ -223,3 +223,31 @@ async def test_a_write_whose_read_failed_leaves_no_echo_to_hide_a_later_edit_of_
         assert (await rig.links(item_id))["devhelm"].unconfirmed in (None, [])
         assert (await rig.object("inboxops", ids["inboxops"]))["status"] in ("resolved", "closed")
         assert (await rig.object("devhelm", ids["devhelm"]))["status"] == "RESOLVED"
+
+
+async def test_a_person_setting_the_value_a_claimed_write_will_send_is_not_its_echo(
+    store: Store,
+) -> None:
+    """A ticket is closed; the DevHelm write is claimed, noting the state it will send
+    (RESOLVED, for closed). Before its read, a person resolves the incident by hand:
+    RESOLVED, meaning resolved, a later change than the close. The read before the
+    write found the value just noted and took it for that write's echo, though the
+    write had not been sent: the person's resolve was dropped without a trace, and the
+    ticket stayed closed. Found by bench/chaos.py (three processes, seed 312)."""
+    async with running_rig(store) as rig:
+        _, ids = await linked(rig)
+        dispatcher = rig.gateway.dispatcher
+        await rig.human("inboxops", ids["inboxops"], status="closed")
+        await rig.poll("inboxops")
+        assert (await rig.only_item()).status.value == "closed"
+        claimed = await dispatcher._claim(10)
+        assert "devhelm" in {link.system for link, _ in claimed}
+        await rig.human("devhelm", ids["devhelm"], status="RESOLVED")
+        attempts = await asyncio.gather(
+            *(dispatcher._attempt(link, item) for link, item in claimed)
+        )
+        await dispatcher._record(attempts)
+        assert (await rig.only_item()).status.value == "resolved"
+        await rig.settle()
+        assert (await rig.object("inboxops", ids["inboxops"]))["status"] == "resolved"
+        assert (await rig.object("devhelm", ids["devhelm"]))["status"] == "RESOLVED"

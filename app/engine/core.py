@@ -546,9 +546,11 @@ class Engine(OperatorChanges):
         back (a webhook, a poll, another process's read before its own write), which the
         link cannot know as it does not know the write landed. Judged as a person's
         change, dated by the vendor at the moment the write landed, it beat every change
-        the item took since the write was claimed, and overwrote it everywhere."""
+        the item took since the write was claimed, and overwrote it everywhere. A state
+        the read before a write shows that this write's own claim noted
+        (``VendorObject.unsent``) was not sent yet: a person's."""
         for state in link.unconfirmed or ():
-            if name not in state:
+            if name not in state or state in obj.unsent:
                 continue
             sent = state[name]
             if name == "assignee":

@@ -194,7 +194,7 @@ def known_of(value: dict[str, Any] | None) -> VendorObject | None:
 
 def encode_known(obj: VendorObject) -> dict[str, Any]:
     # raw vendor JSON is not kept in the mapping table: only what the sync needs
-    slim = msgspec.structs.replace(obj, raw={}, read_at=None)
+    slim = msgspec.structs.replace(obj, raw={}, read_at=None, unsent=())
     return msgspec.to_builtins(slim)  # type: ignore[no-any-return]
 
 
