@@ -556,7 +556,16 @@ class Dispatcher:
     ) -> list[tuple[Link, WorkItem | None]]:
         """Claim up to ``limit`` due links of systems not held back (nor ``full``: at
         their share of writes in flight), with their items, and prepare them
-        (``_prepare``) in the same transaction."""
+        (``_prepare``) in the same transaction. A deadlock with another process's
+        transaction runs it again at once (``Store.retrying``): it failed the whole claim
+        round, logged as an error with its traceback (bench.chaos, three processes)."""
+        return await self.store.retrying(
+            lambda: self._claim_once(limit, full=full), what="claiming writes"
+        )
+
+    async def _claim_once(
+        self, limit: int, *, full: Sequence[str]
+    ) -> list[tuple[Link, WorkItem | None]]:
         now = self.clock()
         # before the claim: an engine change committed after the claim's read counts as
         # later than it (``changed`` is called after the engine's commit)

@@ -297,3 +297,32 @@ async def test_with_every_slot_busy_a_batch_of_finished_writes_brings_the_next_c
             release_all()
             stop.set()
             await loop
+
+
+async def test_a_claim_that_hits_a_deadlock_is_run_again(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A claim round deadlocked with another process's transaction (seen with three
+    processes on PostgreSQL, at the claim's note of what it sends) failed as a whole and
+    was logged as an error; it is run again, and claims what it would have."""
+    async with running_rig(store) as rig:
+        _item_id, ids = await linked(rig)
+        dispatcher = rig.gateway.dispatcher
+        await rig.human("hookstream", ids["hookstream"], status="resolved")
+        await rig.poll("hookstream")
+        prepare = dispatcher._prepare
+        runs = 0
+
+        async def deadlocked_once(*args: Any) -> None:
+            nonlocal runs
+            runs += 1
+            if runs == 1:
+                raise FakeDeadlock
+            await prepare(*args)
+
+        monkeypatch.setattr(dispatcher, "_prepare", deadlocked_once)
+        claimed = await dispatcher._claim(10)
+        assert runs == 2
+        assert sorted(link.system for link, _ in claimed) == ["devhelm", "inboxops", "incidentio"]
+        worker = dispatcher.worker_id
+        assert await claim_states(store, [link.id for link, _ in claimed]) == [worker] * 3
