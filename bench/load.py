@@ -103,6 +103,34 @@ class Sender:
         return status, time.perf_counter() - start, time.time()
 
 
+async def hold_final_states(inst: Installation, items: Sequence[Item]) -> None:
+    """Set each ticket in the InboxOps simulator to the status its last change built
+    gives it (the gateway's own changes arrive as the webhooks built before this), as
+    the real InboxOps would hold it. The webhooks alone leave the simulator's tickets as
+    they were, and a gateway that reads a ticket (two webhooks of one ticket handled out
+    of order: the older is read again, ``Engine._stepped_back``) took their old status
+    for the newer one, and undid the changes. Timed outside the loop; the gateway takes
+    no part."""
+    if "inboxops" not in inst.sim_urls or inst.control is None or not items:
+        return
+    last = {item.ticket["id"]: item.status for item in items}
+    gate = asyncio.Semaphore(16)
+
+    async def hold(ticket_id: str, status: str) -> int:
+        async with gate:
+            assert inst.control is not None
+            url = f"{inst.sim_urls['inboxops']}/_sim/objects/{ticket_id}"
+            answer = await inst.control.patch(url, json={"status": status})
+            if answer.status_code not in (200, 404):
+                raise RuntimeError(f"inboxops PATCH {url}: {answer.status_code} {answer.text}")
+            return answer.status_code
+
+    (first, *rest) = last.items()
+    if await hold(*first) == 404:
+        return  # the tickets live in another installation's simulator, where none reads them
+    await asyncio.gather(*(hold(t, s) for t, s in rest))
+
+
 class Cursor:
     """Round-robin over the installation's items."""
 
@@ -134,6 +162,7 @@ async def closed_loop(
     as it is accepted."""
     items = [cursor.next() for _ in range(n)]
     changes = [(item, *build_change(item)) for item in items]
+    await hold_final_states(inst, items)
     lat: list[float] = []
     bad = 0
     queue = iter(changes)
@@ -162,6 +191,8 @@ async def closed_loop(
         "sent": len(lat) + bad,
         "accepted": len(lat),
         "errors": bad,
+        # when the first change was sent (perf_counter): after the simulator was set
+        "started": start,
         "seconds": wall,
         "rate": len(lat) / wall if wall else 0.0,
         "p50_ms": pct(lat, 50) * 1000,

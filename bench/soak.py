@@ -254,14 +254,14 @@ async def soak(kind: str, db_url: str, args: argparse.Namespace, wd: Path) -> di
         cursor = Cursor(inst.items)
         rate = args.rate
         if rate is None:
-            t0 = time.perf_counter()
             probe = await closed_loop(inst, cursor, 32, args.probe, deadline_s=120)
             await wait_quiet(inst, 3 * probe["accepted"], 600)
-            capacity = probe["accepted"] / (time.perf_counter() - t0)
+            took = time.perf_counter() - probe["started"]
+            capacity = probe["accepted"] / took
             rate = capacity / 2
             log(
                 f"{kind}: {probe['accepted']} changes acknowledged at {probe['rate']:.0f}/s, "
-                f"all written after {time.perf_counter() - t0:.1f} s: sustainable about "
+                f"all written after {took:.1f} s: sustainable about "
                 f"{capacity:.0f} changes/s; soaking at {rate:.0f}/s"
             )
         await inst.clear_requests()
