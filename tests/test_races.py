@@ -251,3 +251,40 @@ async def test_a_person_setting_the_value_a_claimed_write_will_send_is_not_its_e
         await rig.settle()
         assert (await rig.object("inboxops", ids["inboxops"]))["status"] == "resolved"
         assert (await rig.object("devhelm", ids["devhelm"]))["status"] == "RESOLVED"
+
+
+async def test_a_late_webhook_does_not_make_an_older_edit_look_made_on_top(
+    store: Store,
+) -> None:
+    """A person closes the ticket; later another resolves it (webhook held up), and a
+    third person cancels the follow-up, the newest edit: the item is cancelled, which
+    the ticket's "closed" holds. A late copy of the ticket's "closed" view is handled
+    after that (a webhook retried, or handled by another process). It counted as the
+    ticket seen holding the item's value after its last change, so the older resolve
+    was taken as made on top of it and beat the newer cancel, with no conflict entry.
+    A webhook's view moves nothing of when the object was last seen (bench.chaos,
+    three processes, seed 302)."""
+    async with running_rig(store) as rig:
+        item_id, ids = await linked(rig)
+        engine = rig.gateway.engine
+        inboxops = rig.gateway.adapters["inboxops"]
+        links = await rig.links(item_id)
+        ticket_ref = links["inboxops"].ref
+        assert ticket_ref is not None
+        await rig.human("inboxops", ids["inboxops"], status="closed")
+        closed = await inboxops.get(ticket_ref)  # a webhook's view: no read_at
+        await engine.observe_many([(closed, "inboxops:closed")])
+        assert (await rig.only_item()).status.value == "closed"
+        await rig.human("inboxops", ids["inboxops"], status="resolved")
+        resolved = await inboxops.get(ticket_ref)
+        await rig.human("incidentio", ids["incidentio"], status="not_doing")
+        await rig.poll("incidentio")
+        assert (await rig.only_item()).status.value == "cancelled"
+        await engine.observe_many([(closed, "inboxops:closed-again")])  # the late copy
+        await engine.observe_many([(resolved, "inboxops:resolved")])
+        item = await rig.only_item()
+        assert item.status.value == "cancelled"
+        async with store.tx() as tx:
+            detail = await tx.history_of(item_id)
+        lost = [h for h in detail if h.kind == "conflict_lost" and h.system == "inboxops"]
+        assert [h.new_value for h in lost] == ["resolved"], detail

@@ -47,7 +47,8 @@ class Batch:
         self._by_item: dict[str, list[Link]] = {}
         self.history: list[HistoryEntry] = []
         self.changed_items: set[str] = set()
-        self.seen: dict[int, VendorObject] = {}
+        #: what each link saw, and since when (``saw``)
+        self.seen: dict[int, tuple[VendorObject, datetime | None]] = {}
         self.dirty: dict[int, int] = {}
 
     async def load(self, item_ids: set[str]) -> None:
@@ -89,10 +90,20 @@ class Batch:
         self.changed_items.add(item.id)
 
     def saw(self, link: Link, obj: VendorObject) -> None:
+        """The link now knows ``obj``. Its ``last_synced_at`` says when, by the gateway's
+        clock, the object was last seen as known (``Engine._held``): a read's view is of
+        the moment the read began, or later; a webhook's is of a moment the gateway
+        cannot place (a late delivery, another process's), so it moves nothing. Taken as
+        of its handling, a late delivery showing a ticket "closed" counted as seen after
+        the item became cancelled (which "closed" holds), and a person's older change on
+        that ticket then beat a newer one elsewhere as if made on top (bench.chaos)."""
         link.known = obj
         link.vendor_updated_at = obj.updated_at
-        link.last_synced_at = self.now
-        self.seen[link.id] = obj
+        if obj.read_at is not None and (
+            link.last_synced_at is None or obj.read_at > link.last_synced_at
+        ):
+            link.last_synced_at = obj.read_at
+        self.seen[link.id] = (obj, link.last_synced_at)
 
     def mark_dirty(self, link_ids: Iterable[int], version: int) -> None:
         for link_id in link_ids:
@@ -104,6 +115,6 @@ class Batch:
     async def flush(self) -> None:
         tx = self.tx
         await tx.save_items(self.items[item_id] for item_id in sorted(self.changed_items))
-        await tx.record_seen_many(self.seen.items(), self.now)
+        await tx.record_seen_many(self.seen.items())
         await tx.add_history(self.history)
         await tx.mark_dirty_many(self.dirty)

@@ -217,16 +217,17 @@ class LinkQueries(TxBase):
         )
 
     async def record_seen_many(
-        self, seen: Iterable[tuple[int, VendorObject]], now: datetime
+        self, seen: Iterable[tuple[int, tuple[VendorObject, datetime | None]]]
     ) -> None:
+        """What each link saw of its object, and since when (``Batch.saw``)."""
         rows = [
             {
                 "b_id": link_id,
                 "known_state": encode_known(obj),
                 "vendor_updated_at": obj.updated_at,
-                "last_synced_at": now,
+                "last_synced_at": since,
             }
-            for link_id, obj in seen
+            for link_id, (obj, since) in seen
         ]
         if rows:
             await self._run(RECORD_SEEN, rows)
