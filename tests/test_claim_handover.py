@@ -437,8 +437,10 @@ async def test_under_a_burst_of_deliveries_the_claim_loop_claims_most_writes(
     claim = after["claim"] - before["claim"]
     handed = after["handed"] - before["handed"]
     # a change is written at most once to each of the two systems (fewer where a ticket's
-    # changes coalesce), and each ticket's last change to both
-    assert 2 * tickets_n <= claim + handed <= 2 * tickets_n * bursts
+    # changes coalesce), and each ticket's last change to both; a delivery handled after
+    # a newer one of its ticket (32 in flight) has the ticket read again, through a claim
+    # of its InboxOps link (``Engine._stepped_back``): at most one more per delivery
+    assert 2 * tickets_n <= claim + handed <= 3 * tickets_n * bursts
     assert handed < (claim + handed) * 3 / 4, f"{handed} of {claim + handed} writes handed over"
 
 
