@@ -1471,6 +1471,50 @@ async def test_a_removed_systems_writes_are_dead_letters_an_operator_can_filter_
         assert (await inst.admin.get("/systems")).json()["dead_letters"] == 0
 
 
+async def test_a_person_setting_the_value_a_write_is_about_to_send_keeps_their_edit(
+    tmp_path: Path,
+) -> None:
+    """A ticket is closed; the gateway claims the DevHelm write, noting what it will send
+    (RESOLVED, for closed), and reads the incident first, slowly. Meanwhile a person
+    resolves the incident by hand: RESOLVED, meaning resolved, a later change than the
+    close. The read found the value just noted and took it for that write's echo, though
+    the write had not been sent: the resolve was lost without a trace and the ticket
+    stayed closed (found by bench.chaos, three processes, seeds 312 and 305)."""
+    async with installation(tmp_path) as inst:
+        ticket = await inst.open_ticket("Refunds failing")
+        detail = await inst.linked(ticket)
+        incident = external_id(detail, "devhelm")
+        await inst.settle()
+        slow = await inst.control["devhelm"].put("/_sim/latency", json={"ms": 1500})
+        assert slow.status_code == 200, slow.text
+        closed = await inst.control["inboxops"].patch(
+            f"/_sim/objects/{ticket}", json={"status": "closed"}
+        )
+        assert closed.status_code == 200, closed.text
+
+        async def reading() -> bool:  # the read before the write, still on its way
+            return any(r.method == "GET" and r.status == 0 for r in inst.requests("devhelm"))
+
+        await eventually(reading, timeout_s=30, what="the read before the DevHelm write")
+        edited = await inst.control["devhelm"].patch(
+            f"/_sim/objects/{incident}", json={"status": "RESOLVED"}
+        )
+        assert edited.status_code == 200, edited.text
+        await inst.control["devhelm"].put("/_sim/latency", json={"ms": 0})
+
+        async def resolved() -> bool:
+            ticket_now = [
+                t for t in await sim_objects(inst.control["inboxops"]) if t["id"] == ticket
+            ]
+            return [t["status"] for t in ticket_now] == ["resolved"]
+
+        await eventually(resolved, timeout_s=30, what="the person's resolve on the ticket")
+        await inst.settle()
+        found = await inst.item_of("inboxops", ticket)
+        assert found is not None and found["item"]["status"] == "resolved", found["item"]
+        assert history_of(found, "change", "devhelm") == ["resolved"]
+
+
 async def test_the_config_view_shows_what_runs_and_a_reload_names_what_waits_for_a_restart(
     tmp_path: Path,
 ) -> None:
