@@ -239,7 +239,7 @@ class Rules:
         and the objects that cannot hold it keep what they have; sent, it was refused,
         the link dead-lettered, and no later change reached the object."""
         out = fields.only(self.out_fields(system))
-        blank = [name for name, value in out.items() if self.refuses_blank(system, name, value)]
+        blank = self.create_waits_for(system, out)  # the same blank texts as a create's
         if not blank:
             return out
         return Fields(**{k: v for k, v in out.items() if k not in blank})
@@ -254,10 +254,11 @@ class Rules:
         )
 
     def create_waits_for(self, system: str, fields: Fields) -> list[str]:
-        """The fields of a create's body ``fields`` that ``system`` refuses as they are
-        (a blank title: every vendor needs one, DevHelm and incident.io refuse a blank
-        one). Such a create waits, not tried, until the item's value is one the system
-        takes; sent, it was refused and dead-lettered."""
+        """The fields of ``fields`` that ``system`` refuses as they are (a blank title:
+        every vendor needs one, DevHelm and incident.io refuse a blank one). A create
+        whose body holds one waits, not tried, until the item's value is one the system
+        takes (sent, it was refused and dead-lettered); an update leaves them out
+        (``outgoing``)."""
         return [name for name, value in fields.items() if self.refuses_blank(system, name, value)]
 
     def in_fields(self, system: str) -> frozenset[str]:
