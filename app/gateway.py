@@ -108,9 +108,9 @@ def http_client(system: SystemSettings) -> httpx.AsyncClient:
 #: How often each process reads the database server's clock again (``Gateway.sync_clock``),
 #: and the smallest correction it makes: below it is the round trip's noise.
 CLOCK_EVERY_S = 60.0
+CLOCK_STEP = timedelta(milliseconds=100)
 #: How often history past the retention is deleted.
 PRUNE_EVERY_S = 3600.0
-CLOCK_STEP = timedelta(milliseconds=100)
 
 RESTART_ONLY = ("database_url", "sqlite_wal_limit_mb", "server")
 #: The dispatcher's slots and per-system lanes are made when it starts.
