@@ -42,6 +42,7 @@ from tests.blackbox import (
     write_config,
 )
 from tests.contract.kits import KITS
+from tests.hostile.support import signed
 from tests.rig import STATUS_PAGE_ID
 
 pytestmark = pytest.mark.slow
@@ -1513,6 +1514,68 @@ async def test_a_person_setting_the_value_a_write_is_about_to_send_keeps_their_e
         found = await inst.item_of("inboxops", ticket)
         assert found is not None and found["item"]["status"] == "resolved", found["item"]
         assert history_of(found, "change", "devhelm") == ["resolved"]
+
+
+async def test_a_late_webhook_copy_does_not_make_an_older_edit_beat_a_newer_one(
+    tmp_path: Path,
+) -> None:
+    """A person closes the ticket; later another resolves it, a webhook held up; a third
+    cancels the follow-up, the newest edit, and the item is cancelled (which the
+    ticket's "closed" holds). A second copy of the ticket's "closed" (another event of
+    the same state) arrives after that: taken as the ticket seen holding the item's
+    value after its last change, it made the older resolve look made on top of it, and
+    the resolve beat the newer cancel with no conflict entry (bench.chaos, three
+    processes, seed 302)."""
+    async with installation(tmp_path) as inst:
+        ticket = await inst.open_ticket("Invoices not sent")
+        detail = await inst.linked(ticket)
+        follow_up = external_id(detail, "incidentio")
+        await inst.settle()
+        # the deliveries of the ticket's edits are sent from here, in the order wanted
+        quiet = await inst.control["inboxops"].put("/_sim/webhook", json={"url": None})
+        assert quiet.status_code == 200, quiet.text
+
+        async def edit(status: str) -> dict[str, Any]:
+            response = await inst.control["inboxops"].patch(
+                f"/_sim/objects/{ticket}", json={"status": status}
+            )
+            assert response.status_code == 200, response.text
+            return dict(response.json()["data"])
+
+        async def deliver(event_id: str, ticket_now: dict[str, Any]) -> None:
+            event = {
+                "id": event_id,
+                "type": "ticket.updated",
+                "created_at": ticket_now["updated_at"],
+            }
+            body = msgspec.json.encode({**event, "data": ticket_now})
+            async with httpx.AsyncClient(base_url=inst.gateway.url) as plain:
+                response = await plain.post(
+                    "/webhooks/inboxops", content=body, headers=signed("inboxops", body)
+                )
+            assert response.status_code == 202, response.text
+
+        async def status_is(value: str) -> bool:
+            found = await inst.item_of("inboxops", ticket)
+            return found is not None and found["item"]["status"] == value
+
+        closed = await edit("closed")
+        await deliver("evt_closed", closed)
+        await eventually(lambda: status_is("closed"), timeout_s=30, what="the close applied")
+        await inst.settle()
+        resolved = await edit("resolved")  # its delivery held up
+        cancelled = await inst.control["incidentio"].patch(
+            f"/_sim/objects/{follow_up}", json={"status": "not_doing"}
+        )
+        assert cancelled.status_code == 200, cancelled.text
+        await eventually(lambda: status_is("cancelled"), timeout_s=30, what="the cancel")
+        await inst.settle()
+        await deliver("evt_closed_again", closed)  # the late copy
+        await deliver("evt_resolved", resolved)
+        await inst.settle()
+        found = await inst.item_of("inboxops", ticket)
+        assert found is not None and found["item"]["status"] == "cancelled", found["item"]
+        assert history_of(found, "conflict_lost", "inboxops") == ["resolved"]
 
 
 async def test_the_config_view_shows_what_runs_and_a_reload_names_what_waits_for_a_restart(
