@@ -243,6 +243,10 @@ class VendorObject(msgspec.Struct, frozen=True):
     that write's own claim noted (``Dispatcher._noted``). The read comes before the call,
     so the object cannot show one of them as that write's echo: a value of one is a
     person's (``Engine._own_write``). Not kept with the link.
+    ``recorded_at``, on a link's known view: when (the gateway's clock) the link recorded
+    it from an observation, a webhook's included (``Batch.saw``); None for a write's
+    answer, recorded at the link's ``last_synced_at``. A read begun before then may show
+    the object as it was before that view: it is no newer (``Engine._stepped_back``).
     """
 
     ref: ObjectRef
@@ -256,6 +260,7 @@ class VendorObject(msgspec.Struct, frozen=True):
     held: dict[str, str] = msgspec.field(default_factory=dict)
     read_at: datetime | None = None
     unsent: tuple[dict[str, Any], ...] = ()
+    recorded_at: datetime | None = None
 
     def __post_init__(self) -> None:
         # A vendor's text may hold a NUL (JSON "\u0000"), which no PostgreSQL text

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import asyncio
 
+import msgspec
+
 from app.config.schema import CreateIn, CreateRule
 from app.model import Fields
 from app.store import Store
@@ -288,3 +290,28 @@ async def test_a_late_webhook_does_not_make_an_older_edit_look_made_on_top(
             detail = await tx.history_of(item_id)
         lost = [h for h in detail if h.kind == "conflict_lost" and h.system == "inboxops"]
         assert [h.new_value for h in lost] == ["resolved"], detail
+
+
+async def test_a_poll_read_begun_before_a_webhooks_change_does_not_undo_it(
+    store: Store,
+) -> None:
+    """A poll reads the ticket (open); the ticket is resolved, and its webhook is handled
+    first; then the poll's page, dated before the resolve, is handled. The link had
+    recorded the webhook's view but not when (a webhook's view does not move when the
+    object was last seen), so the read, begun "after the link last recorded it", was
+    taken for a vendor clock stepped back and undid the resolve everywhere
+    (tests/test_bench_chaos.py, two processes, seed 100). It is dropped as older."""
+    async with running_rig(store) as rig:
+        item_id, ids = await linked(rig)
+        engine = rig.gateway.engine
+        inboxops = rig.gateway.adapters["inboxops"]
+        ticket_ref = (await rig.links(item_id))["inboxops"].ref
+        assert ticket_ref is not None
+        began = rig.gateway.clock()
+        polled = msgspec.structs.replace(await inboxops.get(ticket_ref), read_at=began)
+        await rig.human("inboxops", ids["inboxops"], status="resolved")
+        webhook_view = await inboxops.get(ticket_ref)  # no read_at: a webhook's
+        await engine.observe_many([(webhook_view, "inboxops:resolved")])
+        assert (await rig.only_item()).status.value == "resolved"
+        await engine.observe_many([(polled, "poll-late")])
+        assert (await rig.only_item()).status.value == "resolved"

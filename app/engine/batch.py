@@ -97,7 +97,7 @@ class Batch:
         of its handling, a late delivery showing a ticket "closed" counted as seen after
         the item became cancelled (which "closed" holds), and a person's older change on
         that ticket then beat a newer one elsewhere as if made on top (bench.chaos)."""
-        link.known = obj
+        link.known = obj = msgspec.structs.replace(obj, recorded_at=self.now)
         link.vendor_updated_at = obj.updated_at
         if obj.read_at is not None and (
             link.last_synced_at is None or obj.read_at > link.last_synced_at

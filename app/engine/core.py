@@ -460,11 +460,10 @@ class Engine(OperatorChanges):
         system, external = obj.ref.system, obj.ref.external_id
         seen_at = link.vendor_updated_at
         assert seen_at is not None
-        if (
-            obj.read_at is not None
-            and link.last_synced_at is not None
-            and obj.read_at > link.last_synced_at
-        ):
+        # when the link recorded what it knows (a webhook's view too: a read begun
+        # before that may show the object before the change it showed)
+        recorded = known.recorded_at or link.last_synced_at
+        if obj.read_at is not None and recorded is not None and obj.read_at > recorded:
             log.warning(
                 "vendor clock stepped back: a change dated before the object's last time",
                 extra={
