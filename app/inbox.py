@@ -117,7 +117,7 @@ class EventWriter:
             if handed:
                 inbox.hand_over(handed)
             if len(handed) < sum(i is not None for i in ids):
-                inbox.claim_soon()  # some were stored unclaimed
+                inbox.spilled()  # some were stored unclaimed
         return list(ids)
 
 
@@ -204,11 +204,19 @@ class InboxWorker:
         self._taking = False
         self._table_claim_at = 0.0  # when the table is next claimed from (monotonic)
         self._table_wanted = True  # something to claim there: no need to wait for then
+        #: Deliveries were stored unclaimed for want of room (``spilled``) and the table
+        #: has not been claimed empty since: they are older than any delivery to come.
+        self._spilled = False
 
     def handover_room(self) -> int:
-        """How many more received events may be handed over (none unless ``run`` works:
-        a handed event waits for this worker, or for its claim to lapse)."""
-        return HANDOVER_MAX - len(self._handed) if self._taking else 0
+        """How many more received events may be handed over: none unless ``run`` works
+        (a handed event waits for this worker, or for its claim to lapse), and none while
+        deliveries stored unclaimed wait in the table. Handed over, a newer delivery was
+        processed before them: the older of two changes of an object came in after the
+        newer, and had the object read again (``Engine._stepped_back``)."""
+        if not self._taking or self._spilled:
+            return 0
+        return HANDOVER_MAX - len(self._handed)
 
     def hand_over(self, events: list[Event]) -> None:
         """Take events stored already claimed for this worker (``EventWriter``)."""
@@ -219,6 +227,14 @@ class InboxWorker:
         """Events may be due in the table: claim from it in the next round."""
         self._table_wanted = True
         self.wake.set()
+
+    def spilled(self) -> None:
+        """Deliveries were stored unclaimed (no room to hand them over, or ``run`` not
+        working): the handed events are older and are taken first, then the table's, and
+        none is handed over until the table is claimed empty, so that events are
+        processed in the order they arrived."""
+        self._spilled = True
+        self.claim_soon()
 
     def _take_handed(self, limit: int) -> list[Event]:
         """Up to ``limit`` handed events, oldest first. One held for half its lease or
@@ -239,7 +255,8 @@ class InboxWorker:
         claim took all it asked for) and at least every ``TABLE_CLAIM_EVERY_S`` (retries
         come due, another process's claims lapse), even while a stream of handed events
         keeps the worker busy; otherwise it is the events the receiver handed over
-        (``hand_over``), which need no claim of their own.
+        (``hand_over``), which need no claim of their own. Deliveries stored unclaimed
+        for want of room (``spilled``) wait until the handed events, older, are taken.
 
         The events that carry what they report are applied at once, in one engine
         transaction that also marks them done. Those that name objects to fetch first
@@ -253,7 +270,8 @@ class InboxWorker:
         held = set(self.disabled())
         full = sorted({system for system, n in running.items() if n >= MAX_APART} | held)
         events: list[Event] = []
-        if self._table_wanted or monotonic() >= self._table_claim_at:
+        table = self._table_wanted or monotonic() >= self._table_claim_at
+        if table and not (self._spilled and self._handed):  # else those handed are older
             self._table_wanted = False
             self._table_claim_at = monotonic() + TABLE_CLAIM_EVERY_S
             async with self.store.tx(one_statement=True) as tx:
@@ -261,6 +279,8 @@ class InboxWorker:
                     now=self.clock(), lease=self.lease, limit=limit, full=full
                 )
             self._table_wanted = len(events) >= limit  # more may be waiting there
+            if not self._table_wanted:
+                self._spilled = False  # all claimed: deliveries are handed over again
         events = events or self._take_handed(limit)
         if not events:
             return 0

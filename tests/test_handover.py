@@ -152,6 +152,38 @@ async def test_the_table_is_claimed_from_while_handed_events_keep_the_worker_bus
     assert sum(e.state == "pending" for e in stored.values()) == 2 * worker.batch
 
 
+async def test_deliveries_stored_unclaimed_for_want_of_room_are_processed_before_newer_ones(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Events are processed in the order they arrived. Deliveries past the handover's
+    room wait in the table, newer than those handed over and older than any to come:
+    taken before them, or overtaken by later ones handed over once there was room, the
+    older of two changes of an object was applied after the newer and had the object
+    read again (a burst of 1,500 at c = 32 processed its first 256 last)."""
+    monkeypatch.setattr(inbox_module, "HANDOVER_MAX", 8)
+    worker = make_worker(store)
+    worker._taking = True  # as while ``run`` works, its rounds taken by the test
+    writer = EventWriter(store, inbox=worker)
+    order: list[str] = []
+    settle = worker._settle
+
+    async def spy(parsed: list[Any], unreadable: list[Any]) -> None:
+        order.extend(p.event.delivery_id for p in parsed)
+        order.extend(event.delivery_id for event, _outcome, _detail in unreadable)
+        await settle(parsed, unreadable)
+
+    monkeypatch.setattr(worker, "_settle", spy)
+    for n in range(12):  # 8 handed over, 4 stored unclaimed
+        assert await writer.store_event(delivery(n)) is not None
+    await worker.run_once()
+    for n in range(12, 20):  # room to hand over again: these are newer than the 4
+        assert await writer.store_event(delivery(n)) is not None
+    while await worker.run_once():
+        pass
+    assert order == [f"evt-{n}" for n in range(20)]
+    assert worker.handover_room() == 8  # the table claimed empty: handed over again
+
+
 async def test_a_handed_event_held_too_long_is_claimed_again_once_its_claim_lapses(
     store: Store, table_claims: list[list[str]]
 ) -> None:
