@@ -745,11 +745,15 @@ class Dispatcher:
     async def _update(self, adapter: Adapter, link: Link, item: WorkItem, result: Attempt) -> None:
         """Write what the object lacks of the item's state; first, where the system
         asks for it, read the object and let the engine fold in any change we had not
-        seen, so that a person's newer edit is never overwritten."""
+        seen, so that a person's newer edit is never overwritten. With nothing to send
+        there is no read, unless the object is marked to be read again
+        (``VendorObject.reread``)."""
         assert link.ref is not None
         known = link.known
         read_at: float | None = None
         if self._refreshes(link.system):
+            if self._no_read_needed(link, item):
+                return
             refreshed = await self._refresh(adapter, link, item)
             if refreshed is None:
                 return  # the link was moved or removed meanwhile: nothing to write here
@@ -769,6 +773,18 @@ class Dispatcher:
         if read_at is not None:  # the window in which an edit there could still be missed
             self.metrics.refresh_window.labels(link.system).observe(time.perf_counter() - read_at)
         result.obj = await adapter.update(link.ref, changes, current=known)
+
+    def _no_read_needed(self, link: Link, item: WorkItem) -> bool:
+        """A change undone before its write: the item is back to what the link knows of
+        the object, and no write of the gateway's may have changed the object since
+        (none unconfirmed: sent, its answer not recorded, it may show what it sent). No
+        write follows, so there is nothing a read could keep from being overwritten;
+        unless a change that cannot be dated asked for one (``VendorObject.reread``)."""
+        known = link.known
+        if known is None or known.reread or link.unconfirmed:
+            return False
+        target = self.rules.outgoing(link.system, item.fields())
+        return self.rules.differs(link.system, known, target).is_empty()
 
     def _refreshes(self, system: str) -> bool:
         settings = self.rules.settings.systems.get(system)

@@ -247,6 +247,10 @@ class VendorObject(msgspec.Struct, frozen=True):
     it from an observation, a webhook's included (``Batch.saw``); None for a write's
     answer, recorded at the link's ``last_synced_at``. A read begun before then may show
     the object as it was before that view: it is no newer (``Engine._stepped_back``).
+    ``reread``, on a link's known view: a change dated before it came that cannot be
+    told from a late delivery, so the object is read before the link's next write even
+    when that write has nothing to send (``Engine._stepped_back``); kept until a read or
+    a write's answer replaces the view.
     """
 
     ref: ObjectRef
@@ -261,6 +265,7 @@ class VendorObject(msgspec.Struct, frozen=True):
     read_at: datetime | None = None
     unsent: tuple[dict[str, Any], ...] = ()
     recorded_at: datetime | None = None
+    reread: bool = False
 
     def __post_init__(self) -> None:
         # A vendor's text may hold a NUL (JSON "\u0000"), which no PostgreSQL text

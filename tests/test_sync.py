@@ -571,6 +571,33 @@ async def test_a_read_that_finds_the_object_as_last_seen_writes_without_the_engi
         assert await statuses(rig, ids) == ALL_RESOLVED
 
 
+async def test_a_change_undone_before_its_write_reads_and_writes_nothing(store: Store) -> None:
+    """The issue is resolved and reopened before the dispatcher writes: the other three
+    links are dirty, but the item is back to what each object showed. No write follows,
+    so there is nothing a read could keep from being overwritten: no call at all (the
+    read before each write was still made, three GETs a change undone in a burst)."""
+    async with running_rig(store) as rig:
+        _, ids = await linked(rig)
+        reads = rig.gateway.metrics.refresh_reads
+        reads_before = {s: reads.labels(s)._value.get() for s in ids}
+        await rig.human("hookstream", ids["hookstream"], status="resolved")
+        await rig.poll("hookstream")
+        await rig.human("hookstream", ids["hookstream"], status="open")
+        await rig.poll("hookstream")
+        calls_before = {s: len(rig.sims[s].kit.requests) for s in ids}
+        links = await rig.links((await rig.only_item()).id)
+        assert all(links[s].dirty for s in ("devhelm", "inboxops", "incidentio")), links
+        await rig.gateway.dispatcher.run_until_idle()
+        assert {
+            s: reads.labels(s)._value.get() - n for s, n in reads_before.items()
+        } == dict.fromkeys(ids, 0)
+        calls = {s: len(rig.sims[s].kit.requests) - n for s, n in calls_before.items()}
+        assert calls == {"hookstream": 0, "devhelm": 0, "inboxops": 0, "incidentio": 0}
+        links = await rig.links((await rig.only_item()).id)
+        assert not any(link.dirty for link in links.values()), links
+        assert await statuses(rig, ids) == ALL_OPEN
+
+
 async def test_a_read_that_cannot_be_folded_in_fails_only_its_own_write(store: Store) -> None:
     async with running_rig(store) as rig:
         _, ids = await linked(rig)

@@ -96,14 +96,25 @@ class Batch:
         cannot place (a late delivery, another process's), so it moves nothing. Taken as
         of its handling, a late delivery showing a ticket "closed" counted as seen after
         the item became cancelled (which "closed" holds), and a person's older change on
-        that ticket then beat a newer one elsewhere as if made on top (bench.chaos)."""
-        link.known = obj = msgspec.structs.replace(obj, recorded_at=self.now)
+        that ticket then beat a newer one elsewhere as if made on top (bench.chaos).
+        A webhook's view keeps the mark to read the object again (``reread``): only a
+        read settles it."""
+        again = obj.read_at is None and link.known is not None and link.known.reread
+        link.known = obj = msgspec.structs.replace(obj, recorded_at=self.now, reread=again)
         link.vendor_updated_at = obj.updated_at
         if obj.read_at is not None and (
             link.last_synced_at is None or obj.read_at > link.last_synced_at
         ):
             link.last_synced_at = obj.read_at
         self.seen[link.id] = (obj, link.last_synced_at)
+
+    def reread(self, link: Link) -> None:
+        """Mark the link's object to be read before its next write, even one with
+        nothing to send (``VendorObject.reread``): its view, and when it was seen, are
+        otherwise kept as they are."""
+        assert link.known is not None
+        link.known = msgspec.structs.replace(link.known, reread=True)
+        self.seen[link.id] = (link.known, link.last_synced_at)
 
     def mark_dirty(self, link_ids: Iterable[int], version: int) -> None:
         for link_id in link_ids:

@@ -482,6 +482,7 @@ class Engine(OperatorChanges):
                 "a change dated before the object's last time: read again before a write",
                 extra={"work_item_id": item.id, "system": system, "external_id": external},
             )
+            batch.reread(link)
             batch.mark_dirty([link.id], item.version)
             return REREAD
         batch.history.append(
