@@ -39,7 +39,7 @@ from typing import Any
 from bench.install import WRITE_SYSTEMS, Installation, create_items, start_gateway_process
 from bench.load import Cursor, closed_loop
 from bench.procs import Proc, cpu_split_s, involuntary_switches, rss_mb
-from bench.profile import Profiler, parts, read_collapsed
+from bench.profile import Profiler, parts, py_spy, read_collapsed
 
 LEASE_S = 6.0
 
@@ -328,7 +328,7 @@ async def scaleout(
             "min": min(ratios),
             "max": max(ratios),
         }
-        if profile:
+        if profile and py_spy() is not None:  # without it, a note was printed per run
             out["profile"] = {
                 "one": by_part(one_runs),
                 "two": by_part(two_runs),
