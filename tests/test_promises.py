@@ -1516,6 +1516,44 @@ async def test_a_person_setting_the_value_a_write_is_about_to_send_keeps_their_e
         assert history_of(found, "change", "devhelm") == ["resolved"]
 
 
+async def test_a_change_undone_before_its_write_sends_nothing_to_the_waiting_tool(
+    tmp_path: Path,
+) -> None:
+    """The ticket is resolved and reopened while DevHelm's writes wait (paused). Resumed,
+    the incident already shows what the item holds: no write follows, and no read is
+    made for one either (the incident was read first all the same, a GET for each
+    object of every change undone in a burst)."""
+    async with installation(tmp_path) as inst:
+        ticket = await inst.open_ticket("Undone before it was written")
+        detail = await inst.linked(ticket)
+        incident = external_id(detail, "devhelm")
+        await inst.settle()
+        paused = await inst.admin.post("/systems/devhelm/pause")
+        assert paused.status_code == 200, paused.text
+        before = len(inst.requests("devhelm"))
+        for status in ("resolved", "open"):
+            edited = await inst.control["inboxops"].patch(
+                f"/_sim/objects/{ticket}", json={"status": status}
+            )
+            assert edited.status_code == 200, edited.text
+
+            async def applied(status: str = status) -> bool:
+                return await canonical(inst, ticket) == status
+
+            await eventually(applied, timeout_s=30, what=f"the ticket's {status} applied")
+        found = await inst.item_of("inboxops", ticket)
+        assert found is not None
+        (link,) = [link for link in found["links"] if link["system"] == "devhelm"]
+        assert link["state"] != "synced", link  # its write waits
+        resumed = await inst.admin.post("/systems/devhelm/resume")
+        assert resumed.status_code == 200, resumed.text
+        await inst.settle()
+        calls = [r for r in inst.requests("devhelm")[before:] if incident in r.path]
+        assert calls == [], [(r.method, r.path) for r in calls]
+        (shown,) = [o for o in await sim_objects(inst.control["devhelm"]) if o["id"] == incident]
+        assert shown["status"] == "INVESTIGATING"
+
+
 async def test_a_late_webhook_copy_does_not_make_an_older_edit_beat_a_newer_one(
     tmp_path: Path,
 ) -> None:
