@@ -18,7 +18,7 @@ import msgspec
 import pytest
 import sqlalchemy as sa
 
-from app.inbox import MAX_EVENT_ATTEMPTS
+from app.inbox import HANDOVER_MAX, MAX_EVENT_ATTEMPTS
 from app.model import ObjectRef
 from app.store import Store
 from tests import blackbox
@@ -435,6 +435,96 @@ async def test_a_stop_gives_back_the_received_events_it_had_not_taken_yet(
             await first.stop()
             if second is not None:
                 await second.stop()
+            await store.close()
+
+
+@pytest.mark.postgres
+async def test_a_burst_past_the_handover_is_processed_in_the_order_it_arrived(
+    tmp_path: Path,
+) -> None:
+    """The inbox worker is held in a round (another session's lock on the work item)
+    while a ticket is retitled more times than the worker may be handed over
+    (``HANDOVER_MAX``): the deliveries past it are stored unclaimed. Claimed before the
+    older ones handed over, the newest title was applied first, and each older one then
+    came in dated before it, so the ticket was read again for every one of them, and
+    the older titles reached no other tool. Processed in the order they arrived, each
+    title is applied in turn, and the ticket is never read."""
+    store = await open_store("postgres", tmp_path)  # migrated and empty
+    port = free_port()
+    async with simulators(f"http://127.0.0.1:{port}") as (sims, control):
+        urls = {n: str(c.base_url) for n, c in control.items()}
+        config = tmp_path / "config.yaml"
+        # a lease long enough that no handed delivery is dropped for being held (half
+        # of it) while the burst is stored
+        write_config(config, postgres_url(), urls, dispatcher={"lease_s": 120})
+        gateway = GatewayProcess(config, port, "only", tmp_path / "gateway.log")
+        admin = admin_client(gateway.url)
+
+        async def waiting_for_a_lock() -> bool:
+            async with store.engine.connect() as conn:
+                query = (
+                    "SELECT count(*) FROM pg_stat_activity"
+                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+                )
+                return bool((await conn.execute(sa.text(query))).scalar())
+
+        async def pending() -> int:
+            async with store.engine.connect() as conn:
+                query = "SELECT count(*) FROM events WHERE state = 'pending'"
+                return int((await conn.execute(sa.text(query))).scalar() or 0)
+
+        subjects = [f"Printer on fire, take {n}" for n in range(1, HANDOVER_MAX + 41)]
+        try:
+            await gateway.ready()
+            (ticket,) = await seed_fanned_out(control, admin, ["Printer on fire"])
+
+            async def edit(subject: str) -> None:
+                response = await control["inboxops"].patch(
+                    f"/_sim/objects/{ticket}", json={"subject": subject}
+                )
+                assert response.status_code == 200, response.text
+                await sims["inboxops"].kit.flush()
+
+            reads_before = len(sims["inboxops"].kit.requests)
+            async with store.engine.connect() as lock:
+                await lock.execute(sa.text("SELECT id FROM work_items FOR UPDATE"))
+                await edit(subjects[0])  # its round waits for the item's lock
+                await eventually(waiting_for_a_lock, timeout_s=30, what="the round blocked")
+                for subject in subjects[1:]:
+                    await edit(subject)
+
+                async def all_stored() -> bool:
+                    return await pending() == len(subjects)
+
+                await eventually(all_stored, timeout_s=60, what="every delivery stored")
+                await lock.commit()
+
+            async def drained() -> bool:
+                return await pending() == 0 and [
+                    i["title"] for i in await sim_objects(control["devhelm"])
+                ] == [subjects[-1]]
+
+            await eventually(drained, timeout_s=60, what="every delivery processed")
+            await eventually(lambda: blackbox.settled(admin), timeout_s=60, what="settled")
+            path = f"/api/v1/tickets/{ticket}"
+            reads = [
+                r
+                for r in sims["inboxops"].kit.requests[reads_before:]
+                if r.method == "GET" and r.path == path
+            ]
+            assert reads == [], f"the ticket was read again {len(reads)} times"
+            found = await admin.get("/lookup", params={"system": "inboxops", "external_id": ticket})
+            item_id = found.json()["item"]["id"]
+            detail = (await admin.get(f"/work-items/{item_id}", params={"history": 1000})).json()
+            titles = [
+                h["new_value"]
+                for h in detail["history"]
+                if h["kind"] == "change" and h["system"] == "inboxops" and h["field"] == "title"
+            ]
+            assert titles == subjects or titles == subjects[::-1], titles[:3]
+        finally:
+            await admin.aclose()
+            await gateway.stop()
             await store.close()
 
 
