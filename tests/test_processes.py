@@ -5,11 +5,12 @@ the tests wait on conditions (events processed, queue empty) with deadlines."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
 from collections import Counter
-from collections.abc import Awaitable
+from collections.abc import AsyncIterator, Awaitable
 from pathlib import Path
 from typing import Any
 
@@ -352,6 +353,55 @@ async def test_sigterm_finishes_in_flight_work_and_leaves_no_claim(tmp_path: Pat
         assert "ReadTimeout" not in (tmp_path / "gateway.log").read_text()
 
 
+async def pending_events(store: Store) -> int:
+    async with store.engine.connect() as conn:
+        query = "SELECT count(*) FROM events WHERE state = 'pending'"
+        return int((await conn.execute(sa.text(query))).scalar() or 0)
+
+
+async def waiting_for_a_lock(store: Store) -> bool:
+    async with store.engine.connect() as conn:
+        query = (
+            "SELECT count(*) FROM pg_stat_activity"
+            " WHERE wait_event_type = 'Lock' AND datname = current_database()"
+        )
+        return bool((await conn.execute(sa.text(query))).scalar())
+
+
+@contextlib.asynccontextmanager
+async def retitled_while_held(
+    store: Store,
+    sims: dict[str, Any],
+    control: dict[str, httpx.AsyncClient],
+    ticket: str,
+    subjects: list[str],
+) -> AsyncIterator[None]:
+    """Retitle the ticket once per subject while another session holds every work item's
+    lock (a slow database): the first delivery's round waits for it, holding the inbox
+    worker, and the others are stored. Yields with every delivery stored, pending, and
+    the lock still held; released on leaving."""
+
+    async def edit(subject: str) -> None:
+        response = await control["inboxops"].patch(
+            f"/_sim/objects/{ticket}", json={"subject": subject}
+        )
+        assert response.status_code == 200, response.text
+        await sims["inboxops"].kit.flush()
+
+    async def all_stored() -> bool:
+        return await pending_events(store) == len(subjects)
+
+    async with store.engine.connect() as lock:
+        await lock.execute(sa.text("SELECT id FROM work_items FOR UPDATE"))
+        await edit(subjects[0])  # its round waits for the item's lock
+        await eventually(lambda: waiting_for_a_lock(store), timeout_s=30, what="the round blocked")
+        for subject in subjects[1:]:
+            await edit(subject)
+        await eventually(all_stored, timeout_s=60, what="every delivery stored")
+        yield
+        await lock.commit()
+
+
 @pytest.mark.postgres
 async def test_a_stop_gives_back_the_received_events_it_had_not_taken_yet(
     tmp_path: Path,
@@ -376,14 +426,6 @@ async def test_a_stop_gives_back_the_received_events_it_had_not_taken_yet(
                 query = f"SELECT claimed_until FROM events WHERE {where}"
                 return list((await conn.execute(sa.text(query))).all())
 
-        async def waiting_for_a_lock() -> bool:
-            async with store.engine.connect() as conn:
-                query = (
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-                )
-                return bool((await conn.execute(sa.text(query))).scalar())
-
         async def logged_stopping() -> bool:
             return '"message":"gateway stopping"' in first.log_path.read_text()
 
@@ -391,28 +433,10 @@ async def test_a_stop_gives_back_the_received_events_it_had_not_taken_yet(
         try:
             await first.ready()
             (ticket,) = await seed_fanned_out(control, admin, ["Printer on fire"])
-
-            async def edit(subject: str) -> None:
-                response = await control["inboxops"].patch(
-                    f"/_sim/objects/{ticket}", json={"subject": subject}
-                )
-                assert response.status_code == 200, response.text
-                await sims["inboxops"].kit.flush()
-
-            async with store.engine.connect() as lock:
-                await lock.execute(sa.text("SELECT id FROM work_items FOR UPDATE"))
-                await edit(subjects[0])  # its round waits for the item's lock
-                await eventually(waiting_for_a_lock, timeout_s=30, what="the round blocked")
-                for subject in subjects[1:]:
-                    await edit(subject)
-
-                async def all_stored() -> bool:
-                    return len(await events("state = 'pending'")) == len(subjects)
-
-                await eventually(all_stored, timeout_s=30, what="every delivery stored")
+            async with retitled_while_held(store, sims, control, ticket, subjects):
                 first.proc.send_signal(signal.SIGTERM)
                 await eventually(logged_stopping, timeout_s=30, what="the stop begun")
-                await lock.commit()  # the round in flight ends; then the worker stops
+            # the round in flight ended with the lock; then the worker stopped
             await first.stop()
             assert first.proc.returncode == 0
             left = await events("state = 'pending'")
@@ -460,47 +484,16 @@ async def test_a_burst_past_the_handover_is_processed_in_the_order_it_arrived(
         gateway = GatewayProcess(config, port, "only", tmp_path / "gateway.log")
         admin = admin_client(gateway.url)
 
-        async def waiting_for_a_lock() -> bool:
-            async with store.engine.connect() as conn:
-                query = (
-                    "SELECT count(*) FROM pg_stat_activity"
-                    " WHERE wait_event_type = 'Lock' AND datname = current_database()"
-                )
-                return bool((await conn.execute(sa.text(query))).scalar())
-
-        async def pending() -> int:
-            async with store.engine.connect() as conn:
-                query = "SELECT count(*) FROM events WHERE state = 'pending'"
-                return int((await conn.execute(sa.text(query))).scalar() or 0)
-
         subjects = [f"Printer on fire, take {n}" for n in range(1, HANDOVER_MAX + 41)]
         try:
             await gateway.ready()
             (ticket,) = await seed_fanned_out(control, admin, ["Printer on fire"])
-
-            async def edit(subject: str) -> None:
-                response = await control["inboxops"].patch(
-                    f"/_sim/objects/{ticket}", json={"subject": subject}
-                )
-                assert response.status_code == 200, response.text
-                await sims["inboxops"].kit.flush()
-
             reads_before = len(sims["inboxops"].kit.requests)
-            async with store.engine.connect() as lock:
-                await lock.execute(sa.text("SELECT id FROM work_items FOR UPDATE"))
-                await edit(subjects[0])  # its round waits for the item's lock
-                await eventually(waiting_for_a_lock, timeout_s=30, what="the round blocked")
-                for subject in subjects[1:]:
-                    await edit(subject)
-
-                async def all_stored() -> bool:
-                    return await pending() == len(subjects)
-
-                await eventually(all_stored, timeout_s=60, what="every delivery stored")
-                await lock.commit()
+            async with retitled_while_held(store, sims, control, ticket, subjects):
+                pass
 
             async def drained() -> bool:
-                return await pending() == 0 and [
+                return await pending_events(store) == 0 and [
                     i["title"] for i in await sim_objects(control["devhelm"])
                 ] == [subjects[-1]]
 
