@@ -750,20 +750,25 @@ class Dispatcher:
         (``VendorObject.reread``)."""
         assert link.ref is not None
         known = link.known
+        changes = self.rules.differs(
+            link.system, known, self.rules.outgoing(link.system, item.fields())
+        )
         read_at: float | None = None
         if self._refreshes(link.system):
-            if self._no_read_needed(link, item):
+            if changes.is_empty() and not self._read_asked(link):
                 return
             refreshed = await self._refresh(adapter, link, item)
             if refreshed is None:
                 return  # the link was moved or removed meanwhile: nothing to write here
+            folded = refreshed[0] is not link or refreshed[1] is not item
             link, item, known, read_at = refreshed
             result.link = link
             result.version = item.version
             result.changed_at = item.updated_at
+            if folded:  # the engine took the read: the item and what the object holds moved
+                target = self.rules.outgoing(link.system, item.fields())
+                changes = self.rules.differs(link.system, known, target)
         assert link.ref is not None
-        target = self.rules.outgoing(link.system, item.fields())
-        changes = self.rules.differs(link.system, known, target)
         if changes.is_empty():
             return
         changes = self.rules.to_vendor(link.system, changes)  # assignees as its user ids
@@ -774,17 +779,15 @@ class Dispatcher:
             self.metrics.refresh_window.labels(link.system).observe(time.perf_counter() - read_at)
         result.obj = await adapter.update(link.ref, changes, current=known)
 
-    def _no_read_needed(self, link: Link, item: WorkItem) -> bool:
-        """A change undone before its write: the item is back to what the link knows of
-        the object, and no write of the gateway's may have changed the object since
-        (none unconfirmed: sent, its answer not recorded, it may show what it sent). No
-        write follows, so there is nothing a read could keep from being overwritten;
-        unless a change that cannot be dated asked for one (``VendorObject.reread``)."""
-        known = link.known
-        if known is None or known.reread or link.unconfirmed:
-            return False
-        target = self.rules.outgoing(link.system, item.fields())
-        return self.rules.differs(link.system, known, target).is_empty()
+    @staticmethod
+    def _read_asked(link: Link) -> bool:
+        """Whether the object is read before a write that has nothing to send (a change
+        undone before its write: the item is back to what the link knows of the object,
+        and no read can keep anything from being overwritten): when a write of the
+        gateway's to it is unconfirmed (sent, its answer not recorded, the object may
+        show what it sent), or a change that could not be dated asked for a read
+        (``VendorObject.reread``)."""
+        return bool(link.unconfirmed) or (link.known is not None and link.known.reread)
 
     def _refreshes(self, system: str) -> bool:
         settings = self.rules.settings.systems.get(system)
